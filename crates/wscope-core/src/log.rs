@@ -1,0 +1,49 @@
+//! The reference's three stats lines, logged through `tracing`.
+
+use crate::registry::Registry;
+use crate::snapshot::Snapshot;
+
+/// The `tracing` target the stats lines are logged under.
+pub const STATS_TARGET: &str = "wscope::stats";
+
+/// Milliseconds to whole seconds, rounded like JavaScript's `Math.round`.
+fn secs(ms: u64) -> u64 {
+    (ms + 500) / 1000
+}
+
+/// The three lines, exactly as the reference prints them.
+pub fn stats_lines(s: &Snapshot) -> [String; 3] {
+    let st = &s.connections_by_state;
+    [
+        format!(
+            "[WebSocket Stats] Active: {}, Total: {}, Closed: {}",
+            s.total_connections, s.total_connections_ever, s.total_connections_closed
+        ),
+        format!(
+            "[WebSocket Stats] Avg Age: {}s, Avg Idle: {}s",
+            secs(s.average_age),
+            secs(s.average_idle_time)
+        ),
+        format!(
+            "[WebSocket Stats] By State - Open: {}, Connecting: {}, Closing: {}",
+            st.open, st.connecting, st.closing
+        ),
+    ]
+}
+
+pub(crate) fn log_snapshot(s: &Snapshot) {
+    for line in stats_lines(s) {
+        tracing::info!(target: STATS_TARGET, "{line}");
+    }
+}
+
+/// Logs the reference's three stats lines at INFO under [`STATS_TARGET`]:
+///
+/// ```text
+/// [WebSocket Stats] Active: 5, Total: 23, Closed: 18
+/// [WebSocket Stats] Avg Age: 45s, Avg Idle: 12s
+/// [WebSocket Stats] By State - Open: 5, Connecting: 0, Closing: 0
+/// ```
+pub fn log_connection_stats(registry: &Registry) {
+    log_snapshot(&registry.summary());
+}
