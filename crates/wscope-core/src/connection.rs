@@ -316,6 +316,11 @@ impl Connection {
         self.entry.cancel.is_cancelled()
     }
 
+    /// The registry's task tracker, for the tasks that serve this connection.
+    pub fn task_tracker(&self) -> &tokio_util::task::TaskTracker {
+        &self.shared.tracker
+    }
+
     /// How long a closing connection may take to flush and finish its handshake.
     pub fn close_timeout(&self) -> Duration {
         self.shared.config.drain_timeout

@@ -126,7 +126,7 @@ pub(crate) struct Shared {
     /// Parent of every connection's token: cancelling it drops every connection at once.
     root: CancellationToken,
     /// Connection writer tasks and background tasks.
-    tracker: TaskTracker,
+    pub(crate) tracker: TaskTracker,
     /// 0 = background tasks not started, 1 = started (they need a runtime, so start lazily).
     background: AtomicU8,
     /// The shutdown's outcome, once known; later callers wait on it.

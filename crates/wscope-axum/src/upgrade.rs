@@ -1,0 +1,196 @@
+//! The upgrade extractor: tells an upgrade request from a plain one and, on upgrade, registers the
+//! socket so that every connection accepted through it is tracked with no further wiring.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use wscope_core::{ConnectionMeta, Registry};
+
+use crate::client_addr::TrustedProxies;
+use crate::error::ApiError;
+use crate::socket::TrackedSocket;
+
+/// Engine settings for accepted sockets.
+#[derive(Clone, Debug)]
+pub struct SocketConfig {
+    /// Bytes read from the socket at a time (the engine's read buffer).
+    pub read_buffer_size: usize,
+    /// Bytes buffered before a write goes to the socket (frames batch up to this).
+    pub write_buffer_size: usize,
+    /// Largest message accepted (bytes).
+    pub max_message_size: usize,
+    /// Largest frame accepted (bytes).
+    pub max_frame_size: usize,
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        Self {
+            // axum defaults to 128 KiB each, held per connection even when idle.
+            read_buffer_size: 4 * 1024,
+            write_buffer_size: 16 * 1024,
+            max_message_size: 64 << 20,
+            max_frame_size: 16 << 20,
+        }
+    }
+}
+
+/// Where accepted sockets are tracked and how they are accepted. Attach it to a router with
+/// [`Tracking::layer`]; without it, sockets go to [`Registry::global`] with the defaults.
+#[derive(Clone, Debug)]
+pub struct Tracking {
+    /// The registry sockets are registered in.
+    pub registry: Registry,
+    /// Peers whose forwarding headers are believed.
+    pub trusted_proxies: TrustedProxies,
+    /// Engine settings.
+    pub socket: SocketConfig,
+}
+
+impl Tracking {
+    /// Tracks into `registry`, trusting loopback proxies, with default engine settings.
+    pub fn new(registry: Registry) -> Self {
+        Self {
+            registry,
+            trusted_proxies: TrustedProxies::default(),
+            socket: SocketConfig::default(),
+        }
+    }
+
+    /// Sets the trusted proxies.
+    pub fn trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.trusted_proxies = proxies;
+        self
+    }
+
+    /// Sets the engine settings.
+    pub fn socket_config(mut self, socket: SocketConfig) -> Self {
+        self.socket = socket;
+        self
+    }
+
+    /// A layer that makes [`WebSocketUpgrade`] use this tracking (`router.layer(t.layer())`).
+    pub fn layer(self) -> Extension<Tracking> {
+        Extension(self)
+    }
+
+    /// The default: the global registry, loopback proxies, default engine settings.
+    pub fn global() -> &'static Tracking {
+        static GLOBAL: OnceLock<Tracking> = OnceLock::new();
+        GLOBAL.get_or_init(|| Tracking::new(Registry::global().clone()))
+    }
+}
+
+/// An extractor for WebSocket routes, the counterpart of the reference's `isUpgradeRequest` and
+/// `upgradeWebSocket()`. It never rejects: ask [`is_upgrade_request`] or let [`on_upgrade`]
+/// answer a plain request with 426.
+///
+/// [`is_upgrade_request`]: WebSocketUpgrade::is_upgrade_request
+/// [`on_upgrade`]: WebSocketUpgrade::on_upgrade
+#[derive(Debug)]
+pub struct WebSocketUpgrade {
+    upgrade: Option<axum::extract::ws::WebSocketUpgrade>,
+    meta: ConnectionMeta,
+    tracking: Tracking,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Infallible> {
+        let upgrade = axum::extract::ws::WebSocketUpgrade::from_request_parts(parts, state)
+            .await
+            .ok();
+        let tracking = parts
+            .extensions
+            .get::<Tracking>()
+            .cloned()
+            .unwrap_or_else(|| Tracking::global().clone());
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        let remote_addr = peer.map(|p| tracking.trusted_proxies.client_ip(p, &parts.headers));
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let meta = ConnectionMeta {
+            remote_addr,
+            user_agent,
+            path: parts.uri.path().to_owned(),
+        };
+        Ok(Self {
+            upgrade,
+            meta,
+            tracking,
+        })
+    }
+}
+
+impl WebSocketUpgrade {
+    /// Whether the request asks for a WebSocket upgrade.
+    pub fn is_upgrade_request(&self) -> bool {
+        self.upgrade.is_some()
+    }
+
+    /// Tracks this socket in `registry` instead of the router's (or the global) one.
+    pub fn registry(mut self, registry: &Registry) -> Self {
+        self.tracking.registry = registry.clone();
+        self
+    }
+
+    /// The client address that will be recorded.
+    pub fn remote_addr(&self) -> Option<IpAddr> {
+        self.meta.remote_addr
+    }
+
+    /// The request path.
+    pub fn path(&self) -> &str {
+        &self.meta.path
+    }
+
+    /// Accepts the upgrade and runs `handler` with the tracked socket. A plain request gets 426
+    /// "Upgrade required"; a registry that is shutting down refuses with 503.
+    pub fn on_upgrade<F, Fut>(self, handler: F) -> Response
+    where
+        F: FnOnce(TrackedSocket) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let Some(upgrade) = self.upgrade else {
+            return upgrade_required();
+        };
+        let conn = match self.tracking.registry.register(self.meta) {
+            Ok(conn) => conn,
+            Err(refusal) => {
+                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string())
+                    .into_response()
+            }
+        };
+        let cfg = &self.tracking.socket;
+        // If the upgrade fails, the closure (and with it `conn`) is dropped, removing the entry.
+        upgrade
+            .read_buffer_size(cfg.read_buffer_size)
+            .write_buffer_size(cfg.write_buffer_size)
+            .max_message_size(cfg.max_message_size)
+            .max_frame_size(cfg.max_frame_size)
+            .on_upgrade(move |socket| handler(TrackedSocket::start(socket, conn)))
+    }
+}
+
+/// 426 with a JSON body and the `Upgrade` header a client needs.
+pub fn upgrade_required() -> Response {
+    let mut response =
+        ApiError::new(StatusCode::UPGRADE_REQUIRED, "Upgrade required").into_response();
+    response
+        .headers_mut()
+        .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    response
+}
