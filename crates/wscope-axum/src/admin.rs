@@ -116,7 +116,9 @@ pub async fn admin(State(registry): State<Registry>, body: Bytes) -> Result<Resp
         "get_stats" => Ok(Json(registry.snapshot()).into_response()),
         "close_all" => {
             let closed = registry.close_all(code, &reason).map_err(bad_reason)?;
-            Ok(json(serde_json::json!({ "success": true, "closed": closed })))
+            Ok(json(
+                serde_json::json!({ "success": true, "closed": closed }),
+            ))
         }
         "close" => {
             let id = req

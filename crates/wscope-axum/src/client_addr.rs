@@ -195,13 +195,23 @@ mod tests {
         let t = TrustedProxies::default();
         let h = headers(&[("x-real-ip", "192.0.2.44")]);
         assert_eq!(t.client_ip(ip("::ffff:127.0.0.1"), &h), ip("192.0.2.44"));
-        assert_eq!(t.client_ip(ip("127.0.0.1"), &HeaderMap::new()), ip("127.0.0.1"));
+        assert_eq!(
+            t.client_ip(ip("127.0.0.1"), &HeaderMap::new()),
+            ip("127.0.0.1")
+        );
     }
 
     #[test]
     fn bad_list_is_an_error() {
         assert!("10.0.0.0/33".parse::<TrustedProxies>().is_err());
         assert!("nonsense".parse::<TrustedProxies>().is_err());
-        assert_eq!("192.0.2.1".parse::<TrustedProxies>().unwrap().networks().len(), 1);
+        assert_eq!(
+            "192.0.2.1"
+                .parse::<TrustedProxies>()
+                .unwrap()
+                .networks()
+                .len(),
+            1
+        );
     }
 }

@@ -90,7 +90,8 @@ impl TrackedSocket {
                     }
                 }
                 Some(Some(Err(e))) => {
-                    self.conn.record_close(Initiator::Error, None, error_text(&e));
+                    self.conn
+                        .record_close(Initiator::Error, None, error_text(&e));
                     break;
                 }
                 Some(None) => {
@@ -149,7 +150,10 @@ impl Drop for TrackedSocket {
         // handshake completes even though the handler has gone.
         let conn = self.conn.clone();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(conn.task_tracker().track_future(finish_close(conn.clone(), stream)));
+            rt.spawn(
+                conn.task_tracker()
+                    .track_future(finish_close(conn.clone(), stream)),
+            );
         } else {
             conn.mark_closed();
             conn.abort();
@@ -227,7 +231,10 @@ async fn write_loop(conn: Arc<Connection>, mut sink: SplitSink<WebSocket, ax::Me
             // Give the peer the close timeout to answer; the reader stops the connection when
             // the handshake completes, else we do.
             let timeout = conn.close_timeout();
-            if tokio::time::timeout(timeout, conn.cancelled()).await.is_err() {
+            if tokio::time::timeout(timeout, conn.cancelled())
+                .await
+                .is_err()
+            {
                 conn.record_close(Initiator::Deadline, None, "close handshake timed out");
                 conn.abort();
             }

@@ -237,9 +237,7 @@ impl Connection {
     #[inline]
     pub fn record_received(&self, len: usize) {
         self.entry.messages_in.fetch_add(1, Ordering::Relaxed);
-        self.entry
-            .bytes_in
-            .fetch_add(len as u64, Ordering::Relaxed);
+        self.entry.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
         self.touch();
     }
 

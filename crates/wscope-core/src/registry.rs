@@ -362,7 +362,9 @@ impl Shared {
 
     /// The one removal path: drop guards and the sweep both come here; the map decides who wins.
     pub(crate) fn remove(&self, entry: &Arc<Entry>) {
-        entry.state.store(ConnectionState::Closed as u8, Ordering::Release);
+        entry
+            .state
+            .store(ConnectionState::Closed as u8, Ordering::Release);
         entry.outbox.shut();
         if self.entries.remove(&entry.seq).is_none() {
             return; // already swept
@@ -519,7 +521,10 @@ impl Shared {
         let mut dropped = 0;
         if !self.wait_empty(self.config.drain_timeout).await {
             dropped = self.current.load(Ordering::Acquire);
-            tracing::warn!(dropped, "shutdown: drain deadline passed, dropping the rest");
+            tracing::warn!(
+                dropped,
+                "shutdown: drain deadline passed, dropping the rest"
+            );
             for item in self.entries.iter() {
                 let mut slot = item
                     .value()

@@ -1,0 +1,187 @@
+//! `wscope serve`: the echo and chat endpoints on the main listener, the admin API on its own
+//! listener, and a graceful drain on SIGINT/SIGTERM.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use axum::response::Response;
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use axum::Router;
+use tokio::net::TcpListener;
+use wscope_axum::{
+    admin_router, health_router, SocketConfig, Tracking, TrustedProxies, WebSocketUpgrade,
+};
+use wscope_core::{Message, Registry, ShutdownReport};
+
+use crate::config::ServeConfig;
+use crate::listener;
+
+/// The path chat connections share.
+pub const CHAT_PATH: &str = "/ws/chat";
+
+/// Bound listeners, ready to serve.
+pub struct Server {
+    registry: Registry,
+    tracking: Tracking,
+    main: TcpListener,
+    admin: TcpListener,
+}
+
+impl Server {
+    /// Binds both listeners; an error names the flag whose address failed.
+    pub fn bind(cfg: &ServeConfig) -> anyhow::Result<Self> {
+        let main = listener::bind(cfg.listen, cfg.backlog)
+            .with_context(|| format!("--listen {}", cfg.listen))?;
+        let admin = listener::bind(cfg.admin_listen, cfg.backlog)
+            .with_context(|| format!("--admin-listen {}", cfg.admin_listen))?;
+        let registry = Registry::with_config(cfg.registry_config());
+        let tracking = Tracking::new(registry.clone())
+            .trusted_proxies(TrustedProxies::new(cfg.trusted_proxies.iter().copied()))
+            .socket_config(SocketConfig {
+                max_message_size: cfg.max_message_size,
+                max_frame_size: cfg
+                    .max_message_size
+                    .min(SocketConfig::default().max_frame_size),
+                ..SocketConfig::default()
+            });
+        Ok(Self {
+            registry,
+            tracking,
+            main,
+            admin,
+        })
+    }
+
+    /// The bound addresses (main, admin): with port 0 in the config, the ports chosen.
+    pub fn local_addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
+        Ok((self.main.local_addr()?, self.admin.local_addr()?))
+    }
+
+    /// Serves until `signal` completes, then drains: new upgrades get 503, every connection gets
+    /// 1001 "Server shutting down" after its queue is flushed, and what is left at the drain
+    /// deadline is dropped.
+    pub async fn run(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<ShutdownReport> {
+        let (main_addr, admin_addr) = self.local_addrs()?;
+        self.registry.start_background_tasks();
+        let app = app(self.registry.clone(), self.tracking);
+        let admin = admin_router(self.registry.clone());
+        tracing::info!(main = %main_addr, admin = %admin_addr, instance = self.registry.instance_id(), "listening");
+
+        let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let main_server = axum::serve(
+            self.main.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            }),
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stopped(http_stopped.clone()));
+        let admin_server = axum::serve(
+            self.admin,
+            admin.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stopped(http_stopped));
+        let main_task = tokio::spawn(async move { main_server.await });
+        let admin_task = tokio::spawn(async move { admin_server.await });
+
+        signal.await;
+        // HTTP keeps answering during the drain, so health checks see "shutting_down".
+        let report = self.registry.shutdown().await;
+        tracing::info!(
+            connections = report.connections,
+            dropped = report.dropped,
+            "drained"
+        );
+        let _ = stop_http.send(true);
+        main_task
+            .await
+            .context("main listener task")?
+            .context("main listener")?;
+        admin_task
+            .await
+            .context("admin listener task")?
+            .context("admin listener")?;
+        Ok(report)
+    }
+}
+
+/// The main listener's routes: `/ws` echo, `/ws/chat` fan-out, `/health`.
+pub fn app(registry: Registry, tracking: Tracking) -> Router {
+    Router::new()
+        .route("/ws", get(echo))
+        .route(CHAT_PATH, get(chat))
+        .merge(health_router(registry))
+        .layer(tracking.layer())
+}
+
+/// Sends each text or binary message back unchanged.
+async fn echo(ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(|mut socket| async move {
+        while let Some(msg) = socket.recv().await {
+            if socket.send(msg).await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
+/// Sends each message to every open chat connection (the sender included), through the
+/// registry's `active_connections()`. A member whose queue is full misses that message rather
+/// than holding up the others.
+async fn chat(ws: WebSocketUpgrade, registry: Option<axum::Extension<Tracking>>) -> Response {
+    let registry = registry
+        .map(|axum::Extension(t)| t.registry)
+        .unwrap_or_else(|| Registry::global().clone());
+    ws.on_upgrade(move |mut socket| async move {
+        while let Some(msg) = socket.recv().await {
+            broadcast(&registry, &msg);
+        }
+    })
+}
+
+fn broadcast(registry: &Registry, msg: &Message) {
+    let mut missed = 0u64;
+    for member in registry.active_connections() {
+        if member.path() == CHAT_PATH && member.send(msg.clone()).is_err() {
+            missed += 1;
+        }
+    }
+    if missed > 0 {
+        tracing::debug!(missed, "chat: members with a full queue missed a message");
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT: shutting down"),
+        _ = term => tracing::info!("SIGTERM: shutting down"),
+    }
+}
