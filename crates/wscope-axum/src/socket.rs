@@ -207,7 +207,7 @@ async fn write_loop(conn: Arc<Connection>, mut sink: SplitSink<WebSocket, ax::Me
             match tokio::time::timeout(conn.close_timeout(), write).await {
                 Ok(r) => r,
                 Err(_) => {
-                    conn.record_close(Initiator::Deadline, None, "close flush timed out");
+                    conn.record_dropped("close flush timed out");
                     conn.abort();
                     return;
                 }
@@ -235,7 +235,7 @@ async fn write_loop(conn: Arc<Connection>, mut sink: SplitSink<WebSocket, ax::Me
                 .await
                 .is_err()
             {
-                conn.record_close(Initiator::Deadline, None, "close handshake timed out");
+                conn.record_dropped("close handshake timed out");
                 conn.abort();
             }
             return;

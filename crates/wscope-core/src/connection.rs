@@ -110,6 +110,18 @@ impl Entry {
         }
     }
 
+    /// The connection is dropped without a finished close handshake: whatever started the close,
+    /// the record now says the deadline ended it (keeping the code that was sent, if any).
+    pub(crate) fn record_dropped(&self, reason: &str) {
+        let mut slot = self.close_record.lock().unwrap_or_else(|e| e.into_inner());
+        let code = slot.as_ref().and_then(|r| r.code);
+        *slot = Some(CloseRecord {
+            initiator: Initiator::Deadline,
+            code,
+            reason: reason.to_owned(),
+        });
+    }
+
     pub(crate) fn close_record(&self) -> Option<CloseRecord> {
         self.close_record
             .lock()
@@ -282,6 +294,11 @@ impl Connection {
             code,
             reason: reason.into(),
         });
+    }
+
+    /// The close handshake or flush did not finish in time: record the deadline as the cause.
+    pub fn record_dropped(&self, reason: &str) {
+        self.entry.record_dropped(reason);
     }
 
     /// Why it ended, once known.

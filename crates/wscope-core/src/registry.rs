@@ -518,29 +518,21 @@ impl Shared {
             deadline = ?self.config.drain_timeout,
             "shutdown: closing every connection"
         );
-        let mut dropped = 0;
+        // Connections dropped without a finished handshake: those whose own close timeout
+        // fired during the drain, plus those still here at the deadline.
+        let deadline_drops = || self.closed_by[Initiator::Deadline.index()].load(Ordering::Relaxed);
+        let before = deadline_drops();
         if !self.wait_empty(self.config.drain_timeout).await {
-            dropped = self.current.load(Ordering::Acquire);
-            tracing::warn!(
-                dropped,
-                "shutdown: drain deadline passed, dropping the rest"
-            );
+            let left = self.current.load(Ordering::Acquire);
+            tracing::warn!(left, "shutdown: drain deadline passed, dropping the rest");
             for item in self.entries.iter() {
-                let mut slot = item
-                    .value()
-                    .close_record
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                *slot = Some(crate::close::CloseRecord {
-                    initiator: Initiator::Deadline,
-                    code: None,
-                    reason: "drain deadline passed".to_owned(),
-                });
+                item.value().record_dropped("drain deadline passed");
             }
             self.root.cancel();
             // Aborted tasks unwind promptly; give them a moment to drop their entries.
             self.wait_empty(Duration::from_secs(1)).await;
         }
+        let dropped = deadline_drops() - before + self.current.load(Ordering::Acquire);
         self.root.cancel();
         self.tracker.close();
         ShutdownReport {

@@ -1,0 +1,353 @@
+//! The real `wscope` binary: spawned as a process, driven through real sockets, stopped by signals.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+const BIN: &str = env!("CARGO_BIN_EXE_wscope");
+
+/// A spawned `wscope serve` and the addresses it reported.
+struct Served {
+    child: Child,
+    main: SocketAddr,
+    admin: SocketAddr,
+    /// The rest of stderr, line by line.
+    lines: mpsc::Receiver<String>,
+}
+
+impl Served {
+    fn start(extra: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(extra)
+            .env_remove("INSTANCE_ID")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let line = wait_line(&rx, "listening", Duration::from_secs(20));
+        let field = |name: &str| -> SocketAddr {
+            let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+            line[start..].split_whitespace().next().unwrap().parse().unwrap()
+        };
+        let (main, admin) = (field("main"), field("admin"));
+        Self {
+            child,
+            main,
+            admin,
+            lines: rx,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.main)
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits (bounded) for the process to exit.
+    fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "wscope did not exit within {within:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_line(rx: &mpsc::Receiver<String>, needle: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no line containing {needle:?} within {within:?}: {e}"),
+        }
+    }
+}
+
+/// A raw HTTP/1.1 request; returns (status, body).
+async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+async fn stats(addr: SocketAddr) -> serde_json::Value {
+    let (status, body) = http(addr, "GET", "/api/stats", "").await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test]
+async fn sigterm_drains_clients_with_1001_and_exits_zero() {
+    let mut served = Served::start(&["--drain-timeout", "5s", "--instance-id", "node-t"]);
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let (mut ws, _) = tokio_tungstenite::connect_async(served.url("/ws")).await.unwrap();
+        ws.send(Message::text(format!("hello {i}"))).await.unwrap();
+        let echoed = ws.next().await.unwrap().unwrap();
+        assert_eq!(echoed.into_text().unwrap().as_str(), format!("hello {i}"));
+        clients.push(ws);
+    }
+    let s = stats(served.admin).await;
+    assert_eq!(s["totalConnections"], 3);
+    assert_eq!(s["instanceId"], "node-t");
+    assert!(s["connections"][0]["id"].as_str().unwrap().starts_with("node-t-"));
+
+    let started = Instant::now();
+    served.signal("TERM");
+    for mut ws in clients {
+        let close = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Close(frame))) => return frame,
+                    Some(Ok(_)) => continue,
+                    other => panic!("expected a close frame, got {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("close frame within the drain deadline")
+        .expect("close frame with a code");
+        assert_eq!(close.code, CloseCode::Away);
+        assert_eq!(close.reason.as_str(), "Server shutting down");
+    }
+    let status = served.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn sigint_with_no_clients_exits_zero() {
+    let mut served = Served::start(&[]);
+    served.signal("INT");
+    assert_eq!(served.wait_exit(Duration::from_secs(10)).code(), Some(0));
+}
+
+#[tokio::test]
+async fn drain_deadline_drops_a_client_that_never_answers() {
+    let mut served = Served::start(&["--drain-timeout", "500ms"]);
+    // A client that completes the handshake and then never reads or answers the close.
+    let mut raw = tokio::net::TcpStream::connect(served.main).await.unwrap();
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        served.main
+    );
+    raw.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 512];
+    let n = raw.read(&mut buf).await.unwrap();
+    assert!(std::str::from_utf8(&buf[..n]).unwrap().starts_with("HTTP/1.1 101"));
+    served.signal("TERM");
+    let line = wait_line(&served.lines, "drained", Duration::from_secs(10));
+    assert!(line.contains("dropped=1"), "{line}");
+    assert_eq!(served.wait_exit(Duration::from_secs(10)).code(), Some(0));
+    drop(raw);
+}
+
+#[tokio::test]
+async fn chat_fans_out_to_every_chat_connection_only() {
+    let served = Served::start(&[]);
+    let mut members = Vec::new();
+    for _ in 0..3 {
+        members.push(tokio_tungstenite::connect_async(served.url("/ws/chat")).await.unwrap().0);
+    }
+    let (mut echo_only, _) = tokio_tungstenite::connect_async(served.url("/ws")).await.unwrap();
+    // Every member is OPEN before the message is sent.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stats(served.admin).await["connectionsByState"]["OPEN"] != 4 {
+        assert!(Instant::now() < deadline, "members never became OPEN");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    members[0].send(Message::text("hi all")).await.unwrap();
+    for m in &mut members {
+        let got = tokio::time::timeout(Duration::from_secs(5), m.next()).await.unwrap();
+        assert_eq!(got.unwrap().unwrap(), Message::text("hi all"));
+    }
+    // The echo connection got nothing from chat: its next message is its own echo.
+    echo_only.send(Message::text("mine")).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), echo_only.next()).await.unwrap();
+    assert_eq!(got.unwrap().unwrap(), Message::text("mine"));
+}
+
+#[tokio::test]
+async fn main_listener_health_and_426() {
+    let served = Served::start(&["--instance-id", "hc-1"]);
+    let (status, body) = http(served.main, "GET", "/health", "").await;
+    assert_eq!(status, 200);
+    let h: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(h["status"], "healthy");
+    assert_eq!(h["instanceId"], "hc-1");
+    assert_eq!(h["activeConnections"], 0);
+    assert_eq!(h["shutDown"], false);
+    let (status, body) = http(served.main, "GET", "/ws", "").await;
+    assert_eq!(status, 426);
+    assert!(body.contains("Upgrade required"), "{body}");
+    // The admin API is not on the main listener.
+    let (status, _) = http(served.main, "GET", "/api/stats", "").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn admin_close_all_reaches_clients_through_the_binary() {
+    let served = Served::start(&[]);
+    let (mut ws, _) = tokio_tungstenite::connect_async(served.url("/ws")).await.unwrap();
+    ws.send(Message::text("x")).await.unwrap();
+    ws.next().await.unwrap().unwrap();
+    let (status, body) = http(
+        served.admin,
+        "POST",
+        "/api/admin",
+        r#"{"action":"close_all","code":4000,"reason":"maintenance"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    match ws.next().await.unwrap().unwrap() {
+        Message::Close(Some(f)) => {
+            assert_eq!(u16::from(f.code), 4000);
+            assert_eq!(f.reason.as_str(), "maintenance");
+        }
+        other => panic!("expected close, got {other:?}"),
+    }
+    let (status, body) = http(served.admin, "POST", "/api/admin", r#"{"action":"close_all","code":1005}"#).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("1005"), "{body}");
+}
+
+fn run_fail(args: &[&str], envs: &[(&str, &str)]) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn bad_flag_value_is_one_line_naming_the_flag() {
+    for (flag, value) in [
+        ("--stats-interval", "often"),
+        ("--listen", "not-an-address"),
+        ("--trusted-proxy", "10.0.0.0/99"),
+        ("--backlog", "0"),
+        ("--max-message-size", "huge"),
+    ] {
+        let (code, stderr) = run_fail(&["serve", flag, value], &[]);
+        assert_ne!(code, 0, "{flag} {value}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{flag}: {stderr}");
+        assert!(lines[0].starts_with("error:"), "{stderr}");
+        assert!(lines[0].contains(flag), "{flag}: {stderr}");
+    }
+}
+
+#[test]
+fn bad_env_value_names_the_flag() {
+    let (code, stderr) = run_fail(&["serve"], &[("WSCOPE_DRAIN_TIMEOUT", "forever")]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("--drain-timeout"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn address_in_use_names_the_flag() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, stderr) = run_fail(&["serve", "--listen", "127.0.0.1:0", "--admin-listen", &addr], &[]);
+    assert_ne!(code, 0);
+    let line = stderr.lines().find(|l| l.starts_with("error:")).unwrap();
+    assert!(line.contains("--admin-listen") && line.contains(&addr), "{stderr}");
+    assert!(line.to_lowercase().contains("in use"), "{stderr}");
+}
+
+#[test]
+fn bad_config_file_names_the_key() {
+    let dir = std::env::temp_dir().join(format!("wscope-bin-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, "cleanup_interval = \"sometimes\"\n").unwrap();
+    let (code, stderr) = run_fail(&["serve", "--config", path.to_str().unwrap()], &[]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("cleanup_interval"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn config_file_and_env_are_read() {
+    let dir = std::env::temp_dir().join(format!("wscope-bin-cfg2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ok.toml");
+    std::fs::write(&path, "instance_id = \"from-file\"\nstats_interval = \"200ms\"\n").unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--config", path.to_str().unwrap()])
+        .env_remove("INSTANCE_ID")
+        .env("WSCOPE_INSTANCE_ID", "from-env")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let listening = wait_line(&rx, "listening", Duration::from_secs(20));
+    assert!(listening.contains("from-env"), "env beats file: {listening}");
+    // The file's 200ms stats interval logs the reference lines soon after start.
+    wait_line(&rx, "[WebSocket Stats] Active: 0, Total: 0, Closed: 0", Duration::from_secs(10));
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(dir);
+}
