@@ -221,6 +221,10 @@ async fn write_loop(conn: Arc<Connection>, mut sink: SplitSink<WebSocket, ax::Me
         };
         batch.clear();
         if let Err(e) = result {
+            if conn.state() >= ConnectionState::Closing && !closing {
+                // The peer closed first: the reader completes the handshake.
+                return;
+            }
             // The peer is gone or the protocol broke: stop both halves.
             conn.record_close(Initiator::Error, None, error_text(&e));
             conn.mark_closed();

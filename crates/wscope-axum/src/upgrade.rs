@@ -117,6 +117,9 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip());
+        if peer.is_none() {
+            warn_no_connect_info();
+        }
         let remote_addr = peer.map(|p| tracking.trusted_proxies.client_ip(p, &parts.headers));
         let user_agent = parts
             .headers
@@ -182,6 +185,17 @@ impl WebSocketUpgrade {
             .max_message_size(cfg.max_message_size)
             .max_frame_size(cfg.max_frame_size)
             .on_upgrade(move |socket| handler(TrackedSocket::start(socket, conn)))
+    }
+}
+
+/// Tracking still works without the peer address, but say once how to get it.
+fn warn_no_connect_info() {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            "no ConnectInfo<SocketAddr> on the request: client addresses are not recorded; \
+             serve with into_make_service_with_connect_info::<SocketAddr>()"
+        );
     }
 }
 

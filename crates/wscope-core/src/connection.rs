@@ -16,7 +16,7 @@ use crate::outbox::{Outbox, SendError};
 use crate::registry::Shared;
 
 /// The lifecycle of a connection, as the reference names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[repr(u8)]
 pub enum ConnectionState {
