@@ -44,19 +44,24 @@
 //!
 //! # Layout
 //! - `upgrade`: the [`WebSocketUpgrade`] extractor and the [`Tracking`] it reads.
-//! - `socket`: [`TrackedSocket`], its writer task and the engine message conversions.
+//! - `handshake`: the HTTP/1.1 upgrade handshake, so any engine can take the connection over.
+//! - `engine`: the WebSocket engines ([`Engine`]) behind one reader/writer pair of messages.
+//! - `socket`: [`TrackedSocket`] and its writer task.
 //! - `client_addr`: [`TrustedProxies`] and forwarding-header parsing.
 //! - `admin`: the admin router and health handler.
 //! - `error`: [`ApiError`], the JSON error body.
 
 mod admin;
 mod client_addr;
+mod engine;
 mod error;
+mod handshake;
 mod socket;
 mod upgrade;
 
 pub use admin::{admin, admin_router, health, health_router, stats, Health};
 pub use client_addr::{parse_net, TrustedProxies};
+pub use engine::Engine;
 pub use error::ApiError;
 pub use socket::TrackedSocket;
 pub use upgrade::{upgrade_required, SocketConfig, Tracking, WebSocketUpgrade};

@@ -4,13 +4,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::{self as ax, WebSocket};
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use wscope_core::{
-    Bytes, CloseCode, CloseFrame, CloseRecord, Connection, ConnectionHandle, ConnectionId,
-    ConnectionState, Initiator, Message, ReasonTooLong, SendError, Utf8Bytes,
+    CloseCode, CloseFrame, CloseRecord, Connection, ConnectionHandle, ConnectionId,
+    ConnectionState, Initiator, Message, ReasonTooLong, SendError,
 };
+
+use crate::engine::{EngineError, Reader, Writer};
 
 /// A WebSocket accepted through wscope and tracked in its registry.
 ///
@@ -18,17 +18,24 @@ use wscope_core::{
 /// by either side, failed, or dropped by a drain); control frames are answered and counted but not
 /// surfaced. `send` queues behind anything already queued (broadcasts, admin closes), waiting while
 /// the queue is full.
-#[derive(Debug)]
 pub struct TrackedSocket {
     conn: Arc<Connection>,
-    stream: Option<SplitStream<WebSocket>>,
+    stream: Option<Reader>,
+}
+
+impl std::fmt::Debug for TrackedSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackedSocket")
+            .field("id", &self.conn.id())
+            .field("state", &self.conn.state())
+            .finish_non_exhaustive()
+    }
 }
 
 impl TrackedSocket {
-    /// Splits `socket`, starts its writer task and marks the connection OPEN.
-    pub(crate) fn start(socket: WebSocket, conn: Connection) -> Self {
+    /// Starts the writer task over `sink` and marks the connection OPEN.
+    pub(crate) fn start(stream: Reader, sink: Writer, conn: Connection) -> Self {
         let conn = Arc::new(conn);
-        let (sink, stream) = socket.split();
         conn.mark_open();
         let writer = write_loop(conn.clone(), sink);
         // The registry's tracker lets a server wait for every writer on shutdown.
@@ -72,7 +79,6 @@ impl TrackedSocket {
                 // Aborted: the drain deadline passed or the writer failed.
                 None => break,
                 Some(Some(Ok(msg))) => {
-                    let msg = from_axum(msg);
                     self.conn.record_received(msg.payload_len());
                     match msg {
                         Message::Text(_) | Message::Binary(_) => return Some(msg),
@@ -162,10 +168,9 @@ impl Drop for TrackedSocket {
 }
 
 /// Reads what is left of a connection whose handler has gone, until the close handshake ends.
-async fn finish_close(conn: Arc<Connection>, mut stream: SplitStream<WebSocket>) {
+async fn finish_close(conn: Arc<Connection>, mut stream: Reader) {
     let read_to_end = async {
         while let Some(Ok(msg)) = stream.next().await {
-            let msg = from_axum(msg);
             conn.record_received(msg.payload_len());
         }
     };
@@ -178,7 +183,7 @@ async fn finish_close(conn: Arc<Connection>, mut stream: SplitStream<WebSocket>)
 }
 
 /// Drains the connection's queue to the wire, a batch per wake-up and one flush per batch.
-async fn write_loop(conn: Arc<Connection>, mut sink: SplitSink<WebSocket, ax::Message>) {
+async fn write_loop(conn: Arc<Connection>, mut sink: Writer) {
     let mut batch: Vec<Message> = Vec::new();
     loop {
         tokio::select! {
@@ -192,13 +197,13 @@ async fn write_loop(conn: Arc<Connection>, mut sink: SplitSink<WebSocket, ax::Me
             if !batch.is_empty() {
                 let (count, bytes) = (batch.len(), batch.iter().map(Message::payload_len).sum());
                 for msg in batch.drain(..) {
-                    sink.feed(to_axum(msg)).await?;
+                    sink.feed(msg).await?;
                 }
                 conn.record_sent(count, bytes);
             }
             if let Some(frame) = close {
                 conn.mark_closing();
-                sink.feed(to_axum(Message::Close(Some(frame)))).await?;
+                sink.feed(Message::Close(Some(frame))).await?;
                 conn.record_sent(1, 0);
             }
             sink.flush().await
@@ -247,8 +252,8 @@ async fn write_loop(conn: Arc<Connection>, mut sink: SplitSink<WebSocket, ax::Me
     }
 }
 
-fn error_text(e: &axum::Error) -> String {
-    use std::error::Error as _;
+/// The innermost cause's text (the engine's wrapper adds nothing a reader needs).
+fn error_text(e: &EngineError) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -256,37 +261,4 @@ fn error_text(e: &axum::Error) -> String {
         source = s.source();
     }
     text
-}
-
-/// Converts an engine message into wscope's.
-pub(crate) fn from_axum(msg: ax::Message) -> Message {
-    match msg {
-        ax::Message::Text(t) => Message::Text(
-            Utf8Bytes::try_from(Bytes::from(t)).unwrap_or_default(), // the engine validated it
-        ),
-        ax::Message::Binary(b) => Message::Binary(b),
-        ax::Message::Ping(b) => Message::Ping(b),
-        ax::Message::Pong(b) => Message::Pong(b),
-        ax::Message::Close(frame) => Message::Close(frame.map(|f| CloseFrame {
-            // A code the peer may not send reads as a protocol error (the engine checks too).
-            code: CloseCode::new(f.code).unwrap_or(CloseCode::PROTOCOL),
-            reason: f.reason.as_str().to_owned(),
-        })),
-    }
-}
-
-/// Converts wscope's message into the engine's.
-pub(crate) fn to_axum(msg: Message) -> ax::Message {
-    match msg {
-        Message::Text(t) => {
-            ax::Message::Text(ax::Utf8Bytes::try_from(t.into_bytes()).unwrap_or_default())
-        }
-        Message::Binary(b) => ax::Message::Binary(b),
-        Message::Ping(b) => ax::Message::Ping(b),
-        Message::Pong(b) => ax::Message::Pong(b),
-        Message::Close(frame) => ax::Message::Close(frame.map(|f| ax::CloseFrame {
-            code: f.code.as_u16(),
-            reason: f.reason.into(),
-        })),
-    }
 }

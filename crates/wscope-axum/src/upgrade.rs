@@ -13,13 +13,20 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use wscope_core::{ConnectionMeta, Registry};
 
+use hyper_util::rt::TokioIo;
+use wscope_core::Initiator;
+
 use crate::client_addr::TrustedProxies;
+use crate::engine::{self, Engine};
 use crate::error::ApiError;
+use crate::handshake::Handshake;
 use crate::socket::TrackedSocket;
 
 /// Engine settings for accepted sockets.
 #[derive(Clone, Debug)]
 pub struct SocketConfig {
+    /// The WebSocket implementation.
+    pub engine: Engine,
     /// Bytes read from the socket at a time (the engine's read buffer).
     pub read_buffer_size: usize,
     /// Bytes buffered before a write goes to the socket (frames batch up to this).
@@ -33,6 +40,7 @@ pub struct SocketConfig {
 impl Default for SocketConfig {
     fn default() -> Self {
         Self {
+            engine: Engine::default(),
             // axum defaults to 128 KiB each, held per connection even when idle.
             read_buffer_size: 4 * 1024,
             write_buffer_size: 16 * 1024,
@@ -96,7 +104,7 @@ impl Tracking {
 /// [`on_upgrade`]: WebSocketUpgrade::on_upgrade
 #[derive(Debug)]
 pub struct WebSocketUpgrade {
-    upgrade: Option<axum::extract::ws::WebSocketUpgrade>,
+    handshake: Option<Handshake>,
     meta: ConnectionMeta,
     tracking: Tracking,
 }
@@ -104,10 +112,8 @@ pub struct WebSocketUpgrade {
 impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
     type Rejection = Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Infallible> {
-        let upgrade = axum::extract::ws::WebSocketUpgrade::from_request_parts(parts, state)
-            .await
-            .ok();
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
+        let handshake = Handshake::from_parts(parts);
         let tracking = parts
             .extensions
             .get::<Tracking>()
@@ -131,7 +137,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
             path: parts.uri.path().to_owned(),
         };
         Ok(Self {
-            upgrade,
+            handshake,
             meta,
             tracking,
         })
@@ -141,7 +147,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
 impl WebSocketUpgrade {
     /// Whether the request asks for a WebSocket upgrade.
     pub fn is_upgrade_request(&self) -> bool {
-        self.upgrade.is_some()
+        self.handshake.is_some()
     }
 
     /// Tracks this socket in `registry` instead of the router's (or the global) one.
@@ -167,7 +173,7 @@ impl WebSocketUpgrade {
         F: FnOnce(TrackedSocket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let Some(upgrade) = self.upgrade else {
+        let Some(handshake) = self.handshake else {
             return upgrade_required();
         };
         let conn = match self.tracking.registry.register(self.meta) {
@@ -177,14 +183,20 @@ impl WebSocketUpgrade {
                     .into_response()
             }
         };
-        let cfg = &self.tracking.socket;
-        // If the upgrade fails, the closure (and with it `conn`) is dropped, removing the entry.
-        upgrade
-            .read_buffer_size(cfg.read_buffer_size)
-            .write_buffer_size(cfg.write_buffer_size)
-            .max_message_size(cfg.max_message_size)
-            .max_frame_size(cfg.max_frame_size)
-            .on_upgrade(move |socket| handler(TrackedSocket::start(socket, conn)))
+        let response = handshake.response();
+        let cfg = self.tracking.socket;
+        tokio::spawn(async move {
+            match handshake.on_upgrade.await {
+                Ok(upgraded) => {
+                    let (reader, writer) =
+                        engine::start(cfg.engine, TokioIo::new(upgraded), &cfg).await;
+                    handler(TrackedSocket::start(reader, writer, conn)).await;
+                }
+                // Dropping `conn` removes the entry, with this as the reason.
+                Err(e) => conn.record_close(Initiator::Error, None, format!("upgrade failed: {e}")),
+            }
+        });
+        response
     }
 }
 
@@ -203,8 +215,11 @@ fn warn_no_connect_info() {
 pub fn upgrade_required() -> Response {
     let mut response =
         ApiError::new(StatusCode::UPGRADE_REQUIRED, "Upgrade required").into_response();
-    response
-        .headers_mut()
-        .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(
+        header::SEC_WEBSOCKET_VERSION,
+        HeaderValue::from_static("13"),
+    );
     response
 }

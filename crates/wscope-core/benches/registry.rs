@@ -114,7 +114,9 @@ fn connection_count(c: &mut Criterion) {
     let other = reg.clone();
     // The other thread churns connections, so the counter's cache line really moves.
     let _bg = Background::start(move || drop(other.register(meta()).unwrap()));
-    g.bench_function("2 threads", |b| b.iter(|| black_box(reg.connection_count())));
+    g.bench_function("2 threads", |b| {
+        b.iter(|| black_box(reg.connection_count()))
+    });
     g.finish();
 }
 

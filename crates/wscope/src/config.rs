@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use ipnet::IpNet;
 use serde::Deserialize;
+use wscope_axum::Engine;
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -62,6 +63,9 @@ pub struct ServeArgs {
     /// Log format [default: human].
     #[arg(long, env = "WSCOPE_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// WebSocket engine: tokio-websockets or tungstenite [default: tokio-websockets].
+    #[arg(long, env = "WSCOPE_ENGINE", value_name = "ENGINE")]
+    pub engine: Option<Engine>,
 }
 
 /// The `--config` file: the same options, as strings or numbers, checked like the flags.
@@ -79,6 +83,7 @@ struct FileConfig {
     queue_capacity: Option<usize>,
     max_message_size: Option<toml::Value>,
     log_format: Option<LogFormat>,
+    engine: Option<String>,
 }
 
 /// Every option of `wscope serve`, resolved.
@@ -106,6 +111,8 @@ pub struct ServeConfig {
     pub max_message_size: usize,
     /// Log format.
     pub log_format: LogFormat,
+    /// WebSocket engine.
+    pub engine: Engine,
 }
 
 impl Default for ServeConfig {
@@ -123,6 +130,7 @@ impl Default for ServeConfig {
             queue_capacity: registry.queue_capacity,
             max_message_size: wscope_axum::SocketConfig::default().max_message_size,
             log_format: LogFormat::Human,
+            engine: Engine::default(),
         }
     }
 }
@@ -215,6 +223,14 @@ impl ServeConfig {
                 .or(max_message_size)
                 .unwrap_or(d.max_message_size),
             log_format: args.log_format.or(file.log_format).unwrap_or(d.log_format),
+            engine: match (args.engine, file.engine) {
+                (Some(e), _) => e,
+                (None, Some(name)) => name
+                    .parse()
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| key("engine"))?,
+                (None, None) => d.engine,
+            },
         })
     }
 

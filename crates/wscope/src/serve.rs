@@ -40,6 +40,7 @@ impl Server {
         let tracking = Tracking::new(registry.clone())
             .trusted_proxies(TrustedProxies::new(cfg.trusted_proxies.iter().copied()))
             .socket_config(SocketConfig {
+                engine: cfg.engine,
                 max_message_size: cfg.max_message_size,
                 max_frame_size: cfg
                     .max_message_size

@@ -27,7 +27,13 @@ struct Served {
 impl Served {
     fn start(extra: &[&str]) -> Self {
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
             .args(extra)
             .env_remove("INSTANCE_ID")
             .stdin(Stdio::null())
@@ -47,7 +53,12 @@ impl Served {
         let line = wait_line(&rx, "listening", Duration::from_secs(20));
         let field = |name: &str| -> SocketAddr {
             let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
-            line[start..].split_whitespace().next().unwrap().parse().unwrap()
+            line[start..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
         };
         let (main, admin) = (field("main"), field("admin"));
         Self {
@@ -78,7 +89,10 @@ impl Served {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "wscope did not exit within {within:?}");
+            assert!(
+                Instant::now() < deadline,
+                "wscope did not exit within {within:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -114,7 +128,11 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, S
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     let status = out[9..12].parse().unwrap();
-    let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_owned();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_owned();
     (status, body)
 }
 
@@ -129,7 +147,9 @@ async fn sigterm_drains_clients_with_1001_and_exits_zero() {
     let mut served = Served::start(&["--drain-timeout", "5s", "--instance-id", "node-t"]);
     let mut clients = Vec::new();
     for i in 0..3 {
-        let (mut ws, _) = tokio_tungstenite::connect_async(served.url("/ws")).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::connect_async(served.url("/ws"))
+            .await
+            .unwrap();
         ws.send(Message::text(format!("hello {i}"))).await.unwrap();
         let echoed = ws.next().await.unwrap().unwrap();
         assert_eq!(echoed.into_text().unwrap().as_str(), format!("hello {i}"));
@@ -138,7 +158,10 @@ async fn sigterm_drains_clients_with_1001_and_exits_zero() {
     let s = stats(served.admin).await;
     assert_eq!(s["totalConnections"], 3);
     assert_eq!(s["instanceId"], "node-t");
-    assert!(s["connections"][0]["id"].as_str().unwrap().starts_with("node-t-"));
+    assert!(s["connections"][0]["id"]
+        .as_str()
+        .unwrap()
+        .starts_with("node-t-"));
 
     let started = Instant::now();
     served.signal("TERM");
@@ -182,7 +205,9 @@ async fn drain_deadline_drops_a_client_that_never_answers() {
     raw.write_all(req.as_bytes()).await.unwrap();
     let mut buf = [0u8; 512];
     let n = raw.read(&mut buf).await.unwrap();
-    assert!(std::str::from_utf8(&buf[..n]).unwrap().starts_with("HTTP/1.1 101"));
+    assert!(std::str::from_utf8(&buf[..n])
+        .unwrap()
+        .starts_with("HTTP/1.1 101"));
     served.signal("TERM");
     let line = wait_line(&served.lines, "drained", Duration::from_secs(10));
     assert!(line.contains("dropped=1"), "{line}");
@@ -195,9 +220,16 @@ async fn chat_fans_out_to_every_chat_connection_only() {
     let served = Served::start(&[]);
     let mut members = Vec::new();
     for _ in 0..3 {
-        members.push(tokio_tungstenite::connect_async(served.url("/ws/chat")).await.unwrap().0);
+        members.push(
+            tokio_tungstenite::connect_async(served.url("/ws/chat"))
+                .await
+                .unwrap()
+                .0,
+        );
     }
-    let (mut echo_only, _) = tokio_tungstenite::connect_async(served.url("/ws")).await.unwrap();
+    let (mut echo_only, _) = tokio_tungstenite::connect_async(served.url("/ws"))
+        .await
+        .unwrap();
     // Every member is OPEN before the message is sent.
     let deadline = Instant::now() + Duration::from_secs(5);
     while stats(served.admin).await["connectionsByState"]["OPEN"] != 4 {
@@ -206,12 +238,16 @@ async fn chat_fans_out_to_every_chat_connection_only() {
     }
     members[0].send(Message::text("hi all")).await.unwrap();
     for m in &mut members {
-        let got = tokio::time::timeout(Duration::from_secs(5), m.next()).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), m.next())
+            .await
+            .unwrap();
         assert_eq!(got.unwrap().unwrap(), Message::text("hi all"));
     }
     // The echo connection got nothing from chat: its next message is its own echo.
     echo_only.send(Message::text("mine")).await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(5), echo_only.next()).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), echo_only.next())
+        .await
+        .unwrap();
     assert_eq!(got.unwrap().unwrap(), Message::text("mine"));
 }
 
@@ -236,7 +272,9 @@ async fn main_listener_health_and_426() {
 #[tokio::test]
 async fn admin_close_all_reaches_clients_through_the_binary() {
     let served = Served::start(&[]);
-    let (mut ws, _) = tokio_tungstenite::connect_async(served.url("/ws")).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(served.url("/ws"))
+        .await
+        .unwrap();
     ws.send(Message::text("x")).await.unwrap();
     ws.next().await.unwrap().unwrap();
     let (status, body) = http(
@@ -254,7 +292,13 @@ async fn admin_close_all_reaches_clients_through_the_binary() {
         }
         other => panic!("expected close, got {other:?}"),
     }
-    let (status, body) = http(served.admin, "POST", "/api/admin", r#"{"action":"close_all","code":1005}"#).await;
+    let (status, body) = http(
+        served.admin,
+        "POST",
+        "/api/admin",
+        r#"{"action":"close_all","code":1005}"#,
+    )
+    .await;
     assert_eq!(status, 400);
     assert!(body.contains("1005"), "{body}");
 }
@@ -300,10 +344,16 @@ fn bad_env_value_names_the_flag() {
 fn address_in_use_names_the_flag() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let (code, stderr) = run_fail(&["serve", "--listen", "127.0.0.1:0", "--admin-listen", &addr], &[]);
+    let (code, stderr) = run_fail(
+        &["serve", "--listen", "127.0.0.1:0", "--admin-listen", &addr],
+        &[],
+    );
     assert_ne!(code, 0);
     let line = stderr.lines().find(|l| l.starts_with("error:")).unwrap();
-    assert!(line.contains("--admin-listen") && line.contains(&addr), "{stderr}");
+    assert!(
+        line.contains("--admin-listen") && line.contains(&addr),
+        "{stderr}"
+    );
     assert!(line.to_lowercase().contains("in use"), "{stderr}");
 }
 
@@ -324,9 +374,19 @@ async fn config_file_and_env_are_read() {
     let dir = std::env::temp_dir().join(format!("wscope-bin-cfg2-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("ok.toml");
-    std::fs::write(&path, "instance_id = \"from-file\"\nstats_interval = \"200ms\"\n").unwrap();
+    std::fs::write(
+        &path,
+        "instance_id = \"from-file\"\nstats_interval = \"200ms\"\n",
+    )
+    .unwrap();
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .args(["--config", path.to_str().unwrap()])
         .env_remove("INSTANCE_ID")
         .env("WSCOPE_INSTANCE_ID", "from-env")
@@ -344,10 +404,59 @@ async fn config_file_and_env_are_read() {
         }
     });
     let listening = wait_line(&rx, "listening", Duration::from_secs(20));
-    assert!(listening.contains("from-env"), "env beats file: {listening}");
+    assert!(
+        listening.contains("from-env"),
+        "env beats file: {listening}"
+    );
     // The file's 200ms stats interval logs the reference lines soon after start.
-    wait_line(&rx, "[WebSocket Stats] Active: 0, Total: 0, Closed: 0", Duration::from_secs(10));
+    wait_line(
+        &rx,
+        "[WebSocket Stats] Active: 0, Total: 0, Closed: 0",
+        Duration::from_secs(10),
+    );
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn every_engine_echoes_counts_and_drains() {
+    for engine in ["tokio-websockets", "tungstenite"] {
+        let mut served = Served::start(&["--engine", engine, "--drain-timeout", "5s"]);
+        let (mut ws, _) = tokio_tungstenite::connect_async(served.url("/ws")).await.unwrap();
+        ws.send(Message::text("héllo")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("héllo"), "{engine}");
+        ws.send(Message::binary(vec![0u8, 1, 2, 255])).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::binary(vec![0u8, 1, 2, 255]),
+            "{engine}"
+        );
+        ws.send(Message::Ping(b"p".to_vec().into())).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::Pong(b"p".to_vec().into()), "{engine}");
+        let s = stats(served.admin).await;
+        let conn = &s["connections"][0];
+        // Two data messages and one ping in; two echoes and (engine-sent) pong not counted out.
+        assert_eq!(conn["messagesIn"], 3, "{engine}: {conn}");
+        assert_eq!(conn["messagesOut"], 2, "{engine}: {conn}");
+        assert_eq!(conn["bytesIn"], 6 + 4 + 1, "{engine}: {conn}");
+        served.signal("TERM");
+        match ws.next().await.unwrap().unwrap() {
+            Message::Close(Some(f)) => assert_eq!(u16::from(f.code), 1001, "{engine}"),
+            other => panic!("{engine}: expected close, got {other:?}"),
+        }
+        // Reading on sends the client's close reply, completing the handshake.
+        let rest = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(Ok(_)) = ws.next().await {}
+        });
+        rest.await.unwrap();
+        assert_eq!(served.wait_exit(Duration::from_secs(10)).code(), Some(0), "{engine}");
+    }
+}
+
+#[test]
+fn unknown_engine_is_refused() {
+    let (code, stderr) = run_fail(&["serve", "--engine", "warp-drive"], &[]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("--engine") && stderr.contains("warp-drive"), "{stderr}");
 }
