@@ -1,0 +1,148 @@
+//! A plain axum WebSocket echo server: the baseline a Rust user writes by hand, for the peer
+//! benchmark suite (`bench/run-peers.sh`).
+//!
+//! axum 0.8 `WebSocketUpgrade` with its default settings, no connection tracking, no admin API.
+//! Routes: `/ws` (echo every text or binary message), `/ws/chat` (every message goes to every chat
+//! connection, the sender included, through a `tokio::sync::broadcast` channel) and `/health`.
+//!
+//! ```text
+//! cargo build --release --example axum_plain
+//! target/release/examples/axum_plain --listen 127.0.0.1:8080
+//! ```
+//!
+//! SIGINT/SIGTERM stop the server (open sockets are dropped; this example does no drain).
+
+use std::net::SocketAddr;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::broadcast;
+
+/// Capacity of the chat channel; a receiver that falls further behind skips messages.
+const CHAT_CAPACITY: usize = 1024;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let listen = parse_listen()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(listen))
+}
+
+/// Reads `--listen ADDR` (or `--listen=ADDR`), else `AXUM_PLAIN_LISTEN`, else 127.0.0.1:8080.
+fn parse_listen() -> Result<SocketAddr, Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let mut listen = std::env::var("AXUM_PLAIN_LISTEN").ok();
+    while let Some(arg) = args.next() {
+        if arg == "--listen" {
+            listen = Some(args.next().ok_or("--listen needs an address")?);
+        } else if let Some(v) = arg.strip_prefix("--listen=") {
+            listen = Some(v.to_owned());
+        } else if arg == "-h" || arg == "--help" {
+            println!("usage: axum_plain [--listen 127.0.0.1:8080]");
+            std::process::exit(0);
+        } else {
+            return Err(format!("unknown argument {arg:?}").into());
+        }
+    }
+    let listen = listen.unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+    Ok(listen
+        .parse()
+        .map_err(|e| format!("bad --listen {listen:?}: {e}"))?)
+}
+
+async fn serve(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+    let (chat, _) = broadcast::channel::<Message>(CHAT_CAPACITY);
+    let app = Router::new()
+        .route("/ws", get(echo))
+        .route("/ws/chat", get(chat_route))
+        .route("/health", get(|| async { r#"{"status":"healthy"}"# }))
+        .with_state(chat);
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    eprintln!("axum_plain listening on {}", listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+/// `/ws`: sends each text or binary message back unchanged.
+async fn echo(ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(|mut socket: WebSocket| async move {
+        while let Some(Ok(msg)) = socket.recv().await {
+            match msg {
+                Message::Text(_) | Message::Binary(_) => {
+                    if socket.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+                Message::Close(_) => break,
+                Message::Ping(_) | Message::Pong(_) => {}
+            }
+        }
+    })
+}
+
+/// `/ws/chat`: each text or binary message goes to every chat connection, the sender included.
+async fn chat_route(
+    ws: WebSocketUpgrade,
+    State(chat): State<broadcast::Sender<Message>>,
+) -> Response {
+    ws.on_upgrade(move |socket: WebSocket| async move {
+        let mut rx = chat.subscribe();
+        let (mut sink, mut stream) = socket.split();
+        let mut writer = tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(msg) => {
+                        if sink.send(msg).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+        loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
+                        // No receivers is not an error worth reporting here.
+                        let _ = chat.send(msg);
+                    }
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                    Some(Ok(_)) => {}
+                },
+                _ = &mut writer => return,
+            }
+        }
+        writer.abort();
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
