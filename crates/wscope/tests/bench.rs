@@ -1,0 +1,407 @@
+//! `wscope bench` against a real in-process `wscope serve`: each mode runs briefly and what it
+//! reports must match what the server counted. Loopback only, every wait bounded.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+use wscope::bench::{
+    broadcast, churn, echo, idle, BenchError, BroadcastOptions, Checkpoint, ChurnOptions,
+    CommonOptions, EchoOptions, IdleOptions,
+};
+use wscope::config::ServeConfig;
+use wscope::serve::Server;
+
+/// Bound on any single test step.
+const STEP: Duration = Duration::from_secs(20);
+
+struct TestServer {
+    main: SocketAddr,
+    admin: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<wscope_core::ShutdownReport>>,
+}
+
+async fn start_server() -> TestServer {
+    let cfg = ServeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
+    let server = Server::bind(&cfg).unwrap();
+    let (main, admin) = server.local_addrs().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    TestServer {
+        main,
+        admin,
+        stop,
+        task,
+    }
+}
+
+impl TestServer {
+    fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.main)
+    }
+
+    async fn stats(&self) -> Value {
+        timeout(STEP, get_json(self.admin, "/api/stats"))
+            .await
+            .expect("stats in time")
+    }
+
+    async fn shut_down(self) {
+        let _ = self.stop.send(());
+        timeout(STEP, self.task)
+            .await
+            .expect("server stops in time")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// A raw HTTP/1.1 GET, `Connection: close`, body parsed as JSON.
+async fn get_json(addr: SocketAddr, path: &str) -> Value {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tcp.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    serde_json::from_str(body).unwrap()
+}
+
+fn connections_on<'a>(stats: &'a Value, path: &str) -> Vec<&'a Value> {
+    stats["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["path"] == path)
+        .collect()
+}
+
+fn sum(conns: &[&Value], field: &str) -> u64 {
+    conns.iter().map(|c| c[field].as_u64().unwrap()).sum()
+}
+
+fn common() -> CommonOptions {
+    CommonOptions {
+        timeout: Some(Duration::from_secs(15)),
+        connect_timeout: Duration::from_secs(5),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_counts_match_the_servers_message_counts() {
+    let server = start_server().await;
+    let (checkpoint, mut at) = Checkpoint::new();
+    let run = tokio::spawn(echo(EchoOptions {
+        url: server.url("/ws"),
+        connections: 8,
+        in_flight: 4,
+        size: 32,
+        duration: Duration::from_millis(800),
+        warmup: Duration::from_millis(200),
+        common: common(),
+        checkpoint: Some(checkpoint),
+        ..Default::default()
+    }));
+    assert!(timeout(STEP, at.reached()).await.unwrap(), "checkpoint");
+    let stats = server.stats().await;
+    at.resume();
+    let report = timeout(STEP, run).await.unwrap().unwrap().unwrap();
+
+    let conns = connections_on(&stats, "/ws");
+    assert_eq!(conns.len(), 8, "all connections open at the checkpoint");
+    assert_eq!(report.connected, 8);
+    assert_eq!(report.errors, 0, "{:?}", report.first_error);
+    assert!(report.messages > 0);
+    assert_eq!(report.latency.count, report.messages);
+    assert!(report.latency.p50 <= report.latency.p99 && report.latency.p99 <= report.latency.max);
+    // Drained: every message sent was echoed, and the server saw exactly those data frames.
+    assert_eq!(report.messages_sent, report.messages_received);
+    assert_eq!(sum(&conns, "messagesIn"), report.messages_sent);
+    assert_eq!(sum(&conns, "messagesOut"), report.messages_received);
+    assert_eq!(sum(&conns, "bytesIn"), report.messages_sent * 32);
+    assert!(report.client_cpu.cpu.percent >= 0.0);
+    assert!(!report.timed_out);
+    server.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_what_the_server_holds() {
+    let server = start_server().await;
+    let before = server.stats().await["totalConnections"].as_u64().unwrap();
+    let (checkpoint, mut at) = Checkpoint::new();
+    let run = tokio::spawn(idle(IdleOptions {
+        url: server.url("/ws"),
+        connections: 300,
+        handshake_concurrency: 50,
+        hold: Duration::from_millis(100),
+        common: CommonOptions {
+            // The server runs in this process: its RSS is ours.
+            pid: Some(std::process::id()),
+            ..common()
+        },
+        checkpoint: Some(checkpoint),
+    }));
+    assert!(timeout(STEP, at.reached()).await.unwrap(), "checkpoint");
+    let stats = server.stats().await;
+    at.resume();
+    let report = timeout(STEP, run).await.unwrap().unwrap().unwrap();
+
+    assert_eq!(before, 0);
+    assert_eq!(report.opened, 300);
+    assert_eq!(report.failed, 0, "{:?}", report.first_error);
+    assert_eq!(report.held, 300);
+    assert_eq!(stats["totalConnections"].as_u64().unwrap(), 300);
+    assert_eq!(stats["connectionsByState"]["OPEN"].as_u64().unwrap(), 300);
+    assert_eq!(connections_on(&stats, "/ws").len(), 300);
+    assert!(report.handshakes_per_sec > 0.0);
+    assert_eq!(report.handshake_latency.count, 300);
+    let server_use = report.server.unwrap();
+    assert_eq!(server_use.pid, std::process::id());
+    assert!(server_use.rss_before > 0 && server_use.rss_after > 0);
+    assert!(report.server_bytes_per_connection.is_some());
+    server.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_completes_what_the_server_registered() {
+    let server = start_server().await;
+    let ever = |s: &Value| s["totalConnectionsEver"].as_u64().unwrap();
+    let before = ever(&server.stats().await);
+    let report = timeout(
+        STEP,
+        churn(ChurnOptions {
+            url: server.url("/ws"),
+            connections: 4,
+            duration: Duration::from_millis(800),
+            size: 16,
+            common: common(),
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let after = server.stats().await;
+
+    assert_eq!(report.errors, 0, "{:?}", report.first_error);
+    assert!(report.completed > 0);
+    assert_eq!(ever(&after) - before, report.completed);
+    assert_eq!(report.cycle_latency.count, report.completed);
+    assert!(report.connections_per_sec > 0.0);
+    // Every cycle closed with a client close frame.
+    assert_eq!(
+        after["closedBy"]["client"].as_u64().unwrap(),
+        report.completed
+    );
+    server.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_reaches_every_listener_with_every_message() {
+    let server = start_server().await;
+    let (checkpoint, mut at) = Checkpoint::new();
+    let run = tokio::spawn(broadcast(BroadcastOptions {
+        url: server.url("/ws/chat"),
+        connections: 25,
+        messages: 30,
+        common: common(),
+        checkpoint: Some(checkpoint),
+        ..Default::default()
+    }));
+    assert!(timeout(STEP, at.reached()).await.unwrap(), "checkpoint");
+    let stats = server.stats().await;
+    at.resume();
+    let report = timeout(STEP, run).await.unwrap().unwrap().unwrap();
+
+    assert_eq!(report.listeners, 25);
+    assert_eq!(report.errors, 0, "{:?}", report.first_error);
+    assert_eq!(report.messages, 30);
+    assert_eq!(report.deliveries, 25 * 30);
+    assert_eq!(report.expected, 25 * 30);
+    assert_eq!(report.missed, 0);
+    assert_eq!(report.last_receiver_latency.count, 30);
+    assert_eq!(report.delivery_latency.count, 25 * 30);
+    assert!(report.last_receiver_latency.max >= report.delivery_latency.p50);
+    let chat = connections_on(&stats, "/ws/chat");
+    assert_eq!(chat.len(), 26, "25 listeners and the sender");
+    // Only the sender sends: the server read the sync messages and the measured ones.
+    assert_eq!(
+        sum(&chat, "messagesIn"),
+        report.sync_messages + report.messages
+    );
+    server.shut_down().await;
+}
+
+/// A loopback port with nothing listening on it.
+async fn closed_port() -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_servers_give_one_clear_line() {
+    let url = format!("ws://127.0.0.1:{}/ws", closed_port().await);
+    let want = format!("cannot connect to {url}: connection refused");
+    let e = echo(EchoOptions {
+        url: url.clone(),
+        connections: 2,
+        common: common(),
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(e, BenchError::Unreachable { .. }));
+    assert_eq!(e.to_string(), want);
+    let e = idle(IdleOptions {
+        url: url.clone(),
+        connections: 2,
+        common: common(),
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(e.to_string(), want);
+    let e = churn(ChurnOptions {
+        url: url.clone(),
+        connections: 2,
+        common: common(),
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(e.to_string(), want);
+    let e = broadcast(BroadcastOptions {
+        url: url.clone(),
+        connections: 2,
+        common: common(),
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(e.to_string(), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_that_is_not_websocket_gives_the_http_status() {
+    let server = start_server().await;
+    let url = server.url("/nope");
+    let e = echo(EchoOptions {
+        url: url.clone(),
+        connections: 2,
+        common: common(),
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.starts_with(&format!("cannot connect to {url}: ")) && text.contains("404"),
+        "{text}"
+    );
+    server.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_loopback_targets_are_refused_before_any_traffic() {
+    // Documentation address (TEST-NET-1): refused by parsing, never contacted.
+    for url in ["ws://192.0.2.1:8080/ws", "ws://example.com/ws"] {
+        let e = idle(IdleOptions {
+            url: url.to_owned(),
+            connections: 1,
+            common: common(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(e, BenchError::NotLoopback { .. }), "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!("--url {url}: only loopback targets are allowed (127.0.0.0/8, ::1, localhost)")
+        );
+        let e = echo(EchoOptions {
+            url: url.to_owned(),
+            connections: 1,
+            common: common(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(e, BenchError::NotLoopback { .. }), "{e}");
+    }
+}
+
+/// Runs the `wscope` binary (bounded by its own `--timeout` and by [`STEP`] here).
+async fn run_bin(args: Vec<String>) -> std::process::Output {
+    let run = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wscope"))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    });
+    timeout(STEP, run).await.unwrap().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_prints_json_or_one_error_line() {
+    let server = start_server().await;
+    let out = run_bin(vec![
+        "bench".into(),
+        "echo".into(),
+        "--url".into(),
+        server.url("/ws"),
+        "-c=2".into(),
+        "-w=2".into(),
+        "-s=16".into(),
+        "-d=300ms".into(),
+        "--warmup=0".into(),
+        "--timeout=15s".into(),
+        "--json".into(),
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["connected"], 2);
+    assert!(report["messagesPerSec"].as_f64().unwrap() > 0.0);
+    assert!(report["latency"]["p99"].is_u64());
+    assert!(report["clientCpu"]["percent"].is_f64());
+
+    let url = format!("ws://127.0.0.1:{}/ws", closed_port().await);
+    let out = run_bin(vec![
+        "bench".into(),
+        "churn".into(),
+        "--url".into(),
+        url.clone(),
+        "-c=1".into(),
+        "-d=1s".into(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        stderr,
+        format!("error: cannot connect to {url}: connection refused\n")
+    );
+    assert!(out.stdout.is_empty());
+    server.shut_down().await;
+}
