@@ -150,6 +150,7 @@ fn parse_hop(raw: &str) -> Option<IpAddr> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
