@@ -233,9 +233,14 @@ impl Connection {
     }
 
     /// The connection is over (the stream ended or failed); the outbox refuses further sends.
+    /// During a shutdown the entry leaves at once: the drain waits for handshakes, not for
+    /// handlers that still hold a finished socket.
     pub fn mark_closed(&self) {
         self.entry.advance_state(ConnectionState::Closed);
         self.entry.outbox.shut();
+        if self.shared.is_shutting_down() {
+            self.shared.remove(&self.entry);
+        }
     }
 
     /// Records activity without a message (a handshake step).

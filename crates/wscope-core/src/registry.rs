@@ -356,6 +356,14 @@ fn truncate(mut s: String, max: usize) -> String {
 }
 
 impl Shared {
+    /// Whether shutdown has begun, for a connection that has just become CLOSED. The fence pairs
+    /// with the one in `drain`: a connection closing as the drain starts either sees the flag
+    /// and removes itself, or is seen CLOSED by the drain's sweep.
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
     pub(crate) fn id_of(&self, seq: u64) -> ConnectionId {
         ConnectionId::new(self.prefix.clone(), seq)
     }
@@ -511,6 +519,10 @@ impl Shared {
 
     async fn drain(self: &Arc<Self>) -> ShutdownReport {
         let connections = self.current.load(Ordering::Acquire);
+        // Entries already CLOSED finished their handshake; only their handlers still hold
+        // them. Sweep them now rather than wait for them and call them dropped at the deadline.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.cleanup_stale();
         let closing = self.close_all(&CloseFrame::shutdown(), Initiator::Shutdown);
         tracing::info!(
             connections,
