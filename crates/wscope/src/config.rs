@@ -63,6 +63,9 @@ pub struct ServeArgs {
     /// Log format [default: human].
     #[arg(long, env = "WSCOPE_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Bytes read from a socket at a time (tungstenite's read buffer) [default: 4KiB].
+    #[arg(long, env = "WSCOPE_READ_BUFFER_SIZE", value_name = "SIZE", value_parser = parse_size)]
+    pub read_buffer_size: Option<usize>,
     /// WebSocket engine: tokio-websockets or tungstenite [default: tokio-websockets].
     #[arg(long, env = "WSCOPE_ENGINE", value_name = "ENGINE")]
     pub engine: Option<Engine>,
@@ -84,6 +87,7 @@ struct FileConfig {
     max_message_size: Option<toml::Value>,
     log_format: Option<LogFormat>,
     engine: Option<String>,
+    read_buffer_size: Option<toml::Value>,
 }
 
 /// Every option of `wscope serve`, resolved.
@@ -113,6 +117,8 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     /// WebSocket engine.
     pub engine: Engine,
+    /// Engine read buffer size.
+    pub read_buffer_size: usize,
 }
 
 impl Default for ServeConfig {
@@ -131,6 +137,7 @@ impl Default for ServeConfig {
             max_message_size: wscope_axum::SocketConfig::default().max_message_size,
             log_format: LogFormat::Human,
             engine: Engine::default(),
+            read_buffer_size: wscope_axum::SocketConfig::default().read_buffer_size,
         }
     }
 }
@@ -174,6 +181,14 @@ impl ServeConfig {
                 parse_size(&value_text(&v))
                     .map_err(anyhow::Error::msg)
                     .with_context(|| key("max_message_size"))
+            })
+            .transpose()?;
+        let read_buffer_size = file
+            .read_buffer_size
+            .map(|v| {
+                parse_size(&value_text(&v))
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| key("read_buffer_size"))
             })
             .transpose()?;
         if file.queue_capacity == Some(0) {
@@ -231,6 +246,10 @@ impl ServeConfig {
                     .with_context(|| key("engine"))?,
                 (None, None) => d.engine,
             },
+            read_buffer_size: args
+                .read_buffer_size
+                .or(read_buffer_size)
+                .unwrap_or(d.read_buffer_size),
         })
     }
 

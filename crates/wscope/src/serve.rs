@@ -41,6 +41,7 @@ impl Server {
             .trusted_proxies(TrustedProxies::new(cfg.trusted_proxies.iter().copied()))
             .socket_config(SocketConfig {
                 engine: cfg.engine,
+                read_buffer_size: cfg.read_buffer_size,
                 max_message_size: cfg.max_message_size,
                 max_frame_size: cfg
                     .max_message_size

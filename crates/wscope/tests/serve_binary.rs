@@ -423,17 +423,29 @@ async fn config_file_and_env_are_read() {
 async fn every_engine_echoes_counts_and_drains() {
     for engine in ["tokio-websockets", "tungstenite"] {
         let mut served = Served::start(&["--engine", engine, "--drain-timeout", "5s"]);
-        let (mut ws, _) = tokio_tungstenite::connect_async(served.url("/ws")).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::connect_async(served.url("/ws"))
+            .await
+            .unwrap();
         ws.send(Message::text("héllo")).await.unwrap();
-        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("héllo"), "{engine}");
-        ws.send(Message::binary(vec![0u8, 1, 2, 255])).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text("héllo"),
+            "{engine}"
+        );
+        ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+            .await
+            .unwrap();
         assert_eq!(
             ws.next().await.unwrap().unwrap(),
             Message::binary(vec![0u8, 1, 2, 255]),
             "{engine}"
         );
         ws.send(Message::Ping(b"p".to_vec().into())).await.unwrap();
-        assert_eq!(ws.next().await.unwrap().unwrap(), Message::Pong(b"p".to_vec().into()), "{engine}");
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::Pong(b"p".to_vec().into()),
+            "{engine}"
+        );
         let s = stats(served.admin).await;
         let conn = &s["connections"][0];
         // Two data messages and one ping in; two echoes and (engine-sent) pong not counted out.
@@ -450,7 +462,11 @@ async fn every_engine_echoes_counts_and_drains() {
             while let Some(Ok(_)) = ws.next().await {}
         });
         rest.await.unwrap();
-        assert_eq!(served.wait_exit(Duration::from_secs(10)).code(), Some(0), "{engine}");
+        assert_eq!(
+            served.wait_exit(Duration::from_secs(10)).code(),
+            Some(0),
+            "{engine}"
+        );
     }
 }
 
@@ -458,5 +474,8 @@ async fn every_engine_echoes_counts_and_drains() {
 fn unknown_engine_is_refused() {
     let (code, stderr) = run_fail(&["serve", "--engine", "warp-drive"], &[]);
     assert_ne!(code, 0);
-    assert!(stderr.contains("--engine") && stderr.contains("warp-drive"), "{stderr}");
+    assert!(
+        stderr.contains("--engine") && stderr.contains("warp-drive"),
+        "{stderr}"
+    );
 }
