@@ -1,0 +1,151 @@
+//! Closing all connections and one by id, as the clients see it (items 5 and 6).
+#![allow(clippy::unwrap_used)]
+
+#[macro_use]
+mod common;
+
+use common::*;
+use wscope_core::{CloseCode, Initiator};
+
+engine_tests!(
+    close_all_with_a_custom_code_and_reason_reaches_every_client,
+    close_all_default_is_1000_with_an_empty_reason,
+    close_one_by_id_leaves_the_others_working,
+    a_close_handle_reports_the_admin_initiator_to_the_handler,
+);
+
+async fn close_all_with_a_custom_code_and_reason_reaches_every_client() {
+    let server = TestServer::echo(test_registry()).await;
+    let reg = server.registry.clone();
+    let mut a = server.connect("/ws").await;
+    let mut b = server.connect("/ws").await;
+    let mut c = server.connect("/ws").await;
+    wait_open(&reg, 3).await;
+
+    let code = CloseCode::new(4001).unwrap();
+    assert_eq!(reg.close_all(code, "maintenance"), Ok(3));
+    // Already closing: a second close_all asks nobody.
+    assert_eq!(reg.close_all(CloseCode::NORMAL, ""), Ok(0));
+    for ws in [&mut a, &mut b, &mut c] {
+        assert_eq!(expect_close(ws).await, (4001, "maintenance".to_owned()));
+    }
+    wait_count(&reg, 0).await;
+    let s = reg.snapshot();
+    assert_eq!(s.total_connections_closed, 3);
+    assert_eq!(s.closed_by.admin, 3);
+    assert_eq!(
+        s.closed_by.client + s.closed_by.server + s.closed_by.error,
+        0
+    );
+
+    server.shutdown().await;
+}
+
+async fn close_all_default_is_1000_with_an_empty_reason() {
+    let server = TestServer::echo(test_registry()).await;
+    let reg = server.registry.clone();
+    let mut a = server.connect("/ws").await;
+    let mut b = server.connect("/ws").await;
+    wait_open(&reg, 2).await;
+
+    assert_eq!(reg.close_all(CloseCode::NORMAL, ""), Ok(2));
+    assert_eq!(expect_close(&mut a).await, (1000, String::new()));
+    assert_eq!(expect_close(&mut b).await, (1000, String::new()));
+    wait_count(&reg, 0).await;
+    assert_eq!(reg.snapshot().closed_by.admin, 2);
+
+    // A reason that does not fit a close frame is refused before anything is closed.
+    let mut d = server.connect("/ws").await;
+    wait_open(&reg, 1).await;
+    let long = "x".repeat(124);
+    assert_eq!(
+        reg.close_all(CloseCode::NORMAL, &long),
+        Err(wscope_core::ReasonTooLong(124))
+    );
+    echo_roundtrip(&mut d, "still open").await;
+    close_client(d).await;
+    wait_count(&reg, 0).await;
+    server.shutdown().await;
+}
+
+async fn close_one_by_id_leaves_the_others_working() {
+    let server = TestServer::echo(test_registry()).await;
+    let reg = server.registry.clone();
+    let mut a = server.connect_as("/ws", "a").await;
+    let mut b = server.connect_as("/ws", "b").await;
+    let mut c = server.connect_as("/ws", "c").await;
+    wait_open(&reg, 3).await;
+
+    // Through the registry.
+    let id_a = info(&reg, "a").id.to_string();
+    assert_eq!(
+        reg.close(&id_a, CloseCode::new(4002).unwrap(), "just you"),
+        Ok(true)
+    );
+    assert_eq!(expect_close(&mut a).await, (4002, "just you".to_owned()));
+    wait_count(&reg, 2).await;
+    echo_roundtrip(&mut b, "b works").await;
+    echo_roundtrip(&mut c, "c works").await;
+    // The id is gone now.
+    assert_eq!(reg.close(&id_a, CloseCode::NORMAL, ""), Ok(false));
+    assert!(reg.connection(&id_a).is_none());
+
+    // Through the admin API.
+    let id_b = info(&reg, "b").id.to_string();
+    let body = serde_json::json!({"action": "close", "id": id_b, "code": 4003, "reason": "admin says bye"});
+    let response = admin_post(&server, &body.to_string()).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.json(), serde_json::json!({"success": true}));
+    assert_eq!(
+        expect_close(&mut b).await,
+        (4003, "admin says bye".to_owned())
+    );
+    wait_count(&reg, 1).await;
+    echo_roundtrip(&mut c, "c still works").await;
+    assert_eq!(info(&reg, "c").state.as_str(), "OPEN");
+
+    // Without code or reason: 1000 and "".
+    let id_c = info(&reg, "c").id.to_string();
+    let body = serde_json::json!({"action": "close", "id": id_c});
+    assert_eq!(admin_post(&server, &body.to_string()).await.status, 200);
+    assert_eq!(expect_close(&mut c).await, (1000, String::new()));
+    wait_count(&reg, 0).await;
+
+    let s = reg.snapshot();
+    assert_eq!(s.closed_by.admin, 3);
+    assert_eq!(s.total_connections_closed, 3);
+    server.shutdown().await;
+}
+
+async fn a_close_handle_reports_the_admin_initiator_to_the_handler() {
+    // The handler sees who closed it through its socket's close record.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let routes = axum::Router::new().route(
+        "/ws",
+        axum::routing::get(move |ws: wscope_axum::WebSocketUpgrade| {
+            let tx = tx.clone();
+            async move {
+                ws.on_upgrade(move |mut socket| async move {
+                    while socket.recv().await.is_some() {}
+                    let _ = tx.send(socket.close_record());
+                })
+            }
+        }),
+    );
+    let reg = test_registry();
+    let server = TestServer::start(reg.clone(), tracked(routes, tracking(&reg))).await;
+    let mut ws = server.connect("/ws").await;
+    wait_open(&reg, 1).await;
+    reg.close_all(CloseCode::new(3000).unwrap(), "x").unwrap();
+    assert_eq!(expect_close(&mut ws).await, (3000, "x".to_owned()));
+    let record = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.initiator, Initiator::Admin);
+    assert_eq!(record.code, Some(3000));
+    assert_eq!(record.reason, "x");
+    wait_count(&reg, 0).await;
+    server.shutdown().await;
+}

@@ -1,0 +1,509 @@
+//! Shared helpers for the integration tests: a test server on 127.0.0.1:0 (main listener with the
+//! caller's routes, admin listener with `admin_router`), a real WebSocket client, a raw HTTP/1.1
+//! client and a bounded wait-for-condition helper.
+
+// Each test binary uses a subset of these helpers.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::WebSocketStream;
+use wscope_axum::{admin_router, Engine, SocketConfig, Tracking, WebSocketUpgrade};
+use wscope_core::{ConnectionInfo, Registry, RegistryConfig, ShutdownReport};
+
+/// A real WebSocket client over a plain TCP stream (so tests can reach the socket).
+pub type Client = WebSocketStream<TcpStream>;
+
+/// The longest any single wait in a test may take.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// The user agent header name.
+pub const UA: &str = "user-agent";
+
+/// A registry config for tests: a fixed instance id, no background sweep or stats logger (tests
+/// drive those by hand), and a short drain deadline so a teardown can never hang for long.
+pub fn test_config() -> RegistryConfig {
+    RegistryConfig {
+        instance_id: "test-node".to_owned(),
+        cleanup_interval: Duration::ZERO,
+        stats_interval: Duration::ZERO,
+        drain_timeout: Duration::from_secs(2),
+        ..RegistryConfig::default()
+    }
+}
+
+/// A fresh registry with [`test_config`].
+pub fn test_registry() -> Registry {
+    Registry::with_config(test_config())
+}
+
+/// Runs each named test body (an `async fn name()` in the same file) once per engine, as the
+/// tests `name::tungstenite` and `name::tokio_websockets`. A leading `#[tokio::test(...)]` sets
+/// the runtime flavor for one test.
+#[allow(unused_macros)] // global_registry.rs runs on the default engine only
+macro_rules! engine_tests {
+    ($($name:ident),+ $(,)?) => {
+        $( engine_tests!(#[tokio::test] $name); )+
+    };
+    (#[$test:meta] $name:ident) => {
+        mod $name {
+            #[$test]
+            async fn tungstenite() {
+                let engine = wscope_axum::Engine::Tungstenite;
+                crate::common::with_engine(engine, super::$name()).await
+            }
+
+            #[$test]
+            async fn tokio_websockets() {
+                let engine = wscope_axum::Engine::TokioWebsockets;
+                crate::common::with_engine(engine, super::$name()).await
+            }
+        }
+    };
+}
+
+tokio::task_local! {
+    /// The engine the running test serves sockets with.
+    static ENGINE: Engine;
+}
+
+/// Runs `test` with [`tracking`] choosing `engine`.
+pub async fn with_engine<F: Future>(engine: Engine, test: F) -> F::Output {
+    ENGINE.scope(engine, test).await
+}
+
+/// The engine of the running test (the library default outside [`with_engine`]).
+pub fn engine() -> Engine {
+    ENGINE.try_with(|e| *e).unwrap_or_default()
+}
+
+/// `Tracking::new(registry)` on the running test's engine.
+pub fn tracking(registry: &Registry) -> Tracking {
+    Tracking::new(registry.clone()).socket_config(SocketConfig {
+        engine: engine(),
+        ..SocketConfig::default()
+    })
+}
+
+/// A running test server: the main listener serves the caller's app, the admin listener serves
+/// `admin_router(registry)`. Both are bound on 127.0.0.1:0 with connect info.
+pub struct TestServer {
+    /// The registry the admin listener reports on and `shutdown` drains.
+    pub registry: Registry,
+    /// The main listener's address.
+    pub addr: SocketAddr,
+    /// The admin listener's address.
+    pub admin_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<std::io::Result<()>>>,
+}
+
+/// `routes` with `Tracking::new(registry)` layered on, as a server would wire it.
+pub fn tracked(routes: Router, tracking: Tracking) -> Router {
+    routes.layer(tracking.layer())
+}
+
+/// The echo handler: each text or binary message sent back unchanged.
+pub async fn echo(ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(|mut socket| async move {
+        while let Some(msg) = socket.recv().await {
+            if socket.send(msg).await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
+/// `/ws`: echo.
+pub fn echo_routes() -> Router {
+    Router::new().route("/ws", get(echo))
+}
+
+async fn serve(
+    app: Router,
+    stop: watch::Receiver<bool>,
+) -> (SocketAddr, JoinHandle<std::io::Result<()>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let mut stop = stop;
+        let _ = stop.wait_for(|stop| *stop).await;
+    });
+    (addr, tokio::spawn(async move { server.await }))
+}
+
+impl TestServer {
+    /// Serves `app` (already layered as the test wants) and `admin_router(registry)`.
+    pub async fn start(registry: Registry, app: Router) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let (addr, main) = serve(app, stopped.clone()).await;
+        let (admin_addr, admin) = serve(admin_router(registry.clone()), stopped).await;
+        Self {
+            registry,
+            addr,
+            admin_addr,
+            stop,
+            tasks: vec![main, admin],
+        }
+    }
+
+    /// `/ws` echo tracked in `registry` with the default [`Tracking`] on the test's engine.
+    pub async fn echo(registry: Registry) -> Self {
+        let app = tracked(echo_routes(), tracking(&registry));
+        Self::start(registry, app).await
+    }
+
+    /// Connects a client to `path` on the main listener.
+    pub async fn connect(&self, path: &str) -> Client {
+        connect_with(self.addr, path, &[]).await
+    }
+
+    /// Connects a client to `path` with a user agent (tests find connections by it).
+    pub async fn connect_as(&self, path: &str, user_agent: &str) -> Client {
+        connect_with(self.addr, path, &[(UA, user_agent)]).await
+    }
+
+    /// Drains the registry, stops both listeners and joins them.
+    pub async fn shutdown(self) -> ShutdownReport {
+        let report = timeout(WAIT, self.registry.shutdown())
+            .await
+            .expect("registry drains in time");
+        self.stop.send_replace(true);
+        for task in self.tasks {
+            timeout(WAIT, task)
+                .await
+                .expect("listener stops in time")
+                .expect("listener task")
+                .expect("listener");
+        }
+        report
+    }
+}
+
+/// Opens a WebSocket to `ws://{addr}{path}` with extra request headers; panics unless it gets 101.
+pub async fn connect_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Client {
+    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_bytes(value.as_bytes()).unwrap(),
+        );
+    }
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (ws, response) = timeout(WAIT, tokio_tungstenite::client_async(request, tcp))
+        .await
+        .expect("handshake in time")
+        .expect("handshake");
+    assert_eq!(response.status(), 101);
+    ws
+}
+
+/// Opens a WebSocket to `path` through a client socket with a tiny receive buffer, so that what
+/// the server sends piles up on the server's side while the test does not read.
+pub async fn connect_small_window(addr: SocketAddr, path: &str) -> Client {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(addr).await.unwrap();
+    let request = format!("ws://{addr}{path}").into_client_request().unwrap();
+    let (ws, response) = timeout(WAIT, tokio_tungstenite::client_async(request, tcp))
+        .await
+        .expect("handshake in time")
+        .expect("handshake");
+    assert_eq!(response.status(), 101);
+    ws
+}
+
+/// The next message the client reads (pings and pongs included); `None` when the stream ended.
+pub async fn next_msg(ws: &mut Client) -> Option<WsMessage> {
+    timeout(WAIT, ws.next())
+        .await
+        .expect("a message in time")
+        .map(|r| r.expect("client read"))
+}
+
+/// The next text message; panics on anything else but pings/pongs.
+pub async fn recv_text(ws: &mut Client) -> String {
+    for _ in 0..100 {
+        match next_msg(ws).await {
+            Some(WsMessage::Text(t)) => return t.as_str().to_owned(),
+            Some(WsMessage::Ping(_) | WsMessage::Pong(_)) => continue,
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+    panic!("no text message among 100 control frames");
+}
+
+/// Sends `text` and expects it echoed back.
+pub async fn echo_roundtrip(ws: &mut Client, text: &str) {
+    ws.send(WsMessage::text(text.to_owned())).await.unwrap();
+    assert_eq!(recv_text(ws).await, text);
+}
+
+/// Reads until the stream ends, ignoring anything but a protocol error; bounded.
+async fn read_to_end(ws: &mut Client) {
+    for _ in 0..1000 {
+        match timeout(WAIT, ws.next()).await.expect("stream ends in time") {
+            None | Some(Err(_)) => return,
+            Some(Ok(_)) => {}
+        }
+    }
+    panic!("stream did not end within 1000 messages");
+}
+
+/// Expects the next data-less frame to be a close; returns its code and reason, then finishes the
+/// handshake (the client's automatic reply) and reads until the server hangs up.
+pub async fn expect_close(ws: &mut Client) -> (u16, String) {
+    for _ in 0..100 {
+        match next_msg(ws).await {
+            Some(WsMessage::Close(frame)) => {
+                let got = frame
+                    .map(|f| (u16::from(f.code), f.reason.as_str().to_owned()))
+                    .unwrap_or((1005, String::new()));
+                read_to_end(ws).await;
+                return got;
+            }
+            Some(WsMessage::Ping(_) | WsMessage::Pong(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+    panic!("no close frame among 100 control frames");
+}
+
+/// Closes from the client side (1000) and reads until the server hangs up.
+pub async fn close_client(mut ws: Client) {
+    ws.close(None).await.unwrap();
+    read_to_end(&mut ws).await;
+}
+
+/// Polls `cond` every 2 ms until it holds; panics naming `what` after [`WAIT`].
+pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let poll = async {
+        for _ in 0..2500 {
+            if cond() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        cond()
+    };
+    match timeout(WAIT, poll).await {
+        Ok(true) => {}
+        _ => panic!("timed out waiting until {what}"),
+    }
+}
+
+/// Waits until the registry tracks exactly `n` connections, all OPEN.
+pub async fn wait_open(registry: &Registry, n: u64) {
+    wait_until(&format!("{n} connections are open"), || {
+        let s = registry.summary();
+        s.total_connections == n && s.connections_by_state.open == n
+    })
+    .await;
+}
+
+/// Waits until the registry tracks exactly `n` connections.
+pub async fn wait_count(registry: &Registry, n: u64) {
+    wait_until(&format!("{n} connections are tracked"), || {
+        registry.connection_count() == n
+    })
+    .await;
+}
+
+/// The tracked connection whose user agent is `ua`.
+pub fn info(registry: &Registry, ua: &str) -> ConnectionInfo {
+    registry
+        .snapshot()
+        .connections
+        .into_iter()
+        .find(|c| c.user_agent.as_deref() == Some(ua))
+        .unwrap_or_else(|| panic!("no connection with user agent {ua:?}"))
+}
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// Header names (lowercase) and values, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON; panics if it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one raw HTTP/1.1 request and reads one response (by `Content-Length` or chunked
+/// encoding, so it works whether or not the server keeps the connection open).
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> HttpResponse {
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(body) = body {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    request.push_str("\r\n");
+    request.push_str(body.unwrap_or_default());
+    timeout(WAIT, async {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        read_response(&mut tcp).await
+    })
+    .await
+    .expect("HTTP response in time")
+}
+
+/// `GET path` with `Connection: close`.
+pub async fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
+    http(addr, "GET", path, &[("Connection", "close")], None).await
+}
+
+/// `POST path` with a JSON body and `Connection: close`.
+pub async fn http_post(addr: SocketAddr, path: &str, body: &str) -> HttpResponse {
+    http(addr, "POST", path, &[("Connection", "close")], Some(body)).await
+}
+
+/// `POST /api/admin` on the admin listener.
+pub async fn admin_post(server: &TestServer, body: &str) -> HttpResponse {
+    http_post(server.admin_addr, "/api/admin", body).await
+}
+
+async fn read_response(tcp: &mut TcpStream) -> HttpResponse {
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            break i;
+        }
+        assert!(
+            fill(tcp, &mut buf).await > 0,
+            "connection closed in headers"
+        );
+    };
+    let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut rest = buf[head_end + 4..].to_vec();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let body = if let Some(len) = header("content-length") {
+        let len: usize = len.parse().unwrap();
+        while rest.len() < len {
+            assert!(fill(tcp, &mut rest).await > 0, "connection closed in body");
+        }
+        rest.truncate(len);
+        rest
+    } else if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(i) = find(&rest, b"\r\n") {
+                    break i;
+                }
+                assert!(fill(tcp, &mut rest).await > 0, "connection closed in chunk");
+            };
+            let size_text = String::from_utf8_lossy(&rest[..line_end]).into_owned();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
+                .unwrap_or_else(|_| panic!("bad chunk size {size_text:?}"));
+            while rest.len() < line_end + 2 + size + 2 {
+                assert!(fill(tcp, &mut rest).await > 0, "connection closed in chunk");
+            }
+            body.extend_from_slice(&rest[line_end + 2..line_end + 2 + size]);
+            rest.drain(..line_end + 2 + size + 2);
+            if size == 0 {
+                break body;
+            }
+        }
+    } else {
+        // No length: the body runs to the end of the connection.
+        while fill(tcp, &mut rest).await > 0 {}
+        rest
+    };
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn fill(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> usize {
+    let mut chunk = [0u8; 4096];
+    let n = tcp.read(&mut chunk).await.unwrap();
+    buf.extend_from_slice(&chunk[..n]);
+    n
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The raw request of a WebSocket handshake for `path` (for checking refusals as plain HTTP).
+pub const UPGRADE_HEADERS: [(&str, &str); 4] = [
+    ("Connection", "Upgrade"),
+    ("Upgrade", "websocket"),
+    ("Sec-WebSocket-Version", "13"),
+    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+];

@@ -1,0 +1,129 @@
+//! Plain requests on WebSocket routes, and which registry a socket lands in (items 13 and 14).
+#![allow(clippy::unwrap_used)]
+
+#[macro_use]
+mod common;
+
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+use common::*;
+use wscope_axum::WebSocketUpgrade;
+use wscope_core::Registry;
+
+engine_tests!(
+    a_plain_get_on_a_websocket_route_gets_426,
+    is_upgrade_request_lets_one_handler_serve_both,
+    the_router_layer_and_an_explicit_registry_pick_where_sockets_land,
+    a_shut_down_registry_refuses_upgrades_with_503,
+);
+
+async fn a_plain_get_on_a_websocket_route_gets_426() {
+    let server = TestServer::echo(test_registry()).await;
+    let response = http_get(server.addr, "/ws").await;
+    assert_eq!(response.status, 426);
+    assert_eq!(response.header("upgrade"), Some("websocket"));
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    assert_eq!(
+        response.json(),
+        serde_json::json!({"error": "Upgrade required"})
+    );
+    // Nothing was registered for it.
+    let s = server.registry.snapshot();
+    assert_eq!((s.total_connections, s.total_connections_ever), (0, 0));
+    server.shutdown().await;
+}
+
+/// Serves plain GETs itself and upgrades the rest, like the reference's
+/// `if (ctx.locals.isUpgradeRequest) { ... } return new Response(...)`.
+async fn either(ws: WebSocketUpgrade) -> Response {
+    if !ws.is_upgrade_request() {
+        return (
+            axum::http::StatusCode::OK,
+            format!("plain request on {}", ws.path()),
+        )
+            .into_response();
+    }
+    echo(ws).await
+}
+
+async fn is_upgrade_request_lets_one_handler_serve_both() {
+    let reg = test_registry();
+    let routes = Router::new().route("/maybe", get(either));
+    let server = TestServer::start(reg.clone(), tracked(routes, tracking(&reg))).await;
+
+    let plain = http_get(server.addr, "/maybe").await;
+    assert_eq!(plain.status, 200);
+    assert_eq!(plain.text(), "plain request on /maybe");
+    assert_eq!(reg.snapshot().total_connections_ever, 0);
+
+    let mut ws = server.connect("/maybe").await;
+    wait_open(&reg, 1).await;
+    assert_eq!(reg.snapshot().connections[0].path, "/maybe");
+    echo_roundtrip(&mut ws, "upgraded").await;
+    close_client(ws).await;
+    wait_count(&reg, 0).await;
+    server.shutdown().await;
+}
+
+async fn the_router_layer_and_an_explicit_registry_pick_where_sockets_land() {
+    let layer_reg = test_registry();
+    let explicit_reg = test_registry();
+    let routes = Router::new().route("/ws", get(echo)).route(
+        "/ws/explicit",
+        get(
+            |ws: WebSocketUpgrade, Extension(explicit): Extension<Registry>| async move {
+                echo(ws.registry(&explicit)).await
+            },
+        ),
+    );
+    let app = tracked(routes, tracking(&layer_reg)).layer(Extension(explicit_reg.clone()));
+    let server = TestServer::start(layer_reg.clone(), app).await;
+
+    let mut via_layer = server.connect("/ws").await;
+    let mut explicit = server.connect("/ws/explicit").await;
+    wait_open(&layer_reg, 1).await;
+    wait_open(&explicit_reg, 1).await;
+    assert_eq!(layer_reg.snapshot().connections[0].path, "/ws");
+    assert_eq!(explicit_reg.snapshot().connections[0].path, "/ws/explicit");
+    // The explicit registry keeps the layer's proxy settings: the address is still recorded.
+    assert_eq!(
+        explicit_reg.snapshot().connections[0]
+            .remote_address
+            .as_deref(),
+        Some("127.0.0.1")
+    );
+    echo_roundtrip(&mut via_layer, "layer").await;
+    echo_roundtrip(&mut explicit, "explicit").await;
+
+    // Closing everything in one registry leaves the other alone.
+    explicit_reg
+        .close_all(wscope_core::CloseCode::NORMAL, "")
+        .unwrap();
+    assert_eq!(expect_close(&mut explicit).await, (1000, String::new()));
+    wait_count(&explicit_reg, 0).await;
+    echo_roundtrip(&mut via_layer, "layer still open").await;
+    assert_eq!(layer_reg.connection_count(), 1);
+
+    close_client(via_layer).await;
+    wait_count(&layer_reg, 0).await;
+    assert_eq!(explicit_reg.snapshot().total_connections_ever, 1);
+    assert_eq!(layer_reg.snapshot().total_connections_ever, 1);
+    explicit_reg.shutdown().await;
+    server.shutdown().await;
+}
+
+async fn a_shut_down_registry_refuses_upgrades_with_503() {
+    let server = TestServer::echo(test_registry()).await;
+    server.registry.shutdown().await;
+    let response = http(server.addr, "GET", "/ws", &UPGRADE_HEADERS, None).await;
+    assert_eq!(response.status, 503);
+    assert_eq!(
+        response.json(),
+        serde_json::json!({"error": "server shutting down"})
+    );
+    // A plain GET still gets 426: it is not an upgrade.
+    assert_eq!(http_get(server.addr, "/ws").await.status, 426);
+    assert_eq!(server.registry.snapshot().refused.shutting_down, 1);
+    server.shutdown().await;
+}
