@@ -73,15 +73,13 @@ async fn serve(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
 /// `/ws`: sends each text or binary message back unchanged.
 async fn echo(ws: WebSocketUpgrade) -> Response {
     ws.on_upgrade(|mut socket: WebSocket| async move {
+        // Keep reading after a Close frame: tungstenite sends the close reply on the next read,
+        // which then ends the stream.
         while let Some(Ok(msg)) = socket.recv().await {
-            match msg {
-                Message::Text(_) | Message::Binary(_) => {
-                    if socket.send(msg).await.is_err() {
-                        break;
-                    }
-                }
-                Message::Close(_) => break,
-                Message::Ping(_) | Message::Pong(_) => {}
+            if matches!(msg, Message::Text(_) | Message::Binary(_))
+                && socket.send(msg).await.is_err()
+            {
+                break;
             }
         }
     })
@@ -115,8 +113,10 @@ async fn chat_route(
                         // No receivers is not an error worth reporting here.
                         let _ = chat.send(msg);
                     }
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                    // Ping, pong and close are answered by tungstenite; the stream ends after
+                    // the close handshake.
                     Some(Ok(_)) => {}
+                    Some(Err(_)) | None => break,
                 },
                 _ = &mut writer => return,
             }
