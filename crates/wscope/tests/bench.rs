@@ -154,6 +154,8 @@ async fn idle_connections_are_what_the_server_holds() {
         common: CommonOptions {
             // The server runs in this process: its RSS is ours.
             pid: Some(std::process::id()),
+            // Spread the 300 over 127.0.0.1, .2 and .3, as 60k would be.
+            per_source: 100,
             ..common()
         },
         checkpoint: Some(checkpoint),
@@ -170,6 +172,14 @@ async fn idle_connections_are_what_the_server_holds() {
     assert_eq!(stats["totalConnections"].as_u64().unwrap(), 300);
     assert_eq!(stats["connectionsByState"]["OPEN"].as_u64().unwrap(), 300);
     assert_eq!(connections_on(&stats, "/ws").len(), 300);
+    assert_eq!(report.source_addresses, 3);
+    let mut sources: Vec<_> = connections_on(&stats, "/ws")
+        .iter()
+        .map(|c| c["remoteAddress"].as_str().unwrap().to_owned())
+        .collect();
+    sources.sort();
+    sources.dedup();
+    assert_eq!(sources, ["127.0.0.1", "127.0.0.2", "127.0.0.3"]);
     assert!(report.handshakes_per_sec > 0.0);
     assert_eq!(report.handshake_latency.count, 300);
     let server_use = report.server.unwrap();

@@ -289,7 +289,7 @@ pub async fn broadcast(opts: BroadcastOptions) -> Result<BroadcastReport, BenchE
         target,
         opts.connections + 1,
         READ_BUFFER,
-        opts.common.connect_timeout,
+        &opts.common,
     ));
     connector.preflight().await?;
     Probe::start(opts.common.pid)?;

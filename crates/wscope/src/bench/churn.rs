@@ -145,7 +145,7 @@ pub async fn churn(opts: ChurnOptions) -> Result<ChurnReport, BenchError> {
         target,
         opts.connections,
         READ_BUFFER,
-        opts.common.connect_timeout,
+        &opts.common,
     ));
     connector.preflight().await?;
 
@@ -262,11 +262,7 @@ async fn cycle(connector: &Connector, payload: &Message) -> Result<(), String> {
         Ok(Err(e)) => return Err(e),
         Err(_) => return Err(format!("no echo within {:?}", connect::CLOSE_TIMEOUT)),
     }
-    if connect::close(ws).await {
-        Ok(())
-    } else {
-        Err("close handshake did not complete".to_owned())
-    }
+    connect::close(ws).await
 }
 
 /// Moves the bar with the clock and shows the rate so far.

@@ -19,7 +19,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::addrs::SourceAddrs;
 use super::latency;
 use super::target::Target;
-use super::{BenchError, Deadline};
+use super::{BenchError, CommonOptions, Deadline};
 
 /// A client connection.
 pub(crate) type Ws = WebSocketStream<TcpStream>;
@@ -98,9 +98,11 @@ impl Connector {
         target: Target,
         connections: usize,
         read_buffer: usize,
-        timeout: Duration,
+        common: &CommonOptions,
     ) -> Self {
-        let sources = SourceAddrs::for_connections(target.addr.ip(), connections);
+        let sources =
+            SourceAddrs::for_connections(target.addr.ip(), connections, common.per_source);
+        let timeout = common.connect_timeout;
         let config = WebSocketConfig::default().read_buffer_size(read_buffer.max(256));
         Self {
             target,
@@ -147,9 +149,11 @@ impl Connector {
             TcpSocket::new_v6()
         }
         .map_err(ConnectError::Tcp)?;
-        socket
-            .bind(std::net::SocketAddr::new(self.sources.pick(n), 0))
-            .map_err(ConnectError::Tcp)?;
+        if let Some(source) = self.sources.pick(n) {
+            socket
+                .bind(std::net::SocketAddr::new(source, 0))
+                .map_err(ConnectError::Tcp)?;
+        }
         // Latency is what is measured: never let Nagle hold a small frame back.
         socket.set_nodelay(true).map_err(ConnectError::Tcp)?;
         let stream = socket.connect(addr).await.map_err(ConnectError::Tcp)?;
@@ -280,7 +284,7 @@ pub(crate) async fn close_all(conns: Vec<Ws>) -> u64 {
     }
     let mut unclean = 0;
     while let Some(r) = set.join_next().await {
-        if !matches!(r, Ok(true)) {
+        if !matches!(r, Ok(Ok(()))) {
             unclean += 1;
         }
     }
@@ -288,23 +292,22 @@ pub(crate) async fn close_all(conns: Vec<Ws>) -> u64 {
 }
 
 /// Sends a close frame and reads until the server's reply ends the stream.
-pub(crate) async fn close(mut ws: Ws) -> bool {
+pub(crate) async fn close(mut ws: Ws) -> Result<(), String> {
     let handshake = async {
-        if ws.close(None).await.is_err() {
-            return false;
-        }
+        ws.close(None)
+            .await
+            .map_err(|e| format!("close: {}", ws_reason(&e)))?;
         loop {
             match ws.next().await {
-                None => return true,
+                None | Some(Err(WsError::ConnectionClosed)) => return Ok(()),
                 Some(Ok(_)) => {}
-                Some(Err(WsError::ConnectionClosed)) => return true,
-                Some(Err(_)) => return false,
+                Some(Err(e)) => return Err(format!("close: {}", ws_reason(&e))),
             }
         }
     };
     tokio::time::timeout(CLOSE_TIMEOUT, handshake)
         .await
-        .unwrap_or(false)
+        .unwrap_or_else(|_| Err(format!("close: no reply within {CLOSE_TIMEOUT:?}")))
 }
 
 #[cfg(test)]

@@ -222,7 +222,7 @@ pub async fn echo(opts: EchoOptions) -> Result<EchoReport, BenchError> {
         target,
         opts.connections,
         read_buffer,
-        opts.common.connect_timeout,
+        &opts.common,
     ));
     connector.preflight().await?;
     // Check --pid before opening anything.

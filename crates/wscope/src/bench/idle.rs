@@ -179,7 +179,7 @@ pub async fn idle(opts: IdleOptions) -> Result<IdleReport, BenchError> {
         target,
         opts.connections,
         READ_BUFFER,
-        opts.common.connect_timeout,
+        &opts.common,
     ));
     connector.preflight().await?;
     let source_addresses = connector.source_addresses();

@@ -116,6 +116,10 @@ pub struct CommonOptions {
     /// Longest one connect + WebSocket handshake may take.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
+    /// Connections per source address: past this many, client sockets are spread over
+    /// 127.0.0.1, 127.0.0.2, … to pass the ephemeral-port limit of one address.
+    #[arg(long, value_name = "N", default_value = "10000", value_parser = parse_count)]
+    pub per_source: usize,
     /// Draw progress bars on stderr (the command line sets it when stderr is a terminal).
     #[arg(skip)]
     pub progress: bool,
@@ -127,6 +131,7 @@ impl Default for CommonOptions {
             timeout: None,
             pid: None,
             connect_timeout: CONNECT_TIMEOUT,
+            per_source: addrs::PER_SOURCE,
             progress: false,
         }
     }
