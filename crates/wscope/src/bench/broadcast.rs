@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::connect::{self, Connector, Ws};
 use super::latency::{self, Latencies, LatencySummary, Recorder};
 use super::probe::{ClientCpu, Probe, ServerUse};
+use super::progress::Steps;
 use super::report::{self, Report};
 use super::target::Target;
 use super::{limits, parse_count, progress, BenchError, Checkpoint, CommonOptions, Deadline};
@@ -36,22 +37,26 @@ const MARK: &str = "wscope-bench";
 #[derive(Args, Debug)]
 pub struct BroadcastOptions {
     /// Chat endpoint: every message sent by anyone goes to all (loopback only).
-    #[arg(long, default_value = "ws://127.0.0.1:8080/ws/chat")]
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "ws://127.0.0.1:8080/ws/chat"
+    )]
     pub url: String,
     /// Listeners.
-    #[arg(short = 'c', long = "connections", default_value = "1000", value_parser = parse_count)]
+    #[arg(short = 'c', long = "connections", value_name = "N", default_value = "1000", value_parser = parse_count)]
     pub connections: usize,
     /// Messages the sender sends, one at a time.
-    #[arg(short = 'n', long, default_value = "100", value_parser = parse_count)]
+    #[arg(short = 'n', long, value_name = "N", default_value = "100", value_parser = parse_count)]
     pub messages: usize,
     /// Payload size of each message (at least what the timestamp needs, ~48 bytes).
-    #[arg(short = 's', long = "size", default_value = "64", value_parser = parse_size)]
+    #[arg(short = 's', long = "size", value_name = "SIZE", default_value = "64", value_parser = parse_size)]
     pub size: usize,
     /// Longest wait for one message to reach every listener before moving on.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub round_timeout: Duration,
     /// Handshakes under way at once while connecting.
-    #[arg(long, default_value = "200", value_parser = parse_count)]
+    #[arg(long, value_name = "N", default_value = "200", value_parser = parse_count)]
     pub handshake_concurrency: usize,
     /// Options every mode shares.
     #[command(flatten)]
@@ -296,7 +301,7 @@ pub async fn broadcast(opts: BroadcastOptions) -> Result<BroadcastReport, BenchE
 
     let bar = progress::bar(
         opts.common.progress,
-        opts.connections as u64 + 1,
+        Steps::Count(opts.connections as u64 + 1),
         "connecting",
     );
     let mut opened = connect::open_all(
@@ -371,7 +376,11 @@ pub async fn broadcast(opts: BroadcastOptions) -> Result<BroadcastReport, BenchE
         }
     }
 
-    let bar = progress::bar(opts.common.progress, opts.messages as u64, "broadcast");
+    let bar = progress::bar(
+        opts.common.progress,
+        Steps::Count(opts.messages as u64),
+        "broadcast",
+    );
     let mut last = latency::histogram();
     let mut missed = 0u64;
     let mut sent = 0u64;

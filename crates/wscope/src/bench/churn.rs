@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::connect::{self, Connector, Failures};
 use super::latency::{Latencies, LatencySummary};
 use super::probe::{ClientCpu, Probe, ServerUse};
+use super::progress::Steps;
 use super::report::{self, Report};
 use super::target::Target;
 use super::{limits, parse_count, progress, BenchError, CommonOptions};
@@ -29,16 +30,16 @@ const READ_BUFFER: usize = 4096;
 #[derive(Args, Debug)]
 pub struct ChurnOptions {
     /// Echo endpoint (loopback only).
-    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
     /// Workers, each with one connection at a time.
-    #[arg(short = 'c', long = "connections", default_value = "50", value_parser = parse_count)]
+    #[arg(short = 'c', long = "connections", value_name = "N", default_value = "50", value_parser = parse_count)]
     pub connections: usize,
     /// How long workers start new cycles.
-    #[arg(short = 'd', long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(short = 'd', long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
     /// Payload size of the one message echoed per connection.
-    #[arg(short = 's', long = "size", default_value = "64", value_parser = parse_size)]
+    #[arg(short = 's', long = "size", value_name = "SIZE", default_value = "64", value_parser = parse_size)]
     pub size: usize,
     /// Options every mode shares.
     #[command(flatten)]
@@ -155,11 +156,7 @@ pub async fn churn(opts: ChurnOptions) -> Result<ChurnReport, BenchError> {
     let payload = Message::text("x".repeat(opts.size));
     let latencies = Latencies::new();
     let completed = Arc::new(AtomicU64::new(0));
-    let bar = progress::bar(
-        opts.common.progress,
-        u64::try_from(opts.duration.as_millis()).unwrap_or(u64::MAX),
-        "churn",
-    );
+    let bar = progress::bar(opts.common.progress, Steps::Millis(opts.duration), "churn");
     let workers: Vec<_> = (0..opts.connections)
         .map(|i| {
             let connector = connector.clone();

@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::{Bytes, Message};
 use super::connect::{self, Connector, Ws};
 use super::latency::{Latencies, LatencySummary, Recorder};
 use super::probe::{ClientCpu, Probe, ServerUse};
+use super::progress::Steps;
 use super::report::{self, Report};
 use super::target::Target;
 use super::{limits, parse_count, progress, BenchError, Checkpoint, CommonOptions, Deadline};
@@ -33,28 +34,28 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Args, Debug)]
 pub struct EchoOptions {
     /// Echo endpoint (loopback only).
-    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
     /// Connections.
-    #[arg(short = 'c', long = "connections", default_value = "100", value_parser = parse_count)]
+    #[arg(short = 'c', long = "connections", value_name = "N", default_value = "100", value_parser = parse_count)]
     pub connections: usize,
     /// Messages in flight on each connection.
-    #[arg(short = 'w', long = "in-flight", default_value = "1", value_parser = parse_count)]
+    #[arg(short = 'w', long = "in-flight", value_name = "N", default_value = "1", value_parser = parse_count)]
     pub in_flight: usize,
     /// Payload size of each message (`64`, `1KiB`).
-    #[arg(short = 's', long = "size", default_value = "64", value_parser = parse_size)]
+    #[arg(short = 's', long = "size", value_name = "SIZE", default_value = "64", value_parser = parse_size)]
     pub size: usize,
     /// Measured duration (`10s`, `500ms`, `2m`, seconds).
-    #[arg(short = 'd', long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(short = 'd', long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
     /// Warm-up before measuring.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub warmup: Duration,
     /// Send binary messages instead of text.
     #[arg(long)]
     pub binary: bool,
     /// Handshakes under way at once while connecting.
-    #[arg(long, default_value = "200", value_parser = parse_count)]
+    #[arg(long, value_name = "N", default_value = "200", value_parser = parse_count)]
     pub handshake_concurrency: usize,
     /// Options every mode shares.
     #[command(flatten)]
@@ -228,7 +229,11 @@ pub async fn echo(opts: EchoOptions) -> Result<EchoReport, BenchError> {
     // Check --pid before opening anything.
     Probe::start(opts.common.pid)?;
 
-    let bar = progress::bar(opts.common.progress, opts.connections as u64, "connecting");
+    let bar = progress::bar(
+        opts.common.progress,
+        Steps::Count(opts.connections as u64),
+        "connecting",
+    );
     let opened = connect::open_all(
         &connector,
         opts.connections,
@@ -273,8 +278,11 @@ pub async fn echo(opts: EchoOptions) -> Result<EchoReport, BenchError> {
         .map(|(i, ws)| tokio::spawn(drive(ws, plan.clone(), latencies.recorder(i))))
         .collect();
 
-    let total_ms = u64::try_from((opts.warmup + opts.duration).as_millis()).unwrap_or(u64::MAX);
-    let bar = progress::bar(opts.common.progress, total_ms, "echo");
+    let bar = progress::bar(
+        opts.common.progress,
+        Steps::Millis(opts.warmup + opts.duration),
+        "echo",
+    );
     let watch = watch_progress(&plan, &bar, start);
     // CPU readings bracket the measured window (cut short at the deadline).
     let window_start = wait_until(plan.measure_start, deadline).await;

@@ -15,6 +15,7 @@ use serde::Serialize;
 use super::connect::{self, Connector};
 use super::latency::LatencySummary;
 use super::probe::{ClientCpu, Probe, ServerUse};
+use super::progress::Steps;
 use super::report::{self, Report};
 use super::target::Target;
 use super::{limits, parse_count, progress, BenchError, Checkpoint, CommonOptions};
@@ -27,16 +28,16 @@ const READ_BUFFER: usize = 1024;
 #[derive(Args, Debug)]
 pub struct IdleOptions {
     /// Endpoint to connect to (loopback only).
-    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
     /// Connections to open and hold.
-    #[arg(short = 'c', long = "connections", default_value = "10000", value_parser = parse_count)]
+    #[arg(short = 'c', long = "connections", value_name = "N", default_value = "10000", value_parser = parse_count)]
     pub connections: usize,
     /// Handshakes under way at once.
-    #[arg(long, default_value = "200", value_parser = parse_count)]
+    #[arg(long, value_name = "N", default_value = "200", value_parser = parse_count)]
     pub handshake_concurrency: usize,
     /// How long to hold the connections open before reading the server's memory and closing.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub hold: Duration,
     /// Options every mode shares (`--pid` gives bytes per connection).
     #[command(flatten)]
@@ -185,7 +186,11 @@ pub async fn idle(opts: IdleOptions) -> Result<IdleReport, BenchError> {
     let source_addresses = connector.source_addresses();
 
     let before = Probe::start(opts.common.pid)?;
-    let bar = progress::bar(opts.common.progress, opts.connections as u64, "handshakes");
+    let bar = progress::bar(
+        opts.common.progress,
+        Steps::Count(opts.connections as u64),
+        "handshakes",
+    );
     let mut opened = connect::open_all(
         &connector,
         opts.connections,
@@ -207,7 +212,7 @@ pub async fn idle(opts: IdleOptions) -> Result<IdleReport, BenchError> {
     }
     let count = opened.conns.len();
 
-    let hold_bar = progress::bar(opts.common.progress, 0, "holding");
+    let hold_bar = progress::bar(opts.common.progress, Steps::Spinner, "holding");
     hold_bar.set_message(format!("{} connections", report::int(count as u64)));
     let hold_start = std::time::Instant::now();
     tokio::select! {

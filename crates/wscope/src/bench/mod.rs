@@ -273,3 +273,78 @@ fn show<R: Report>(report: &R, json: bool) -> String {
         report::table(report).trim_end().to_owned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn parse(args: &[&str]) -> Mode {
+        let argv = std::iter::once("bench").chain(args.iter().copied());
+        Cli::try_parse_from(argv).unwrap().bench.mode
+    }
+
+    /// The defaults tests and wrappers get from `Default` are the command line's.
+    #[test]
+    fn defaults_match_the_command_line() {
+        let dbg = |m: Mode| match m {
+            Mode::Echo(o) => format!("{o:?}"),
+            Mode::Idle(o) => format!("{o:?}"),
+            Mode::Churn(o) => format!("{o:?}"),
+            Mode::Broadcast(o) => format!("{o:?}"),
+        };
+        assert_eq!(
+            dbg(parse(&["echo"])),
+            format!("{:?}", EchoOptions::default())
+        );
+        assert_eq!(
+            dbg(parse(&["idle"])),
+            format!("{:?}", IdleOptions::default())
+        );
+        assert_eq!(
+            dbg(parse(&["churn"])),
+            format!("{:?}", ChurnOptions::default())
+        );
+        assert_eq!(
+            dbg(parse(&["broadcast"])),
+            format!("{:?}", BroadcastOptions::default())
+        );
+    }
+
+    #[test]
+    fn flags_parse_like_serve_flags() {
+        let Mode::Echo(o) = parse(&[
+            "echo",
+            "-c",
+            "7",
+            "-w",
+            "3",
+            "-s",
+            "1KiB",
+            "-d",
+            "500ms",
+            "--warmup",
+            "2m",
+            "--timeout",
+            "90",
+            "--per-source",
+            "5",
+        ]) else {
+            panic!("echo")
+        };
+        assert_eq!((o.connections, o.in_flight, o.size), (7, 3, 1024));
+        assert_eq!(o.duration, Duration::from_millis(500));
+        assert_eq!(o.warmup, Duration::from_secs(120));
+        assert_eq!(o.common.timeout, Some(Duration::from_secs(90)));
+        assert_eq!(o.common.per_source, 5);
+        assert!(Cli::try_parse_from(["bench", "echo", "-c", "0"]).is_err());
+        assert!(Cli::try_parse_from(["bench", "idle", "--hold", "soon"]).is_err());
+    }
+}
