@@ -18,10 +18,12 @@ use crate::upgrade::SocketConfig;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Engine {
-    /// `tungstenite` (through tokio-tungstenite), the engine axum uses.
-    Tungstenite,
-    /// `tokio-websockets`: SIMD masking and UTF-8 checks, frames written with one flush.
+    /// `tungstenite` (through tokio-tungstenite), the engine axum uses. The default: with a small
+    /// read buffer it idles in half the memory of tokio-websockets (whose 8 KiB read buffer is
+    /// fixed) at equal or lower CPU per message; docs/BENCHMARKS.md has the figures.
     #[default]
+    Tungstenite,
+    /// `tokio-websockets`: SIMD masking and UTF-8 checks.
     TokioWebsockets,
 }
 

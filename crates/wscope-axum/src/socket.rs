@@ -1,10 +1,15 @@
 //! The tracked socket a handler gets: reading and sending through it update the registry entry;
-//! a writer task drains the connection's queue in batches (one flush per batch); dropping it,
-//! however the handler ends, closes the connection and removes the entry.
+//! a writer drains the connection's queue in batches (one flush per batch); dropping it, however
+//! the handler ends, closes the connection and removes the entry.
+//!
+//! One task serves a connection: the handler and the writer run joined in it, so a message the
+//! handler sends wakes the writer without a cross-task hop, and an idle connection costs one task.
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{future, FutureExt, SinkExt, StreamExt};
 use wscope_core::{
     CloseCode, CloseFrame, CloseRecord, Connection, ConnectionHandle, ConnectionId,
     ConnectionState, Initiator, Message, ReasonTooLong, SendError,
@@ -33,19 +38,6 @@ impl std::fmt::Debug for TrackedSocket {
 }
 
 impl TrackedSocket {
-    /// Starts the writer task over `sink` and marks the connection OPEN.
-    pub(crate) fn start(stream: Reader, sink: Writer, conn: Connection) -> Self {
-        let conn = Arc::new(conn);
-        conn.mark_open();
-        let writer = write_loop(conn.clone(), sink);
-        // The registry's tracker lets a server wait for every writer on shutdown.
-        tokio::spawn(conn.task_tracker().track_future(writer));
-        Self {
-            conn,
-            stream: Some(stream),
-        }
-    }
-
     /// The connection's id.
     pub fn id(&self) -> ConnectionId {
         self.conn.id()
@@ -167,6 +159,28 @@ impl Drop for TrackedSocket {
     }
 }
 
+/// Serves one upgraded connection: marks it OPEN, then runs `handler` with its tracked socket
+/// and the writer over `sink` together in the calling task until both are done. A panicking
+/// handler is contained here: its socket, dropped while unwinding, queues a 1011 close that the
+/// writer still sends.
+pub(crate) async fn serve<F, Fut>(stream: Reader, sink: Writer, conn: Connection, handler: F)
+where
+    F: FnOnce(TrackedSocket) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let conn = Arc::new(conn);
+    conn.mark_open();
+    let socket = TrackedSocket {
+        conn: conn.clone(),
+        stream: Some(stream),
+    };
+    let handled = AssertUnwindSafe(async move { handler(socket).await }).catch_unwind();
+    let (outcome, ()) = future::join(handled, write_loop(conn.clone(), sink)).await;
+    if outcome.is_err() {
+        tracing::error!(id = %conn.id(), "connection handler panicked; closed it with 1011");
+    }
+}
+
 /// Reads what is left of a connection whose handler has gone, until the close handshake ends.
 async fn finish_close(conn: Arc<Connection>, mut stream: Reader) {
     let read_to_end = async {
@@ -191,65 +205,78 @@ async fn write_loop(conn: Arc<Connection>, mut sink: Writer) {
             _ = conn.cancelled() => return,
             _ = conn.outbound_ready() => {}
         }
-        let close = conn.drain_outbound(&mut batch);
-        let closing = close.is_some();
-        let write = async {
-            if !batch.is_empty() {
-                let (count, bytes) = (batch.len(), batch.iter().map(Message::payload_len).sum());
-                for msg in batch.drain(..) {
-                    sink.feed(msg).await?;
-                }
-                conn.record_sent(count, bytes);
-            }
-            if let Some(frame) = close {
-                conn.mark_closing();
-                sink.feed(Message::Close(Some(frame))).await?;
-                conn.record_sent(1, 0);
-            }
-            sink.flush().await
-        };
-        let result = if closing {
-            match tokio::time::timeout(conn.close_timeout(), write).await {
-                Ok(r) => r,
-                Err(_) => {
-                    conn.record_dropped("close flush timed out");
-                    conn.abort();
-                    return;
-                }
-            }
-        } else {
-            tokio::select! {
-                biased;
-                _ = conn.cancelled() => return,
-                r = write => r,
-            }
-        };
-        batch.clear();
-        if let Err(e) = result {
-            if conn.state() >= ConnectionState::Closing && !closing {
-                // The peer closed first: the reader completes the handshake.
-                return;
-            }
-            // The peer is gone or the protocol broke: stop both halves.
-            conn.record_close(Initiator::Error, None, error_text(&e));
-            conn.mark_closed();
-            conn.abort();
-            return;
+        if let Some(frame) = conn.drain_outbound(&mut batch) {
+            // Once per connection: boxed, so its timers do not enlarge every idle task.
+            return Box::pin(close_after(&conn, &mut sink, &mut batch, frame)).await;
         }
-        if closing {
-            // Give the peer the close timeout to answer; the reader stops the connection when
-            // the handshake completes, else we do.
-            let timeout = conn.close_timeout();
-            if tokio::time::timeout(timeout, conn.cancelled())
-                .await
-                .is_err()
-            {
-                conn.record_dropped("close handshake timed out");
-                conn.abort();
+        let written = tokio::select! {
+            biased;
+            _ = conn.cancelled() => return,
+            r = write_batch(&conn, &mut sink, &mut batch, None) => r,
+        };
+        if let Err(e) = written {
+            if conn.state() < ConnectionState::Closing {
+                fail(&conn, &e);
             }
+            // Else the peer closed first: the reader completes the handshake.
             return;
         }
     }
+}
+
+/// Writes `batch`, then `close` if given, with one flush.
+async fn write_batch(
+    conn: &Connection,
+    sink: &mut Writer,
+    batch: &mut Vec<Message>,
+    close: Option<CloseFrame>,
+) -> Result<(), EngineError> {
+    if !batch.is_empty() {
+        let (count, bytes) = (batch.len(), batch.iter().map(Message::payload_len).sum());
+        for msg in batch.drain(..) {
+            sink.feed(msg).await?;
+        }
+        conn.record_sent(count, bytes);
+    }
+    if let Some(frame) = close {
+        conn.mark_closing();
+        sink.feed(Message::Close(Some(frame))).await?;
+        conn.record_sent(1, 0);
+    }
+    sink.flush().await
+}
+
+/// Flushes what was queued and the close frame, then gives the peer the close timeout to answer
+/// (the reader ends the connection when the handshake completes; else it is dropped here).
+async fn close_after(
+    conn: &Connection,
+    sink: &mut Writer,
+    batch: &mut Vec<Message>,
+    frame: CloseFrame,
+) {
+    let timeout = conn.close_timeout();
+    match tokio::time::timeout(timeout, write_batch(conn, sink, batch, Some(frame))).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return fail(conn, &e),
+        Err(_) => {
+            conn.record_dropped("close flush timed out");
+            return conn.abort();
+        }
+    }
+    if tokio::time::timeout(timeout, conn.cancelled())
+        .await
+        .is_err()
+    {
+        conn.record_dropped("close handshake timed out");
+        conn.abort();
+    }
+}
+
+/// The peer is gone or the protocol broke: record it and stop both halves.
+fn fail(conn: &Connection, e: &EngineError) {
+    conn.record_close(Initiator::Error, None, error_text(e));
+    conn.mark_closed();
+    conn.abort();
 }
 
 /// The innermost cause's text (the engine's wrapper adds nothing a reader needs).

@@ -20,7 +20,7 @@ use crate::client_addr::TrustedProxies;
 use crate::engine::{self, Engine};
 use crate::error::ApiError;
 use crate::handshake::Handshake;
-use crate::socket::TrackedSocket;
+use crate::socket::{self, TrackedSocket};
 
 /// Engine settings for accepted sockets.
 #[derive(Clone, Debug)]
@@ -41,8 +41,10 @@ impl Default for SocketConfig {
     fn default() -> Self {
         Self {
             engine: Engine::default(),
-            // axum defaults to 128 KiB each, held per connection even when idle.
-            read_buffer_size: 4 * 1024,
+            // axum defaults to 128 KiB, held by every connection even when idle; the read buffer
+            // is what an idle connection mostly costs (tungstenite fills it on every read), and
+            // 512 B still takes a small message, or a batch of them, in one read.
+            read_buffer_size: 512,
             write_buffer_size: 16 * 1024,
             max_message_size: 64 << 20,
             max_frame_size: 16 << 20,
@@ -185,17 +187,20 @@ impl WebSocketUpgrade {
         };
         let response = handshake.response();
         let cfg = self.tracking.socket;
-        tokio::spawn(async move {
+        // The registry's tracker lets a server wait for every connection task on shutdown.
+        let tracker = conn.task_tracker().clone();
+        tokio::spawn(tracker.track_future(async move {
             match handshake.on_upgrade.await {
                 Ok(upgraded) => {
-                    let (reader, writer) =
-                        engine::start(cfg.engine, TokioIo::new(upgraded), &cfg).await;
-                    handler(TrackedSocket::start(reader, writer, conn)).await;
+                    let io = TokioIo::new(upgraded);
+                    let (reader, writer) = engine::start(cfg.engine, io, &cfg).await;
+                    drop(cfg); // not part of the connection task's state from here on
+                    socket::serve(reader, writer, conn, handler).await;
                 }
                 // Dropping `conn` removes the entry, with this as the reason.
                 Err(e) => conn.record_close(Initiator::Error, None, format!("upgrade failed: {e}")),
             }
-        });
+        }));
         response
     }
 }

@@ -63,10 +63,10 @@ pub struct ServeArgs {
     /// Log format [default: human].
     #[arg(long, env = "WSCOPE_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
-    /// Bytes read from a socket at a time (tungstenite's read buffer) [default: 4KiB].
+    /// Bytes read from a socket at a time (the tungstenite engine's read buffer) [default: 512].
     #[arg(long, env = "WSCOPE_READ_BUFFER_SIZE", value_name = "SIZE", value_parser = parse_size)]
     pub read_buffer_size: Option<usize>,
-    /// WebSocket engine: tokio-websockets or tungstenite [default: tokio-websockets].
+    /// WebSocket engine: tungstenite or tokio-websockets [default: tungstenite].
     #[arg(long, env = "WSCOPE_ENGINE", value_name = "ENGINE")]
     pub engine: Option<Engine>,
 }

@@ -78,8 +78,10 @@ fn clap_exit(e: clap::Error) -> ExitCode {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = ServeConfig::resolve(args)?;
     init_logging(cfg.log_format);
+    let signal =
+        serve::shutdown_signal().map_err(|e| anyhow::anyhow!("cannot handle signals: {e}"))?;
     let server = serve::Server::bind(&cfg)?;
-    server.run(serve::shutdown_signal()).await?;
+    server.run(signal).await?;
     Ok(())
 }
 
