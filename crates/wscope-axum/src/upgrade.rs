@@ -194,7 +194,6 @@ impl WebSocketUpgrade {
                 Ok(upgraded) => {
                     let io = TokioIo::new(upgraded);
                     let (reader, writer) = engine::start(cfg.engine, io, &cfg).await;
-                    drop(cfg); // not part of the connection task's state from here on
                     socket::serve(reader, writer, conn, handler).await;
                 }
                 // Dropping `conn` removes the entry, with this as the reason.

@@ -38,14 +38,14 @@ async fn without_a_layer_sockets_go_to_the_global_registry() {
     wait_open(global, 1).await;
     wait_open(&layered, 1).await;
     wait_open(&explicit, 1).await;
-    assert_eq!(global.snapshot().connections[0].path, "/plain");
+    assert_eq!(&*global.snapshot().connections[0].path, "/plain");
     assert_eq!(global.snapshot().total_connections_ever, before + 1);
-    assert_eq!(layered.snapshot().connections[0].path, "/tracked");
-    assert_eq!(explicit.snapshot().connections[0].path, "/plain/explicit");
+    assert_eq!(&*layered.snapshot().connections[0].path, "/tracked");
+    assert_eq!(&*explicit.snapshot().connections[0].path, "/plain/explicit");
     // The global Tracking trusts loopback and records the peer, like the default.
     assert_eq!(
-        global.snapshot().connections[0].remote_address.as_deref(),
-        Some("127.0.0.1")
+        global.snapshot().connections[0].remote_address,
+        Some([127, 0, 0, 1].into())
     );
     for ws in [&mut g, &mut t, &mut e] {
         echo_roundtrip(ws, "hi").await;

@@ -199,7 +199,7 @@ async fn message_and_byte_counters() {
     assert_eq!((m_out, b_out), (3, 12));
     let c = info(&reg, "counted");
     assert_eq!((c.queued_messages, c.queued_bytes), (0, 0));
-    assert_eq!(c.path, "/ws");
+    assert_eq!(&*c.path, "/ws");
 
     close_client(ws).await;
     wait_count(&reg, 0).await;

@@ -59,7 +59,7 @@ async fn is_upgrade_request_lets_one_handler_serve_both() {
 
     let mut ws = server.connect("/maybe").await;
     wait_open(&reg, 1).await;
-    assert_eq!(reg.snapshot().connections[0].path, "/maybe");
+    assert_eq!(&*reg.snapshot().connections[0].path, "/maybe");
     echo_roundtrip(&mut ws, "upgraded").await;
     close_client(ws).await;
     wait_count(&reg, 0).await;
@@ -84,14 +84,15 @@ async fn the_router_layer_and_an_explicit_registry_pick_where_sockets_land() {
     let mut explicit = server.connect("/ws/explicit").await;
     wait_open(&layer_reg, 1).await;
     wait_open(&explicit_reg, 1).await;
-    assert_eq!(layer_reg.snapshot().connections[0].path, "/ws");
-    assert_eq!(explicit_reg.snapshot().connections[0].path, "/ws/explicit");
+    assert_eq!(&*layer_reg.snapshot().connections[0].path, "/ws");
+    assert_eq!(
+        &*explicit_reg.snapshot().connections[0].path,
+        "/ws/explicit"
+    );
     // The explicit registry keeps the layer's proxy settings: the address is still recorded.
     assert_eq!(
-        explicit_reg.snapshot().connections[0]
-            .remote_address
-            .as_deref(),
-        Some("127.0.0.1")
+        explicit_reg.snapshot().connections[0].remote_address,
+        Some([127, 0, 0, 1].into())
     );
     echo_roundtrip(&mut via_layer, "layer").await;
     echo_roundtrip(&mut explicit, "explicit").await;

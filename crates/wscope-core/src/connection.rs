@@ -80,10 +80,10 @@ pub(crate) struct Entry {
     pub(crate) bytes_out: AtomicU64,
     /// Client address after proxy resolution.
     pub(crate) remote_addr: Option<IpAddr>,
-    /// Bounded user agent.
-    pub(crate) user_agent: Option<Box<str>>,
-    /// Request path.
-    pub(crate) path: Box<str>,
+    /// Bounded user agent (shared with other connections that sent the same one).
+    pub(crate) user_agent: Option<Arc<str>>,
+    /// Request path (shared likewise).
+    pub(crate) path: Arc<str>,
     /// Outbound queue the writer drains.
     pub(crate) outbox: Outbox,
     /// Cancelled to drop the connection at once (drain deadline passed, writer failed).

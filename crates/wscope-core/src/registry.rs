@@ -1,6 +1,7 @@
 //! The registry: the one owner of connection entries. It inserts and removes them, counts them,
 //! closes them, sweeps stale ones and drains them all on shutdown.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -133,6 +134,30 @@ pub(crate) struct Shared {
     shutdown_done: watch::Sender<Option<ShutdownReport>>,
     /// Serialises shutdown's start (so exactly one caller drives it).
     shutdown_lock: Mutex<()>,
+    /// Paths and user agents, stored once for all the connections that share them.
+    strings: Interner,
+}
+
+/// Shares one allocation among equal strings (most connections of a service send one of a few
+/// paths and user agents). Bounded: past [`Interner::MAX`] distinct strings, new ones are simply
+/// allocated, so clients sending endless distinct user agents cannot grow it.
+#[derive(Debug, Default)]
+struct Interner(Mutex<HashMap<Arc<str>, ()>>);
+
+impl Interner {
+    const MAX: usize = 1024;
+
+    fn intern(&self, s: String) -> Arc<str> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((shared, ())) = map.get_key_value(s.as_str()) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(s);
+        if map.len() < Self::MAX {
+            map.insert(shared.clone(), ());
+        }
+        shared
+    }
 }
 
 impl Default for Registry {
@@ -168,6 +193,7 @@ impl Registry {
             background: AtomicU8::new(0),
             shutdown_done: watch::channel(None).0,
             shutdown_lock: Mutex::new(()),
+            strings: Interner::default(),
         });
         Self { shared }
     }
@@ -209,10 +235,12 @@ impl Registry {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             remote_addr: meta.remote_addr,
-            user_agent: meta
-                .user_agent
-                .map(|ua| truncate(ua, shared.config.max_user_agent_len).into_boxed_str()),
-            path: meta.path.into_boxed_str(),
+            user_agent: meta.user_agent.map(|ua| {
+                shared
+                    .strings
+                    .intern(truncate(ua, shared.config.max_user_agent_len))
+            }),
+            path: shared.strings.intern(meta.path),
             outbox: Outbox::new(shared.config.queue_capacity),
             cancel: shared.root.child_token(),
             close_record: Mutex::new(None),
@@ -369,13 +397,14 @@ impl Shared {
     }
 
     /// The one removal path: drop guards and the sweep both come here; the map decides who wins.
-    pub(crate) fn remove(&self, entry: &Arc<Entry>) {
+    /// Returns whether this call removed the entry.
+    pub(crate) fn remove(&self, entry: &Arc<Entry>) -> bool {
         entry
             .state
             .store(ConnectionState::Closed as u8, Ordering::Release);
         entry.outbox.shut();
         if self.entries.remove(&entry.seq).is_none() {
-            return; // already swept
+            return false; // already swept
         }
         let record = entry.close_record().unwrap_or_else(|| {
             let (initiator, reason) = if std::thread::panicking() {
@@ -401,6 +430,7 @@ impl Shared {
         if self.current.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.emptied.notify_waiters();
         }
+        true
     }
 
     fn cleanup_stale(&self) -> u64 {
@@ -412,9 +442,7 @@ impl Shared {
             .collect();
         let mut cleaned = 0;
         for entry in stale {
-            let before = self.total_closed.load(Ordering::Relaxed);
-            self.remove(&entry);
-            if self.total_closed.load(Ordering::Relaxed) != before {
+            if self.remove(&entry) {
                 cleaned += 1;
             }
         }
@@ -459,9 +487,9 @@ impl Shared {
                     age: age / 1_000_000,
                     idle_time: idle / 1_000_000,
                     state,
-                    remote_address: e.remote_addr.map(|a| a.to_string()),
-                    user_agent: e.user_agent.as_deref().map(str::to_owned),
-                    path: e.path.to_string(),
+                    remote_address: e.remote_addr,
+                    user_agent: e.user_agent.clone(),
+                    path: e.path.clone(),
                     connected_at: self.clock.unix_ms(e.connected_at),
                     messages_in: e.messages_in.load(Ordering::Relaxed),
                     messages_out: e.messages_out.load(Ordering::Relaxed),

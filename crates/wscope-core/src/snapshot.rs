@@ -1,6 +1,9 @@
 //! The one read model: a [`Snapshot`] of the registry, computed by summing shards. The admin API,
 //! the log lines, the health check (and later metrics and the dashboard) all read it.
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::close::Initiator;
@@ -91,17 +94,18 @@ pub struct ConnectionInfo {
     pub state: ConnectionState,
     /// Client address (after trusted-proxy resolution).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub remote_address: Option<String>,
+    pub remote_address: Option<IpAddr>,
     /// Client user agent (bounded).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_agent: Option<String>,
+    pub user_agent: Option<Arc<str>>,
     /// Request path.
-    pub path: String,
+    pub path: Arc<str>,
     /// Unix time in milliseconds when it connected.
     pub connected_at: u64,
     /// Frames received (data and control).
     pub messages_in: u64,
-    /// Frames sent (data and control).
+    /// Frames sent through the connection's queue (data, pings, close); the engine's own automatic
+    /// pongs and close replies are not counted.
     pub messages_out: u64,
     /// Payload bytes received.
     pub bytes_in: u64,
