@@ -64,7 +64,11 @@ pub struct ConnectionMeta {
 
 /// A registry entry. Every field the hot path touches is an atomic; nothing here is locked while
 /// a message is read or written except the outbox's short critical sections.
+///
+/// `repr(C)` with the fields a snapshot reads first, so reading one entry touches as few cache
+/// lines as possible (a snapshot of 100k entries is bound by memory latency, not arithmetic).
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Entry {
     /// Sequence number, the registry key (the public id adds the registry's prefix).
     pub(crate) seq: u64,
@@ -72,19 +76,19 @@ pub(crate) struct Entry {
     pub(crate) connected_at: u64,
     /// Last frame sent or received, data or control (clock nanos).
     pub(crate) last_activity: AtomicU64,
-    /// [`ConnectionState`] as u8.
-    pub(crate) state: AtomicU8,
     pub(crate) messages_in: AtomicU64,
     pub(crate) messages_out: AtomicU64,
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
+    /// Request path (shared with the other connections on it).
+    pub(crate) path: Arc<str>,
+    /// Bounded user agent (shared likewise).
+    pub(crate) user_agent: Option<Arc<str>>,
     /// Client address after proxy resolution.
     pub(crate) remote_addr: Option<IpAddr>,
-    /// Bounded user agent (shared with other connections that sent the same one).
-    pub(crate) user_agent: Option<Arc<str>>,
-    /// Request path (shared likewise).
-    pub(crate) path: Arc<str>,
-    /// Outbound queue the writer drains.
+    /// [`ConnectionState`] as u8.
+    pub(crate) state: AtomicU8,
+    /// Outbound queue the writer drains (its counters come first).
     pub(crate) outbox: Outbox,
     /// Cancelled to drop the connection at once (drain deadline passed, writer failed).
     pub(crate) cancel: CancellationToken,

@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
@@ -33,13 +34,18 @@ struct State {
     close: Option<CloseFrame>,
     /// Set once a close was requested or the writer is gone: pushes fail with `Closed`.
     closed: bool,
-    /// Bytes of payload waiting (reported as `queuedBytes`).
-    queued_bytes: usize,
 }
 
 /// The queue between senders (the handler, broadcast handles, admin closes) and the writer.
+///
+/// `repr(C)` keeps the two counters a snapshot reads first, beside the entry's other hot fields.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Outbox {
+    /// Messages waiting; written under the lock, read without it (by snapshots).
+    queued_messages: AtomicUsize,
+    /// Payload bytes waiting; likewise.
+    queued_bytes: AtomicUsize,
     state: Mutex<State>,
     /// Wakes the writer: something was queued or a close requested.
     ready: Notify,
@@ -52,6 +58,8 @@ pub(crate) struct Outbox {
 impl Outbox {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
+            queued_messages: AtomicUsize::new(0),
+            queued_bytes: AtomicUsize::new(0),
             state: Mutex::new(State::default()),
             ready: Notify::new(),
             space: Notify::new(),
@@ -75,7 +83,7 @@ impl Outbox {
             if st.items.len() >= self.capacity {
                 return Err(SendError::QueueFull);
             }
-            st.queued_bytes += msg.payload_len();
+            self.count(1, msg.payload_len());
             st.items.push_back(msg);
         }
         self.ready.notify_one();
@@ -95,7 +103,7 @@ impl Outbox {
                 }
                 if st.items.len() < self.capacity {
                     if let Some(m) = msg.take() {
-                        st.queued_bytes += m.payload_len();
+                        self.count(1, m.payload_len());
                         st.items.push_back(m);
                     }
                     drop(st);
@@ -142,7 +150,7 @@ impl Outbox {
         let close = {
             let mut st = self.lock();
             out.extend(st.items.drain(..));
-            st.queued_bytes = 0;
+            self.reset_counts();
             if st.items.capacity() > 64 {
                 // A burst grew the queue: give the memory back while the connection idles.
                 st.items.shrink_to(0);
@@ -160,15 +168,29 @@ impl Outbox {
             st.closed = true;
             st.items.clear();
             st.items.shrink_to(0);
-            st.queued_bytes = 0;
+            self.reset_counts();
         }
         self.space.notify_waiters();
     }
 
-    /// Messages and payload bytes waiting.
+    /// Called with the lock held: one more message of `bytes` queued.
+    fn count(&self, messages: usize, bytes: usize) {
+        self.queued_messages.fetch_add(messages, Ordering::Relaxed);
+        self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Called with the lock held: the queue is empty.
+    fn reset_counts(&self) {
+        self.queued_messages.store(0, Ordering::Relaxed);
+        self.queued_bytes.store(0, Ordering::Relaxed);
+    }
+
+    /// Messages and payload bytes waiting (without taking the lock).
     pub(crate) fn queued(&self) -> (usize, usize) {
-        let st = self.lock();
-        (st.items.len(), st.queued_bytes)
+        (
+            self.queued_messages.load(Ordering::Relaxed),
+            self.queued_bytes.load(Ordering::Relaxed),
+        )
     }
 }
 
