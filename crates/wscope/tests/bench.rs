@@ -60,6 +60,22 @@ impl TestServer {
             .expect("stats in time")
     }
 
+    /// Polls the stats until `done` holds (the server removes a closed connection a moment
+    /// after the client saw its close handshake complete), within [`STEP`].
+    async fn stats_when(&self, done: impl Fn(&Value) -> bool) -> Value {
+        timeout(STEP, async {
+            loop {
+                let stats = get_json(self.admin, "/api/stats").await;
+                if done(&stats) {
+                    return stats;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the server's stats settle in time")
+    }
+
     async fn shut_down(self) {
         let _ = self.stop.send(());
         timeout(STEP, self.task)
@@ -125,9 +141,13 @@ async fn echo_counts_match_the_servers_message_counts() {
     let report = timeout(STEP, run).await.unwrap().unwrap().unwrap();
 
     let conns = connections_on(&stats, "/ws");
-    assert_eq!(conns.len(), 8, "all connections open at the checkpoint");
     assert_eq!(report.connected, 8);
     assert_eq!(report.errors, 0, "{:?}", report.first_error);
+    assert_eq!(
+        conns.len(),
+        8,
+        "all connections open at the checkpoint: {stats:#}"
+    );
     assert!(report.messages > 0);
     assert_eq!(report.latency.count, report.messages);
     assert!(report.latency.p50 <= report.latency.p99 && report.latency.p99 <= report.latency.max);
@@ -161,7 +181,10 @@ async fn idle_connections_are_what_the_server_holds() {
         checkpoint: Some(checkpoint),
     }));
     assert!(timeout(STEP, at.reached()).await.unwrap(), "checkpoint");
-    let stats = server.stats().await;
+    // Registered before the 101 went out; marked OPEN a moment after: wait for that.
+    let stats = server
+        .stats_when(|s| s["connectionsByState"]["OPEN"].as_u64() == Some(300))
+        .await;
     at.resume();
     let report = timeout(STEP, run).await.unwrap().unwrap().unwrap();
 
@@ -207,14 +230,17 @@ async fn churn_completes_what_the_server_registered() {
     .await
     .unwrap()
     .unwrap();
-    let after = server.stats().await;
-
     assert_eq!(report.errors, 0, "{:?}", report.first_error);
     assert!(report.completed > 0);
-    assert_eq!(ever(&after) - before, report.completed);
     assert_eq!(report.cycle_latency.count, report.completed);
     assert!(report.connections_per_sec > 0.0);
-    // Every cycle closed with a client close frame.
+    // Registered before the 101 went out: already counted.
+    assert_eq!(ever(&server.stats().await) - before, report.completed);
+    // Removed a moment after the close handshake: every cycle, each closed by the client.
+    let after = server
+        .stats_when(|s| s["totalConnections"].as_u64() == Some(0))
+        .await;
+    assert_eq!(ever(&after) - before, report.completed);
     assert_eq!(
         after["closedBy"]["client"].as_u64().unwrap(),
         report.completed
@@ -258,15 +284,19 @@ async fn broadcast_reaches_every_listener_with_every_message() {
     server.shut_down().await;
 }
 
-/// A loopback port with nothing listening on it.
-async fn closed_port() -> u16 {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap().port()
+/// A loopback port with nothing listening on it, held (bound, not listening) for as long as the
+/// socket lives, so no other test's server can be given it meanwhile.
+fn closed_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_servers_give_one_clear_line() {
-    let url = format!("ws://127.0.0.1:{}/ws", closed_port().await);
+    let (_held, port) = closed_port();
+    let url = format!("ws://127.0.0.1:{port}/ws");
     let want = format!("cannot connect to {url}: connection refused");
     let e = echo(EchoOptions {
         url: url.clone(),
@@ -305,6 +335,26 @@ async fn unreachable_servers_give_one_clear_line() {
     .await
     .unwrap_err();
     assert_eq!(e.to_string(), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_connections_than_the_fd_limit_is_an_error_naming_c() {
+    // Far past any hard limit: refused before the first socket is opened.
+    let (_held, port) = closed_port();
+    let e = idle(IdleOptions {
+        url: format!("ws://127.0.0.1:{port}/ws"),
+        connections: 1 << 40,
+        common: common(),
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(e, BenchError::FdLimit { .. }), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.starts_with("-c 1099511627776: needs about") && text.contains("open files"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -396,7 +446,8 @@ async fn the_command_line_prints_json_or_one_error_line() {
     assert!(report["latency"]["p99"].is_u64());
     assert!(report["clientCpu"]["percent"].is_f64());
 
-    let url = format!("ws://127.0.0.1:{}/ws", closed_port().await);
+    let (_held, port) = closed_port();
+    let url = format!("ws://127.0.0.1:{port}/ws");
     let out = run_bin(vec![
         "bench".into(),
         "churn".into(),

@@ -7,14 +7,14 @@
 //! after the client saw the 101 response; so before measuring, the sender repeats a `sync`
 //! message until every listener has received one.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::connect::{self, Connector, Ws};
@@ -196,9 +196,6 @@ struct Rounds {
     deliveries: AtomicU64,
     /// Time of the last delivery, in nanoseconds since `base`.
     last_delivery_ns: AtomicU64,
-    /// Listeners stop reading and hand their connection back.
-    stop: AtomicBool,
-    stop_now: Notify,
     listeners: usize,
 }
 
@@ -338,8 +335,6 @@ pub async fn broadcast(opts: BroadcastOptions) -> Result<BroadcastReport, BenchE
         all_synced: Notify::new(),
         deliveries: AtomicU64::new(0),
         last_delivery_ns: AtomicU64::new(0),
-        stop: AtomicBool::new(false),
-        stop_now: Notify::new(),
         listeners,
     });
     let latencies = Latencies::new();
@@ -347,7 +342,12 @@ pub async fn broadcast(opts: BroadcastOptions) -> Result<BroadcastReport, BenchE
         .conns
         .into_iter()
         .enumerate()
-        .map(|(i, ws)| tokio::spawn(listen(ws, rounds.clone(), latencies.recorder(i))))
+        .map(|(i, ws)| {
+            // One stop signal per listener: polling it takes no lock shared with the others.
+            let (stop, stopped) = oneshot::channel::<()>();
+            let task = tokio::spawn(listen(ws, rounds.clone(), latencies.recorder(i), stopped));
+            (stop, task)
+        })
         .collect();
     let (send_tx, send_rx) = mpsc::channel::<Message>(1);
     let sender_task = tokio::spawn(send_loop(sender, send_rx));
@@ -422,9 +422,14 @@ pub async fn broadcast(opts: BroadcastOptions) -> Result<BroadcastReport, BenchE
 
     // Hand the connections back for the checkpoint and the close.
     drop(send_tx);
-    rounds.stop.store(true, Ordering::Release);
-    rounds.stop_now.notify_waiters();
     let mut conns = Vec::with_capacity(listeners + 1);
+    let tasks: Vec<_> = tasks
+        .into_iter()
+        .map(|(stop, task)| {
+            let _ = stop.send(());
+            task
+        })
+        .collect();
     for task in tasks {
         match task.await {
             Ok(Ok(ws)) => conns.push(ws),
@@ -505,18 +510,21 @@ async fn wait_round(
 
 /// A listener: record every message of this run until told to stop, then hand the connection
 /// back.
-async fn listen(mut ws: Ws, rounds: Arc<Rounds>, mut rec: Recorder) -> Result<Ws, String> {
+async fn listen(
+    mut ws: Ws,
+    rounds: Arc<Rounds>,
+    mut rec: Recorder,
+    mut stop: oneshot::Receiver<()>,
+) -> Result<Ws, String> {
     let mut synced = false;
     loop {
-        let stop = rounds.stop_now.notified();
-        if rounds.stop.load(Ordering::Acquire) {
-            rec.flush();
-            return Ok(ws);
-        }
         let msg = tokio::select! {
             biased;
             msg = ws.next() => msg,
-            _ = stop => continue,
+            _ = &mut stop => {
+                rec.flush();
+                return Ok(ws);
+            }
         };
         match msg {
             Some(Ok(Message::Text(t))) => rounds.on_message(t.as_str(), &mut synced, &mut rec),
@@ -566,8 +574,6 @@ mod tests {
             all_synced: Notify::new(),
             deliveries: AtomicU64::new(0),
             last_delivery_ns: AtomicU64::new(0),
-            stop: AtomicBool::new(false),
-            stop_now: Notify::new(),
             listeners,
         }
     }

@@ -421,6 +421,8 @@ async fn exchange(
     // The timer first marks the end of the window, then bounds the drain.
     let end = plan.measure_end.min(plan.deadline.instant());
     let mut timer = pin!(tokio::time::sleep_until(TokioInstant::from_std(end)));
+    let mut timer_bounds_drain = false;
+    // Cleared at the end of the window, by the timer or by an echo arriving after it.
     let mut sending = true;
     loop {
         if !sending && pending.is_empty() {
@@ -433,10 +435,14 @@ async fn exchange(
                     tally.timed_out = true;
                     return Ok(());
                 }
-                if !sending {
-                    return Err(format!("{} echoes still missing {DRAIN_TIMEOUT:?} after the end", pending.len()));
+                if timer_bounds_drain {
+                    return Err(format!(
+                        "{} echoes still missing {DRAIN_TIMEOUT:?} after the end",
+                        pending.len()
+                    ));
                 }
                 sending = false;
+                timer_bounds_drain = true;
                 let drain_end = (Instant::now() + DRAIN_TIMEOUT).min(plan.deadline.instant());
                 timer.as_mut().reset(TokioInstant::from_std(drain_end));
                 continue;

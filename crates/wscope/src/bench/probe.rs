@@ -100,6 +100,11 @@ impl ClientCpu {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
+
+    /// Busy on more than 85 % of every core: the run may have measured the load generator.
+    pub fn saturated(&self) -> bool {
+        self.cpu.percent >= 85.0 * self.cores as f64
+    }
 }
 
 /// What the server process (`--pid`) used over a measurement.

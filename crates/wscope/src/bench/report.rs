@@ -116,7 +116,11 @@ pub(crate) fn cpu_row(name: &str, c: &CpuUse) -> (String, String) {
 
 /// The load generator's own CPU row.
 pub(crate) fn client_cpu_row(c: &ClientCpu) -> (String, String) {
-    cpu_row(&format!("client cpu ({} cores)", c.cores), &c.cpu)
+    let (label, mut value) = cpu_row(&format!("client cpu ({} cores)", c.cores), &c.cpu);
+    if c.saturated() {
+        value.push_str(": near saturation, the load generator may be the limit");
+    }
+    (label, value)
 }
 
 /// The server's rows (`--pid`).
