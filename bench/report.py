@@ -248,6 +248,7 @@ def collect(run_dir: Path, out_path: Path) -> None:
         entry["port"], entry["adminPort"] = int(ports[0]), int(ports[1])
         entry["pid"] = int(read(d / "server.pid") or 0)
         entry["elapsedSecs"] = int(read(d / "elapsed_secs") or 0) or None
+        entry["loadAverageAtStart"] = read(d / "loadavg")
         sc: dict = {}
         for name in ("idle", "churn", "broadcast"):
             sc[name] = scenario(d, name)
@@ -588,6 +589,16 @@ def md_section(results: dict, json_rel: str, svg_rel: str) -> str:
                         notes.append(f"{e['label']} {tag}: stopped by --timeout")
                     if rep.get("unclean_closes") or rep.get("uncleanCloses"):
                         notes.append(f"{e['label']} {tag}: {rep.get('uncleanCloses')} unclean closes")
+    loads = [
+        f"{peers[p]['label']} {peers[p]['loadAverageAtStart'].split()[0]}"
+        for p in order
+        if "skipped" not in peers[p] and peers[p].get("loadAverageAtStart")
+    ]
+    if loads:
+        notes.append(
+            "Load average (1 min) when each peer started, a hint of how busy the machine was: "
+            + ", ".join(loads) + f" ({mach.get('nproc', '?')} cores)."
+        )
     missing = [
         peers[p]["label"]
         for p in order

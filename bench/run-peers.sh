@@ -202,6 +202,15 @@ if [ "$SKIP_BUILD" = 0 ]; then
     cargo build --release -p wscope --bin wscope --example axum_plain
 fi
 [ -x "$WSCOPE" ] || { log "no $WSCOPE: build failed or --skip-build without a build"; exit 1; }
+# Run copies, so that a rebuild by someone else during the run cannot swap binaries half-way.
+BIN_DIR="$RUN_DIR/bin"
+mkdir -p "$BIN_DIR"
+cp "$WSCOPE" "$BIN_DIR/wscope"
+WSCOPE="$BIN_DIR/wscope"
+if [ -x "$AXUM_PLAIN" ]; then
+    cp "$AXUM_PLAIN" "$BIN_DIR/axum_plain"
+    AXUM_PLAIN="$BIN_DIR/axum_plain"
+fi
 if ! "$WSCOPE" bench --help >/dev/null 2>&1; then
     log "this wscope has no working 'bench' command yet: nothing to measure"
     exit 1
@@ -269,7 +278,12 @@ start_peer() { # start_peer NAME DIR: sets PEER_PID PEER_PORT PEER_ADMIN
             cmd=("$BUN_BIN" "$BUN_DIR/server.ts" --port "$PEER_PORT" --admin-port "$PEER_ADMIN") ;;
         *) log "unknown peer $name"; return 1 ;;
     esac
-    printf '%s\n' "${cmd[*]#"$ROOT"/}" > "$dir/server.cmd"
+    local shown="${cmd[*]}"
+    shown="${shown//"$BIN_DIR"\/wscope/target/release/wscope}"
+    shown="${shown//"$BIN_DIR"\/axum_plain/target/release/examples/axum_plain}"
+    shown="${shown//"$ROOT"\//}"
+    printf '%s\n' "$shown" > "$dir/server.cmd"
+    cut -d' ' -f1-3 /proc/loadavg > "$dir/loadavg"
     log "starting $name: ${cmd[*]}"
     (
         ulimit -n "$NOFILE" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
