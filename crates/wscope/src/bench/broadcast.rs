@@ -294,7 +294,8 @@ pub async fn broadcast(opts: BroadcastOptions) -> Result<BroadcastReport, BenchE
         &opts.common,
     ));
     connector.preflight().await?;
-    Probe::start(opts.common.pid)?;
+    // Read now so a bad --pid fails before anything is opened.
+    let probe = Probe::start(opts.common.pid)?;
 
     let bar = progress::bar(
         opts.common.progress,
@@ -320,6 +321,14 @@ pub async fn broadcast(opts: BroadcastOptions) -> Result<BroadcastReport, BenchE
         });
     };
     let listeners = opened.conns.len();
+    if listeners == 0 {
+        return Err(BenchError::Unreachable {
+            url: opts.url,
+            reason: failures
+                .first
+                .unwrap_or_else(|| "no listener opened before --timeout".to_owned()),
+        });
+    }
     let rounds = Arc::new(Rounds {
         run: u64::from(std::process::id()) << 32
             | u64::from(
@@ -384,7 +393,7 @@ pub async fn broadcast(opts: BroadcastOptions) -> Result<BroadcastReport, BenchE
     let mut last = latency::histogram();
     let mut missed = 0u64;
     let mut sent = 0u64;
-    let first = Probe::start(opts.common.pid)?;
+    let first = probe.again();
     let first_send_ns = rounds.nanos();
     if !timed_out {
         for seq in 0..opts.messages as u64 {

@@ -227,7 +227,7 @@ pub async fn echo(opts: EchoOptions) -> Result<EchoReport, BenchError> {
     ));
     connector.preflight().await?;
     // Check --pid before opening anything.
-    Probe::start(opts.common.pid)?;
+    let probe = Probe::start(opts.common.pid)?;
 
     let bar = progress::bar(
         opts.common.progress,
@@ -286,7 +286,7 @@ pub async fn echo(opts: EchoOptions) -> Result<EchoReport, BenchError> {
     let watch = watch_progress(&plan, &bar, start);
     // CPU readings bracket the measured window (cut short at the deadline).
     let window_start = wait_until(plan.measure_start, deadline).await;
-    let first = Probe::start(opts.common.pid)?;
+    let first = probe.again();
     let window_end = wait_until(plan.measure_end, deadline).await;
     let second = first.again();
     let window = window_end.saturating_duration_since(window_start);
