@@ -168,7 +168,12 @@ run_bench() {
     printf 'target/release/wscope bench %s --json\n' "$*" > "$dir/$name.cmd"
     log "  $name: wscope bench $* --json"
     local rc=0
-    timeout --kill-after=10 "$limit" "$WSCOPE" bench "$@" --json > "$dir/$name.json" 2> "$dir/$name.err" || rc=$?
+    # In the background and waited for, so that Ctrl-C reaches the trap at once (timeout puts the
+    # load generator in its own process group, out of reach of the terminal's SIGINT).
+    timeout --kill-after=10 "$limit" "$WSCOPE" bench "$@" --json > "$dir/$name.json" 2> "$dir/$name.err" &
+    BG_PID=$!
+    wait "$BG_PID" || rc=$?
+    BG_PID=""
     if [ "$rc" -ne 0 ]; then
         log "  $name: failed (exit $rc): $(tail -n 3 "$dir/$name.err" | tr '\n' ' ')"
         printf '%s\n' "exit $rc: $(tail -n 5 "$dir/$name.err")" > "$dir/$name.failed"
