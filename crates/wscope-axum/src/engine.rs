@@ -67,6 +67,23 @@ pub(crate) async fn start(engine: Engine, io: Io, cfg: &SocketConfig) -> (Reader
     }
 }
 
+/// The close a read error calls for, when wscope must send it: 1002 for a protocol violation,
+/// 1007 for invalid UTF-8, 1009 for a message over the limit. `None` when the transport is gone
+/// or the engine sends its own close (tokio-websockets does).
+pub(crate) fn failure_close(e: &EngineError) -> Option<CloseFrame> {
+    use tokio_tungstenite::tungstenite::Error as Te;
+    let (code, reason) = match e.downcast_ref::<Te>()? {
+        Te::Protocol(_) => (CloseCode::PROTOCOL, "Protocol error"),
+        Te::Utf8(_) => (CloseCode::INVALID_PAYLOAD, "Invalid UTF-8"),
+        Te::Capacity(_) => (CloseCode::TOO_BIG, "Message too big"),
+        _ => return None,
+    };
+    Some(CloseFrame {
+        code,
+        reason: reason.to_owned(),
+    })
+}
+
 /// A close frame's parts as wscope's frame; a code that may not be sent reads as 1002.
 fn close_frame(code: u16, reason: &str) -> CloseFrame {
     CloseFrame {

@@ -15,7 +15,7 @@ use wscope_core::{
     ConnectionState, Initiator, Message, ReasonTooLong, SendError,
 };
 
-use crate::engine::{EngineError, Reader, Writer};
+use crate::engine::{self, EngineError, Reader, Writer};
 
 /// A WebSocket accepted through wscope and tracked in its registry.
 ///
@@ -88,8 +88,20 @@ impl TrackedSocket {
                     }
                 }
                 Some(Some(Err(e))) => {
-                    self.conn
-                        .record_close(Initiator::Error, None, error_text(&e));
+                    let text = error_text(&e);
+                    if let Some(frame) = engine::failure_close(&e) {
+                        // Fail the connection (RFC 6455 §7.1.7): what was already queued, then
+                        // the close naming the violation; the writer drops it once that is out.
+                        let code = Some(frame.code.as_u16());
+                        self.conn.record_close(Initiator::Error, code, text);
+                        if self.conn.fail_after_flush(frame) {
+                            self.stream = None;
+                            self.conn.mark_closing();
+                            return None;
+                        }
+                    } else {
+                        self.conn.record_close(Initiator::Error, None, text);
+                    }
                     break;
                 }
                 Some(None) => {
@@ -262,6 +274,9 @@ async fn close_after(
             conn.record_dropped("close flush timed out");
             return conn.abort();
         }
+    }
+    if conn.fails_fast() {
+        return conn.abort(); // a failed connection gets no handshake
     }
     if tokio::time::timeout(timeout, conn.cancelled())
         .await

@@ -31,6 +31,8 @@ impl CloseCode {
     pub const GOING_AWAY: Self = Self(1001);
     /// 1002: protocol error.
     pub const PROTOCOL: Self = Self(1002);
+    /// 1007: a message's data was inconsistent with its type (invalid UTF-8 text).
+    pub const INVALID_PAYLOAD: Self = Self(1007);
     /// 1008: policy violation.
     pub const POLICY: Self = Self(1008);
     /// 1009: message too big.

@@ -2,7 +2,7 @@
 //! drop-guarded [`Connection`] that the engine integration drives.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -88,6 +88,9 @@ pub(crate) struct Entry {
     pub(crate) remote_addr: Option<IpAddr>,
     /// [`ConnectionState`] as u8.
     pub(crate) state: AtomicU8,
+    /// Set when the connection is being failed (RFC 6455 §7.1.7): the writer drops it as soon as
+    /// the close frame is out, without waiting for the peer's reply.
+    pub(crate) fail_fast: AtomicBool,
     /// Outbound queue the writer drains (its counters come first).
     pub(crate) outbox: Outbox,
     /// Cancelled to drop the connection at once (drain deadline passed, writer failed).
@@ -288,6 +291,18 @@ impl Connection {
     /// one was first.
     pub fn request_close(&self, frame: CloseFrame, initiator: Initiator) -> bool {
         self.entry.request_close(frame, initiator)
+    }
+
+    /// Fails the connection: sends what is queued, then `frame`, then drops it without waiting
+    /// for the peer's reply. Returns false if a close was already under way (nothing queued).
+    pub fn fail_after_flush(&self, frame: CloseFrame) -> bool {
+        self.entry.fail_fast.store(true, Ordering::Release);
+        self.entry.request_close(frame, Initiator::Error)
+    }
+
+    /// Whether the connection is being failed (see [`Connection::fail_after_flush`]).
+    pub fn fails_fast(&self) -> bool {
+        self.entry.fail_fast.load(Ordering::Acquire)
     }
 
     /// Whether a close was requested or the connection is over.

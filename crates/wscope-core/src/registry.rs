@@ -230,6 +230,7 @@ impl Registry {
             connected_at: now,
             last_activity: AtomicU64::new(now),
             state: AtomicU8::new(ConnectionState::Connecting as u8),
+            fail_fast: AtomicBool::new(false),
             messages_in: AtomicU64::new(0),
             messages_out: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
