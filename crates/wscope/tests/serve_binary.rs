@@ -479,3 +479,121 @@ fn unknown_engine_is_refused() {
         "{stderr}"
     );
 }
+
+/// Does the opening handshake by hand on a raw TCP stream.
+async fn raw_upgrade(addr: SocketAddr, path: &str) -> tokio::net::TcpStream {
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    raw.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(raw.read(&mut byte).await.unwrap(), 1, "handshake cut short");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    raw
+}
+
+/// A client frame (masked with a zero key, so the payload goes as is).
+fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Reads server frames until a close frame; returns its code and reason.
+async fn read_close(raw: &mut tokio::net::TcpStream) -> (u16, String) {
+    let read = async {
+        loop {
+            let mut h = [0u8; 2];
+            raw.read_exact(&mut h).await.unwrap();
+            let len = match h[1] & 0x7f {
+                126 => {
+                    let mut l = [0u8; 2];
+                    raw.read_exact(&mut l).await.unwrap();
+                    u16::from_be_bytes(l) as usize
+                }
+                n => n as usize,
+            };
+            let mut payload = vec![0u8; len];
+            raw.read_exact(&mut payload).await.unwrap();
+            if h[0] & 0x0f == 0x8 {
+                let code = u16::from_be_bytes([payload[0], payload[1]]);
+                return (code, String::from_utf8(payload[2..].to_vec()).unwrap());
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("a close frame")
+}
+
+#[tokio::test]
+async fn protocol_violations_get_a_close_code_and_reason_and_others_keep_working() {
+    let served = Served::start(&["--max-message-size", "1KiB"]);
+    let (mut bystander, _) = tokio_tungstenite::connect_async(served.url("/ws"))
+        .await
+        .unwrap();
+
+    let mut raw = raw_upgrade(served.main, "/ws").await;
+    raw.write_all(&client_frame(0x1, &[0xc3, 0x28]))
+        .await
+        .unwrap();
+    assert_eq!(
+        read_close(&mut raw).await,
+        (1007, "Invalid UTF-8".to_owned())
+    );
+
+    let mut raw = raw_upgrade(served.main, "/ws").await;
+    raw.write_all(&client_frame(0x2, &[7u8; 2000]))
+        .await
+        .unwrap();
+    assert_eq!(
+        read_close(&mut raw).await,
+        (1009, "Message too big".to_owned())
+    );
+
+    let mut raw = raw_upgrade(served.main, "/ws").await;
+    // A text message, then a frame with a reserved opcode: the echo comes first, then 1002.
+    let mut burst = client_frame(0x1, b"first");
+    burst.extend(client_frame(0x5, b""));
+    raw.write_all(&burst).await.unwrap();
+    let mut echo = [0u8; 7];
+    raw.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"\x81\x05first");
+    assert_eq!(
+        read_close(&mut raw).await,
+        (1002, "Protocol error".to_owned())
+    );
+
+    bystander.send(Message::text("still here")).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), bystander.next())
+        .await
+        .unwrap();
+    assert_eq!(got.unwrap().unwrap(), Message::text("still here"));
+    // The failed connections leave the registry, recorded as errors (bounded wait).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = stats(served.admin).await;
+        if s["closedBy"]["error"] == 3 && s["totalConnections"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{s}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
