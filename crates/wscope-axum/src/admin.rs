@@ -2,7 +2,7 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -29,8 +29,28 @@ pub fn health_router(registry: Registry) -> Router {
 }
 
 /// `GET /api/stats`: the full [`Snapshot`].
-pub async fn stats(State(registry): State<Registry>) -> Json<Snapshot> {
-    Json(registry.snapshot())
+pub async fn stats(State(registry): State<Registry>) -> Response {
+    snapshot_response(&registry.snapshot())
+}
+
+/// The snapshot as a JSON response, written into one buffer sized for it up front: at 10k
+/// connections the body is ~2.3 MB, and growing a buffer by doubling (as `Json` does) costs
+/// more than the serialization itself.
+fn snapshot_response(snapshot: &Snapshot) -> Response {
+    /// A little more than one connection's JSON takes, so the buffer never regrows.
+    const PER_CONNECTION: usize = 320;
+    let mut body = Vec::with_capacity(1024 + snapshot.connections.len() * PER_CONNECTION);
+    match serde_json::to_writer(&mut body, snapshot) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 /// The health check: the reference's fields plus the instance id and the shutdown flag.
@@ -113,7 +133,7 @@ pub async fn admin(State(registry): State<Registry>, body: Bytes) -> Result<Resp
     let bad_reason = |e: wscope_core::ReasonTooLong| ApiError::bad_request(e.to_string());
     let json = |v: serde_json::Value| Json(v).into_response();
     match req.action.as_str() {
-        "get_stats" => Ok(Json(registry.snapshot()).into_response()),
+        "get_stats" => Ok(snapshot_response(&registry.snapshot())),
         "close_all" => {
             let closed = registry.close_all(code, &reason).map_err(bad_reason)?;
             Ok(json(
