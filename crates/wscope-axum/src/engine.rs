@@ -25,17 +25,24 @@ pub enum Engine {
     Tungstenite,
     /// `tokio-websockets`: SIMD masking and UTF-8 checks.
     TokioWebsockets,
+    /// `fastwebsockets` (Deno's), through its split API: each frame written as it is sent.
+    Fastwebsockets,
 }
 
 impl Engine {
     /// Every engine, for comparisons.
-    pub const ALL: [Engine; 2] = [Engine::Tungstenite, Engine::TokioWebsockets];
+    pub const ALL: [Engine; 3] = [
+        Engine::Tungstenite,
+        Engine::TokioWebsockets,
+        Engine::Fastwebsockets,
+    ];
 
     /// The name used on the command line.
     pub fn as_str(self) -> &'static str {
         match self {
             Engine::Tungstenite => "tungstenite",
             Engine::TokioWebsockets => "tokio-websockets",
+            Engine::Fastwebsockets => "fastwebsockets",
         }
     }
 }
@@ -46,14 +53,16 @@ impl std::str::FromStr for Engine {
         Engine::ALL
             .into_iter()
             .find(|e| e.as_str() == s)
-            .ok_or_else(|| format!("unknown engine {s:?}: use tungstenite or tokio-websockets"))
+            .ok_or_else(|| {
+                format!("unknown engine {s:?}: use tungstenite, tokio-websockets or fastwebsockets")
+            })
     }
 }
 
 /// An engine error, boxed so every engine fits one type.
 pub(crate) type EngineError = Box<dyn StdError + Send + Sync>;
 /// The receiving half: frames in, as wscope messages (control frames included).
-pub(crate) type Reader = Pin<Box<dyn Stream<Item = Result<Message, EngineError>> + Send + Sync>>;
+pub(crate) type Reader = Pin<Box<dyn Stream<Item = Result<Message, EngineError>> + Send>>;
 /// The sending half: wscope messages out; `flush` writes what was fed in one go.
 pub(crate) type Writer = Pin<Box<dyn Sink<Message, Error = EngineError> + Send>>;
 
@@ -64,6 +73,7 @@ pub(crate) async fn start(engine: Engine, io: Io, cfg: &SocketConfig) -> (Reader
     match engine {
         Engine::Tungstenite => tungstenite::start(io, cfg).await,
         Engine::TokioWebsockets => tokio_ws::start(io, cfg),
+        Engine::Fastwebsockets => fast::start(io, cfg),
     }
 }
 
@@ -191,6 +201,104 @@ mod tokio_ws {
                 tokio_websockets::CloseCode::try_from(f.code.as_u16()).ok(),
                 &f.reason,
             ),
+        }
+    }
+}
+
+mod fast {
+    //! fastwebsockets has no `Stream`/`Sink`: its reader hands the frames it must answer (pongs,
+    //! close replies) to a callback, so both halves share the write half behind a lock.
+
+    use std::sync::Arc;
+
+    use fastwebsockets::{
+        FragmentCollectorRead, Frame, OpCode, Payload, Role, WebSocket, WebSocketError,
+        WebSocketWrite,
+    };
+    use futures_util::{sink, stream};
+    use tokio::io::WriteHalf;
+    use tokio::sync::Mutex;
+
+    use super::*;
+
+    type Write = Arc<Mutex<WebSocketWrite<WriteHalf<Io>>>>;
+
+    pub(super) fn start(io: Io, cfg: &SocketConfig) -> (Reader, Writer) {
+        let mut ws = WebSocket::after_handshake(io, Role::Server);
+        ws.set_max_message_size(cfg.max_message_size);
+        ws.set_auto_pong(false); // pings are surfaced (they are activity), answered below
+        let (rx, tx) = ws.split(tokio::io::split);
+        let tx: Write = Arc::new(Mutex::new(tx));
+        let rx = FragmentCollectorRead::new(rx);
+        let reader = stream::unfold(Some((rx, tx.clone())), |state| async move {
+            let (mut rx, tx) = state?;
+            let answer = tx.clone();
+            let mut obligated = move |frame: Frame<'static>| {
+                let answer = answer.clone();
+                async move { answer.lock().await.write_frame(frame).await }
+            };
+            match rx.read_frame(&mut obligated).await {
+                Ok(frame) => {
+                    let closing = frame.opcode == OpCode::Close;
+                    let msg = from_engine(frame);
+                    if let Message::Ping(payload) = &msg {
+                        let pong = Frame::pong(Payload::Owned(payload.to_vec()));
+                        if let Err(e) = tx.lock().await.write_frame(pong).await {
+                            return Some((Err(EngineError::from(e)), None));
+                        }
+                    }
+                    // After a close (answered by the engine) the stream ends.
+                    let next = (!closing).then_some((rx, tx));
+                    Some((Ok(msg), next))
+                }
+                Err(WebSocketError::UnexpectedEOF) => None,
+                Err(e) => Some((Err(EngineError::from(e)), None)),
+            }
+        });
+        let writer = sink::unfold(tx, |tx, msg: Message| async move {
+            tx.lock().await.write_frame(to_engine(msg)).await?;
+            Ok::<_, EngineError>(tx)
+        });
+        (Box::pin(reader), Box::pin(writer))
+    }
+
+    fn bytes(payload: Payload<'_>) -> Bytes {
+        match payload {
+            Payload::Bytes(b) => b.freeze(),
+            Payload::Owned(v) => Bytes::from(v),
+            other => Bytes::copy_from_slice(&other),
+        }
+    }
+
+    fn from_engine(frame: Frame<'_>) -> Message {
+        match frame.opcode {
+            OpCode::Text => {
+                Message::Text(Utf8Bytes::try_from(bytes(frame.payload)).unwrap_or_default())
+            }
+            OpCode::Ping => Message::Ping(bytes(frame.payload)),
+            OpCode::Pong => Message::Pong(bytes(frame.payload)),
+            OpCode::Close => {
+                let p = &frame.payload;
+                Message::Close((p.len() >= 2).then(|| {
+                    let code = u16::from_be_bytes([p[0], p[1]]);
+                    close_frame(code, std::str::from_utf8(&p[2..]).unwrap_or_default())
+                }))
+            }
+            _ => Message::Binary(bytes(frame.payload)),
+        }
+    }
+
+    fn to_engine(msg: Message) -> Frame<'static> {
+        let owned = |b: Bytes| Payload::Bytes(b.into());
+        match msg {
+            Message::Text(t) => Frame::text(owned(t.into_bytes())),
+            Message::Binary(b) => Frame::binary(owned(b)),
+            Message::Ping(b) => Frame::new(true, OpCode::Ping, None, owned(b)),
+            Message::Pong(b) => Frame::pong(owned(b)),
+            Message::Close(None) => {
+                Frame::new(true, OpCode::Close, None, Payload::Owned(Vec::new()))
+            }
+            Message::Close(Some(f)) => Frame::close(f.code.as_u16(), f.reason.as_bytes()),
         }
     }
 }

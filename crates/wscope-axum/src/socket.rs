@@ -10,6 +10,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures_util::{future, FutureExt, SinkExt, StreamExt};
+use sync_wrapper::SyncWrapper;
 use wscope_core::{
     CloseCode, CloseFrame, CloseRecord, Connection, ConnectionHandle, ConnectionId,
     ConnectionState, Initiator, Message, ReasonTooLong, SendError,
@@ -25,7 +26,9 @@ use crate::engine::{self, EngineError, Reader, Writer};
 /// the queue is full.
 pub struct TrackedSocket {
     conn: Arc<Connection>,
-    stream: Option<Reader>,
+    /// The receiving half. Only `recv` (with `&mut self`) touches it, so the wrapper makes the
+    /// socket `Sync` (handlers hold `&socket` across `send(..).await`) at no cost.
+    stream: SyncWrapper<Option<Reader>>,
 }
 
 impl std::fmt::Debug for TrackedSocket {
@@ -60,7 +63,7 @@ impl TrackedSocket {
 
     /// The next text or binary message; `None` when the connection is over.
     pub async fn recv(&mut self) -> Option<Message> {
-        let stream = self.stream.as_mut()?;
+        let stream = self.stream.get_mut().as_mut()?;
         loop {
             let next = tokio::select! {
                 biased;
@@ -95,7 +98,7 @@ impl TrackedSocket {
                         let code = Some(frame.code.as_u16());
                         self.conn.record_close(Initiator::Error, code, text);
                         if self.conn.fail_after_flush(frame) {
-                            self.stream = None;
+                            *self.stream.get_mut() = None;
                             self.conn.mark_closing();
                             return None;
                         }
@@ -134,7 +137,7 @@ impl TrackedSocket {
 
     /// The connection is over: mark it CLOSED and stop its writer.
     fn finish(&mut self) {
-        self.stream = None;
+        *self.stream.get_mut() = None;
         self.conn.mark_closed();
         self.conn.abort();
     }
@@ -142,7 +145,7 @@ impl TrackedSocket {
 
 impl Drop for TrackedSocket {
     fn drop(&mut self) {
-        let Some(stream) = self.stream.take() else {
+        let Some(stream) = self.stream.get_mut().take() else {
             return; // recv already saw the end
         };
         let frame = if std::thread::panicking() {
@@ -184,7 +187,7 @@ where
     conn.mark_open();
     let socket = TrackedSocket {
         conn: conn.clone(),
-        stream: Some(stream),
+        stream: SyncWrapper::new(Some(stream)),
     };
     let handled = AssertUnwindSafe(async move { handler(socket).await }).catch_unwind();
     let (outcome, ()) = future::join(handled, write_loop(conn.clone(), sink)).await;

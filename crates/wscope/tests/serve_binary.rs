@@ -421,7 +421,7 @@ async fn config_file_and_env_are_read() {
 
 #[tokio::test]
 async fn every_engine_echoes_counts_and_drains() {
-    for engine in ["tokio-websockets", "tungstenite"] {
+    for engine in ["tungstenite", "tokio-websockets", "fastwebsockets"] {
         let mut served = Served::start(&["--engine", engine, "--drain-timeout", "5s"]);
         let (mut ws, _) = tokio_tungstenite::connect_async(served.url("/ws"))
             .await
