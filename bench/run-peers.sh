@@ -12,8 +12,12 @@
 #   (default)       the full run (about 9-10 minutes after the build: 10k idle connections,
 #                   3 runs of each echo shape of 10 s after 2 s warm-up)
 #   --peers LIST    which peers, space- or comma-separated, in order; the names are
-#                   wscope, wscope-tungstenite (wscope serve --engine tungstenite, echo only),
-#                   axum_plain, node-ws, bun   [default: all five]
+#                   wscope (default engine: tungstenite),
+#                   wscope-tokio-websockets, wscope-fastwebsockets (the other engines, tracked:
+#                   idle and echo only, for the engine comparison),
+#                   axum_tuned (axum_plain with wscope's engine settings: same engine, untracked;
+#                   the tracking-overhead baseline), axum_plain (axum defaults), node-ws, bun
+#                   [default: all seven]
 #   --skip-build    use the binaries already in target/release
 #   --skip-install  do not run `npm ci` (use the node_modules already there)
 #   --out FILE      where the results JSON goes [default: bench/results/latest.json]
@@ -32,7 +36,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 QUICK=0
-PEERS="wscope wscope-tungstenite axum_plain node-ws bun"
+PEERS="wscope wscope-tokio-websockets wscope-fastwebsockets axum_tuned axum_plain node-ws bun"
 SKIP_BUILD=0
 SKIP_INSTALL=0
 OUT="bench/results/latest.json"
@@ -233,6 +237,7 @@ else
 fi
 if [ ! -x "$AXUM_PLAIN" ]; then
     PEER_SKIP[axum_plain]="target/release/examples/axum_plain was not built"
+    PEER_SKIP[axum_tuned]="target/release/examples/axum_plain was not built"
 fi
 
 install_peer() { # install_peer NAME DIR
@@ -271,11 +276,14 @@ start_peer() { # start_peer NAME DIR: sets PEER_PID PEER_PORT PEER_ADMIN
         wscope)
             PEER_ADMIN="$(free_port)"
             cmd=("$WSCOPE" serve --listen "127.0.0.1:$PEER_PORT" --admin-listen "127.0.0.1:$PEER_ADMIN") ;;
-        wscope-tungstenite)
+        wscope-tokio-websockets|wscope-fastwebsockets)
             PEER_ADMIN="$(free_port)"
-            cmd=("$WSCOPE" serve --listen "127.0.0.1:$PEER_PORT" --admin-listen "127.0.0.1:$PEER_ADMIN" --engine tungstenite) ;;
+            cmd=("$WSCOPE" serve --listen "127.0.0.1:$PEER_PORT" --admin-listen "127.0.0.1:$PEER_ADMIN" --engine "${name#wscope-}") ;;
         axum_plain)
             cmd=("$AXUM_PLAIN" --listen "127.0.0.1:$PEER_PORT") ;;
+        axum_tuned)
+            # The same engine as wscope serve (tungstenite 0.29) with wscope's settings, untracked.
+            cmd=("$AXUM_PLAIN" --listen "127.0.0.1:$PEER_PORT" --nodelay --read-buffer-size 512 --write-buffer-size 16384) ;;
         node-ws)
             PEER_ADMIN="$(free_port)"
             cmd=(node "$NODE_DIR/server.mjs" --port "$PEER_PORT" --admin-port "$PEER_ADMIN") ;;
@@ -399,7 +407,7 @@ run_peer() {
         log "=== $name: skipped: ${PEER_SKIP[$name]}"
         return 0
     fi
-    if [ "$name" = wscope-tungstenite ] && ! "$WSCOPE" serve --help 2>/dev/null | grep -q -- '--engine'; then
+    if [ "${name#wscope-}" != "$name" ] && ! "$WSCOPE" serve --help 2>/dev/null | grep -q -- '--engine'; then
         printf 'wscope serve has no --engine flag\n' > "$dir/skipped.txt"
         log "=== $name: skipped: wscope serve has no --engine flag"
         return 0
@@ -412,11 +420,12 @@ run_peer() {
         stop_pid "$PEER_PID" "$STOP_WAIT"; PEER_PID=""
         return 0
     fi
-    local echo_only=0
-    [ "$name" = wscope-tungstenite ] && echo_only=1
+    # Engine variants: idle (memory, handshakes) and echo only; the rest is engine-independent.
+    local engine_only=0
+    [ "${name#wscope-}" != "$name" ] && engine_only=1
 
     # Idle first, on a fresh process, so that earlier scenarios' garbage does not blur the RSS.
-    if [ "$echo_only" = 0 ]; then
+    if true; then
         if have_mode idle; then
             local idle_args=(idle --url "ws://127.0.0.1:$PEER_PORT/ws" -c "$IDLE_CONNS"
                 --handshake-concurrency "$HANDSHAKE_CONCURRENCY" --pid "$PEER_PID")
@@ -425,6 +434,8 @@ run_peer() {
             wait_drained "$PEER_ADMIN"
             if [ -z "$PEER_ADMIN" ]; then
                 skip "$dir" stats "no admin API (untracked baseline)"
+            elif [ "$engine_only" = 1 ]; then
+                skip "$dir" stats "engine variant: the stats path does not depend on the engine"
             elif ! has_flag idle --hold; then
                 skip "$dir" stats "'wscope bench idle' has no --hold to keep the connections open"
             else
@@ -439,7 +450,7 @@ run_peer() {
     if have_mode echo; then
         local r
         for ((r = 1; r <= ECHO_REPEAT; r++)); do
-            [ "$echo_only" = 1 ] || echo_run "$dir" "echo-a.$r" "$ECHO_A_CONNS" "$ECHO_A_INFLIGHT"
+            echo_run "$dir" "echo-a.$r" "$ECHO_A_CONNS" "$ECHO_A_INFLIGHT"
             echo_run "$dir" "echo-b.$r" "$ECHO_B_CONNS" "$ECHO_B_INFLIGHT"
         done
     else
@@ -447,7 +458,7 @@ run_peer() {
         skip "$dir" echo-b "'wscope bench echo' is not available in this build"
     fi
 
-    if [ "$echo_only" = 0 ]; then
+    if [ "$engine_only" = 0 ]; then
         if have_mode churn; then
             run_bench "$dir" churn $(( $(secs_of "$CHURN_DURATION") + 10 )) churn \
                 --url "ws://127.0.0.1:$PEER_PORT/ws" -c "$CHURN_WORKERS" -d "$CHURN_DURATION"
