@@ -65,10 +65,12 @@ impl TrackedSocket {
     pub async fn recv(&mut self) -> Option<Message> {
         let stream = self.stream.get_mut().as_mut()?;
         loop {
+            // The stream first: when a frame is already there, the cancellation future is never
+            // polled, so it is never registered (and unregistered) with its notifier.
             let next = tokio::select! {
                 biased;
-                _ = self.conn.cancelled() => None,
                 next = stream.next() => Some(next),
+                _ = self.conn.cancelled() => None,
             };
             match next {
                 // Aborted: the drain deadline passed or the writer failed.
@@ -214,10 +216,14 @@ async fn finish_close(conn: Arc<Connection>, mut stream: Reader) {
 /// Drains the connection's queue to the wire, a batch per wake-up and one flush per batch.
 async fn write_loop(conn: Arc<Connection>, mut sink: Writer) {
     let mut batch: Vec<Message> = Vec::new();
+    // One cancellation future for the connection's life: registered once with its notifier
+    // rather than once per batch.
+    let cancelled = conn.cancelled();
+    tokio::pin!(cancelled);
     loop {
         tokio::select! {
             biased;
-            _ = conn.cancelled() => return,
+            _ = &mut cancelled => return,
             _ = conn.outbound_ready() => {}
         }
         if let Some(frame) = conn.drain_outbound(&mut batch) {
@@ -226,8 +232,8 @@ async fn write_loop(conn: Arc<Connection>, mut sink: Writer) {
         }
         let written = tokio::select! {
             biased;
-            _ = conn.cancelled() => return,
             r = write_batch(&conn, &mut sink, &mut batch, None) => r,
+            _ = &mut cancelled => return,
         };
         if let Err(e) = written {
             if conn.state() < ConnectionState::Closing {

@@ -75,13 +75,18 @@ impl Outbox {
 
     /// Queues without waiting.
     pub(crate) fn try_push(&self, msg: Message) -> Result<(), SendError> {
+        self.offer(msg).map_err(|(e, _)| e)
+    }
+
+    /// Queues if there is room; else gives the message back with the reason.
+    fn offer(&self, msg: Message) -> Result<(), (SendError, Message)> {
         {
             let mut st = self.lock();
             if st.closed {
-                return Err(SendError::Closed);
+                return Err((SendError::Closed, msg));
             }
             if st.items.len() >= self.capacity {
-                return Err(SendError::QueueFull);
+                return Err((SendError::QueueFull, msg));
             }
             self.count(1, msg.payload_len());
             st.items.push_back(msg);
@@ -92,25 +97,21 @@ impl Outbox {
 
     /// Queues, waiting for room while the queue is full.
     pub(crate) async fn push(&self, msg: Message) -> Result<(), SendError> {
-        let mut msg = Some(msg);
+        // Fast path: there is room (nearly always), and no waiter is registered with `space`.
+        let mut msg = match self.offer(msg) {
+            Ok(()) => return Ok(()),
+            Err((SendError::Closed, _)) => return Err(SendError::Closed),
+            Err((SendError::QueueFull, msg)) => msg,
+        };
         loop {
+            // Register for room before looking again, so a drain in between is not missed.
             let mut room = pin!(self.space.notified());
             room.as_mut().enable();
-            {
-                let mut st = self.lock();
-                if st.closed {
-                    return Err(SendError::Closed);
-                }
-                if st.items.len() < self.capacity {
-                    if let Some(m) = msg.take() {
-                        self.count(1, m.payload_len());
-                        st.items.push_back(m);
-                    }
-                    drop(st);
-                    self.ready.notify_one();
-                    return Ok(());
-                }
-            }
+            msg = match self.offer(msg) {
+                Ok(()) => return Ok(()),
+                Err((SendError::Closed, _)) => return Err(SendError::Closed),
+                Err((SendError::QueueFull, msg)) => msg,
+            };
             room.await;
         }
     }
@@ -147,17 +148,21 @@ impl Outbox {
 
     /// Moves everything queued into `out` and takes a pending close, which goes after them.
     pub(crate) fn drain_into(&self, out: &mut Vec<Message>) -> Option<CloseFrame> {
-        let close = {
+        let (close, was_full) = {
             let mut st = self.lock();
+            let was_full = st.items.len() >= self.capacity;
             out.extend(st.items.drain(..));
             self.reset_counts();
             if st.items.capacity() > 64 {
                 // A burst grew the queue: give the memory back while the connection idles.
                 st.items.shrink_to(0);
             }
-            st.close.take()
+            (st.close.take(), was_full)
         };
-        self.space.notify_waiters();
+        // Senders wait for room only when the queue was full.
+        if was_full {
+            self.space.notify_waiters();
+        }
         close
     }
 
