@@ -14,6 +14,7 @@ use crate::id::ConnectionId;
 use crate::message::Message;
 use crate::outbox::{Outbox, SendError};
 use crate::registry::Shared;
+use crate::strings::SharedStr;
 
 /// The lifecycle of a connection, as the reference names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -81,9 +82,9 @@ pub(crate) struct Entry {
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
     /// Request path (shared with the other connections on it).
-    pub(crate) path: Arc<str>,
+    pub(crate) path: SharedStr,
     /// Bounded user agent (shared likewise).
-    pub(crate) user_agent: Option<Arc<str>>,
+    pub(crate) user_agent: Option<SharedStr>,
     /// Client address after proxy resolution.
     pub(crate) remote_addr: Option<IpAddr>,
     /// [`ConnectionState`] as u8.

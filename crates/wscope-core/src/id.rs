@@ -3,22 +3,23 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Serialize, Serializer};
+
+use crate::strings::SharedStr;
 
 /// A connection id: `"{instance}-{boot}-{seq}"`, where `boot` distinguishes each registry ever
 /// started (nanoseconds since the epoch at creation, in hex, kept strictly increasing within a
 /// process) and `seq` counts connections within it.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ConnectionId {
-    prefix: Arc<str>,
+    prefix: SharedStr,
     seq: u64,
 }
 
 impl ConnectionId {
-    pub(crate) fn new(prefix: Arc<str>, seq: u64) -> Self {
+    pub(crate) fn new(prefix: SharedStr, seq: u64) -> Self {
         Self { prefix, seq }
     }
 
@@ -63,8 +64,8 @@ pub(crate) fn boot_token() -> u64 {
 }
 
 /// The id prefix for a registry: `"{instance}-{boot:x}"`.
-pub(crate) fn prefix(instance_id: &str, boot: u64) -> Arc<str> {
-    Arc::from(format!("{instance_id}-{boot:x}"))
+pub(crate) fn prefix(instance_id: &str, boot: u64) -> SharedStr {
+    SharedStr::new(&format!("{instance_id}-{boot:x}"))
 }
 
 /// Parses `s` as an id under `prefix`, giving its sequence number.

@@ -33,6 +33,7 @@
 //! - `snapshot`: the read model every reporter shares.
 //! - `close`: close codes and frames, and the [`CloseRecord`] kept for every removal.
 //! - `message`, `id`, `clock`, `log`: the message type, ids, time and the stats lines.
+//! - `strings`: paths, user agents and id prefixes, stored once per process ([`SharedStr`]).
 //!
 //! # Concurrency
 //! The map is sharded (`dashmap`); per-connection counters and timestamps are atomics; no lock is
@@ -47,6 +48,7 @@ mod message;
 mod outbox;
 mod registry;
 mod snapshot;
+mod strings;
 
 pub use bytes::Bytes;
 pub use clock::{Clock, ManualClock};
@@ -61,3 +63,4 @@ pub use message::{InvalidUtf8, Message, Utf8Bytes};
 pub use outbox::SendError;
 pub use registry::{default_instance_id, Refusal, Registry, RegistryConfig, ShutdownReport};
 pub use snapshot::{ClosedBy, ConnectionInfo, Refused, Snapshot, StateCounts};
+pub use strings::SharedStr;

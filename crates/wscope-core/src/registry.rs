@@ -1,7 +1,6 @@
 //! The registry: the one owner of connection entries. It inserts and removes them, counts them,
 //! closes them, sweeps stale ones and drains them all on shutdown.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -18,6 +17,7 @@ use crate::connection::{Connection, ConnectionHandle, ConnectionMeta, Connection
 use crate::id::{self, ConnectionId};
 use crate::outbox::Outbox;
 use crate::snapshot::{ClosedBy, ConnectionInfo, Refused, Snapshot, StateCounts};
+use crate::strings::SharedStr;
 
 /// How a registry behaves. Every field has a default; the server fills it from flags, env and TOML.
 #[derive(Clone, Debug)]
@@ -110,7 +110,7 @@ pub(crate) struct Shared {
     pub(crate) config: RegistryConfig,
     pub(crate) clock: Clock,
     /// `"{instance}-{boot}"`, the front of every id.
-    prefix: Arc<str>,
+    prefix: SharedStr,
     /// The entries, sharded (one lock per shard, so readers of one shard never block another).
     entries: DashMap<u64, Arc<Entry>, FxBuildHasher>,
     next_seq: AtomicU64,
@@ -134,30 +134,6 @@ pub(crate) struct Shared {
     shutdown_done: watch::Sender<Option<ShutdownReport>>,
     /// Serialises shutdown's start (so exactly one caller drives it).
     shutdown_lock: Mutex<()>,
-    /// Paths and user agents, stored once for all the connections that share them.
-    strings: Interner,
-}
-
-/// Shares one allocation among equal strings (most connections of a service send one of a few
-/// paths and user agents). Bounded: past [`Interner::MAX`] distinct strings, new ones are simply
-/// allocated, so clients sending endless distinct user agents cannot grow it.
-#[derive(Debug, Default)]
-struct Interner(Mutex<HashMap<Arc<str>, ()>>);
-
-impl Interner {
-    const MAX: usize = 1024;
-
-    fn intern(&self, s: String) -> Arc<str> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((shared, ())) = map.get_key_value(s.as_str()) {
-            return shared.clone();
-        }
-        let shared: Arc<str> = Arc::from(s);
-        if map.len() < Self::MAX {
-            map.insert(shared.clone(), ());
-        }
-        shared
-    }
 }
 
 impl Default for Registry {
@@ -193,7 +169,6 @@ impl Registry {
             background: AtomicU8::new(0),
             shutdown_done: watch::channel(None).0,
             shutdown_lock: Mutex::new(()),
-            strings: Interner::default(),
         });
         Self { shared }
     }
@@ -236,12 +211,10 @@ impl Registry {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             remote_addr: meta.remote_addr,
-            user_agent: meta.user_agent.map(|ua| {
-                shared
-                    .strings
-                    .intern(truncate(ua, shared.config.max_user_agent_len))
-            }),
-            path: shared.strings.intern(meta.path),
+            user_agent: meta
+                .user_agent
+                .map(|ua| SharedStr::new(&truncate(ua, shared.config.max_user_agent_len))),
+            path: SharedStr::new(&meta.path),
             outbox: Outbox::new(shared.config.queue_capacity),
             cancel: shared.root.child_token(),
             close_record: Mutex::new(None),

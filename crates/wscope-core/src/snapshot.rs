@@ -2,13 +2,13 @@
 //! the log lines, the health check (and later metrics and the dashboard) all read it.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::close::Initiator;
 use crate::connection::ConnectionState;
 use crate::id::ConnectionId;
+use crate::strings::SharedStr;
 
 /// Connections per state, with the reference's keys.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -97,9 +97,9 @@ pub struct ConnectionInfo {
     pub remote_address: Option<IpAddr>,
     /// Client user agent (bounded).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_agent: Option<Arc<str>>,
+    pub user_agent: Option<SharedStr>,
     /// Request path.
-    pub path: Arc<str>,
+    pub path: SharedStr,
     /// Unix time in milliseconds when it connected.
     pub connected_at: u64,
     /// Frames received (data and control).

@@ -1,0 +1,107 @@
+//! Strings shared by many connections (paths, user agents, id prefixes), stored once for the whole
+//! process and copied as plain references, so that reading them (every snapshot reads every
+//! entry's) touches no shared reference count: two snapshots at once would otherwise fight over
+//! the same cache lines for every entry.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde::{Serialize, Serializer};
+
+/// Most distinct strings kept for the process's life.
+const MAX_STRINGS: usize = 4096;
+/// Most bytes kept for the process's life (the bound on what interning may hold on to).
+const MAX_BYTES: usize = 1 << 20;
+
+/// A string shared among connections: interned for the process (the usual case: a service sees
+/// a few paths and user agents), or reference-counted once the bounded table is full, so clients
+/// sending endless distinct user agents cannot grow it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum SharedStr {
+    /// Interned: copying it touches nothing shared.
+    Interned(&'static str),
+    /// Past the table's bound.
+    Counted(Arc<str>),
+}
+
+impl SharedStr {
+    /// Interns `s` if the table has room, else counts it.
+    pub(crate) fn new(s: &str) -> Self {
+        static TABLE: OnceLock<Mutex<(HashSet<&'static str>, usize)>> = OnceLock::new();
+        let table = TABLE.get_or_init(Default::default);
+        let mut guard = table.lock().unwrap_or_else(|e| e.into_inner());
+        let (set, bytes) = &mut *guard;
+        if let Some(&interned) = set.get(s) {
+            return Self::Interned(interned);
+        }
+        if set.len() < MAX_STRINGS && *bytes + s.len() <= MAX_BYTES {
+            // Deliberately kept for the process's life, within the bounds above.
+            let interned: &'static str = Box::leak(s.to_owned().into_boxed_str());
+            set.insert(interned);
+            *bytes += s.len();
+            return Self::Interned(interned);
+        }
+        Self::Counted(Arc::from(s))
+    }
+}
+
+impl Deref for SharedStr {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            Self::Interned(s) => s,
+            Self::Counted(s) => s,
+        }
+    }
+}
+
+impl fmt::Debug for SharedStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl fmt::Display for SharedStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl Serialize for SharedStr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self)
+    }
+}
+
+impl PartialEq<str> for SharedStr {
+    fn eq(&self, other: &str) -> bool {
+        &**self == other
+    }
+}
+
+impl PartialEq<&str> for SharedStr {
+    fn eq(&self, other: &&str) -> bool {
+        &**self == *other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_strings_share_one_copy() {
+        let (a, b) = (
+            SharedStr::new("/ws/strings-test"),
+            SharedStr::new("/ws/strings-test"),
+        );
+        match (&a, &b) {
+            (SharedStr::Interned(x), SharedStr::Interned(y)) => assert!(std::ptr::eq(*x, *y)),
+            _ => panic!("not interned"),
+        }
+        assert_eq!(a, "/ws/strings-test");
+        assert_eq!(serde_json::to_string(&a).unwrap(), "\"/ws/strings-test\"");
+    }
+}
