@@ -175,22 +175,16 @@ impl ServeConfig {
         let instance_env = std::env::var("INSTANCE_ID")
             .ok()
             .filter(|s| !s.trim().is_empty());
-        let max_message_size = file
-            .max_message_size
-            .map(|v| {
+        let size = |v: Option<toml::Value>, k: &str| -> anyhow::Result<Option<usize>> {
+            v.map(|v| {
                 parse_size(&value_text(&v))
                     .map_err(anyhow::Error::msg)
-                    .with_context(|| key("max_message_size"))
+                    .with_context(|| key(k))
             })
-            .transpose()?;
-        let read_buffer_size = file
-            .read_buffer_size
-            .map(|v| {
-                parse_size(&value_text(&v))
-                    .map_err(anyhow::Error::msg)
-                    .with_context(|| key("read_buffer_size"))
-            })
-            .transpose()?;
+            .transpose()
+        };
+        let max_message_size = size(file.max_message_size, "max_message_size")?;
+        let read_buffer_size = size(file.read_buffer_size, "read_buffer_size")?;
         if file.queue_capacity == Some(0) {
             bail!("{}: must be at least 1", key("queue_capacity"));
         }
