@@ -1,8 +1,8 @@
 //! The WebSocket engines a tracked connection can run on, behind one reader/writer pair of
 //! wscope [`Message`]s, so the engine can change without touching the tracking code.
 //!
-//! Both engines take over a connection that [`crate::handshake`] already upgraded; each
-//! converts its frames to and from wscope's message type without copying payloads.
+//! Every engine takes over a connection that [`crate::handshake`] already upgraded; each
+//! converts its frames to and from wscope's message type without copying data payloads.
 
 use std::error::Error as StdError;
 use std::pin::Pin;

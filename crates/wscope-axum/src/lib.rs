@@ -46,7 +46,7 @@
 //! - `upgrade`: the [`WebSocketUpgrade`] extractor and the [`Tracking`] it reads.
 //! - `handshake`: the HTTP/1.1 upgrade handshake, so any engine can take the connection over.
 //! - `engine`: the WebSocket engines ([`Engine`]) behind one reader/writer pair of messages.
-//! - `socket`: [`TrackedSocket`] and its writer task.
+//! - `socket`: [`TrackedSocket`] and the connection task (handler and writer joined).
 //! - `client_addr`: [`TrustedProxies`] and forwarding-header parsing.
 //! - `admin`: the admin router and health handler.
 //! - `error`: [`ApiError`], the JSON error body.

@@ -126,7 +126,7 @@ pub(crate) struct Shared {
     emptied: Notify,
     /// Parent of every connection's token: cancelling it drops every connection at once.
     root: CancellationToken,
-    /// Connection writer tasks and background tasks.
+    /// Connection tasks and background tasks.
     pub(crate) tracker: TaskTracker,
     /// 0 = background tasks not started, 1 = started (they need a runtime, so start lazily).
     background: AtomicU8,
@@ -333,7 +333,7 @@ impl Registry {
         }
     }
 
-    /// The tracker for tasks that serve connections (writer tasks); wait on it to join them.
+    /// The tracker for the tasks that serve connections; wait on it to join them.
     pub fn task_tracker(&self) -> &TaskTracker {
         &self.shared.tracker
     }
