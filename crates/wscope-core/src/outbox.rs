@@ -98,11 +98,17 @@ impl Outbox {
     /// Queues, waiting for room while the queue is full.
     pub(crate) async fn push(&self, msg: Message) -> Result<(), SendError> {
         // Fast path: there is room (nearly always), and no waiter is registered with `space`.
-        let mut msg = match self.offer(msg) {
-            Ok(()) => return Ok(()),
-            Err((SendError::Closed, _)) => return Err(SendError::Closed),
-            Err((SendError::QueueFull, msg)) => msg,
-        };
+        match self.offer(msg) {
+            Ok(()) => Ok(()),
+            Err((SendError::Closed, _)) => Err(SendError::Closed),
+            // Boxed: the waiting state is large and rare, and every connection's task would
+            // otherwise carry room for it while idle.
+            Err((SendError::QueueFull, msg)) => Box::pin(self.wait_for_room(msg)).await,
+        }
+    }
+
+    /// The slow path of [`Outbox::push`]: waits for the writer to make room.
+    async fn wait_for_room(&self, mut msg: Message) -> Result<(), SendError> {
         loop {
             // Register for room before looking again, so a drain in between is not missed.
             let mut room = pin!(self.space.notified());
