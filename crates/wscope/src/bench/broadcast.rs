@@ -165,12 +165,7 @@ impl Report for BroadcastReport {
         if let Some(s) = &self.server {
             rows.extend(report::server_rows(s));
         }
-        if self.timed_out {
-            rows.push((
-                "timed out".to_owned(),
-                "yes: --timeout stopped the run".to_owned(),
-            ));
-        }
+        rows.extend(report::timed_out_row(self.timed_out));
         rows
     }
 }
@@ -202,6 +197,21 @@ struct Rounds {
 const ROUND_MASK: u64 = 0xffff_ffff;
 
 impl Rounds {
+    fn new(run: u64, listeners: usize) -> Self {
+        Self {
+            run,
+            base: Instant::now(),
+            state: AtomicU64::new(0),
+            max_ns: AtomicU64::new(0),
+            done: Notify::new(),
+            synced: AtomicUsize::new(0),
+            all_synced: Notify::new(),
+            deliveries: AtomicU64::new(0),
+            last_delivery_ns: AtomicU64::new(0),
+            listeners,
+        }
+    }
+
     fn nanos(&self) -> u64 {
         u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
@@ -329,23 +339,13 @@ pub async fn broadcast(opts: BroadcastOptions) -> Result<BroadcastReport, BenchE
                 .unwrap_or_else(|| "no listener opened before --timeout".to_owned()),
         });
     }
-    let rounds = Arc::new(Rounds {
-        run: u64::from(std::process::id()) << 32
-            | u64::from(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.subsec_nanos()),
-            ),
-        base: Instant::now(),
-        state: AtomicU64::new(0),
-        max_ns: AtomicU64::new(0),
-        done: Notify::new(),
-        synced: AtomicUsize::new(0),
-        all_synced: Notify::new(),
-        deliveries: AtomicU64::new(0),
-        last_delivery_ns: AtomicU64::new(0),
-        listeners,
-    });
+    let run = u64::from(std::process::id()) << 32
+        | u64::from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos()),
+        );
+    let rounds = Arc::new(Rounds::new(run, listeners));
     let latencies = Latencies::new();
     let tasks: Vec<_> = opened
         .conns
@@ -573,18 +573,7 @@ mod tests {
     use super::*;
 
     fn rounds(listeners: usize) -> Rounds {
-        Rounds {
-            run: 7,
-            base: Instant::now(),
-            state: AtomicU64::new(0),
-            max_ns: AtomicU64::new(0),
-            done: Notify::new(),
-            synced: AtomicUsize::new(0),
-            all_synced: Notify::new(),
-            deliveries: AtomicU64::new(0),
-            last_delivery_ns: AtomicU64::new(0),
-            listeners,
-        }
+        Rounds::new(7, listeners)
     }
 
     #[test]

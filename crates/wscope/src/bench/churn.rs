@@ -119,12 +119,7 @@ impl Report for ChurnReport {
         if let Some(s) = &self.server {
             rows.extend(report::server_rows(s));
         }
-        if self.timed_out {
-            rows.push((
-                "timed out".to_owned(),
-                "yes: --timeout stopped the run".to_owned(),
-            ));
-        }
+        rows.extend(report::timed_out_row(self.timed_out));
         rows
     }
 }

@@ -176,12 +176,7 @@ impl Report for EchoReport {
         if let Some(us) = self.server_cpu_us_per_message {
             rows.push(("server cpu/message".to_owned(), format!("{us:.2} µs")));
         }
-        if self.timed_out {
-            rows.push((
-                "timed out".to_owned(),
-                "yes: --timeout stopped the run".to_owned(),
-            ));
-        }
+        rows.extend(report::timed_out_row(self.timed_out));
         rows
     }
 }

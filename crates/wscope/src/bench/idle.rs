@@ -159,12 +159,7 @@ impl Report for IdleReport {
                 report::int(self.unclean_closes),
             ));
         }
-        if self.timed_out {
-            rows.push((
-                "timed out".to_owned(),
-                "yes: --timeout stopped the run".to_owned(),
-            ));
-        }
+        rows.extend(report::timed_out_row(self.timed_out));
         rows
     }
 }

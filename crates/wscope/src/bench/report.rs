@@ -148,6 +148,16 @@ pub(crate) fn errors_row(count: u64, first: Option<&str>) -> (String, String) {
     ("errors".to_owned(), value)
 }
 
+/// The row saying `--timeout` cut the run short, if it did.
+pub(crate) fn timed_out_row(timed_out: bool) -> Option<(String, String)> {
+    timed_out.then(|| {
+        (
+            "timed out".to_owned(),
+            "yes: --timeout stopped the run".to_owned(),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
