@@ -43,12 +43,14 @@ mod clock;
 mod close;
 mod connection;
 mod id;
+mod instance;
 mod log;
 mod message;
 mod outbox;
 mod registry;
 mod snapshot;
 mod strings;
+pub mod units;
 
 pub use bytes::Bytes;
 pub use clock::{Clock, ManualClock};
@@ -58,9 +60,13 @@ pub use close::{
 };
 pub use connection::{Connection, ConnectionHandle, ConnectionMeta, ConnectionState};
 pub use id::ConnectionId;
+pub use instance::{
+    check_instance_id, default_instance_id, host_instance_id, instance_id_from_env,
+    InvalidInstanceId, INSTANCE_ID_ENV,
+};
 pub use log::{log_connection_stats, stats_lines, STATS_TARGET};
 pub use message::{InvalidUtf8, Message, Utf8Bytes};
 pub use outbox::SendError;
-pub use registry::{default_instance_id, Refusal, Registry, RegistryConfig, ShutdownReport};
+pub use registry::{Refusal, Registry, RegistryConfig, ShutdownReport};
 pub use snapshot::{ClosedBy, ConnectionInfo, Refused, Snapshot, StateCounts};
 pub use strings::SharedStr;

@@ -42,7 +42,7 @@ pub struct RegistryConfig {
 impl Default for RegistryConfig {
     fn default() -> Self {
         Self {
-            instance_id: default_instance_id(),
+            instance_id: crate::instance::default_instance_id(),
             cleanup_interval: Duration::from_secs(30),
             stats_interval: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(10),
@@ -51,20 +51,6 @@ impl Default for RegistryConfig {
             clock: Clock::system(),
         }
     }
-}
-
-/// `INSTANCE_ID` if set, else the host name, else `"wscope"`.
-pub fn default_instance_id() -> String {
-    std::env::var("INSTANCE_ID")
-        .ok()
-        .filter(|s| !s.trim().is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-        })
-        .unwrap_or_else(|| "wscope".to_owned())
 }
 
 /// Why an upgrade was refused.

@@ -283,43 +283,7 @@ fn value_text(v: &toml::Value) -> String {
     }
 }
 
-/// `30s`, `500ms`, `2m`, `1h`, or a bare number of seconds (`0` turns a periodic task off).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    if let Ok(secs) = s.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
-        }
-    }
-    humantime::parse_duration(s)
-        .map_err(|_| format!("invalid duration {s:?}: use 30s, 500ms, 2m or a number of seconds"))
-}
-
-/// Bytes, or with a unit: `64KiB`, `16MiB`, `1GiB`, `64KB`, `1MB` (decimal).
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let err = || format!("invalid size {s:?}: use bytes or a unit such as 64KiB or 16MiB");
-    let n: u64 = num.parse().map_err(|_| err())?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kib" | "k" => 1 << 10,
-        "mib" | "m" => 1 << 20,
-        "gib" | "g" => 1 << 30,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        _ => return Err(err()),
-    };
-    n.checked_mul(mult)
-        .and_then(|v| usize::try_from(v).ok())
-        .filter(|v| *v > 0)
-        .ok_or_else(err)
-}
+pub use wscope_core::units::{parse_duration, parse_size};
 
 fn parse_cidr(s: &str) -> Result<IpNet, String> {
     wscope_axum::parse_net(s.trim())
@@ -348,27 +312,6 @@ fn parse_instance_id(s: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("-3").is_err());
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("64KiB"), Ok(64 * 1024));
-        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
-        assert_eq!(parse_size("1000"), Ok(1000));
-        assert_eq!(parse_size("2MB"), Ok(2_000_000));
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("0").is_err());
-    }
 
     #[test]
     fn toml_fills_what_flags_leave() {

@@ -230,15 +230,7 @@ impl CheckpointHandle {
     }
 }
 
-/// `-c`, `-w` and other counts: a whole number of at least 1.
-pub(crate) fn parse_count(s: &str) -> Result<usize, String> {
-    match s.trim().replace('_', "").parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!(
-            "invalid count {s:?}: use a whole number of at least 1"
-        )),
-    }
-}
+pub(crate) use wscope_core::units::parse_count;
 
 /// Runs the mode `args` names and prints its report on stdout.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
