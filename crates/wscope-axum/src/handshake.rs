@@ -10,10 +10,13 @@ use base64::Engine as _;
 use hyper::upgrade::OnUpgrade;
 use sha1::{Digest, Sha1};
 
-/// An acceptable upgrade request: its key and the future that yields the upgraded connection.
+/// An acceptable upgrade request: its key, the subprotocols it offers and the future that
+/// yields the upgraded connection.
 #[derive(Debug)]
 pub(crate) struct Handshake {
     key: HeaderValue,
+    /// `Sec-WebSocket-Protocol` as sent: the client's subprotocols, in its order of preference.
+    offered: Option<HeaderValue>,
     pub(crate) on_upgrade: OnUpgrade,
 }
 
@@ -41,12 +44,28 @@ impl Handshake {
             return None;
         }
         let key = h.get(header::SEC_WEBSOCKET_KEY)?.clone();
+        let offered = h.get(header::SEC_WEBSOCKET_PROTOCOL).cloned();
         let on_upgrade = parts.extensions.remove::<OnUpgrade>()?;
-        Some(Self { key, on_upgrade })
+        Some(Self {
+            key,
+            offered,
+            on_upgrade,
+        })
     }
 
-    /// `101 Switching Protocols` with the accept key.
-    pub(crate) fn response(&self) -> Response {
+    /// The first subprotocol the client offers that the server `supports` (the client's order
+    /// of preference decides, as in axum).
+    pub(crate) fn choose_protocol(&self, supports: &[String]) -> Option<String> {
+        let offered = self.offered.as_ref()?.to_str().ok()?;
+        offered
+            .split(',')
+            .map(str::trim)
+            .find(|p| supports.iter().any(|s| s == p))
+            .map(str::to_owned)
+    }
+
+    /// `101 Switching Protocols` with the accept key and the chosen subprotocol.
+    pub(crate) fn response(&self, protocol: Option<&str>) -> Response {
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let headers = response.headers_mut();
@@ -54,6 +73,9 @@ impl Handshake {
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         if let Ok(accept) = HeaderValue::from_str(&accept_key(self.key.as_bytes())) {
             headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        if let Some(p) = protocol.and_then(|p| HeaderValue::from_str(p).ok()) {
+            headers.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
         }
         response
     }

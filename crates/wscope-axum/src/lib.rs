@@ -1,17 +1,30 @@
 //! wscope-axum: every WebSocket accepted through [`WebSocketUpgrade`] is tracked in a wscope
-//! [`Registry`] — counted, described, closable and drained — with no further wiring.
+//! [`Registry`] — admitted, counted, described, closable and drained — with no further wiring.
 //!
 //! ```no_run
 //! use axum::{routing::get, Router};
-//! use wscope_axum::{admin_router, Tracking, WebSocketUpgrade};
+//! use wscope_axum::{admin_router, shutdown_signal, Tracking, WebSocketUpgrade};
 //! use wscope_core::Registry;
 //!
 //! async fn echo(ws: WebSocketUpgrade) -> axum::response::Response {
 //!     // A plain GET gets 426 "Upgrade required"; an upgrade gets a tracked socket.
 //!     ws.on_upgrade(|mut socket| async move {
+//!         let _ = socket.send("welcome").await;
 //!         while let Some(msg) = socket.recv().await {
 //!             if socket.send(msg).await.is_err() {
 //!                 break;
+//!             }
+//!         }
+//!     })
+//! }
+//!
+//! async fn chat(ws: WebSocketUpgrade) -> axum::response::Response {
+//!     ws.on_upgrade(|mut socket| async move {
+//!         // The socket knows its registry: broadcast to every open connection.
+//!         let registry = socket.registry();
+//!         while let Some(msg) = socket.recv().await {
+//!             for member in registry.active_connections() {
+//!                 let _ = member.send(msg.clone()); // never waits on a slow member
 //!             }
 //!         }
 //!     })
@@ -21,9 +34,12 @@
 //! let registry = Registry::new();
 //! let app = Router::new()
 //!     .route("/ws", get(echo))
+//!     .route("/ws/chat", get(chat))
+//!     // After the routes: a layer covers the routes added before it.
 //!     .layer(Tracking::new(registry.clone()).layer());
 //! let admin = admin_router(registry.clone()); // GET /api/stats, POST /api/admin, GET /health
 //!
+//! let signal = shutdown_signal()?; // SIGINT and SIGTERM
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:9090").await?;
 //! tokio::spawn(async move { axum::serve(admin_listener, admin).await });
@@ -32,7 +48,7 @@
 //!     app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
 //! )
 //! .with_graceful_shutdown(async move {
-//!     let _ = tokio::signal::ctrl_c().await;
+//!     signal.await;
 //!     registry.shutdown().await; // 1001 to every client, after flushing their queues
 //! })
 //! .await
@@ -40,29 +56,40 @@
 //! ```
 //!
 //! Serve with `into_make_service_with_connect_info::<SocketAddr>()` so the client address is
-//! known; without it `remoteAddress` is absent.
+//! known; without it `remoteAddress` is absent. Without a [`Tracking`] layer, sockets go to
+//! [`Registry::global`] (logged once): see [`WebSocketUpgrade`].
+//!
+//! # Engines
+//! One cargo feature per engine: `tungstenite` (the default), `tokio-websockets`,
+//! `fastwebsockets`. [`Engine::ALL`] lists those compiled in.
 //!
 //! # Layout
-//! - `upgrade`: the [`WebSocketUpgrade`] extractor and the [`Tracking`] it reads.
-//! - `handshake`: the HTTP/1.1 upgrade handshake, so any engine can take the connection over.
-//! - `engine`: the WebSocket engines ([`Engine`]) behind one reader/writer pair of messages.
-//! - `socket`: [`TrackedSocket`] and the connection task (handler and writer joined).
+//! - `upgrade`: the [`WebSocketUpgrade`] extractor (handshake, admission, registration) and the
+//!   [`Tracking`] layer it reads.
+//! - `handshake`: the HTTP/1.1 upgrade handshake and subprotocol choice, so any engine can take
+//!   the connection over.
+//! - `engine`: [`Engine`], [`SocketConfig`] and one file per engine adapting it to the core's
+//!   transport; the connection itself is driven by `wscope_core`'s driver.
+//! - `client`: [`connect`], a tracked client-role connection (tungstenite).
 //! - `client_addr`: [`TrustedProxies`] and forwarding-header parsing.
-//! - `admin`: the admin router and health handler.
-//! - `error`: [`ApiError`], the JSON error body.
+//! - `admin`: the admin router and health handler, answering with `wscope_core::wire` types.
+//! - `error`: [`ApiError`] (the JSON error body) and [`UpgradeRefused`].
 
 mod admin;
+#[cfg(feature = "tungstenite")]
+mod client;
 mod client_addr;
 mod engine;
 mod error;
 mod handshake;
-mod socket;
 mod upgrade;
 
-pub use admin::{admin, admin_router, health, health_router, stats, Health};
+pub use admin::{admin, admin_router, health, health_router, stats};
+#[cfg(feature = "tungstenite")]
+pub use client::{connect, connect_with, ConnectError, Connected};
 pub use client_addr::{parse_net, TrustedProxies};
-pub use engine::Engine;
-pub use error::ApiError;
-pub use socket::TrackedSocket;
-pub use upgrade::{upgrade_required, SocketConfig, Tracking, WebSocketUpgrade};
-pub use wscope_core::{self as core, Registry};
+pub use engine::{Engine, SocketConfig, UnknownEngine};
+pub use error::{ApiError, UpgradeRefused};
+pub use upgrade::{upgrade_required, Tracking, WebSocketUpgrade};
+pub use wscope_core::wire::Health;
+pub use wscope_core::{self as core, shutdown_signal, Registry, TrackedSocket};

@@ -1,9 +1,11 @@
-//! The upgrade extractor: tells an upgrade request from a plain one and, on upgrade, registers the
-//! socket so that every connection accepted through it is tracked with no further wiring.
+//! The upgrade extractor: tells an upgrade request from a plain one and, on upgrade, passes the
+//! registry's admission, registers the socket and runs it on the chosen engine, so that every
+//! connection accepted through it is tracked with no further wiring.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
@@ -11,50 +13,18 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use wscope_core::{ConnectionMeta, Registry};
-
 use hyper_util::rt::TokioIo;
-use wscope_core::Initiator;
+use wscope_core::{ConnectionMeta, Registry, TrackedSocket};
 
 use crate::client_addr::TrustedProxies;
-use crate::engine::{self, Engine};
-use crate::error::ApiError;
+use crate::engine::{Engine, SocketConfig};
+use crate::error::{ApiError, UpgradeRefused};
 use crate::handshake::Handshake;
-use crate::socket::{self, TrackedSocket};
-
-/// Engine settings for accepted sockets.
-#[derive(Clone, Debug)]
-pub struct SocketConfig {
-    /// The WebSocket implementation.
-    pub engine: Engine,
-    /// Bytes read from the socket at a time (the engine's read buffer).
-    pub read_buffer_size: usize,
-    /// Bytes buffered before a write goes to the socket (frames batch up to this).
-    pub write_buffer_size: usize,
-    /// Largest message accepted (bytes).
-    pub max_message_size: usize,
-    /// Largest frame accepted (bytes).
-    pub max_frame_size: usize,
-}
-
-impl Default for SocketConfig {
-    fn default() -> Self {
-        Self {
-            engine: Engine::default(),
-            // axum defaults to 128 KiB, held by every connection even when idle; the read buffer
-            // is what an idle connection mostly costs (tungstenite fills it on every read), and
-            // 512 B still takes a small message, or a batch of them, in one read.
-            read_buffer_size: 512,
-            write_buffer_size: 16 * 1024,
-            max_message_size: 64 << 20,
-            max_frame_size: 16 << 20,
-        }
-    }
-}
 
 /// Where accepted sockets are tracked and how they are accepted. Attach it to a router with
-/// [`Tracking::layer`]; without it, sockets go to [`Registry::global`] with the defaults.
+/// [`Tracking::layer`] (after the routes it should cover, as with any axum layer).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Tracking {
     /// The registry sockets are registered in.
     pub registry: Registry,
@@ -91,7 +61,8 @@ impl Tracking {
         Extension(self)
     }
 
-    /// The default: the global registry, loopback proxies, default engine settings.
+    /// The fallback when a route has no tracking layer: [`Registry::global`], loopback proxies,
+    /// default engine settings.
     pub fn global() -> &'static Tracking {
         static GLOBAL: OnceLock<Tracking> = OnceLock::new();
         GLOBAL.get_or_init(|| Tracking::new(Registry::global().clone()))
@@ -102,6 +73,16 @@ impl Tracking {
 /// `upgradeWebSocket()`. It never rejects: ask [`is_upgrade_request`] or let [`on_upgrade`]
 /// answer a plain request with 426.
 ///
+/// **Which registry.** The socket is tracked in the registry of the [`Tracking`] layer on the
+/// router (`.layer(Tracking::new(registry).layer())`, added after the routes), or in one named
+/// with [`WebSocketUpgrade::registry`]. Without either it goes to the process-wide
+/// [`Registry::global`], and the first such upgrade logs a warning saying so (an admin API
+/// serving another registry would show 0 connections). A handler reaches its registry from the
+/// socket: [`TrackedSocket::registry`].
+///
+/// **Admission.** Before the `101` answer, the upgrade passes the registry's admission; a refused
+/// one gets the refusal's status (503 while shutting down) with a JSON body naming the reason.
+///
 /// [`is_upgrade_request`]: WebSocketUpgrade::is_upgrade_request
 /// [`on_upgrade`]: WebSocketUpgrade::on_upgrade
 #[derive(Debug)]
@@ -109,6 +90,10 @@ pub struct WebSocketUpgrade {
     handshake: Option<Handshake>,
     meta: ConnectionMeta,
     tracking: Tracking,
+    /// Whether the tracking came from the route (a layer or [`WebSocketUpgrade::registry`]).
+    explicit: bool,
+    /// Subprotocols the server supports, set with [`WebSocketUpgrade::protocols`].
+    protocols: Vec<String>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
@@ -116,33 +101,45 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
         let handshake = Handshake::from_parts(parts);
-        let tracking = parts
-            .extensions
-            .get::<Tracking>()
-            .cloned()
-            .unwrap_or_else(|| Tracking::global().clone());
+        let layer = parts.extensions.get::<Tracking>().cloned();
+        let explicit = layer.is_some();
+        let tracking = layer.unwrap_or_else(|| Tracking::global().clone());
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip());
         if peer.is_none() {
-            warn_no_connect_info();
+            warn_once(
+                &NO_CONNECT_INFO,
+                "no ConnectInfo<SocketAddr> on the request: client addresses are not recorded; \
+                 serve with into_make_service_with_connect_info::<SocketAddr>()",
+            );
         }
         let remote_addr = peer.map(|p| tracking.trusted_proxies.client_ip(p, &parts.headers));
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        let meta = ConnectionMeta {
-            remote_addr,
-            user_agent,
-            path: parts.uri.path().to_owned(),
-        };
+        let meta = ConnectionMeta::new(parts.uri.path())
+            .remote_addr(remote_addr)
+            .user_agent(user_agent);
         Ok(Self {
             handshake,
             meta,
             tracking,
+            explicit,
+            protocols: Vec::new(),
         })
+    }
+}
+
+static NO_CONNECT_INFO: AtomicBool = AtomicBool::new(false);
+static NO_TRACKING_LAYER: AtomicBool = AtomicBool::new(false);
+
+/// Logs `message` the first time only.
+fn warn_once(flag: &AtomicBool, message: &str) {
+    if !flag.swap(true, Ordering::Relaxed) {
+        tracing::warn!("{message}");
     }
 }
 
@@ -155,6 +152,58 @@ impl WebSocketUpgrade {
     /// Tracks this socket in `registry` instead of the router's (or the global) one.
     pub fn registry(mut self, registry: &Registry) -> Self {
         self.tracking.registry = registry.clone();
+        self.explicit = true;
+        self
+    }
+
+    /// The registry the socket will be tracked in.
+    pub fn tracking_registry(&self) -> &Registry {
+        &self.tracking.registry
+    }
+
+    /// The subprotocols this route supports: the first one the client offers (in its order) is
+    /// agreed in the `101` answer and shown by [`TrackedSocket::protocol`].
+    pub fn protocols<I>(mut self, protocols: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.protocols = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The subprotocol that will be agreed, if any.
+    pub fn selected_protocol(&self) -> Option<String> {
+        self.handshake.as_ref()?.choose_protocol(&self.protocols)
+    }
+
+    /// The WebSocket engine for this socket.
+    pub fn engine(mut self, engine: Engine) -> Self {
+        self.tracking.socket.engine = engine;
+        self
+    }
+
+    /// Largest message accepted (bytes).
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.tracking.socket.max_message_size = bytes;
+        self
+    }
+
+    /// Largest frame accepted (bytes).
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.tracking.socket.max_frame_size = bytes;
+        self
+    }
+
+    /// Bytes read from the socket at a time (tungstenite's read buffer).
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        self.tracking.socket.read_buffer_size = bytes;
+        self
+    }
+
+    /// Bytes buffered before a write goes to the socket.
+    pub fn write_buffer_size(mut self, bytes: usize) -> Self {
+        self.tracking.socket.write_buffer_size = bytes;
         self
     }
 
@@ -169,7 +218,7 @@ impl WebSocketUpgrade {
     }
 
     /// Accepts the upgrade and runs `handler` with the tracked socket. A plain request gets 426
-    /// "Upgrade required"; a registry that is shutting down refuses with 503.
+    /// "Upgrade required"; a refused one the refusal's status (503 while shutting down).
     pub fn on_upgrade<F, Fut>(self, handler: F) -> Response
     where
         F: FnOnce(TrackedSocket) -> Fut + Send + 'static,
@@ -178,40 +227,33 @@ impl WebSocketUpgrade {
         let Some(handshake) = self.handshake else {
             return upgrade_required();
         };
-        let conn = match self.tracking.registry.register(self.meta) {
-            Ok(conn) => conn,
-            Err(refusal) => {
-                return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string())
-                    .into_response()
-            }
+        if !self.explicit {
+            warn_once(
+                &NO_TRACKING_LAYER,
+                "WebSocketUpgrade without a Tracking layer: sockets go to Registry::global(); \
+                 add .layer(Tracking::new(registry).layer()) after the routes",
+            );
+        }
+        let accepted = match self.tracking.registry.accept(self.meta) {
+            Ok(accepted) => accepted,
+            Err(refusal) => return UpgradeRefused(refusal).into_response(),
         };
-        let response = handshake.response();
+        let protocol = handshake.choose_protocol(&self.protocols);
+        let response = handshake.response(protocol.as_deref());
+        let accepted = accepted.with_protocol(protocol);
         let cfg = self.tracking.socket;
         // The registry's tracker lets a server wait for every connection task on shutdown.
-        let tracker = conn.task_tracker().clone();
+        let tracker = accepted.task_tracker().clone();
         tokio::spawn(tracker.track_future(async move {
             match handshake.on_upgrade.await {
                 Ok(upgraded) => {
                     let io = TokioIo::new(upgraded);
-                    let (reader, writer) = engine::start(cfg.engine, io, &cfg).await;
-                    socket::serve(reader, writer, conn, handler).await;
+                    cfg.engine.run(io, &cfg, accepted, handler).await;
                 }
-                // Dropping `conn` removes the entry, with this as the reason.
-                Err(e) => conn.record_close(Initiator::Error, None, format!("upgrade failed: {e}")),
+                Err(e) => accepted.fail(format!("upgrade failed: {e}")),
             }
         }));
         response
-    }
-}
-
-/// Tracking still works without the peer address, but say once how to get it.
-fn warn_no_connect_info() {
-    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-        tracing::warn!(
-            "no ConnectInfo<SocketAddr> on the request: client addresses are not recorded; \
-             serve with into_make_service_with_connect_info::<SocketAddr>()"
-        );
     }
 }
 

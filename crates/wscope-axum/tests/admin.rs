@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 use wscope_axum::health_router;
-use wscope_core::{Clock, Registry, RegistryConfig};
+use wscope_core::{Clock, Registry};
 
 engine_tests!(
     stats_and_get_stats_report_the_same_snapshot,
@@ -20,10 +20,7 @@ engine_tests!(
 
 async fn stats_and_get_stats_report_the_same_snapshot() {
     let (clock, manual) = Clock::manual();
-    let reg = Registry::with_config(RegistryConfig {
-        clock,
-        ..test_config()
-    });
+    let reg = Registry::with_config(test_config().clock(clock));
     let server = TestServer::echo(reg.clone()).await;
     let mut ws = server.connect_as("/ws", "admin-test").await;
     wait_open(&reg, 1).await;
@@ -88,10 +85,7 @@ async fn admin_close_all_with_and_without_code_and_reason() {
 
 async fn health_reports_the_reference_fields_and_503_once_shutting_down() {
     let (clock, manual) = Clock::manual();
-    let reg = Registry::with_config(RegistryConfig {
-        clock,
-        ..test_config()
-    });
+    let reg = Registry::with_config(test_config().clock(clock));
     // The main listener merges the health route too, as `wscope serve` does.
     let app = tracked(echo_routes(), tracking(&reg)).merge(health_router(reg.clone()));
     let server = TestServer::start(reg.clone(), app).await;
@@ -162,7 +156,7 @@ async fn bad_admin_requests_get_400_naming_the_problem_and_change_nothing() {
     expect_400(
         &server,
         r#"{"action":"explode"}"#,
-        "unknown action \"explode\"",
+        "unknown action \"explode\": use get_stats, close_all, close, cleanup",
     )
     .await;
     expect_400(&server, r#"{}"#, "missing field `action`").await;
@@ -209,7 +203,7 @@ async fn bad_admin_requests_get_400_naming_the_problem_and_change_nothing() {
         "invalid close code 1005",
     )
     .await;
-    expect_400(&server, r#"{"action":"close"}"#, "needs an \"id\"").await;
+    expect_400(&server, r#"{"action":"close"}"#, "missing field `id`").await;
     expect_400(
         &server,
         r#"{"action":"cleanup","bogus":1}"#,

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use common::*;
 use wscope_axum::TrustedProxies;
-use wscope_core::{Registry, RegistryConfig};
+use wscope_core::Registry;
 
 engine_tests!(
     without_forwarding_headers_the_peer_is_recorded,
@@ -131,10 +131,7 @@ async fn only_the_listed_proxies_are_trusted() {
 }
 
 async fn the_user_agent_is_recorded_and_bounded() {
-    let reg = Registry::with_config(RegistryConfig {
-        max_user_agent_len: 64,
-        ..test_config()
-    });
+    let reg = Registry::with_config(test_config().max_user_agent_len(64));
     let server = TestServer::echo(reg.clone()).await;
 
     let short = server.connect_as("/ws", "Mozilla/5.0 (wscope test)").await;

@@ -15,9 +15,7 @@ use futures_util::SinkExt;
 use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use wscope_axum::WebSocketUpgrade;
-use wscope_core::{
-    CloseCode, ConnectionState, Message, Registry, RegistryConfig, SendError, ShutdownReport,
-};
+use wscope_core::{CloseCode, ConnectionState, Message, Registry, SendError, ShutdownReport};
 
 engine_tests!(
     cleanup_stale_removes_exactly_the_closed_entry_once,
@@ -133,10 +131,7 @@ async fn cleanup_stale_removes_exactly_the_closed_entry_once() {
 }
 
 async fn background_sweep_removes_stale_entries() {
-    let reg = Registry::with_config(RegistryConfig {
-        cleanup_interval: Duration::from_millis(50),
-        ..test_config()
-    });
+    let reg = Registry::with_config(test_config().cleanup_interval(Duration::from_millis(50)));
     let release = Arc::new(Notify::new());
     let (dropped_tx, mut dropped) = mpsc::unbounded_channel();
     let app = tracked(hold_routes(release.clone(), dropped_tx), tracking(&reg));
@@ -310,7 +305,7 @@ async fn shutdown_flushes_queued_messages_then_sends_1001_and_refuses_new_upgrad
         serde_json::json!({"error": "server shutting down"})
     );
     let s = reg.snapshot();
-    assert_eq!(s.refused.shutting_down, 1);
+    assert_eq!(s.refused.get(wscope_core::RefusalKind::ShuttingDown), 1);
     assert!(s.shut_down);
     assert_eq!(s.total_connections_ever, 1);
 
@@ -320,10 +315,7 @@ async fn shutdown_flushes_queued_messages_then_sends_1001_and_refuses_new_upgrad
 }
 
 async fn shutdown_drops_a_silent_client_at_the_drain_deadline() {
-    let reg = Registry::with_config(RegistryConfig {
-        drain_timeout: Duration::from_millis(300),
-        ..test_config()
-    });
+    let reg = Registry::with_config(test_config().drain_timeout(Duration::from_millis(300)));
     let server = TestServer::echo(reg.clone()).await;
     let mut polite = server.connect("/ws").await;
     // This client is never polled again: it never answers the close.
@@ -489,10 +481,7 @@ async fn handler_ends_and_closes_are_recorded_by_who_did_it() {
 }
 
 async fn shutdown_does_not_wait_for_connections_whose_handshake_is_over() {
-    let reg = Registry::with_config(RegistryConfig {
-        drain_timeout: Duration::from_secs(3),
-        ..test_config()
-    });
+    let reg = Registry::with_config(test_config().drain_timeout(Duration::from_secs(3)));
     let release = Arc::new(Notify::new());
     let (dropped_tx, mut dropped) = mpsc::unbounded_channel();
     let app = tracked(hold_routes(release.clone(), dropped_tx), tracking(&reg));

@@ -12,8 +12,8 @@ use common::*;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 use wscope_core::{
-    log_connection_stats, stats_lines, Clock, ConnectionMeta, Registry, RegistryConfig,
-    STATS_TARGET,
+    log_connection_stats, memory, stats_lines, Bytes, Clock, CloseCode, ConnectionMeta,
+    ConnectionState, Message, Registry, STATS_TARGET,
 };
 
 engine_tests!(log_connection_stats_prints_the_three_reference_lines,);
@@ -69,11 +69,12 @@ fn subscriber(out: &Captured) -> impl tracing::Subscriber + Send + Sync {
 
 fn manual_registry(stats_interval: Duration) -> (Registry, wscope_core::ManualClock) {
     let (clock, manual) = Clock::manual();
-    let registry = Registry::with_config(RegistryConfig {
-        clock,
-        stats_interval,
-        ..test_config()
-    });
+    // The close timeout runs on tokio's clock: long enough that the CLOSING connection waits.
+    let config = test_config()
+        .clock(clock)
+        .stats_interval(stats_interval)
+        .drain_timeout(Duration::from_secs(30));
+    let registry = Registry::with_config(config);
     (registry, manual)
 }
 
@@ -93,16 +94,30 @@ async fn log_connection_stats_prints_the_three_reference_lines() {
         close_client(ws).await;
     }
     wait_count(&reg, 2).await;
-    // One upgrade accepted but not yet open, one closing.
-    let connecting = reg.register(ConnectionMeta::default()).unwrap();
-    let closing = reg.register(ConnectionMeta::default()).unwrap();
-    closing.mark_open();
-    closing.mark_closing();
+    // One upgrade accepted but not yet open; one whose server side sent a close that its
+    // (in-process) peer never answers, so it stays CLOSING.
+    let connecting = reg.accept(ConnectionMeta::new("/ws")).unwrap();
+    let (transport, closing_peer) = memory::pair();
+    let closing = reg.accept(ConnectionMeta::new("/ws")).unwrap();
+    tokio::spawn(closing.run(transport, |mut socket| async move {
+        socket.close(CloseCode::NORMAL, "").unwrap();
+        while socket.recv().await.is_some() {}
+    }));
+    let closing_idle = || {
+        reg.snapshot()
+            .connections
+            .iter()
+            .find(|c| c.state == ConnectionState::Closing)
+            .map(|c| c.idle_time)
+    };
+    wait_until("one connection is CLOSING", || closing_idle().is_some()).await;
 
     clock.advance(Duration::from_secs(30));
     echo_roundtrip(&mut a, "a").await;
     echo_roundtrip(&mut b, "b").await;
-    closing.touch();
+    // A ping is activity.
+    closing_peer.send(Message::Ping(Bytes::new())).unwrap();
+    wait_until("the ping reset the idle time", || closing_idle() == Some(0)).await;
     clock.advance(Duration::from_millis(15_200));
     // Ages: 45.2 s each. Idle: 15.2 s for three of them, 45.2 s for the connecting one;
     // the mean, 22.95 s, rounds to 23 s.
@@ -117,7 +132,7 @@ async fn log_connection_stats_prints_the_three_reference_lines() {
     assert_eq!(out.lines(), expected);
     assert_eq!(stats_lines(&reg.summary()), expected);
 
-    drop((connecting, closing));
+    drop((connecting, closing_peer));
     close_client(a).await;
     close_client(b).await;
     wait_count(&reg, 0).await;
@@ -137,8 +152,7 @@ async fn log_connection_stats_prints_the_three_reference_lines() {
 #[test]
 fn seconds_are_rounded_like_math_round() {
     let (reg, clock) = manual_registry(Duration::ZERO);
-    let conn = reg.register(ConnectionMeta::default()).unwrap();
-    conn.mark_open();
+    let _conn = reg.accept(ConnectionMeta::new("/ws")).unwrap();
     clock.advance(Duration::from_millis(11_499));
     assert_eq!(
         stats_lines(&reg.summary())[1],

@@ -14,7 +14,7 @@ use futures_util::SinkExt;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use wscope_axum::WebSocketUpgrade;
-use wscope_core::{Bytes, Clock, CloseCode, Message, Registry, RegistryConfig, StateCounts};
+use wscope_core::{Bytes, Clock, CloseCode, Message, Registry, StateCounts};
 
 engine_tests!(
     counts_and_totals_across_opens_and_closes,
@@ -26,10 +26,7 @@ engine_tests!(
 
 fn manual_registry() -> (Registry, wscope_core::ManualClock) {
     let (clock, manual) = Clock::manual();
-    let registry = Registry::with_config(RegistryConfig {
-        clock,
-        ..test_config()
-    });
+    let registry = Registry::with_config(test_config().clock(clock));
     (registry, manual)
 }
 
@@ -183,20 +180,23 @@ async fn message_and_byte_counters() {
     );
     assert_eq!(counters(), (2, 8, 2, 8));
 
-    // A ping counts in (the engine's automatic pong is not a message the server sent).
+    // Control frames are activity, not messages, in either direction: the client's ping and the
+    // engine's pong, and a ping the server sends, leave every counter as it was.
     ws.send(WsMessage::Ping(Bytes::from_static(b"pp")))
         .await
         .unwrap();
     assert!(matches!(next_msg(&mut ws).await, Some(WsMessage::Pong(_))));
-    let (m_in, b_in, _, _) = counters();
-    assert_eq!((m_in, b_in), (3, 10));
+    let handle = reg.active_connections().pop().unwrap();
+    handle
+        .send(Message::Ping(Bytes::from_static(b"sp")))
+        .unwrap();
+    assert!(matches!(next_msg(&mut ws).await, Some(WsMessage::Ping(_))));
+    assert_eq!(counters(), (2, 8, 2, 8));
 
     // A message queued through a handle counts out.
-    let handle = reg.active_connections().pop().unwrap();
-    handle.send(Message::text("abcd")).unwrap();
+    handle.send("abcd").unwrap();
     assert_eq!(recv_text(&mut ws).await, "abcd");
-    let (_, _, m_out, b_out) = counters();
-    assert_eq!((m_out, b_out), (3, 12));
+    assert_eq!(counters(), (2, 8, 3, 12));
     let c = info(&reg, "counted");
     assert_eq!((c.queued_messages, c.queued_bytes), (0, 0));
     assert_eq!(&*c.path, "/ws");

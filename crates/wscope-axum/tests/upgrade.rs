@@ -125,6 +125,13 @@ async fn a_shut_down_registry_refuses_upgrades_with_503() {
     );
     // A plain GET still gets 426: it is not an upgrade.
     assert_eq!(http_get(server.addr, "/ws").await.status, 426);
-    assert_eq!(server.registry.snapshot().refused.shutting_down, 1);
+    assert_eq!(
+        server
+            .registry
+            .snapshot()
+            .refused
+            .get(wscope_core::RefusalKind::ShuttingDown),
+        1
+    );
     server.shutdown().await;
 }

@@ -1,7 +1,7 @@
 //! Registry micro-benchmarks: register + unregister, activity update, `connection_count`, and
 //! `snapshot` at 1k / 10k / 100k entries — each alone and with a second thread doing the same.
 //!
-//! Run: `cargo bench -p wscope-core --bench registry`.
+//! Run: `cargo bench -p wscope-core --bench registry --features bench-internals`.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -11,34 +11,26 @@ use std::sync::Arc;
 use std::thread;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use wscope_core::{Connection, ConnectionMeta, Registry, RegistryConfig};
+use wscope_core::{Accepted, ConnectionMeta, Registry, RegistryConfig};
 
 fn registry() -> Registry {
-    Registry::with_config(RegistryConfig {
-        instance_id: "bench".into(),
-        // No background tasks: nothing but the measured work runs.
-        cleanup_interval: std::time::Duration::ZERO,
-        stats_interval: std::time::Duration::ZERO,
-        ..Default::default()
-    })
+    // No background tasks: nothing but the measured work runs.
+    Registry::with_config(
+        RegistryConfig::default()
+            .instance_id("bench")
+            .cleanup_interval(std::time::Duration::ZERO)
+            .stats_interval(std::time::Duration::ZERO),
+    )
 }
 
 fn meta() -> ConnectionMeta {
-    ConnectionMeta {
-        remote_addr: Some([127, 0, 0, 1].into()),
-        user_agent: Some("criterion/0.8".into()),
-        path: "/ws".into(),
-    }
+    ConnectionMeta::new("/ws")
+        .remote_addr(std::net::IpAddr::from([127, 0, 0, 1]))
+        .user_agent("criterion/0.8".to_owned())
 }
 
-fn fill(reg: &Registry, n: usize) -> Vec<Connection> {
-    (0..n)
-        .map(|_| {
-            let c = reg.register(meta()).unwrap();
-            c.mark_open();
-            c
-        })
-        .collect()
+fn fill(reg: &Registry, n: usize) -> Vec<Accepted> {
+    (0..n).map(|_| reg.accept(meta()).unwrap()).collect()
 }
 
 /// Runs `work` on a second thread until the returned guard is dropped.
@@ -78,12 +70,12 @@ fn register_unregister(c: &mut Criterion) {
     let reg = registry();
     let _base = fill(&reg, 10_000);
     g.bench_function("1 thread", |b| {
-        b.iter(|| drop(black_box(reg.register(meta()).unwrap())))
+        b.iter(|| drop(black_box(reg.accept(meta()).unwrap())))
     });
     let other = reg.clone();
-    let _bg = Background::start(move || drop(other.register(meta()).unwrap()));
+    let _bg = Background::start(move || drop(other.accept(meta()).unwrap()));
     g.bench_function("2 threads", |b| {
-        b.iter(|| drop(black_box(reg.register(meta()).unwrap())))
+        b.iter(|| drop(black_box(reg.accept(meta()).unwrap())))
     });
     g.finish();
 }
@@ -95,13 +87,13 @@ fn activity_update(c: &mut Criterion) {
     let conns = Arc::new(fill(&reg, 10_000));
     g.bench_function("1 thread", |b| {
         let conn = &conns[17];
-        b.iter(|| conn.record_received(black_box(64)))
+        b.iter(|| conn.bench_record_received(black_box(64)))
     });
     let others = conns.clone();
-    let _bg = Background::start(move || others[4242].record_received(64));
+    let _bg = Background::start(move || others[4242].bench_record_received(64));
     g.bench_function("2 threads", |b| {
         let conn = &conns[17];
-        b.iter(|| conn.record_received(black_box(64)))
+        b.iter(|| conn.bench_record_received(black_box(64)))
     });
     g.finish();
 }
@@ -113,7 +105,7 @@ fn connection_count(c: &mut Criterion) {
     g.bench_function("1 thread", |b| b.iter(|| black_box(reg.connection_count())));
     let other = reg.clone();
     // The other thread churns connections, so the counter's cache line really moves.
-    let _bg = Background::start(move || drop(other.register(meta()).unwrap()));
+    let _bg = Background::start(move || drop(other.accept(meta()).unwrap()));
     g.bench_function("2 threads", |b| {
         b.iter(|| black_box(reg.connection_count()))
     });
@@ -135,7 +127,7 @@ fn snapshot(c: &mut Criterion) {
         let busy = conns.clone();
         let _bg = Background::start(move || {
             black_box(other.snapshot());
-            busy[0].record_received(64);
+            busy[0].bench_record_received(64);
         });
         g.bench_with_input(BenchmarkId::new("2 threads", n), &n, |b, _| {
             b.iter(|| black_box(reg.snapshot()))

@@ -78,8 +78,14 @@ impl Clock {
         }
     }
 
-    /// Wall-clock milliseconds since the Unix epoch for a reading of [`Clock::now_nanos`].
-    pub fn unix_ms(&self, nanos: u64) -> u64 {
-        self.origin_unix_ms + nanos / 1_000_000
+    /// Milliseconds since the clock's origin (what entries store).
+    #[inline]
+    pub fn now_ms(&self) -> u64 {
+        self.now_nanos() / 1_000_000
+    }
+
+    /// Wall-clock milliseconds since the Unix epoch for a reading of [`Clock::now_ms`].
+    pub fn unix_ms(&self, ms: u64) -> u64 {
+        self.origin_unix_ms + ms
     }
 }

@@ -1,6 +1,6 @@
 //! Close codes, close frames and the record of why a connection ended.
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
 
 /// A WebSocket close code that an endpoint may send (RFC 6455 §7.4).
@@ -14,7 +14,7 @@ pub struct CloseCode(u16);
 /// A close code that may not be sent in a close frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("invalid close code {0}: use 1000-1003, 1007-1014 or 3000-4999")]
-pub struct InvalidCloseCode(pub u16);
+pub struct InvalidCloseCode(pub i64);
 
 /// The longest close reason that fits a close frame (125 bytes of payload minus the code).
 pub const MAX_CLOSE_REASON_BYTES: usize = 123;
@@ -46,13 +46,28 @@ impl CloseCode {
     pub fn new(code: u16) -> Result<Self, InvalidCloseCode> {
         match code {
             1000..=1003 | 1007..=1014 | 3000..=4999 => Ok(Self(code)),
-            _ => Err(InvalidCloseCode(code)),
+            _ => Err(InvalidCloseCode(code.into())),
         }
+    }
+
+    /// Checks any integer as a close code (what JSON carries).
+    pub fn from_i64(code: i64) -> Result<Self, InvalidCloseCode> {
+        u16::try_from(code)
+            .map_err(|_| InvalidCloseCode(code))
+            .and_then(Self::new)
     }
 
     /// The numeric code.
     pub fn as_u16(self) -> u16 {
         self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for CloseCode {
+    /// Reads a number and checks it like [`CloseCode::new`].
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let code = i64::deserialize(d)?;
+        Self::from_i64(code).map_err(serde::de::Error::custom)
     }
 }
 
@@ -91,7 +106,7 @@ impl CloseFrame {
 }
 
 /// Who ended a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Initiator {
     /// The client sent a close frame.
@@ -141,7 +156,7 @@ impl Initiator {
 }
 
 /// Why a connection ended: recorded once, at the first close event, and kept with the removal.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CloseRecord {
     /// Who ended it.

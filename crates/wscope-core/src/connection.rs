@@ -1,23 +1,28 @@
-//! One tracked connection: its registry entry, the handle others use to reach it, and the
-//! drop-guarded [`Connection`] that the engine integration drives.
+//! One tracked connection: its registry entry, the [`ConnectionHandle`] others use to reach it,
+//! and the drop-guarded `Connection` that the driver owns and moves through its states.
+//!
+//! Only this crate's driver changes a connection's state, counters and close record: the
+//! sequencing lives in one place (`driver`), and the methods here are crate-private.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::Permit;
 use crate::close::{CloseCode, CloseFrame, CloseRecord, Initiator, ReasonTooLong};
 use crate::id::ConnectionId;
 use crate::message::Message;
+use crate::observer::Counts;
 use crate::outbox::{Outbox, SendError};
-use crate::registry::Shared;
+use crate::registry::{Registry, Shared};
 use crate::strings::SharedStr;
 
 /// The lifecycle of a connection, as the reference names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[repr(u8)]
 pub enum ConnectionState {
@@ -32,7 +37,7 @@ pub enum ConnectionState {
 }
 
 impl ConnectionState {
-    fn from_u8(v: u8) -> Self {
+    pub(crate) fn from_u8(v: u8) -> Self {
         match v {
             0 => Self::Connecting,
             1 => Self::Open,
@@ -52,16 +57,8 @@ impl ConnectionState {
     }
 }
 
-/// What is known of a connection when it is registered.
-#[derive(Clone, Debug, Default)]
-pub struct ConnectionMeta {
-    /// The client's address (after trusted-proxy resolution), if known.
-    pub remote_addr: Option<IpAddr>,
-    /// The `User-Agent` header; cut to the registry's bound when stored.
-    pub user_agent: Option<String>,
-    /// The request path the socket was accepted on (`/ws/chat`).
-    pub path: String,
-}
+/// `last_activity_ms` of an entry that has left the registry: its activity no longer counts.
+pub(crate) const REMOVED: u64 = u64::MAX;
 
 /// A registry entry. Every field the hot path touches is an atomic; nothing here is locked while
 /// a message is read or written except the outbox's short critical sections.
@@ -73,10 +70,11 @@ pub struct ConnectionMeta {
 pub(crate) struct Entry {
     /// Sequence number, the registry key (the public id adds the registry's prefix).
     pub(crate) seq: u64,
-    /// When it was registered (clock nanos).
-    pub(crate) connected_at: u64,
-    /// Last frame sent or received, data or control (clock nanos).
-    pub(crate) last_activity: AtomicU64,
+    /// When it was registered (clock milliseconds).
+    pub(crate) connected_ms: u64,
+    /// Last frame sent or received, data or control (clock milliseconds); [`REMOVED`] once the
+    /// entry has left, so a late update cannot change the registry's activity sum.
+    pub(crate) last_activity_ms: AtomicU64,
     pub(crate) messages_in: AtomicU64,
     pub(crate) messages_out: AtomicU64,
     pub(crate) bytes_in: AtomicU64,
@@ -87,7 +85,7 @@ pub(crate) struct Entry {
     pub(crate) user_agent: Option<SharedStr>,
     /// Client address after proxy resolution.
     pub(crate) remote_addr: Option<IpAddr>,
-    /// [`ConnectionState`] as u8.
+    /// [`ConnectionState`] as u8; it only moves forward.
     pub(crate) state: AtomicU8,
     /// Set when the connection is being failed (RFC 6455 §7.1.7): the writer drops it as soon as
     /// the close frame is out, without waiting for the peer's reply.
@@ -101,13 +99,44 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    pub(crate) fn new(
+        seq: u64,
+        now_ms: u64,
+        meta: Stored,
+        outbox: Outbox,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            seq,
+            connected_ms: now_ms,
+            last_activity_ms: AtomicU64::new(now_ms),
+            messages_in: AtomicU64::new(0),
+            messages_out: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            path: meta.path,
+            user_agent: meta.user_agent,
+            remote_addr: meta.remote_addr,
+            state: AtomicU8::new(ConnectionState::Connecting as u8),
+            fail_fast: AtomicBool::new(false),
+            outbox,
+            cancel,
+            close_record: Mutex::new(None),
+        }
+    }
+
     pub(crate) fn state(&self) -> ConnectionState {
         ConnectionState::from_u8(self.state.load(Ordering::Acquire))
     }
 
-    /// Moves the state forward only (OPEN never goes back to CONNECTING, CLOSED is final).
-    fn advance_state(&self, to: ConnectionState) {
-        self.state.fetch_max(to as u8, Ordering::AcqRel);
+    /// The lifetime counters.
+    pub(crate) fn counts(&self) -> Counts {
+        Counts {
+            messages_in: self.messages_in.load(Ordering::Relaxed),
+            messages_out: self.messages_out.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+        }
     }
 
     /// Keeps the first close record; later ones are ignored.
@@ -153,10 +182,19 @@ impl Entry {
     }
 }
 
+/// What an entry keeps of its [`crate::ConnectionMeta`], in its shared form.
+#[derive(Debug)]
+pub(crate) struct Stored {
+    pub(crate) path: SharedStr,
+    pub(crate) user_agent: Option<SharedStr>,
+    pub(crate) remote_addr: Option<IpAddr>,
+}
+
 /// A cheap, cloneable reference to a live connection: send to it, close it, read its figures.
 ///
-/// Returned by [`crate::Registry::active_connections`]. Sending never waits: a full queue is an
-/// error ([`SendError::QueueFull`]), so a broadcast is never held up by one slow client.
+/// Returned by [`crate::Registry::active_connections`] and [`crate::TrackedSocket::handle`].
+/// Sending never waits: a full queue is an error ([`SendError::QueueFull`]), so a broadcast is
+/// never held up by one slow client.
 #[derive(Clone, Debug)]
 pub struct ConnectionHandle {
     pub(crate) entry: Arc<Entry>,
@@ -189,9 +227,10 @@ impl ConnectionHandle {
         self.entry.user_agent.as_deref()
     }
 
-    /// Queues a message without waiting.
-    pub fn send(&self, msg: Message) -> Result<(), SendError> {
-        self.entry.outbox.try_push(msg)
+    /// Queues a message without waiting: `"text"`, a `String`, `Vec<u8>`, [`bytes::Bytes`] or a
+    /// [`Message`].
+    pub fn send(&self, msg: impl Into<Message>) -> Result<(), SendError> {
+        self.entry.outbox.try_push(msg.into())
     }
 
     /// Closes the connection after what is queued to it is flushed. Returns false when it was
@@ -200,120 +239,165 @@ impl ConnectionHandle {
         let frame = CloseFrame::new(code, reason)?;
         Ok(self.entry.request_close(frame, Initiator::Admin))
     }
+
+    /// The registry the connection is tracked in.
+    pub fn registry(&self) -> Registry {
+        Registry::from_shared(self.shared.clone())
+    }
 }
 
-/// The engine side of a tracked connection, owned by the socket task(s). Dropping the last
-/// `Connection` removes the entry from the registry, however the connection ended.
+/// The driver's side of a tracked connection. Dropping the last `Connection` removes the entry
+/// from the registry, however the connection ended, and releases its admission [`Permit`].
 #[derive(Debug)]
 pub struct Connection {
     pub(crate) entry: Arc<Entry>,
     pub(crate) shared: Arc<Shared>,
+    /// What admission reserved for this connection; released with it.
+    _permit: Permit,
 }
 
 impl Connection {
+    pub(crate) fn new(entry: Arc<Entry>, shared: Arc<Shared>, permit: Permit) -> Self {
+        Self {
+            entry,
+            shared,
+            _permit: permit,
+        }
+    }
+
     /// The connection's id.
-    pub fn id(&self) -> ConnectionId {
+    pub(crate) fn id(&self) -> ConnectionId {
         self.shared.id_of(self.entry.seq)
     }
 
     /// A handle others can keep to send to or close this connection.
-    pub fn handle(&self) -> ConnectionHandle {
+    pub(crate) fn handle(&self) -> ConnectionHandle {
         ConnectionHandle {
             entry: self.entry.clone(),
             shared: self.shared.clone(),
         }
     }
 
+    /// The registry it is tracked in.
+    pub(crate) fn registry(&self) -> Registry {
+        Registry::from_shared(self.shared.clone())
+    }
+
     /// The current state.
-    pub fn state(&self) -> ConnectionState {
+    pub(crate) fn state(&self) -> ConnectionState {
         self.entry.state()
     }
 
+    /// Moves the state forward only (OPEN never goes back to CONNECTING; CLOSED is final), and
+    /// the registry's counts by state with it.
+    fn advance_state(&self, to: ConnectionState) {
+        let prev = self.entry.state.fetch_max(to as u8, Ordering::AcqRel);
+        if prev < to as u8 {
+            self.shared
+                .aggregates
+                .state_moved(ConnectionState::from_u8(prev), to);
+        }
+    }
+
     /// The handshake completed: CONNECTING → OPEN.
-    pub fn mark_open(&self) {
+    pub(crate) fn mark_open(&self) {
         self.touch();
-        self.entry.advance_state(ConnectionState::Open);
+        self.advance_state(ConnectionState::Open);
     }
 
     /// A close frame was sent or received.
-    pub fn mark_closing(&self) {
-        self.entry.advance_state(ConnectionState::Closing);
+    pub(crate) fn mark_closing(&self) {
+        self.advance_state(ConnectionState::Closing);
     }
 
-    /// The connection is over (the stream ended or failed); the outbox refuses further sends.
-    /// During a shutdown the entry leaves at once: the drain waits for handshakes, not for
-    /// handlers that still hold a finished socket.
-    pub fn mark_closed(&self) {
-        self.entry.advance_state(ConnectionState::Closed);
+    /// The connection is over (the stream ended or failed): it becomes CLOSED and its queue
+    /// refuses further sends. The entry stays (stale) until its owner drops it or a sweep removes
+    /// it — except during a shutdown, when it leaves at once: the drain waits for handshakes, not
+    /// for handlers that still hold a finished socket.
+    pub(crate) fn end(&self) {
+        self.advance_state(ConnectionState::Closed);
         self.entry.outbox.shut();
-        if self.shared.is_shutting_down() {
+        if self.shared.shutdown_begun() {
             self.shared.remove(&self.entry);
         }
     }
 
-    /// Records activity without a message (a handshake step).
+    /// Records activity (any frame, or a handshake step). The registry's activity sum moves only
+    /// when the millisecond does, so a busy connection pays one load for most messages.
     #[inline]
-    pub fn touch(&self) {
-        let now = self.shared.clock.now_nanos();
-        self.entry.last_activity.store(now, Ordering::Relaxed);
+    pub(crate) fn touch(&self) {
+        let now = self.shared.clock.now_ms();
+        let last = self.entry.last_activity_ms.load(Ordering::Relaxed);
+        if last == now || last == REMOVED {
+            return;
+        }
+        // Fails only if the entry was removed meanwhile (or another task of this connection
+        // moved it first); either way the sum already holds the right value.
+        if self
+            .entry
+            .last_activity_ms
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.shared
+                .aggregates
+                .activity_moved(self.entry.seq, last, now);
+        }
     }
 
-    /// Records a frame received (data or control) of `len` payload bytes.
+    /// Records a text or binary message received, of `len` payload bytes.
     #[inline]
-    pub fn record_received(&self, len: usize) {
+    pub(crate) fn record_received(&self, len: usize) {
         self.entry.messages_in.fetch_add(1, Ordering::Relaxed);
         self.entry.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
         self.touch();
     }
 
-    /// Records frames sent: `count` frames, `len` payload bytes in all.
+    /// Records text and binary messages sent: `count` of them, `len` payload bytes in all.
     #[inline]
-    pub fn record_sent(&self, count: usize, len: usize) {
-        self.entry
-            .messages_out
-            .fetch_add(count as u64, Ordering::Relaxed);
-        self.entry
-            .bytes_out
-            .fetch_add(len as u64, Ordering::Relaxed);
+    pub(crate) fn record_sent(&self, count: usize, len: usize) {
+        if count > 0 {
+            self.entry
+                .messages_out
+                .fetch_add(count as u64, Ordering::Relaxed);
+            self.entry
+                .bytes_out
+                .fetch_add(len as u64, Ordering::Relaxed);
+        }
         self.touch();
     }
 
     /// Queues a message, waiting while the queue is full.
-    pub async fn send(&self, msg: Message) -> Result<(), SendError> {
+    pub(crate) async fn send(&self, msg: Message) -> Result<(), SendError> {
         self.entry.outbox.push(msg).await
-    }
-
-    /// Queues a message without waiting.
-    pub fn try_send(&self, msg: Message) -> Result<(), SendError> {
-        self.entry.outbox.try_push(msg)
     }
 
     /// Requests a close after the queue is flushed; the first request wins. Returns whether this
     /// one was first.
-    pub fn request_close(&self, frame: CloseFrame, initiator: Initiator) -> bool {
+    pub(crate) fn request_close(&self, frame: CloseFrame, initiator: Initiator) -> bool {
         self.entry.request_close(frame, initiator)
     }
 
     /// Fails the connection: sends what is queued, then `frame`, then drops it without waiting
     /// for the peer's reply. Returns false if a close was already under way (nothing queued).
-    pub fn fail_after_flush(&self, frame: CloseFrame) -> bool {
+    pub(crate) fn fail_after_flush(&self, frame: CloseFrame) -> bool {
         self.entry.fail_fast.store(true, Ordering::Release);
         self.entry.request_close(frame, Initiator::Error)
     }
 
     /// Whether the connection is being failed (see [`Connection::fail_after_flush`]).
-    pub fn fails_fast(&self) -> bool {
+    pub(crate) fn fails_fast(&self) -> bool {
         self.entry.fail_fast.load(Ordering::Acquire)
-    }
-
-    /// Whether a close was requested or the connection is over.
-    pub fn is_closing(&self) -> bool {
-        self.entry.outbox.is_closed()
     }
 
     /// Records why the connection ended, if nothing was recorded before (the first cause wins:
     /// a client's close frame received after a server's close request does not overwrite it).
-    pub fn record_close(&self, initiator: Initiator, code: Option<u16>, reason: impl Into<String>) {
+    pub(crate) fn record_close(
+        &self,
+        initiator: Initiator,
+        code: Option<u16>,
+        reason: impl Into<String>,
+    ) {
         self.entry.record_close(CloseRecord {
             initiator,
             code,
@@ -322,47 +406,42 @@ impl Connection {
     }
 
     /// The close handshake or flush did not finish in time: record the deadline as the cause.
-    pub fn record_dropped(&self, reason: &str) {
+    pub(crate) fn record_dropped(&self, reason: &str) {
         self.entry.record_dropped(reason);
     }
 
     /// Why it ended, once known.
-    pub fn close_record(&self) -> Option<CloseRecord> {
+    pub(crate) fn close_record(&self) -> Option<CloseRecord> {
         self.entry.close_record()
     }
 
     /// Waits until the writer has something to do.
-    pub async fn outbound_ready(&self) {
+    pub(crate) async fn outbound_ready(&self) {
         self.entry.outbox.ready().await
     }
 
     /// Takes every queued message into `out`, and a pending close (to be sent after them).
-    pub fn drain_outbound(&self, out: &mut Vec<Message>) -> Option<CloseFrame> {
+    pub(crate) fn drain_outbound(&self, out: &mut Vec<Message>) -> Option<CloseFrame> {
         self.entry.outbox.drain_into(out)
     }
 
     /// Completes when the connection must be dropped at once (drain deadline, fatal error).
-    pub async fn cancelled(&self) {
+    pub(crate) async fn cancelled(&self) {
         self.entry.cancel.cancelled().await
     }
 
     /// Drops the connection at once: readers and writers waiting on [`Connection::cancelled`] stop.
-    pub fn abort(&self) {
+    pub(crate) fn abort(&self) {
         self.entry.cancel.cancel();
     }
 
-    /// Whether [`Connection::abort`] (or the drain deadline) fired.
-    pub fn is_aborted(&self) -> bool {
-        self.entry.cancel.is_cancelled()
-    }
-
     /// The registry's task tracker, for the tasks that serve this connection.
-    pub fn task_tracker(&self) -> &tokio_util::task::TaskTracker {
+    pub(crate) fn task_tracker(&self) -> &tokio_util::task::TaskTracker {
         &self.shared.tracker
     }
 
     /// How long a closing connection may take to flush and finish its handshake.
-    pub fn close_timeout(&self) -> Duration {
+    pub(crate) fn close_timeout(&self) -> Duration {
         self.shared.config.drain_timeout
     }
 }

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::strings::SharedStr;
 
@@ -44,6 +44,37 @@ impl fmt::Debug for ConnectionId {
 impl Serialize for ConnectionId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+impl std::str::FromStr for ConnectionId {
+    type Err = InvalidConnectionId;
+
+    /// Reads an id written by any wscope instance: `"{instance}-{boot}-{seq}"`.
+    fn from_str(s: &str) -> Result<Self, InvalidConnectionId> {
+        let (prefix, seq) = s
+            .rsplit_once('-')
+            .ok_or_else(|| InvalidConnectionId(s.to_owned()))?;
+        let seq = seq.parse().map_err(|_| InvalidConnectionId(s.to_owned()))?;
+        if prefix.is_empty() {
+            return Err(InvalidConnectionId(s.to_owned()));
+        }
+        Ok(Self {
+            prefix: SharedStr::Counted(prefix.into()),
+            seq,
+        })
+    }
+}
+
+/// Text that is not a connection id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid connection id {0:?}")]
+pub struct InvalidConnectionId(pub String);
+
+impl<'de> Deserialize<'de> for ConnectionId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -92,5 +123,9 @@ mod tests {
         assert_eq!(parse_seq(&p, "node-a-abc-42"), Some(42));
         assert_eq!(parse_seq(&p, "node-b-abc-42"), None);
         assert_eq!(parse_seq(&p, "node-a-abc-x"), None);
+        let read: ConnectionId = "node-a-abc-42".parse().unwrap();
+        assert_eq!(read, id);
+        assert!("nodash".parse::<ConnectionId>().is_err());
+        assert!("node-x".parse::<ConnectionId>().is_err());
     }
 }

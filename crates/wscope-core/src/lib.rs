@@ -1,72 +1,105 @@
-//! wscope-core: the tracked-connection registry behind wscope.
+//! wscope-core: the tracked-connection registry behind wscope, and the driver every tracked
+//! connection runs.
 //!
 //! Every WebSocket connection gets an entry: id, connect time, last activity, remote address,
-//! user agent, path, state and message/byte counters. The [`Registry`] counts them in O(1),
-//! gives a [`Snapshot`] (the reference's `ConnectionStats`), hands out [`ConnectionHandle`]s that
-//! can send and close, closes all or one, sweeps stale entries and drains everything on
-//! [`Registry::shutdown`]. It knows nothing of HTTP: an engine integration (see `wscope-axum`)
-//! registers each accepted socket and drives its [`Connection`].
+//! user agent, path, state and message/byte counters. The [`Registry`] admits upgrades
+//! ([`Registry::admit`] → a [`Permit`] or a typed [`Refusal`]), registers them, counts them in
+//! O(1), gives a [`Snapshot`] (the reference's `ConnectionStats`), hands out
+//! [`ConnectionHandle`]s that can send and close, closes all or one, sweeps stale entries, tells
+//! [`Observer`]s what happens and drains everything on [`Registry::shutdown`]. A registered
+//! connection ([`Accepted`]) runs over any [`Transport`] — an engine adapted in `wscope-axum`, or
+//! the in-process [`memory`] pair — through one driver, in the server or the client role. The
+//! crate knows nothing of HTTP.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! use wscope_core::{CloseCode, ConnectionMeta, Registry};
+//! use wscope_core::{memory, CloseCode, ConnectionMeta, Message, Registry};
 //!
 //! let registry = Registry::new();
-//! let conn = registry
-//!     .register(ConnectionMeta { path: "/ws".into(), ..Default::default() })
-//!     .expect("not shutting down");
-//! conn.mark_open();
-//! conn.record_received(64);
+//! let accepted = registry.accept(ConnectionMeta::new("/ws")).expect("not shutting down");
+//! let (transport, mut client) = memory::pair();
+//! tokio::spawn(accepted.run(transport, |mut socket| async move {
+//!     while let Some(msg) = socket.recv().await {
+//!         let _ = socket.send(msg).await;
+//!     }
+//! }));
+//! client.send("hello").unwrap();
+//! assert_eq!(client.recv().await, Some(Message::text("hello")));
 //!
 //! let stats = registry.snapshot();
 //! assert_eq!(stats.total_connections, 1);
 //! assert_eq!(stats.connections_by_state.open, 1);
+//! assert_eq!(stats.connections[0].messages_in, 1);
 //!
 //! registry.close_all(CloseCode::NORMAL, "").unwrap();
 //! # }
 //! ```
 //!
 //! # Layout
-//! - `registry`: the owner of entries — register, remove, count, snapshot, close, sweep, shutdown.
-//! - `connection`: an entry, its public [`ConnectionHandle`] and the drop-guarded [`Connection`].
+//! - `registry`: the owner of entries — admit, register, remove, count, snapshot, close, sweep.
+//! - `admission`: [`ConnectionMeta`], [`Permit`], [`Refusal`] and the checks every upgrade passes.
+//! - `connection`: an entry, its public [`ConnectionHandle`] and the drop-guarded connection the
+//!   driver owns (its state machine's steps are crate-private).
+//! - `driver`: [`Accepted`] and [`TrackedSocket`] — the one state machine every connection runs.
+//! - `transport`: the [`Transport`] trait engines implement, [`Role`], typed [`TransportError`]s;
+//!   `memory`: an in-process transport for tests.
 //! - `outbox`: each connection's bounded outbound queue, drained in batches by its writer.
-//! - `snapshot`: the read model every reporter shares.
+//! - `observer`: [`Observer`] and its events; `log`: the reference's stats lines and the
+//!   [`StatsLogger`] observer.
+//! - `aggregates`: the O(1) counts, totals and sums behind summaries.
+//! - `snapshot`: the read model every reporter shares; `wire`: the admin API's other JSON types.
+//! - `shutdown`: the drain and the signal helper; `background`: the sweep and observer ticks.
 //! - `close`: close codes and frames, and the [`CloseRecord`] kept for every removal.
-//! - `message`, `id`, `clock`, `log`: the message type, ids, time and the stats lines.
+//! - `message`, `id`, `clock`, `instance`, `units`: messages, ids, time, the instance id, and the
+//!   text forms of durations and sizes.
 //! - `strings`: paths, user agents and id prefixes, stored once per process ([`SharedStr`]).
 //!
 //! # Concurrency
 //! The map is sharded (`dashmap`); per-connection counters and timestamps are atomics; no lock is
 //! held across `.await`. Lock order, where two are held: a map shard, then a connection's outbox.
 
+mod admission;
+mod aggregates;
+mod background;
 mod clock;
 mod close;
 mod connection;
+mod driver;
 mod id;
 mod instance;
 mod log;
+pub mod memory;
 mod message;
+mod observer;
 mod outbox;
 mod registry;
+mod shutdown;
 mod snapshot;
 mod strings;
+pub mod transport;
 pub mod units;
+pub mod wire;
 
+pub use admission::{ConnectionMeta, Permit, Refusal, RefusalKind};
 pub use bytes::Bytes;
 pub use clock::{Clock, ManualClock};
 pub use close::{
     CloseCode, CloseFrame, CloseRecord, Initiator, InvalidCloseCode, ReasonTooLong,
     MAX_CLOSE_REASON_BYTES,
 };
-pub use connection::{Connection, ConnectionHandle, ConnectionMeta, ConnectionState};
-pub use id::ConnectionId;
+pub use connection::{ConnectionHandle, ConnectionState};
+pub use driver::{Accepted, TrackedSocket};
+pub use id::{ConnectionId, InvalidConnectionId};
 pub use instance::{
     check_instance_id, default_instance_id, host_instance_id, instance_id_from_env,
     InvalidInstanceId, INSTANCE_ID_ENV,
 };
-pub use log::{log_connection_stats, stats_lines, STATS_TARGET};
+pub use log::{log_connection_stats, stats_lines, StatsLogger, STATS_TARGET};
 pub use message::{InvalidUtf8, Message, Utf8Bytes};
+pub use observer::{ClosedEvent, Counts, Observer, OpenedEvent, RefusedEvent};
 pub use outbox::SendError;
-pub use registry::{Refusal, Registry, RegistryConfig, ShutdownReport};
-pub use snapshot::{ClosedBy, ConnectionInfo, Refused, Snapshot, StateCounts};
+pub use registry::{Registry, RegistryConfig};
+pub use shutdown::{shutdown_signal, ShutdownReport};
+pub use snapshot::{ClosedBy, ConnectionInfo, RefusalCounts, Snapshot, StateCounts};
 pub use strings::SharedStr;
+pub use transport::{Halves, Role, Transport, TransportError, TransportErrorKind};

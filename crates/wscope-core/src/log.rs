@@ -1,5 +1,10 @@
-//! The reference's three stats lines, logged through `tracing`.
+//! The reference's three stats lines, logged through `tracing` — on demand with
+//! [`log_connection_stats`], or periodically by the [`StatsLogger`] observer that a registry with a
+//! non-zero `stats_interval` starts with.
 
+use std::time::Duration;
+
+use crate::observer::Observer;
 use crate::registry::Registry;
 use crate::snapshot::Snapshot;
 
@@ -31,7 +36,7 @@ pub fn stats_lines(s: &Snapshot) -> [String; 3] {
     ]
 }
 
-pub(crate) fn log_snapshot(s: &Snapshot) {
+fn log_snapshot(s: &Snapshot) {
     for line in stats_lines(s) {
         tracing::info!(target: STATS_TARGET, "{line}");
     }
@@ -46,4 +51,28 @@ pub(crate) fn log_snapshot(s: &Snapshot) {
 /// ```
 pub fn log_connection_stats(registry: &Registry) {
     log_snapshot(&registry.summary());
+}
+
+/// The reference's `createStatsMiddleware()`: an observer that logs the three lines every
+/// `interval`. A registry adds one by itself when its `stats_interval` is not zero.
+#[derive(Debug, Clone, Copy)]
+pub struct StatsLogger {
+    interval: Duration,
+}
+
+impl StatsLogger {
+    /// Logs every `interval`.
+    pub fn every(interval: Duration) -> Self {
+        Self { interval }
+    }
+}
+
+impl Observer for StatsLogger {
+    fn tick_interval(&self) -> Option<Duration> {
+        Some(self.interval)
+    }
+
+    fn tick(&self, summary: &Snapshot) {
+        log_snapshot(summary);
+    }
 }

@@ -15,6 +15,11 @@ pub struct Utf8Bytes(Bytes);
 pub struct InvalidUtf8;
 
 impl Utf8Bytes {
+    /// Text from a literal, without copying it.
+    pub const fn from_static(s: &'static str) -> Self {
+        Self(Bytes::from_static(s.as_bytes()))
+    }
+
     /// The text.
     pub fn as_str(&self) -> &str {
         // The invariant (valid UTF-8) is checked at construction; without `unsafe` we re-check,
@@ -57,9 +62,16 @@ impl From<String> for Utf8Bytes {
     }
 }
 
-impl From<&'static str> for Utf8Bytes {
-    fn from(s: &'static str) -> Self {
-        Self(Bytes::from_static(s.as_bytes()))
+impl From<&str> for Utf8Bytes {
+    /// Copies the text (use [`Utf8Bytes::from_static`] for a literal without a copy).
+    fn from(s: &str) -> Self {
+        Self(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+
+impl From<&String> for Utf8Bytes {
+    fn from(s: &String) -> Self {
+        Self::from(s.as_str())
     }
 }
 
@@ -76,6 +88,15 @@ impl fmt::Display for Utf8Bytes {
 }
 
 /// A WebSocket message, independent of the engine that puts it on the wire.
+///
+/// Converts from what a handler usually has, as axum's message does: `&str` and `String` make
+/// text, `Vec<u8>`, `&[u8]` and [`Bytes`] make binary.
+///
+/// ```
+/// use wscope_core::Message;
+/// assert_eq!(Message::from("hi"), Message::text("hi"));
+/// assert_eq!(Message::from(vec![1u8, 2]), Message::binary(vec![1u8, 2]));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     /// A text message.
@@ -115,5 +136,47 @@ impl Message {
     /// Whether this is a text or binary message (as opposed to a control frame).
     pub fn is_data(&self) -> bool {
         matches!(self, Self::Text(_) | Self::Binary(_))
+    }
+}
+
+impl From<&str> for Message {
+    fn from(s: &str) -> Self {
+        Self::Text(s.into())
+    }
+}
+
+impl From<String> for Message {
+    fn from(s: String) -> Self {
+        Self::Text(s.into())
+    }
+}
+
+impl From<&String> for Message {
+    fn from(s: &String) -> Self {
+        Self::Text(s.into())
+    }
+}
+
+impl From<Utf8Bytes> for Message {
+    fn from(t: Utf8Bytes) -> Self {
+        Self::Text(t)
+    }
+}
+
+impl From<Vec<u8>> for Message {
+    fn from(b: Vec<u8>) -> Self {
+        Self::Binary(b.into())
+    }
+}
+
+impl From<&[u8]> for Message {
+    fn from(b: &[u8]) -> Self {
+        Self::Binary(Bytes::copy_from_slice(b))
+    }
+}
+
+impl From<Bytes> for Message {
+    fn from(b: Bytes) -> Self {
+        Self::Binary(b)
     }
 }

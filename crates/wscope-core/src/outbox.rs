@@ -142,11 +142,6 @@ impl Outbox {
         first
     }
 
-    /// Whether a close was requested or the writer has gone.
-    pub(crate) fn is_closed(&self) -> bool {
-        self.lock().closed
-    }
-
     /// Waits until there is something for the writer.
     pub(crate) async fn ready(&self) {
         self.ready.notified().await;

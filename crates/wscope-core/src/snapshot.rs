@@ -1,17 +1,21 @@
-//! The one read model: a [`Snapshot`] of the registry, computed by summing shards. The admin API,
-//! the log lines, the health check (and later metrics and the dashboard) all read it.
+//! The one read model: a [`Snapshot`] of the registry — its figures from the O(1) aggregates, and
+//! (in a full snapshot) every connection from a walk of the entries. The admin API, the log lines,
+//! the health check and observers all read it. Every type here serializes to the reference's JSON
+//! and reads back from it, so clients (`wscope top`, cluster peers, tests) share them.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::admission::RefusalKind;
 use crate::close::Initiator;
 use crate::connection::ConnectionState;
 use crate::id::ConnectionId;
 use crate::strings::SharedStr;
 
 /// Connections per state, with the reference's keys.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateCounts {
     /// Upgrade accepted, handshake not complete.
     #[serde(rename = "CONNECTING")]
@@ -28,18 +32,20 @@ pub struct StateCounts {
 }
 
 impl StateCounts {
-    pub(crate) fn add(&mut self, state: ConnectionState) {
+    /// The count for `state`.
+    pub fn get(&self, state: ConnectionState) -> u64 {
         match state {
-            ConnectionState::Connecting => self.connecting += 1,
-            ConnectionState::Open => self.open += 1,
-            ConnectionState::Closing => self.closing += 1,
-            ConnectionState::Closed => self.closed += 1,
+            ConnectionState::Connecting => self.connecting,
+            ConnectionState::Open => self.open,
+            ConnectionState::Closing => self.closing,
+            ConnectionState::Closed => self.closed,
         }
     }
 }
 
 /// Removals so far, by who ended the connection.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ClosedBy {
     /// The client sent a close frame.
     pub client: u64,
@@ -72,16 +78,56 @@ impl ClosedBy {
     }
 }
 
-/// Upgrades refused, by reason.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Refused {
-    /// The registry was shutting down.
-    pub shutting_down: u64,
+/// Upgrades refused, by [`RefusalKind`]: on the wire, an object with one camelCase key per kind
+/// (`{"shuttingDown": 2}`). Keys a newer peer sends that this build does not know are ignored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RefusalCounts([u64; RefusalKind::ALL.len()]);
+
+impl RefusalCounts {
+    pub(crate) fn from_counts(counts: [u64; RefusalKind::ALL.len()]) -> Self {
+        Self(counts)
+    }
+
+    /// Refusals of `kind`.
+    pub fn get(&self, kind: RefusalKind) -> u64 {
+        self.0[kind.index()]
+    }
+
+    /// Every refusal.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// Each kind with its count.
+    pub fn iter(&self) -> impl Iterator<Item = (RefusalKind, u64)> + '_ {
+        RefusalKind::ALL.into_iter().map(|k| (k, self.get(k)))
+    }
+}
+
+impl Serialize for RefusalCounts {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter().map(|(k, n)| (k.as_str(), n)))
+    }
+}
+
+impl<'de> Deserialize<'de> for RefusalCounts {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<String, u64>::deserialize(d)?;
+        let mut counts = [0; RefusalKind::ALL.len()];
+        for (key, n) in map {
+            if let Some(kind) = RefusalKind::from_key(&key) {
+                counts[kind.index()] = n;
+            }
+        }
+        Ok(Self(counts))
+    }
 }
 
 /// One connection as the reference's `connections[]` shows it, plus wscope's extra figures.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+///
+/// `messagesIn`/`messagesOut` count text and binary messages; control frames (ping, pong, close)
+/// are activity (they reset `idleTime`) but not messages, in either direction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionInfo {
     /// Unique id (carries the instance id).
@@ -93,32 +139,43 @@ pub struct ConnectionInfo {
     /// `CONNECTING`, `OPEN`, `CLOSING` or `CLOSED`.
     pub state: ConnectionState,
     /// Client address (after trusted-proxy resolution).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_address: Option<IpAddr>,
     /// Client user agent (bounded).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<SharedStr>,
     /// Request path.
+    #[serde(default)]
     pub path: SharedStr,
     /// Unix time in milliseconds when it connected.
+    #[serde(default)]
     pub connected_at: u64,
-    /// Frames received (data and control).
+    /// Text and binary messages received.
+    #[serde(default)]
     pub messages_in: u64,
-    /// Frames sent through the connection's queue (data, pings, close); the engine's own automatic
-    /// pongs and close replies are not counted.
+    /// Text and binary messages sent.
+    #[serde(default)]
     pub messages_out: u64,
-    /// Payload bytes received.
+    /// Payload bytes of the messages received.
+    #[serde(default)]
     pub bytes_in: u64,
-    /// Payload bytes sent.
+    /// Payload bytes of the messages sent.
+    #[serde(default)]
     pub bytes_out: u64,
     /// Messages waiting in the outbound queue.
+    #[serde(default)]
     pub queued_messages: u64,
     /// Payload bytes waiting in the outbound queue.
+    #[serde(default)]
     pub queued_bytes: u64,
 }
 
-/// The reference's `ConnectionStats`, with the same JSON field names, plus wscope's extras.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// The reference's `ConnectionStats`, with the same JSON field names, plus wscope's extras (which
+/// may be missing when reading the reference's own output).
+///
+/// `averageAge`, `averageIdleTime`, every connection's `age` and `idleTime`, and `uptime` are in
+/// milliseconds (the health answer gives its ages in seconds, as the reference does).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Snapshot {
     /// Connections tracked now (every state, stale CLOSED entries included).
@@ -134,15 +191,21 @@ pub struct Snapshot {
     /// Tracked connections per state.
     pub connections_by_state: StateCounts,
     /// Every tracked connection (empty in a summary).
+    #[serde(default)]
     pub connections: Vec<ConnectionInfo>,
     /// The instance this registry belongs to.
+    #[serde(default)]
     pub instance_id: String,
     /// Milliseconds since the registry started.
+    #[serde(default)]
     pub uptime: u64,
     /// Whether shutdown has begun.
+    #[serde(default)]
     pub shut_down: bool,
     /// Removals by who ended the connection.
+    #[serde(default)]
     pub closed_by: ClosedBy,
     /// Upgrades refused, by reason.
-    pub refused: Refused,
+    #[serde(default)]
+    pub refused: RefusalCounts,
 }

@@ -8,7 +8,7 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Most distinct strings kept for the process's life.
 const MAX_STRINGS: usize = 4096;
@@ -18,7 +18,7 @@ const MAX_BYTES: usize = 1 << 20;
 /// A string shared among connections: interned for the process (the usual case: a service sees
 /// a few paths and user agents), or reference-counted once the bounded table is full, so clients
 /// sending endless distinct user agents cannot grow it.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone)]
 pub enum SharedStr {
     /// Interned: copying it touches nothing shared.
     Interned(&'static str),
@@ -72,6 +72,36 @@ impl fmt::Display for SharedStr {
 impl Serialize for SharedStr {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedStr {
+    /// Read strings are counted, never interned: they come from outside (a peer's stats), and the
+    /// intern table is for what this process serves.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(Self::Counted(Arc::from(s)))
+    }
+}
+
+impl Default for SharedStr {
+    fn default() -> Self {
+        Self::Interned("")
+    }
+}
+
+impl PartialEq for SharedStr {
+    /// Equal text is equal, interned or not.
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for SharedStr {}
+
+impl std::hash::Hash for SharedStr {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (**self).hash(state)
     }
 }
 

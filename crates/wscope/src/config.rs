@@ -235,8 +235,8 @@ impl ServeConfig {
             engine: match (args.engine, file.engine) {
                 (Some(e), _) => e,
                 (None, Some(name)) => name
-                    .parse()
-                    .map_err(anyhow::Error::msg)
+                    .parse::<Engine>()
+                    .map_err(anyhow::Error::from)
                     .with_context(|| key("engine"))?,
                 (None, None) => d.engine,
             },
@@ -249,14 +249,12 @@ impl ServeConfig {
 
     /// The registry's part of the configuration.
     pub fn registry_config(&self) -> wscope_core::RegistryConfig {
-        wscope_core::RegistryConfig {
-            instance_id: self.instance_id.clone(),
-            cleanup_interval: self.cleanup_interval,
-            stats_interval: self.stats_interval,
-            drain_timeout: self.drain_timeout,
-            queue_capacity: self.queue_capacity,
-            ..Default::default()
-        }
+        wscope_core::RegistryConfig::default()
+            .instance_id(self.instance_id.clone())
+            .cleanup_interval(self.cleanup_interval)
+            .stats_interval(self.stats_interval)
+            .drain_timeout(self.drain_timeout)
+            .queue_capacity(self.queue_capacity)
     }
 }
 

@@ -15,6 +15,8 @@ use wscope_axum::{
 };
 use wscope_core::{Message, Registry, ShutdownReport};
 
+pub use wscope_core::shutdown_signal;
+
 use crate::config::ServeConfig;
 use crate::listener;
 
@@ -39,15 +41,16 @@ impl Server {
         let registry = Registry::with_config(cfg.registry_config());
         let tracking = Tracking::new(registry.clone())
             .trusted_proxies(TrustedProxies::new(cfg.trusted_proxies.iter().copied()))
-            .socket_config(SocketConfig {
-                engine: cfg.engine,
-                read_buffer_size: cfg.read_buffer_size,
-                max_message_size: cfg.max_message_size,
-                max_frame_size: cfg
-                    .max_message_size
-                    .min(SocketConfig::default().max_frame_size),
-                ..SocketConfig::default()
-            });
+            .socket_config(
+                SocketConfig::default()
+                    .engine(cfg.engine)
+                    .read_buffer_size(cfg.read_buffer_size)
+                    .max_message_size(cfg.max_message_size)
+                    .max_frame_size(
+                        cfg.max_message_size
+                            .min(SocketConfig::DEFAULT_MAX_FRAME_SIZE),
+                    ),
+            );
         Ok(Self {
             registry,
             tracking,
@@ -137,11 +140,9 @@ async fn echo(ws: WebSocketUpgrade) -> Response {
 /// Sends each message to every open chat connection (the sender included), through the
 /// registry's `active_connections()`. A member whose queue is full misses that message rather
 /// than holding up the others.
-async fn chat(ws: WebSocketUpgrade, registry: Option<axum::Extension<Tracking>>) -> Response {
-    let registry = registry
-        .map(|axum::Extension(t)| t.registry)
-        .unwrap_or_else(|| Registry::global().clone());
+async fn chat(ws: WebSocketUpgrade) -> Response {
     ws.on_upgrade(move |mut socket| async move {
+        let registry = socket.registry();
         while let Some(msg) = socket.recv().await {
             broadcast(&registry, &msg);
         }
@@ -158,18 +159,4 @@ fn broadcast(registry: &Registry, msg: &Message) {
     if missed > 0 {
         tracing::debug!(missed, "chat: members with a full queue missed a message");
     }
-}
-
-/// Installs the SIGINT and SIGTERM handlers now (so a signal that arrives before the server is
-/// polled is not lost to the default disposition) and returns a future that completes on either.
-pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
-            _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
-        }
-    })
 }

@@ -37,13 +37,11 @@ pub const UA: &str = "user-agent";
 /// A registry config for tests: a fixed instance id, no background sweep or stats logger (tests
 /// drive those by hand), and a short drain deadline so a teardown can never hang for long.
 pub fn test_config() -> RegistryConfig {
-    RegistryConfig {
-        instance_id: "test-node".to_owned(),
-        cleanup_interval: Duration::ZERO,
-        stats_interval: Duration::ZERO,
-        drain_timeout: Duration::from_secs(2),
-        ..RegistryConfig::default()
-    }
+    RegistryConfig::default()
+        .instance_id("test-node")
+        .cleanup_interval(Duration::ZERO)
+        .stats_interval(Duration::ZERO)
+        .drain_timeout(Duration::from_secs(2))
 }
 
 /// A fresh registry with [`test_config`].
@@ -51,9 +49,9 @@ pub fn test_registry() -> Registry {
     Registry::with_config(test_config())
 }
 
-/// Runs each named test body (an `async fn name()` in the same file) once per engine, as the
-/// tests `name::tungstenite` and `name::tokio_websockets`. A leading `#[tokio::test(...)]` sets
-/// the runtime flavor for one test.
+/// Runs each named test body (an `async fn name()` in the same file) once per engine compiled in,
+/// as the tests `name::tungstenite`, `name::tokio_websockets` and `name::fastwebsockets`. A leading
+/// `#[tokio::test(...)]` sets the runtime flavor for one test.
 #[allow(unused_macros)] // global_registry.rs runs on the default engine only
 macro_rules! engine_tests {
     ($($name:ident),+ $(,)?) => {
@@ -61,15 +59,24 @@ macro_rules! engine_tests {
     };
     (#[$test:meta] $name:ident) => {
         mod $name {
+            #[cfg(feature = "tungstenite")]
             #[$test]
             async fn tungstenite() {
                 let engine = wscope_axum::Engine::Tungstenite;
                 crate::common::with_engine(engine, super::$name()).await
             }
 
+            #[cfg(feature = "tokio-websockets")]
             #[$test]
             async fn tokio_websockets() {
                 let engine = wscope_axum::Engine::TokioWebsockets;
+                crate::common::with_engine(engine, super::$name()).await
+            }
+
+            #[cfg(feature = "fastwebsockets")]
+            #[$test]
+            async fn fastwebsockets() {
+                let engine = wscope_axum::Engine::Fastwebsockets;
                 crate::common::with_engine(engine, super::$name()).await
             }
         }
@@ -93,10 +100,7 @@ pub fn engine() -> Engine {
 
 /// `Tracking::new(registry)` on the running test's engine.
 pub fn tracking(registry: &Registry) -> Tracking {
-    Tracking::new(registry.clone()).socket_config(SocketConfig {
-        engine: engine(),
-        ..SocketConfig::default()
-    })
+    Tracking::new(registry.clone()).socket_config(SocketConfig::default().engine(engine()))
 }
 
 /// A running test server: the main listener serves the caller's app, the admin listener serves

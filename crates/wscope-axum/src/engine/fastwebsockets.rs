@@ -1,0 +1,120 @@
+//! fastwebsockets (Deno's) as a wscope transport (server role), through its split API.
+//!
+//! fastwebsockets has no `Stream`/`Sink`: its reader hands the frames it must answer (close
+//! replies) to a callback, so both halves share the write half behind a lock.
+
+use std::sync::Arc;
+
+use fastwebsockets::{
+    FragmentCollectorRead, Frame, OpCode, Payload, Role as FRole, WebSocket, WebSocketError,
+    WebSocketWrite,
+};
+use futures_util::{sink, stream};
+use tokio::io::WriteHalf;
+use tokio::sync::Mutex;
+use wscope_core::{
+    Bytes, Halves, Message, Role, Transport, TransportError, TransportErrorKind, Utf8Bytes,
+};
+
+use super::{close_frame, Io, SocketConfig};
+
+/// The server side over `io`, whose handshake is done.
+pub(crate) fn server<S: Io>(io: S, cfg: &SocketConfig) -> impl Transport {
+    let mut ws = WebSocket::after_handshake(io, FRole::Server);
+    ws.set_max_message_size(cfg.max_message_size);
+    ws.set_auto_pong(false); // pings are surfaced (they are activity), answered below
+    let (rx, tx) = ws.split(tokio::io::split);
+    let tx: Arc<Mutex<WebSocketWrite<WriteHalf<S>>>> = Arc::new(Mutex::new(tx));
+    let rx = FragmentCollectorRead::new(rx);
+    let reader = stream::unfold(Some((rx, tx.clone())), |state| async move {
+        let (mut rx, tx) = state?;
+        let answer = tx.clone();
+        let mut obligated = move |frame: Frame<'static>| {
+            let answer = answer.clone();
+            async move { answer.lock().await.write_frame(frame).await }
+        };
+        match rx.read_frame(&mut obligated).await {
+            Ok(frame) => {
+                let closing = frame.opcode == OpCode::Close;
+                let msg = from_engine(frame);
+                if let Message::Ping(payload) = &msg {
+                    let pong = Frame::pong(Payload::Owned(payload.to_vec()));
+                    if let Err(e) = tx.lock().await.write_frame(pong).await {
+                        return Some((Err(error(&e)), None));
+                    }
+                }
+                // After a close (answered by the engine) the stream ends.
+                let next = (!closing).then_some((rx, tx));
+                Some((Ok(msg), next))
+            }
+            Err(WebSocketError::UnexpectedEOF) => None,
+            Err(e) => Some((Err(error(&e)), None)),
+        }
+    });
+    let writer = sink::unfold(tx, |tx, msg: Message| async move {
+        tx.lock()
+            .await
+            .write_frame(to_engine(msg))
+            .await
+            .map_err(|e| error(&e))?;
+        Ok::<_, TransportError>(tx)
+    });
+    Halves::new(Role::Server, reader, writer)
+}
+
+/// What a fastwebsockets error means for the connection.
+fn error(e: &WebSocketError) -> TransportError {
+    use WebSocketError as E;
+    let kind = match e {
+        E::InvalidUTF8 => TransportErrorKind::InvalidUtf8,
+        E::FrameTooLarge => TransportErrorKind::TooBig,
+        E::InvalidFragment
+        | E::InvalidContinuationFrame
+        | E::ReservedBitsNotZero
+        | E::ControlFrameFragmented
+        | E::PingFrameTooLarge
+        | E::InvalidCloseFrame => TransportErrorKind::Protocol,
+        // The engine answers a bad close code with its own 1002.
+        E::InvalidCloseCode => TransportErrorKind::FailedByEngine,
+        _ => TransportErrorKind::Gone,
+    };
+    TransportError::from_cause(kind, e)
+}
+
+fn bytes(payload: Payload<'_>) -> Bytes {
+    match payload {
+        Payload::Bytes(b) => b.freeze(),
+        Payload::Owned(v) => Bytes::from(v),
+        other => Bytes::copy_from_slice(&other),
+    }
+}
+
+fn from_engine(frame: Frame<'_>) -> Message {
+    match frame.opcode {
+        OpCode::Text => {
+            Message::Text(Utf8Bytes::try_from(bytes(frame.payload)).unwrap_or_default())
+        }
+        OpCode::Ping => Message::Ping(bytes(frame.payload)),
+        OpCode::Pong => Message::Pong(bytes(frame.payload)),
+        OpCode::Close => {
+            let p = &frame.payload;
+            Message::Close((p.len() >= 2).then(|| {
+                let code = u16::from_be_bytes([p[0], p[1]]);
+                close_frame(code, std::str::from_utf8(&p[2..]).unwrap_or_default())
+            }))
+        }
+        _ => Message::Binary(bytes(frame.payload)),
+    }
+}
+
+fn to_engine(msg: Message) -> Frame<'static> {
+    let owned = |b: Bytes| Payload::Bytes(b.into());
+    match msg {
+        Message::Text(t) => Frame::text(owned(t.into_bytes())),
+        Message::Binary(b) => Frame::binary(owned(b)),
+        Message::Ping(b) => Frame::new(true, OpCode::Ping, None, owned(b)),
+        Message::Pong(b) => Frame::pong(owned(b)),
+        Message::Close(None) => Frame::new(true, OpCode::Close, None, Payload::Owned(Vec::new())),
+        Message::Close(Some(f)) => Frame::close(f.code.as_u16(), f.reason.as_bytes()),
+    }
+}

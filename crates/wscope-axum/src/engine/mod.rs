@@ -1,0 +1,261 @@
+//! The WebSocket engines a tracked connection can run on, each adapted to the core's
+//! [`Transport`](wscope_core::Transport) in its own file behind its own cargo feature, so the
+//! engine can change without touching the tracking code:
+//!
+//! - `tungstenite` (feature `tungstenite`, on by default): the engine axum uses; server and
+//!   client role.
+//! - `tokio_websockets` (feature `tokio-websockets`): SIMD masking and UTF-8 checks.
+//! - `fastwebsockets` (feature `fastwebsockets`): Deno's engine, through its split API.
+//!
+//! Every engine takes over a connection whose handshake is done (any `AsyncRead + AsyncWrite`,
+//! not only hyper's upgraded one), converts its frames to and from wscope's [`Message`] without
+//! copying data payloads, and reports failures as typed [`TransportError`]s. Adding an engine is
+//! a file here, a feature, a variant of [`Engine`] and its arm in [`Engine::run`].
+//!
+//! [`Message`]: wscope_core::Message
+//! [`TransportError`]: wscope_core::TransportError
+
+#[cfg(not(any(
+    feature = "tungstenite",
+    feature = "tokio-websockets",
+    feature = "fastwebsockets"
+)))]
+compile_error!(
+    "wscope-axum needs at least one engine feature: tungstenite, tokio-websockets or fastwebsockets"
+);
+
+#[cfg(feature = "fastwebsockets")]
+mod fastwebsockets;
+#[cfg(feature = "tokio-websockets")]
+mod tokio_websockets;
+#[cfg(feature = "tungstenite")]
+pub(crate) mod tungstenite;
+
+use std::future::Future;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use wscope_core::{Accepted, CloseCode, CloseFrame, TrackedSocket};
+
+/// The I/O an engine runs over: an upgraded HTTP connection, a TCP stream, a test pipe.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// Which WebSocket implementation serves accepted sockets. Only the engines whose cargo feature
+/// is on exist; [`Engine::NAMES`] lists every engine wscope knows, compiled in or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Engine {
+    /// `tungstenite` (through tokio-tungstenite), the engine axum uses. The default: with a small
+    /// read buffer it idles in half the memory of the others (whose 8 KiB read buffers are fixed)
+    /// at equal or lower CPU per message; docs/BENCHMARKS.md has the figures.
+    #[cfg(feature = "tungstenite")]
+    Tungstenite,
+    /// `tokio-websockets`: SIMD masking and UTF-8 checks.
+    #[cfg(feature = "tokio-websockets")]
+    TokioWebsockets,
+    /// `fastwebsockets` (Deno's), through its split API: each frame written as it is sent.
+    #[cfg(feature = "fastwebsockets")]
+    Fastwebsockets,
+}
+
+impl Default for Engine {
+    /// tungstenite when compiled in, else the first engine that is.
+    fn default() -> Self {
+        Engine::ALL[0]
+    }
+}
+
+impl Engine {
+    /// Every engine compiled into this build, the default first.
+    pub const ALL: &'static [Engine] = &[
+        #[cfg(feature = "tungstenite")]
+        Engine::Tungstenite,
+        #[cfg(feature = "tokio-websockets")]
+        Engine::TokioWebsockets,
+        #[cfg(feature = "fastwebsockets")]
+        Engine::Fastwebsockets,
+    ];
+
+    /// Every engine wscope knows, by its command-line name (each is also the name of its cargo
+    /// feature), whether or not this build has it.
+    pub const NAMES: [&'static str; 3] = ["tungstenite", "tokio-websockets", "fastwebsockets"];
+
+    /// The name used on the command line and as the cargo feature.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            #[cfg(feature = "tungstenite")]
+            Engine::Tungstenite => "tungstenite",
+            #[cfg(feature = "tokio-websockets")]
+            Engine::TokioWebsockets => "tokio-websockets",
+            #[cfg(feature = "fastwebsockets")]
+            Engine::Fastwebsockets => "fastwebsockets",
+        }
+    }
+
+    /// The names of the engines in this build, comma-separated (for help and error texts).
+    pub fn compiled_names() -> String {
+        Engine::ALL
+            .iter()
+            .map(|e| e.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Takes over `io` (whose server handshake is done) with this engine and runs `accepted` on
+    /// it with `handler` until both are done.
+    pub(crate) async fn run<F, Fut>(
+        self,
+        io: impl Io,
+        cfg: &SocketConfig,
+        accepted: Accepted,
+        handler: F,
+    ) where
+        F: FnOnce(TrackedSocket) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        match self {
+            #[cfg(feature = "tungstenite")]
+            Engine::Tungstenite => {
+                let transport = tungstenite::server(io, cfg).await;
+                accepted.run(transport, handler).await
+            }
+            #[cfg(feature = "tokio-websockets")]
+            Engine::TokioWebsockets => {
+                accepted
+                    .run(tokio_websockets::server(io, cfg), handler)
+                    .await
+            }
+            #[cfg(feature = "fastwebsockets")]
+            Engine::Fastwebsockets => accepted.run(fastwebsockets::server(io, cfg), handler).await,
+        }
+    }
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not an engine of this build.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnknownEngine {
+    /// wscope has no engine of that name.
+    #[error("unknown engine {0:?}: use {list}", list = Engine::compiled_names())]
+    Unknown(String),
+    /// wscope knows the engine, but this build was made without its cargo feature.
+    #[error("engine {0:?} is not in this build (it has {list}): rebuild with `--features {0}`", list = Engine::compiled_names())]
+    NotCompiled(String),
+}
+
+impl std::str::FromStr for Engine {
+    type Err = UnknownEngine;
+    fn from_str(s: &str) -> Result<Self, UnknownEngine> {
+        if let Some(e) = Engine::ALL.iter().find(|e| e.as_str() == s) {
+            return Ok(*e);
+        }
+        if Engine::NAMES.contains(&s) {
+            Err(UnknownEngine::NotCompiled(s.to_owned()))
+        } else {
+            Err(UnknownEngine::Unknown(s.to_owned()))
+        }
+    }
+}
+
+/// Engine settings for accepted sockets. Start from the default and set what you need:
+/// `SocketConfig::default().max_message_size(1 << 20)`.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct SocketConfig {
+    /// The WebSocket implementation.
+    pub engine: Engine,
+    /// Bytes read from the socket at a time (the engine's read buffer; tungstenite only).
+    pub read_buffer_size: usize,
+    /// Bytes buffered before a write goes to the socket (frames batch up to this).
+    pub write_buffer_size: usize,
+    /// Largest message accepted (bytes).
+    pub max_message_size: usize,
+    /// Largest frame accepted (bytes).
+    pub max_frame_size: usize,
+}
+
+impl SocketConfig {
+    /// The default [`SocketConfig::read_buffer_size`]. axum's default is 128 KiB, held by every
+    /// connection even when idle; the read buffer is what an idle connection mostly costs
+    /// (tungstenite fills it on every read), and 512 B still takes a small message, or a batch of
+    /// them, in one read.
+    pub const DEFAULT_READ_BUFFER_SIZE: usize = 512;
+    /// The default [`SocketConfig::write_buffer_size`].
+    pub const DEFAULT_WRITE_BUFFER_SIZE: usize = 16 * 1024;
+    /// The default [`SocketConfig::max_message_size`].
+    pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
+    /// The default [`SocketConfig::max_frame_size`].
+    pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 << 20;
+
+    /// Sets [`SocketConfig::engine`].
+    pub fn engine(mut self, engine: Engine) -> Self {
+        self.engine = engine;
+        self
+    }
+
+    /// Sets [`SocketConfig::read_buffer_size`].
+    pub fn read_buffer_size(mut self, bytes: usize) -> Self {
+        self.read_buffer_size = bytes;
+        self
+    }
+
+    /// Sets [`SocketConfig::write_buffer_size`].
+    pub fn write_buffer_size(mut self, bytes: usize) -> Self {
+        self.write_buffer_size = bytes;
+        self
+    }
+
+    /// Sets [`SocketConfig::max_message_size`].
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Sets [`SocketConfig::max_frame_size`].
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.max_frame_size = bytes;
+        self
+    }
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        Self {
+            engine: Engine::default(),
+            read_buffer_size: Self::DEFAULT_READ_BUFFER_SIZE,
+            write_buffer_size: Self::DEFAULT_WRITE_BUFFER_SIZE,
+            max_message_size: Self::DEFAULT_MAX_MESSAGE_SIZE,
+            max_frame_size: Self::DEFAULT_MAX_FRAME_SIZE,
+        }
+    }
+}
+
+/// A close frame's parts as wscope's frame; a code that may not be sent reads as 1002.
+#[allow(dead_code)] // not every engine needs it
+pub(crate) fn close_frame(code: u16, reason: &str) -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::new(code).unwrap_or(CloseCode::PROTOCOL),
+        reason: reason.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_and_unknown_ones_are_named() {
+        for e in Engine::ALL {
+            assert_eq!(e.as_str().parse::<Engine>(), Ok(*e));
+        }
+        let err = "quick".parse::<Engine>().unwrap_err().to_string();
+        assert!(err.contains("unknown engine \"quick\""), "{err}");
+        assert!(err.contains(&Engine::compiled_names()), "{err}");
+        assert_eq!(Engine::default(), Engine::ALL[0]);
+    }
+}

@@ -1,0 +1,66 @@
+//! tokio-websockets as a wscope transport (server role).
+//!
+//! The engine fails a connection that breaks the protocol by itself, close frame included, so its
+//! protocol errors are [`TransportErrorKind::FailedByEngine`]: the driver must not send another.
+
+use futures_util::{future, SinkExt, StreamExt};
+use tokio_websockets::{Config, Error as Twe, Limits, Message as Tw, ServerBuilder};
+use wscope_core::{
+    Bytes, Halves, Message, Role, Transport, TransportError, TransportErrorKind, Utf8Bytes,
+};
+
+use super::{close_frame, Io, SocketConfig};
+
+/// The server side over `io`, whose handshake is done.
+pub(crate) fn server(io: impl Io, cfg: &SocketConfig) -> impl Transport {
+    let ws = ServerBuilder::new()
+        .config(Config::default().flush_threshold(cfg.write_buffer_size))
+        .limits(Limits::default().max_payload_len(Some(cfg.max_message_size)))
+        .serve(io);
+    let (sink, stream) = ws.split();
+    let reader = stream.map(|item| item.map(from_engine).map_err(|e| error(&e)));
+    let writer = sink
+        .sink_map_err(|e| error(&e))
+        .with(|msg: Message| future::ready(Ok::<_, TransportError>(to_engine(msg))));
+    Halves::new(Role::Server, reader, writer)
+}
+
+/// What a tokio-websockets error means for the connection.
+fn error(e: &Twe) -> TransportError {
+    let kind = match e {
+        Twe::Protocol(_) | Twe::PayloadTooLong { .. } => TransportErrorKind::FailedByEngine,
+        _ => TransportErrorKind::Gone,
+    };
+    TransportError::from_cause(kind, e)
+}
+
+fn from_engine(msg: Tw) -> Message {
+    if let Some((code, reason)) = msg.as_close() {
+        let code = u16::from(code);
+        // 1005 "no status received" stands for a close frame without a code.
+        return Message::Close((code != 1005).then(|| close_frame(code, reason)));
+    }
+    let kind = (msg.is_text(), msg.is_binary(), msg.is_ping());
+    let payload = Bytes::from(msg.into_payload());
+    match kind {
+        // The engine validated the text; the check here is the only extra cost.
+        (true, _, _) => Message::Text(Utf8Bytes::try_from(payload).unwrap_or_default()),
+        (_, true, _) => Message::Binary(payload),
+        (_, _, true) => Message::Ping(payload),
+        _ => Message::Pong(payload),
+    }
+}
+
+fn to_engine(msg: Message) -> Tw {
+    match msg {
+        Message::Text(t) => Tw::text(t.into_bytes()),
+        Message::Binary(b) => Tw::binary(b),
+        Message::Ping(b) => Tw::ping(b),
+        Message::Pong(b) => Tw::pong(b),
+        Message::Close(None) => Tw::close(None, ""),
+        Message::Close(Some(f)) => Tw::close(
+            tokio_websockets::CloseCode::try_from(f.code.as_u16()).ok(),
+            &f.reason,
+        ),
+    }
+}

@@ -1,0 +1,234 @@
+//! Admission: the step every upgrade passes before it is accepted. [`crate::Registry::admit`]
+//! runs the checks in order and returns a [`Permit`] — which the connection then owns, so that
+//! whatever a check reserved for it is released when it ends, however it ends — or a typed
+//! [`Refusal`] that an integration turns into its answer ([`Refusal::status`],
+//! [`Refusal::retry_after`]) and the registry counts per [`RefusalKind`].
+//!
+//! Shutdown is the first check. Further checks (connection limits, handshake rates, origins,
+//! bans) are [`Gate`]s added to the list, each in its own file; neither the extractor nor the
+//! driver changes when one is added.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// What is known of a connection when it asks to be admitted, and what its entry records.
+///
+/// Build one with [`ConnectionMeta::new`] and the setters; more fields will come (an origin, a
+/// user id), so it cannot be built as a struct literal outside this crate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionMeta {
+    /// The client's address (after trusted-proxy resolution), if known.
+    pub remote_addr: Option<IpAddr>,
+    /// The `User-Agent` header; cut to the registry's bound when stored.
+    pub user_agent: Option<String>,
+    /// The request path the socket was accepted on (`/ws/chat`).
+    pub path: String,
+}
+
+impl ConnectionMeta {
+    /// A connection on `path`, from an unknown address and user agent.
+    pub fn new(path: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the client's address.
+    pub fn remote_addr(mut self, addr: impl Into<Option<IpAddr>>) -> Self {
+        self.remote_addr = addr.into();
+        self
+    }
+
+    /// Sets the user agent.
+    pub fn user_agent(mut self, user_agent: impl Into<Option<String>>) -> Self {
+        self.user_agent = user_agent.into();
+        self
+    }
+}
+
+/// Why an upgrade was refused. Each variant knows its HTTP status and, where waiting helps, how
+/// long a client should wait before trying again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// Shutdown has begun: no new connections.
+    #[error("server shutting down")]
+    ShuttingDown,
+}
+
+impl Refusal {
+    /// Which kind of refusal, for counting.
+    pub fn kind(&self) -> RefusalKind {
+        match self {
+            Self::ShuttingDown => RefusalKind::ShuttingDown,
+        }
+    }
+
+    /// The HTTP status an upgrade refused for this reason gets.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::ShuttingDown => 503,
+        }
+    }
+
+    /// How long the client should wait before trying again (`Retry-After`), where that helps.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::ShuttingDown => None,
+        }
+    }
+}
+
+/// The kinds of [`Refusal`], without their details: the keys of the `refused` counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RefusalKind {
+    /// [`Refusal::ShuttingDown`].
+    ShuttingDown,
+}
+
+impl RefusalKind {
+    /// Every kind, in counter order.
+    pub const ALL: [RefusalKind; 1] = [RefusalKind::ShuttingDown];
+
+    /// The key in the stats' `refused` object (camelCase, like every wire name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ShuttingDown => "shuttingDown",
+        }
+    }
+
+    /// The kind whose key is `key`.
+    pub fn from_key(key: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == key)
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for RefusalKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Something a [`Gate`] reserved for an admitted connection (a slot in a per-address count,
+/// say), released when the connection's [`Permit`] is dropped.
+pub(crate) type Slot = Box<dyn Send + Sync + fmt::Debug>;
+
+/// One admission check after the shutdown check.
+pub(crate) trait Gate: Send + Sync + fmt::Debug {
+    /// Admits `meta` (perhaps reserving a [`Slot`] for it) or refuses it.
+    fn check(&self, meta: &ConnectionMeta) -> Result<Option<Slot>, Refusal>;
+}
+
+/// The proof that a connection was admitted, owned by the connection from registration on:
+/// what the checks reserved for it is released when it is dropped — when the connection's last
+/// owner lets go, however the connection ended (a close, an error, a panic, a failed upgrade).
+#[derive(Debug, Default)]
+#[must_use = "a permit is needed to register the connection"]
+pub struct Permit {
+    /// Empty unless a gate reserved something (no allocation for the usual case).
+    slots: Vec<Slot>,
+}
+
+/// The ordered checks a registry runs on every upgrade.
+#[derive(Debug, Default)]
+pub(crate) struct Admission {
+    gates: Vec<Box<dyn Gate>>,
+}
+
+impl Admission {
+    /// Adds a check after the others.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn push(&mut self, gate: impl Gate + 'static) {
+        self.gates.push(Box::new(gate));
+    }
+
+    /// Runs the checks: the shutdown check, then each gate in order. A refusal releases what the
+    /// gates before it reserved.
+    pub(crate) fn admit(
+        &self,
+        shutting_down: bool,
+        meta: &ConnectionMeta,
+    ) -> Result<Permit, Refusal> {
+        if shutting_down {
+            return Err(Refusal::ShuttingDown);
+        }
+        let mut permit = Permit::default();
+        for gate in &self.gates {
+            if let Some(slot) = gate.check(meta)? {
+                permit.slots.push(slot);
+            }
+        }
+        Ok(permit)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// A gate that admits up to `max` connections at once, counting them in `held`.
+    #[derive(Debug)]
+    pub(crate) struct CountingGate {
+        pub(crate) held: Arc<AtomicUsize>,
+        pub(crate) max: usize,
+    }
+
+    #[derive(Debug)]
+    struct Held(Arc<AtomicUsize>);
+
+    impl Drop for Held {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Gate for CountingGate {
+        fn check(&self, _meta: &ConnectionMeta) -> Result<Option<Slot>, Refusal> {
+            if self.held.fetch_add(1, Ordering::SeqCst) >= self.max {
+                self.held.fetch_sub(1, Ordering::SeqCst);
+                return Err(Refusal::ShuttingDown);
+            }
+            Ok(Some(Box::new(Held(self.held.clone()))))
+        }
+    }
+
+    #[test]
+    fn shutdown_refuses_before_any_gate() {
+        let held = Arc::new(AtomicUsize::new(0));
+        let mut admission = Admission::default();
+        admission.push(CountingGate {
+            held: held.clone(),
+            max: 1,
+        });
+        let meta = ConnectionMeta::new("/ws");
+        assert_eq!(
+            admission.admit(true, &meta).unwrap_err(),
+            Refusal::ShuttingDown
+        );
+        assert_eq!(held.load(Ordering::SeqCst), 0);
+        let permit = admission.admit(false, &meta).unwrap();
+        assert_eq!(held.load(Ordering::SeqCst), 1);
+        assert!(admission.admit(false, &meta).is_err());
+        drop(permit);
+        assert_eq!(held.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn refusal_metadata() {
+        let r = Refusal::ShuttingDown;
+        assert_eq!((r.status(), r.retry_after()), (503, None));
+        assert_eq!(r.kind().as_str(), "shuttingDown");
+        assert_eq!(RefusalKind::from_key("shuttingDown"), Some(r.kind()));
+        assert_eq!(r.to_string(), "server shutting down");
+    }
+}

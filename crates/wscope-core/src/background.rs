@@ -1,0 +1,83 @@
+//! The registry's periodic work: the stale-entry sweep and the observers' ticks (the stats
+//! logger is one). They need a tokio runtime, so they start with the first registration (or
+//! [`crate::Registry::start_background_tasks`]), and stop when the registry is dropped or shut
+//! down.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::registry::Shared;
+
+impl Shared {
+    pub(crate) fn start_background(self: &Arc<Self>) {
+        if self.background.load(Ordering::Relaxed) != 0 {
+            return;
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return; // no runtime yet: the first registration inside one starts them
+        }
+        if self.background.swap(1, Ordering::AcqRel) != 0 {
+            return;
+        }
+        let cleanup = self.config.cleanup_interval;
+        if !cleanup.is_zero() {
+            self.spawn_every(cleanup, |shared| {
+                let cleaned = shared.cleanup_stale();
+                if cleaned > 0 {
+                    tracing::debug!(cleaned, "swept stale connections");
+                }
+            });
+        }
+        self.start_ticks();
+    }
+
+    /// Starts a tick task for each observer waiting for one.
+    pub(crate) fn start_ticks(self: &Arc<Self>) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let waiting = std::mem::take(
+            &mut *self
+                .observers
+                .pending_ticks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for observer in waiting {
+            let Some(period) = observer.tick_interval() else {
+                continue;
+            };
+            self.spawn_every(period, move |shared| observer.tick(&shared.snapshot(false)));
+        }
+    }
+
+    /// Runs `tick` every `period` until the registry is dropped or shut down.
+    fn spawn_every(self: &Arc<Self>, period: Duration, tick: impl Fn(&Shared) + Send + 'static) {
+        let shared = Arc::downgrade(self);
+        let stop = self.root.clone();
+        self.tracker.spawn(every(period, stop, shared, tick));
+    }
+}
+
+async fn every(
+    period: Duration,
+    stop: CancellationToken,
+    shared: Weak<Shared>,
+    tick: impl Fn(&Shared),
+) {
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        match shared.upgrade() {
+            Some(shared) => tick(&shared),
+            None => return,
+        }
+    }
+}

@@ -1,0 +1,440 @@
+//! The connection driver: the one state machine every tracked connection runs, whatever engine
+//! carries it and whichever end it is. [`Accepted::run`] marks the connection OPEN and runs the
+//! handler with its [`TrackedSocket`] and the writer — which drains the connection's queue in
+//! batches, one flush per batch — joined in the calling task, until both are done; reading and
+//! writing through it update the entry; the close handshake, failing a connection that broke the
+//! protocol (RFC 6455 §7.1.7), the close timeout and the drain's abort are handled here, once.
+//!
+//! One task serves a connection: the handler and the writer run joined in it, so a message the
+//! handler sends wakes the writer without a cross-task hop, and an idle connection costs one task.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::{pin, Pin};
+use std::sync::Arc;
+
+use futures_util::{future, FutureExt, Sink, SinkExt, Stream, StreamExt};
+use sync_wrapper::SyncWrapper;
+
+use crate::close::{CloseCode, CloseFrame, CloseRecord, Initiator, ReasonTooLong};
+use crate::connection::{Connection, ConnectionHandle, ConnectionState};
+use crate::id::ConnectionId;
+use crate::message::Message;
+use crate::outbox::SendError;
+use crate::registry::Registry;
+use crate::transport::{Role, Transport, TransportError};
+
+/// The reading half as the socket keeps it: boxed, so [`TrackedSocket`] is one type whatever the
+/// engine.
+type Reader = Pin<Box<dyn Stream<Item = Result<Message, TransportError>> + Send>>;
+
+/// An admitted and registered connection (state CONNECTING), waiting for its transport.
+/// [`run`](Accepted::run) it once the handshake is done; dropping it instead removes the entry
+/// (call [`fail`](Accepted::fail) first to record why).
+#[derive(Debug)]
+#[must_use = "an accepted connection is removed when dropped; run it"]
+pub struct Accepted {
+    conn: Connection,
+    /// The subprotocol the handshake agreed on.
+    protocol: Option<Box<str>>,
+}
+
+impl Accepted {
+    pub(crate) fn new(conn: Connection) -> Self {
+        Self {
+            conn,
+            protocol: None,
+        }
+    }
+
+    /// Records the subprotocol the handshake agreed on, for [`TrackedSocket::protocol`].
+    pub fn with_protocol(mut self, protocol: Option<String>) -> Self {
+        self.protocol = protocol.map(String::into_boxed_str);
+        self
+    }
+
+    /// The connection's id.
+    pub fn id(&self) -> ConnectionId {
+        self.conn.id()
+    }
+
+    /// A handle to send to or close the connection (what is queued before it runs is sent first).
+    pub fn handle(&self) -> ConnectionHandle {
+        self.conn.handle()
+    }
+
+    /// The registry's task tracker: spawn the task that runs this connection on it, so that a
+    /// server can wait for every connection task on shutdown.
+    pub fn task_tracker(&self) -> &tokio_util::task::TaskTracker {
+        self.conn.task_tracker()
+    }
+
+    /// The upgrade failed before a transport existed: records `reason` as a transport error and
+    /// removes the entry.
+    pub fn fail(self, reason: impl Into<String>) {
+        self.conn.record_close(Initiator::Error, None, reason);
+    }
+
+    /// Runs the connection over `transport`: marks it OPEN, then runs `handler` with its tracked
+    /// socket and the writer together in the calling task until both are done. A panicking
+    /// handler is contained here: its socket, dropped while unwinding, queues a 1011 close that
+    /// the writer still sends.
+    pub async fn run<T, F, Fut>(self, transport: T, handler: F)
+    where
+        T: Transport,
+        F: FnOnce(TrackedSocket) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let role = transport.role();
+        let (reader, writer) = transport.split();
+        let conn = Arc::new(self.conn);
+        conn.mark_open();
+        let socket = TrackedSocket {
+            conn: conn.clone(),
+            stream: SyncWrapper::new(Some(Box::pin(reader))),
+            role,
+            protocol: self.protocol,
+        };
+        let handled = AssertUnwindSafe(async move { handler(socket).await }).catch_unwind();
+        let (outcome, ()) = future::join(handled, write_loop(conn.clone(), writer)).await;
+        if outcome.is_err() {
+            tracing::error!(id = %conn.id(), "connection handler panicked; closed it with 1011");
+        }
+    }
+}
+
+#[cfg(feature = "bench-internals")]
+impl Accepted {
+    /// For wscope's own micro-benchmarks only: what the driver records per message received.
+    #[doc(hidden)]
+    pub fn bench_record_received(&self, len: usize) {
+        self.conn.record_received(len);
+    }
+}
+
+/// A WebSocket tracked in a wscope registry, as its handler sees it.
+///
+/// `recv` yields text and binary messages and returns `None` once the connection is over (closed
+/// by either side, failed, or dropped by a drain); control frames are answered by the engine and
+/// count as activity but are not surfaced. `send` queues behind anything already queued
+/// (broadcasts, admin closes), waiting while the queue is full.
+pub struct TrackedSocket {
+    conn: Arc<Connection>,
+    /// The receiving half. Only `recv` (with `&mut self`) touches it, so the wrapper makes the
+    /// socket `Sync` (handlers hold `&socket` across `send(..).await`) at no cost.
+    stream: SyncWrapper<Option<Reader>>,
+    role: Role,
+    protocol: Option<Box<str>>,
+}
+
+impl std::fmt::Debug for TrackedSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackedSocket")
+            .field("id", &self.conn.id())
+            .field("state", &self.conn.state())
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TrackedSocket {
+    /// The connection's id.
+    pub fn id(&self) -> ConnectionId {
+        self.conn.id()
+    }
+
+    /// The current state.
+    pub fn state(&self) -> ConnectionState {
+        self.conn.state()
+    }
+
+    /// Which end of the connection this socket is.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The subprotocol agreed in the handshake (`Sec-WebSocket-Protocol`), if any.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// A handle that other tasks can keep to send to or close this connection.
+    pub fn handle(&self) -> ConnectionHandle {
+        self.conn.handle()
+    }
+
+    /// The registry this connection is tracked in: broadcast through its
+    /// [`active_connections`](Registry::active_connections), read its stats.
+    pub fn registry(&self) -> Registry {
+        self.conn.registry()
+    }
+
+    /// Why the connection ended, once it has.
+    pub fn close_record(&self) -> Option<CloseRecord> {
+        self.conn.close_record()
+    }
+
+    /// The next text or binary message; `None` when the connection is over.
+    pub async fn recv(&mut self) -> Option<Message> {
+        let stream = self.stream.get_mut().as_mut()?;
+        loop {
+            // The stream first: when a frame is already there, the cancellation future is never
+            // polled, so it is never registered (and unregistered) with its notifier.
+            let next = tokio::select! {
+                biased;
+                next = stream.next() => Some(next),
+                _ = self.conn.cancelled() => None,
+            };
+            let ended = match next {
+                // Aborted: the drain deadline passed or the writer failed.
+                None => Ended::Finish,
+                Some(Some(Ok(msg))) => match received(&self.conn, msg) {
+                    Some(data) => return Some(data),
+                    None => continue,
+                },
+                Some(Some(Err(e))) => failed(&self.conn, &e),
+                Some(None) => {
+                    let reason = "connection ended without a close frame";
+                    self.conn.record_close(Initiator::Error, Some(1006), reason);
+                    Ended::Finish
+                }
+            };
+            match ended {
+                Ended::Finish => break,
+                Ended::Failing => {
+                    // The writer sends the close and drops the connection; stop reading.
+                    *self.stream.get_mut() = None;
+                    return None;
+                }
+            }
+        }
+        self.finish();
+        None
+    }
+
+    /// Sends a message after those already queued, waiting while the queue is full: `"text"`, a
+    /// `String`, `Vec<u8>`, [`bytes::Bytes`] or a [`Message`].
+    pub async fn send(&self, msg: impl Into<Message>) -> Result<(), SendError> {
+        self.conn.send(msg.into()).await
+    }
+
+    /// Starts the close handshake after flushing what is queued. Keep calling [`recv`] until it
+    /// returns `None` to see the handshake through (or drop the socket: it finishes it for you).
+    ///
+    /// [`recv`]: TrackedSocket::recv
+    pub fn close(&self, code: CloseCode, reason: &str) -> Result<bool, ReasonTooLong> {
+        let frame = CloseFrame::new(code, reason)?;
+        Ok(self.conn.request_close(frame, Initiator::Server))
+    }
+
+    /// The connection is over: mark it CLOSED and stop its writer.
+    fn finish(&mut self) {
+        *self.stream.get_mut() = None;
+        self.conn.end();
+        self.conn.abort();
+    }
+}
+
+/// How a read that did not yield a message ends `recv`.
+enum Ended {
+    /// The connection is over: mark it CLOSED.
+    Finish,
+    /// The connection is being failed: the writer flushes, sends the close and drops it.
+    Failing,
+}
+
+/// Accounts for a frame read; gives it back if the handler should see it (text or binary).
+fn received(conn: &Connection, msg: Message) -> Option<Message> {
+    match msg {
+        Message::Text(_) | Message::Binary(_) => {
+            conn.record_received(msg.payload_len());
+            Some(msg)
+        }
+        Message::Ping(_) | Message::Pong(_) => {
+            conn.touch();
+            None
+        }
+        Message::Close(frame) => {
+            conn.touch();
+            let (code, reason) = match frame {
+                Some(f) => (Some(f.code.as_u16()), f.reason),
+                None => (None, String::new()),
+            };
+            conn.record_close(Initiator::Client, code, reason);
+            conn.mark_closing();
+            // Keep reading: the engine sends the close reply as it reads on, and the stream ends
+            // once the handshake is complete.
+            None
+        }
+    }
+}
+
+/// A read failed: fail the connection with the close its kind calls for (what was already
+/// queued first, RFC 6455 §7.1.7), or record that it is gone.
+fn failed(conn: &Connection, e: &TransportError) -> Ended {
+    match e.kind().close_frame() {
+        Some(frame) => {
+            let code = Some(frame.code.as_u16());
+            conn.record_close(Initiator::Error, code, e.message());
+            if conn.fail_after_flush(frame) {
+                conn.mark_closing();
+                Ended::Failing
+            } else {
+                Ended::Finish
+            }
+        }
+        None => {
+            conn.record_close(Initiator::Error, None, e.message());
+            Ended::Finish
+        }
+    }
+}
+
+impl Drop for TrackedSocket {
+    fn drop(&mut self) {
+        let Some(stream) = self.stream.get_mut().take() else {
+            return; // recv already saw the end
+        };
+        let (frame, initiator) = if std::thread::panicking() {
+            (
+                CloseFrame::new(CloseCode::INTERNAL_ERROR, "Internal error"),
+                Initiator::Panic,
+            )
+        } else {
+            (CloseFrame::new(CloseCode::NORMAL, ""), Initiator::Server)
+        };
+        if let Ok(frame) = frame {
+            self.conn.request_close(frame, initiator);
+        }
+        // Read on until the peer answers the close (or the close timeout passes), so the
+        // handshake completes even though the handler has gone.
+        let conn = self.conn.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(
+                conn.task_tracker()
+                    .track_future(finish_close(conn.clone(), stream)),
+            );
+        } else {
+            conn.end();
+            conn.abort();
+        }
+    }
+}
+
+/// Reads what is left of a connection whose handler has gone, until the close handshake ends.
+async fn finish_close(conn: Arc<Connection>, mut stream: Reader) {
+    let read_to_end = async {
+        while let Some(Ok(msg)) = stream.next().await {
+            received(&conn, msg);
+        }
+    };
+    tokio::select! {
+        _ = conn.cancelled() => {}
+        _ = tokio::time::timeout(conn.close_timeout(), read_to_end) => {}
+    }
+    conn.end();
+    conn.abort();
+}
+
+/// Drains the connection's queue to the wire, a batch per wake-up and one flush per batch.
+async fn write_loop<W>(conn: Arc<Connection>, sink: W)
+where
+    W: Sink<Message, Error = TransportError>,
+{
+    let mut sink = pin!(sink);
+    let mut batch: Vec<Message> = Vec::new();
+    // One cancellation future for the connection's life: registered once with its notifier
+    // rather than once per batch.
+    let cancelled = conn.cancelled();
+    tokio::pin!(cancelled);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut cancelled => return,
+            _ = conn.outbound_ready() => {}
+        }
+        if let Some(frame) = conn.drain_outbound(&mut batch) {
+            // Once per connection: boxed, so its timers do not enlarge every idle task.
+            return Box::pin(close_after(&conn, sink.as_mut(), &mut batch, frame)).await;
+        }
+        let written = tokio::select! {
+            biased;
+            r = write_batch(&conn, sink.as_mut(), &mut batch, None) => r,
+            _ = &mut cancelled => return,
+        };
+        if let Err(e) = written {
+            if conn.state() < ConnectionState::Closing {
+                gone(&conn, &e);
+            }
+            // Else the peer closed first: the reader completes the handshake.
+            return;
+        }
+    }
+}
+
+/// Writes `batch`, then `close` if given, with one flush.
+async fn write_batch<W>(
+    conn: &Connection,
+    mut sink: Pin<&mut W>,
+    batch: &mut Vec<Message>,
+    close: Option<CloseFrame>,
+) -> Result<(), TransportError>
+where
+    W: Sink<Message, Error = TransportError>,
+{
+    if !batch.is_empty() {
+        let (mut count, mut bytes) = (0, 0);
+        for msg in batch.drain(..) {
+            if msg.is_data() {
+                count += 1;
+                bytes += msg.payload_len();
+            }
+            sink.feed(msg).await?;
+        }
+        conn.record_sent(count, bytes);
+    }
+    if let Some(frame) = close {
+        conn.mark_closing();
+        sink.feed(Message::Close(Some(frame))).await?;
+        conn.touch();
+    }
+    sink.flush().await
+}
+
+/// Flushes what was queued and the close frame, then gives the peer the close timeout to answer
+/// (the reader ends the connection when the handshake completes; else it is dropped here).
+async fn close_after<W>(
+    conn: &Connection,
+    sink: Pin<&mut W>,
+    batch: &mut Vec<Message>,
+    frame: CloseFrame,
+) where
+    W: Sink<Message, Error = TransportError>,
+{
+    let timeout = conn.close_timeout();
+    match tokio::time::timeout(timeout, write_batch(conn, sink, batch, Some(frame))).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return gone(conn, &e),
+        Err(_) => {
+            conn.record_dropped("close flush timed out");
+            return conn.abort();
+        }
+    }
+    if conn.fails_fast() {
+        return conn.abort(); // a failed connection gets no handshake
+    }
+    if tokio::time::timeout(timeout, conn.cancelled())
+        .await
+        .is_err()
+    {
+        conn.record_dropped("close handshake timed out");
+        conn.abort();
+    }
+}
+
+/// The peer is gone or the protocol broke while writing: record it and stop both halves.
+fn gone(conn: &Connection, e: &TransportError) {
+    conn.record_close(Initiator::Error, None, e.message());
+    conn.end();
+    conn.abort();
+}

@@ -1,0 +1,286 @@
+//! The admin API's JSON, as types that serialize and deserialize: what the HTTP handlers write
+//! and what clients (`wscope top`, cluster peers, tests) read, with the reference's field names.
+//! The stats themselves are [`crate::Snapshot`]; this module adds the health answer, the admin
+//! requests and their answers, and the error body.
+
+use serde::{Deserialize, Serialize};
+
+use crate::close::CloseCode;
+use crate::snapshot::Snapshot;
+
+/// `GET /health`: the reference's health fields plus the instance id and the shutdown flag.
+/// Ages and uptime here are in **seconds** (as in the reference's health example), where the
+/// stats give milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// Whether the instance takes new connections.
+    pub status: HealthStatus,
+    /// Connections tracked now.
+    pub active_connections: u64,
+    /// Mean connection age in whole seconds (rounded).
+    pub average_age: u64,
+    /// Seconds since the registry started.
+    pub uptime: f64,
+    /// The instance id.
+    #[serde(default)]
+    pub instance_id: String,
+    /// Whether shutdown has begun (upgrades are refused).
+    #[serde(default)]
+    pub shut_down: bool,
+}
+
+/// The `status` of a [`Health`] answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    /// Serving (HTTP 200).
+    Healthy,
+    /// A drain has begun (HTTP 503, so load balancers stop sending clients).
+    ShuttingDown,
+}
+
+impl Health {
+    /// The health answer for a registry's summary.
+    pub fn from_summary(s: &Snapshot) -> Self {
+        Self {
+            status: if s.shut_down {
+                HealthStatus::ShuttingDown
+            } else {
+                HealthStatus::Healthy
+            },
+            active_connections: s.total_connections,
+            average_age: (s.average_age + 500) / 1000,
+            uptime: s.uptime as f64 / 1000.0,
+            instance_id: s.instance_id.clone(),
+            shut_down: s.shut_down,
+        }
+    }
+
+    /// Whether this answer is a 200 (else 503).
+    pub fn is_healthy(&self) -> bool {
+        self.status == HealthStatus::Healthy
+    }
+}
+
+/// A `POST /api/admin` body: `{"action": "...", ...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AdminRequest {
+    /// The full stats (answered with a [`Snapshot`]).
+    GetStats {},
+    /// Close every connection after flushing what is queued to each (answered with a
+    /// [`CloseAllAnswer`]).
+    CloseAll {
+        /// The close code (default 1000).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<CloseCode>,
+        /// The close reason (default empty).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Close one connection (answered with a [`CloseAnswer`], or 404).
+    Close {
+        /// Its id.
+        id: String,
+        /// The close code (default 1000).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<CloseCode>,
+        /// The close reason (default empty).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Remove stale entries (answered with a [`CleanupAnswer`]).
+    Cleanup {},
+}
+
+/// A `POST /api/admin` body that cannot be acted on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminRequestError {
+    /// Not JSON, or not an object.
+    #[error("malformed request body: {0}")]
+    Malformed(String),
+    /// No `action` field.
+    #[error("missing field `action`: use {list}", list = AdminRequest::ACTIONS.join(", "))]
+    MissingAction,
+    /// An action this server does not know.
+    #[error("unknown action {0:?}: use {list}", list = AdminRequest::ACTIONS.join(", "))]
+    UnknownAction(String),
+    /// A field no action takes.
+    #[error("unknown field `{0}`: the fields are {list}", list = AdminRequest::FIELDS.join(", "))]
+    UnknownField(String),
+    /// A known action with fields missing or out of range.
+    #[error("action {action:?}: {message}")]
+    BadFields {
+        /// The action.
+        action: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl AdminRequest {
+    /// Every action's name, as written in `action`.
+    pub const ACTIONS: [&'static str; 4] = ["get_stats", "close_all", "close", "cleanup"];
+
+    /// Every field any action takes. A field of another action is ignored (so one form can send
+    /// every field); a field no action takes is an error.
+    pub const FIELDS: [&'static str; 4] = ["action", "code", "reason", "id"];
+
+    /// This request's action name.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Self::GetStats {} => "get_stats",
+            Self::CloseAll { .. } => "close_all",
+            Self::Close { .. } => "close",
+            Self::Cleanup {} => "cleanup",
+        }
+    }
+
+    /// Parses a request body, naming what is wrong: malformed JSON, a missing or unknown action
+    /// (with the valid ones), or the bad field of a known action.
+    pub fn from_json(body: &[u8]) -> Result<Self, AdminRequestError> {
+        let value: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| AdminRequestError::Malformed(e.to_string()))?;
+        let action = match value.get("action") {
+            None if value.is_object() => return Err(AdminRequestError::MissingAction),
+            None => {
+                return Err(AdminRequestError::Malformed(
+                    "expected a JSON object".into(),
+                ))
+            }
+            Some(serde_json::Value::String(a)) => a.clone(),
+            Some(other) => return Err(AdminRequestError::UnknownAction(other.to_string())),
+        };
+        if !Self::ACTIONS.contains(&action.as_str()) {
+            return Err(AdminRequestError::UnknownAction(action));
+        }
+        if let Some(unknown) = value
+            .as_object()
+            .and_then(|o| o.keys().find(|k| !Self::FIELDS.contains(&k.as_str())))
+        {
+            return Err(AdminRequestError::UnknownField(unknown.clone()));
+        }
+        serde_json::from_value(value).map_err(|e| AdminRequestError::BadFields {
+            action,
+            message: e.to_string(),
+        })
+    }
+}
+
+/// The answer to `close_all`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloseAllAnswer {
+    /// Always true (a failure is an error answer).
+    pub success: bool,
+    /// How many connections were asked to close (those already closing are not counted).
+    pub closed: u64,
+}
+
+/// The answer to `close`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloseAnswer {
+    /// True if the connection was asked to close, false if it was already closing.
+    pub success: bool,
+}
+
+/// The answer to `cleanup`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanupAnswer {
+    /// Stale entries removed.
+    pub cleaned: u64,
+}
+
+/// Every error answer's body: `{"error": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<AdminRequest, String> {
+        AdminRequest::from_json(s.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn admin_requests_round_trip() {
+        for req in [
+            AdminRequest::GetStats {},
+            AdminRequest::CloseAll {
+                code: Some(CloseCode::GOING_AWAY),
+                reason: Some("maintenance".into()),
+            },
+            AdminRequest::Close {
+                id: "a-1-2".into(),
+                code: None,
+                reason: None,
+            },
+            AdminRequest::Cleanup {},
+        ] {
+            let json = serde_json::to_string(&req).unwrap();
+            assert!(json.contains(&format!("\"action\":\"{}\"", req.action())));
+            let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+            for key in value.as_object().unwrap().keys() {
+                assert!(AdminRequest::FIELDS.contains(&key.as_str()), "{key}");
+            }
+            assert_eq!(parse(&json), Ok(req));
+        }
+        assert_eq!(
+            serde_json::to_string(&AdminRequest::CloseAll {
+                code: Some(CloseCode::NORMAL),
+                reason: None
+            })
+            .unwrap(),
+            r#"{"action":"close_all","code":1000}"#
+        );
+    }
+
+    #[test]
+    fn bad_requests_say_what_is_wrong() {
+        let err = parse(r#"{"action":"explode"}"#).unwrap_err();
+        assert!(err.contains("unknown action \"explode\""), "{err}");
+        assert!(
+            err.contains("get_stats, close_all, close, cleanup"),
+            "{err}"
+        );
+        assert!(parse("{}").unwrap_err().contains("missing field `action`"));
+        assert!(parse("[1]").unwrap_err().contains("malformed request body"));
+        assert!(parse("nope")
+            .unwrap_err()
+            .contains("malformed request body"));
+        for code in ["1005", "999", "70000", "-1"] {
+            let err = parse(&format!(r#"{{"action":"close_all","code":{code}}}"#)).unwrap_err();
+            assert!(err.contains(&format!("invalid close code {code}")), "{err}");
+        }
+        let err = parse(r#"{"action":"close"}"#).unwrap_err();
+        assert!(err.contains("missing field `id`"), "{err}");
+        let err = parse(r#"{"action":"cleanup","bogus":1}"#).unwrap_err();
+        assert!(err.contains("unknown field `bogus`"), "{err}");
+        // Fields of other actions are ignored.
+        assert_eq!(
+            parse(r#"{"action":"get_stats","reason":"x"}"#),
+            Ok(AdminRequest::GetStats {})
+        );
+    }
+
+    #[test]
+    fn health_reads_back() {
+        let h = Health {
+            status: HealthStatus::ShuttingDown,
+            active_connections: 3,
+            average_age: 2,
+            uptime: 31.4,
+            instance_id: "eu-1".into(),
+            shut_down: true,
+        };
+        let json = serde_json::to_string(&h).unwrap();
+        assert!(json.contains(r#""status":"shutting_down""#), "{json}");
+        assert!(json.contains(r#""activeConnections":3"#), "{json}");
+        assert_eq!(serde_json::from_str::<Health>(&json).unwrap(), h);
+    }
+}
