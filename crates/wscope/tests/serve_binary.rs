@@ -306,6 +306,7 @@ async fn admin_close_all_reaches_clients_through_the_binary() {
 fn run_fail(args: &[&str], envs: &[(&str, &str)]) -> (i32, String) {
     let out = Command::new(BIN)
         .args(args)
+        .env_remove("INSTANCE_ID")
         .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .output()
@@ -324,7 +325,7 @@ fn bad_flag_value_is_one_line_naming_the_flag() {
         ("--max-message-size", "huge"),
     ] {
         let (code, stderr) = run_fail(&["serve", flag, value], &[]);
-        assert_ne!(code, 0, "{flag} {value}");
+        assert_eq!(code, 2, "{flag} {value}");
         let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
         assert_eq!(lines.len(), 1, "{flag}: {stderr}");
         assert!(lines[0].starts_with("error:"), "{stderr}");
@@ -335,7 +336,7 @@ fn bad_flag_value_is_one_line_naming_the_flag() {
 #[test]
 fn bad_env_value_names_the_flag() {
     let (code, stderr) = run_fail(&["serve"], &[("WSCOPE_DRAIN_TIMEOUT", "forever")]);
-    assert_ne!(code, 0);
+    assert_eq!(code, 2);
     assert!(stderr.contains("--drain-timeout"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
@@ -364,7 +365,7 @@ fn bad_config_file_names_the_key() {
     let path = dir.join("bad.toml");
     std::fs::write(&path, "cleanup_interval = \"sometimes\"\n").unwrap();
     let (code, stderr) = run_fail(&["serve", "--config", path.to_str().unwrap()], &[]);
-    assert_ne!(code, 0);
+    assert_eq!(code, 2, "a bad value exits as a bad flag does: {stderr}");
     assert!(stderr.contains("cleanup_interval"), "{stderr}");
     let _ = std::fs::remove_dir_all(dir);
 }
