@@ -1,5 +1,5 @@
 //! The settings as `wscope serve` reads them: which source wins, what each refuses and how it
-//! says so.
+//! says so, and whether the README's table still matches the flags.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -350,4 +350,35 @@ fn defaults_are_the_libraries() {
     assert_eq!(cfg.read_buffer_size, socket.read_buffer_size);
     assert_eq!(cfg.engine, socket.engine);
     assert_eq!(cfg.instance_id, wscope_core::host_instance_id());
+}
+/// The README's table of `wscope serve` lists every flag with its variable and default.
+#[test]
+fn readme_table_matches_the_flags() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    for arg in serve_command().get_arguments() {
+        let (Some(long), Some(env)) = (arg.get_long(), arg.get_env()) else {
+            continue;
+        };
+        let flag = format!("`--{long} ");
+        let row = readme
+            .lines()
+            .find(|line| line.starts_with("| ") && line.contains(&flag))
+            .unwrap_or_else(|| panic!("README has no row for --{long}"));
+        let env = env.to_str().unwrap();
+        assert!(row.contains(&format!("`{env}`")), "{row}");
+        let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+        if let Some((_, default)) = help.split_once("[default: ") {
+            let default = default.trim_end_matches(']');
+            let shown = if long == "instance-id" {
+                "host name".to_owned()
+            } else {
+                format!("`{default}`")
+            };
+            assert!(
+                row.contains(&shown),
+                "README row for --{long} lacks {shown}: {row}"
+            );
+        }
+    }
 }
