@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use wscope::config::{LogFormat, ServeArgs, ServeConfig};
+use wscope::config::{ConfigError, LogFormat, ServeArgs, ServeConfig};
 use wscope::{bench, serve};
 
 /// See, steer and load-test WebSocket connections.
@@ -48,7 +48,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // A bad setting exits as a bad flag does (clap's status); anything else with 1.
+            if e.is::<ConfigError>() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -306,6 +307,7 @@ async fn admin_close_all_reaches_clients_through_the_binary() {
 fn run_fail(args: &[&str], envs: &[(&str, &str)]) -> (i32, String) {
     let out = Command::new(BIN)
         .args(args)
+        .env_remove("INSTANCE_ID")
         .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .output()
@@ -324,7 +326,7 @@ fn bad_flag_value_is_one_line_naming_the_flag() {
         ("--max-message-size", "huge"),
     ] {
         let (code, stderr) = run_fail(&["serve", flag, value], &[]);
-        assert_ne!(code, 0, "{flag} {value}");
+        assert_eq!(code, 2, "{flag} {value}");
         let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
         assert_eq!(lines.len(), 1, "{flag}: {stderr}");
         assert!(lines[0].starts_with("error:"), "{stderr}");
@@ -335,7 +337,7 @@ fn bad_flag_value_is_one_line_naming_the_flag() {
 #[test]
 fn bad_env_value_names_the_flag() {
     let (code, stderr) = run_fail(&["serve"], &[("WSCOPE_DRAIN_TIMEOUT", "forever")]);
-    assert_ne!(code, 0);
+    assert_eq!(code, 2);
     assert!(stderr.contains("--drain-timeout"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
@@ -364,7 +366,7 @@ fn bad_config_file_names_the_key() {
     let path = dir.join("bad.toml");
     std::fs::write(&path, "cleanup_interval = \"sometimes\"\n").unwrap();
     let (code, stderr) = run_fail(&["serve", "--config", path.to_str().unwrap()], &[]);
-    assert_ne!(code, 0);
+    assert_eq!(code, 2, "a bad value exits as a bad flag does: {stderr}");
     assert!(stderr.contains("cleanup_interval"), "{stderr}");
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -417,6 +419,178 @@ async fn config_file_and_env_are_read() {
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A TOML file in a directory of its own; the directory goes with it.
+struct TomlFile(std::path::PathBuf);
+
+impl TomlFile {
+    fn new(name: &str, text: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("wscope-bin-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("serve.toml");
+        std::fs::write(&path, text).unwrap();
+        Self(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TomlFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Runs `wscope serve` with settings it must refuse: its status and its stderr's lines. The
+/// settings are checked before anything binds, so a process still running after a while took
+/// them: it is killed and the test fails instead of hanging.
+fn refused(args: &[&str], envs: &[(&str, &str)]) -> (i32, Vec<String>) {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .env_remove("INSTANCE_ID")
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("wscope serve accepted {args:?} {envs:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let lines = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect();
+    (status.code().unwrap_or(-1), lines)
+}
+
+#[test]
+fn bad_toml_value_exits_2_with_one_line_naming_the_key_and_its_line() {
+    let file = TomlFile::new(
+        "bad-value",
+        "# wscope.toml\nlisten = \"127.0.0.1:0\"\n\nmax_message_size = \"huge\"\n",
+    );
+    let (code, lines) = refused(&["--config", file.path()], &[]);
+    assert_eq!(code, 2, "{lines:?}");
+    assert_eq!(
+        lines,
+        [format!(
+            "error: {}:4: max_message_size: invalid size \"huge\": use bytes, or a unit: KiB, MiB, GiB (or K, M, G), KB, MB, GB",
+            file.path()
+        )]
+    );
+}
+
+#[test]
+fn unknown_toml_key_exits_2_naming_it_and_its_line() {
+    let file = TomlFile::new(
+        "unknown-key",
+        "stats_interval = \"1s\"\ntrusted_proxies = [\"10.0.0.0/8\"]\n",
+    );
+    let (code, lines) = refused(&["--config", file.path()], &[]);
+    assert_eq!(code, 2, "{lines:?}");
+    assert_eq!(
+        lines,
+        [format!(
+            "error: {}:2: unknown key `trusted_proxies`; did you mean `trusted_proxy`?",
+            file.path()
+        )]
+    );
+}
+
+#[test]
+fn bad_env_value_exits_2_naming_the_flag_and_the_variable() {
+    let (code, lines) = refused(&[], &[("WSCOPE_MAX_MESSAGE_SIZE", "huge")]);
+    assert_eq!(code, 2, "{lines:?}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with(
+            "error: WSCOPE_MAX_MESSAGE_SIZE (for --max-message-size): invalid size \"huge\""
+        ),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn invalid_instance_id_exits_2_from_every_source() {
+    let file = TomlFile::new("instance-id", "instance_id = \"a b/c\"\n");
+    let flag: &[&str] = &["--instance-id", "a b/c"];
+    let config: &[&str] = &["--config", file.path()];
+    let from_file = format!("error: {}:1: instance_id: ", file.path());
+    for (args, envs, source) in [
+        (flag, &[][..], "error: --instance-id: "),
+        (
+            &[][..],
+            &[("WSCOPE_INSTANCE_ID", "a b/c")][..],
+            "error: WSCOPE_INSTANCE_ID (for --instance-id): ",
+        ),
+        (
+            &[][..],
+            &[("INSTANCE_ID", "a b/c")][..],
+            "error: INSTANCE_ID (for --instance-id): ",
+        ),
+        (config, &[][..], from_file.as_str()),
+    ] {
+        let (code, lines) = refused(args, envs);
+        assert_eq!(code, 2, "{source}: {lines:?}");
+        assert_eq!(lines.len(), 1, "{source}: {lines:?}");
+        let expected = format!("{source}invalid instance id \"a b/c\": use 1-64 characters");
+        assert!(lines[0].starts_with(&expected), "{lines:?}");
+    }
+}
+
+/// The address the admin API reports for a client that says, through `X-Forwarded-For`, that
+/// it is 203.0.113.9, when the server reads `trusted_proxy` from its config file.
+async fn client_address_with_trusted_proxy(toml: &str) -> String {
+    let file = TomlFile::new("trusted-proxy", toml);
+    let served = Served::start(&["--config", file.path()]);
+    let mut request = served.url("/ws").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    ws.send(Message::text("hi")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hi"));
+    let s = stats(served.admin).await;
+    s["connections"][0]["remoteAddress"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn trusted_proxy_as_a_toml_string_is_read() {
+    // Loopback (the test client's address) named alone: its header is believed.
+    let believed = client_address_with_trusted_proxy("trusted_proxy = \"127.0.0.1\"\n").await;
+    assert_eq!(believed, "203.0.113.9");
+    // A comma-separated list without loopback replaces the default, which trusts it.
+    let ignored =
+        client_address_with_trusted_proxy("trusted_proxy = \"10.0.0.0/8, 192.168.0.0/16\"\n").await;
+    assert_eq!(ignored, "127.0.0.1");
 }
 
 #[tokio::test]

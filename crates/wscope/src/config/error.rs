@@ -1,0 +1,33 @@
+//! Why `wscope serve`'s settings cannot be used. Each is one line that says where the bad value
+//! is; `main` prints it and exits with status 2, as clap does for a bad flag.
+
+use std::path::PathBuf;
+
+use wscope_core::{InvalidInstanceId, INSTANCE_ID_ENV};
+
+/// A setting that cannot be used, from the `--config` file or from `INSTANCE_ID` (bad flags and
+/// `WSCOPE_*` variables are refused by clap, through the same parsers).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The `--config` file cannot be read.
+    #[error("--config {}: cannot read: {why}", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        why: std::io::Error,
+    },
+    /// The `--config` file is not valid TOML, or has an unknown key or a bad value.
+    #[error("{}:{line}: {what}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The line (from 1) of the key, or of the syntax error.
+        line: usize,
+        /// The key and what is wrong with it, or the syntax error.
+        what: String,
+    },
+    /// `INSTANCE_ID` is set to something that cannot be an instance id.
+    #[error("{env} (for --instance-id): {0}", env = INSTANCE_ID_ENV)]
+    InstanceIdEnv(InvalidInstanceId),
+}

@@ -1,0 +1,104 @@
+//! The `--config` file: a TOML table whose keys are the settings' flags in snake_case. It is
+//! walked key by key over toml's spanned document, not deserialized into a struct, so that every
+//! error can name its key and line (a serde error says neither which key nor, through a derived
+//! struct, where).
+
+use std::path::Path;
+
+use toml::de::DeTable;
+
+use super::{ConfigError, PartialConfig};
+
+/// Reads the settings `path` sets; any bad key or value is an error naming it and its line.
+pub(crate) fn read(path: &Path) -> Result<PartialConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|why| ConfigError::Unreadable {
+        path: path.to_owned(),
+        why,
+    })?;
+    let error = |offset: usize, what: String| ConfigError::File {
+        path: path.to_owned(),
+        line: line_at(&text, offset),
+        what,
+    };
+    let table = DeTable::parse(&text).map_err(|e| {
+        // toml's message may span lines (what it expected); the first says what is wrong.
+        let first = e.message().lines().next().unwrap_or("invalid TOML");
+        error(e.span().map_or(0, |span| span.start), first.to_owned())
+    })?;
+    let mut entries: Vec<_> = table.get_ref().iter().collect();
+    // The table is sorted by key; report the first problem in the file's order instead.
+    entries.sort_by_key(|(key, _)| key.span().start);
+    let mut partial = PartialConfig::default();
+    for (key, value) in entries {
+        let name: &str = key.get_ref();
+        match partial.set_from_toml(name, value.get_ref()) {
+            Some(Ok(())) => {}
+            Some(Err(why)) => return Err(error(key.span().start, format!("{name}: {why}"))),
+            None => return Err(error(key.span().start, unknown_key(name))),
+        }
+    }
+    Ok(partial)
+}
+
+/// The line (from 1) that holds byte `offset` of `text`.
+fn line_at(text: &str, offset: usize) -> usize {
+    let before = text.as_bytes().get(..offset).unwrap_or(text.as_bytes());
+    before.iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+fn unknown_key(name: &str) -> String {
+    match closest_key(name) {
+        Some(known) => format!("unknown key `{name}`; did you mean `{known}`?"),
+        None => format!(
+            "unknown key `{name}`; the keys are the flags of `wscope serve --help` in snake_case"
+        ),
+    }
+}
+
+/// The known key nearest to a misspelt one (at most a third of its letters off).
+fn closest_key(name: &str) -> Option<&'static str> {
+    PartialConfig::KEYS
+        .iter()
+        .map(|&known| (edit_distance(name, known), known))
+        .filter(|&(distance, _)| distance <= name.len().max(3) / 3)
+        .min()
+        .map(|(_, known)| known)
+}
+
+/// Levenshtein distance over bytes (keys are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.bytes().enumerate() {
+            let next = (diagonal + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_count_from_one() {
+        let text = "a = 1\n\nb = 2\n";
+        assert_eq!(line_at(text, 0), 1);
+        assert_eq!(line_at(text, 7), 3);
+        assert_eq!(line_at(text, 999), 4);
+    }
+
+    #[test]
+    fn misspelt_keys_get_a_suggestion() {
+        assert_eq!(closest_key("listn"), Some("listen"));
+        assert_eq!(closest_key("trusted_proxies"), Some("trusted_proxy"));
+        assert_eq!(closest_key("colour"), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+}

@@ -1,0 +1,384 @@
+//! The settings as `wscope serve` reads them: which source wins, what each refuses and how it
+//! says so, and whether the README's table still matches the flags.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use clap::{Args, Command, FromArgMatches};
+
+use super::*;
+
+/// Tests that set environment variables hold this, so they do not see each other's.
+static ENV: Mutex<()> = Mutex::new(());
+
+/// Environment variables set for one test, removed when it ends (even by a panic).
+struct Env {
+    names: Vec<String>,
+    _lock: MutexGuard<'static, ()>,
+}
+
+impl Env {
+    fn lock() -> Self {
+        let lock = ENV.lock().unwrap_or_else(PoisonError::into_inner);
+        let env = Self {
+            names: Vec::new(),
+            _lock: lock,
+        };
+        for arg in serve_command().get_arguments() {
+            if let Some(name) = arg.get_env() {
+                std::env::remove_var(name);
+            }
+        }
+        std::env::remove_var(wscope_core::INSTANCE_ID_ENV);
+        env
+    }
+
+    fn set(&mut self, name: &str, value: &str) {
+        std::env::set_var(name, value);
+        self.names.push(name.to_owned());
+    }
+
+    fn clear(&mut self) {
+        for name in self.names.drain(..) {
+            std::env::remove_var(name);
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+fn serve_command() -> Command {
+    ServeArgs::augment_args(Command::new("serve").no_binary_name(true))
+}
+
+/// Parses `args` as `wscope serve` would, reading the environment as it is now.
+fn parse(args: &[&str]) -> Result<ServeArgs, String> {
+    let matches = serve_command()
+        .try_get_matches_from(args)
+        .map_err(|e| e.to_string())?;
+    ServeArgs::from_arg_matches(&matches).map_err(|e| e.to_string())
+}
+
+/// A file in a fresh temporary directory, removed with it.
+struct TempFile {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl TempFile {
+    fn new(name: &str, text: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("wscope-config-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        Self { dir, path }
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One setting of each kind, with a different value from each source.
+struct Case {
+    flag: &'static str,
+    env: &'static str,
+    toml: &'static str,
+    /// The value as resolved, so that each source's can be told apart.
+    read: fn(&ServeConfig) -> String,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        flag: "--listen=127.0.0.1:1001",
+        env: "127.0.0.1:1002",
+        toml: "listen = \"127.0.0.1:1003\"",
+        read: |c| c.listen.to_string(),
+    },
+    Case {
+        flag: "--stats-interval=1s",
+        env: "2s",
+        toml: "stats_interval = 3",
+        read: |c| format!("{:?}", c.stats_interval),
+    },
+    Case {
+        flag: "--max-message-size=1KiB",
+        env: "2K",
+        toml: "max_message_size = \"3MB\"",
+        read: |c| c.max_message_size.to_string(),
+    },
+    Case {
+        flag: "--backlog=11",
+        env: "12",
+        toml: "backlog = 13",
+        read: |c| c.backlog.to_string(),
+    },
+    Case {
+        flag: "--trusted-proxy=10.0.0.1",
+        env: "10.0.0.2, 10.0.0.3",
+        toml: "trusted_proxy = \"10.0.0.4\"",
+        read: |c| format!("{:?}", c.trusted_proxies),
+    },
+    Case {
+        flag: "--engine=fastwebsockets",
+        env: "tokio-websockets",
+        toml: "engine = \"fastwebsockets\"",
+        read: |c| c.engine.as_str().to_owned(),
+    },
+    Case {
+        flag: "--instance-id=from-flag",
+        env: "from-env",
+        toml: "instance_id = \"from-file\"",
+        read: |c| c.instance_id.clone(),
+    },
+];
+
+fn env_name(case: &Case) -> String {
+    let flag = case.flag.trim_start_matches("--");
+    let flag = flag.split('=').next().unwrap();
+    format!("WSCOPE_{}", flag.replace('-', "_").to_uppercase())
+}
+
+fn values(cfg: &ServeConfig) -> Vec<String> {
+    CASES.iter().map(|case| (case.read)(cfg)).collect()
+}
+
+#[test]
+fn flag_beats_env_beats_instance_id_beats_file_beats_default() {
+    let mut env = Env::lock();
+    let toml: Vec<&str> = CASES.iter().map(|case| case.toml).collect();
+    let file = TempFile::new("precedence", &toml.join("\n"));
+    let config = format!("--config={}", file.path().display());
+    let flags: Vec<&str> = CASES.iter().map(|case| case.flag).collect();
+    let resolve = |args: &[&str]| ServeConfig::resolve(parse(args).unwrap()).unwrap();
+
+    // What each source alone resolves to.
+    let defaults = values(&ServeConfig::default());
+    let from_file = values(&resolve(&[&config]));
+    let from_flags = values(&resolve(&flags));
+    for case in CASES {
+        env.set(&env_name(case), case.env);
+    }
+    let from_env = values(&resolve(&[]));
+    for i in 0..CASES.len() {
+        let distinct = [&from_flags[i], &from_env[i], &from_file[i], &defaults[i]];
+        assert!(
+            distinct.windows(2).all(|pair| pair[0] != pair[1]),
+            "case {i} cannot tell its sources apart: {distinct:?}"
+        );
+    }
+    env.set(wscope_core::INSTANCE_ID_ENV, "from-reference");
+
+    let mut all = flags.clone();
+    all.push(&config);
+    assert_eq!(values(&resolve(&all)), from_flags, "flags win");
+    assert_eq!(values(&resolve(&[&config])), from_env, "then env");
+    env.clear();
+    env.set(wscope_core::INSTANCE_ID_ENV, "from-reference");
+    let mut expected = from_file.clone();
+    *expected.last_mut().unwrap() = "from-reference".to_owned();
+    assert_eq!(values(&resolve(&[&config])), expected, "then INSTANCE_ID");
+    env.clear();
+    assert_eq!(values(&resolve(&[&config])), from_file, "then the file");
+    assert_eq!(values(&resolve(&[])), defaults, "then the defaults");
+
+    assert_eq!(from_flags[0], "127.0.0.1:1001");
+    assert_eq!(from_env[1], "2s");
+    assert_eq!(from_file[1], "3s", "a TOML number is seconds");
+    assert_eq!(from_env[2], "2048");
+    assert_eq!(from_file[2], "3000000");
+    assert_eq!(from_env[4], "[10.0.0.2/32, 10.0.0.3/32]");
+    assert_eq!(from_file[4], "[10.0.0.4/32]", "a TOML string is a list");
+}
+
+#[test]
+fn repeated_proxy_flags_add_up() {
+    let _env = Env::lock();
+    let args = parse(&[
+        "--trusted-proxy",
+        "10.0.0.0/8",
+        "--trusted-proxy=::1,192.0.2.1",
+    ])
+    .unwrap();
+    let cfg = ServeConfig::resolve(args).unwrap();
+    let expected: Vec<IpNet> = ["10.0.0.0/8", "::1/128", "192.0.2.1/32"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(cfg.trusted_proxies, expected);
+}
+
+#[test]
+fn a_bad_flag_or_variable_names_the_flag_and_where_it_came_from() {
+    let mut env = Env::lock();
+    let err = parse(&["--drain-timeout", "forever"]).unwrap_err();
+    assert!(
+        err.starts_with("error: --drain-timeout: invalid duration \"forever\""),
+        "{err}"
+    );
+    env.set("WSCOPE_MAX_MESSAGE_SIZE", "huge");
+    let err = parse(&[]).unwrap_err();
+    assert!(
+        err.starts_with("error: WSCOPE_MAX_MESSAGE_SIZE (for --max-message-size): invalid size"),
+        "{err}"
+    );
+    // A flag hides its variable, bad or not.
+    assert!(parse(&["--max-message-size", "1MiB"]).is_ok());
+}
+
+fn file_error(text: &str) -> (usize, String) {
+    let _env = Env::lock();
+    let file = TempFile::new("bad", text);
+    let args = ServeArgs {
+        config: Some(file.path().to_owned()),
+        ..ServeArgs::default()
+    };
+    match ServeConfig::resolve(args) {
+        Err(ConfigError::File { path, line, what }) => {
+            assert_eq!(path, file.path());
+            (line, what)
+        }
+        other => panic!("expected a file error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_bad_file_names_the_key_and_its_line() {
+    let (line, what) = file_error("listen = \"127.0.0.1:1\"\n\nstats_interval = \"often\"\n");
+    assert_eq!(line, 3);
+    assert!(
+        what.starts_with("stats_interval: invalid duration \"often\""),
+        "{what}"
+    );
+    let (line, what) = file_error("# serve\nlistn = \"127.0.0.1:1\"\n");
+    assert_eq!(
+        (line, what.as_str()),
+        (2, "unknown key `listn`; did you mean `listen`?")
+    );
+    let (line, what) = file_error("[listeners]\nlisten = \"127.0.0.1:1\"\n");
+    assert_eq!(line, 1);
+    assert!(what.starts_with("unknown key `listeners`"), "{what}");
+    let (line, what) = file_error("backlog = 0\ntrusted_proxy = [\"10.0.0.0/99\"]\n");
+    assert_eq!(
+        (line, what.as_str()),
+        (
+            1,
+            "backlog: invalid count \"0\": use a whole number of at least 1"
+        )
+    );
+    let (line, what) = file_error("log_format = \"json\"\nqueue_capacity = true\n");
+    assert_eq!(line, 2);
+    assert!(
+        what.starts_with("queue_capacity: expected a string or a number"),
+        "{what}"
+    );
+    let (line, what) = file_error("engine = \"tungstenite\"\nlisten = \n");
+    assert_eq!(line, 2, "{what}");
+}
+
+#[test]
+fn every_source_checks_the_instance_id() {
+    let mut env = Env::lock();
+    assert!(parse(&["--instance-id", "a b/c"])
+        .unwrap_err()
+        .starts_with("error: --instance-id: invalid instance id"));
+    env.set("WSCOPE_INSTANCE_ID", "a b/c");
+    assert!(parse(&[])
+        .unwrap_err()
+        .starts_with("error: WSCOPE_INSTANCE_ID (for --instance-id): invalid instance id"));
+    env.clear();
+
+    env.set(wscope_core::INSTANCE_ID_ENV, "a b/c");
+    let err = ServeConfig::resolve(ServeArgs::default()).unwrap_err();
+    assert!(matches!(err, ConfigError::InstanceIdEnv(_)), "{err:?}");
+    assert!(
+        err.to_string()
+            .starts_with("INSTANCE_ID (for --instance-id): invalid instance id \"a b/c\""),
+        "{err}"
+    );
+    // Not read when a flag sets the id, as a `WSCOPE_*` variable is not.
+    let args = parse(&["--instance-id", "node-1"]).unwrap();
+    assert_eq!(ServeConfig::resolve(args).unwrap().instance_id, "node-1");
+    env.clear();
+    drop(env);
+
+    let (_, what) = file_error("instance_id = \"a b/c\"\n");
+    assert!(
+        what.starts_with("instance_id: invalid instance id"),
+        "{what}"
+    );
+}
+
+#[test]
+fn names_follow_the_key() {
+    let command = serve_command();
+    let mut keys = Vec::new();
+    for arg in command.get_arguments() {
+        let (Some(long), Some(env)) = (arg.get_long(), arg.get_env()) else {
+            continue;
+        };
+        if long == "config" {
+            continue;
+        }
+        let key = long.replace('-', "_");
+        let env = env.to_str().unwrap();
+        assert_eq!(env, format!("WSCOPE_{}", key.to_uppercase()));
+        keys.push(key);
+    }
+    assert_eq!(keys, PartialConfig::KEYS);
+}
+
+#[test]
+fn defaults_are_the_libraries() {
+    let cfg = ServeConfig::default();
+    let registry = RegistryConfig::default();
+    let socket = SocketConfig::default();
+    assert_eq!(cfg.stats_interval, registry.stats_interval);
+    assert_eq!(cfg.drain_timeout, registry.drain_timeout);
+    assert_eq!(cfg.queue_capacity, registry.queue_capacity);
+    assert_eq!(cfg.max_message_size, socket.max_message_size);
+    assert_eq!(cfg.read_buffer_size, socket.read_buffer_size);
+    assert_eq!(cfg.engine, socket.engine);
+    assert_eq!(cfg.instance_id, wscope_core::host_instance_id());
+}
+/// The README's table of `wscope serve` lists every flag with its variable and default.
+#[test]
+fn readme_table_matches_the_flags() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    for arg in serve_command().get_arguments() {
+        let (Some(long), Some(env)) = (arg.get_long(), arg.get_env()) else {
+            continue;
+        };
+        let flag = format!("`--{long} ");
+        let row = readme
+            .lines()
+            .find(|line| line.starts_with("| ") && line.contains(&flag))
+            .unwrap_or_else(|| panic!("README has no row for --{long}"));
+        let env = env.to_str().unwrap();
+        assert!(row.contains(&format!("`{env}`")), "{row}");
+        let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+        if let Some((_, default)) = help.split_once("[default: ") {
+            let default = default.trim_end_matches(']');
+            let shown = if long == "instance-id" {
+                "host name".to_owned()
+            } else {
+                format!("`{default}`")
+            };
+            assert!(
+                row.contains(&shown),
+                "README row for --{long} lacks {shown}: {row}"
+            );
+        }
+    }
+}
