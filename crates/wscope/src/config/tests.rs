@@ -130,12 +130,6 @@ const CASES: &[Case] = &[
         read: |c| format!("{:?}", c.trusted_proxies),
     },
     Case {
-        flag: "--engine=fastwebsockets",
-        env: "tokio-websockets",
-        toml: "engine = \"fastwebsockets\"",
-        read: |c| c.engine.as_str().to_owned(),
-    },
-    Case {
         flag: "--instance-id=from-flag",
         env: "from-env",
         toml: "instance_id = \"from-file\"",
@@ -381,4 +375,28 @@ fn readme_table_matches_the_flags() {
             );
         }
     }
+}
+
+/// The engine, where the build has engines enough to tell the sources apart.
+#[cfg(all(feature = "tokio-websockets", feature = "fastwebsockets"))]
+#[test]
+fn engine_flag_beats_env_beats_file() {
+    let mut env = Env::lock();
+    let file = TempFile::new("engine", "engine = \"fastwebsockets\"");
+    let config = format!("--config={}", file.path().display());
+    let engine = |args: &[&str]| {
+        ServeConfig::resolve(parse(args).unwrap())
+            .unwrap()
+            .engine
+            .as_str()
+    };
+    assert_eq!(engine(&[]), "tungstenite");
+    assert_eq!(engine(&[&config]), "fastwebsockets");
+    env.set("WSCOPE_ENGINE", "tokio-websockets");
+    assert_eq!(engine(&[&config]), "tokio-websockets");
+    assert_eq!(
+        engine(&["--engine=fastwebsockets", &config]),
+        "fastwebsockets"
+    );
+    env.clear();
 }
