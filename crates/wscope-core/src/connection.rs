@@ -72,7 +72,7 @@ pub(crate) struct Entry {
     pub(crate) seq: u64,
     /// When it was registered (clock milliseconds).
     pub(crate) connected_ms: u64,
-    /// Last frame sent or received, data or control (clock milliseconds); [`REMOVED`] once the
+    /// Last message, ping or pong sent or received (clock milliseconds); [`REMOVED`] once the
     /// entry has left, so a late update cannot change the registry's activity sum.
     pub(crate) last_activity_ms: AtomicU64,
     pub(crate) messages_in: AtomicU64,
@@ -322,7 +322,7 @@ impl Connection {
         }
     }
 
-    /// Records activity (any frame, or a handshake step). The registry's activity sum moves only
+    /// Records activity (a message, ping or pong, or the handshake). The registry's activity sum moves only
     /// when the millisecond does, so a busy connection pays one load for most messages.
     #[inline]
     pub(crate) fn touch(&self) {

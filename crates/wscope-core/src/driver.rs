@@ -254,8 +254,8 @@ fn received(conn: &Connection, msg: Message) -> Option<Message> {
             conn.touch();
             None
         }
+        // Not activity: the idle time at close says how long the connection idled before it.
         Message::Close(frame) => {
-            conn.touch();
             let (code, reason) = match frame {
                 Some(f) => (Some(f.code.as_u16()), f.reason),
                 None => (None, String::new()),
@@ -396,7 +396,6 @@ where
     if let Some(frame) = close {
         conn.mark_closing();
         sink.feed(Message::Close(Some(frame))).await?;
-        conn.touch();
     }
     sink.flush().await
 }

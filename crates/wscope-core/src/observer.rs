@@ -53,7 +53,8 @@ pub struct ClosedEvent<'a> {
     pub record: &'a CloseRecord,
     /// How long it was registered.
     pub lifetime: Duration,
-    /// How long it had been idle when it left.
+    /// How long it had been idle when it left: since its last message, ping or pong either way
+    /// (close frames are not activity, so this is how long it idled before it was closed).
     pub idle: Duration,
     /// What it moved.
     pub counts: Counts,

@@ -565,3 +565,108 @@ impl Shared {
         connections
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::admission::tests::CountingGate;
+    use crate::memory;
+
+    fn gated(max: usize) -> (Registry, Arc<AtomicUsize>) {
+        let held = Arc::new(AtomicUsize::new(0));
+        let mut admission = Admission::default();
+        admission.push(CountingGate {
+            held: held.clone(),
+            max,
+        });
+        let config = RegistryConfig::default()
+            .instance_id("gated")
+            .cleanup_interval(Duration::ZERO)
+            .stats_interval(Duration::ZERO)
+            .drain_timeout(Duration::from_secs(2));
+        (Registry::build(config, admission), held)
+    }
+
+    async fn released(held: &AtomicUsize) {
+        for _ in 0..500 {
+            if held.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("the permit was not released");
+    }
+
+    /// However a connection ends, what admission reserved for it is released.
+    #[tokio::test]
+    async fn the_permit_is_released_however_the_connection_ends() {
+        let (reg, held) = gated(1);
+        let meta = ConnectionMeta::new("/ws");
+
+        // Never run (a failed upgrade).
+        let accepted = reg.accept(meta.clone()).unwrap();
+        assert_eq!(held.load(Ordering::SeqCst), 1);
+        assert!(reg.accept(meta.clone()).is_err(), "the gate is full");
+        accepted.fail("upgrade failed: test");
+        released(&held).await;
+        assert_eq!(reg.summary().closed_by.error, 1);
+
+        // Closed by the peer.
+        let (transport, peer) = memory::pair();
+        let task = tokio::spawn(
+            reg.accept(meta.clone())
+                .unwrap()
+                .run(transport, |mut s| async move {
+                    while s.recv().await.is_some() {}
+                }),
+        );
+        peer.close(None).unwrap();
+        task.await.unwrap();
+        released(&held).await;
+
+        // The handler panics: the peer gets 1011 and answers it.
+        let (transport, mut peer) = memory::pair();
+        let task = tokio::spawn(reg.accept(meta.clone()).unwrap().run(
+            transport,
+            |socket| async move {
+                let _held = socket; // dropped while unwinding
+                panic!("handler bug")
+            },
+        ));
+        match peer.recv().await {
+            Some(crate::Message::Close(Some(f))) => assert_eq!(f.code.as_u16(), 1011),
+            other => panic!("expected 1011, got {other:?}"),
+        }
+        peer.close(None).unwrap();
+        task.await.unwrap();
+        released(&held).await;
+        assert_eq!(reg.summary().closed_by.panic, 1);
+
+        // Shut down with the connection open.
+        let (transport, mut peer) = memory::pair();
+        let task = tokio::spawn(
+            reg.accept(meta)
+                .unwrap()
+                .run(transport, |mut s| async move {
+                    while s.recv().await.is_some() {}
+                }),
+        );
+        let shutdown = tokio::spawn({
+            let reg = reg.clone();
+            async move { reg.shutdown().await }
+        });
+        // The peer answers the 1001 close.
+        while let Some(msg) = peer.recv().await {
+            if let crate::Message::Close(frame) = msg {
+                peer.close(frame).unwrap();
+            }
+        }
+        task.await.unwrap();
+        shutdown.await.unwrap();
+        released(&held).await;
+        assert_eq!(reg.summary().total_connections_closed, 4);
+    }
+}

@@ -125,8 +125,8 @@ impl<'de> Deserialize<'de> for RefusalCounts {
 
 /// One connection as the reference's `connections[]` shows it, plus wscope's extra figures.
 ///
-/// `messagesIn`/`messagesOut` count text and binary messages; control frames (ping, pong, close)
-/// are activity (they reset `idleTime`) but not messages, in either direction.
+/// `messagesIn`/`messagesOut` count text and binary messages, in either direction; pings and
+/// pongs are activity (they reset `idleTime`) but not messages; close frames are neither.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionInfo {
@@ -134,7 +134,7 @@ pub struct ConnectionInfo {
     pub id: ConnectionId,
     /// Milliseconds since the connection was registered.
     pub age: u64,
-    /// Milliseconds since the last frame sent or received.
+    /// Milliseconds since the last message, ping or pong sent or received.
     pub idle_time: u64,
     /// `CONNECTING`, `OPEN`, `CLOSING` or `CLOSED`.
     pub state: ConnectionState,

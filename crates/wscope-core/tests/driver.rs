@@ -1,0 +1,344 @@
+//! The core driver over the in-process transport and over a scripted one: the state machine,
+//! counters, close records, failing a connection by transport error kind, observers and the O(1)
+//! aggregates, without sockets or HTTP.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::{Sink, Stream};
+use tokio::sync::oneshot;
+use wscope_core::{
+    memory, Bytes, Clock, CloseCode, CloseFrame, ClosedEvent, ConnectionMeta, ConnectionState,
+    Halves, Initiator, Message, Observer, OpenedEvent, Refusal, RefusalKind, RefusedEvent,
+    Registry, RegistryConfig, Role, TransportError, TransportErrorKind,
+};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn registry() -> Registry {
+    Registry::with_config(
+        RegistryConfig::default()
+            .instance_id("core-test")
+            .cleanup_interval(Duration::ZERO)
+            .stats_interval(Duration::ZERO)
+            .drain_timeout(Duration::from_secs(2)),
+    )
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Echoes until the connection is over, then reports how it ended.
+async fn echo(mut socket: wscope_core::TrackedSocket) {
+    while let Some(msg) = socket.recv().await {
+        if socket.send(msg).await.is_err() {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn memory_peer_echo_counts_data_only_and_closes_from_the_peer() {
+    let reg = registry();
+    let accepted = reg.accept(ConnectionMeta::new("/ws")).unwrap();
+    assert_eq!(reg.summary().connections_by_state.connecting, 1);
+    let (transport, mut peer) = memory::pair();
+    let task = tokio::spawn(accepted.run(transport, echo));
+    peer.send("héllo").unwrap();
+    assert_eq!(peer.recv().await, Some(Message::text("héllo")));
+    peer.send(vec![1u8, 2]).unwrap();
+    assert_eq!(peer.recv().await, Some(Message::binary(vec![1u8, 2])));
+    peer.send(Message::Ping(Bytes::from_static(b"p"))).unwrap();
+    assert_eq!(
+        peer.recv().await,
+        Some(Message::Pong(Bytes::from_static(b"p")))
+    );
+    let c = &reg.snapshot().connections[0];
+    assert_eq!((c.messages_in, c.bytes_in), (2, 8));
+    assert_eq!((c.messages_out, c.bytes_out), (2, 8));
+    assert_eq!(c.state, ConnectionState::Open);
+
+    peer.close(Some(CloseFrame::new(CloseCode::NORMAL, "bye").unwrap()))
+        .unwrap();
+    assert!(matches!(peer.recv().await, Some(Message::Close(Some(f))) if f.reason == "bye"));
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    let s = reg.snapshot();
+    assert_eq!((s.total_connections, s.total_connections_closed), (0, 1));
+    assert_eq!(s.closed_by.client, 1);
+}
+
+#[tokio::test]
+async fn a_vanished_peer_is_recorded_as_1006() {
+    let reg = registry();
+    let accepted = reg.accept(ConnectionMeta::new("/ws")).unwrap();
+    let (transport, peer) = memory::pair();
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(accepted.run(transport, |mut socket| async move {
+        while socket.recv().await.is_some() {}
+        let _ = tx.send(socket.close_record());
+    }));
+    drop(peer);
+    let record = tokio::time::timeout(WAIT, rx)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.initiator, Initiator::Error);
+    assert_eq!(record.code, Some(1006));
+}
+
+/// A transport that yields scripted frames, then an error of a given kind; it records what the
+/// driver writes.
+fn scripted(
+    frames: Vec<Message>,
+    kind: TransportErrorKind,
+) -> (impl wscope_core::Transport, Arc<Mutex<Vec<Message>>>) {
+    struct Script(VecDeque<Result<Message, TransportError>>);
+    impl Stream for Script {
+        type Item = Result<Message, TransportError>;
+        fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            match self.0.pop_front() {
+                Some(item) => Poll::Ready(Some(item)),
+                None => Poll::Pending, // the peer says nothing more
+            }
+        }
+    }
+    struct Record(Arc<Mutex<Vec<Message>>>);
+    impl Sink<Message> for Record {
+        type Error = TransportError;
+        fn poll_ready(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Result<(), TransportError>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(self: Pin<&mut Self>, msg: Message) -> Result<(), TransportError> {
+            self.0.lock().unwrap().push(msg);
+            Ok(())
+        }
+        fn poll_flush(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Result<(), TransportError>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Result<(), TransportError>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+    let mut items: VecDeque<_> = frames.into_iter().map(Ok).collect();
+    items.push_back(Err(TransportError::new(kind, "scripted failure")));
+    let written = Arc::new(Mutex::new(Vec::new()));
+    let transport = Halves::new(Role::Server, Script(items), Record(written.clone()));
+    (transport, written)
+}
+
+#[tokio::test]
+async fn each_error_kind_fails_the_connection_the_same_way_for_every_engine() {
+    for (kind, close) in [
+        (TransportErrorKind::Protocol, Some(1002)),
+        (TransportErrorKind::InvalidUtf8, Some(1007)),
+        (TransportErrorKind::TooBig, Some(1009)),
+        (TransportErrorKind::FailedByEngine, None),
+        (TransportErrorKind::Gone, None),
+    ] {
+        let reg = registry();
+        let accepted = reg.accept(ConnectionMeta::new("/ws")).unwrap();
+        // One message that the echo queues before the failure is read.
+        let (transport, written) = scripted(vec![Message::text("first")], kind);
+        tokio::time::timeout(WAIT, accepted.run(transport, echo))
+            .await
+            .unwrap();
+        wait_until("the entry leaves", || reg.connection_count() == 0).await;
+        let written = written.lock().unwrap().clone();
+        let s = reg.snapshot();
+        assert_eq!(s.closed_by.error, 1, "{kind:?}");
+        match close {
+            Some(code) => {
+                // What was queued first, then the close naming the violation; no handshake wait.
+                assert_eq!(written.len(), 2, "{kind:?}: {written:?}");
+                assert_eq!(written[0], Message::text("first"));
+                match &written[1] {
+                    Message::Close(Some(f)) => assert_eq!(f.code.as_u16(), code, "{kind:?}"),
+                    other => panic!("{kind:?}: expected a close, got {other:?}"),
+                }
+            }
+            None => assert!(
+                !written.iter().any(|m| matches!(m, Message::Close(_))),
+                "{kind:?}: the driver must not send a close: {written:?}"
+            ),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Seen {
+    opened: Mutex<Vec<String>>,
+    closed: Mutex<Vec<(Initiator, Duration, Duration, u64)>>,
+    refused: Mutex<Vec<RefusalKind>>,
+    ticks: Mutex<u64>,
+}
+
+impl Observer for Seen {
+    fn opened(&self, event: &OpenedEvent<'_>) {
+        self.opened.lock().unwrap().push(event.path.to_owned());
+    }
+    fn closed(&self, event: &ClosedEvent<'_>) {
+        self.closed.lock().unwrap().push((
+            event.record.initiator,
+            event.lifetime,
+            event.idle,
+            event.counts.messages_in,
+        ));
+    }
+    fn refused(&self, event: &RefusedEvent<'_>) {
+        self.refused.lock().unwrap().push(event.reason.kind());
+    }
+    fn tick_interval(&self) -> Option<Duration> {
+        Some(Duration::from_millis(10))
+    }
+    fn tick(&self, summary: &wscope_core::Snapshot) {
+        assert!(summary.connections.is_empty(), "a tick gets the summary");
+        *self.ticks.lock().unwrap() += 1;
+    }
+}
+
+#[tokio::test]
+async fn observers_hear_opens_closes_with_lifetime_and_refusals_and_get_ticks() {
+    let (clock, manual) = Clock::manual();
+    let reg = Registry::with_config(
+        RegistryConfig::default()
+            .instance_id("observed")
+            .cleanup_interval(Duration::ZERO)
+            .stats_interval(Duration::ZERO)
+            .clock(clock),
+    );
+    let seen = Arc::new(Seen::default());
+    reg.observe(seen.clone());
+
+    let accepted = reg.accept(ConnectionMeta::new("/ws/observed")).unwrap();
+    let (transport, mut peer) = memory::pair();
+    let task = tokio::spawn(accepted.run(transport, echo));
+    manual.advance(Duration::from_secs(3));
+    peer.send("x").unwrap();
+    assert_eq!(peer.recv().await, Some(Message::text("x")));
+    manual.advance(Duration::from_secs(2));
+    peer.close(None).unwrap();
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+
+    assert_eq!(*seen.opened.lock().unwrap(), ["/ws/observed"]);
+    assert_eq!(
+        *seen.closed.lock().unwrap(),
+        [(
+            Initiator::Client,
+            Duration::from_secs(5),
+            Duration::from_secs(2),
+            1
+        )]
+    );
+    wait_until("two ticks", || *seen.ticks.lock().unwrap() >= 2).await;
+
+    let shutdown = tokio::spawn({
+        let reg = reg.clone();
+        async move { reg.shutdown().await }
+    });
+    wait_until("shutdown began", || reg.is_shut_down()).await;
+    let refusal = reg.admit(&ConnectionMeta::new("/ws")).unwrap_err();
+    assert_eq!(refusal, Refusal::ShuttingDown);
+    assert_eq!(*seen.refused.lock().unwrap(), [RefusalKind::ShuttingDown]);
+    assert_eq!(reg.summary().refused.get(RefusalKind::ShuttingDown), 1);
+    tokio::time::timeout(WAIT, shutdown).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_summary_is_o1_yet_agrees_with_the_walk() {
+    let (clock, manual) = Clock::manual();
+    let reg = Registry::with_config(
+        RegistryConfig::default()
+            .instance_id("sums")
+            .cleanup_interval(Duration::ZERO)
+            .stats_interval(Duration::ZERO)
+            .drain_timeout(Duration::from_secs(30))
+            .clock(clock),
+    );
+    let mut peers = Vec::new();
+    let mut tasks = Vec::new();
+    for i in 0..6u64 {
+        let accepted = reg.accept(ConnectionMeta::new("/ws")).unwrap();
+        let (transport, peer) = memory::pair();
+        tasks.push(tokio::spawn(accepted.run(transport, echo)));
+        peers.push(peer);
+        manual.advance(Duration::from_millis(250 * (i + 1)));
+    }
+    let _connecting = reg.accept(ConnectionMeta::new("/ws")).unwrap();
+    wait_until("six open", || reg.summary().connections_by_state.open == 6).await;
+    // Some activity at different times.
+    for (i, peer) in peers.iter_mut().enumerate().take(4) {
+        peer.send(format!("m{i}")).unwrap();
+        assert!(peer.recv().await.is_some());
+        manual.advance(Duration::from_millis(333));
+    }
+    // Two leave.
+    for peer in peers.drain(..2) {
+        drop(peer);
+    }
+    wait_until("two left", || reg.connection_count() == 5).await;
+    manual.advance(Duration::from_millis(1234));
+
+    let full = reg.snapshot();
+    let summary = reg.summary();
+    let n = full.connections.len() as u64;
+    let mean = |f: fn(&wscope_core::ConnectionInfo) -> u64| {
+        full.connections.iter().map(f).sum::<u64>() / n
+    };
+    assert_eq!(summary.total_connections, n);
+    assert_eq!(summary.average_age, mean(|c| c.age));
+    assert_eq!(summary.average_idle_time, mean(|c| c.idle_time));
+    let mut by_state = wscope_core::StateCounts::default();
+    for c in &full.connections {
+        match c.state {
+            ConnectionState::Connecting => by_state.connecting += 1,
+            ConnectionState::Open => by_state.open += 1,
+            ConnectionState::Closing => by_state.closing += 1,
+            ConnectionState::Closed => by_state.closed += 1,
+        }
+    }
+    assert_eq!(summary.connections_by_state, by_state);
+    assert_eq!((by_state.connecting, by_state.open), (1, 4), "{by_state:?}");
+    drop(peers);
+    for task in tasks {
+        tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_socket_reaches_its_registry_and_handles_take_any_message() {
+    let reg = registry();
+    let accepted = reg.accept(ConnectionMeta::new("/ws")).unwrap();
+    let (transport, mut peer) = memory::pair();
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(accepted.run(transport, |mut socket| async move {
+        let registry = socket.registry();
+        for member in registry.active_connections() {
+            member.send("to everyone").unwrap();
+            member.send(Bytes::from_static(b"bin")).unwrap();
+        }
+        let _ = tx.send(registry.instance_id().to_owned());
+        while socket.recv().await.is_some() {}
+    }));
+    assert_eq!(rx.await.unwrap(), "core-test");
+    assert_eq!(peer.recv().await, Some(Message::text("to everyone")));
+    assert_eq!(peer.recv().await, Some(Message::binary(&b"bin"[..])));
+}
