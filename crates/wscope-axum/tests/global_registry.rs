@@ -32,10 +32,25 @@ async fn without_a_layer_sockets_go_to_the_global_registry() {
         ));
     let server = TestServer::start(layered.clone(), app).await;
 
+    // The fallback is not silent: the first socket without a layer logs a warning saying so.
+    let out = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(out.clone())
+        .with_ansi(false)
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
     let mut g = server.connect("/plain").await;
     let mut t = server.connect("/tracked").await;
     let mut e = server.connect("/plain/explicit").await;
     wait_open(global, 1).await;
+    drop(guard);
+    let warned: Vec<String> = out
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("WARN") && l.contains("without a Tracking layer"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{:?}", out.lines());
+    assert!(warned[0].contains("Registry::global()"), "{warned:?}");
     wait_open(&layered, 1).await;
     wait_open(&explicit, 1).await;
     assert_eq!(&*global.snapshot().connections[0].path, "/plain");

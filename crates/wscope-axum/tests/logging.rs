@@ -4,12 +4,9 @@
 #[macro_use]
 mod common;
 
-use std::io;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 use wscope_core::{
     log_connection_stats, memory, stats_lines, Bytes, Clock, CloseCode, ConnectionMeta,
@@ -21,39 +18,6 @@ engine_tests!(
     #[tokio::test(flavor = "current_thread")]
     the_periodic_logger_logs_the_lines_by_itself
 );
-
-/// Everything the subscriber writes, shared with the test.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn lines(&self) -> Vec<String> {
-        String::from_utf8(self.0.lock().unwrap().clone())
-            .unwrap()
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 /// A subscriber that writes only the stats target's messages, one bare line each.
 fn subscriber(out: &Captured) -> impl tracing::Subscriber + Send + Sync {

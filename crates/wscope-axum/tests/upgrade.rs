@@ -8,6 +8,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use common::*;
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 use wscope_axum::WebSocketUpgrade;
 use wscope_core::Registry;
 
@@ -16,6 +18,7 @@ engine_tests!(
     is_upgrade_request_lets_one_handler_serve_both,
     the_router_layer_and_an_explicit_registry_pick_where_sockets_land,
     a_shut_down_registry_refuses_upgrades_with_503,
+    builder_methods_set_the_limits_of_one_route,
 );
 
 async fn a_plain_get_on_a_websocket_route_gets_426() {
@@ -119,10 +122,8 @@ async fn a_shut_down_registry_refuses_upgrades_with_503() {
     server.registry.shutdown().await;
     let response = http(server.addr, "GET", "/ws", &UPGRADE_HEADERS, None).await;
     assert_eq!(response.status, 503);
-    assert_eq!(
-        response.json(),
-        serde_json::json!({"error": "server shutting down"})
-    );
+    let body: wscope_core::wire::ErrorBody = serde_json::from_str(&response.text()).unwrap();
+    assert_eq!(body.error, "server shutting down");
     // A plain GET still gets 426: it is not an upgrade.
     assert_eq!(http_get(server.addr, "/ws").await.status, 426);
     assert_eq!(
@@ -133,5 +134,30 @@ async fn a_shut_down_registry_refuses_upgrades_with_503() {
             .get(wscope_core::RefusalKind::ShuttingDown),
         1
     );
+    server.shutdown().await;
+}
+
+/// `max_message_size` on one upgrade, as on axum's: a larger message closes that socket with
+/// 1009; the route without it takes the same message.
+async fn builder_methods_set_the_limits_of_one_route() {
+    let reg = test_registry();
+    let routes = Router::new().route("/ws", get(echo)).route(
+        "/ws/small",
+        get(|ws: WebSocketUpgrade| async move {
+            echo(ws.max_message_size(16).read_buffer_size(64)).await
+        }),
+    );
+    let server = TestServer::start(reg.clone(), tracked(routes, tracking(&reg))).await;
+    let mut small = server.connect("/ws/small").await;
+    let mut big = server.connect("/ws").await;
+    echo_roundtrip(&mut small, "sixteen bytes ok").await;
+    let text = "seventeen bytes!!";
+    echo_roundtrip(&mut big, text).await;
+    small.send(WsMessage::text(text)).await.unwrap();
+    let (code, _) = expect_close(&mut small).await;
+    assert_eq!(code, 1009);
+    echo_roundtrip(&mut big, "still open").await;
+    close_client(big).await;
+    wait_count(&reg, 0).await;
     server.shutdown().await;
 }

@@ -17,7 +17,7 @@ use crate::close::{CloseCode, CloseFrame, CloseRecord, Initiator, ReasonTooLong}
 use crate::id::ConnectionId;
 use crate::message::Message;
 use crate::observer::Counts;
-use crate::outbox::{Outbox, SendError};
+use crate::outbox::{Closing, Outbox, SendError};
 use crate::registry::{Registry, Shared};
 use crate::strings::SharedStr;
 
@@ -385,6 +385,13 @@ impl Connection {
         self.entry.request_close(frame, Initiator::Error)
     }
 
+    /// The engine failed the connection and queued its own close: flush that and drop the
+    /// connection (what was queued here is dropped: the engine takes nothing more).
+    pub(crate) fn fail_by_engine(&self) -> bool {
+        self.entry.fail_fast.store(true, Ordering::Release);
+        self.entry.outbox.request_flush()
+    }
+
     /// Whether the connection is being failed (see [`Connection::fail_after_flush`]).
     pub(crate) fn fails_fast(&self) -> bool {
         self.entry.fail_fast.load(Ordering::Acquire)
@@ -421,7 +428,7 @@ impl Connection {
     }
 
     /// Takes every queued message into `out`, and a pending close (to be sent after them).
-    pub(crate) fn drain_outbound(&self, out: &mut Vec<Message>) -> Option<CloseFrame> {
+    pub(crate) fn drain_outbound(&self, out: &mut Vec<Message>) -> Option<Closing> {
         self.entry.outbox.drain_into(out)
     }
 

@@ -20,9 +20,10 @@ use crate::close::{CloseCode, CloseFrame, CloseRecord, Initiator, ReasonTooLong}
 use crate::connection::{Connection, ConnectionHandle, ConnectionState};
 use crate::id::ConnectionId;
 use crate::message::Message;
+use crate::outbox::Closing;
 use crate::outbox::SendError;
 use crate::registry::Registry;
-use crate::transport::{Role, Transport, TransportError};
+use crate::transport::{Role, Transport, TransportError, TransportErrorKind};
 
 /// The reading half as the socket keeps it: boxed, so [`TrackedSocket`] is one type whatever the
 /// engine.
@@ -272,21 +273,25 @@ fn received(conn: &Connection, msg: Message) -> Option<Message> {
 /// A read failed: fail the connection with the close its kind calls for (what was already
 /// queued first, RFC 6455 §7.1.7), or record that it is gone.
 fn failed(conn: &Connection, e: &TransportError) -> Ended {
-    match e.kind().close_frame() {
+    let failing = match e.kind().close_frame() {
         Some(frame) => {
-            let code = Some(frame.code.as_u16());
-            conn.record_close(Initiator::Error, code, e.message());
-            if conn.fail_after_flush(frame) {
-                conn.mark_closing();
-                Ended::Failing
-            } else {
-                Ended::Finish
-            }
+            conn.record_close(Initiator::Error, Some(frame.code.as_u16()), e.message());
+            conn.fail_after_flush(frame)
+        }
+        None if e.kind() == TransportErrorKind::FailedByEngine => {
+            conn.record_close(Initiator::Error, None, e.message());
+            conn.fail_by_engine()
         }
         None => {
             conn.record_close(Initiator::Error, None, e.message());
-            Ended::Finish
+            false
         }
+    };
+    if failing {
+        conn.mark_closing();
+        Ended::Failing
+    } else {
+        Ended::Finish
     }
 }
 
@@ -353,9 +358,9 @@ where
             _ = &mut cancelled => return,
             _ = conn.outbound_ready() => {}
         }
-        if let Some(frame) = conn.drain_outbound(&mut batch) {
+        if let Some(closing) = conn.drain_outbound(&mut batch) {
             // Once per connection: boxed, so its timers do not enlarge every idle task.
-            return Box::pin(close_after(&conn, sink.as_mut(), &mut batch, frame)).await;
+            return Box::pin(close_after(&conn, sink.as_mut(), &mut batch, closing)).await;
         }
         let written = tokio::select! {
             biased;
@@ -400,18 +405,28 @@ where
     sink.flush().await
 }
 
-/// Flushes what was queued and the close frame, then gives the peer the close timeout to answer
-/// (the reader ends the connection when the handshake completes; else it is dropped here).
+/// Flushes what was queued and the close frame (or only what the engine holds, when it closed
+/// itself), then gives the peer the close timeout to answer (the reader ends the connection when
+/// the handshake completes; else it is dropped here).
 async fn close_after<W>(
     conn: &Connection,
-    sink: Pin<&mut W>,
+    mut sink: Pin<&mut W>,
     batch: &mut Vec<Message>,
-    frame: CloseFrame,
+    closing: Closing,
 ) where
     W: Sink<Message, Error = TransportError>,
 {
     let timeout = conn.close_timeout();
-    match tokio::time::timeout(timeout, write_batch(conn, sink, batch, Some(frame))).await {
+    let flushed = match closing {
+        Closing::Send(frame) => {
+            tokio::time::timeout(timeout, write_batch(conn, sink, batch, Some(frame))).await
+        }
+        Closing::Flush => {
+            batch.clear();
+            tokio::time::timeout(timeout, sink.flush()).await
+        }
+    };
+    match flushed {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return gone(conn, &e),
         Err(_) => {

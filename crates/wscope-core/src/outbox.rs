@@ -31,9 +31,19 @@ struct State {
     /// Messages waiting for the writer.
     items: VecDeque<Message>,
     /// A requested close: the writer sends it after the items queued before it.
-    close: Option<CloseFrame>,
+    close: Option<Closing>,
     /// Set once a close was requested or the writer is gone: pushes fail with `Closed`.
     closed: bool,
+}
+
+/// How the writer ends the connection once a close is requested.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Closing {
+    /// Send what is queued, then this close frame.
+    Send(CloseFrame),
+    /// The engine has already queued its own close (it failed the connection itself): write
+    /// nothing more, flush what the engine holds, and drop the connection.
+    Flush,
 }
 
 /// The queue between senders (the handler, broadcast handles, admin closes) and the writer.
@@ -125,13 +135,23 @@ impl Outbox {
     /// Asks the writer to close after flushing what is queued. Returns false if a close was
     /// already requested (the first one wins).
     pub(crate) fn request_close(&self, frame: CloseFrame) -> bool {
+        self.request(Closing::Send(frame))
+    }
+
+    /// Asks the writer to flush the engine's own close and drop the connection; false if a close
+    /// was already requested.
+    pub(crate) fn request_flush(&self) -> bool {
+        self.request(Closing::Flush)
+    }
+
+    fn request(&self, closing: Closing) -> bool {
         let first = {
             let mut st = self.lock();
             if st.closed {
                 false
             } else {
                 st.closed = true;
-                st.close = Some(frame);
+                st.close = Some(closing);
                 true
             }
         };
@@ -148,7 +168,7 @@ impl Outbox {
     }
 
     /// Moves everything queued into `out` and takes a pending close, which goes after them.
-    pub(crate) fn drain_into(&self, out: &mut Vec<Message>) -> Option<CloseFrame> {
+    pub(crate) fn drain_into(&self, out: &mut Vec<Message>) -> Option<Closing> {
         let (close, was_full) = {
             let mut st = self.lock();
             let was_full = st.items.len() >= self.capacity;
@@ -228,7 +248,12 @@ mod tests {
         let mut out = Vec::new();
         let close = ob.drain_into(&mut out);
         assert_eq!(out, vec![Message::text("last words")]);
-        assert_eq!(close.unwrap().reason, "bye");
+        assert_eq!(
+            close,
+            Some(Closing::Send(
+                CloseFrame::new(CloseCode::NORMAL, "bye").unwrap()
+            ))
+        );
     }
 
     #[tokio::test]

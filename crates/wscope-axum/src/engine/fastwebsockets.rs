@@ -21,7 +21,8 @@ use super::{close_frame, Io, SocketConfig};
 /// The server side over `io`, whose handshake is done.
 pub(crate) fn server<S: Io>(io: S, cfg: &SocketConfig) -> impl Transport {
     let mut ws = WebSocket::after_handshake(io, FRole::Server);
-    ws.set_max_message_size(cfg.max_message_size);
+    // The engine refuses a payload *of* its limit; wscope's limit is the largest accepted.
+    ws.set_max_message_size(cfg.max_message_size.saturating_add(1));
     ws.set_auto_pong(false); // pings are surfaced (they are activity), answered below
     let (rx, tx) = ws.split(tokio::io::split);
     let tx: Arc<Mutex<WebSocketWrite<WriteHalf<S>>>> = Arc::new(Mutex::new(tx));
