@@ -21,7 +21,7 @@ use super::progress::Steps;
 use super::report::{self, Report};
 use super::target::Target;
 use super::{limits, parse_count, progress, BenchError, CommonOptions};
-use crate::config::{parse_duration, parse_size};
+use wscope_core::units::{parse_duration, parse_size};
 
 /// Read buffer of a churn connection: one small echo is all it reads.
 const READ_BUFFER: usize = 4096;

@@ -16,9 +16,9 @@
 //! the bottleneck.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), wscope::bench::BenchError> {
+//! # async fn demo() -> Result<(), wscope_bench::BenchError> {
 //! use std::time::Duration;
-//! use wscope::bench::{echo, EchoOptions};
+//! use wscope_bench::{echo, EchoOptions};
 //!
 //! let report = echo(EchoOptions {
 //!     url: "ws://127.0.0.1:8080/ws".into(),
@@ -63,7 +63,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand};
 use tokio::sync::oneshot;
 
-use crate::config::parse_duration;
+use wscope_core::units::parse_duration;
 
 pub use broadcast::{broadcast, BroadcastOptions, BroadcastReport};
 pub use churn::{churn, ChurnOptions, ChurnReport};
@@ -233,7 +233,7 @@ impl CheckpointHandle {
 pub(crate) use wscope_core::units::parse_count;
 
 /// Runs the mode `args` names and prints its report on stdout.
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     let progress = std::io::stderr().is_terminal();
     let json = args.json;
     let text = match args.mode {

@@ -19,7 +19,7 @@ use super::progress::Steps;
 use super::report::{self, Report};
 use super::target::Target;
 use super::{limits, parse_count, progress, BenchError, Checkpoint, CommonOptions};
-use crate::config::parse_duration;
+use wscope_core::units::parse_duration;
 
 /// Read buffer of an idle client connection: small, since nothing but a close is read.
 const READ_BUFFER: usize = 1024;

@@ -24,7 +24,7 @@ use super::progress::Steps;
 use super::report::{self, Report};
 use super::target::Target;
 use super::{limits, parse_count, progress, BenchError, Checkpoint, CommonOptions, Deadline};
-use crate::config::{parse_duration, parse_size};
+use wscope_core::units::{parse_duration, parse_size};
 
 /// Read buffer of a listener: one small message at a time.
 const READ_BUFFER: usize = 4096;

@@ -25,7 +25,7 @@ use super::progress::Steps;
 use super::report::{self, Report};
 use super::target::Target;
 use super::{limits, parse_count, progress, BenchError, Checkpoint, CommonOptions, Deadline};
-use crate::config::{parse_duration, parse_size};
+use wscope_core::units::{parse_duration, parse_size};
 
 /// How long, after the measured window, connections may take to receive what is still in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
