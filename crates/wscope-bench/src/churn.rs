@@ -3,7 +3,9 @@
 //!
 //! A worker starts a new cycle only before the end of the duration and lets a started cycle
 //! finish (bounded by the connect timeout and the close timeout), so every connection the
-//! server registered is either counted as completed or as an error.
+//! server registered is either counted as completed or as an error. When every worker's cycles
+//! fail from some point to the end (the server went away), the rate is taken over the time
+//! before that (`activeSecs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,16 +14,22 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
+use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
+use wscope_core::units::{parse_count, parse_duration, parse_size};
 
-use super::connect::{self, Connector, Failures};
-use super::latency::{Latencies, LatencySummary};
-use super::probe::{ClientCpu, Probe, ServerUse};
-use super::progress::Steps;
-use super::report::{self, Report};
-use super::target::Target;
-use super::{limits, parse_count, progress, BenchError, CommonOptions};
-use wscope_core::units::{parse_duration, parse_size};
+use crate::connect::{self, Connector};
+use crate::deadline::Deadline;
+use crate::failures::Failures;
+use crate::latency::{Latencies, LatencySummary, Recorder};
+use crate::lost::{per_sec, Losses, Lost};
+use crate::options::{defaults, CommonOptions};
+use crate::probe::Usage;
+use crate::progress::Steps;
+use crate::reason::ws_reason;
+use crate::report::{self, Report};
+use crate::session::{Plan, Session};
+use crate::BenchError;
 
 /// Read buffer of a churn connection: one small echo is all it reads.
 const READ_BUFFER: usize = 4096;
@@ -48,13 +56,7 @@ pub struct ChurnOptions {
 
 impl Default for ChurnOptions {
     fn default() -> Self {
-        Self {
-            url: "ws://127.0.0.1:8080/ws".to_owned(),
-            connections: 50,
-            duration: Duration::from_secs(10),
-            size: 64,
-            common: CommonOptions::default(),
-        }
+        defaults()
     }
 }
 
@@ -70,20 +72,24 @@ pub struct ChurnReport {
     pub size: usize,
     /// Seconds from the start until the last worker finished.
     pub elapsed_secs: f64,
+    /// Seconds from the start until the last completed cycle when every worker's cycles failed
+    /// from some point to the end; else `elapsedSecs`.
+    pub active_secs: f64,
     /// Cycles that connected, echoed and closed cleanly.
     pub completed: u64,
-    /// `completed` / `elapsed_secs`.
+    /// `completed` / `activeSecs`.
     pub connections_per_sec: f64,
     /// Time of one whole cycle (connect, handshake, echo, close), in microseconds.
     pub cycle_latency: LatencySummary,
+    /// Workers whose cycles kept failing until the end, and since when (seconds from the start).
+    pub lost: Lost,
     /// Cycles that failed at any step.
     pub errors: u64,
     /// The first failure's words.
     pub first_error: Option<String>,
-    /// The load generator's CPU use over the run.
-    pub client_cpu: ClientCpu,
-    /// The server's CPU and memory over the run (`--pid`).
-    pub server: Option<ServerUse>,
+    /// CPU of the load generator and of the server (`--pid`) over the whole run.
+    #[serde(flatten)]
+    pub usage: Usage,
     /// `--timeout` stopped the run early.
     pub timed_out: bool,
 }
@@ -100,9 +106,11 @@ impl Report for ChurnReport {
 
     fn rows(&self) -> Vec<(String, String)> {
         let mut rows = vec![
-            (
-                "connections/s".to_owned(),
-                report::rate(self.connections_per_sec),
+            report::rate_row(
+                "connections/s",
+                self.connections_per_sec,
+                self.active_secs,
+                self.elapsed_secs,
             ),
             (
                 "completed".to_owned(),
@@ -114,14 +122,23 @@ impl Report for ChurnReport {
             ),
         ];
         rows.extend(report::latency_rows("cycle", &self.cycle_latency));
+        rows.extend(report::lost_row("worker", &self.lost));
         rows.push(report::errors_row(self.errors, self.first_error.as_deref()));
-        rows.push(report::client_cpu_row(&self.client_cpu));
-        if let Some(s) = &self.server {
-            rows.extend(report::server_rows(s));
-        }
+        rows.extend(report::usage_rows(&self.usage));
         rows.extend(report::timed_out_row(self.timed_out));
         rows
     }
+}
+
+/// What every worker shares.
+struct Shared {
+    connector: Arc<Connector>,
+    payload: Message,
+    /// No cycle starts after this.
+    end: Instant,
+    deadline: Deadline,
+    /// Cycles completed by all workers, for the progress bar.
+    completed: AtomicU64,
 }
 
 /// One worker's tally.
@@ -129,115 +146,125 @@ impl Report for ChurnReport {
 struct Tally {
     completed: u64,
     failures: Failures,
+    /// Since when every cycle failed, if the last one did.
+    failing_since: Option<Instant>,
     timed_out: bool,
 }
 
 /// Runs `wscope bench churn`.
 pub async fn churn(opts: ChurnOptions) -> Result<ChurnReport, BenchError> {
-    let target = Target::parse(&opts.url)?;
-    limits::ensure_open_files(opts.connections, "-c")?;
-    let deadline = opts.common.deadline(opts.duration);
-    let connector = Arc::new(Connector::new(
-        target,
-        opts.connections,
-        READ_BUFFER,
-        &opts.common,
-    ));
-    connector.preflight().await?;
-
-    let before = Probe::start(opts.common.pid)?;
+    let session = Session::start(Plan {
+        url: &opts.url,
+        connections: opts.connections,
+        read_buffer: READ_BUFFER,
+        planned: opts.duration,
+        common: &opts.common,
+    })
+    .await?;
+    let before = session.probe();
     let start = Instant::now();
-    let end = start + opts.duration;
-    let payload = Message::text("x".repeat(opts.size));
+    let shared = Arc::new(Shared {
+        connector: session.connector().clone(),
+        payload: Message::text("x".repeat(opts.size)),
+        end: start + opts.duration,
+        deadline: session.deadline(),
+        completed: AtomicU64::new(0),
+    });
     let latencies = Latencies::new();
-    let completed = Arc::new(AtomicU64::new(0));
-    let bar = progress::bar(opts.common.progress, Steps::Millis(opts.duration), "churn");
     let workers: Vec<_> = (0..opts.connections)
-        .map(|i| {
-            let connector = connector.clone();
-            let payload = payload.clone();
-            let mut rec = latencies.recorder(i);
-            let completed = completed.clone();
-            tokio::spawn(async move {
-                let mut tally = Tally::default();
-                while Instant::now() < end {
-                    let t = Instant::now();
-                    let cycle = tokio::select! {
-                        r = cycle(&connector, &payload) => r,
-                        _ = deadline.reached() => {
-                            tally.timed_out = true;
-                            break;
-                        }
-                    };
-                    match cycle {
-                        Ok(()) => {
-                            rec.record(t.elapsed());
-                            tally.completed += 1;
-                            completed.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => {
-                            tally.failures.add(|| e);
-                            // A dead server fails every cycle at once: don't spin.
-                            if tally.failures.count % 64 == 0 {
-                                tokio::task::yield_now().await;
-                            }
-                        }
-                    }
-                }
-                tally
-            })
-        })
+        .map(|i| tokio::spawn(worker(shared.clone(), latencies.recorder(i))))
         .collect();
-    let watch = watch_progress(&bar, start, completed.clone());
+    let bar = session.bar(Steps::Millis(opts.duration), "churn");
+    let watch = watch_progress(&bar, start, shared.clone());
 
+    let (total, losses) = join(workers, start).await;
+    watch.abort();
+    bar.finish_and_clear();
+    let end = Instant::now();
+    let usage = before.usage_until(&session.probe());
+    if total.completed == 0 && total.failures.count > 0 {
+        // Nothing ever worked: the server is not the echo server the URL should name.
+        return Err(session.unreachable(total.failures.first, ""));
+    }
+    let elapsed = end.saturating_duration_since(start).as_secs_f64();
+    let active = (losses.active_until(opts.connections, end))
+        .saturating_duration_since(start)
+        .as_secs_f64();
+    Ok(ChurnReport {
+        url: opts.url,
+        connections: opts.connections,
+        size: opts.size,
+        elapsed_secs: elapsed,
+        active_secs: active,
+        completed: total.completed,
+        connections_per_sec: per_sec(total.completed as f64, active),
+        cycle_latency: LatencySummary::from(&latencies.merged()),
+        lost: losses.summary(opts.connections),
+        errors: total.failures.count,
+        first_error: total.failures.first,
+        usage,
+        timed_out: total.timed_out || session.deadline().passed(),
+    })
+}
+
+/// Waits for every worker and adds up their tallies; a worker whose cycles failed until the end
+/// counts as lost since its first failure of that stretch.
+async fn join(workers: Vec<JoinHandle<Tally>>, start: Instant) -> (Tally, Losses) {
     let mut total = Tally::default();
+    let mut losses = Losses::new(start);
     for w in workers {
         match w.await {
             Ok(t) => {
                 total.completed += t.completed;
                 total.timed_out |= t.timed_out;
                 total.failures.merge(t.failures);
+                if let Some(at) = t.failing_since {
+                    losses.record(at);
+                }
             }
             Err(e) => total.failures.add(|| format!("worker task failed: {e}")),
         }
     }
-    watch.abort();
-    bar.finish_and_clear();
-    let after = before.again();
-    let elapsed = before.wall_until(&after).as_secs_f64();
-    if total.completed == 0 && total.failures.count > 0 {
-        // Nothing ever worked: the server is not the echo server the URL should name.
-        return Err(BenchError::Unreachable {
-            url: opts.url,
-            reason: total.failures.first.unwrap_or_default(),
-        });
+    (total, losses)
+}
+
+/// One worker: cycles until the end of the duration, each bounded by the deadline.
+async fn worker(shared: Arc<Shared>, mut rec: Recorder) -> Tally {
+    let mut tally = Tally::default();
+    while Instant::now() < shared.end {
+        let t = Instant::now();
+        let cycle = tokio::select! {
+            r = cycle(&shared.connector, &shared.payload) => r,
+            _ = shared.deadline.reached() => {
+                tally.timed_out = true;
+                break;
+            }
+        };
+        match cycle {
+            Ok(()) => {
+                rec.record(t.elapsed());
+                tally.completed += 1;
+                tally.failing_since = None;
+                shared.completed.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tally.failures.add(|| e);
+                tally.failing_since.get_or_insert(t);
+                // A dead server fails every cycle at once: don't spin.
+                if tally.failures.count % 64 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
     }
-    Ok(ChurnReport {
-        url: opts.url,
-        connections: opts.connections,
-        size: opts.size,
-        elapsed_secs: elapsed,
-        completed: total.completed,
-        connections_per_sec: if elapsed > 0.0 {
-            total.completed as f64 / elapsed
-        } else {
-            0.0
-        },
-        cycle_latency: LatencySummary::from(&latencies.merged()),
-        errors: total.failures.count,
-        first_error: total.failures.first,
-        client_cpu: ClientCpu::new(before.own_cpu_until(&after)),
-        server: before.server_until(&after),
-        timed_out: total.timed_out || deadline.passed(),
-    })
+    tally
 }
 
 /// One cycle: connect, echo `payload` once, close with a complete close handshake.
 async fn cycle(connector: &Connector, payload: &Message) -> Result<(), String> {
     let mut ws = connector.connect().await.map_err(|e| e.to_string())?;
-    let reason = |e: tokio_tungstenite::tungstenite::Error| connect::ws_reason(&e);
     let echoed = async {
-        ws.send(payload.clone()).await.map_err(reason)?;
+        ws.send(payload.clone()).await.map_err(|e| ws_reason(&e))?;
         loop {
             match ws.next().await {
                 Some(Ok(Message::Text(_) | Message::Binary(_))) => return Ok(()),
@@ -245,7 +272,7 @@ async fn cycle(connector: &Connector, payload: &Message) -> Result<(), String> {
                     return Err("the server closed the connection".to_owned())
                 }
                 Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(reason(e)),
+                Some(Err(e)) => return Err(ws_reason(&e)),
             }
         }
     };
@@ -261,15 +288,15 @@ async fn cycle(connector: &Connector, payload: &Message) -> Result<(), String> {
 fn watch_progress(
     bar: &indicatif::ProgressBar,
     start: Instant,
-    completed: Arc<AtomicU64>,
-) -> tokio::task::JoinHandle<()> {
+    shared: Arc<Shared>,
+) -> JoinHandle<()> {
     let bar = bar.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tick.tick().await;
             let elapsed = start.elapsed();
-            let done = completed.load(Ordering::Relaxed);
+            let done = shared.completed.load(Ordering::Relaxed);
             bar.set_position(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX));
             bar.set_message(format!(
                 "{} connections/s",

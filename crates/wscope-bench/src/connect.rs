@@ -2,7 +2,6 @@
 //! the WebSocket handshake over it; many at once under a concurrency bound; close handshakes at
 //! the end.
 
-use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,10 +15,14 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::WebSocketStream;
 
-use super::addrs::SourceAddrs;
-use super::latency;
-use super::target::Target;
-use super::{BenchError, CommonOptions, Deadline};
+use crate::addrs::SourceAddrs;
+use crate::deadline::Deadline;
+use crate::failures::Failures;
+use crate::latency;
+use crate::options::CommonOptions;
+use crate::reason::{io_reason, ws_reason};
+use crate::target::Target;
+use crate::BenchError;
 
 /// A client connection.
 pub(crate) type Ws = WebSocketStream<TcpStream>;
@@ -31,52 +34,11 @@ pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConnectError {
     #[error("{}", io_reason(.0))]
-    Tcp(io::Error),
+    Tcp(std::io::Error),
     #[error("{}", ws_reason(.0))]
     Handshake(WsError),
     #[error("timed out after {0:?}")]
     TimedOut(Duration),
-}
-
-/// `connection refused` rather than `Connection refused (os error 111)`.
-pub(crate) fn io_reason(e: &io::Error) -> String {
-    use io::ErrorKind as K;
-    match e.kind() {
-        K::ConnectionRefused => "connection refused".to_owned(),
-        K::ConnectionReset => "connection reset by the server".to_owned(),
-        K::ConnectionAborted => "connection aborted".to_owned(),
-        K::TimedOut => "timed out".to_owned(),
-        K::AddrNotAvailable => "no free local port (address not available)".to_owned(),
-        K::AddrInUse => "local address in use".to_owned(),
-        K::UnexpectedEof => "the server closed the connection".to_owned(),
-        _ => {
-            let text = e.to_string();
-            // Keep the words, drop the errno suffix.
-            let text = text.split(" (os error").next().unwrap_or(&text);
-            lowercase_first(text)
-        }
-    }
-}
-
-/// A WebSocket error as a short lowercase phrase.
-pub(crate) fn ws_reason(e: &WsError) -> String {
-    match e {
-        WsError::Io(e) => io_reason(e),
-        WsError::ConnectionClosed | WsError::AlreadyClosed => {
-            "the server closed the connection".to_owned()
-        }
-        other => lowercase_first(&other.to_string()),
-    }
-}
-
-fn lowercase_first(s: &str) -> String {
-    let mut chars = s.chars();
-    match chars.next() {
-        Some(c) if !s.starts_with("HTTP") && !s.starts_with("URL") => {
-            c.to_lowercase().chain(chars).collect()
-        }
-        _ => s.to_owned(),
-    }
 }
 
 /// Opens connections to one target, spreading them over source addresses.
@@ -165,29 +127,6 @@ impl Connector {
         .await
         .map_err(ConnectError::Handshake)?;
         Ok(ws)
-    }
-}
-
-/// Failures of a run: how many, and the first one's words.
-#[derive(Debug, Default)]
-pub(crate) struct Failures {
-    pub(crate) count: u64,
-    pub(crate) first: Option<String>,
-}
-
-impl Failures {
-    pub(crate) fn add(&mut self, reason: impl FnOnce() -> String) {
-        self.count += 1;
-        if self.first.is_none() {
-            self.first = Some(reason());
-        }
-    }
-
-    pub(crate) fn merge(&mut self, other: Failures) {
-        self.count += other.count;
-        if self.first.is_none() {
-            self.first = other.first;
-        }
     }
 }
 
@@ -308,19 +247,4 @@ pub(crate) async fn close(mut ws: Ws) -> Result<(), String> {
     tokio::time::timeout(CLOSE_TIMEOUT, handshake)
         .await
         .unwrap_or_else(|_| Err(format!("close: no reply within {CLOSE_TIMEOUT:?}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reasons_read_as_phrases() {
-        let e = io::Error::from(io::ErrorKind::ConnectionRefused);
-        assert_eq!(io_reason(&e), "connection refused");
-        assert_eq!(
-            ConnectError::Tcp(io::Error::from_raw_os_error(111)).to_string(),
-            "connection refused"
-        );
-    }
 }

@@ -1,34 +1,36 @@
 //! `wscope bench echo`: C connections each keep W messages of S bytes in flight against an echo
-//! endpoint for a warm-up and then a measured duration; messages/s and round-trip latency.
+//! endpoint for a warm-up and then a measured window; messages/s and round-trip latency.
 //!
-//! Each connection is one task that reads what is ready, then answers each echo with a new
-//! message, all fed before one flush, so the load generator writes like a corking server
-//! does and stays off the critical path. Echo preserves order, so the send times of the messages
-//! in flight are a FIFO and the payload carries no timestamp.
+//! When connections fail, the rate is taken over the part of the window that still had one open
+//! (`activeSecs`), and the report says how many were lost and when.
 
-use std::collections::VecDeque;
-use std::pin::pin;
+mod drive;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use hdrhistogram::Histogram;
 use serde::Serialize;
+use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant as TokioInstant;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
+use wscope_core::units::{parse_count, parse_duration, parse_size};
 
-use super::connect::{self, Connector, Ws};
-use super::latency::{Latencies, LatencySummary, Recorder};
-use super::probe::{ClientCpu, Probe, ServerUse};
-use super::progress::Steps;
-use super::report::{self, Report};
-use super::target::Target;
-use super::{limits, parse_count, progress, BenchError, Checkpoint, CommonOptions, Deadline};
-use wscope_core::units::{parse_duration, parse_size};
-
-/// How long, after the measured window, connections may take to receive what is still in flight.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+use self::drive::{Plan, Tally};
+use crate::checkpoint::Checkpoint;
+use crate::connect::Ws;
+use crate::deadline::Deadline;
+use crate::failures::Failures;
+use crate::latency::{Latencies, LatencySummary};
+use crate::lost::{per_sec, Losses, Lost};
+use crate::options::{defaults, CommonOptions};
+use crate::probe::Usage;
+use crate::progress::Steps;
+use crate::report::{self, Report};
+use crate::session::{self, Session};
+use crate::BenchError;
 
 /// `wscope bench echo` options.
 #[derive(Args, Debug)]
@@ -67,18 +69,7 @@ pub struct EchoOptions {
 
 impl Default for EchoOptions {
     fn default() -> Self {
-        Self {
-            url: "ws://127.0.0.1:8080/ws".to_owned(),
-            connections: 100,
-            in_flight: 1,
-            size: 64,
-            duration: Duration::from_secs(10),
-            warmup: Duration::from_secs(2),
-            binary: false,
-            handshake_concurrency: 200,
-            common: CommonOptions::default(),
-            checkpoint: None,
-        }
+        defaults()
     }
 }
 
@@ -102,18 +93,23 @@ pub struct EchoReport {
     pub warmup_secs: f64,
     /// Measured window, in seconds (shorter than asked if `--timeout` cut it).
     pub duration_secs: f64,
-    /// Echoes received inside the measured window.
+    /// The part of the window during which connections were still open, in seconds:
+    /// `durationSecs` unless every connection was lost before its end.
+    pub active_secs: f64,
+    /// Echoes received inside the window.
     pub messages: u64,
-    /// `messages` / `duration_secs`.
+    /// `messages` / `activeSecs`.
     pub messages_per_sec: f64,
-    /// Payload bytes per second each way.
+    /// Payload bytes per second each way, over `activeSecs`.
     pub bytes_per_sec: f64,
     /// Round-trip latency of the measured messages, in microseconds.
     pub latency: LatencySummary,
     /// Messages sent over the whole run (warm-up and drain included).
     pub messages_sent: u64,
-    /// Echoes received over the whole run; equals `messages_sent` when nothing was lost.
+    /// Echoes received over the whole run; equals `messagesSent` when nothing was lost.
     pub messages_received: u64,
+    /// Connections that failed after opening, and when (seconds from the start of the warm-up).
+    pub lost: Lost,
     /// Failed connects plus connections that failed during the run.
     pub errors: u64,
     /// The first failure's words.
@@ -122,11 +118,10 @@ pub struct EchoReport {
     pub unclean_closes: u64,
     /// `--timeout` stopped the run early.
     pub timed_out: bool,
-    /// The load generator's CPU use over the measured window.
-    pub client_cpu: ClientCpu,
-    /// The server's CPU and memory over the measured window (`--pid`).
-    pub server: Option<ServerUse>,
-    /// Server CPU time per echoed message, in microseconds (`--pid`).
+    /// CPU of the load generator and of the server (`--pid`) over the measured window.
+    #[serde(flatten)]
+    pub usage: Usage,
+    /// Server CPU time per measured message, in microseconds (`--pid`).
     pub server_cpu_us_per_message: Option<f64>,
 }
 
@@ -146,7 +141,12 @@ impl Report for EchoReport {
 
     fn rows(&self) -> Vec<(String, String)> {
         let mut rows = vec![
-            ("messages/s".to_owned(), report::rate(self.messages_per_sec)),
+            report::rate_row(
+                "messages/s",
+                self.messages_per_sec,
+                self.active_secs,
+                self.duration_secs,
+            ),
             ("messages".to_owned(), report::int(self.messages)),
             (
                 "throughput".to_owned(),
@@ -162,17 +162,13 @@ impl Report for EchoReport {
                 report::int(self.messages_received)
             ),
         ));
+        rows.extend(report::lost_row("connection", &self.lost));
         rows.push(report::errors_row(self.errors, self.first_error.as_deref()));
         if self.unclean_closes > 0 {
-            rows.push((
-                "unclean closes".to_owned(),
-                report::int(self.unclean_closes),
-            ));
+            let unclean = report::int(self.unclean_closes);
+            rows.push(("unclean closes".to_owned(), unclean));
         }
-        rows.push(report::client_cpu_row(&self.client_cpu));
-        if let Some(s) = &self.server {
-            rows.extend(report::server_rows(s));
-        }
+        rows.extend(report::usage_rows(&self.usage));
         if let Some(us) = self.server_cpu_us_per_message {
             rows.push(("server cpu/message".to_owned(), format!("{us:.2} µs")));
         }
@@ -181,309 +177,256 @@ impl Report for EchoReport {
     }
 }
 
-/// What every connection task shares.
-struct Plan {
-    payload: Message,
-    in_flight: usize,
-    measure_start: Instant,
-    measure_end: Instant,
-    deadline: Deadline,
-    /// Echoes received by all tasks, for the progress bar.
-    received: AtomicU64,
-}
-
-/// One connection's tally.
-#[derive(Default)]
-struct Tally {
-    sent: u64,
-    received: u64,
-    measured: u64,
-    error: Option<String>,
-    timed_out: bool,
-}
-
 /// Runs `wscope bench echo`.
-pub async fn echo(opts: EchoOptions) -> Result<EchoReport, BenchError> {
-    let target = Target::parse(&opts.url)?;
-    limits::ensure_open_files(opts.connections, "-c")?;
-    let deadline = opts
-        .common
-        .deadline(opts.warmup.saturating_add(opts.duration));
-    // Enough to read every message in flight in one go, within tungstenite's usual bounds.
-    let read_buffer = opts
-        .in_flight
-        .saturating_mul(opts.size.saturating_add(14))
-        .clamp(4096, 128 * 1024);
-    let connector = Arc::new(Connector::new(
-        target,
-        opts.connections,
-        read_buffer,
-        &opts.common,
-    ));
-    connector.preflight().await?;
-    // Check --pid before opening anything.
-    let probe = Probe::start(opts.common.pid)?;
-
-    let bar = progress::bar(
-        opts.common.progress,
-        Steps::Count(opts.connections as u64),
-        "connecting",
-    );
-    let opened = connect::open_all(
-        &connector,
-        opts.connections,
-        opts.handshake_concurrency,
-        deadline,
-        &bar,
-    )
-    .await;
-    bar.finish_and_clear();
-    if opened.conns.is_empty() {
-        return Err(BenchError::Unreachable {
-            url: opts.url,
-            reason: opened
-                .failures
-                .first
-                .unwrap_or_else(|| "no connection opened before --timeout".to_owned()),
-        });
-    }
+pub async fn echo(mut opts: EchoOptions) -> Result<EchoReport, BenchError> {
+    let session = Session::start(session::Plan {
+        url: &opts.url,
+        connections: opts.connections,
+        // Enough to read every message in flight in one go, within tungstenite's usual bounds.
+        read_buffer: opts
+            .in_flight
+            .saturating_mul(opts.size.saturating_add(14))
+            .clamp(4096, 128 * 1024),
+        planned: opts.warmup.saturating_add(opts.duration),
+        common: &opts.common,
+    })
+    .await?;
+    let opened = session
+        .open(opts.connections, opts.handshake_concurrency, "connecting")
+        .await?;
     let connected = opened.conns.len();
-    let mut failures = opened.failures;
-
-    let payload = if opts.binary {
-        Message::Binary(Bytes::from(vec![b'x'; opts.size]))
-    } else {
-        Message::text("x".repeat(opts.size))
-    };
-    let start = Instant::now();
-    let measure_start = start + opts.warmup;
-    let plan = Arc::new(Plan {
-        payload,
-        in_flight: opts.in_flight,
-        measure_start,
-        measure_end: measure_start + opts.duration,
-        deadline,
-        received: AtomicU64::new(0),
-    });
-    let latencies = Latencies::new();
-    let tasks: Vec<_> = opened
-        .conns
-        .into_iter()
-        .enumerate()
-        .map(|(i, ws)| tokio::spawn(drive(ws, plan.clone(), latencies.recorder(i))))
-        .collect();
-
-    let bar = progress::bar(
-        opts.common.progress,
-        Steps::Millis(opts.warmup + opts.duration),
-        "echo",
-    );
-    let watch = watch_progress(&plan, &bar, start);
-    // CPU readings bracket the measured window (cut short at the deadline).
-    let window_start = wait_until(plan.measure_start, deadline).await;
-    let first = probe.again();
-    let window_end = wait_until(plan.measure_end, deadline).await;
-    let second = first.again();
-    let window = window_end.saturating_duration_since(window_start);
-
-    let mut conns = Vec::with_capacity(connected);
-    let mut tally = Tally::default();
-    for task in tasks {
-        match task.await {
-            Ok((t, ws)) => {
-                tally.sent += t.sent;
-                tally.received += t.received;
-                tally.measured += t.measured;
-                tally.timed_out |= t.timed_out;
-                if let Some(e) = t.error {
-                    failures.add(|| e);
-                }
-                conns.extend(ws);
-            }
-            Err(e) => failures.add(|| format!("connection task failed: {e}")),
-        }
-    }
+    let mut load = Load::start(&opts, opened.conns, session.deadline());
+    let bar = session.bar(Steps::Millis(opts.warmup + opts.duration), "echo");
+    let watch = load.watch_progress(&bar);
+    let window = load.measure(&session).await;
+    let mut ended = load.join(connected).await;
     watch.abort();
     bar.finish_and_clear();
-    let histogram = latencies.merged();
-
-    if let Some(checkpoint) = opts.checkpoint {
-        checkpoint.pass(deadline).await;
-    }
-    let unclean_closes = connect::close_all(conns).await;
-
-    let secs = window.as_secs_f64();
-    let per_sec = |n: f64| if secs > 0.0 { n / secs } else { 0.0 };
-    let server = first.server_until(&second);
-    Ok(EchoReport {
-        url: opts.url,
-        connections: opts.connections,
+    let unclean_closes = session
+        .finish(std::mem::take(&mut ended.conns), opts.checkpoint.take())
+        .await;
+    // Failed connects first: they happened first.
+    let mut failures = opened.failures;
+    failures.merge(std::mem::take(&mut ended.failures));
+    ended.failures = failures;
+    ended.total.timed_out |= opened.timed_out;
+    Ok(EchoReport::new(
+        opts,
         connected,
-        in_flight: opts.in_flight,
-        size: opts.size,
-        binary: opts.binary,
-        warmup_secs: opts.warmup.as_secs_f64(),
-        duration_secs: secs,
-        messages: tally.measured,
-        messages_per_sec: per_sec(tally.measured as f64),
-        bytes_per_sec: per_sec(tally.measured as f64 * opts.size as f64),
-        latency: LatencySummary::from(&histogram),
-        messages_sent: tally.sent,
-        messages_received: tally.received,
-        errors: failures.count,
-        first_error: failures.first,
+        window,
+        ended,
         unclean_closes,
-        timed_out: tally.timed_out || opened.timed_out || deadline.passed(),
-        client_cpu: ClientCpu::new(first.own_cpu_until(&second)),
-        server_cpu_us_per_message: server
-            .as_ref()
-            .filter(|_| tally.measured > 0)
-            .map(|s| s.cpu.total_secs() * 1e6 / tally.measured as f64),
-        server,
-    })
+        session.deadline(),
+    ))
 }
 
-/// Sleeps until `at` or the deadline, whichever is first; returns when it woke.
-async fn wait_until(at: Instant, deadline: Deadline) -> Instant {
-    let at = at.min(deadline.instant());
-    tokio::time::sleep_until(TokioInstant::from_std(at)).await;
-    Instant::now()
+/// The measured window as it ran.
+struct Window {
+    /// When it opened (after the warm-up, or earlier if every connection was lost).
+    start: Instant,
+    /// When it closed: its planned end, the deadline, or when the last connection ended.
+    end: Instant,
+    /// Its planned end, cut by the deadline: the window's length even when every connection
+    /// was lost before it.
+    planned_end: Instant,
+    /// CPU over `start`..`end`.
+    usage: Usage,
 }
 
-/// Moves the bar with the clock and shows the current rate.
-fn watch_progress(
-    plan: &Arc<Plan>,
-    bar: &indicatif::ProgressBar,
+/// The connection tasks of a run.
+struct Load {
+    plan: Arc<Plan>,
+    tasks: JoinSet<(Tally, Option<Ws>)>,
+    /// Tasks that ended before the window closed.
+    ended: Vec<Result<(Tally, Option<Ws>), JoinError>>,
+    latencies: Arc<Latencies>,
     started: Instant,
-) -> tokio::task::JoinHandle<()> {
-    let plan = plan.clone();
-    let bar = bar.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        let mut last = (Instant::now(), plan.received.load(Ordering::Relaxed));
-        loop {
-            tick.tick().await;
-            let now = Instant::now();
-            let received = plan.received.load(Ordering::Relaxed);
-            let secs = now.saturating_duration_since(last.0).as_secs_f64();
-            let rate = received.saturating_sub(last.1) as f64 / secs.max(1e-3);
-            last = (now, received);
-            let phase = if now < plan.measure_start {
-                "warm-up"
-            } else {
-                "measuring"
-            };
-            let elapsed = now.saturating_duration_since(started).as_millis();
-            bar.set_position(u64::try_from(elapsed).unwrap_or(u64::MAX));
-            bar.set_message(format!("{phase}: {} msg/s", report::rate(rate)));
-        }
-    })
 }
 
-/// One connection: keep `in_flight` messages in flight until the window ends, then wait for the
-/// last echoes. Returns the tally, and the connection if it is still healthy (to be closed).
-async fn drive(mut ws: Ws, plan: Arc<Plan>, mut rec: Recorder) -> (Tally, Option<Ws>) {
-    let mut tally = Tally::default();
-    let result = exchange(&mut ws, &plan, &mut rec, &mut tally).await;
-    rec.flush();
-    match result {
-        Ok(()) => (tally, Some(ws)),
-        Err(e) => {
-            tally.error = Some(e);
-            (tally, None)
-        }
-    }
+/// What the connection tasks left.
+struct Ended {
+    total: Tally,
+    failures: Failures,
+    losses: Losses,
+    /// Connections still healthy, to be closed.
+    conns: Vec<Ws>,
+    histogram: Histogram<u64>,
 }
 
-async fn exchange(
-    ws: &mut Ws,
-    plan: &Plan,
-    rec: &mut Recorder,
-    tally: &mut Tally,
-) -> Result<(), String> {
-    let reason = |e: tokio_tungstenite::tungstenite::Error| connect::ws_reason(&e);
-    let mut pending: VecDeque<Instant> = VecDeque::with_capacity(plan.in_flight);
-
-    // Fill the window: W messages, one flush.
-    let t = Instant::now();
-    for _ in 0..plan.in_flight {
-        ws.feed(plan.payload.clone()).await.map_err(reason)?;
-        pending.push_back(t);
-    }
-    ws.flush().await.map_err(reason)?;
-    tally.sent += plan.in_flight as u64;
-
-    // The timer first marks the end of the window, then bounds the drain.
-    let end = plan.measure_end.min(plan.deadline.instant());
-    let mut timer = pin!(tokio::time::sleep_until(TokioInstant::from_std(end)));
-    let mut timer_bounds_drain = false;
-    // Cleared at the end of the window, by the timer or by an echo arriving after it.
-    let mut sending = true;
-    loop {
-        if !sending && pending.is_empty() {
-            return Ok(());
-        }
-        let first = tokio::select! {
-            biased;
-            _ = &mut timer => {
-                if plan.deadline.passed() {
-                    tally.timed_out = true;
-                    return Ok(());
-                }
-                if timer_bounds_drain {
-                    return Err(format!(
-                        "{} echoes still missing {DRAIN_TIMEOUT:?} after the end",
-                        pending.len()
-                    ));
-                }
-                sending = false;
-                timer_bounds_drain = true;
-                let drain_end = (Instant::now() + DRAIN_TIMEOUT).min(plan.deadline.instant());
-                timer.as_mut().reset(TokioInstant::from_std(drain_end));
-                continue;
-            }
-            msg = ws.next() => msg,
+impl Load {
+    /// Starts one task per connection: the warm-up begins now.
+    fn start(opts: &EchoOptions, conns: Vec<Ws>, deadline: Deadline) -> Self {
+        let started = Instant::now();
+        let measure_start = started + opts.warmup;
+        let payload = if opts.binary {
+            Message::Binary(Bytes::from(vec![b'x'; opts.size]))
+        } else {
+            Message::text("x".repeat(opts.size))
         };
-        // Take the first message and whatever else is already buffered, then answer them all.
-        let mut replies = 0u64;
-        let mut got = 0u64;
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                Some(Ok(Message::Text(_) | Message::Binary(_))) => {
-                    let now = Instant::now();
-                    let sent_at = pending.pop_front().ok_or("an echo nobody asked for")?;
-                    got += 1;
-                    if now >= plan.measure_start && now < plan.measure_end {
-                        rec.record(now.saturating_duration_since(sent_at));
-                        tally.measured += 1;
-                    }
-                    if now < plan.measure_end {
-                        replies += 1;
-                    } else {
-                        sending = false;
-                    }
-                }
-                Some(Ok(Message::Close(_))) | None => {
-                    return Err("the server closed the connection".to_owned())
-                }
-                Some(Ok(_)) => {} // ping, pong: tungstenite answers pings itself
-                Some(Err(e)) => return Err(reason(e)),
-            }
-            if got < plan.in_flight as u64 {
-                next = ws.next().now_or_never();
+        let plan = Arc::new(Plan {
+            payload,
+            in_flight: opts.in_flight,
+            measure_start,
+            measure_end: measure_start + opts.duration,
+            deadline,
+            received: AtomicU64::new(0),
+        });
+        let latencies = Latencies::new();
+        let mut tasks = JoinSet::new();
+        for (i, ws) in conns.into_iter().enumerate() {
+            tasks.spawn(drive::drive(ws, plan.clone(), latencies.recorder(i)));
+        }
+        Self {
+            plan,
+            tasks,
+            ended: Vec::new(),
+            latencies,
+            started,
+        }
+    }
+
+    /// Waits out the warm-up and the window, reading CPU at both ends of the window.
+    async fn measure(&mut self, session: &Session) -> Window {
+        let start = self.wait_until(self.plan.measure_start).await;
+        let first = session.probe();
+        let end = self.wait_until(self.plan.measure_end).await;
+        let usage = first.usage_until(&session.probe());
+        let planned_end = self.plan.measure_end.min(self.plan.deadline.instant());
+        Window {
+            start,
+            end,
+            planned_end,
+            usage,
+        }
+    }
+
+    /// Sleeps until `at` or the deadline, unless every connection task ends first; returns when
+    /// it woke.
+    async fn wait_until(&mut self, at: Instant) -> Instant {
+        let at = TokioInstant::from_std(at.min(self.plan.deadline.instant()));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(at) => break,
+                joined = self.tasks.join_next() => match joined {
+                    Some(r) => self.ended.push(r),
+                    None => break, // nothing left to measure
+                },
             }
         }
-        tally.received += got;
-        plan.received.fetch_add(got, Ordering::Relaxed);
-        if replies > 0 {
-            let t = Instant::now();
-            for _ in 0..replies {
-                ws.feed(plan.payload.clone()).await.map_err(reason)?;
-                pending.push_back(t);
+        Instant::now()
+    }
+
+    /// Waits for every task (each drains or gives up within a bound) and adds up their tallies.
+    async fn join(mut self, connected: usize) -> Ended {
+        while let Some(r) = self.tasks.join_next().await {
+            self.ended.push(r);
+        }
+        let mut ended = Ended {
+            total: Tally::default(),
+            failures: Failures::default(),
+            losses: Losses::new(self.started),
+            conns: Vec::with_capacity(connected),
+            histogram: self.latencies.merged(),
+        };
+        for r in self.ended {
+            match r {
+                Ok((tally, ws)) => ended.add(tally, ws),
+                Err(e) => {
+                    ended
+                        .failures
+                        .add(|| format!("connection task failed: {e}"));
+                    ended.losses.record(Instant::now());
+                }
             }
-            ws.flush().await.map_err(reason)?;
-            tally.sent += replies;
+        }
+        ended
+    }
+
+    /// Moves the bar with the clock and shows the current rate.
+    fn watch_progress(&self, bar: &indicatif::ProgressBar) -> tokio::task::JoinHandle<()> {
+        let (plan, bar, started) = (self.plan.clone(), bar.clone(), self.started);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let mut last = (Instant::now(), plan.received.load(Ordering::Relaxed));
+            loop {
+                tick.tick().await;
+                let now = Instant::now();
+                let received = plan.received.load(Ordering::Relaxed);
+                let secs = now.saturating_duration_since(last.0).as_secs_f64();
+                let rate = received.saturating_sub(last.1) as f64 / secs.max(1e-3);
+                last = (now, received);
+                let phase = if now < plan.measure_start {
+                    "warm-up"
+                } else {
+                    "measuring"
+                };
+                let elapsed = now.saturating_duration_since(started).as_millis();
+                bar.set_position(u64::try_from(elapsed).unwrap_or(u64::MAX));
+                bar.set_message(format!("{phase}: {} msg/s", report::rate(rate)));
+            }
+        })
+    }
+}
+
+impl Ended {
+    fn add(&mut self, t: Tally, ws: Option<Ws>) {
+        self.total.sent += t.sent;
+        self.total.received += t.received;
+        self.total.measured += t.measured;
+        self.total.timed_out |= t.timed_out;
+        if let Some(e) = t.error {
+            self.failures.add(|| e);
+        }
+        if let Some(at) = t.lost_at {
+            self.losses.record(at);
+        }
+        self.conns.extend(ws);
+    }
+}
+
+impl EchoReport {
+    fn new(
+        opts: EchoOptions,
+        connected: usize,
+        window: Window,
+        ended: Ended,
+        unclean_closes: u64,
+        deadline: Deadline,
+    ) -> Self {
+        let total = ended.total;
+        let active_end = ended.losses.active_until(connected, window.end);
+        let active = active_end
+            .saturating_duration_since(window.start)
+            .as_secs_f64();
+        let measured = total.measured as f64;
+        let server = window.usage.server;
+        Self {
+            connections: opts.connections,
+            connected,
+            in_flight: opts.in_flight,
+            size: opts.size,
+            binary: opts.binary,
+            warmup_secs: opts.warmup.as_secs_f64(),
+            duration_secs: (window.end.max(window.planned_end))
+                .saturating_duration_since(window.start)
+                .as_secs_f64(),
+            active_secs: active,
+            messages: total.measured,
+            messages_per_sec: per_sec(measured, active),
+            bytes_per_sec: per_sec(measured * opts.size as f64, active),
+            latency: LatencySummary::from(&ended.histogram),
+            messages_sent: total.sent,
+            messages_received: total.received,
+            lost: ended.losses.summary(connected),
+            errors: ended.failures.count,
+            first_error: ended.failures.first,
+            unclean_closes,
+            timed_out: total.timed_out || deadline.passed(),
+            usage: window.usage,
+            server_cpu_us_per_message: server
+                .filter(|_| total.measured > 0)
+                .map(|s| s.cpu.total_secs() * 1e6 / measured),
+            url: opts.url,
         }
     }
 }

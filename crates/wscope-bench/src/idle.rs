@@ -1,25 +1,31 @@
 //! `wscope bench idle`: open C connections with bounded handshake concurrency and hold them idle:
 //! the handshake rate, and with `--pid` what the server's memory grew by per connection.
 //!
-//! Client sockets are bound to source addresses 127.0.0.1, 127.0.0.2, … (about 20k each) so runs
-//! pass the ~28k ephemeral ports one address has. Open connections are held without a task each
-//! (nothing is read from an idle connection), which keeps the load generator's own footprint
-//! small; a non-blocking look before the checkpoint counts the ones the server dropped.
+//! The load generator's and the server's CPU are read over the opening (where the work is); the
+//! server's memory before the first connect and at the end of the hold.
+//!
+//! Past `--per-source` connections (10,000 by default) client sockets are bound to source
+//! addresses 127.0.0.1, 127.0.0.2, … so runs pass the ~28k ephemeral ports one address has.
+//! Open connections are held without a task each (nothing is read from an idle connection),
+//! which keeps the load generator's own footprint small; a non-blocking look before the
+//! checkpoint counts the ones the server dropped.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde::Serialize;
+use wscope_core::units::{parse_count, parse_duration};
 
-use super::connect::{self, Connector};
-use super::latency::LatencySummary;
-use super::probe::{ClientCpu, Probe, ServerUse};
-use super::progress::Steps;
-use super::report::{self, Report};
-use super::target::Target;
-use super::{limits, parse_count, progress, BenchError, Checkpoint, CommonOptions};
-use wscope_core::units::parse_duration;
+use crate::checkpoint::Checkpoint;
+use crate::connect::{self, Ws};
+use crate::latency::LatencySummary;
+use crate::lost::per_sec;
+use crate::options::{defaults, CommonOptions};
+use crate::probe::Usage;
+use crate::progress::Steps;
+use crate::report::{self, Report};
+use crate::session::{Plan, Session};
+use crate::BenchError;
 
 /// Read buffer of an idle client connection: small, since nothing but a close is read.
 const READ_BUFFER: usize = 1024;
@@ -49,14 +55,7 @@ pub struct IdleOptions {
 
 impl Default for IdleOptions {
     fn default() -> Self {
-        Self {
-            url: "ws://127.0.0.1:8080/ws".to_owned(),
-            connections: 10_000,
-            handshake_concurrency: 200,
-            hold: Duration::from_secs(5),
-            common: CommonOptions::default(),
-            checkpoint: None,
-        }
+        defaults()
     }
 }
 
@@ -92,12 +91,12 @@ pub struct IdleReport {
     pub dropped: usize,
     /// Connections whose close handshake did not complete.
     pub unclean_closes: u64,
-    /// The server's CPU and memory from before the first connect to the end of the hold (`--pid`).
-    pub server: Option<ServerUse>,
+    /// CPU of the load generator and of the server (`--pid`) over the opening; the server's
+    /// memory from before the first connect to the end of the hold.
+    #[serde(flatten)]
+    pub usage: Usage,
     /// The server's RSS growth divided by the connections held (`--pid`).
     pub server_bytes_per_connection: Option<f64>,
-    /// The load generator's CPU use while opening.
-    pub client_cpu: ClientCpu,
     /// `--timeout` stopped the run early.
     pub timed_out: bool,
 }
@@ -146,13 +145,10 @@ impl Report for IdleReport {
                 report::int(self.dropped as u64)
             ),
         ));
-        if let Some(s) = &self.server {
-            rows.extend(report::server_rows(s));
-        }
+        rows.extend(report::usage_rows(&self.usage));
         if let Some(b) = self.server_bytes_per_connection {
             rows.push(("server bytes/conn".to_owned(), report::bytes(b)));
         }
-        rows.push(report::client_cpu_row(&self.client_cpu));
         if self.unclean_closes > 0 {
             rows.push((
                 "unclean closes".to_owned(),
@@ -165,92 +161,76 @@ impl Report for IdleReport {
 }
 
 /// Runs `wscope bench idle`.
-pub async fn idle(opts: IdleOptions) -> Result<IdleReport, BenchError> {
-    let target = Target::parse(&opts.url)?;
-    limits::ensure_open_files(opts.connections, "-c")?;
-    // Opening at a pessimistic 1,000 handshakes/s, then the hold.
-    let planned = Duration::from_millis(opts.connections as u64).saturating_add(opts.hold);
-    let deadline = opts.common.deadline(planned);
-    let connector = Arc::new(Connector::new(
-        target,
-        opts.connections,
-        READ_BUFFER,
-        &opts.common,
-    ));
-    connector.preflight().await?;
-    let source_addresses = connector.source_addresses();
-
-    let before = Probe::start(opts.common.pid)?;
-    let bar = progress::bar(
-        opts.common.progress,
-        Steps::Count(opts.connections as u64),
-        "handshakes",
-    );
-    let mut opened = connect::open_all(
-        &connector,
-        opts.connections,
-        opts.handshake_concurrency,
-        deadline,
-        &bar,
-    )
-    .await;
-    let after_open = before.again();
-    bar.finish_and_clear();
-    if opened.conns.is_empty() {
-        return Err(BenchError::Unreachable {
-            url: opts.url,
-            reason: opened
-                .failures
-                .first
-                .unwrap_or_else(|| "no connection opened before --timeout".to_owned()),
-        });
-    }
-    let count = opened.conns.len();
-
-    let hold_bar = progress::bar(opts.common.progress, Steps::Spinner, "holding");
-    hold_bar.set_message(format!("{} connections", report::int(count as u64)));
-    let hold_start = std::time::Instant::now();
-    tokio::select! {
-        _ = tokio::time::sleep(opts.hold) => {}
-        _ = deadline.reached() => {}
-    }
-    let hold_secs = hold_start.elapsed().as_secs_f64();
-    hold_bar.finish_and_clear();
-    let dropped = connect::keep_alive(&mut opened.conns);
-    let held = opened.conns.len();
-    let after_hold = before.again();
-
-    if let Some(checkpoint) = opts.checkpoint {
-        checkpoint.pass(deadline).await;
-    }
-    let unclean_closes = connect::close_all(opened.conns).await;
+pub async fn idle(mut opts: IdleOptions) -> Result<IdleReport, BenchError> {
+    let session = Session::start(Plan {
+        url: &opts.url,
+        connections: opts.connections,
+        read_buffer: READ_BUFFER,
+        // Opening at a pessimistic 1,000 handshakes/s, then the hold.
+        planned: Duration::from_millis(opts.connections as u64).saturating_add(opts.hold),
+        common: &opts.common,
+    })
+    .await?;
+    let before = session.probe();
+    let mut opened = session
+        .open(opts.connections, opts.handshake_concurrency, "handshakes")
+        .await?;
+    let usage = before.usage_until(&session.probe());
+    let opened_count = opened.conns.len();
+    let hold = hold(&session, &mut opened.conns, opts.hold).await;
+    let usage = usage.with_rss_at(&session.probe());
+    let unclean_closes = session.finish(opened.conns, opts.checkpoint.take()).await;
 
     let open_secs = opened.elapsed.as_secs_f64();
-    let server = before.server_until(&after_hold);
     Ok(IdleReport {
         url: opts.url,
         connections: opts.connections,
-        opened: count,
+        opened: opened_count,
         failed: opened.failures.count,
         first_error: opened.failures.first,
-        source_addresses,
+        source_addresses: session.connector().source_addresses(),
         handshake_concurrency: opts.handshake_concurrency,
         open_secs,
-        handshakes_per_sec: if open_secs > 0.0 {
-            count as f64 / open_secs
-        } else {
-            0.0
-        },
+        handshakes_per_sec: per_sec(opened_count as f64, open_secs),
         handshake_latency: LatencySummary::from(&opened.handshakes),
-        hold_secs,
-        held,
-        dropped,
+        hold_secs: hold.secs,
+        held: hold.held,
+        dropped: hold.dropped,
         unclean_closes,
-        server_bytes_per_connection: server
-            .filter(|_| held > 0)
-            .map(|s| s.rss_growth() as f64 / held as f64),
-        server,
-        client_cpu: ClientCpu::new(before.own_cpu_until(&after_open)),
-        timed_out: opened.timed_out || deadline.passed(),
+        server_bytes_per_connection: usage
+            .server
+            .filter(|_| hold.held > 0)
+            .map(|s| s.rss_growth() as f64 / hold.held as f64),
+        usage,
+        timed_out: opened.timed_out || session.deadline().passed(),
     })
+}
+
+/// What the hold found.
+struct Hold {
+    secs: f64,
+    /// Connections still open at its end.
+    held: usize,
+    /// Connections the server closed or reset meanwhile.
+    dropped: usize,
+}
+
+/// Holds `conns` open for `length` (or until the deadline), then drops the ones the server
+/// closed.
+async fn hold(session: &Session, conns: &mut Vec<Ws>, length: Duration) -> Hold {
+    let bar = session.bar(Steps::Spinner, "holding");
+    bar.set_message(format!("{} connections", report::int(conns.len() as u64)));
+    let start = Instant::now();
+    tokio::select! {
+        _ = tokio::time::sleep(length) => {}
+        _ = session.deadline().reached() => {}
+    }
+    let secs = start.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let dropped = connect::keep_alive(conns);
+    Hold {
+        secs,
+        held: conns.len(),
+        dropped,
+    }
 }

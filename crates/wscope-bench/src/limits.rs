@@ -4,7 +4,7 @@
 
 use rlimit::Resource;
 
-use super::BenchError;
+use crate::BenchError;
 
 /// Descriptors kept aside for the runtime, stdio, the preflight probe and /proc reads.
 const RESERVED: u64 = 64;

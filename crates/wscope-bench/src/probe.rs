@@ -1,12 +1,13 @@
-//! Readings of a process (CPU time, RSS) at the start and end of a measurement, and what they
-//! add up to: the load generator's own CPU use, and with `--pid` the server's cost.
+//! Readings of this process and of the server (`--pid`) taken together at the start and end of a
+//! measurement window, and what they add up to ([`Usage`]): the load generator's CPU, the
+//! server's CPU and memory, all over the same window.
 
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::cpu::{self, CpuTimes, CpuUse, Process};
-use super::{rss, BenchError};
+use crate::cpu::{self, CpuTimes, CpuUse, Process};
+use crate::{rss, BenchError};
 
 /// One reading of a process.
 #[derive(Clone, Copy, Debug)]
@@ -76,7 +77,7 @@ impl Sample {
     }
 
     /// Wall time from `self` to `later`.
-    pub(crate) fn wall_until(&self, later: &Sample) -> Duration {
+    fn wall_until(&self, later: &Sample) -> Duration {
         later.at.saturating_duration_since(self.at)
     }
 }
@@ -113,11 +114,11 @@ impl ClientCpu {
 pub struct ServerUse {
     /// The server's pid.
     pub pid: u32,
-    /// Resident memory at the start, in bytes.
+    /// Resident memory at the start of the window, in bytes.
     pub rss_before: u64,
-    /// Resident memory at the end, in bytes.
+    /// Resident memory at the end of the window (`idle`: at the end of the hold), in bytes.
     pub rss_after: u64,
-    /// CPU time the server spent over the measurement.
+    /// CPU time the server spent over the window.
     pub cpu: CpuUse,
 }
 
@@ -150,7 +151,7 @@ pub(crate) struct Probe {
 }
 
 impl Probe {
-    /// Reads both now.
+    /// Reads both now; an unreadable `--pid` is an error naming it.
     pub(crate) fn start(pid: Option<u32>) -> Result<Self, BenchError> {
         Ok(Self {
             server: pid.map(Sample::server).transpose()?,
@@ -166,21 +167,39 @@ impl Probe {
         }
     }
 
-    /// This process's CPU use from `self` to `later`.
-    pub(crate) fn own_cpu_until(&self, later: &Probe) -> CpuUse {
-        self.own.cpu_until(&later.own)
-    }
-
-    /// The server's use from `self` to `later`, when `--pid` was given.
-    pub(crate) fn server_until(&self, later: &Probe) -> Option<ServerUse> {
-        match (&self.server, &later.server) {
-            (Some(a), Some(b)) => ServerUse::between(a, b),
-            _ => None,
+    /// What both used from `self` to `later`: one window for the client and the server.
+    pub(crate) fn usage_until(&self, later: &Probe) -> Usage {
+        Usage {
+            cpu_window_secs: self.own.wall_until(&later.own).as_secs_f64(),
+            client_cpu: ClientCpu::new(self.own.cpu_until(&later.own)),
+            server: match (&self.server, &later.server) {
+                (Some(a), Some(b)) => ServerUse::between(a, b),
+                _ => None,
+            },
         }
     }
+}
 
-    /// Wall time from `self` to `later`.
-    pub(crate) fn wall_until(&self, later: &Probe) -> Duration {
-        self.own.wall_until(&later.own)
+/// The load generator's and the server's use over one measurement window; reports flatten it
+/// into `cpuWindowSecs`, `clientCpu` and `server`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    /// Wall time the CPU figures of both processes cover, in seconds.
+    pub cpu_window_secs: f64,
+    /// The load generator's CPU use over the window.
+    pub client_cpu: ClientCpu,
+    /// The server's CPU and memory over the window (`--pid`).
+    pub server: Option<ServerUse>,
+}
+
+impl Usage {
+    /// The same figures with the server's memory read again at `later` (`idle` measures CPU
+    /// over the opening but memory at the end of the hold).
+    pub(crate) fn with_rss_at(mut self, later: &Probe) -> Self {
+        if let (Some(server), Some(sample)) = (self.server.as_mut(), later.server.as_ref()) {
+            server.rss_after = sample.rss;
+        }
+        self
     }
 }

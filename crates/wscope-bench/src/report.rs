@@ -5,9 +5,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::cpu::CpuUse;
-use super::latency::LatencySummary;
-use super::probe::{ClientCpu, ServerUse};
+use crate::cpu::CpuUse;
+use crate::latency::LatencySummary;
+use crate::lost::Lost;
+use crate::probe::{ClientCpu, ServerUse, Usage};
 
 /// A report that can be shown as a table and as JSON.
 pub trait Report: Serialize {
@@ -114,19 +115,33 @@ pub(crate) fn cpu_row(name: &str, c: &CpuUse) -> (String, String) {
     )
 }
 
+/// The rows of a window's usage: the load generator's CPU, then the server's (`--pid`), both
+/// over the window's length.
+pub(crate) fn usage_rows(u: &Usage) -> Vec<(String, String)> {
+    let mut rows = vec![client_cpu_row(u)];
+    if let Some(s) = &u.server {
+        rows.extend(server_rows(s, u.cpu_window_secs));
+    }
+    rows
+}
+
 /// The load generator's own CPU row.
-pub(crate) fn client_cpu_row(c: &ClientCpu) -> (String, String) {
+fn client_cpu_row(u: &Usage) -> (String, String) {
+    let c: &ClientCpu = &u.client_cpu;
     let (label, mut value) = cpu_row(&format!("client cpu ({} cores)", c.cores), &c.cpu);
+    value.push_str(&format!(" over {}", secs(u.cpu_window_secs)));
     if c.saturated() {
         value.push_str(": near saturation, the load generator may be the limit");
     }
     (label, value)
 }
 
-/// The server's rows (`--pid`).
-pub(crate) fn server_rows(s: &ServerUse) -> Vec<(String, String)> {
+/// The server's rows (`--pid`), its CPU over the same `window` as the client's.
+fn server_rows(s: &ServerUse, window: f64) -> Vec<(String, String)> {
+    let (label, mut cpu) = cpu_row(&format!("server cpu (pid {})", s.pid), &s.cpu);
+    cpu.push_str(&format!(" over {}", secs(window)));
     vec![
-        cpu_row(&format!("server cpu (pid {})", s.pid), &s.cpu),
+        (label, cpu),
         (
             "server rss".to_owned(),
             format!(
@@ -146,6 +161,48 @@ pub(crate) fn errors_row(count: u64, first: Option<&str>) -> (String, String) {
         _ => int(count),
     };
     ("errors".to_owned(), value)
+}
+
+/// The row saying how many connections were lost and when, if any were.
+pub(crate) fn lost_row(what: &str, lost: &Lost) -> Option<(String, String)> {
+    let (Some(first), Some(last)) = (lost.first_secs, lost.last_secs) else {
+        return None;
+    };
+    let when = if last - first < 0.05 {
+        format!("{first:.1} s")
+    } else {
+        format!("between {first:.1} s and {last:.1} s")
+    };
+    let all = if lost.all {
+        format!("; every {what} was lost, the load stopped there")
+    } else {
+        String::new()
+    };
+    Some((
+        "lost".to_owned(),
+        format!(
+            "{} {what}s {when} after the load started{all}",
+            int(lost.count)
+        ),
+    ))
+}
+
+/// A rate row, saying the time it is taken over when that is less than the window asked for.
+pub(crate) fn rate_row(
+    label: &str,
+    rate_per_sec: f64,
+    active: f64,
+    window: f64,
+) -> (String, String) {
+    let mut value = self::rate(rate_per_sec);
+    if active + 0.05 < window {
+        value.push_str(&format!(
+            " (over the {} under load, of {})",
+            secs(active),
+            secs(window)
+        ));
+    }
+    (label.to_owned(), value)
 }
 
 /// The row saying `--timeout` cut the run short, if it did.

@@ -3,7 +3,7 @@
 
 use std::io;
 
-use super::cpu::Process;
+use crate::cpu::Process;
 
 /// `process`'s resident set size in bytes.
 pub(crate) fn read(process: Process) -> io::Result<u64> {

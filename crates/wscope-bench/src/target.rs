@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use tokio_tungstenite::tungstenite::http::Uri;
 
-use super::BenchError;
+use crate::BenchError;
 
 /// A parsed `ws://` URL and the loopback socket address it names.
 #[derive(Clone, Debug)]

@@ -156,7 +156,7 @@ async fn echo_counts_match_the_servers_message_counts() {
     assert_eq!(sum(&conns, "messagesIn"), report.messages_sent);
     assert_eq!(sum(&conns, "messagesOut"), report.messages_received);
     assert_eq!(sum(&conns, "bytesIn"), report.messages_sent * 32);
-    assert!(report.client_cpu.cpu.percent >= 0.0);
+    assert!(report.usage.client_cpu.cpu.percent >= 0.0);
     assert!(!report.timed_out);
     server.shut_down().await;
 }
@@ -205,7 +205,7 @@ async fn idle_connections_are_what_the_server_holds() {
     assert_eq!(sources, ["127.0.0.1", "127.0.0.2", "127.0.0.3"]);
     assert!(report.handshakes_per_sec > 0.0);
     assert_eq!(report.handshake_latency.count, 300);
-    let server_use = report.server.unwrap();
+    let server_use = report.usage.server.unwrap();
     assert_eq!(server_use.pid, std::process::id());
     assert!(server_use.rss_before > 0 && server_use.rss_after > 0);
     assert!(report.server_bytes_per_connection.is_some());
