@@ -1,10 +1,13 @@
 //! `wscope bench echo`: C connections each keep W messages of S bytes in flight against an echo
 //! endpoint for a warm-up and then a measured window; messages/s and round-trip latency.
 //!
-//! When connections fail, the rate is taken over the part of the window that still had one open
+//! Every reply is checked against what its connection sent, in order (`echo/payload.rs`); a reply
+//! that is not that echo is counted in `mismatches` and in `errors`, never as a message. When
+//! connections fail, the rate is taken over the part of the window that still had one open
 //! (`activeSecs`), and the report says how many were lost and when.
 
 mod drive;
+mod payload;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,7 +18,6 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant as TokioInstant;
-use tokio_tungstenite::tungstenite::{Bytes, Message};
 use wscope_core::units::{parse_count, parse_duration, parse_size};
 
 use self::drive::{Plan, Tally};
@@ -35,7 +37,7 @@ use crate::BenchError;
 /// `wscope bench echo` options.
 #[derive(Args, Debug)]
 pub struct EchoOptions {
-    /// Echo endpoint (loopback only).
+    /// Echo endpoint (loopback only); every reply must be the echo of what was sent.
     #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
     /// Connections.
@@ -96,7 +98,7 @@ pub struct EchoReport {
     /// The part of the window during which connections were still open, in seconds:
     /// `durationSecs` unless every connection was lost before its end.
     pub active_secs: f64,
-    /// Echoes received inside the window.
+    /// Echoes received inside the window that matched what was sent.
     pub messages: u64,
     /// `messages` / `activeSecs`.
     pub messages_per_sec: f64,
@@ -106,11 +108,17 @@ pub struct EchoReport {
     pub latency: LatencySummary,
     /// Messages sent over the whole run (warm-up and drain included).
     pub messages_sent: u64,
-    /// Echoes received over the whole run; equals `messagesSent` when nothing was lost.
+    /// Replies received over the whole run, echoes or not; equals `messagesSent` when nothing
+    /// was lost.
     pub messages_received: u64,
+    /// Replies that were not the echo of what their connection sent, in order (another
+    /// client's message, a reordered or changed one); counted in `errors`.
+    pub mismatches: u64,
+    /// The first mismatch's words.
+    pub first_mismatch: Option<String>,
     /// Connections that failed after opening, and when (seconds from the start of the warm-up).
     pub lost: Lost,
-    /// Failed connects plus connections that failed during the run.
+    /// Failed connects, connections that failed during the run, and `mismatches`.
     pub errors: u64,
     /// The first failure's words.
     pub first_error: Option<String>,
@@ -162,6 +170,7 @@ impl Report for EchoReport {
                 report::int(self.messages_received)
             ),
         ));
+        rows.extend(self.mismatch_row());
         rows.extend(report::lost_row("connection", &self.lost));
         rows.push(report::errors_row(self.errors, self.first_error.as_deref()));
         if self.unclean_closes > 0 {
@@ -174,6 +183,26 @@ impl Report for EchoReport {
         }
         rows.extend(report::timed_out_row(self.timed_out));
         rows
+    }
+}
+
+impl EchoReport {
+    /// The row saying replies were not echoes, if any were (with the first one's words, unless
+    /// the errors row already shows them).
+    fn mismatch_row(&self) -> Option<(String, String)> {
+        (self.mismatches > 0).then(|| {
+            let mut value = format!(
+                "{} replies were not the echo of what was sent (counted in errors",
+                report::int(self.mismatches)
+            );
+            match &self.first_mismatch {
+                Some(m) if self.first_error.as_ref() != Some(m) => {
+                    value.push_str(&format!("; first: {m})"));
+                }
+                _ => value.push(')'),
+            }
+            ("not echoes".to_owned(), value)
+        })
     }
 }
 
@@ -258,13 +287,9 @@ impl Load {
     fn start(opts: &EchoOptions, conns: Vec<Ws>, deadline: Deadline) -> Self {
         let started = Instant::now();
         let measure_start = started + opts.warmup;
-        let payload = if opts.binary {
-            Message::Binary(Bytes::from(vec![b'x'; opts.size]))
-        } else {
-            Message::text("x".repeat(opts.size))
-        };
         let plan = Arc::new(Plan {
-            payload,
+            size: opts.size,
+            binary: opts.binary,
             in_flight: opts.in_flight,
             measure_start,
             measure_end: measure_start + opts.duration,
@@ -274,7 +299,7 @@ impl Load {
         let latencies = Latencies::new();
         let mut tasks = JoinSet::new();
         for (i, ws) in conns.into_iter().enumerate() {
-            tasks.spawn(drive::drive(ws, plan.clone(), latencies.recorder(i)));
+            tasks.spawn(drive::drive(ws, i, plan.clone(), latencies.recorder(i)));
         }
         Self {
             plan,
@@ -373,12 +398,16 @@ impl Ended {
         self.total.sent += t.sent;
         self.total.received += t.received;
         self.total.measured += t.measured;
+        self.total.mismatches += t.mismatches;
         self.total.timed_out |= t.timed_out;
         if let Some(e) = t.error {
             self.failures.add(|| e);
         }
         if let Some(at) = t.lost_at {
             self.losses.record(at);
+        }
+        if self.total.first_mismatch.is_none() {
+            self.total.first_mismatch = t.first_mismatch;
         }
         self.conns.extend(ws);
     }
@@ -389,11 +418,15 @@ impl EchoReport {
         opts: EchoOptions,
         connected: usize,
         window: Window,
-        ended: Ended,
+        mut ended: Ended,
         unclean_closes: u64,
         deadline: Deadline,
     ) -> Self {
         let total = ended.total;
+        let mismatch = total.first_mismatch.clone();
+        ended
+            .failures
+            .add_many(total.mismatches, || mismatch.unwrap_or_default());
         let active_end = ended.losses.active_until(connected, window.end);
         let active = active_end
             .saturating_duration_since(window.start)
@@ -417,6 +450,8 @@ impl EchoReport {
             latency: LatencySummary::from(&ended.histogram),
             messages_sent: total.sent,
             messages_received: total.received,
+            mismatches: total.mismatches,
+            first_mismatch: total.first_mismatch,
             lost: ended.losses.summary(connected),
             errors: ended.failures.count,
             first_error: ended.failures.first,

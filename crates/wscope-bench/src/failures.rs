@@ -13,7 +13,15 @@ pub(crate) struct Failures {
 impl Failures {
     /// One more failure; `reason` is only worded if it is the first.
     pub(crate) fn add(&mut self, reason: impl FnOnce() -> String) {
-        self.count += 1;
+        self.add_many(1, reason);
+    }
+
+    /// `n` more failures of one kind.
+    pub(crate) fn add_many(&mut self, n: u64, reason: impl FnOnce() -> String) {
+        if n == 0 {
+            return;
+        }
+        self.count += n;
         if self.first.is_none() {
             self.first = Some(reason());
         }

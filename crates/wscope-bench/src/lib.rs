@@ -5,7 +5,8 @@
 //! serialises to JSON, so that tests and wrappers run them in-process; the command line
 //! ([`BenchArgs`], [`run`]) only parses flags into those structs and prints the reports:
 //! - [`echo()`]: C connections × W messages in flight × S bytes for T after a warm-up: messages/s
-//!   and round-trip latency.
+//!   and round-trip latency. Every reply must be the echo of what its connection sent, in order;
+//!   anything else is counted as an error, never as a message.
 //! - [`idle()`]: open C connections with bounded handshake concurrency and hold them: handshakes/s
 //!   and, with `--pid`, the server's bytes per connection.
 //! - [`churn()`]: C workers each looping connect → echo one message → close: connections/s.
@@ -39,7 +40,8 @@
 //! # Layout
 //! - `cli`: the `wscope bench` flags ([`BenchArgs`], [`Mode`]) and [`run`], which prints a report.
 //! - `echo`, `idle`, `churn`, `broadcast`: the modes, each with its options, report and run;
-//!   `echo/` holds one connection's loop, `broadcast/` the rounds state and the chat members.
+//!   `echo/` holds one connection's loop and the check of its replies, `broadcast/` the rounds
+//!   state and the chat members.
 //! - `options`: the options every mode shares, and each mode's `Default` read from its flags.
 //! - `session`: the path every mode shares: checks, opening, the measurement window, the end.
 //! - `target`, `addrs`, `limits`: the `--url` (loopback only), source addresses past the

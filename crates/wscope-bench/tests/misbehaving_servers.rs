@@ -1,5 +1,6 @@
 //! `wscope bench` against small servers that do not behave like the echo server it expects: one
-//! that hangs up after a few echoes, one that stops accepting. Each runs on 127.0.0.1:0 in this process and is stopped and joined at the end.
+//! that answers with something else, one that hangs up after a few echoes, one that stops
+//! accepting. Each runs on 127.0.0.1:0 in this process and is stopped and joined at the end.
 #![allow(clippy::unwrap_used)]
 
 use std::future::Future;
@@ -101,6 +102,41 @@ async fn answer(mut ws: Ws, echo: bool, limit: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_that_are_not_echoes_are_errors_not_messages() {
+    let server = TestServer::start(4, |ws, _| answer(ws, false, usize::MAX)).await;
+    let report = timeout(
+        STEP,
+        echo(EchoOptions {
+            url: server.url(),
+            connections: 4,
+            in_flight: 2,
+            duration: Duration::from_millis(300),
+            warmup: Duration::ZERO,
+            common: common(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(report.messages, 0, "nothing was an echo");
+    assert_eq!(report.messages_per_sec, 0.0);
+    assert_eq!(report.latency.count, 0);
+    assert!(report.mismatches > 0);
+    assert_eq!(report.mismatches, report.messages_received);
+    assert_eq!(report.errors, report.mismatches);
+    let first = report.first_mismatch.as_deref().unwrap();
+    assert!(first.contains("got text 11 B \"not an echo\""), "{first}");
+    assert_eq!(report.first_error.as_deref(), Some(first));
+    let table = report::table(&report);
+    assert!(
+        table.contains("replies were not the echo of what was sent (counted in errors"),
+        "{table}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_every_connection_is_lost_the_rate_is_over_the_time_before() {
     // Each connection gets 50 echoes, then the server hangs up: the run stops long before its
     // 10 s window ends.
@@ -132,6 +168,7 @@ async fn when_every_connection_is_lost_the_rate_is_over_the_time_before() {
     );
     assert!(first <= last && last < 8.0, "{:?}", report.lost);
     assert_eq!(report.messages, 150);
+    assert_eq!(report.mismatches, 0);
     assert_eq!(report.errors, 3, "{:?}", report.first_error);
     assert!(
         (9.9..=10.1).contains(&report.duration_secs),

@@ -162,6 +162,38 @@ async fn echo_counts_match_the_servers_message_counts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_against_the_chat_endpoint_counts_mismatches_not_messages() {
+    // /ws/chat sends every message to every member: each connection gets the others' messages,
+    // which are not the echo of what it sent.
+    let server = start_server().await;
+    let report = timeout(
+        STEP,
+        echo(EchoOptions {
+            url: server.url("/ws/chat"),
+            connections: 4,
+            duration: Duration::from_millis(300),
+            warmup: Duration::ZERO,
+            common: common(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(report.connected, 4);
+    assert!(report.mismatches > 0, "{report:?}");
+    assert!(report.errors >= report.mismatches);
+    assert!(report.messages < report.messages_received);
+    assert_eq!(report.latency.count, report.messages);
+    assert!(report
+        .first_mismatch
+        .as_deref()
+        .unwrap()
+        .contains("not the echo"));
+    server.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_what_the_server_holds() {
     let server = start_server().await;
     let before = server.stats().await["totalConnections"].as_u64().unwrap();

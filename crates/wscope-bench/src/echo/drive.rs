@@ -1,10 +1,11 @@
-//! One echo connection's task: keep W messages in flight until the measured window ends, record
-//! the round trips that end inside the window, then wait (bounded) for the last echoes.
+//! One echo connection's task: keep W messages in flight until the measured window ends, check
+//! every reply against what this connection sent, record the round trips that end inside the
+//! window, then wait (bounded) for the last echoes.
 //!
 //! The task reads what is ready, then answers each reply with a new message, all fed before one
 //! flush, so the load generator writes like a corking server does and stays off the critical
-//! path. Echo preserves order, so the send times of the messages in flight are a FIFO and the
-//! payload carries no timestamp.
+//! path. Echo preserves order, so what is in flight is a FIFO of (send time, bytes) and the
+//! payload needs no timestamp.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::time::Instant as TokioInstant;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 
+use super::payload::{self, Payloads};
 use crate::connect::Ws;
 use crate::deadline::Deadline;
 use crate::latency::Recorder;
@@ -26,8 +28,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// What every connection task shares.
 #[derive(Debug)]
 pub(crate) struct Plan {
-    /// What every connection sends.
-    pub(crate) payload: Message,
+    /// Payload bytes per message.
+    pub(crate) size: usize,
+    /// Binary rather than text messages.
+    pub(crate) binary: bool,
     /// Messages each connection keeps in flight.
     pub(crate) in_flight: usize,
     /// Round trips ending from here on are measured...
@@ -43,9 +47,13 @@ pub(crate) struct Plan {
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
     pub(crate) sent: u64,
+    /// Every data message that came back, echo or not.
     pub(crate) received: u64,
-    /// Echoes that arrived inside the window.
+    /// Echoes that matched and arrived inside the window.
     pub(crate) measured: u64,
+    /// Replies that were not the echo of what was sent, in order.
+    pub(crate) mismatches: u64,
+    pub(crate) first_mismatch: Option<String>,
     /// Why the connection failed, if it did.
     pub(crate) error: Option<String>,
     /// When it failed.
@@ -54,10 +62,16 @@ pub(crate) struct Tally {
     pub(crate) timed_out: bool,
 }
 
-/// Drives one connection. Returns its tally, and the connection if it is still healthy (to be
-/// closed with a handshake).
-pub(crate) async fn drive(ws: Ws, plan: Arc<Plan>, rec: Recorder) -> (Tally, Option<Ws>) {
+/// Drives connection number `conn`. Returns its tally, and the connection if it is still healthy
+/// (to be closed with a handshake).
+pub(crate) async fn drive(
+    ws: Ws,
+    conn: usize,
+    plan: Arc<Plan>,
+    rec: Recorder,
+) -> (Tally, Option<Ws>) {
     let mut c = Conn {
+        payloads: Payloads::new(plan.size, plan.binary, conn),
         pending: VecDeque::with_capacity(plan.in_flight),
         ws,
         plan,
@@ -88,8 +102,9 @@ struct Conn {
     ws: Ws,
     plan: Arc<Plan>,
     rec: Recorder,
-    /// Send time of each message in flight, oldest first.
-    pending: VecDeque<Instant>,
+    payloads: Payloads,
+    /// Send time and bytes of each message in flight, oldest first.
+    pending: VecDeque<(Instant, Bytes)>,
     tally: Tally,
     /// Cleared at the end of the window, by the timer or by a reply arriving after it.
     sending: bool,
@@ -143,9 +158,9 @@ impl Conn {
         }
         let t = Instant::now();
         for _ in 0..n {
-            let msg = self.plan.payload.clone();
+            let (msg, bytes) = self.payloads.next();
             self.ws.feed(msg).await.map_err(|e| ws_reason(&e))?;
-            self.pending.push_back(t);
+            self.pending.push_back((t, bytes));
         }
         self.ws.flush().await.map_err(|e| ws_reason(&e))?;
         self.tally.sent += n;
@@ -160,10 +175,10 @@ impl Conn {
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
-                Some(Ok(Message::Text(_) | Message::Binary(_))) => {
+                Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
                     got += 1;
                     self.tally.received += 1;
-                    replies += u64::from(self.on_echo()?);
+                    replies += u64::from(self.on_reply(&m));
                 }
                 Some(Ok(Message::Close(_))) | None => {
                     return Err("the server closed the connection".to_owned())
@@ -179,18 +194,31 @@ impl Conn {
         Ok(replies)
     }
 
-    /// Records one echo of the oldest message in flight. Returns whether to send another in
-    /// its place (only inside the window).
-    fn on_echo(&mut self) -> Result<bool, String> {
+    /// Checks one reply against the oldest message in flight and records it. Returns whether to
+    /// send another in its place (only inside the window, and only for a message in flight).
+    fn on_reply(&mut self, reply: &Message) -> bool {
         let now = Instant::now();
-        let sent_at = self.pending.pop_front().ok_or("an echo nobody asked for")?;
-        if now >= self.plan.measure_start && now < self.plan.measure_end {
+        let Some((sent_at, sent)) = self.pending.pop_front() else {
+            // More replies than messages sent: not an echo server (a chat endpoint's fan-out).
+            self.mismatch(|| payload::unsolicited(reply));
+            return false;
+        };
+        if !self.payloads.is_echo(reply, &sent) {
+            self.mismatch(|| payload::mismatch(reply, &sent));
+        } else if now >= self.plan.measure_start && now < self.plan.measure_end {
             self.rec.record(now.saturating_duration_since(sent_at));
             self.tally.measured += 1;
         }
         if now >= self.plan.measure_end {
             self.sending = false;
         }
-        Ok(self.sending)
+        self.sending
+    }
+
+    fn mismatch(&mut self, words: impl FnOnce() -> String) {
+        self.tally.mismatches += 1;
+        if self.tally.first_mismatch.is_none() {
+            self.tally.first_mismatch = Some(words());
+        }
     }
 }
