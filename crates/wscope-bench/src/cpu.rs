@@ -63,7 +63,7 @@ pub struct CpuUse {
     pub user_secs: f64,
     /// Kernel-mode seconds.
     pub system_secs: f64,
-    /// (user + system) / wall time × 100: 100 is one core busy, 200 two.
+    /// (user + system) / wall time × 100, in % of one core: 100 is one core busy, 200 two.
     pub percent: f64,
 }
 

@@ -16,7 +16,7 @@
 //! Every mode goes through one shared path: the URL is checked to be loopback, the open-file
 //! limit raised, a bare TCP connect tried and `--pid` read before anything is opened; connections
 //! are opened under a handshake bound; the CPU of this process and of the server are read over
-//! one window; and at the end come an optional
+//! one window (in % of one core: 100 is one core busy); and at the end come an optional
 //! [`Checkpoint`] and the close handshakes. Every run is bounded by `--timeout` and reports what
 //! it has when that passes. When connections are lost mid-run, rates are taken over the time the
 //! load was running, and the report says how many were lost and when.

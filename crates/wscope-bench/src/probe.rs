@@ -86,11 +86,11 @@ impl Sample {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientCpu {
-    /// CPU time and share of wall time.
+    /// CPU time and share of wall time (`percent` is in % of one core).
     #[serde(flatten)]
     pub cpu: CpuUse,
-    /// Cores available: `percent` can reach 100 × this, and near it the load generator may be
-    /// what limits the measurement.
+    /// Cores available: `percent` (of one core) can reach 100 × this, and near it the load
+    /// generator may be what limits the measurement.
     pub cores: usize,
 }
 
@@ -118,7 +118,7 @@ pub struct ServerUse {
     pub rss_before: u64,
     /// Resident memory at the end of the window (`idle`: at the end of the hold), in bytes.
     pub rss_after: u64,
-    /// CPU time the server spent over the window.
+    /// CPU time the server spent over the window (`percent` is in % of one core).
     pub cpu: CpuUse,
 }
 

@@ -104,12 +104,12 @@ pub(crate) fn latency_rows(name: &str, l: &LatencySummary) -> Vec<(String, Strin
     )]
 }
 
-/// A CPU-use row.
+/// A CPU-use row: the share is of one core, so two busy cores read 200%.
 pub(crate) fn cpu_row(name: &str, c: &CpuUse) -> (String, String) {
     (
         name.to_owned(),
         format!(
-            "{:.0}% ({:.2} s user + {:.2} s sys)",
+            "{:.0}% of one core ({:.2} s user + {:.2} s sys)",
             c.percent, c.user_secs, c.system_secs
         ),
     )
@@ -229,5 +229,16 @@ mod tests {
         assert_eq!(micros(12_345), "12.3 ms");
         assert_eq!(bytes(2048.0), "2048 B");
         assert_eq!(bytes(-3.0 * 1024.0 * 1024.0), "-3.0 MiB");
+    }
+
+    #[test]
+    fn cpu_is_a_share_of_one_core() {
+        let c = CpuUse {
+            user_secs: 1.5,
+            system_secs: 0.5,
+            percent: 200.0,
+        };
+        let (_, value) = cpu_row("client cpu", &c);
+        assert_eq!(value, "200% of one core (1.50 s user + 0.50 s sys)");
     }
 }
