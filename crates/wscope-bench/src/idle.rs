@@ -37,7 +37,15 @@ pub struct IdleOptions {
     #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
     /// Connections to open and hold.
-    #[arg(short = 'c', long = "connections", value_name = "N", default_value = "10000", value_parser = parse_count)]
+    ///
+    /// The default fits the common open-file limit of 1,024. Each connection needs an open
+    /// file: the run raises its soft limit up to the hard one (`ulimit -Hn`) by itself, and when
+    /// even that is too low it stops before connecting and says so, naming -c; then raise the
+    /// hard limit (`ulimit -n N` as root, `LimitNOFILE=` for a systemd unit). Past --per-source
+    /// connections (10,000) the client sockets are spread over 127.0.0.1, 127.0.0.2, … to pass
+    /// the ~28k ephemeral ports of one address; lower --per-source if connects fail with "no
+    /// free local port".
+    #[arg(short = 'c', long = "connections", value_name = "N", default_value = "1000", value_parser = parse_count)]
     pub connections: usize,
     /// Handshakes under way at once.
     #[arg(long, value_name = "N", default_value = "200", value_parser = parse_count)]
