@@ -2,11 +2,11 @@
 # The peer benchmark suite (issue 3, items 4 and 5): builds wscope and the plain axum example,
 # installs the Node `ws` and Bun peers, then one peer at a time on loopback starts the server on
 # free ports, runs every scenario with `wscope bench ... --json`, stops the server, and finally
-# writes bench/results/latest.json and (through bench/report.py) the "Peer comparison" section of
-# docs/BENCHMARKS.md and the chart docs/peers.svg.
+# writes scripts/results/latest.json and (through scripts/report.py) the "Peer comparison"
+# section of docs/BENCHMARKS.md and the chart docs/peers.svg.
 #
-#   bench/run-peers.sh [--quick] [--peers "wscope axum_plain node-ws bun"] [--skip-build]
-#                      [--skip-install] [--out FILE] [--no-docs]
+#   scripts/run-peers.sh [--quick] [--peers "wscope axum_plain node-ws bun"] [--skip-build]
+#                        [--skip-install] [--out FILE] [--no-docs]
 #
 #   --quick         small counts and short durations (about 2 minutes after the build)
 #   (default)       the full run (about 9-10 minutes after the build: 10k idle connections,
@@ -20,11 +20,11 @@
 #                   [default: all seven]
 #   --skip-build    use the binaries already in target/release
 #   --skip-install  do not run `npm ci` (use the node_modules already there)
-#   --out FILE      where the results JSON goes [default: bench/results/latest.json]
-#   --no-docs       do not run bench/report.py afterwards
+#   --out FILE      where the results JSON goes [default: scripts/results/latest.json]
+#   --no-docs       do not run scripts/report.py afterwards
 #
 # Any count or duration can be overridden from the environment, e.g.
-#   IDLE_CONNS=19000 ECHO_DURATION=20s bench/run-peers.sh
+#   IDLE_CONNS=19000 ECHO_DURATION=20s scripts/run-peers.sh
 # (see the "settings" block below for the names).
 #
 # Every wait is bounded, only 127.0.0.1 is used, and whatever server or load generator the script
@@ -39,7 +39,7 @@ QUICK=0
 PEERS="wscope wscope-tokio-websockets wscope-fastwebsockets axum_tuned axum_plain node-ws bun"
 SKIP_BUILD=0
 SKIP_INSTALL=0
-OUT="bench/results/latest.json"
+OUT="scripts/results/latest.json"
 DOCS=1
 ARGV_ORIG="$*"
 
@@ -87,8 +87,8 @@ fi
 
 WSCOPE="$ROOT/target/release/wscope"
 AXUM_PLAIN="$ROOT/target/release/examples/axum_plain"
-NODE_DIR="$ROOT/bench/peers/node-ws"
-BUN_DIR="$ROOT/bench/peers/bun"
+NODE_DIR="$ROOT/scripts/peers/node-ws"
+BUN_DIR="$ROOT/scripts/peers/bun"
 BUN_BIN="$BUN_DIR/node_modules/.bin/bun"
 CLK_TCK="$(getconf CLK_TCK)"
 
@@ -505,10 +505,10 @@ cat > "$RUN_DIR/settings.json" <<EOF
 }
 EOF
 mkdir -p "$(dirname "$OUT")"
-python3 bench/report.py collect "$RUN_DIR" --out "$OUT"
+python3 scripts/report.py collect "$RUN_DIR" --out "$OUT"
 log "results: $OUT (raw outputs in $RUN_DIR)"
 if [ "$DOCS" = 1 ]; then
-    python3 bench/report.py render "$OUT" --md docs/BENCHMARKS.md --svg docs/peers.svg
+    python3 scripts/report.py render "$OUT" --md docs/BENCHMARKS.md --svg docs/peers.svg
     log "wrote docs/BENCHMARKS.md (peer section) and docs/peers.svg"
 fi
 log "total $(( $(date +%s) - STARTED_AT )) s"

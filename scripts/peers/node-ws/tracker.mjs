@@ -3,7 +3,7 @@
 // the activity timestamp updated on every message in and out, ConnectionStats computed on demand,
 // stale entries swept every 30 seconds, SIGINT/SIGTERM close everything with 1001.
 //
-// Shared in spirit by the Bun peer (bench/peers/bun/server.ts keeps its own copy, typed).
+// Shared in spirit by the Bun peer (scripts/peers/bun/server.ts keeps its own copy, typed).
 
 import { randomUUID } from 'node:crypto'
 

@@ -1,5 +1,5 @@
 // Peer server for the wscope benchmark suite: Bun.serve websockets + a Map-based tracker following
-// the reference "WebSocket Stats API" (the same tracker as bench/peers/node-ws/tracker.mjs).
+// the reference "WebSocket Stats API" (the same tracker as scripts/peers/node-ws/tracker.mjs).
 //
 //   node_modules/.bin/bun server.ts --port 8080 --admin-port 9090 [--host 127.0.0.1]
 //   (or PORT / ADMIN_PORT / HOST in the environment)

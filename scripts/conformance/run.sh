@@ -2,7 +2,7 @@
 # Autobahn|Testsuite conformance of `wscope serve`'s /ws echo route, sections 1-10 (12 and 13,
 # permessage-deflate, are left out), through the PyPI runner kosoku pinned in requirements.txt.
 #
-#   bash bench/conformance/run.sh [--write-doc] [-- EXTRA `wscope serve` FLAGS...]
+#   bash scripts/conformance/run.sh [--write-doc] [-- EXTRA `wscope serve` FLAGS...]
 #
 # Creates or reuses a virtualenv at target/kosoku-venv, builds wscope (release), serves it on two
 # free loopback ports, runs kosoku's fuzzing client against ws://127.0.0.1:PORT/ws, stops the
@@ -32,7 +32,7 @@ done
 KOSOKU_TIMEOUT="${KOSOKU_TIMEOUT:-1200}"
 SECTIONS=(1 2 3 4 5 6 7 9 10)
 VENV="$ROOT/target/kosoku-venv"
-REQ="$ROOT/bench/conformance/requirements.txt"
+REQ="$ROOT/scripts/conformance/requirements.txt"
 OUT="$ROOT/target/conformance"
 REPORT="$OUT/report"
 started=$SECONDS
@@ -202,10 +202,10 @@ q() { python3 -c 'import shlex, sys; print(shlex.join(sys.argv[1:]))' "$@"; }
 shown_kosoku=("kosoku" "ws://127.0.0.1:PORT/ws" "${selection[@]}" -o "target/conformance/report")
 shown_serve=("wscope" serve --listen 127.0.0.1:PORT --admin-listen 127.0.0.1:PORT2 --stats-interval 0
   "${serve_extra[@]}")
-shown_run=(bash bench/conformance/run.sh "${write_doc[@]}")
+shown_run=(bash scripts/conformance/run.sh "${write_doc[@]}")
 ((${#serve_extra[@]})) && shown_run+=(-- "${serve_extra[@]}")
 set +e
-"$VENV/bin/python" "$ROOT/bench/conformance/summarize.py" "$REPORT" "${write_doc[@]}" \
+"$VENV/bin/python" "$ROOT/scripts/conformance/summarize.py" "$REPORT" "${write_doc[@]}" \
   --sections "$(
     IFS=,
     echo "${SECTIONS[*]}"
