@@ -616,6 +616,22 @@ def md_section(results: dict, json_rel: str, svg_rel: str) -> str:
                             f"{e['label']} {tag}: {errs} errors"
                             + (f" (first: {one_line(rep.get('firstError'))})" if rep.get("firstError") else "")
                         )
+                    if rep.get("mismatches"):
+                        notes.append(
+                            f"{e['label']} {tag}: {rep['mismatches']} replies were not the echo of what "
+                            "was sent (counted in the errors, not in messages/s)"
+                        )
+                    lost = rep.get("lost") or {}
+                    if lost.get("count"):
+                        notes.append(
+                            f"{e['label']} {tag}: {lost['count']} connections lost, "
+                            f"{lost.get('firstSecs') or 0:.1f}-{lost.get('lastSecs') or 0:.1f} s after the start"
+                            + (
+                                f"; every one, so the rates are over the {rep['activeSecs']:.1f} s before"
+                                if lost.get("all") and rep.get("activeSecs") is not None
+                                else ""
+                            )
+                        )
                     if rep.get("timedOut"):
                         notes.append(f"{e['label']} {tag}: stopped by --timeout")
                     if rep.get("unclean_closes") or rep.get("uncleanCloses"):
