@@ -11,6 +11,7 @@
 mod members;
 mod rounds;
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -207,7 +208,9 @@ pub async fn broadcast(mut opts: BroadcastOptions) -> Result<BroadcastReport, Be
     let listeners = opened.conns.len();
     let chat = Chat::start(sender, opened.conns);
     let (sync_messages, sync_timed_out) = chat.sync(opts.size, session.deadline()).await;
+    let first = session.probe();
     let measured = chat.measure(&opts, &session, sync_timed_out).await;
+    let usage = first.usage_until(&session.probe());
     let mut ended = chat.stop(opened.failures).await;
     let conns = std::mem::take(&mut ended.conns);
     let unclean_closes = session.finish(conns, opts.checkpoint.take()).await;
@@ -230,7 +233,7 @@ pub async fn broadcast(mut opts: BroadcastOptions) -> Result<BroadcastReport, Be
         errors: ended.failures.count,
         first_error: ended.failures.first,
         unclean_closes,
-        usage: measured.usage,
+        usage,
         timed_out: sync_timed_out || measured.timed_out || session.deadline().passed(),
     })
 }
@@ -259,7 +262,6 @@ struct Measured {
     /// Per message, the latency to its last receiver.
     last: Histogram<u64>,
     timed_out: bool,
-    usage: Usage,
 }
 
 /// What the members left.
@@ -321,11 +323,11 @@ impl Chat {
         (sent, false)
     }
 
-    /// Sends the measured messages one round at a time, reading CPU around them.
+    /// Sends the measured messages one round at a time (none when `skip`: the sync did not
+    /// finish).
     async fn measure(&self, opts: &BroadcastOptions, session: &Session, skip: bool) -> Measured {
-        let bar = session.bar(Steps::Count(opts.messages as u64), "broadcast");
         let deadline = session.deadline();
-        let first = session.probe();
+        let bar = session.bar(Steps::Count(opts.messages as u64), "broadcast");
         let first_send_ns = self.rounds.nanos();
         let mut m = Measured {
             sent: 0,
@@ -335,7 +337,6 @@ impl Chat {
             elapsed_ns: 0,
             last: latency::histogram(),
             timed_out: false,
-            usage: first.usage_until(&first),
         };
         for seq in (0..opts.messages as u64).take_while(|_| !skip) {
             if deadline.passed() {
@@ -347,14 +348,10 @@ impl Chat {
             }
             bar.inc(1);
         }
-        m.usage = first.usage_until(&session.probe());
         bar.finish_and_clear();
-        m.deliveries = self
-            .rounds
-            .deliveries
-            .load(std::sync::atomic::Ordering::Acquire);
+        m.deliveries = self.rounds.deliveries.load(Ordering::Acquire);
         m.elapsed_ns = (self.rounds.last_delivery_ns)
-            .load(std::sync::atomic::Ordering::Acquire)
+            .load(Ordering::Acquire)
             .saturating_sub(first_send_ns);
         m
     }
@@ -388,10 +385,7 @@ impl Chat {
         }
         // Whatever did not arrive in time is missed; late deliveries find the round closed.
         m.missed += self.rounds.close(seq);
-        let max_ns = self
-            .rounds
-            .max_ns
-            .load(std::sync::atomic::Ordering::Acquire);
+        let max_ns = self.rounds.max_ns.load(Ordering::Acquire);
         latency::record(&mut m.last, Duration::from_nanos(max_ns));
         true
     }
