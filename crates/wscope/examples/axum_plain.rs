@@ -1,5 +1,5 @@
 //! A plain axum WebSocket echo server: the baseline a Rust user writes by hand, for the peer
-//! benchmark suite (`bench/run-peers.sh`).
+//! benchmark suite (`scripts/run-peers.sh`).
 //!
 //! axum 0.8 `WebSocketUpgrade` with its default settings, no connection tracking, no admin API.
 //! Three optional flags turn it into the same engine as `wscope serve` with wscope's settings, but

@@ -5,9 +5,7 @@
 //! - `config`: `wscope serve`'s options, from flags, `WSCOPE_*` variables and a TOML file.
 //! - `listener`: TCP listeners with a large accept backlog.
 //! - `serve`: the server — echo, chat, health, the admin listener and the graceful drain.
-//! - `bench`: the load generator behind `wscope bench`.
 
-pub mod bench;
 pub mod config;
 pub mod listener;
 pub mod serve;

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use wscope::config::{ConfigError, LogFormat, ServeArgs, ServeConfig};
-use wscope::{bench, serve};
+use wscope::serve;
 
 /// See, steer and load-test WebSocket connections.
 #[derive(Parser, Debug)]
@@ -22,7 +22,7 @@ enum Command {
     /// Run the tracked WebSocket server (echo, chat, health) and its admin API.
     Serve(ServeArgs),
     /// Drive load against a WebSocket server and report throughput and latency.
-    Bench(bench::BenchArgs),
+    Bench(wscope_bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,7 +42,9 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
-        Command::Bench(args) => runtime.block_on(bench::run(args)),
+        Command::Bench(args) => runtime
+            .block_on(wscope_bench::run(args))
+            .map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,244 @@
+//! `wscope bench idle`: open C connections with bounded handshake concurrency and hold them idle:
+//! the handshake rate, and with `--pid` what the server's memory grew by per connection.
+//!
+//! The load generator's and the server's CPU are read over the opening (where the work is); the
+//! server's memory before the first connect and at the end of the hold.
+//!
+//! Past `--per-source` connections (10,000 by default) client sockets are bound to source
+//! addresses 127.0.0.1, 127.0.0.2, … so runs pass the ~28k ephemeral ports one address has.
+//! Open connections are held without a task each (nothing is read from an idle connection),
+//! which keeps the load generator's own footprint small; a non-blocking look before the
+//! checkpoint counts the ones the server dropped.
+
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde::Serialize;
+use wscope_core::units::{parse_count, parse_duration};
+
+use crate::checkpoint::Checkpoint;
+use crate::connect::{self, Ws};
+use crate::latency::LatencySummary;
+use crate::lost::per_sec;
+use crate::options::{defaults, CommonOptions};
+use crate::probe::Usage;
+use crate::progress::Steps;
+use crate::report::{self, Report};
+use crate::session::{Plan, Session};
+use crate::BenchError;
+
+/// Read buffer of an idle client connection: small, since nothing but a close is read.
+const READ_BUFFER: usize = 1024;
+
+/// `wscope bench idle` options.
+#[derive(Args, Debug)]
+pub struct IdleOptions {
+    /// Endpoint to connect to (loopback only).
+    #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:8080/ws")]
+    pub url: String,
+    /// Connections to open and hold.
+    ///
+    /// The default fits the common open-file limit of 1,024. Each connection needs an open
+    /// file: the run raises its soft limit up to the hard one (`ulimit -Hn`) by itself, and when
+    /// even that is too low it stops before connecting and says so, naming -c; then raise the
+    /// hard limit (`ulimit -n N` as root, `LimitNOFILE=` for a systemd unit). Past --per-source
+    /// connections (10,000) the client sockets are spread over 127.0.0.1, 127.0.0.2, … to pass
+    /// the ~28k ephemeral ports of one address; lower --per-source if connects fail with "no
+    /// free local port".
+    #[arg(short = 'c', long = "connections", value_name = "N", default_value = "1000", value_parser = parse_count)]
+    pub connections: usize,
+    /// Handshakes under way at once.
+    #[arg(long, value_name = "N", default_value = "200", value_parser = parse_count)]
+    pub handshake_concurrency: usize,
+    /// How long to hold the connections open before reading the server's memory and closing.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub hold: Duration,
+    /// Options every mode shares (`--pid` gives bytes per connection).
+    #[command(flatten)]
+    pub common: CommonOptions,
+    /// Where to pause while every connection is held open.
+    #[arg(skip)]
+    pub checkpoint: Option<Checkpoint>,
+}
+
+impl Default for IdleOptions {
+    fn default() -> Self {
+        defaults()
+    }
+}
+
+/// What `wscope bench idle` measured.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdleReport {
+    /// The URL driven.
+    pub url: String,
+    /// Connections asked for.
+    pub connections: usize,
+    /// Handshakes that succeeded.
+    pub opened: usize,
+    /// Connects or handshakes that failed.
+    pub failed: u64,
+    /// The first failure's words.
+    pub first_error: Option<String>,
+    /// Source addresses the client sockets were spread over.
+    pub source_addresses: usize,
+    /// Handshakes in flight at once.
+    pub handshake_concurrency: usize,
+    /// Seconds from the first connect to the last handshake.
+    pub open_secs: f64,
+    /// `opened` / `open_secs`.
+    pub handshakes_per_sec: f64,
+    /// Time each connect + handshake took, in microseconds.
+    pub handshake_latency: LatencySummary,
+    /// Seconds the connections were held.
+    pub hold_secs: f64,
+    /// Connections still open at the end of the hold.
+    pub held: usize,
+    /// Connections the server closed or reset during the hold.
+    pub dropped: usize,
+    /// Connections whose close handshake did not complete.
+    pub unclean_closes: u64,
+    /// CPU of the load generator and of the server (`--pid`) over the opening; the server's
+    /// memory from before the first connect to the end of the hold.
+    #[serde(flatten)]
+    pub usage: Usage,
+    /// The server's RSS growth divided by the connections held (`--pid`).
+    pub server_bytes_per_connection: Option<f64>,
+    /// `--timeout` stopped the run early.
+    pub timed_out: bool,
+}
+
+impl Report for IdleReport {
+    fn title(&self) -> String {
+        format!(
+            "wscope bench idle  {}  {} connections, {} handshakes at once, {} source address{}",
+            self.url,
+            report::int(self.connections as u64),
+            self.handshake_concurrency,
+            self.source_addresses,
+            if self.source_addresses == 1 { "" } else { "es" },
+        )
+    }
+
+    fn rows(&self) -> Vec<(String, String)> {
+        let mut rows = vec![
+            (
+                "handshakes/s".to_owned(),
+                report::rate(self.handshakes_per_sec),
+            ),
+            (
+                "opened".to_owned(),
+                format!(
+                    "{} in {}",
+                    report::int(self.opened as u64),
+                    report::secs(self.open_secs)
+                ),
+            ),
+        ];
+        rows.extend(report::latency_rows("handshake", &self.handshake_latency));
+        rows.push((
+            "failed".to_owned(),
+            match &self.first_error {
+                Some(e) => format!("{} (first: {e})", report::int(self.failed)),
+                None => report::int(self.failed),
+            },
+        ));
+        rows.push((
+            "held".to_owned(),
+            format!(
+                "{} for {} ({} dropped by the server)",
+                report::int(self.held as u64),
+                report::secs(self.hold_secs),
+                report::int(self.dropped as u64)
+            ),
+        ));
+        rows.extend(report::usage_rows(&self.usage));
+        if let Some(b) = self.server_bytes_per_connection {
+            rows.push(("server bytes/conn".to_owned(), report::bytes(b)));
+        }
+        if self.unclean_closes > 0 {
+            rows.push((
+                "unclean closes".to_owned(),
+                report::int(self.unclean_closes),
+            ));
+        }
+        rows.extend(report::timed_out_row(self.timed_out));
+        rows
+    }
+}
+
+/// Runs `wscope bench idle`.
+pub async fn idle(mut opts: IdleOptions) -> Result<IdleReport, BenchError> {
+    let session = Session::start(Plan {
+        url: &opts.url,
+        connections: opts.connections,
+        read_buffer: READ_BUFFER,
+        // Opening at a pessimistic 1,000 handshakes/s, then the hold.
+        planned: Duration::from_millis(opts.connections as u64).saturating_add(opts.hold),
+        common: &opts.common,
+    })
+    .await?;
+    let before = session.probe();
+    let mut opened = session
+        .open(opts.connections, opts.handshake_concurrency, "handshakes")
+        .await?;
+    let usage = before.usage_until(&session.probe());
+    let opened_count = opened.conns.len();
+    let hold = hold(&session, &mut opened.conns, opts.hold).await;
+    let usage = usage.with_rss_at(&session.probe());
+    let unclean_closes = session.finish(opened.conns, opts.checkpoint.take()).await;
+
+    let open_secs = opened.elapsed.as_secs_f64();
+    Ok(IdleReport {
+        url: opts.url,
+        connections: opts.connections,
+        opened: opened_count,
+        failed: opened.failures.count,
+        first_error: opened.failures.first,
+        source_addresses: session.connector().source_addresses(),
+        handshake_concurrency: opts.handshake_concurrency,
+        open_secs,
+        handshakes_per_sec: per_sec(opened_count as f64, open_secs),
+        handshake_latency: LatencySummary::from(&opened.handshakes),
+        hold_secs: hold.secs,
+        held: hold.held,
+        dropped: hold.dropped,
+        unclean_closes,
+        server_bytes_per_connection: usage
+            .server
+            .filter(|_| hold.held > 0)
+            .map(|s| s.rss_growth() as f64 / hold.held as f64),
+        usage,
+        timed_out: opened.timed_out || session.deadline().passed(),
+    })
+}
+
+/// What the hold found.
+struct Hold {
+    secs: f64,
+    /// Connections still open at its end.
+    held: usize,
+    /// Connections the server closed or reset meanwhile.
+    dropped: usize,
+}
+
+/// Holds `conns` open for `length` (or until the deadline), then drops the ones the server
+/// closed.
+async fn hold(session: &Session, conns: &mut Vec<Ws>, length: Duration) -> Hold {
+    let bar = session.bar(Steps::Spinner, "holding");
+    bar.set_message(format!("{} connections", report::int(conns.len() as u64)));
+    let start = Instant::now();
+    tokio::select! {
+        _ = tokio::time::sleep(length) => {}
+        _ = session.deadline().reached() => {}
+    }
+    let secs = start.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let dropped = connect::keep_alive(conns);
+    Hold {
+        secs,
+        held: conns.len(),
+        dropped,
+    }
+}

@@ -1,0 +1,120 @@
+//! The path every mode shares: the checks that can refuse a run before it opens anything (the
+//! URL, the open-file limit, a bare TCP connect, `--pid`), opening connections behind a progress
+//! bar, the measurement window over which this process's and the server's CPU are read, and the
+//! end (the checkpoint, then the close handshakes).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::ProgressBar;
+
+use crate::checkpoint::Checkpoint;
+use crate::connect::{self, Connector, Opened, Ws};
+use crate::deadline::Deadline;
+use crate::limits;
+use crate::options::CommonOptions;
+use crate::probe::Probe;
+use crate::progress::{self, Steps};
+use crate::target::Target;
+use crate::BenchError;
+
+/// What a mode asks of the shared set-up.
+#[derive(Debug)]
+pub(crate) struct Plan<'a> {
+    /// `--url`.
+    pub(crate) url: &'a str,
+    /// The most connections open at once: sizes the open-file check and the source addresses.
+    pub(crate) connections: usize,
+    /// Read buffer of each client connection (small for idle ones, larger for busy ones).
+    pub(crate) read_buffer: usize,
+    /// How long the run should take; the deadline is a minute past it unless `--timeout`.
+    pub(crate) planned: Duration,
+    /// The shared flags.
+    pub(crate) common: &'a CommonOptions,
+}
+
+/// A run that passed its checks: where to connect, until when, and what to read.
+#[derive(Debug)]
+pub(crate) struct Session {
+    url: String,
+    connector: Arc<Connector>,
+    deadline: Deadline,
+    /// The first reading, taken during the checks so that a bad `--pid` fails before any load.
+    probe: Probe,
+    progress: bool,
+}
+
+impl Session {
+    /// Checks everything that can refuse the run before a single WebSocket is opened.
+    pub(crate) async fn start(plan: Plan<'_>) -> Result<Self, BenchError> {
+        let target = Target::parse(plan.url)?;
+        limits::ensure_open_files(plan.connections, "-c")?;
+        let deadline = plan.common.deadline(plan.planned);
+        let connector = Connector::new(target, plan.connections, plan.read_buffer, plan.common);
+        connector.preflight().await?;
+        let probe = Probe::start(plan.common.pid)?;
+        Ok(Self {
+            url: plan.url.to_owned(),
+            connector: Arc::new(connector),
+            deadline,
+            probe,
+            progress: plan.common.progress,
+        })
+    }
+
+    /// When the run must stop.
+    pub(crate) fn deadline(&self) -> Deadline {
+        self.deadline
+    }
+
+    /// Opens connections one at a time (`churn`).
+    pub(crate) fn connector(&self) -> &Arc<Connector> {
+        &self.connector
+    }
+
+    /// A progress bar, drawn only when the command line asked for it.
+    pub(crate) fn bar(&self, steps: Steps, prefix: &str) -> ProgressBar {
+        progress::bar(self.progress, steps, prefix)
+    }
+
+    /// Opens `count` connections, at most `concurrency` handshakes at once, behind a bar named
+    /// `prefix`. Refused when not one opened.
+    pub(crate) async fn open(
+        &self,
+        count: usize,
+        concurrency: usize,
+        prefix: &str,
+    ) -> Result<Opened, BenchError> {
+        let bar = self.bar(Steps::Count(count as u64), prefix);
+        let opened =
+            connect::open_all(&self.connector, count, concurrency, self.deadline, &bar).await;
+        bar.finish_and_clear();
+        if opened.conns.is_empty() {
+            let reason = opened.failures.first;
+            return Err(self.unreachable(reason, "no connection opened before --timeout"));
+        }
+        Ok(opened)
+    }
+
+    /// The run cannot go on: `reason` (the first failure), else `otherwise`.
+    pub(crate) fn unreachable(&self, reason: Option<String>, otherwise: &str) -> BenchError {
+        BenchError::Unreachable {
+            url: self.url.clone(),
+            reason: reason.unwrap_or_else(|| otherwise.to_owned()),
+        }
+    }
+
+    /// Reads this process and the server now: the start or the end of a window.
+    pub(crate) fn probe(&self) -> Probe {
+        self.probe.again()
+    }
+
+    /// Ends the run: waits at the checkpoint if there is one, then closes `conns` with close
+    /// handshakes. Returns how many did not close cleanly.
+    pub(crate) async fn finish(&self, conns: Vec<Ws>, checkpoint: Option<Checkpoint>) -> u64 {
+        if let Some(checkpoint) = checkpoint {
+            checkpoint.pass(self.deadline).await;
+        }
+        connect::close_all(conns).await
+    }
+}
