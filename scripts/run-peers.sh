@@ -209,7 +209,8 @@ wait_drained() { # wait_drained ADMIN_PORT: until the tracked peer counts 0 conn
 # ---- build and install --------------------------------------------------------------------
 if [ "$SKIP_BUILD" = 0 ]; then
     log "building wscope and the axum_plain example (release)"
-    cargo build --release -p wscope --bin wscope --example axum_plain
+    # Every engine compiled in: the engine variants are peers too.
+    cargo build --release --locked -p wscope --features all-engines --bin wscope --example axum_plain
 fi
 [ -x "$WSCOPE" ] || { log "no $WSCOPE: build failed or --skip-build without a build"; exit 1; }
 # Run copies, so that a rebuild by someone else during the run cannot swap binaries half-way.

@@ -17,7 +17,7 @@ use wscope_core::{
     Registry, RegistryConfig, Role, TransportError, TransportErrorKind,
 };
 
-const WAIT: Duration = Duration::from_secs(5);
+use wscope_testkit::{wait_until, WAIT};
 
 fn registry() -> Registry {
     Registry::with_config(
@@ -27,14 +27,6 @@ fn registry() -> Registry {
             .stats_interval(Duration::ZERO)
             .drain_timeout(Duration::from_secs(2)),
     )
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 /// Echoes until the connection is over, then reports how it ended.

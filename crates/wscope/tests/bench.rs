@@ -6,8 +6,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -86,17 +84,11 @@ impl TestServer {
     }
 }
 
-/// A raw HTTP/1.1 GET, `Connection: close`, body parsed as JSON.
+/// `GET path`, which must answer 200, as JSON.
 async fn get_json(addr: SocketAddr, path: &str) -> Value {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    tcp.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tcp.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    serde_json::from_str(body).unwrap()
+    let response = wscope_testkit::http_get(addr, path).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    response.json()
 }
 
 fn connections_on<'a>(stats: &'a Value, path: &str) -> Vec<&'a Value> {

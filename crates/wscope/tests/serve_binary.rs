@@ -13,6 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
+use wscope_core::wire::{AdminRequest, CloseAllAnswer, ErrorBody, Health, HealthStatus};
+use wscope_testkit::{http_get, http_post};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wscope");
 
@@ -118,29 +120,10 @@ fn wait_line(rx: &mpsc::Receiver<String>, needle: &str, within: Duration) -> Str
     }
 }
 
-/// A raw HTTP/1.1 request; returns (status, body).
-async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let status = out[9..12].parse().unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|x| x.1)
-        .unwrap_or("")
-        .to_owned();
-    (status, body)
-}
-
 async fn stats(addr: SocketAddr) -> serde_json::Value {
-    let (status, body) = http(addr, "GET", "/api/stats", "").await;
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
+    let response = http_get(addr, "/api/stats").await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    response.json()
 }
 
 #[tokio::test]
@@ -255,19 +238,19 @@ async fn chat_fans_out_to_every_chat_connection_only() {
 #[tokio::test]
 async fn main_listener_health_and_426() {
     let served = Served::start(&["--instance-id", "hc-1"]);
-    let (status, body) = http(served.main, "GET", "/health", "").await;
-    assert_eq!(status, 200);
-    let h: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(h["status"], "healthy");
-    assert_eq!(h["instanceId"], "hc-1");
-    assert_eq!(h["activeConnections"], 0);
-    assert_eq!(h["shutDown"], false);
-    let (status, body) = http(served.main, "GET", "/ws", "").await;
-    assert_eq!(status, 426);
-    assert!(body.contains("Upgrade required"), "{body}");
+    let response = http_get(served.main, "/health").await;
+    assert_eq!(response.status, 200);
+    let h: Health = response.parse();
+    assert_eq!(h.status, HealthStatus::Healthy);
+    assert_eq!(h.instance_id, "hc-1");
+    assert_eq!(h.active_connections, 0);
+    assert!(!h.shut_down);
+    let response = http_get(served.main, "/ws").await;
+    assert_eq!(response.status, 426);
+    let body: ErrorBody = response.parse();
+    assert_eq!(body.error, "Upgrade required");
     // The admin API is not on the main listener.
-    let (status, _) = http(served.main, "GET", "/api/stats", "").await;
-    assert_eq!(status, 404);
+    assert_eq!(http_get(served.main, "/api/stats").await.status, 404);
 }
 
 #[tokio::test]
@@ -278,14 +261,25 @@ async fn admin_close_all_reaches_clients_through_the_binary() {
         .unwrap();
     ws.send(Message::text("x")).await.unwrap();
     ws.next().await.unwrap().unwrap();
-    let (status, body) = http(
+    let request = AdminRequest::CloseAll {
+        code: Some(wscope_core::CloseCode::new(4000).unwrap()),
+        reason: Some("maintenance".into()),
+    };
+    let response = http_post(
         served.admin,
-        "POST",
         "/api/admin",
-        r#"{"action":"close_all","code":4000,"reason":"maintenance"}"#,
+        &serde_json::to_string(&request).unwrap(),
     )
     .await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(response.status, 200, "{}", response.text());
+    let answer: CloseAllAnswer = response.parse();
+    assert_eq!(
+        answer,
+        CloseAllAnswer {
+            success: true,
+            closed: 1
+        }
+    );
     match ws.next().await.unwrap().unwrap() {
         Message::Close(Some(f)) => {
             assert_eq!(u16::from(f.code), 4000);
@@ -293,15 +287,19 @@ async fn admin_close_all_reaches_clients_through_the_binary() {
         }
         other => panic!("expected close, got {other:?}"),
     }
-    let (status, body) = http(
+    let response = http_post(
         served.admin,
-        "POST",
         "/api/admin",
         r#"{"action":"close_all","code":1005}"#,
     )
     .await;
-    assert_eq!(status, 400);
-    assert!(body.contains("1005"), "{body}");
+    assert_eq!(response.status, 400);
+    let body: ErrorBody = response.parse();
+    assert!(
+        body.error.contains("invalid close code 1005"),
+        "{}",
+        body.error
+    );
 }
 
 fn run_fail(args: &[&str], envs: &[(&str, &str)]) -> (i32, String) {

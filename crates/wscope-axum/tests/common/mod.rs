@@ -1,6 +1,6 @@
 //! Shared helpers for the integration tests: a test server on 127.0.0.1:0 (main listener with the
-//! caller's routes, admin listener with `admin_router`), a real WebSocket client, a raw HTTP/1.1
-//! client and a bounded wait-for-condition helper.
+//! caller's routes, admin listener with `admin_router`) and a real WebSocket client; the raw
+//! HTTP/1.1 client and the bounded wait come from `wscope-testkit`.
 
 // Each test binary uses a subset of these helpers.
 #![allow(dead_code, clippy::unwrap_used)]
@@ -13,7 +13,6 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -28,8 +27,8 @@ use wscope_core::{ConnectionInfo, Registry, RegistryConfig, ShutdownReport};
 /// A real WebSocket client over a plain TCP stream (so tests can reach the socket).
 pub type Client = WebSocketStream<TcpStream>;
 
-/// The longest any single wait in a test may take.
-pub const WAIT: Duration = Duration::from_secs(5);
+#[allow(unused_imports)] // each test binary uses some
+pub use wscope_testkit::{http, http_get, http_post, wait_until, HttpResponse, WAIT};
 
 /// The user agent header name.
 pub const UA: &str = "user-agent";
@@ -297,23 +296,6 @@ pub async fn close_client(mut ws: Client) {
     read_to_end(&mut ws).await;
 }
 
-/// Polls `cond` every 2 ms until it holds; panics naming `what` after [`WAIT`].
-pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let poll = async {
-        for _ in 0..2500 {
-            if cond() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        cond()
-    };
-    match timeout(WAIT, poll).await {
-        Ok(true) => {}
-        _ => panic!("timed out waiting until {what}"),
-    }
-}
-
 /// Waits until the registry tracks exactly `n` connections, all OPEN.
 pub async fn wait_open(registry: &Registry, n: u64) {
     wait_until(&format!("{n} connections are open"), || {
@@ -341,167 +323,9 @@ pub fn info(registry: &Registry, ua: &str) -> ConnectionInfo {
         .unwrap_or_else(|| panic!("no connection with user agent {ua:?}"))
 }
 
-/// A parsed HTTP/1.1 response.
-#[derive(Debug)]
-pub struct HttpResponse {
-    /// The status code.
-    pub status: u16,
-    /// Header names (lowercase) and values, in order.
-    pub headers: Vec<(String, String)>,
-    /// The body, de-chunked.
-    pub body: Vec<u8>,
-}
-
-impl HttpResponse {
-    /// The first header named `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The body as JSON; panics if it is not.
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    /// The body as text.
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// Sends one raw HTTP/1.1 request and reads one response (by `Content-Length` or chunked
-/// encoding, so it works whether or not the server keeps the connection open).
-pub async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&str>,
-) -> HttpResponse {
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if let Some(body) = body {
-        request.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    request.push_str("\r\n");
-    request.push_str(body.unwrap_or_default());
-    timeout(WAIT, async {
-        let mut tcp = TcpStream::connect(addr).await.unwrap();
-        tcp.write_all(request.as_bytes()).await.unwrap();
-        read_response(&mut tcp).await
-    })
-    .await
-    .expect("HTTP response in time")
-}
-
-/// `GET path` with `Connection: close`.
-pub async fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
-    http(addr, "GET", path, &[("Connection", "close")], None).await
-}
-
-/// `POST path` with a JSON body and `Connection: close`.
-pub async fn http_post(addr: SocketAddr, path: &str, body: &str) -> HttpResponse {
-    http(addr, "POST", path, &[("Connection", "close")], Some(body)).await
-}
-
 /// `POST /api/admin` on the admin listener.
 pub async fn admin_post(server: &TestServer, body: &str) -> HttpResponse {
     http_post(server.admin_addr, "/api/admin", body).await
-}
-
-async fn read_response(tcp: &mut TcpStream) -> HttpResponse {
-    let mut buf = Vec::new();
-    let head_end = loop {
-        if let Some(i) = find(&buf, b"\r\n\r\n") {
-            break i;
-        }
-        assert!(
-            fill(tcp, &mut buf).await > 0,
-            "connection closed in headers"
-        );
-    };
-    let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap();
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let mut rest = buf[head_end + 4..].to_vec();
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-    };
-    let body = if let Some(len) = header("content-length") {
-        let len: usize = len.parse().unwrap();
-        while rest.len() < len {
-            assert!(fill(tcp, &mut rest).await > 0, "connection closed in body");
-        }
-        rest.truncate(len);
-        rest
-    } else if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        let mut body = Vec::new();
-        loop {
-            let line_end = loop {
-                if let Some(i) = find(&rest, b"\r\n") {
-                    break i;
-                }
-                assert!(fill(tcp, &mut rest).await > 0, "connection closed in chunk");
-            };
-            let size_text = String::from_utf8_lossy(&rest[..line_end]).into_owned();
-            let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
-                .unwrap_or_else(|_| panic!("bad chunk size {size_text:?}"));
-            while rest.len() < line_end + 2 + size + 2 {
-                assert!(fill(tcp, &mut rest).await > 0, "connection closed in chunk");
-            }
-            body.extend_from_slice(&rest[line_end + 2..line_end + 2 + size]);
-            rest.drain(..line_end + 2 + size + 2);
-            if size == 0 {
-                break body;
-            }
-        }
-    } else {
-        // No length: the body runs to the end of the connection.
-        while fill(tcp, &mut rest).await > 0 {}
-        rest
-    };
-    HttpResponse {
-        status,
-        headers,
-        body,
-    }
-}
-
-async fn fill(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> usize {
-    let mut chunk = [0u8; 4096];
-    let n = tcp.read(&mut chunk).await.unwrap();
-    buf.extend_from_slice(&chunk[..n]);
-    n
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The raw request of a WebSocket handshake for `path` (for checking refusals as plain HTTP).
