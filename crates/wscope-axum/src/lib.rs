@@ -93,3 +93,8 @@ pub use error::{ApiError, UpgradeRefused};
 pub use upgrade::{upgrade_required, Tracking, WebSocketUpgrade};
 pub use wscope_core::wire::Health;
 pub use wscope_core::{self as core, shutdown_signal, Registry, TrackedSocket};
+
+/// The README's examples, compiled as doctests so that they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

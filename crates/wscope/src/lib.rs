@@ -2,9 +2,15 @@
 //! benchmarks drive them in-process.
 //!
 //! # Layout
-//! - `config`: `wscope serve`'s options, from flags, `WSCOPE_*` variables and a TOML file.
+//! - `config`: `wscope serve`'s settings, each declared once (`config/mod.rs`) and read from its
+//!   flag, its `WSCOPE_*` variable, `INSTANCE_ID`, the TOML file and its default; `config/kind.rs`
+//!   says how each kind of value is read, `flag.rs` and `file.rs` the two sides, `error.rs` what
+//!   a bad value reports.
 //! - `listener`: TCP listeners with a large accept backlog.
 //! - `serve`: the server — echo, chat, health, the admin listener and the graceful drain.
+//!
+//! `wscope bench` is the `wscope-bench` crate; the connection machinery is `wscope-core` and
+//! `wscope-axum`.
 
 pub mod config;
 pub mod listener;
