@@ -68,6 +68,10 @@ impl StatsLogger {
 }
 
 impl Observer for StatsLogger {
+    fn wants_events(&self) -> bool {
+        false
+    }
+
     fn tick_interval(&self) -> Option<Duration> {
         Some(self.interval)
     }

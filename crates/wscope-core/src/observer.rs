@@ -106,6 +106,12 @@ pub trait Observer: Send + Sync + 'static {
     /// An upgrade was refused.
     fn refused(&self, _event: &RefusedEvent<'_>) {}
 
+    /// Whether it wants the events (`opened`, `closed`, `refused`); an observer that only ticks
+    /// says `false`, so that connections pay nothing for it. Read once, when it is added.
+    fn wants_events(&self) -> bool {
+        true
+    }
+
     /// How often [`Observer::tick`] should run; `None` (the default) for never. Read once, when
     /// the observer is added.
     fn tick_interval(&self) -> Option<Duration> {
@@ -117,8 +123,8 @@ pub trait Observer: Send + Sync + 'static {
     fn tick(&self, _summary: &Snapshot) {}
 }
 
-/// The observers of one registry. Reading the list on an event is one atomic load when it is
-/// empty, and a short read lock plus a reference-count increment otherwise.
+/// The observers of one registry that want events. Reading the list on an event is one atomic
+/// load when it is empty, and a short read lock plus a reference-count increment otherwise.
 #[derive(Default)]
 pub(crate) struct Observers {
     list: RwLock<Arc<[Arc<dyn Observer>]>>,
@@ -138,6 +144,9 @@ impl std::fmt::Debug for Observers {
 
 impl Observers {
     pub(crate) fn add(&self, observer: Arc<dyn Observer>) {
+        if !observer.wants_events() {
+            return;
+        }
         let mut list = self.list.write().unwrap_or_else(|e| e.into_inner());
         let mut next: Vec<Arc<dyn Observer>> = list.iter().cloned().collect();
         next.push(observer);

@@ -46,6 +46,7 @@ impl StateCounts {
 /// Removals so far, by who ended the connection.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct ClosedBy {
     /// The client sent a close frame.
     pub client: u64,
@@ -129,6 +130,7 @@ impl<'de> Deserialize<'de> for RefusalCounts {
 /// pongs are activity (they reset `idleTime`) but not messages; close frames are neither.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct ConnectionInfo {
     /// Unique id (carries the instance id).
     pub id: ConnectionId,
@@ -177,6 +179,7 @@ pub struct ConnectionInfo {
 /// milliseconds (the health answer gives its ages in seconds, as the reference does).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct Snapshot {
     /// Connections tracked now (every state, stale CLOSED entries included).
     pub total_connections: u64,

@@ -13,6 +13,7 @@ use crate::snapshot::Snapshot;
 /// stats give milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct Health {
     /// Whether the instance takes new connections.
     pub status: HealthStatus,
