@@ -27,6 +27,10 @@
 #   IDLE_CONNS=19000 ECHO_DURATION=20s scripts/run-peers.sh
 # (see the "settings" block below for the names).
 #
+# To compare two builds of wscope with the same load generator, point SERVER_BIN at the other
+# build's binary: the wscope peers run its `serve`, while `wscope bench` stays the one built here.
+#   SERVER_BIN=../old/target/release/wscope scripts/run-peers.sh --quick --skip-build
+#
 # Every wait is bounded, only 127.0.0.1 is used, and whatever server or load generator the script
 # started is stopped on exit, Ctrl-C included.
 
@@ -218,6 +222,14 @@ BIN_DIR="$RUN_DIR/bin"
 mkdir -p "$BIN_DIR"
 cp "$WSCOPE" "$BIN_DIR/wscope"
 WSCOPE="$BIN_DIR/wscope"
+# The binary whose `serve` the wscope peers run (SERVER_BIN, else the one built here).
+SERVER="$WSCOPE"
+if [ -n "${SERVER_BIN:-}" ]; then
+    [ -x "$SERVER_BIN" ] || { log "SERVER_BIN=$SERVER_BIN is not an executable"; exit 1; }
+    cp "$SERVER_BIN" "$BIN_DIR/wscope-server"
+    SERVER="$BIN_DIR/wscope-server"
+    log "wscope peers run $SERVER_BIN (copied); the load generator is $WSCOPE"
+fi
 if [ -x "$AXUM_PLAIN" ]; then
     cp "$AXUM_PLAIN" "$BIN_DIR/axum_plain"
     AXUM_PLAIN="$BIN_DIR/axum_plain"
@@ -276,10 +288,10 @@ start_peer() { # start_peer NAME DIR: sets PEER_PID PEER_PORT PEER_ADMIN
     case "$name" in
         wscope)
             PEER_ADMIN="$(free_port)"
-            cmd=("$WSCOPE" serve --listen "127.0.0.1:$PEER_PORT" --admin-listen "127.0.0.1:$PEER_ADMIN") ;;
+            cmd=("$SERVER" serve --listen "127.0.0.1:$PEER_PORT" --admin-listen "127.0.0.1:$PEER_ADMIN") ;;
         wscope-tokio-websockets|wscope-fastwebsockets)
             PEER_ADMIN="$(free_port)"
-            cmd=("$WSCOPE" serve --listen "127.0.0.1:$PEER_PORT" --admin-listen "127.0.0.1:$PEER_ADMIN" --engine "${name#wscope-}") ;;
+            cmd=("$SERVER" serve --listen "127.0.0.1:$PEER_PORT" --admin-listen "127.0.0.1:$PEER_ADMIN" --engine "${name#wscope-}") ;;
         axum_plain)
             cmd=("$AXUM_PLAIN" --listen "127.0.0.1:$PEER_PORT") ;;
         axum_tuned)
@@ -408,7 +420,7 @@ run_peer() {
         log "=== $name: skipped: ${PEER_SKIP[$name]}"
         return 0
     fi
-    if [ "${name#wscope-}" != "$name" ] && ! "$WSCOPE" serve --help 2>/dev/null | grep -q -- '--engine'; then
+    if [ "${name#wscope-}" != "$name" ] && ! "$SERVER" serve --help 2>/dev/null | grep -q -- '--engine'; then
         printf 'wscope serve has no --engine flag\n' > "$dir/skipped.txt"
         log "=== $name: skipped: wscope serve has no --engine flag"
         return 0

@@ -247,8 +247,8 @@ impl WebSocketUpgrade {
         tokio::spawn(tracker.track_future(async move {
             match handshake.on_upgrade.await {
                 Ok(upgraded) => {
-                    let io = TokioIo::new(upgraded);
-                    cfg.engine.run(io, &cfg, accepted, handler).await;
+                    let transport = cfg.engine.server(TokioIo::new(upgraded), &cfg).await;
+                    accepted.run(transport, handler).await;
                 }
                 Err(e) => accepted.fail(format!("upgrade failed: {e}")),
             }

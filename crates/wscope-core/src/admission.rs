@@ -133,8 +133,10 @@ pub(crate) trait Gate: Send + Sync + fmt::Debug {
 #[derive(Debug, Default)]
 #[must_use = "a permit is needed to register the connection"]
 pub struct Permit {
-    /// Empty unless a gate reserved something (no allocation for the usual case).
-    slots: Vec<Slot>,
+    /// What the gates reserved; `None` (no allocation, one word in every connection) unless a
+    /// gate reserved something.
+    #[allow(clippy::box_collection)] // one word in every connection rather than a Vec's three
+    slots: Option<Box<Vec<Slot>>>,
 }
 
 /// The ordered checks a registry runs on every upgrade.
@@ -163,7 +165,7 @@ impl Admission {
         let mut permit = Permit::default();
         for gate in &self.gates {
             if let Some(slot) = gate.check(meta)? {
-                permit.slots.push(slot);
+                permit.slots.get_or_insert_with(Default::default).push(slot);
             }
         }
         Ok(permit)

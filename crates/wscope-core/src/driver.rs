@@ -13,7 +13,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::{pin, Pin};
 use std::sync::Arc;
 
-use futures_util::{future, FutureExt, Sink, SinkExt, Stream, StreamExt};
+use futures_util::{future, FutureExt, Sink, SinkExt, StreamExt};
 use sync_wrapper::SyncWrapper;
 
 use crate::close::{CloseCode, CloseFrame, CloseRecord, Initiator, ReasonTooLong};
@@ -23,11 +23,11 @@ use crate::message::Message;
 use crate::outbox::Closing;
 use crate::outbox::SendError;
 use crate::registry::Registry;
-use crate::transport::{Role, Transport, TransportError, TransportErrorKind};
+use crate::transport::{BoxReader, Role, Transport, TransportError, TransportErrorKind};
 
 /// The reading half as the socket keeps it: boxed, so [`TrackedSocket`] is one type whatever the
 /// engine.
-type Reader = Pin<Box<dyn Stream<Item = Result<Message, TransportError>> + Send>>;
+type Reader = BoxReader;
 
 /// An admitted and registered connection (state CONNECTING), waiting for its transport.
 /// [`run`](Accepted::run) it once the handshake is done; dropping it instead removes the entry
@@ -80,26 +80,31 @@ impl Accepted {
     /// socket and the writer together in the calling task until both are done. A panicking
     /// handler is contained here: its socket, dropped while unwinding, queues a 1011 close that
     /// the writer still sends.
-    pub async fn run<T, F, Fut>(self, transport: T, handler: F)
+    ///
+    /// Not an `async fn`: the future keeps only what the connection needs from here on (not
+    /// `self` and the transport beside their parts), which is what an idle connection costs.
+    pub fn run<T, F, Fut>(self, transport: T, handler: F) -> impl Future<Output = ()>
     where
         T: Transport,
         F: FnOnce(TrackedSocket) -> Fut,
         Fut: Future<Output = ()>,
     {
         let role = transport.role();
-        let (reader, writer) = transport.split();
+        let (reader, writer) = transport.split_boxed();
         let conn = Arc::new(self.conn);
-        conn.mark_open();
         let socket = TrackedSocket {
             conn: conn.clone(),
-            stream: SyncWrapper::new(Some(Box::pin(reader))),
+            stream: SyncWrapper::new(Some(reader)),
             role,
             protocol: self.protocol,
         };
-        let handled = AssertUnwindSafe(async move { handler(socket).await }).catch_unwind();
-        let (outcome, ()) = future::join(handled, write_loop(conn.clone(), writer)).await;
-        if outcome.is_err() {
-            tracing::error!(id = %conn.id(), "connection handler panicked; closed it with 1011");
+        async move {
+            conn.mark_open();
+            let handled = AssertUnwindSafe(handler(socket)).catch_unwind();
+            let (outcome, ()) = future::join(handled, write_loop(conn.clone(), writer)).await;
+            if outcome.is_err() {
+                tracing::error!(id = %conn.id(), "connection handler panicked; closed it with 1011");
+            }
         }
     }
 }

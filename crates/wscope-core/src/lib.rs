@@ -102,4 +102,6 @@ pub use registry::{Registry, RegistryConfig};
 pub use shutdown::{shutdown_signal, ShutdownReport};
 pub use snapshot::{ClosedBy, ConnectionInfo, RefusalCounts, Snapshot, StateCounts};
 pub use strings::SharedStr;
-pub use transport::{Halves, Role, Transport, TransportError, TransportErrorKind};
+pub use transport::{
+    BoxReader, BoxTransport, BoxWriter, Halves, Role, Transport, TransportError, TransportErrorKind,
+};

@@ -7,6 +7,8 @@
 //! close the driver must send (1002, 1007, 1009) or that nothing can be sent any more, so that
 //! every engine fails a connection the same way.
 
+use std::pin::Pin;
+
 use futures_util::{Sink, Stream};
 
 use crate::close::{CloseCode, CloseFrame};
@@ -41,6 +43,73 @@ pub trait Transport: Send + 'static {
 
     /// The two halves.
     fn split(self) -> (Self::Reader, Self::Writer);
+
+    /// The two halves, the reader boxed (the tracked socket keeps it so, whatever the engine).
+    /// [`BoxTransport`] gives its box as it is, rather than boxing a box.
+    fn split_boxed(self) -> (BoxReader, Self::Writer)
+    where
+        Self: Sized,
+    {
+        let (reader, writer) = self.split();
+        (Box::pin(reader), writer)
+    }
+
+    /// This transport with both halves boxed: one type whatever the engine, so that choosing an
+    /// engine at run time costs two allocations of the engine's own size, not a future as large as
+    /// the largest engine's.
+    fn boxed(self) -> BoxTransport
+    where
+        Self: Sized,
+    {
+        let role = self.role();
+        let (reader, writer) = self.split();
+        BoxTransport {
+            role,
+            reader: Box::pin(reader),
+            writer: Box::pin(writer),
+        }
+    }
+}
+
+/// A boxed reading half.
+pub type BoxReader = Pin<Box<dyn Stream<Item = Result<Message, TransportError>> + Send>>;
+/// A boxed writing half.
+pub type BoxWriter = Pin<Box<dyn Sink<Message, Error = TransportError> + Send>>;
+
+/// A [`Transport`] with both halves boxed ([`Transport::boxed`]).
+pub struct BoxTransport {
+    role: Role,
+    reader: BoxReader,
+    writer: BoxWriter,
+}
+
+impl std::fmt::Debug for BoxTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoxTransport")
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transport for BoxTransport {
+    type Reader = BoxReader;
+    type Writer = BoxWriter;
+
+    fn role(&self) -> Role {
+        self.role
+    }
+
+    fn split(self) -> (BoxReader, BoxWriter) {
+        (self.reader, self.writer)
+    }
+
+    fn split_boxed(self) -> (BoxReader, BoxWriter) {
+        (self.reader, self.writer)
+    }
+
+    fn boxed(self) -> BoxTransport {
+        self
+    }
 }
 
 /// A [`Transport`] made of two halves an engine already has (a `Stream` and a `Sink` of wscope

@@ -10,7 +10,7 @@
 //! Every engine takes over a connection whose handshake is done (any `AsyncRead + AsyncWrite`,
 //! not only hyper's upgraded one), converts its frames to and from wscope's [`Message`] without
 //! copying data payloads, and reports failures as typed [`TransportError`]s. Adding an engine is
-//! a file here, a feature, a variant of [`Engine`] and its arm in [`Engine::run`].
+//! a file here, a feature, a variant of [`Engine`] and its arm in `Engine::server`.
 //!
 //! [`Message`]: wscope_core::Message
 //! [`TransportError`]: wscope_core::TransportError
@@ -31,10 +31,8 @@ mod tokio_websockets;
 #[cfg(feature = "tungstenite")]
 pub(crate) mod tungstenite;
 
-use std::future::Future;
-
 use tokio::io::{AsyncRead, AsyncWrite};
-use wscope_core::{Accepted, CloseCode, CloseFrame, TrackedSocket};
+use wscope_core::{BoxTransport, CloseCode, CloseFrame, Transport};
 
 /// The I/O an engine runs over: an upgraded HTTP connection, a TCP stream, a test pipe.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -101,32 +99,17 @@ impl Engine {
             .join(", ")
     }
 
-    /// Takes over `io` (whose server handshake is done) with this engine and runs `accepted` on
-    /// it with `handler` until both are done.
-    pub(crate) async fn run<F, Fut>(
-        self,
-        io: impl Io,
-        cfg: &SocketConfig,
-        accepted: Accepted,
-        handler: F,
-    ) where
-        F: FnOnce(TrackedSocket) -> Fut,
-        Fut: Future<Output = ()>,
-    {
+    /// Takes over `io`, whose server handshake is done, with this engine. Boxed: every engine's
+    /// halves become one type, so the connection's task is as large as the driver needs, not as
+    /// the largest engine's state (that is what an idle connection costs).
+    pub(crate) async fn server(self, io: impl Io, cfg: &SocketConfig) -> BoxTransport {
         match self {
             #[cfg(feature = "tungstenite")]
-            Engine::Tungstenite => {
-                let transport = tungstenite::server(io, cfg).await;
-                accepted.run(transport, handler).await
-            }
+            Engine::Tungstenite => tungstenite::server(io, cfg).await.boxed(),
             #[cfg(feature = "tokio-websockets")]
-            Engine::TokioWebsockets => {
-                accepted
-                    .run(tokio_websockets::server(io, cfg), handler)
-                    .await
-            }
+            Engine::TokioWebsockets => tokio_websockets::server(io, cfg).boxed(),
             #[cfg(feature = "fastwebsockets")]
-            Engine::Fastwebsockets => accepted.run(fastwebsockets::server(io, cfg), handler).await,
+            Engine::Fastwebsockets => fastwebsockets::server(io, cfg).boxed(),
         }
     }
 }
