@@ -219,7 +219,6 @@ impl Default for SocketConfig {
 }
 
 /// A close frame's parts as wscope's frame; a code that may not be sent reads as 1002.
-#[allow(dead_code)] // not every engine needs it
 pub(crate) fn close_frame(code: u16, reason: &str) -> CloseFrame {
     CloseFrame {
         code: CloseCode::new(code).unwrap_or(CloseCode::PROTOCOL),
