@@ -120,9 +120,14 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
             .headers
             .get(header::USER_AGENT)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let origin = parts
+            .headers
+            .get(header::ORIGIN)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let meta = ConnectionMeta::new(parts.uri.path())
             .remote_addr(remote_addr)
-            .user_agent(user_agent);
+            .user_agent(user_agent)
+            .origin(origin);
         Ok(Self {
             handshake,
             meta,

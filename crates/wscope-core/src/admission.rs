@@ -25,6 +25,8 @@ pub struct ConnectionMeta {
     pub user_agent: Option<String>,
     /// The request path the socket was accepted on (`/ws/chat`).
     pub path: String,
+    /// The `Origin` header, if the client sent one (browsers do).
+    pub origin: Option<String>,
 }
 
 impl ConnectionMeta {
@@ -47,6 +49,12 @@ impl ConnectionMeta {
         self.user_agent = user_agent.into();
         self
     }
+
+    /// Sets the origin.
+    pub fn origin(mut self, origin: impl Into<Option<String>>) -> Self {
+        self.origin = origin.into();
+        self
+    }
 }
 
 /// Why an upgrade was refused. Each variant knows its HTTP status and, where waiting helps, how
@@ -57,6 +65,31 @@ pub enum Refusal {
     /// Shutdown has begun: no new connections.
     #[error("server shutting down")]
     ShuttingDown,
+    /// The server holds as many connections as it may (`--max-connections`).
+    #[error("too many connections")]
+    TooManyConnections {
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// This client address holds as many connections as it may (`--max-connections-per-ip`).
+    #[error("too many connections from this address")]
+    TooManyFromAddress,
+    /// This client address opens connections faster than it may (`--handshake-rate-per-ip`).
+    #[error("too many handshakes from this address")]
+    HandshakeRate {
+        /// When the next handshake would be allowed.
+        retry_after: Duration,
+    },
+    /// The `Origin` is not on the allow-list (`--allowed-origin`).
+    #[error("origin not allowed")]
+    OriginNotAllowed,
+    /// The client address is banned (admin action `ban`).
+    #[error("address banned")]
+    Banned,
+    /// The upgrade request is not a valid WebSocket handshake (a bad `Sec-WebSocket-Key`, an
+    /// HTTP/1.0 request): refused before admission, counted here.
+    #[error("invalid handshake: {0}")]
+    InvalidHandshake(&'static str),
 }
 
 impl Refusal {
@@ -64,20 +97,32 @@ impl Refusal {
     pub fn kind(&self) -> RefusalKind {
         match self {
             Self::ShuttingDown => RefusalKind::ShuttingDown,
+            Self::TooManyConnections { .. } => RefusalKind::TooManyConnections,
+            Self::TooManyFromAddress => RefusalKind::TooManyFromAddress,
+            Self::HandshakeRate { .. } => RefusalKind::HandshakeRate,
+            Self::OriginNotAllowed => RefusalKind::OriginNotAllowed,
+            Self::Banned => RefusalKind::Banned,
+            Self::InvalidHandshake(_) => RefusalKind::InvalidHandshake,
         }
     }
 
     /// The HTTP status an upgrade refused for this reason gets.
     pub fn status(&self) -> u16 {
         match self {
-            Self::ShuttingDown => 503,
+            Self::ShuttingDown | Self::TooManyConnections { .. } => 503,
+            Self::TooManyFromAddress | Self::HandshakeRate { .. } => 429,
+            Self::OriginNotAllowed | Self::Banned => 403,
+            Self::InvalidHandshake(_) => 400,
         }
     }
 
     /// How long the client should wait before trying again (`Retry-After`), where that helps.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::ShuttingDown => None,
+            Self::TooManyConnections { retry_after } | Self::HandshakeRate { retry_after } => {
+                Some(*retry_after)
+            }
+            _ => None,
         }
     }
 }
@@ -88,16 +133,42 @@ impl Refusal {
 pub enum RefusalKind {
     /// [`Refusal::ShuttingDown`].
     ShuttingDown,
+    /// [`Refusal::TooManyConnections`].
+    TooManyConnections,
+    /// [`Refusal::TooManyFromAddress`].
+    TooManyFromAddress,
+    /// [`Refusal::HandshakeRate`].
+    HandshakeRate,
+    /// [`Refusal::OriginNotAllowed`].
+    OriginNotAllowed,
+    /// [`Refusal::Banned`].
+    Banned,
+    /// [`Refusal::InvalidHandshake`].
+    InvalidHandshake,
 }
 
 impl RefusalKind {
     /// Every kind, in counter order.
-    pub const ALL: [RefusalKind; 1] = [RefusalKind::ShuttingDown];
+    pub const ALL: [RefusalKind; 7] = [
+        RefusalKind::ShuttingDown,
+        RefusalKind::TooManyConnections,
+        RefusalKind::TooManyFromAddress,
+        RefusalKind::HandshakeRate,
+        RefusalKind::OriginNotAllowed,
+        RefusalKind::Banned,
+        RefusalKind::InvalidHandshake,
+    ];
 
     /// The key in the stats' `refused` object (camelCase, like every wire name).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ShuttingDown => "shuttingDown",
+            Self::TooManyConnections => "tooManyConnections",
+            Self::TooManyFromAddress => "tooManyFromAddress",
+            Self::HandshakeRate => "handshakeRate",
+            Self::OriginNotAllowed => "originNotAllowed",
+            Self::Banned => "banned",
+            Self::InvalidHandshake => "invalidHandshake",
         }
     }
 
@@ -223,6 +294,18 @@ pub(crate) mod tests {
         assert!(admission.admit(false, &meta).is_err());
         drop(permit);
         assert_eq!(held.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn every_kind_has_a_distinct_key_and_index() {
+        for (i, kind) in RefusalKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind.index(), i);
+            assert_eq!(RefusalKind::from_key(kind.as_str()), Some(kind));
+        }
+        let wait = Duration::from_secs(3);
+        let r = Refusal::HandshakeRate { retry_after: wait };
+        assert_eq!((r.status(), r.retry_after()), (429, Some(wait)));
+        assert_eq!(Refusal::Banned.status(), 403);
     }
 
     #[test]

@@ -260,18 +260,25 @@ impl Registry {
             .admission
             .admit(shared.shutting_down.load(Ordering::Acquire), meta);
         if let Err(refusal) = &result {
-            shared.aggregates.refused(refusal.kind());
-            tracing::debug!(reason = %refusal, remote = ?meta.remote_addr, path = %meta.path, "upgrade refused");
-            if let Some(observers) = shared.observers.current() {
-                let event = RefusedEvent {
-                    reason: refusal,
-                    remote_addr: meta.remote_addr,
-                    path: &meta.path,
-                };
-                observers.iter().for_each(|o| o.refused(&event));
-            }
+            self.record_refusal(refusal, meta);
         }
         result
+    }
+
+    /// Counts a refusal made before admission could run (an invalid handshake, say), logs it at
+    /// debug level and tells observers, as [`admit`](Registry::admit) does for its own.
+    pub fn record_refusal(&self, refusal: &Refusal, meta: &ConnectionMeta) {
+        let shared = &self.shared;
+        shared.aggregates.refused(refusal.kind());
+        tracing::debug!(reason = %refusal, remote = ?meta.remote_addr, path = %meta.path, "upgrade refused");
+        if let Some(observers) = shared.observers.current() {
+            let event = RefusedEvent {
+                reason: refusal,
+                remote_addr: meta.remote_addr,
+                path: &meta.path,
+            };
+            observers.iter().for_each(|o| o.refused(&event));
+        }
     }
 
     /// Registers an admitted connection (state CONNECTING). Run it with [`Accepted::run`] once
