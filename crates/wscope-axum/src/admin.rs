@@ -12,12 +12,13 @@ use wscope_core::{CloseCode, Registry, Snapshot};
 
 use crate::error::ApiError;
 
-/// `GET /api/stats`, `POST /api/admin` and `GET /health` over `registry`. Serve it on a listener
+/// `GET /api/stats`, `POST /api/admin`, `GET /api/closed` and `GET /health` over `registry`. Serve it on a listener
 /// that only operators reach (wscope serve puts it on 127.0.0.1:9090).
 pub fn admin_router(registry: Registry) -> Router {
     Router::new()
         .route("/api/stats", get(stats))
         .route("/api/admin", post(admin))
+        .route("/api/closed", get(crate::closed::closed))
         .route("/health", get(health))
         .with_state(registry)
 }

@@ -72,24 +72,29 @@
 //!   transport; the connection itself is driven by `wscope_core`'s driver.
 //! - `client`: [`connect`], a tracked client-role connection (tungstenite).
 //! - `client_addr`: [`TrustedProxies`] and forwarding-header parsing.
-//! - `admin`: the admin router and health handler, answering with `wscope_core::wire` types.
+//! - `admin`: the admin router and health handler, answering with `wscope_core::wire` types;
+//!   `closed`: `GET /api/closed`; `ready`: `GET /ready` for load balancers.
 //! - `error`: [`ApiError`] (the JSON error body) and [`UpgradeRefused`].
 
 mod admin;
 #[cfg(feature = "tungstenite")]
 mod client;
 mod client_addr;
+mod closed;
 mod engine;
 mod error;
 mod handshake;
+mod ready;
 mod upgrade;
 
 pub use admin::{admin, admin_router, health, health_router, stats};
 #[cfg(feature = "tungstenite")]
 pub use client::{connect, connect_with, ConnectError, Connected};
 pub use client_addr::{parse_net, TrustedProxies};
+pub use closed::{closed, ClosedQuery};
 pub use engine::{Engine, SocketConfig, UnknownEngine};
 pub use error::{ApiError, UpgradeRefused};
+pub use ready::{ready, ready_router};
 pub use upgrade::{upgrade_required, Tracking, WebSocketUpgrade};
 pub use wscope_core::wire::Health;
 pub use wscope_core::{self as core, shutdown_signal, Registry, TrackedSocket};

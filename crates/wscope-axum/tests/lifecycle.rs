@@ -225,7 +225,8 @@ async fn shutdown_flushes_queued_messages_then_sends_1001_and_refuses_new_upgrad
     // messages are still queued when the shutdown asks for the close.
     const BIG: usize = 24;
     const BIG_LEN: usize = 512 * 1024;
-    let reg = test_registry();
+    // Room for all of it in the queue (12 MiB), so the handler's sends never wait.
+    let reg = Registry::with_config(test_config().max_queued_bytes(64 << 20));
     let (queued_tx, mut queued) = mpsc::unbounded_channel();
     let routes = Router::new().route(
         "/ws",

@@ -116,7 +116,8 @@ async fn ages_and_idle_times_follow_the_clock_and_reset_on_activity() {
     let s = reg.snapshot();
     assert_eq!((s.average_age, s.average_idle_time), (6500, 4000));
 
-    // A ping from the client (a control frame) is activity too.
+    // A ping from the client is not a message: idle time counts from the last message, so
+    // that keepalive pings (the server's own, every 30 s) leave idle connections looking idle.
     b.send(WsMessage::Ping(Bytes::from_static(b"hi")))
         .await
         .unwrap();
@@ -124,6 +125,8 @@ async fn ages_and_idle_times_follow_the_clock_and_reset_on_activity() {
         next_msg(&mut b).await,
         Some(WsMessage::Pong(Bytes::from_static(b"hi")))
     );
+    assert_eq!(ages("b"), (6000, 6000));
+    echo_roundtrip(&mut b, "y").await;
     assert_eq!(ages("b"), (6000, 0));
     assert_eq!(ages("a"), (7000, 2000));
     let s = reg.snapshot();

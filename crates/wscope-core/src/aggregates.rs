@@ -43,6 +43,9 @@ pub(crate) struct Aggregates {
     connected_sum: AtomicU64,
     /// Sum of the tracked entries' last-activity times (ms), striped.
     activity_sum: [Padded; STRIPES],
+    /// Sum and count of the tracked entries' last round-trip times (ms), over those with one.
+    rtt_sum: AtomicU64,
+    rtt_count: AtomicU64,
 }
 
 /// The figures of a summary, read together.
@@ -56,6 +59,7 @@ pub(crate) struct Figures {
     pub(crate) by_state: StateCounts,
     pub(crate) closed_by: ClosedBy,
     pub(crate) refused: RefusalCounts,
+    pub(crate) average_rtt_ms: Option<u64>,
 }
 
 impl Aggregates {
@@ -74,6 +78,25 @@ impl Aggregates {
         // Wrapping: a manual clock never goes back, but the arithmetic must not panic if it did.
         self.stripe(seq)
             .fetch_add(to_ms.wrapping_sub(from_ms), Ordering::Relaxed);
+    }
+
+    /// An entry's round-trip time moved from `from` (maybe none yet) to `to`.
+    pub(crate) fn rtt_moved(&self, from: u32, to: u32) {
+        if from == crate::connection::RTT_NONE {
+            self.rtt_count.fetch_add(1, Ordering::Relaxed);
+            self.rtt_sum.fetch_add(u64::from(to), Ordering::Relaxed);
+        } else {
+            self.rtt_sum.fetch_add(
+                u64::from(to).wrapping_sub(u64::from(from)),
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// An entry with round-trip time `rtt` left.
+    pub(crate) fn rtt_removed(&self, rtt: u32) {
+        self.rtt_count.fetch_sub(1, Ordering::Relaxed);
+        self.rtt_sum.fetch_sub(u64::from(rtt), Ordering::Relaxed);
     }
 
     /// An entry moved from state `from` to `to`.
@@ -127,6 +150,8 @@ impl Aggregates {
                 .map_or(0, |mean| now_ms.saturating_sub(mean))
         };
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let rtt_count = load(&self.rtt_count);
+        let average_rtt_ms = load(&self.rtt_sum).checked_div(rtt_count);
         let [connecting, open, closing, closed] = self.by_state.each_ref().map(load);
         Figures {
             current,
@@ -142,6 +167,7 @@ impl Aggregates {
             },
             closed_by: ClosedBy::from_counts(self.closed_by.each_ref().map(load)),
             refused: RefusalCounts::from_counts(self.refused.each_ref().map(load)),
+            average_rtt_ms,
         }
     }
 

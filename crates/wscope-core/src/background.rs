@@ -1,5 +1,5 @@
-//! The registry's periodic work: the stale-entry sweep and the observers' ticks (the stats
-//! logger is one). They need a tokio runtime, so they start with the first registration (or
+//! The registry's periodic work: the stale-entry sweep, pings and timeouts (`liveness`), and the
+//! observers' ticks (the stats logger is one). They need a tokio runtime, so they start with the first registration (or
 //! [`crate::Registry::start_background_tasks`]), and stop when the registry is dropped or shut
 //! down.
 
@@ -28,6 +28,19 @@ impl Shared {
                 let cleaned = shared.cleanup_stale();
                 if cleaned > 0 {
                     tracing::debug!(cleaned, "swept stale connections");
+                }
+                shared.paths.drop_empty();
+            });
+        }
+        let ping = self.config.ping_interval;
+        if !ping.is_zero() {
+            self.spawn_every(ping, Shared::ping_all);
+        }
+        if let Some(period) = crate::liveness::check_period(&self.config) {
+            self.spawn_every(period, |shared| {
+                let closed = shared.check_timeouts();
+                if closed > 0 {
+                    tracing::debug!(closed, "closed connections past a timeout");
                 }
             });
         }

@@ -96,6 +96,14 @@ impl CloseFrame {
         Ok(Self { code, reason })
     }
 
+    /// 1008 "slow consumer": the connection's queue overflowed on a send that may not wait.
+    pub fn slow_consumer() -> Self {
+        Self {
+            code: CloseCode::POLICY,
+            reason: "slow consumer".to_owned(),
+        }
+    }
+
     /// 1001 "Server shutting down", what a drain sends.
     pub fn shutdown() -> Self {
         Self {
@@ -105,7 +113,8 @@ impl CloseFrame {
     }
 }
 
-/// Who ended a connection.
+/// Who ended a connection. On a client-role connection `Client` means the peer (the server) sent
+/// the close and `Server` means this side's handler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Initiator {
@@ -123,11 +132,16 @@ pub enum Initiator {
     Panic,
     /// The drain deadline passed and the connection was dropped without a handshake.
     Deadline,
+    /// A limit closed it: a slow consumer whose queue overflowed, a client over its message rate.
+    Limit,
+    /// A timeout closed it: the peer did not answer a ping, or nothing was sent either way for the
+    /// idle timeout.
+    Timeout,
 }
 
 impl Initiator {
     /// Every initiator, in a fixed order (for counters).
-    pub const ALL: [Initiator; 7] = [
+    pub const ALL: [Initiator; 9] = [
         Self::Client,
         Self::Server,
         Self::Admin,
@@ -135,6 +149,8 @@ impl Initiator {
         Self::Error,
         Self::Panic,
         Self::Deadline,
+        Self::Limit,
+        Self::Timeout,
     ];
 
     pub(crate) fn index(self) -> usize {
@@ -151,6 +167,8 @@ impl Initiator {
             Self::Error => "error",
             Self::Panic => "panic",
             Self::Deadline => "deadline",
+            Self::Limit => "limit",
+            Self::Timeout => "timeout",
         }
     }
 }

@@ -5,7 +5,7 @@
 //! sequencing lives in one place (`driver`), and the methods here are crate-private.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use crate::close::{CloseCode, CloseFrame, CloseRecord, Initiator, ReasonTooLong}
 use crate::id::ConnectionId;
 use crate::message::Message;
 use crate::observer::Counts;
-use crate::outbox::{Closing, Outbox, SendError};
+use crate::outbox::{Drained, Outbox, SendError};
 use crate::registry::{Registry, Shared};
 use crate::strings::SharedStr;
 
@@ -59,6 +59,12 @@ impl ConnectionState {
 
 /// `last_activity_ms` of an entry that has left the registry: its activity no longer counts.
 pub(crate) const REMOVED: u64 = u64::MAX;
+/// `rtt_ms` before the first pong.
+pub(crate) const RTT_NONE: u32 = u32::MAX;
+/// `rtt_ms` once the entry has left.
+pub(crate) const RTT_REMOVED: u32 = u32::MAX - 1;
+/// `ping_sent_ms` when no ping is outstanding.
+pub(crate) const NO_PING: u64 = u64::MAX;
 
 /// A registry entry. Every field the hot path touches is an atomic; nothing here is locked while
 /// a message is read or written except the outbox's short critical sections.
@@ -72,7 +78,7 @@ pub(crate) struct Entry {
     pub(crate) seq: u64,
     /// When it was registered (clock milliseconds).
     pub(crate) connected_ms: u64,
-    /// Last message, ping or pong sent or received (clock milliseconds); [`REMOVED`] once the
+    /// Last text or binary message sent or received (clock milliseconds); [`REMOVED`] once the
     /// entry has left, so a late update cannot change the registry's activity sum.
     pub(crate) last_activity_ms: AtomicU64,
     pub(crate) messages_in: AtomicU64,
@@ -90,6 +96,12 @@ pub(crate) struct Entry {
     /// Set when the connection is being failed (RFC 6455 §7.1.7): the writer drops it as soon as
     /// the close frame is out, without waiting for the peer's reply.
     pub(crate) fail_fast: AtomicBool,
+    /// The last ping's round-trip time in ms; [`RTT_NONE`] until a pong came, [`RTT_REMOVED`] once
+    /// the entry has left (so a late pong cannot change the registry's RTT sums). Sits in the
+    /// padding after the two flags.
+    pub(crate) rtt_ms: AtomicU32,
+    /// When the outstanding ping was sent (clock ms); [`NO_PING`] when none is outstanding.
+    pub(crate) ping_sent_ms: AtomicU64,
     /// Outbound queue the writer drains (its counters come first).
     pub(crate) outbox: Outbox,
     /// Cancelled to drop the connection at once (drain deadline passed, writer failed).
@@ -119,6 +131,8 @@ impl Entry {
             remote_addr: meta.remote_addr,
             state: AtomicU8::new(ConnectionState::Connecting as u8),
             fail_fast: AtomicBool::new(false),
+            rtt_ms: AtomicU32::new(RTT_NONE),
+            ping_sent_ms: AtomicU64::new(NO_PING),
             outbox,
             cancel,
             close_record: Mutex::new(None),
@@ -164,6 +178,38 @@ impl Entry {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The last round-trip time, if a pong has come.
+    pub(crate) fn rtt(&self) -> Option<u32> {
+        let rtt = self.rtt_ms.load(Ordering::Relaxed);
+        (rtt < RTT_REMOVED).then_some(rtt)
+    }
+
+    /// Fails the connection from outside its task (a timeout, a slow consumer): the writer sends
+    /// `frame` after what is queued and drops the connection without waiting for a reply; if the
+    /// writer is stuck on a peer that reads nothing, the connection is dropped after `within`.
+    /// Returns false if a close was already under way.
+    pub(crate) fn fail(
+        self: &Arc<Self>,
+        frame: CloseFrame,
+        initiator: Initiator,
+        within: Duration,
+    ) -> bool {
+        self.fail_fast.store(true, Ordering::Release);
+        if !self.request_close(frame, initiator) {
+            return false;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let entry = self.clone();
+            runtime.spawn(async move {
+                tokio::select! {
+                    _ = entry.cancel.cancelled() => {}
+                    _ = tokio::time::sleep(within) => entry.cancel.cancel(),
+                }
+            });
+        }
+        true
     }
 
     /// Requests a close on behalf of `initiator`; the first request wins.
@@ -228,9 +274,20 @@ impl ConnectionHandle {
     }
 
     /// Queues a message without waiting: `"text"`, a `String`, `Vec<u8>`, [`bytes::Bytes`] or a
-    /// [`Message`].
+    /// [`Message`]. A connection whose queue is full (a client that does not read) is a slow
+    /// consumer: what was queued to it is dropped and it is closed with 1008 "slow consumer"
+    /// (counted as closed by `limit`); the sender gets [`SendError::QueueFull`] and never waits.
     pub fn send(&self, msg: impl Into<Message>) -> Result<(), SendError> {
-        self.entry.outbox.try_push(msg.into())
+        let result = self.entry.outbox.try_push(msg.into());
+        if result == Err(SendError::QueueFull) {
+            self.shared.slow_consumer(&self.entry);
+        }
+        result
+    }
+
+    /// The last ping's round-trip time in milliseconds, once a pong has come.
+    pub fn rtt_ms(&self) -> Option<u32> {
+        self.entry.rtt()
     }
 
     /// Closes the connection after what is queued to it is flushed. Returns false when it was
@@ -322,7 +379,7 @@ impl Connection {
         }
     }
 
-    /// Records activity (a message, ping or pong, or the handshake). The registry's activity sum moves only
+    /// Records activity (a message sent or received, or the handshake). The registry's activity sum moves only
     /// when the millisecond does, so a busy connection pays one load for most messages.
     #[inline]
     pub(crate) fn touch(&self) {
@@ -356,15 +413,56 @@ impl Connection {
     /// Records text and binary messages sent: `count` of them, `len` payload bytes in all.
     #[inline]
     pub(crate) fn record_sent(&self, count: usize, len: usize) {
-        if count > 0 {
-            self.entry
-                .messages_out
-                .fetch_add(count as u64, Ordering::Relaxed);
-            self.entry
-                .bytes_out
-                .fetch_add(len as u64, Ordering::Relaxed);
+        if count == 0 {
+            return;
         }
+        self.entry
+            .messages_out
+            .fetch_add(count as u64, Ordering::Relaxed);
+        self.entry
+            .bytes_out
+            .fetch_add(len as u64, Ordering::Relaxed);
         self.touch();
+    }
+
+    /// A pong came: if a ping of ours was outstanding, its round trip is the RTT.
+    pub(crate) fn pong(&self) {
+        let sent = self.entry.ping_sent_ms.swap(NO_PING, Ordering::AcqRel);
+        if sent == NO_PING {
+            return; // unsolicited, or a reply to the client's own ping scheme
+        }
+        let rtt = u32::try_from(self.shared.clock.now_ms().saturating_sub(sent))
+            .unwrap_or(RTT_REMOVED - 1)
+            .min(RTT_REMOVED - 1);
+        let old = self.entry.rtt_ms.load(Ordering::Relaxed);
+        if old == RTT_REMOVED {
+            return;
+        }
+        if self
+            .entry
+            .rtt_ms
+            .compare_exchange(old, rtt, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.shared.aggregates.rtt_moved(old, rtt);
+        }
+    }
+
+    /// The registry clock's now, in ms.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.shared.clock.now_ms()
+    }
+
+    /// The registry's limit on messages received per second (0: none).
+    pub(crate) fn message_rate_limit(&self) -> u32 {
+        self.shared.config.max_messages_per_second
+    }
+
+    /// Fails the connection because it broke a limit: `frame` after what is queued, counted as
+    /// closed by `limit`.
+    pub(crate) fn fail_for_limit(&self, frame: CloseFrame) -> bool {
+        self.entry.fail_fast.store(true, Ordering::Release);
+        self.entry.request_close(frame, Initiator::Limit)
     }
 
     /// Queues a message, waiting while the queue is full.
@@ -427,8 +525,9 @@ impl Connection {
         self.entry.outbox.ready().await
     }
 
-    /// Takes every queued message into `out`, and a pending close (to be sent after them).
-    pub(crate) fn drain_outbound(&self, out: &mut Vec<Message>) -> Option<Closing> {
+    /// Takes every queued message into `out`, a pending close (to be sent after them) and a due
+    /// ping (to be sent first).
+    pub(crate) fn drain_outbound(&self, out: &mut Vec<Message>) -> Drained {
         self.entry.outbox.drain_into(out)
     }
 

@@ -19,6 +19,7 @@ use sync_wrapper::SyncWrapper;
 use crate::close::{CloseCode, CloseFrame, CloseRecord, Initiator, ReasonTooLong};
 use crate::connection::{Connection, ConnectionHandle, ConnectionState};
 use crate::id::ConnectionId;
+use crate::liveness::PING_PAYLOAD;
 use crate::message::Message;
 use crate::outbox::Closing;
 use crate::outbox::SendError;
@@ -97,6 +98,7 @@ impl Accepted {
             stream: SyncWrapper::new(Some(reader)),
             role,
             protocol: self.protocol,
+            rate: MessageRate::new(conn.message_rate_limit(), conn.now_ms()),
         };
         async move {
             conn.mark_open();
@@ -131,6 +133,41 @@ pub struct TrackedSocket {
     stream: SyncWrapper<Option<Reader>>,
     role: Role,
     protocol: Option<Box<str>>,
+    /// The client's message rate, when limited.
+    rate: MessageRate,
+}
+
+/// A token bucket over the messages a client sends: `limit` a second, with a burst of one
+/// second's worth; tokens are counted in thousandths so whole milliseconds refill exactly.
+#[derive(Debug)]
+struct MessageRate {
+    limit: u32,
+    tokens: u64,
+    last_ms: u64,
+}
+
+impl MessageRate {
+    fn new(limit: u32, now_ms: u64) -> Self {
+        Self {
+            limit,
+            tokens: u64::from(limit) * 1000,
+            last_ms: now_ms,
+        }
+    }
+
+    /// Takes a token for one message; false when the client is over its rate.
+    fn allow(&mut self, now_ms: u64) -> bool {
+        let limit = u64::from(self.limit);
+        let refill = now_ms.saturating_sub(self.last_ms) * limit;
+        self.last_ms = now_ms;
+        self.tokens = (self.tokens + refill).min(limit * 1000);
+        if self.tokens >= 1000 {
+            self.tokens -= 1000;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl std::fmt::Debug for TrackedSocket {
@@ -195,7 +232,19 @@ impl TrackedSocket {
                 // Aborted: the drain deadline passed or the writer failed.
                 None => Ended::Finish,
                 Some(Some(Ok(msg))) => match received(&self.conn, msg) {
-                    Some(data) => return Some(data),
+                    Some(data) if within_rate(&mut self.rate, &self.conn) => return Some(data),
+                    Some(_) => {
+                        let frame = CloseFrame {
+                            code: CloseCode::POLICY,
+                            reason: "message rate exceeded".to_owned(),
+                        };
+                        if self.conn.fail_for_limit(frame) {
+                            self.conn.mark_closing();
+                            Ended::Failing
+                        } else {
+                            Ended::Finish
+                        }
+                    }
                     None => continue,
                 },
                 Some(Some(Err(e))) => failed(&self.conn, &e),
@@ -249,6 +298,11 @@ enum Ended {
     Failing,
 }
 
+/// Whether the client is within its message rate (always, when unlimited).
+fn within_rate(rate: &mut MessageRate, conn: &Connection) -> bool {
+    rate.limit == 0 || rate.allow(conn.now_ms())
+}
+
 /// Accounts for a frame read; gives it back if the handler should see it (text or binary).
 fn received(conn: &Connection, msg: Message) -> Option<Message> {
     match msg {
@@ -256,8 +310,10 @@ fn received(conn: &Connection, msg: Message) -> Option<Message> {
             conn.record_received(msg.payload_len());
             Some(msg)
         }
-        Message::Ping(_) | Message::Pong(_) => {
-            conn.touch();
+        // Neither messages nor activity: the engine answers pings; a pong times our ping.
+        Message::Ping(_) => None,
+        Message::Pong(_) => {
+            conn.pong();
             None
         }
         // Not activity: the idle time at close says how long the connection idled before it.
@@ -363,7 +419,21 @@ where
             _ = &mut cancelled => return,
             _ = conn.outbound_ready() => {}
         }
-        if let Some(closing) = conn.drain_outbound(&mut batch) {
+        let drained = conn.drain_outbound(&mut batch);
+        if drained.ping {
+            // Fed straight to the engine: a ping allocates nothing here.
+            let ping = Message::Ping(bytes::Bytes::from_static(PING_PAYLOAD));
+            if let Err(e) = sink.as_mut().feed(ping).await {
+                return gone(&conn, &e);
+            }
+            if batch.is_empty() && drained.close.is_none() {
+                if let Err(e) = sink.as_mut().flush().await {
+                    return gone(&conn, &e);
+                }
+                continue;
+            }
+        }
+        if let Some(closing) = drained.close {
             // Once per connection: boxed, so its timers do not enlarge every idle task.
             return Box::pin(close_after(&conn, sink.as_mut(), &mut batch, closing)).await;
         }
@@ -435,7 +505,11 @@ async fn close_after<W>(
         Ok(Ok(())) => {}
         Ok(Err(e)) => return gone(conn, &e),
         Err(_) => {
-            conn.record_dropped("close flush timed out");
+            // A failed connection (a timeout, a slow consumer) keeps its cause: no handshake was
+            // awaited, only the flush of a peer that reads nothing.
+            if !conn.fails_fast() {
+                conn.record_dropped("close flush timed out");
+            }
             return conn.abort();
         }
     }

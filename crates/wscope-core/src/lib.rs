@@ -67,11 +67,14 @@ mod connection;
 mod driver;
 mod id;
 mod instance;
+mod liveness;
 mod log;
 pub mod memory;
 mod message;
 mod observer;
 mod outbox;
+mod paths;
+mod recent;
 mod registry;
 mod shutdown;
 mod snapshot;
@@ -98,9 +101,11 @@ pub use log::{log_connection_stats, stats_lines, StatsLogger, STATS_TARGET};
 pub use message::{InvalidUtf8, Message, Utf8Bytes};
 pub use observer::{ClosedEvent, Counts, Observer, OpenedEvent, RefusedEvent};
 pub use outbox::SendError;
-pub use registry::{Registry, RegistryConfig};
+pub use registry::{Broadcast, Registry, RegistryConfig};
 pub use shutdown::{shutdown_signal, ShutdownReport};
-pub use snapshot::{ClosedBy, ConnectionInfo, RefusalCounts, Snapshot, StateCounts};
+pub use snapshot::{
+    ClosedBy, ClosedConnection, ConnectionInfo, RefusalCounts, Snapshot, StateCounts,
+};
 pub use strings::SharedStr;
 pub use transport::{
     BoxReader, BoxTransport, BoxWriter, Halves, Role, Transport, TransportError, TransportErrorKind,

@@ -16,6 +16,7 @@ use crate::admission::Refusal;
 use crate::close::CloseRecord;
 use crate::id::ConnectionId;
 use crate::snapshot::Snapshot;
+use crate::strings::SharedStr;
 
 /// A connection was admitted and registered (state CONNECTING; it opens once its handshake
 /// completes).
@@ -53,15 +54,19 @@ pub struct ClosedEvent<'a> {
     pub record: &'a CloseRecord,
     /// How long it was registered.
     pub lifetime: Duration,
-    /// How long it had been idle when it left: since its last message, ping or pong either way
-    /// (close frames are not activity, so this is how long it idled before it was closed).
+    /// How long it had been idle when it left: since its last text or binary message either way
+    /// (control frames are not activity, so this is how long it idled before it was closed).
     pub idle: Duration,
     /// What it moved.
     pub counts: Counts,
     /// The client's address, if known.
     pub remote_addr: Option<IpAddr>,
     /// The request path.
-    pub path: &'a str,
+    pub path: &'a SharedStr,
+    /// The user agent, if sent.
+    pub user_agent: Option<&'a SharedStr>,
+    /// When it left (Unix time, ms).
+    pub closed_at: u64,
 }
 
 /// An upgrade was refused at admission.

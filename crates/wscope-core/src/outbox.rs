@@ -18,7 +18,7 @@ use crate::message::Message;
 /// Why a message could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
-    /// The queue holds its capacity already (a slow consumer).
+    /// The queue holds its most messages or bytes already (a slow consumer).
     #[error("outbound queue full")]
     QueueFull,
     /// The connection is closing or closed: nothing more can be sent.
@@ -34,6 +34,19 @@ struct State {
     close: Option<Closing>,
     /// Set once a close was requested or the writer is gone: pushes fail with `Closed`.
     closed: bool,
+    /// A ping is due: the writer sends one (with a shared payload, so asking costs nothing).
+    ping: bool,
+    /// A push found the queue full since the last drain: the drain wakes waiting senders.
+    blocked: bool,
+}
+
+/// What the writer takes from the queue at once.
+#[derive(Debug, Default)]
+pub(crate) struct Drained {
+    /// A requested close, to go after the messages.
+    pub(crate) close: Option<Closing>,
+    /// Whether to send a ping first.
+    pub(crate) ping: bool,
 }
 
 /// How the writer ends the connection once a close is requested.
@@ -62,18 +75,21 @@ pub(crate) struct Outbox {
     /// Wakes senders waiting for room.
     space: Notify,
     /// Most messages held at once.
-    capacity: usize,
+    capacity: u32,
+    /// Most payload bytes held at once (a single larger message is taken when the queue is empty).
+    max_bytes: u32,
 }
 
 impl Outbox {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize, max_bytes: usize) -> Self {
         Self {
             queued_messages: AtomicUsize::new(0),
             queued_bytes: AtomicUsize::new(0),
             state: Mutex::new(State::default()),
             ready: Notify::new(),
             space: Notify::new(),
-            capacity: capacity.max(1),
+            capacity: u32::try_from(capacity).unwrap_or(u32::MAX).max(1),
+            max_bytes: u32::try_from(max_bytes).unwrap_or(u32::MAX).max(1),
         }
     }
 
@@ -95,10 +111,15 @@ impl Outbox {
             if st.closed {
                 return Err((SendError::Closed, msg));
             }
-            if st.items.len() >= self.capacity {
+            let len = msg.payload_len();
+            let bytes = self.queued_bytes.load(Ordering::Relaxed);
+            if st.items.len() >= self.capacity as usize
+                || (!st.items.is_empty() && bytes + len > self.max_bytes as usize)
+            {
+                st.blocked = true;
                 return Err((SendError::QueueFull, msg));
             }
-            self.count(1, msg.payload_len());
+            self.count(1, len);
             st.items.push_back(msg);
         }
         self.ready.notify_one();
@@ -162,29 +183,56 @@ impl Outbox {
         first
     }
 
+    /// Asks the writer to send a ping; false if the connection is closing.
+    pub(crate) fn request_ping(&self) -> bool {
+        {
+            let mut st = self.lock();
+            if st.closed {
+                return false;
+            }
+            st.ping = true;
+        }
+        self.ready.notify_one();
+        true
+    }
+
+    /// Drops what is queued (a slow consumer about to be closed: the close goes out next).
+    pub(crate) fn discard(&self) {
+        {
+            let mut st = self.lock();
+            st.items.clear();
+            self.reset_counts();
+        }
+        self.space.notify_waiters();
+    }
+
     /// Waits until there is something for the writer.
     pub(crate) async fn ready(&self) {
         self.ready.notified().await;
     }
 
-    /// Moves everything queued into `out` and takes a pending close, which goes after them.
-    pub(crate) fn drain_into(&self, out: &mut Vec<Message>) -> Option<Closing> {
-        let (close, was_full) = {
+    /// Moves everything queued into `out`, and takes a pending close (which goes after them) and
+    /// a due ping (which goes first).
+    pub(crate) fn drain_into(&self, out: &mut Vec<Message>) -> Drained {
+        let (drained, was_full) = {
             let mut st = self.lock();
-            let was_full = st.items.len() >= self.capacity;
             out.extend(st.items.drain(..));
             self.reset_counts();
             if st.items.capacity() > 64 {
                 // A burst grew the queue: give the memory back while the connection idles.
                 st.items.shrink_to(0);
             }
-            (st.close.take(), was_full)
+            let drained = Drained {
+                close: st.close.take(),
+                ping: std::mem::take(&mut st.ping),
+            };
+            (drained, std::mem::take(&mut st.blocked))
         };
         // Senders wait for room only when the queue was full.
         if was_full {
             self.space.notify_waiters();
         }
-        close
+        drained
     }
 
     /// The writer is gone: refuse further pushes and drop what was queued.
@@ -227,26 +275,53 @@ mod tests {
 
     #[test]
     fn full_queue_refuses_then_drains() {
-        let ob = Outbox::new(2);
+        let ob = Outbox::new(2, 1 << 20);
         ob.try_push(Message::text("a")).unwrap();
         ob.try_push(Message::text("b")).unwrap();
         assert_eq!(ob.try_push(Message::text("c")), Err(SendError::QueueFull));
         let mut out = Vec::new();
-        let close = ob.drain_into(&mut out);
+        let drained = ob.drain_into(&mut out);
         assert_eq!(out.len(), 2);
-        assert!(close.is_none());
+        assert!(drained.close.is_none() && !drained.ping);
         assert_eq!(ob.queued(), (0, 0));
     }
 
     #[test]
+    fn bytes_bound_the_queue_but_one_large_message_fits_alone() {
+        let ob = Outbox::new(100, 10);
+        ob.try_push(Message::text("123456")).unwrap();
+        assert_eq!(
+            ob.try_push(Message::text("12345")),
+            Err(SendError::QueueFull)
+        );
+        ob.try_push(Message::text("1234")).unwrap();
+        let mut out = Vec::new();
+        ob.drain_into(&mut out);
+        // Alone, a message over the bound is taken (else it could never be sent).
+        ob.try_push(Message::text("a message of more than ten bytes"))
+            .unwrap();
+        assert_eq!(ob.queued(), (1, 32));
+    }
+
+    #[test]
+    fn a_ping_request_allocates_nothing_and_is_drained_once() {
+        let ob = Outbox::new(8, 1024);
+        assert!(ob.request_ping());
+        let mut out = Vec::new();
+        assert!(ob.drain_into(&mut out).ping);
+        assert!(out.is_empty() && out.capacity() == 0);
+        assert!(!ob.drain_into(&mut out).ping);
+    }
+
+    #[test]
     fn close_comes_after_queued_and_refuses_more() {
-        let ob = Outbox::new(8);
+        let ob = Outbox::new(8, 1024);
         ob.try_push(Message::text("last words")).unwrap();
         assert!(ob.request_close(CloseFrame::new(CloseCode::NORMAL, "bye").unwrap()));
         assert!(!ob.request_close(CloseFrame::shutdown()));
         assert_eq!(ob.try_push(Message::text("late")), Err(SendError::Closed));
         let mut out = Vec::new();
-        let close = ob.drain_into(&mut out);
+        let close = ob.drain_into(&mut out).close;
         assert_eq!(out, vec![Message::text("last words")]);
         assert_eq!(
             close,
@@ -258,7 +333,7 @@ mod tests {
 
     #[tokio::test]
     async fn push_waits_for_room() {
-        let ob = std::sync::Arc::new(Outbox::new(1));
+        let ob = std::sync::Arc::new(Outbox::new(1, 1024));
         ob.push(Message::text("1")).await.unwrap();
         let ob2 = ob.clone();
         let waiter = tokio::spawn(async move { ob2.push(Message::text("2")).await });
@@ -272,7 +347,7 @@ mod tests {
 
     #[tokio::test]
     async fn shut_wakes_blocked_pushers() {
-        let ob = std::sync::Arc::new(Outbox::new(1));
+        let ob = std::sync::Arc::new(Outbox::new(1, 1024));
         ob.push(Message::text("1")).await.unwrap();
         let ob2 = ob.clone();
         let waiter = tokio::spawn(async move { ob2.push(Message::text("2")).await });

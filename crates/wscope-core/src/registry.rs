@@ -20,10 +20,13 @@ use crate::connection::{Connection, ConnectionHandle, ConnectionState, Entry, St
 use crate::driver::Accepted;
 use crate::id::{self, ConnectionId};
 use crate::log::StatsLogger;
+use crate::message::Message;
 use crate::observer::{ClosedEvent, Observer, Observers, OpenedEvent, RefusedEvent};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, SendError};
+use crate::paths::PathIndex;
+use crate::recent::RecentlyClosed;
 use crate::shutdown::ShutdownReport;
-use crate::snapshot::{ConnectionInfo, Snapshot};
+use crate::snapshot::{ClosedConnection, ConnectionInfo, Snapshot};
 use crate::strings::SharedStr;
 
 /// How a registry behaves. Every field has a default; set the ones you need with the builder
@@ -43,6 +46,27 @@ pub struct RegistryConfig {
     pub drain_timeout: Duration,
     /// Most messages held in one connection's outbound queue.
     pub queue_capacity: usize,
+    /// Most payload bytes held in one connection's outbound queue (a single larger message is
+    /// taken when the queue is empty). A handler's own sends wait for room; a send that may not
+    /// wait (a broadcast, an admin send) closes the connection as a slow consumer.
+    pub max_queued_bytes: usize,
+    /// How often the server pings each open connection; zero disables pings.
+    pub ping_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed (1011 "ping timeout").
+    pub ping_timeout: Duration,
+    /// How long a connection may send and receive no message before it is closed (1000 "idle
+    /// timeout"); zero disables it. Pings and pongs do not count as messages.
+    pub idle_timeout: Duration,
+    /// Most messages one connection may send per second (a token bucket with a one-second
+    /// burst); past it the connection is closed with 1008. Zero disables it.
+    pub max_messages_per_second: u32,
+    /// How many connections per second the shutdown closes (so a fleet of clients does not
+    /// reconnect all at once); zero closes them all at once. The drain finishes within
+    /// [`RegistryConfig::drain_timeout`] whatever the rate.
+    pub drain_rate: u32,
+    /// How many recently closed connections are kept for [`Registry::recently_closed`]; zero keeps
+    /// none.
+    pub recent_closed: usize,
     /// Longest user agent stored, in bytes (longer ones are cut at a character boundary).
     pub max_user_agent_len: usize,
     /// Time source (a manual clock in tests).
@@ -57,6 +81,13 @@ impl Default for RegistryConfig {
             stats_interval: Self::DEFAULT_STATS_INTERVAL,
             drain_timeout: Self::DEFAULT_DRAIN_TIMEOUT,
             queue_capacity: Self::DEFAULT_QUEUE_CAPACITY,
+            max_queued_bytes: Self::DEFAULT_MAX_QUEUED_BYTES,
+            ping_interval: Self::DEFAULT_PING_INTERVAL,
+            ping_timeout: Self::DEFAULT_PING_TIMEOUT,
+            idle_timeout: Duration::ZERO,
+            max_messages_per_second: 0,
+            drain_rate: 0,
+            recent_closed: Self::DEFAULT_RECENT_CLOSED,
             max_user_agent_len: 256,
             clock: Clock::system(),
         }
@@ -72,6 +103,14 @@ impl RegistryConfig {
     pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
     /// The default [`RegistryConfig::queue_capacity`].
     pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+    /// The default [`RegistryConfig::max_queued_bytes`].
+    pub const DEFAULT_MAX_QUEUED_BYTES: usize = 4 << 20;
+    /// The default [`RegistryConfig::ping_interval`].
+    pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
+    /// The default [`RegistryConfig::ping_timeout`].
+    pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(10);
+    /// The default [`RegistryConfig::recent_closed`].
+    pub const DEFAULT_RECENT_CLOSED: usize = 1000;
 
     /// Sets [`RegistryConfig::instance_id`].
     pub fn instance_id(mut self, id: impl Into<String>) -> Self {
@@ -103,6 +142,48 @@ impl RegistryConfig {
         self
     }
 
+    /// Sets [`RegistryConfig::max_queued_bytes`].
+    pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
+        self.max_queued_bytes = bytes;
+        self
+    }
+
+    /// Sets [`RegistryConfig::ping_interval`].
+    pub fn ping_interval(mut self, every: Duration) -> Self {
+        self.ping_interval = every;
+        self
+    }
+
+    /// Sets [`RegistryConfig::ping_timeout`].
+    pub fn ping_timeout(mut self, timeout: Duration) -> Self {
+        self.ping_timeout = timeout;
+        self
+    }
+
+    /// Sets [`RegistryConfig::idle_timeout`].
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets [`RegistryConfig::max_messages_per_second`].
+    pub fn max_messages_per_second(mut self, rate: u32) -> Self {
+        self.max_messages_per_second = rate;
+        self
+    }
+
+    /// Sets [`RegistryConfig::drain_rate`].
+    pub fn drain_rate(mut self, per_second: u32) -> Self {
+        self.drain_rate = per_second;
+        self
+    }
+
+    /// Sets [`RegistryConfig::recent_closed`].
+    pub fn recent_closed(mut self, count: usize) -> Self {
+        self.recent_closed = count;
+        self
+    }
+
     /// Sets [`RegistryConfig::max_user_agent_len`].
     pub fn max_user_agent_len(mut self, bytes: usize) -> Self {
         self.max_user_agent_len = bytes;
@@ -114,6 +195,15 @@ impl RegistryConfig {
         self.clock = clock;
         self
     }
+}
+
+/// What a [`Registry::broadcast`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Broadcast {
+    /// Connections the message was queued to.
+    pub sent: u64,
+    /// Connections whose queue was full: closed as slow consumers.
+    pub slow: u64,
 }
 
 /// The tracked-connection registry: a cheap-to-clone handle over shared state.
@@ -145,6 +235,10 @@ pub(crate) struct Shared {
     next_seq: AtomicU64,
     /// Counts, totals and sums, read in O(1).
     pub(crate) aggregates: Aggregates,
+    /// The entries again, by request path (broadcasts to one path).
+    pub(crate) paths: PathIndex,
+    /// The last closed connections, when kept.
+    recent: Option<Arc<RecentlyClosed>>,
     /// The checks every upgrade passes.
     admission: Admission,
     /// Who listens.
@@ -186,6 +280,8 @@ impl Registry {
     pub(crate) fn build(config: RegistryConfig, admission: Admission) -> Self {
         let prefix = id::prefix(&config.instance_id, id::boot_token());
         let stats_interval = config.stats_interval;
+        let recent =
+            (config.recent_closed > 0).then(|| Arc::new(RecentlyClosed::new(config.recent_closed)));
         let shared = Arc::new(Shared {
             clock: config.clock.clone(),
             config,
@@ -193,6 +289,8 @@ impl Registry {
             entries: DashMap::with_hasher(FxBuildHasher),
             next_seq: AtomicU64::new(1),
             aggregates: Aggregates::default(),
+            paths: PathIndex::default(),
+            recent: recent.clone(),
             admission,
             observers: Observers::default(),
             shutting_down: AtomicBool::new(false),
@@ -206,6 +304,9 @@ impl Registry {
         let registry = Self { shared };
         if !stats_interval.is_zero() {
             registry.observe(Arc::new(StatsLogger::every(stats_interval)));
+        }
+        if let Some(recent) = recent {
+            registry.observe(recent);
         }
         registry
     }
@@ -299,10 +400,11 @@ impl Registry {
             seq,
             now,
             stored,
-            Outbox::new(shared.config.queue_capacity),
+            Outbox::new(shared.config.queue_capacity, shared.config.max_queued_bytes),
             shared.root.child_token(),
         ));
         shared.entries.insert(seq, entry.clone());
+        shared.paths.insert(&entry);
         shared.aggregates.registered(seq, now);
         // A shutdown that began between admission and the insert would miss this entry: close
         // it now, like the rest.
@@ -342,6 +444,60 @@ impl Registry {
     /// and observers).
     pub fn summary(&self) -> Snapshot {
         self.shared.snapshot(false)
+    }
+
+    /// Queues `msg` to every OPEN connection on `path` (every path, with `None`) without waiting:
+    /// a member whose queue is full is closed as a slow consumer (1008) rather than holding up
+    /// the others. Only that path's members are visited.
+    pub fn broadcast(&self, path: Option<&str>, msg: &Message) -> Broadcast {
+        let mut outcome = Broadcast::default();
+        let mut send = |entry: &Arc<Entry>| {
+            if entry.state() != ConnectionState::Open {
+                return;
+            }
+            match entry.outbox.try_push(msg.clone()) {
+                Ok(()) => outcome.sent += 1,
+                Err(SendError::QueueFull) => {
+                    self.shared.slow_consumer(entry);
+                    outcome.slow += 1;
+                }
+                Err(SendError::Closed) => {}
+            }
+        };
+        match path {
+            Some(path) => self.shared.paths.for_each_member(path, send),
+            None => self.shared.entries.iter().for_each(|e| send(e.value())),
+        }
+        outcome
+    }
+
+    /// Handles to the OPEN connections on `path` (only that path's members are visited).
+    pub fn connections_on(&self, path: &str) -> Vec<ConnectionHandle> {
+        let mut handles = Vec::new();
+        self.shared.paths.for_each_member(path, |entry| {
+            if entry.state() == ConnectionState::Open {
+                handles.push(ConnectionHandle {
+                    entry: entry.clone(),
+                    shared: self.shared.clone(),
+                });
+            }
+        });
+        handles
+    }
+
+    /// The last closed connections (at most [`RegistryConfig::recent_closed`] are kept), newest
+    /// first; `limit` caps how many.
+    pub fn recently_closed(&self, limit: Option<usize>) -> Vec<ClosedConnection> {
+        self.shared
+            .recent
+            .as_ref()
+            .map(|r| r.newest(limit))
+            .unwrap_or_default()
+    }
+
+    /// How many closed connections are kept now (at most [`RegistryConfig::recent_closed`]).
+    pub fn recently_closed_count(&self) -> usize {
+        self.shared.recent.as_ref().map_or(0, |r| r.len())
     }
 
     /// Handles to every OPEN connection, to send to or close.
@@ -435,6 +591,20 @@ impl Shared {
         ConnectionId::new(self.prefix.clone(), seq)
     }
 
+    /// A send that may not wait found `entry`'s queue full: drop what was queued to it and close
+    /// it with 1008 "slow consumer", without waiting for a reply; if its writer is stuck on a
+    /// peer that reads nothing, it is dropped after the close timeout.
+    pub(crate) fn slow_consumer(&self, entry: &Arc<Entry>) {
+        if entry.fail(
+            CloseFrame::slow_consumer(),
+            Initiator::Limit,
+            self.config.drain_timeout,
+        ) {
+            entry.outbox.discard();
+            tracing::debug!(id = %self.id_of(entry.seq), "slow consumer: queue full, closing with 1008");
+        }
+    }
+
     /// The one removal path: drop guards and the sweep both come here; the map decides who wins.
     /// Returns whether this call removed the entry.
     pub(crate) fn remove(&self, entry: &Arc<Entry>) -> bool {
@@ -442,6 +612,7 @@ impl Shared {
         if self.entries.remove(&entry.seq).is_none() {
             return false; // already swept
         }
+        self.paths.remove(entry);
         // Out of the map, so no snapshot reads it any more: take it out of the sums.
         let state = ConnectionState::from_u8(
             entry
@@ -451,6 +622,12 @@ impl Shared {
         let last_ms = entry
             .last_activity_ms
             .swap(crate::connection::REMOVED, Ordering::AcqRel);
+        let rtt = entry
+            .rtt_ms
+            .swap(crate::connection::RTT_REMOVED, Ordering::AcqRel);
+        if rtt < crate::connection::RTT_REMOVED {
+            self.aggregates.rtt_removed(rtt);
+        }
         let record = entry.close_record().unwrap_or_else(|| {
             let (initiator, reason) = if std::thread::panicking() {
                 (Initiator::Panic, "handler panicked")
@@ -489,6 +666,8 @@ impl Shared {
                 counts: entry.counts(),
                 remote_addr: entry.remote_addr,
                 path: &entry.path,
+                user_agent: entry.user_agent.as_ref(),
+                closed_at: self.clock.unix_ms(now),
             };
             observers.iter().for_each(|o| o.closed(&event));
         }
@@ -542,6 +721,7 @@ impl Shared {
             shut_down: self.shutting_down.load(Ordering::Acquire),
             closed_by: figures.closed_by,
             refused: figures.refused,
+            average_rtt_ms: figures.average_rtt_ms,
         }
     }
 
@@ -567,6 +747,7 @@ impl Shared {
                 bytes_out: counts.bytes_out,
                 queued_messages: queued_messages as u64,
                 queued_bytes: queued_bytes as u64,
+                rtt_ms: e.rtt(),
             });
         }
         connections

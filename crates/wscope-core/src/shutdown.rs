@@ -72,21 +72,28 @@ impl Shared {
 
     async fn drain(self: &Arc<Self>) -> ShutdownReport {
         let connections = self.aggregates.current.load(Ordering::Acquire);
+        let deadline = tokio::time::Instant::now() + self.config.drain_timeout;
         // Entries already CLOSED finished their handshake; only their handlers still hold
         // them. Sweep them now rather than wait for them and call them dropped at the deadline.
         std::sync::atomic::fence(Ordering::SeqCst);
         self.cleanup_stale();
-        let closing = self.close_all(&CloseFrame::shutdown(), Initiator::Shutdown);
-        tracing::info!(
-            connections,
-            closing,
-            deadline = ?self.config.drain_timeout,
-            "shutdown: closing every connection"
-        );
         // Connections dropped without a finished handshake: those whose own close timeout
         // fired during the drain, plus those still here at the deadline.
         let before = self.aggregates.closed_by(Initiator::Deadline);
-        if !self.wait_empty(self.config.drain_timeout).await {
+        tracing::info!(
+            connections,
+            rate = self.config.drain_rate,
+            deadline = ?self.config.drain_timeout,
+            "shutdown: closing every connection"
+        );
+        let closing = if self.config.drain_rate == 0 {
+            self.close_all(&CloseFrame::shutdown(), Initiator::Shutdown)
+        } else {
+            self.close_paced(self.config.drain_rate).await
+        };
+        tracing::debug!(closing, "shutdown: every connection asked to close");
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if !self.wait_empty(left).await {
             let left = self.aggregates.current.load(Ordering::Acquire);
             tracing::warn!(left, "shutdown: drain deadline passed, dropping the rest");
             for item in self.entries.iter() {
@@ -100,10 +107,45 @@ impl Shared {
             + self.aggregates.current.load(Ordering::Acquire);
         self.root.cancel();
         self.tracker.close();
+        tracing::info!(
+            connections,
+            closed_cleanly = connections.saturating_sub(dropped),
+            dropped,
+            "shutdown: {} of {connections} connections closed cleanly, {dropped} dropped",
+            connections.saturating_sub(dropped)
+        );
         ShutdownReport {
             connections,
             dropped,
         }
+    }
+
+    /// Closes every connection with 1001 at `rate` a second — faster if that would not finish
+    /// within half the drain deadline, so the last ones still have time for their handshake.
+    /// Returns how many were asked to close.
+    async fn close_paced(&self, rate: u32) -> u64 {
+        let entries: Vec<Arc<crate::connection::Entry>> =
+            self.entries.iter().map(|e| e.value().clone()).collect();
+        let n = entries.len() as f64;
+        let window = (self.config.drain_timeout / 2).as_secs_f64().max(0.001);
+        let rate = f64::from(rate).max(n / window);
+        let start = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let (mut next, mut closing) = (0, 0);
+        while next < entries.len() {
+            tick.tick().await;
+            let due =
+                ((start.elapsed().as_secs_f64() * rate).ceil() as usize).clamp(1, entries.len());
+            for entry in &entries[next..due.max(next)] {
+                if entry.state() != crate::connection::ConnectionState::Closed
+                    && entry.request_close(CloseFrame::shutdown(), Initiator::Shutdown)
+                {
+                    closing += 1;
+                }
+            }
+            next = due.max(next);
+        }
+        closing
     }
 }
 

@@ -62,11 +62,15 @@ pub struct ClosedBy {
     pub panic: u64,
     /// Dropped at the drain deadline.
     pub deadline: u64,
+    /// A limit: slow consumer, message rate.
+    pub limit: u64,
+    /// A timeout: ping, idle.
+    pub timeout: u64,
 }
 
 impl ClosedBy {
     pub(crate) fn from_counts(counts: [u64; Initiator::ALL.len()]) -> Self {
-        let [client, server, admin, shutdown, error, panic, deadline] = counts;
+        let [client, server, admin, shutdown, error, panic, deadline, limit, timeout] = counts;
         Self {
             client,
             server,
@@ -75,6 +79,8 @@ impl ClosedBy {
             error,
             panic,
             deadline,
+            limit,
+            timeout,
         }
     }
 }
@@ -126,8 +132,9 @@ impl<'de> Deserialize<'de> for RefusalCounts {
 
 /// One connection as the reference's `connections[]` shows it, plus wscope's extra figures.
 ///
-/// `messagesIn`/`messagesOut` count text and binary messages, in either direction; pings and
-/// pongs are activity (they reset `idleTime`) but not messages; close frames are neither.
+/// `messagesIn`/`messagesOut` count text and binary messages, in either direction, and `idleTime`
+/// runs from the last of them; control frames (ping, pong, close) are neither messages nor
+/// activity. `rttMs` is the last server ping's round trip.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
@@ -136,7 +143,8 @@ pub struct ConnectionInfo {
     pub id: ConnectionId,
     /// Milliseconds since the connection was registered.
     pub age: u64,
-    /// Milliseconds since the last message, ping or pong sent or received.
+    /// Milliseconds since the last text or binary message sent or received (pings and pongs do
+    /// not count: the server's keepalive pings leave an idle connection idle).
     pub idle_time: u64,
     /// `CONNECTING`, `OPEN`, `CLOSING` or `CLOSED`.
     pub state: ConnectionState,
@@ -170,6 +178,58 @@ pub struct ConnectionInfo {
     /// Payload bytes waiting in the outbound queue.
     #[serde(default)]
     pub queued_bytes: u64,
+    /// The last server ping's round-trip time in ms, once a pong has come.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<u32>,
+}
+
+/// A connection that has closed, as `GET /api/closed` lists it (the registry keeps the last
+/// `recent_closed`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ClosedConnection {
+    /// Its id.
+    pub id: ConnectionId,
+    /// Client address (after trusted-proxy resolution).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_address: Option<IpAddr>,
+    /// Client user agent (bounded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<SharedStr>,
+    /// Request path.
+    #[serde(default)]
+    pub path: SharedStr,
+    /// Who closed it: `client`, `server`, `admin`, `shutdown`, `error`, `panic`, `deadline`,
+    /// `limit` or `timeout`.
+    pub closed_by: Initiator,
+    /// The close code sent or received, if a close frame was involved.
+    #[serde(default)]
+    pub code: Option<u16>,
+    /// The close reason, or the error's text.
+    #[serde(default)]
+    pub reason: String,
+    /// Unix time in milliseconds when it connected.
+    #[serde(default)]
+    pub connected_at: u64,
+    /// Unix time in milliseconds when it left.
+    #[serde(default)]
+    pub closed_at: u64,
+    /// Milliseconds it lived.
+    #[serde(default)]
+    pub lifetime: u64,
+    /// Text and binary messages received.
+    #[serde(default)]
+    pub messages_in: u64,
+    /// Text and binary messages sent.
+    #[serde(default)]
+    pub messages_out: u64,
+    /// Payload bytes received.
+    #[serde(default)]
+    pub bytes_in: u64,
+    /// Payload bytes sent.
+    #[serde(default)]
+    pub bytes_out: u64,
 }
 
 /// The reference's `ConnectionStats`, with the same JSON field names, plus wscope's extras (which
@@ -211,4 +271,7 @@ pub struct Snapshot {
     /// Upgrades refused, by reason.
     #[serde(default)]
     pub refused: RefusalCounts,
+    /// Mean of the tracked connections' last ping round-trip times in ms, over those with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_rtt_ms: Option<u64>,
 }

@@ -99,6 +99,13 @@ impl PartialEq for SharedStr {
 
 impl Eq for SharedStr {}
 
+impl std::borrow::Borrow<str> for SharedStr {
+    /// Maps keyed by `SharedStr` can be asked with a `&str` (hash and equality are the text's).
+    fn borrow(&self) -> &str {
+        self
+    }
+}
+
 impl std::hash::Hash for SharedStr {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         (**self).hash(state)

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::close::CloseCode;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{ClosedConnection, Snapshot};
 
 /// `GET /health`: the reference's health fields plus the instance id and the shutdown flag.
 /// Ages and uptime here are in **seconds** (as in the reference's health example), where the
@@ -191,6 +191,38 @@ pub struct CloseAnswer {
 pub struct CleanupAnswer {
     /// Stale entries removed.
     pub cleaned: u64,
+}
+
+/// `GET /api/closed`: the recently closed connections, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ClosedList {
+    /// How many the registry keeps now (the list may be cut by `limit`).
+    pub total: usize,
+    /// The newest first.
+    pub connections: Vec<ClosedConnection>,
+}
+
+impl ClosedList {
+    /// A list of `connections` out of `total` kept.
+    pub fn new(total: usize, connections: Vec<ClosedConnection>) -> Self {
+        Self { total, connections }
+    }
+}
+
+/// `GET /ready`: whether this instance takes new connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Ready {
+    /// True while serving; false from the moment a drain begins.
+    pub ready: bool,
+}
+
+impl Ready {
+    /// The answer for a registry that is (not) shutting down.
+    pub fn new(ready: bool) -> Self {
+        Self { ready }
+    }
 }
 
 /// Every error answer's body: `{"error": "..."}`.

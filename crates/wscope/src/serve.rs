@@ -11,9 +11,10 @@ use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use wscope_axum::{
-    admin_router, health_router, SocketConfig, Tracking, TrustedProxies, WebSocketUpgrade,
+    admin_router, health_router, ready_router, SocketConfig, Tracking, TrustedProxies,
+    WebSocketUpgrade,
 };
-use wscope_core::{Message, Registry, ShutdownReport};
+use wscope_core::{Registry, ShutdownReport};
 
 pub use wscope_core::shutdown_signal;
 
@@ -117,12 +118,13 @@ impl Server {
     }
 }
 
-/// The main listener's routes: `/ws` echo, `/ws/chat` fan-out, `/health`.
+/// The main listener's routes: `/ws` echo, `/ws/chat` fan-out, `/health`, `/ready`.
 pub fn app(registry: Registry, tracking: Tracking) -> Router {
     Router::new()
         .route("/ws", get(echo))
         .route(CHAT_PATH, get(chat))
-        .merge(health_router(registry))
+        .merge(health_router(registry.clone()))
+        .merge(ready_router(registry))
         .layer(tracking.layer())
 }
 
@@ -137,26 +139,17 @@ async fn echo(ws: WebSocketUpgrade) -> Response {
     })
 }
 
-/// Sends each message to every open chat connection (the sender included), through the
-/// registry's `active_connections()`. A member whose queue is full misses that message rather
+/// Sends each message to every open chat connection (the sender included), visiting only the
+/// chat path's members. A member whose queue is full is closed as a slow consumer (1008) rather
 /// than holding up the others.
 async fn chat(ws: WebSocketUpgrade) -> Response {
     ws.on_upgrade(move |mut socket| async move {
         let registry = socket.registry();
         while let Some(msg) = socket.recv().await {
-            broadcast(&registry, &msg);
+            let outcome = registry.broadcast(Some(CHAT_PATH), &msg);
+            if outcome.slow > 0 {
+                tracing::debug!(slow = outcome.slow, "chat: closed members too slow to read");
+            }
         }
     })
-}
-
-fn broadcast(registry: &Registry, msg: &Message) {
-    let mut missed = 0u64;
-    for member in registry.active_connections() {
-        if member.path() == CHAT_PATH && member.send(msg.clone()).is_err() {
-            missed += 1;
-        }
-    }
-    if missed > 0 {
-        tracing::debug!(missed, "chat: members with a full queue missed a message");
-    }
 }

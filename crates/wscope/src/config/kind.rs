@@ -145,6 +145,30 @@ where
     }
 }
 
+/// A whole number where 0 turns the setting off (a rate, a list length): `_` may group digits.
+pub(crate) struct CountOrZero<T>(PhantomData<T>);
+
+impl<T> Kind for CountOrZero<T>
+where
+    T: TryFrom<usize> + ToString + Clone + Send + Sync + 'static,
+{
+    type Value = T;
+    const PLACEHOLDER: &'static str = "N";
+
+    fn parse(text: &str) -> Result<T, String> {
+        if text.trim() == "0" {
+            return T::try_from(0).map_err(|_| format!("invalid number {text:?}"));
+        }
+        let n = parse_count(text)
+            .map_err(|_| format!("invalid number {text:?}: use a whole number (0 turns it off)"))?;
+        T::try_from(n).map_err(|_| format!("invalid number {text:?}: too large"))
+    }
+
+    fn show(value: &T) -> String {
+        value.to_string()
+    }
+}
+
 /// Networks (CIDRs or bare addresses), comma-separated in one text; a repeatable flag, and in
 /// TOML either one such string or an array of them.
 pub(crate) struct Networks;
@@ -373,6 +397,14 @@ mod tests {
                 Engine::compiled_names()
             )
         );
+    }
+
+    #[test]
+    fn counts_or_zero() {
+        assert_eq!(CountOrZero::<u32>::parse("0"), Ok(0));
+        assert_eq!(CountOrZero::<u32>::parse("1_000"), Ok(1000));
+        assert!(CountOrZero::<u32>::parse("-1").is_err());
+        assert!(CountOrZero::<u32>::parse("5000000000").is_err());
     }
 
     #[test]

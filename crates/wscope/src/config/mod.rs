@@ -78,6 +78,24 @@ declare_settings! {
         drain_timeout: Duration as kind::Duration = RegistryConfig::DEFAULT_DRAIN_TIMEOUT;
         /// Most messages queued for one connection.
         queue_capacity: usize as kind::Count<usize> = RegistryConfig::DEFAULT_QUEUE_CAPACITY;
+        /// How many connections per second a shutdown closes (0 = all at once); it finishes
+        /// within the drain timeout whatever the rate.
+        drain_rate: u32 as kind::CountOrZero<u32> = 0;
+        /// How many recently closed connections `GET /api/closed` keeps (0 = none).
+        recent_closed: usize as kind::CountOrZero<usize> = RegistryConfig::DEFAULT_RECENT_CLOSED;
+    }
+    "Connections" {
+        /// How often the server pings each connection (0 = never); the round trip shows as rttMs.
+        ping_interval: Duration as kind::Duration = RegistryConfig::DEFAULT_PING_INTERVAL;
+        /// How long a ping may go unanswered before the connection is closed (1011).
+        ping_timeout: Duration as kind::Duration = RegistryConfig::DEFAULT_PING_TIMEOUT;
+        /// How long a connection may move no message before it is closed (1000; 0 = never).
+        idle_timeout: Duration as kind::Duration = Duration::ZERO;
+        /// Most payload bytes queued for one connection; a broadcast past it closes a slow
+        /// consumer (1008), a handler's own send waits.
+        max_queued_bytes: usize as kind::Size = RegistryConfig::DEFAULT_MAX_QUEUED_BYTES;
+        /// Most messages one connection may send per second (0 = no limit); past it, 1008.
+        max_messages_per_second: u32 as kind::CountOrZero<u32> = 0;
     }
     "Sockets" {
         /// WebSocket implementation.
@@ -150,5 +168,12 @@ impl ServeConfig {
             .stats_interval(self.stats_interval)
             .drain_timeout(self.drain_timeout)
             .queue_capacity(self.queue_capacity)
+            .drain_rate(self.drain_rate)
+            .recent_closed(self.recent_closed)
+            .ping_interval(self.ping_interval)
+            .ping_timeout(self.ping_timeout)
+            .idle_timeout(self.idle_timeout)
+            .max_queued_bytes(self.max_queued_bytes)
+            .max_messages_per_second(self.max_messages_per_second)
     }
 }
