@@ -334,3 +334,32 @@ async fn the_socket_reaches_its_registry_and_handles_take_any_message() {
     assert_eq!(peer.recv().await, Some(Message::text("to everyone")));
     assert_eq!(peer.recv().await, Some(Message::binary(&b"bin"[..])));
 }
+
+#[tokio::test]
+async fn a_broadcast_to_a_path_reaches_only_that_path() {
+    let reg = registry();
+    let mut peers = Vec::new();
+    for path in ["/room/a", "/room/a", "/room/b", "/other"] {
+        let accepted = reg.accept(ConnectionMeta::new(path)).unwrap();
+        let (transport, peer) = memory::pair();
+        tokio::spawn(accepted.run(transport, echo));
+        peers.push((path, peer));
+    }
+    wait_until("four open", || reg.summary().connections_by_state.open == 4).await;
+    let outcome = reg.broadcast(Some("/room/a"), &Message::text("to a"));
+    assert_eq!((outcome.sent, outcome.slow), (2, 0));
+    assert_eq!(reg.connections_on("/room/a").len(), 2);
+    assert_eq!(reg.connections_on("/nowhere").len(), 0);
+    assert_eq!(reg.broadcast(None, &Message::text("to all")).sent, 4);
+    for (path, peer) in &mut peers {
+        if *path == "/room/a" {
+            assert_eq!(peer.recv().await, Some(Message::text("to a")));
+        }
+        assert_eq!(peer.recv().await, Some(Message::text("to all")));
+    }
+    // A member that leaves leaves its path.
+    let (_, gone) = peers.remove(0);
+    drop(gone);
+    wait_until("one left", || reg.connection_count() == 3).await;
+    assert_eq!(reg.broadcast(Some("/room/a"), &Message::text("x")).sent, 1);
+}

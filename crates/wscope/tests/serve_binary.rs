@@ -147,6 +147,13 @@ async fn sigterm_drains_clients_with_1001_and_exits_zero() {
         .unwrap()
         .starts_with("node-t-"));
 
+    // The main listener's /ready: 200 while serving.
+    let ready = http_get(served.main, "/ready").await;
+    assert_eq!(
+        (ready.status, ready.text()),
+        (200, r#"{"ready":true}"#.to_owned())
+    );
+
     let started = Instant::now();
     served.signal("TERM");
     for mut ws in clients {
@@ -165,6 +172,12 @@ async fn sigterm_drains_clients_with_1001_and_exits_zero() {
         assert_eq!(close.code, CloseCode::Away);
         assert_eq!(close.reason.as_str(), "Server shutting down");
     }
+    // The last word of the drain: how many closed cleanly, how many were dropped.
+    let line = wait_line(&served.lines, "closed cleanly", Duration::from_secs(10));
+    assert!(
+        line.contains("3 of 3 connections closed cleanly, 0 dropped"),
+        "{line}"
+    );
     let status = served.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0), "exit status {status:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
