@@ -1,14 +1,17 @@
 //! wscope-testkit: what wscope's own test suites share, so that each is written once — a raw
-//! HTTP/1.1 client ([`http`]) and a bounded wait for a condition ([`wait_until`]). Everything
+//! HTTP/1.1 client ([`http`]), a raw WebSocket client ([`raw`]) and a bounded wait for a
+//! condition ([`wait_until`]). Everything
 //! here panics on failure, as test helpers do; loops are bounded by [`WAIT`].
 //!
 //! # Layout
 //! - `http`: [`http()`], [`http_get`], [`http_post`] and the [`HttpResponse`] they read.
+//! - `raw`: a raw WebSocket client ([`raw::Raw`]) for hand-built handshakes and frames.
 //! - `lib.rs`: [`WAIT`] and [`wait_until`].
 
 #![allow(clippy::unwrap_used)]
 
 pub mod http;
+pub mod raw;
 
 use std::time::Duration;
 
