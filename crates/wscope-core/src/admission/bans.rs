@@ -163,7 +163,7 @@ impl Bans {
             since: now,
             until: now.saturating_add(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)),
         };
-        let ban = shown(target, &held, clock);
+        let ban = shown(target, &held, clock, now);
         let mut table = self.write();
         table.sweep(now);
         let before = match host(&target) {
@@ -197,17 +197,18 @@ impl Bans {
 
     /// Every unexpired ban, networks by address then prefix.
     pub(crate) fn list(&self, clock: &Clock) -> Vec<Ban> {
-        self.sweep(clock.now_nanos());
+        let now = clock.now_nanos();
+        self.sweep(now);
         let table = self.read();
         let mut bans: Vec<Ban> = table
             .hosts
             .iter()
-            .map(|(ip, held)| shown(IpNet::from(*ip), held, clock))
+            .map(|(ip, held)| shown(IpNet::from(*ip), held, clock, now))
             .chain(
                 table
                     .nets
                     .iter()
-                    .map(|(net, held)| shown(*net, held, clock)),
+                    .map(|(net, held)| shown(*net, held, clock, now)),
             )
             .collect();
         bans.sort_by_key(|ban| (ban.target.addr(), ban.target.prefix_len()));
@@ -230,14 +231,15 @@ impl Bans {
     }
 }
 
-fn shown(target: IpNet, held: &Held, clock: &Clock) -> Ban {
+/// A held ban as shown at `now` (clock nanoseconds).
+fn shown(target: IpNet, held: &Held, clock: &Clock, now: u64) -> Ban {
     const MS: u64 = 1_000_000;
     Ban {
         target,
         reason: held.reason.clone(),
         banned_at: clock.unix_ms(held.since / MS),
         expires_at: clock.unix_ms(held.until / MS),
-        expires_in: held.until.saturating_sub(clock.now_nanos()) / MS,
+        expires_in: held.until.saturating_sub(now) / MS,
     }
 }
 
