@@ -82,7 +82,7 @@ impl Default for RegistryConfig {
             max_connections_per_ip: 0,
             handshake_rate_per_ip: None,
             allowed_origins: Vec::new(),
-            allow_missing_origin: true,
+            allow_missing_origin: Self::DEFAULT_ALLOW_MISSING_ORIGIN,
         }
     }
 }
@@ -96,6 +96,9 @@ impl RegistryConfig {
     pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
     /// The default [`RegistryConfig::queue_capacity`].
     pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+    /// The default [`RegistryConfig::allow_missing_origin`]: non-browser clients send no
+    /// `Origin`, and are let in.
+    pub const DEFAULT_ALLOW_MISSING_ORIGIN: bool = true;
 
     /// Sets [`RegistryConfig::instance_id`].
     pub fn instance_id(mut self, id: impl Into<String>) -> Self {
