@@ -1,14 +1,19 @@
 //! The admin API (`GET /api/stats`, `POST /api/admin`) and the health check (`GET /health`),
 //! answering with the wire types of [`wscope_core::wire`].
 
+use std::time::Duration;
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use wscope_core::wire::{AdminRequest, CleanupAnswer, CloseAllAnswer, CloseAnswer, Health};
-use wscope_core::{CloseCode, Registry, Snapshot};
+use wscope_core::wire::{
+    AdminRequest, BanAnswer, BansAnswer, CleanupAnswer, CloseAllAnswer, CloseAnswer, Health,
+    KickAnswer, UnbanAnswer,
+};
+use wscope_core::{CloseCode, IpNet, Registry, Snapshot};
 
 use crate::error::ApiError;
 
@@ -68,12 +73,16 @@ pub async fn health(State(registry): State<Registry>) -> Response {
 }
 
 /// `POST /api/admin`: an [`AdminRequest`] (`{"action": "get_stats" | "close_all" | "close" |
-/// "cleanup", ...}`).
+/// "cleanup" | "ban" | "unban" | "list_bans" | "kick", ...}`).
 ///
 /// - `get_stats` → the [`Snapshot`];
 /// - `close_all` with optional `code` (default 1000) and `reason` → [`CloseAllAnswer`];
 /// - `close` with `id` and optional `code`/`reason` → [`CloseAnswer`], 404 if no such id;
-/// - `cleanup` → [`CleanupAnswer`].
+/// - `cleanup` → [`CleanupAnswer`];
+/// - `ban` with `target` (IP or CIDR), `duration` (required) and optional `reason` →
+///   [`BanAnswer`]; `unban` with `target` → [`UnbanAnswer`]; `list_bans` → [`BansAnswer`];
+/// - `kick` with `target` and optional `code` (default 1008) and `reason` (default "kicked") →
+///   [`KickAnswer`].
 ///
 /// A malformed body, an unknown action (the answer lists the valid ones) or a bad field is a 400
 /// naming the problem.
@@ -111,6 +120,35 @@ pub async fn admin(State(registry): State<Registry>, body: Bytes) -> Result<Resp
             cleaned: registry.cleanup_stale(),
         })
         .into_response(),
+        AdminRequest::Ban {
+            target,
+            duration,
+            reason,
+        } => ban(&registry, target, duration, reason.as_deref())?,
+        AdminRequest::Unban { target } => Json(UnbanAnswer {
+            success: true,
+            removed: registry.unban(target),
+        })
+        .into_response(),
+        AdminRequest::ListBans {} => Json(BansAnswer {
+            bans: registry.bans(),
+        })
+        .into_response(),
+        AdminRequest::Kick {
+            target,
+            code,
+            reason,
+        } => {
+            let code = code.unwrap_or(CloseCode::POLICY);
+            let closed = registry
+                .kick(target, code, reason.as_deref().unwrap_or("kicked"))
+                .map_err(bad_reason)?;
+            Json(KickAnswer {
+                success: true,
+                closed,
+            })
+            .into_response()
+        }
         other => {
             return Err(ApiError::bad_request(format!(
                 "action {:?} is not served here",
@@ -119,4 +157,23 @@ pub async fn admin(State(registry): State<Registry>, body: Bytes) -> Result<Resp
         }
     };
     Ok(answer)
+}
+
+/// `ban`: a zero duration or a reason too long for a close frame is a 400.
+fn ban(
+    registry: &Registry,
+    target: IpNet,
+    duration: Duration,
+    reason: Option<&str>,
+) -> Result<Response, ApiError> {
+    let outcome = registry
+        .ban(target, duration, reason.unwrap_or_default())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(Json(BanAnswer {
+        success: true,
+        closed: outcome.closed,
+        replaced: outcome.replaced,
+        ban: outcome.ban,
+    })
+    .into_response())
 }

@@ -4,13 +4,34 @@
 //! [`Refusal`] that an integration turns into its answer ([`Refusal::status`],
 //! [`Refusal::retry_after`]) and the registry counts per [`RefusalKind`].
 //!
-//! Shutdown is the first check. Further checks (connection limits, handshake rates, origins,
-//! bans) are [`Gate`]s added to the list, each in its own file; neither the extractor nor the
-//! driver changes when one is added.
+//! The checks, in order: shutdown; the runtime ban list (`bans`, changed by
+//! [`crate::Registry::ban`]); then the [`Gate`]s that [`crate::RegistryConfig`] asks for, each in
+//! its own file — the `Origin` allow-list (`origin`), the per-address handshake rate (`rate`), the
+//! per-address and global connection caps (`limits`). A gate that is not configured is not in the
+//! list, so a registry without limits pays for none. Neither the extractor nor the driver changes
+//! when a gate is added.
+//!
+//! Checks that count per address use [`ConnectionMeta::remote_addr`] — the client as resolved
+//! through trusted proxies — in its canonical form (an IPv4-mapped IPv6 address counts as the
+//! IPv4 one). A connection whose address is unknown is not limited per address; the global cap
+//! still applies.
+
+mod bans;
+mod limits;
+mod origin;
+mod rate;
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+pub(crate) use bans::{canonical_net, Bans};
+pub use bans::{Ban, BanError, BanOutcome};
+pub use origin::{InvalidOriginPattern, OriginPattern};
+pub use rate::{InvalidRate, RateLimit};
+
+use crate::registry::RegistryConfig;
 
 /// What is known of a connection when it asks to be admitted, and what its entry records.
 ///
@@ -192,10 +213,21 @@ impl fmt::Display for RefusalKind {
 /// say), released when the connection's [`Permit`] is dropped.
 pub(crate) type Slot = Box<dyn Send + Sync + fmt::Debug>;
 
-/// One admission check after the shutdown check.
+/// One admission check after the shutdown and ban checks.
 pub(crate) trait Gate: Send + Sync + fmt::Debug {
-    /// Admits `meta` (perhaps reserving a [`Slot`] for it) or refuses it.
-    fn check(&self, meta: &ConnectionMeta) -> Result<Option<Slot>, Refusal>;
+    /// Admits `meta` (perhaps reserving a [`Slot`] for it) or refuses it. `now` is the registry
+    /// clock's reading ([`crate::Clock::now_nanos`]), taken once per admission.
+    fn check(&self, meta: &ConnectionMeta, now: u64) -> Result<Option<Slot>, Refusal>;
+
+    /// Drops state that no longer matters as of `now` (expired rate buckets); the registry's
+    /// background sweep calls it.
+    fn sweep(&self, _now: u64) {}
+}
+
+/// The client's address as per-address checks count it: IPv4-mapped IPv6 addresses
+/// (`::ffff:192.0.2.1`, what a dual-stack listener reports) as the IPv4 address they carry.
+pub(crate) fn client_ip(meta: &ConnectionMeta) -> Option<IpAddr> {
+    meta.remote_addr.map(|ip| ip.to_canonical())
 }
 
 /// The proof that a connection was admitted, owned by the connection from registration on:
@@ -213,33 +245,69 @@ pub struct Permit {
 /// The ordered checks a registry runs on every upgrade.
 #[derive(Debug, Default)]
 pub(crate) struct Admission {
+    /// The runtime ban list, checked right after shutdown (a banned address spends no rate
+    /// token and holds no slot, even for a moment).
+    bans: Arc<Bans>,
     gates: Vec<Box<dyn Gate>>,
 }
 
 impl Admission {
+    /// The checks `config` asks for, cheapest first: origin, handshake rate, then the
+    /// per-address and global caps (so that a refusal by a cap releases what the other reserved).
+    pub(crate) fn from_config(config: &RegistryConfig) -> Self {
+        let mut admission = Self::default();
+        if let Some(gate) = origin::OriginGate::new(config) {
+            admission.push(gate);
+        }
+        if let Some(rate) = config.handshake_rate_per_ip {
+            admission.push(rate::HandshakeRateGate::new(rate));
+        }
+        if config.max_connections_per_ip > 0 {
+            admission.push(limits::AddressLimit::new(config.max_connections_per_ip));
+        }
+        if config.max_connections > 0 {
+            admission.push(limits::GlobalLimit::new(config.max_connections));
+        }
+        admission
+    }
+
     /// Adds a check after the others.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn push(&mut self, gate: impl Gate + 'static) {
         self.gates.push(Box::new(gate));
     }
 
-    /// Runs the checks: the shutdown check, then each gate in order. A refusal releases what the
-    /// gates before it reserved.
+    /// The runtime ban list.
+    pub(crate) fn bans(&self) -> &Bans {
+        &self.bans
+    }
+
+    /// Runs the checks: the shutdown check, the ban list, then each gate in order. A refusal
+    /// releases what the gates before it reserved.
     pub(crate) fn admit(
         &self,
         shutting_down: bool,
         meta: &ConnectionMeta,
+        now: u64,
     ) -> Result<Permit, Refusal> {
         if shutting_down {
             return Err(Refusal::ShuttingDown);
         }
+        if client_ip(meta).is_some_and(|ip| self.bans.is_banned(ip, now)) {
+            return Err(Refusal::Banned);
+        }
         let mut permit = Permit::default();
         for gate in &self.gates {
-            if let Some(slot) = gate.check(meta)? {
+            if let Some(slot) = gate.check(meta, now)? {
                 permit.slots.get_or_insert_with(Default::default).push(slot);
             }
         }
         Ok(permit)
+    }
+
+    /// Drops expired bans and whatever the gates no longer need as of `now`.
+    pub(crate) fn sweep(&self, now: u64) {
+        self.bans.sweep(now);
+        self.gates.iter().for_each(|gate| gate.sweep(now));
     }
 }
 
@@ -266,7 +334,7 @@ pub(crate) mod tests {
     }
 
     impl Gate for CountingGate {
-        fn check(&self, _meta: &ConnectionMeta) -> Result<Option<Slot>, Refusal> {
+        fn check(&self, _meta: &ConnectionMeta, _now: u64) -> Result<Option<Slot>, Refusal> {
             if self.held.fetch_add(1, Ordering::SeqCst) >= self.max {
                 self.held.fetch_sub(1, Ordering::SeqCst);
                 return Err(Refusal::ShuttingDown);
@@ -285,13 +353,13 @@ pub(crate) mod tests {
         });
         let meta = ConnectionMeta::new("/ws");
         assert_eq!(
-            admission.admit(true, &meta).unwrap_err(),
+            admission.admit(true, &meta, 0).unwrap_err(),
             Refusal::ShuttingDown
         );
         assert_eq!(held.load(Ordering::SeqCst), 0);
-        let permit = admission.admit(false, &meta).unwrap();
+        let permit = admission.admit(false, &meta, 0).unwrap();
         assert_eq!(held.load(Ordering::SeqCst), 1);
-        assert!(admission.admit(false, &meta).is_err());
+        assert!(admission.admit(false, &meta, 0).is_err());
         drop(permit);
         assert_eq!(held.load(Ordering::SeqCst), 0);
     }

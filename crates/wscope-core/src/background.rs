@@ -1,5 +1,6 @@
-//! The registry's periodic work: the stale-entry sweep, pings and timeouts (`liveness`), and the
-//! observers' ticks (the stats logger is one). They need a tokio runtime, so they start with the first registration (or
+//! The registry's periodic work: the stale-entry sweep (which also drops expired bans, rate
+//! buckets and empty path entries), pings and timeouts (`liveness`), and the observers' ticks (the
+//! stats logger is one). They need a tokio runtime, so they start with the first registration (or
 //! [`crate::Registry::start_background_tasks`]), and stop when the registry is dropped or shut
 //! down.
 
@@ -25,6 +26,7 @@ impl Shared {
         let cleanup = self.config.cleanup_interval;
         if !cleanup.is_zero() {
             self.spawn_every(cleanup, |shared| {
+                shared.sweep_admission();
                 let cleaned = shared.cleanup_stale();
                 if cleaned > 0 {
                     tracing::debug!(cleaned, "swept stale connections");

@@ -310,7 +310,7 @@ pub struct Connection {
     pub(crate) entry: Arc<Entry>,
     pub(crate) shared: Arc<Shared>,
     /// What admission reserved for this connection; released with it.
-    _permit: Permit,
+    permit: Permit,
 }
 
 impl Connection {
@@ -318,7 +318,7 @@ impl Connection {
         Self {
             entry,
             shared,
-            _permit: permit,
+            permit,
         }
     }
 
@@ -554,6 +554,9 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        // The slots first: a client that reconnects the moment this one leaves the count must
+        // not find its own old slot still held.
+        drop(std::mem::take(&mut self.permit));
         self.shared.remove(&self.entry);
     }
 }

@@ -37,7 +37,10 @@
 //!
 //! # Layout
 //! - `registry`: the owner of entries — admit, register, remove, count, snapshot, close, sweep.
-//! - `admission`: [`ConnectionMeta`], [`Permit`], [`Refusal`] and the checks every upgrade passes.
+//! - `admission`: [`ConnectionMeta`], [`Permit`], [`Refusal`] and the checks every upgrade passes,
+//!   one file each under `admission/`: `bans` (runtime bans, [`Registry::ban`]), `origin`
+//!   ([`OriginPattern`]), `rate` (per-address handshake rate, [`RateLimit`]), `limits` (global and
+//!   per-address connection caps).
 //! - `connection`: an entry, its public [`ConnectionHandle`] and the drop-guarded connection the
 //!   driver owns (its state machine's steps are crate-private).
 //! - `driver`: [`Accepted`] and [`TrackedSocket`] — the one state machine every connection runs.
@@ -83,7 +86,10 @@ pub mod transport;
 pub mod units;
 pub mod wire;
 
-pub use admission::{ConnectionMeta, Permit, Refusal, RefusalKind};
+pub use admission::{
+    Ban, BanError, BanOutcome, ConnectionMeta, InvalidOriginPattern, InvalidRate, OriginPattern,
+    Permit, RateLimit, Refusal, RefusalKind,
+};
 pub use bytes::Bytes;
 pub use clock::{Clock, ManualClock};
 pub use close::{
@@ -97,6 +103,7 @@ pub use instance::{
     check_instance_id, default_instance_id, host_instance_id, instance_id_from_env,
     InvalidInstanceId, INSTANCE_ID_ENV,
 };
+pub use ipnet::IpNet;
 pub use log::{log_connection_stats, stats_lines, StatsLogger, STATS_TARGET};
 pub use message::{InvalidUtf8, Message, Utf8Bytes};
 pub use observer::{ClosedEvent, Counts, Observer, OpenedEvent, RefusedEvent};

@@ -7,12 +7,16 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
+use ipnet::IpNet;
 use rustc_hash::FxBuildHasher;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admission::{Admission, ConnectionMeta, Permit, Refusal};
+use crate::admission::{
+    canonical_net, Admission, Ban, BanError, BanOutcome, ConnectionMeta, OriginPattern, Permit,
+    RateLimit, Refusal,
+};
 use crate::aggregates::Aggregates;
 use crate::clock::Clock;
 use crate::close::{CloseCode, CloseFrame, CloseRecord, Initiator, ReasonTooLong};
@@ -71,6 +75,21 @@ pub struct RegistryConfig {
     pub max_user_agent_len: usize,
     /// Time source (a manual clock in tests).
     pub clock: Clock,
+    /// Most connections held at once; past it an upgrade gets 503 with `Retry-After: 1` (a slot
+    /// frees whenever any connection ends). 0 = unlimited.
+    pub max_connections: usize,
+    /// Most connections held at once from one client address (as resolved through trusted
+    /// proxies); past it an upgrade gets 429. 0 = unlimited.
+    pub max_connections_per_ip: usize,
+    /// Handshakes allowed per client address: a token bucket of [`RateLimit::burst`] tokens
+    /// refilled at the rate; an upgrade with the bucket empty gets 429 with `Retry-After` (when
+    /// the next token comes). `None` = unlimited.
+    pub handshake_rate_per_ip: Option<RateLimit>,
+    /// The origins allowed to open WebSockets (`Origin` header); another gets 403. Empty = any.
+    pub allowed_origins: Vec<OriginPattern>,
+    /// Whether an upgrade without an `Origin` header (a non-browser client) is admitted; with
+    /// `false`, it gets 403 whether or not [`RegistryConfig::allowed_origins`] is set.
+    pub allow_missing_origin: bool,
 }
 
 impl Default for RegistryConfig {
@@ -90,6 +109,11 @@ impl Default for RegistryConfig {
             recent_closed: Self::DEFAULT_RECENT_CLOSED,
             max_user_agent_len: 256,
             clock: Clock::system(),
+            max_connections: 0,
+            max_connections_per_ip: 0,
+            handshake_rate_per_ip: None,
+            allowed_origins: Vec::new(),
+            allow_missing_origin: Self::DEFAULT_ALLOW_MISSING_ORIGIN,
         }
     }
 }
@@ -111,6 +135,9 @@ impl RegistryConfig {
     pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(10);
     /// The default [`RegistryConfig::recent_closed`].
     pub const DEFAULT_RECENT_CLOSED: usize = 1000;
+    /// The default [`RegistryConfig::allow_missing_origin`]: non-browser clients send no
+    /// `Origin`, and are let in.
+    pub const DEFAULT_ALLOW_MISSING_ORIGIN: bool = true;
 
     /// Sets [`RegistryConfig::instance_id`].
     pub fn instance_id(mut self, id: impl Into<String>) -> Self {
@@ -195,6 +222,42 @@ impl RegistryConfig {
         self.clock = clock;
         self
     }
+
+    /// Sets [`RegistryConfig::max_connections`] (0 = unlimited).
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max;
+        self
+    }
+
+    /// Sets [`RegistryConfig::max_connections_per_ip`] (0 = unlimited).
+    pub fn max_connections_per_ip(mut self, max: usize) -> Self {
+        self.max_connections_per_ip = max;
+        self
+    }
+
+    /// Sets [`RegistryConfig::handshake_rate_per_ip`] (`None` = unlimited).
+    pub fn handshake_rate_per_ip(mut self, rate: impl Into<Option<RateLimit>>) -> Self {
+        self.handshake_rate_per_ip = rate.into();
+        self
+    }
+
+    /// Sets [`RegistryConfig::allowed_origins`] (empty = any).
+    pub fn allowed_origins(mut self, origins: impl IntoIterator<Item = OriginPattern>) -> Self {
+        self.allowed_origins = origins.into_iter().collect();
+        self
+    }
+
+    /// Adds one entry to [`RegistryConfig::allowed_origins`].
+    pub fn allowed_origin(mut self, origin: OriginPattern) -> Self {
+        self.allowed_origins.push(origin);
+        self
+    }
+
+    /// Sets [`RegistryConfig::allow_missing_origin`].
+    pub fn allow_missing_origin(mut self, allow: bool) -> Self {
+        self.allow_missing_origin = allow;
+        self
+    }
 }
 
 /// What a [`Registry::broadcast`] did.
@@ -274,7 +337,8 @@ impl Registry {
     /// A registry with `config`. With a non-zero [`RegistryConfig::stats_interval`] its first
     /// observer is the stats logger.
     pub fn with_config(config: RegistryConfig) -> Self {
-        Self::build(config, Admission::default())
+        let admission = Admission::from_config(&config);
+        Self::build(config, admission)
     }
 
     pub(crate) fn build(config: RegistryConfig, admission: Admission) -> Self {
@@ -357,9 +421,11 @@ impl Registry {
     /// `refused`, logged at debug level and told to observers).
     pub fn admit(&self, meta: &ConnectionMeta) -> Result<Permit, Refusal> {
         let shared = &self.shared;
-        let result = shared
-            .admission
-            .admit(shared.shutting_down.load(Ordering::Acquire), meta);
+        let result = shared.admission.admit(
+            shared.shutting_down.load(Ordering::Acquire),
+            meta,
+            shared.clock.now_nanos(),
+        );
         if let Err(refusal) = &result {
             self.record_refusal(refusal, meta);
         }
@@ -410,6 +476,17 @@ impl Registry {
         // it now, like the rest.
         if shared.shutting_down.load(Ordering::Acquire) {
             entry.outbox.request_close(CloseFrame::shutdown());
+        }
+        // Likewise a ban made between admission and the insert, whose walk missed this entry
+        // (the map's shard lock orders the two: if the walk missed it, this sees the ban).
+        if let Some(ip) = entry.remote_addr {
+            if shared
+                .admission
+                .bans()
+                .is_banned(ip.to_canonical(), shared.clock.now_nanos())
+            {
+                entry.request_close(banned_frame(""), Initiator::Admin);
+            }
         }
         if let Some(observers) = shared.observers.current() {
             let id = shared.id_of(seq);
@@ -548,6 +625,58 @@ impl Registry {
         self.shared.cleanup_stale()
     }
 
+    /// Bans `target` (an address, or a network: `"203.0.113.0/24".parse()`) for `duration`:
+    /// upgrades from it are refused with 403 until then, and its open connections are closed with
+    /// 1008 and `reason` ("banned" if empty) after their queues are flushed. Banning a target
+    /// again replaces its ban. Bans are held in memory: they do not survive a restart.
+    pub fn ban(
+        &self,
+        target: IpNet,
+        duration: Duration,
+        reason: &str,
+    ) -> Result<BanOutcome, BanError> {
+        if duration.is_zero() {
+            return Err(BanError::ZeroDuration);
+        }
+        let frame = CloseFrame::new(CloseCode::POLICY, banned_reason(reason))?;
+        let shared = &self.shared;
+        let target = canonical_net(target);
+        let bans = shared.admission.bans();
+        let (ban, replaced) = bans.insert(target, reason, duration, &shared.clock);
+        let closed = shared.close_from(target, &frame);
+        tracing::info!(%target, ?duration, reason, closed, "banned");
+        Ok(BanOutcome {
+            ban,
+            closed,
+            replaced,
+        })
+    }
+
+    /// Lifts the ban of exactly `target` (as it was banned: unbanning one address of a banned
+    /// network lifts nothing). Returns whether there was one.
+    pub fn unban(&self, target: IpNet) -> bool {
+        let target = canonical_net(target);
+        let removed = self.shared.admission.bans().remove(target);
+        tracing::info!(%target, removed, "unbanned");
+        removed
+    }
+
+    /// The bans in force (expired ones are dropped), ordered by target.
+    pub fn bans(&self) -> Vec<Ban> {
+        self.shared.admission.bans().list(&self.shared.clock)
+    }
+
+    /// Closes every open connection from `target` (an address or a network) with `code` and
+    /// `reason` after flushing its queue, without banning it: it may reconnect at once. Returns
+    /// how many were asked to close.
+    pub fn kick(&self, target: IpNet, code: CloseCode, reason: &str) -> Result<u64, ReasonTooLong> {
+        let frame = CloseFrame::new(code, reason)?;
+        let target = canonical_net(target);
+        let closed = self.shared.close_from(target, &frame);
+        tracing::info!(%target, closed, "kicked");
+        Ok(closed)
+    }
+
     /// Whether shutdown has begun: upgrades are refused from then on (the reference's
     /// `isShutDown`).
     pub fn is_shut_down(&self) -> bool {
@@ -564,6 +693,23 @@ impl Registry {
     pub fn start_background_tasks(&self) {
         self.shared.start_background();
     }
+}
+
+/// The close reason of a ban: its reason, or "banned".
+fn banned_reason(reason: &str) -> &str {
+    if reason.is_empty() {
+        "banned"
+    } else {
+        reason
+    }
+}
+
+/// The 1008 close frame of a ban with `reason` (a short one: the reason was checked at the ban).
+fn banned_frame(reason: &str) -> CloseFrame {
+    CloseFrame::new(CloseCode::POLICY, banned_reason(reason)).unwrap_or(CloseFrame {
+        code: CloseCode::POLICY,
+        reason: "banned".to_owned(),
+    })
 }
 
 /// `s` cut to at most `max` bytes at a character boundary.
@@ -685,6 +831,32 @@ impl Shared {
             .map(|e| e.value().clone())
             .collect();
         stale.iter().filter(|entry| self.remove(entry)).count() as u64
+    }
+
+    /// Asks every connection from an address in `net` (canonical) to close with `frame`.
+    pub(crate) fn close_from(&self, net: IpNet, frame: &CloseFrame) -> u64 {
+        let entries: Vec<Arc<Entry>> = self
+            .entries
+            .iter()
+            .filter(|e| {
+                e.value()
+                    .remote_addr
+                    .is_some_and(|ip| net.contains(&ip.to_canonical()))
+            })
+            .map(|e| e.value().clone())
+            .collect();
+        entries
+            .iter()
+            .filter(|entry| {
+                entry.state() != ConnectionState::Closed
+                    && entry.request_close(frame.clone(), Initiator::Admin)
+            })
+            .count() as u64
+    }
+
+    /// Drops expired bans and admission state no longer needed (the background sweep).
+    pub(crate) fn sweep_admission(&self) {
+        self.admission.sweep(self.clock.now_nanos());
     }
 
     pub(crate) fn close_all(&self, frame: &CloseFrame, initiator: Initiator) -> u64 {
@@ -856,5 +1028,169 @@ mod tests {
         shutdown.await.unwrap();
         released(&held).await;
         assert_eq!(reg.summary().total_connections_closed, 4);
+    }
+
+    fn from(ip: &str) -> ConnectionMeta {
+        ConnectionMeta::new("/ws").remote_addr(ip.parse::<std::net::IpAddr>().unwrap())
+    }
+
+    fn net(s: &str) -> IpNet {
+        crate::units::parse_net(s).unwrap()
+    }
+
+    /// Runs an admitted connection over an in-process transport whose peer answers a close.
+    fn run(
+        reg: &Registry,
+        meta: ConnectionMeta,
+    ) -> (tokio::task::JoinHandle<()>, crate::memory::MemoryPeer) {
+        let (transport, peer) = memory::pair();
+        let accepted = reg.accept(meta).unwrap();
+        let task = tokio::spawn(accepted.run(transport, |mut s| async move {
+            while s.recv().await.is_some() {}
+        }));
+        (task, peer)
+    }
+
+    /// The close frame the peer gets, answered.
+    async fn closed_with(peer: &mut crate::memory::MemoryPeer) -> (u16, String) {
+        loop {
+            match peer.recv().await {
+                Some(crate::Message::Close(Some(f))) => {
+                    peer.close(Some(f.clone())).unwrap();
+                    return (f.code.as_u16(), f.reason);
+                }
+                Some(_) => continue,
+                None => panic!("no close frame"),
+            }
+        }
+    }
+
+    /// The configured caps are slots in the permit: full means refused, an ended connection
+    /// frees its slot.
+    #[tokio::test]
+    async fn configured_caps_refuse_when_full_and_free_their_slots() {
+        let config = RegistryConfig::default()
+            .cleanup_interval(Duration::ZERO)
+            .stats_interval(Duration::ZERO)
+            .max_connections(2)
+            .max_connections_per_ip(1);
+        let reg = Registry::with_config(config);
+        let a = reg.accept(from("192.0.2.1")).unwrap();
+        assert_eq!(
+            reg.accept(from("192.0.2.1")).unwrap_err(),
+            Refusal::TooManyFromAddress
+        );
+        let (task, peer) = run(&reg, from("192.0.2.2"));
+        let refused = reg.accept(from("192.0.2.3")).unwrap_err();
+        assert_eq!(refused.kind(), crate::RefusalKind::TooManyConnections);
+        assert_eq!(refused.retry_after(), Some(Duration::from_secs(1)));
+        a.fail("upgrade failed: test");
+        let b = reg.accept(from("192.0.2.1")).unwrap();
+        peer.close(None).unwrap();
+        task.await.unwrap();
+        let c = reg.accept(from("192.0.2.3")).unwrap();
+        drop((b, c));
+        let refused = reg.summary().refused;
+        assert_eq!(refused.get(crate::RefusalKind::TooManyFromAddress), 1);
+        assert_eq!(refused.get(crate::RefusalKind::TooManyConnections), 1);
+    }
+
+    /// A ban closes what it covers with 1008 and its reason, refuses new upgrades from it until
+    /// it expires (on the registry's clock) or is lifted; a kick closes without banning.
+    #[tokio::test]
+    async fn bans_close_refuse_expire_and_lift_and_kicks_only_close() {
+        let (clock, manual) = Clock::manual();
+        let config = RegistryConfig::default()
+            .cleanup_interval(Duration::ZERO)
+            .stats_interval(Duration::ZERO)
+            .clock(clock);
+        let reg = Registry::with_config(config);
+        let (banned_task, mut banned) = run(&reg, from("203.0.113.7"));
+        let (other_task, mut other) = run(&reg, from("198.51.100.1"));
+
+        let outcome = reg
+            .ban(net("203.0.113.0/24"), Duration::from_secs(600), "flooding")
+            .unwrap();
+        assert_eq!((outcome.closed, outcome.replaced), (1, false));
+        assert_eq!(outcome.ban.target.to_string(), "203.0.113.0/24");
+        assert_eq!(outcome.ban.expires_in, 600_000);
+        assert_eq!(
+            closed_with(&mut banned).await,
+            (1008, "flooding".to_owned())
+        );
+        banned_task.await.unwrap();
+        assert_eq!(
+            reg.accept(from("203.0.113.9")).unwrap_err(),
+            Refusal::Banned
+        );
+        assert_eq!(
+            reg.accept(from("::ffff:203.0.113.9")).unwrap_err(),
+            Refusal::Banned,
+            "the IPv4-mapped form is the same address"
+        );
+        drop(reg.accept(from("198.51.100.2")).unwrap());
+        assert_eq!(reg.bans(), vec![outcome.ban.clone()]);
+
+        // Expiry, on the registry's clock.
+        manual.advance(Duration::from_secs(599));
+        assert!(reg.accept(from("203.0.113.9")).is_err());
+        manual.advance(Duration::from_secs(1));
+        drop(reg.accept(from("203.0.113.9")).unwrap());
+        assert!(reg.bans().is_empty());
+
+        // Unban lifts exactly its target.
+        reg.ban(net("203.0.113.9"), Duration::from_secs(60), "")
+            .unwrap();
+        assert!(!reg.unban(net("203.0.113.0/24")));
+        assert!(reg.accept(from("203.0.113.9")).is_err());
+        assert!(reg.unban(net("203.0.113.9")));
+        drop(reg.accept(from("203.0.113.9")).unwrap());
+
+        // Bad bans.
+        assert_eq!(
+            reg.ban(net("192.0.2.1"), Duration::ZERO, "").unwrap_err(),
+            BanError::ZeroDuration
+        );
+        assert!(matches!(
+            reg.ban(net("192.0.2.1"), Duration::from_secs(1), &"x".repeat(124)),
+            Err(BanError::ReasonTooLong(_))
+        ));
+        assert!(reg.bans().is_empty(), "a refused ban is not made");
+
+        // A kick closes, and the address may come back at once.
+        assert_eq!(
+            reg.kick(net("198.51.100.0/24"), CloseCode::POLICY, "kicked")
+                .unwrap(),
+            1
+        );
+        assert_eq!(closed_with(&mut other).await, (1008, "kicked".to_owned()));
+        other_task.await.unwrap();
+        drop(reg.accept(from("198.51.100.1")).unwrap());
+        assert_eq!(reg.summary().refused.get(crate::RefusalKind::Banned), 4);
+        assert_eq!(reg.summary().closed_by.admin, 2);
+    }
+
+    /// The background sweep drops expired bans without any upgrade finding them.
+    #[tokio::test(start_paused = true)]
+    async fn the_background_sweep_drops_expired_bans() {
+        let (clock, manual) = Clock::manual();
+        let config = RegistryConfig::default()
+            .stats_interval(Duration::ZERO)
+            .cleanup_interval(Duration::from_secs(30))
+            .clock(clock);
+        let reg = Registry::with_config(config);
+        reg.start_background_tasks();
+        reg.ban(net("203.0.113.0/24"), Duration::from_secs(1), "")
+            .unwrap();
+        let bans = reg.shared.admission.bans();
+        manual.advance(Duration::from_secs(1));
+        assert_eq!(bans.held(), 1, "nothing has looked yet");
+        for _ in 0..100 {
+            if bans.held() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await; // paused: the sweep's clock
+        }
+        panic!("the sweep did not drop the expired ban");
     }
 }

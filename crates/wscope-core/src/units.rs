@@ -1,8 +1,11 @@
-//! The text forms of durations and sizes that every wscope surface accepts — command-line flags,
+//! The text forms of durations, sizes, counts and networks that every wscope surface accepts — command-line flags,
 //! environment variables, the TOML file, admin requests and query parameters — parsed in one place
 //! so that they all accept and refuse the same things.
 
+use std::net::IpAddr;
 use std::time::Duration;
+
+use ipnet::IpNet;
 
 /// Parses a duration: `30s`, `500ms`, `2m`, `1h`, `1h 30m`, or a bare number of seconds (`7`,
 /// `0.5`). `0` is a valid duration (a periodic task given it is turned off).
@@ -74,6 +77,24 @@ pub fn parse_count(s: &str) -> Result<usize, String> {
     }
 }
 
+/// Parses an address or a network: `203.0.113.7` (that address alone), `203.0.113.0/24`,
+/// `2001:db8::/32`.
+///
+/// ```
+/// use wscope_core::units::parse_net;
+/// assert_eq!(parse_net("203.0.113.7").unwrap().to_string(), "203.0.113.7/32");
+/// assert_eq!(parse_net("2001:db8::/32").unwrap().prefix_len(), 32);
+/// assert!(parse_net("203.0.113.0/33").is_err());
+/// ```
+pub fn parse_net(s: &str) -> Result<IpNet, String> {
+    let t = s.trim();
+    t.parse::<IpNet>()
+        .or_else(|_| t.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            format!("invalid address or network {s:?}: use an IP or a CIDR, such as 203.0.113.7 or 203.0.113.0/24")
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +130,24 @@ mod tests {
         assert!(parse_size("12 parsecs").is_err());
         assert!(parse_size("0").is_err());
         assert!(parse_size("-1").is_err());
+    }
+
+    #[test]
+    fn nets() {
+        assert_eq!(parse_net(" 10.0.0.0/8 ").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(parse_net("::1").unwrap().to_string(), "::1/128");
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "10.0.0",
+            "example.com",
+            "10.0.0.0/8,10.1.0.0/16",
+        ] {
+            assert!(
+                parse_net(bad).unwrap_err().contains("use an IP or a CIDR"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

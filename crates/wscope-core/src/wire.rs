@@ -3,8 +3,12 @@
 //! The stats themselves are [`crate::Snapshot`]; this module adds the health answer, the admin
 //! requests and their answers, and the error body.
 
+use std::time::Duration;
+
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::admission::Ban;
 use crate::close::CloseCode;
 use crate::snapshot::{ClosedConnection, Snapshot};
 
@@ -94,6 +98,41 @@ pub enum AdminRequest {
     },
     /// Remove stale entries (answered with a [`CleanupAnswer`]).
     Cleanup {},
+    /// Ban an address or network: its open connections are closed with 1008 and the reason, new
+    /// upgrades from it get 403 until the ban expires (answered with a [`BanAnswer`]).
+    Ban {
+        /// An IP address (`203.0.113.7`) or a CIDR network (`203.0.113.0/24`).
+        #[serde(with = "net_text")]
+        target: IpNet,
+        /// How long (`10m`, `1h`, or a number of seconds); required and more than zero — there
+        /// is no permanent ban (a long one is written `100y`).
+        #[serde(with = "duration_text")]
+        duration: Duration,
+        /// Why: kept with the ban and sent as the close reason (default "banned").
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Lift the ban of exactly this target (answered with an [`UnbanAnswer`]).
+    Unban {
+        /// The address or network, as it was banned.
+        #[serde(with = "net_text")]
+        target: IpNet,
+    },
+    /// The bans in force (answered with a [`BansAnswer`]).
+    ListBans {},
+    /// Close the open connections of an address or network once, without banning it (answered
+    /// with a [`KickAnswer`]).
+    Kick {
+        /// An IP address or a CIDR network.
+        #[serde(with = "net_text")]
+        target: IpNet,
+        /// The close code (default 1008).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<CloseCode>,
+        /// The close reason (default "kicked").
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
 }
 
 /// A `POST /api/admin` body that cannot be acted on.
@@ -123,11 +162,20 @@ pub enum AdminRequestError {
 
 impl AdminRequest {
     /// Every action's name, as written in `action`.
-    pub const ACTIONS: [&'static str; 4] = ["get_stats", "close_all", "close", "cleanup"];
+    pub const ACTIONS: [&'static str; 8] = [
+        "get_stats",
+        "close_all",
+        "close",
+        "cleanup",
+        "ban",
+        "unban",
+        "list_bans",
+        "kick",
+    ];
 
     /// Every field any action takes. A field of another action is ignored (so one form can send
     /// every field); a field no action takes is an error.
-    pub const FIELDS: [&'static str; 4] = ["action", "code", "reason", "id"];
+    pub const FIELDS: [&'static str; 6] = ["action", "code", "reason", "id", "target", "duration"];
 
     /// This request's action name.
     pub fn action(&self) -> &'static str {
@@ -136,6 +184,10 @@ impl AdminRequest {
             Self::CloseAll { .. } => "close_all",
             Self::Close { .. } => "close",
             Self::Cleanup {} => "cleanup",
+            Self::Ban { .. } => "ban",
+            Self::Unban { .. } => "unban",
+            Self::ListBans {} => "list_bans",
+            Self::Kick { .. } => "kick",
         }
     }
 
@@ -225,6 +277,110 @@ impl Ready {
     }
 }
 
+/// The answer to `ban`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanAnswer {
+    /// Always true (a failure is an error answer).
+    pub success: bool,
+    /// Open connections from the target asked to close.
+    pub closed: u64,
+    /// Whether it replaced a ban of the same target.
+    pub replaced: bool,
+    /// The ban now in force.
+    pub ban: Ban,
+}
+
+/// The answer to `unban`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnbanAnswer {
+    /// Always true: lifting a ban that is not held is not an error.
+    pub success: bool,
+    /// Whether a ban of exactly that target was held and is now lifted.
+    pub removed: bool,
+}
+
+/// The answer to `list_bans`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BansAnswer {
+    /// The bans in force, ordered by target.
+    pub bans: Vec<Ban>,
+}
+
+/// The answer to `kick`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KickAnswer {
+    /// Always true (a failure is an error answer).
+    pub success: bool,
+    /// Open connections from the target asked to close.
+    pub closed: u64,
+}
+
+/// A target as text: an IP address or a CIDR network (written as a network).
+mod net_text {
+    use std::fmt;
+
+    use ipnet::IpNet;
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(net: &IpNet, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(net)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<IpNet, D::Error> {
+        struct Net;
+        impl Visitor<'_> for Net {
+            type Value = IpNet;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("the target as a string: an IP address or a CIDR network")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<IpNet, E> {
+                crate::units::parse_net(v).map_err(|e| E::custom(format!("target: {e}")))
+            }
+        }
+        d.deserialize_str(Net)
+    }
+}
+
+/// A duration as text (`10m`, written back as humantime does) or a number of seconds.
+mod duration_text {
+    use std::fmt;
+    use std::time::Duration;
+
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        struct Text;
+        impl Visitor<'_> for Text {
+            type Value = Duration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("the duration as a string (\"10m\") or a number of seconds")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+                crate::units::parse_duration(v).map_err(|e| E::custom(format!("duration: {e}")))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+                Ok(Duration::from_secs(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+                u64::try_from(v)
+                    .map(Duration::from_secs)
+                    .map_err(|_| E::custom(format!("duration: {v} is negative")))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
+                Duration::try_from_secs_f64(v)
+                    .map_err(|_| E::custom(format!("duration: invalid number of seconds {v}")))
+            }
+        }
+        d.deserialize_any(Text)
+    }
+}
+
 /// Every error answer's body: `{"error": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -254,6 +410,20 @@ mod tests {
                 reason: None,
             },
             AdminRequest::Cleanup {},
+            AdminRequest::Ban {
+                target: "203.0.113.0/24".parse().unwrap(),
+                duration: Duration::from_secs(600),
+                reason: Some("flooding".into()),
+            },
+            AdminRequest::Unban {
+                target: "203.0.113.7/32".parse().unwrap(),
+            },
+            AdminRequest::ListBans {},
+            AdminRequest::Kick {
+                target: "2001:db8::/32".parse().unwrap(),
+                code: Some(CloseCode::POLICY),
+                reason: None,
+            },
         ] {
             let json = serde_json::to_string(&req).unwrap();
             assert!(json.contains(&format!("\"action\":\"{}\"", req.action())));
@@ -278,7 +448,7 @@ mod tests {
         let err = parse(r#"{"action":"explode"}"#).unwrap_err();
         assert!(err.contains("unknown action \"explode\""), "{err}");
         assert!(
-            err.contains("get_stats, close_all, close, cleanup"),
+            err.contains("get_stats, close_all, close, cleanup, ban, unban, list_bans, kick"),
             "{err}"
         );
         assert!(parse("{}").unwrap_err().contains("missing field `action`"));
@@ -298,6 +468,70 @@ mod tests {
         assert_eq!(
             parse(r#"{"action":"get_stats","reason":"x"}"#),
             Ok(AdminRequest::GetStats {})
+        );
+    }
+
+    #[test]
+    fn ban_requests_read_targets_and_durations_and_name_bad_ones() {
+        let ban = parse(r#"{"action":"ban","target":"203.0.113.7","duration":"10m"}"#).unwrap();
+        assert_eq!(
+            ban,
+            AdminRequest::Ban {
+                target: "203.0.113.7/32".parse().unwrap(),
+                duration: Duration::from_secs(600),
+                reason: None,
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&ban).unwrap(),
+            r#"{"action":"ban","target":"203.0.113.7/32","duration":"10m"}"#
+        );
+        let seconds = parse(r#"{"action":"ban","target":"::1","duration":90}"#).unwrap();
+        assert!(matches!(seconds, AdminRequest::Ban { duration, .. } if duration.as_secs() == 90));
+        let bad = |body: &str, wanted: &str| {
+            let err = parse(body).unwrap_err();
+            assert!(err.contains(wanted), "{body}: {err}");
+        };
+        bad(
+            r#"{"action":"ban","target":"nope","duration":"1m"}"#,
+            "target: invalid address",
+        );
+        bad(
+            r#"{"action":"ban","target":"10.0.0.0/33","duration":"1m"}"#,
+            "target:",
+        );
+        bad(
+            r#"{"action":"ban","target":5,"duration":"1m"}"#,
+            "expected the target",
+        );
+        bad(
+            r#"{"action":"ban","target":"10.0.0.1","duration":"soon"}"#,
+            "duration: invalid duration",
+        );
+        bad(
+            r#"{"action":"ban","target":"10.0.0.1","duration":-1}"#,
+            "duration: -1 is negative",
+        );
+        bad(
+            r#"{"action":"ban","target":"10.0.0.1","duration":true}"#,
+            "expected the duration",
+        );
+        bad(
+            r#"{"action":"ban","target":"10.0.0.1"}"#,
+            "missing field `duration`",
+        );
+        bad(
+            r#"{"action":"ban","duration":"1m"}"#,
+            "missing field `target`",
+        );
+        bad(r#"{"action":"unban"}"#, "missing field `target`");
+        bad(
+            r#"{"action":"kick","target":"x"}"#,
+            "target: invalid address",
+        );
+        bad(
+            r#"{"action":"kick","target":"10.0.0.1","code":1005}"#,
+            "invalid close code 1005",
         );
     }
 

@@ -20,7 +20,8 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the tracked WebSocket server (echo, chat, health) and its admin API.
-    Serve(ServeArgs),
+    // Boxed: the serve flags outgrow the other variants (clippy::large_enum_variant).
+    Serve(Box<ServeArgs>),
     /// Drive load against a WebSocket server and report throughput and latency.
     Bench(wscope_bench::BenchArgs),
 }
@@ -41,7 +42,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Serve(args) => runtime.block_on(serve(*args)),
         Command::Bench(args) => runtime
             .block_on(wscope_bench::run(args))
             .map_err(Into::into),

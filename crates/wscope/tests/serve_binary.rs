@@ -13,7 +13,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
-use wscope_core::wire::{AdminRequest, CloseAllAnswer, ErrorBody, Health, HealthStatus};
+use wscope_core::wire::{
+    AdminRequest, BanAnswer, CloseAllAnswer, ErrorBody, Health, HealthStatus, UnbanAnswer,
+};
 use wscope_testkit::{http_get, http_post};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wscope");
@@ -782,4 +784,123 @@ async fn protocol_violations_get_a_close_code_and_reason_and_others_keep_working
         assert!(Instant::now() < deadline, "{s}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A raw upgrade of `/ws` with extra headers, expected to be refused: its response.
+async fn refused_upgrade(addr: SocketAddr, extra: &[(&str, &str)]) -> wscope_testkit::HttpResponse {
+    let mut headers = vec![
+        ("Connection", "Upgrade"),
+        ("Upgrade", "websocket"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    headers.extend_from_slice(extra);
+    let response = wscope_testkit::http(addr, "GET", "/ws", &headers, None).await;
+    assert_ne!(response.status, 101, "the upgrade was accepted");
+    response
+}
+
+/// A WebSocket to `/ws` with extra request headers; panics unless it gets 101.
+async fn connect_with(
+    served: &Served,
+    headers: &[(&'static str, &'static str)],
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let mut request = served.url("/ws").into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(*name, value.parse().unwrap());
+    }
+    tokio_tungstenite::connect_async(request).await.unwrap().0
+}
+
+/// One flag of each kind of the limits, end to end: an origin list with a required `Origin`
+/// (403), a handshake rate with a burst (429 with `Retry-After`), a global cap (503 with
+/// `Retry-After: 1`); each refusal counted by kind.
+#[tokio::test]
+async fn limits_flags_refuse_by_origin_rate_and_cap() {
+    let served = Served::start(&[
+        "--max-connections",
+        "2",
+        "--handshake-rate-per-ip",
+        "1/m",
+        "--handshake-burst",
+        "2",
+        "--allowed-origin",
+        "https://app.example.com",
+        "--allow-missing-origin",
+        "false",
+    ]);
+    const APP: (&str, &str) = ("Origin", "https://app.example.com");
+    let response = refused_upgrade(served.main, &[]).await;
+    assert_eq!(response.status, 403);
+    assert_eq!(response.parse::<ErrorBody>().error, "origin not allowed");
+    let response = refused_upgrade(served.main, &[("Origin", "https://evil.example")]).await;
+    assert_eq!(response.status, 403);
+
+    let mut first = connect_with(&served, &[APP]).await;
+    first.send(Message::text("hello")).await.unwrap();
+    assert_eq!(first.next().await.unwrap().unwrap(), Message::text("hello"));
+    let _second = connect_with(&served, &[APP]).await;
+
+    // 127.0.0.1 has spent its burst of two.
+    let response = refused_upgrade(served.main, &[APP]).await;
+    assert_eq!(response.status, 429);
+    assert_eq!(
+        response.parse::<ErrorBody>().error,
+        "too many handshakes from this address"
+    );
+    let retry: u64 = response.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After: {retry}");
+
+    // Another address (forwarded by the trusted loopback peer) has tokens, but the server is full.
+    let response = refused_upgrade(served.main, &[APP, ("X-Forwarded-For", "198.51.100.1")]).await;
+    assert_eq!(response.status, 503);
+    assert_eq!(response.header("retry-after"), Some("1"));
+    assert_eq!(response.parse::<ErrorBody>().error, "too many connections");
+
+    let refused = &stats(served.admin).await["refused"];
+    assert_eq!(refused["originNotAllowed"], 2);
+    assert_eq!(refused["handshakeRate"], 1);
+    assert_eq!(refused["tooManyConnections"], 1);
+}
+
+/// A ban through the binary's admin API closes the banned client with 1008 and refuses it with
+/// 403 until it is lifted.
+#[tokio::test]
+async fn admin_ban_and_unban_through_the_binary() {
+    let served = Served::start(&[]);
+    let mut ws = connect_with(&served, &[]).await;
+    let ban = AdminRequest::from_json(
+        br#"{"action":"ban","target":"127.0.0.0/8","duration":"5m","reason":"go away"}"#,
+    )
+    .unwrap();
+    let response = http_post(
+        served.admin,
+        "/api/admin",
+        &serde_json::to_string(&ban).unwrap(),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let answer: BanAnswer = response.parse();
+    assert_eq!(answer.closed, 1);
+    match ws.next().await.unwrap().unwrap() {
+        Message::Close(Some(f)) => {
+            assert_eq!(u16::from(f.code), 1008);
+            assert_eq!(f.reason.as_str(), "go away");
+        }
+        other => panic!("expected a close, got {other:?}"),
+    }
+    let response = refused_upgrade(served.main, &[]).await;
+    assert_eq!(response.status, 403);
+    assert_eq!(response.parse::<ErrorBody>().error, "address banned");
+
+    let response = http_post(
+        served.admin,
+        "/api/admin",
+        r#"{"action":"unban","target":"127.0.0.0/8"}"#,
+    )
+    .await;
+    assert!(response.parse::<UnbanAnswer>().removed);
+    let mut ws = connect_with(&served, &[]).await;
+    ws.send(Message::text("back")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("back"));
 }

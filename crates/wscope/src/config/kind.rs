@@ -1,5 +1,5 @@
-//! The kinds of setting values — addresses, durations, sizes, counts, lists of networks, names
-//! and instance ids. Each kind reads the same text whether it comes from a flag, an environment
+//! The kinds of setting values — addresses, durations, sizes, counts, limits, rates, switches,
+//! lists of networks and of origins, names and instance ids. Each kind reads the same text whether it comes from a flag, an environment
 //! variable or the TOML file, and writes its default the way a user would.
 
 use std::marker::PhantomData;
@@ -11,6 +11,7 @@ use toml::de::DeValue;
 
 use wscope_axum::Engine;
 use wscope_core::units::{parse_count, parse_duration, parse_size};
+use wscope_core::{OriginPattern, RateLimit};
 
 use super::LogFormat;
 
@@ -333,6 +334,138 @@ impl Named for LogFormat {
     }
 }
 
+/// A cap: a whole number, where `0` means none (`--max-connections 0` is unlimited).
+pub(crate) struct Limit<T>(PhantomData<T>);
+
+impl<T> Kind for Limit<T>
+where
+    T: TryFrom<usize> + ToString + Clone + Send + Sync + 'static,
+{
+    type Value = T;
+    const PLACEHOLDER: &'static str = "N";
+
+    fn parse(text: &str) -> Result<T, String> {
+        let n = match text.trim() {
+            "0" => 0,
+            other => parse_count(other).map_err(|_| {
+                format!("invalid limit {text:?}: use a whole number, or 0 for no limit")
+            })?,
+        };
+        T::try_from(n).map_err(|_| format!("invalid limit {text:?}: too large"))
+    }
+
+    fn show(value: &T) -> String {
+        value.to_string()
+    }
+}
+
+/// A rate, as [`RateLimit`] reads it (`10/s`, `600/m`, `5/10s`); `0` or `off` for none.
+pub(crate) struct Rate;
+
+impl Kind for Rate {
+    type Value = Option<RateLimit>;
+    const PLACEHOLDER: &'static str = "RATE";
+
+    fn parse(text: &str) -> Result<Option<RateLimit>, String> {
+        match text.trim() {
+            "0" | "off" => Ok(None),
+            other => other
+                .parse()
+                .map(Some)
+                .map_err(|e| format!("{e}, or 0 for no limit")),
+        }
+    }
+
+    fn show(value: &Option<RateLimit>) -> String {
+        value.map_or_else(|| "off".to_owned(), |rate| rate.to_string())
+    }
+}
+
+/// `true` or `false`; in TOML a boolean or one of those strings.
+pub(crate) struct Bool;
+
+impl Kind for Bool {
+    type Value = bool;
+    const PLACEHOLDER: &'static str = "BOOL";
+
+    fn parse(text: &str) -> Result<bool, String> {
+        match text.trim() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(format!("invalid switch {text:?}: use true or false")),
+        }
+    }
+
+    fn from_toml(value: &DeValue<'_>) -> Result<bool, String> {
+        match value {
+            DeValue::Boolean(b) => Ok(*b),
+            other => Self::parse(&scalar_text(other)?),
+        }
+    }
+
+    fn show(value: &bool) -> String {
+        value.to_string()
+    }
+
+    fn choices() -> Vec<&'static str> {
+        vec!["true", "false"]
+    }
+}
+
+/// Origins and origin patterns (`https://app.example.com`, `https://*.example.com`),
+/// comma-separated in one text; a repeatable flag, and in TOML one such string or an array.
+/// None given: any origin.
+pub(crate) struct Origins;
+
+impl Kind for Origins {
+    type Value = Vec<OriginPattern>;
+    const PLACEHOLDER: &'static str = "ORIGIN";
+    const REPEATABLE: bool = true;
+
+    fn parse(text: &str) -> Result<Vec<OriginPattern>, String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(|part| {
+                part.parse()
+                    .map_err(|e: wscope_core::InvalidOriginPattern| e.to_string())
+            })
+            .collect()
+    }
+
+    fn from_toml(value: &DeValue<'_>) -> Result<Vec<OriginPattern>, String> {
+        match value {
+            DeValue::String(s) => Self::parse(s),
+            DeValue::Array(items) => {
+                let mut origins = Vec::new();
+                for item in items.iter() {
+                    match item.get_ref() {
+                        DeValue::String(s) => origins.extend(Self::parse(s)?),
+                        other => return Err(expected_strings(other)),
+                    }
+                }
+                Ok(origins)
+            }
+            other => Err(expected_strings(other)),
+        }
+    }
+
+    fn show(value: &Vec<OriginPattern>) -> String {
+        if value.is_empty() {
+            return "any".to_owned();
+        }
+        let parts: Vec<String> = value.iter().map(ToString::to_string).collect();
+        parts.join(",")
+    }
+
+    fn join(values: impl Iterator<Item = Vec<OriginPattern>>) -> Option<Vec<OriginPattern>> {
+        values.reduce(|mut all, more| {
+            all.extend(more);
+            all
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,5 +552,71 @@ mod tests {
     fn instance_ids_are_checked() {
         assert_eq!(InstanceId::parse("eu-1"), Ok("eu-1".to_owned()));
         assert!(InstanceId::parse("a b/c").is_err());
+    }
+
+    #[test]
+    fn limits_take_zero_for_none() {
+        assert_eq!(Limit::<usize>::parse("0"), Ok(0));
+        assert_eq!(Limit::<usize>::parse("10_000"), Ok(10_000));
+        assert_eq!(Limit::<u32>::from_toml(&toml_value("0")), Ok(0));
+        let err = Limit::<usize>::parse("-1").unwrap_err();
+        assert!(err.contains("0 for no limit"), "{err}");
+        assert!(Limit::<u32>::parse("99999999999").is_err());
+    }
+
+    #[test]
+    fn rates_read_as_written_or_off() {
+        assert_eq!(Rate::parse("10/s"), Ok(RateLimit::per_second(10)));
+        assert_eq!(Rate::parse("0"), Ok(None));
+        assert_eq!(Rate::parse("off"), Ok(None));
+        assert_eq!(
+            Rate::from_toml(&toml_value("5")),
+            Ok(RateLimit::per_second(5))
+        );
+        assert_eq!(Rate::show(&None), "off");
+        assert_eq!(Rate::show(&"600/m".parse().ok()), "600/m");
+        let err = Rate::parse("fast").unwrap_err();
+        assert!(
+            err.contains("invalid rate \"fast\"") && err.contains("0 for no limit"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn switches_are_true_or_false() {
+        assert_eq!(Bool::parse("false"), Ok(false));
+        assert_eq!(Bool::from_toml(&toml_value("true")), Ok(true));
+        assert_eq!(Bool::from_toml(&toml_value("\"false\"")), Ok(false));
+        assert!(Bool::parse("maybe")
+            .unwrap_err()
+            .contains("use true or false"));
+        assert!(Bool::from_toml(&toml_value("1")).is_err());
+    }
+
+    #[test]
+    fn origins_read_from_a_string_or_an_array() {
+        let two: Vec<OriginPattern> = vec![
+            "https://app.example.com".parse().unwrap(),
+            "https://*.example.org".parse().unwrap(),
+        ];
+        let text = "https://app.example.com, https://*.example.org";
+        assert_eq!(Origins::parse(text), Ok(two.clone()));
+        assert_eq!(
+            Origins::from_toml(&toml_value(&format!("\"{text}\""))),
+            Ok(two.clone())
+        );
+        let array = "[\"https://app.example.com\", \"https://*.example.org\"]";
+        assert_eq!(Origins::from_toml(&toml_value(array)), Ok(two.clone()));
+        assert_eq!(
+            Origins::show(&two),
+            "https://app.example.com,https://*.example.org"
+        );
+        assert_eq!(Origins::show(&Vec::new()), "any");
+        let err = Origins::parse("app.example.com").unwrap_err();
+        assert!(
+            err.starts_with("invalid origin \"app.example.com\""),
+            "{err}"
+        );
+        assert!(Origins::from_toml(&toml_value("[1]")).is_err());
     }
 }

@@ -45,7 +45,7 @@ use std::time::Duration;
 use clap::Args;
 use ipnet::IpNet;
 use wscope_axum::{Engine, SocketConfig, TrustedProxies};
-use wscope_core::RegistryConfig;
+use wscope_core::{OriginPattern, RateLimit, RegistryConfig};
 
 use declare::declare_settings;
 
@@ -104,6 +104,27 @@ declare_settings! {
         max_message_size: usize as kind::Size = SocketConfig::DEFAULT_MAX_MESSAGE_SIZE;
         /// Bytes read from a socket at a time (the tungstenite engine's read buffer).
         read_buffer_size: usize as kind::Size = SocketConfig::DEFAULT_READ_BUFFER_SIZE;
+    }
+    "Limits" {
+        /// Most connections at once; past it an upgrade gets 503 with `Retry-After: 1`
+        /// (0 = unlimited).
+        max_connections: usize as kind::Limit<usize> = 0;
+        /// Most connections at once from one client address, as resolved through trusted
+        /// proxies; past it an upgrade gets 429 (0 = unlimited).
+        max_connections_per_ip: usize as kind::Limit<usize> = 0;
+        /// Handshakes per client address (`10/s`, `600/m`, `5/10s`); past it an upgrade gets 429
+        /// with `Retry-After` (0 = unlimited).
+        handshake_rate_per_ip: Option<RateLimit> as kind::Rate = None;
+        /// Handshakes one address may make at once before `--handshake-rate-per-ip` holds it to
+        /// the rate (0 = the rate's count: `10/s` allows 10 at once).
+        handshake_burst: u32 as kind::Limit<u32> = 0;
+        /// Origins allowed to open WebSockets: `https://app.example.com`, or
+        /// `https://*.example.com` for its subdomains (comma-separated; repeatable); others get
+        /// 403.
+        #[key = "allowed_origin"]
+        allowed_origins: Vec<OriginPattern> as kind::Origins = Vec::new();
+        /// Whether an upgrade without an `Origin` header (a non-browser client) is admitted.
+        allow_missing_origin: bool as kind::Bool = RegistryConfig::DEFAULT_ALLOW_MISSING_ORIGIN;
     }
     "Logging" {
         /// Log line format (`RUST_LOG` sets the level).
@@ -175,5 +196,13 @@ impl ServeConfig {
             .idle_timeout(self.idle_timeout)
             .max_queued_bytes(self.max_queued_bytes)
             .max_messages_per_second(self.max_messages_per_second)
+            .max_connections(self.max_connections)
+            .max_connections_per_ip(self.max_connections_per_ip)
+            .handshake_rate_per_ip(
+                self.handshake_rate_per_ip
+                    .map(|rate| rate.with_burst(self.handshake_burst)),
+            )
+            .allowed_origins(self.allowed_origins.iter().cloned())
+            .allow_missing_origin(self.allow_missing_origin)
     }
 }

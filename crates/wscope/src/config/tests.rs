@@ -400,3 +400,96 @@ fn engine_flag_beats_env_beats_file() {
     );
     env.clear();
 }
+
+/// The limits' settings, from each source, reach the registry's configuration.
+#[test]
+fn limits_settings_reach_the_registry_config() {
+    let mut env = Env::lock();
+    let registry = |args: &[&str]| {
+        ServeConfig::resolve(parse(args).unwrap())
+            .unwrap()
+            .registry_config()
+    };
+    let off = registry(&[]);
+    assert_eq!((off.max_connections, off.max_connections_per_ip), (0, 0));
+    assert_eq!(off.handshake_rate_per_ip, None);
+    assert!(off.allowed_origins.is_empty() && off.allow_missing_origin);
+    assert_eq!(
+        off.allow_missing_origin,
+        RegistryConfig::default().allow_missing_origin
+    );
+
+    let on = registry(&[
+        "--max-connections=100",
+        "--max-connections-per-ip",
+        "5",
+        "--handshake-rate-per-ip=10/s",
+        "--handshake-burst=3",
+        "--allowed-origin=https://app.example.com",
+        "--allowed-origin",
+        "https://*.example.org,http://localhost:3000",
+        "--allow-missing-origin=false",
+    ]);
+    assert_eq!((on.max_connections, on.max_connections_per_ip), (100, 5));
+    let rate = on.handshake_rate_per_ip.unwrap();
+    assert_eq!((rate.to_string(), rate.burst()), ("10/s".to_owned(), 3));
+    let origins: Vec<String> = on.allowed_origins.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        origins,
+        [
+            "https://app.example.com",
+            "https://*.example.org",
+            "http://localhost:3000"
+        ]
+    );
+    assert!(!on.allow_missing_origin);
+    // Without a burst, the rate's count.
+    let rate = registry(&["--handshake-rate-per-ip=600/m"]).handshake_rate_per_ip;
+    assert_eq!(rate.unwrap().burst(), 600);
+
+    env.set(
+        "WSCOPE_ALLOWED_ORIGIN",
+        "https://a.example.com, https://b.example.com",
+    );
+    env.set("WSCOPE_HANDSHAKE_RATE_PER_IP", "0");
+    let from_env = registry(&[]);
+    assert_eq!(from_env.allowed_origins.len(), 2);
+    assert_eq!(from_env.handshake_rate_per_ip, None);
+    env.clear();
+
+    let file = TempFile::new(
+        "limits",
+        "max_connections = 7\nhandshake_rate_per_ip = \"5/10s\"\n\
+         allowed_origin = [\"https://app.example.com\"]\nallow_missing_origin = false\n",
+    );
+    let from_file = registry(&[&format!("--config={}", file.path().display())]);
+    assert_eq!(from_file.max_connections, 7);
+    assert_eq!(
+        from_file.handshake_rate_per_ip.unwrap().to_string(),
+        "5/10s"
+    );
+    assert_eq!(from_file.allowed_origins.len(), 1);
+    assert!(!from_file.allow_missing_origin);
+
+    for (arg, wanted) in [
+        (
+            "--max-connections=-1",
+            "error: --max-connections: invalid limit",
+        ),
+        (
+            "--handshake-rate-per-ip=fast",
+            "error: --handshake-rate-per-ip: invalid rate",
+        ),
+        (
+            "--allowed-origin=example.com",
+            "error: --allowed-origin: invalid origin",
+        ),
+        (
+            "--allow-missing-origin=no",
+            "error: --allow-missing-origin: invalid switch",
+        ),
+    ] {
+        let err = parse(&[arg]).unwrap_err();
+        assert!(err.starts_with(wanted), "{arg}: {err}");
+    }
+}

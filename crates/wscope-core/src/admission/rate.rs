@@ -1,0 +1,341 @@
+//! The per-address handshake rate (`--handshake-rate-per-ip`): a token bucket per client
+//! address, refusing with 429 and a `Retry-After` of when the next token comes.
+//!
+//! Each bucket is one number, its "theoretical arrival time" (the generic cell rate algorithm,
+//! equivalent to a token bucket): the time at which the bucket would be full again. A handshake
+//! at `now` is allowed while that time is at most `burst - 1` intervals ahead of `now`, and moves
+//! it one interval on. A bucket whose time has passed is full — the same as no bucket — so it can
+//! be dropped: the table only holds addresses that handshook within the last `burst` intervals.
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+
+use super::{client_ip, ConnectionMeta, Gate, Refusal, Slot};
+use crate::units::parse_duration;
+
+/// A rate with a burst: `count` events per `period` on average, of which up to `burst` may come
+/// at once. Written `10/s`, `600/m`, `30/h`, `5/10s`, or a bare number per second.
+///
+/// ```
+/// use std::time::Duration;
+/// use wscope_core::RateLimit;
+/// let rate: RateLimit = "600/m".parse().unwrap();
+/// assert_eq!((rate.count(), rate.period()), (600, Duration::from_secs(60)));
+/// assert_eq!(rate.burst(), 600); // by default, one period's worth
+/// assert_eq!(rate.with_burst(20).burst(), 20);
+/// assert_eq!(rate.to_string(), "600/m");
+/// assert!("ten/s".parse::<RateLimit>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RateLimit {
+    count: u32,
+    period: Duration,
+    burst: u32,
+}
+
+/// A rate that cannot be read or is not positive.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid rate {0:?}: use a count per period: 10/s, 600/m, 30/h, 5/10s")]
+pub struct InvalidRate(pub String);
+
+impl RateLimit {
+    /// `count` per `period`, with a burst of `count`; `None` if either is zero.
+    pub fn new(count: u32, period: Duration) -> Option<Self> {
+        (count > 0 && !period.is_zero()).then_some(Self {
+            count,
+            period,
+            burst: count,
+        })
+    }
+
+    /// `count` per second; `None` if it is zero.
+    pub fn per_second(count: u32) -> Option<Self> {
+        Self::new(count, Duration::from_secs(1))
+    }
+
+    /// The same rate with up to `burst` events at once (0 restores the default, `count`).
+    pub fn with_burst(mut self, burst: u32) -> Self {
+        self.burst = if burst == 0 { self.count } else { burst };
+        self
+    }
+
+    /// Events per period.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The period.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// Events allowed at once.
+    pub fn burst(&self) -> u32 {
+        self.burst
+    }
+
+    /// Nanoseconds between two events at the steady rate (at least one).
+    fn interval(&self) -> u64 {
+        (nanos(self.period) / u64::from(self.count)).max(1)
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl FromStr for RateLimit {
+    type Err = InvalidRate;
+
+    fn from_str(text: &str) -> Result<Self, InvalidRate> {
+        let err = || InvalidRate(text.to_owned());
+        let t = text.trim();
+        let (count, period) = t.split_once('/').unwrap_or((t, "s"));
+        let count: u32 = count.trim().replace('_', "").parse().map_err(|_| err())?;
+        let period = period.trim();
+        // A bare unit is one of it: `/s` is `/1s`, `/m` is `/1m`.
+        let period = if period.starts_with(|c: char| c.is_ascii_digit()) {
+            parse_duration(period)
+        } else {
+            parse_duration(&format!("1{period}"))
+        }
+        .map_err(|_| err())?;
+        Self::new(count, period).ok_or_else(err)
+    }
+}
+
+impl fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match (self.period.as_secs(), self.period.subsec_nanos()) {
+            (1, 0) => "s".to_owned(),
+            (60, 0) => "m".to_owned(),
+            (3600, 0) => "h".to_owned(),
+            _ => humantime::format_duration(self.period)
+                .to_string()
+                .replace(' ', ""),
+        };
+        write!(f, "{}/{unit}", self.count)
+    }
+}
+
+/// Buckets by address, sharded. Hashed with a random key: clients choose their addresses.
+type Buckets = DashMap<IpAddr, u64, RandomState>;
+
+/// Addresses held before the first prune; the table is pruned again each time it doubles.
+const FIRST_PRUNE: usize = 1024;
+
+/// A token bucket per client address.
+pub(crate) struct HandshakeRateGate {
+    rate: RateLimit,
+    /// Nanoseconds per token.
+    interval: u64,
+    /// How far ahead of now a bucket's time may be and still allow a handshake.
+    tolerance: u64,
+    /// Per address: when its bucket is full again (registry clock nanoseconds).
+    buckets: Buckets,
+    /// Addresses added since the last count (a prune recounts), to prune without a timer.
+    added: AtomicUsize,
+    /// Prune when `added` reaches this.
+    prune_at: AtomicUsize,
+    /// Set while one caller prunes, so others do not queue behind it.
+    pruning: AtomicBool,
+}
+
+impl fmt::Debug for HandshakeRateGate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandshakeRateGate")
+            .field("rate", &self.rate)
+            .field("addresses", &self.buckets.len())
+            .finish()
+    }
+}
+
+impl HandshakeRateGate {
+    pub(crate) fn new(rate: RateLimit) -> Self {
+        let interval = rate.interval();
+        Self {
+            rate,
+            interval,
+            tolerance: interval.saturating_mul(u64::from(rate.burst.max(1) - 1)),
+            buckets: Buckets::default(),
+            added: AtomicUsize::new(0),
+            prune_at: AtomicUsize::new(FIRST_PRUNE),
+            pruning: AtomicBool::new(false),
+        }
+    }
+
+    /// Takes a token from `ip`'s bucket — `Ok(true)` if the table has grown to its prune mark —
+    /// or says how long until one is there.
+    fn take(&self, ip: IpAddr, now: u64) -> Result<bool, Duration> {
+        match self.buckets.entry(ip) {
+            Entry::Occupied(mut bucket) => {
+                let full_at = (*bucket.get()).max(now);
+                let ahead = full_at - now;
+                if ahead > self.tolerance {
+                    return Err(Duration::from_nanos(ahead - self.tolerance));
+                }
+                *bucket.get_mut() = full_at.saturating_add(self.interval);
+                Ok(false)
+            }
+            Entry::Vacant(empty) => {
+                empty.insert(now.saturating_add(self.interval));
+                let added = self.added.fetch_add(1, Ordering::Relaxed) + 1;
+                Ok(added >= self.prune_at.load(Ordering::Relaxed))
+            }
+        }
+    }
+
+    /// Drops the buckets that are full again: the table keeps only recent addresses.
+    fn prune(&self, now: u64) {
+        if self.pruning.swap(true, Ordering::Acquire) {
+            return;
+        }
+        self.buckets.retain(|_, full_at| *full_at > now);
+        let left = self.buckets.len();
+        self.added.store(left, Ordering::Relaxed);
+        self.prune_at
+            .store(left.saturating_mul(2).max(FIRST_PRUNE), Ordering::Relaxed);
+        self.pruning.store(false, Ordering::Release);
+    }
+
+    #[cfg(test)]
+    fn addresses(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
+impl Gate for HandshakeRateGate {
+    fn check(&self, meta: &ConnectionMeta, now: u64) -> Result<Option<Slot>, Refusal> {
+        let Some(ip) = client_ip(meta) else {
+            return Ok(None);
+        };
+        match self.take(ip, now) {
+            Ok(prune) => {
+                if prune {
+                    // After the shard's lock is let go: pruning takes every shard's.
+                    self.prune(now);
+                }
+                Ok(None)
+            }
+            Err(retry_after) => Err(Refusal::HandshakeRate { retry_after }),
+        }
+    }
+
+    fn sweep(&self, now: u64) {
+        self.prune(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::Clock;
+
+    const MS: u64 = 1_000_000;
+
+    fn from(ip: &str) -> ConnectionMeta {
+        ConnectionMeta::new("/ws").remote_addr(ip.parse::<IpAddr>().unwrap())
+    }
+
+    #[test]
+    fn rates_read_and_show_as_written() {
+        let rate = |s: &str| s.parse::<RateLimit>();
+        assert_eq!(rate("10/s"), Ok(RateLimit::per_second(10).unwrap()));
+        assert_eq!(rate("10"), rate("10/s"));
+        assert_eq!(rate(" 10 / 1s "), rate("10/s"));
+        assert_eq!(rate("600/m").unwrap().period(), Duration::from_secs(60));
+        assert_eq!(rate("30/h").unwrap().period(), Duration::from_secs(3600));
+        assert_eq!(rate("5/10s").unwrap().period(), Duration::from_secs(10));
+        assert_eq!(
+            rate("1/500ms").unwrap().period(),
+            Duration::from_millis(500)
+        );
+        for text in ["10/s", "600/m", "30/h", "5/10s", "1/500ms"] {
+            assert_eq!(rate(text).unwrap().to_string(), text);
+        }
+        for bad in ["", "0/s", "10/0s", "ten/s", "10/soon", "-1/s", "10/s/s"] {
+            let err = rate(bad).unwrap_err().to_string();
+            assert!(err.starts_with("invalid rate"), "{bad}: {err}");
+        }
+        assert_eq!(rate("10/s").unwrap().with_burst(0).burst(), 10);
+    }
+
+    /// Burst, then one per interval; the wait is exact; another address has its own bucket.
+    #[test]
+    fn a_bucket_allows_its_burst_then_the_rate_and_says_when() {
+        let (clock, manual) = Clock::manual();
+        let gate = HandshakeRateGate::new(RateLimit::per_second(10).unwrap().with_burst(3));
+        let one = from("192.0.2.1");
+        for _ in 0..3 {
+            assert!(gate.check(&one, clock.now_nanos()).is_ok());
+        }
+        let refused = gate.check(&one, clock.now_nanos()).unwrap_err();
+        assert_eq!(
+            refused,
+            Refusal::HandshakeRate {
+                retry_after: Duration::from_millis(100)
+            }
+        );
+        assert_eq!(refused.status(), 429);
+        // Another address (and an unknown one) is not affected.
+        assert!(gate.check(&from("192.0.2.2"), clock.now_nanos()).is_ok());
+        assert!(gate
+            .check(&ConnectionMeta::new("/ws"), clock.now_nanos())
+            .is_ok());
+
+        manual.advance(Duration::from_millis(40));
+        assert_eq!(
+            gate.check(&one, clock.now_nanos())
+                .unwrap_err()
+                .retry_after(),
+            Some(Duration::from_millis(60))
+        );
+        manual.advance(Duration::from_millis(60));
+        assert!(gate.check(&one, clock.now_nanos()).is_ok());
+        assert!(gate.check(&one, clock.now_nanos()).is_err());
+
+        // A quiet address's bucket refills to its burst, no further.
+        manual.advance(Duration::from_secs(5));
+        for _ in 0..3 {
+            assert!(gate.check(&one, clock.now_nanos()).is_ok());
+        }
+        assert!(gate.check(&one, clock.now_nanos()).is_err());
+    }
+
+    #[test]
+    fn full_buckets_are_dropped_by_the_sweep_and_by_growth() {
+        let (clock, manual) = Clock::manual();
+        let gate = HandshakeRateGate::new("2/s".parse().unwrap());
+        for i in 0..10 {
+            gate.check(&from(&format!("198.51.100.{i}")), clock.now_nanos())
+                .unwrap();
+        }
+        gate.check(&from("198.51.100.0"), clock.now_nanos())
+            .unwrap();
+        manual.advance(Duration::from_millis(600));
+        gate.sweep(clock.now_nanos());
+        // Only the address that used two tokens is not full yet.
+        assert_eq!(gate.addresses(), 1);
+        manual.advance(Duration::from_millis(500));
+        gate.sweep(clock.now_nanos());
+        assert_eq!(gate.addresses(), 0);
+
+        // Without any sweep, a flood of new addresses is pruned as the table doubles.
+        let mut now = clock.now_nanos();
+        for i in 0..(FIRST_PRUNE as u32 * 8) {
+            now += 10 * MS; // each bucket is full again 500 ms after its one handshake
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            gate.check(&ConnectionMeta::new("/ws").remote_addr(ip), now)
+                .unwrap();
+        }
+        assert!(gate.addresses() <= 2 * FIRST_PRUNE, "{}", gate.addresses());
+    }
+}
