@@ -87,7 +87,7 @@ mod upgrade;
 pub use admin::{admin, admin_router, health, health_router, stats};
 #[cfg(feature = "tungstenite")]
 pub use client::{connect, connect_with, ConnectError, Connected};
-pub use client_addr::{parse_net, TrustedProxies};
+pub use client_addr::{parse_net, ClientIpHeader, TrustedProxies};
 pub use engine::{Engine, SocketConfig, UnknownEngine};
 pub use error::{ApiError, UpgradeRefused};
 pub use upgrade::{upgrade_required, Tracking, WebSocketUpgrade};
