@@ -7,7 +7,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use wscope_core::wire::{AdminRequest, CleanupAnswer, CloseAllAnswer, CloseAnswer, Health};
+use wscope_core::wire::{
+    AdminRequest, CleanupAnswer, CloseAllAnswer, CloseAnswer, Health, PublicHealth,
+};
 use wscope_core::{CloseCode, Registry, Snapshot};
 
 use crate::error::ApiError;
@@ -22,10 +24,10 @@ pub fn admin_router(registry: Registry) -> Router {
         .with_state(registry)
 }
 
-/// `GET /health` over `registry`, to merge into a public router.
+/// The public `GET /health` over `registry` ([`public_health`]), to merge into a public router.
 pub fn health_router(registry: Registry) -> Router {
     Router::new()
-        .route("/health", get(health))
+        .route("/health", get(public_health))
         .with_state(registry)
 }
 
@@ -58,6 +60,18 @@ fn snapshot_response(snapshot: &Snapshot) -> Response {
 /// sending new clients while the drain runs). Reads the O(1) summary.
 pub async fn health(State(registry): State<Registry>) -> Response {
     let health = Health::from_summary(&registry.summary());
+    let status = if health.is_healthy() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(health)).into_response()
+}
+
+/// The public `GET /health`: as [`health`], with the reference's fields only
+/// ([`PublicHealth`]): no instance id (by default the host name) for anyone who asks.
+pub async fn public_health(State(registry): State<Registry>) -> Response {
+    let health = PublicHealth::from_summary(&registry.summary());
     let status = if health.is_healthy() {
         StatusCode::OK
     } else {

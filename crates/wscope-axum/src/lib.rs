@@ -72,7 +72,7 @@
 //!   transport; the connection itself is driven by `wscope_core`'s driver.
 //! - `client`: [`connect`], a tracked client-role connection (tungstenite).
 //! - `client_addr`: [`TrustedProxies`] and forwarding-header parsing.
-//! - `admin`: the admin router and health handler, answering with `wscope_core::wire` types.
+//! - `admin`: the admin router and health handlers, answering with `wscope_core::wire` types.
 //! - `error`: [`ApiError`] (the JSON error body) and [`UpgradeRefused`].
 
 mod admin;
@@ -84,14 +84,14 @@ mod error;
 mod handshake;
 mod upgrade;
 
-pub use admin::{admin, admin_router, health, health_router, stats};
+pub use admin::{admin, admin_router, health, health_router, public_health, stats};
 #[cfg(feature = "tungstenite")]
 pub use client::{connect, connect_with, ConnectError, Connected};
 pub use client_addr::{parse_net, ClientIpHeader, TrustedProxies};
 pub use engine::{Engine, SocketConfig, UnknownEngine};
 pub use error::{ApiError, UpgradeRefused};
 pub use upgrade::{upgrade_required, Tracking, WebSocketUpgrade};
-pub use wscope_core::wire::Health;
+pub use wscope_core::wire::{Health, PublicHealth};
 pub use wscope_core::{self as core, shutdown_signal, Registry, TrackedSocket};
 
 /// The README's examples, compiled as doctests so that they cannot drift from the API.
