@@ -1,5 +1,7 @@
 //! The admin API (`GET /api/stats`, `POST /api/admin`) and the health check (`GET /health`),
-//! answering with the wire types of [`wscope_core::wire`].
+//! answering with the wire types of [`wscope_core::wire`]. Every admin route is behind
+//! [`admin_guard`](crate::admin_guard) (token, `Host`, `Origin`, `Content-Type`; see
+//! [`AdminConfig`](crate::AdminConfig)).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -14,14 +16,18 @@ use wscope_core::{CloseCode, Registry, Snapshot};
 
 use crate::error::ApiError;
 
-/// `GET /api/stats`, `POST /api/admin` and `GET /health` over `registry`. Serve it on a listener
-/// that only operators reach (wscope serve puts it on 127.0.0.1:9090).
+/// `GET /api/stats`, `POST /api/admin` and `GET /health` over `registry`, behind
+/// [`admin_guard`](crate::admin_guard). Serve it on a listener that only operators reach (wscope
+/// serve puts it on 127.0.0.1:9090); set a token and further allowed hosts with
+/// `.layer(AdminConfig::new().token(..).layer())` ([`AdminConfig`](crate::AdminConfig)).
 pub fn admin_router(registry: Registry) -> Router {
     Router::new()
         .route("/api/stats", get(stats))
         .route("/api/admin", post(admin))
         .route("/health", get(health))
         .with_state(registry)
+        // Last, so that it covers every route above and the fallback.
+        .layer(axum::middleware::from_fn(crate::admin_access::admin_guard))
 }
 
 /// The public `GET /health` over `registry` ([`public_health`]), to merge into a public router.

@@ -73,23 +73,31 @@
 //! - `client`: [`connect`], a tracked client-role connection (tungstenite).
 //! - `client_addr`: [`TrustedProxies`] and forwarding-header parsing.
 //! - `admin`: the admin router and health handlers, answering with `wscope_core::wire` types.
+//! - `admin_access`: [`AdminConfig`] and [`admin_guard`]: the token, `Host`, `Origin` and
+//!   `Content-Type` checks in front of every admin route.
+//! - `serve`: [`serve()`], HTTP/1.1 serving with a bound on request heads and a deadline for them
+//!   ([`ServeOptions`]).
 //! - `error`: [`ApiError`] (the JSON error body) and [`UpgradeRefused`].
 
 mod admin;
+mod admin_access;
 #[cfg(feature = "tungstenite")]
 mod client;
 mod client_addr;
 mod engine;
 mod error;
 mod handshake;
+mod serve;
 mod upgrade;
 
 pub use admin::{admin, admin_router, health, health_router, public_health, stats};
+pub use admin_access::{admin_guard, AdminConfig, AllowedHost};
 #[cfg(feature = "tungstenite")]
 pub use client::{connect, connect_with, ConnectError, Connected};
 pub use client_addr::{parse_net, ClientIpHeader, TrustedProxies};
 pub use engine::{Engine, SocketConfig, UnknownEngine};
 pub use error::{ApiError, UpgradeRefused};
+pub use serve::{serve, LocalAddr, Serve, ServeOptions};
 pub use upgrade::{upgrade_required, Tracking, WebSocketUpgrade};
 pub use wscope_core::wire::{Health, PublicHealth};
 pub use wscope_core::{self as core, shutdown_signal, Registry, TrackedSocket};
