@@ -47,22 +47,9 @@ async fn stop(stop: oneshot::Sender<()>, task: JoinHandle<std::io::Result<()>>) 
         .unwrap();
 }
 
-/// Writes `request` and reads whatever comes back until the server closes (a reset after a
-/// response counts as a close: the server may hang up with part of the request unread).
+/// Writes `request` and reads what comes back until the server closes.
 async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    let _ = tcp.write_all(request).await;
-    let mut answer = Vec::new();
-    let read = async {
-        let mut chunk = [0u8; 4096];
-        while let Ok(n @ 1..) = tcp.read(&mut chunk).await {
-            answer.extend_from_slice(&chunk[..n]);
-        }
-    };
-    tokio::time::timeout(WAIT, read)
-        .await
-        .expect("the server answers and closes in time");
-    String::from_utf8_lossy(&answer).into_owned()
+    wscope_testkit::send_raw(addr, request).await
 }
 
 /// An upgrade request for `/ws` with one extra header of `padding` bytes.

@@ -21,7 +21,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
     if let Ok(secs) = s.parse::<f64>() {
         if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
+            // `from_secs_f64` panics past `Duration::MAX` (`1e20`).
+            return Duration::try_from_secs_f64(secs)
+                .map_err(|_| format!("invalid duration {s:?}: too long"));
         }
     }
     humantime::parse_duration(s)
@@ -88,6 +90,13 @@ mod tests {
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("-3").is_err());
+        // Too long for a Duration: refused, not a panic.
+        assert_eq!(
+            parse_duration("1e20"),
+            Err("invalid duration \"1e20\": too long".to_owned())
+        );
+        assert!(parse_duration("1e400").is_err());
+        assert!(parse_duration("NaN").is_err());
     }
 
     #[test]

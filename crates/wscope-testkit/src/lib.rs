@@ -3,7 +3,8 @@
 //! here panics on failure, as test helpers do; loops are bounded by [`WAIT`].
 //!
 //! # Layout
-//! - `http`: [`http()`], [`http_get`], [`http_post`] and the [`HttpResponse`] they read.
+//! - `http`: [`http()`], [`http_get`], [`http_post`] and the [`HttpResponse`] they read;
+//!   [`send_raw`] for requests no client would send.
 //! - `lib.rs`: [`WAIT`] and [`wait_until`].
 
 #![allow(clippy::unwrap_used)]
@@ -12,7 +13,7 @@ pub mod http;
 
 use std::time::Duration;
 
-pub use http::{http, http_get, http_post, read_response, HttpResponse};
+pub use http::{http, http_get, http_post, read_response, send_raw, HttpResponse};
 
 /// The longest any single wait in a test may take.
 pub const WAIT: Duration = Duration::from_secs(5);
