@@ -973,3 +973,108 @@ fn hostile_settings_exit_2_with_one_line() {
         )]
     );
 }
+
+#[tokio::test]
+async fn a_close_reason_cannot_forge_a_log_line() {
+    let mut served = Served::start_with_env(&[], &[("RUST_LOG", "info,wscope_core=debug")]);
+    let (mut ws, _) = tokio_tungstenite::connect_async(served.url("/ws"))
+        .await
+        .unwrap();
+    let reason = "bye\n[fake] line\r\u{1b}[31m\u{7}";
+    ws.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: CloseCode::Normal,
+        reason: reason.into(),
+    }))
+    .await
+    .unwrap();
+    while let Some(Ok(_)) = ws.next().await {}
+    let line = wait_line(&served.lines, "connection removed", Duration::from_secs(10));
+    assert!(
+        line.contains(r"bye\n[fake] line\r\u{1b}[31m\u{7}"),
+        "the reason is escaped: {line:?}"
+    );
+    served.signal("TERM");
+    served.wait_exit(Duration::from_secs(10));
+    let rest: Vec<String> = served.lines.try_iter().collect();
+    assert!(
+        rest.iter().all(|l| !l.starts_with("[fake]")),
+        "a forged line: {rest:?}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_with_stderr_closed_still_drains_and_exits() {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--drain-timeout", "2s"])
+        .env_remove("INSTANCE_ID")
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut listening = String::new();
+    while !listening.contains("listening") {
+        listening.clear();
+        assert!(
+            stderr.read_line(&mut listening).unwrap() > 0,
+            "no listening line"
+        );
+    }
+    let start = listening.find("main=").unwrap() + 5;
+    let main: SocketAddr = listening[start..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Nobody reads stderr any more: every log line from here on fails to be written.
+    drop(stderr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{main}/ws"))
+        .await
+        .unwrap();
+    ws.send(Message::text("x")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("x"));
+    let mut served = Served {
+        child,
+        main,
+        admin: main,
+        lines: mpsc::channel().1,
+    };
+    served.signal("TERM");
+    // The client is closed with 1001 and the process exits, well within the drain deadline.
+    match ws.next().await.unwrap().unwrap() {
+        Message::Close(Some(f)) => assert_eq!(u16::from(f.code), 1001),
+        other => panic!("expected a close, got {other:?}"),
+    }
+    while let Some(Ok(_)) = ws.next().await {}
+    let status = served.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once() {
+    for (sig, code) in [("TERM", 143), ("INT", 130)] {
+        let mut served = Served::start(&["--drain-timeout", "60s"]);
+        // A client that never answers the close: the drain would wait the full minute.
+        let _silent = raw_upgrade(served.main, "/ws").await;
+        served.signal(sig);
+        wait_line(&served.lines, "send it again", Duration::from_secs(10));
+        wait_line(
+            &served.lines,
+            "closing every connection",
+            Duration::from_secs(10),
+        );
+        served.signal(sig);
+        let status = served.wait_exit(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(code), "{sig}: {status:?}");
+    }
+}
