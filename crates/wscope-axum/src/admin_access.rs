@@ -1,19 +1,5 @@
-//! Who may use the admin API. Every admin request passes, in this order:
-//!
-//! 1. **Host** on the allow-list (the listener's own address, and `localhost`, `127.0.0.1`,
-//!    `[::1]`, at the listener's port, plus [`AdminConfig::allowed_hosts`]) — else 421. A DNS
-//!    rebinding page reaches the listener under the attacker's own name, so its `Host` gives it
-//!    away.
-//! 2. **Same site**: an `Origin` that is neither the listener's own origin nor on
-//!    [`AdminConfig::allowed_origins`], or `Sec-Fetch-Site: cross-site` — else 403. A browser
-//!    sends these on a page's cross-site requests, which is what a CSRF attack is.
-//! 3. **Bearer token**, when one is set ([`AdminConfig::token`]), on every path but `/health` —
-//!    else 401 with `WWW-Authenticate: Bearer`.
-//! 4. **`Content-Type: application/json`** on anything but `GET`/`HEAD`/`OPTIONS` — else 415. A
-//!    cross-site form can only send `text/plain`, form or multipart bodies, never JSON.
-//!
-//! 1, 2 and 4 hold with or without a token. Each refusal is a JSON `{"error": ...}` that says
-//! which rule refused and nothing about the server.
+//! Who may use the admin API: [`AdminConfig`] and the [`admin_guard`] middleware that applies
+//! it to every admin request (token, `Host`, `Origin`/`Sec-Fetch-Site`, `Content-Type`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
@@ -44,7 +30,7 @@ use crate::serve::LocalAddr;
 /// ```
 ///
 /// Without one, the router is guarded by `AdminConfig::default()`: no token, and the `Host`,
-/// `Origin` and `Content-Type` checks of the [module docs](self).
+/// `Origin` and `Content-Type` checks of [`admin_guard`].
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct AdminConfig {
@@ -167,9 +153,24 @@ impl AdminConfig {
     }
 }
 
-/// The middleware in front of every admin route: the checks of the [module docs](self), with
-/// the [`AdminConfig`] a [`AdminConfig::layer`] put on the request, or the default. Add it to
-/// routes of your own with `axum::middleware::from_fn(admin_guard)`.
+/// The middleware in front of every admin route, with the [`AdminConfig`] that
+/// [`AdminConfig::layer`] put on the request, or the default. Add it to routes of your own with
+/// `axum::middleware::from_fn(admin_guard)`. Each request passes, in order:
+///
+/// 1. **Host** on the allow-list (the listener's own address, and `localhost`, `127.0.0.1`,
+///    `[::1]`, at the listener's port, plus [`AdminConfig::allowed_hosts`]) — else 421. A DNS
+///    rebinding page reaches the listener under the attacker's own name, so its `Host` gives it
+///    away.
+/// 2. **Same site**: an `Origin` that is neither the listener's own origin nor on
+///    [`AdminConfig::allowed_origins`], or `Sec-Fetch-Site: cross-site` — else 403. A browser
+///    sends these on a page's cross-site requests, which is what a CSRF attack is.
+/// 3. **Bearer token**, when one is set ([`AdminConfig::token`]), on every path but `/health` —
+///    else 401 with `WWW-Authenticate: Bearer`.
+/// 4. **`Content-Type: application/json`** on anything but `GET`/`HEAD`/`OPTIONS` — else 415. A
+///    cross-site form can only send `text/plain`, form or multipart bodies, never JSON.
+///
+/// 1, 2 and 4 hold with or without a token. Each refusal is a JSON `{"error": ...}` that says
+/// which rule refused and nothing about the server.
 pub async fn admin_guard(request: Request, next: Next) -> Response {
     static DEFAULT: OnceLock<AdminConfig> = OnceLock::new();
     let config = match request.extensions().get::<AdminConfig>() {

@@ -71,7 +71,8 @@
 //! - `engine`: [`Engine`], [`SocketConfig`] and one file per engine adapting it to the core's
 //!   transport; the connection itself is driven by `wscope_core`'s driver.
 //! - `client`: [`connect`], a tracked client-role connection (tungstenite).
-//! - `client_addr`: [`TrustedProxies`] and forwarding-header parsing.
+//! - `client_addr`: [`TrustedProxies`] and the one forwarding header they set
+//!   ([`ClientIpHeader`]).
 //! - `admin`: the admin router and health handlers, answering with `wscope_core::wire` types.
 //! - `admin_access`: [`AdminConfig`] and [`admin_guard`]: the token, `Host`, `Origin` and
 //!   `Content-Type` checks in front of every admin route.

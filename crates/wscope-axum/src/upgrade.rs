@@ -28,7 +28,7 @@ use crate::handshake::{Attempt, Handshake};
 pub struct Tracking {
     /// The registry sockets are registered in.
     pub registry: Registry,
-    /// Peers whose forwarding headers are believed.
+    /// Peers whose forwarding header (the one [`TrustedProxies::header`] names) is believed.
     pub trusted_proxies: TrustedProxies,
     /// Engine settings.
     pub socket: SocketConfig,

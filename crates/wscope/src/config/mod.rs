@@ -98,7 +98,8 @@ declare_settings! {
         /// File holding the admin token (trimmed; an empty file is refused).
         admin_token_file: Option<PathBuf> as kind::File = None;
         /// Further `Host` values the admin API answers (`name` or `name:port`, comma-separated;
-        /// repeatable), beside its own address and localhost, 127.0.0.1 and [::1] at its port.
+        /// repeatable), beside its own address and `localhost`, `127.0.0.1` and `[::1]` at its
+        /// port.
         #[key = "admin_allowed_host"]
         admin_allowed_hosts: Vec<AllowedHost> as kind::Hosts = Vec::new();
         /// Further origins whose pages may call the admin API (`https://ops.example.com`,
