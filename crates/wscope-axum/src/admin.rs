@@ -1,5 +1,7 @@
 //! The admin API (`GET /api/stats`, `POST /api/admin`) and the health check (`GET /health`),
-//! answering with the wire types of [`wscope_core::wire`].
+//! answering with the wire types of [`wscope_core::wire`]. Every admin route is behind
+//! [`admin_guard`](crate::admin_guard) (token, `Host`, `Origin`, `Content-Type`; see
+//! [`AdminConfig`](crate::AdminConfig)).
 
 use std::time::Duration;
 
@@ -11,14 +13,16 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use wscope_core::wire::{
     AdminRequest, BanAnswer, BansAnswer, CleanupAnswer, CloseAllAnswer, CloseAnswer, Health,
-    KickAnswer, UnbanAnswer,
+    KickAnswer, PublicHealth, UnbanAnswer,
 };
 use wscope_core::{CloseCode, IpNet, Registry, Snapshot};
 
 use crate::error::ApiError;
 
-/// `GET /api/stats`, `POST /api/admin`, `GET /api/closed` and `GET /health` over `registry`. Serve it on a listener
-/// that only operators reach (wscope serve puts it on 127.0.0.1:9090).
+/// `GET /api/stats`, `POST /api/admin`, `GET /api/closed` and `GET /health` over `registry`,
+/// behind [`admin_guard`](crate::admin_guard). Serve it on a listener that only operators reach
+/// (wscope serve puts it on 127.0.0.1:9090); set a token and further allowed hosts with
+/// `.layer(AdminConfig::new().token(..).layer())` ([`AdminConfig`](crate::AdminConfig)).
 pub fn admin_router(registry: Registry) -> Router {
     Router::new()
         .route("/api/stats", get(stats))
@@ -26,12 +30,14 @@ pub fn admin_router(registry: Registry) -> Router {
         .route("/api/closed", get(crate::closed::closed))
         .route("/health", get(health))
         .with_state(registry)
+        // Last, so that it covers every route above and the fallback.
+        .layer(axum::middleware::from_fn(crate::admin_access::admin_guard))
 }
 
-/// `GET /health` over `registry`, to merge into a public router.
+/// The public `GET /health` over `registry` ([`public_health`]), to merge into a public router.
 pub fn health_router(registry: Registry) -> Router {
     Router::new()
-        .route("/health", get(health))
+        .route("/health", get(public_health))
         .with_state(registry)
 }
 
@@ -64,6 +70,18 @@ fn snapshot_response(snapshot: &Snapshot) -> Response {
 /// sending new clients while the drain runs). Reads the O(1) summary.
 pub async fn health(State(registry): State<Registry>) -> Response {
     let health = Health::from_summary(&registry.summary());
+    let status = if health.is_healthy() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(health)).into_response()
+}
+
+/// The public `GET /health`: as [`health`], with the reference's fields only
+/// ([`PublicHealth`]): no instance id (by default the host name) for anyone who asks.
+pub async fn public_health(State(registry): State<Registry>) -> Response {
+    let health = PublicHealth::from_summary(&registry.summary());
     let status = if health.is_healthy() {
         StatusCode::OK
     } else {

@@ -4,7 +4,7 @@
 
 use axum::body::Body;
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Version};
 use axum::response::Response;
 use base64::Engine as _;
 use hyper::upgrade::OnUpgrade;
@@ -30,23 +30,50 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// What an upgrade request turned out to be.
+#[derive(Debug)]
+pub(crate) enum Attempt {
+    /// Not a WebSocket upgrade (or a version other than 13, which gets 426 naming 13).
+    NotUpgrade,
+    /// It asks for a WebSocket upgrade but cannot have one: 400, counted as an invalid handshake.
+    Invalid(&'static str),
+    /// A valid handshake.
+    Valid(Handshake),
+}
+
 impl Handshake {
-    /// The handshake of `parts`, if it is a valid WebSocket upgrade request; takes hyper's
-    /// upgrade future out of the request's extensions.
-    pub(crate) fn from_parts(parts: &mut Parts) -> Option<Self> {
+    /// What `parts` asks for; takes hyper's upgrade future out of a valid request's extensions.
+    pub(crate) fn from_parts(parts: &mut Parts) -> Attempt {
         let h = &parts.headers;
-        let ok = parts.method == Method::GET
+        let asks = parts.method == Method::GET
             && has_token(h, header::CONNECTION, "upgrade")
-            && has_token(h, header::UPGRADE, "websocket")
-            && h.get(header::SEC_WEBSOCKET_VERSION)
-                .is_some_and(|v| v == "13");
-        if !ok {
-            return None;
+            && has_token(h, header::UPGRADE, "websocket");
+        if !asks {
+            return Attempt::NotUpgrade;
         }
-        let key = h.get(header::SEC_WEBSOCKET_KEY)?.clone();
+        // RFC 6455 §4.1: HTTP/1.1 or higher; an HTTP/1.0 client cannot take the 101.
+        if parts.version < Version::HTTP_11 {
+            return Attempt::Invalid("HTTP/1.1 is required to upgrade");
+        }
+        let version = h.get(header::SEC_WEBSOCKET_VERSION);
+        if version.is_none_or(|v| v != "13") {
+            return Attempt::NotUpgrade;
+        }
+        let mut keys = h.get_all(header::SEC_WEBSOCKET_KEY).iter();
+        let key = match (keys.next(), keys.next()) {
+            (None, _) => return Attempt::Invalid("missing Sec-WebSocket-Key"),
+            (Some(_), Some(_)) => return Attempt::Invalid("more than one Sec-WebSocket-Key"),
+            (Some(key), None) if !is_valid_key(key.as_bytes()) => {
+                return Attempt::Invalid("Sec-WebSocket-Key is not 16 bytes in base64")
+            }
+            (Some(key), None) => key.clone(),
+        };
         let offered = h.get(header::SEC_WEBSOCKET_PROTOCOL).cloned();
-        let on_upgrade = parts.extensions.remove::<OnUpgrade>()?;
-        Some(Self {
+        let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
+            // Served without upgrades (a test harness, HTTP/2): nothing to take over.
+            return Attempt::NotUpgrade;
+        };
+        Attempt::Valid(Self {
             key,
             offered,
             on_upgrade,
@@ -81,6 +108,16 @@ impl Handshake {
     }
 }
 
+/// Whether a `Sec-WebSocket-Key` is 16 bytes in base64 (RFC 6455 §4.1): 24 characters with
+/// their padding.
+fn is_valid_key(key: &[u8]) -> bool {
+    let mut decoded = [0u8; 18];
+    key.len() == 24
+        && base64::engine::general_purpose::STANDARD
+            .decode_slice(key, &mut decoded)
+            .is_ok_and(|n| n == 16)
+}
+
 /// `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`.
 fn accept_key(key: &[u8]) -> String {
     const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -101,6 +138,21 @@ mod tests {
             accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
+    }
+
+    #[test]
+    fn keys_must_be_16_bytes_in_base64() {
+        assert!(is_valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        for bad in [
+            &b""[..],
+            b"dGhlIHNhbXBsZSBub25jZQ",       // no padding
+            b"dGhlIHNhbXBsZSBub25jZSE=",     // 17 bytes
+            b"dGhlIHNhbXBsZSBub25j",         // 15 bytes
+            b"dGhlIHNhbXBsZSBub25jZQ==AAAA", // too long
+            b"dGhlIHNhbXBsZSBub25jZ!==",     // not base64
+        ] {
+            assert!(!is_valid_key(bad), "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

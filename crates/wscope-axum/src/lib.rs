@@ -71,12 +71,18 @@
 //! - `engine`: [`Engine`], [`SocketConfig`] and one file per engine adapting it to the core's
 //!   transport; the connection itself is driven by `wscope_core`'s driver.
 //! - `client`: [`connect`], a tracked client-role connection (tungstenite).
-//! - `client_addr`: [`TrustedProxies`] and forwarding-header parsing.
-//! - `admin`: the admin router and health handler, answering with `wscope_core::wire` types;
+//! - `client_addr`: [`TrustedProxies`] and the one forwarding header they set
+//!   ([`ClientIpHeader`]).
+//! - `admin`: the admin router and health handlers, answering with `wscope_core::wire` types;
 //!   `closed`: `GET /api/closed`; `ready`: `GET /ready` for load balancers.
+//! - `admin_access`: [`AdminConfig`] and [`admin_guard`]: the token, `Host`, `Origin` and
+//!   `Content-Type` checks in front of every admin route.
+//! - `serve`: [`serve()`], HTTP/1.1 serving with a bound on request heads and a deadline for them
+//!   ([`ServeOptions`]).
 //! - `error`: [`ApiError`] (the JSON error body) and [`UpgradeRefused`].
 
 mod admin;
+mod admin_access;
 #[cfg(feature = "tungstenite")]
 mod client;
 mod client_addr;
@@ -85,18 +91,21 @@ mod engine;
 mod error;
 mod handshake;
 mod ready;
+mod serve;
 mod upgrade;
 
-pub use admin::{admin, admin_router, health, health_router, stats};
+pub use admin::{admin, admin_router, health, health_router, public_health, stats};
+pub use admin_access::{admin_guard, AdminConfig, AllowedHost};
 #[cfg(feature = "tungstenite")]
 pub use client::{connect, connect_with, ConnectError, Connected};
-pub use client_addr::{parse_net, TrustedProxies};
+pub use client_addr::{parse_net, ClientIpHeader, TrustedProxies};
 pub use closed::{closed, ClosedQuery};
 pub use engine::{Engine, SocketConfig, UnknownEngine};
 pub use error::{ApiError, UpgradeRefused};
 pub use ready::{ready, ready_router};
+pub use serve::{serve, LocalAddr, Serve, ServeOptions};
 pub use upgrade::{upgrade_required, Tracking, WebSocketUpgrade};
-pub use wscope_core::wire::Health;
+pub use wscope_core::wire::{Health, PublicHealth};
 pub use wscope_core::{self as core, shutdown_signal, Registry, TrackedSocket};
 
 /// The README's examples, compiled as doctests so that they cannot drift from the API.

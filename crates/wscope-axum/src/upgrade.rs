@@ -14,12 +14,12 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use hyper_util::rt::TokioIo;
-use wscope_core::{ConnectionMeta, Registry, TrackedSocket};
+use wscope_core::{ConnectionMeta, Refusal, Registry, TrackedSocket};
 
 use crate::client_addr::TrustedProxies;
 use crate::engine::{Engine, SocketConfig};
 use crate::error::{ApiError, UpgradeRefused};
-use crate::handshake::Handshake;
+use crate::handshake::{Attempt, Handshake};
 
 /// Where accepted sockets are tracked and how they are accepted. Attach it to a router with
 /// [`Tracking::layer`] (after the routes it should cover, as with any axum layer).
@@ -28,7 +28,7 @@ use crate::handshake::Handshake;
 pub struct Tracking {
     /// The registry sockets are registered in.
     pub registry: Registry,
-    /// Peers whose forwarding headers are believed.
+    /// Peers whose forwarding header (the one [`TrustedProxies::header`] names) is believed.
     pub trusted_proxies: TrustedProxies,
     /// Engine settings.
     pub socket: SocketConfig,
@@ -87,7 +87,7 @@ impl Tracking {
 /// [`on_upgrade`]: WebSocketUpgrade::on_upgrade
 #[derive(Debug)]
 pub struct WebSocketUpgrade {
-    handshake: Option<Handshake>,
+    handshake: Attempt,
     meta: ConnectionMeta,
     tracking: Tracking,
     /// Whether the tracking came from the route (a layer or [`WebSocketUpgrade::registry`]).
@@ -149,9 +149,10 @@ fn warn_once(flag: &AtomicBool, message: &str) {
 }
 
 impl WebSocketUpgrade {
-    /// Whether the request asks for a WebSocket upgrade.
+    /// Whether the request asks for a WebSocket upgrade (a valid one, or one that
+    /// [`on_upgrade`](Self::on_upgrade) will refuse with 400 as an invalid handshake).
     pub fn is_upgrade_request(&self) -> bool {
-        self.handshake.is_some()
+        !matches!(self.handshake, Attempt::NotUpgrade)
     }
 
     /// Tracks this socket in `registry` instead of the router's (or the global) one.
@@ -179,7 +180,10 @@ impl WebSocketUpgrade {
 
     /// The subprotocol that will be agreed, if any.
     pub fn selected_protocol(&self) -> Option<String> {
-        self.handshake.as_ref()?.choose_protocol(&self.protocols)
+        match &self.handshake {
+            Attempt::Valid(handshake) => handshake.choose_protocol(&self.protocols),
+            _ => None,
+        }
     }
 
     /// The WebSocket engine for this socket.
@@ -223,14 +227,22 @@ impl WebSocketUpgrade {
     }
 
     /// Accepts the upgrade and runs `handler` with the tracked socket. A plain request gets 426
-    /// "Upgrade required"; a refused one the refusal's status (503 while shutting down).
+    /// "Upgrade required"; an invalid handshake (a `Sec-WebSocket-Key` that is not 16 bytes in
+    /// base64, HTTP/1.0) 400, counted as `invalidHandshake`; a refused one the refusal's status
+    /// (503 while shutting down).
     pub fn on_upgrade<F, Fut>(self, handler: F) -> Response
     where
         F: FnOnce(TrackedSocket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let Some(handshake) = self.handshake else {
-            return upgrade_required();
+        let handshake = match self.handshake {
+            Attempt::Valid(handshake) => handshake,
+            Attempt::NotUpgrade => return upgrade_required(),
+            Attempt::Invalid(why) => {
+                let refusal = Refusal::InvalidHandshake(why);
+                self.tracking.registry.record_refusal(&refusal, &self.meta);
+                return UpgradeRefused(refusal).into_response();
+            }
         };
         if !self.explicit {
             warn_once(

@@ -7,16 +7,21 @@ mod common;
 use std::net::IpAddr;
 
 use common::*;
-use wscope_axum::TrustedProxies;
+use wscope_axum::{ClientIpHeader, TrustedProxies};
 use wscope_core::Registry;
 
 engine_tests!(
     without_forwarding_headers_the_peer_is_recorded,
     a_trusted_peer_forwarding_headers_are_honoured,
+    the_client_ip_header_is_the_one_read_and_none_other,
+    an_ipv4_mapped_trusted_network_is_trusted_as_ipv4,
     an_untrusted_peer_cannot_spoof_its_address,
     only_the_listed_proxies_are_trusted,
     the_user_agent_is_recorded_and_bounded,
 );
+
+/// Request headers.
+type Headers<'a> = &'a [(&'a str, &'a str)];
 
 /// Connects with `headers`, returns the address the registry recorded, and disconnects.
 async fn recorded_addr(server: &TestServer, headers: &[(&str, &str)]) -> Option<String> {
@@ -57,32 +62,25 @@ async fn without_forwarding_headers_the_peer_is_recorded() {
 async fn a_trusted_peer_forwarding_headers_are_honoured() {
     // The default Tracking trusts loopback, and the test client is on loopback.
     let server = TestServer::echo(test_registry()).await;
-    let cases: [(&[(&str, &str)], &str); 7] = [
+    let cases: [(&[(&str, &str)], &str); 5] = [
         (&[("X-Forwarded-For", "203.0.113.7")], "203.0.113.7"),
         // The chain is walked from the right, skipping trusted hops.
         (
             &[("X-Forwarded-For", "198.51.100.1, 203.0.113.8, 127.0.0.1")],
             "203.0.113.8",
         ),
-        (
-            &[("Forwarded", "for=\"[2001:db8:cafe::17]:4711\";proto=https")],
-            "2001:db8:cafe::17",
-        ),
-        (
-            &[("Forwarded", "for=192.0.2.60;proto=http;by=203.0.113.43")],
-            "192.0.2.60",
-        ),
-        // Forwarded wins over X-Forwarded-For.
+        // Only X-Forwarded-For is read by default: a client's own Forwarded is not believed.
         (
             &[
                 ("X-Forwarded-For", "198.51.100.9"),
-                ("Forwarded", "for=192.0.2.61"),
+                ("Forwarded", "for=6.6.6.6"),
             ],
-            "192.0.2.61",
+            "198.51.100.9",
         ),
-        (&[("X-Real-IP", "198.51.100.23")], "198.51.100.23"),
-        // An obfuscated or unparsable hop falls back to the peer.
+        // An obfuscated or unparsable hop ends the walk at the last trusted hop (the peer).
         (&[("X-Forwarded-For", "unknown")], "127.0.0.1"),
+        // ... and is never passed to believe what the client wrote left of it.
+        (&[("X-Forwarded-For", "6.6.6.6, _hidden")], "127.0.0.1"),
     ];
     for (headers, expected) in cases {
         assert_eq!(
@@ -91,6 +89,62 @@ async fn a_trusted_peer_forwarding_headers_are_honoured() {
             "headers {headers:?}"
         );
     }
+    server.shutdown().await;
+}
+
+async fn the_client_ip_header_is_the_one_read_and_none_other() {
+    let spoofed: &[(&str, &str)] = &[
+        ("Forwarded", "for=6.6.6.6"),
+        ("X-Forwarded-For", "198.51.100.7"),
+        ("X-Real-IP", "6.6.6.7"),
+    ];
+    let cases: [(ClientIpHeader, Headers, &str); 6] = [
+        (ClientIpHeader::XForwardedFor, spoofed, "198.51.100.7"),
+        (ClientIpHeader::Forwarded, spoofed, "6.6.6.6"),
+        (ClientIpHeader::XRealIp, spoofed, "6.6.6.7"),
+        (
+            ClientIpHeader::Forwarded,
+            &[("Forwarded", "for=\"[2001:db8:cafe::17]:4711\";proto=https")],
+            "2001:db8:cafe::17",
+        ),
+        // The chosen header is absent: the peer, never another header's word.
+        (
+            ClientIpHeader::Forwarded,
+            &[("X-Forwarded-For", "6.6.6.6")],
+            "127.0.0.1",
+        ),
+        (
+            ClientIpHeader::XRealIp,
+            &[("Forwarded", "for=6.6.6.6"), ("X-Forwarded-For", "6.6.6.6")],
+            "127.0.0.1",
+        ),
+    ];
+    for (header, headers, expected) in cases {
+        let reg = test_registry();
+        let proxies = TrustedProxies::default().header(header);
+        let app = tracked(echo_routes(), tracking(&reg).trusted_proxies(proxies));
+        let server = TestServer::start(reg, app).await;
+        assert_eq!(
+            recorded_addr(&server, headers).await.as_deref(),
+            Some(expected),
+            "{header}: headers {headers:?}"
+        );
+        server.shutdown().await;
+    }
+}
+
+async fn an_ipv4_mapped_trusted_network_is_trusted_as_ipv4() {
+    // The test client is 127.0.0.1; trusting it written as an IPv4-mapped network works.
+    let reg = test_registry();
+    let proxies: TrustedProxies = "::ffff:127.0.0.0/104".parse().unwrap();
+    let app = tracked(echo_routes(), tracking(&reg).trusted_proxies(proxies));
+    let server = TestServer::start(reg, app).await;
+    assert_eq!(
+        recorded_addr(&server, &[("X-Forwarded-For", "203.0.113.7")])
+            .await
+            .as_deref(),
+        Some("203.0.113.7")
+    );
     server.shutdown().await;
 }
 

@@ -18,6 +18,7 @@ engine_tests!(
     is_upgrade_request_lets_one_handler_serve_both,
     the_router_layer_and_an_explicit_registry_pick_where_sockets_land,
     a_shut_down_registry_refuses_upgrades_with_503,
+    malformed_handshakes_get_400_and_are_counted,
     builder_methods_set_the_limits_of_one_route,
 );
 
@@ -159,5 +160,110 @@ async fn builder_methods_set_the_limits_of_one_route() {
     echo_roundtrip(&mut big, "still open").await;
     close_client(big).await;
     wait_count(&reg, 0).await;
+    server.shutdown().await;
+}
+
+/// The upgrade headers with `name` set to `value` (or left out, with `None`).
+fn upgrade_headers_with(
+    name: &str,
+    value: Option<&'static str>,
+) -> Vec<(&'static str, &'static str)> {
+    let mut headers: Vec<_> = UPGRADE_HEADERS
+        .iter()
+        .copied()
+        .filter(|(n, _)| !n.eq_ignore_ascii_case(name))
+        .collect();
+    if let Some(value) = value {
+        let name = UPGRADE_HEADERS
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map_or("Sec-WebSocket-Key", |(n, _)| *n);
+        headers.push((name, value));
+    }
+    headers
+}
+
+async fn malformed_handshakes_get_400_and_are_counted() {
+    let server = TestServer::echo(test_registry()).await;
+    let key = "Sec-WebSocket-Key";
+    let cases: [(Vec<(&str, &str)>, &str); 5] = [
+        (upgrade_headers_with(key, None), "missing Sec-WebSocket-Key"),
+        // 15 and 17 bytes, no padding, not base64.
+        (
+            upgrade_headers_with(key, Some("dGhlIHNhbXBsZSBub25j")),
+            "not 16 bytes",
+        ),
+        (
+            upgrade_headers_with(key, Some("dGhlIHNhbXBsZSBub25jZSE=")),
+            "not 16 bytes",
+        ),
+        (
+            upgrade_headers_with(key, Some("dGhlIHNhbXBsZSBub25jZQ")),
+            "not 16 bytes",
+        ),
+        (
+            upgrade_headers_with(key, Some("!!!!!!!!!!!!!!!!!!!!!!==")),
+            "not 16 bytes",
+        ),
+    ];
+    for (headers, why) in &cases {
+        let response = http(server.addr, "GET", "/ws", headers, None).await;
+        assert_eq!(response.status, 400, "{headers:?}: {}", response.text());
+        let body: wscope_core::wire::ErrorBody = response.parse();
+        assert!(
+            body.error.starts_with("invalid handshake: "),
+            "{}",
+            body.error
+        );
+        assert!(body.error.contains(why), "{headers:?}: {}", body.error);
+    }
+    // Two keys.
+    let mut two = UPGRADE_HEADERS.to_vec();
+    two.push(("Sec-WebSocket-Key", "AAAAAAAAAAAAAAAAAAAAAA=="));
+    let response = http(server.addr, "GET", "/ws", &two, None).await;
+    assert_eq!(response.status, 400, "{}", response.text());
+
+    // HTTP/1.0 cannot upgrade.
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut request = format!("GET /ws HTTP/1.0\r\nHost: {}\r\n", server.addr);
+    for (name, value) in UPGRADE_HEADERS {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, request.as_bytes())
+        .await
+        .unwrap();
+    let response = tokio::time::timeout(WAIT, wscope_testkit::read_response(&mut tcp))
+        .await
+        .unwrap();
+    assert_eq!(response.status, 400, "{}", response.text());
+    assert!(
+        response.text().contains("HTTP/1.1 is required"),
+        "{}",
+        response.text()
+    );
+
+    // Another version than 13 is told which one to use (426), as RFC 6455 §4.4 asks.
+    let response = http(
+        server.addr,
+        "GET",
+        "/ws",
+        &upgrade_headers_with("Sec-WebSocket-Version", Some("12")),
+        None,
+    )
+    .await;
+    assert_eq!(response.status, 426);
+    assert_eq!(response.header("sec-websocket-version"), Some("13"));
+
+    let s = server.registry.snapshot();
+    assert_eq!(
+        s.refused.get(wscope_core::RefusalKind::InvalidHandshake),
+        cases.len() as u64 + 2
+    );
+    assert_eq!(s.total_connections_ever, 0);
+    // A well-formed handshake is still served.
+    let mut ws = server.connect("/ws").await;
+    echo_roundtrip(&mut ws, "still fine").await;
+    close_client(ws).await;
     server.shutdown().await;
 }

@@ -83,7 +83,13 @@ async fn every(
     shared: Weak<Shared>,
     tick: impl Fn(&Shared),
 ) {
-    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    // A period too long to add to the clock (`Duration::MAX`) would panic this task; such a
+    // tick never comes, so wait for the stop alone.
+    let Some(first) = tokio::time::Instant::now().checked_add(period) else {
+        stop.cancelled().await;
+        return;
+    };
+    let mut interval = tokio::time::interval_at(first, period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -93,6 +99,28 @@ async fn every(
         match shared.upgrade() {
             Some(shared) => tick(&shared),
             None => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_period_too_long_for_the_clock_never_ticks_and_does_not_panic() {
+        for period in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(every(period, stop.clone(), Weak::new(), |_| {
+                panic!("ticked")
+            }));
+            tokio::task::yield_now().await;
+            stop.cancel();
+            let ended = tokio::time::timeout(Duration::from_secs(5), task).await;
+            assert!(
+                ended.expect("stops when told").is_ok(),
+                "the task panicked for {period:?}"
+            );
         }
     }
 }

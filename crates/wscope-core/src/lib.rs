@@ -109,7 +109,7 @@ pub use message::{InvalidUtf8, Message, Utf8Bytes};
 pub use observer::{ClosedEvent, Counts, Observer, OpenedEvent, RefusedEvent};
 pub use outbox::SendError;
 pub use registry::{Broadcast, Registry, RegistryConfig};
-pub use shutdown::{shutdown_signal, ShutdownReport};
+pub use shutdown::{shutdown_signal, ShutdownReport, StopSignal, StopSignals};
 pub use snapshot::{
     ClosedBy, ClosedConnection, ConnectionInfo, RefusalCounts, Snapshot, StateCounts,
 };

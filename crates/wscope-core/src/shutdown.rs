@@ -38,7 +38,9 @@ impl Registry {
             // Run the drain in its own task, so it completes even if this caller is cancelled.
             let shared = shared.clone();
             tokio::spawn(async move {
+                let unfinished = Unfinished::new(&shared);
                 let report = shared.drain().await;
+                unfinished.finished();
                 shared.shutdown_done.send_replace(Some(report));
             });
         }
@@ -50,6 +52,43 @@ impl Registry {
                 return ShutdownReport::default();
             }
         }
+    }
+}
+
+/// Publishes a report if the drain never finishes — it panicked (an observer, a log write) or its
+/// task was dropped with the runtime — so that callers of [`Registry::shutdown`] do not wait for
+/// ever: whatever is still tracked counts as dropped, and every connection task is told to stop.
+/// It only cancels and sends, so it cannot panic again while unwinding.
+struct Unfinished {
+    shared: Option<Arc<Shared>>,
+    connections: u64,
+}
+
+impl Unfinished {
+    fn new(shared: &Arc<Shared>) -> Self {
+        Self {
+            shared: Some(shared.clone()),
+            connections: shared.aggregates.current.load(Ordering::Acquire),
+        }
+    }
+
+    fn finished(mut self) {
+        self.shared = None;
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        let Some(shared) = self.shared.take() else {
+            return;
+        };
+        shared.root.cancel();
+        shared.tracker.close();
+        let report = ShutdownReport {
+            connections: self.connections,
+            dropped: shared.aggregates.current.load(Ordering::Acquire),
+        };
+        shared.shutdown_done.send_replace(Some(report));
     }
 }
 
@@ -160,26 +199,145 @@ impl Shared {
 /// registry.shutdown().await; // 1001 to every client, after flushing their queues
 /// # Ok(()) }
 /// ```
-#[cfg(unix)]
+///
+/// The handlers stay installed afterwards, so a second signal no longer kills the process; use
+/// [`StopSignals`] to act on it.
 pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static>
 {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
+    let mut signals = StopSignals::install()?;
     Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
-            _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
-        }
+        let signal = signals.recv().await;
+        tracing::info!("{signal}: shutting down");
     })
 }
 
-/// Ctrl-C, where there are no Unix signals.
-#[cfg(not(unix))]
-pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static>
-{
-    Ok(async {
+/// A signal that asks the process to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopSignal {
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+    /// SIGTERM.
+    Terminate,
+}
+
+impl StopSignal {
+    /// The status a process killed by this signal exits with, as shells report it: 128 + the
+    /// signal's number (130 for SIGINT, 143 for SIGTERM).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::Interrupt => 130,
+            Self::Terminate => 143,
+        }
+    }
+}
+
+impl std::fmt::Display for StopSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Interrupt => "SIGINT",
+            Self::Terminate => "SIGTERM",
+        })
+    }
+}
+
+/// SIGINT and SIGTERM, handled from [`StopSignals::install`] on; each [`StopSignals::recv`] waits
+/// for the next one. A server drains on the first and can exit at once on the second:
+///
+/// ```no_run
+/// # async fn demo(registry: wscope_core::Registry) -> std::io::Result<()> {
+/// let mut signals = wscope_core::StopSignals::install()?;
+/// signals.recv().await;
+/// tokio::spawn(async move {
+///     let again = signals.recv().await;
+///     std::process::exit(again.exit_code().into()); // the operator does not want to wait
+/// });
+/// registry.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct StopSignals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Installs the handlers now (a signal from here on is not lost).
+    #[cfg(unix)]
+    pub fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Ctrl-C, where there are no Unix signals.
+    #[cfg(not(unix))]
+    pub fn install() -> std::io::Result<Self> {
+        Ok(Self {})
+    }
+
+    /// The next signal.
+    #[cfg(unix)]
+    pub async fn recv(&mut self) -> StopSignal {
+        tokio::select! {
+            _ = self.interrupt.recv() => StopSignal::Interrupt,
+            _ = self.terminate.recv() => StopSignal::Terminate,
+        }
+    }
+
+    /// The next Ctrl-C.
+    #[cfg(not(unix))]
+    pub async fn recv(&mut self) -> StopSignal {
         let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("Ctrl-C: shutting down");
-    })
+        StopSignal::Interrupt
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+    use tracing_subscriber::Layer;
+
+    /// A layer that panics on the drain's first log line, as the fmt layer did on a closed stderr.
+    struct PanicInDrain;
+
+    impl<S: tracing::Subscriber> Layer<S> for PanicInDrain {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            if event.metadata().target() == "wscope_core::shutdown" {
+                panic!("cannot write the log line");
+            }
+        }
+    }
+
+    // On a current-thread runtime the drain task runs on this thread, under this subscriber.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_drain_that_panics_still_publishes_its_report() {
+        let subscriber = tracing_subscriber::registry().with(PanicInDrain);
+        let _default = tracing::subscriber::set_default(subscriber);
+        let registry = Registry::with_config(
+            crate::RegistryConfig::default()
+                .stats_interval(Duration::ZERO)
+                .cleanup_interval(Duration::ZERO),
+        );
+        let report = tokio::time::timeout(Duration::from_secs(5), registry.shutdown())
+            .await
+            .expect("the report arrives although the drain panicked");
+        assert_eq!(report, ShutdownReport::default());
+        // Later callers get the same report, at once.
+        assert_eq!(registry.shutdown().await, report);
+        assert!(registry.is_shut_down());
+    }
+
+    #[test]
+    fn exit_codes_are_128_plus_the_signal() {
+        assert_eq!(StopSignal::Interrupt.exit_code(), 130);
+        assert_eq!(StopSignal::Terminate.exit_code(), 143);
+        assert_eq!(StopSignal::Terminate.to_string(), "SIGTERM");
+    }
 }

@@ -68,6 +68,46 @@ impl Health {
     }
 }
 
+/// The public `GET /health` (the main listener's): the reference's fields only. It leaves out
+/// the instance id, which defaults to the host name, and the shutdown flag, which `status`
+/// already tells; the admin listener answers the full [`Health`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PublicHealth {
+    /// Whether the instance takes new connections.
+    pub status: HealthStatus,
+    /// Connections tracked now.
+    pub active_connections: u64,
+    /// Mean connection age in whole seconds (rounded).
+    pub average_age: u64,
+    /// Seconds since the registry started.
+    pub uptime: f64,
+}
+
+impl From<Health> for PublicHealth {
+    fn from(h: Health) -> Self {
+        Self {
+            status: h.status,
+            active_connections: h.active_connections,
+            average_age: h.average_age,
+            uptime: h.uptime,
+        }
+    }
+}
+
+impl PublicHealth {
+    /// The public health answer for a registry's summary.
+    pub fn from_summary(s: &Snapshot) -> Self {
+        Health::from_summary(s).into()
+    }
+
+    /// Whether this answer is a 200 (else 503).
+    pub fn is_healthy(&self) -> bool {
+        self.status == HealthStatus::Healthy
+    }
+}
+
 /// A `POST /api/admin` body: `{"action": "...", ...}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -549,5 +589,34 @@ mod tests {
         assert!(json.contains(r#""status":"shutting_down""#), "{json}");
         assert!(json.contains(r#""activeConnections":3"#), "{json}");
         assert_eq!(serde_json::from_str::<Health>(&json).unwrap(), h);
+    }
+
+    #[test]
+    fn public_health_has_the_reference_fields_only() {
+        let h = Health {
+            status: HealthStatus::Healthy,
+            active_connections: 3,
+            average_age: 2,
+            uptime: 31.4,
+            instance_id: "secret-host".into(),
+            shut_down: false,
+        };
+        let public = PublicHealth::from(h);
+        let json = serde_json::to_value(&public).unwrap();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["activeConnections", "averageAge", "status", "uptime"]
+        );
+        assert_eq!(
+            serde_json::from_value::<PublicHealth>(json).unwrap(),
+            public
+        );
     }
 }

@@ -92,6 +92,25 @@ pub async fn http_post(addr: SocketAddr, path: &str, body: &str) -> HttpResponse
     http(addr, "POST", path, &[("Connection", "close")], Some(body)).await
 }
 
+/// Writes `bytes` exactly as given (malformed, oversized or partial requests) and returns all
+/// the server sends back until it closes the connection, as text. A write cut short and a reset
+/// after the answer are not errors: a server may hang up with part of the request unread.
+pub async fn send_raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let _ = tcp.write_all(bytes).await;
+    let mut answer = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = tcp.read(&mut chunk).await {
+            answer.extend_from_slice(&chunk[..n]);
+        }
+    };
+    timeout(WAIT, read)
+        .await
+        .expect("the server answers and closes in time");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// Reads one response from `tcp` (after a request the caller wrote).
 pub async fn read_response(tcp: &mut TcpStream) -> HttpResponse {
     let mut buf = Vec::new();

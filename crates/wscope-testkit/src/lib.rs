@@ -4,7 +4,8 @@
 //! here panics on failure, as test helpers do; loops are bounded by [`WAIT`].
 //!
 //! # Layout
-//! - `http`: [`http()`], [`http_get`], [`http_post`] and the [`HttpResponse`] they read.
+//! - `http`: [`http()`], [`http_get`], [`http_post`] and the [`HttpResponse`] they read;
+//!   [`send_raw`] for requests no client would send.
 //! - `raw`: a raw WebSocket client ([`raw::Raw`]) for hand-built handshakes and frames.
 //! - `lib.rs`: [`WAIT`] and [`wait_until`].
 
@@ -15,7 +16,7 @@ pub mod raw;
 
 use std::time::Duration;
 
-pub use http::{http, http_get, http_post, read_response, HttpResponse};
+pub use http::{http, http_get, http_post, read_response, send_raw, HttpResponse};
 
 /// The longest any single wait in a test may take.
 pub const WAIT: Duration = Duration::from_secs(5);

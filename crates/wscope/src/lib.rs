@@ -7,6 +7,7 @@
 //!   says how each kind of value is read, `flag.rs` and `file.rs` the two sides, `error.rs` what
 //!   a bad value reports.
 //! - `listener`: TCP listeners with a large accept backlog.
+//! - `logging`: the log lines on stderr: write failures ignored, client text escaped.
 //! - `serve`: the server — echo, chat, health, the admin listener and the graceful drain.
 //!
 //! `wscope bench` is the `wscope-bench` crate; the connection machinery is `wscope-core` and
@@ -14,4 +15,5 @@
 
 pub mod config;
 pub mod listener;
+pub mod logging;
 pub mod serve;

@@ -3,11 +3,13 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
+use std::io::Write as _;
 
-use wscope::config::{ConfigError, LogFormat, ServeArgs, ServeConfig};
-use wscope::serve;
+use clap::{Parser, Subcommand};
+use wscope_core::StopSignals;
+
+use wscope::config::{ConfigError, ServeArgs, ServeConfig};
+use wscope::{logging, serve};
 
 /// See, steer and load-test WebSocket connections.
 #[derive(Parser, Debug)]
@@ -37,7 +39,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            let _ = writeln!(std::io::stderr(), "error: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -50,7 +52,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Not eprintln!: it panics when stderr is closed, and the status must still be 2 or 1.
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             // A bad setting exits as a bad flag does (clap's status); anything else with 1.
             if e.is::<ConfigError>() {
                 ExitCode::from(2)
@@ -77,7 +80,7 @@ fn clap_exit(e: clap::Error) -> ExitCode {
                 .lines()
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("error: invalid arguments");
-            eprintln!("{line}");
+            let _ = writeln!(std::io::stderr(), "{line}");
             ExitCode::from(2)
         }
     }
@@ -85,22 +88,21 @@ fn clap_exit(e: clap::Error) -> ExitCode {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = ServeConfig::resolve(args)?;
-    init_logging(cfg.log_format);
-    let signal =
-        serve::shutdown_signal().map_err(|e| anyhow::anyhow!("cannot handle signals: {e}"))?;
+    logging::init(cfg.log_format);
+    let mut signals =
+        StopSignals::install().map_err(|e| anyhow::anyhow!("cannot handle signals: {e}"))?;
     let server = serve::Server::bind(&cfg)?;
+    // The first SIGINT/SIGTERM drains; a second exits at once with 130/143, as if the signal had
+    // killed the process, for an operator who will not wait for the drain deadline.
+    let signal = async move {
+        let first = signals.recv().await;
+        tracing::info!("{first}: shutting down (send it again to exit at once)");
+        tokio::spawn(async move {
+            let second = signals.recv().await;
+            tracing::warn!("{second} again: exiting without waiting for the drain");
+            std::process::exit(second.exit_code().into());
+        });
+    };
     server.run(signal).await?;
     Ok(())
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
 }

@@ -7,11 +7,10 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use axum::response::Response;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use wscope_axum::{
-    admin_router, health_router, ready_router, SocketConfig, Tracking, TrustedProxies,
+    admin_router, health_router, ready_router, AdminConfig, ServeOptions, SocketConfig, Tracking,
     WebSocketUpgrade,
 };
 use wscope_core::{Registry, ShutdownReport};
@@ -30,6 +29,10 @@ pub struct Server {
     tracking: Tracking,
     main: TcpListener,
     admin: TcpListener,
+    /// The admin API's token and allowed hosts and origins.
+    admin_config: AdminConfig,
+    /// The request-head bound and deadline of both listeners.
+    serve_options: ServeOptions,
 }
 
 impl Server {
@@ -41,7 +44,7 @@ impl Server {
             .with_context(|| format!("--admin-listen {}", cfg.admin_listen))?;
         let registry = Registry::with_config(cfg.registry_config());
         let tracking = Tracking::new(registry.clone())
-            .trusted_proxies(TrustedProxies::new(cfg.trusted_proxies.iter().copied()))
+            .trusted_proxies(cfg.proxies())
             .socket_config(
                 SocketConfig::default()
                     .engine(cfg.engine)
@@ -57,6 +60,8 @@ impl Server {
             tracking,
             main,
             admin,
+            admin_config: cfg.admin_config(),
+            serve_options: cfg.serve_options(),
         })
     }
 
@@ -75,25 +80,18 @@ impl Server {
         let (main_addr, admin_addr) = self.local_addrs()?;
         self.registry.start_background_tasks();
         let app = app(self.registry.clone(), self.tracking);
-        let admin = admin_router(self.registry.clone());
+        let admin = admin_router(self.registry.clone()).layer(self.admin_config.layer());
         tracing::info!(main = %main_addr, admin = %admin_addr, instance = self.registry.instance_id(), "listening");
 
         let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        let main_server = axum::serve(
-            self.main.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            }),
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stopped(http_stopped.clone()));
-        let admin_server = axum::serve(
-            self.admin,
-            admin.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stopped(http_stopped));
+        // wscope_axum::serve, not axum::serve: it bounds request heads and times them out.
+        let main_server = wscope_axum::serve(self.main, app, self.serve_options.clone())
+            .with_graceful_shutdown(stopped(http_stopped.clone()));
+        let admin_server = wscope_axum::serve(self.admin, admin, self.serve_options)
+            .with_graceful_shutdown(stopped(http_stopped));
         let main_task = tokio::spawn(async move { main_server.await });
         let admin_task = tokio::spawn(async move { admin_server.await });
 

@@ -14,9 +14,10 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use wscope_core::wire::{
-    AdminRequest, BanAnswer, CloseAllAnswer, ErrorBody, Health, HealthStatus, UnbanAnswer,
+    AdminRequest, BanAnswer, CloseAllAnswer, ErrorBody, Health, HealthStatus, PublicHealth,
+    UnbanAnswer,
 };
-use wscope_testkit::{http_get, http_post};
+use wscope_testkit::{http_get, http_post, send_raw};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wscope");
 
@@ -31,6 +32,10 @@ struct Served {
 
 impl Served {
     fn start(extra: &[&str]) -> Self {
+        Self::start_with_env(extra, &[])
+    }
+
+    fn start_with_env(extra: &[&str], envs: &[(&str, &str)]) -> Self {
         let mut child = Command::new(BIN)
             .args([
                 "serve",
@@ -41,6 +46,7 @@ impl Served {
             ])
             .args(extra)
             .env_remove("INSTANCE_ID")
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -253,12 +259,16 @@ async fn chat_fans_out_to_every_chat_connection_only() {
 #[tokio::test]
 async fn main_listener_health_and_426() {
     let served = Served::start(&["--instance-id", "hc-1"]);
+    // The public health: the reference's fields, no instance id (by default the host name).
     let response = http_get(served.main, "/health").await;
     assert_eq!(response.status, 200);
-    let h: Health = response.parse();
+    let h: PublicHealth = response.parse();
     assert_eq!(h.status, HealthStatus::Healthy);
-    assert_eq!(h.instance_id, "hc-1");
     assert_eq!(h.active_connections, 0);
+    assert!(!response.text().contains("hc-1"), "{}", response.text());
+    // The admin listener's tells all.
+    let h: Health = http_get(served.admin, "/health").await.parse();
+    assert_eq!(h.instance_id, "hc-1");
     assert!(!h.shut_down);
     let response = http_get(served.main, "/ws").await;
     assert_eq!(response.status, 426);
@@ -463,14 +473,14 @@ impl Drop for TomlFile {
 /// settings are checked before anything binds, so a process still running after a while took
 /// them: it is killed and the test fails instead of hanging.
 fn refused(args: &[&str], envs: &[(&str, &str)]) -> (i32, Vec<String>) {
+    let listeners = ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
+    refused_as_given(&[&listeners, args].concat(), envs)
+}
+
+/// [`refused`] with exactly `args` after `serve`.
+fn refused_as_given(args: &[&str], envs: &[(&str, &str)]) -> (i32, Vec<String>) {
     let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
+        .arg("serve")
         .args(args)
         .env_remove("INSTANCE_ID")
         .envs(envs.iter().copied())
@@ -903,4 +913,301 @@ async fn admin_ban_and_unban_through_the_binary() {
     let mut ws = connect_with(&served, &[]).await;
     ws.send(Message::text("back")).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("back"));
+}
+
+// ---- The HTTP edge: request heads, handshakes, the admin API's guard, hostile settings, and a
+// ---- shutdown that neither hangs nor waits when told twice.
+
+/// An upgrade request for `/ws` with one extra header of `padding` bytes.
+fn upgrade_with_padding(addr: SocketAddr, padding: usize) -> Vec<u8> {
+    format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nX-Padding: {}\r\n\r\n",
+        "p".repeat(padding)
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn oversized_and_slow_heads_are_cut_off_and_clients_are_still_served() {
+    let served = Served::start(&["--handshake-timeout", "1s"]);
+    // 64 KiB of headers: 431 (the default bound is 16 KiB), on either listener.
+    for addr in [served.main, served.admin] {
+        let answer = send_raw(addr, &upgrade_with_padding(addr, 64 << 10)).await;
+        assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    }
+
+    // A byte-a-tick slowloris: dropped at the deadline, long before its head is complete.
+    let (mut reader, mut writer) = tokio::net::TcpStream::connect(served.main)
+        .await
+        .unwrap()
+        .into_split();
+    let closed = tokio::spawn(async move {
+        let mut chunk = [0u8; 256];
+        while let Ok(1..) = reader.read(&mut chunk).await {}
+    });
+    let head = upgrade_with_padding(served.main, 100);
+    let mut sent = 0;
+    for byte in &head {
+        if closed.is_finished() || writer.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(sent < head.len(), "the slow head was let through");
+    tokio::time::timeout(Duration::from_secs(5), closed)
+        .await
+        .expect("closed by the server")
+        .unwrap();
+
+    // A real client still connects, and its address still comes from the TCP peer.
+    let (mut ws, _) = tokio_tungstenite::connect_async(served.url("/ws"))
+        .await
+        .unwrap();
+    ws.send(Message::text("hi")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hi"));
+    let s = stats(served.admin).await;
+    assert_eq!(s["totalConnectionsEver"], 1, "{s}");
+    assert_eq!(s["connections"][0]["remoteAddress"], "127.0.0.1");
+}
+
+#[tokio::test]
+async fn malformed_handshakes_get_400_and_are_counted() {
+    let served = Served::start(&[]);
+    let addr = served.main;
+    let with_key = |key: &str| {
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{key}Sec-WebSocket-Version: 13\r\nConnection: close\r\n\r\n"
+        )
+    };
+    let requests = [
+        with_key(""),
+        with_key("Sec-WebSocket-Key: c2hvcnQ=\r\n"),
+        with_key("Sec-WebSocket-Key: dGhpcyBrZXkgaXMgbXVjaCB0b28gbG9uZw==\r\n"),
+        format!(
+            "GET /ws HTTP/1.0\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ),
+    ];
+    for request in &requests {
+        let answer = send_raw(addr, request.as_bytes()).await;
+        assert!(answer.contains(" 400 "), "{request}: {answer}");
+        assert!(
+            answer.contains(r#"{"error":"invalid handshake: "#),
+            "{answer}"
+        );
+    }
+    let s = stats(served.admin).await;
+    assert_eq!(s["refused"]["invalidHandshake"], requests.len(), "{s}");
+    assert_eq!(s["totalConnectionsEver"], 0);
+}
+
+#[tokio::test]
+async fn the_admin_listener_wants_its_token_and_refuses_forged_requests() {
+    let token = TomlFile::new("admin-token", "  s3cr3t-t0ken\n");
+    let served = Served::start(&["--admin-token-file", token.path()]);
+    let (mut ws, _) = tokio_tungstenite::connect_async(served.url("/ws"))
+        .await
+        .unwrap();
+    let host = served.admin.to_string();
+    let bearer = ("Authorization", "Bearer s3cr3t-t0ken");
+
+    let response = http_get(served.admin, "/api/stats").await;
+    assert_eq!(response.status, 401);
+    assert_eq!(response.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(
+        response.json(),
+        serde_json::json!({"error": "unauthorized"})
+    );
+    let response = wscope_testkit::http(served.admin, "GET", "/api/stats", &[bearer], None).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(http_get(served.admin, "/health").await.status, 200);
+
+    // A cross-site form post, token and all: refused, and nothing is closed.
+    let forged = format!(
+        "POST /api/admin HTTP/1.1\r\nHost: {host}\r\nOrigin: http://evil.example\r\nContent-Type: text/plain\r\nAuthorization: Bearer s3cr3t-t0ken\r\nContent-Length: 22\r\nConnection: close\r\n\r\n{{\"action\":\"close_all\"}}"
+    );
+    let answer = send_raw(served.admin, forged.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 403 "), "{answer}");
+    // DNS rebinding: the attacker's own name as Host.
+    let rebound = "GET /api/stats HTTP/1.1\r\nHost: evil.example\r\nAuthorization: Bearer s3cr3t-t0ken\r\nConnection: close\r\n\r\n";
+    let answer = send_raw(served.admin, rebound.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 421 "), "{answer}");
+
+    ws.send(Message::text("still open")).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::text("still open")
+    );
+}
+
+#[test]
+fn an_admin_listener_off_loopback_without_a_token_exits_2() {
+    let (code, lines) = refused_as_given(
+        &["--listen", "127.0.0.1:0", "--admin-listen", "0.0.0.0:0"],
+        &[],
+    );
+    assert_eq!(code, 2, "{lines:?}");
+    assert_eq!(
+        lines,
+        ["error: --admin-listen 0.0.0.0:0 is not a loopback address: set --admin-token or --admin-token-file, or listen on 127.0.0.1"]
+    );
+    let empty = TomlFile::new("empty-token", "\n");
+    let (code, lines) = refused(&["--admin-token-file", empty.path()], &[]);
+    assert_eq!(code, 2, "{lines:?}");
+    assert_eq!(
+        lines,
+        [format!(
+            "error: --admin-token-file {}: the file is empty",
+            empty.path()
+        )]
+    );
+}
+
+/// Environment variables to set.
+type Envs<'a> = &'a [(&'a str, &'a str)];
+
+#[test]
+fn hostile_settings_exit_2_with_one_line() {
+    let cases: [(&[&str], Envs, &str); 7] = [
+        (&["--stats-interval", "1e20"], &[], "--stats-interval"),
+        (
+            &["--cleanup-interval", "18446744073709551615"],
+            &[],
+            "--cleanup-interval",
+        ),
+        (&["--drain-timeout", "30d"], &[], "--drain-timeout"),
+        (&["--read-buffer-size", "100GiB"], &[], "--read-buffer-size"),
+        (&["--max-header-size", "100"], &[], "--max-header-size"),
+        (&["--handshake-timeout", "1d"], &[], "--handshake-timeout"),
+        (
+            &[],
+            &[("WSCOPE_STATS_INTERVAL", "1e20")],
+            "--stats-interval",
+        ),
+    ];
+    for (args, envs, flag) in cases {
+        let (code, lines) = refused(args, envs);
+        assert_eq!(code, 2, "{args:?} {envs:?}: {lines:?}");
+        assert_eq!(lines.len(), 1, "{args:?} {envs:?}: {lines:?}");
+        assert!(
+            lines[0].starts_with("error: ") && lines[0].contains(flag),
+            "{lines:?}"
+        );
+    }
+    // A settings file past 1 MiB is not read.
+    let big = TomlFile::new("big", &format!("#{}\n", "x".repeat(2 << 20)));
+    let (code, lines) = refused(&["--config", big.path()], &[]);
+    assert_eq!(code, 2, "{lines:?}");
+    assert_eq!(
+        lines,
+        [format!(
+            "error: --config {}: larger than 1048576 bytes",
+            big.path()
+        )]
+    );
+}
+
+#[tokio::test]
+async fn a_close_reason_cannot_forge_a_log_line() {
+    let mut served = Served::start_with_env(&[], &[("RUST_LOG", "info,wscope_core=debug")]);
+    let (mut ws, _) = tokio_tungstenite::connect_async(served.url("/ws"))
+        .await
+        .unwrap();
+    let reason = "bye\n[fake] line\r\u{1b}[31m\u{7}";
+    ws.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: CloseCode::Normal,
+        reason: reason.into(),
+    }))
+    .await
+    .unwrap();
+    while let Some(Ok(_)) = ws.next().await {}
+    let line = wait_line(&served.lines, "connection removed", Duration::from_secs(10));
+    assert!(
+        line.contains(r"bye\n[fake] line\r\u{1b}[31m\u{7}"),
+        "the reason is escaped: {line:?}"
+    );
+    served.signal("TERM");
+    served.wait_exit(Duration::from_secs(10));
+    let rest: Vec<String> = served.lines.try_iter().collect();
+    assert!(
+        rest.iter().all(|l| !l.starts_with("[fake]")),
+        "a forged line: {rest:?}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_with_stderr_closed_still_drains_and_exits() {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--drain-timeout", "2s"])
+        .env_remove("INSTANCE_ID")
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut listening = String::new();
+    while !listening.contains("listening") {
+        listening.clear();
+        assert!(
+            stderr.read_line(&mut listening).unwrap() > 0,
+            "no listening line"
+        );
+    }
+    let start = listening.find("main=").unwrap() + 5;
+    let main: SocketAddr = listening[start..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Nobody reads stderr any more: every log line from here on fails to be written.
+    drop(stderr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{main}/ws"))
+        .await
+        .unwrap();
+    ws.send(Message::text("x")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("x"));
+    let mut served = Served {
+        child,
+        main,
+        admin: main,
+        lines: mpsc::channel().1,
+    };
+    served.signal("TERM");
+    // The client is closed with 1001 and the process exits, well within the drain deadline.
+    match ws.next().await.unwrap().unwrap() {
+        Message::Close(Some(f)) => assert_eq!(u16::from(f.code), 1001),
+        other => panic!("expected a close, got {other:?}"),
+    }
+    while let Some(Ok(_)) = ws.next().await {}
+    let status = served.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once() {
+    for (sig, code) in [("TERM", 143), ("INT", 130)] {
+        let mut served = Served::start(&["--drain-timeout", "60s"]);
+        // A client that never answers the close: the drain would wait the full minute.
+        let _silent = raw_upgrade(served.main, "/ws").await;
+        served.signal(sig);
+        wait_line(&served.lines, "send it again", Duration::from_secs(10));
+        wait_line(
+            &served.lines,
+            "closing every connection",
+            Duration::from_secs(10),
+        );
+        served.signal(sig);
+        let status = served.wait_exit(Duration::from_secs(10));
+        assert_eq!(status.code(), Some(code), "{sig}: {status:?}");
+    }
 }

@@ -156,9 +156,15 @@ async fn serve(
 impl TestServer {
     /// Serves `app` (already layered as the test wants) and `admin_router(registry)`.
     pub async fn start(registry: Registry, app: Router) -> Self {
+        let admin = admin_router(registry.clone());
+        Self::start_with_admin(registry, app, admin).await
+    }
+
+    /// Serves `app` and `admin` (an admin router layered as the test wants).
+    pub async fn start_with_admin(registry: Registry, app: Router, admin: Router) -> Self {
         let (stop, stopped) = watch::channel(false);
         let (addr, main) = serve(app, stopped.clone()).await;
-        let (admin_addr, admin) = serve(admin_router(registry.clone()), stopped).await;
+        let (admin_addr, admin) = serve(admin, stopped).await;
         Self {
             registry,
             addr,

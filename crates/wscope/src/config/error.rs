@@ -30,4 +30,29 @@ pub enum ConfigError {
     /// `INSTANCE_ID` is set to something that cannot be an instance id.
     #[error("{env} (for --instance-id): {0}", env = INSTANCE_ID_ENV)]
     InstanceIdEnv(InvalidInstanceId),
+    /// The `--config` file is larger than any settings file needs to be.
+    #[error("--config {}: larger than {max} bytes", path.display())]
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The most bytes read.
+        max: u64,
+    },
+    /// The `--admin-token-file` cannot be read, or holds no usable token.
+    #[error("--admin-token-file {}: {why}", path.display())]
+    AdminTokenFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Both `--admin-token` and `--admin-token-file` are set.
+    #[error("--admin-token and --admin-token-file: set one, not both")]
+    TwoAdminTokens,
+    /// The admin listener would face the network with no token.
+    #[error("--admin-listen {addr} is not a loopback address: set --admin-token or --admin-token-file, or listen on 127.0.0.1")]
+    OpenAdmin {
+        /// The admin listener's address.
+        addr: std::net::SocketAddr,
+    },
 }

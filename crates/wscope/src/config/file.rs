@@ -9,11 +9,21 @@ use toml::de::DeTable;
 
 use super::{ConfigError, PartialConfig};
 
+/// The largest settings file read: a few dozen keys take a few KiB; anything near this is not
+/// a settings file (and `/dev/zero` must not be read for ever).
+pub(crate) const MAX_FILE_BYTES: u64 = 1 << 20;
+
 /// Reads the settings `path` sets; any bad key or value is an error naming it and its line.
 pub(crate) fn read(path: &Path) -> Result<PartialConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|why| ConfigError::Unreadable {
-        path: path.to_owned(),
-        why,
+    let text = read_bounded(path, MAX_FILE_BYTES).map_err(|why| match why {
+        Bounded::TooLarge => ConfigError::FileTooLarge {
+            path: path.to_owned(),
+            max: MAX_FILE_BYTES,
+        },
+        Bounded::Io(why) => ConfigError::Unreadable {
+            path: path.to_owned(),
+            why,
+        },
     })?;
     let error = |offset: usize, what: String| ConfigError::File {
         path: path.to_owned(),
@@ -38,6 +48,30 @@ pub(crate) fn read(path: &Path) -> Result<PartialConfig, ConfigError> {
         }
     }
     Ok(partial)
+}
+
+/// Why [`read_bounded`] gave no text.
+#[derive(Debug)]
+pub(crate) enum Bounded {
+    /// More than the bound.
+    TooLarge,
+    /// Not readable, or not UTF-8.
+    Io(std::io::Error),
+}
+
+/// The text of `path`, refused past `max` bytes without reading further.
+pub(crate) fn read_bounded(path: &Path, max: u64) -> Result<String, Bounded> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(Bounded::Io)?;
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(Bounded::Io)?;
+    if bytes.len() as u64 > max {
+        return Err(Bounded::TooLarge);
+    }
+    String::from_utf8(bytes)
+        .map_err(|e| Bounded::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
 }
 
 /// The line (from 1) that holds byte `offset` of `text`.

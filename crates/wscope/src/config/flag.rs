@@ -87,6 +87,8 @@ pub(crate) fn arg<K: Kind>(
             ArgAction::Set
         })
         .help_heading(heading)
+        // A secret set in the environment must not show in `--help`.
+        .hide_env_values(K::SECRET)
         .help(format!("{about} [default: {}]", K::show(&default)))
 }
 

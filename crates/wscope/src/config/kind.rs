@@ -1,15 +1,21 @@
 //! The kinds of setting values — addresses, durations, sizes, counts, limits, rates, switches,
 //! lists of networks and of origins, names and instance ids. Each kind reads the same text whether it comes from a flag, an environment
 //! variable or the TOML file, and writes its default the way a user would.
+//!
+//! Every kind is bounded here, so that no source can hand the server a value it cannot use: a
+//! duration is at most a week (a setting may say less: `Duration<3600>`), a size at most 1 GiB
+//! (`Size<MIN, MAX>` per setting), a count at most 100 million, a token or a host name a few
+//! hundred bytes. A value out of bounds is refused like a malformed one: one line, exit 2.
 
 use std::marker::PhantomData;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration as StdDuration;
 
 use ipnet::IpNet;
 use toml::de::DeValue;
 
-use wscope_axum::Engine;
+use wscope_axum::{AllowedHost, ClientIpHeader, Engine};
 use wscope_core::units::{parse_count, parse_duration, parse_size};
 use wscope_core::{OriginPattern, RateLimit};
 
@@ -23,6 +29,8 @@ pub(crate) trait Kind: 'static {
     const PLACEHOLDER: &'static str;
     /// Whether each use of the flag adds to the value (a list) instead of being refused.
     const REPEATABLE: bool = false;
+    /// Whether the value is a secret: `--help` never shows its variable's value.
+    const SECRET: bool = false;
 
     /// Reads the text of a flag, of an environment variable or of a TOML string.
     fn parse(text: &str) -> Result<Self::Value, String>;
@@ -89,15 +97,29 @@ impl Kind for Addr {
     }
 }
 
-/// A duration, as [`parse_duration`] reads it: `30s`, `500ms`, `2m`, or seconds.
-pub(crate) struct Duration;
+/// A week, the longest duration any setting takes: an interval or a timeout longer than that
+/// is a mistake, and a larger one overflows the clocks it is added to.
+pub(crate) const WEEK_SECS: u64 = 7 * 24 * 3600;
 
-impl Kind for Duration {
+/// A duration of at most `MAX_SECS`, as [`parse_duration`] reads it: `30s`, `500ms`, `2m`, or
+/// seconds.
+pub(crate) struct Duration<const MAX_SECS: u64 = WEEK_SECS>;
+
+impl<const MAX_SECS: u64> Kind for Duration<MAX_SECS> {
     type Value = StdDuration;
     const PLACEHOLDER: &'static str = "DURATION";
 
     fn parse(text: &str) -> Result<StdDuration, String> {
-        parse_duration(text)
+        let value = parse_duration(text)?;
+        let max = StdDuration::from_secs(MAX_SECS);
+        if value > max {
+            return Err(format!(
+                "duration {:?} is too long: at most {}",
+                text.trim(),
+                humantime::format_duration(max)
+            ));
+        }
+        Ok(value)
     }
 
     fn show(value: &StdDuration) -> String {
@@ -105,31 +127,51 @@ impl Kind for Duration {
     }
 }
 
-/// A size in bytes, as [`parse_size`] reads it: `512`, `64KiB`, `16M`, `2MB`.
-pub(crate) struct Size;
+/// 1 GiB, the largest size any setting takes unless it says less.
+pub(crate) const GIB: usize = 1 << 30;
 
-impl Kind for Size {
+/// A size in bytes from `MIN` to `MAX`, as [`parse_size`] reads it: `512`, `64KiB`, `16M`, `2MB`.
+pub(crate) struct Size<const MIN: usize = 1, const MAX: usize = GIB>;
+
+impl<const MIN: usize, const MAX: usize> Kind for Size<MIN, MAX> {
     type Value = usize;
     const PLACEHOLDER: &'static str = "SIZE";
 
     fn parse(text: &str) -> Result<usize, String> {
-        parse_size(text)
+        let value = parse_size(text)?;
+        if !(MIN..=MAX).contains(&value) {
+            return Err(format!(
+                "size {:?} is out of range: use {} to {}",
+                text.trim(),
+                show_size(MIN),
+                show_size(MAX)
+            ));
+        }
+        Ok(value)
     }
 
     fn show(value: &usize) -> String {
-        for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-            if *value > 0 && value.is_multiple_of(1 << shift) {
-                return format!("{}{unit}", value >> shift);
-            }
-        }
-        format!("{value}B")
+        show_size(*value)
     }
 }
 
-/// A count of at least one, as [`parse_count`] reads it, that fits in `T`.
-pub(crate) struct Count<T>(PhantomData<T>);
+/// A size as a user would write it: in the largest binary unit that divides it.
+fn show_size(value: usize) -> String {
+    for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if value > 0 && value.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", value >> shift);
+        }
+    }
+    format!("{value}B")
+}
 
-impl<T> Kind for Count<T>
+/// A hundred million, the largest count any setting takes unless it says less.
+pub(crate) const MAX_COUNT: usize = 100_000_000;
+
+/// A count from one to `MAX`, as [`parse_count`] reads it, that fits in `T`.
+pub(crate) struct Count<T, const MAX: usize = MAX_COUNT>(PhantomData<T>);
+
+impl<T, const MAX: usize> Kind for Count<T, MAX>
 where
     T: TryFrom<usize> + ToString + Clone + Send + Sync + 'static,
 {
@@ -138,31 +180,11 @@ where
 
     fn parse(text: &str) -> Result<T, String> {
         let n = parse_count(text)?;
-        T::try_from(n).map_err(|_| format!("invalid count {text:?}: too large"))
-    }
-
-    fn show(value: &T) -> String {
-        value.to_string()
-    }
-}
-
-/// A whole number where 0 turns the setting off (a rate, a list length): `_` may group digits.
-pub(crate) struct CountOrZero<T>(PhantomData<T>);
-
-impl<T> Kind for CountOrZero<T>
-where
-    T: TryFrom<usize> + ToString + Clone + Send + Sync + 'static,
-{
-    type Value = T;
-    const PLACEHOLDER: &'static str = "N";
-
-    fn parse(text: &str) -> Result<T, String> {
-        if text.trim() == "0" {
-            return T::try_from(0).map_err(|_| format!("invalid number {text:?}"));
+        let too_large = || format!("invalid count {text:?}: too large (at most {MAX})");
+        if n > MAX {
+            return Err(too_large());
         }
-        let n = parse_count(text)
-            .map_err(|_| format!("invalid number {text:?}: use a whole number (0 turns it off)"))?;
-        T::try_from(n).map_err(|_| format!("invalid number {text:?}: too large"))
+        T::try_from(n).map_err(|_| too_large())
     }
 
     fn show(value: &T) -> String {
@@ -170,61 +192,160 @@ where
     }
 }
 
-/// Networks (CIDRs or bare addresses), comma-separated in one text; a repeatable flag, and in
-/// TOML either one such string or an array of them.
-pub(crate) struct Networks;
+/// The most items a list setting holds (networks, hosts, origins).
+pub(crate) const MAX_ITEMS: usize = 1000;
 
-impl Kind for Networks {
-    type Value = Vec<IpNet>;
-    const PLACEHOLDER: &'static str = "CIDR";
+/// One item of a [`List`]: how it is read and shown.
+pub(crate) trait Item: Clone + Send + Sync + 'static {
+    /// What `--help` writes after the flag.
+    const PLACEHOLDER: &'static str;
+    /// Reads one item (trimmed, not empty).
+    fn parse(text: &str) -> Result<Self, String>;
+    /// The item as a user would write it.
+    fn show(&self) -> String;
+}
+
+/// Items comma-separated in one text; a repeatable flag, and in TOML either one such string or
+/// an array of them. At most [`MAX_ITEMS`]; an empty list shows as `none`.
+pub(crate) struct List<I>(PhantomData<I>);
+
+impl<I: Item> Kind for List<I> {
+    type Value = Vec<I>;
+    const PLACEHOLDER: &'static str = I::PLACEHOLDER;
     const REPEATABLE: bool = true;
 
-    fn parse(text: &str) -> Result<Vec<IpNet>, String> {
-        text.split(',')
+    fn parse(text: &str) -> Result<Vec<I>, String> {
+        let items = text
+            .split(',')
             .map(str::trim)
             .filter(|part| !part.is_empty())
-            .map(|part| {
-                wscope_axum::parse_net(part)
-                    .map_err(|_| format!("invalid CIDR {part:?}: use 10.0.0.0/8, 192.0.2.1 or ::1"))
-            })
-            .collect()
+            .map(I::parse)
+            .collect::<Result<Vec<I>, String>>()?;
+        check_items(items)
     }
 
-    fn from_toml(value: &DeValue<'_>) -> Result<Vec<IpNet>, String> {
+    fn from_toml(value: &DeValue<'_>) -> Result<Vec<I>, String> {
         match value {
             DeValue::String(s) => Self::parse(s),
             DeValue::Array(items) => {
-                let mut nets = Vec::new();
+                let mut all = Vec::new();
                 for item in items.iter() {
                     match item.get_ref() {
-                        DeValue::String(s) => nets.extend(Self::parse(s)?),
+                        DeValue::String(s) => all.extend(Self::parse(s)?),
                         other => return Err(expected_strings(other)),
                     }
                 }
-                Ok(nets)
+                check_items(all)
             }
             other => Err(expected_strings(other)),
         }
     }
 
-    fn show(value: &Vec<IpNet>) -> String {
-        // A single host as it is usually written: `::1`, not `::1/128`.
-        let show = |net: &IpNet| {
-            if net.prefix_len() == net.max_prefix_len() {
-                net.addr().to_string()
-            } else {
-                net.to_string()
-            }
-        };
-        let parts: Vec<String> = value.iter().map(show).collect();
+    fn show(value: &Vec<I>) -> String {
+        if value.is_empty() {
+            return "none".to_owned();
+        }
+        let parts: Vec<String> = value.iter().map(I::show).collect();
         parts.join(",")
     }
 
-    fn join(values: impl Iterator<Item = Vec<IpNet>>) -> Option<Vec<IpNet>> {
+    fn join(values: impl Iterator<Item = Vec<I>>) -> Option<Vec<I>> {
         values.reduce(|mut all, more| {
             all.extend(more);
             all
         })
+    }
+}
+
+fn check_items<I>(items: Vec<I>) -> Result<Vec<I>, String> {
+    if items.len() > MAX_ITEMS {
+        return Err(format!(
+            "{} items are too many: at most {MAX_ITEMS}",
+            items.len()
+        ));
+    }
+    Ok(items)
+}
+
+/// Networks (CIDRs or bare addresses).
+pub(crate) type Networks = List<IpNet>;
+
+impl Item for IpNet {
+    const PLACEHOLDER: &'static str = "CIDR";
+
+    fn parse(text: &str) -> Result<IpNet, String> {
+        wscope_axum::parse_net(text)
+            .map_err(|_| format!("invalid CIDR {text:?}: use 10.0.0.0/8, 192.0.2.1 or ::1"))
+    }
+
+    fn show(&self) -> String {
+        // A single host as it is usually written: `::1`, not `::1/128`.
+        if self.prefix_len() == self.max_prefix_len() {
+            self.addr().to_string()
+        } else {
+            self.to_string()
+        }
+    }
+}
+
+/// `Host` values the admin API also answers (`admin.internal`, `10.0.0.5:9090`).
+pub(crate) type Hosts = List<AllowedHost>;
+
+impl Item for AllowedHost {
+    const PLACEHOLDER: &'static str = "HOST";
+
+    fn parse(text: &str) -> Result<AllowedHost, String> {
+        text.parse()
+    }
+
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// Origins whose pages may call the admin API (`https://ops.example.com`).
+pub(crate) type Origins = List<Origin>;
+
+/// An origin: `http` or `https`, `://`, and a host with an optional port; no path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin(String);
+
+impl Origin {
+    /// The origin as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Origin {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Item for Origin {
+    const PLACEHOLDER: &'static str = "ORIGIN";
+
+    fn parse(text: &str) -> Result<Origin, String> {
+        let bad = || {
+            format!("invalid origin {text:?}: use http:// or https://, a host and an optional port, such as https://ops.example.com")
+        };
+        let (scheme, authority) = text.split_once("://").ok_or_else(bad)?;
+        let scheme_ok = ["http", "https"]
+            .iter()
+            .any(|s| scheme.eq_ignore_ascii_case(s));
+        let authority = authority.strip_suffix('/').unwrap_or(authority);
+        if !scheme_ok || authority.contains('/') || authority.parse::<AllowedHost>().is_err() {
+            return Err(bad());
+        }
+        Ok(Origin(format!(
+            "{}://{authority}",
+            scheme.to_ascii_lowercase()
+        )))
+    }
+
+    fn show(&self) -> String {
+        self.0.clone()
     }
 }
 
@@ -249,6 +370,82 @@ impl Kind for InstanceId {
 
     fn show(value: &String) -> String {
         value.clone()
+    }
+}
+
+/// A secret (the admin token): shown nowhere, not even in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The longest token taken.
+    pub const MAX_LEN: usize = 1024;
+
+    /// Checks a token: 1 to [`Secret::MAX_LEN`] visible ASCII characters (what fits in an
+    /// `Authorization: Bearer` header as written).
+    pub fn new(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let visible = text.bytes().all(|b| b.is_ascii_graphic());
+        if text.is_empty() || text.len() > Self::MAX_LEN || !visible {
+            return Err(format!(
+                "invalid token: use 1-{} visible ASCII characters, no spaces",
+                Self::MAX_LEN
+            ));
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    /// The token itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// An optional secret, read as [`Secret::new`] checks it.
+pub(crate) struct Token;
+
+impl Kind for Token {
+    type Value = Option<Secret>;
+    const PLACEHOLDER: &'static str = "TOKEN";
+    const SECRET: bool = true;
+
+    fn parse(text: &str) -> Result<Option<Secret>, String> {
+        Secret::new(text).map(Some)
+    }
+
+    fn show(value: &Option<Secret>) -> String {
+        match value {
+            Some(_) => "<set>".to_owned(),
+            None => "none".to_owned(),
+        }
+    }
+}
+
+/// An optional path to a file.
+pub(crate) struct File;
+
+impl Kind for File {
+    type Value = Option<PathBuf>;
+    const PLACEHOLDER: &'static str = "FILE";
+
+    fn parse(text: &str) -> Result<Option<PathBuf>, String> {
+        let text = text.trim();
+        if text.is_empty() || text.len() > 4096 {
+            return Err(format!("invalid path {text:?}"));
+        }
+        Ok(Some(PathBuf::from(text)))
+    }
+
+    fn show(value: &Option<PathBuf>) -> String {
+        value
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), |p| p.display().to_string())
     }
 }
 
@@ -316,6 +513,18 @@ impl Named for Engine {
             Err(e) => e.to_string(),
             Ok(_) => String::new(),
         }
+    }
+}
+
+impl Named for ClientIpHeader {
+    const WHAT: &'static str = "client IP header";
+
+    fn all() -> &'static [Self] {
+        ClientIpHeader::ALL
+    }
+
+    fn name(self) -> &'static str {
+        self.as_str()
     }
 }
 
@@ -415,9 +624,9 @@ impl Kind for Bool {
 /// Origins and origin patterns (`https://app.example.com`, `https://*.example.com`),
 /// comma-separated in one text; a repeatable flag, and in TOML one such string or an array.
 /// None given: any origin.
-pub(crate) struct Origins;
+pub(crate) struct OriginPatterns;
 
-impl Kind for Origins {
+impl Kind for OriginPatterns {
     type Value = Vec<OriginPattern>;
     const PLACEHOLDER: &'static str = "ORIGIN";
     const REPEATABLE: bool = true;
@@ -477,17 +686,17 @@ mod tests {
     #[test]
     fn toml_numbers_read_as_their_digits() {
         assert_eq!(
-            Duration::from_toml(&toml_value("3")),
+            <Duration>::from_toml(&toml_value("3")),
             Ok(StdDuration::from_secs(3))
         );
         assert_eq!(
-            Duration::from_toml(&toml_value("0.5")),
+            <Duration>::from_toml(&toml_value("0.5")),
             Ok(StdDuration::from_millis(500))
         );
-        assert_eq!(Size::from_toml(&toml_value("0x400")), Ok(1024));
-        assert_eq!(Size::from_toml(&toml_value("\"1MiB\"")), Ok(1 << 20));
-        assert_eq!(Count::<u32>::from_toml(&toml_value("1_000")), Ok(1000));
-        let err = Duration::from_toml(&toml_value("true")).unwrap_err();
+        assert_eq!(<Size>::from_toml(&toml_value("0x400")), Ok(1024));
+        assert_eq!(<Size>::from_toml(&toml_value("\"1MiB\"")), Ok(1 << 20));
+        assert_eq!(<Count<u32>>::from_toml(&toml_value("1_000")), Ok(1000));
+        let err = <Duration>::from_toml(&toml_value("true")).unwrap_err();
         assert!(err.contains("found a boolean"), "{err}");
     }
 
@@ -514,9 +723,9 @@ mod tests {
 
     #[test]
     fn counts_fit_their_type() {
-        assert_eq!(Count::<u32>::parse("4096"), Ok(4096));
-        assert!(Count::<u32>::parse("0").is_err());
-        assert!(Count::<u32>::parse("99999999999").is_err());
+        assert_eq!(<Count<u32>>::parse("4096"), Ok(4096));
+        assert!(<Count<u32>>::parse("0").is_err());
+        assert!(<Count<u32>>::parse("99999999999").is_err());
     }
 
     #[test]
@@ -533,19 +742,14 @@ mod tests {
     }
 
     #[test]
-    fn counts_or_zero() {
-        assert_eq!(CountOrZero::<u32>::parse("0"), Ok(0));
-        assert_eq!(CountOrZero::<u32>::parse("1_000"), Ok(1000));
-        assert!(CountOrZero::<u32>::parse("-1").is_err());
-        assert!(CountOrZero::<u32>::parse("5000000000").is_err());
-    }
-
-    #[test]
     fn defaults_show_as_written() {
-        assert_eq!(Size::show(&(64 << 20)), "64MiB");
-        assert_eq!(Size::show(&512), "512B");
-        assert_eq!(Duration::show(&StdDuration::from_secs(30)), "30s");
-        assert_eq!(Duration::show(&StdDuration::from_millis(1500)), "1s 500ms");
+        assert_eq!(<Size>::show(&(64 << 20)), "64MiB");
+        assert_eq!(<Size>::show(&512), "512B");
+        assert_eq!(<Duration>::show(&StdDuration::from_secs(30)), "30s");
+        assert_eq!(
+            <Duration>::show(&StdDuration::from_millis(1500)),
+            "1s 500ms"
+        );
     }
 
     #[test]
@@ -600,23 +804,105 @@ mod tests {
             "https://*.example.org".parse().unwrap(),
         ];
         let text = "https://app.example.com, https://*.example.org";
-        assert_eq!(Origins::parse(text), Ok(two.clone()));
+        assert_eq!(OriginPatterns::parse(text), Ok(two.clone()));
         assert_eq!(
-            Origins::from_toml(&toml_value(&format!("\"{text}\""))),
+            OriginPatterns::from_toml(&toml_value(&format!("\"{text}\""))),
             Ok(two.clone())
         );
         let array = "[\"https://app.example.com\", \"https://*.example.org\"]";
-        assert_eq!(Origins::from_toml(&toml_value(array)), Ok(two.clone()));
         assert_eq!(
-            Origins::show(&two),
+            OriginPatterns::from_toml(&toml_value(array)),
+            Ok(two.clone())
+        );
+        assert_eq!(
+            OriginPatterns::show(&two),
             "https://app.example.com,https://*.example.org"
         );
-        assert_eq!(Origins::show(&Vec::new()), "any");
-        let err = Origins::parse("app.example.com").unwrap_err();
+        assert_eq!(OriginPatterns::show(&Vec::new()), "any");
+        let err = OriginPatterns::parse("app.example.com").unwrap_err();
         assert!(
             err.starts_with("invalid origin \"app.example.com\""),
             "{err}"
         );
-        assert!(Origins::from_toml(&toml_value("[1]")).is_err());
+        assert!(OriginPatterns::from_toml(&toml_value("[1]")).is_err());
+    }
+
+    #[test]
+    fn every_kind_is_bounded() {
+        // Durations: at most a week by default, less where a setting says so.
+        assert_eq!(
+            <Duration>::parse("7d"),
+            Ok(StdDuration::from_secs(WEEK_SECS))
+        );
+        for text in ["8d", "1e20", "18446744073709551615", "1e400"] {
+            let err = <Duration>::parse(text).unwrap_err();
+            assert!(
+                err.contains("too long") || err.contains("invalid"),
+                "{text}: {err}"
+            );
+        }
+        assert_eq!(
+            <Duration>::parse("18446744073709551615").unwrap_err(),
+            "duration \"18446744073709551615\" is too long: at most 7days"
+        );
+        assert!(Duration::<3600>::parse("2h").is_err());
+        // Sizes: 1 B to 1 GiB by default, a range of their own where a setting says so.
+        assert_eq!(<Size>::parse("1GiB"), Ok(GIB));
+        assert_eq!(
+            <Size>::parse("2GiB").unwrap_err(),
+            "size \"2GiB\" is out of range: use 1B to 1GiB"
+        );
+        assert!(Size::<1024, { 1 << 20 }>::parse("512").is_err());
+        assert!(Size::<1024, { 1 << 20 }>::parse("2MiB").is_err());
+        assert_eq!(Size::<1024, { 1 << 20 }>::parse("16KiB"), Ok(16 << 10));
+        // Counts: at most a hundred million.
+        assert!(<Count<usize>>::parse("100_000_001").is_err());
+        // Lists: at most a thousand items.
+        let many = vec!["10.0.0.1"; MAX_ITEMS + 1].join(",");
+        assert!(Networks::parse(&many).is_err());
+    }
+
+    #[test]
+    fn tokens_hosts_and_origins_are_checked() {
+        assert_eq!(
+            Token::parse(" s3cr3t\n").unwrap().unwrap().expose(),
+            "s3cr3t"
+        );
+        for bad in [
+            "",
+            "two words",
+            &"x".repeat(Secret::MAX_LEN + 1),
+            "tab\there",
+            "é",
+        ] {
+            assert!(Token::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            format!("{:?}", Secret::new("s3cr3t").unwrap()),
+            "Secret(<redacted>)"
+        );
+        assert_eq!(Token::show(&None), "none");
+        assert_eq!(
+            Hosts::parse("admin.internal, 10.0.0.5:9090").unwrap().len(),
+            2
+        );
+        assert!(Hosts::parse("bad host").is_err());
+        assert_eq!(Hosts::show(&Vec::new()), "none");
+        assert_eq!(
+            Origins::parse("HTTPS://Ops.example.com/").unwrap()[0].as_str(),
+            "https://Ops.example.com"
+        );
+        for bad in [
+            "ops.example.com",
+            "ftp://ops.example.com",
+            "https://a/b",
+            "https://",
+        ] {
+            assert!(Origins::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            OneOf::<ClientIpHeader>::parse("forwarded"),
+            Ok(ClientIpHeader::Forwarded)
+        );
     }
 }

@@ -44,12 +44,15 @@ use std::time::Duration;
 
 use clap::Args;
 use ipnet::IpNet;
-use wscope_axum::{Engine, SocketConfig, TrustedProxies};
+use wscope_axum::{
+    AdminConfig, AllowedHost, ClientIpHeader, Engine, ServeOptions, SocketConfig, TrustedProxies,
+};
 use wscope_core::{OriginPattern, RateLimit, RegistryConfig};
 
 use declare::declare_settings;
 
 pub use error::ConfigError;
+pub use kind::{Origin, Secret};
 pub use wscope_core::units::{parse_duration, parse_size};
 
 declare_settings! {
@@ -80,9 +83,9 @@ declare_settings! {
         queue_capacity: usize as kind::Count<usize> = RegistryConfig::DEFAULT_QUEUE_CAPACITY;
         /// How many connections per second a shutdown closes (0 = all at once); it finishes
         /// within the drain timeout whatever the rate.
-        drain_rate: u32 as kind::CountOrZero<u32> = 0;
+        drain_rate: u32 as kind::Limit<u32> = 0;
         /// How many recently closed connections `GET /api/closed` keeps (0 = none).
-        recent_closed: usize as kind::CountOrZero<usize> = RegistryConfig::DEFAULT_RECENT_CLOSED;
+        recent_closed: usize as kind::Limit<usize> = RegistryConfig::DEFAULT_RECENT_CLOSED;
     }
     "Connections" {
         /// How often the server pings each connection (0 = never); the round trip shows as rttMs.
@@ -95,7 +98,7 @@ declare_settings! {
         /// consumer (1008), a handler's own send waits.
         max_queued_bytes: usize as kind::Size = RegistryConfig::DEFAULT_MAX_QUEUED_BYTES;
         /// Most messages one connection may send per second (0 = no limit); past it, 1008.
-        max_messages_per_second: u32 as kind::CountOrZero<u32> = 0;
+        max_messages_per_second: u32 as kind::Limit<u32> = 0;
     }
     "Sockets" {
         /// WebSocket implementation.
@@ -103,7 +106,35 @@ declare_settings! {
         /// Largest message accepted.
         max_message_size: usize as kind::Size = SocketConfig::DEFAULT_MAX_MESSAGE_SIZE;
         /// Bytes read from a socket at a time (the tungstenite engine's read buffer).
-        read_buffer_size: usize as kind::Size = SocketConfig::DEFAULT_READ_BUFFER_SIZE;
+        read_buffer_size: usize as kind::Size<1, { 1 << 20 }> =
+            SocketConfig::DEFAULT_READ_BUFFER_SIZE;
+    }
+    "Admin API" {
+        /// Bearer token every admin route but `/health` requires; prefer --admin-token-file, as
+        /// a flag shows in process listings.
+        admin_token: Option<Secret> as kind::Token = None;
+        /// File holding the admin token (trimmed; an empty file is refused).
+        admin_token_file: Option<PathBuf> as kind::File = None;
+        /// Further `Host` values the admin API answers (`name` or `name:port`, comma-separated;
+        /// repeatable), beside its own address and `localhost`, `127.0.0.1` and `[::1]` at its
+        /// port.
+        #[key = "admin_allowed_host"]
+        admin_allowed_hosts: Vec<AllowedHost> as kind::Hosts = Vec::new();
+        /// Further origins whose pages may call the admin API (`https://ops.example.com`,
+        /// comma-separated; repeatable), beside its own.
+        #[key = "admin_allowed_origin"]
+        admin_allowed_origins: Vec<kind::Origin> as kind::Origins = Vec::new();
+    }
+    "HTTP edge" {
+        /// How long a request's head may take to arrive before the connection is dropped (also
+        /// closes idle keep-alive connections; 0 = no limit).
+        handshake_timeout: Duration as kind::Duration<3600> =
+            ServeOptions::DEFAULT_HANDSHAKE_TIMEOUT;
+        /// Largest request head (request line and headers) accepted; a larger one gets 431.
+        max_header_size: usize as kind::Size<1024, { 1 << 20 }> =
+            ServeOptions::DEFAULT_MAX_HEADER_SIZE;
+        /// The forwarding header the trusted proxies set, the only one read.
+        client_ip_header: ClientIpHeader as kind::OneOf<ClientIpHeader> = ClientIpHeader::default();
     }
     "Limits" {
         /// Most connections at once; past it an upgrade gets 503 with `Retry-After: 1`
@@ -122,7 +153,7 @@ declare_settings! {
         /// `https://*.example.com` for its subdomains (comma-separated; repeatable); others get
         /// 403.
         #[key = "allowed_origin"]
-        allowed_origins: Vec<OriginPattern> as kind::Origins = Vec::new();
+        allowed_origins: Vec<OriginPattern> as kind::OriginPatterns = Vec::new();
         /// Whether an upgrade without an `Origin` header (a non-browser client) is admitted.
         allow_missing_origin: bool as kind::Bool = RegistryConfig::DEFAULT_ALLOW_MISSING_ORIGIN;
     }
@@ -178,7 +209,11 @@ impl ServeConfig {
             },
             ..PartialConfig::default()
         };
-        Ok(args.flags.or(reference_env).or(file).or_defaults())
+        args.flags
+            .or(reference_env)
+            .or(file)
+            .or_defaults()
+            .checked()
     }
 
     /// The registry's part of the configuration.
@@ -205,4 +240,67 @@ impl ServeConfig {
             .allowed_origins(self.allowed_origins.iter().cloned())
             .allow_missing_origin(self.allow_missing_origin)
     }
+}
+
+/// What takes more than one setting to check, and the other libraries' parts of the
+/// configuration.
+impl ServeConfig {
+    /// Reads `--admin-token-file` into the token, and refuses an admin listener that faces the
+    /// network without one.
+    fn checked(mut self) -> Result<Self, ConfigError> {
+        if let Some(path) = &self.admin_token_file {
+            if self.admin_token.is_some() {
+                return Err(ConfigError::TwoAdminTokens);
+            }
+            self.admin_token = Some(read_token(path)?);
+        }
+        let ip = self.admin_listen.ip().to_canonical();
+        if !ip.is_loopback() && self.admin_token.is_none() {
+            return Err(ConfigError::OpenAdmin {
+                addr: self.admin_listen,
+            });
+        }
+        Ok(self)
+    }
+
+    /// The admin API's guard: the token and the further hosts and origins.
+    pub fn admin_config(&self) -> AdminConfig {
+        let config = AdminConfig::new()
+            .allowed_hosts(self.admin_allowed_hosts.iter().cloned())
+            .allowed_origins(&self.admin_allowed_origins);
+        match &self.admin_token {
+            Some(token) => config.token(token.expose()),
+            None => config,
+        }
+    }
+
+    /// How both listeners serve HTTP.
+    pub fn serve_options(&self) -> ServeOptions {
+        let timeout = self.handshake_timeout;
+        ServeOptions::default()
+            .max_header_size(self.max_header_size)
+            .handshake_timeout((!timeout.is_zero()).then_some(timeout))
+    }
+
+    /// The proxies believed and the header they set.
+    pub fn proxies(&self) -> TrustedProxies {
+        TrustedProxies::new(self.trusted_proxies.iter().copied()).header(self.client_ip_header)
+    }
+}
+
+/// The token in `path`, trimmed; a file larger than a token can be, or empty, is refused.
+fn read_token(path: &std::path::Path) -> Result<Secret, ConfigError> {
+    let refuse = |why: String| ConfigError::AdminTokenFile {
+        path: path.to_owned(),
+        why,
+    };
+    let max = Secret::MAX_LEN as u64 + 64;
+    let text = file::read_bounded(path, max).map_err(|e| match e {
+        file::Bounded::TooLarge => refuse(format!("larger than {max} bytes")),
+        file::Bounded::Io(e) => refuse(format!("cannot read: {e}")),
+    })?;
+    if text.trim().is_empty() {
+        return Err(refuse("the file is empty".to_owned()));
+    }
+    Secret::new(&text).map_err(refuse)
 }

@@ -493,3 +493,146 @@ fn limits_settings_reach_the_registry_config() {
         assert!(err.starts_with(wanted), "{arg}: {err}");
     }
 }
+
+/// `ServeConfig::resolve` of `args`, or its one-line error.
+fn resolved(args: &[&str]) -> Result<ServeConfig, String> {
+    ServeConfig::resolve(parse(args)?).map_err(|e| e.to_string())
+}
+
+#[test]
+fn the_admin_token_comes_from_a_flag_a_variable_or_a_file() {
+    let mut env = Env::lock();
+    let token = |cfg: ServeConfig| cfg.admin_token.map(|t| t.expose().to_owned());
+    assert_eq!(token(resolved(&[]).unwrap()), None);
+    assert_eq!(
+        token(resolved(&["--admin-token=fl4g"]).unwrap()).as_deref(),
+        Some("fl4g")
+    );
+    let file = TempFile::new("token", "  s3cr3t-from-file \n");
+    let from_file = format!("--admin-token-file={}", file.path().display());
+    assert_eq!(
+        token(resolved(&[&from_file]).unwrap()).as_deref(),
+        Some("s3cr3t-from-file")
+    );
+    env.set("WSCOPE_ADMIN_TOKEN", "v4r");
+    assert_eq!(token(resolved(&[]).unwrap()).as_deref(), Some("v4r"));
+    // Two sources of a token: refused rather than one silently preferred.
+    assert_eq!(
+        resolved(&[&from_file]).unwrap_err(),
+        "--admin-token and --admin-token-file: set one, not both"
+    );
+    env.clear();
+
+    let empty = TempFile::new("empty-token", " \n");
+    let err = resolved(&[&format!("--admin-token-file={}", empty.path().display())]).unwrap_err();
+    assert_eq!(
+        err,
+        format!(
+            "--admin-token-file {}: the file is empty",
+            empty.path().display()
+        )
+    );
+    let big = TempFile::new("big-token", &"x".repeat(64 << 10));
+    let err = resolved(&[&format!("--admin-token-file={}", big.path().display())]).unwrap_err();
+    assert!(err.contains("larger than"), "{err}");
+    let err = resolved(&["--admin-token-file=/no/such/wscope/token"]).unwrap_err();
+    assert!(
+        err.starts_with("--admin-token-file /no/such/wscope/token: cannot read"),
+        "{err}"
+    );
+    let err = resolved(&["--admin-token=two words"]).unwrap_err();
+    assert!(err.contains("--admin-token"), "{err}");
+}
+
+#[test]
+fn an_admin_listener_off_loopback_needs_a_token() {
+    let _env = Env::lock();
+    for addr in ["0.0.0.0:9090", "[::]:9090", "192.0.2.1:9090"] {
+        let err = resolved(&["--admin-listen", addr]).unwrap_err();
+        assert_eq!(
+            err,
+            format!("--admin-listen {addr} is not a loopback address: set --admin-token or --admin-token-file, or listen on 127.0.0.1"),
+        );
+        assert!(resolved(&["--admin-listen", addr, "--admin-token=t"]).is_ok());
+    }
+    for addr in ["127.0.0.2:9090", "[::1]:9090", "[::ffff:127.0.0.1]:9090"] {
+        assert!(resolved(&["--admin-listen", addr]).is_ok(), "{addr}");
+    }
+}
+
+#[test]
+fn help_never_shows_the_token() {
+    let mut env = Env::lock();
+    env.set("WSCOPE_ADMIN_TOKEN", "hunter2-secret");
+    let help = serve_command().render_long_help().to_string();
+    assert!(help.contains("WSCOPE_ADMIN_TOKEN"), "{help}");
+    assert!(!help.contains("hunter2-secret"), "{help}");
+    let cfg = resolved(&[]).unwrap();
+    assert!(!format!("{cfg:?}").contains("hunter2-secret"));
+}
+
+#[test]
+fn the_config_file_is_read_up_to_1_mib() {
+    let _env = Env::lock();
+    // A setting and one long comment, 1 MiB exactly.
+    let mut text = "stats_interval = 5\n#".to_owned();
+    text.push_str(&"x".repeat((1 << 20) - text.len() - 1));
+    text.push('\n');
+    assert_eq!(text.len(), 1 << 20);
+    let fits = TempFile::new("fits", &text);
+    let cfg = resolved(&[&format!("--config={}", fits.path().display())]).unwrap();
+    assert_eq!(cfg.stats_interval, std::time::Duration::from_secs(5));
+    text.push('\n');
+    let big = TempFile::new("big", &text);
+    let err = resolved(&[&format!("--config={}", big.path().display())]).unwrap_err();
+    assert_eq!(
+        err,
+        format!(
+            "--config {}: larger than 1048576 bytes",
+            big.path().display()
+        )
+    );
+}
+
+#[test]
+fn edge_settings_reach_the_libraries() {
+    let _env = Env::lock();
+    let cfg = ServeConfig::default();
+    assert_eq!(
+        cfg.handshake_timeout,
+        ServeOptions::DEFAULT_HANDSHAKE_TIMEOUT
+    );
+    assert_eq!(cfg.max_header_size, ServeOptions::DEFAULT_MAX_HEADER_SIZE);
+    assert_eq!(cfg.client_ip_header, ClientIpHeader::XForwardedFor);
+    assert!(!cfg.admin_config().has_token());
+
+    let cfg = resolved(&[
+        "--handshake-timeout=0",
+        "--max-header-size=8KiB",
+        "--client-ip-header=forwarded",
+        "--admin-token=t",
+        "--admin-allowed-host=admin.internal",
+        "--admin-allowed-origin=https://ops.example",
+    ])
+    .unwrap();
+    let options = cfg.serve_options();
+    assert_eq!(options.handshake_timeout, None, "0 turns the deadline off");
+    assert_eq!(options.max_header_size, 8 << 10);
+    assert_eq!(cfg.proxies().client_ip_header(), ClientIpHeader::Forwarded);
+    assert!(cfg.admin_config().has_token());
+    assert_eq!(cfg.admin_allowed_hosts[0].to_string(), "admin.internal");
+    assert_eq!(cfg.admin_allowed_origins[0].as_str(), "https://ops.example");
+    for (flag, value) in [
+        ("--handshake-timeout", "2h"),
+        ("--max-header-size", "512"),
+        ("--max-header-size", "2MiB"),
+        ("--client-ip-header", "x-client-ip"),
+        ("--read-buffer-size", "100GiB"),
+        ("--stats-interval", "1e20"),
+        ("--cleanup-interval", "18446744073709551615"),
+        ("--queue-capacity", "1000000000"),
+    ] {
+        let err = resolved(&[flag, value]).unwrap_err();
+        assert!(err.contains(flag), "{flag} {value}: {err}");
+    }
+}

@@ -1,0 +1,253 @@
+//! Serving a router over HTTP/1.1 with the limits `axum::serve` cannot set: a bound on the
+//! request head (431 past it) and a deadline for it to arrive (the connection is dropped at it,
+//! so a byte-a-second "slowloris" cannot hold a connection open). Each request carries
+//! [`ConnectInfo<SocketAddr>`](ConnectInfo) (the peer, for the client address) and
+//! [`LocalAddr`] (the address it reached, for the admin API's `Host` check).
+//!
+//! ```no_run
+//! use axum::{routing::get, Router};
+//! use wscope_axum::{serve, ServeOptions};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let app = Router::new().route("/", get(|| async { "hi" }));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! let options = ServeOptions::default().max_header_size(8 << 10);
+//! serve(listener, app, options)
+//!     .with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; })
+//!     .await
+//! # }
+//! ```
+
+use std::convert::Infallible;
+use std::future::{Future, IntoFuture};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request};
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_service::Service;
+
+/// The local address a request came in on (an extension set by [`serve`]): with a listener
+/// bound to `0.0.0.0`, the address the client actually reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalAddr(pub SocketAddr);
+
+/// How [`serve`] treats each connection.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServeOptions {
+    /// Largest request head (request line and headers) accepted, in bytes; a larger one gets
+    /// 431 and the connection is closed.
+    pub max_header_size: usize,
+    /// How long a request head may take to arrive, from the connection's start or the end of
+    /// the previous request on it; past it the connection is dropped. `None`: no limit. This
+    /// also closes a keep-alive connection left idle that long.
+    pub handshake_timeout: Option<Duration>,
+    /// Whether to set `TCP_NODELAY` on each accepted connection (small WebSocket frames go out
+    /// at once).
+    pub nodelay: bool,
+}
+
+impl ServeOptions {
+    /// The default [`ServeOptions::max_header_size`]: 16 KiB, as nginx's largest default
+    /// header buffers; browsers send a few hundred bytes to a few KiB.
+    pub const DEFAULT_MAX_HEADER_SIZE: usize = 16 << 10;
+    /// The default [`ServeOptions::handshake_timeout`].
+    pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// Sets [`ServeOptions::max_header_size`].
+    pub fn max_header_size(mut self, bytes: usize) -> Self {
+        self.max_header_size = bytes;
+        self
+    }
+
+    /// Sets [`ServeOptions::handshake_timeout`].
+    pub fn handshake_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.handshake_timeout = timeout.into();
+        self
+    }
+
+    /// Sets [`ServeOptions::nodelay`].
+    pub fn nodelay(mut self, nodelay: bool) -> Self {
+        self.nodelay = nodelay;
+        self
+    }
+
+    /// hyper's HTTP/1 connection settings for these options.
+    fn builder(&self) -> http1::Builder {
+        /// hyper refuses a smaller read buffer; a smaller head limit is still enforced, by
+        /// `max_header_size`, once the head is complete.
+        const HYPER_MIN_BUF: usize = 8192;
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.handshake_timeout)
+            // Bounds a head that never completes; `max_header_size` one that does.
+            .max_buf_size(self.max_header_size.max(HYPER_MIN_BUF))
+            .max_header_size(self.max_header_size);
+        builder
+    }
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            max_header_size: Self::DEFAULT_MAX_HEADER_SIZE,
+            handshake_timeout: Some(Self::DEFAULT_HANDSHAKE_TIMEOUT),
+            nodelay: true,
+        }
+    }
+}
+
+/// Serves `router` on `listener` (HTTP/1.1, with upgrades) with `options`; await it, after
+/// [`Serve::with_graceful_shutdown`] if it should stop.
+pub fn serve(listener: TcpListener, router: Router, options: ServeOptions) -> Serve {
+    Serve {
+        listener,
+        router,
+        options,
+        signal: Box::pin(std::future::pending()),
+    }
+}
+
+/// A server [`serve`] made: a future (through `IntoFuture`) that runs until its shutdown
+/// signal, then stops accepting, lets each connection finish its request in flight (idle
+/// keep-alive connections close) and returns. Upgraded connections are not waited for: they
+/// belong to the registry, whose own shutdown drains them.
+#[must_use = "a server does nothing until awaited"]
+pub struct Serve {
+    listener: TcpListener,
+    router: Router,
+    options: ServeOptions,
+    signal: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl std::fmt::Debug for Serve {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Serve")
+            .field("listener", &self.listener)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Serve {
+    /// Stops when `signal` completes.
+    pub fn with_graceful_shutdown(
+        mut self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> Self {
+        self.signal = Box::pin(signal);
+        self
+    }
+
+    async fn run(self) -> io::Result<()> {
+        let Serve {
+            listener,
+            router,
+            options,
+            mut signal,
+        } = self;
+        let listen_addr = listener.local_addr()?;
+        let builder = options.builder();
+        let stop = CancellationToken::new();
+        let connections = TaskTracker::new();
+        loop {
+            let (tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        accept_error(e).await;
+                        continue;
+                    }
+                },
+                () = &mut signal => break,
+            };
+            if options.nodelay {
+                let _ = tcp.set_nodelay(true);
+            }
+            let local = tcp.local_addr().unwrap_or(listen_addr);
+            let service = tagged(router.clone(), peer, local);
+            let connection = builder
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
+            let stop = stop.clone();
+            connections.spawn(async move {
+                tokio::pin!(connection);
+                let ended = tokio::select! {
+                    ended = connection.as_mut() => ended,
+                    () = stop.cancelled() => {
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                };
+                // Timeouts, oversized heads and vanished peers end here; hyper has already
+                // answered what deserved an answer.
+                if let Err(e) = ended {
+                    tracing::debug!(%peer, "connection ended: {e}");
+                }
+            });
+        }
+        drop(listener);
+        stop.cancel();
+        connections.close();
+        connections.wait().await;
+        Ok(())
+    }
+}
+
+impl IntoFuture for Serve {
+    type Output = io::Result<()>;
+    type IntoFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}
+
+/// `router` as a hyper service for one connection, each request tagged with its addresses.
+fn tagged(
+    router: Router,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = axum::response::Response,
+    Error = Infallible,
+    Future: Send,
+> + Send {
+    hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(LocalAddr(local));
+        let mut router = router.clone();
+        async move {
+            std::future::poll_fn(|cx| {
+                <Router as Service<Request<Incoming>>>::poll_ready(&mut router, cx)
+            })
+            .await?;
+            router.call(request).await
+        }
+    })
+}
+
+/// A failed `accept`: a connection that died in the backlog is no matter; anything else (out of
+/// file descriptors) is logged and retried after a pause, as axum does, rather than spun on.
+async fn accept_error(e: io::Error) {
+    use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!("accept error: {e}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}

@@ -1,0 +1,205 @@
+//! `wscope_axum::serve`: the bound on request heads, the handshake timeout (slowloris), the
+//! addresses each request carries, and a graceful stop that leaves WebSockets to the registry.
+//! Malformed input goes over raw TCP.
+#![allow(clippy::unwrap_used)]
+
+#[macro_use]
+mod common;
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use wscope_axum::{admin_router, serve, ServeOptions};
+use wscope_core::Registry;
+
+/// A server for `app` through `wscope_axum::serve` with `options`, stopped by the sender.
+async fn start(
+    app: Router,
+    options: ServeOptions,
+) -> (
+    SocketAddr,
+    oneshot::Sender<()>,
+    JoinHandle<std::io::Result<()>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = serve(listener, app, options).with_graceful_shutdown(async move {
+        let _ = stopped.await;
+    });
+    (addr, stop, tokio::spawn(server.into_future()))
+}
+
+/// Stops a server and joins it.
+async fn stop(stop: oneshot::Sender<()>, task: JoinHandle<std::io::Result<()>>) {
+    let _ = stop.send(());
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("the server stops in time")
+        .unwrap()
+        .unwrap();
+}
+
+/// Writes `request` and reads what comes back until the server closes.
+async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
+    wscope_testkit::send_raw(addr, request).await
+}
+
+/// An upgrade request for `/ws` with one extra header of `padding` bytes.
+fn upgrade_with_padding(addr: SocketAddr, padding: usize) -> Vec<u8> {
+    let mut request = format!("GET /ws HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    request.push_str(&format!("X-Padding: {}\r\n", "a".repeat(padding)));
+    request.push_str("\r\n");
+    request.into_bytes()
+}
+
+#[tokio::test]
+async fn a_head_larger_than_the_limit_gets_431() {
+    let registry = test_registry();
+    let app = tracked(echo_routes(), tracking(&registry));
+    let (addr, stopper, task) = start(app, ServeOptions::default()).await;
+    assert_eq!(ServeOptions::default().max_header_size, 16 << 10);
+
+    // 64 KiB of headers: refused before any route sees it.
+    let answer = exchange(addr, &upgrade_with_padding(addr, 64 << 10)).await;
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    // Just over the limit, whole.
+    let answer = exchange(addr, &upgrade_with_padding(addr, 16 << 10)).await;
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    // Under it: served (a plain GET on the WebSocket route gets its 426).
+    let answer = exchange(addr, &upgrade_with_padding(addr, 12 << 10)).await;
+    assert!(answer.starts_with("HTTP/1.1 426 "), "{answer}");
+
+    // A smaller limit, set as a library option.
+    let app = tracked(echo_routes(), tracking(&registry));
+    let (small, small_stopper, small_task) =
+        start(app, ServeOptions::default().max_header_size(2 << 10)).await;
+    let answer = exchange(small, &upgrade_with_padding(small, 4 << 10)).await;
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    let answer = exchange(small, &upgrade_with_padding(small, 1 << 10)).await;
+    assert!(answer.starts_with("HTTP/1.1 426 "), "{answer}");
+
+    // A WebSocket client still gets through.
+    let mut ws = connect_with(addr, "/ws", &[]).await;
+    echo_roundtrip(&mut ws, "after the flood").await;
+    close_client(ws).await;
+    stop(stopper, task).await;
+    stop(small_stopper, small_task).await;
+}
+
+#[tokio::test]
+async fn a_byte_a_tick_slowloris_is_cut_off_at_the_handshake_timeout() {
+    let registry = test_registry();
+    let app = tracked(echo_routes(), tracking(&registry));
+    let options = ServeOptions::default().handshake_timeout(Duration::from_millis(300));
+    let (addr, stopper, task) = start(app, options).await;
+
+    let (mut reader, mut writer) = TcpStream::connect(addr).await.unwrap().into_split();
+    let closed = tokio::spawn(async move {
+        let mut chunk = [0u8; 256];
+        while let Ok(1..) = reader.read(&mut chunk).await {}
+    });
+    // A head that would take 20 s to finish at this pace; the server must hang up long before.
+    let head = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nX-Slow: {}\r\n\r\n",
+        "s".repeat(200)
+    );
+    let mut sent = 0;
+    for byte in head.as_bytes() {
+        if closed.is_finished() || writer.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        sent < head.len(),
+        "the whole head went through, byte by byte"
+    );
+    tokio::time::timeout(WAIT, closed)
+        .await
+        .expect("the server closed the connection")
+        .unwrap();
+
+    // A connection that sends nothing at all is dropped too.
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(WAIT, silent.read(&mut byte))
+        .await
+        .expect("a silent connection is dropped");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+
+    // Well-behaved clients are still served, and nothing was registered for the slow ones.
+    let mut ws = connect_with(addr, "/ws", &[]).await;
+    echo_roundtrip(&mut ws, "on time").await;
+    close_client(ws).await;
+    assert_eq!(registry.snapshot().total_connections_ever, 1);
+    stop(stopper, task).await;
+}
+
+#[tokio::test]
+async fn the_client_and_local_addresses_reach_the_handlers() {
+    let registry = test_registry();
+    let app = tracked(echo_routes(), tracking(&registry));
+    let (addr, stopper, task) = start(app, ServeOptions::default()).await;
+
+    // The peer address (ConnectInfo) reaches the extractor ...
+    let ws = connect_with(addr, "/ws", &[]).await;
+    wait_open(&registry, 1).await;
+    let recorded = registry.snapshot().connections[0].remote_address;
+    assert_eq!(recorded, Some("127.0.0.1".parse().unwrap()));
+    close_client(ws).await;
+    wait_count(&registry, 0).await;
+    // ... so a trusted (loopback) peer's forwarding header is believed.
+    let ws = connect_with(addr, "/ws", &[("X-Forwarded-For", "203.0.113.7")]).await;
+    wait_open(&registry, 1).await;
+    let recorded = registry.snapshot().connections[0].remote_address;
+    assert_eq!(recorded, Some("203.0.113.7".parse().unwrap()));
+    close_client(ws).await;
+    wait_count(&registry, 0).await;
+
+    // The local address (LocalAddr) reaches the admin guard: a loopback name is answered at
+    // the listener's own port only.
+    let (admin, admin_stopper, admin_task) =
+        start(admin_router(registry.clone()), ServeOptions::default()).await;
+    let own = format!("localhost:{}", admin.port());
+    let other = format!("localhost:{}", admin.port().wrapping_add(1).max(1));
+    for (host, status) in [(own.as_str(), 200), (other.as_str(), 421)] {
+        let raw = format!("GET /api/stats HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let answer = exchange(admin, raw.as_bytes()).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{host}: {answer}"
+        );
+    }
+    stop(stopper, task).await;
+    stop(admin_stopper, admin_task).await;
+}
+
+#[tokio::test]
+async fn a_graceful_stop_finishes_http_and_leaves_websockets_to_the_registry() {
+    let registry = Registry::with_config(test_config());
+    let app = tracked(echo_routes(), tracking(&registry));
+    let (addr, stopper, task) = start(app, ServeOptions::default()).await;
+    let mut ws = connect_with(addr, "/ws", &[]).await;
+    wait_open(&registry, 1).await;
+    // The server stops without waiting for the WebSocket ...
+    stop(stopper, task).await;
+    assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
+    echo_roundtrip(&mut ws, "still here").await;
+    // ... which the registry's own drain closes.
+    let drained = tokio::spawn({
+        let registry = registry.clone();
+        async move { registry.shutdown().await }
+    });
+    assert_eq!(expect_close(&mut ws).await.0, 1001);
+    let report = tokio::time::timeout(WAIT, drained).await.unwrap().unwrap();
+    assert_eq!((report.connections, report.dropped), (1, 0));
+}
