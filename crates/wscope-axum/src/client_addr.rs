@@ -111,7 +111,7 @@ impl Default for TrustedProxies {
 }
 
 impl FromStr for TrustedProxies {
-    type Err = ipnet::AddrParseError;
+    type Err = String;
 
     /// Parses a comma-separated list of CIDRs or bare addresses (`10.0.0.0/8, ::1`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -125,13 +125,7 @@ impl FromStr for TrustedProxies {
     }
 }
 
-/// Parses `10.0.0.0/8`, or a bare address as a single-host network.
-pub fn parse_net(s: &str) -> Result<IpNet, ipnet::AddrParseError> {
-    match s.parse::<IpNet>() {
-        Ok(net) => Ok(net),
-        Err(e) => s.parse::<IpAddr>().map(IpNet::from).map_err(|_| e),
-    }
-}
+pub use wscope_core::units::parse_net;
 
 impl TrustedProxies {
     /// Trusts exactly these networks, reading `X-Forwarded-For`. An IPv4-mapped network

@@ -274,7 +274,7 @@ impl Item for IpNet {
     const PLACEHOLDER: &'static str = "CIDR";
 
     fn parse(text: &str) -> Result<IpNet, String> {
-        wscope_axum::parse_net(text)
+        wscope_core::units::parse_net(text)
             .map_err(|_| format!("invalid CIDR {text:?}: use 10.0.0.0/8, 192.0.2.1 or ::1"))
     }
 
