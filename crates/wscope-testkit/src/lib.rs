@@ -7,12 +7,14 @@
 //! - `http`: [`http()`], [`http_get`], [`http_post`] and the [`HttpResponse`] they read;
 //!   [`send_raw`] for requests no client would send.
 //! - `raw`: a raw WebSocket client ([`raw::Raw`]) for hand-built handshakes and frames.
+//! - `served`: a `wscope serve` process ([`served::Served`]) for tests of the binary.
 //! - `lib.rs`: [`WAIT`] and [`wait_until`].
 
 #![allow(clippy::unwrap_used)]
 
 pub mod http;
 pub mod raw;
+pub mod served;
 
 use std::time::Duration;
 

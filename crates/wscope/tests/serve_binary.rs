@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -21,112 +21,7 @@ use wscope_testkit::{http_get, http_post, send_raw};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wscope");
 
-/// A spawned `wscope serve` and the addresses it reported.
-struct Served {
-    child: Child,
-    main: SocketAddr,
-    admin: SocketAddr,
-    /// The rest of stderr, line by line.
-    lines: mpsc::Receiver<String>,
-}
-
-impl Served {
-    fn start(extra: &[&str]) -> Self {
-        Self::start_with_env(extra, &[])
-    }
-
-    fn start_with_env(extra: &[&str], envs: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
-            .args(extra)
-            .env_remove("INSTANCE_ID")
-            .envs(envs.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let line = wait_line(&rx, "listening", Duration::from_secs(20));
-        let field = |name: &str| -> SocketAddr {
-            let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
-            line[start..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
-        let (main, admin) = (field("main"), field("admin"));
-        Self {
-            child,
-            main,
-            admin,
-            lines: rx,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("ws://{}{path}", self.main)
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{sig} failed");
-    }
-
-    /// Waits (bounded) for the process to exit.
-    fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "wscope did not exit within {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_line(rx: &mpsc::Receiver<String>, needle: &str, within: Duration) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains(needle) => return line,
-            Ok(_) => {}
-            Err(e) => panic!("no line containing {needle:?} within {within:?}: {e}"),
-        }
-    }
-}
+use wscope_testkit::served::{wait_line, Served};
 
 async fn stats(addr: SocketAddr) -> serde_json::Value {
     let response = http_get(addr, "/api/stats").await;
@@ -136,7 +31,7 @@ async fn stats(addr: SocketAddr) -> serde_json::Value {
 
 #[tokio::test]
 async fn sigterm_drains_clients_with_1001_and_exits_zero() {
-    let mut served = Served::start(&["--drain-timeout", "5s", "--instance-id", "node-t"]);
+    let mut served = Served::start(BIN, &["--drain-timeout", "5s", "--instance-id", "node-t"]);
     let mut clients = Vec::new();
     for i in 0..3 {
         let (mut ws, _) = tokio_tungstenite::connect_async(served.url("/ws"))
@@ -193,14 +88,14 @@ async fn sigterm_drains_clients_with_1001_and_exits_zero() {
 
 #[tokio::test]
 async fn sigint_with_no_clients_exits_zero() {
-    let mut served = Served::start(&[]);
+    let mut served = Served::start(BIN, &[]);
     served.signal("INT");
     assert_eq!(served.wait_exit(Duration::from_secs(10)).code(), Some(0));
 }
 
 #[tokio::test]
 async fn drain_deadline_drops_a_client_that_never_answers() {
-    let mut served = Served::start(&["--drain-timeout", "500ms"]);
+    let mut served = Served::start(BIN, &["--drain-timeout", "500ms"]);
     // A client that completes the handshake and then never reads or answers the close.
     let mut raw = tokio::net::TcpStream::connect(served.main).await.unwrap();
     let req = format!(
@@ -222,7 +117,7 @@ async fn drain_deadline_drops_a_client_that_never_answers() {
 
 #[tokio::test]
 async fn chat_fans_out_to_every_chat_connection_only() {
-    let served = Served::start(&[]);
+    let served = Served::start(BIN, &[]);
     let mut members = Vec::new();
     for _ in 0..3 {
         members.push(
@@ -258,7 +153,7 @@ async fn chat_fans_out_to_every_chat_connection_only() {
 
 #[tokio::test]
 async fn main_listener_health_and_426() {
-    let served = Served::start(&["--instance-id", "hc-1"]);
+    let served = Served::start(BIN, &["--instance-id", "hc-1"]);
     // The public health: the reference's fields, no instance id (by default the host name).
     let response = http_get(served.main, "/health").await;
     assert_eq!(response.status, 200);
@@ -280,7 +175,7 @@ async fn main_listener_health_and_426() {
 
 #[tokio::test]
 async fn admin_close_all_reaches_clients_through_the_binary() {
-    let served = Served::start(&[]);
+    let served = Served::start(BIN, &[]);
     let (mut ws, _) = tokio_tungstenite::connect_async(served.url("/ws"))
         .await
         .unwrap();
@@ -590,7 +485,7 @@ fn invalid_instance_id_exits_2_from_every_source() {
 /// it is 203.0.113.9, when the server reads `trusted_proxy` from its config file.
 async fn client_address_with_trusted_proxy(toml: &str) -> String {
     let file = TomlFile::new("trusted-proxy", toml);
-    let served = Served::start(&["--config", file.path()]);
+    let served = Served::start(BIN, &["--config", file.path()]);
     let mut request = served.url("/ws").into_client_request().unwrap();
     request
         .headers_mut()
@@ -619,7 +514,7 @@ async fn trusted_proxy_as_a_toml_string_is_read() {
 #[tokio::test]
 async fn every_engine_echoes_counts_and_drains() {
     for engine in wscope_axum::Engine::ALL.iter().map(|e| e.as_str()) {
-        let mut served = Served::start(&["--engine", engine, "--drain-timeout", "5s"]);
+        let mut served = Served::start(BIN, &["--engine", engine, "--drain-timeout", "5s"]);
         let (mut ws, _) = tokio_tungstenite::connect_async(served.url("/ws"))
             .await
             .unwrap();
@@ -743,7 +638,7 @@ async fn read_close(raw: &mut tokio::net::TcpStream) -> (u16, String) {
 
 #[tokio::test]
 async fn protocol_violations_get_a_close_code_and_reason_and_others_keep_working() {
-    let served = Served::start(&["--max-message-size", "1KiB"]);
+    let served = Served::start(BIN, &["--max-message-size", "1KiB"]);
     let (mut bystander, _) = tokio_tungstenite::connect_async(served.url("/ws"))
         .await
         .unwrap();
@@ -827,18 +722,21 @@ async fn connect_with(
 /// `Retry-After: 1`); each refusal counted by kind.
 #[tokio::test]
 async fn limits_flags_refuse_by_origin_rate_and_cap() {
-    let served = Served::start(&[
-        "--max-connections",
-        "2",
-        "--handshake-rate-per-ip",
-        "1/m",
-        "--handshake-burst",
-        "2",
-        "--allowed-origin",
-        "https://app.example.com",
-        "--allow-missing-origin",
-        "false",
-    ]);
+    let served = Served::start(
+        BIN,
+        &[
+            "--max-connections",
+            "2",
+            "--handshake-rate-per-ip",
+            "1/m",
+            "--handshake-burst",
+            "2",
+            "--allowed-origin",
+            "https://app.example.com",
+            "--allow-missing-origin",
+            "false",
+        ],
+    );
     const APP: (&str, &str) = ("Origin", "https://app.example.com");
     let response = refused_upgrade(served.main, &[]).await;
     assert_eq!(response.status, 403);
@@ -877,7 +775,7 @@ async fn limits_flags_refuse_by_origin_rate_and_cap() {
 /// 403 until it is lifted.
 #[tokio::test]
 async fn admin_ban_and_unban_through_the_binary() {
-    let served = Served::start(&[]);
+    let served = Served::start(BIN, &[]);
     let mut ws = connect_with(&served, &[]).await;
     let ban = AdminRequest::from_json(
         br#"{"action":"ban","target":"127.0.0.0/8","duration":"5m","reason":"go away"}"#,
@@ -929,7 +827,7 @@ fn upgrade_with_padding(addr: SocketAddr, padding: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn oversized_and_slow_heads_are_cut_off_and_clients_are_still_served() {
-    let served = Served::start(&["--handshake-timeout", "1s"]);
+    let served = Served::start(BIN, &["--handshake-timeout", "1s"]);
     // 64 KiB of headers: 431 (the default bound is 16 KiB), on either listener.
     for addr in [served.main, served.admin] {
         let answer = send_raw(addr, &upgrade_with_padding(addr, 64 << 10)).await;
@@ -973,7 +871,7 @@ async fn oversized_and_slow_heads_are_cut_off_and_clients_are_still_served() {
 
 #[tokio::test]
 async fn malformed_handshakes_get_400_and_are_counted() {
-    let served = Served::start(&[]);
+    let served = Served::start(BIN, &[]);
     let addr = served.main;
     let with_key = |key: &str| {
         format!(
@@ -1004,7 +902,7 @@ async fn malformed_handshakes_get_400_and_are_counted() {
 #[tokio::test]
 async fn the_admin_listener_wants_its_token_and_refuses_forged_requests() {
     let token = TomlFile::new("admin-token", "  s3cr3t-t0ken\n");
-    let served = Served::start(&["--admin-token-file", token.path()]);
+    let served = Served::start(BIN, &["--admin-token-file", token.path()]);
     let (mut ws, _) = tokio_tungstenite::connect_async(served.url("/ws"))
         .await
         .unwrap();
@@ -1109,7 +1007,7 @@ fn hostile_settings_exit_2_with_one_line() {
 
 #[tokio::test]
 async fn a_close_reason_cannot_forge_a_log_line() {
-    let mut served = Served::start_with_env(&[], &[("RUST_LOG", "info,wscope_core=debug")]);
+    let mut served = Served::start_with_env(BIN, &[], &[("RUST_LOG", "info,wscope_core=debug")]);
     let (mut ws, _) = tokio_tungstenite::connect_async(served.url("/ws"))
         .await
         .unwrap();
@@ -1196,7 +1094,7 @@ async fn shutdown_with_stderr_closed_still_drains_and_exits() {
 #[tokio::test]
 async fn a_second_signal_exits_at_once() {
     for (sig, code) in [("TERM", 143), ("INT", 130)] {
-        let mut served = Served::start(&["--drain-timeout", "60s"]);
+        let mut served = Served::start(BIN, &["--drain-timeout", "60s"]);
         // A client that never answers the close: the drain would wait the full minute.
         let _silent = raw_upgrade(served.main, "/ws").await;
         served.signal(sig);
