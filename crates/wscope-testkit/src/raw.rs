@@ -73,6 +73,14 @@ impl Raw {
         raw
     }
 
+    /// Wraps a TCP stream the caller connected (with its own socket options).
+    pub fn from_tcp(tcp: TcpStream) -> Self {
+        Self {
+            tcp,
+            buf: Vec::new(),
+        }
+    }
+
     /// Connects without sending anything.
     pub async fn connect(addr: SocketAddr) -> Self {
         let tcp = timeout(WAIT, TcpStream::connect(addr))
