@@ -24,6 +24,7 @@ engine_tests!(
     a_client_over_its_message_rate_is_closed_with_1008,
     recently_closed_connections_are_listed_newest_first,
     ready_turns_503_as_the_paced_drain_begins,
+    a_shutdown_delivers_every_queued_message_before_1001,
 );
 
 /// Reads (answering pings, as tungstenite does while it reads) until `stop` resolves.
@@ -339,5 +340,32 @@ async fn ready_turns_503_as_the_paced_drain_begins() {
     }
     let report = tokio::time::timeout(WAIT, shutdown).await.unwrap().unwrap();
     assert_eq!((report.connections, report.dropped), (N as u64, 0));
+    server.shutdown().await;
+}
+
+/// A shutdown with 1,000 messages queued to a client that has not read them delivers all 1,000,
+/// in order, before the 1001 close.
+async fn a_shutdown_delivers_every_queued_message_before_1001() {
+    let reg = test_registry();
+    let server = TestServer::echo(reg.clone()).await;
+    let mut ws = connect_small_window(server.addr, "/ws").await;
+    wait_open(&reg, 1).await;
+    let handle = reg.active_connections().pop().unwrap();
+    for i in 0..1000 {
+        handle.send(format!("queued {i:04}")).unwrap();
+    }
+    let shutdown = tokio::spawn({
+        let reg = reg.clone();
+        async move { reg.shutdown().await }
+    });
+    for i in 0..1000 {
+        assert_eq!(recv_text(&mut ws).await, format!("queued {i:04}"));
+    }
+    assert_eq!(
+        expect_close(&mut ws).await,
+        (1001, "Server shutting down".into())
+    );
+    let report = tokio::time::timeout(WAIT, shutdown).await.unwrap().unwrap();
+    assert_eq!((report.connections, report.dropped), (1, 0));
     server.shutdown().await;
 }
