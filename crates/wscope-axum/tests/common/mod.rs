@@ -5,6 +5,8 @@
 // Each test binary uses a subset of these helpers.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod raw;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
