@@ -770,3 +770,71 @@ async fn protocol_violations_get_a_close_code_and_reason_and_others_keep_working
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// `--max-frame-size`, `--max-buffered-bytes` and `--permessage-deflate` reach the sockets: a
+/// frame over 1 KiB is refused though the message limit is 64 KiB, fragments of 1 KiB pass until
+/// the message outgrows the 16 KiB budget (1013), and a client offering compression gets it.
+#[tokio::test]
+async fn message_limit_budget_and_compression_flags_reach_the_sockets() {
+    let served = Served::start(&[
+        "--max-message-size=64KiB",
+        "--max-frame-size=1KiB",
+        "--max-buffered-bytes=16KiB",
+        "--permessage-deflate",
+    ]);
+    let fragment = |first: bool, fin: bool| {
+        let mut f = client_frame(if first { 0x2 } else { 0x0 }, &[7u8; 1024]);
+        if !fin {
+            f[0] &= 0x7f;
+        }
+        f
+    };
+
+    let mut raw = raw_upgrade(served.main, "/ws").await;
+    raw.write_all(&client_frame(0x2, &[7u8; 1025]))
+        .await
+        .unwrap();
+    assert_eq!(
+        read_close(&mut raw).await,
+        (1009, "Message too big".to_owned())
+    );
+
+    // Four 1 KiB fragments make a message that echoes (small enough to be free of the budget).
+    let mut raw = raw_upgrade(served.main, "/ws").await;
+    let mut message = fragment(true, false);
+    for i in 1..4 {
+        message.extend(fragment(false, i == 3));
+    }
+    raw.write_all(&message).await.unwrap();
+    let mut head = [0u8; 4];
+    raw.read_exact(&mut head).await.unwrap();
+    assert_eq!(head, [0x82, 126, 0x10, 0x00], "a 4 KiB binary echo");
+    let mut echoed = vec![0u8; 4096];
+    raw.read_exact(&mut echoed).await.unwrap();
+
+    // Sixteen fragments fill the budget; the seventeenth does not fit.
+    let mut raw = raw_upgrade(served.main, "/ws").await;
+    let mut message = fragment(true, false);
+    for _ in 1..17 {
+        message.extend(fragment(false, false));
+    }
+    raw.write_all(&message).await.unwrap();
+    assert_eq!(
+        read_close(&mut raw).await,
+        (1013, "Try again later".to_owned())
+    );
+
+    let mut request = served.url("/ws").into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-extensions",
+        "permessage-deflate; client_max_window_bits"
+            .parse()
+            .unwrap(),
+    );
+    let (mut ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(
+        response.headers()["sec-websocket-extensions"],
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+    );
+    ws.close(None).await.unwrap();
+}
