@@ -28,13 +28,10 @@ const OFFER: (&str, &str) = (
     "permessage-deflate; client_max_window_bits",
 );
 
-/// `/ws` echo on the running test's engine; compression on or off, and a budget to read.
-async fn server(deflate: bool, socket: SocketConfig) -> (TestServer, MessageBudget) {
-    let budget = MessageBudget::new(SocketConfig::DEFAULT_MAX_BUFFERED_BYTES);
-    let socket = socket
-        .engine(engine())
-        .permessage_deflate(deflate)
-        .message_budget(budget.clone());
+/// `/ws` echo on the running test's engine; compression on or off, and its budget, to read.
+async fn start(deflate: bool, socket: SocketConfig) -> (TestServer, MessageBudget) {
+    let socket = socket.engine(engine()).permessage_deflate(deflate);
+    let budget = socket.message_budget.clone();
     let reg = test_registry();
     let app = tracked(
         Router::new().route("/ws", get(echo)),
@@ -101,7 +98,7 @@ async fn compressed_reply(ws: &mut Raw, opcode: u8, window_bits: u8) -> Vec<u8> 
 }
 
 async fn deflate_is_agreed_only_when_the_server_enables_it() {
-    let (plain, _) = server(false, SocketConfig::default()).await;
+    let (plain, _) = start(false, SocketConfig::default()).await;
     let mut ws = upgrade(plain.addr, "/ws", &[OFFER]).await;
     assert_eq!(ws.header("sec-websocket-extensions"), None);
     // Not agreed: a compressed frame is a protocol error.
@@ -113,7 +110,7 @@ async fn deflate_is_agreed_only_when_the_server_enables_it() {
     assert_eq!(ws.expect_close().await.0, 1002);
     plain.shutdown().await;
 
-    let (deflating, _) = server(true, SocketConfig::default()).await;
+    let (deflating, _) = start(true, SocketConfig::default()).await;
     let ws = upgrade(deflating.addr, "/ws", &[OFFER]).await;
     assert_eq!(
         ws.header("sec-websocket-extensions").as_deref(),
@@ -156,7 +153,7 @@ async fn deflate_is_agreed_only_when_the_server_enables_it() {
 }
 
 async fn compressed_messages_echo_and_the_replies_are_compressed() {
-    let (server, budget) = server(true, SocketConfig::default()).await;
+    let (server, budget) = start(true, SocketConfig::default()).await;
     let mut ws = upgrade(server.addr, "/ws", &[OFFER]).await;
     let text = json(2000);
     let body = deflate(&text, Compression::default());
@@ -183,10 +180,12 @@ async fn compressed_messages_echo_and_the_replies_are_compressed() {
     );
     assert_eq!(compressed_reply(&mut ws, BINARY, 15).await, big);
 
-    // Uncompressed messages still pass on a compressing connection, each way.
+    // Uncompressed messages still pass on a compressing connection; every reply is compressed,
+    // however small.
     ws.send(&frame(FIN | TEXT, b"short")).await;
-    let f = ws.read_data().await;
-    assert_eq!((f.rsv1, f.payload.as_slice()), (false, &b"short"[..]));
+    assert_eq!(compressed_reply(&mut ws, TEXT, 15).await, b"short");
+    ws.send(&frame(FIN | BINARY, b"")).await;
+    assert_eq!(compressed_reply(&mut ws, BINARY, 15).await, b"");
     ws.send(&frame(FIN | TEXT, &text)).await;
     assert_eq!(compressed_reply(&mut ws, TEXT, 15).await, text);
 
@@ -209,10 +208,10 @@ async fn compressed_messages_echo_and_the_replies_are_compressed() {
 }
 
 /// With `server_max_window_bits=9` the server may look back 512 bytes at most: data that repeats
-/// only 1 KiB apart, which a full window shrinks sixteenfold, does not shrink at all (zlib's
-/// inflater reads any window whatever bits it is given, so the size is what tells).
+/// only 1 KiB apart, which a full window shrinks eightfold and more, does not shrink at all
+/// (zlib's inflater reads any window whatever bits it is given, so the size is what tells).
 async fn the_window_the_client_allows_the_server_is_honoured() {
-    let (server, _) = server(true, SocketConfig::default()).await;
+    let (server, _) = start(true, SocketConfig::default()).await;
     let block: Vec<u8> = (0..1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
@@ -242,17 +241,12 @@ async fn the_window_the_client_allows_the_server_is_honoured() {
 
     let (agreed, narrow) = echo("permessage-deflate; server_max_window_bits=9").await;
     assert!(agreed.ends_with("; server_max_window_bits=9"), "{agreed}");
-    let payload = if narrow.rsv1 {
-        assert!(
-            narrow.payload.len() > data.len() / 2,
-            "{}",
-            narrow.payload.len()
-        );
-        inflate(&narrow.payload, 9)
-    } else {
-        narrow.payload
-    };
-    assert_eq!(payload, data);
+    assert!(
+        narrow.rsv1 && narrow.payload.len() > data.len() / 2,
+        "{}",
+        narrow.payload.len()
+    );
+    assert_eq!(inflate(&narrow.payload, 9), data);
 
     // Eight bits, which zlib cannot make: agreed, and the server sends uncompressed.
     let (agreed, eight) = echo("permessage-deflate; server_max_window_bits=8").await;
@@ -264,7 +258,7 @@ async fn the_window_the_client_allows_the_server_is_honoured() {
 /// 64 MiB of zeros deflated to some 64 KiB: under a 1 MiB limit the server closes with 1009,
 /// and holds nothing afterwards.
 async fn a_deflate_bomb_closes_with_1009_before_inflating_past_the_limit() {
-    let (server, budget) = server(true, SocketConfig::default()).await;
+    let (server, budget) = start(true, SocketConfig::default()).await;
     // A flushed deflate stream may follow another: 64 copies of 1 MiB of zeros, deflated once.
     let mebibyte = deflate(&vec![0u8; 1 << 20], Compression::best());
     let mut bomb = Vec::new();
@@ -298,10 +292,11 @@ async fn a_deflate_bomb_closes_with_1009_before_inflating_past_the_limit() {
     server.shutdown().await;
 }
 
-/// A compressed message half sent is charged for the inflater its connection holds; once whole,
-/// nothing is: between messages a compressing connection keeps no inflating state.
+/// A compressed message half sent is charged for the inflater its connection keeps meanwhile;
+/// once whole, nothing is: between messages a compressing connection keeps no inflating state.
+/// A small compressed message that comes whole passes even a spent budget.
 async fn inflating_state_is_held_only_while_a_compressed_message_comes_in() {
-    let (server, budget) = server(true, SocketConfig::default()).await;
+    let (server, budget) = start(true, SocketConfig::default()).await;
     let mut ws = upgrade(server.addr, "/ws", &[OFFER]).await;
     let text = json(500);
     let body = deflate(&text, Compression::default());
@@ -313,5 +308,22 @@ async fn inflating_state_is_held_only_while_a_compressed_message_comes_in() {
     assert_eq!(compressed_reply(&mut ws, TEXT, 15).await, text);
     assert_eq!(budget.in_use(), 0);
     ws.close().await;
+    server.shutdown().await;
+
+    // A budget smaller than one inflater: slow compressed messages are refused, whole ones pass.
+    let (server, budget) = start(
+        true,
+        SocketConfig::default().message_budget(MessageBudget::new(32 << 10)),
+    )
+    .await;
+    let mut ws = upgrade(server.addr, "/ws", &[OFFER]).await;
+    ws.send(&whole).await;
+    assert_eq!(compressed_reply(&mut ws, TEXT, 15).await, text);
+    ws.send(first).await;
+    assert_eq!(
+        ws.expect_close().await,
+        (1013, "Try again later".to_owned())
+    );
+    assert_eq!(budget.in_use(), 0);
     server.shutdown().await;
 }

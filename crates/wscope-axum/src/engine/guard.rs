@@ -55,9 +55,11 @@ const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
 /// What RFC 7692 §7.2.2 has the receiver append to a message before inflating it.
 const TRAILER: [u8; 4] = [0, 0, 0xff, 0xff];
-/// What a compressed message in progress is charged to the budget on top of its inflated bytes:
-/// about the memory its connection holds until it is whole (zlib's inflate state and 32 KiB
-/// window, the input and inflated buffers), so that slow compressed messages are bounded too.
+/// What a compressed message is charged to the budget on top of its inflated bytes once its
+/// connection keeps the inflating state while waiting for the client (the message came slower
+/// than the socket delivers): about that state's memory (zlib's inflate state and 32 KiB window,
+/// the input and inflated buffers), so that slow compressed messages are bounded too. One that
+/// arrives whole is not charged it.
 const INFLATE_COST: u64 = 64 << 10;
 
 /// Where the guard leaves the violation that ends a connection, for the transport's reader
@@ -262,6 +264,8 @@ struct Msg {
     /// Bytes it inflated to so far (compressed messages).
     inflated: u64,
     compressed: bool,
+    /// Its connection kept the inflating state between reads: it is charged [`INFLATE_COST`].
+    keeps_inflater: bool,
 }
 
 /// Room a compressed message gets on the wire beyond the limits: deflate may make incompressible
@@ -352,6 +356,7 @@ impl Reader {
                 wire: 0,
                 inflated: 0,
                 compressed: compressed_start,
+                keeps_inflater: false,
             },
         };
         let (frame_limit, message_limit) = if msg.compressed {
@@ -375,11 +380,9 @@ impl Reader {
                 self.message_limit
             )));
         }
-        self.hold(if msg.compressed {
-            INFLATE_COST + msg.inflated
-        } else {
-            wire
-        })?;
+        if !msg.compressed {
+            self.hold(wire)?;
+        }
         self.message = Some(Msg { wire, ..msg });
         Ok(if msg.compressed {
             Frame::Compressed
@@ -742,15 +745,25 @@ impl Reader {
                 self.message_limit
             )));
         }
-        let inflated = msg.inflated;
-        self.hold(INFLATE_COST + inflated)?;
+        self.hold_compressed()?;
         Ok((used, made == room))
+    }
+
+    /// Charges the compressed message in progress what it holds: its inflated bytes, and its
+    /// inflater if the connection keeps it.
+    fn hold_compressed(&mut self) -> Result<(), TransportError> {
+        match self.message {
+            Some(m) if m.compressed => {
+                self.hold(m.inflated + if m.keeps_inflater { INFLATE_COST } else { 0 })
+            }
+            _ => Ok(()),
+        }
     }
 }
 
 /// The outgoing side under permessage-deflate: the engine's frames, each whole data message
-/// compressed (RFC 7692 §6.1). Fragmented messages (an engine splits only very large ones) and
-/// control frames go as they are.
+/// compressed (RFC 7692 §6.1). Fragmented messages (only tokio-websockets splits messages, those
+/// over 4 MiB) and control frames go as they are.
 struct Compressor {
     window_bits: u8,
     header: HeaderBuf,
@@ -802,7 +815,7 @@ impl Compressor {
             self.fragmented = false;
         }
         self.left = h.len;
-        if whole && h.mask.is_none() && h.len >= deflate::MIN_COMPRESSED as u64 {
+        if whole && h.mask.is_none() {
             self.gathering = Some(*h);
             self.payload
                 .reserve(usize::try_from(h.len).unwrap_or(0).min(1 << 20));
@@ -951,8 +964,18 @@ impl<S: Io> FrameGuard<S> {
         };
         if t.idle() && self.read.header.is_empty() && !self.read.wire.is_tripped() {
             t.give_back(); // the engine reads the socket in place again
-        } else {
-            self.read.inflating = Some(t);
+            return polled;
+        }
+        self.read.inflating = Some(t);
+        match self.read.message.as_mut() {
+            Some(m) if m.compressed && !m.keeps_inflater && polled.is_pending() => {
+                // The message waits for the client: its connection keeps the inflater meanwhile.
+                m.keeps_inflater = true;
+                if let Err(e) = self.read.hold_compressed() {
+                    self.read.wire.trip(e);
+                }
+            }
+            _ => {}
         }
         polled
     }
