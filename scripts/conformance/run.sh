@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# Autobahn|Testsuite conformance of `wscope serve`'s /ws echo route, sections 1-10 (12 and 13,
-# permessage-deflate, are left out), through the PyPI runner kosoku pinned in requirements.txt.
+# Autobahn|Testsuite conformance of `wscope serve`'s /ws echo route, through the PyPI runner kosoku
+# pinned in requirements.txt, in two passes against two servers: sections 1-10 (the message and
+# frame limits raised to 16 MiB, the size section 9 sends), then sections 12 and 13
+# (permessage-deflate) against a server started with --permessage-deflate.
 #
 #   bash scripts/conformance/run.sh [--write-doc] [-- EXTRA `wscope serve` FLAGS...]
 #
-# Creates or reuses a virtualenv at target/kosoku-venv, builds wscope (release), serves it on two
-# free loopback ports, runs kosoku's fuzzing client against ws://127.0.0.1:PORT/ws, stops the
-# server and prints a per-section table (summarize.py). Exits non-zero if any case is graded other
-# than OK, NON-STRICT or INFORMATIONAL (or closes other than OK/INFORMATIONAL), or if no case ran.
-# --write-doc also rewrites docs/CONFORMANCE.md from the run.
+# Creates or reuses a virtualenv at target/kosoku-venv, builds wscope (release), and for each pass
+# serves it on two free loopback ports, runs kosoku's fuzzing client against
+# ws://127.0.0.1:PORT/ws and stops the server; then prints a per-section table of both passes
+# (summarize.py). Exits non-zero if any case is graded other than OK, NON-STRICT or INFORMATIONAL
+# (or closes other than OK/INFORMATIONAL), or if a section did not run.
+# --write-doc also rewrites docs/CONFORMANCE.md from the run. The extra flags go to both servers.
 #
-# Reports (JSON + HTML): target/conformance/report/index.html; server log: target/conformance/.
-# Environment: KOSOKU_TIMEOUT (seconds for the kosoku run, default 1200); WSCOPE_* variables
-# reach the server as usual (e.g. WSCOPE_ENGINE=tungstenite).
+# Reports (JSON + HTML): target/conformance/report-PASS/index.html; server logs:
+# target/conformance/server-PASS.log. Environment: KOSOKU_TIMEOUT (seconds for each kosoku run,
+# default 1200); WSCOPE_* variables reach the servers as usual (e.g. WSCOPE_ENGINE=tungstenite).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -24,17 +27,23 @@ while (($#)); do
   case "$1" in
     --write-doc) write_doc=(--write-doc); shift ;;
     --) shift; serve_extra=("$@"); break ;;
-    -h | --help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 
 KOSOKU_TIMEOUT="${KOSOKU_TIMEOUT:-1200}"
-SECTIONS=(1 2 3 4 5 6 7 9 10)
+# The passes: each its sections and the flags its server gets (before the extra ones).
+PASSES=(plain deflate)
+declare -A PASS_SECTIONS=([plain]="1 2 3 4 5 6 7 9 10" [deflate]="12 13")
+declare -A PASS_FLAGS=(
+  # Section 9 sends messages of up to 16 MiB in one frame; the defaults (1 MiB) would refuse them.
+  [plain]="--max-message-size 16MiB --max-frame-size 16MiB"
+  [deflate]="--permessage-deflate"
+)
 VENV="$ROOT/target/kosoku-venv"
 REQ="$ROOT/scripts/conformance/requirements.txt"
 OUT="$ROOT/target/conformance"
-REPORT="$OUT/report"
 started=$SECONDS
 
 die() { echo "conformance: error: $*" >&2; exit 1; }
@@ -88,7 +97,7 @@ for ((i = 0; i < ${#serve_extra[@]}; i++)); do
   esac
 done
 if [[ -z $engine ]]; then
-  engine="$("$BIN" serve --help | tr '\n' ' ' | sed -n 's/.*WebSocket engine:[^[]*\[default: *\([^]]*\)\].*/\1/p')"
+  engine="$("$BIN" serve --help | tr '\n' ' ' | sed -n 's/.*--engine <NAME> *WebSocket implementation[^[]*\[default: *\([^]]*\)\].*/\1/p')"
   engine="${engine:+$engine (default)}"
 fi
 
@@ -143,90 +152,111 @@ except Exception:
     sys.exit(1)' "http://127.0.0.1:$1/health"
 }
 
-# A port picked this way can be taken before the server binds it: try a few times.
-port=""
-for attempt in 1 2 3 4 5; do
-  read -r port admin_port < <(free_ports)
-  serve_cmd=("$BIN" serve --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin_port"
-    --stats-interval 0 "${serve_extra[@]}")
-  say "starting wscope serve on 127.0.0.1:$port (admin $admin_port), engine ${engine:-?}"
-  "${serve_cmd[@]}" >"$OUT/server.log" 2>&1 &
-  server_pid=$!
-  for ((i = 0; i < 300; i++)); do # 30 s
-    kill -0 "$server_pid" 2>/dev/null || break
-    healthy "$port" && break 2
-    sleep 0.1
+# One pass: start a server with the pass's flags, run kosoku on its sections, stop the server.
+# Sets kosoku_rc, server_rc and kosoku_seconds for the pass; records the commands shown.
+declare -A KOSOKU_RC SERVER_RC KOSOKU_SECONDS SHOWN_SERVE SHOWN_KOSOKU
+run_pass() {
+  local pass=$1 log="$OUT/server-$1.log" report="$OUT/report-$1"
+  local -a flags sections selection serve_cmd kosoku_cmd
+  read -r -a flags <<<"${PASS_FLAGS[$pass]}"
+  read -r -a sections <<<"${PASS_SECTIONS[$pass]}"
+  # A port picked this way can be taken before the server binds it: try a few times.
+  local port="" admin_port attempt i
+  for attempt in 1 2 3 4 5; do
+    read -r port admin_port < <(free_ports)
+    serve_cmd=("$BIN" serve --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin_port"
+      --stats-interval 0 "${flags[@]}" "${serve_extra[@]}")
+    say "$pass: starting wscope serve on 127.0.0.1:$port (admin $admin_port), engine ${engine:-?}, ${flags[*]}"
+    "${serve_cmd[@]}" >"$log" 2>&1 &
+    server_pid=$!
+    for ((i = 0; i < 300; i++)); do # 30 s
+      kill -0 "$server_pid" 2>/dev/null || break
+      healthy "$port" && break 2
+      sleep 0.1
+    done
+    if kill -0 "$server_pid" 2>/dev/null; then
+      cat "$log" >&2
+      die "wscope serve did not answer /health on 127.0.0.1:$port within 30 s"
+    fi
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=""
+    echo "conformance: wscope serve exited before it was ready (attempt $attempt):" >&2
+    tail -n 5 "$log" >&2
+    port=""
   done
-  if kill -0 "$server_pid" 2>/dev/null; then
-    cat "$OUT/server.log" >&2
-    die "wscope serve did not answer /health on 127.0.0.1:$port within 30 s"
+  [[ -n $port ]] || die "wscope serve did not start; see $log"
+
+  selection=()
+  for i in "${sections[@]}"; do selection+=(-i "$i.*"); done
+  rm -rf "$report"
+  kosoku_cmd=("$VENV/bin/kosoku" "ws://127.0.0.1:$port/ws" "${selection[@]}" -o "$report")
+  say "$pass: kosoku $kosoku_version, sections ${sections[*]} (at most ${KOSOKU_TIMEOUT}s)"
+  local kosoku_started=$SECONDS rc=0
+  # In the background and waited for, so that a signal to this script is acted on at once
+  # (timeout(1) runs kosoku in a process group of its own, out of reach of a terminal's Ctrl-C).
+  timeout --kill-after=30 "$KOSOKU_TIMEOUT" "${kosoku_cmd[@]}" &
+  kosoku_pid=$!
+  wait "$kosoku_pid" || rc=$?
+  kosoku_pid=""
+  KOSOKU_RC[$pass]=$rc
+  KOSOKU_SECONDS[$pass]=$((SECONDS - kosoku_started))
+  if ((rc == 124 || rc == 137)); then
+    echo "conformance: $pass: kosoku did not finish within ${KOSOKU_TIMEOUT}s" >&2
   fi
-  wait "$server_pid" 2>/dev/null || true
-  server_pid=""
-  echo "conformance: wscope serve exited before it was ready (attempt $attempt):" >&2
-  tail -n 5 "$OUT/server.log" >&2
-  port=""
+
+  SERVER_RC[$pass]=0
+  if ! kill -0 "$server_pid" 2>/dev/null; then
+    echo "conformance: $pass: wscope serve exited during the run; its log:" >&2
+    tail -n 20 "$log" >&2
+    SERVER_RC[$pass]=1
+  fi
+  stop_server || { echo "conformance: $pass: wscope serve exited with status $? after SIGTERM" >&2; SERVER_RC[$pass]=1; }
+
+  SHOWN_SERVE[$pass]="$(q wscope serve --listen 127.0.0.1:PORT --admin-listen 127.0.0.1:PORT2 \
+    --stats-interval 0 "${flags[@]}" "${serve_extra[@]}")"
+  SHOWN_KOSOKU[$pass]="$(q kosoku ws://127.0.0.1:PORT/ws "${selection[@]}" -o "target/conformance/report-$pass")"
+}
+q() { python3 -c 'import shlex, sys; print(shlex.join(sys.argv[1:]))' "$@"; }
+
+for pass in "${PASSES[@]}"; do
+  run_pass "$pass"
 done
-[[ -n $port ]] || die "wscope serve did not start; see $OUT/server.log"
-
-# --- kosoku --------------------------------------------------------------------------------------
-selection=()
-for s in "${SECTIONS[@]}"; do selection+=(-i "$s.*"); done
-selection+=(-x '12.*' -x '13.*')
-rm -rf "$REPORT"
-kosoku_cmd=("$VENV/bin/kosoku" "ws://127.0.0.1:$port/ws" "${selection[@]}" -o "$REPORT")
-say "kosoku $kosoku_version: sections ${SECTIONS[*]} (at most ${KOSOKU_TIMEOUT}s)"
-kosoku_started=$SECONDS
-# In the background and waited for, so that a signal to this script is acted on at once
-# (timeout(1) runs kosoku in a process group of its own, out of reach of a terminal's Ctrl-C).
-timeout --kill-after=30 "$KOSOKU_TIMEOUT" "${kosoku_cmd[@]}" &
-kosoku_pid=$!
-kosoku_rc=0
-wait "$kosoku_pid" || kosoku_rc=$?
-kosoku_pid=""
-kosoku_seconds=$((SECONDS - kosoku_started))
-if ((kosoku_rc == 124 || kosoku_rc == 137)); then
-  echo "conformance: kosoku did not finish within ${KOSOKU_TIMEOUT}s" >&2
-fi
-
-server_rc=0
-if ! kill -0 "$server_pid" 2>/dev/null; then
-  echo "conformance: wscope serve exited during the run; its log:" >&2
-  tail -n 20 "$OUT/server.log" >&2
-  server_rc=1
-fi
-stop_server || { echo "conformance: wscope serve exited with status $? after SIGTERM" >&2; server_rc=1; }
 
 # --- summary ---------------------------------------------------------------------------------
-q() { python3 -c 'import shlex, sys; print(shlex.join(sys.argv[1:]))' "$@"; }
-shown_kosoku=("kosoku" "ws://127.0.0.1:PORT/ws" "${selection[@]}" -o "target/conformance/report")
-shown_serve=("wscope" serve --listen 127.0.0.1:PORT --admin-listen 127.0.0.1:PORT2 --stats-interval 0
-  "${serve_extra[@]}")
 shown_run=(bash scripts/conformance/run.sh "${write_doc[@]}")
 ((${#serve_extra[@]})) && shown_run+=(-- "${serve_extra[@]}")
+summary_args=()
+all_sections=()
+for pass in "${PASSES[@]}"; do
+  summary_args+=(--pass "$pass" "$OUT/report-$pass" "${SHOWN_SERVE[$pass]}" "${SHOWN_KOSOKU[$pass]}"
+    "${KOSOKU_SECONDS[$pass]}")
+  read -r -a sections <<<"${PASS_SECTIONS[$pass]}"
+  all_sections+=("${sections[@]}")
+done
 set +e
-"$VENV/bin/python" "$ROOT/scripts/conformance/summarize.py" "$REPORT" "${write_doc[@]}" \
+"$VENV/bin/python" "$ROOT/scripts/conformance/summarize.py" "${write_doc[@]}" "${summary_args[@]}" \
   --sections "$(
     IFS=,
-    echo "${SECTIONS[*]}"
+    echo "${all_sections[*]}"
   )" \
   --kosoku-version "$kosoku_version" \
   --command "$(q "${shown_run[@]}")" \
-  --kosoku-command "$(q "${shown_kosoku[@]}")" \
-  --serve-command "$(q "${shown_serve[@]}")" \
-  --engine "${engine:-unknown}" \
-  --kosoku-seconds "$kosoku_seconds"
+  --engine "${engine:-unknown}"
 summary_rc=$?
 set -e
 
-say "wall time $((SECONDS - started)) s (kosoku ${kosoku_seconds} s); HTML report: ${REPORT#"$ROOT"/}/index.html"
+total_kosoku=0
+for pass in "${PASSES[@]}"; do total_kosoku=$((total_kosoku + KOSOKU_SECONDS[$pass])); done
+say "wall time $((SECONDS - started)) s (kosoku ${total_kosoku} s); HTML reports: target/conformance/report-{$(IFS=,; echo "${PASSES[*]}")}/index.html"
 if ((summary_rc != 0)); then
   exit "$summary_rc"
 fi
-if ((kosoku_rc != 0)); then
-  die "kosoku exited with status $kosoku_rc"
-fi
-if ((server_rc != 0)); then
-  die "wscope serve did not shut down cleanly; see $OUT/server.log"
-fi
+for pass in "${PASSES[@]}"; do
+  if ((KOSOKU_RC[$pass] != 0)); then
+    die "$pass: kosoku exited with status ${KOSOKU_RC[$pass]}"
+  fi
+  if ((SERVER_RC[$pass] != 0)); then
+    die "$pass: wscope serve did not shut down cleanly; see $OUT/server-$pass.log"
+  fi
+done
 say "OK"

@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""Per-section summary of a kosoku (Autobahn|Testsuite) report directory.
+"""Per-section summary of kosoku (Autobahn|Testsuite) report directories, one per pass.
 
-    summarize.py REPORT_DIR [--write-doc] [--doc PATH] [--sections 1,2,...] [run details...]
+    summarize.py --pass NAME REPORT_DIR SERVE_CMD KOSOKU_CMD SECONDS [--pass ...]
+                 [--write-doc] [--doc PATH] [--sections 1,2,...] [run details...]
 
-Reads REPORT_DIR/index.json and the per-case JSON files kosoku writes next to it, prints a table
-(section, cases, OK, NON-STRICT, INFORMATIONAL, FAILED/other) and lists every case that is not OK.
+Reads each REPORT_DIR/index.json and the per-case JSON files kosoku writes next to it, prints one
+table of all passes (section, cases, OK, NON-STRICT, INFORMATIONAL, FAILED/other) and lists every
+case that is not OK. A pass is one server and one kosoku run (wscope's: sections 1-10, then 12-13
+against a server with --permessage-deflate); no case may appear in two passes.
 
 A case passes, as Autobahn grades it, when its behavior is OK, NON-STRICT or INFORMATIONAL and its
 closing behavior is OK or INFORMATIONAL. Exit status: 0 when every case passes and every expected
@@ -82,23 +85,24 @@ def first_sentence(text: str, limit: int = 160) -> str:
     return text if text.endswith((".", "!", "?")) else text + "."
 
 
-def load(report_dir: Path) -> dict[str, dict]:
-    """case id -> index entry, with the per-case report merged in under `report`."""
+def load(report_dir: Path, cases: dict[str, dict], pass_name: str) -> None:
+    """Adds case id -> index entry to `cases`, with the per-case report merged in under `report`
+    and the pass it ran in under `pass`."""
     index_path = report_dir / "index.json"
     if not index_path.is_file():
-        return {}
+        return
     index = json.loads(index_path.read_text())
-    cases: dict[str, dict] = {}
     for agent, agent_cases in index.items():
         for case_id, entry in agent_cases.items():
             if case_id in cases:
-                raise SystemExit(f"summarize: case {case_id} appears twice (agent {agent!r})")
+                raise SystemExit(f"summarize: case {case_id} appears twice (agent {agent!r}, pass {pass_name!r})")
             entry = dict(entry)
             entry["agent"] = agent
+            entry["pass"] = pass_name
+            entry["report_dir"] = report_dir
             path = report_dir / entry.get("reportfile", "")
             entry["report"] = json.loads(path.read_text()) if path.is_file() else {}
             cases[case_id] = entry
-    return dict(sorted(cases.items(), key=lambda kv: case_key(kv[0])))
 
 
 def tabulate(cases: dict[str, dict]) -> tuple[list[list[str]], Counter]:
@@ -202,9 +206,9 @@ def write_doc(path: Path, args: argparse.Namespace, cases: dict[str, dict], rows
         "`wscope serve`'s `/ws` echo route against the Autobahn|Testsuite cases, sections "
         f"{sections} ({total} cases), driven by [kosoku](https://pypi.org/project/kosoku/) "
         f"{args.kosoku_version}, a Python 3 runner of the Autobahn case files (no Docker). "
-        "Sections 12 and 13 (permessage-deflate compression) are not run: wscope does not "
-        "negotiate compression. CI (`.ci/run`) runs this after the tests and fails when any case "
-        "is graded anything other than OK, NON-STRICT or INFORMATIONAL."
+        "Sections 12 and 13 (permessage-deflate, RFC 7692) run against a second server started "
+        "with `--permessage-deflate`. CI (`.ci/run`) runs this after the tests and fails when any "
+        "case is graded anything other than OK, NON-STRICT or INFORMATIONAL."
     )
     L.append("")
     L.append("This file is written by `scripts/conformance/summarize.py --write-doc`; do not edit it by hand.")
@@ -216,10 +220,13 @@ def write_doc(path: Path, args: argparse.Namespace, cases: dict[str, dict], rows
     L.append(f"- kosoku: {args.kosoku_version} (pinned in `scripts/conformance/requirements.txt`, installed in `target/kosoku-venv`)")
     L.append(f"- wscope: commit {git_revision()}, release build, engine {args.engine}")
     L.append(f"- Command: `{args.command}`")
-    L.append(f"- Server, on loopback with free ports: `{args.serve_command}`")
-    L.append(f"- Client: `{args.kosoku_command}`")
-    if args.kosoku_seconds is not None:
-        L.append(f"- Time of the kosoku run: {args.kosoku_seconds} s (section 9 cases together: {sec9_ms / 1000:.1f} s)")
+    L.append("- Passes, each a server on loopback with free ports and a kosoku run against it:")
+    for name, _dir, serve, kosoku, seconds in args.passes:
+        ran = sorted({cid.split(".")[0] for cid, e in cases.items() if e["pass"] == name}, key=int)
+        L.append(f"  - {name} (sections {', '.join(ran) or 'none'}; kosoku {seconds} s):")
+        L.append(f"    server `{serve}`, client `{kosoku}`")
+    if sec9:
+        L.append(f"- Section 9 cases together: {sec9_ms / 1000:.1f} s")
     L.append("")
     L.append("## Result per section")
     L.append("")
@@ -296,15 +303,35 @@ def write_doc(path: Path, args: argparse.Namespace, cases: dict[str, dict], rows
         "Section 9 sends text and binary messages of up to 16 MiB in one frame (9.1, 9.2), 4 MiB "
         "messages in fragments of 64 bytes up to 4 MiB (9.3, 9.4: up to 65,536 fragments), 1 MiB "
         "messages in chops of 64 bytes up to 1 MiB (9.5, 9.6) and 1,000 messages back to back "
-        "(9.7, 9.8). wscope's defaults let all of it through (largest message 64 MiB, "
-        "`--max-message-size`; largest frame 16 MiB on the tungstenite engine, which takes a frame "
-        "limit; no limit on the number of fragments), so no limit is raised for this run."
+        "(9.7, 9.8). wscope's defaults (largest message and frame 1 MiB, docs/SECURITY.md says "
+        "why) would close the larger of these with 1009, so the first pass raises both to 16 MiB "
+        "(`--max-message-size 16MiB --max-frame-size 16MiB`); the number of fragments is not "
+        "limited, only their total. Sections 12 and 13 send messages of up to 128 KiB, within the "
+        "defaults."
     )
     if slowest is not None:
         sid = next(cid for cid, e in cases.items() if e is slowest)
         line += f" The slowest section-9 case was {sid} at {slowest.get('duration')} ms."
     L.append(line)
     L.append("")
+    compressed = {cid: e for cid, e in cases.items() if cid.split(".")[0] in ("12", "13")}
+    if compressed:
+        ms = sum(int(e.get("duration") or 0) for e in compressed.values())
+        slow_id, slow = max(compressed.items(), key=lambda kv: int(kv[1].get("duration") or 0))
+        L.append("## Compression (sections 12, 13)")
+        L.append("")
+        L.append(
+            "Each case sends 1,000 compressed messages of one size, from 16 bytes to 128 KiB (some "
+            "split into frames of 256 bytes to 32 KiB), of JSON, HTML, German text, a bitmap or a "
+            "PDF, and expects each echoed intact; section 13 varies the offer "
+            "(`server_no_context_takeover`, `server_max_window_bits` 9 or 15, several offers at "
+            "once). wscope answers every offer with `server_no_context_takeover; "
+            "client_no_context_takeover` (and the window asked for), inflates each message under "
+            "the message limit and compresses every reply (docs/SECURITY.md, \"Messages and "
+            f"compression\"). The {len(compressed)} cases took {ms / 1000:.0f} s together; the "
+            f"slowest was {slow_id} at {slow.get('duration')} ms."
+        )
+        L.append("")
     L.append("## Reproduce")
     L.append("")
     L.append("```sh")
@@ -316,8 +343,8 @@ def write_doc(path: Path, args: argparse.Namespace, cases: dict[str, dict], rows
     L.append(
         "Needs `python3` ≥ 3.10 with the `venv` module and access to PyPI (or a mirror through "
         "`PIP_INDEX_URL`) the first time. Per-case reports (JSON, HTML with wire logs) land in "
-        "`target/conformance/report/` (open `index.html`), the server's log in "
-        "`target/conformance/server.log`."
+        "`target/conformance/report-plain/` and `report-deflate/` (open `index.html`), the "
+        "servers' logs in `target/conformance/server-plain.log` and `server-deflate.log`."
     )
     L.append("")
     path.write_text("\n".join(L))
@@ -325,22 +352,28 @@ def write_doc(path: Path, args: argparse.Namespace, cases: dict[str, dict], rows
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("report_dir", type=Path, help="kosoku's report directory (holds index.json)")
+    p.add_argument(
+        "--pass", dest="passes", nargs=5, action="append", required=True,
+        metavar=("NAME", "REPORT_DIR", "SERVE_CMD", "KOSOKU_CMD", "SECONDS"),
+        help="one pass: its name, kosoku's report directory (holds index.json), the server and "
+        "client commands as shown, and kosoku's time in seconds",
+    )
     p.add_argument("--write-doc", action="store_true", help="rewrite docs/CONFORMANCE.md")
     p.add_argument("--doc", type=Path, default=ROOT / "docs" / "CONFORMANCE.md")
-    p.add_argument("--sections", default="1,2,3,4,5,6,7,9,10", help="sections that must have run")
+    p.add_argument("--sections", default="1,2,3,4,5,6,7,9,10,12,13", help="sections that must have run")
     p.add_argument("--kosoku-version", default="unknown")
     p.add_argument("--command", default="bash scripts/conformance/run.sh --write-doc")
-    p.add_argument("--kosoku-command", default="?")
-    p.add_argument("--serve-command", default="?")
     p.add_argument("--engine", default="unknown")
-    p.add_argument("--kosoku-seconds", type=int, default=None)
     args = p.parse_args()
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
 
-    cases = load(args.report_dir)
+    cases: dict[str, dict] = {}
+    for name, report_dir, *_ in args.passes:
+        load(Path(report_dir), cases, name)
+    cases = dict(sorted(cases.items(), key=lambda kv: case_key(kv[0])))
     if not cases:
-        print(f"summarize: no case results in {args.report_dir} (no index.json, or it is empty)", file=sys.stderr)
+        dirs = ", ".join(d for _, d, *_ in args.passes)
+        print(f"summarize: no case results in {dirs} (no index.json, or it is empty)", file=sys.stderr)
         return 2
 
     rows, total = tabulate(cases)
@@ -359,7 +392,7 @@ def main() -> int:
         problems.append(
             f"case {cid}: {verdict(e)} — {first_sentence(r.get('description', ''))} "
             f"{plain(r.get('result', ''))} {plain(r.get('resultClose', ''))} "
-            f"(report: {args.report_dir / e.get('reportfile', '')})"
+            f"(report: {e['report_dir'] / e.get('reportfile', '')})"
         )
 
     notable = [(cid, e) for cid, e in cases.items() if outcome(e) in ("NON-STRICT", "INFORMATIONAL")]

@@ -1,6 +1,7 @@
 //! The server side of the HTTP/1.1 WebSocket handshake (RFC 6455 §4.2): checks the request,
 //! takes hyper's upgrade future from it and builds the 101 response, so that any engine can take
-//! over the upgraded connection.
+//! over the upgraded connection. The extensions offered are kept for the permessage-deflate
+//! negotiation (RFC 7692), whose answer joins the 101.
 
 use axum::body::Body;
 use axum::http::request::Parts;
@@ -10,6 +11,8 @@ use base64::Engine as _;
 use hyper::upgrade::OnUpgrade;
 use sha1::{Digest, Sha1};
 
+use crate::engine::Deflate;
+
 /// An acceptable upgrade request: its key, the subprotocols it offers and the future that
 /// yields the upgraded connection.
 #[derive(Debug)]
@@ -17,6 +20,8 @@ pub(crate) struct Handshake {
     key: HeaderValue,
     /// `Sec-WebSocket-Protocol` as sent: the client's subprotocols, in its order of preference.
     offered: Option<HeaderValue>,
+    /// `Sec-WebSocket-Extensions` as sent (each header): the extensions the client offers.
+    extensions: Vec<HeaderValue>,
     pub(crate) on_upgrade: OnUpgrade,
 }
 
@@ -69,6 +74,11 @@ impl Handshake {
             (Some(key), None) => key.clone(),
         };
         let offered = h.get(header::SEC_WEBSOCKET_PROTOCOL).cloned();
+        let extensions = h
+            .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .cloned()
+            .collect();
         let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
             // Served without upgrades (a test harness, HTTP/2): nothing to take over.
             return Attempt::NotUpgrade;
@@ -76,8 +86,15 @@ impl Handshake {
         Attempt::Valid(Self {
             key,
             offered,
+            extensions,
             on_upgrade,
         })
+    }
+
+    /// The permessage-deflate agreement, if the client offers one wscope accepts; add
+    /// [`Deflate::response`] to the `101` as `Sec-WebSocket-Extensions`.
+    pub(crate) fn deflate(&self) -> Option<Deflate> {
+        Deflate::negotiate(&self.extensions)
     }
 
     /// The first subprotocol the client offers that the server `supports` (the client's order

@@ -69,7 +69,9 @@
 //! - `handshake`: the HTTP/1.1 upgrade handshake and subprotocol choice, so any engine can take
 //!   the connection over.
 //! - `engine`: [`Engine`], [`SocketConfig`] and one file per engine adapting it to the core's
-//!   transport; the connection itself is driven by `wscope_core`'s driver.
+//!   transport; the connection itself is driven by `wscope_core`'s driver. Every engine reads a
+//!   client through the frame guard (`engine/guard.rs`: masking, frame and message limits, the
+//!   shared message budget, permessage-deflate, negotiated in `engine/deflate.rs`).
 //! - `client`: [`connect`], a tracked client-role connection (tungstenite).
 //! - `client_addr`: [`TrustedProxies`] and the one forwarding header they set
 //!   ([`ClientIpHeader`]).

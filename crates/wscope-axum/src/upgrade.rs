@@ -256,15 +256,26 @@ impl WebSocketUpgrade {
             Err(refusal) => return UpgradeRefused(refusal).into_response(),
         };
         let protocol = handshake.choose_protocol(&self.protocols);
-        let response = handshake.response(protocol.as_deref());
+        let mut response = handshake.response(protocol.as_deref());
         let accepted = accepted.with_protocol(protocol);
         let cfg = self.tracking.socket;
+        let deflate = cfg
+            .permessage_deflate
+            .then(|| handshake.deflate())
+            .flatten();
+        if let Some(agreed) = &deflate {
+            let extensions = agreed.response();
+            response
+                .headers_mut()
+                .insert(header::SEC_WEBSOCKET_EXTENSIONS, extensions);
+        }
         // The registry's tracker lets a server wait for every connection task on shutdown.
         let tracker = accepted.task_tracker().clone();
         tokio::spawn(tracker.track_future(async move {
             match handshake.on_upgrade.await {
                 Ok(upgraded) => {
-                    let transport = cfg.engine.server(TokioIo::new(upgraded), &cfg).await;
+                    let io = TokioIo::new(upgraded);
+                    let transport = cfg.engine.server(io, &cfg, deflate).await;
                     accepted.run(transport, handler).await;
                 }
                 Err(e) => accepted.fail(format!("upgrade failed: {e}")),

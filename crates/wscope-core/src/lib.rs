@@ -47,6 +47,8 @@
 //! - `transport`: the [`Transport`] trait engines implement, [`Role`], typed [`TransportError`]s;
 //!   `memory`: an in-process transport for tests.
 //! - `outbox`: each connection's bounded outbound queue, drained in batches by its writer.
+//! - `budget`: [`MessageBudget`], the bound on bytes held in partly received messages across
+//!   connections, and each connection's [`Charge`] against it.
 //! - `observer`: [`Observer`] and its events; `log`: the reference's stats lines and the
 //!   [`StatsLogger`] observer.
 //! - `aggregates`: the O(1) counts, totals and sums behind summaries.
@@ -64,6 +66,7 @@
 mod admission;
 mod aggregates;
 mod background;
+mod budget;
 mod clock;
 mod close;
 mod connection;
@@ -90,6 +93,7 @@ pub use admission::{
     Ban, BanError, BanOutcome, ConnectionMeta, InvalidOriginPattern, InvalidRate, OriginPattern,
     Permit, RateLimit, Refusal, RefusalKind,
 };
+pub use budget::{Charge, MessageBudget, OverBudget};
 pub use bytes::Bytes;
 pub use clock::{Clock, ManualClock};
 pub use close::{

@@ -4,7 +4,7 @@
 //! themselves to it; the driver in this crate runs every connection the same way over it.
 //!
 //! A transport reports failures as a [`TransportError`] whose [`TransportErrorKind`] says which
-//! close the driver must send (1002, 1007, 1009) or that nothing can be sent any more, so that
+//! close the driver must send (1002, 1007, 1009, 1013) or that nothing can be sent any more, so that
 //! every engine fails a connection the same way.
 
 use std::pin::Pin;
@@ -164,6 +164,11 @@ pub enum TransportErrorKind {
     InvalidUtf8,
     /// A message or frame over the configured limit: fail with 1009.
     TooBig,
+    /// The server cannot take the message now (a shared [`MessageBudget`] is spent): fail with
+    /// 1013 "Try again later".
+    ///
+    /// [`MessageBudget`]: crate::MessageBudget
+    Overloaded,
     /// The engine failed the connection itself and has sent its own close frame; sending
     /// another would break the protocol.
     FailedByEngine,
@@ -178,6 +183,7 @@ impl TransportErrorKind {
             Self::Protocol => (CloseCode::PROTOCOL, "Protocol error"),
             Self::InvalidUtf8 => (CloseCode::INVALID_PAYLOAD, "Invalid UTF-8"),
             Self::TooBig => (CloseCode::TOO_BIG, "Message too big"),
+            Self::Overloaded => (CloseCode::TRY_AGAIN_LATER, "Try again later"),
             Self::FailedByEngine | Self::Gone => return None,
         };
         Some(CloseFrame {
@@ -237,6 +243,7 @@ mod tests {
         assert_eq!(code(TransportErrorKind::Protocol), Some(1002));
         assert_eq!(code(TransportErrorKind::InvalidUtf8), Some(1007));
         assert_eq!(code(TransportErrorKind::TooBig), Some(1009));
+        assert_eq!(code(TransportErrorKind::Overloaded), Some(1013));
         assert_eq!(code(TransportErrorKind::FailedByEngine), None);
         assert_eq!(code(TransportErrorKind::Gone), None);
     }

@@ -143,6 +143,7 @@ async fn each_error_kind_fails_the_connection_the_same_way_for_every_engine() {
         (TransportErrorKind::Protocol, Some(1002)),
         (TransportErrorKind::InvalidUtf8, Some(1007)),
         (TransportErrorKind::TooBig, Some(1009)),
+        (TransportErrorKind::Overloaded, Some(1013)),
         (TransportErrorKind::FailedByEngine, None),
         (TransportErrorKind::Gone, None),
     ] {

@@ -1,10 +1,9 @@
-//! A raw WebSocket client for tests that must send what a real client would not: hand-built
-//! handshakes (bad keys, wrong versions, oversized headers, one byte at a time) and hand-built
-//! frames (unmasked, reserved bits, huge declared lengths, split UTF-8), and that read the
-//! server's frames back as they are.
+//! A WebSocket client written by hand over raw TCP, for what a real client never sends:
+//! malformed handshakes (bad keys, wrong versions, oversized heads, a byte at a time), unmasked
+//! frames, reserved bits and opcodes, lengths declared but never sent, fragments by the thousand,
+//! compressed payloads made by the test itself; and the server's frames read back as they are.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -12,10 +11,28 @@ use tokio::time::timeout;
 
 use crate::WAIT;
 
+/// The mask a client puts on every frame here (any non-zero key shows the server unmasks).
+pub const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+/// FIN.
+pub const FIN: u8 = 0x80;
+/// RSV1 (permessage-deflate: compressed).
+pub const RSV1: u8 = 0x40;
+/// Opcode: continuation.
+pub const CONT: u8 = 0x0;
+/// Opcode: text.
+pub const TEXT: u8 = 0x1;
+/// Opcode: binary.
+pub const BINARY: u8 = 0x2;
+/// Opcode: close.
+pub const CLOSE: u8 = 0x8;
+/// Opcode: ping.
+pub const PING: u8 = 0x9;
+/// Opcode: pong.
+pub const PONG: u8 = 0xa;
 /// A valid `Sec-WebSocket-Key` (16 bytes, base64).
 pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
-/// An upgrade request for `path` on `addr` with `extra` header lines (each without CRLF).
+/// An upgrade request for `path` on `addr` with extra header lines (each without CRLF).
 pub fn upgrade_request(addr: SocketAddr, path: &str, extra: &[&str]) -> String {
     let mut request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
@@ -29,30 +46,75 @@ pub fn upgrade_request(addr: SocketAddr, path: &str, extra: &[&str]) -> String {
     request
 }
 
-/// An opened raw connection.
-#[derive(Debug)]
-pub struct Raw {
-    /// The TCP stream, for tests that write bytes themselves.
-    pub tcp: TcpStream,
-    /// Bytes read past the last frame or response.
-    buf: Vec<u8>,
+/// A close frame's payload: code, then reason.
+pub fn close_payload(code: u16, reason: &[u8]) -> Vec<u8> {
+    let mut p = code.to_be_bytes().to_vec();
+    p.extend_from_slice(reason);
+    p
 }
 
-/// A frame as read: opcode, FIN, payload.
+/// A frame header: `first` is the first byte (FIN, RSV and opcode bits), `len` the payload length
+/// declared, `mask` the masking key (none: an unmasked frame).
+pub fn header(first: u8, len: u64, mask: Option<[u8; 4]>) -> Vec<u8> {
+    let masked = if mask.is_some() { 0x80 } else { 0 };
+    let mut out = vec![first];
+    match len {
+        0..=125 => out.push(masked | len as u8),
+        126..=0xffff => {
+            out.push(masked | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(masked | 127);
+            out.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+    if let Some(key) = mask {
+        out.extend_from_slice(&key);
+    }
+    out
+}
+
+/// A whole frame, masked with `mask` if given.
+pub fn frame_with(first: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut out = header(first, payload.len() as u64, mask);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    if let Some(key) = mask {
+        for (i, b) in out[start..].iter_mut().enumerate() {
+            *b ^= key[i % 4];
+        }
+    }
+    out
+}
+
+/// A final client frame of `opcode` (masked with [`MASK`]).
+pub fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    frame(FIN | opcode, payload)
+}
+
+/// A whole client frame (masked with [`MASK`]).
+pub fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    frame_with(first, payload, Some(MASK))
+}
+
+/// A frame read from the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     /// FIN bit.
     pub fin: bool,
-    /// Opcode (1 text, 2 binary, 8 close, 9 ping, 10 pong, 0 continuation).
+    /// RSV1 bit (compressed).
+    pub rsv1: bool,
+    /// Opcode.
     pub opcode: u8,
-    /// Unmasked payload.
+    /// Payload.
     pub payload: Vec<u8>,
 }
 
 impl Frame {
     /// The close code and reason of a close frame.
     pub fn close(&self) -> Option<(u16, String)> {
-        (self.opcode == 8 && self.payload.len() >= 2).then(|| {
+        (self.opcode == CLOSE && self.payload.len() >= 2).then(|| {
             let code = u16::from_be_bytes([self.payload[0], self.payload[1]]);
             (
                 code,
@@ -62,101 +124,78 @@ impl Frame {
     }
 }
 
+/// A connection written by hand: the TCP stream and, once read, the response's head.
+#[derive(Debug)]
+pub struct Raw {
+    /// The TCP stream.
+    pub tcp: TcpStream,
+    /// The response's status line and headers, as sent (empty until read).
+    pub response: String,
+}
+
+/// Opens `ws://addr/path` by hand with extra request headers; panics unless the answer is 101.
+pub async fn upgrade(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Raw {
+    let lines: Vec<String> = headers.iter().map(|(n, v)| format!("{n}: {v}")).collect();
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let mut raw = Raw::connect(addr).await;
+    raw.send(upgrade_request(addr, path, &lines).as_bytes())
+        .await;
+    let status = raw.response_head().await;
+    assert_eq!(status, 101, "{}", raw.response);
+    raw
+}
+
 impl Raw {
-    /// Connects and upgrades `path` with a valid handshake; panics unless the answer is 101.
-    pub async fn open(addr: SocketAddr, path: &str) -> Self {
-        let mut raw = Self::connect(addr).await;
-        raw.send_bytes(upgrade_request(addr, path, &[]).as_bytes())
-            .await;
-        let (status, _) = raw.response_head().await;
-        assert_eq!(status, 101, "upgrade refused");
-        raw
-    }
-
-    /// Wraps a TCP stream the caller connected (with its own socket options).
-    pub fn from_tcp(tcp: TcpStream) -> Self {
-        Self {
-            tcp,
-            buf: Vec::new(),
-        }
-    }
-
     /// Connects without sending anything.
     pub async fn connect(addr: SocketAddr) -> Self {
         let tcp = timeout(WAIT, TcpStream::connect(addr))
             .await
             .expect("connect in time")
             .expect("connect");
+        Self::from_tcp(tcp)
+    }
+
+    /// Wraps a TCP stream the caller connected (with its own socket options).
+    pub fn from_tcp(tcp: TcpStream) -> Self {
         Self {
             tcp,
-            buf: Vec::new(),
+            response: String::new(),
         }
     }
 
-    /// Writes `bytes` as they are.
-    pub async fn send_bytes(&mut self, bytes: &[u8]) {
-        self.tcp.write_all(bytes).await.expect("write");
+    /// Reads an HTTP response head (a byte at a time, so nothing after it is consumed) into
+    /// [`Raw::response`]; its status.
+    pub async fn response_head(&mut self) -> u16 {
+        let mut head = Vec::new();
+        let read_head = async {
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                assert_eq!(
+                    self.tcp.read(&mut byte).await.unwrap_or(0),
+                    1,
+                    "response cut short"
+                );
+                head.push(byte[0]);
+                assert!(head.len() < 64 << 10, "response head too long");
+            }
+        };
+        timeout(WAIT, read_head).await.expect("a response in time");
+        self.response = String::from_utf8_lossy(&head).into_owned();
+        self.response
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line in {:?}", self.response))
     }
 
     /// Writes `bytes`; false if the server has closed the connection (reset, broken pipe).
-    pub async fn try_send_bytes(&mut self, bytes: &[u8]) -> bool {
+    pub async fn try_send(&mut self, bytes: &[u8]) -> bool {
         self.tcp.write_all(bytes).await.is_ok()
-    }
-
-    /// Reads an HTTP response head: its status and head text (headers, lowercase names).
-    pub async fn response_head(&mut self) -> (u16, String) {
-        loop {
-            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
-                self.buf.drain(..end + 4);
-                let status = head
-                    .split(' ')
-                    .nth(1)
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or_else(|| panic!("bad status line in {head:?}"));
-                return (status, head.to_ascii_lowercase());
-            }
-            assert!(self.fill().await > 0, "closed before a response head");
-        }
-    }
-
-    /// Sends a masked frame (what a client must send).
-    pub async fn send_frame(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
-        let bytes = encode(fin, 0, opcode, Some([0x37, 0xfa, 0x21, 0x3d]), payload);
-        self.send_bytes(&bytes).await;
-    }
-
-    /// Reads the next frame; `None` when the server closed the TCP connection.
-    pub async fn read_frame(&mut self) -> Option<Frame> {
-        loop {
-            if let Some((frame, used)) = decode(&self.buf) {
-                self.buf.drain(..used);
-                return Some(frame);
-            }
-            if self.fill().await == 0 {
-                return None;
-            }
-        }
-    }
-
-    /// Reads frames until a close frame, skipping pings and data; its code and reason. Panics if
-    /// the connection ends first or none comes within [`WAIT`].
-    pub async fn expect_close(&mut self) -> (u16, String) {
-        timeout(WAIT, async {
-            while let Some(frame) = self.read_frame().await {
-                if frame.opcode == 8 {
-                    return frame.close().unwrap_or((1005, String::new()));
-                }
-            }
-            panic!("the connection ended without a close frame");
-        })
-        .await
-        .expect("a close frame in time")
     }
 
     /// Whether the server ends the TCP connection within `within` (reading and dropping what it
     /// sends meanwhile).
-    pub async fn closed_within(&mut self, within: Duration) -> bool {
+    pub async fn closed_within(&mut self, within: std::time::Duration) -> bool {
         timeout(within, async {
             let mut chunk = [0u8; 4096];
             loop {
@@ -170,102 +209,94 @@ impl Raw {
         .is_ok()
     }
 
-    async fn fill(&mut self) -> usize {
-        let mut chunk = [0u8; 8192];
-        let n = timeout(WAIT, self.tcp.read(&mut chunk))
+    /// The next frame, or `None` when the server ended the connection.
+    pub async fn next_frame(&mut self) -> Option<Frame> {
+        timeout(WAIT, self.try_read_frame())
             .await
-            .expect("read in time")
-            .unwrap_or(0);
-        self.buf.extend_from_slice(&chunk[..n]);
-        n
+            .expect("a frame or the end in time")
+            .ok()
     }
-}
 
-/// A frame's bytes: `rsv` is the three reserved bits (0..=7) shifted into place; `mask` masks it
-/// (clients must); the length is encoded as given by the payload.
-pub fn encode(fin: bool, rsv: u8, opcode: u8, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
-    encode_with_len(fin, rsv, opcode, mask, payload.len() as u64, payload)
-}
-
-/// Like [`encode`], but declaring `len` bytes whatever the payload (a frame that lies).
-pub fn encode_with_len(
-    fin: bool,
-    rsv: u8,
-    opcode: u8,
-    mask: Option<[u8; 4]>,
-    len: u64,
-    payload: &[u8],
-) -> Vec<u8> {
-    let mut out = vec![(u8::from(fin) << 7) | ((rsv & 7) << 4) | (opcode & 0x0f)];
-    let m = if mask.is_some() { 0x80 } else { 0 };
-    if len < 126 {
-        out.push(m | len as u8);
-    } else if len <= u64::from(u16::MAX) {
-        out.push(m | 126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(m | 127);
-        out.extend_from_slice(&len.to_be_bytes());
+    /// The value of a response header (the first of that name), if any.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.response.lines().find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
     }
-    match mask {
-        Some(key) => {
-            out.extend_from_slice(&key);
-            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-        }
-        None => out.extend_from_slice(payload),
-    }
-    out
-}
 
-/// A close frame's payload: code, then reason.
-pub fn close_payload(code: u16, reason: &[u8]) -> Vec<u8> {
-    let mut p = code.to_be_bytes().to_vec();
-    p.extend_from_slice(reason);
-    p
-}
-
-/// Decodes one (server, so unmasked) frame at the front of `buf`: the frame and its length.
-fn decode(buf: &[u8]) -> Option<(Frame, usize)> {
-    if buf.len() < 2 {
-        return None;
+    /// Writes `bytes`.
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.tcp.write_all(bytes).await.unwrap();
     }
-    let (fin, opcode) = (buf[0] & 0x80 != 0, buf[0] & 0x0f);
-    let masked = buf[1] & 0x80 != 0;
-    let (len, mut at) = match buf[1] & 0x7f {
-        126 => (
-            u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize,
-            4,
-        ),
-        127 => (
-            u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize,
-            10,
-        ),
-        n => (n as usize, 2),
-    };
-    let key = if masked {
-        let k: [u8; 4] = buf.get(at..at + 4)?.try_into().ok()?;
-        at += 4;
-        Some(k)
-    } else {
-        None
-    };
-    let data = buf.get(at..at.checked_add(len)?)?;
-    let payload = match key {
-        Some(k) => data.iter().enumerate().map(|(i, b)| b ^ k[i % 4]).collect(),
-        None => data.to_vec(),
-    };
-    Some((
-        Frame {
-            fin,
-            opcode,
+
+    /// The next frame from the server; panics if none comes in time.
+    pub async fn read_frame(&mut self) -> Frame {
+        timeout(WAIT, self.try_read_frame())
+            .await
+            .expect("a frame in time")
+            .expect("a frame, not the end of the stream")
+    }
+
+    async fn try_read_frame(&mut self) -> std::io::Result<Frame> {
+        let mut h = [0u8; 2];
+        self.tcp.read_exact(&mut h).await?;
+        let len = match h[1] & 0x7f {
+            126 => {
+                let mut n = [0u8; 2];
+                self.tcp.read_exact(&mut n).await?;
+                u64::from(u16::from_be_bytes(n))
+            }
+            127 => {
+                let mut n = [0u8; 8];
+                self.tcp.read_exact(&mut n).await?;
+                u64::from_be_bytes(n)
+            }
+            n => u64::from(n),
+        };
+        assert_eq!(h[1] & 0x80, 0, "a server frame is never masked");
+        let mut payload = vec![0u8; len as usize];
+        self.tcp.read_exact(&mut payload).await?;
+        Ok(Frame {
+            fin: h[0] & FIN != 0,
+            rsv1: h[0] & RSV1 != 0,
+            opcode: h[0] & 0x0f,
             payload,
-        },
-        at + len,
-    ))
-}
+        })
+    }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    /// The next frame that is not a ping or a pong.
+    pub async fn read_data(&mut self) -> Frame {
+        loop {
+            let f = self.read_frame().await;
+            if f.opcode != PING && f.opcode != PONG {
+                return f;
+            }
+        }
+    }
+
+    /// Closes from the client side (1000) and waits for the server's close and hang-up.
+    pub async fn close(mut self) {
+        self.send(&frame(FIN | CLOSE, &1000u16.to_be_bytes())).await;
+        assert_eq!(self.expect_close().await.0, 1000);
+    }
+
+    /// Expects a close frame next (pings and pongs aside) and returns its code and reason; then
+    /// expects the server to hang up.
+    pub async fn expect_close(&mut self) -> (u16, String) {
+        let f = self.read_data().await;
+        assert_eq!(f.opcode, CLOSE, "expected a close frame, got {f:?}");
+        let code = u16::from_be_bytes([f.payload[0], f.payload[1]]);
+        let reason = String::from_utf8(f.payload[2..].to_vec()).unwrap();
+        let mut rest = Vec::new();
+        // The server hangs up (EOF or a reset, as it may not have read all we sent).
+        let _ = timeout(WAIT, self.tcp.read_to_end(&mut rest))
+            .await
+            .expect("the server hangs up in time");
+        (code, reason)
+    }
 }
 
 #[cfg(test)]
@@ -273,23 +304,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn frames_round_trip() {
-        for len in [0usize, 5, 125, 126, 65_535, 65_536] {
-            let payload = vec![7u8; len];
-            let bytes = encode(true, 0, 2, None, &payload);
-            let (frame, used) = decode(&bytes).unwrap();
-            assert_eq!(
-                (frame.opcode, frame.payload.len(), used),
-                (2, len, bytes.len())
-            );
-            let masked = encode(false, 0, 1, Some([1, 2, 3, 4]), &payload);
-            let (frame, _) = decode(&masked).unwrap();
-            assert_eq!((frame.fin, frame.payload), (false, payload));
-        }
-        let close = encode(true, 0, 8, None, &close_payload(1002, b"bad"));
-        assert_eq!(
-            decode(&close).unwrap().0.close(),
-            Some((1002, "bad".into()))
-        );
+    fn headers_encode_each_length_form() {
+        assert_eq!(header(FIN | TEXT, 5, None), vec![0x81, 5]);
+        assert_eq!(header(FIN | BINARY, 126, None), vec![0x82, 126, 0, 126]);
+        assert_eq!(header(BINARY, 1 << 16, None)[1], 127);
+        let masked = frame(FIN | TEXT, b"hi");
+        assert_eq!(masked[1], 0x80 | 2);
+        assert_eq!(&masked[2..6], &MASK);
+        assert_eq!(masked[6] ^ MASK[0], b'h');
+        let close = Frame {
+            fin: true,
+            rsv1: false,
+            opcode: CLOSE,
+            payload: close_payload(1002, b"bad"),
+        };
+        assert_eq!(close.close(), Some((1002, "bad".into())));
     }
 }

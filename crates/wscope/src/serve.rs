@@ -50,10 +50,9 @@ impl Server {
                     .engine(cfg.engine)
                     .read_buffer_size(cfg.read_buffer_size)
                     .max_message_size(cfg.max_message_size)
-                    .max_frame_size(
-                        cfg.max_message_size
-                            .min(SocketConfig::DEFAULT_MAX_FRAME_SIZE),
-                    ),
+                    .max_frame_size(cfg.max_frame_size)
+                    .max_buffered_bytes(cfg.max_buffered_bytes)
+                    .permessage_deflate(cfg.permessage_deflate),
             );
         Ok(Self {
             registry,

@@ -21,6 +21,7 @@ use wscope_testkit::{http_get, http_post, send_raw};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wscope");
 
+use wscope_testkit::raw;
 use wscope_testkit::served::{wait_line, Served};
 
 async fn stats(addr: SocketAddr) -> serde_json::Value {
@@ -97,22 +98,12 @@ async fn sigint_with_no_clients_exits_zero() {
 async fn drain_deadline_drops_a_client_that_never_answers() {
     let mut served = Served::start(BIN, &["--drain-timeout", "500ms"]);
     // A client that completes the handshake and then never reads or answers the close.
-    let mut raw = tokio::net::TcpStream::connect(served.main).await.unwrap();
-    let req = format!(
-        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        served.main
-    );
-    raw.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = [0u8; 512];
-    let n = raw.read(&mut buf).await.unwrap();
-    assert!(std::str::from_utf8(&buf[..n])
-        .unwrap()
-        .starts_with("HTTP/1.1 101"));
+    let silent = raw::upgrade(served.main, "/ws", &[]).await;
     served.signal("TERM");
     let line = wait_line(&served.lines, "drained", Duration::from_secs(10));
     assert!(line.contains("dropped=1"), "{line}");
     assert_eq!(served.wait_exit(Duration::from_secs(10)).code(), Some(0));
-    drop(raw);
+    drop(silent);
 }
 
 #[tokio::test]
@@ -573,69 +564,6 @@ fn unknown_engine_is_refused() {
     );
 }
 
-/// Does the opening handshake by hand on a raw TCP stream.
-async fn raw_upgrade(addr: SocketAddr, path: &str) -> tokio::net::TcpStream {
-    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    raw.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        assert_eq!(raw.read(&mut byte).await.unwrap(), 1, "handshake cut short");
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    raw
-}
-
-/// A client frame (masked with a zero key, so the payload goes as is).
-fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0x80 | opcode];
-    match payload.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
-        n => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&[0, 0, 0, 0]);
-    f.extend_from_slice(payload);
-    f
-}
-
-/// Reads server frames until a close frame; returns its code and reason.
-async fn read_close(raw: &mut tokio::net::TcpStream) -> (u16, String) {
-    let read = async {
-        loop {
-            let mut h = [0u8; 2];
-            raw.read_exact(&mut h).await.unwrap();
-            let len = match h[1] & 0x7f {
-                126 => {
-                    let mut l = [0u8; 2];
-                    raw.read_exact(&mut l).await.unwrap();
-                    u16::from_be_bytes(l) as usize
-                }
-                n => n as usize,
-            };
-            let mut payload = vec![0u8; len];
-            raw.read_exact(&mut payload).await.unwrap();
-            if h[0] & 0x0f == 0x8 {
-                let code = u16::from_be_bytes([payload[0], payload[1]]);
-                return (code, String::from_utf8(payload[2..].to_vec()).unwrap());
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), read)
-        .await
-        .expect("a close frame")
-}
-
 #[tokio::test]
 async fn protocol_violations_get_a_close_code_and_reason_and_others_keep_working() {
     let served = Served::start(BIN, &["--max-message-size", "1KiB"]);
@@ -643,34 +571,27 @@ async fn protocol_violations_get_a_close_code_and_reason_and_others_keep_working
         .await
         .unwrap();
 
-    let mut raw = raw_upgrade(served.main, "/ws").await;
-    raw.write_all(&client_frame(0x1, &[0xc3, 0x28]))
-        .await
-        .unwrap();
-    assert_eq!(
-        read_close(&mut raw).await,
-        (1007, "Invalid UTF-8".to_owned())
-    );
+    let mut raw = raw::upgrade(served.main, "/ws", &[]).await;
+    raw.send(&raw::client_frame(0x1, &[0xc3, 0x28])).await;
+    assert_eq!(raw.expect_close().await, (1007, "Invalid UTF-8".to_owned()));
 
-    let mut raw = raw_upgrade(served.main, "/ws").await;
-    raw.write_all(&client_frame(0x2, &[7u8; 2000]))
-        .await
-        .unwrap();
+    let mut raw = raw::upgrade(served.main, "/ws", &[]).await;
+    raw.send(&raw::client_frame(0x2, &[7u8; 2000])).await;
     assert_eq!(
-        read_close(&mut raw).await,
+        raw.expect_close().await,
         (1009, "Message too big".to_owned())
     );
 
-    let mut raw = raw_upgrade(served.main, "/ws").await;
+    let mut raw = raw::upgrade(served.main, "/ws", &[]).await;
     // A text message, then a frame with a reserved opcode: the echo comes first, then 1002.
-    let mut burst = client_frame(0x1, b"first");
-    burst.extend(client_frame(0x5, b""));
-    raw.write_all(&burst).await.unwrap();
+    let mut burst = raw::client_frame(0x1, b"first");
+    burst.extend(raw::client_frame(0x5, b""));
+    raw.send(&burst).await;
     let mut echo = [0u8; 7];
-    raw.read_exact(&mut echo).await.unwrap();
+    raw.tcp.read_exact(&mut echo).await.unwrap();
     assert_eq!(&echo, b"\x81\x05first");
     assert_eq!(
-        read_close(&mut raw).await,
+        raw.expect_close().await,
         (1002, "Protocol error".to_owned())
     );
 
@@ -1096,7 +1017,7 @@ async fn a_second_signal_exits_at_once() {
     for (sig, code) in [("TERM", 143), ("INT", 130)] {
         let mut served = Served::start(BIN, &["--drain-timeout", "60s"]);
         // A client that never answers the close: the drain would wait the full minute.
-        let _silent = raw_upgrade(served.main, "/ws").await;
+        let _silent = raw::upgrade(served.main, "/ws", &[]).await;
         served.signal(sig);
         wait_line(&served.lines, "send it again", Duration::from_secs(10));
         wait_line(
@@ -1108,4 +1029,73 @@ async fn a_second_signal_exits_at_once() {
         let status = served.wait_exit(Duration::from_secs(10));
         assert_eq!(status.code(), Some(code), "{sig}: {status:?}");
     }
+}
+
+/// `--max-frame-size`, `--max-buffered-bytes` and `--permessage-deflate` reach the sockets: a
+/// frame over 1 KiB is refused though the message limit is 64 KiB, fragments of 1 KiB pass until
+/// the message outgrows the 16 KiB budget (1013), and a client offering compression gets it.
+#[tokio::test]
+async fn message_limit_budget_and_compression_flags_reach_the_sockets() {
+    let served = Served::start(
+        BIN,
+        &[
+            "--max-message-size=64KiB",
+            "--max-frame-size=1KiB",
+            "--max-buffered-bytes=16KiB",
+            "--permessage-deflate",
+        ],
+    );
+    let fragment = |first: bool, fin: bool| {
+        let mut f = raw::client_frame(if first { 0x2 } else { 0x0 }, &[7u8; 1024]);
+        if !fin {
+            f[0] &= 0x7f;
+        }
+        f
+    };
+
+    let mut raw = raw::upgrade(served.main, "/ws", &[]).await;
+    raw.send(&raw::client_frame(0x2, &[7u8; 1025])).await;
+    assert_eq!(
+        raw.expect_close().await,
+        (1009, "Message too big".to_owned())
+    );
+
+    // Four 1 KiB fragments make a message that echoes (small enough to be free of the budget).
+    let mut raw = raw::upgrade(served.main, "/ws", &[]).await;
+    let mut message = fragment(true, false);
+    for i in 1..4 {
+        message.extend(fragment(false, i == 3));
+    }
+    raw.send(&message).await;
+    let mut head = [0u8; 4];
+    raw.tcp.read_exact(&mut head).await.unwrap();
+    assert_eq!(head, [0x82, 126, 0x10, 0x00], "a 4 KiB binary echo");
+    let mut echoed = vec![0u8; 4096];
+    raw.tcp.read_exact(&mut echoed).await.unwrap();
+
+    // Sixteen fragments fill the budget; the seventeenth does not fit.
+    let mut raw = raw::upgrade(served.main, "/ws", &[]).await;
+    let mut message = fragment(true, false);
+    for _ in 1..17 {
+        message.extend(fragment(false, false));
+    }
+    raw.send(&message).await;
+    assert_eq!(
+        raw.expect_close().await,
+        (1013, "Try again later".to_owned())
+    );
+
+    let mut request = served.url("/ws").into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-extensions",
+        "permessage-deflate; client_max_window_bits"
+            .parse()
+            .unwrap(),
+    );
+    let (mut ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(
+        response.headers()["sec-websocket-extensions"],
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+    );
+    ws.close(None).await.unwrap();
 }

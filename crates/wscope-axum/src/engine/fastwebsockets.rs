@@ -2,6 +2,10 @@
 //!
 //! fastwebsockets has no `Stream`/`Sink`: its reader hands the frames it must answer (close
 //! replies) to a callback, so both halves share the write half behind a lock.
+//!
+//! The engine checks each frame's length against its limit but not a fragmented message's
+//! total, and takes unmasked frames from clients: the frame guard in front of it (as of every
+//! engine) refuses both before the engine reads them.
 
 use std::sync::Arc;
 
@@ -53,11 +57,14 @@ pub(crate) fn server<S: Io>(io: S, cfg: &SocketConfig) -> impl Transport {
         }
     });
     let writer = sink::unfold(tx, |tx, msg: Message| async move {
-        tx.lock()
-            .await
-            .write_frame(to_engine(msg))
+        let mut tx_ = tx.lock().await;
+        tx_.write_frame(to_engine(msg))
             .await
             .map_err(|e| error(&e))?;
+        // The engine writes each frame to the stream and never flushes it; the frame guard
+        // holds what it compressed until flushed.
+        tx_.flush().await.map_err(|e| error(&e))?;
+        drop(tx_);
         Ok::<_, TransportError>(tx)
     });
     Halves::new(Role::Server, reader, writer)

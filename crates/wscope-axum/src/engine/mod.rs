@@ -12,6 +12,10 @@
 //! copying data payloads, and reports failures as typed [`TransportError`]s. Adding an engine is
 //! a file here, a feature, a variant of [`Engine`] and its arm in `Engine::server`.
 //!
+//! In the server role every engine reads the client through `guard`, the frame guard, which
+//! enforces masking, the frame and message size limits (across fragments), the shared budget of
+//! partly received bytes and permessage-deflate (`deflate`) the same way whatever the engine.
+//!
 //! [`Message`]: wscope_core::Message
 //! [`TransportError`]: wscope_core::TransportError
 
@@ -24,15 +28,20 @@ compile_error!(
     "wscope-axum needs at least one engine feature: tungstenite, tokio-websockets or fastwebsockets"
 );
 
+mod deflate;
 #[cfg(feature = "fastwebsockets")]
 mod fastwebsockets;
+mod guard;
 #[cfg(feature = "tokio-websockets")]
 mod tokio_websockets;
 #[cfg(feature = "tungstenite")]
 pub(crate) mod tungstenite;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use wscope_core::{BoxTransport, CloseCode, CloseFrame, Transport};
+use wscope_core::{BoxTransport, CloseCode, CloseFrame, Halves, MessageBudget, Transport};
+
+pub(crate) use deflate::Deflate;
+use guard::{FrameGuard, Tripwire, Watched};
 
 /// The I/O an engine runs over: an upgraded HTTP connection, a TCP stream, a test pipe.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -99,19 +108,35 @@ impl Engine {
             .join(", ")
     }
 
-    /// Takes over `io`, whose server handshake is done, with this engine. Boxed: every engine's
-    /// halves become one type, so the connection's task is as large as the driver needs, not as
-    /// the largest engine's state (that is what an idle connection costs).
-    pub(crate) async fn server(self, io: impl Io, cfg: &SocketConfig) -> BoxTransport {
+    /// Takes over `io`, whose server handshake is done (with permessage-deflate agreed if
+    /// `deflate`), with this engine behind the frame guard. Boxed: every engine's halves become
+    /// one type, so the connection's task is as large as the driver needs, not as the largest
+    /// engine's state (that is what an idle connection costs).
+    pub(crate) async fn server(
+        self,
+        io: impl Io,
+        cfg: &SocketConfig,
+        deflate: Option<Deflate>,
+    ) -> BoxTransport {
+        let wire = Tripwire::default();
+        let io = FrameGuard::server(io, cfg, deflate, wire.clone());
         match self {
             #[cfg(feature = "tungstenite")]
-            Engine::Tungstenite => tungstenite::server(io, cfg).await.boxed(),
+            Engine::Tungstenite => watched(tungstenite::server(io, cfg).await, wire),
             #[cfg(feature = "tokio-websockets")]
-            Engine::TokioWebsockets => tokio_websockets::server(io, cfg).boxed(),
+            Engine::TokioWebsockets => watched(tokio_websockets::server(io, cfg), wire),
             #[cfg(feature = "fastwebsockets")]
-            Engine::Fastwebsockets => fastwebsockets::server(io, cfg).boxed(),
+            Engine::Fastwebsockets => watched(fastwebsockets::server(io, cfg), wire),
         }
     }
+}
+
+/// `transport`, boxed, whose reader fails with the guard's violation once the engine waits for
+/// the bytes the guard held back.
+fn watched<T: Transport>(transport: T, wire: Tripwire) -> BoxTransport {
+    let role = transport.role();
+    let (reader, writer) = transport.split();
+    Halves::new(role, Watched::new(reader, wire), writer).boxed()
 }
 
 impl std::fmt::Display for Engine {
@@ -147,6 +172,11 @@ impl std::str::FromStr for Engine {
 
 /// Engine settings for accepted sockets. Start from the default and set what you need:
 /// `SocketConfig::default().max_message_size(1 << 20)`.
+///
+/// The limits are enforced by the frame guard in front of every engine, before the payload they
+/// refuse is read: a frame declaring more than `max_frame_size`, or a message whose frames add
+/// up to more than `max_message_size`, closes the connection with 1009; a message the
+/// [`message_budget`](SocketConfig::message_budget) cannot hold closes it with 1013.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct SocketConfig {
@@ -156,10 +186,16 @@ pub struct SocketConfig {
     pub read_buffer_size: usize,
     /// Bytes buffered before a write goes to the socket (frames batch up to this).
     pub write_buffer_size: usize,
-    /// Largest message accepted (bytes).
+    /// Largest message accepted (bytes), fragments added up, and after inflating when
+    /// compressed.
     pub max_message_size: usize,
-    /// Largest frame accepted (bytes).
+    /// Largest frame accepted (bytes); a frame limit above the message limit is the message limit.
     pub max_frame_size: usize,
+    /// The bytes that partly received messages may hold, shared by every connection accepted
+    /// with this configuration (and its clones); see [`MessageBudget`].
+    pub message_budget: MessageBudget,
+    /// Whether to agree to permessage-deflate (RFC 7692) when a client offers it.
+    pub permessage_deflate: bool,
 }
 
 impl SocketConfig {
@@ -170,10 +206,21 @@ impl SocketConfig {
     pub const DEFAULT_READ_BUFFER_SIZE: usize = 512;
     /// The default [`SocketConfig::write_buffer_size`].
     pub const DEFAULT_WRITE_BUFFER_SIZE: usize = 16 * 1024;
-    /// The default [`SocketConfig::max_message_size`].
-    pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
-    /// The default [`SocketConfig::max_frame_size`].
-    pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 << 20;
+    /// The default [`SocketConfig::max_message_size`]: 1 MiB. Each connection may make the
+    /// server hold this much before its message is refused; a few hundred clients sending the
+    /// largest message allowed hold a few hundred MiB (64 MiB, the engines' default, would let
+    /// 100 clients take 6.4 GiB). Raise it for a route that needs more (see
+    /// [`WebSocketUpgrade::max_message_size`](crate::WebSocketUpgrade::max_message_size)).
+    pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
+    /// The default [`SocketConfig::max_frame_size`]: the message limit, because clients
+    /// (browsers included) send each message as one frame, so a lower frame limit would refuse
+    /// messages the message limit allows; what a frame may hold is bounded by the message limit
+    /// anyway.
+    pub const DEFAULT_MAX_FRAME_SIZE: usize = Self::DEFAULT_MAX_MESSAGE_SIZE;
+    /// The default limit of [`SocketConfig::message_budget`]: 256 MiB, room for 256 messages of
+    /// the default largest size in flight at once; past it large messages get 1013 "try again
+    /// later" while small ones (up to [`MessageBudget::SMALL_MESSAGE`]) still pass.
+    pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 256 << 20;
 
     /// Sets [`SocketConfig::engine`].
     pub fn engine(mut self, engine: Engine) -> Self {
@@ -204,6 +251,24 @@ impl SocketConfig {
         self.max_frame_size = bytes;
         self
     }
+
+    /// Bounds the bytes held in partly received messages by every connection accepted with this
+    /// configuration at `bytes` (0: no bound), in a new [`MessageBudget`].
+    pub fn max_buffered_bytes(self, bytes: usize) -> Self {
+        self.message_budget(MessageBudget::new(bytes))
+    }
+
+    /// Sets [`SocketConfig::message_budget`] (to share one budget between configurations).
+    pub fn message_budget(mut self, budget: MessageBudget) -> Self {
+        self.message_budget = budget;
+        self
+    }
+
+    /// Sets [`SocketConfig::permessage_deflate`].
+    pub fn permessage_deflate(mut self, on: bool) -> Self {
+        self.permessage_deflate = on;
+        self
+    }
 }
 
 impl Default for SocketConfig {
@@ -214,6 +279,8 @@ impl Default for SocketConfig {
             write_buffer_size: Self::DEFAULT_WRITE_BUFFER_SIZE,
             max_message_size: Self::DEFAULT_MAX_MESSAGE_SIZE,
             max_frame_size: Self::DEFAULT_MAX_FRAME_SIZE,
+            message_budget: MessageBudget::new(Self::DEFAULT_MAX_BUFFERED_BYTES),
+            permessage_deflate: false,
         }
     }
 }

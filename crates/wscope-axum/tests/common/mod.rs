@@ -5,6 +5,9 @@
 // Each test binary uses a subset of these helpers.
 #![allow(dead_code, clippy::unwrap_used)]
 
+#[allow(unused_imports)] // the raw-frame tests use it
+pub use wscope_testkit::raw;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;

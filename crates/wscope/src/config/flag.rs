@@ -76,7 +76,7 @@ pub(crate) fn arg<K: Kind>(
     // The doc is a sentence; in `--help` the default follows it.
     let about = about.join(" ");
     let about = about.strip_suffix('.').unwrap_or(&about);
-    Arg::new(names.id)
+    let arg = Arg::new(names.id)
         .long(names.long)
         .env(names.env)
         .value_name(K::PLACEHOLDER)
@@ -89,7 +89,15 @@ pub(crate) fn arg<K: Kind>(
         .help_heading(heading)
         // A secret set in the environment must not show in `--help`.
         .hide_env_values(K::SECRET)
-        .help(format!("{about} [default: {}]", K::show(&default)))
+        .help(format!("{about} [default: {}]", K::show(&default)));
+    if K::SWITCH {
+        // `--flag` is on; a value must follow `=` so that a switch never takes the next word.
+        arg.num_args(0..=1)
+            .require_equals(true)
+            .default_missing_value("true")
+    } else {
+        arg
+    }
 }
 
 /// What the command line (or the environment) gave for the setting `id`, if anything.

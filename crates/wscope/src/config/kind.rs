@@ -31,6 +31,8 @@ pub(crate) trait Kind: 'static {
     const REPEATABLE: bool = false;
     /// Whether the value is a secret: `--help` never shows its variable's value.
     const SECRET: bool = false;
+    /// Whether the flag alone means "on" (`--permessage-deflate`), a value being optional.
+    const SWITCH: bool = false;
 
     /// Reads the text of a flag, of an environment variable or of a TOML string.
     fn parse(text: &str) -> Result<Self::Value, String>;
@@ -496,6 +498,40 @@ impl<T: Named> Kind for OneOf<T> {
     }
 }
 
+/// On or off: the flag alone is on; a value is `true`/`false` (also `on`/`off`, `yes`/`no`,
+/// `1`/`0`), and in TOML a boolean.
+pub(crate) struct Switch;
+
+impl Kind for Switch {
+    type Value = bool;
+    const PLACEHOLDER: &'static str = "BOOL";
+    const SWITCH: bool = true;
+
+    fn parse(text: &str) -> Result<bool, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "on" | "yes" | "1" => Ok(true),
+            "false" | "off" | "no" | "0" => Ok(false),
+            _ => Err(format!("invalid switch {text:?}: use true or false")),
+        }
+    }
+
+    fn from_toml(value: &DeValue<'_>) -> Result<bool, String> {
+        match value {
+            DeValue::Boolean(on) => Ok(*on),
+            DeValue::String(s) => Self::parse(s),
+            other => Err(format!(
+                "expected a boolean, found {} {}",
+                article(other.type_str()),
+                other.type_str()
+            )),
+        }
+    }
+
+    fn show(value: &bool) -> String {
+        value.to_string()
+    }
+}
+
 impl Named for Engine {
     const WHAT: &'static str = "engine";
 
@@ -749,6 +785,20 @@ mod tests {
         assert_eq!(
             <Duration>::show(&StdDuration::from_millis(1500)),
             "1s 500ms"
+        );
+    }
+
+    #[test]
+    fn switches_read_words_and_booleans() {
+        assert_eq!(Switch::parse("on"), Ok(true));
+        assert_eq!(Switch::parse("FALSE"), Ok(false));
+        assert!(Switch::parse("maybe").is_err());
+        assert_eq!(Switch::from_toml(&toml_value("true")), Ok(true));
+        assert_eq!(Switch::from_toml(&toml_value("\"off\"")), Ok(false));
+        let err = Switch::from_toml(&toml_value("1")).unwrap_err();
+        assert!(
+            err.contains("expected a boolean, found an integer"),
+            "{err}"
         );
     }
 

@@ -103,8 +103,16 @@ declare_settings! {
     "Sockets" {
         /// WebSocket implementation.
         engine: Engine as kind::OneOf<Engine> = Engine::default();
-        /// Largest message accepted.
+        /// Largest message accepted (fragments added up; inflated size when compressed); past
+        /// it, 1009.
         max_message_size: usize as kind::Size = SocketConfig::DEFAULT_MAX_MESSAGE_SIZE;
+        /// Largest frame accepted (at most the message size); past it, 1009.
+        max_frame_size: usize as kind::Size = SocketConfig::DEFAULT_MAX_FRAME_SIZE;
+        /// Most bytes all partly received messages may hold together; a large message past
+        /// it gets 1013.
+        max_buffered_bytes: usize as kind::Size = SocketConfig::DEFAULT_MAX_BUFFERED_BYTES;
+        /// Agree to permessage-deflate compression when a client offers it.
+        permessage_deflate: bool as kind::Switch = false;
         /// Bytes read from a socket at a time (the tungstenite engine's read buffer).
         read_buffer_size: usize as kind::Size<1, { 1 << 20 }> =
             SocketConfig::DEFAULT_READ_BUFFER_SIZE;

@@ -341,10 +341,41 @@ fn defaults_are_the_libraries() {
     assert_eq!(cfg.drain_timeout, registry.drain_timeout);
     assert_eq!(cfg.queue_capacity, registry.queue_capacity);
     assert_eq!(cfg.max_message_size, socket.max_message_size);
+    assert_eq!(cfg.max_frame_size, socket.max_frame_size);
+    assert_eq!(Some(cfg.max_buffered_bytes), socket.message_budget.limit());
+    assert_eq!(cfg.permessage_deflate, socket.permessage_deflate);
     assert_eq!(cfg.read_buffer_size, socket.read_buffer_size);
     assert_eq!(cfg.engine, socket.engine);
     assert_eq!(cfg.instance_id, wscope_core::host_instance_id());
 }
+/// A switch is on with the bare flag, and reads a word from the flag, its variable and the file.
+#[test]
+fn permessage_deflate_is_a_switch() {
+    let mut env = Env::lock();
+    let on = |args: &[&str]| {
+        ServeConfig::resolve(parse(args).unwrap())
+            .unwrap()
+            .permessage_deflate
+    };
+    assert!(!on(&[]));
+    assert!(on(&["--permessage-deflate"]));
+    assert!(!on(&["--permessage-deflate=false"]));
+    let file = TempFile::new("switch", "permessage_deflate = true");
+    let config = format!("--config={}", file.path().display());
+    assert!(on(&[&config]));
+    env.set("WSCOPE_PERMESSAGE_DEFLATE", "off");
+    assert!(!on(&[&config]));
+    assert!(on(&["--permessage-deflate", &config]));
+    env.clear();
+    let err = parse(&["--permessage-deflate=maybe"]).unwrap_err();
+    assert!(
+        err.starts_with("error: --permessage-deflate: invalid switch \"maybe\""),
+        "{err}"
+    );
+    // A switch never takes the next word as its value.
+    assert!(parse(&["--permessage-deflate", "true"]).is_err());
+}
+
 /// The README's table of `wscope serve` lists every flag with its variable and default.
 #[test]
 fn readme_table_matches_the_flags() {
@@ -354,10 +385,11 @@ fn readme_table_matches_the_flags() {
         let (Some(long), Some(env)) = (arg.get_long(), arg.get_env()) else {
             continue;
         };
-        let flag = format!("`--{long} ");
+        // `--flag VALUE`, or `--flag[=VALUE]` for a switch.
+        let flags = [format!("`--{long} "), format!("`--{long}[")];
         let row = readme
             .lines()
-            .find(|line| line.starts_with("| ") && line.contains(&flag))
+            .find(|line| line.starts_with("| ") && flags.iter().any(|f| line.contains(f)))
             .unwrap_or_else(|| panic!("README has no row for --{long}"));
         let env = env.to_str().unwrap();
         assert!(row.contains(&format!("`{env}`")), "{row}");

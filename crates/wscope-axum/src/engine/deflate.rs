@@ -1,0 +1,255 @@
+//! permessage-deflate (RFC 7692): the offer a client makes in `Sec-WebSocket-Extensions`, the
+//! answer wscope gives, and the compression of what the server sends. (Inflating what a client
+//! sends is the frame guard's: it streams, under the message size limit.)
+//!
+//! wscope always answers with `server_no_context_takeover` and `client_no_context_takeover`:
+//! every message is compressed on its own in both directions, so an idle connection keeps no
+//! zlib state at all — the compressor and the inflater are per thread, reset for each message,
+//! and the guard drops the rest of its inflating state between messages.
+
+use std::cell::RefCell;
+
+use axum::http::HeaderValue;
+use flate2::{Compress, Compression, FlushCompress};
+
+/// permessage-deflate as agreed with one client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Deflate {
+    /// `server_max_window_bits` from the offer, which the answer must repeat and the compressor
+    /// honour; `None` when the client did not limit the server's window (15 bits).
+    server_max_window_bits: Option<u8>,
+}
+
+/// The extension's name in `Sec-WebSocket-Extensions`.
+const NAME: &str = "permessage-deflate";
+
+impl Deflate {
+    /// The first permessage-deflate offer among `Sec-WebSocket-Extensions` header values that
+    /// wscope can accept (RFC 7692 §7.1: an offer with an unknown parameter, a repeated one or a
+    /// bad value is declined, and the next one tried).
+    pub(crate) fn negotiate<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) -> Option<Self> {
+        values
+            .into_iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| split_outside_quotes(v, ','))
+            .find_map(|offer| Self::accept(&offer))
+    }
+
+    /// The agreement for one offer (`permessage-deflate; param; param=value`), if acceptable.
+    fn accept(offer: &str) -> Option<Self> {
+        let mut parts = split_outside_quotes(offer, ';').into_iter();
+        if !parts.next()?.trim().eq_ignore_ascii_case(NAME) {
+            return None;
+        }
+        let mut seen: Vec<String> = Vec::new();
+        let mut agreed = Self {
+            server_max_window_bits: None,
+        };
+        for param in parts {
+            let (name, value) = match param.split_once('=') {
+                Some((n, v)) => (n.trim().to_ascii_lowercase(), Some(unquote(v.trim())?)),
+                None => (param.trim().to_ascii_lowercase(), None),
+            };
+            if seen.contains(&name) {
+                return None;
+            }
+            let bits = |v: &str| v.parse::<u8>().ok().filter(|b| (8..=15).contains(b));
+            match (name.as_str(), value.as_deref()) {
+                ("server_no_context_takeover" | "client_no_context_takeover", None) => {}
+                ("server_max_window_bits", Some(v)) => {
+                    agreed.server_max_window_bits = Some(bits(v)?);
+                }
+                // A hint that the client can take a window limit; wscope sets none (its inflater
+                // reads any window up to 15 bits).
+                ("client_max_window_bits", None) => {}
+                ("client_max_window_bits", Some(v)) => {
+                    bits(v)?;
+                }
+                _ => return None,
+            }
+            seen.push(name);
+        }
+        Some(agreed)
+    }
+
+    /// The `Sec-WebSocket-Extensions` answer for this agreement.
+    pub(crate) fn response(&self) -> HeaderValue {
+        let mut answer = format!("{NAME}; server_no_context_takeover; client_no_context_takeover");
+        if let Some(bits) = self.server_max_window_bits {
+            answer.push_str(&format!("; server_max_window_bits={bits}"));
+        }
+        HeaderValue::from_str(&answer).unwrap_or(HeaderValue::from_static(NAME))
+    }
+
+    /// The window the server compresses with, in bits; `None` when the client asked for 8 bits,
+    /// which zlib cannot produce (it makes 9): then wscope sends every message uncompressed,
+    /// which RFC 7692 allows.
+    pub(crate) fn compress_window_bits(&self) -> Option<u8> {
+        match self.server_max_window_bits {
+            None => Some(15),
+            Some(8) => None,
+            Some(bits) => Some(bits),
+        }
+    }
+}
+
+/// `text` split at `sep` where it is not inside a quoted string.
+fn split_outside_quotes(text: &str, sep: char) -> Vec<String> {
+    let (mut parts, mut part, mut quoted, mut escaped) = (Vec::new(), String::new(), false, false);
+    for c in text.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            c if c == sep && !quoted => {
+                parts.push(std::mem::take(&mut part));
+                continue;
+            }
+            _ => {}
+        }
+        part.push(c);
+    }
+    parts.push(part);
+    parts
+}
+
+/// A parameter value: a token, or a quoted string (RFC 7692 §7.1: its unquoted text must be a
+/// token too). `None` when it is malformed.
+fn unquote(value: &str) -> Option<String> {
+    let inner = match value.strip_prefix('"') {
+        Some(rest) => rest.strip_suffix('"')?.replace('\\', ""),
+        None => value.to_owned(),
+    };
+    (!inner.is_empty() && inner.bytes().all(|b| b.is_ascii_graphic() && b != b'"')).then_some(inner)
+}
+
+thread_local! {
+    /// One compressor per window size used on this thread. With no context takeover each message
+    /// is compressed on its own, so a compressor serves any connection, one message at a time,
+    /// and no connection keeps one (zlib's deflate state is about 256 KiB).
+    static COMPRESSORS: RefCell<Vec<(u8, Compress)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `payload` as a permessage-deflate message body (RFC 7692 §7.2.1: deflated, flushed, without
+/// the final `00 00 ff ff`); `None` if zlib fails.
+///
+/// Every message is compressed, small or incompressible ones too (a few bytes longer then): RFC
+/// 7692 allows sending some uncompressed, but clients that agreed to compression do not all take
+/// it (Autobahn's kosoku runner fails on them).
+pub(crate) fn compress(payload: &[u8], window_bits: u8) -> Option<Vec<u8>> {
+    COMPRESSORS.with(|cell| {
+        let mut compressors = cell.borrow_mut();
+        let index = match compressors
+            .iter()
+            .position(|(bits, _)| *bits == window_bits)
+        {
+            Some(i) => i,
+            None => {
+                let c = Compress::new_with_window_bits(Compression::fast(), false, window_bits);
+                compressors.push((window_bits, c));
+                compressors.len() - 1
+            }
+        };
+        let z = &mut compressors[index].1;
+        z.reset();
+        let mut out = Vec::with_capacity(payload.len() / 2 + 64);
+        loop {
+            if out.capacity() - out.len() < 64 {
+                out.reserve(out.capacity().max(256));
+            }
+            let done = usize::try_from(z.total_in()).ok()?;
+            z.compress_vec(&payload[done..], &mut out, FlushCompress::Sync)
+                .ok()?;
+            // The flush is complete once the input is consumed and zlib left output room unused.
+            if usize::try_from(z.total_in()).ok()? == payload.len() && out.len() < out.capacity() {
+                break;
+            }
+        }
+        let body = out.strip_suffix(&[0, 0, 0xff, 0xff])?.len();
+        out.truncate(body);
+        Some(out)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(text: &str) -> Option<Deflate> {
+        Deflate::negotiate([&HeaderValue::from_str(text).unwrap()])
+    }
+
+    #[test]
+    fn plain_offers_are_accepted_without_context_takeover() {
+        let agreed = offer("permessage-deflate").unwrap();
+        assert_eq!(
+            agreed.response(),
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+        );
+        assert_eq!(agreed.compress_window_bits(), Some(15));
+        let agreed =
+            offer("permessage-deflate; client_no_context_takeover; client_max_window_bits")
+                .unwrap();
+        assert_eq!(agreed.compress_window_bits(), Some(15));
+    }
+
+    #[test]
+    fn the_server_window_is_honoured_and_repeated() {
+        let agreed = offer("permessage-deflate; server_max_window_bits=10").unwrap();
+        assert_eq!(agreed.compress_window_bits(), Some(10));
+        assert!(agreed
+            .response()
+            .to_str()
+            .unwrap()
+            .ends_with("; server_max_window_bits=10"));
+        let quoted = offer("permessage-deflate; server_max_window_bits=\"9\"").unwrap();
+        assert_eq!(quoted.compress_window_bits(), Some(9));
+        // zlib cannot make an 8-bit window: accepted, and nothing is sent compressed.
+        let eight = offer("permessage-deflate; server_max_window_bits=8").unwrap();
+        assert_eq!(eight.compress_window_bits(), None);
+    }
+
+    #[test]
+    fn bad_offers_are_declined_and_the_next_one_is_tried() {
+        for bad in [
+            "permessage-deflate; server_max_window_bits=16",
+            "permessage-deflate; server_max_window_bits",
+            "permessage-deflate; client_max_window_bits=7",
+            "permessage-deflate; server_no_context_takeover=1",
+            "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+            "permessage-deflate; mystery",
+            "x-webkit-deflate-frame",
+        ] {
+            assert_eq!(offer(bad), None, "{bad}");
+        }
+        let agreed = offer(
+            "x-custom; a=\"1,2\", permessage-deflate; server_max_window_bits=20, \
+             permessage-deflate; server_max_window_bits=12",
+        )
+        .unwrap();
+        assert_eq!(agreed.compress_window_bits(), Some(12));
+        let two_headers = Deflate::negotiate([
+            &HeaderValue::from_static("x-other"),
+            &HeaderValue::from_static("permessage-deflate"),
+        ]);
+        assert!(two_headers.is_some());
+    }
+
+    #[test]
+    fn compressed_bodies_inflate_back() {
+        let text = "a message that repeats, a message that repeats, a message that repeats";
+        for (bits, text) in [(9, text), (12, text), (15, text), (15, "tiny"), (15, "")] {
+            let body = compress(text.as_bytes(), bits).unwrap();
+            assert!(body.len() < text.len() || text.len() < 16, "{text}");
+            let mut z = flate2::Decompress::new(false);
+            let mut input = body.clone();
+            input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+            let mut out = Vec::with_capacity(1024);
+            z.decompress_vec(&input, &mut out, flate2::FlushDecompress::Sync)
+                .unwrap();
+            assert_eq!(out, text.as_bytes());
+        }
+        // RFC 7692 §7.2.3.6: an empty message compresses to one 0x00 byte.
+        assert_eq!(compress(b"", 15), Some(vec![0]));
+    }
+}
