@@ -201,6 +201,8 @@ pub(crate) const MAX_ITEMS: usize = 1000;
 pub(crate) trait Item: Clone + Send + Sync + 'static {
     /// What `--help` writes after the flag.
     const PLACEHOLDER: &'static str;
+    /// How an empty list shows in `--help`'s default (what no item means for the setting).
+    const EMPTY: &'static str = "none";
     /// Reads one item (trimmed, not empty).
     fn parse(text: &str) -> Result<Self, String>;
     /// The item as a user would write it.
@@ -208,7 +210,7 @@ pub(crate) trait Item: Clone + Send + Sync + 'static {
 }
 
 /// Items comma-separated in one text; a repeatable flag, and in TOML either one such string or
-/// an array of them. At most [`MAX_ITEMS`]; an empty list shows as `none`.
+/// an array of them. At most [`MAX_ITEMS`]; an empty list shows as [`Item::EMPTY`].
 pub(crate) struct List<I>(PhantomData<I>);
 
 impl<I: Item> Kind for List<I> {
@@ -245,7 +247,7 @@ impl<I: Item> Kind for List<I> {
 
     fn show(value: &Vec<I>) -> String {
         if value.is_empty() {
-            return "none".to_owned();
+            return I::EMPTY.to_owned();
         }
         let parts: Vec<String> = value.iter().map(I::show).collect();
         parts.join(",")
@@ -657,57 +659,21 @@ impl Kind for Bool {
     }
 }
 
-/// Origins and origin patterns (`https://app.example.com`, `https://*.example.com`),
-/// comma-separated in one text; a repeatable flag, and in TOML one such string or an array.
-/// None given: any origin.
-pub(crate) struct OriginPatterns;
+/// Origins and origin patterns allowed to open WebSockets (`https://app.example.com`,
+/// `https://*.example.com`); none given: any origin.
+pub(crate) type OriginPatterns = List<OriginPattern>;
 
-impl Kind for OriginPatterns {
-    type Value = Vec<OriginPattern>;
+impl Item for OriginPattern {
     const PLACEHOLDER: &'static str = "ORIGIN";
-    const REPEATABLE: bool = true;
+    const EMPTY: &'static str = "any";
 
-    fn parse(text: &str) -> Result<Vec<OriginPattern>, String> {
-        text.split(',')
-            .map(str::trim)
-            .filter(|part| !part.is_empty())
-            .map(|part| {
-                part.parse()
-                    .map_err(|e: wscope_core::InvalidOriginPattern| e.to_string())
-            })
-            .collect()
+    fn parse(text: &str) -> Result<OriginPattern, String> {
+        text.parse()
+            .map_err(|e: wscope_core::InvalidOriginPattern| e.to_string())
     }
 
-    fn from_toml(value: &DeValue<'_>) -> Result<Vec<OriginPattern>, String> {
-        match value {
-            DeValue::String(s) => Self::parse(s),
-            DeValue::Array(items) => {
-                let mut origins = Vec::new();
-                for item in items.iter() {
-                    match item.get_ref() {
-                        DeValue::String(s) => origins.extend(Self::parse(s)?),
-                        other => return Err(expected_strings(other)),
-                    }
-                }
-                Ok(origins)
-            }
-            other => Err(expected_strings(other)),
-        }
-    }
-
-    fn show(value: &Vec<OriginPattern>) -> String {
-        if value.is_empty() {
-            return "any".to_owned();
-        }
-        let parts: Vec<String> = value.iter().map(ToString::to_string).collect();
-        parts.join(",")
-    }
-
-    fn join(values: impl Iterator<Item = Vec<OriginPattern>>) -> Option<Vec<OriginPattern>> {
-        values.reduce(|mut all, more| {
-            all.extend(more);
-            all
-        })
+    fn show(&self) -> String {
+        self.to_string()
     }
 }
 
