@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::admission::RefusalKind;
 use crate::close::Initiator;
 use crate::connection::ConnectionState;
+use crate::observer::Counts;
 use crate::snapshot::{ClosedBy, RefusalCounts, StateCounts};
 
 /// Stripes of the activity sum (a power of two).
@@ -46,6 +47,10 @@ pub(crate) struct Aggregates {
     /// Sum and count of the tracked entries' last round-trip times (ms), over those with one.
     rtt_sum: AtomicU64,
     rtt_count: AtomicU64,
+    /// Messages and bytes moved by the entries removed so far (in, out, bytes in, bytes out):
+    /// added once per connection as it leaves, so that totals since start need no per-message
+    /// shared counter.
+    closed_traffic: [AtomicU64; 4],
 }
 
 /// The figures of a summary, read together.
@@ -114,7 +119,13 @@ impl Aggregates {
         connected_ms: u64,
         last_ms: u64,
         initiator: Initiator,
+        counts: Counts,
     ) -> u64 {
+        let [m_in, m_out, b_in, b_out] = &self.closed_traffic;
+        m_in.fetch_add(counts.messages_in, Ordering::Relaxed);
+        m_out.fetch_add(counts.messages_out, Ordering::Relaxed);
+        b_in.fetch_add(counts.bytes_in, Ordering::Relaxed);
+        b_out.fetch_add(counts.bytes_out, Ordering::Relaxed);
         self.by_state[state as usize].fetch_sub(1, Ordering::Relaxed);
         self.connected_sum
             .fetch_sub(connected_ms, Ordering::Relaxed);
@@ -127,6 +138,20 @@ impl Aggregates {
     /// An upgrade was refused.
     pub(crate) fn refused(&self, kind: RefusalKind) {
         self.refused[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What the removed entries moved in their lives.
+    pub(crate) fn closed_traffic(&self) -> Counts {
+        let [m_in, m_out, b_in, b_out] = self
+            .closed_traffic
+            .each_ref()
+            .map(|a| a.load(Ordering::Acquire));
+        Counts {
+            messages_in: m_in,
+            messages_out: m_out,
+            bytes_in: b_in,
+            bytes_out: b_out,
+        }
     }
 
     /// Removals by `initiator` so far.

@@ -85,6 +85,7 @@ mod registry;
 mod shutdown;
 mod snapshot;
 mod strings;
+mod traffic;
 pub mod transport;
 pub mod units;
 pub mod wire;
@@ -118,6 +119,7 @@ pub use snapshot::{
     ClosedBy, ClosedConnection, ConnectionInfo, RefusalCounts, Snapshot, StateCounts,
 };
 pub use strings::SharedStr;
+pub use traffic::Traffic;
 pub use transport::{
     BoxReader, BoxTransport, BoxWriter, Halves, Role, Transport, TransportError, TransportErrorKind,
 };

@@ -306,6 +306,8 @@ pub(crate) struct Shared {
     admission: Admission,
     /// Who listens.
     pub(crate) observers: Observers,
+    /// The last traffic totals read (they never go down).
+    pub(crate) traffic_floor: crate::traffic::TrafficFloor,
     /// Set when shutdown begins; upgrades are refused from then on.
     pub(crate) shutting_down: AtomicBool,
     /// Woken when the last entry leaves (shutdown waits on it).
@@ -357,6 +359,7 @@ impl Registry {
             recent: recent.clone(),
             admission,
             observers: Observers::default(),
+            traffic_floor: Default::default(),
             shutting_down: AtomicBool::new(false),
             emptied: Notify::new(),
             root: CancellationToken::new(),
@@ -521,6 +524,13 @@ impl Registry {
     /// and observers).
     pub fn summary(&self) -> Snapshot {
         self.shared.snapshot(false)
+    }
+
+    /// Messages and bytes moved since start by every connection, open or closed, and what waits
+    /// in the outbound queues now: one walk of the entries (atomics only), no per-message cost.
+    /// Successive readings never go down.
+    pub fn traffic(&self) -> crate::Traffic {
+        self.shared.traffic()
     }
 
     /// Queues `msg` to every OPEN connection on `path` (every path, with `None`) without waiting:
@@ -792,6 +802,7 @@ impl Shared {
             entry.connected_ms,
             last_ms,
             record.initiator,
+            entry.counts(),
         );
         let id = self.id_of(entry.seq);
         tracing::debug!(

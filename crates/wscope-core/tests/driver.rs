@@ -364,3 +364,44 @@ async fn a_broadcast_to_a_path_reaches_only_that_path() {
     wait_until("one left", || reg.connection_count() == 3).await;
     assert_eq!(reg.broadcast(Some("/room/a"), &Message::text("x")).sent, 1);
 }
+
+#[tokio::test]
+async fn traffic_totals_add_open_and_closed_connections_and_never_go_down() {
+    let reg = registry();
+    assert_eq!(reg.traffic(), wscope_core::Traffic::default());
+    let mut peers = Vec::new();
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let accepted = reg.accept(ConnectionMeta::new("/ws")).unwrap();
+        let (transport, peer) = memory::pair();
+        tasks.push(tokio::spawn(accepted.run(transport, echo)));
+        peers.push(peer);
+    }
+    // Each peer sends i + 1 messages of 10 bytes and reads the echoes.
+    for (i, peer) in peers.iter_mut().enumerate() {
+        for _ in 0..=i {
+            peer.send(vec![7u8; 10]).unwrap();
+            assert!(peer.recv().await.is_some());
+        }
+    }
+    let t = reg.traffic();
+    assert_eq!((t.messages_in, t.messages_out), (6, 6));
+    assert_eq!((t.bytes_in, t.bytes_out), (60, 60));
+    assert_eq!((t.queued_messages, t.queued_bytes), (0, 0));
+    // The busiest one leaves: its figures move to the closed sums, the totals stay.
+    let mut last = peers.pop().unwrap();
+    last.send(Message::Close(None)).unwrap();
+    while last.recv().await.is_some() {}
+    tasks.pop().unwrap().await.unwrap();
+    wait_until("the busiest connection left", || {
+        reg.connection_count() == 2
+    })
+    .await;
+    assert_eq!(reg.traffic(), t);
+    // One more message on a survivor moves the totals on by exactly that.
+    peers[0].send("abc").unwrap();
+    assert!(peers[0].recv().await.is_some());
+    let after = reg.traffic();
+    assert_eq!((after.messages_in, after.bytes_in), (7, 63));
+    assert_eq!((after.messages_out, after.bytes_out), (7, 63));
+}
