@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::admission::Ban;
 use crate::close::CloseCode;
-use crate::snapshot::{ClosedConnection, Snapshot};
+use crate::snapshot::{ClosedBy, ClosedConnection, RefusalCounts, Snapshot, StateCounts};
+use crate::traffic::Traffic;
 
 /// `GET /health`: the reference's health fields plus the instance id and the shutdown flag.
 /// Ages and uptime here are in **seconds** (as in the reference's health example), where the
@@ -428,6 +429,117 @@ pub struct ErrorBody {
     pub error: String,
 }
 
+/// One event of the live stream (`GET /api/stats/stream`, `event: stats`): the summary's figures,
+/// the traffic totals since start, and rates per second over the interval since the previous
+/// event. Each event's SSE `id` is its `seq`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct LiveStats {
+    /// Counts up by one per event of this stream (its SSE `id`).
+    pub seq: u64,
+    /// Unix time of the reading in milliseconds.
+    pub time: u64,
+    /// The instance id.
+    pub instance_id: String,
+    /// Milliseconds since the registry started.
+    pub uptime: u64,
+    /// Whether shutdown has begun.
+    pub shut_down: bool,
+    /// Connections tracked now.
+    pub total_connections: u64,
+    /// Connections ever registered.
+    pub total_connections_ever: u64,
+    /// Connections removed so far.
+    pub total_connections_closed: u64,
+    /// Mean age of the tracked connections (ms).
+    pub average_age: u64,
+    /// Mean idle time of the tracked connections (ms).
+    pub average_idle_time: u64,
+    /// Mean of the last ping round trips (ms), once any pong has come.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_rtt_ms: Option<u64>,
+    /// Tracked connections by state.
+    pub connections_by_state: StateCounts,
+    /// Removals by who closed.
+    pub closed_by: ClosedBy,
+    /// Refused upgrades by reason.
+    pub refused: RefusalCounts,
+    /// Messages and bytes since start, and what is queued now.
+    pub traffic: Traffic,
+    /// Per second, over the interval since the previous event (zero in the first one).
+    pub rates: Rates,
+}
+
+/// Per-second rates of a [`LiveStats`] event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct Rates {
+    /// Text and binary messages received per second.
+    pub messages_in: f64,
+    /// Text and binary messages sent per second.
+    pub messages_out: f64,
+    /// Payload bytes received per second.
+    pub bytes_in: f64,
+    /// Payload bytes sent per second.
+    pub bytes_out: f64,
+    /// Connections registered per second.
+    pub opened: f64,
+    /// Connections removed per second.
+    pub closed: f64,
+    /// Upgrades refused per second.
+    pub refused: f64,
+}
+
+impl LiveStats {
+    /// The event numbered `seq` from `summary` (a [`Snapshot`] without its list) and `traffic`
+    /// read at unix time `time` (ms), with rates against `previous` (the last event of the same
+    /// stream, if any).
+    pub fn new(
+        seq: u64,
+        time: u64,
+        summary: &Snapshot,
+        traffic: Traffic,
+        previous: Option<&LiveStats>,
+    ) -> Self {
+        let rates = previous
+            .filter(|p| time > p.time)
+            .map(|p| {
+                let secs = (time - p.time) as f64 / 1000.0;
+                let per_sec = |now: u64, then: u64| now.saturating_sub(then) as f64 / secs;
+                Rates {
+                    messages_in: per_sec(traffic.messages_in, p.traffic.messages_in),
+                    messages_out: per_sec(traffic.messages_out, p.traffic.messages_out),
+                    bytes_in: per_sec(traffic.bytes_in, p.traffic.bytes_in),
+                    bytes_out: per_sec(traffic.bytes_out, p.traffic.bytes_out),
+                    opened: per_sec(summary.total_connections_ever, p.total_connections_ever),
+                    closed: per_sec(summary.total_connections_closed, p.total_connections_closed),
+                    refused: per_sec(summary.refused.total(), p.refused.total()),
+                }
+            })
+            .unwrap_or_default();
+        Self {
+            seq,
+            time,
+            instance_id: summary.instance_id.to_string(),
+            uptime: summary.uptime,
+            shut_down: summary.shut_down,
+            total_connections: summary.total_connections,
+            total_connections_ever: summary.total_connections_ever,
+            total_connections_closed: summary.total_connections_closed,
+            average_age: summary.average_age,
+            average_idle_time: summary.average_idle_time,
+            average_rtt_ms: summary.average_rtt_ms,
+            connections_by_state: summary.connections_by_state,
+            closed_by: summary.closed_by,
+            refused: summary.refused,
+            traffic,
+            rates,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -618,5 +730,33 @@ mod tests {
             serde_json::from_value::<PublicHealth>(json).unwrap(),
             public
         );
+    }
+
+    #[test]
+    fn live_stats_rates_are_per_second_since_the_previous_event() {
+        let registry = crate::Registry::with_config(
+            crate::RegistryConfig::default()
+                .instance_id("rates")
+                .cleanup_interval(Duration::ZERO)
+                .stats_interval(Duration::ZERO),
+        );
+        let summary = registry.summary();
+        let first = LiveStats::new(1, 10_000, &summary, Traffic::default(), None);
+        assert_eq!(first.rates, Rates::default());
+        let traffic = Traffic {
+            messages_in: 30,
+            bytes_in: 3_000,
+            ..Traffic::default()
+        };
+        let second = LiveStats::new(2, 12_000, &summary, traffic, Some(&first));
+        assert_eq!(second.rates.messages_in, 15.0);
+        assert_eq!(second.rates.bytes_in, 1_500.0);
+        assert_eq!(second.rates.opened, 0.0);
+        let json = serde_json::to_value(&second).unwrap();
+        assert_eq!(json["traffic"]["messagesIn"], 30);
+        assert_eq!(json["rates"]["bytesIn"], 1500.0);
+        assert_eq!(json["instanceId"], "rates");
+        let back: LiveStats = serde_json::from_value(json).unwrap();
+        assert_eq!(back, second);
     }
 }
