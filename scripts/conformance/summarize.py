@@ -314,6 +314,16 @@ def write_doc(path: Path, args: argparse.Namespace, cases: dict[str, dict], rows
         line += f" The slowest section-9 case was {sid} at {slowest.get('duration')} ms."
     L.append(line)
     L.append("")
+    L.append("## Keepalive pings")
+    L.append("")
+    L.append(
+        "Both servers run with `--ping-interval 0`. A case expects exactly the frames it asked "
+        "for: an unsolicited ping from the server (every 30 s by default, docs/SECURITY.md, "
+        "\"Liveness\") arriving in the middle of a long compression case is taken as a wrong "
+        "answer and the case never finishes. Liveness itself is tested in "
+        "`crates/wscope-axum/tests/flow.rs`."
+    )
+    L.append("")
     compressed = {cid: e for cid, e in cases.items() if cid.split(".")[0] in ("12", "13")}
     if compressed:
         ms = sum(int(e.get("duration") or 0) for e in compressed.values())
