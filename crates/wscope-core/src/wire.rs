@@ -744,7 +744,7 @@ mod tests {
             ),
             (
                 r#"{"action":"close_matching","filter":{"state":"UP"}}"#,
-                "unknown variant `UP`",
+                "unknown state \"UP\"",
             ),
         ] {
             let err = parse(body).unwrap_err();
