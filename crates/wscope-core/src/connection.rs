@@ -445,6 +445,7 @@ impl Connection {
             .is_ok()
         {
             self.shared.aggregates.rtt_moved(old, rtt);
+            self.shared.rtt_measured(rtt);
         }
     }
 
