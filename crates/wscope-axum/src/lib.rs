@@ -37,7 +37,7 @@
 //!     .route("/ws/chat", get(chat))
 //!     // After the routes: a layer covers the routes added before it.
 //!     .layer(Tracking::new(registry.clone()).layer());
-//! let admin = admin_router(registry.clone()); // GET /api/stats, POST /api/admin, GET /health
+//! let admin = admin_router(registry.clone()); // /api/stats, /api/admin, /health, /metrics
 //!
 //! let signal = shutdown_signal()?; // SIGINT and SIGTERM
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
@@ -76,7 +76,9 @@
 //! - `client_addr`: [`TrustedProxies`] and the one forwarding header they set
 //!   ([`ClientIpHeader`]).
 //! - `admin`: the admin router and health handlers, answering with `wscope_core::wire` types;
-//!   `closed`: `GET /api/closed`; `ready`: `GET /ready` for load balancers.
+//!   `closed`: `GET /api/closed`; `ready`: `GET /ready` for load balancers; `metrics`:
+//!   `GET /metrics` (Prometheus text, [`metrics_text`]), its close observer and `metrics/process`
+//!   (the `process_*` families from `/proc/self`).
 //! - `admin_access`: [`AdminConfig`] and [`admin_guard`]: the token, `Host`, `Origin` and
 //!   `Content-Type` checks in front of every admin route.
 //! - `serve`: [`serve()`], HTTP/1.1 serving with a bound on request heads and a deadline for them
@@ -92,6 +94,7 @@ mod closed;
 mod engine;
 mod error;
 mod handshake;
+mod metrics;
 mod ready;
 mod serve;
 mod upgrade;
@@ -104,6 +107,7 @@ pub use client_addr::{parse_net, ClientIpHeader, TrustedProxies};
 pub use closed::{closed, ClosedQuery};
 pub use engine::{Engine, SocketConfig, UnknownEngine};
 pub use error::{ApiError, UpgradeRefused};
+pub use metrics::{metrics, metrics_text};
 pub use ready::{ready, ready_router};
 pub use serve::{serve, LocalAddr, Serve, ServeOptions};
 pub use upgrade::{upgrade_required, Tracking, WebSocketUpgrade};
