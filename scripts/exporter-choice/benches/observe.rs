@@ -18,7 +18,10 @@ fn prom_client() -> prometheus_client::metrics::histogram::Histogram {
     prometheus_client::metrics::histogram::Histogram::new(BUCKETS)
 }
 
-fn metrics_rs() -> (metrics_exporter_prometheus::PrometheusRecorder, metrics::Histogram) {
+fn metrics_rs() -> (
+    metrics_exporter_prometheus::PrometheusRecorder,
+    metrics::Histogram,
+) {
     let recorder = PrometheusBuilder::new()
         .set_buckets(&BUCKETS)
         .expect("buckets")
@@ -61,7 +64,9 @@ fn observe(c: &mut Criterion) {
     };
 
     let h = prom_client();
-    group.bench_function("prometheus-client", |b| b.iter(|| h.observe(black_box(next()))));
+    group.bench_function("prometheus-client", |b| {
+        b.iter(|| h.observe(black_box(next())))
+    });
     {
         let other = h.clone();
         let _c = Contender::start(move || other.observe(42.0));
