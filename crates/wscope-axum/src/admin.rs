@@ -21,7 +21,8 @@ use wscope_core::{CloseCode, IpNet, Registry, Snapshot};
 use crate::error::ApiError;
 
 /// `GET /api/stats`, `POST /api/admin`, `GET /api/closed`, `GET /api/connections` (and
-/// `/api/connections/{id}`) and `GET /health` over `registry`,
+/// `/api/connections/{id}`), `GET /health` and `GET /metrics` (Prometheus; its observer is
+/// registered on `registry` once, however often this is built) over `registry`,
 /// behind [`admin_guard`](crate::admin_guard). Serve it on a listener that only operators reach
 /// (wscope serve puts it on 127.0.0.1:9090); set a token and further allowed hosts with
 /// `.layer(AdminConfig::new().token(..).layer())` ([`AdminConfig`](crate::AdminConfig)).
@@ -33,6 +34,7 @@ pub fn admin_router(registry: Registry) -> Router {
         .route("/api/connections", get(crate::connections::connections))
         .route("/api/connections/{id}", get(crate::connections::connection))
         .route("/health", get(health))
+        .route("/metrics", crate::metrics::route(&registry))
         .with_state(registry)
         // Last, so that it covers every route above and the fallback.
         .layer(axum::middleware::from_fn(crate::admin_access::admin_guard))

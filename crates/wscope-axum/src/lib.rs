@@ -37,7 +37,7 @@
 //!     .route("/ws/chat", get(chat))
 //!     // After the routes: a layer covers the routes added before it.
 //!     .layer(Tracking::new(registry.clone()).layer());
-//! let admin = admin_router(registry.clone()); // GET /api/stats, POST /api/admin, GET /health
+//! let admin = admin_router(registry.clone()); // /api/stats, /api/admin, /health, /metrics
 //!
 //! let signal = shutdown_signal()?; // SIGINT and SIGTERM
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
@@ -77,7 +77,9 @@
 //!   ([`ClientIpHeader`]).
 //! - `admin`: the admin router and health handlers, answering with `wscope_core::wire` types;
 //!   `closed`: `GET /api/closed`; `connections`: `GET /api/connections` (paged, sorted,
-//!   filtered) and `GET /api/connections/{id}`; `ready`: `GET /ready` for load balancers.
+//!   filtered) and `GET /api/connections/{id}`; `ready`: `GET /ready` for load balancers;
+//!   `metrics`: `GET /metrics` (Prometheus text, [`metrics_text`]), its close observer and
+//!   `metrics/process` (the `process_*` families from `/proc/self`).
 //! - `admin_access`: [`AdminConfig`] and [`admin_guard`]: the token, `Host`, `Origin` and
 //!   `Content-Type` checks in front of every admin route.
 //! - `serve`: [`serve()`], HTTP/1.1 serving with a bound on request heads and a deadline for them
@@ -94,6 +96,7 @@ mod connections;
 mod engine;
 mod error;
 mod handshake;
+mod metrics;
 mod ready;
 mod serve;
 mod upgrade;
@@ -107,6 +110,7 @@ pub use closed::{closed, ClosedQuery};
 pub use connections::{connection, connections};
 pub use engine::{Engine, SocketConfig, UnknownEngine};
 pub use error::{ApiError, UpgradeRefused};
+pub use metrics::{metrics, metrics_text};
 pub use ready::{ready, ready_router};
 pub use serve::{serve, LocalAddr, Serve, ServeOptions};
 pub use upgrade::{upgrade_required, Tracking, WebSocketUpgrade};

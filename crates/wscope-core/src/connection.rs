@@ -578,6 +578,7 @@ impl Connection {
             .is_ok()
         {
             self.shared.aggregates.rtt_moved(old, rtt);
+            self.shared.rtt_measured(rtt);
         }
     }
 

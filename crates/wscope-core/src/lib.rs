@@ -119,7 +119,7 @@ pub use instance::{
 pub use ipnet::IpNet;
 pub use log::{log_connection_stats, stats_lines, StatsLogger, STATS_TARGET};
 pub use message::{InvalidUtf8, Message, Utf8Bytes};
-pub use observer::{ClosedEvent, Counts, Observer, OpenedEvent, RefusedEvent};
+pub use observer::{ClosedEvent, Counts, Observer, OpenedEvent, RefusedEvent, RttEvent};
 pub use outbox::SendError;
 pub use registry::{Broadcast, Registry, RegistryConfig};
 pub use shutdown::{shutdown_signal, ShutdownReport, StopSignal, StopSignals};

@@ -4,13 +4,15 @@
 //! `idle_timeout` — so a connection pays no timer and no allocation for them: a ping is a flag
 //! in its queue and a shared payload, its send time and round trip two atomics in its entry.
 //! Timeouts are checked every quarter of the shorter one (between 10 ms and 1 s), so a
-//! connection is closed within a quarter of its timeout after it passed.
+//! connection is closed within a quarter of its timeout after it passed. Each timed pong is told
+//! to observers ([`Observer::ping_rtt`](crate::Observer::ping_rtt)), for round-trip histograms.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::close::{CloseCode, CloseFrame, Initiator};
 use crate::connection::{ConnectionState, NO_PING};
+use crate::observer::RttEvent;
 use crate::registry::{RegistryConfig, Shared};
 
 /// The payload of every server ping: the round trip is timed by the entry, not by the payload.
@@ -28,6 +30,18 @@ pub(crate) fn check_period(config: &RegistryConfig) -> Option<Duration> {
 }
 
 impl Shared {
+    /// A pong timed one of our pings at `rtt_ms`: tells the observers, if any (one atomic load
+    /// when there are none).
+    #[inline]
+    pub(crate) fn rtt_measured(&self, rtt_ms: u32) {
+        if let Some(observers) = self.observers.current() {
+            let event = RttEvent {
+                rtt: Duration::from_millis(u64::from(rtt_ms)),
+            };
+            observers.iter().for_each(|o| o.ping_rtt(&event));
+        }
+    }
+
     /// Asks every open connection with no ping outstanding to send one.
     pub(crate) fn ping_all(&self) {
         let now = self.clock.now_ms();

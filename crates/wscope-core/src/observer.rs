@@ -1,6 +1,6 @@
 //! Observers: what a registry tells the rest of the process as it happens — a connection opened,
 //! a connection closed (with its lifetime, idle time, counters and close record), an upgrade
-//! refused — and, for those that ask, a summary at a fixed period. Metrics, the live stream, the
+//! refused, a ping's round trip timed — and, for those that ask, a summary at a fixed period. Metrics, the live stream, the
 //! cluster heartbeat and the periodic stats log listen here instead of polling the registry.
 //!
 //! Events are passed by reference and built on the stack; a registry with no observer builds
@@ -8,13 +8,15 @@
 //! caller of `admit`), so they must be quick and must not block: count, or hand the event to a
 //! channel with `try_send`.
 
+use std::any::Any;
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use crate::admission::Refusal;
 use crate::close::CloseRecord;
 use crate::id::ConnectionId;
+use crate::registry::Registry;
 use crate::snapshot::Snapshot;
 use crate::strings::SharedStr;
 
@@ -81,6 +83,15 @@ pub struct RefusedEvent<'a> {
     pub path: &'a str,
 }
 
+/// A server ping was answered: its round trip, timed by the registry's clock (millisecond
+/// resolution), once per pong that answers a ping of ours.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct RttEvent {
+    /// From the ping's send to its pong's arrival.
+    pub rtt: Duration,
+}
+
 /// Something that listens to a registry. Every method has an empty default: implement the ones
 /// you need.
 ///
@@ -111,7 +122,12 @@ pub trait Observer: Send + Sync + 'static {
     /// An upgrade was refused.
     fn refused(&self, _event: &RefusedEvent<'_>) {}
 
-    /// Whether it wants the events (`opened`, `closed`, `refused`); an observer that only ticks
+    /// A pong answered a server ping (see [`RegistryConfig::ping_interval`]).
+    ///
+    /// [`RegistryConfig::ping_interval`]: crate::RegistryConfig::ping_interval
+    fn ping_rtt(&self, _event: &RttEvent) {}
+
+    /// Whether it wants the events (`opened`, `closed`, `refused`, `ping_rtt`); an observer that only ticks
     /// says `false`, so that connections pay nothing for it. Read once, when it is added.
     fn wants_events(&self) -> bool {
         true
@@ -137,6 +153,8 @@ pub(crate) struct Observers {
     any: std::sync::atomic::AtomicBool,
     /// Observers that asked for ticks, waiting for the registry's background tasks to start.
     pub(crate) pending_ticks: std::sync::Mutex<Vec<Arc<dyn Observer>>>,
+    /// Those added through [`Registry::observe_once`], found again by type.
+    once: Mutex<Vec<Arc<dyn Any + Send + Sync>>>,
 }
 
 impl std::fmt::Debug for Observers {
@@ -167,5 +185,49 @@ impl Observers {
         }
         // Cloned out of the lock, so an observer may add another without deadlocking.
         Some(self.list.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+}
+
+impl Registry {
+    /// The observer of type `T` on this registry: made with `make` and added (as by
+    /// [`observe`](Registry::observe)) on the first call, the same one on every later call. For
+    /// integrations that must listen exactly once however often they are set up — the metrics
+    /// behind `wscope_axum::admin_router`, say, which a program may build twice.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use wscope_core::{ConnectionMeta, Observer, OpenedEvent, Registry};
+    ///
+    /// #[derive(Default)]
+    /// struct Opens(AtomicU64);
+    /// impl Observer for Opens {
+    ///     fn opened(&self, _event: &OpenedEvent<'_>) {
+    ///         self.0.fetch_add(1, Ordering::Relaxed);
+    ///     }
+    /// }
+    ///
+    /// let registry = Registry::new();
+    /// let first = registry.observe_once(Opens::default);
+    /// let again = registry.observe_once(Opens::default);
+    /// assert!(Arc::ptr_eq(&first, &again));
+    /// drop(registry.accept(ConnectionMeta::new("/ws")));
+    /// assert_eq!(first.0.load(Ordering::Relaxed), 1); // heard once, not twice
+    /// ```
+    pub fn observe_once<T: Observer>(&self, make: impl FnOnce() -> T) -> Arc<T> {
+        let observers = &self.shared().observers;
+        // Held while adding, so that two first calls at once add one observer; `observe` takes
+        // only the list's own locks, never this one.
+        let mut once = observers
+            .once
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = once.iter().find_map(|o| o.clone().downcast::<T>().ok()) {
+            return found;
+        }
+        let observer = Arc::new(make());
+        once.push(observer.clone());
+        self.observe(observer.clone());
+        observer
     }
 }
