@@ -1,4 +1,5 @@
-//! The admin API (`GET /api/stats`, `POST /api/admin`) and the health check (`GET /health`),
+//! The admin API (`GET /api/stats`, `POST /api/admin`, and the routes of `closed` and `stream`)
+//! and the health check (`GET /health`),
 //! answering with the wire types of [`wscope_core::wire`]. Every admin route is behind
 //! [`admin_guard`](crate::admin_guard) (token, `Host`, `Origin`, `Content-Type`; see
 //! [`AdminConfig`](crate::AdminConfig)).
@@ -19,7 +20,8 @@ use wscope_core::{CloseCode, IpNet, Registry, Snapshot};
 
 use crate::error::ApiError;
 
-/// `GET /api/stats`, `POST /api/admin`, `GET /api/closed` and `GET /health` over `registry`,
+/// `GET /api/stats`, `POST /api/admin`, `GET /api/closed`, `GET /api/stats/stream` (live, SSE)
+/// and `GET /health` over `registry`,
 /// behind [`admin_guard`](crate::admin_guard). Serve it on a listener that only operators reach
 /// (wscope serve puts it on 127.0.0.1:9090); set a token and further allowed hosts with
 /// `.layer(AdminConfig::new().token(..).layer())` ([`AdminConfig`](crate::AdminConfig)).
@@ -28,6 +30,7 @@ pub fn admin_router(registry: Registry) -> Router {
         .route("/api/stats", get(stats))
         .route("/api/admin", post(admin))
         .route("/api/closed", get(crate::closed::closed))
+        .route("/api/stats/stream", get(crate::stream::stats_stream))
         .route("/health", get(health))
         .with_state(registry)
         // Last, so that it covers every route above and the fallback.

@@ -76,7 +76,8 @@
 //! - `client_addr`: [`TrustedProxies`] and the one forwarding header they set
 //!   ([`ClientIpHeader`]).
 //! - `admin`: the admin router and health handlers, answering with `wscope_core::wire` types;
-//!   `closed`: `GET /api/closed`; `ready`: `GET /ready` for load balancers.
+//!   `closed`: `GET /api/closed`; `stream`: `GET /api/stats/stream`, the live stream (SSE);
+//!   `ready`: `GET /ready` for load balancers.
 //! - `admin_access`: [`AdminConfig`] and [`admin_guard`]: the token, `Host`, `Origin` and
 //!   `Content-Type` checks in front of every admin route.
 //! - `serve`: [`serve()`], HTTP/1.1 serving with a bound on request heads and a deadline for them
@@ -94,6 +95,7 @@ mod error;
 mod handshake;
 mod ready;
 mod serve;
+mod stream;
 mod upgrade;
 
 pub use admin::{admin, admin_router, health, health_router, public_health, stats};
@@ -106,6 +108,7 @@ pub use engine::{Engine, SocketConfig, UnknownEngine};
 pub use error::{ApiError, UpgradeRefused};
 pub use ready::{ready, ready_router};
 pub use serve::{serve, LocalAddr, Serve, ServeOptions};
+pub use stream::{stats_stream, StreamQuery};
 pub use upgrade::{upgrade_required, Tracking, WebSocketUpgrade};
 pub use wscope_core::wire::{Health, PublicHealth};
 pub use wscope_core::{self as core, shutdown_signal, Registry, TrackedSocket};
