@@ -76,8 +76,9 @@
 //! - `client_addr`: [`TrustedProxies`] and the one forwarding header they set
 //!   ([`ClientIpHeader`]).
 //! - `admin`: the admin router and health handlers, answering with `wscope_core::wire` types;
-//!   `closed`: `GET /api/closed`; `stream`: `GET /api/stats/stream`, the live stream (SSE);
-//!   `ready`: `GET /ready` for load balancers.
+//!   `closed`: `GET /api/closed`; `connections`: `GET /api/connections` (paged, sorted,
+//!   filtered) and `GET /api/connections/{id}`; `stream`: `GET /api/stats/stream`, the live
+//!   stream (SSE); `ready`: `GET /ready` for load balancers.
 //! - `admin_access`: [`AdminConfig`] and [`admin_guard`]: the token, `Host`, `Origin` and
 //!   `Content-Type` checks in front of every admin route.
 //! - `serve`: [`serve()`], HTTP/1.1 serving with a bound on request heads and a deadline for them
@@ -90,6 +91,7 @@ mod admin_access;
 mod client;
 mod client_addr;
 mod closed;
+mod connections;
 mod engine;
 mod error;
 mod handshake;
@@ -98,12 +100,13 @@ mod serve;
 mod stream;
 mod upgrade;
 
-pub use admin::{admin, admin_router, health, health_router, public_health, stats};
+pub use admin::{admin, admin_router, health, health_router, public_health, stats, StatsQuery};
 pub use admin_access::{admin_guard, AdminConfig, AllowedHost};
 #[cfg(feature = "tungstenite")]
 pub use client::{connect, connect_with, ConnectError, Connected};
 pub use client_addr::{parse_net, ClientIpHeader, TrustedProxies};
 pub use closed::{closed, ClosedQuery};
+pub use connections::{connection, connections};
 pub use engine::{Engine, SocketConfig, UnknownEngine};
 pub use error::{ApiError, UpgradeRefused};
 pub use ready::{ready, ready_router};
