@@ -9,7 +9,9 @@ use ratatui::widgets::{Block, Cell, Paragraph, Row, Sparkline, Table};
 use ratatui::Frame;
 use wscope_core::ConnectionInfo;
 
-use super::state::{Link, Order, Panel, Series, Top};
+use wscope_core::query::SortOrder;
+
+use super::state::{Link, Panel, Series, Top};
 
 /// Rows above the table: the title and the two blocks (7 lines inside their borders).
 const HEAD_ROWS: u16 = 1 + 9;
@@ -144,8 +146,8 @@ fn draw_rates(frame: &mut Frame<'_>, top: &Top, area: Rect) {
 
 fn draw_table(frame: &mut Frame<'_>, top: &Top, area: Rect) {
     let order = match top.sort.order {
-        Order::Desc => "↓",
-        Order::Asc => "↑",
+        SortOrder::Desc => "↓",
+        SortOrder::Asc => "↑",
     };
     let title = match &top.panel {
         Panel::Page(page) => format!(
@@ -173,7 +175,7 @@ fn draw_table(frame: &mut Frame<'_>, top: &Top, area: Rect) {
             return;
         }
     };
-    let sorted = top.sort.key.param();
+    let sorted = top.sort.key.as_str();
     let header = [
         ("ID", ""),
         ("ADDRESS", ""),
@@ -228,9 +230,9 @@ fn key_line(top: &Top) -> Paragraph<'static> {
         Span::styled(" q ", key),
         Span::raw(" quit  "),
         Span::styled(" s ", key),
-        Span::raw(format!(" sort: {}  ", top.sort.key.param())),
+        Span::raw(format!(" sort: {}  ", top.sort.key.as_str())),
         Span::styled(" o ", key),
-        Span::raw(format!(" order: {}  ", top.sort.order.param())),
+        Span::raw(format!(" order: {}  ", top.sort.order.as_str())),
         Span::styled(" b ", key),
         Span::raw(" busiest  "),
         Span::styled(" i ", key),
@@ -280,7 +282,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::top::state::{ConnectionsPage, Sort, SortKey};
+    use wscope_core::query::SortKey;
+    use wscope_core::wire::ConnectionPage;
+
+    use crate::top::state::Sort;
 
     /// The screen `top` draws on an 80×24 terminal, line by line.
     fn screen(top: &Top) -> Vec<String> {
@@ -315,7 +320,7 @@ mod tests {
         .unwrap()
     }
 
-    fn page() -> ConnectionsPage {
+    fn page() -> ConnectionPage {
         serde_json::from_value(json!({
             "total": 1234,
             "connections": [
@@ -326,7 +331,7 @@ mod tests {
                 {"id": "eu-1-187b0c2d1e5f3a10-5", "age": 61_000, "idleTime": 61_000,
                  "state": "OPEN", "path": "/ws/chat", "messagesIn": 1, "messagesOut": 0}
             ],
-            "next": "abc"
+            "next": null
         }))
         .unwrap()
     }
@@ -390,7 +395,7 @@ mod tests {
 
         top.sort = Sort {
             key: SortKey::Idle,
-            order: crate::top::state::Order::Desc,
+            order: SortOrder::Desc,
         };
         let lines = screen(&top);
         assert!(line_with(&lines, "Idlest").contains("Idlest (longest idle)"));
