@@ -217,8 +217,8 @@ fn row(c: &ConnectionInfo) -> Row<'static> {
         duration(c.age),
         duration(c.idle_time),
         count((c.messages_in + c.messages_out) as f64),
-        bytes((c.bytes_in + c.bytes_out) as f64),
-        bytes(c.queued_bytes as f64),
+        short_bytes(c.bytes_in + c.bytes_out),
+        short_bytes(c.queued_bytes),
         c.rtt_ms
             .map_or_else(|| "-".to_owned(), |ms| format!("{ms}ms")),
     ])
@@ -260,6 +260,26 @@ pub fn count(n: f64) -> String {
         _ if n < 1e6 => format!("{:.1}k", n / 1e3),
         _ if n < 1e9 => format!("{:.1}M", n / 1e6),
         _ => format!("{:.1}G", n / 1e9),
+    }
+}
+
+/// Bytes in at most 5 characters, for the table: `512B`, `9.5K`, `813K`, `1.2M`, `40G` (binary
+/// units).
+pub fn short_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["K", "M", "G", "T", "P"];
+    if n < 1024 {
+        return format!("{n}B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1023.5 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value < 9.95 {
+        format!("{value:.1}{}", UNITS[unit])
+    } else {
+        format!("{value:.0}{}", UNITS[unit])
     }
 }
 
@@ -383,7 +403,8 @@ mod tests {
             "1h02m",
             "400ms",
             "2.0k",
-            "2.0 KiB",
+            "2.0K",
+            "0B",
             "12ms",
         ] {
             assert!(busy.contains(cell), "{cell:?} in {busy}");
@@ -436,6 +457,14 @@ mod tests {
         assert_eq!(count(2.5), "2.5");
         assert_eq!(count(4120.0), "4.1k");
         assert_eq!(count(3.2e6), "3.2M");
+        assert_eq!(short_bytes(42), "42B");
+        assert_eq!(short_bytes(1023), "1023B");
+        assert_eq!(short_bytes(9 * 1024 + 512), "9.5K");
+        assert_eq!(short_bytes(832_307), "813K");
+        assert_eq!(short_bytes(1_048_000), "1023K");
+        assert_eq!(short_bytes(1_048_500), "1.0M");
+        assert_eq!(short_bytes(40 << 30), "40G");
+        assert_eq!(short_bytes(u64::MAX), "16384P");
         assert_eq!(bytes(512.0), "512 B");
         assert_eq!(bytes(1536.0), "1.5 KiB");
         assert_eq!(bytes(1.1 * 1024.0 * 1024.0 * 1024.0), "1.1 GiB");
