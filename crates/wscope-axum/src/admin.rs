@@ -1,4 +1,5 @@
-//! The admin API (`GET /api/stats`, `POST /api/admin`) and the health check (`GET /health`),
+//! The admin API (`GET /api/stats`, `POST /api/admin`, and the routes of `closed` and `stream`)
+//! and the health check (`GET /health`),
 //! answering with the wire types of [`wscope_core::wire`]. Every admin route is behind
 //! [`admin_guard`](crate::admin_guard) (token, `Host`, `Origin`, `Content-Type`; see
 //! [`AdminConfig`](crate::AdminConfig)).
@@ -21,8 +22,9 @@ use wscope_core::{CloseCode, IpNet, Registry, Snapshot};
 use crate::error::ApiError;
 
 /// `GET /api/stats`, `POST /api/admin`, `GET /api/closed`, `GET /api/connections` (and
-/// `/api/connections/{id}`), `GET /health` and `GET /metrics` (Prometheus; its observer is
-/// registered on `registry` once, however often this is built) over `registry`,
+/// `/api/connections/{id}`), `GET /api/stats/stream` (live, SSE), `GET /health` and `GET /metrics`
+/// (Prometheus; its observer is registered on `registry` once, however often this is built) over
+/// `registry`,
 /// behind [`admin_guard`](crate::admin_guard). Serve it on a listener that only operators reach
 /// (wscope serve puts it on 127.0.0.1:9090); set a token and further allowed hosts with
 /// `.layer(AdminConfig::new().token(..).layer())` ([`AdminConfig`](crate::AdminConfig)).
@@ -33,6 +35,7 @@ pub fn admin_router(registry: Registry) -> Router {
         .route("/api/closed", get(crate::closed::closed))
         .route("/api/connections", get(crate::connections::connections))
         .route("/api/connections/{id}", get(crate::connections::connection))
+        .route("/api/stats/stream", get(crate::stream::stats_stream))
         .route("/health", get(health))
         .route("/metrics", crate::metrics::route(&registry))
         .with_state(registry)

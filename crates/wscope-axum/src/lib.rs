@@ -77,9 +77,10 @@
 //!   ([`ClientIpHeader`]).
 //! - `admin`: the admin router and health handlers, answering with `wscope_core::wire` types;
 //!   `closed`: `GET /api/closed`; `connections`: `GET /api/connections` (paged, sorted,
-//!   filtered) and `GET /api/connections/{id}`; `ready`: `GET /ready` for load balancers;
-//!   `metrics`: `GET /metrics` (Prometheus text, [`metrics_text`]), its close observer and
-//!   `metrics/process` (the `process_*` families from `/proc/self`).
+//!   filtered) and `GET /api/connections/{id}`; `stream`: `GET /api/stats/stream`, the live
+//!   stream (SSE); `ready`: `GET /ready` for load balancers; `metrics`: `GET /metrics`
+//!   (Prometheus text, [`metrics_text`]), its close observer and `metrics/process` (the
+//!   `process_*` families from `/proc/self`).
 //! - `admin_access`: [`AdminConfig`] and [`admin_guard`]: the token, `Host`, `Origin` and
 //!   `Content-Type` checks in front of every admin route.
 //! - `serve`: [`serve()`], HTTP/1.1 serving with a bound on request heads and a deadline for them
@@ -99,6 +100,7 @@ mod handshake;
 mod metrics;
 mod ready;
 mod serve;
+mod stream;
 mod upgrade;
 
 pub use admin::{admin, admin_router, health, health_router, public_health, stats, StatsQuery};
@@ -113,6 +115,7 @@ pub use error::{ApiError, UpgradeRefused};
 pub use metrics::{metrics, metrics_text};
 pub use ready::{ready, ready_router};
 pub use serve::{serve, LocalAddr, Serve, ServeOptions};
+pub use stream::{stats_stream, StreamQuery};
 pub use upgrade::{upgrade_required, Tracking, WebSocketUpgrade};
 pub use wscope_core::wire::{Health, PublicHealth};
 pub use wscope_core::{self as core, shutdown_signal, Registry, TrackedSocket};
