@@ -1,5 +1,6 @@
-//! The admin API (`GET /api/stats`, `POST /api/admin`) and the health check (`GET /health`),
-//! answering with the wire types of [`wscope_core::wire`]. Every admin route is behind
+//! The admin API (`GET /api/stats`, `POST /api/admin`), the health check (`GET /health`) and the
+//! dashboard (`GET /`, [`crate::dashboard`]), answering with the wire types of
+//! [`wscope_core::wire`]. Every admin route is behind
 //! [`admin_guard`](crate::admin_guard) (token, `Host`, `Origin`, `Content-Type`; see
 //! [`AdminConfig`](crate::AdminConfig)).
 
@@ -19,8 +20,9 @@ use wscope_core::{CloseCode, IpNet, Registry, Snapshot};
 
 use crate::error::ApiError;
 
-/// `GET /api/stats`, `POST /api/admin`, `GET /api/closed` and `GET /health` over `registry`,
-/// behind [`admin_guard`](crate::admin_guard). Serve it on a listener that only operators reach
+/// `GET /api/stats`, `POST /api/admin`, `GET /api/closed`, `GET /health` and the dashboard
+/// (`GET /` and its assets under `/dashboard/`) over `registry`, behind
+/// [`admin_guard`](crate::admin_guard). Serve it on a listener that only operators reach
 /// (wscope serve puts it on 127.0.0.1:9090); set a token and further allowed hosts with
 /// `.layer(AdminConfig::new().token(..).layer())` ([`AdminConfig`](crate::AdminConfig)).
 pub fn admin_router(registry: Registry) -> Router {
@@ -29,6 +31,8 @@ pub fn admin_router(registry: Registry) -> Router {
         .route("/api/admin", post(admin))
         .route("/api/closed", get(crate::closed::closed))
         .route("/health", get(health))
+        .route("/", get(crate::dashboard::index))
+        .route("/dashboard/{digest}/{file}", get(crate::dashboard::asset))
         .with_state(registry)
         // Last, so that it covers every route above and the fallback.
         .layer(axum::middleware::from_fn(crate::admin_access::admin_guard))

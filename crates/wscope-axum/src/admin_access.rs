@@ -58,8 +58,8 @@ impl AdminConfig {
         Self::default()
     }
 
-    /// Requires `Authorization: Bearer TOKEN` on every admin route but `/health`, compared in
-    /// constant time. An empty token matches nothing: every guarded request is refused.
+    /// Requires `Authorization: Bearer TOKEN` on every admin route but `/health` and the
+    /// dashboard's page and assets, compared in constant time. An empty token matches nothing: every guarded request is refused.
     pub fn token(mut self, token: impl AsRef<str>) -> Self {
         self.token = Some(Token::new(token.as_ref()));
         self
@@ -111,7 +111,9 @@ impl AdminConfig {
             return Err(Refused::CrossSite);
         }
         if let Some(token) = &self.token {
-            if request.uri().path() != "/health" && !token.verify(headers) {
+            let path = request.uri().path();
+            let public = path == "/health" || crate::dashboard::needs_no_token(path);
+            if !public && !token.verify(headers) {
                 return Err(Refused::Unauthorized);
             }
         }
@@ -164,8 +166,10 @@ impl AdminConfig {
 /// 2. **Same site**: an `Origin` that is neither the listener's own origin nor on
 ///    [`AdminConfig::allowed_origins`], or `Sec-Fetch-Site: cross-site` — else 403. A browser
 ///    sends these on a page's cross-site requests, which is what a CSRF attack is.
-/// 3. **Bearer token**, when one is set ([`AdminConfig::token`]), on every path but `/health` —
-///    else 401 with `WWW-Authenticate: Bearer`.
+/// 3. **Bearer token**, when one is set ([`AdminConfig::token`]), on every path but `/health`
+///    and the dashboard's page and assets (`/`, `/dashboard/…`: the same for every server, no
+///    data in them, and the page must load to ask for the token) — else 401 with
+///    `WWW-Authenticate: Bearer`.
 /// 4. **`Content-Type: application/json`** on anything but `GET`/`HEAD`/`OPTIONS` — else 415. A
 ///    cross-site form can only send `text/plain`, form or multipart bodies, never JSON.
 ///

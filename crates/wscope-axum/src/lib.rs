@@ -77,6 +77,8 @@
 //!   ([`ClientIpHeader`]).
 //! - `admin`: the admin router and health handlers, answering with `wscope_core::wire` types;
 //!   `closed`: `GET /api/closed`; `ready`: `GET /ready` for load balancers.
+//! - `dashboard`: the dashboard page at the admin listener's `/` and its assets (files under
+//!   `src/dashboard/`, embedded; uPlot vendored under `src/dashboard/vendor/`).
 //! - `admin_access`: [`AdminConfig`] and [`admin_guard`]: the token, `Host`, `Origin` and
 //!   `Content-Type` checks in front of every admin route.
 //! - `serve`: [`serve()`], HTTP/1.1 serving with a bound on request heads and a deadline for them
@@ -89,6 +91,7 @@ mod admin_access;
 mod client;
 mod client_addr;
 mod closed;
+mod dashboard;
 mod engine;
 mod error;
 mod handshake;
