@@ -108,6 +108,19 @@ pub(crate) struct Entry {
     pub(crate) cancel: CancellationToken,
     /// The first close event: who, code, reason.
     pub(crate) close_record: Mutex<Option<CloseRecord>>,
+    /// The user id and tags the application attached; boxed and absent until it attaches one,
+    /// so an unlabelled connection pays a pointer and a lock word.
+    pub(crate) labels: Mutex<Option<Box<Labels>>>,
+}
+
+/// What the application attached to a connection ([`ConnectionHandle::set_user`],
+/// [`ConnectionHandle::tag`]).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Labels {
+    /// The user id: not interned (user ids are many and short-lived).
+    pub(crate) user: Option<Arc<str>>,
+    /// Tags, in the order first added, without repeats (interned: a service uses a few).
+    pub(crate) tags: Vec<SharedStr>,
 }
 
 impl Entry {
@@ -136,7 +149,80 @@ impl Entry {
             outbox,
             cancel,
             close_record: Mutex::new(None),
+            labels: Mutex::new(None),
         }
+    }
+
+    fn labels(&self) -> std::sync::MutexGuard<'_, Option<Box<Labels>>> {
+        self.labels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets (or with `None` clears) the user id.
+    pub(crate) fn set_user(&self, user: Option<&str>) {
+        let mut labels = self.labels();
+        let slot = labels.get_or_insert_with(Default::default);
+        slot.user = user.map(Arc::from);
+    }
+
+    /// Adds a tag; false if it was there already.
+    pub(crate) fn tag(&self, tag: &str) -> bool {
+        let mut labels = self.labels();
+        let slot = labels.get_or_insert_with(Default::default);
+        if slot.tags.iter().any(|t| &**t == tag) {
+            return false;
+        }
+        slot.tags.push(SharedStr::new(tag));
+        true
+    }
+
+    /// Removes a tag; false if it was not there.
+    pub(crate) fn untag(&self, tag: &str) -> bool {
+        let mut labels = self.labels();
+        let Some(slot) = labels.as_mut() else {
+            return false;
+        };
+        let before = slot.tags.len();
+        slot.tags.retain(|t| &**t != tag);
+        slot.tags.len() != before
+    }
+
+    /// The user id, if set.
+    pub(crate) fn user(&self) -> Option<Arc<str>> {
+        self.labels().as_ref().and_then(|l| l.user.clone())
+    }
+
+    /// The tags.
+    pub(crate) fn tags(&self) -> Vec<SharedStr> {
+        self.labels()
+            .as_ref()
+            .map(|l| l.tags.clone())
+            .unwrap_or_default()
+    }
+
+    /// The user id and tags as the stats list them.
+    pub(crate) fn labels_view(&self) -> (Option<String>, Vec<String>) {
+        match self.labels().as_ref() {
+            None => (None, Vec::new()),
+            Some(l) => (
+                l.user.as_deref().map(str::to_owned),
+                l.tags.iter().map(|t| t.to_string()).collect(),
+            ),
+        }
+    }
+
+    /// Whether the user id is `user`.
+    pub(crate) fn has_user(&self, user: &str) -> bool {
+        self.labels()
+            .as_ref()
+            .and_then(|l| l.user.as_deref())
+            .is_some_and(|u| u == user)
+    }
+
+    /// Whether `tag` is among the tags.
+    pub(crate) fn has_tag(&self, tag: &str) -> bool {
+        self.labels()
+            .as_ref()
+            .is_some_and(|l| l.tags.iter().any(|t| &**t == tag))
     }
 
     pub(crate) fn state(&self) -> ConnectionState {
@@ -288,6 +374,38 @@ impl ConnectionHandle {
     /// The last ping's round-trip time in milliseconds, once a pong has come.
     pub fn rtt_ms(&self) -> Option<u32> {
         self.entry.rtt()
+    }
+
+    /// Attaches a user id (replacing any): shown as `user` in the stats and the connections API,
+    /// which can filter and close by it.
+    pub fn set_user(&self, user: impl AsRef<str>) {
+        self.entry.set_user(Some(user.as_ref()));
+    }
+
+    /// Removes the user id.
+    pub fn clear_user(&self) {
+        self.entry.set_user(None);
+    }
+
+    /// The user id, if one is attached.
+    pub fn user(&self) -> Option<String> {
+        self.entry.user().map(|u| u.to_string())
+    }
+
+    /// Adds a tag (shown in `tags`; the connections API can filter and close by it). Returns
+    /// false if the connection had it already.
+    pub fn tag(&self, tag: impl AsRef<str>) -> bool {
+        self.entry.tag(tag.as_ref())
+    }
+
+    /// Removes a tag; false if the connection did not have it.
+    pub fn untag(&self, tag: impl AsRef<str>) -> bool {
+        self.entry.untag(tag.as_ref())
+    }
+
+    /// The tags, in the order first added.
+    pub fn tags(&self) -> Vec<String> {
+        self.entry.tags().iter().map(|t| t.to_string()).collect()
     }
 
     /// Closes the connection after what is queued to it is flushed. Returns false when it was

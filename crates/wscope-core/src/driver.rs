@@ -212,6 +212,33 @@ impl TrackedSocket {
         self.conn.registry()
     }
 
+    /// Attaches a user id (replacing any): shown as `user` in the stats and the connections API,
+    /// which can filter and close by it ([`ConnectionHandle::set_user`]).
+    pub fn set_user(&self, user: impl AsRef<str>) {
+        self.conn.entry.set_user(Some(user.as_ref()));
+    }
+
+    /// The user id, if one is attached.
+    pub fn user(&self) -> Option<String> {
+        self.conn.entry.user().map(|u| u.to_string())
+    }
+
+    /// Adds a tag (shown in `tags`, filterable, closable by); false if the connection had it
+    /// already ([`ConnectionHandle::tag`]).
+    pub fn tag(&self, tag: impl AsRef<str>) -> bool {
+        self.conn.entry.tag(tag.as_ref())
+    }
+
+    /// Removes a tag; false if the connection did not have it.
+    pub fn untag(&self, tag: impl AsRef<str>) -> bool {
+        self.conn.entry.untag(tag.as_ref())
+    }
+
+    /// The tags, in the order first added.
+    pub fn tags(&self) -> Vec<String> {
+        self.conn.entry.tags().iter().map(|t| t.to_string()).collect()
+    }
+
     /// Why the connection ended, once it has.
     pub fn close_record(&self) -> Option<CloseRecord> {
         self.conn.close_record()

@@ -53,6 +53,10 @@
 //!   [`StatsLogger`] observer.
 //! - `aggregates`: the O(1) counts, totals and sums behind summaries.
 //! - `snapshot`: the read model every reporter shares; `wire`: the admin API's other JSON types.
+//! - `query`: the connections query ([`query::ConnectionQuery`]: filter, sort, page, columns) and
+//!   its parser; `listing`: [`Registry::connections`] and [`Registry::close_matching`] answer it;
+//!   `order`: the entries' sequence numbers in order, so registration-order pages read only the
+//!   page.
 //! - `shutdown`: the drain and the signal helper; `background`: the sweep and observer ticks.
 //! - `close`: close codes and frames, and the [`CloseRecord`] kept for every removal.
 //! - `message`, `id`, `clock`, `instance`, `units`: messages, ids, time, the instance id, and the
@@ -61,7 +65,8 @@
 //!
 //! # Concurrency
 //! The map is sharded (`dashmap`); per-connection counters and timestamps are atomics; no lock is
-//! held across `.await`. Lock order, where two are held: a map shard, then a connection's outbox.
+//! held across `.await`. Lock order, where two are held: a map shard, then a connection's outbox
+//! or its labels (user id and tags). The ordered index's shard locks are held alone.
 
 mod admission;
 mod aggregates;
@@ -73,13 +78,16 @@ mod connection;
 mod driver;
 mod id;
 mod instance;
+mod listing;
 mod liveness;
 mod log;
 pub mod memory;
 mod message;
 mod observer;
+mod order;
 mod outbox;
 mod paths;
+pub mod query;
 mod recent;
 mod registry;
 mod shutdown;

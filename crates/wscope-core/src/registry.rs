@@ -27,6 +27,7 @@ use crate::log::StatsLogger;
 use crate::message::Message;
 use crate::observer::{ClosedEvent, Observer, Observers, OpenedEvent, RefusedEvent};
 use crate::outbox::{Outbox, SendError};
+use crate::order::OrderIndex;
 use crate::paths::PathIndex;
 use crate::recent::RecentlyClosed;
 use crate::shutdown::ShutdownReport;
@@ -295,6 +296,8 @@ pub(crate) struct Shared {
     prefix: SharedStr,
     /// The entries, sharded (one lock per shard, so readers of one shard never block another).
     pub(crate) entries: DashMap<u64, Arc<Entry>, FxBuildHasher>,
+    /// The entries' sequence numbers in order (pages in registration order read only the page).
+    pub(crate) order: OrderIndex,
     next_seq: AtomicU64,
     /// Counts, totals and sums, read in O(1).
     pub(crate) aggregates: Aggregates,
@@ -353,6 +356,7 @@ impl Registry {
             config,
             prefix,
             entries: DashMap::with_hasher(FxBuildHasher),
+            order: OrderIndex::default(),
             next_seq: AtomicU64::new(1),
             aggregates: Aggregates::default(),
             paths: PathIndex::default(),
@@ -472,6 +476,9 @@ impl Registry {
             Outbox::new(shared.config.queue_capacity, shared.config.max_queued_bytes),
             shared.root.child_token(),
         ));
+        // In the order index first: a page walk that finds a number not yet in the map skips
+        // it, while one missing from the index would be skipped by every page.
+        shared.order.insert(seq);
         shared.entries.insert(seq, entry.clone());
         shared.paths.insert(&entry);
         shared.aggregates.registered(seq, now);
@@ -768,6 +775,7 @@ impl Shared {
         if self.entries.remove(&entry.seq).is_none() {
             return false; // already swept
         }
+        self.order.remove(entry.seq);
         self.paths.remove(entry);
         // Out of the map, so no snapshot reads it any more: take it out of the sums.
         let state = ConnectionState::from_u8(
@@ -912,28 +920,35 @@ impl Shared {
     fn list(&self, now: u64, expected: usize) -> Vec<ConnectionInfo> {
         let mut connections = Vec::with_capacity(expected);
         for item in self.entries.iter() {
-            let e = item.value();
-            let (queued_messages, queued_bytes) = e.outbox.queued();
-            let counts = e.counts();
-            connections.push(ConnectionInfo {
-                id: self.id_of(e.seq),
-                age: now.saturating_sub(e.connected_ms),
-                idle_time: now.saturating_sub(e.last_activity_ms.load(Ordering::Relaxed)),
-                state: e.state(),
-                remote_address: e.remote_addr,
-                user_agent: e.user_agent.clone(),
-                path: e.path.clone(),
-                connected_at: self.clock.unix_ms(e.connected_ms),
-                messages_in: counts.messages_in,
-                messages_out: counts.messages_out,
-                bytes_in: counts.bytes_in,
-                bytes_out: counts.bytes_out,
-                queued_messages: queued_messages as u64,
-                queued_bytes: queued_bytes as u64,
-                rtt_ms: e.rtt(),
-            });
+            connections.push(self.info(item.value(), now));
         }
         connections
+    }
+
+    /// One entry as the stats list it, as of `now` (ms).
+    pub(crate) fn info(&self, e: &Entry, now: u64) -> ConnectionInfo {
+        let (queued_messages, queued_bytes) = e.outbox.queued();
+        let counts = e.counts();
+        let (user, tags) = e.labels_view();
+        ConnectionInfo {
+            id: self.id_of(e.seq),
+            age: now.saturating_sub(e.connected_ms),
+            idle_time: now.saturating_sub(e.last_activity_ms.load(Ordering::Relaxed)),
+            state: e.state(),
+            remote_address: e.remote_addr,
+            user_agent: e.user_agent.clone(),
+            path: e.path.clone(),
+            connected_at: self.clock.unix_ms(e.connected_ms),
+            messages_in: counts.messages_in,
+            messages_out: counts.messages_out,
+            bytes_in: counts.bytes_in,
+            bytes_out: counts.bytes_out,
+            queued_messages: queued_messages as u64,
+            queued_bytes: queued_bytes as u64,
+            rtt_ms: e.rtt(),
+            user,
+            tags,
+        }
     }
 }
 

@@ -181,6 +181,35 @@ pub struct ConnectionInfo {
     /// The last server ping's round-trip time in ms, once a pong has come.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtt_ms: Option<u32>,
+    /// The user id the application attached ([`crate::TrackedSocket::set_user`]), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The tags the application attached ([`crate::TrackedSocket::tag`]), if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+impl ConnectionInfo {
+    /// Every field's JSON name, in the order written (what `fields=` may pick).
+    pub const FIELDS: [&'static str; 17] = [
+        "id",
+        "age",
+        "idleTime",
+        "state",
+        "remoteAddress",
+        "userAgent",
+        "path",
+        "connectedAt",
+        "messagesIn",
+        "messagesOut",
+        "bytesIn",
+        "bytesOut",
+        "queuedMessages",
+        "queuedBytes",
+        "rttMs",
+        "user",
+        "tags",
+    ];
 }
 
 /// A connection that has closed, as `GET /api/closed` lists it (the registry keeps the last

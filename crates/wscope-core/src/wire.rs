@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::admission::Ban;
 use crate::close::CloseCode;
-use crate::snapshot::{ClosedBy, ClosedConnection, RefusalCounts, Snapshot, StateCounts};
+use crate::query::{ConnectionFilter, Cursor};
+use crate::snapshot::{
+    ClosedBy, ClosedConnection, ConnectionInfo, RefusalCounts, Snapshot, StateCounts,
+};
 use crate::traffic::Traffic;
 
 /// `GET /health`: the reference's health fields plus the instance id and the shutdown flag.
@@ -161,6 +164,18 @@ pub enum AdminRequest {
     },
     /// The bans in force (answered with a [`BansAnswer`]).
     ListBans {},
+    /// Close every connection that matches a filter (answered with a [`CloseMatchingAnswer`]).
+    /// The filter must set at least one condition: `close_all` closes everything.
+    CloseMatching {
+        /// Which connections (`tag`, `user`, `ip`, `state`, `min_idle`, `path`, `ua`).
+        filter: ConnectionFilter,
+        /// The close code (default 1000).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<CloseCode>,
+        /// The close reason (default empty).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// Close the open connections of an address or network once, without banning it (answered
     /// with a [`KickAnswer`]).
     Kick {
@@ -203,10 +218,11 @@ pub enum AdminRequestError {
 
 impl AdminRequest {
     /// Every action's name, as written in `action`.
-    pub const ACTIONS: [&'static str; 8] = [
+    pub const ACTIONS: [&'static str; 9] = [
         "get_stats",
         "close_all",
         "close",
+        "close_matching",
         "cleanup",
         "ban",
         "unban",
@@ -216,7 +232,9 @@ impl AdminRequest {
 
     /// Every field any action takes. A field of another action is ignored (so one form can send
     /// every field); a field no action takes is an error.
-    pub const FIELDS: [&'static str; 6] = ["action", "code", "reason", "id", "target", "duration"];
+    pub const FIELDS: [&'static str; 7] = [
+        "action", "code", "reason", "id", "target", "duration", "filter",
+    ];
 
     /// This request's action name.
     pub fn action(&self) -> &'static str {
@@ -224,6 +242,7 @@ impl AdminRequest {
             Self::GetStats {} => "get_stats",
             Self::CloseAll { .. } => "close_all",
             Self::Close { .. } => "close",
+            Self::CloseMatching { .. } => "close_matching",
             Self::Cleanup {} => "cleanup",
             Self::Ban { .. } => "ban",
             Self::Unban { .. } => "unban",
@@ -256,10 +275,23 @@ impl AdminRequest {
         {
             return Err(AdminRequestError::UnknownField(unknown.clone()));
         }
-        serde_json::from_value(value).map_err(|e| AdminRequestError::BadFields {
-            action,
-            message: e.to_string(),
-        })
+        let request: Self =
+            serde_json::from_value(value).map_err(|e| AdminRequestError::BadFields {
+                action: action.clone(),
+                message: e.to_string(),
+            })?;
+        if let Self::CloseMatching { filter, .. } = &request {
+            if filter.is_empty() {
+                return Err(AdminRequestError::BadFields {
+                    action,
+                    message: format!(
+                        "filter: set at least one of {} (close_all closes every connection)",
+                        ConnectionFilter::PARAMS.join(", ")
+                    ),
+                });
+            }
+        }
+        Ok(request)
     }
 }
 
@@ -270,6 +302,49 @@ pub struct CloseAllAnswer {
     pub success: bool,
     /// How many connections were asked to close (those already closing are not counted).
     pub closed: u64,
+}
+
+/// The answer to `close_matching`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloseMatchingAnswer {
+    /// Always true (a failure is an error answer).
+    pub success: bool,
+    /// How many matching connections were asked to close (those already closing are not
+    /// counted).
+    pub closed: u64,
+}
+
+/// `GET /api/connections`: one page of the connections that match the query, and where the next
+/// page starts. `T` is [`ConnectionInfo`], or a JSON object when `fields=` picked columns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ConnectionPage<T = ConnectionInfo> {
+    /// Connections matching the filter (all pages together).
+    pub total: u64,
+    /// This page's rows, in the query's order.
+    pub connections: Vec<T>,
+    /// The cursor of the next page (`cursor=`); `null` on the last page.
+    pub next: Option<Cursor>,
+}
+
+impl<T> ConnectionPage<T> {
+    /// A page of `connections` out of `total`, followed by `next`.
+    pub fn new(total: u64, connections: Vec<T>, next: Option<Cursor>) -> Self {
+        Self {
+            total,
+            connections,
+            next,
+        }
+    }
+
+    /// The same page with each row mapped (to pick columns, say).
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> ConnectionPage<U> {
+        ConnectionPage {
+            total: self.total,
+            connections: self.connections.into_iter().map(f).collect(),
+            next: self.next,
+        }
+    }
 }
 
 /// The answer to `close`.
@@ -419,6 +494,43 @@ mod duration_text {
             }
         }
         d.deserialize_any(Text)
+    }
+}
+
+/// An optional [`net_text`] (for filters).
+pub(crate) mod opt_net_text {
+    use ipnet::IpNet;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Net(#[serde(with = "super::net_text")] IpNet);
+
+    pub(crate) fn serialize<S: Serializer>(net: &Option<IpNet>, s: S) -> Result<S::Ok, S::Error> {
+        net.map(Net).serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpNet>, D::Error> {
+        Ok(Option::<Net>::deserialize(d)?.map(|n| n.0))
+    }
+}
+
+/// An optional [`duration_text`] (for filters).
+pub(crate) mod opt_duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Text(#[serde(with = "super::duration_text")] Duration);
+
+    pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        d.map(Text).serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<Text>::deserialize(d)?.map(|t| t.0))
     }
 }
 

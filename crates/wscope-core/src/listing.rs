@@ -1,0 +1,319 @@
+//! Answers a [`ConnectionQuery`]: one page of connections, filtered and sorted, without copying
+//! every entry; closes the connections a [`ConnectionFilter`] matches.
+//!
+//! Cost, for n tracked connections and a page of `limit` rows after `offset`:
+//! - sort `age` (registration order, the default): the page is read from the ordered index
+//!   (`order`) from the cursor on — O(offset + limit) entries visited without a filter; with one,
+//!   the visit goes on until the page is full, so O(limit / fraction matching).
+//! - `total`: O(1) without a filter or with `state` alone (the aggregates' counts); with any
+//!   other filter, one walk of the entries that reads a few atomics each and allocates nothing.
+//! - every other sort: one walk of the entries (O(n)) keeping the best `offset + limit + 1` in a
+//!   bounded heap (O(n log(offset + limit))); only the page's rows become [`ConnectionInfo`]s.
+//!
+//! Lock order: a map shard's read lock, then an entry's labels lock (a tag or user filter); the
+//! ordered index's shard locks are never held with another.
+
+use std::collections::BinaryHeap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::close::{CloseCode, CloseFrame, Initiator, ReasonTooLong};
+use crate::connection::{ConnectionState, Entry, REMOVED};
+use crate::query::{ConnectionFilter, ConnectionQuery, Cursor, SortKey, SortOrder, Start};
+use crate::registry::{Registry, Shared};
+use crate::snapshot::{ConnectionInfo, Snapshot};
+use crate::wire::ConnectionPage;
+
+impl Registry {
+    /// One page of the connections `query` selects, in its order, with the count of all that
+    /// match and the cursor of the next page. See `GET /api/connections`.
+    ///
+    /// ```
+    /// use wscope_core::query::ConnectionQuery;
+    /// use wscope_core::{ConnectionMeta, Registry};
+    /// let registry = Registry::new();
+    /// let held: Vec<_> = (0..3).map(|_| registry.accept(ConnectionMeta::new("/ws")).unwrap()).collect();
+    /// let query = ConnectionQuery::from_pairs([("limit", "2")]).unwrap();
+    /// let page = registry.connections(&query);
+    /// assert_eq!((page.total, page.connections.len()), (3, 2));
+    /// assert_eq!(page.connections[0].id, held[0].id()); // oldest first
+    /// let rest = ConnectionQuery::from_pairs([("cursor", page.next.unwrap().to_string())]).unwrap();
+    /// assert_eq!(registry.connections(&rest).connections[0].id, held[2].id());
+    /// ```
+    pub fn connections(&self, query: &ConnectionQuery) -> ConnectionPage {
+        self.shared().page(query)
+    }
+
+    /// One connection as the stats list it, if tracked here.
+    pub fn connection_info(&self, id: &str) -> Option<ConnectionInfo> {
+        let handle = self.connection(id)?;
+        let shared = self.shared();
+        Some(shared.info(&handle.entry, shared.clock.now_ms()))
+    }
+
+    /// Closes every connection `filter` matches with `code` and `reason`, after flushing what is
+    /// queued to each. Returns how many were asked to close (those already closing are not
+    /// counted). An empty filter matches every connection, as [`Registry::close_all`] does.
+    pub fn close_matching(
+        &self,
+        filter: &ConnectionFilter,
+        code: CloseCode,
+        reason: &str,
+    ) -> Result<u64, ReasonTooLong> {
+        let frame = CloseFrame::new(code, reason)?;
+        let shared = self.shared();
+        let now = shared.clock.now_ms();
+        // Collect first, so no shard lock is held while outbox locks are taken.
+        let matching: Vec<Arc<Entry>> = shared
+            .entries
+            .iter()
+            .filter(|e| matches(filter, e.value(), now))
+            .map(|e| e.value().clone())
+            .collect();
+        let closed = matching
+            .iter()
+            .filter(|e| {
+                e.state() != ConnectionState::Closed
+                    && e.request_close(frame.clone(), Initiator::Admin)
+            })
+            .count() as u64;
+        tracing::info!(?filter, closed, "closed matching connections");
+        Ok(closed)
+    }
+
+    /// The statistics with at most `max` connections listed, the oldest first (read from the
+    /// ordered index: O(max), not a walk of every entry); `max = 0` lists none, as
+    /// [`Registry::summary`].
+    pub fn snapshot_capped(&self, max: usize) -> Snapshot {
+        let shared = self.shared();
+        let mut snapshot = self.summary();
+        if max == 0 {
+            return snapshot;
+        }
+        let now = shared.clock.now_ms();
+        let mut list = Vec::with_capacity(max.min(snapshot.total_connections as usize));
+        shared.order.walk(None, false, max.min(4096), |seq| {
+            if let Some(e) = shared.entries.get(&seq).map(|e| e.value().clone()) {
+                list.push(shared.info(&e, now));
+            }
+            list.len() < max
+        });
+        snapshot.connections = list;
+        snapshot
+    }
+}
+
+/// Whether `e` passes every condition of `filter` at `now` (ms).
+fn matches(filter: &ConnectionFilter, e: &Entry, now: u64) -> bool {
+    if filter.state.is_some_and(|s| s != e.state()) {
+        return false;
+    }
+    if let Some(min) = filter.min_idle {
+        let last = e.last_activity_ms.load(Ordering::Relaxed);
+        if last == REMOVED || u128::from(now.saturating_sub(last)) < min.as_millis() {
+            return false;
+        }
+    }
+    if !filter.ip_matches(e.remote_addr) || !filter.ua_matches(e.user_agent.as_deref()) {
+        return false;
+    }
+    if filter.path.as_deref().is_some_and(|p| p != &*e.path) {
+        return false;
+    }
+    if filter.tag.as_deref().is_some_and(|t| !e.has_tag(t)) {
+        return false;
+    }
+    if filter.user.as_deref().is_some_and(|u| !e.has_user(u)) {
+        return false;
+    }
+    true
+}
+
+/// `e`'s rank under `sort` and `order`: pages run in ascending (rank, seq). `None` when the entry
+/// has just left (its activity reads as removed).
+fn rank(e: &Entry, sort: SortKey, order: SortOrder) -> Option<u64> {
+    // The value whose larger end comes first in the default (descending) order.
+    let larger_first = match sort {
+        SortKey::Age => u64::MAX - e.seq, // older = smaller seq
+        SortKey::Idle => {
+            let last = e.last_activity_ms.load(Ordering::Relaxed);
+            if last == REMOVED {
+                return None;
+            }
+            u64::MAX - last // idler = earlier activity
+        }
+        SortKey::Messages => {
+            let c = e.counts();
+            c.messages_in.saturating_add(c.messages_out)
+        }
+        SortKey::Bytes => {
+            let c = e.counts();
+            c.bytes_in.saturating_add(c.bytes_out)
+        }
+        SortKey::Queued => e.outbox.queued().1 as u64,
+        SortKey::Rtt => match e.rtt() {
+            Some(rtt) => u64::from(rtt),
+            // Unknown round trips come last in either order.
+            None => return Some(u64::MAX),
+        },
+    };
+    Some(match order {
+        SortOrder::Desc => u64::MAX - larger_first,
+        SortOrder::Asc => larger_first.min(u64::MAX - 1),
+    })
+}
+
+/// An entry in the bounded heap, ordered by (rank, seq) only.
+struct Ranked {
+    rank: u64,
+    seq: u64,
+    entry: Arc<Entry>,
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        (self.rank, self.seq) == (other.rank, other.seq)
+    }
+}
+impl Eq for Ranked {}
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.rank, self.seq).cmp(&(other.rank, other.seq))
+    }
+}
+
+impl Shared {
+    fn page(&self, query: &ConnectionQuery) -> ConnectionPage {
+        let now = self.clock.now_ms();
+        let limit = query.limit.clamp(1, ConnectionQuery::MAX_LIMIT);
+        let (offset, after) = match query.start {
+            Start::First => (0, None),
+            Start::Offset(n) => (usize::try_from(n).unwrap_or(usize::MAX), None),
+            Start::After(c) => (0, Some(c)),
+        };
+        // One more than the page, to know whether a next page exists.
+        let want = limit + 1;
+        let (total, rows) = if query.sort == SortKey::Age {
+            let rows = self.ordered_rows(query, now, offset, after, want);
+            (self.matching_total(&query.filter, now), rows)
+        } else {
+            self.ranked_rows(query, now, offset, after, want)
+        };
+        let next = (rows.len() > limit).then(|| {
+            let last = &rows[limit - 1];
+            Cursor {
+                sort: query.sort,
+                order: query.order,
+                rank: last.rank,
+                seq: last.seq,
+            }
+        });
+        let connections = rows
+            .iter()
+            .take(limit)
+            .map(|r| self.info(&r.entry, now))
+            .collect();
+        ConnectionPage::new(total, connections, next)
+    }
+
+    /// Registration order from the ordered index: visits the page (and the offset), not the
+    /// registry.
+    fn ordered_rows(
+        &self,
+        query: &ConnectionQuery,
+        now: u64,
+        mut skip: usize,
+        after: Option<Cursor>,
+        want: usize,
+    ) -> Vec<Ranked> {
+        // Age descending (the default) is the oldest first: ascending sequence numbers.
+        let descending = query.order == SortOrder::Asc;
+        let batch = skip.saturating_add(want).min(4096);
+        let mut rows = Vec::with_capacity(want);
+        self.order
+            .walk(after.map(|c| c.seq), descending, batch, |seq| {
+                let Some(entry) = self.entries.get(&seq).map(|e| e.value().clone()) else {
+                    return true; // left meanwhile
+                };
+                if !matches(&query.filter, &entry, now) {
+                    return true;
+                }
+                if skip > 0 {
+                    skip -= 1;
+                    return true;
+                }
+                if let Some(rank) = rank(&entry, query.sort, query.order) {
+                    rows.push(Ranked { rank, seq, entry });
+                }
+                rows.len() < want
+            });
+        rows
+    }
+
+    /// How many entries `filter` matches: O(1) when the aggregates know, else one walk.
+    fn matching_total(&self, filter: &ConnectionFilter, now: u64) -> u64 {
+        if filter.is_empty() {
+            return self.aggregates.figures(now).current;
+        }
+        if let Some(state) = filter.state {
+            if ConnectionFilter::default().state(state) == *filter {
+                return self.aggregates.figures(now).by_state.get(state);
+            }
+        }
+        self.entries
+            .iter()
+            .filter(|e| matches(filter, e.value(), now))
+            .count() as u64
+    }
+
+    /// Any order: one walk of the entries keeping the best `skip + want` in a bounded heap;
+    /// returns the total matching and the rows after the skip, in order.
+    fn ranked_rows(
+        &self,
+        query: &ConnectionQuery,
+        now: u64,
+        skip: usize,
+        after: Option<Cursor>,
+        want: usize,
+    ) -> (u64, Vec<Ranked>) {
+        let keep = skip.saturating_add(want);
+        let mut heap: BinaryHeap<Ranked> = BinaryHeap::new();
+        let mut total = 0u64;
+        for item in self.entries.iter() {
+            let e = item.value();
+            if !matches(&query.filter, e, now) {
+                continue;
+            }
+            total += 1;
+            let Some(rank) = rank(e, query.sort, query.order) else {
+                continue;
+            };
+            let key = (rank, e.seq);
+            if after.is_some_and(|c| key <= (c.rank, c.seq)) {
+                continue;
+            }
+            if heap.len() < keep {
+                heap.push(Ranked {
+                    rank,
+                    seq: e.seq,
+                    entry: e.clone(),
+                });
+            } else if heap.peek().is_some_and(|worst| key < (worst.rank, worst.seq)) {
+                heap.pop();
+                heap.push(Ranked {
+                    rank,
+                    seq: e.seq,
+                    entry: e.clone(),
+                });
+            }
+        }
+        let mut rows = heap.into_sorted_vec();
+        rows.drain(..skip.min(rows.len()));
+        (total, rows)
+    }
+}
