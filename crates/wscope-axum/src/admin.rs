@@ -7,22 +7,24 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 use wscope_core::wire::{
-    AdminRequest, BanAnswer, BansAnswer, CleanupAnswer, CloseAllAnswer, CloseAnswer, Health,
-    KickAnswer, PublicHealth, UnbanAnswer,
+    AdminRequest, BanAnswer, BansAnswer, CleanupAnswer, CloseAllAnswer, CloseAnswer,
+    CloseMatchingAnswer, Health, KickAnswer, PublicHealth, UnbanAnswer,
 };
 use wscope_core::{CloseCode, IpNet, Registry, Snapshot};
 
 use crate::error::ApiError;
 
-/// `GET /api/stats`, `POST /api/admin`, `GET /api/closed`, `GET /health` and the dashboard
-/// (`GET /` and its assets under `/dashboard/`) over `registry`, behind
-/// [`admin_guard`](crate::admin_guard). Serve it on a listener that only operators reach
+/// `GET /api/stats`, `POST /api/admin`, `GET /api/closed`, `GET /api/connections` (and
+/// `/api/connections/{id}`), `GET /health` and the dashboard (`GET /` and its assets under
+/// `/dashboard/`) over `registry`, behind [`admin_guard`](crate::admin_guard). Serve it on a
+/// listener that only operators reach
 /// (wscope serve puts it on 127.0.0.1:9090); set a token and further allowed hosts with
 /// `.layer(AdminConfig::new().token(..).layer())` ([`AdminConfig`](crate::AdminConfig)).
 pub fn admin_router(registry: Registry) -> Router {
@@ -30,6 +32,8 @@ pub fn admin_router(registry: Registry) -> Router {
         .route("/api/stats", get(stats))
         .route("/api/admin", post(admin))
         .route("/api/closed", get(crate::closed::closed))
+        .route("/api/connections", get(crate::connections::connections))
+        .route("/api/connections/{id}", get(crate::connections::connection))
         .route("/health", get(health))
         .route("/", get(crate::dashboard::index))
         .route("/dashboard/{digest}/{file}", get(crate::dashboard::asset))
@@ -45,9 +49,36 @@ pub fn health_router(registry: Registry) -> Router {
         .with_state(registry)
 }
 
-/// `GET /api/stats`: the full [`Snapshot`].
-pub async fn stats(State(registry): State<Registry>) -> Response {
-    snapshot_response(&registry.snapshot())
+/// The query of `GET /api/stats`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsQuery {
+    /// Most connections listed (the oldest first): `0` lists none (the O(1) summary); absent,
+    /// every connection is listed, as the reference does.
+    pub connections: Option<String>,
+}
+
+/// `GET /api/stats`: the full [`Snapshot`]; `?connections=N` lists at most the `N` oldest
+/// connections (`0`: none), for servers too large to list whole. Another parameter, or an `N`
+/// that is not a whole number, is a 400 naming it.
+pub async fn stats(
+    State(registry): State<Registry>,
+    query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) =
+        query.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
+    let snapshot = match query.connections {
+        None => registry.snapshot(),
+        Some(n) => {
+            let max = n.trim().parse::<usize>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "connections: invalid count {n:?}: use a whole number (0 lists none)"
+                ))
+            })?;
+            registry.snapshot_capped(max)
+        }
+    };
+    Ok(snapshot_response(&snapshot))
 }
 
 /// The snapshot as a JSON response, written into one buffer sized for it up front: at 10k
@@ -94,12 +125,15 @@ pub async fn public_health(State(registry): State<Registry>) -> Response {
     (status, Json(health)).into_response()
 }
 
-/// `POST /api/admin`: an [`AdminRequest`] (`{"action": "get_stats" | "close_all" | "close" |
+/// `POST /api/admin`: an [`AdminRequest`] (`{"action": "get_stats" | "close_all" | "close" | "close_matching" |
 /// "cleanup" | "ban" | "unban" | "list_bans" | "kick", ...}`).
 ///
 /// - `get_stats` → the [`Snapshot`];
 /// - `close_all` with optional `code` (default 1000) and `reason` → [`CloseAllAnswer`];
 /// - `close` with `id` and optional `code`/`reason` → [`CloseAnswer`], 404 if no such id;
+/// - `close_matching` with `filter` (an object with at least one of `state`, `min_idle`, `ip`,
+///   `ua`, `path`, `tag`, `user`) and optional `code` (default 1000)/`reason` →
+///   [`CloseMatchingAnswer`];
 /// - `cleanup` → [`CleanupAnswer`];
 /// - `ban` with `target` (IP or CIDR), `duration` (required) and optional `reason` →
 ///   [`BanAnswer`]; `unban` with `target` → [`UnbanAnswer`]; `list_bans` → [`BansAnswer`];
@@ -137,6 +171,21 @@ pub async fn admin(State(registry): State<Registry>, body: Bytes) -> Result<Resp
                 .close(&id, code, reason.as_deref().unwrap_or_default())
                 .map_err(bad_reason)?;
             Json(CloseAnswer { success }).into_response()
+        }
+        AdminRequest::CloseMatching {
+            filter,
+            code,
+            reason,
+        } => {
+            let code = code.unwrap_or(CloseCode::NORMAL);
+            let closed = registry
+                .close_matching(&filter, code, reason.as_deref().unwrap_or_default())
+                .map_err(bad_reason)?;
+            Json(CloseMatchingAnswer {
+                success: true,
+                closed,
+            })
+            .into_response()
         }
         AdminRequest::Cleanup {} => Json(CleanupAnswer {
             cleaned: registry.cleanup_stale(),

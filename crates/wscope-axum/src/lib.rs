@@ -76,7 +76,8 @@
 //! - `client_addr`: [`TrustedProxies`] and the one forwarding header they set
 //!   ([`ClientIpHeader`]).
 //! - `admin`: the admin router and health handlers, answering with `wscope_core::wire` types;
-//!   `closed`: `GET /api/closed`; `ready`: `GET /ready` for load balancers.
+//!   `closed`: `GET /api/closed`; `connections`: `GET /api/connections` (paged, sorted,
+//!   filtered) and `GET /api/connections/{id}`; `ready`: `GET /ready` for load balancers.
 //! - `dashboard`: the dashboard page at the admin listener's `/` and its assets (files under
 //!   `src/dashboard/`, embedded; uPlot vendored under `src/dashboard/vendor/`).
 //! - `admin_access`: [`AdminConfig`] and [`admin_guard`]: the token, `Host`, `Origin` and
@@ -91,6 +92,7 @@ mod admin_access;
 mod client;
 mod client_addr;
 mod closed;
+mod connections;
 mod dashboard;
 mod engine;
 mod error;
@@ -99,12 +101,13 @@ mod ready;
 mod serve;
 mod upgrade;
 
-pub use admin::{admin, admin_router, health, health_router, public_health, stats};
+pub use admin::{admin, admin_router, health, health_router, public_health, stats, StatsQuery};
 pub use admin_access::{admin_guard, AdminConfig, AllowedHost};
 #[cfg(feature = "tungstenite")]
 pub use client::{connect, connect_with, ConnectError, Connected};
 pub use client_addr::{parse_net, ClientIpHeader, TrustedProxies};
 pub use closed::{closed, ClosedQuery};
+pub use connections::{connection, connections};
 pub use engine::{Engine, SocketConfig, UnknownEngine};
 pub use error::{ApiError, UpgradeRefused};
 pub use ready::{ready, ready_router};

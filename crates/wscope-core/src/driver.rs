@@ -236,7 +236,12 @@ impl TrackedSocket {
 
     /// The tags, in the order first added.
     pub fn tags(&self) -> Vec<String> {
-        self.conn.entry.tags().iter().map(|t| t.to_string()).collect()
+        self.conn
+            .entry
+            .tags()
+            .iter()
+            .map(|t| t.to_string())
+            .collect()
     }
 
     /// Why the connection ended, once it has.

@@ -303,7 +303,10 @@ impl Shared {
                     seq: e.seq,
                     entry: e.clone(),
                 });
-            } else if heap.peek().is_some_and(|worst| key < (worst.rank, worst.seq)) {
+            } else if heap
+                .peek()
+                .is_some_and(|worst| key < (worst.rank, worst.seq))
+            {
                 heap.pop();
                 heap.push(Ranked {
                     rank,

@@ -205,9 +205,9 @@ impl ConnectionFilter {
     pub(crate) fn ip_matches(&self, addr: Option<IpAddr>) -> bool {
         match self.ip {
             None => true,
-            Some(net) => addr.is_some_and(|ip| {
-                net.contains(&ip.to_canonical()) || net.contains(&ip)
-            }),
+            Some(net) => {
+                addr.is_some_and(|ip| net.contains(&ip.to_canonical()) || net.contains(&ip))
+            }
         }
     }
 
@@ -253,9 +253,7 @@ fn parse_state(value: &str) -> Result<ConnectionState, String> {
     ]
     .into_iter()
     .find(|s| s.as_str().eq_ignore_ascii_case(value))
-    .ok_or_else(|| {
-        format!("unknown state {value:?}: use CONNECTING, OPEN, CLOSING or CLOSED")
-    })
+    .ok_or_else(|| format!("unknown state {value:?}: use CONNECTING, OPEN, CLOSING or CLOSED"))
 }
 
 fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
@@ -374,7 +372,11 @@ impl FromStr for Fields {
     type Err = String;
     /// A comma-separated list of field names (spaces around names are ignored).
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::try_from(s.split(',').map(|f| f.trim().to_owned()).collect::<Vec<_>>())
+        Self::try_from(
+            s.split(',')
+                .map(|f| f.trim().to_owned())
+                .collect::<Vec<_>>(),
+        )
     }
 }
 
@@ -577,7 +579,10 @@ mod tests {
     fn defaults() {
         let q = parse(&[]).unwrap();
         assert_eq!(q, ConnectionQuery::default());
-        assert_eq!((q.limit, q.sort, q.order), (100, SortKey::Age, SortOrder::Desc));
+        assert_eq!(
+            (q.limit, q.sort, q.order),
+            (100, SortKey::Age, SortOrder::Desc)
+        );
         assert_eq!(q.start, Start::First);
         assert!(q.filter.is_empty());
     }
@@ -634,8 +639,14 @@ mod tests {
         assert_eq!(param_of(&[("colour", "red")]), "colour");
         assert_eq!(param_of(&[("limit", "5"), ("limit", "6")]), "limit");
         let err = parse(&[("sort", "size")]).unwrap_err();
-        assert!(err.to_string().starts_with("sort: unknown sort \"size\""), "{err}");
-        assert!(err.message().contains("messages"), "lists the valid keys: {err}");
+        assert!(
+            err.to_string().starts_with("sort: unknown sort \"size\""),
+            "{err}"
+        );
+        assert!(
+            err.message().contains("messages"),
+            "lists the valid keys: {err}"
+        );
     }
 
     #[test]
@@ -650,11 +661,20 @@ mod tests {
         assert_eq!(text.parse::<Cursor>(), Ok(c));
         // The cursor alone brings its sort and order.
         let q = parse(&[("cursor", &text)]).unwrap();
-        assert_eq!((q.sort, q.order, q.start), (SortKey::Idle, SortOrder::Asc, Start::After(c)));
+        assert_eq!(
+            (q.sort, q.order, q.start),
+            (SortKey::Idle, SortOrder::Asc, Start::After(c))
+        );
         assert_eq!(param_of(&[("cursor", &text), ("sort", "age")]), "cursor");
         assert_eq!(param_of(&[("cursor", &text), ("order", "desc")]), "cursor");
         assert_eq!(param_of(&[("cursor", &text), ("offset", "3")]), "offset");
-        for bad in ["", "idle.asc.1", "idle.asc.1.2.3", "idle.up.1.2", "idle.asc.zz.2"] {
+        for bad in [
+            "",
+            "idle.asc.1",
+            "idle.asc.1.2.3",
+            "idle.up.1.2",
+            "idle.asc.zz.2",
+        ] {
             assert!(bad.parse::<Cursor>().is_err(), "{bad:?}");
         }
     }
@@ -683,9 +703,12 @@ mod tests {
         assert_eq!(f.min_idle, Some(Duration::from_secs(120)));
         assert_eq!(f.ip.unwrap().to_string(), "10.1.2.3/32");
         assert_eq!(f.state, Some(ConnectionState::Open));
-        let back: ConnectionFilter = serde_json::from_value(serde_json::to_value(&f).unwrap()).unwrap();
+        let back: ConnectionFilter =
+            serde_json::from_value(serde_json::to_value(&f).unwrap()).unwrap();
         assert_eq!(back, f);
         assert!(serde_json::from_str::<ConnectionFilter>(r#"{"colour":"red"}"#).is_err());
-        assert!(serde_json::from_str::<ConnectionFilter>("{}").unwrap().is_empty());
+        assert!(serde_json::from_str::<ConnectionFilter>("{}")
+            .unwrap()
+            .is_empty());
     }
 }
