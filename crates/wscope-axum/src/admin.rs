@@ -1,6 +1,7 @@
-//! The admin API (`GET /api/stats`, `POST /api/admin`), the health check (`GET /health`) and the
-//! dashboard (`GET /`, [`crate::dashboard`]), answering with the wire types of
-//! [`wscope_core::wire`]. Every admin route is behind
+//! The admin API (`GET /api/stats`, `POST /api/admin`, and the routes of `closed`,
+//! `connections` and `stream`), the health check (`GET /health`) and the dashboard (`GET /`,
+//! [`crate::dashboard`]), answering with the wire types of [`wscope_core::wire`]. Every admin
+//! route is behind
 //! [`admin_guard`](crate::admin_guard) (token, `Host`, `Origin`, `Content-Type`; see
 //! [`AdminConfig`](crate::AdminConfig)).
 
@@ -22,9 +23,9 @@ use wscope_core::{CloseCode, IpNet, Registry, Snapshot};
 use crate::error::ApiError;
 
 /// `GET /api/stats`, `POST /api/admin`, `GET /api/closed`, `GET /api/connections` (and
-/// `/api/connections/{id}`), `GET /health` and the dashboard (`GET /` and its assets under
-/// `/dashboard/`) over `registry`, behind [`admin_guard`](crate::admin_guard). Serve it on a
-/// listener that only operators reach
+/// `/api/connections/{id}`), `GET /api/stats/stream` (live, SSE), `GET /health` and the dashboard
+/// (`GET /` and its assets under `/dashboard/`) over `registry`, behind
+/// [`admin_guard`](crate::admin_guard). Serve it on a listener that only operators reach
 /// (wscope serve puts it on 127.0.0.1:9090); set a token and further allowed hosts with
 /// `.layer(AdminConfig::new().token(..).layer())` ([`AdminConfig`](crate::AdminConfig)).
 pub fn admin_router(registry: Registry) -> Router {
@@ -34,6 +35,7 @@ pub fn admin_router(registry: Registry) -> Router {
         .route("/api/closed", get(crate::closed::closed))
         .route("/api/connections", get(crate::connections::connections))
         .route("/api/connections/{id}", get(crate::connections::connection))
+        .route("/api/stats/stream", get(crate::stream::stats_stream))
         .route("/health", get(health))
         .route("/", get(crate::dashboard::index))
         .route("/dashboard/{digest}/{file}", get(crate::dashboard::asset))

@@ -77,7 +77,8 @@
 //!   ([`ClientIpHeader`]).
 //! - `admin`: the admin router and health handlers, answering with `wscope_core::wire` types;
 //!   `closed`: `GET /api/closed`; `connections`: `GET /api/connections` (paged, sorted,
-//!   filtered) and `GET /api/connections/{id}`; `ready`: `GET /ready` for load balancers.
+//!   filtered) and `GET /api/connections/{id}`; `stream`: `GET /api/stats/stream`, the live
+//!   stream (SSE); `ready`: `GET /ready` for load balancers.
 //! - `dashboard`: the dashboard page at the admin listener's `/` and its assets (files under
 //!   `src/dashboard/`, embedded; uPlot vendored under `src/dashboard/vendor/`).
 //! - `admin_access`: [`AdminConfig`] and [`admin_guard`]: the token, `Host`, `Origin` and
@@ -99,6 +100,7 @@ mod error;
 mod handshake;
 mod ready;
 mod serve;
+mod stream;
 mod upgrade;
 
 pub use admin::{admin, admin_router, health, health_router, public_health, stats, StatsQuery};
@@ -112,6 +114,7 @@ pub use engine::{Engine, SocketConfig, UnknownEngine};
 pub use error::{ApiError, UpgradeRefused};
 pub use ready::{ready, ready_router};
 pub use serve::{serve, LocalAddr, Serve, ServeOptions};
+pub use stream::{stats_stream, StreamQuery};
 pub use upgrade::{upgrade_required, Tracking, WebSocketUpgrade};
 pub use wscope_core::wire::{Health, PublicHealth};
 pub use wscope_core::{self as core, shutdown_signal, Registry, TrackedSocket};

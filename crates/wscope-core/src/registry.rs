@@ -313,6 +313,8 @@ pub(crate) struct Shared {
     pub(crate) traffic_floor: crate::traffic::TrafficFloor,
     /// Set when shutdown begins; upgrades are refused from then on.
     pub(crate) shutting_down: AtomicBool,
+    /// Cancelled when shutdown begins, for readers that wait on it (`Registry::shutdown_started`).
+    pub(crate) shutdown_started: CancellationToken,
     /// Woken when the last entry leaves (shutdown waits on it).
     pub(crate) emptied: Notify,
     /// Parent of every connection's token: cancelling it drops every connection at once.
@@ -365,6 +367,7 @@ impl Registry {
             observers: Observers::default(),
             traffic_floor: Default::default(),
             shutting_down: AtomicBool::new(false),
+            shutdown_started: CancellationToken::new(),
             emptied: Notify::new(),
             root: CancellationToken::new(),
             tracker: TaskTracker::new(),

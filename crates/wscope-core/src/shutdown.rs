@@ -34,6 +34,7 @@ impl Registry {
                 .unwrap_or_else(|e| e.into_inner());
             !shared.shutting_down.swap(true, Ordering::AcqRel)
         };
+        shared.shutdown_started.cancel();
         if first {
             // Run the drain in its own task, so it completes even if this caller is cancelled.
             let shared = shared.clone();
@@ -52,6 +53,24 @@ impl Registry {
                 return ShutdownReport::default();
             }
         }
+    }
+}
+
+impl Registry {
+    /// Completes once shutdown has begun (at once if it has), without starting it: for what must
+    /// end then rather than hold the server up, such as a live stream (a graceful HTTP stop waits
+    /// for responses in flight, and a stream's response never finishes on its own).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let registry = wscope_core::Registry::new();
+    /// let started = registry.shutdown_started();
+    /// registry.shutdown().await;
+    /// started.await; // already complete
+    /// # }
+    /// ```
+    pub fn shutdown_started(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.shared().shutdown_started.clone().cancelled_owned()
     }
 }
 
@@ -332,6 +351,32 @@ mod tests {
         // Later callers get the same report, at once.
         assert_eq!(registry.shutdown().await, report);
         assert!(registry.is_shut_down());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn shutdown_started_completes_when_shutdown_begins_not_before() {
+        let registry = Registry::with_config(
+            crate::RegistryConfig::default()
+                .stats_interval(Duration::ZERO)
+                .cleanup_interval(Duration::ZERO),
+        );
+        let started = registry.shutdown_started();
+        tokio::pin!(started);
+        assert!(futures_util::FutureExt::now_or_never(started.as_mut()).is_none());
+        assert!(!registry.is_shut_down());
+        let drain = tokio::spawn({
+            let registry = registry.clone();
+            async move { registry.shutdown().await }
+        });
+        tokio::time::timeout(Duration::from_secs(5), started)
+            .await
+            .expect("completes once shutdown begins");
+        assert!(registry.is_shut_down());
+        drain.await.unwrap();
+        // A reader that arrives later finds it complete at once.
+        tokio::time::timeout(Duration::from_secs(5), registry.shutdown_started())
+            .await
+            .unwrap();
     }
 
     #[test]
