@@ -47,6 +47,7 @@
     if (h) return h + 'h ' + m + 'm';
     return m + 'm ' + s + 's';
   }
+  const plural = (n, word) => fmtCount(n) + ' ' + word + (n === 1 ? '' : 's');
   const fmtRate = (n) => (n == null ? '–' : n < 10 ? n.toFixed(1) : fmtCount(n));
   const fmtTime = (unixMs) => (unixMs ? new Date(unixMs).toLocaleTimeString() : '–');
 
@@ -267,7 +268,11 @@
         height: 200,
         legend: { show: true },
         cursor: { drag: { x: false, y: false } },
-        scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] } },
+        scales: {
+          // At least the last minute, so that a fresh page's first points do not fill the width.
+          x: { time: true, range: (u, min, max) => [Math.min(min, max - 60), max] },
+          y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] },
+        },
         axes: [{}, { size: 64, incrs: WHOLE_STEPS, values: (u, ticks) => ticks.map(fmt) }],
         series: [{}, ...series.map((s) => ({ ...s, value: (u, v) => (v == null ? '–' : fmt(v)), width: 2 }))],
       };
@@ -277,9 +282,9 @@
     if (haveUplot) {
       plots.push({ plot: make($('chart-open'), [{ label: 'open', stroke: '#2563eb', fill: 'rgba(37,99,235,.08)' }], fmtCount), cols: [1] });
       plots.push({ plot: make($('chart-messages'), [
-        { label: 'in', stroke: '#2563eb' }, { label: 'out', stroke: '#d97706' }], fmtRate), cols: [2, 3] });
+        { label: 'in', stroke: '#2563eb' }, { label: 'out', stroke: '#d97706', dash: [6, 4] }], fmtRate), cols: [2, 3] });
       plots.push({ plot: make($('chart-bytes'), [
-        { label: 'in', stroke: '#2563eb' }, { label: 'out', stroke: '#d97706' }], fmtBytes), cols: [4, 5] });
+        { label: 'in', stroke: '#2563eb' }, { label: 'out', stroke: '#d97706', dash: [6, 4] }], fmtBytes), cols: [4, 5] });
       const resize = () => {
         for (const p of plots) {
           const el = p.plot.root.parentElement;
@@ -496,15 +501,15 @@
       notice('Set a filter first (or use "Close all").', true);
       return;
     }
-    const count = table.total == null ? 'the' : fmtCount(table.total);
-    if (!confirm('Close ' + count + ' connections matching ' + describeFilter(filter) + '?')) return;
+    const what = table.total == null ? 'connections' : plural(table.total, 'connection');
+    if (!confirm('Close the ' + what + ' matching ' + describeFilter(filter) + '?')) return;
     act('Close matching', { action: 'close_matching', filter, ...closeFields() },
       (a) => 'Closed ' + fmtCount(a.closed) + ' matching connections.');
   }
 
   function closeAll() {
-    const open = latest ? fmtCount(latest.totalConnections) : 'all';
-    if (!confirm('Close all ' + open + ' connections?')) return;
+    const now = latest ? ' (' + fmtCount(latest.totalConnections) + ' now)' : '';
+    if (!confirm('Close all connections' + now + '?')) return;
     act('Close all', { action: 'close_all', ...closeFields() },
       (a) => 'Closed ' + fmtCount(a.closed) + ' connections.');
   }
