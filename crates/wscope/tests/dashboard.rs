@@ -119,7 +119,7 @@ async fn open_browser(browser: &Browser, driver: &Driver, profile: &Path) -> Cli
                 "--disable-gpu",
                 "--disable-dev-shm-usage",
                 "--no-first-run",
-                "--window-size=1440,1250",
+                "--window-size=1440,1000",
                 format!("--user-data-dir={}", profile.display()),
             ],
         }),

@@ -49,7 +49,8 @@
   }
   const plural = (n, word) => fmtCount(n) + ' ' + word + (n === 1 ? '' : 's');
   const fmtRate = (n) => (n == null ? '–' : n < 10 ? n.toFixed(1) : fmtCount(n));
-  const fmtTime = (unixMs) => (unixMs ? new Date(unixMs).toLocaleTimeString() : '–');
+  const fmtClock = (unixSecs) => new Date(unixSecs * 1000).toLocaleTimeString([], { hour12: false });
+  const fmtTime = (unixMs) => (unixMs ? new Date(unixMs).toLocaleTimeString([], { hour12: false }) : '–');
 
   // ---- notices ----------------------------------------------------------------------------
   let noticeTimer = null;
@@ -273,7 +274,11 @@
           x: { time: true, range: (u, min, max) => [Math.min(min, max - 60), max] },
           y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] },
         },
-        axes: [{}, { size: 64, incrs: WHOLE_STEPS, values: (u, ticks) => ticks.map(fmt) }],
+        axes: [
+          // One row of wall-clock times (uPlot's default adds a date row that crowds a narrow chart).
+          { space: 70, values: (u, ticks) => ticks.map(fmtClock) },
+          { size: 64, incrs: WHOLE_STEPS, values: (u, ticks) => ticks.map(fmt) },
+        ],
         series: [{}, ...series.map((s) => ({ ...s, value: (u, v) => (v == null ? '–' : fmt(v)), width: 2 }))],
       };
       return new window.uPlot(opts, [[]].concat(series.map(() => [])), el);
