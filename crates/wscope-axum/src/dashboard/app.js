@@ -271,7 +271,13 @@
         cursor: { drag: { x: false, y: false } },
         scales: {
           // At least the last minute, so that a fresh page's first points do not fill the width.
-          x: { time: true, range: (u, min, max) => [Math.min(min, max - 60), max] },
+          x: {
+            time: true,
+            range: (u, min, max) => {
+              const hi = max == null ? Date.now() / 1000 : max;
+              return [Math.min(min == null ? hi : min, hi - 60), hi];
+            },
+          },
           y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] },
         },
         axes: [
@@ -309,7 +315,9 @@
         r.messagesIn || 0, r.messagesOut || 0, r.bytesIn || 0, r.bytesOut || 0];
       row.forEach((v, i) => cols[i].push(v));
       while (cols[0].length && cols[0][0] < row[0] - CHART_SECONDS) cols.forEach((c) => c.shift());
-      if (document.hidden) return; // drawn on the next event once visible
+      // Drawn on the next event once visible; from two points on (uPlot's time axis has no
+      // width to lay out with one).
+      if (document.hidden || cols[0].length < 2) return;
       for (const p of plots) p.plot.setData([cols[0], ...p.cols.map((i) => cols[i])]);
     }
     return { push };
