@@ -9,6 +9,8 @@
 //! - `listener`: TCP listeners with a large accept backlog.
 //! - `logging`: the log lines on stderr: write failures ignored, client text escaped.
 //! - `serve`: the server — echo, chat, health, the admin listener and the graceful drain.
+//! - `top`: `wscope top`, a live terminal view of a server's admin API (its own flags,
+//!   [`top::TopArgs`]).
 //!
 //! `wscope bench` is the `wscope-bench` crate; the connection machinery is `wscope-core` and
 //! `wscope-axum`.
@@ -17,3 +19,4 @@ pub mod config;
 pub mod listener;
 pub mod logging;
 pub mod serve;
+pub mod top;

@@ -1,5 +1,5 @@
 //! The `wscope` binary: `serve` runs a tracked WebSocket server with its admin API; `bench`
-//! drives load against any WebSocket server.
+//! drives load against any WebSocket server; `top` watches a server live in the terminal.
 
 use std::process::ExitCode;
 
@@ -26,6 +26,8 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Drive load against a WebSocket server and report throughput and latency.
     Bench(wscope_bench::BenchArgs),
+    /// Watch a wscope server live in the terminal: totals, rates, busiest and idlest connections.
+    Top(wscope::top::TopArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => runtime
             .block_on(wscope_bench::run(args))
             .map_err(Into::into),
+        Command::Top(args) => runtime.block_on(wscope::top::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

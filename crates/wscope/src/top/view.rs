@@ -1,0 +1,438 @@
+//! How `wscope top` draws a [`Top`] on one 80×24 screen (it grows with the terminal): a title
+//! line, totals and states beside rates with sparklines, the connections table, a key line.
+//! Only the 16 basic colours and no mouse, so it reads the same over SSH in any terminal.
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Cell, Paragraph, Row, Sparkline, Table};
+use ratatui::Frame;
+use wscope_core::ConnectionInfo;
+
+use super::state::{Link, Order, Panel, Series, Top};
+
+/// Rows above the table: the title and the two blocks (7 lines inside their borders).
+const HEAD_ROWS: u16 = 1 + 9;
+/// The connections table's column widths.
+const COLUMNS: [u16; 8] = [19, 15, 6, 6, 7, 7, 6, 5];
+
+/// How many table rows fit in a terminal `height` rows high (what to ask the server for).
+pub fn table_rows(height: u16) -> usize {
+    // The key line, the table's borders and its header.
+    usize::from(height.saturating_sub(HEAD_ROWS + 1 + 2 + 1)).max(1)
+}
+
+/// Draws the whole screen.
+pub fn draw(frame: &mut Frame<'_>, top: &Top) {
+    let [title, head, table, keys] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(9),
+        Constraint::Min(3),
+        Constraint::Length(1),
+    ])
+    .areas(frame.area());
+    frame.render_widget(title_line(top), title);
+    let [totals, rates] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(head);
+    frame.render_widget(totals_block(top), totals);
+    draw_rates(frame, top, rates);
+    draw_table(frame, top, table);
+    frame.render_widget(key_line(top), keys);
+}
+
+fn title_line(top: &Top) -> Paragraph<'static> {
+    let (state, color) = match (&top.link, &top.stats) {
+        (Link::Lost(why), _) => (format!(" reconnecting: {why} "), Color::Red),
+        (Link::Live, Some(s)) if s.shut_down => (" SHUTTING DOWN ".to_owned(), Color::Yellow),
+        (Link::Live, Some(_)) => (" live ".to_owned(), Color::Green),
+        (Link::Live, None) => (" waiting for the first event ".to_owned(), Color::Yellow),
+    };
+    // The state first: a long URL or reason is cut at the right edge, not the state.
+    let mut spans = vec![
+        Span::styled(" wscope top ", Style::new().add_modifier(Modifier::BOLD)),
+        Span::styled(state, Style::new().fg(color).add_modifier(Modifier::BOLD)),
+    ];
+    if let Some(s) = &top.stats {
+        spans.push(Span::raw(format!(
+            " {}  up {} ",
+            s.instance_id,
+            duration(s.uptime)
+        )));
+    }
+    spans.push(Span::raw(format!(" {} ", top.url)));
+    Paragraph::new(Line::from(spans)).style(Style::new().add_modifier(Modifier::REVERSED))
+}
+
+fn totals_block(top: &Top) -> Paragraph<'static> {
+    let block = Block::bordered().title(" Connections ");
+    let Some(s) = &top.stats else {
+        return Paragraph::new("waiting for the live stream…").block(block);
+    };
+    let bold = Style::new().add_modifier(Modifier::BOLD);
+    let st = s.connections_by_state;
+    let lines = vec![
+        Line::from(vec![
+            Span::raw("Open now "),
+            Span::styled(format!("{:<8}", s.total_connections), bold),
+            Span::raw(format!("ever {}", s.total_connections_ever)),
+        ]),
+        Line::from(format!(
+            "Closed   {:<8}refused {}",
+            s.total_connections_closed,
+            s.refused.total()
+        )),
+        Line::from(format!("OPEN {}  CONNECTING {}", st.open, st.connecting)),
+        Line::from(format!("CLOSING {}  CLOSED {}", st.closing, st.closed)),
+        Line::from(format!(
+            "Avg age {}  idle {}",
+            duration(s.average_age),
+            duration(s.average_idle_time)
+        )),
+        Line::from(format!(
+            "Avg rtt {}",
+            s.average_rtt_ms
+                .map_or_else(|| "-".to_owned(), |ms| format!("{ms}ms"))
+        )),
+        Line::from(format!(
+            "Queued  {} msgs, {}",
+            count(s.traffic.queued_messages as f64),
+            bytes(s.traffic.queued_bytes as f64)
+        )),
+    ];
+    Paragraph::new(lines).block(block)
+}
+
+fn draw_rates(frame: &mut Frame<'_>, top: &Top, area: Rect) {
+    let block = Block::bordered().title(" Rates per second ");
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let r = top.stats.as_ref().map(|s| s.rates).unwrap_or_default();
+    let open = top.stats.as_ref().map_or(0, |s| s.total_connections);
+    let rows: [(&str, String, &Series, Color); 7] = [
+        ("open", count(open as f64), &top.open, Color::Cyan),
+        (
+            "msgs in",
+            count(r.messages_in),
+            &top.messages_in,
+            Color::Green,
+        ),
+        (
+            "msgs out",
+            count(r.messages_out),
+            &top.messages_out,
+            Color::Green,
+        ),
+        ("bytes in", bytes(r.bytes_in), &top.bytes_in, Color::Blue),
+        ("bytes out", bytes(r.bytes_out), &top.bytes_out, Color::Blue),
+        ("opened", count(r.opened), &top.opened, Color::Magenta),
+        ("closed", count(r.closed), &top.closed, Color::Magenta),
+    ];
+    let lines = Layout::vertical([Constraint::Length(1); 7]).split(inner);
+    for ((label, value, series, color), line) in rows.into_iter().zip(lines.iter()) {
+        let [text, spark] =
+            Layout::horizontal([Constraint::Length(20), Constraint::Min(1)]).areas(*line);
+        frame.render_widget(Paragraph::new(format!("{label:<9}{value:>10} ")), text);
+        let data = series.last(usize::from(spark.width));
+        frame.render_widget(
+            Sparkline::default()
+                .data(&data)
+                .style(Style::new().fg(color)),
+            spark,
+        );
+    }
+}
+
+fn draw_table(frame: &mut Frame<'_>, top: &Top, area: Rect) {
+    let order = match top.sort.order {
+        Order::Desc => "↓",
+        Order::Asc => "↑",
+    };
+    let title = match &top.panel {
+        Panel::Page(page) => format!(
+            " {} — {} of {} ",
+            top.sort.title(),
+            page.connections.len(),
+            page.total
+        ),
+        _ => format!(" {} ", top.sort.title()),
+    };
+    let block = Block::bordered().title(title);
+    let rows = match &top.panel {
+        Panel::Page(page) => page.connections.iter().map(row).collect::<Vec<_>>(),
+        Panel::Waiting => {
+            frame.render_widget(Paragraph::new("reading connections…").block(block), area);
+            return;
+        }
+        Panel::Unavailable(why) => {
+            frame.render_widget(
+                Paragraph::new(why.clone())
+                    .style(Style::new().fg(Color::Yellow))
+                    .block(block),
+                area,
+            );
+            return;
+        }
+    };
+    let sorted = top.sort.key.param();
+    let header = [
+        ("ID", ""),
+        ("ADDRESS", ""),
+        ("AGE", "age"),
+        ("IDLE", "idle"),
+        ("MSGS", "messages"),
+        ("BYTES", "bytes"),
+        ("QUEUED", "queued"),
+        ("RTT", "rtt"),
+    ]
+    .map(|(name, key)| {
+        if key == sorted {
+            Cell::from(format!("{name}{order}"))
+                .style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED))
+        } else {
+            Cell::from(name)
+        }
+    });
+    let table = Table::new(rows, COLUMNS.map(Constraint::Length))
+        .header(Row::new(header).style(Style::new().fg(Color::Cyan)))
+        .column_spacing(1)
+        .block(block);
+    frame.render_widget(table, area);
+}
+
+fn row(c: &ConnectionInfo) -> Row<'static> {
+    let id = c.id.to_string();
+    let width = usize::from(COLUMNS[0]);
+    let id = if id.chars().count() > width {
+        let tail: String = id.chars().skip(id.chars().count() + 1 - width).collect();
+        format!("…{tail}")
+    } else {
+        id
+    };
+    Row::new([
+        id,
+        c.remote_address
+            .map_or_else(|| "-".to_owned(), |a| a.to_string()),
+        duration(c.age),
+        duration(c.idle_time),
+        count((c.messages_in + c.messages_out) as f64),
+        bytes((c.bytes_in + c.bytes_out) as f64),
+        bytes(c.queued_bytes as f64),
+        c.rtt_ms
+            .map_or_else(|| "-".to_owned(), |ms| format!("{ms}ms")),
+    ])
+}
+
+fn key_line(top: &Top) -> Paragraph<'static> {
+    let key = Style::new().add_modifier(Modifier::REVERSED);
+    Paragraph::new(Line::from(vec![
+        Span::styled(" q ", key),
+        Span::raw(" quit  "),
+        Span::styled(" s ", key),
+        Span::raw(format!(" sort: {}  ", top.sort.key.param())),
+        Span::styled(" o ", key),
+        Span::raw(format!(" order: {}  ", top.sort.order.param())),
+        Span::styled(" b ", key),
+        Span::raw(" busiest  "),
+        Span::styled(" i ", key),
+        Span::raw(" idlest"),
+    ]))
+}
+
+/// Milliseconds as `850ms`, `45s`, `2m05s`, `1h02m`, `3d04h`.
+pub fn duration(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        _ if ms < 1000 => format!("{ms}ms"),
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86_400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// A count or rate as `7`, `2.5`, `4.1k`, `3.2M`, `1.1G`.
+pub fn count(n: f64) -> String {
+    match n {
+        _ if n < 10.0 && n.fract() != 0.0 => format!("{n:.1}"),
+        _ if n < 1e3 => format!("{n:.0}"),
+        _ if n < 1e6 => format!("{:.1}k", n / 1e3),
+        _ if n < 1e9 => format!("{:.1}M", n / 1e6),
+        _ => format!("{:.1}G", n / 1e9),
+    }
+}
+
+/// Bytes as `512 B`, `1.2 KiB`, `3.4 MiB`, `1.1 GiB`.
+pub fn bytes(n: f64) -> String {
+    const KIB: f64 = 1024.0;
+    match n {
+        _ if n < KIB => format!("{n:.0} B"),
+        _ if n < KIB * KIB => format!("{:.1} KiB", n / KIB),
+        _ if n < KIB * KIB * KIB => format!("{:.1} MiB", n / KIB / KIB),
+        _ => format!("{:.1} GiB", n / KIB / KIB / KIB),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use ratatui::backend::TestBackend;
+    use ratatui::Terminal;
+    use serde_json::json;
+
+    use super::*;
+    use crate::top::state::{ConnectionsPage, Sort, SortKey};
+
+    /// The screen `top` draws on an 80×24 terminal, line by line.
+    fn screen(top: &Top) -> Vec<String> {
+        let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+        terminal.draw(|frame| draw(frame, top)).unwrap();
+        let buffer = terminal.backend().buffer();
+        (0..24)
+            .map(|y| (0..80).map(|x| buffer[(x, y)].symbol()).collect::<String>())
+            .collect()
+    }
+
+    fn line_with<'a>(lines: &'a [String], needle: &str) -> &'a str {
+        lines
+            .iter()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?} in\n{}", lines.join("\n")))
+    }
+
+    fn stats(seq: u64, open: u64, messages_in: f64) -> wscope_core::wire::LiveStats {
+        serde_json::from_value(json!({
+            "seq": seq, "time": 1_796_010_121_894u64, "instanceId": "eu-1", "uptime": 3_723_000,
+            "shutDown": false, "totalConnections": open, "totalConnectionsEver": 5678,
+            "totalConnectionsClosed": 4444, "averageAge": 45_000, "averageIdleTime": 125_000,
+            "averageRttMs": 7,
+            "connectionsByState": {"CONNECTING": 3, "OPEN": open - 4, "CLOSING": 1, "CLOSED": 0},
+            "closedBy": {}, "refused": {"banned": 2, "handshakeRate": 1},
+            "traffic": {"messagesIn": 10, "messagesOut": 10, "bytesIn": 10, "bytesOut": 10,
+                        "queuedMessages": 12, "queuedBytes": 3 * 1024 * 1024},
+            "rates": {"messagesIn": messages_in, "messagesOut": 12.0, "bytesIn": 131_840.0,
+                      "bytesOut": 512.0, "opened": 2.5, "closed": 0.0, "refused": 0.0}
+        }))
+        .unwrap()
+    }
+
+    fn page() -> ConnectionsPage {
+        serde_json::from_value(json!({
+            "total": 1234,
+            "connections": [
+                {"id": "eu-1-187b0c2d1e5f3a10-77", "age": 3_723_000, "idleTime": 400,
+                 "state": "OPEN", "remoteAddress": "203.0.113.7", "path": "/ws",
+                 "messagesIn": 900, "messagesOut": 1100, "bytesIn": 2048, "bytesOut": 0,
+                 "queuedBytes": 0, "rttMs": 12},
+                {"id": "eu-1-187b0c2d1e5f3a10-5", "age": 61_000, "idleTime": 61_000,
+                 "state": "OPEN", "path": "/ws/chat", "messagesIn": 1, "messagesOut": 0}
+            ],
+            "next": "abc"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn totals_states_averages_and_rates_show_the_event_figures() {
+        let mut top = Top::new("http://127.0.0.1:9090");
+        top.apply(stats(1, 1230, 100.0));
+        top.apply(stats(2, 1234, 4120.0));
+        let lines = screen(&top);
+        let title = line_with(&lines, "wscope top");
+        assert!(title.contains("http://127.0.0.1:9090"), "{title}");
+        assert!(title.contains("eu-1  up 1h02m"), "{title}");
+        assert!(title.contains("live"), "{title}");
+        assert!(line_with(&lines, "Open now").contains("Open now 1234"));
+        assert!(line_with(&lines, "Open now").contains("ever 5678"));
+        assert!(line_with(&lines, "Closed").contains("Closed   4444    refused 3"));
+        assert!(line_with(&lines, "CONNECTING").contains("OPEN 1230  CONNECTING 3"));
+        assert!(line_with(&lines, "CLOSING").contains("CLOSING 1  CLOSED 0"));
+        assert!(line_with(&lines, "Avg age").contains("Avg age 45s  idle 2m05s"));
+        assert!(line_with(&lines, "Avg rtt").contains("Avg rtt 7ms"));
+        assert!(line_with(&lines, "Queued").contains("Queued  12 msgs, 3.0 MiB"));
+        assert!(line_with(&lines, "msgs in").contains("msgs in        4.1k"));
+        assert!(line_with(&lines, "msgs out").contains("msgs out         12"));
+        assert!(line_with(&lines, "bytes in").contains("bytes in  128.8 KiB"));
+        assert!(line_with(&lines, "bytes out").contains("bytes out     512 B"));
+        assert!(line_with(&lines, "opened").contains("opened          2.5"));
+        // The sparkline of messages in: the first event low, the second full.
+        let spark = line_with(&lines, "msgs in");
+        assert!(spark.contains('█'), "{spark}");
+    }
+
+    #[test]
+    fn the_table_lists_the_page_in_order_with_the_sort_marked() {
+        let mut top = Top::new("http://127.0.0.1:9090");
+        top.apply(stats(1, 1234, 0.0));
+        top.panel = Panel::Page(page());
+        let lines = screen(&top);
+        assert!(line_with(&lines, "Busiest").contains("Busiest (most messages) — 2 of 1234"));
+        let header = line_with(&lines, "ADDRESS");
+        assert!(header.contains("MSGS↓"), "{header}");
+        let first = lines
+            .iter()
+            .position(|l| l.contains("203.0.113.7"))
+            .unwrap();
+        let busy = &lines[first];
+        for cell in [
+            "…87b0c2d1e5f3a10-77",
+            "1h02m",
+            "400ms",
+            "2.0k",
+            "2.0 KiB",
+            "12ms",
+        ] {
+            assert!(busy.contains(cell), "{cell:?} in {busy}");
+        }
+        let quiet = &lines[first + 1];
+        for cell in ["…187b0c2d1e5f3a10-5", "1m01s", " - "] {
+            assert!(quiet.contains(cell), "{cell:?} in {quiet}");
+        }
+
+        top.sort = Sort {
+            key: SortKey::Idle,
+            order: crate::top::state::Order::Desc,
+        };
+        let lines = screen(&top);
+        assert!(line_with(&lines, "Idlest").contains("Idlest (longest idle)"));
+        assert!(line_with(&lines, "ADDRESS").contains("IDLE↓"));
+        assert!(line_with(&lines, " q ").contains("sort: idle"));
+    }
+
+    #[test]
+    fn a_missing_endpoint_and_a_lost_stream_are_one_line_each() {
+        let mut top = Top::new("http://127.0.0.1:9090");
+        top.apply(stats(1, 5, 0.0));
+        top.panel = Panel::Unavailable("This server has no GET /api/connections.".into());
+        top.link = Link::Lost("the server ended the stream".into());
+        let lines = screen(&top);
+        assert!(line_with(&lines, "no GET /api/connections").contains("This server has"));
+        assert!(line_with(&lines, "wscope top").contains("reconnecting: the server ended"));
+        assert_eq!(lines.len(), 24);
+    }
+
+    #[test]
+    fn the_first_screen_waits_without_figures() {
+        let lines = screen(&Top::new("http://127.0.0.1:9090"));
+        line_with(&lines, "waiting for the first event");
+        line_with(&lines, "waiting for the live stream");
+        line_with(&lines, "reading connections");
+    }
+
+    #[test]
+    fn rows_fit_the_height_and_figures_read_short() {
+        assert_eq!(table_rows(24), 10);
+        assert_eq!(table_rows(5), 1);
+        assert_eq!(duration(850), "850ms");
+        assert_eq!(duration(45_000), "45s");
+        assert_eq!(duration(125_000), "2m05s");
+        assert_eq!(duration(3_723_000), "1h02m");
+        assert_eq!(duration(273_600_000), "3d04h");
+        assert_eq!(count(7.0), "7");
+        assert_eq!(count(2.5), "2.5");
+        assert_eq!(count(4120.0), "4.1k");
+        assert_eq!(count(3.2e6), "3.2M");
+        assert_eq!(bytes(512.0), "512 B");
+        assert_eq!(bytes(1536.0), "1.5 KiB");
+        assert_eq!(bytes(1.1 * 1024.0 * 1024.0 * 1024.0), "1.1 GiB");
+    }
+}

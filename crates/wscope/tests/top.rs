@@ -1,0 +1,245 @@
+//! `wscope top` as a user runs it: in a pseudo-terminal (80×24) against a real `wscope serve`
+//! with a real WebSocket client, its screen read through a terminal emulator (vt100); and its
+//! one-line errors when the server is unreachable or refuses the token.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::io::{Read, Write};
+use std::num::NonZeroU16;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use portable_pty::{CommandBuilder, PtySize};
+use tokio_tungstenite::tungstenite::Message;
+use wscope_testkit::http_get;
+use wscope_testkit::served::Served;
+
+const BIN: &str = env!("CARGO_BIN_EXE_wscope");
+
+/// The longest a screen or an exit is waited for.
+const WITHIN: Duration = Duration::from_secs(15);
+
+/// The variables `top` reads, unset so the caller's environment cannot change a test.
+const TOP_ENV: [&str; 3] = [
+    "WSCOPE_ADMIN_URL",
+    "WSCOPE_ADMIN_TOKEN",
+    "WSCOPE_ADMIN_TOKEN_FILE",
+];
+
+/// `wscope top` in an 80×24 pseudo-terminal, its output fed to a terminal emulator.
+struct Top {
+    child: Box<dyn portable_pty::Child + Send + Sync>,
+    writer: Box<dyn Write + Send>,
+    screen: Arc<Mutex<vt100::Parser>>,
+    /// Kept open: the terminal lives as long as its master side.
+    _master: Box<dyn portable_pty::MasterPty + Send>,
+}
+
+impl Top {
+    fn spawn(args: &[&str]) -> Self {
+        let pair = portable_pty::native_pty_system()
+            .openpty(PtySize {
+                rows: 24,
+                cols: 80,
+                pixel_width: 0,
+                pixel_height: 0,
+            })
+            .unwrap();
+        let mut cmd = CommandBuilder::new(BIN);
+        cmd.arg("top");
+        cmd.args(args);
+        cmd.env("TERM", "xterm");
+        for name in TOP_ENV {
+            cmd.env_remove(name);
+        }
+        let child = pair.slave.spawn_command(cmd).unwrap();
+        drop(pair.slave);
+        let mut reader = pair.master.try_clone_reader().unwrap();
+        let writer = pair.master.take_writer().unwrap();
+        let (rows, cols) = (NonZeroU16::new(24).unwrap(), NonZeroU16::new(80).unwrap());
+        let screen = Arc::new(Mutex::new(vt100::Parser::new(rows, cols, 0)));
+        let fed = screen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n @ 1..) = reader.read(&mut buf) {
+                fed.lock().unwrap().process(&buf[..n]);
+            }
+        });
+        Self {
+            child,
+            writer,
+            screen,
+            _master: pair.master,
+        }
+    }
+
+    fn contents(&self) -> String {
+        self.screen.lock().unwrap().screen().contents()
+    }
+
+    /// Waits (bounded) until the screen satisfies `cond`; returns it.
+    fn wait_screen(&self, what: &str, cond: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WITHIN;
+        loop {
+            let screen = self.contents();
+            if cond(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the screen never showed {what}:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn press(&mut self, keys: &str) {
+        self.writer.write_all(keys.as_bytes()).unwrap();
+        self.writer.flush().unwrap();
+    }
+
+    fn wait_exit(&mut self) -> portable_pty::ExitStatus {
+        let deadline = Instant::now() + WITHIN;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "wscope top did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Top {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+#[tokio::test]
+async fn top_in_a_terminal_follows_a_real_server_and_quits_on_q() {
+    let served = Served::start(BIN, &[]);
+    let (mut ws, _) = tokio_tungstenite::connect_async(served.url("/ws"))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        ws.send(Message::text(format!("hello {i}"))).await.unwrap();
+        ws.next().await.unwrap().unwrap();
+    }
+    let url = format!("http://{}", served.admin);
+    let mut top = Top::spawn(&["--admin-url", &url, "--interval", "200ms"]);
+    let screen = top.wait_screen("one open connection", |s| s.contains("Open now 1 "));
+    assert!(screen.contains(&url), "{screen}");
+    assert!(screen.contains("OPEN 1  CONNECTING 0"), "{screen}");
+
+    // The connections panel: the connection's row where the server lists connections, else
+    // one line saying it does not.
+    let listed = http_get(served.admin, "/api/connections?limit=1")
+        .await
+        .status
+        == 200;
+    if listed {
+        top.wait_screen("the connection's row", |s| {
+            s.lines()
+                .any(|l| l.contains("127.0.0.1") && l.contains("42 B"))
+        });
+    } else {
+        top.wait_screen("the panel's one line", |s| {
+            s.contains("This server has no GET /api/connections")
+        });
+    }
+
+    top.press("s");
+    top.wait_screen("the sort by idle time", |s| {
+        s.contains("Idlest (longest idle)") && s.contains("sort: idle")
+    });
+
+    // A client leaving shows.
+    ws.close(None).await.unwrap();
+    while ws.next().await.is_some() {}
+    top.wait_screen("no open connection", |s| s.contains("Open now 0 "));
+
+    top.press("q");
+    let status = top.wait_exit();
+    assert!(status.success(), "{status:?}");
+    // The terminal is given back: the alternate screen is left.
+    let deadline = Instant::now() + WITHIN;
+    while top.screen.lock().unwrap().screen().alternate_screen() {
+        assert!(Instant::now() < deadline, "still on the alternate screen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn ctrl_c_quits_too() {
+    let served = Served::start(BIN, &[]);
+    let url = format!("http://{}", served.admin);
+    let mut top = Top::spawn(&["--admin-url", &url]);
+    top.wait_screen("the first event", |s| s.contains("Open now 0 "));
+    top.press("\x03");
+    assert!(top.wait_exit().success());
+}
+
+/// Runs `wscope top` without a terminal; its exit code and stderr.
+fn top_fails(args: &[&str]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("top").args(args);
+    for name in TOP_ENV {
+        cmd.env_remove(name);
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_wrong_or_missing_token_is_one_line_and_a_failure() {
+    let served = Served::start(BIN, &["--admin-token", "s3cret-token"]);
+    let url = format!("http://{}", served.admin);
+    for (args, hint) in [
+        (
+            vec!["--admin-url", &url, "--token", "wrong"],
+            "check --token",
+        ),
+        (vec!["--admin-url", &url], "set --token"),
+    ] {
+        let (code, stderr) = top_fails(&args);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("refused the token (401)"), "{stderr}");
+        assert!(stderr.contains(hint), "{stderr}");
+    }
+}
+
+#[test]
+fn an_unreachable_server_is_one_line_and_a_failure() {
+    // A port that was just free: nothing listens on it.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("http://{addr}");
+    let (code, stderr) = top_fails(&["--admin-url", &url]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("error: cannot reach the admin API at {url}: ")),
+        "{stderr}"
+    );
+    let (code, stderr) = top_fails(&["--admin-url", "localhost:9090"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--admin-url \"localhost:9090\""),
+        "{stderr}"
+    );
+}
