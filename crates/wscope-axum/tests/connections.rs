@@ -461,7 +461,7 @@ async fn close_matching_closes_exactly_the_matching_connections() {
     assert_eq!(say(&mut keep, "tag:gamma").await, "ok");
 
     for body in [
-        &r#"{"action":"close_matching","filter":{}}"#.to_owned(),
+        r#"{"action":"close_matching","filter":{}}"#,
         r#"{"action":"close_matching"}"#,
         r#"{"action":"close_matching","filter":{"colour":"red"}}"#,
         r#"{"action":"close_matching","filter":{"ip":"nowhere"}}"#,
