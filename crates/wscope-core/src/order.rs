@@ -3,19 +3,93 @@
 //! page, not to the registry.
 //!
 //! Sharded like the map (a shard per sequence number modulo the shard count, so registrations
-//! from several threads take different locks); each shard is a `BTreeSet` behind its own mutex,
-//! held only to insert, remove or copy out one bounded run of numbers — never two at once, never
+//! from several threads take different locks); each shard is a sorted run of numbers behind its
+//! own mutex, held only to insert, remove or copy out one bounded run — never two at once, never
 //! with a map shard or an outbox lock. A reader merges the shards' runs: the merged order is
 //! certain up to the lowest last number among the shards whose run was cut (the "frontier").
+//!
+//! Why a sorted `Vec` with tombstones and not a `BTreeSet`: numbers are handed out in increasing
+//! order, so an insert is almost always a push at the end, and a removal is a binary search and a
+//! mark (a pop, for the newest); the marks are swept out once they are half the run, so each
+//! removal pays O(1) amortized for the sweep. Counted with `examples/register_cycle.rs` under
+//! cachegrind (beside 10,000 held entries), a register + unregister took 4,393 instructions
+//! without an index, 5,726 with a `BTreeSet` one (its last leaf split and merged on every cycle)
+//! and 4,690 with this one (+293 in `insert` and `remove`, the binary search and two uncontended
+//! locks).
 
-use std::collections::BTreeSet;
-use std::ops::Bound;
 use std::sync::Mutex;
+
+/// Marks a removed number in place (sequence numbers never reach 2^63).
+const DEAD: u64 = 1 << 63;
+
+/// One shard: its numbers in ascending order, the removed ones marked with [`DEAD`].
+#[derive(Debug, Default)]
+struct Run {
+    seqs: Vec<u64>,
+    /// How many are marked.
+    dead: usize,
+}
+
+impl Run {
+    fn insert(&mut self, seq: u64) {
+        match self.seqs.last() {
+            Some(&last) if last & !DEAD > seq => {
+                // A registration that took its number before another but got here after it.
+                let at = self.seqs.partition_point(|&s| s & !DEAD < seq);
+                self.seqs.insert(at, seq);
+            }
+            _ => self.seqs.push(seq),
+        }
+    }
+
+    fn remove(&mut self, seq: u64) {
+        let at = self.seqs.partition_point(|&s| s & !DEAD < seq);
+        if self.seqs.get(at) != Some(&seq) {
+            return;
+        }
+        if at + 1 == self.seqs.len() {
+            self.seqs.pop();
+            while self.seqs.last().is_some_and(|&s| s & DEAD != 0) {
+                self.seqs.pop();
+                self.dead -= 1;
+            }
+            return;
+        }
+        self.seqs[at] |= DEAD;
+        self.dead += 1;
+        if self.dead * 2 > self.seqs.len() {
+            self.seqs.retain(|&s| s & DEAD == 0);
+            self.dead = 0;
+            if self.seqs.capacity() > 4 * self.seqs.len().max(16) {
+                self.seqs.shrink_to(2 * self.seqs.len());
+            }
+        }
+    }
+
+    /// Appends to `out` at most `batch` live numbers after `after` (below it, `descending`).
+    fn copy(&self, after: Option<u64>, descending: bool, batch: usize, out: &mut Vec<u64>) {
+        let live = |s: &&u64| **s & DEAD == 0;
+        if descending {
+            let end = after.map_or(self.seqs.len(), |a| {
+                self.seqs.partition_point(|&s| s & !DEAD < a)
+            });
+            out.extend(self.seqs[..end].iter().rev().filter(live).take(batch));
+        } else {
+            let start = after.map_or(0, |a| self.seqs.partition_point(|&s| s & !DEAD <= a));
+            out.extend(self.seqs[start..].iter().filter(live).take(batch));
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.seqs.len() - self.dead
+    }
+}
 
 /// Sequence numbers of the live entries, in order.
 #[derive(Debug)]
 pub(crate) struct OrderIndex {
-    shards: Box<[Mutex<BTreeSet<u64>>]>,
+    shards: Box<[Mutex<Run>]>,
 }
 
 impl Default for OrderIndex {
@@ -33,7 +107,7 @@ impl OrderIndex {
         }
     }
 
-    fn shard(&self, seq: u64) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
+    fn shard(&self, seq: u64) -> std::sync::MutexGuard<'_, Run> {
         let i = (seq % self.shards.len() as u64) as usize;
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -43,7 +117,7 @@ impl OrderIndex {
     }
 
     pub(crate) fn remove(&self, seq: u64) {
-        self.shard(seq).remove(&seq);
+        self.shard(seq).remove(seq);
     }
 
     /// Calls `visit` with the numbers after `after` (exclusive; from the first with `None`), in
@@ -68,13 +142,7 @@ impl OrderIndex {
             for shard in self.shards.iter() {
                 let set = shard.lock().unwrap_or_else(|e| e.into_inner());
                 let before = merged.len();
-                if descending {
-                    let upper = after.map_or(Bound::Unbounded, Bound::Excluded);
-                    merged.extend(set.range((Bound::Unbounded, upper)).rev().take(batch));
-                } else {
-                    let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
-                    merged.extend(set.range((lower, Bound::Unbounded)).take(batch));
-                }
+                set.copy(after, descending, batch, &mut merged);
                 drop(set);
                 if merged.len() - before == batch {
                     let last = merged[merged.len() - 1];
@@ -151,6 +219,53 @@ mod tests {
                 assert_eq!(collect(&index, Some(after), true, batch), desc);
             }
         }
+    }
+
+    /// Out-of-order inserts, removals anywhere (the newest, marks, sweeps), in one shard.
+    #[test]
+    fn a_run_keeps_order_through_marks_and_sweeps() {
+        let index = OrderIndex::with_shards(1);
+        let mut model = std::collections::BTreeSet::new();
+        let mut x = 7u64;
+        for step in 0..5_000u64 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let seq = step + 1;
+            // Mostly in order, sometimes a little late.
+            let seq = if x.is_multiple_of(5) {
+                seq.saturating_sub(3).max(1)
+            } else {
+                seq
+            };
+            if !model.contains(&seq) {
+                index.insert(seq);
+                model.insert(seq);
+            }
+            if x.is_multiple_of(3) {
+                let victim = *model
+                    .iter()
+                    .nth((x >> 8) as usize % model.len())
+                    .unwrap_or(&0);
+                index.remove(victim);
+                model.remove(&victim);
+            }
+            if step % 500 == 0 {
+                assert_eq!(
+                    collect(&index, None, false, 7),
+                    model.iter().copied().collect::<Vec<_>>()
+                );
+            }
+        }
+        index.remove(u64::MAX >> 2); // absent: nothing happens
+        assert_eq!(index.len(), model.len());
+        assert_eq!(
+            collect(&index, None, false, 3),
+            model.iter().copied().collect::<Vec<_>>()
+        );
+        let mid = *model.iter().nth(model.len() / 2).unwrap();
+        let desc: Vec<u64> = model.range(..mid).rev().copied().collect();
+        assert_eq!(collect(&index, Some(mid), true, 4), desc);
     }
 
     #[test]

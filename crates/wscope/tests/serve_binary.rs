@@ -14,8 +14,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use wscope_core::wire::{
-    AdminRequest, BanAnswer, CloseAllAnswer, ErrorBody, Health, HealthStatus, PublicHealth,
-    UnbanAnswer,
+    AdminRequest, BanAnswer, CloseAllAnswer, CloseMatchingAnswer, ConnectionPage, ErrorBody,
+    Health, HealthStatus, PublicHealth, UnbanAnswer,
 };
 use wscope_testkit::{http_get, http_post, send_raw};
 
@@ -1098,4 +1098,70 @@ async fn message_limit_budget_and_compression_flags_reach_the_sockets() {
         "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
     );
     ws.close(None).await.unwrap();
+}
+
+/// The connections API and `close_matching` are served by the binary's admin listener.
+#[tokio::test]
+async fn the_connections_api_is_served_by_the_binary() {
+    let served = Served::start(BIN, &[]);
+    let mut echo = Vec::new();
+    for _ in 0..3 {
+        let (mut ws, _) = tokio_tungstenite::connect_async(served.url("/ws"))
+            .await
+            .unwrap();
+        ws.send(Message::text("x")).await.unwrap();
+        ws.next().await.unwrap().unwrap();
+        echo.push(ws);
+    }
+    let (mut chat, _) = tokio_tungstenite::connect_async(served.url("/ws/chat"))
+        .await
+        .unwrap();
+    let mut open = 0;
+    for _ in 0..200 {
+        open = stats(served.admin).await["connectionsByState"]["OPEN"]
+            .as_u64()
+            .unwrap();
+        if open == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(open, 4);
+
+    let response = http_get(served.admin, "/api/connections?limit=2").await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let page: ConnectionPage = response.parse();
+    assert_eq!((page.total, page.connections.len()), (4, 2));
+    let next = page.next.unwrap();
+    let rest: ConnectionPage = http_get(served.admin, &format!("/api/connections?cursor={next}"))
+        .await
+        .parse();
+    assert_eq!(rest.connections.len(), 2);
+    assert_eq!(rest.next, None);
+    let chat_row = &rest.connections[1];
+    assert_eq!(&*chat_row.path, "/ws/chat");
+
+    let one = http_get(served.admin, &format!("/api/connections/{}", chat_row.id)).await;
+    assert_eq!(one.status, 200);
+    assert_eq!(one.json()["path"], "/ws/chat");
+    let response = http_get(served.admin, "/api/connections?sort=loudness").await;
+    assert_eq!(response.status, 400);
+    assert!(response.parse::<ErrorBody>().error.starts_with("sort: "));
+
+    let response = http_post(
+        served.admin,
+        "/api/admin",
+        r#"{"action":"close_matching","filter":{"path":"/ws/chat"},"code":4002}"#,
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.parse::<CloseMatchingAnswer>().closed, 1);
+    match chat.next().await.unwrap().unwrap() {
+        Message::Close(Some(f)) => assert_eq!(u16::from(f.code), 4002),
+        other => panic!("expected close, got {other:?}"),
+    }
+    for ws in echo.iter_mut() {
+        ws.send(Message::text("still")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("still"));
+    }
 }
