@@ -107,7 +107,7 @@ impl AdminConfig {
         let Some(host) = host.filter(|h| self.host_allowed(h, local)) else {
             return Err(Refused::Host);
         };
-        if self.cross_site(headers, &host) {
+        if self.cross_site(headers, &host) && !crate::dashboard::is_page_navigation(request) {
             return Err(Refused::CrossSite);
         }
         if let Some(token) = &self.token {
@@ -165,7 +165,9 @@ impl AdminConfig {
 ///    away.
 /// 2. **Same site**: an `Origin` that is neither the listener's own origin nor on
 ///    [`AdminConfig::allowed_origins`], or `Sec-Fetch-Site: cross-site` — else 403. A browser
-///    sends these on a page's cross-site requests, which is what a CSRF attack is.
+///    sends these on a page's cross-site requests, which is what a CSRF attack is. One exception:
+///    opening the dashboard page (`GET /`) from a link on another site, a top-level navigation
+///    to a page that holds no data and changes nothing (its own API calls are same-origin).
 /// 3. **Bearer token**, when one is set ([`AdminConfig::token`]), on every path but `/health`
 ///    and the dashboard's page and assets (`/`, `/dashboard/…`: the same for every server, no
 ///    data in them, and the page must load to ask for the token) — else 401 with

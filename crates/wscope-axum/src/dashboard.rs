@@ -15,7 +15,7 @@
 use std::sync::OnceLock;
 
 use axum::extract::Path;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sha1::{Digest, Sha1};
 
@@ -102,6 +102,23 @@ fn digest(bytes: &[u8]) -> String {
 /// without a token (they hold no data; the page must load to ask for the token).
 pub(crate) fn needs_no_token(path: &str) -> bool {
     path == "/" || path.starts_with("/dashboard/")
+}
+
+/// Whether `request` is a browser opening the dashboard page as a top-level document (typed,
+/// bookmarked, or a link on another site, such as a runbook). The admin guard lets such a
+/// navigation through its same-site check: the page holds no data and changes nothing, it cannot
+/// be framed (`frame-ancestors 'none'`), and every call it makes is same-origin and checked.
+pub(crate) fn is_page_navigation(request: &axum::extract::Request) -> bool {
+    let header = |name: &str, value: &str| {
+        request
+            .headers()
+            .get(name)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(value.as_bytes()))
+    };
+    matches!(*request.method(), Method::GET | Method::HEAD)
+        && request.uri().path() == "/"
+        && header("sec-fetch-mode", "navigate")
+        && header("sec-fetch-dest", "document")
 }
 
 /// Headers every dashboard answer carries.

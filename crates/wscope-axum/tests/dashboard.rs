@@ -146,17 +146,32 @@ async fn the_page_is_under_the_host_and_origin_checks() {
     )
     .await;
     assert!(rebinding.starts_with("HTTP/1.1 421"), "{rebinding}");
-    let framed = http(
-        admin,
-        "GET",
-        "/",
-        &[
-            ("Origin", "http://evil.example"),
-            ("Sec-Fetch-Site", "cross-site"),
-        ],
-        None,
-    )
-    .await;
-    assert_eq!(framed.status, 403);
+    // Another site's script may not read the page (or anything else) ...
+    let fetched = [
+        ("Origin", "http://evil.example"),
+        ("Sec-Fetch-Site", "cross-site"),
+        ("Sec-Fetch-Mode", "cors"),
+        ("Sec-Fetch-Dest", "empty"),
+    ];
+    assert_eq!(http(admin, "GET", "/", &fetched, None).await.status, 403);
+    // ... nor frame it ...
+    let framed = [
+        ("Sec-Fetch-Site", "cross-site"),
+        ("Sec-Fetch-Mode", "navigate"),
+        ("Sec-Fetch-Dest", "iframe"),
+    ];
+    assert_eq!(http(admin, "GET", "/", &framed, None).await.status, 403);
+    // ... but a link on another site (a runbook, a wiki) opens the page, which holds no data;
+    // the page only, not the API.
+    let opened = [
+        ("Sec-Fetch-Site", "cross-site"),
+        ("Sec-Fetch-Mode", "navigate"),
+        ("Sec-Fetch-Dest", "document"),
+    ];
+    assert_eq!(http(admin, "GET", "/", &opened, None).await.status, 200);
+    let mut to_api = opened.to_vec();
+    to_api.push(("Authorization", "Bearer t0k3n"));
+    let api = http(admin, "GET", "/api/stats", &to_api, None).await;
+    assert_eq!(api.status, 403);
     server.shutdown().await;
 }
