@@ -460,15 +460,16 @@ async fn close_matching_closes_exactly_the_matching_connections() {
     assert_eq!(say(&mut dave, "user:dave").await, "ok");
     assert_eq!(say(&mut keep, "tag:gamma").await, "ok");
 
+    let too_long = format!(
+        r#"{{"action":"close_matching","filter":{{"tag":"beta"}},"reason":"{}"}}"#,
+        "r".repeat(124)
+    );
     for body in [
         r#"{"action":"close_matching","filter":{}}"#,
         r#"{"action":"close_matching"}"#,
         r#"{"action":"close_matching","filter":{"colour":"red"}}"#,
         r#"{"action":"close_matching","filter":{"ip":"nowhere"}}"#,
-        &format!(
-            r#"{{"action":"close_matching","filter":{{"tag":"beta"}},"reason":"{}"}}"#,
-            "r".repeat(124)
-        ),
+        too_long.as_str(),
     ] {
         let response = admin_post(&server, body).await;
         assert_eq!(response.status, 400, "{body}");

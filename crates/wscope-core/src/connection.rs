@@ -96,6 +96,9 @@ pub(crate) struct Entry {
     /// Set when the connection is being failed (RFC 6455 §7.1.7): the writer drops it as soon as
     /// the close frame is out, without waiting for the peer's reply.
     pub(crate) fail_fast: AtomicBool,
+    /// Set once the application attached a user id or a tag, so a walk filtering by user or tag
+    /// passes unlabelled entries without taking their labels lock (it sits in padding).
+    labelled: AtomicBool,
     /// The last ping's round-trip time in ms; [`RTT_NONE`] until a pong came, [`RTT_REMOVED`] once
     /// the entry has left (so a late pong cannot change the registry's RTT sums). Sits in the
     /// padding after the two flags.
@@ -144,6 +147,7 @@ impl Entry {
             remote_addr: meta.remote_addr,
             state: AtomicU8::new(ConnectionState::Connecting as u8),
             fail_fast: AtomicBool::new(false),
+            labelled: AtomicBool::new(false),
             rtt_ms: AtomicU32::new(RTT_NONE),
             ping_sent_ms: AtomicU64::new(NO_PING),
             outbox,
@@ -159,6 +163,7 @@ impl Entry {
 
     /// Sets (or with `None` clears) the user id.
     pub(crate) fn set_user(&self, user: Option<&str>) {
+        self.labelled.store(true, Ordering::Release);
         let mut labels = self.labels();
         let slot = labels.get_or_insert_with(Default::default);
         slot.user = user.map(Arc::from);
@@ -166,6 +171,7 @@ impl Entry {
 
     /// Adds a tag; false if it was there already.
     pub(crate) fn tag(&self, tag: &str) -> bool {
+        self.labelled.store(true, Ordering::Release);
         let mut labels = self.labels();
         let slot = labels.get_or_insert_with(Default::default);
         if slot.tags.iter().any(|t| &**t == tag) {
@@ -201,6 +207,9 @@ impl Entry {
 
     /// The user id and tags as the stats list them.
     pub(crate) fn labels_view(&self) -> (Option<String>, Vec<String>) {
+        if !self.labelled.load(Ordering::Acquire) {
+            return (None, Vec::new());
+        }
         match self.labels().as_ref() {
             None => (None, Vec::new()),
             Some(l) => (
@@ -212,6 +221,9 @@ impl Entry {
 
     /// Whether the user id is `user`.
     pub(crate) fn has_user(&self, user: &str) -> bool {
+        if !self.labelled.load(Ordering::Acquire) {
+            return false;
+        }
         self.labels()
             .as_ref()
             .and_then(|l| l.user.as_deref())
@@ -220,6 +232,9 @@ impl Entry {
 
     /// Whether `tag` is among the tags.
     pub(crate) fn has_tag(&self, tag: &str) -> bool {
+        if !self.labelled.load(Ordering::Acquire) {
+            return false;
+        }
         self.labels()
             .as_ref()
             .is_some_and(|l| l.tags.iter().any(|t| &**t == tag))
