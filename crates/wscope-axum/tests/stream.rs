@@ -178,3 +178,30 @@ async fn the_stream_wants_the_admin_token_like_every_admin_route() {
     drop(stream);
     server.shutdown().await;
 }
+
+// Current-thread: the runtime's task count is this test's alone.
+#[tokio::test(flavor = "current_thread")]
+async fn a_stream_whose_client_went_leaves_nothing_running() {
+    let server = TestServer::echo(test_registry()).await;
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let before = tasks();
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        let mut stream = sse::open(server.admin_addr, "/api/stats/stream?interval=60s", &[]).await;
+        stats(&stream.next_event().await.unwrap());
+        streams.push(stream);
+    }
+    // One connection task per stream while the clients read (and whatever the server started
+    // once, which stays).
+    let open = tasks();
+    assert!(open >= before + 5, "{open} tasks, {before} before");
+    drop(streams);
+    // With a minute between events, nothing is written to the gone clients: the server sees
+    // them go from the connection itself, and each task ends with its stream at once.
+    wait_until("the streams' tasks end", || tasks() == open - 5).await;
+    server.shutdown().await;
+}

@@ -143,7 +143,7 @@ async fn top_in_a_terminal_follows_a_real_server_and_quits_on_q() {
     if listed {
         top.wait_screen("the connection's row", |s| {
             s.lines()
-                .any(|l| l.contains("127.0.0.1") && l.contains("42 B"))
+                .any(|l| l.contains("127.0.0.1") && l.contains("42B"))
         });
     } else {
         top.wait_screen("the panel's one line", |s| {

@@ -26,10 +26,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use tokio::sync::{mpsc, watch};
-use wscope_core::wire::LiveStats;
+use wscope_core::wire::{ConnectionPage, LiveStats};
 
 use client::{AdminClient, AdminError, EventStream};
-use state::{Action, ConnectionsPage, Link, Panel, Sort, Top};
+use state::{Action, Link, Panel, Sort, Top};
 
 /// How long to wait before opening the live stream again after it broke.
 const RETRY: Duration = Duration::from_secs(1);
@@ -93,7 +93,7 @@ enum Update {
     /// The live stream broke (why); it is being opened again.
     Lost(String),
     /// The connections panel's answer for `sort`.
-    Page(Sort, Result<ConnectionsPage, String>),
+    Page(Sort, Result<ConnectionPage, String>),
 }
 
 /// Runs `wscope top` until `q`, Ctrl-C, SIGINT or SIGTERM.
@@ -293,7 +293,7 @@ async fn poll_connections(
         }
         let (sort, rows) = *query.borrow_and_update();
         let page = client
-            .json::<ConnectionsPage>(&sort.path(rows))
+            .json::<ConnectionPage>(&sort.path(rows))
             .await
             .map_err(|e| panel_error(&e));
         if updates.send(Update::Page(sort, page)).await.is_err() {

@@ -3,76 +3,26 @@
 
 use std::collections::VecDeque;
 
-use serde::Deserialize;
-use wscope_core::wire::LiveStats;
-use wscope_core::ConnectionInfo;
+use wscope_core::query::{SortKey, SortOrder};
+use wscope_core::wire::{ConnectionPage, LiveStats};
 
 /// Events kept for the sparklines: more than the widest terminal shows.
 const HISTORY: usize = 240;
 
-/// The column `GET /api/connections` sorts by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SortKey {
-    /// Messages in and out.
-    Messages,
-    /// Time since the last message.
-    Idle,
-    /// Time since connecting.
-    Age,
-    /// Bytes in and out.
-    Bytes,
-    /// Bytes waiting in the outbound queue.
-    Queued,
-    /// Ping round trip.
-    Rtt,
-}
+/// The order `s` cycles through the sort keys: the busiest first, then the idlest.
+const CYCLE: [SortKey; 6] = [
+    SortKey::Messages,
+    SortKey::Idle,
+    SortKey::Age,
+    SortKey::Bytes,
+    SortKey::Queued,
+    SortKey::Rtt,
+];
 
-impl SortKey {
-    /// Every key, in the order `s` cycles through them.
-    pub const ALL: [SortKey; 6] = [
-        Self::Messages,
-        Self::Idle,
-        Self::Age,
-        Self::Bytes,
-        Self::Queued,
-        Self::Rtt,
-    ];
-
-    /// The `sort` parameter's value.
-    pub fn param(self) -> &'static str {
-        match self {
-            Self::Messages => "messages",
-            Self::Idle => "idle",
-            Self::Age => "age",
-            Self::Bytes => "bytes",
-            Self::Queued => "queued",
-            Self::Rtt => "rtt",
-        }
-    }
-
-    fn next(self) -> Self {
-        let i = Self::ALL.iter().position(|k| *k == self).unwrap_or(0);
-        Self::ALL[(i + 1) % Self::ALL.len()]
-    }
-}
-
-/// Sort direction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Order {
-    /// Largest first.
-    Desc,
-    /// Smallest first.
-    Asc,
-}
-
-impl Order {
-    /// The `order` parameter's value.
-    pub fn param(self) -> &'static str {
-        match self {
-            Self::Desc => "desc",
-            Self::Asc => "asc",
-        }
-    }
+/// The key after `key` in [`CYCLE`].
+fn next_key(key: SortKey) -> SortKey {
+    let i = CYCLE.iter().position(|k| *k == key).unwrap_or(0);
+    CYCLE[(i + 1) % CYCLE.len()]
 }
 
 /// Which connections the panel lists: the query's sort and order.
@@ -81,7 +31,7 @@ pub struct Sort {
     /// The column.
     pub key: SortKey,
     /// The direction.
-    pub order: Order,
+    pub order: SortOrder,
 }
 
 impl Default for Sort {
@@ -89,7 +39,7 @@ impl Default for Sort {
     fn default() -> Self {
         Self {
             key: SortKey::Messages,
-            order: Order::Desc,
+            order: SortOrder::Desc,
         }
     }
 }
@@ -99,35 +49,26 @@ impl Sort {
     pub fn path(self, limit: usize) -> String {
         format!(
             "/api/connections?sort={}&order={}&limit={limit}",
-            self.key.param(),
-            self.order.param()
+            self.key.as_str(),
+            self.order.as_str()
         )
     }
 
     /// What the panel's title calls this list.
     pub fn title(self) -> String {
         match (self.key, self.order) {
-            (SortKey::Messages, Order::Desc) => "Busiest (most messages)".into(),
-            (SortKey::Idle, Order::Desc) => "Idlest (longest idle)".into(),
+            (SortKey::Messages, SortOrder::Desc) => "Busiest (most messages)".into(),
+            (SortKey::Idle, SortOrder::Desc) => "Idlest (longest idle)".into(),
             (key, order) => format!(
                 "By {} ({})",
-                key.param(),
+                key.as_str(),
                 match order {
-                    Order::Desc => "largest first",
-                    Order::Asc => "smallest first",
+                    SortOrder::Desc => "largest first",
+                    SortOrder::Asc => "smallest first",
                 }
             ),
         }
     }
-}
-
-/// A page of `GET /api/connections` (`{"total","connections","next"}`).
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct ConnectionsPage {
-    /// Connections matching (all of them: `top` sends no filter).
-    pub total: u64,
-    /// The page, in the order asked for.
-    pub connections: Vec<ConnectionInfo>,
 }
 
 /// The connections panel's content.
@@ -136,7 +77,7 @@ pub enum Panel {
     /// Nothing read yet.
     Waiting,
     /// The last page read.
-    Page(ConnectionsPage),
+    Page(ConnectionPage),
     /// Why there is no list (one line: an older server without the endpoint, an error).
     Unavailable(String),
 }
@@ -248,20 +189,20 @@ impl Top {
         match key {
             'q' | 'Q' | '\x03' => return Action::Quit,
             's' => {
-                self.sort.key = self.sort.key.next();
-                self.sort.order = Order::Desc;
+                self.sort.key = next_key(self.sort.key);
+                self.sort.order = SortOrder::Desc;
             }
             'o' => {
                 self.sort.order = match self.sort.order {
-                    Order::Desc => Order::Asc,
-                    Order::Asc => Order::Desc,
+                    SortOrder::Desc => SortOrder::Asc,
+                    SortOrder::Asc => SortOrder::Desc,
                 }
             }
             'b' => self.sort = Sort::default(),
             'i' => {
                 self.sort = Sort {
                     key: SortKey::Idle,
-                    order: Order::Desc,
+                    order: SortOrder::Desc,
                 }
             }
             _ => {}
@@ -293,10 +234,13 @@ mod tests {
         );
         assert_eq!(top.sort.title(), "Idlest (longest idle)");
         assert_eq!(top.key('o'), Action::Resort);
-        assert_eq!(top.sort.order, Order::Asc);
+        assert_eq!(top.sort.order, SortOrder::Asc);
         assert_eq!(top.key('s'), Action::Resort);
-        assert_eq!((top.sort.key, top.sort.order), (SortKey::Age, Order::Desc));
-        for _ in 0..SortKey::ALL.len() - 1 {
+        assert_eq!(
+            (top.sort.key, top.sort.order),
+            (SortKey::Age, SortOrder::Desc)
+        );
+        for _ in 0..CYCLE.len() - 1 {
             top.key('s');
         }
         assert_eq!(top.sort.key, SortKey::Idle);

@@ -9,7 +9,9 @@ use ratatui::widgets::{Block, Cell, Paragraph, Row, Sparkline, Table};
 use ratatui::Frame;
 use wscope_core::ConnectionInfo;
 
-use super::state::{Link, Order, Panel, Series, Top};
+use wscope_core::query::SortOrder;
+
+use super::state::{Link, Panel, Series, Top};
 
 /// Rows above the table: the title and the two blocks (7 lines inside their borders).
 const HEAD_ROWS: u16 = 1 + 9;
@@ -144,8 +146,8 @@ fn draw_rates(frame: &mut Frame<'_>, top: &Top, area: Rect) {
 
 fn draw_table(frame: &mut Frame<'_>, top: &Top, area: Rect) {
     let order = match top.sort.order {
-        Order::Desc => "↓",
-        Order::Asc => "↑",
+        SortOrder::Desc => "↓",
+        SortOrder::Asc => "↑",
     };
     let title = match &top.panel {
         Panel::Page(page) => format!(
@@ -173,7 +175,7 @@ fn draw_table(frame: &mut Frame<'_>, top: &Top, area: Rect) {
             return;
         }
     };
-    let sorted = top.sort.key.param();
+    let sorted = top.sort.key.as_str();
     let header = [
         ("ID", ""),
         ("ADDRESS", ""),
@@ -215,8 +217,8 @@ fn row(c: &ConnectionInfo) -> Row<'static> {
         duration(c.age),
         duration(c.idle_time),
         count((c.messages_in + c.messages_out) as f64),
-        bytes((c.bytes_in + c.bytes_out) as f64),
-        bytes(c.queued_bytes as f64),
+        short_bytes(c.bytes_in + c.bytes_out),
+        short_bytes(c.queued_bytes),
         c.rtt_ms
             .map_or_else(|| "-".to_owned(), |ms| format!("{ms}ms")),
     ])
@@ -228,9 +230,9 @@ fn key_line(top: &Top) -> Paragraph<'static> {
         Span::styled(" q ", key),
         Span::raw(" quit  "),
         Span::styled(" s ", key),
-        Span::raw(format!(" sort: {}  ", top.sort.key.param())),
+        Span::raw(format!(" sort: {}  ", top.sort.key.as_str())),
         Span::styled(" o ", key),
-        Span::raw(format!(" order: {}  ", top.sort.order.param())),
+        Span::raw(format!(" order: {}  ", top.sort.order.as_str())),
         Span::styled(" b ", key),
         Span::raw(" busiest  "),
         Span::styled(" i ", key),
@@ -261,6 +263,26 @@ pub fn count(n: f64) -> String {
     }
 }
 
+/// Bytes in at most 5 characters, for the table: `512B`, `9.5K`, `813K`, `1.2M`, `40G` (binary
+/// units).
+pub fn short_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["K", "M", "G", "T", "P"];
+    if n < 1024 {
+        return format!("{n}B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1023.5 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value < 9.95 {
+        format!("{value:.1}{}", UNITS[unit])
+    } else {
+        format!("{value:.0}{}", UNITS[unit])
+    }
+}
+
 /// Bytes as `512 B`, `1.2 KiB`, `3.4 MiB`, `1.1 GiB`.
 pub fn bytes(n: f64) -> String {
     const KIB: f64 = 1024.0;
@@ -280,7 +302,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::top::state::{ConnectionsPage, Sort, SortKey};
+    use wscope_core::query::SortKey;
+    use wscope_core::wire::ConnectionPage;
+
+    use crate::top::state::Sort;
 
     /// The screen `top` draws on an 80×24 terminal, line by line.
     fn screen(top: &Top) -> Vec<String> {
@@ -315,7 +340,7 @@ mod tests {
         .unwrap()
     }
 
-    fn page() -> ConnectionsPage {
+    fn page() -> ConnectionPage {
         serde_json::from_value(json!({
             "total": 1234,
             "connections": [
@@ -326,7 +351,7 @@ mod tests {
                 {"id": "eu-1-187b0c2d1e5f3a10-5", "age": 61_000, "idleTime": 61_000,
                  "state": "OPEN", "path": "/ws/chat", "messagesIn": 1, "messagesOut": 0}
             ],
-            "next": "abc"
+            "next": null
         }))
         .unwrap()
     }
@@ -378,7 +403,8 @@ mod tests {
             "1h02m",
             "400ms",
             "2.0k",
-            "2.0 KiB",
+            "2.0K",
+            "0B",
             "12ms",
         ] {
             assert!(busy.contains(cell), "{cell:?} in {busy}");
@@ -390,7 +416,7 @@ mod tests {
 
         top.sort = Sort {
             key: SortKey::Idle,
-            order: crate::top::state::Order::Desc,
+            order: SortOrder::Desc,
         };
         let lines = screen(&top);
         assert!(line_with(&lines, "Idlest").contains("Idlest (longest idle)"));
@@ -431,6 +457,14 @@ mod tests {
         assert_eq!(count(2.5), "2.5");
         assert_eq!(count(4120.0), "4.1k");
         assert_eq!(count(3.2e6), "3.2M");
+        assert_eq!(short_bytes(42), "42B");
+        assert_eq!(short_bytes(1023), "1023B");
+        assert_eq!(short_bytes(9 * 1024 + 512), "9.5K");
+        assert_eq!(short_bytes(832_307), "813K");
+        assert_eq!(short_bytes(1_048_000), "1023K");
+        assert_eq!(short_bytes(1_048_500), "1.0M");
+        assert_eq!(short_bytes(40 << 30), "40G");
+        assert_eq!(short_bytes(u64::MAX), "16384P");
         assert_eq!(bytes(512.0), "512 B");
         assert_eq!(bytes(1536.0), "1.5 KiB");
         assert_eq!(bytes(1.1 * 1024.0 * 1024.0 * 1024.0), "1.1 GiB");
