@@ -168,7 +168,7 @@ async fn bad_admin_requests_get_400_naming_the_problem_and_change_nothing() {
     expect_400(
         &server,
         r#"{"action":"explode"}"#,
-        "unknown action \"explode\": use get_stats, close_all, close, cleanup",
+        "unknown action \"explode\": use get_stats, close_all, close, close_matching, cleanup",
     )
     .await;
     expect_400(&server, r#"{}"#, "missing field `action`").await;
