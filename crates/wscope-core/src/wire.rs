@@ -712,7 +712,9 @@ mod tests {
         let err = parse(r#"{"action":"explode"}"#).unwrap_err();
         assert!(err.contains("unknown action \"explode\""), "{err}");
         assert!(
-            err.contains("get_stats, close_all, close, cleanup, ban, unban, list_bans, kick"),
+            err.contains(
+                "get_stats, close_all, close, close_matching, cleanup, ban, unban, list_bans, kick"
+            ),
             "{err}"
         );
         assert!(parse("{}").unwrap_err().contains("missing field `action`"));
