@@ -6,7 +6,12 @@
 //!
 //! The page and its assets are the same for every server and hold no data, so the admin guard
 //! serves them without a token (see [`needs_no_token`]); they still pass its `Host` and `Origin`
-//! checks, and every API call the page makes needs the token like any other client's.
+//! checks (a link from another site may open the page: [`is_page_navigation`]), and every API
+//! call the page makes needs the token like any other client's.
+//!
+//! Cluster mode does not exist yet: the page reads every URL from one `scope` object in `app.js`
+//! and shows it in the header (`#scope`), where a switch between this instance and the cluster
+//! goes when it does.
 //!
 //! Caching: an asset's URL carries a digest of its content (`/dashboard/<digest>/app.js`), so it
 //! is cached for a year as immutable and a new build's page asks for new URLs; the page itself is
