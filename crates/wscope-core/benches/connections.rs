@@ -8,7 +8,7 @@
 //! - `age` with a `user` filter matching one connection in ten: the page stops early, the total
 //!   is a walk.
 //!
-//! Run: `cargo bench -p wscope-core --bench connections --features bench-internals`.
+//! Run: `cargo bench -p wscope-core --bench connections -- --warm-up-time 1 --measurement-time 3`.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 

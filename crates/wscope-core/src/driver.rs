@@ -218,6 +218,11 @@ impl TrackedSocket {
         self.conn.entry.set_user(Some(user.as_ref()));
     }
 
+    /// Removes the user id.
+    pub fn clear_user(&self) {
+        self.conn.entry.set_user(None);
+    }
+
     /// The user id, if one is attached.
     pub fn user(&self) -> Option<String> {
         self.conn.entry.user().map(|u| u.to_string())

@@ -120,8 +120,11 @@ impl FromStr for SortOrder {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ConnectionFilter {
-    /// In this state.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// In this state (`OPEN`, …; read in any case).
+    #[serde(
+        deserialize_with = "state_any_case",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub state: Option<ConnectionState>,
     /// Idle for at least this long (`30s`, `2m`, or seconds).
     #[serde(
@@ -254,6 +257,15 @@ fn parse_state(value: &str) -> Result<ConnectionState, String> {
     .into_iter()
     .find(|s| s.as_str().eq_ignore_ascii_case(value))
     .ok_or_else(|| format!("unknown state {value:?}: use CONNECTING, OPEN, CLOSING or CLOSED"))
+}
+
+/// A filter's `state` as JSON: the reference's names, in any case (as in the query).
+fn state_any_case<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<ConnectionState>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|s| parse_state(&s).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
@@ -696,7 +708,7 @@ mod tests {
     #[test]
     fn the_filter_object_reads_and_writes_json() {
         let f: ConnectionFilter = serde_json::from_str(
-            r#"{"tag":"beta","min_idle":"2m","ip":"10.1.2.3","state":"OPEN"}"#,
+            r#"{"tag":"beta","min_idle":"2m","ip":"10.1.2.3","state":"open"}"#,
         )
         .unwrap();
         assert_eq!(f.tag.as_deref(), Some("beta"));

@@ -708,6 +708,51 @@ mod tests {
     }
 
     #[test]
+    fn close_matching_wants_a_filter_with_a_condition() {
+        let req = AdminRequest::from_json(
+            br#"{"action":"close_matching","filter":{"tag":"beta","min_idle":"1m"},"code":4000}"#,
+        )
+        .unwrap();
+        let AdminRequest::CloseMatching {
+            filter,
+            code,
+            reason,
+        } = &req
+        else {
+            panic!("{req:?}");
+        };
+        assert_eq!(filter.tag.as_deref(), Some("beta"));
+        assert_eq!(filter.min_idle, Some(Duration::from_secs(60)));
+        assert_eq!((code.map(|c| c.as_u16()), reason), (Some(4000), &None));
+        assert_eq!(req.action(), "close_matching");
+        let again = AdminRequest::from_json(serde_json::to_string(&req).unwrap().as_bytes());
+        assert_eq!(again.unwrap(), req);
+
+        for (body, needle) in [
+            (
+                r#"{"action":"close_matching","filter":{}}"#,
+                "filter: set at least one of",
+            ),
+            (r#"{"action":"close_matching"}"#, "missing field `filter`"),
+            (
+                r#"{"action":"close_matching","filter":{"colour":"red"}}"#,
+                "unknown field `colour`",
+            ),
+            (
+                r#"{"action":"close_matching","filter":{"ip":"x"}}"#,
+                "invalid address or network",
+            ),
+            (
+                r#"{"action":"close_matching","filter":{"state":"UP"}}"#,
+                "unknown state \"UP\"",
+            ),
+        ] {
+            let err = parse(body).unwrap_err();
+            assert!(err.contains(needle), "{body}: {err}");
+        }
+    }
+
+    #[test]
     fn bad_requests_say_what_is_wrong() {
         let err = parse(r#"{"action":"explode"}"#).unwrap_err();
         assert!(err.contains("unknown action \"explode\""), "{err}");

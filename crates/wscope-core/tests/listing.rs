@@ -173,6 +173,18 @@ fn by_offset(reg: &Registry, base: &[(&str, String)], limit: usize) -> Vec<u64> 
 #[tokio::test]
 async fn pages_match_a_brute_force_model_for_every_sort_order_and_filter() {
     let (reg, _manual, peers) = populated().await;
+    // Gaps in the sequence numbers: every fifth connection, and a run of four, have left.
+    let gone: Vec<usize> = (0..N)
+        .filter(|i| i % 5 == 4 || (20..24).contains(i))
+        .collect();
+    for &i in &gone {
+        peers[i].close(None).unwrap();
+    }
+    let left = (N - gone.len()) as u64;
+    wscope_testkit::wait_until("the closed connections are removed", || {
+        reg.connection_count() == left
+    })
+    .await;
     let filters: Vec<Vec<(&str, String)>> = vec![
         vec![],
         vec![("state", "OPEN".into())],
@@ -209,7 +221,7 @@ async fn pages_match_a_brute_force_model_for_every_sort_order_and_filter() {
         .iter()
         .map(|f| model(&reg, &query(f)).len())
         .collect();
-    assert_eq!(sizes[0], N);
+    assert_eq!(sizes[0] as u64, left);
     assert_eq!(sizes[2], 0);
     assert!(sizes.iter().any(|&s| s > 0 && s < N / 2), "{sizes:?}");
     drop(peers);
@@ -248,4 +260,59 @@ async fn close_matching_closes_what_the_filter_matches_and_a_capped_snapshot_lis
     assert_eq!(capped.total_connections, N as u64);
     assert!(reg.snapshot_capped(0).connections.is_empty());
     assert_eq!(reg.snapshot_capped(N * 2).connections.len(), N);
+}
+
+/// Labels set through the socket and through a handle are the same labels; tags do not repeat;
+/// clearing and untagging show in the rows (absent once empty).
+#[tokio::test]
+async fn labels_attach_through_the_socket_and_a_handle() {
+    let reg = Registry::new();
+    let accepted = reg.accept(ConnectionMeta::new("/ws")).unwrap();
+    let handle = accepted.handle();
+    let (transport, mut peer) = memory::pair();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(accepted.run(transport, |mut socket| async move {
+        socket.set_user("u-7");
+        assert!(socket.tag("a"));
+        assert!(!socket.tag("a"), "a tag is held once");
+        let _ = tx.send(());
+        while let Some(msg) = socket.recv().await {
+            if let Message::Text(t) = &msg {
+                if t.as_str() == "clear" {
+                    socket.clear_user();
+                    assert!(socket.untag("a"));
+                    assert!(!socket.untag("a"));
+                    // "b" came through the handle: the same labels.
+                    assert_eq!((socket.user(), socket.tags()), (None, vec!["b".to_owned()]));
+                }
+            }
+            let _ = socket.send(msg).await;
+        }
+    }));
+    rx.await.unwrap();
+    assert!(handle.tag("b"));
+    assert_eq!(handle.user().as_deref(), Some("u-7"));
+    assert_eq!(handle.tags(), ["a", "b"]);
+    let info = reg.connection_info(&handle.id().to_string()).unwrap();
+    assert_eq!(
+        (info.user.as_deref(), info.tags.clone()),
+        (Some("u-7"), vec!["a".to_owned(), "b".to_owned()])
+    );
+    let json = serde_json::to_value(&info).unwrap();
+    assert_eq!(json["user"], "u-7");
+    assert_eq!(json["tags"], serde_json::json!(["a", "b"]));
+
+    peer.send("clear").unwrap();
+    assert_eq!(peer.recv().await, Some(Message::text("clear")));
+    assert!(handle.untag("b"));
+    let json =
+        serde_json::to_value(reg.connection_info(&handle.id().to_string()).unwrap()).unwrap();
+    assert!(
+        json.get("user").is_none() && json.get("tags").is_none(),
+        "{json}"
+    );
+    assert!(reg.connection_info("listing-0-999").is_none());
+    peer.close(None).unwrap();
+    while peer.recv().await.is_some() {}
+    task.await.unwrap();
 }

@@ -5,6 +5,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::Query;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
@@ -13,7 +15,7 @@ use wscope_axum::{
     admin_router, health_router, ready_router, AdminConfig, ServeOptions, SocketConfig, Tracking,
     WebSocketUpgrade,
 };
-use wscope_core::{Registry, ShutdownReport};
+use wscope_core::{Registry, ShutdownReport, TrackedSocket};
 
 pub use wscope_core::shutdown_signal;
 
@@ -115,7 +117,8 @@ impl Server {
     }
 }
 
-/// The main listener's routes: `/ws` echo, `/ws/chat` fan-out, `/health`, `/ready`.
+/// The main listener's routes: `/ws` echo, `/ws/chat` fan-out (both label a connection from
+/// `?user=` and `?tag=a,b`), `/health`, `/ready`.
 pub fn app(registry: Registry, tracking: Tracking) -> Router {
     Router::new()
         .route("/ws", get(echo))
@@ -125,9 +128,38 @@ pub fn app(registry: Registry, tracking: Tracking) -> Router {
         .layer(tracking.layer())
 }
 
+/// What a demo client may say about itself in its URL (`/ws?user=ann&tag=red,blue`): shown as
+/// `user` and `tags` in the admin API, which filters and closes by them. Other parameters, and a
+/// query that does not parse, are ignored: labels are a demonstration, not a gate.
+#[derive(Debug, Default, serde::Deserialize)]
+struct DemoLabels {
+    user: Option<String>,
+    /// Comma-separated.
+    tag: Option<String>,
+}
+
+impl DemoLabels {
+    fn from_query(query: Result<Query<Self>, QueryRejection>) -> Self {
+        query.map(|Query(labels)| labels).unwrap_or_default()
+    }
+
+    fn apply(&self, socket: &TrackedSocket) {
+        if let Some(user) = self.user.as_deref().filter(|u| !u.is_empty()) {
+            socket.set_user(user);
+        }
+        for tag in self.tag.iter().flat_map(|t| t.split(',')) {
+            if !tag.is_empty() {
+                socket.tag(tag);
+            }
+        }
+    }
+}
+
 /// Sends each text or binary message back unchanged.
-async fn echo(ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(|mut socket| async move {
+async fn echo(labels: Result<Query<DemoLabels>, QueryRejection>, ws: WebSocketUpgrade) -> Response {
+    let labels = DemoLabels::from_query(labels);
+    ws.on_upgrade(move |mut socket| async move {
+        labels.apply(&socket);
         while let Some(msg) = socket.recv().await {
             if socket.send(msg).await.is_err() {
                 break;
@@ -139,8 +171,10 @@ async fn echo(ws: WebSocketUpgrade) -> Response {
 /// Sends each message to every open chat connection (the sender included), visiting only the
 /// chat path's members. A member whose queue is full is closed as a slow consumer (1008) rather
 /// than holding up the others.
-async fn chat(ws: WebSocketUpgrade) -> Response {
+async fn chat(labels: Result<Query<DemoLabels>, QueryRejection>, ws: WebSocketUpgrade) -> Response {
+    let labels = DemoLabels::from_query(labels);
     ws.on_upgrade(move |mut socket| async move {
+        labels.apply(&socket);
         let registry = socket.registry();
         while let Some(msg) = socket.recv().await {
             let outcome = registry.broadcast(Some(CHAT_PATH), &msg);

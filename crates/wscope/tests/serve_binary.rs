@@ -1113,9 +1113,13 @@ async fn the_connections_api_is_served_by_the_binary() {
         ws.next().await.unwrap().unwrap();
         echo.push(ws);
     }
-    let (mut chat, _) = tokio_tungstenite::connect_async(served.url("/ws/chat"))
-        .await
-        .unwrap();
+    let (mut chat, _) =
+        tokio_tungstenite::connect_async(served.url("/ws/chat?user=ann&tag=red,blue&x=1"))
+            .await
+            .unwrap();
+    // The chat echoes to its sender too: once this comes back, the handler has applied the labels.
+    chat.send(Message::text("hi")).await.unwrap();
+    assert_eq!(chat.next().await.unwrap().unwrap(), Message::text("hi"));
     let mut open = 0;
     for _ in 0..200 {
         open = stats(served.admin).await["connectionsByState"]["OPEN"]
@@ -1144,6 +1148,17 @@ async fn the_connections_api_is_served_by_the_binary() {
     let one = http_get(served.admin, &format!("/api/connections/{}", chat_row.id)).await;
     assert_eq!(one.status, 200);
     assert_eq!(one.json()["path"], "/ws/chat");
+    // The demo routes label a connection from its URL.
+    assert_eq!(one.json()["user"], "ann");
+    assert_eq!(one.json()["tags"], serde_json::json!(["red", "blue"]));
+    let blue: ConnectionPage = http_get(served.admin, "/api/connections?tag=blue")
+        .await
+        .parse();
+    assert_eq!(
+        (blue.total, blue.connections[0].id.clone()),
+        (1, chat_row.id.clone())
+    );
+    assert!(rest.connections[0].user.is_none());
     let response = http_get(served.admin, "/api/connections?sort=loudness").await;
     assert_eq!(response.status, 400);
     assert!(response.parse::<ErrorBody>().error.starts_with("sort: "));
@@ -1151,7 +1166,7 @@ async fn the_connections_api_is_served_by_the_binary() {
     let response = http_post(
         served.admin,
         "/api/admin",
-        r#"{"action":"close_matching","filter":{"path":"/ws/chat"},"code":4002}"#,
+        r#"{"action":"close_matching","filter":{"user":"ann"},"code":4002}"#,
     )
     .await;
     assert_eq!(response.status, 200, "{}", response.text());
