@@ -203,8 +203,18 @@ fn top_fails(args: &[&str]) -> (Option<i32>, String) {
 }
 
 #[tokio::test]
-async fn a_wrong_or_missing_token_is_one_line_and_a_failure() {
+async fn a_wrong_token_or_not_an_admin_listener_is_one_line_and_a_failure() {
     let served = Served::start(BIN, &["--admin-token", "s3cret-token"]);
+    // The main listener is no admin listener.
+    let main = format!("http://{}", served.main);
+    let (code, stderr) = top_fails(&["--admin-url", &main]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("is it a wscope admin listener?"),
+        "{stderr}"
+    );
+
     let url = format!("http://{}", served.admin);
     for (args, hint) in [
         (

@@ -101,7 +101,13 @@ pub async fn run(args: TopArgs) -> anyhow::Result<()> {
     let client = AdminClient::new(&args.admin_url, args.token()?)?;
     let stream_path = format!("/api/stats/stream?interval={}ms", args.interval.as_millis());
     // Before the terminal is touched, so that a failure is one plain line.
-    let stream = client.stream(&stream_path).await?;
+    let stream = client.stream(&stream_path).await.map_err(|e| match e {
+        AdminError::NotFound { .. } => anyhow::anyhow!(
+            "{} has no live stream (GET /api/stats/stream: 404): is it a wscope admin listener?",
+            client.url()
+        ),
+        e => e.into(),
+    })?;
     if !std::io::stdout().is_terminal() {
         anyhow::bail!("wscope top needs a terminal: its standard output is not one");
     }
