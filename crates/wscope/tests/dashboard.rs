@@ -216,7 +216,7 @@ async fn accept_confirmation(client: &Client) -> String {
     text
 }
 
-/// A WebSocket client on `/ws` with user agent `ua`, sending a message every `every` (so that
+/// A WebSocket client on `path` (`/ws`, with `?user=`/`?tag=` labels) with user agent `ua`, sending a message every `every` (so that
 /// the charts have traffic) until told to leave or closed by the server, whose close code it
 /// records.
 struct WsClient {
@@ -225,8 +225,8 @@ struct WsClient {
     closed: Arc<Mutex<Option<Option<u16>>>>,
 }
 
-async fn ws_client(served: &Served, ua: &str, every: Duration) -> WsClient {
-    let mut request = served.url("/ws").into_client_request().unwrap();
+async fn ws_client(served: &Served, path: &str, ua: &str, every: Duration) -> WsClient {
+    let mut request = served.url(path).into_client_request().unwrap();
     request
         .headers_mut()
         .insert("user-agent", ua.parse().unwrap());
@@ -351,12 +351,14 @@ async fn dashboard_follows_clients_filters_and_closes_them_in_headless_chromium(
     let mut alphas = Vec::new();
     for i in 0..3 {
         let every = Duration::from_millis(40 + 30 * i);
-        alphas.push(ws_client(&served, &format!("alpha-bot/{i}"), every).await);
+        let path = format!("/ws?user=ann-{i}&tag=alpha");
+        alphas.push(ws_client(&served, &path, &format!("alpha-bot/{i}"), every).await);
     }
     let mut betas = Vec::new();
     for i in 0..2 {
         let every = Duration::from_millis(150 + 100 * i);
-        betas.push(ws_client(&served, &format!("beta-bot/{i}"), every).await);
+        let path = format!("/ws?user=bob-{i}&tag=beta,canary");
+        betas.push(ws_client(&served, &path, &format!("beta-bot/{i}"), every).await);
     }
     wait_text(&client, "#open-count", "5").await;
     let mut leaver = alphas.pop().unwrap();
@@ -387,6 +389,18 @@ async fn dashboard_follows_clients_filters_and_closes_them_in_headless_chromium(
         "{filtered:?}"
     );
     wait_text(&client, "#page-info", "1–2 of 2").await;
+    // The labels the application attached (here from the demo route's query) are shown.
+    for row in client
+        .find_all(Locator::Css("#conn-rows tr"))
+        .await
+        .unwrap()
+    {
+        let text = row.text().await.unwrap();
+        assert!(
+            text.contains("bob-") && text.contains("beta · canary"),
+            "{text}"
+        );
+    }
 
     // The picture for the README: traffic flowing, the table filtered. For the README's copy,
     // let the charts gather some history first.
@@ -426,15 +440,16 @@ async fn dashboard_follows_clients_filters_and_closes_them_in_headless_chromium(
     })
     .await;
 
-    // Close matching, with the code and reason from the toolbar: only the alphas are closed.
-    fill(&client, "#filters input[name=ua]", "alpha-bot").await;
+    // Close matching, by tag, with the code and reason from the toolbar: only the alphas go.
+    fill(&client, "#filters input[name=ua]", "").await;
+    fill(&client, "#filters input[name=tag]", "alpha").await;
     click(&client, "#filter-apply").await;
     wait_text(&client, "#page-info", "1–2 of 2").await;
     fill(&client, "#close-code", "4001").await;
     fill(&client, "#close-reason", "maintenance").await;
     click(&client, "#close-matching").await;
     let question = accept_confirmation(&client).await;
-    assert_eq!(question, "Close the 2 connections matching ua=alpha-bot?");
+    assert_eq!(question, "Close the 2 connections matching tag=alpha?");
     wait_closed(
         "the alpha clients are closed",
         &alphas.iter().collect::<Vec<_>>(),
