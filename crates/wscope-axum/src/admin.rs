@@ -1,6 +1,7 @@
-//! The admin API (`GET /api/stats`, `POST /api/admin`, and the routes of `closed` and `stream`)
-//! and the health check (`GET /health`),
-//! answering with the wire types of [`wscope_core::wire`]. Every admin route is behind
+//! The admin API (`GET /api/stats`, `POST /api/admin`, and the routes of `closed`,
+//! `connections` and `stream`), the health check (`GET /health`) and the dashboard (`GET /`,
+//! [`crate::dashboard`]), answering with the wire types of [`wscope_core::wire`]. Every admin
+//! route is behind
 //! [`admin_guard`](crate::admin_guard) (token, `Host`, `Origin`, `Content-Type`; see
 //! [`AdminConfig`](crate::AdminConfig)).
 
@@ -22,10 +23,10 @@ use wscope_core::{CloseCode, IpNet, Registry, Snapshot};
 use crate::error::ApiError;
 
 /// `GET /api/stats`, `POST /api/admin`, `GET /api/closed`, `GET /api/connections` (and
-/// `/api/connections/{id}`), `GET /api/stats/stream` (live, SSE), `GET /health` and `GET /metrics`
-/// (Prometheus; its observer is registered on `registry` once, however often this is built) over
-/// `registry`,
-/// behind [`admin_guard`](crate::admin_guard). Serve it on a listener that only operators reach
+/// `/api/connections/{id}`), `GET /api/stats/stream` (live, SSE), `GET /health`, `GET /metrics`
+/// (Prometheus; its observer is registered on `registry` once, however often this is built) and the
+/// dashboard (`GET /` and its assets under `/dashboard/`) over `registry`, behind
+/// [`admin_guard`](crate::admin_guard). Serve it on a listener that only operators reach
 /// (wscope serve puts it on 127.0.0.1:9090); set a token and further allowed hosts with
 /// `.layer(AdminConfig::new().token(..).layer())` ([`AdminConfig`](crate::AdminConfig)).
 pub fn admin_router(registry: Registry) -> Router {
@@ -38,6 +39,8 @@ pub fn admin_router(registry: Registry) -> Router {
         .route("/api/stats/stream", get(crate::stream::stats_stream))
         .route("/health", get(health))
         .route("/metrics", crate::metrics::route(&registry))
+        .route("/", get(crate::dashboard::index))
+        .route("/dashboard/{digest}/{file}", get(crate::dashboard::asset))
         .with_state(registry)
         // Last, so that it covers every route above and the fallback.
         .layer(axum::middleware::from_fn(crate::admin_access::admin_guard))

@@ -58,8 +58,8 @@ impl AdminConfig {
         Self::default()
     }
 
-    /// Requires `Authorization: Bearer TOKEN` on every admin route but `/health`, compared in
-    /// constant time. An empty token matches nothing: every guarded request is refused.
+    /// Requires `Authorization: Bearer TOKEN` on every admin route but `/health` and the
+    /// dashboard's page and assets, compared in constant time. An empty token matches nothing: every guarded request is refused.
     pub fn token(mut self, token: impl AsRef<str>) -> Self {
         self.token = Some(Token::new(token.as_ref()));
         self
@@ -107,11 +107,13 @@ impl AdminConfig {
         let Some(host) = host.filter(|h| self.host_allowed(h, local)) else {
             return Err(Refused::Host);
         };
-        if self.cross_site(headers, &host) {
+        if self.cross_site(headers, &host) && !crate::dashboard::is_page_navigation(request) {
             return Err(Refused::CrossSite);
         }
         if let Some(token) = &self.token {
-            if request.uri().path() != "/health" && !token.verify(headers) {
+            let path = request.uri().path();
+            let public = path == "/health" || crate::dashboard::needs_no_token(path);
+            if !public && !token.verify(headers) {
                 return Err(Refused::Unauthorized);
             }
         }
@@ -163,9 +165,13 @@ impl AdminConfig {
 ///    away.
 /// 2. **Same site**: an `Origin` that is neither the listener's own origin nor on
 ///    [`AdminConfig::allowed_origins`], or `Sec-Fetch-Site: cross-site` — else 403. A browser
-///    sends these on a page's cross-site requests, which is what a CSRF attack is.
-/// 3. **Bearer token**, when one is set ([`AdminConfig::token`]), on every path but `/health` —
-///    else 401 with `WWW-Authenticate: Bearer`.
+///    sends these on a page's cross-site requests, which is what a CSRF attack is. One exception:
+///    opening the dashboard page (`GET /`) from a link on another site, a top-level navigation
+///    to a page that holds no data and changes nothing (its own API calls are same-origin).
+/// 3. **Bearer token**, when one is set ([`AdminConfig::token`]), on every path but `/health`
+///    and the dashboard's page and assets (`/`, `/dashboard/…`: the same for every server, no
+///    data in them, and the page must load to ask for the token) — else 401 with
+///    `WWW-Authenticate: Bearer`.
 /// 4. **`Content-Type: application/json`** on anything but `GET`/`HEAD`/`OPTIONS` — else 415. A
 ///    cross-site form can only send `text/plain`, form or multipart bodies, never JSON.
 ///

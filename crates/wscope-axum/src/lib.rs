@@ -81,6 +81,8 @@
 //!   stream (SSE); `ready`: `GET /ready` for load balancers; `metrics`: `GET /metrics`
 //!   (Prometheus text, [`metrics_text`]), its close observer and `metrics/process` (the
 //!   `process_*` families from `/proc/self`).
+//! - `dashboard`: the dashboard page at the admin listener's `/` and its assets (files under
+//!   `src/dashboard/`, embedded; uPlot vendored under `src/dashboard/vendor/`).
 //! - `admin_access`: [`AdminConfig`] and [`admin_guard`]: the token, `Host`, `Origin` and
 //!   `Content-Type` checks in front of every admin route.
 //! - `serve`: [`serve()`], HTTP/1.1 serving with a bound on request heads and a deadline for them
@@ -94,6 +96,7 @@ mod client;
 mod client_addr;
 mod closed;
 mod connections;
+mod dashboard;
 mod engine;
 mod error;
 mod handshake;

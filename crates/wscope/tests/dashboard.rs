@@ -1,0 +1,511 @@
+//! The dashboard in a real headless browser: Debian's `chromium`, driven over WebDriver by
+//! `chromedriver` (started here on a port of its choosing), against the real `wscope serve`
+//! with an admin token, and real WebSocket clients on its main listener.
+//!
+//! Without chromium and chromedriver the test says "skipped: …" on stderr and passes, so that
+//! `cargo test` works on a machine with only Rust; with `WSCOPE_REQUIRE_BROWSER=1` (as `.ci/run`
+//! sets) a missing browser fails it. The screenshot goes to `CARGO_TARGET_TMPDIR/dashboard.png`,
+//! or to `docs/img/dashboard.png` with `WSCOPE_UPDATE_SCREENSHOT=1` (for the README).
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use wscope_testkit::served::Served;
+
+const BIN: &str = env!("CARGO_BIN_EXE_wscope");
+const TOKEN: &str = "dashboard-test-token";
+/// The longest any one wait for the browser may take (a cold chromium on two busy cores is slow).
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The browser and its driver, found on `PATH` (or named by `CHROMIUM` / `CHROMEDRIVER`).
+struct Browser {
+    chromium: PathBuf,
+    chromedriver: PathBuf,
+}
+
+fn find_browser() -> Result<Browser, String> {
+    let find = |var: &str, names: &[&str]| -> Option<PathBuf> {
+        if let Some(path) = std::env::var_os(var) {
+            return Some(PathBuf::from(path)).filter(|p| p.is_file());
+        }
+        let paths = std::env::var_os("PATH")?;
+        std::env::split_paths(&paths)
+            .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
+            .find(|p| p.is_file())
+    };
+    let chromium = find("CHROMIUM", &["chromium", "chromium-browser"]);
+    let chromedriver = find("CHROMEDRIVER", &["chromedriver"]);
+    match (chromium, chromedriver) {
+        (Some(chromium), Some(chromedriver)) => Ok(Browser {
+            chromium,
+            chromedriver,
+        }),
+        (c, d) => Err(format!(
+            "{} not found (apt-get install chromium chromium-driver)",
+            [("chromium", c.is_none()), ("chromedriver", d.is_none())]
+                .iter()
+                .filter(|(_, missing)| *missing)
+                .map(|(name, _)| *name)
+                .collect::<Vec<_>>()
+                .join(" and ")
+        )),
+    }
+}
+
+/// A running chromedriver, killed when dropped.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Driver {
+    fn start(path: &Path) -> Self {
+        // Its own process group, so that the browsers it starts go with it even when the test
+        // fails before it could end its session.
+        let mut child = Command::new(path)
+            .process_group(0)
+            .arg("--port=0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // "ChromeDriver was started successfully on port 40045."
+        let port = loop {
+            let line = rx
+                .recv_timeout(WAIT)
+                .expect("chromedriver did not say which port it listens on");
+            if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                break rest.trim_end_matches('.').trim().parse().unwrap();
+            }
+        };
+        Self { child, port }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn open_browser(browser: &Browser, driver: &Driver, profile: &Path) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": browser.chromium,
+            "args": [
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--window-size=1440,1000",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    tokio::time::timeout(
+        WAIT,
+        ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", driver.port)),
+    )
+    .await
+    .expect("chromium did not start in time")
+    .unwrap()
+}
+
+/// Polls `check` every 100 ms until it gives a value; panics naming `what` after [`WAIT`].
+async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn text(client: &Client, css: &str) -> Option<String> {
+    let element = client.find(Locator::Css(css)).await.ok()?;
+    element.text().await.ok()
+}
+
+/// Waits until the element at `css` reads `expected`; on timeout, says what it read last and
+/// what the page's notice and live indicator said.
+async fn wait_text(client: &Client, css: &str, expected: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let seen = text(client, css).await;
+        if seen.as_deref() == Some(expected) {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "timed out waiting until {css} reads {expected:?}: it reads {seen:?}; \
+                 #live: {:?}; #notice: {:?}",
+                text(client, "#live").await,
+                text(client, "#notice").await,
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The connection table's rows, as the user-agent cell of each.
+async fn table_user_agents(client: &Client) -> Option<Vec<String>> {
+    let rows = client
+        .find_all(Locator::Css("#conn-rows tr td.ua"))
+        .await
+        .ok()?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row.text().await.ok()?);
+    }
+    Some(out)
+}
+
+async fn click(client: &Client, css: &str) -> Element {
+    let element = client.find(Locator::Css(css)).await.unwrap();
+    element.click().await.unwrap();
+    element
+}
+
+/// Waits for the page's `confirm()` and accepts it, returning its text.
+async fn accept_confirmation(client: &Client) -> String {
+    let text = wait_for("a confirmation opens", || async {
+        client.get_alert_text().await.ok()
+    })
+    .await;
+    client.accept_alert().await.unwrap();
+    text
+}
+
+/// A WebSocket client on `path` (`/ws`, with `?user=`/`?tag=` labels) with user agent `ua`, sending a message every `every` (so that
+/// the charts have traffic) until told to leave or closed by the server, whose close code it
+/// records.
+struct WsClient {
+    leave: Option<oneshot::Sender<()>>,
+    /// `None` while open; `Some(code)` once closed by the server (`Some(None)`: no close frame).
+    closed: Arc<Mutex<Option<Option<u16>>>>,
+}
+
+async fn ws_client(served: &Served, path: &str, ua: &str, every: Duration) -> WsClient {
+    let mut request = served.url(path).into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("user-agent", ua.parse().unwrap());
+    let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+        .await
+        .unwrap()
+        .unwrap();
+    let (leave_tx, mut leave_rx) = oneshot::channel::<()>();
+    let closed = Arc::new(Mutex::new(None));
+    let record = closed.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        let code = loop {
+            tokio::select! {
+                _ = &mut leave_rx => {
+                    let _ = ws.close(None).await;
+                    // Read until the server's close answer, so that the server sees a clean close.
+                    while let Some(Ok(msg)) = ws.next().await {
+                        if msg.is_close() { break; }
+                    }
+                    return;
+                }
+                _ = tick.tick() => {
+                    if ws.send(Message::text("hello from the dashboard test")).await.is_err() {
+                        break None;
+                    }
+                }
+                msg = ws.next() => match msg {
+                    Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => break None,
+                },
+            }
+        };
+        *record.lock().unwrap() = Some(code);
+    });
+    WsClient {
+        leave: Some(leave_tx),
+        closed,
+    }
+}
+
+impl WsClient {
+    fn leave(&mut self) {
+        let _ = self.leave.take().unwrap().send(());
+    }
+
+    /// The close code the server sent, once it closed this client.
+    fn closed_with(&self) -> Option<Option<u16>> {
+        *self.closed.lock().unwrap()
+    }
+}
+
+/// Waits until exactly `n` of `clients` were closed by the server with `code`, and the others
+/// not at all.
+async fn wait_closed(what: &str, clients: &[&WsClient], n: usize, code: u16) {
+    wait_for(what, || async {
+        let closes: Vec<_> = clients.iter().filter_map(|c| c.closed_with()).collect();
+        assert!(
+            closes.iter().all(|c| *c == Some(code)),
+            "{what}: closed with {closes:?}"
+        );
+        (closes.len() == n).then_some(())
+    })
+    .await;
+}
+
+/// Replaces the text of the input at `css`.
+async fn fill(client: &Client, css: &str, text: &str) {
+    let input = client.find(Locator::Css(css)).await.unwrap();
+    input.clear().await.unwrap();
+    input.send_keys(text).await.unwrap();
+}
+
+fn screenshot_path() -> PathBuf {
+    if std::env::var_os("WSCOPE_UPDATE_SCREENSHOT").is_some_and(|v| v == "1") {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/img/dashboard.png")
+    } else {
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_follows_clients_filters_and_closes_them_in_headless_chromium() {
+    let browser = match find_browser() {
+        Ok(browser) => browser,
+        Err(why) => {
+            assert!(
+                std::env::var_os("WSCOPE_REQUIRE_BROWSER").is_none_or(|v| v != "1"),
+                "WSCOPE_REQUIRE_BROWSER=1 but {why}"
+            );
+            // Straight to stderr: the test harness captures `eprintln!` of passing tests.
+            let _ = writeln!(std::io::stderr(), "skipped: dashboard browser test: {why}");
+            return;
+        }
+    };
+    let served = Served::start(BIN, &["--admin-token", TOKEN, "--ping-interval", "1s"]);
+    let driver = Driver::start(&browser.chromedriver);
+    let profile = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("dashboard-chromium-profile-{}", std::process::id()));
+    let client = open_browser(&browser, &driver, &profile).await;
+
+    client
+        .goto(&format!("http://{}/", served.admin))
+        .await
+        .unwrap();
+
+    // The page loads without the token; its first API call gets 401 and it asks for the token.
+    let input = wait_for("the token dialog opens", || async {
+        client
+            .find(Locator::Css("#token-dialog[open] #token-input"))
+            .await
+            .ok()
+    })
+    .await;
+    input.send_keys(TOKEN).await.unwrap();
+    click(&client, "#token-submit").await;
+    wait_text(&client, "#live", "live").await;
+    wait_text(&client, "#open-count", "0").await;
+
+    // The open-connection count follows clients connecting and leaving.
+    let mut alphas = Vec::new();
+    for i in 0..3 {
+        let every = Duration::from_millis(40 + 30 * i);
+        let path = format!("/ws?user=ann-{i}&tag=alpha");
+        alphas.push(ws_client(&served, &path, &format!("alpha-bot/{i}"), every).await);
+    }
+    let mut betas = Vec::new();
+    for i in 0..2 {
+        let every = Duration::from_millis(150 + 100 * i);
+        let path = format!("/ws?user=bob-{i}&tag=beta,canary");
+        betas.push(ws_client(&served, &path, &format!("beta-bot/{i}"), every).await);
+    }
+    wait_text(&client, "#open-count", "5").await;
+    let mut leaver = alphas.pop().unwrap();
+    leaver.leave();
+    wait_text(&client, "#open-count", "4").await;
+
+    // The table, filtered by user agent on the server.
+    let all = wait_for("the table shows the 4 open connections", || async {
+        table_user_agents(&client)
+            .await
+            .filter(|rows| rows.len() == 4)
+    })
+    .await;
+    assert_eq!(
+        all.iter().filter(|ua| ua.starts_with("alpha-bot/")).count(),
+        2
+    );
+    fill(&client, "#filters input[name=ua]", "beta-bot").await;
+    click(&client, "#filter-apply").await;
+    let filtered = wait_for("the table shows only the beta clients", || async {
+        table_user_agents(&client)
+            .await
+            .filter(|rows| rows.len() == 2)
+    })
+    .await;
+    assert!(
+        filtered.iter().all(|ua| ua.starts_with("beta-bot/")),
+        "{filtered:?}"
+    );
+    wait_text(&client, "#page-info", "1–2 of 2").await;
+    // The labels the application attached (here from the demo route's query) are shown.
+    for row in client
+        .find_all(Locator::Css("#conn-rows tr"))
+        .await
+        .unwrap()
+    {
+        let text = row.text().await.unwrap();
+        assert!(
+            text.contains("bob-") && text.contains("beta · canary"),
+            "{text}"
+        );
+    }
+
+    // The picture for the README: traffic flowing, the table filtered. For the README's copy,
+    // let the charts gather some history first.
+    let path = screenshot_path();
+    if path.starts_with(env!("CARGO_MANIFEST_DIR")) {
+        wait_for("the dashboard has 30 s of history", || async {
+            let up = text(&client, "#uptime").await?;
+            let secs: f64 = up.strip_prefix("up ")?.strip_suffix(" s")?.parse().ok()?;
+            (secs >= 30.0).then_some(())
+        })
+        .await;
+    }
+    let png = client.screenshot().await.unwrap();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, png).unwrap();
+    let _ = writeln!(
+        std::io::stderr(),
+        "dashboard screenshot: {}",
+        path.display()
+    );
+
+    // Close one, from its row, confirmed.
+    click(&client, "#conn-rows tr:first-child button.close-one").await;
+    let question = accept_confirmation(&client).await;
+    assert!(question.starts_with("Close connection "), "{question}");
+    wait_closed(
+        "one beta client is closed",
+        &betas.iter().collect::<Vec<_>>(),
+        1,
+        1000,
+    )
+    .await;
+    wait_for("the table shows the other beta client", || async {
+        table_user_agents(&client)
+            .await
+            .filter(|rows| rows.len() == 1)
+    })
+    .await;
+
+    // Close matching, by tag, with the code and reason from the toolbar: only the alphas go.
+    fill(&client, "#filters input[name=ua]", "").await;
+    fill(&client, "#filters input[name=tag]", "alpha").await;
+    click(&client, "#filter-apply").await;
+    wait_text(&client, "#page-info", "1–2 of 2").await;
+    fill(&client, "#close-code", "4001").await;
+    fill(&client, "#close-reason", "maintenance").await;
+    click(&client, "#close-matching").await;
+    let question = accept_confirmation(&client).await;
+    assert_eq!(question, "Close the 2 connections matching tag=alpha?");
+    wait_closed(
+        "the alpha clients are closed",
+        &alphas.iter().collect::<Vec<_>>(),
+        2,
+        4001,
+    )
+    .await;
+    wait_text(&client, "#open-count", "1").await;
+
+    // Close all, confirmed: the last client receives the close frame.
+    click(&client, "#filter-reset").await;
+    fill(&client, "#close-code", "1000").await;
+    fill(&client, "#close-reason", "").await;
+    click(&client, "#close-all").await;
+    let question = accept_confirmation(&client).await;
+    assert_eq!(question, "Close all connections (1 now)?");
+    wait_closed(
+        "both beta clients are closed",
+        &betas.iter().collect::<Vec<_>>(),
+        2,
+        1000,
+    )
+    .await;
+    wait_text(&client, "#open-count", "0").await;
+    wait_for(
+        "the recently closed list shows the admin's closes",
+        || async {
+            let rows = client
+                .find_all(Locator::Css("#closed-rows tr"))
+                .await
+                .ok()?;
+            let mut texts = Vec::new();
+            for row in rows {
+                texts.push(row.text().await.ok()?);
+            }
+            let by_admin = texts.iter().filter(|t| t.contains("admin")).count();
+            let maintenance = texts
+                .iter()
+                .filter(|t| t.contains("4001 maintenance"))
+                .count();
+            (by_admin == 4 && maintenance == 2).then_some(())
+        },
+    )
+    .await;
+
+    // The strict Content-Security-Policy blocked nothing the page needs.
+    let violations = client
+        .find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .attr("data-csp-violations")
+        .await
+        .unwrap();
+    assert_eq!(violations, None, "the page broke its own policy");
+
+    client.close().await.unwrap();
+    drop(driver);
+    let _ = std::fs::remove_dir_all(&profile);
+}
