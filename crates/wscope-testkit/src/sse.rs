@@ -97,11 +97,7 @@ pub async fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Sse
 impl SseStream {
     /// The first header named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
+        crate::http::find_header(&self.headers, name)
     }
 
     /// The whole body of a response that is not a stream (an error answer, sent with a
