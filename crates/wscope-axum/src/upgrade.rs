@@ -186,6 +186,20 @@ impl WebSocketUpgrade {
         }
     }
 
+    /// Attaches a user id to the connection from its registration on (shown as `user`,
+    /// filterable and closable by in the admin API). Cheaper than `socket.set_user` in the
+    /// handler when the id is known before the upgrade: the handler then captures nothing for it.
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.meta = self.meta.user(user);
+        self
+    }
+
+    /// Adds a tag to the connection from its registration on (see [`user`](Self::user)).
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.meta = self.meta.tag(tag);
+        self
+    }
+
     /// The WebSocket engine for this socket.
     pub fn engine(mut self, engine: Engine) -> Self {
         self.tracking.socket.engine = engine;

@@ -48,6 +48,10 @@ pub struct ConnectionMeta {
     pub path: String,
     /// The `Origin` header, if the client sent one (browsers do).
     pub origin: Option<String>,
+    /// A user id to attach from the start (as `set_user` would, before the handler runs).
+    pub user: Option<String>,
+    /// Tags to attach from the start (as `tag` would).
+    pub tags: Vec<String>,
 }
 
 impl ConnectionMeta {
@@ -74,6 +78,20 @@ impl ConnectionMeta {
     /// Sets the origin.
     pub fn origin(mut self, origin: impl Into<Option<String>>) -> Self {
         self.origin = origin.into();
+        self
+    }
+
+    /// Attaches a user id at registration. Labels known before the upgrade are best given here:
+    /// the connection's task then keeps nothing for them (what a handler captures lives, inline,
+    /// as long as the connection).
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// Adds a tag at registration (see [`user`](Self::user)).
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tags.push(tag.into());
         self
     }
 }

@@ -479,6 +479,12 @@ impl Registry {
             Outbox::new(shared.config.queue_capacity, shared.config.max_queued_bytes),
             shared.root.child_token(),
         ));
+        if let Some(user) = meta.user.as_deref() {
+            entry.set_user(Some(user));
+        }
+        for tag in &meta.tags {
+            entry.tag(tag);
+        }
         // In the order index first: a page walk that finds a number not yet in the map skips
         // it, while one missing from the index would be skipped by every page.
         shared.order.insert(seq);

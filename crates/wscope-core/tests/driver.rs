@@ -405,3 +405,18 @@ async fn traffic_totals_add_open_and_closed_connections_and_never_go_down() {
     assert_eq!((after.messages_in, after.bytes_in), (7, 63));
     assert_eq!((after.messages_out, after.bytes_out), (7, 63));
 }
+
+#[tokio::test]
+async fn labels_given_at_registration_are_there_before_the_handler_runs() {
+    let reg = registry();
+    let meta = ConnectionMeta::new("/ws")
+        .user("ann")
+        .tag("red")
+        .tag("blue");
+    let accepted = reg.accept(meta).unwrap();
+    let c = &reg.snapshot().connections[0];
+    assert_eq!(c.user.as_deref(), Some("ann"));
+    let tags: Vec<&str> = c.tags.iter().map(|t| t.as_ref()).collect();
+    assert_eq!(tags, ["red", "blue"]);
+    drop(accepted);
+}
