@@ -73,6 +73,7 @@ mod aggregates;
 mod background;
 mod budget;
 mod clock;
+pub mod cluster;
 mod close;
 mod connection;
 mod driver;
