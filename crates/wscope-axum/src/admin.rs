@@ -5,7 +5,6 @@
 //! [`admin_guard`](crate::admin_guard) (token, `Host`, `Origin`, `Content-Type`; see
 //! [`AdminConfig`](crate::AdminConfig)).
 
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -14,11 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use wscope_core::wire::{
-    AdminRequest, BanAnswer, BansAnswer, CleanupAnswer, CloseAllAnswer, CloseAnswer,
-    CloseMatchingAnswer, Health, KickAnswer, PublicHealth, UnbanAnswer,
-};
-use wscope_core::{CloseCode, IpNet, Registry, Snapshot};
+use wscope_core::wire::{AdminRequest, Health, PublicHealth};
+use wscope_core::{AdminAnswer, Registry, Snapshot};
 
 use crate::error::ApiError;
 
@@ -130,125 +126,31 @@ pub async fn public_health(State(registry): State<Registry>) -> Response {
 }
 
 /// `POST /api/admin`: an [`AdminRequest`] (`{"action": "get_stats" | "close_all" | "close" | "close_matching" |
-/// "cleanup" | "ban" | "unban" | "list_bans" | "kick", ...}`).
+/// "cleanup" | "ban" | "unban" | "list_bans" | "kick" | "broadcast", ...}`), carried out by
+/// [`Registry::apply`].
 ///
 /// - `get_stats` → the [`Snapshot`];
-/// - `close_all` with optional `code` (default 1000) and `reason` → [`CloseAllAnswer`];
-/// - `close` with `id` and optional `code`/`reason` → [`CloseAnswer`], 404 if no such id;
+/// - `close_all` with optional `code` (default 1000) and `reason` → [`CloseAllAnswer`](wscope_core::wire::CloseAllAnswer);
+/// - `close` with `id` and optional `code`/`reason` → [`CloseAnswer`](wscope_core::wire::CloseAnswer), 404 if no such id;
 /// - `close_matching` with `filter` (an object with at least one of `state`, `min_idle`, `ip`,
 ///   `ua`, `path`, `tag`, `user`) and optional `code` (default 1000)/`reason` →
-///   [`CloseMatchingAnswer`];
-/// - `cleanup` → [`CleanupAnswer`];
+///   [`CloseMatchingAnswer`](wscope_core::wire::CloseMatchingAnswer);
+/// - `cleanup` → [`CleanupAnswer`](wscope_core::wire::CleanupAnswer);
 /// - `ban` with `target` (IP or CIDR), `duration` (required) and optional `reason` →
-///   [`BanAnswer`]; `unban` with `target` → [`UnbanAnswer`]; `list_bans` → [`BansAnswer`];
+///   [`BanAnswer`](wscope_core::wire::BanAnswer); `unban` with `target` → [`UnbanAnswer`](wscope_core::wire::UnbanAnswer); `list_bans` → [`BansAnswer`](wscope_core::wire::BansAnswer);
 /// - `kick` with `target` and optional `code` (default 1008) and `reason` (default "kicked") →
-///   [`KickAnswer`].
+///   [`KickAnswer`](wscope_core::wire::KickAnswer);
+/// - `broadcast` with `text` or `binary` (base64) and optional `path` →
+///   [`BroadcastAnswer`](wscope_core::wire::BroadcastAnswer).
 ///
 /// A malformed body, an unknown action (the answer lists the valid ones) or a bad field is a 400
 /// naming the problem.
 pub async fn admin(State(registry): State<Registry>, body: Bytes) -> Result<Response, ApiError> {
     let request =
         AdminRequest::from_json(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let bad_reason = |e: wscope_core::ReasonTooLong| ApiError::bad_request(e.to_string());
-    let answer = match request {
-        AdminRequest::GetStats {} => return Ok(snapshot_response(&registry.snapshot())),
-        AdminRequest::CloseAll { code, reason } => {
-            let code = code.unwrap_or(CloseCode::NORMAL);
-            let closed = registry
-                .close_all(code, reason.as_deref().unwrap_or_default())
-                .map_err(bad_reason)?;
-            Json(CloseAllAnswer {
-                success: true,
-                closed,
-            })
-            .into_response()
-        }
-        AdminRequest::Close { id, code, reason } => {
-            if registry.connection(&id).is_none() {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    format!("no connection with id {id:?}"),
-                ));
-            }
-            let code = code.unwrap_or(CloseCode::NORMAL);
-            let success = registry
-                .close(&id, code, reason.as_deref().unwrap_or_default())
-                .map_err(bad_reason)?;
-            Json(CloseAnswer { success }).into_response()
-        }
-        AdminRequest::CloseMatching {
-            filter,
-            code,
-            reason,
-        } => {
-            let code = code.unwrap_or(CloseCode::NORMAL);
-            let closed = registry
-                .close_matching(&filter, code, reason.as_deref().unwrap_or_default())
-                .map_err(bad_reason)?;
-            Json(CloseMatchingAnswer {
-                success: true,
-                closed,
-            })
-            .into_response()
-        }
-        AdminRequest::Cleanup {} => Json(CleanupAnswer {
-            cleaned: registry.cleanup_stale(),
-        })
-        .into_response(),
-        AdminRequest::Ban {
-            target,
-            duration,
-            reason,
-        } => ban(&registry, target, duration, reason.as_deref())?,
-        AdminRequest::Unban { target } => Json(UnbanAnswer {
-            success: true,
-            removed: registry.unban(target),
-        })
-        .into_response(),
-        AdminRequest::ListBans {} => Json(BansAnswer {
-            bans: registry.bans(),
-        })
-        .into_response(),
-        AdminRequest::Kick {
-            target,
-            code,
-            reason,
-        } => {
-            let code = code.unwrap_or(CloseCode::POLICY);
-            let closed = registry
-                .kick(target, code, reason.as_deref().unwrap_or("kicked"))
-                .map_err(bad_reason)?;
-            Json(KickAnswer {
-                success: true,
-                closed,
-            })
-            .into_response()
-        }
-        other => {
-            return Err(ApiError::bad_request(format!(
-                "action {:?} is not served here",
-                other.action()
-            )))
-        }
-    };
-    Ok(answer)
-}
-
-/// `ban`: a zero duration or a reason too long for a close frame is a 400.
-fn ban(
-    registry: &Registry,
-    target: IpNet,
-    duration: Duration,
-    reason: Option<&str>,
-) -> Result<Response, ApiError> {
-    let outcome = registry
-        .ban(target, duration, reason.unwrap_or_default())
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(Json(BanAnswer {
-        success: true,
-        closed: outcome.closed,
-        replaced: outcome.replaced,
-        ban: outcome.ban,
-    })
-    .into_response())
+    match registry.apply(request) {
+        Ok(AdminAnswer::Stats(snapshot)) => Ok(snapshot_response(&snapshot)),
+        Ok(answer) => Ok(Json(answer).into_response()),
+        Err(failure) => Err(ApiError::from(failure)),
+    }
 }

@@ -33,6 +33,14 @@ impl ApiError {
     }
 }
 
+impl From<wscope_core::AdminFailure> for ApiError {
+    fn from(failure: wscope_core::AdminFailure) -> Self {
+        let status =
+            StatusCode::from_u16(failure.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self::new(status, failure.message)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {

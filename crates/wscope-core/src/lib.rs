@@ -68,6 +68,7 @@
 //! held across `.await`. Lock order, where two are held: a map shard, then a connection's outbox
 //! or its labels (user id and tags). The ordered index's shard locks are held alone.
 
+mod admin;
 mod admission;
 mod aggregates;
 mod background;
@@ -99,6 +100,7 @@ pub mod transport;
 pub mod units;
 pub mod wire;
 
+pub use admin::{AdminAnswer, AdminFailure, AdminFailureKind};
 pub use admission::{
     Ban, BanError, BanOutcome, ConnectionMeta, InvalidOriginPattern, InvalidRate, OriginPattern,
     Permit, RateLimit, Refusal, RefusalKind,

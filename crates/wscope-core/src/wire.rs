@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::admission::Ban;
 use crate::close::CloseCode;
+use crate::message::Message;
 use crate::query::{ConnectionFilter, Cursor};
 use crate::snapshot::{
     ClosedBy, ClosedConnection, ConnectionInfo, RefusalCounts, Snapshot, StateCounts,
@@ -189,6 +190,46 @@ pub enum AdminRequest {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// Queue a message to every open connection (or those of one `path`) without waiting: a
+    /// member whose queue is full is closed as a slow consumer (answered with a
+    /// [`BroadcastAnswer`]). The message is `text` or `binary` (base64), exactly one of them.
+    Broadcast {
+        /// Only the connections on this path (default: every path).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+        /// The message.
+        #[serde(flatten)]
+        payload: BroadcastPayload,
+    },
+}
+
+/// The message of a `broadcast` action: `{"text": "..."}` or `{"binary": "<base64>"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BroadcastPayload {
+    /// A text message.
+    Text(String),
+    /// A binary message, base64 (standard alphabet, padded) on the wire.
+    Binary(#[serde(with = "base64_text")] Vec<u8>),
+}
+
+impl BroadcastPayload {
+    /// The message to send.
+    pub fn into_message(self) -> Message {
+        match self {
+            Self::Text(text) => Message::text(text),
+            Self::Binary(bytes) => Message::binary(bytes),
+        }
+    }
+
+    /// The payload of `msg` (text or binary; control frames have none).
+    pub fn from_message(msg: &Message) -> Option<Self> {
+        match msg {
+            Message::Text(t) => Some(Self::Text(t.as_str().to_owned())),
+            Message::Binary(b) => Some(Self::Binary(b.to_vec())),
+            _ => None,
+        }
+    }
 }
 
 /// A `POST /api/admin` body that cannot be acted on.
@@ -218,7 +259,7 @@ pub enum AdminRequestError {
 
 impl AdminRequest {
     /// Every action's name, as written in `action`.
-    pub const ACTIONS: [&'static str; 9] = [
+    pub const ACTIONS: [&'static str; 10] = [
         "get_stats",
         "close_all",
         "close",
@@ -228,12 +269,13 @@ impl AdminRequest {
         "unban",
         "list_bans",
         "kick",
+        "broadcast",
     ];
 
     /// Every field any action takes. A field of another action is ignored (so one form can send
     /// every field); a field no action takes is an error.
-    pub const FIELDS: [&'static str; 7] = [
-        "action", "code", "reason", "id", "target", "duration", "filter",
+    pub const FIELDS: [&'static str; 10] = [
+        "action", "code", "reason", "id", "target", "duration", "filter", "path", "text", "binary",
     ];
 
     /// This request's action name.
@@ -248,6 +290,7 @@ impl AdminRequest {
             Self::Unban { .. } => "unban",
             Self::ListBans {} => "list_bans",
             Self::Kick { .. } => "kick",
+            Self::Broadcast { .. } => "broadcast",
         }
     }
 
@@ -268,6 +311,16 @@ impl AdminRequest {
         };
         if !Self::ACTIONS.contains(&action.as_str()) {
             return Err(AdminRequestError::UnknownAction(action));
+        }
+        if action == "broadcast" {
+            let has = |k: &str| value.get(k).is_some();
+            if has("text") == has("binary") {
+                return Err(AdminRequestError::BadFields {
+                    action,
+                    message: "give the message as exactly one of `text` or `binary` (base64)"
+                        .into(),
+                });
+            }
         }
         if let Some(unknown) = value
             .as_object()
@@ -431,7 +484,35 @@ pub struct KickAnswer {
     pub closed: u64,
 }
 
+/// The answer to `broadcast`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BroadcastAnswer {
+    /// Always true (a broadcast to nobody still succeeds).
+    pub success: bool,
+    /// Connections the message was queued to.
+    pub sent: u64,
+    /// Connections whose queue was full: closed as slow consumers (1008).
+    pub slow: u64,
+}
+
 /// A target as text: an IP address or a CIDR network (written as a network).
+mod base64_text {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        STANDARD
+            .decode(text.as_bytes())
+            .map_err(|e| serde::de::Error::custom(format!("binary: not base64 ({e})")))
+    }
+}
+
 mod net_text {
     use std::fmt;
 
