@@ -5,7 +5,6 @@
 //! [`admin_guard`](crate::admin_guard) (token, `Host`, `Origin`, `Content-Type`; see
 //! [`AdminConfig`](crate::AdminConfig)).
 
-
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue, StatusCode};

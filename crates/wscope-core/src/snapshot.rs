@@ -32,6 +32,14 @@ pub struct StateCounts {
 }
 
 impl StateCounts {
+    /// Adds `other`'s counts to these (cluster sums).
+    pub(crate) fn add(&mut self, other: &Self) {
+        self.connecting += other.connecting;
+        self.open += other.open;
+        self.closing += other.closing;
+        self.closed += other.closed;
+    }
+
     /// The count for `state`.
     pub fn get(&self, state: ConnectionState) -> u64 {
         match state {
@@ -69,6 +77,19 @@ pub struct ClosedBy {
 }
 
 impl ClosedBy {
+    /// Adds `other`'s counts to these (cluster sums).
+    pub(crate) fn add(&mut self, other: &Self) {
+        self.client += other.client;
+        self.server += other.server;
+        self.admin += other.admin;
+        self.shutdown += other.shutdown;
+        self.error += other.error;
+        self.panic += other.panic;
+        self.deadline += other.deadline;
+        self.limit += other.limit;
+        self.timeout += other.timeout;
+    }
+
     pub(crate) fn from_counts(counts: [u64; Initiator::ALL.len()]) -> Self {
         let [client, server, admin, shutdown, error, panic, deadline, limit, timeout] = counts;
         Self {
@@ -91,6 +112,13 @@ impl ClosedBy {
 pub struct RefusalCounts([u64; RefusalKind::ALL.len()]);
 
 impl RefusalCounts {
+    /// Adds `other`'s counts to these (cluster sums).
+    pub(crate) fn add(&mut self, other: &Self) {
+        for (mine, theirs) in self.0.iter_mut().zip(other.0) {
+            *mine += theirs;
+        }
+    }
+
     pub(crate) fn from_counts(counts: [u64; RefusalKind::ALL.len()]) -> Self {
         Self(counts)
     }

@@ -35,6 +35,18 @@ pub struct Traffic {
     pub queued_bytes: u64,
 }
 
+impl Traffic {
+    /// Adds `other`'s figures to these (cluster sums).
+    pub(crate) fn add(&mut self, other: &Self) {
+        self.messages_in += other.messages_in;
+        self.messages_out += other.messages_out;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.queued_messages += other.queued_messages;
+        self.queued_bytes += other.queued_bytes;
+    }
+}
+
 /// Keeps successive readings monotonic: a connection that leaves during a walk is, for a moment,
 /// in neither the walk nor the closed sums (the sums are read first), and a counter that went
 /// down would look like a restart to Prometheus. Readings never go below the last one.

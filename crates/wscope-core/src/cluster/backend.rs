@@ -40,8 +40,13 @@ pub trait ClusterBackend: Send + Sync + 'static {
     /// Takes the lease on `key` for `holder`, or renews it if `holder` has it, storing `value`
     /// with it for `ttl`. If another holder has it the answer is [`Lease::HeldByOther`] with that
     /// holder's value, and nothing changes.
-    fn lease(&self, key: &str, holder: &str, value: Bytes, ttl: Duration)
-        -> BackendFuture<'_, Lease>;
+    fn lease(
+        &self,
+        key: &str,
+        holder: &str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> BackendFuture<'_, Lease>;
 
     /// Gives the lease on `key` up if `holder` has it.
     fn release(&self, key: &str, holder: &str) -> BackendFuture<'_, ()>;

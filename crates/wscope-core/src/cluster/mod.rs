@@ -1,19 +1,59 @@
 //! Cluster mode: many instances' registries seen and steered as one.
 //!
 //! A node ([`Cluster`]) joins its registry to a cluster through a [`ClusterBackend`] — Redis in
-//! `wscope-redis`, or the in-process [`MemoryHub`] here — and from then on announces itself,
-//! keeps a view of the other members, answers their surveys and routed actions, and relays
-//! cluster-wide broadcasts.
+//! `wscope-redis`, or the in-process [`MemoryHub`] here — and from then on announces itself every
+//! heartbeat (holding a lease on its instance id, so a second process with the same id is
+//! refused), keeps a view of the other members (live, late, gone), answers their surveys and
+//! routed actions, and relays cluster-wide broadcasts in order. Local service never waits on the
+//! engine: when it is unreachable the node serves locally, says so ([`ClusterState`]) and rejoins
+//! with backoff.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use std::sync::Arc;
+//! use wscope_core::cluster::{Cluster, ClusterConfig, MemoryHub};
+//! use wscope_core::{Registry, RegistryConfig};
+//!
+//! let hub = MemoryHub::new();
+//! let a = Registry::with_config(RegistryConfig::default().instance_id("a"));
+//! let b = Registry::with_config(RegistryConfig::default().instance_id("b"));
+//! Cluster::join(&a, Arc::new(hub.backend()), ClusterConfig::new("demo")).await.unwrap();
+//! Cluster::join(&b, Arc::new(hub.backend()), ClusterConfig::new("demo")).await.unwrap();
+//! let stats = a.cluster().unwrap().stats().await.unwrap();
+//! assert_eq!(stats.instances_counted, 2);
+//! # }
+//! ```
 //!
 //! # Layout
 //! - `backend`: the [`ClusterBackend`] trait (publish, subscribe, lease, link state).
 //! - `memory`: [`MemoryHub`] and [`MemoryBackend`], the in-process engine.
+//! - `config`: [`ClusterConfig`]; keys and channels are named here.
+//! - `protocol`: the messages between nodes (JSON envelopes).
+//! - `view`: the members and their status ([`Member`], [`MemberStatus`]).
+//! - `node`: [`Cluster`], its state, counters and cluster-wide broadcast.
+//! - `tasks`: the publisher and the membership task (join, heartbeat, backoff, receive).
+//! - `survey`: questions to every member with a deadline — [`ClusterStats`], [`ClusterPage`],
+//!   [`ClusterAdminAnswer`].
 
 mod backend;
+mod config;
 mod memory;
+mod node;
+mod protocol;
+mod survey;
+mod tasks;
+mod view;
 
 pub use backend::{
     BackendError, BackendErrorKind, BackendFuture, ClusterBackend, Delivery, Lease, Link,
     DELIVERY_BUFFER,
 };
+pub use config::ClusterConfig;
 pub use memory::{MemoryBackend, MemoryHub};
+pub use node::{Cluster, ClusterBroadcast, ClusterCounters, ClusterError, ClusterState};
+pub use protocol::{Announce, PROTOCOL_VERSION};
+pub use survey::{
+    ClusterAdminAnswer, ClusterPage, ClusterStats, InstanceAnswer, InstanceCount, InstanceStats,
+    MAX_CLUSTER_DEPTH,
+};
+pub use view::{Member, MemberStatus};

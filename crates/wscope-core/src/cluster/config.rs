@@ -1,0 +1,121 @@
+//! A node's settings.
+
+use std::time::Duration;
+
+/// How a node takes part in its cluster.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClusterConfig {
+    /// The cluster's name: keys and channels are namespaced by it, so several clusters share one
+    /// engine.
+    pub name: String,
+    /// Put before every key and channel (default `wscope:`).
+    pub prefix: String,
+    /// How often the node announces itself (default 1 s).
+    pub heartbeat: Duration,
+    /// How long a silent member stays in the view before it is reported gone (default 3 ×
+    /// `heartbeat`); also the lease on the instance id.
+    pub ttl: Option<Duration>,
+    /// How long a survey waits for members' answers (default 1 s); those that miss it are named.
+    pub survey_timeout: Duration,
+    /// How long a gone member stays listed as gone (default 10 min).
+    pub forget_after: Duration,
+    /// The main listener's address, announced to the others.
+    pub main_addr: Option<String>,
+    /// The admin listener's address, announced to the others.
+    pub admin_addr: Option<String>,
+    /// The software version announced (default this crate's).
+    pub version: String,
+    /// Messages waiting to be published (broadcasts, replies, announcements) before new
+    /// broadcasts are refused and counted undelivered (default 65,536).
+    pub publish_queue: usize,
+}
+
+impl ClusterConfig {
+    /// The default settings for the cluster `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            prefix: "wscope:".into(),
+            heartbeat: Duration::from_secs(1),
+            ttl: None,
+            survey_timeout: Duration::from_secs(1),
+            forget_after: Duration::from_secs(600),
+            main_addr: None,
+            admin_addr: None,
+            version: env!("CARGO_PKG_VERSION").into(),
+            publish_queue: 65_536,
+        }
+    }
+
+    /// Sets [`ClusterConfig::prefix`].
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets [`ClusterConfig::heartbeat`].
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every;
+        self
+    }
+
+    /// Sets [`ClusterConfig::ttl`].
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Sets [`ClusterConfig::survey_timeout`].
+    pub fn survey_timeout(mut self, timeout: Duration) -> Self {
+        self.survey_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ClusterConfig::forget_after`].
+    pub fn forget_after(mut self, after: Duration) -> Self {
+        self.forget_after = after;
+        self
+    }
+
+    /// Sets [`ClusterConfig::main_addr`].
+    pub fn main_addr(mut self, addr: impl Into<String>) -> Self {
+        self.main_addr = Some(addr.into());
+        self
+    }
+
+    /// Sets [`ClusterConfig::admin_addr`].
+    pub fn admin_addr(mut self, addr: impl Into<String>) -> Self {
+        self.admin_addr = Some(addr.into());
+        self
+    }
+
+    /// Sets [`ClusterConfig::version`].
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = version.into();
+        self
+    }
+
+    /// Sets [`ClusterConfig::publish_queue`].
+    pub fn publish_queue(mut self, messages: usize) -> Self {
+        self.publish_queue = messages.max(1);
+        self
+    }
+
+    /// The TTL in effect: [`ClusterConfig::ttl`] or 3 × the heartbeat.
+    pub fn effective_ttl(&self) -> Duration {
+        self.ttl.unwrap_or(self.heartbeat * 3)
+    }
+
+    pub(crate) fn channel_all(&self) -> String {
+        format!("{}{}:all", self.prefix, self.name)
+    }
+
+    pub(crate) fn channel_to(&self, instance: &str) -> String {
+        format!("{}{}:to:{}", self.prefix, self.name, instance)
+    }
+
+    pub(crate) fn lease_key(&self, instance: &str) -> String {
+        format!("{}{}:instance:{}", self.prefix, self.name, instance)
+    }
+}

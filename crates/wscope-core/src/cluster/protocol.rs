@@ -1,0 +1,132 @@
+//! What nodes say to each other: one JSON [`Envelope`] per published payload, on two channels per
+//! cluster — `{prefix}{cluster}:all` (announcements, hellos, leaves, surveys of every member,
+//! broadcasts) and `{prefix}{cluster}:to:{instance}` (surveys of one member, replies). A payload
+//! that does not parse, names another cluster or another protocol version is counted and ignored.
+//! docs/CLUSTER.md shows each message.
+
+use serde::{Deserialize, Serialize};
+
+use crate::query::ConnectionQuery;
+use crate::snapshot::Snapshot;
+use crate::traffic::Traffic;
+use crate::wire::{AdminRequest, BroadcastPayload, ConnectionPage};
+
+/// The protocol version every envelope carries (`"v"`); another version is ignored.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// One message between nodes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Envelope {
+    /// [`PROTOCOL_VERSION`].
+    pub v: u32,
+    /// The cluster name (a message of another cluster is ignored).
+    pub cluster: String,
+    /// The sender's instance id.
+    pub from: String,
+    /// The sender's incarnation: random per node start, to tell two processes with one id apart.
+    pub incarnation: String,
+    /// What it says.
+    pub body: Body,
+}
+
+/// What an [`Envelope`] says.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum Body {
+    /// "I am here": sent every heartbeat interval.
+    Announce(Announce),
+    /// "Announce yourselves now": sent by a node as it joins.
+    Hello {},
+    /// "I am leaving": sent on shutdown, so the others mark it gone at once.
+    Leave {},
+    /// A survey question; the answer goes to the sender's own channel.
+    Request {
+        /// Matches the reply to the question.
+        id: u64,
+        /// The question.
+        op: Op,
+    },
+    /// An answer to the request `id` of the node it is addressed to.
+    Reply {
+        /// The request's id.
+        id: u64,
+        /// The answer.
+        reply: Reply,
+    },
+    /// A cluster-wide broadcast: every other node queues it to its connections (on `path`).
+    Broadcast {
+        /// Counts up per broadcast of the sender (gaps show losses).
+        seq: u64,
+        /// Only connections on this path (every path if absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+        /// The message.
+        message: BroadcastPayload,
+    },
+}
+
+/// A node's announcement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct Announce {
+    /// The instance id.
+    pub instance_id: String,
+    /// The main listener's address, if the node told it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main_addr: Option<String>,
+    /// The admin listener's address, if the node told it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_addr: Option<String>,
+    /// Unix time in ms when the node started.
+    pub started_at: u64,
+    /// The node's software version.
+    pub version: String,
+    /// How often it announces, in ms (its TTL is [`super::ClusterConfig::ttl`]).
+    pub heartbeat_ms: u64,
+    /// Its stats summary when it announced (the list of connections left out).
+    pub summary: Snapshot,
+}
+
+/// A survey question.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(crate) enum Op {
+    /// The stats summary and traffic totals.
+    Stats {},
+    /// A page of connections.
+    Connections {
+        /// Filter, sort, first rows (the asker pages across members).
+        query: ConnectionQuery,
+    },
+    /// Carry out an admin action here.
+    Admin {
+        /// The action.
+        request: AdminRequest,
+    },
+}
+
+/// A survey answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(crate) enum Reply {
+    /// To [`Op::Stats`].
+    Stats {
+        /// The summary.
+        summary: Box<Snapshot>,
+        /// Messages and bytes since start.
+        traffic: Traffic,
+    },
+    /// To [`Op::Connections`].
+    Connections {
+        /// The page.
+        page: ConnectionPage,
+    },
+    /// To [`Op::Admin`]: the HTTP-like status and the JSON answer (or `{"error": ...}`).
+    Admin {
+        /// 200, or the failure's status.
+        status: u16,
+        /// The answer.
+        answer: serde_json::Value,
+    },
+}

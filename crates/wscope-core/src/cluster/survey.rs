@@ -1,0 +1,494 @@
+//! Surveys: a question put to every member (or one), answered within a deadline; members that
+//! miss it are named, never silently left out. On them: cluster stats (sums and weighted
+//! averages), the connections across members (merged pages), and admin actions cluster-wide
+//! (`close` by id routed to the member that holds it).
+
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::node::{Cluster, ClusterError, ClusterState};
+use super::protocol::{Body, Op, Reply};
+use super::tasks::answer;
+use super::view::MemberStatus;
+use crate::query::{ConnectionQuery, SortKey, SortOrder, Start};
+use crate::snapshot::{ClosedBy, ConnectionInfo, RefusalCounts, Snapshot, StateCounts};
+use crate::traffic::Traffic;
+use crate::wire::AdminRequest;
+
+/// Who a survey asks.
+enum Target {
+    Everyone,
+    One(String),
+}
+
+/// The answers a survey got in time, and who did not answer.
+struct Answers {
+    answers: Vec<(String, Reply)>,
+    unanswered: Vec<String>,
+}
+
+/// `GET /api/cluster/stats`: the reference's `ConnectionStats` summed over the members that
+/// answered (counts and totals added, averages weighted by each member's connections), and a row
+/// per member.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ClusterStats {
+    /// The cluster's name.
+    pub cluster: String,
+    /// The instance that made the survey.
+    pub answered_by: String,
+    /// Connections tracked now, summed.
+    pub total_connections: u64,
+    /// Connections ever registered, summed.
+    pub total_connections_ever: u64,
+    /// Connections removed, summed.
+    pub total_connections_closed: u64,
+    /// Mean age of the tracked connections across members (ms).
+    pub average_age: u64,
+    /// Mean idle time of the tracked connections across members (ms).
+    pub average_idle_time: u64,
+    /// Mean ping round trip across members that measured one (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_rtt_ms: Option<u64>,
+    /// Tracked connections per state, summed.
+    pub connections_by_state: StateCounts,
+    /// Removals by who closed, summed.
+    pub closed_by: ClosedBy,
+    /// Refused upgrades by reason, summed.
+    pub refused: RefusalCounts,
+    /// Messages and bytes since each member started, summed.
+    pub traffic: Traffic,
+    /// Members in the sums.
+    pub instances_counted: u64,
+    /// Every member this node knows: live, late and gone.
+    pub instances: Vec<InstanceStats>,
+    /// Members (live or late) that did not answer in time; their row shows their last
+    /// announcement and is not in the sums.
+    pub unanswered: Vec<String>,
+}
+
+/// One member's row in [`ClusterStats`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct InstanceStats {
+    /// Its instance id.
+    pub instance_id: String,
+    /// `live`, `late` or `gone`.
+    pub status: MemberStatus,
+    /// Whether its figures come from its answer to this survey (else from its last
+    /// announcement).
+    pub answered: bool,
+    /// Milliseconds since it was last heard (0 for the instance answering).
+    pub last_heard_ms: u64,
+    /// Its main listener's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main_addr: Option<String>,
+    /// Its admin listener's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_addr: Option<String>,
+    /// Its software version.
+    pub version: String,
+    /// Unix ms when it started.
+    pub started_at: u64,
+    /// Connections it tracks.
+    pub total_connections: u64,
+    /// Connections it ever registered.
+    pub total_connections_ever: u64,
+    /// Connections it removed.
+    pub total_connections_closed: u64,
+    /// Mean age of its connections (ms).
+    pub average_age: u64,
+    /// Mean idle time of its connections (ms).
+    pub average_idle_time: u64,
+    /// Its connections per state.
+    pub connections_by_state: StateCounts,
+    /// Its traffic totals (from an answer only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<Traffic>,
+}
+
+impl InstanceStats {
+    fn new(
+        summary: &Snapshot,
+        status: MemberStatus,
+        answered: bool,
+        last_heard_ms: u64,
+        traffic: Option<Traffic>,
+    ) -> Self {
+        Self {
+            instance_id: summary.instance_id.clone(),
+            status,
+            answered,
+            last_heard_ms,
+            main_addr: None,
+            admin_addr: None,
+            version: String::new(),
+            started_at: 0,
+            total_connections: summary.total_connections,
+            total_connections_ever: summary.total_connections_ever,
+            total_connections_closed: summary.total_connections_closed,
+            average_age: summary.average_age,
+            average_idle_time: summary.average_idle_time,
+            connections_by_state: summary.connections_by_state,
+            traffic,
+        }
+    }
+}
+
+/// `GET /api/cluster/connections`: one page of the connections across members.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ClusterPage {
+    /// Connections matching across the members that answered.
+    pub total: u64,
+    /// The page, in the query's order (ties: by instance id, then registration order).
+    pub connections: Vec<ConnectionInfo>,
+    /// The next page's `cursor`, if there are more rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// Members that answered, with how many of their connections match.
+    pub instances: Vec<InstanceCount>,
+    /// Members (live or late) that did not answer in time: their connections are not here.
+    pub unanswered: Vec<String>,
+}
+
+/// A member's count in a [`ClusterPage`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct InstanceCount {
+    /// Its instance id.
+    pub instance_id: String,
+    /// Its connections matching the query.
+    pub total: u64,
+}
+
+/// `POST /api/cluster/admin`: each member's answer to the action.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ClusterAdminAnswer {
+    /// The action carried out.
+    pub action: String,
+    /// Whether every member asked answered with success.
+    pub success: bool,
+    /// Connections closed, summed over the answers that say (`closed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed: Option<u64>,
+    /// Connections a broadcast was queued to, summed (`sent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent: Option<u64>,
+    /// One row per member asked.
+    pub instances: Vec<InstanceAnswer>,
+    /// Members (live or late) that did not answer in time: the action's outcome there is unknown.
+    pub unanswered: Vec<String>,
+}
+
+/// One member's answer in a [`ClusterAdminAnswer`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct InstanceAnswer {
+    /// Its instance id.
+    pub instance_id: String,
+    /// The status its own `/api/admin` would have answered (200, 400, 404).
+    pub status: u16,
+    /// Its answer (the action's answer, or `{"error": ...}`).
+    pub answer: serde_json::Value,
+}
+
+/// The deepest row a cluster page reaches (`offset + limit`): each member is asked for that many.
+pub const MAX_CLUSTER_DEPTH: usize = ConnectionQuery::MAX_LIMIT;
+
+impl Cluster {
+    fn ensure_connected(&self) -> Result<(), ClusterError> {
+        if self.state() == ClusterState::Connected {
+            Ok(())
+        } else {
+            Err(self.unavailable())
+        }
+    }
+
+    /// Asks `target` the question `op`; this node answers itself directly.
+    async fn survey(&self, target: Target, op: Op) -> Result<Answers, ClusterError> {
+        self.ensure_connected()?;
+        let inner = &self.inner;
+        let (expected, channel, ask_self) = match &target {
+            Target::Everyone => (inner.reachable(), inner.config.channel_all(), true),
+            Target::One(id) if *id == inner.instance => (Vec::new(), String::new(), true),
+            Target::One(id) => (vec![id.clone()], inner.config.channel_to(id), false),
+        };
+        let mut answers = Vec::new();
+        if ask_self {
+            answers.push((inner.instance.clone(), answer(inner, op.clone())));
+        }
+        if expected.is_empty() {
+            return Ok(Answers {
+                answers,
+                unanswered: Vec::new(),
+            });
+        }
+        let id = inner.next_request_id();
+        let mut replies = inner.register_pending(id);
+        let mut waiting: BTreeSet<String> = expected.into_iter().collect();
+        let published = inner.publish_now(channel, Body::Request { id, op }).await;
+        if published.is_ok() {
+            let deadline = tokio::time::Instant::now() + inner.config.survey_timeout;
+            while !waiting.is_empty() {
+                match tokio::time::timeout_at(deadline, replies.recv()).await {
+                    Ok(Some((from, reply))) => {
+                        waiting.remove(&from);
+                        if answers.iter().all(|(who, _)| *who != from) {
+                            answers.push((from, reply));
+                        }
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+        inner.forget_pending(id);
+        answers.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(Answers {
+            answers,
+            unanswered: waiting.into_iter().collect(),
+        })
+    }
+
+    /// The cluster's stats: every member surveyed, the answers summed.
+    pub async fn stats(&self) -> Result<ClusterStats, ClusterError> {
+        let survey = self.survey(Target::Everyone, Op::Stats {}).await?;
+        let members = self.members();
+        let mut stats = ClusterStats {
+            cluster: self.name().to_owned(),
+            answered_by: self.instance_id().to_owned(),
+            total_connections: 0,
+            total_connections_ever: 0,
+            total_connections_closed: 0,
+            average_age: 0,
+            average_idle_time: 0,
+            average_rtt_ms: None,
+            connections_by_state: StateCounts::default(),
+            closed_by: ClosedBy::default(),
+            refused: RefusalCounts::default(),
+            traffic: Traffic::default(),
+            instances_counted: 0,
+            instances: Vec::new(),
+            unanswered: survey.unanswered.clone(),
+        };
+        let (mut age_sum, mut idle_sum, mut rtt_sum, mut rtt_weight) = (0u128, 0u128, 0u128, 0u128);
+        for (id, reply) in &survey.answers {
+            let Reply::Stats { summary, traffic } = reply else {
+                continue;
+            };
+            let n = u128::from(summary.total_connections);
+            stats.total_connections += summary.total_connections;
+            stats.total_connections_ever += summary.total_connections_ever;
+            stats.total_connections_closed += summary.total_connections_closed;
+            stats
+                .connections_by_state
+                .add(&summary.connections_by_state);
+            stats.closed_by.add(&summary.closed_by);
+            stats.refused.add(&summary.refused);
+            stats.traffic.add(traffic);
+            age_sum += u128::from(summary.average_age) * n;
+            idle_sum += u128::from(summary.average_idle_time) * n;
+            if let Some(rtt) = summary.average_rtt_ms {
+                rtt_sum += u128::from(rtt) * n.max(1);
+                rtt_weight += n.max(1);
+            }
+            stats.instances_counted += 1;
+            let member = members.iter().find(|m| m.announce.instance_id == *id);
+            let mut row = InstanceStats::new(
+                summary,
+                member.map_or(MemberStatus::Live, |m| m.status),
+                true,
+                member.map_or(0, |m| m.last_heard_ms),
+                Some(*traffic),
+            );
+            match member {
+                Some(m) => fill_from_announce(&mut row, &m.announce),
+                None => fill_from_announce(&mut row, &self.inner.announce()),
+            }
+            stats.instances.push(row);
+        }
+        for m in &members {
+            if survey
+                .answers
+                .iter()
+                .any(|(id, _)| *id == m.announce.instance_id)
+            {
+                continue;
+            }
+            let mut row =
+                InstanceStats::new(&m.announce.summary, m.status, false, m.last_heard_ms, None);
+            fill_from_announce(&mut row, &m.announce);
+            stats.instances.push(row);
+        }
+        stats
+            .instances
+            .sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        let n = u128::from(stats.total_connections);
+        stats.average_age = age_sum.checked_div(n).unwrap_or(0) as u64;
+        stats.average_idle_time = idle_sum.checked_div(n).unwrap_or(0) as u64;
+        stats.average_rtt_ms = rtt_sum.checked_div(rtt_weight).map(|r| r as u64);
+        Ok(stats)
+    }
+
+    /// One page of the connections across members. The query's `limit` and `offset` (or
+    /// `start`, given as [`Start::Offset`]) page through the merged order; `offset + limit`
+    /// is at most [`MAX_CLUSTER_DEPTH`]. A cursor from a single instance's listing is refused.
+    pub async fn connections(&self, query: &ConnectionQuery) -> Result<ClusterPage, ClusterError> {
+        let offset = match query.start {
+            Start::First => 0,
+            Start::Offset(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            Start::After(_) => {
+                return Err(ClusterError::Unavailable {
+                    cluster: self.name().to_owned(),
+                    state: self.state(),
+                    reason: "a single instance's cursor cannot page the cluster listing".into(),
+                })
+            }
+        };
+        let depth = offset.saturating_add(query.limit).min(MAX_CLUSTER_DEPTH);
+        let mut asked = query.clone();
+        asked.start = Start::First;
+        asked.limit = depth.max(1);
+        asked.fields = None;
+        let survey = self
+            .survey(Target::Everyone, Op::Connections { query: asked })
+            .await?;
+        let mut total = 0;
+        let mut instances = Vec::new();
+        let mut rows: Vec<(String, ConnectionInfo)> = Vec::new();
+        for (id, reply) in survey.answers {
+            let Reply::Connections { page } = reply else {
+                continue;
+            };
+            total += page.total;
+            instances.push(InstanceCount {
+                instance_id: id.clone(),
+                total: page.total,
+            });
+            rows.extend(page.connections.into_iter().map(|c| (id.clone(), c)));
+        }
+        rows.sort_by(|a, b| compare(&a.1, &b.1, query.sort, query.order).then(a.0.cmp(&b.0)));
+        let end = offset.saturating_add(query.limit).min(rows.len());
+        let next = (offset.saturating_add(query.limit) < total as usize
+            && offset.saturating_add(query.limit) < MAX_CLUSTER_DEPTH)
+            .then(|| format!("{}", offset + query.limit));
+        let page = rows
+            .into_iter()
+            .skip(offset)
+            .take(end.saturating_sub(offset))
+            .map(|(_, c)| c)
+            .collect();
+        Ok(ClusterPage {
+            total,
+            connections: page,
+            next,
+            instances,
+            unanswered: survey.unanswered,
+        })
+    }
+
+    /// Carries out an admin action on every member (`close` by id: on the member that holds it,
+    /// found from the id) and answers per member.
+    pub async fn admin(&self, request: AdminRequest) -> Result<ClusterAdminAnswer, ClusterError> {
+        let action = request.action().to_owned();
+        let target = match &request {
+            AdminRequest::Close { id, .. } => match self.holder_of(id) {
+                Some(holder) => Target::One(holder),
+                None => {
+                    return Ok(ClusterAdminAnswer {
+                        action,
+                        success: false,
+                        closed: None,
+                        sent: None,
+                        instances: Vec::new(),
+                        unanswered: Vec::new(),
+                    })
+                }
+            },
+            _ => Target::Everyone,
+        };
+        let survey = self.survey(target, Op::Admin { request }).await?;
+        let mut out = ClusterAdminAnswer {
+            success: survey.unanswered.is_empty() && !survey.answers.is_empty(),
+            action,
+            closed: None,
+            sent: None,
+            instances: Vec::new(),
+            unanswered: survey.unanswered,
+        };
+        for (id, reply) in survey.answers {
+            let Reply::Admin { status, answer } = reply else {
+                continue;
+            };
+            out.success &= status == 200;
+            let add = |slot: &mut Option<u64>, field: &str| {
+                if let Some(n) = answer.get(field).and_then(serde_json::Value::as_u64) {
+                    *slot = Some(slot.unwrap_or(0) + n);
+                }
+            };
+            add(&mut out.closed, "closed");
+            add(&mut out.sent, "sent");
+            out.instances.push(InstanceAnswer {
+                instance_id: id,
+                status,
+                answer,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The member (this node included) whose connections' ids start like `id`, if it is known and
+    /// not gone.
+    pub fn holder_of(&self, id: &str) -> Option<String> {
+        let holds = |instance: &str| {
+            id.strip_prefix(instance)
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|rest| rest.split('-').count() == 2)
+        };
+        if holds(self.instance_id()) {
+            return Some(self.instance_id().to_owned());
+        }
+        self.inner.reachable().into_iter().find(|m| holds(m))
+    }
+}
+
+fn fill_from_announce(row: &mut InstanceStats, a: &super::protocol::Announce) {
+    row.main_addr = a.main_addr.clone();
+    row.admin_addr = a.admin_addr.clone();
+    row.version = a.version.clone();
+    row.started_at = a.started_at;
+}
+
+/// The query's order between two rows of different members: `desc` puts the larger value first
+/// (the oldest, the idlest, the busiest); unknown round trips come last either way.
+fn compare(a: &ConnectionInfo, b: &ConnectionInfo, sort: SortKey, order: SortOrder) -> CmpOrdering {
+    let value = |c: &ConnectionInfo| -> Option<u64> {
+        match sort {
+            SortKey::Age => Some(c.age),
+            SortKey::Idle => Some(c.idle_time),
+            SortKey::Messages => Some(c.messages_in.saturating_add(c.messages_out)),
+            SortKey::Bytes => Some(c.bytes_in.saturating_add(c.bytes_out)),
+            SortKey::Queued => Some(c.queued_bytes),
+            SortKey::Rtt => c.rtt_ms.map(u64::from),
+        }
+    };
+    match (value(a), value(b)) {
+        (Some(x), Some(y)) => match order {
+            SortOrder::Desc => y.cmp(&x),
+            SortOrder::Asc => x.cmp(&y),
+        },
+        (Some(_), None) => CmpOrdering::Less,
+        (None, Some(_)) => CmpOrdering::Greater,
+        (None, None) => CmpOrdering::Equal,
+    }
+    .then(a.id.seq().cmp(&b.id.seq()))
+}

@@ -1,0 +1,302 @@
+//! A node's two tasks: the publisher, which sends this node's messages one after another (so
+//! broadcasts keep their order), and the membership task, which joins (with backoff), announces
+//! every heartbeat, follows the link's state, and handles what arrives on the cluster channels.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::backend::{Delivery, Lease, Link};
+use super::node::{lock, ClusterState, Inner, Outgoing};
+use super::protocol::{Announce, Body, Envelope, Op, Reply, PROTOCOL_VERSION};
+
+/// The longest wait between attempts to reach an unreachable engine.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Sends queued messages in order. While the node is not connected, queued broadcasts are
+/// counted undelivered at once instead of waiting on the engine one by one.
+pub(super) async fn publisher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing>) {
+    let timeout = inner.config.survey_timeout.max(Duration::from_millis(100));
+    loop {
+        let out = tokio::select! {
+            _ = inner.stop.cancelled() => return,
+            out = rx.recv() => match out {
+                Some(out) => out,
+                None => return,
+            },
+        };
+        let connected = *inner.state_now() == ClusterState::Connected;
+        let ok = connected
+            && matches!(
+                tokio::time::timeout(timeout, inner.backend.publish(&out.channel, out.payload))
+                    .await,
+                Ok(Ok(()))
+            );
+        if out.broadcast {
+            let counter = if ok {
+                &inner.counters.broadcasts_sent
+            } else {
+                &inner.counters.broadcasts_undelivered
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Joins, announces, follows the link and handles deliveries until the registry shuts down (then
+/// leaves) or the node is stopped.
+pub(super) async fn membership(inner: Arc<Inner>) {
+    let mut link = inner.backend.link();
+    let mut deliveries: Option<mpsc::Receiver<Delivery>> = None;
+    let first_backoff = (inner.config.heartbeat / 4).max(Duration::from_millis(50));
+    let mut backoff = first_backoff;
+    let mut next_beat = Instant::now();
+    let shutdown = inner.registry.shutdown_started();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            _ = inner.stop.cancelled() => return,
+            _ = &mut shutdown => {
+                leave(&inner).await;
+                return;
+            }
+            delivery = recv(&mut deliveries) => match delivery {
+                Some(delivery) => handle(&inner, delivery),
+                None => deliveries = None,
+            },
+            changed = link.changed() => {
+                if changed.is_err() {
+                    // The backend dropped its link watch: rely on heartbeats alone.
+                    link = tokio::sync::watch::channel(Link::Connected).1;
+                    continue;
+                }
+                let now_link = *link.borrow_and_update();
+                match now_link {
+                    Link::Disconnected => {
+                        inner.set_state(ClusterState::Disconnected, "link to the engine lost")
+                    }
+                    Link::Connected => next_beat = Instant::now(),
+                }
+            }
+            _ = tokio::time::sleep_until(next_beat) => {
+                if beat(&inner, &mut deliveries).await {
+                    backoff = first_backoff;
+                    next_beat = Instant::now() + inner.config.heartbeat;
+                } else if *inner.state_now() == ClusterState::Refused {
+                    inner.stop.cancel();
+                    return;
+                } else {
+                    next_beat = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+}
+
+/// The next delivery, or never while there is no subscription.
+async fn recv(deliveries: &mut Option<mpsc::Receiver<Delivery>>) -> Option<Delivery> {
+    match deliveries {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One heartbeat: subscribe if not yet, take or renew the lease on the instance id with the
+/// announcement as its value, and announce. True if the node is a connected member after it.
+async fn beat(inner: &Arc<Inner>, deliveries: &mut Option<mpsc::Receiver<Delivery>>) -> bool {
+    let wait = inner.config.survey_timeout.max(Duration::from_millis(100));
+    if deliveries.is_none() {
+        let channels = vec![
+            inner.config.channel_all(),
+            inner.config.channel_to(&inner.instance),
+        ];
+        match tokio::time::timeout(wait, inner.backend.subscribe(channels)).await {
+            Ok(Ok(rx)) => *deliveries = Some(rx),
+            Ok(Err(e)) => {
+                inner.set_state(ClusterState::Disconnected, &e.to_string());
+                return false;
+            }
+            Err(_) => {
+                inner.set_state(ClusterState::Disconnected, "subscribe timed out");
+                return false;
+            }
+        }
+    }
+    let announce = inner.announce();
+    let value = bytes::Bytes::from(serde_json::to_vec(&announce).unwrap_or_default());
+    let key = inner.config.lease_key(&inner.instance);
+    let ttl = inner.config.effective_ttl();
+    let lease = tokio::time::timeout(
+        wait,
+        inner.backend.lease(&key, inner.incarnation(), value, ttl),
+    )
+    .await;
+    match lease {
+        Ok(Ok(Lease::Held)) => {
+            let was = *inner.state_now();
+            inner.set_state(ClusterState::Connected, "");
+            if was != ClusterState::Connected {
+                inner.send(inner.config.channel_all(), Body::Hello {}, false);
+            }
+            inner.send(inner.config.channel_all(), Body::Announce(announce), false);
+            let now = inner.now_ms();
+            lock(&inner.view).forget_old(inner.timing(), now);
+            true
+        }
+        Ok(Ok(Lease::HeldByOther { value })) => {
+            let holder = describe_holder(&value);
+            let why = format!(
+                "instance id {:?} is already a member of cluster {:?} ({holder}); start this \
+                 instance with another --instance-id, or wait for the other to leave",
+                inner.instance, inner.config.name
+            );
+            *lock(&inner.view_holder) = Some(holder);
+            inner.set_state(ClusterState::Refused, &why);
+            false
+        }
+        Ok(Err(e)) => {
+            inner.set_state(ClusterState::Disconnected, &e.to_string());
+            false
+        }
+        Err(_) => {
+            inner.set_state(ClusterState::Disconnected, "lease timed out");
+            false
+        }
+    }
+}
+
+/// "main 127.0.0.1:8080, admin 127.0.0.1:9090, started at 1764480000000 (unix ms)" from a lease
+/// value, as far as it tells.
+fn describe_holder(value: &[u8]) -> String {
+    match serde_json::from_slice::<Announce>(value) {
+        Ok(a) => format!(
+            "held by the instance with main {}, admin {}, started at {} (unix ms)",
+            a.main_addr.as_deref().unwrap_or("?"),
+            a.admin_addr.as_deref().unwrap_or("?"),
+            a.started_at
+        ),
+        Err(_) => "held by another process".to_owned(),
+    }
+}
+
+/// Announces the leave and gives the instance id up (best effort: the TTL covers a failure).
+async fn leave(inner: &Arc<Inner>) {
+    if *inner.state_now() == ClusterState::Connected {
+        let _ = inner
+            .publish_now(inner.config.channel_all(), Body::Leave {})
+            .await;
+        let key = inner.config.lease_key(&inner.instance);
+        let wait = inner.config.survey_timeout;
+        let _ = tokio::time::timeout(wait, inner.backend.release(&key, inner.incarnation())).await;
+    }
+    inner.set_state(ClusterState::Left, "shutting down");
+    inner.stop.cancel();
+}
+
+/// Handles one payload from the cluster channels; anything unusable is counted and ignored.
+fn handle(inner: &Arc<Inner>, delivery: Delivery) {
+    let ignore = |why: &str| {
+        inner.counters.ignored.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(channel = %delivery.channel, why, "ignored a cluster message");
+    };
+    let envelope: Envelope = match serde_json::from_slice(&delivery.payload) {
+        Ok(e) => e,
+        Err(_) => return ignore("malformed"),
+    };
+    if envelope.v != PROTOCOL_VERSION {
+        return ignore("another protocol version");
+    }
+    if envelope.cluster != inner.config.name {
+        return ignore("another cluster");
+    }
+    if envelope.from == inner.instance {
+        if envelope.incarnation != inner.incarnation() {
+            ignore("another process with this instance id");
+        }
+        return;
+    }
+    let now = inner.now_ms();
+    match envelope.body {
+        Body::Announce(announce) => {
+            if announce.instance_id != envelope.from {
+                return ignore("announcement for another id");
+            }
+            let replaced = lock(&inner.view).heard(announce, &envelope.incarnation, now);
+            if let Some(old) = replaced {
+                lock(&inner.heard_seq).remove(&old);
+                tracing::info!(instance = %envelope.from, "cluster member restarted");
+            }
+        }
+        Body::Hello {} => {
+            inner.send(
+                inner.config.channel_all(),
+                Body::Announce(inner.announce()),
+                false,
+            );
+        }
+        Body::Leave {} => lock(&inner.view).left(&envelope.from, &envelope.incarnation, now),
+        Body::Request { id, op } => {
+            let reply = answer(inner, op);
+            inner.send(
+                inner.config.channel_to(&envelope.from),
+                Body::Reply { id, reply },
+                false,
+            );
+        }
+        Body::Reply { id, reply } => {
+            if let Some(tx) = lock(&inner.pending).get(&id) {
+                let _ = tx.send((envelope.from, reply));
+            }
+        }
+        Body::Broadcast { seq, path, message } => {
+            {
+                let mut heard = lock(&inner.heard_seq);
+                let last = heard
+                    .entry(envelope.incarnation)
+                    .or_insert(seq.saturating_sub(1));
+                if seq > last.saturating_add(1) {
+                    inner
+                        .counters
+                        .broadcasts_lost
+                        .fetch_add(seq - *last - 1, Ordering::Relaxed);
+                }
+                *last = (*last).max(seq);
+            }
+            inner
+                .registry
+                .broadcast(path.as_deref(), &message.into_message());
+            inner
+                .counters
+                .broadcasts_received
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// This node's answer to a survey question.
+pub(super) fn answer(inner: &Inner, op: Op) -> Reply {
+    match op {
+        Op::Stats {} => Reply::Stats {
+            summary: Box::new(inner.registry.summary()),
+            traffic: inner.registry.traffic(),
+        },
+        Op::Connections { query } => Reply::Connections {
+            page: inner.registry.connections(&query),
+        },
+        Op::Admin { request } => match inner.registry.apply(request) {
+            Ok(answer) => Reply::Admin {
+                status: 200,
+                answer: serde_json::to_value(answer).unwrap_or_default(),
+            },
+            Err(failure) => Reply::Admin {
+                status: failure.status(),
+                answer: serde_json::json!({ "error": failure.message }),
+            },
+        },
+    }
+}
