@@ -32,6 +32,9 @@ pub fn admin_router(registry: Registry) -> Router {
         .route("/api/connections", get(crate::connections::connections))
         .route("/api/connections/{id}", get(crate::connections::connection))
         .route("/api/stats/stream", get(crate::stream::stats_stream))
+        .route("/api/cluster/stats", get(crate::cluster::stats))
+        .route("/api/cluster/connections", get(crate::cluster::connections))
+        .route("/api/cluster/admin", post(crate::cluster::admin))
         .route("/health", get(health))
         .route("/metrics", crate::metrics::route(&registry))
         .route("/", get(crate::dashboard::index))
@@ -103,7 +106,8 @@ fn snapshot_response(snapshot: &Snapshot) -> Response {
 /// `GET /health`: 200 while serving, 503 once shutdown has begun (so a load balancer stops
 /// sending new clients while the drain runs). Reads the O(1) summary.
 pub async fn health(State(registry): State<Registry>) -> Response {
-    let health = Health::from_summary(&registry.summary());
+    let health =
+        Health::from_summary(&registry.summary()).cluster(registry.cluster().map(|c| c.state()));
     let status = if health.is_healthy() {
         StatusCode::OK
     } else {

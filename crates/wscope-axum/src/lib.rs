@@ -80,7 +80,9 @@
 //!   filtered) and `GET /api/connections/{id}`; `stream`: `GET /api/stats/stream`, the live
 //!   stream (SSE); `ready`: `GET /ready` for load balancers; `metrics`: `GET /metrics`
 //!   (Prometheus text, [`metrics_text`]), its close observer and `metrics/process` (the
-//!   `process_*` families from `/proc/self`).
+//!   `process_*` families from `/proc/self`); `cluster`: `GET /api/cluster/stats`,
+//!   `GET /api/cluster/connections` and `POST /api/cluster/admin` over the registry's cluster
+//!   (`wscope_core::cluster`).
 //! - `dashboard`: the dashboard page at the admin listener's `/` and its assets (files under
 //!   `src/dashboard/`, embedded; uPlot vendored under `src/dashboard/vendor/`).
 //! - `admin_access`: [`AdminConfig`] and [`admin_guard`]: the token, `Host`, `Origin` and
@@ -95,6 +97,7 @@ mod admin_access;
 mod client;
 mod client_addr;
 mod closed;
+mod cluster;
 mod connections;
 mod dashboard;
 mod engine;

@@ -33,6 +33,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
+use wscope_core::cluster::{ClusterCounters, ClusterState, Member, MemberStatus};
 use wscope_core::{
     ClosedEvent, Initiator, Observer, Registry, RttEvent, Snapshot, StateCounts, Traffic,
 };
@@ -90,6 +91,11 @@ pub fn metrics_text(registry: &Registry) -> Result<String, fmt::Error> {
         traffic: registry.traffic(),
         closes: registry.observe_once(CloseMetrics::new),
         process: process::Process::read(),
+        cluster: registry.cluster().map(|c| ClusterScrape {
+            state: c.state(),
+            members: c.members(),
+            counters: c.counters(),
+        }),
     };
     let mut families = prometheus_client::registry::Registry::default();
     families.register_collector(Box::new(scrape));
@@ -243,6 +249,15 @@ struct Scrape {
     traffic: Traffic,
     closes: Arc<CloseMetrics>,
     process: process::Process,
+    cluster: Option<ClusterScrape>,
+}
+
+/// What cluster mode adds to a scrape.
+#[derive(Debug)]
+struct ClusterScrape {
+    state: ClusterState,
+    members: Vec<Member>,
+    counters: ClusterCounters,
 }
 
 impl Collector for Scrape {
@@ -251,6 +266,9 @@ impl Collector for Scrape {
         self.encode_connections(&mut encoder)?;
         self.encode_traffic(&mut encoder)?;
         self.encode_histograms(&mut encoder)?;
+        if let Some(cluster) = &self.cluster {
+            cluster.encode(&mut encoder)?;
+        }
         self.process.encode(&mut encoder)
     }
 }
@@ -407,6 +425,77 @@ impl Scrape {
                 None,
                 MetricType::Histogram,
             )?)?;
+        }
+        Ok(())
+    }
+}
+
+impl ClusterScrape {
+    fn encode(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        let mut state = encoder.encode_descriptor(
+            "wscope_cluster_state",
+            "1 for the state this instance is in with its cluster, 0 for the others.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in [
+            ClusterState::Connected,
+            ClusterState::Disconnected,
+            ClusterState::Refused,
+            ClusterState::Left,
+        ] {
+            ConstGauge::new(i64::from(self.state == s))
+                .encode(state.encode_family(&[("state", s.as_str())])?)?;
+        }
+        let mut members = encoder.encode_descriptor(
+            "wscope_cluster_members",
+            "Other members this instance knows, by status.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for status in [MemberStatus::Live, MemberStatus::Late, MemberStatus::Gone] {
+            let n = self.members.iter().filter(|m| m.status == status).count() as i64;
+            ConstGauge::new(n).encode(members.encode_family(&[("status", status.as_str())])?)?;
+        }
+        let c = &self.counters;
+        for (name, help, value) in [
+            (
+                "wscope_cluster_messages_ignored",
+                "Malformed or foreign messages on the cluster channels, ignored.",
+                c.ignored,
+            ),
+            (
+                "wscope_cluster_broadcasts_sent",
+                "Cluster broadcasts this instance published.",
+                c.broadcasts_sent,
+            ),
+            (
+                "wscope_cluster_broadcasts_received",
+                "Cluster broadcasts of other instances delivered here.",
+                c.broadcasts_received,
+            ),
+            (
+                "wscope_cluster_broadcasts_undelivered",
+                "Cluster broadcasts that could not be published (delivered here only).",
+                c.broadcasts_undelivered,
+            ),
+            (
+                "wscope_cluster_broadcasts_lost",
+                "Broadcasts of other instances known lost on the way (sequence gaps).",
+                c.broadcasts_lost,
+            ),
+            (
+                "wscope_cluster_deliveries_dropped",
+                "Cluster messages dropped because this instance read them too slowly.",
+                c.deliveries_dropped,
+            ),
+            (
+                "wscope_cluster_disconnects",
+                "Times the link to the cluster engine was lost.",
+                c.disconnects,
+            ),
+        ] {
+            counter(encoder, name, help, value)?;
         }
         Ok(())
     }

@@ -38,6 +38,11 @@ pub struct Health {
     /// Whether shutdown has begun (upgrades are refused).
     #[serde(default)]
     pub shut_down: bool,
+    /// Where the instance stands with its cluster (`connected`, `disconnected`, `refused`,
+    /// `left`), in cluster mode only. A disconnected cluster leaves `status` healthy: local
+    /// service goes on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::ClusterState>,
 }
 
 /// The `status` of a [`Health`] answer.
@@ -64,7 +69,14 @@ impl Health {
             uptime: s.uptime as f64 / 1000.0,
             instance_id: s.instance_id.clone(),
             shut_down: s.shut_down,
+            cluster: None,
         }
+    }
+
+    /// Sets [`Health::cluster`].
+    pub fn cluster(mut self, state: Option<crate::cluster::ClusterState>) -> Self {
+        self.cluster = state;
+        self
     }
 
     /// Whether this answer is a 200 (else 503).

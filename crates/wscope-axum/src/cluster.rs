@@ -1,0 +1,166 @@
+//! The cluster admin API on every instance's admin listener: `GET /api/cluster/stats`,
+//! `GET /api/cluster/connections` and `POST /api/cluster/admin`. The surveys behind them are the
+//! core's ([`wscope_core::cluster::Cluster`]); this file adapts them to HTTP.
+//!
+//! Without cluster mode each answers 404 naming how to turn it on; while the instance is not a
+//! connected member (engine unreachable, instance id refused, shutting down) each answers 503
+//! with `{"error": ..., "cluster": "<state>"}`.
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use wscope_core::cluster::{Cluster, ClusterError};
+use wscope_core::query::ConnectionQuery;
+use wscope_core::wire::{AdminRequest, ErrorBody};
+use wscope_core::Registry;
+
+use crate::error::ApiError;
+
+/// A cluster endpoint's failure: 404 without cluster mode, 503 while not connected.
+fn cluster_of(registry: &Registry) -> Result<Cluster, Response> {
+    registry.cluster().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "cluster mode is off: start wscope serve with --redis-url (or join the registry to a \
+             cluster with wscope_core::cluster::Cluster::join)",
+        )
+        .into_response()
+    })
+}
+
+fn failure(error: ClusterError) -> Response {
+    match error {
+        ClusterError::Unavailable { state, .. } => {
+            let body = serde_json::json!({
+                "error": error.to_string(),
+                "cluster": state.as_str(),
+            });
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+        other => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(ErrorBody {
+                error: other.to_string(),
+            }),
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /api/cluster/stats`: a [`ClusterStats`](wscope_core::cluster::ClusterStats) — the
+/// reference's `ConnectionStats` summed over the members that answered the survey, weighted
+/// averages, and an `instances` table (live, late and gone members; those that did not answer in
+/// time are also named in `unanswered`).
+pub async fn stats(State(registry): State<Registry>) -> Response {
+    let cluster = match cluster_of(&registry) {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    match cluster.stats().await {
+        Ok(stats) => Json(stats).into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+/// `GET /api/cluster/connections`: a [`ClusterPage`](wscope_core::cluster::ClusterPage) — the
+/// same query parameters as `GET /api/connections`, over every member. Pages follow the merged
+/// order by position: pass the previous answer's `next` as `cursor` (or give `offset`);
+/// `offset + limit` reaches at most 10,000 rows deep. `instances` gives each member's matching
+/// count, `unanswered` the members that missed the survey's deadline.
+pub async fn connections(
+    State(registry): State<Registry>,
+    pairs: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let cluster = match cluster_of(&registry) {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    let query = match parse_query(pairs) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
+    match cluster.connections(&query).await {
+        Ok(page) => match &query.fields {
+            None => Json(page).into_response(),
+            Some(fields) => {
+                let rows: Vec<_> = page.connections.iter().map(|c| fields.project(c)).collect();
+                let mut body = serde_json::to_value(&page).unwrap_or_default();
+                body["connections"] = serde_json::Value::from(rows);
+                Json(body).into_response()
+            }
+        },
+        Err(e) => failure(e),
+    }
+}
+
+/// The single-instance query, with the cluster's positional `cursor` read as an offset.
+fn parse_query(
+    pairs: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> Result<ConnectionQuery, ApiError> {
+    let Query(pairs) =
+        pairs.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
+    let mut mapped = Vec::with_capacity(pairs.len());
+    for (key, value) in pairs {
+        if key == "cursor" {
+            if value.parse::<u64>().is_err() {
+                return Err(ApiError::bad_request(format!(
+                    "cursor: invalid cluster cursor {value:?}: pass the previous page's `next` \
+                     unchanged"
+                )));
+            }
+            mapped.push(("offset".to_owned(), value));
+        } else {
+            mapped.push((key, value));
+        }
+    }
+    let query =
+        ConnectionQuery::from_pairs(mapped).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let depth = match query.start {
+        wscope_core::query::Start::Offset(n) => n.saturating_add(query.limit as u64),
+        _ => query.limit as u64,
+    };
+    if depth > wscope_core::cluster::MAX_CLUSTER_DEPTH as u64 {
+        return Err(ApiError::bad_request(format!(
+            "offset: the cluster listing reaches {} rows deep (offset + limit); narrow the \
+             filter",
+            wscope_core::cluster::MAX_CLUSTER_DEPTH
+        )));
+    }
+    Ok(query)
+}
+
+/// `POST /api/cluster/admin`: the same actions as `POST /api/admin`, carried out on every member
+/// (`close` by id: on the member that holds it, 404 if no live member does), answered with a
+/// [`ClusterAdminAnswer`](wscope_core::cluster::ClusterAdminAnswer): one row per member with the
+/// status and answer its own `/api/admin` would have given, sums of `closed` and `sent`, and
+/// the members that did not answer in time.
+pub async fn admin(State(registry): State<Registry>, body: Bytes) -> Response {
+    let cluster = match cluster_of(&registry) {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    let request = match AdminRequest::from_json(&body) {
+        Ok(r) => r,
+        Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
+    };
+    if let AdminRequest::Close { id, .. } = &request {
+        if cluster.state() == wscope_core::cluster::ClusterState::Connected
+            && cluster.holder_of(id).is_none()
+        {
+            return ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no live member of cluster {:?} holds connection {id:?}",
+                    cluster.name()
+                ),
+            )
+            .into_response();
+        }
+    }
+    match cluster.admin(request).await {
+        Ok(answer) => Json(answer).into_response(),
+        Err(e) => failure(e),
+    }
+}
