@@ -19,14 +19,13 @@ use wscope_core::Registry;
 use crate::error::ApiError;
 
 /// A cluster endpoint's failure: 404 without cluster mode, 503 while not connected.
-fn cluster_of(registry: &Registry) -> Result<Cluster, Response> {
+fn cluster_of(registry: &Registry) -> Result<Cluster, ApiError> {
     registry.cluster().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "cluster mode is off: start wscope serve with --redis-url (or join the registry to a \
              cluster with wscope_core::cluster::Cluster::join)",
         )
-        .into_response()
     })
 }
 
@@ -56,7 +55,7 @@ fn failure(error: ClusterError) -> Response {
 pub async fn stats(State(registry): State<Registry>) -> Response {
     let cluster = match cluster_of(&registry) {
         Ok(c) => c,
-        Err(response) => return response,
+        Err(e) => return e.into_response(),
     };
     match cluster.stats().await {
         Ok(stats) => Json(stats).into_response(),
@@ -75,7 +74,7 @@ pub async fn connections(
 ) -> Response {
     let cluster = match cluster_of(&registry) {
         Ok(c) => c,
-        Err(response) => return response,
+        Err(e) => return e.into_response(),
     };
     let query = match parse_query(pairs) {
         Ok(q) => q,
@@ -139,7 +138,7 @@ fn parse_query(
 pub async fn admin(State(registry): State<Registry>, body: Bytes) -> Response {
     let cluster = match cluster_of(&registry) {
         Ok(c) => c,
-        Err(response) => return response,
+        Err(e) => return e.into_response(),
     };
     let request = match AdminRequest::from_json(&body) {
         Ok(r) => r,
