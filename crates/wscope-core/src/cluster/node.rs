@@ -160,6 +160,8 @@ pub(super) struct Inner {
     pub(super) stop: CancellationToken,
     /// Who holds this node's id when the lease was refused (for the refusal line).
     pub(super) view_holder: Mutex<Option<String>>,
+    /// Join attempts made (heartbeats included), so `join` can wait for the first outcome.
+    pub(super) attempts: watch::Sender<u64>,
     /// Whether the first join attempt's outcome has been logged.
     reported: std::sync::atomic::AtomicBool,
 }
@@ -251,6 +253,7 @@ impl Cluster {
             stop: CancellationToken::new(),
             view_holder: Mutex::new(None),
             reported: std::sync::atomic::AtomicBool::new(false),
+            attempts: watch::Sender::new(0),
             config,
         });
         let cluster = Cluster { inner };

@@ -83,7 +83,9 @@ pub(super) async fn membership(inner: Arc<Inner>) {
                 }
             }
             _ = tokio::time::sleep_until(next_beat) => {
-                if beat(&inner, &mut deliveries).await {
+                let joined = beat(&inner, &mut deliveries).await;
+                inner.attempts.send_modify(|n| *n += 1);
+                if joined {
                     backoff = first_backoff;
                     next_beat = Instant::now() + inner.config.heartbeat;
                 } else if *inner.state_now() == ClusterState::Refused {

@@ -9,6 +9,15 @@ use wscope_core::{InvalidInstanceId, INSTANCE_ID_ENV};
 /// `WSCOPE_*` variables are refused by clap, through the same parsers).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A cluster setting that cannot work (a zero heartbeat, a TTL not above it, no Redis
+    /// support in this build).
+    #[error("{flag}: {why}")]
+    Cluster {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong.
+        why: String,
+    },
     /// The `--config` file cannot be read.
     #[error("--config {}: cannot read: {why}", path.display())]
     Unreadable {

@@ -377,6 +377,68 @@ impl Kind for InstanceId {
     }
 }
 
+/// A cluster name: what an instance id may be (it names keys and channels).
+pub(crate) struct ClusterName;
+
+impl Kind for ClusterName {
+    type Value = String;
+    const PLACEHOLDER: &'static str = "NAME";
+
+    fn parse(text: &str) -> Result<String, String> {
+        let text = text.trim();
+        let ok = (1..=64).contains(&text.len())
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if ok {
+            Ok(text.to_owned())
+        } else {
+            Err(format!(
+                "invalid cluster name {text:?}: use 1 to 64 of A-Z a-z 0-9 . _ -"
+            ))
+        }
+    }
+
+    fn show(value: &String) -> String {
+        value.clone()
+    }
+}
+
+/// An optional Redis URL (`redis://[:password@]host[:port][/db]`, or `rediss://`): kept out of
+/// `--help`, as it may carry a password.
+pub(crate) struct RedisUrl;
+
+impl Kind for RedisUrl {
+    type Value = Option<Secret>;
+    const PLACEHOLDER: &'static str = "URL";
+    const SECRET: bool = true;
+
+    fn parse(text: &str) -> Result<Option<Secret>, String> {
+        let text = text.trim();
+        let Some(rest) = text
+            .strip_prefix("redis://")
+            .or_else(|| text.strip_prefix("rediss://"))
+        else {
+            return Err(format!(
+                "invalid Redis URL: use redis://HOST[:PORT][/DB] (or rediss:// for TLS), not \
+                 {:?}",
+                text.split("://").next().unwrap_or_default()
+            ));
+        };
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err("invalid Redis URL: no host (redis://127.0.0.1:6379)".to_owned());
+        }
+        Secret::new(text).map(Some)
+    }
+
+    fn show(value: &Option<Secret>) -> String {
+        match value {
+            Some(_) => "<set>".to_owned(),
+            None => "none".to_owned(),
+        }
+    }
+}
+
 /// A secret (the admin token): shown nowhere, not even in `Debug`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);

@@ -165,6 +165,21 @@ declare_settings! {
         /// Whether an upgrade without an `Origin` header (a non-browser client) is admitted.
         allow_missing_origin: bool as kind::Bool = RegistryConfig::DEFAULT_ALLOW_MISSING_ORIGIN;
     }
+    "Cluster" {
+        /// Redis server joining this instance to a cluster (`redis://127.0.0.1:6379`); without
+        /// it the instance stands alone.
+        redis_url: Option<Secret> as kind::RedisUrl = None;
+        /// The cluster to join: keys and channels are namespaced by it, so several clusters
+        /// share one Redis.
+        cluster_name: String as kind::ClusterName = "wscope".to_owned();
+        /// How often this instance announces itself to the cluster.
+        cluster_heartbeat: Duration as kind::Duration<60> = Duration::from_secs(1);
+        /// How long a silent instance stays in the cluster view before it is reported gone
+        /// (0 = 3 × the heartbeat).
+        cluster_ttl: Duration as kind::Duration<600> = Duration::ZERO;
+        /// How long a cluster survey (stats, connections, actions) waits for each instance.
+        cluster_timeout: Duration as kind::Duration<60> = Duration::from_secs(1);
+    }
     "Logging" {
         /// Log line format (`RUST_LOG` sets the level).
         log_format: LogFormat as kind::OneOf<LogFormat> = LogFormat::default();
@@ -268,7 +283,49 @@ impl ServeConfig {
                 addr: self.admin_listen,
             });
         }
+        self.check_cluster()?;
         Ok(self)
+    }
+
+    /// The cluster settings that only make sense together.
+    fn check_cluster(&self) -> Result<(), ConfigError> {
+        let refuse = |flag, why: &str| {
+            Err(ConfigError::Cluster {
+                flag,
+                why: why.to_owned(),
+            })
+        };
+        if self.redis_url.is_some() && !cfg!(feature = "redis") {
+            return refuse(
+                "--redis-url",
+                "this build has no Redis support (build wscope with the `redis` feature)",
+            );
+        }
+        if self.cluster_heartbeat < Duration::from_millis(10) {
+            return refuse("--cluster-heartbeat", "must be at least 10ms");
+        }
+        if !self.cluster_ttl.is_zero() && self.cluster_ttl <= self.cluster_heartbeat {
+            return refuse(
+                "--cluster-ttl",
+                "must be longer than --cluster-heartbeat (0 = 3 × the heartbeat)",
+            );
+        }
+        if self.cluster_timeout < Duration::from_millis(10) {
+            return refuse("--cluster-timeout", "must be at least 10ms");
+        }
+        Ok(())
+    }
+
+    /// The cluster node's settings (addresses are filled in once the listeners are bound).
+    pub fn cluster_config(&self) -> wscope_core::cluster::ClusterConfig {
+        let config = wscope_core::cluster::ClusterConfig::new(self.cluster_name.clone())
+            .heartbeat(self.cluster_heartbeat)
+            .survey_timeout(self.cluster_timeout);
+        if self.cluster_ttl.is_zero() {
+            config
+        } else {
+            config.ttl(self.cluster_ttl)
+        }
     }
 
     /// The admin API's guard: the token and the further hosts and origins.
