@@ -230,14 +230,15 @@ impl Inner {
     }
 
     /// One probe by the supervisor: PING the publisher, and the subscriber too once something
-    /// is subscribed (SUBSCRIBE again instead, if the subscriptions are not confirmed). `Ok`
-    /// means commands and subscriptions work.
+    /// is subscribed, then SUBSCRIBE again if the subscriptions are not confirmed. `Ok` means
+    /// commands and subscriptions work.
     pub(crate) async fn probe(&self) -> Result<(), BackendError> {
-        ping(self, "ping", self.publisher.clone()).await?;
+        self.ping_fresh("ping", &self.publisher).await?;
         let channels = self.router.channels();
         if channels.is_empty() {
             return Ok(());
         }
+        self.ping_fresh("ping subscriber", &self.subscriber).await?;
         if self.resubscribe.swap(false, Ordering::Relaxed) {
             let mut conn = self.subscriber.clone();
             let result = self.run("subscribe", conn.subscribe(&channels)).await;
@@ -246,7 +247,19 @@ impl Inner {
             }
             return result;
         }
-        ping(self, "ping subscriber", self.subscriber.clone()).await
+        Ok(())
+    }
+
+    /// PINGs on `conn`, and once more if that failed for want of Redis: a connection manager
+    /// answers the first command after a failed reconnect with that old failure (and only then
+    /// starts a new attempt), so the second PING is the one that tells whether Redis is back.
+    async fn ping_fresh(&self, what: &str, conn: &ConnectionManager) -> Result<(), BackendError> {
+        match ping(self, what, conn.clone()).await {
+            Err(err) if err.kind != BackendErrorKind::Engine => {
+                ping(self, what, conn.clone()).await
+            }
+            answer => answer,
+        }
     }
 
     /// The supervisor saw the link fail (no wake-up: it paces itself).
