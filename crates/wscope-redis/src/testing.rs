@@ -102,6 +102,7 @@ pub fn unique_name(test_name: &str) -> String {
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -122,7 +123,21 @@ impl RedisServer {
     /// If no port could be had from the OS.
     pub fn on_free_port() -> io::Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        Ok(Self { port, child: None })
+        Ok(Self {
+            port,
+            extra_args: Vec::new(),
+            child: None,
+        })
+    }
+
+    /// Passes `args` to `redis-server` too, on each start (e.g. `["--requirepass", "s3cret"]`).
+    pub fn with_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.extra_args.extend(args.into_iter().map(Into::into));
+        self
     }
 
     /// Its port.
@@ -147,6 +162,7 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
