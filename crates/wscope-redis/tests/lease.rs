@@ -61,15 +61,15 @@ async fn a_lease_expires_after_its_ttl_and_renewal_extends_it() {
     let prefix = unique_name("lease_ttl");
     let key = format!("{prefix}:instance");
     let backend = connected(&url).await;
-    let ttl = Duration::from_millis(400);
+    let ttl = Duration::from_millis(800);
 
     assert_eq!(
         backend.lease(&key, "a", Bytes::from("v"), ttl).await,
         Ok(Lease::Held)
     );
     for _ in 0..3 {
-        // Renewed every 200 ms: it outlives its first ttl.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Renewed every 300 ms: it outlives its first ttl.
+        tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(
             backend.lease(&key, "a", Bytes::from("v"), ttl).await,
             Ok(Lease::Held)
@@ -78,9 +78,9 @@ async fn a_lease_expires_after_its_ttl_and_renewal_extends_it() {
     assert_eq!(
         backend.lease(&key, "b", Bytes::from("w"), ttl).await,
         Ok(other("v")),
-        "still a's, 600 ms after it was first taken for 400 ms"
+        "still a's, 900 ms after it was first taken for 800 ms"
     );
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(
         backend.lease(&key, "b", Bytes::from("w"), ttl).await,
         Ok(Lease::Held),
