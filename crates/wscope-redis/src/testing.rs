@@ -11,7 +11,7 @@
 //! # }
 //! ```
 
-use std::io;
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,7 +58,8 @@ pub async fn url_or_skip(test_name: &str, url: &str, require: bool) -> Option<St
     }
 }
 
-/// Panics (with `require`) or prints `SKIPPED: {test_name}: {why} …` to stderr.
+/// Panics (with `require`) or prints `SKIPPED: {test_name}: {why} …` to stderr — visibly, even
+/// under the test harness's output capture.
 ///
 /// # Panics
 /// If `require` is set.
@@ -66,7 +67,12 @@ pub fn skip_or_fail(test_name: &str, why: &str, require: bool) {
     if require {
         panic!("{test_name}: {why}, and {REQUIRE_VAR}=1 requires it");
     }
-    eprintln!("SKIPPED: {test_name}: {why} (set {REQUIRE_VAR}=1 to fail instead)");
+    // Written to the stderr handle, not through `eprintln!`, which the test harness captures
+    // (and hides, for a passing test).
+    let _ = writeln!(
+        io::stderr(),
+        "SKIPPED: {test_name}: {why} (set {REQUIRE_VAR}=1 to fail instead)"
+    );
 }
 
 /// Whether Redis at `url` answers PING within two seconds; the reason if not.

@@ -18,7 +18,9 @@ fn other(value: &str) -> Lease {
 
 #[tokio::test]
 async fn a_lease_is_taken_renewed_refused_and_released_by_its_holder_only() {
-    let Some(url) = redis_url_or_skip("a_lease_is_taken_renewed_refused_and_released").await else {
+    let Some(url) =
+        redis_url_or_skip("a_lease_is_taken_renewed_refused_and_released_by_its_holder_only").await
+    else {
         return;
     };
     let prefix = unique_name("lease_cas");
@@ -55,7 +57,8 @@ async fn a_lease_is_taken_renewed_refused_and_released_by_its_holder_only() {
 
 #[tokio::test]
 async fn a_lease_expires_after_its_ttl_and_renewal_extends_it() {
-    let Some(url) = redis_url_or_skip("a_lease_expires_after_its_ttl").await else {
+    let Some(url) = redis_url_or_skip("a_lease_expires_after_its_ttl_and_renewal_extends_it").await
+    else {
         return;
     };
     let prefix = unique_name("lease_ttl");

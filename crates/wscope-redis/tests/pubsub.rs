@@ -58,7 +58,9 @@ async fn a_thousand_messages_arrive_in_publish_order() {
 
 #[tokio::test]
 async fn a_backend_hears_its_own_publishes_and_not_other_channels() {
-    let Some(url) = redis_url_or_skip("a_backend_hears_its_own_publishes").await else {
+    let Some(url) =
+        redis_url_or_skip("a_backend_hears_its_own_publishes_and_not_other_channels").await
+    else {
         return;
     };
     let prefix = unique_name("pubsub_own");
