@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,10 +56,7 @@ pub(crate) struct Inner {
     subscriber: ConnectionManager,
     router: Arc<Router>,
     scripts: Scripts,
-    pub(crate) link: LinkState,
-    /// The subscriptions have to be (re)made: set whenever the link is lost or a SUBSCRIBE
-    /// failed, cleared once a SUBSCRIBE of every channel is confirmed.
-    resubscribe: AtomicBool,
+    pub(crate) link: Arc<LinkState>,
     pub(crate) wake: Arc<Notify>,
 }
 
@@ -103,7 +100,9 @@ impl RedisBackend {
             .set_max_delay(options.reconnect_max);
         let publisher =
             ConnectionManager::new_lazy_with_config(client, config.clone()).map_err(invalid)?;
-        let router = Arc::new(Router::default());
+        let wake = Arc::new(Notify::new());
+        let link = Arc::new(LinkState::new(redacted.clone(), Arc::clone(&wake)));
+        let router = Arc::new(Router::new(Arc::clone(&link)));
         let pushes = Arc::clone(&router);
         let subscriber = ConnectionManager::new_lazy_with_config(
             subscriber_client,
@@ -116,15 +115,13 @@ impl RedisBackend {
         )
         .map_err(invalid)?;
 
-        let wake = Arc::new(Notify::new());
         let inner = Arc::new(Inner {
             options,
             publisher,
             subscriber,
             router,
             scripts: Scripts::new(),
-            link: LinkState::new(redacted, Arc::clone(&wake)),
-            resubscribe: AtomicBool::new(false),
+            link,
             wake,
         });
         supervisor::spawn(&inner);
@@ -225,7 +222,7 @@ impl Inner {
 
     /// The link is lost: subscriptions have to be confirmed again once it is back.
     fn lost(&self, why: &str) {
-        self.resubscribe.store(true, Ordering::Relaxed);
+        self.router.resubscribe.store(true, Ordering::Relaxed);
         self.link.down(why);
     }
 
@@ -239,11 +236,11 @@ impl Inner {
             return Ok(());
         }
         self.ping_fresh("ping subscriber", &self.subscriber).await?;
-        if self.resubscribe.swap(false, Ordering::Relaxed) {
+        if self.router.resubscribe.swap(false, Ordering::Relaxed) {
             let mut conn = self.subscriber.clone();
             let result = self.run("subscribe", conn.subscribe(&channels)).await;
             if result.is_err() {
-                self.resubscribe.store(true, Ordering::Relaxed);
+                self.router.resubscribe.store(true, Ordering::Relaxed);
             }
             return result;
         }
@@ -264,7 +261,7 @@ impl Inner {
 
     /// The supervisor saw the link fail (no wake-up: it paces itself).
     pub(crate) fn probe_failed(&self, why: &str) {
-        self.resubscribe.store(true, Ordering::Relaxed);
+        self.router.resubscribe.store(true, Ordering::Relaxed);
         self.link.set(Link::Disconnected, why);
     }
 }
@@ -337,7 +334,7 @@ impl ClusterBackend for RedisBackend {
                 Err(err) if err.kind == BackendErrorKind::Engine => Err(err),
                 Err(_) => {
                     // `run` marked the link down; the supervisor subscribes when it is back.
-                    inner.resubscribe.store(true, Ordering::Relaxed);
+                    inner.router.resubscribe.store(true, Ordering::Relaxed);
                     Ok(rx)
                 }
             }

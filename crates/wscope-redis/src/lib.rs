@@ -6,7 +6,8 @@
 //! dedicated RESP3 connection that resubscribes by itself after a reconnect. Every call is bounded
 //! by [`RedisOptions::command_timeout`]: while Redis cannot be reached calls fail promptly with
 //! `Unavailable` or `Timeout` and never wait for the link to come back. A background task PINGs
-//! while the link is up and retries with backoff while it is down, and keeps
+//! while the link is up and retries with backoff while it is down; with failed calls and the
+//! subscriber connection's own notice that it closed, it keeps
 //! [`ClusterBackend::link`](wscope_core::cluster::ClusterBackend::link) true: `Connected` only
 //! when commands and the subscriptions work.
 //!

@@ -2,19 +2,27 @@
 //! from the dedicated RESP3 connection without ever waiting (a full buffer drops and counts).
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 use wscope_core::cluster::Delivery;
 
-/// The receivers handed out by `subscribe`, each with its channels.
-#[derive(Debug, Default)]
+use crate::link::LinkState;
+
+/// The receivers handed out by `subscribe`, each with its channels, and whether the
+/// subscriptions have to be made again.
+#[derive(Debug)]
 pub(crate) struct Router {
     routes: Mutex<Vec<Route>>,
     dropped: AtomicU64,
+    /// Set whenever the link is lost or a SUBSCRIBE failed; the supervisor SUBSCRIBEs to every
+    /// channel again before it reports the link up.
+    pub(crate) resubscribe: AtomicBool,
+    /// Marked down at once when the subscriber connection closes.
+    link: Arc<LinkState>,
 }
 
 #[derive(Debug)]
@@ -24,6 +32,15 @@ struct Route {
 }
 
 impl Router {
+    pub(crate) fn new(link: Arc<LinkState>) -> Self {
+        Self {
+            routes: Mutex::default(),
+            dropped: AtomicU64::new(0),
+            resubscribe: AtomicBool::new(false),
+            link,
+        }
+    }
+
     fn routes(&self) -> MutexGuard<'_, Vec<Route>> {
         self.routes.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -51,9 +68,15 @@ impl Router {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Hands one server push to the receivers that want it; anything but a message is ignored
-    /// (subscribe confirmations, the client's own disconnection notice).
+    /// Hands one server push to the receivers that want it. The client's own notice that the
+    /// connection closed marks the link down (sooner than the next PING would); anything else
+    /// (subscribe confirmations) is ignored.
     pub(crate) fn push(&self, push: PushInfo) {
+        if push.kind == PushKind::Disconnection {
+            self.resubscribe.store(true, Ordering::Relaxed);
+            self.link.down("subscriber connection closed");
+            return;
+        }
         if push.kind != PushKind::Message {
             return;
         }
@@ -95,6 +118,13 @@ fn message(data: Vec<Value>) -> Option<(String, Bytes)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wscope_core::cluster::Link;
+
+    fn router() -> Router {
+        let link = Arc::new(LinkState::new("redis://h".into(), Arc::default()));
+        link.set(Link::Connected, "test");
+        Router::new(link)
+    }
 
     fn msg(channel: &str, payload: &str) -> PushInfo {
         PushInfo {
@@ -108,7 +138,7 @@ mod tests {
 
     #[test]
     fn routes_by_channel_and_counts_drops_when_full() {
-        let router = Router::default();
+        let router = router();
         let (a_tx, mut a) = mpsc::channel(1);
         let (b_tx, mut b) = mpsc::channel(8);
         router.add(vec!["x".into()], a_tx);
@@ -138,8 +168,19 @@ mod tests {
     }
 
     #[test]
+    fn a_closed_connection_marks_the_link_down_and_asks_for_a_resubscription() {
+        let router = router();
+        router.push(PushInfo {
+            kind: PushKind::Disconnection,
+            data: vec![],
+        });
+        assert_eq!(router.link.get(), Link::Disconnected);
+        assert!(router.resubscribe.load(Ordering::Relaxed));
+    }
+
+    #[test]
     fn closed_receivers_are_forgotten() {
-        let router = Router::default();
+        let router = router();
         let (tx, rx) = mpsc::channel(1);
         router.add(vec!["gone".into()], tx);
         let (tx2, _rx2) = mpsc::channel(1);
