@@ -24,7 +24,7 @@
 //! - `supervisor`: the background task — probe, reconnect pacing, resubscribe.
 //! - `subscriber`: routes pushed messages to the receivers, dropping and counting when full.
 //! - `scripts`: the lease and release Lua scripts.
-//! - [`testing`] (feature `testing`): helpers for tests against a real Redis.
+//! - `testing` (feature `testing`): helpers for tests against a real Redis.
 //!
 //! [`ClusterBackend`]: wscope_core::cluster::ClusterBackend
 
