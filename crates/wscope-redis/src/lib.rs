@@ -1,0 +1,43 @@
+//! wscope-redis: the Redis implementation of wscope's cluster backend,
+//! [`ClusterBackend`](wscope_core::cluster::ClusterBackend).
+//!
+//! [`RedisBackend::connect`] returns at once, Redis up or not, and connects in the background.
+//! Commands (PUBLISH, the lease scripts) go over one multiplexed connection; subscriptions over a
+//! dedicated RESP3 connection that resubscribes by itself after a reconnect. Every call is bounded
+//! by [`RedisOptions::command_timeout`]: while Redis cannot be reached calls fail promptly with
+//! `Unavailable` or `Timeout` and never wait for the link to come back. A background task PINGs
+//! while the link is up and retries with backoff while it is down; with failed calls and the
+//! subscriber connection's own notice that it closed, it keeps
+//! [`ClusterBackend::link`](wscope_core::cluster::ClusterBackend::link) true: `Connected` only
+//! when commands and the subscriptions work.
+//!
+//! Needs Redis 6 or later (RESP3). A lease is a hash (`holder`, `value`) with a PEXPIRE, taken,
+//! renewed and released by Lua scripts so that each step is atomic. The client is the `redis`
+//! crate's `ConnectionManager`; `CLIENT_CHOICE.md` says why it rather than `fred`.
+//!
+//! # Layout
+//! - `backend`: [`RedisBackend`] — connect, the [`ClusterBackend`] calls, cleanup and load
+//!   helpers ([`RedisBackend::delete_matching`], [`RedisBackend::info_commands`]).
+//! - `options`: [`RedisOptions`] (timeouts, probe interval, reconnect backoff).
+//! - `error`: [`ConnectError`], and how client errors map onto `BackendError` kinds.
+//! - `link`: the link's state, logged once per change.
+//! - `supervisor`: the background task — probe, reconnect pacing, resubscribe.
+//! - `subscriber`: routes pushed messages to the receivers, dropping and counting when full.
+//! - `scripts`: the lease and release Lua scripts.
+//! - `testing` (feature `testing`): helpers for tests against a real Redis.
+//!
+//! [`ClusterBackend`]: wscope_core::cluster::ClusterBackend
+
+mod backend;
+mod error;
+mod link;
+mod options;
+mod scripts;
+mod subscriber;
+mod supervisor;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use backend::RedisBackend;
+pub use error::ConnectError;
+pub use options::RedisOptions;

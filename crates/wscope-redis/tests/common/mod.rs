@@ -1,0 +1,36 @@
+//! Shared by the integration tests: a connected backend, bounded waits for the link.
+
+#![allow(dead_code)] // each test file uses a part
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use wscope_core::cluster::{ClusterBackend, Link};
+use wscope_redis::{RedisBackend, RedisOptions};
+
+/// Waits, at most `within`, for the link to be `want`; answers whether it got there.
+pub async fn wait_link(rx: &mut watch::Receiver<Link>, want: Link, within: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(within, rx.wait_for(|l| *l == want)).await,
+        Ok(Ok(_))
+    )
+}
+
+/// A backend on `url` whose link is up (panics after 5 s otherwise).
+pub async fn connected(url: &str) -> RedisBackend {
+    let backend = RedisBackend::connect(url, RedisOptions::default()).expect("valid URL");
+    let mut link = backend.link();
+    assert!(
+        wait_link(&mut link, Link::Connected, Duration::from_secs(5)).await,
+        "no link to {url} within 5 s"
+    );
+    backend
+}
+
+/// Deletes the test's keys (`{prefix}*`).
+pub async fn cleanup(backend: &RedisBackend, prefix: &str) {
+    backend
+        .delete_matching(&format!("{prefix}*"))
+        .await
+        .expect("cleanup");
+}

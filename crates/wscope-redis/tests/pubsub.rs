@@ -1,0 +1,136 @@
+//! Publish and subscribe against the machine's Redis (`WSCOPE_REDIS_URL`).
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use wscope_core::cluster::{ClusterBackend, Link, DELIVERY_BUFFER};
+use wscope_redis::testing::{redis_url_or_skip, unique_name};
+
+use common::{cleanup, connected, wait_link};
+
+#[tokio::test]
+async fn a_thousand_messages_arrive_in_publish_order() {
+    let Some(url) = redis_url_or_skip("a_thousand_messages_arrive_in_publish_order").await else {
+        return;
+    };
+    let prefix = unique_name("pubsub_order");
+    let (a, b) = (format!("{prefix}:a"), format!("{prefix}:b"));
+    let subscriber = connected(&url).await;
+    let publisher = connected(&url).await;
+    let mut rx = subscriber
+        .subscribe(vec![a.clone(), b.clone()])
+        .await
+        .expect("subscribed");
+    let mut link = subscriber.link();
+    assert!(wait_link(&mut link, Link::Connected, Duration::from_secs(5)).await);
+
+    for i in 0..1000u32 {
+        let channel = if i % 2 == 0 { &a } else { &b };
+        publisher
+            .publish(channel, Bytes::from(i.to_string()))
+            .await
+            .expect("published");
+    }
+    let received = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut got = Vec::with_capacity(1000);
+        while got.len() < 1000 {
+            let delivery = rx.recv().await.expect("subscription open");
+            got.push(delivery);
+        }
+        got
+    })
+    .await
+    .expect("1,000 deliveries within 10 s");
+    for (i, delivery) in received.iter().enumerate() {
+        assert_eq!(
+            delivery.payload,
+            Bytes::from(i.to_string()),
+            "#{i} out of order"
+        );
+        let channel = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(&delivery.channel, channel);
+    }
+    assert_eq!(subscriber.dropped(), 0);
+    cleanup(&publisher, &prefix).await;
+}
+
+#[tokio::test]
+async fn a_backend_hears_its_own_publishes_and_not_other_channels() {
+    let Some(url) =
+        redis_url_or_skip("a_backend_hears_its_own_publishes_and_not_other_channels").await
+    else {
+        return;
+    };
+    let prefix = unique_name("pubsub_own");
+    let (mine, other) = (format!("{prefix}:mine"), format!("{prefix}:other"));
+    let backend = connected(&url).await;
+    let mut rx = backend
+        .subscribe(vec![mine.clone()])
+        .await
+        .expect("subscribed");
+    backend
+        .publish(&other, Bytes::from("no"))
+        .await
+        .expect("published");
+    backend
+        .publish(&mine, Bytes::from("yes"))
+        .await
+        .expect("published");
+    let delivery = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+        .await
+        .expect("delivered within 2 s")
+        .expect("open");
+    assert_eq!(
+        (delivery.channel.as_str(), delivery.payload),
+        (mine.as_str(), Bytes::from("yes"))
+    );
+    assert!(rx.try_recv().is_err(), "nothing from {other}");
+    cleanup(&backend, &prefix).await;
+}
+
+#[tokio::test]
+async fn a_full_buffer_drops_and_counts() {
+    let Some(url) = redis_url_or_skip("a_full_buffer_drops_and_counts").await else {
+        return;
+    };
+    let prefix = unique_name("pubsub_drops");
+    let channel = format!("{prefix}:c");
+    let backend = connected(&url).await;
+    let mut rx = backend
+        .subscribe(vec![channel.clone()])
+        .await
+        .expect("subscribed");
+    let extra = 100;
+    for i in 0..DELIVERY_BUFFER + extra {
+        backend
+            .publish(&channel, Bytes::from(i.to_string()))
+            .await
+            .expect("published");
+    }
+    // Nobody reads: once the buffer is full the rest are dropped and counted.
+    let counted = tokio::time::timeout(Duration::from_secs(10), async {
+        while backend.dropped() < extra as u64 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        counted.is_ok(),
+        "dropped {} of {extra} within 10 s",
+        backend.dropped()
+    );
+    assert_eq!(backend.dropped(), extra as u64);
+    let mut buffered = 0;
+    while let Ok(delivery) = rx.try_recv() {
+        assert_eq!(
+            delivery.payload,
+            Bytes::from(buffered.to_string()),
+            "the oldest are kept"
+        );
+        buffered += 1;
+    }
+    assert_eq!(buffered, DELIVERY_BUFFER);
+    cleanup(&backend, &prefix).await;
+}
