@@ -35,6 +35,16 @@ pub struct Server {
     admin_config: AdminConfig,
     /// The request-head bound and deadline of both listeners.
     serve_options: ServeOptions,
+    /// Where and how to join a cluster (`--redis-url`), if at all.
+    cluster: Option<ClusterPlan>,
+}
+
+/// The cluster this server joins when it runs.
+struct ClusterPlan {
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    redis_url: String,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    config: wscope_core::cluster::ClusterConfig,
 }
 
 impl Server {
@@ -63,7 +73,46 @@ impl Server {
             admin,
             admin_config: cfg.admin_config(),
             serve_options: cfg.serve_options(),
+            cluster: cfg.redis_url.as_ref().map(|url| ClusterPlan {
+                redis_url: url.expose().to_owned(),
+                config: cfg.cluster_config(),
+            }),
         })
+    }
+
+    /// Joins the cluster of `--redis-url`, if set: Redis down is no error (the instance serves
+    /// locally and joins when it can); another live instance with this instance id is.
+    async fn join_cluster(&mut self, main: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
+        let Some(plan) = self.cluster.take() else {
+            return Ok(());
+        };
+        #[cfg(feature = "redis")]
+        {
+            let backend =
+                wscope_redis::RedisBackend::connect(&plan.redis_url, Default::default())
+                    .context("--redis-url")?;
+            let config = plan
+                .config
+                .main_addr(main.to_string())
+                .admin_addr(admin.to_string());
+            let cluster = wscope_core::cluster::Cluster::join(
+                &self.registry,
+                std::sync::Arc::new(backend),
+                config,
+            )
+            .await?;
+            tracing::info!(
+                cluster = cluster.name(),
+                state = cluster.state().as_str(),
+                "cluster mode over Redis"
+            );
+            Ok(())
+        }
+        #[cfg(not(feature = "redis"))]
+        {
+            let _ = (plan, main, admin);
+            anyhow::bail!("--redis-url: this build has no Redis support")
+        }
     }
 
     /// The bound addresses (main, admin): with port 0 in the config, the ports chosen.
@@ -75,10 +124,11 @@ impl Server {
     /// 1001 "Server shutting down" after its queue is flushed, and what is left at the drain
     /// deadline is dropped.
     pub async fn run(
-        self,
+        mut self,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<ShutdownReport> {
         let (main_addr, admin_addr) = self.local_addrs()?;
+        self.join_cluster(main_addr, admin_addr).await?;
         self.registry.start_background_tasks();
         let app = app(self.registry.clone(), self.tracking);
         let admin = admin_router(self.registry.clone()).layer(self.admin_config.layer());
@@ -171,13 +221,17 @@ async fn echo(labels: Result<Query<DemoLabels>, QueryRejection>, ws: WebSocketUp
 }
 
 /// Sends each message to every open chat connection (the sender included), visiting only the
-/// chat path's members. A member whose queue is full is closed as a slow consumer (1008) rather
-/// than holding up the others.
+/// chat path's members; in cluster mode, to those of every instance too (published once, in
+/// order, never waiting on Redis). A member whose queue is full is closed as a slow consumer
+/// (1008) rather than holding up the others.
 async fn chat(labels: Result<Query<DemoLabels>, QueryRejection>, ws: WebSocketUpgrade) -> Response {
     DemoLabels::label(labels, ws).on_upgrade(move |mut socket| async move {
         let registry = socket.registry();
         while let Some(msg) = socket.recv().await {
-            let outcome = registry.broadcast(Some(CHAT_PATH), &msg);
+            let outcome = match registry.cluster() {
+                Some(cluster) => cluster.broadcast(Some(CHAT_PATH), &msg).local,
+                None => registry.broadcast(Some(CHAT_PATH), &msg),
+            };
             if outcome.slow > 0 {
                 tracing::debug!(slow = outcome.slow, "chat: closed members too slow to read");
             }
