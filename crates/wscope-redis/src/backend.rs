@@ -319,6 +319,25 @@ impl ClusterBackend for RedisBackend {
         })
     }
 
+    /// One pipeline of PUBLISHes on the publisher connection: one round trip for the lot, in
+    /// order.
+    fn publish_batch(&self, batch: Vec<(String, Bytes)>) -> BackendFuture<'_, ()> {
+        let mut pipe = redis::pipe();
+        for (channel, payload) in &batch {
+            pipe.cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload.as_ref())
+                .ignore();
+        }
+        Box::pin(async move {
+            let mut conn = self.inner.publisher.clone();
+            self.inner
+                .run("publish", pipe.query_async::<Value>(&mut conn))
+                .await
+                .map(drop)
+        })
+    }
+
     /// Subscribes on the dedicated subscriber connection. If Redis cannot be reached right now
     /// the receiver is still returned: the SUBSCRIBE is made by the supervisor as soon as the
     /// link is back (the link reports `Connected` only once it is confirmed), so a node can

@@ -26,12 +26,22 @@ async fn a_thousand_messages_arrive_in_publish_order() {
     let mut link = subscriber.link();
     assert!(wait_link(&mut link, Link::Connected, Duration::from_secs(5)).await);
 
-    for i in 0..1000u32 {
+    // The first half one by one, the second in pipelined batches of 100: one order for all.
+    for i in 0..500u32 {
         let channel = if i % 2 == 0 { &a } else { &b };
         publisher
             .publish(channel, Bytes::from(i.to_string()))
             .await
             .expect("published");
+    }
+    for start in (500..1000u32).step_by(100) {
+        let batch = (start..start + 100)
+            .map(|i| {
+                let channel = if i % 2 == 0 { &a } else { &b };
+                (channel.clone(), Bytes::from(i.to_string()))
+            })
+            .collect();
+        publisher.publish_batch(batch).await.expect("published");
     }
     let received = tokio::time::timeout(Duration::from_secs(10), async {
         let mut got = Vec::with_capacity(1000);

@@ -88,9 +88,8 @@ impl Server {
         };
         #[cfg(feature = "redis")]
         {
-            let backend =
-                wscope_redis::RedisBackend::connect(&plan.redis_url, Default::default())
-                    .context("--redis-url")?;
+            let backend = wscope_redis::RedisBackend::connect(&plan.redis_url, Default::default())
+                .context("--redis-url")?;
             let config = plan
                 .config
                 .main_addr(main.to_string())

@@ -21,9 +21,8 @@ use wscope_testkit::served::Served;
 
 const BIN: &str = env!("CARGO_BIN_EXE_wscope");
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A cluster name no other run shares (names allow `A-Z a-z 0-9 . _ -`).
 fn cluster_name(test: &str) -> String {
@@ -78,14 +77,22 @@ async fn post(served: &Served, path: &str, body: &str) -> (u16, Value) {
 }
 
 /// Polls (bounded) until `check` holds for the answer of `path`; returns that answer.
-async fn wait_for(served: &Served, path: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+async fn wait_for(
+    served: &Served,
+    path: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let (status, body) = get(served, path).await;
         if status == 200 && check(&body) || path == "/health" && check(&body) {
             return body;
         }
-        assert!(Instant::now() < deadline, "{what}: last answer {status} {body}");
+        assert!(
+            Instant::now() < deadline,
+            "{what}: last answer {status} {body}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -123,7 +130,9 @@ async fn next_text(ws: &mut Ws) -> String {
 
 async fn send_chat(ws: &mut Ws, prefix: &str) {
     for i in 0..50 {
-        ws.send(Message::text(format!("{prefix}{i}"))).await.unwrap();
+        ws.send(Message::text(format!("{prefix}{i}")))
+            .await
+            .unwrap();
     }
 }
 
@@ -226,9 +235,8 @@ async fn three_instances_are_seen_and_steered_as_one() {
         for _ in 0..100 {
             got.push(next_text(ws).await);
         }
-        let from = |p: char| -> Vec<String> {
-            got.iter().filter(|m| m.starts_with(p)).cloned().collect()
-        };
+        let from =
+            |p: char| -> Vec<String> { got.iter().filter(|m| m.starts_with(p)).cloned().collect() };
         let expect = |p: char| -> Vec<String> { (0..50).map(|i| format!("{p}{i}")).collect() };
         assert_eq!(from('a'), expect('a'));
         assert_eq!(from('c'), expect('c'));
@@ -238,8 +246,21 @@ async fn three_instances_are_seen_and_steered_as_one() {
 
     // A second instance named n0 is refused with one clear line, and exits.
     let dup = std::process::Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .args(["--redis-url", &url, "--cluster-name", &name, "--instance-id", "n0"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--redis-url",
+            &url,
+            "--cluster-name",
+            &name,
+            "--instance-id",
+            "n0",
+        ])
         .args(["--cluster-heartbeat", "200ms", "--cluster-ttl", "800ms"])
         .env_remove("INSTANCE_ID")
         .output()
@@ -281,12 +302,18 @@ async fn a_redis_outage_leaves_local_service_alone_and_the_cluster_recovers() {
     // Redis down at start: both serve locally and say so.
     let a = instance(&url, &name, "a");
     let b = instance(&url, &name, "b");
-    let health = wait_for(&a, "/health", "disconnected", |h| h["cluster"] == "disconnected").await;
+    let health = wait_for(&a, "/health", "disconnected", |h| {
+        h["cluster"] == "disconnected"
+    })
+    .await;
     assert_eq!(health["status"], "healthy");
     let (status, body) = get(&a, "/api/cluster/stats").await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["cluster"], "disconnected");
-    assert!(body["error"].as_str().unwrap().contains("cannot be reached"));
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("cannot be reached"));
     let mut ws = connect(&a, "/ws").await;
     echo(&mut ws, "local while Redis is down").await;
 

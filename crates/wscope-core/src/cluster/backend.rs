@@ -30,6 +30,18 @@ pub trait ClusterBackend: Send + Sync + 'static {
     /// every subscriber in the order they were published.
     fn publish(&self, channel: &str, payload: Bytes) -> BackendFuture<'_, ()>;
 
+    /// Publishes several payloads, in order, as one operation where the engine allows (Redis:
+    /// one pipelined round trip). Either all are handed to the engine or the call fails (some
+    /// may have been published). The default publishes them one after another.
+    fn publish_batch(&self, batch: Vec<(String, Bytes)>) -> BackendFuture<'_, ()> {
+        Box::pin(async move {
+            for (channel, payload) in batch {
+                self.publish(&channel, payload).await?;
+            }
+            Ok(())
+        })
+    }
+
     /// Delivers what is published on `channels` from now on into the returned receiver, and keeps
     /// doing so across reconnects (what is published while the link is down is not delivered:
     /// pub/sub keeps nothing). Called once per node. When the receiver's buffer

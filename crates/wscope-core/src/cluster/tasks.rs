@@ -16,33 +16,34 @@ use super::protocol::{Announce, Body, Envelope, Op, Reply, PROTOCOL_VERSION};
 /// The longest wait between attempts to reach an unreachable engine.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Sends queued messages in order. While the node is not connected, queued broadcasts are
-/// counted undelivered at once instead of waiting on the engine one by one.
+/// Most queued messages published in one batch (one round trip on Redis).
+const PUBLISH_BATCH: usize = 256;
+
+/// Sends queued messages in order, in batches of what has queued up meanwhile (one message alone
+/// when traffic is light). While the node is not connected, queued broadcasts are counted
+/// undelivered at once instead of waiting on the engine one by one.
 pub(super) async fn publisher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing>) {
     let timeout = inner.config.survey_timeout.max(Duration::from_millis(100));
+    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     loop {
-        let out = tokio::select! {
+        tokio::select! {
             _ = inner.stop.cancelled() => return,
-            out = rx.recv() => match out {
-                Some(out) => out,
-                None => return,
-            },
-        };
+            n = rx.recv_many(&mut batch, PUBLISH_BATCH) => if n == 0 { return },
+        }
+        let broadcasts = batch.iter().filter(|o| o.broadcast).count() as u64;
         let connected = *inner.state_now() == ClusterState::Connected;
+        let payloads: Vec<_> = batch.drain(..).map(|o| (o.channel, o.payload)).collect();
         let ok = connected
             && matches!(
-                tokio::time::timeout(timeout, inner.backend.publish(&out.channel, out.payload))
-                    .await,
+                tokio::time::timeout(timeout, inner.backend.publish_batch(payloads)).await,
                 Ok(Ok(()))
             );
-        if out.broadcast {
-            let counter = if ok {
-                &inner.counters.broadcasts_sent
-            } else {
-                &inner.counters.broadcasts_undelivered
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
+        let counter = if ok {
+            &inner.counters.broadcasts_sent
+        } else {
+            &inner.counters.broadcasts_undelivered
+        };
+        counter.fetch_add(broadcasts, Ordering::Relaxed);
     }
 }
 
