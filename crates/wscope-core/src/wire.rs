@@ -948,10 +948,12 @@ mod tests {
             uptime: 31.4,
             instance_id: "eu-1".into(),
             shut_down: true,
+            cluster: Some(crate::cluster::ClusterState::Disconnected),
         };
         let json = serde_json::to_string(&h).unwrap();
         assert!(json.contains(r#""status":"shutting_down""#), "{json}");
         assert!(json.contains(r#""activeConnections":3"#), "{json}");
+        assert!(json.contains(r#""cluster":"disconnected""#), "{json}");
         assert_eq!(serde_json::from_str::<Health>(&json).unwrap(), h);
     }
 
@@ -964,6 +966,7 @@ mod tests {
             uptime: 31.4,
             instance_id: "secret-host".into(),
             shut_down: false,
+            cluster: Some(crate::cluster::ClusterState::Connected),
         };
         let public = PublicHealth::from(h);
         let json = serde_json::to_value(&public).unwrap();

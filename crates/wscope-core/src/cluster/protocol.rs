@@ -130,3 +130,63 @@ pub(crate) enum Reply {
         answer: serde_json::Value,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(body: Body) -> String {
+        serde_json::to_string(&Envelope {
+            v: PROTOCOL_VERSION,
+            cluster: "prod".into(),
+            from: "eu-1".into(),
+            incarnation: "5f1c2a9e0b7d4c31".into(),
+            body,
+        })
+        .unwrap_or_default()
+    }
+
+    /// The formats docs/CLUSTER.md shows, pinned.
+    #[test]
+    fn the_wire_formats_are_the_documented_ones() {
+        assert_eq!(
+            json(Body::Hello {}),
+            r#"{"v":1,"cluster":"prod","from":"eu-1","incarnation":"5f1c2a9e0b7d4c31","body":{"type":"hello"}}"#
+        );
+        assert!(json(Body::Leave {}).ends_with(r#""body":{"type":"leave"}}"#));
+        assert!(json(Body::Request {
+            id: 7,
+            op: Op::Stats {}
+        })
+        .ends_with(r#""body":{"type":"request","id":7,"op":{"op":"stats"}}}"#));
+        let admin = Op::Admin {
+            request: AdminRequest::from_json(br#"{"action":"close","id":"eu-2-18a-5"}"#)
+                .unwrap_or(AdminRequest::Cleanup {}),
+        };
+        assert!(json(Body::Request { id: 8, op: admin }).ends_with(
+            r#""body":{"type":"request","id":8,"op":{"op":"admin","request":{"action":"close","id":"eu-2-18a-5"}}}}"#
+        ));
+        assert!(json(Body::Reply {
+            id: 8,
+            reply: Reply::Admin {
+                status: 200,
+                answer: serde_json::json!({"success": true}),
+            }
+        })
+        .ends_with(r#""body":{"type":"reply","id":8,"reply":{"op":"admin","status":200,"answer":{"success":true}}}}"#));
+        assert!(json(Body::Broadcast {
+            seq: 42,
+            path: Some("/ws/chat".into()),
+            message: BroadcastPayload::Text("hi".into()),
+        })
+        .ends_with(
+            r#""body":{"type":"broadcast","seq":42,"path":"/ws/chat","message":{"text":"hi"}}}"#
+        ));
+        assert!(json(Body::Broadcast {
+            seq: 43,
+            path: None,
+            message: BroadcastPayload::Binary(vec![0, 1, 2]),
+        })
+        .ends_with(r#""body":{"type":"broadcast","seq":43,"message":{"binary":"AAEC"}}}"#));
+    }
+}
