@@ -13,7 +13,8 @@
 //!
 //! Needs Redis 6 or later (RESP3). A lease is a hash (`holder`, `value`) with a PEXPIRE, taken,
 //! renewed and released by Lua scripts so that each step is atomic. The client is the `redis`
-//! crate's `ConnectionManager`; `CLIENT_CHOICE.md` says why it rather than `fred`.
+//! crate's `ConnectionManager`; docs/CLUSTER.md ("Which Redis client") says why it rather than
+//! `fred`.
 //!
 //! # Layout
 //! - `backend`: [`RedisBackend`] — connect, the [`ClusterBackend`] calls, cleanup and load

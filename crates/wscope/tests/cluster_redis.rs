@@ -361,3 +361,62 @@ async fn a_redis_outage_leaves_local_service_alone_and_the_cluster_recovers() {
     assert!((1..=2).contains(&down), "{down} lines: {lines:#?}");
     clean(&url, &name).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_redis_never_holds_up_a_socket() {
+    let test = "a_slow_redis_never_holds_up_a_socket";
+    if !RedisServer::available() {
+        skip_or_fail(test, "no redis-server binary to start", required());
+        return;
+    }
+    let mut redis = RedisServer::on_free_port()
+        .unwrap()
+        .with_args(["--enable-debug-command", "yes"]);
+    redis.start().await.unwrap();
+    let url = redis.url();
+    let name = cluster_name("slow");
+    let a = instance(&url, &name, "a");
+    let b = instance(&url, &name, "b");
+    for n in [&a, &b] {
+        wait_for(n, "/api/cluster/stats", "joined", |s| {
+            statuses(s).values().filter(|v| *v == "live").count() == 2
+        })
+        .await;
+    }
+    let mut echo_ws = connect(&a, "/ws").await;
+    let mut chat_a = connect(&a, "/ws/chat").await;
+    let mut chat_b = connect(&b, "/ws/chat").await;
+    echo(&mut echo_ws, "warm").await;
+    send_chat(&mut chat_a, "w").await;
+    for _ in 0..50 {
+        next_text(&mut chat_a).await;
+        next_text(&mut chat_b).await;
+    }
+
+    // Redis stops answering for 0.8 s (under the 1 s command timeout).
+    let mut sleeper = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port().to_string(), "DEBUG", "SLEEP", "0.8"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Meanwhile, on A: echo round trips, and chat messages reach A's own chat client...
+    for i in 0..10 {
+        echo(&mut echo_ws, &format!("during {i}")).await;
+    }
+    send_chat(&mut chat_a, "s").await;
+    for i in 0..50 {
+        assert_eq!(next_text(&mut chat_a).await, format!("s{i}"));
+    }
+    // ...before Redis has answered anything: no socket task waited on it.
+    assert!(
+        sleeper.try_wait().unwrap().is_none(),
+        "Redis woke before the local traffic was through: the test proves nothing on this run"
+    );
+    sleeper.wait().unwrap();
+    // Once Redis answers, B's chat client gets the same messages, in order.
+    for i in 0..50 {
+        assert_eq!(next_text(&mut chat_b).await, format!("s{i}"));
+    }
+    clean(&url, &name).await;
+}
