@@ -30,7 +30,9 @@
 //! - `config`: [`ClusterConfig`]; keys and channels are named here.
 //! - `protocol`: the messages between nodes (JSON envelopes).
 //! - `view`: the members and their status ([`Member`], [`MemberStatus`]).
-//! - `node`: [`Cluster`], its state, counters and cluster-wide broadcast.
+//! - `node`: [`Cluster`], the handle: join, counters, cluster-wide broadcast.
+//! - `shared`: what the handle and the tasks share — [`ClusterState`], the inner state, the
+//!   publisher's queue entries.
 //! - `tasks`: the publisher and the membership task (join, heartbeat, backoff, receive).
 //! - `survey`: questions to every member with a deadline — [`ClusterStats`], [`ClusterPage`],
 //!   [`ClusterAdminAnswer`].
@@ -40,6 +42,7 @@ mod config;
 mod memory;
 mod node;
 mod protocol;
+mod shared;
 mod survey;
 mod tasks;
 mod view;
@@ -50,8 +53,9 @@ pub use backend::{
 };
 pub use config::ClusterConfig;
 pub use memory::{MemoryBackend, MemoryHub};
-pub use node::{Cluster, ClusterBroadcast, ClusterCounters, ClusterError, ClusterState};
+pub use node::{Cluster, ClusterBroadcast, ClusterCounters, ClusterError};
 pub use protocol::{Announce, PROTOCOL_VERSION};
+pub use shared::ClusterState;
 pub use survey::{
     ClusterAdminAnswer, ClusterPage, ClusterStats, InstanceAnswer, InstanceCount, InstanceStats,
     MAX_CLUSTER_DEPTH,

@@ -8,8 +8,9 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::node::{Cluster, ClusterError, ClusterState};
+use super::node::{Cluster, ClusterError};
 use super::protocol::{Body, Op, Reply};
+use super::shared::ClusterState;
 use super::tasks::answer;
 use super::view::MemberStatus;
 use crate::query::{ConnectionQuery, SortKey, SortOrder, Start};

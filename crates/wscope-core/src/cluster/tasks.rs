@@ -10,8 +10,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::backend::{Delivery, Lease, Link};
-use super::node::{lock, ClusterState, Inner, Outgoing};
 use super::protocol::{Announce, Body, Envelope, Op, Reply, PROTOCOL_VERSION};
+use super::shared::{lock, ClusterState, Inner, Outgoing};
 
 /// The longest wait between attempts to reach an unreachable engine.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);

@@ -1,0 +1,238 @@
+//! What a node's handle and its tasks share: the node's state ([`ClusterState`]), its counters,
+//! the publisher's queue entries and the inner state behind [`super::Cluster`], with the
+//! helpers both sides use (announce, send, publish now, the member view's reads).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::backend::{BackendError, ClusterBackend};
+use super::config::ClusterConfig;
+use super::protocol::{Announce, Body, Envelope, Reply, PROTOCOL_VERSION};
+use super::view::{Timing, View};
+use crate::registry::Registry;
+
+/// Where a node stands with its cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterState {
+    /// The engine cannot be reached (or has not been yet): the node serves locally and keeps
+    /// trying, with backoff.
+    Disconnected,
+    /// A member: announcing, answering and relaying.
+    Connected,
+    /// Another live instance holds this instance id: this node stays out of the cluster.
+    Refused,
+    /// The node has left (shutdown).
+    Left,
+}
+
+impl ClusterState {
+    /// The wire name (`/health`'s `cluster` field).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disconnected => "disconnected",
+            Self::Connected => "connected",
+            Self::Refused => "refused",
+            Self::Left => "left",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) ignored: AtomicU64,
+    pub(super) broadcasts_sent: AtomicU64,
+    pub(super) broadcasts_received: AtomicU64,
+    pub(super) broadcasts_undelivered: AtomicU64,
+    pub(super) broadcasts_lost: AtomicU64,
+    pub(super) disconnects: AtomicU64,
+}
+
+/// One message waiting for the publisher.
+#[derive(Debug)]
+pub(super) struct Outgoing {
+    pub(super) channel: String,
+    pub(super) payload: Bytes,
+    pub(super) broadcast: bool,
+}
+
+#[derive(Debug)]
+pub(super) struct Inner {
+    pub(super) registry: Registry,
+    pub(super) backend: Arc<dyn ClusterBackend>,
+    pub(super) config: ClusterConfig,
+    pub(super) instance: String,
+    pub(super) incarnation: String,
+    pub(super) started_at: u64,
+    pub(super) state: watch::Sender<ClusterState>,
+    pub(super) view: Mutex<View>,
+    pub(super) pending: Mutex<HashMap<u64, mpsc::UnboundedSender<(String, Reply)>>>,
+    pub(super) next_request: AtomicU64,
+    pub(super) broadcast_seq: AtomicU64,
+    /// Last broadcast sequence number heard per sender incarnation.
+    pub(super) heard_seq: Mutex<HashMap<String, u64>>,
+    pub(super) outbound: mpsc::Sender<Outgoing>,
+    pub(super) counters: Counters,
+    pub(super) stop: CancellationToken,
+    /// Who holds this node's id when the lease was refused (for the refusal line).
+    pub(super) view_holder: Mutex<Option<String>>,
+    /// Join attempts made (heartbeats included), so `join` can wait for the first outcome.
+    pub(super) attempts: watch::Sender<u64>,
+    /// Whether the first join attempt's outcome has been logged.
+    pub(super) reported: AtomicBool,
+}
+
+impl std::fmt::Debug for dyn ClusterBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClusterBackend({})", self.name())
+    }
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Inner {
+    pub(super) fn state_now(&self) -> watch::Ref<'_, ClusterState> {
+        self.state.borrow()
+    }
+
+    pub(super) fn now_ms(&self) -> u64 {
+        self.registry.shared().clock.now_ms()
+    }
+
+    pub(super) fn timing(&self) -> Timing {
+        let hb = self.config.heartbeat.as_millis() as u64;
+        Timing {
+            late_ms: hb * 2,
+            ttl_ms: self.config.effective_ttl().as_millis() as u64,
+            forget_ms: self.config.forget_after.as_millis() as u64,
+        }
+    }
+
+    pub(super) fn envelope(&self, body: Body) -> Bytes {
+        let envelope = Envelope {
+            v: PROTOCOL_VERSION,
+            cluster: self.config.name.clone(),
+            from: self.instance.clone(),
+            incarnation: self.incarnation.clone(),
+            body,
+        };
+        Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
+    }
+
+    /// Queues a message for the publisher; false if the queue is full.
+    pub(super) fn send(&self, channel: String, body: Body, broadcast: bool) -> bool {
+        let payload = self.envelope(body);
+        self.outbound
+            .try_send(Outgoing {
+                channel,
+                payload,
+                broadcast,
+            })
+            .is_ok()
+    }
+
+    /// Publishes now, waiting at most the survey timeout (surveys use it to learn of failure).
+    pub(super) async fn publish_now(
+        &self,
+        channel: String,
+        body: Body,
+    ) -> Result<(), BackendError> {
+        let payload = self.envelope(body);
+        match tokio::time::timeout(
+            self.config.survey_timeout,
+            self.backend.publish(&channel, payload),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(BackendError::new(
+                super::BackendErrorKind::Timeout,
+                "publish did not finish within the survey timeout",
+            )),
+        }
+    }
+
+    pub(super) fn incarnation(&self) -> &str {
+        &self.incarnation
+    }
+
+    pub(super) fn next_request_id(&self) -> u64 {
+        self.next_request.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(super) fn register_pending(&self, id: u64) -> mpsc::UnboundedReceiver<(String, Reply)> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.pending).insert(id, tx);
+        rx
+    }
+
+    pub(super) fn forget_pending(&self, id: u64) {
+        lock(&self.pending).remove(&id);
+    }
+
+    pub(super) fn reachable(&self) -> Vec<String> {
+        let now = self.now_ms();
+        lock(&self.view).reachable(self.timing(), now)
+    }
+
+    pub(super) fn announce(&self) -> Announce {
+        Announce {
+            instance_id: self.instance.clone(),
+            main_addr: self.config.main_addr.clone(),
+            admin_addr: self.config.admin_addr.clone(),
+            started_at: self.started_at,
+            version: self.config.version.clone(),
+            heartbeat_ms: self.config.heartbeat.as_millis() as u64,
+            summary: self.registry.summary(),
+        }
+    }
+
+    /// Who holds our id, from the lease's value (an announcement), for the refusal line.
+    pub(super) fn holder_description(&self) -> String {
+        lock(&self.view_holder)
+            .clone()
+            .unwrap_or_else(|| "held by another process".to_owned())
+    }
+
+    pub(super) fn set_state(&self, new: ClusterState, why: &str) {
+        let old = self.state.send_replace(new);
+        // The first outcome is always reported (starting with the engine down is a state change
+        // from "not tried yet"); after that, only changes.
+        let first = !self.reported.swap(true, Ordering::Relaxed);
+        if old == new && !first {
+            return;
+        }
+        let (cluster, instance) = (&self.config.name, &self.instance);
+        match new {
+            ClusterState::Connected => tracing::info!(
+                cluster = %cluster, instance = %instance, backend = self.backend.name(),
+                "joined the cluster"
+            ),
+            ClusterState::Disconnected => {
+                if old == ClusterState::Connected {
+                    self.counters.disconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::warn!(
+                    cluster = %cluster, instance = %instance, backend = self.backend.name(),
+                    error = why,
+                    "cluster engine unreachable: serving locally, retrying with backoff"
+                )
+            }
+            ClusterState::Refused => tracing::error!(
+                cluster = %cluster, instance = %instance,
+                "not joining the cluster: {why}"
+            ),
+            ClusterState::Left => tracing::info!(
+                cluster = %cluster, instance = %instance, "left the cluster"
+            ),
+        }
+    }
+}
