@@ -263,7 +263,7 @@ async fn admin_broadcast_and_close_all_answer_per_member() {
 
 #[tokio::test]
 async fn bans_apply_on_every_member() {
-    let (_hub, nodes) = cluster_of(&["a", "b"]).await;
+    let (hub, nodes) = cluster_of(&["a", "b"]).await;
     let ban =
         AdminRequest::from_json(br#"{"action":"ban","target":"203.0.113.0/24","duration":"1m"}"#)
             .unwrap();
@@ -275,6 +275,12 @@ async fn bans_apply_on_every_member() {
             .remote_addr("203.0.113.9".parse::<std::net::IpAddr>().unwrap());
         assert!(n.registry.admit(&meta).is_err());
     }
+    // An instance that joins later adopts the bans in force, for what is left of them.
+    let late = node(&hub, "c", None).await;
+    wait_until("adopted", || late.registry.bans().len() == 1).await;
+    let ban = &late.registry.bans()[0];
+    assert_eq!(ban.target.to_string(), "203.0.113.0/24");
+    assert!(ban.expires_in <= 60_000);
 }
 
 #[tokio::test]

@@ -145,6 +145,7 @@ async fn beat(inner: &Arc<Inner>, deliveries: &mut Option<mpsc::Receiver<Deliver
             inner.set_state(ClusterState::Connected, "");
             if was != ClusterState::Connected {
                 inner.send(inner.config.channel_all(), Body::Hello {}, false);
+                tokio::spawn(adopt_bans(inner.clone()));
             }
             inner.send(inner.config.channel_all(), Body::Announce(announce), false);
             let now = inner.now_ms();
@@ -170,6 +171,38 @@ async fn beat(inner: &Arc<Inner>, deliveries: &mut Option<mpsc::Receiver<Deliver
             inner.set_state(ClusterState::Disconnected, "lease timed out");
             false
         }
+    }
+}
+
+/// Once the members have answered the join's hello (one heartbeat later), asks them for their
+/// bans and makes those this instance lacks, for what is left of each: a ban made cluster-wide
+/// before this instance joined (or while it was cut off) applies here too.
+async fn adopt_bans(inner: Arc<Inner>) {
+    tokio::time::sleep(inner.config.heartbeat).await;
+    let cluster = super::Cluster {
+        inner: inner.clone(),
+    };
+    let Ok(answer) = cluster.admin(crate::wire::AdminRequest::ListBans {}).await else {
+        return;
+    };
+    let have: Vec<_> = inner.registry.bans().iter().map(|b| b.target).collect();
+    let mut adopted = 0;
+    for row in answer.instances {
+        let Ok(list) = serde_json::from_value::<crate::wire::BansAnswer>(row.answer) else {
+            continue;
+        };
+        for ban in list.bans {
+            if have.contains(&ban.target) || ban.expires_in == 0 {
+                continue;
+            }
+            let left = Duration::from_millis(ban.expires_in);
+            if inner.registry.ban(ban.target, left, &ban.reason).is_ok() {
+                adopted += 1;
+            }
+        }
+    }
+    if adopted > 0 {
+        tracing::info!(adopted, "adopted the cluster's bans");
     }
 }
 
