@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The variable naming the Redis tests use.
-pub const URL_VAR: &str = "WSCOPE_REDIS_URL";
+pub const URL_VAR: &str = "WSCOPE_TEST_REDIS_URL";
 /// The Redis tests use when [`URL_VAR`] is unset.
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 /// Set to `1` to make an unreachable Redis fail the tests instead of skipping them.

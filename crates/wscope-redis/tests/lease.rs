@@ -1,4 +1,4 @@
-//! Leases against the machine's Redis (`WSCOPE_REDIS_URL`).
+//! Leases against the machine's Redis (`WSCOPE_TEST_REDIS_URL`).
 
 mod common;
 

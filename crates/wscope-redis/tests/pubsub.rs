@@ -1,4 +1,4 @@
-//! Publish and subscribe against the machine's Redis (`WSCOPE_REDIS_URL`).
+//! Publish and subscribe against the machine's Redis (`WSCOPE_TEST_REDIS_URL`).
 
 mod common;
 

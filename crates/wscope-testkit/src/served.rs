@@ -27,7 +27,8 @@ impl Served {
         Self::start_with_env(bin, extra, &[])
     }
 
-    /// Spawns `bin serve` on ports 0 with `extra` flags and `envs` set (`INSTANCE_ID` unset).
+    /// Spawns `bin serve` on ports 0 with `extra` flags and `envs` set (`INSTANCE_ID` and
+    /// `WSCOPE_REDIS_URL` unset).
     pub fn start_with_env(bin: &str, extra: &[&str], envs: &[(&str, &str)]) -> Self {
         let mut child = Command::new(bin)
             .args([
@@ -39,6 +40,8 @@ impl Served {
             ])
             .args(extra)
             .env_remove("INSTANCE_ID")
+            // Not a cluster member unless the test says so (`--redis-url`).
+            .env_remove("WSCOPE_REDIS_URL")
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
