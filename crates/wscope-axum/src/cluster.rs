@@ -38,6 +38,7 @@ fn failure(error: ClusterError) -> Response {
             });
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
+        ClusterError::BadQuery(message) => ApiError::bad_request(message).into_response(),
         other => (
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(ErrorBody {

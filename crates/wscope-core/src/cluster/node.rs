@@ -47,6 +47,9 @@ pub enum ClusterError {
         /// Who holds it (its addresses and start time), as far as its lease tells.
         holder: String,
     },
+    /// The question cannot be asked of a cluster as given (e.g. a single instance's cursor).
+    #[error("{0}")]
+    BadQuery(String),
     /// This registry is already a member of a cluster.
     #[error("this registry already belongs to cluster {0:?}")]
     AlreadyJoined(String),

@@ -348,11 +348,11 @@ impl Cluster {
             Start::First => 0,
             Start::Offset(n) => usize::try_from(n).unwrap_or(usize::MAX),
             Start::After(_) => {
-                return Err(ClusterError::Unavailable {
-                    cluster: self.name().to_owned(),
-                    state: self.state(),
-                    reason: "a single instance's cursor cannot page the cluster listing".into(),
-                })
+                return Err(ClusterError::BadQuery(
+                    "cursor: a single instance's cursor cannot page the cluster listing; pass \
+                     the cluster page's `next`, or an offset"
+                        .into(),
+                ))
             }
         };
         let depth = offset.saturating_add(query.limit).min(MAX_CLUSTER_DEPTH);
