@@ -49,19 +49,63 @@ fn failure(error: ClusterError) -> Response {
     }
 }
 
-/// `GET /api/cluster/stats`: a [`ClusterStats`](wscope_core::cluster::ClusterStats) — the
-/// reference's `ConnectionStats` summed over the members that answered the survey, weighted
-/// averages, and an `instances` table (live, late and gone members; those that did not answer in
-/// time are also named in `unanswered`).
-pub async fn stats(State(registry): State<Registry>) -> Response {
+/// The query of `GET /api/cluster/stats`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterStatsQuery {
+    /// List the N oldest connections across members in `connections` (at most 10,000; absent or
+    /// `0`: none).
+    pub connections: Option<String>,
+}
+
+/// `GET /api/cluster/stats[?connections=N]`: a
+/// [`ClusterStats`](wscope_core::cluster::ClusterStats) — the reference's `ConnectionStats`
+/// summed over the members that answered the survey, weighted averages, and an `instances` table
+/// (live, late and gone members; those that did not answer in time are also named in
+/// `unanswered`). Its `connections` list is empty unless `connections=N` asks for the N oldest
+/// across members (at most 10,000).
+pub async fn stats(
+    State(registry): State<Registry>,
+    query: Result<Query<ClusterStatsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let cluster = match cluster_of(&registry) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    match cluster.stats().await {
-        Ok(stats) => Json(stats).into_response(),
-        Err(e) => failure(e),
+    let listed = match query {
+        Ok(Query(q)) => match q.connections.as_deref().map(str::trim) {
+            None | Some("0") => 0,
+            Some(n) => match n.parse::<usize>() {
+                Ok(n) if n <= ConnectionQuery::MAX_LIMIT => n,
+                _ => {
+                    return ApiError::bad_request(format!(
+                        "connections: {n:?} is not a whole number from 0 to {}",
+                        ConnectionQuery::MAX_LIMIT
+                    ))
+                    .into_response()
+                }
+            },
+        },
+        Err(e) => {
+            return ApiError::bad_request(format!("bad query: {}", e.body_text())).into_response()
+        }
+    };
+    let mut stats = match cluster.stats().await {
+        Ok(stats) => stats,
+        Err(e) => return failure(e),
+    };
+    if listed > 0 {
+        let limit = listed.to_string();
+        let query = match ConnectionQuery::from_pairs([("limit", limit.as_str())]) {
+            Ok(q) => q,
+            Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
+        };
+        match cluster.connections(&query).await {
+            Ok(page) => stats.connections = page.connections,
+            Err(e) => return failure(e),
+        }
     }
+    Json(stats).into_response()
 }
 
 /// `GET /api/cluster/connections`: a [`ClusterPage`](wscope_core::cluster::ClusterPage) — the

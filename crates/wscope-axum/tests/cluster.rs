@@ -83,6 +83,25 @@ async fn cluster_stats_sum_the_instances_and_list_each() {
         ]
     );
     assert_eq!(body["unanswered"], Value::Array(vec![]));
+    assert_eq!(
+        body["connections"],
+        Value::Array(vec![]),
+        "the reference's field, empty"
+    );
+    // ?connections=N lists the N oldest across instances.
+    let listed = http_get(servers[2].0.admin_addr, "/api/cluster/stats?connections=4").await;
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    let rows = listed.json()["connections"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), 4);
+    assert!(rows
+        .windows(2)
+        .all(|w| w[0]["age"].as_u64() >= w[1]["age"].as_u64()));
+    let bad = http_get(servers[0].0.admin_addr, "/api/cluster/stats?connections=x").await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.json()["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("connections"));
 }
 
 #[tokio::test]

@@ -62,6 +62,11 @@ pub struct ClusterStats {
     pub refused: RefusalCounts,
     /// Messages and bytes since each member started, summed.
     pub traffic: Traffic,
+    /// The reference's `connections` list: empty unless asked for
+    /// (`GET /api/cluster/stats?connections=N`: the N oldest across members, from
+    /// [`Cluster::connections`]).
+    #[serde(default)]
+    pub connections: Vec<ConnectionInfo>,
     /// Members in the sums.
     pub instances_counted: u64,
     /// Every member this node knows: live, late and gone.
@@ -277,6 +282,7 @@ impl Cluster {
             closed_by: ClosedBy::default(),
             refused: RefusalCounts::default(),
             traffic: Traffic::default(),
+            connections: Vec::new(),
             instances_counted: 0,
             instances: Vec::new(),
             unanswered: survey.unanswered.clone(),
