@@ -5,7 +5,8 @@
 #   - GET /api/cluster/stats on instance 1 must say totalConnections = 4 × $PER, and the four
 #     instances' own GET /api/stats?connections=0 must add up to it;
 #   - 50 × GET /api/cluster/stats and 50 × GET /api/cluster/connections?limit=100 on instance 1,
-#     timed with curl (p50/p99/max), and the same before any connection is opened;
+#     timed with curl (p50/p99/max), beside 50 × instance 1's own GET /api/stats?connections=0,
+#     and the same before any connection is opened;
 #   - each instance's RSS; each bench run reports the server's bytes per connection (--pid).
 # Client sockets are spread over 127.0.0.1-127.0.0.N at $PER_SOURCE per bench process each, so
 # the four processes together keep every source address at 4 × $PER_SOURCE ports.
@@ -40,6 +41,7 @@ rss() { awk '/^VmRSS/ { printf "%.1f MiB", $2 / 1024 }' "/proc/$1/status"; }
     echo "before any connection:"
     timed /api/cluster/stats "  GET /api/cluster/stats"
     timed "/api/cluster/connections?limit=100" "  GET /api/cluster/connections?limit=100"
+    timed "/api/stats?connections=0" "  GET /api/stats?connections=0 (n1 alone)"
     for i in $(seq 1 $N); do echo "  n$i RSS $(rss "${PIDS[$((i - 1))]}")"; done
 } | tee "$OUT/scale-before.txt"
 
@@ -73,6 +75,7 @@ sleep 2
     echo "  sum of own stats: $sum"
     timed /api/cluster/stats "GET /api/cluster/stats"
     timed "/api/cluster/connections?limit=100" "GET /api/cluster/connections?limit=100"
+    timed "/api/stats?connections=0" "GET /api/stats?connections=0 (n1 alone)"
     curl -s "http://127.0.0.1:19401/api/cluster/connections?limit=100" >"$OUT/cluster-connections.json"
     echo "  connections page: $(jq -c '{n: (.connections // .items // [] | length), keys: keys}' "$OUT/cluster-connections.json")"
     echo "  bytes: stats $(wc -c <"$OUT/cluster-stats.json"), connections page $(wc -c <"$OUT/cluster-connections.json")"
