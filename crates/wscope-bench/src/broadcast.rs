@@ -3,6 +3,10 @@
 //! once the previous one reached every listener. Reports the fan-out latency to the last
 //! receiver and deliveries per second.
 //!
+//! The sender connects to `--sender-url` when it is given (by default to `--url`, like the
+//! listeners): with two instances of a cluster, that times a message sent on one instance and
+//! received on another.
+//!
 //! A server marks a connection open only once its handshake is through, which can be a moment
 //! after the client saw the 101 response; so before measuring, the sender repeats a `sync`
 //! message until every listener has received one. A listener that fails is no longer waited for,
@@ -53,6 +57,10 @@ pub struct BroadcastOptions {
         default_value = "ws://127.0.0.1:8080/ws/chat"
     )]
     pub url: String,
+    /// Where the sender connects (loopback only) [default: --url]: another instance of a
+    /// cluster times a cross-instance fan-out.
+    #[arg(long, value_name = "URL")]
+    pub sender_url: Option<String>,
     /// Listeners.
     #[arg(short = 'c', long = "connections", value_name = "N", default_value = "1000", value_parser = parse_count)]
     pub connections: usize,
@@ -86,8 +94,10 @@ impl Default for BroadcastOptions {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BroadcastReport {
-    /// The URL driven.
+    /// The URL driven: where the listeners connected.
     pub url: String,
+    /// Where the sender connected (`--sender-url`, else `url`).
+    pub sender_url: String,
     /// Listeners asked for.
     pub connections: usize,
     /// Listeners opened.
@@ -130,8 +140,13 @@ pub struct BroadcastReport {
 
 impl Report for BroadcastReport {
     fn title(&self) -> String {
+        let sender = if self.sender_url == self.url {
+            "1 sender".to_owned()
+        } else {
+            format!("1 sender on {}", self.sender_url)
+        };
         format!(
-            "wscope bench broadcast  {}  1 sender → {} listeners, {} messages of {} B",
+            "wscope bench broadcast  {}  {sender} → {} listeners, {} messages of {} B",
             self.url,
             report::int(self.listeners as u64),
             report::int(self.messages),
@@ -185,6 +200,7 @@ pub async fn broadcast(mut opts: BroadcastOptions) -> Result<BroadcastReport, Be
     }
     let session = Session::start(Plan {
         url: &opts.url,
+        sender_url: opts.sender_url.as_deref(),
         connections: opts.connections + 1,
         read_buffer: READ_BUFFER,
         // Connecting, then the rounds at a pessimistic 100 ms each.
@@ -193,17 +209,15 @@ pub async fn broadcast(mut opts: BroadcastOptions) -> Result<BroadcastReport, Be
         common: &opts.common,
     })
     .await?;
-    let mut opened = session
-        .open(
-            opts.connections + 1,
-            opts.handshake_concurrency,
-            "connecting",
-        )
+    let opened = session
+        .open(opts.connections, opts.handshake_concurrency, "connecting")
         .await?;
-    let sender = opened.conns.pop();
-    let (Some(sender), false) = (sender, opened.conns.is_empty()) else {
-        let reason = opened.failures.first;
-        return Err(session.unreachable(reason, "no listener opened before --timeout"));
+    let sender = match session.open_sender().await {
+        Ok(ws) => ws,
+        Err(e) => {
+            session.finish(opened.conns, None).await;
+            return Err(e);
+        }
     };
     let listeners = opened.conns.len();
     let chat = Chat::start(sender, opened.conns);
@@ -216,6 +230,7 @@ pub async fn broadcast(mut opts: BroadcastOptions) -> Result<BroadcastReport, Be
     let unclean_closes = session.finish(conns, opts.checkpoint.take()).await;
     let elapsed_secs = measured.elapsed_ns as f64 / 1e9;
     Ok(BroadcastReport {
+        sender_url: opts.sender_url.unwrap_or_else(|| opts.url.clone()),
         url: opts.url,
         connections: opts.connections,
         listeners,

@@ -155,6 +155,7 @@ struct Tally {
 pub async fn churn(opts: ChurnOptions) -> Result<ChurnReport, BenchError> {
     let session = Session::start(Plan {
         url: &opts.url,
+        sender_url: None,
         connections: opts.connections,
         read_buffer: READ_BUFFER,
         planned: opts.duration,

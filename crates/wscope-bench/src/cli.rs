@@ -31,7 +31,8 @@ pub enum Mode {
     Idle(IdleOptions),
     /// C workers each looping connect → echo one message → close: connections/s.
     Churn(ChurnOptions),
-    /// C listeners on a chat endpoint, one sender: fan-out latency to the last receiver.
+    /// C listeners on a chat endpoint, one sender (there or on --sender-url): fan-out latency to
+    /// the last receiver.
     Broadcast(BroadcastOptions),
 }
 
@@ -117,6 +118,7 @@ mod tests {
         assert_eq!(churn.connections, 50);
         assert_eq!(broadcast.url, "ws://127.0.0.1:8080/ws/chat");
         assert_eq!((broadcast.connections, broadcast.messages), (1000, 100));
+        assert_eq!(broadcast.sender_url, None, "the sender goes to --url");
         let common = echo.common;
         assert_eq!(common.connect_timeout, Duration::from_secs(10));
         assert_eq!(common.per_source, 10_000);
@@ -152,6 +154,18 @@ mod tests {
         assert_eq!(o.warmup, Duration::from_secs(120));
         assert_eq!(o.common.timeout, Some(Duration::from_secs(90)));
         assert_eq!(o.common.per_source, 5);
+        let Mode::Broadcast(o) = parse(&[
+            "broadcast",
+            "--url",
+            "ws://127.0.0.1:9003/ws/chat",
+            "--sender-url",
+            "ws://127.0.0.1:9001/ws/chat",
+        ]) else {
+            panic!("broadcast")
+        };
+        assert_eq!(o.url, "ws://127.0.0.1:9003/ws/chat");
+        assert_eq!(o.sender_url.as_deref(), Some("ws://127.0.0.1:9001/ws/chat"));
+        assert!(Cli::try_parse_from(["bench", "broadcast", "--sender-url"]).is_err());
         assert!(Cli::try_parse_from(["bench", "echo", "-c", "0"]).is_err());
         assert!(Cli::try_parse_from(["bench", "idle", "--hold", "soon"]).is_err());
     }

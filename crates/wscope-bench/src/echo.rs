@@ -210,6 +210,7 @@ impl EchoReport {
 pub async fn echo(mut opts: EchoOptions) -> Result<EchoReport, BenchError> {
     let session = Session::start(session::Plan {
         url: &opts.url,
+        sender_url: None,
         connections: opts.connections,
         // Enough to read every message in flight in one go, within tungstenite's usual bounds.
         read_buffer: opts

@@ -4,16 +4,20 @@
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     /// The URL is not one the load generator can drive.
-    #[error("--url {url}: {reason}")]
+    #[error("{flag} {url}: {reason}")]
     Url {
+        /// The flag that gave it (`--url`, `--sender-url`).
+        flag: &'static str,
         /// The URL as given.
         url: String,
         /// What is wrong with it.
         reason: String,
     },
     /// The URL names another machine: only loopback targets are driven.
-    #[error("--url {url}: only loopback targets are allowed (127.0.0.0/8, ::1, localhost)")]
+    #[error("{flag} {url}: only loopback targets are allowed (127.0.0.0/8, ::1, localhost)")]
     NotLoopback {
+        /// The flag that gave it (`--url`, `--sender-url`).
+        flag: &'static str,
         /// The URL as given.
         url: String,
     },

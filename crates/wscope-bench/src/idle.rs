@@ -172,6 +172,7 @@ impl Report for IdleReport {
 pub async fn idle(mut opts: IdleOptions) -> Result<IdleReport, BenchError> {
     let session = Session::start(Plan {
         url: &opts.url,
+        sender_url: None,
         connections: opts.connections,
         read_buffer: READ_BUFFER,
         // Opening at a pessimistic 1,000 handshakes/s, then the hold.

@@ -11,11 +11,12 @@
 //!   and, with `--pid`, the server's bytes per connection.
 //! - [`churn()`]: C workers each looping connect → echo one message → close: connections/s.
 //! - [`broadcast()`]: C listeners on a chat endpoint and one sender: fan-out latency to the last
-//!   receiver.
+//!   receiver. The sender may connect elsewhere (`--sender-url`): to another instance of a
+//!   cluster, which times a cross-instance fan-out.
 //!
-//! Every mode goes through one shared path: the URL is checked to be loopback, the open-file
-//! limit raised, a bare TCP connect tried and `--pid` read before anything is opened; connections
-//! are opened under a handshake bound; the CPU of this process and of the server are read over
+//! Every mode goes through one shared path: the URL (and `--sender-url`) is checked to be
+//! loopback, the open-file limit raised, a bare TCP connect tried and `--pid` read before anything
+//! is opened; connections are opened under a handshake bound; the CPU of this process and of the server are read over
 //! one window (in % of one core: 100 is one core busy); and at the end come an optional
 //! [`Checkpoint`] and the close handshakes. Every run is bounded by `--timeout` and reports what
 //! it has when that passes. When connections are lost mid-run, rates are taken over the time the

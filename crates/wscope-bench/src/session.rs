@@ -1,5 +1,5 @@
 //! The path every mode shares: the checks that can refuse a run before it opens anything (the
-//! URL, the open-file limit, a bare TCP connect, `--pid`), opening connections behind a progress
+//! URLs, the open-file limit, a bare TCP connect, `--pid`), opening connections behind a progress
 //! bar, the measurement window over which this process's and the server's CPU are read, and the
 //! end (the checkpoint, then the close handshakes).
 
@@ -23,6 +23,9 @@ use crate::BenchError;
 pub(crate) struct Plan<'a> {
     /// `--url`.
     pub(crate) url: &'a str,
+    /// `--sender-url` (broadcast): where [`Session::open_sender`] connects, checked like `--url`;
+    /// `None` for `--url` itself.
+    pub(crate) sender_url: Option<&'a str>,
     /// The most connections open at once: sizes the open-file check and the source addresses.
     pub(crate) connections: usize,
     /// Read buffer of each client connection (small for idle ones, larger for busy ones).
@@ -38,6 +41,8 @@ pub(crate) struct Plan<'a> {
 pub(crate) struct Session {
     url: String,
     connector: Arc<Connector>,
+    /// `--sender-url` and its connector, when it was given.
+    sender: Option<(String, Connector)>,
     deadline: Deadline,
     /// The first reading, taken during the checks so that a bad `--pid` fails before any load.
     probe: Probe,
@@ -47,15 +52,29 @@ pub(crate) struct Session {
 impl Session {
     /// Checks everything that can refuse the run before a single WebSocket is opened.
     pub(crate) async fn start(plan: Plan<'_>) -> Result<Self, BenchError> {
-        let target = Target::parse(plan.url)?;
+        let target = Target::parse("--url", plan.url)?;
+        let sender_target = match plan.sender_url {
+            Some(url) => Some(Target::parse("--sender-url", url)?),
+            None => None,
+        };
         limits::ensure_open_files(plan.connections, "-c")?;
         let deadline = plan.common.deadline(plan.planned);
         let connector = Connector::new(target, plan.connections, plan.read_buffer, plan.common);
         connector.preflight().await?;
+        let sender = match sender_target {
+            Some(target) => {
+                let url = target.url.clone();
+                let connector = Connector::new(target, 1, plan.read_buffer, plan.common);
+                connector.preflight().await?;
+                Some((url, connector))
+            }
+            None => None,
+        };
         let probe = Probe::start(plan.common.pid)?;
         Ok(Self {
             url: plan.url.to_owned(),
             connector: Arc::new(connector),
+            sender,
             deadline,
             probe,
             progress: plan.common.progress,
@@ -94,6 +113,22 @@ impl Session {
             return Err(self.unreachable(reason, "no connection opened before --timeout"));
         }
         Ok(opened)
+    }
+
+    /// Opens the one sending connection of a broadcast run: to `--sender-url` when it was
+    /// given, else to `--url`. Refused, naming that URL, when it does not open.
+    pub(crate) async fn open_sender(&self) -> Result<Ws, BenchError> {
+        let (url, connector) = match &self.sender {
+            Some((url, connector)) => (url, connector),
+            None => (&self.url, &*self.connector),
+        };
+        connector
+            .connect()
+            .await
+            .map_err(|e| BenchError::Unreachable {
+                url: url.clone(),
+                reason: e.to_string(),
+            })
     }
 
     /// The run cannot go on: `reason` (the first failure), else `otherwise`.

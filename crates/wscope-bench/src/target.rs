@@ -1,4 +1,5 @@
-//! The `--url` a run drives: parsed once, checked to point at this machine (loopback only).
+//! The `--url` a run drives (and broadcast's `--sender-url`): parsed once, checked to point at
+//! this machine (loopback only).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -16,10 +17,12 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    /// Parses `url`, refusing anything that is not `ws://` on 127.0.0.0/8, `::1` or `localhost`:
-    /// a load generator must never be pointed at another machine by mistake.
-    pub(crate) fn parse(url: &str) -> Result<Self, BenchError> {
+    /// Parses `url`, given by `flag` (named in any error), refusing anything that is not `ws://`
+    /// on 127.0.0.0/8, `::1` or `localhost`: a load generator must never be pointed at another
+    /// machine by mistake.
+    pub(crate) fn parse(flag: &'static str, url: &str) -> Result<Self, BenchError> {
         let bad = |reason: &str| BenchError::Url {
+            flag,
             url: url.to_owned(),
             reason: reason.to_owned(),
         };
@@ -40,11 +43,13 @@ impl Target {
                 .trim_end_matches(']')
                 .parse::<IpAddr>()
                 .map_err(|_| BenchError::NotLoopback {
+                    flag,
                     url: url.to_owned(),
                 })?
         };
         if !ip.is_loopback() {
             return Err(BenchError::NotLoopback {
+                flag,
                 url: url.to_owned(),
             });
         }
@@ -62,32 +67,43 @@ mod tests {
 
     #[test]
     fn loopback_only() {
-        let t = Target::parse("ws://127.0.0.1:8080/ws").unwrap();
+        let t = Target::parse("--url", "ws://127.0.0.1:8080/ws").unwrap();
         assert_eq!(t.addr, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(
-            Target::parse("ws://localhost/ws").unwrap().addr,
+            Target::parse("--url", "ws://localhost/ws").unwrap().addr,
             "127.0.0.1:80".parse().unwrap()
         );
         assert_eq!(
-            Target::parse("ws://[::1]:9/x").unwrap().addr,
+            Target::parse("--url", "ws://[::1]:9/x").unwrap().addr,
             "[::1]:9".parse().unwrap()
         );
-        assert!(Target::parse("ws://127.3.4.5:1/").is_ok());
+        assert!(Target::parse("--url", "ws://127.3.4.5:1/").is_ok());
         for url in [
             "ws://10.0.0.1/ws",
             "ws://example.com/ws",
             "ws://[2001:db8::1]/",
         ] {
-            let e = Target::parse(url).unwrap_err();
+            let e = Target::parse("--url", url).unwrap_err();
             assert!(matches!(e, BenchError::NotLoopback { .. }), "{url}: {e}");
             assert!(e.to_string().starts_with("--url "), "{e}");
         }
+        let e = Target::parse("--sender-url", "ws://10.0.0.1/ws/chat").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--sender-url ws://10.0.0.1/ws/chat: only loopback targets are allowed \
+             (127.0.0.0/8, ::1, localhost)"
+        );
+        let e = Target::parse("--sender-url", "http://127.0.0.1/").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--sender-url http://127.0.0.1/: the scheme must be ws://"
+        );
         assert!(matches!(
-            Target::parse("wss://127.0.0.1/"),
+            Target::parse("--url", "wss://127.0.0.1/"),
             Err(BenchError::Url { .. })
         ));
         assert!(matches!(
-            Target::parse("http://127.0.0.1/"),
+            Target::parse("--url", "http://127.0.0.1/"),
             Err(BenchError::Url { .. })
         ));
     }

@@ -118,3 +118,29 @@ async fn non_loopback_targets_are_refused_before_any_traffic() {
         assert!(matches!(e, BenchError::NotLoopback { .. }), "{e}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_sender_url_is_refused_naming_the_flag() {
+    // Checked with --url, before any connect: the --url port is closed and never reached.
+    let (_held, port) = closed_port();
+    let url = format!("ws://127.0.0.1:{port}/ws/chat");
+    for (sender, reason) in [
+        (
+            "ws://192.0.2.1:8080/ws/chat",
+            "only loopback targets are allowed (127.0.0.0/8, ::1, localhost)",
+        ),
+        ("http://127.0.0.1:8080/ws/chat", "the scheme must be ws://"),
+        ("127.0.0.1:8080", "the scheme must be ws://"),
+    ] {
+        let e = broadcast(BroadcastOptions {
+            url: url.clone(),
+            sender_url: Some(sender.to_owned()),
+            connections: 2,
+            common: common(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(e.to_string(), format!("--sender-url {sender}: {reason}"));
+    }
+}

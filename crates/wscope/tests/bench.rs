@@ -308,6 +308,56 @@ async fn broadcast_reaches_every_listener_with_every_message() {
     server.shut_down().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcast_with_a_sender_url_sends_from_there() {
+    let server = start_server().await;
+    // The sender's URL differs from the listeners' only by its spelling (localhost): the server
+    // sees it as one more chat member, and the report keeps both URLs.
+    let sender_url = format!("ws://localhost:{}/ws/chat", server.main.port());
+    let report = timeout(
+        STEP,
+        broadcast(BroadcastOptions {
+            url: server.url("/ws/chat"),
+            sender_url: Some(sender_url.clone()),
+            connections: 10,
+            messages: 20,
+            common: common(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(report.url, server.url("/ws/chat"));
+    assert_eq!(report.sender_url, sender_url);
+    assert_eq!(report.listeners, 10);
+    assert_eq!(report.errors, 0, "{:?}", report.first_error);
+    assert_eq!((report.deliveries, report.missed), (10 * 20, 0));
+    assert_eq!(report.last_receiver_latency.count, 20);
+
+    // A sender URL with nothing behind it: refused before any listener opens.
+    let (_held, port) = closed_port();
+    let nowhere = format!("ws://127.0.0.1:{port}/ws/chat");
+    let e = broadcast(BroadcastOptions {
+        url: server.url("/ws/chat"),
+        sender_url: Some(nowhere.clone()),
+        connections: 2,
+        common: common(),
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("cannot connect to {nowhere}: connection refused")
+    );
+    let stats = server
+        .stats_when(|s| connections_on(s, "/ws/chat").is_empty())
+        .await;
+    assert!(connections_on(&stats, "/ws/chat").is_empty());
+    server.shut_down().await;
+}
+
 /// A loopback port with nothing listening on it, held (bound, not listening) for as long as the
 /// socket lives, so no other test's server can be given it meanwhile.
 fn closed_port() -> (tokio::net::TcpSocket, u16) {
