@@ -461,3 +461,26 @@ async fn clusters_with_other_names_share_a_hub_without_seeing_each_other() {
     tokio::time::sleep(HEARTBEAT * 3).await;
     assert!(a.cluster().members().is_empty());
 }
+
+#[tokio::test]
+async fn broadcasts_that_could_not_leave_are_undelivered_not_lost() {
+    let (_hub, nodes) = cluster_of(&["a", "b"]).await;
+    let (_id, mut peer) = open(&nodes[1].registry, "/chat").await;
+    let a = nodes[0].cluster();
+    assert!(a.broadcast(Some("/chat"), &Message::text("one")).relayed);
+    assert_eq!(recv_text(&mut peer).await, "one");
+    nodes[0].backend.set_link(Link::Disconnected);
+    wait_until("cut", || a.state() == ClusterState::Disconnected).await;
+    for _ in 0..3 {
+        assert!(!a.broadcast(Some("/chat"), &Message::text("nobody")).relayed);
+    }
+    nodes[0].backend.set_link(Link::Connected);
+    wait_until("back", || a.state() == ClusterState::Connected).await;
+    assert!(a.broadcast(Some("/chat"), &Message::text("two")).relayed);
+    assert_eq!(recv_text(&mut peer).await, "two");
+    assert_eq!(a.counters().broadcasts_undelivered, 3);
+    assert_eq!(a.counters().broadcasts_sent, 2);
+    // The receiver saw numbers 1 and 2: no gap, nothing counted lost.
+    assert_eq!(nodes[1].cluster().counters().broadcasts_lost, 0);
+    assert_eq!(nodes[1].cluster().counters().broadcasts_received, 2);
+}

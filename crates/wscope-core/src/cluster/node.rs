@@ -18,7 +18,6 @@ use super::shared::{lock, ClusterState, Counters, Inner};
 use super::view::{Member, View};
 use crate::message::Message;
 use crate::registry::{Broadcast, Registry};
-use crate::wire::BroadcastPayload;
 
 /// Why a cluster question or action could not be asked.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -158,17 +157,27 @@ impl Cluster {
             return Err(ClusterError::InvalidName(config.name));
         }
         let (outbound, outbound_rx) = mpsc::channel(config.publish_queue);
+        let incarnation = incarnation();
+        let instance = registry.instance_id().to_owned();
+        let own_prefix = super::protocol::EnvelopeRef {
+            v: super::protocol::PROTOCOL_VERSION,
+            cluster: &config.name,
+            from: &instance,
+            incarnation: &incarnation,
+            body: &Body::Hello {},
+        }
+        .prefix();
         let inner = Arc::new(Inner {
             registry: registry.clone(),
             backend,
-            instance: registry.instance_id().to_owned(),
-            incarnation: incarnation(),
+            instance,
+            incarnation,
+            own_prefix,
             started_at: registry.shared().clock.unix_ms(0),
             state: watch::Sender::new(ClusterState::Disconnected),
             view: Mutex::new(View::default()),
             pending: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
-            broadcast_seq: AtomicU64::new(0),
             heard_seq: Mutex::new(HashMap::new()),
             outbound,
             counters: Counters::default(),
@@ -249,9 +258,9 @@ impl Cluster {
     /// Publishes `msg` for the other nodes only (see [`Cluster::broadcast`]).
     pub fn relay(&self, path: Option<&str>, msg: &Message) -> bool {
         let inner = &self.inner;
-        let Some(payload) = BroadcastPayload::from_message(msg) else {
+        if !msg.is_data() {
             return false;
-        };
+        }
         if self.state() != ClusterState::Connected {
             inner
                 .counters
@@ -259,13 +268,7 @@ impl Cluster {
                 .fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        let seq = inner.broadcast_seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let body = Body::Broadcast {
-            seq,
-            path: path.map(str::to_owned),
-            message: payload,
-        };
-        let queued = inner.send(inner.config.channel_all(), body, true);
+        let queued = inner.send_broadcast(path, msg);
         if !queued {
             inner
                 .counters

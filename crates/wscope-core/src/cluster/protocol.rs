@@ -29,6 +29,32 @@ pub(crate) struct Envelope {
     pub body: Body,
 }
 
+/// An envelope to send, borrowing everything (what [`Envelope`] reads back).
+#[derive(Serialize)]
+pub(crate) struct EnvelopeRef<'a> {
+    pub v: u32,
+    pub cluster: &'a str,
+    pub from: &'a str,
+    pub incarnation: &'a str,
+    pub body: &'a Body,
+}
+
+impl EnvelopeRef<'_> {
+    /// The JSON text every envelope from this sender starts with, up to its body: a payload that
+    /// starts with it is this node's own, echoed back, and is skipped without parsing.
+    pub fn prefix(&self) -> Vec<u8> {
+        let text = |s: &str| serde_json::to_string(s).unwrap_or_default();
+        format!(
+            r#"{{"v":{},"cluster":{},"from":{},"incarnation":{},"body":"#,
+            self.v,
+            text(self.cluster),
+            text(self.from),
+            text(self.incarnation)
+        )
+        .into_bytes()
+    }
+}
+
 /// What an [`Envelope`] says.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -136,14 +162,19 @@ mod tests {
     use super::*;
 
     fn json(body: Body) -> String {
-        serde_json::to_string(&Envelope {
+        let out = EnvelopeRef {
             v: PROTOCOL_VERSION,
-            cluster: "prod".into(),
-            from: "eu-1".into(),
-            incarnation: "5f1c2a9e0b7d4c31".into(),
-            body,
-        })
-        .unwrap_or_default()
+            cluster: "prod",
+            from: "eu-1",
+            incarnation: "5f1c2a9e0b7d4c31",
+            body: &body,
+        };
+        let text = serde_json::to_string(&out).unwrap_or_default();
+        assert!(text.as_bytes().starts_with(&out.prefix()), "{text}");
+        // What is sent reads back as what was said.
+        let back: Envelope = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(serde_json::to_string(&back).unwrap_or_default(), text);
+        text
     }
 
     /// The formats docs/CLUSTER.md shows, pinned.

@@ -13,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::backend::{BackendError, ClusterBackend};
 use super::config::ClusterConfig;
-use super::protocol::{Announce, Body, Envelope, Reply, PROTOCOL_VERSION};
+use super::protocol::{Announce, Body, EnvelopeRef, Reply, PROTOCOL_VERSION};
 use super::view::{Timing, View};
+use crate::message::Message;
 use crate::registry::Registry;
 
 /// Where a node stands with its cluster.
@@ -56,10 +57,23 @@ pub(super) struct Counters {
 
 /// One message waiting for the publisher.
 #[derive(Debug)]
-pub(super) struct Outgoing {
-    pub(super) channel: String,
-    pub(super) payload: Bytes,
-    pub(super) broadcast: bool,
+pub(super) enum Outgoing {
+    /// An envelope ready to publish (announcements, hellos, replies).
+    Ready {
+        /// Where.
+        channel: String,
+        /// The envelope.
+        payload: Bytes,
+    },
+    /// A broadcast, numbered and written by the publisher: numbers go only to what is
+    /// published, so a gap a receiver sees is a loss on the way, and the socket task that
+    /// broadcast did no more than queue it.
+    Broadcast {
+        /// Only connections on this path.
+        path: Option<String>,
+        /// The message (text or binary).
+        message: Message,
+    },
 }
 
 #[derive(Debug)]
@@ -74,7 +88,8 @@ pub(super) struct Inner {
     pub(super) view: Mutex<View>,
     pub(super) pending: Mutex<HashMap<u64, mpsc::UnboundedSender<(String, Reply)>>>,
     pub(super) next_request: AtomicU64,
-    pub(super) broadcast_seq: AtomicU64,
+    /// What every envelope of this node starts with ([`super::protocol::EnvelopeRef::prefix`]).
+    pub(super) own_prefix: Vec<u8>,
     /// Last broadcast sequence number heard per sender incarnation.
     pub(super) heard_seq: Mutex<HashMap<String, u64>>,
     pub(super) outbound: mpsc::Sender<Outgoing>,
@@ -116,25 +131,31 @@ impl Inner {
         }
     }
 
-    pub(super) fn envelope(&self, body: Body) -> Bytes {
-        let envelope = Envelope {
+    pub(super) fn envelope(&self, body: &Body) -> Bytes {
+        let envelope = EnvelopeRef {
             v: PROTOCOL_VERSION,
-            cluster: self.config.name.clone(),
-            from: self.instance.clone(),
-            incarnation: self.incarnation.clone(),
+            cluster: &self.config.name,
+            from: &self.instance,
+            incarnation: &self.incarnation,
             body,
         };
         Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
     }
 
     /// Queues a message for the publisher; false if the queue is full.
-    pub(super) fn send(&self, channel: String, body: Body, broadcast: bool) -> bool {
-        let payload = self.envelope(body);
+    pub(super) fn send(&self, channel: String, body: Body) -> bool {
+        let payload = self.envelope(&body);
         self.outbound
-            .try_send(Outgoing {
-                channel,
-                payload,
-                broadcast,
+            .try_send(Outgoing::Ready { channel, payload })
+            .is_ok()
+    }
+
+    /// Queues a broadcast for the publisher; false if the queue is full.
+    pub(super) fn send_broadcast(&self, path: Option<&str>, message: &Message) -> bool {
+        self.outbound
+            .try_send(Outgoing::Broadcast {
+                path: path.map(str::to_owned),
+                message: message.clone(),
             })
             .is_ok()
     }
@@ -145,7 +166,7 @@ impl Inner {
         channel: String,
         body: Body,
     ) -> Result<(), BackendError> {
-        let payload = self.envelope(body);
+        let payload = self.envelope(&body);
         match tokio::time::timeout(
             self.config.survey_timeout,
             self.backend.publish(&channel, payload),

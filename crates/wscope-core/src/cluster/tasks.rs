@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::backend::{Delivery, Lease, Link};
 use super::protocol::{Announce, Body, Envelope, Op, Reply, PROTOCOL_VERSION};
 use super::shared::{lock, ClusterState, Inner, Outgoing};
+use crate::wire::BroadcastPayload;
 
 /// The longest wait between attempts to reach an unreachable engine.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -24,23 +25,54 @@ const PUBLISH_BATCH: usize = 256;
 /// undelivered at once instead of waiting on the engine one by one.
 pub(super) async fn publisher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing>) {
     let timeout = inner.config.survey_timeout.max(Duration::from_millis(100));
+    let channel_all = inner.config.channel_all();
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    // The last broadcast number published.
+    let mut seq = 0u64;
     loop {
         tokio::select! {
             _ = inner.stop.cancelled() => return,
             n = rx.recv_many(&mut batch, PUBLISH_BATCH) => if n == 0 { return },
         }
-        let broadcasts = batch.iter().filter(|o| o.broadcast).count() as u64;
-        let connected = *inner.state_now() == ClusterState::Connected;
-        let payloads: Vec<_> = batch.drain(..).map(|o| (o.channel, o.payload)).collect();
-        let ok = connected
-            && matches!(
-                tokio::time::timeout(timeout, inner.backend.publish_batch(payloads)).await,
-                Ok(Ok(()))
-            );
-        let counter = if ok {
+        let broadcasts = batch
+            .iter()
+            .filter(|o| matches!(o, Outgoing::Broadcast { .. }))
+            .count() as u64;
+        if *inner.state_now() != ClusterState::Connected {
+            batch.clear();
+            inner
+                .counters
+                .broadcasts_undelivered
+                .fetch_add(broadcasts, Ordering::Relaxed);
+            continue;
+        }
+        let mut next = seq;
+        let payloads: Vec<_> = batch
+            .drain(..)
+            .filter_map(|out| match out {
+                Outgoing::Ready { channel, payload } => Some((channel, payload)),
+                Outgoing::Broadcast { path, message } => {
+                    let message = BroadcastPayload::from_message(&message)?;
+                    next += 1;
+                    let body = Body::Broadcast {
+                        seq: next,
+                        path,
+                        message,
+                    };
+                    Some((channel_all.clone(), inner.envelope(&body)))
+                }
+            })
+            .collect();
+        let published = matches!(
+            tokio::time::timeout(timeout, inner.backend.publish_batch(payloads)).await,
+            Ok(Ok(()))
+        );
+        let counter = if published {
+            seq = next;
             &inner.counters.broadcasts_sent
         } else {
+            // Not published (or not known to be): the numbers are given again, so receivers
+            // see no gap for what was never sent.
             &inner.counters.broadcasts_undelivered
         };
         counter.fetch_add(broadcasts, Ordering::Relaxed);
@@ -144,10 +176,10 @@ async fn beat(inner: &Arc<Inner>, deliveries: &mut Option<mpsc::Receiver<Deliver
             let was = *inner.state_now();
             inner.set_state(ClusterState::Connected, "");
             if was != ClusterState::Connected {
-                inner.send(inner.config.channel_all(), Body::Hello {}, false);
+                inner.send(inner.config.channel_all(), Body::Hello {});
                 tokio::spawn(adopt_bans(inner.clone()));
             }
-            inner.send(inner.config.channel_all(), Body::Announce(announce), false);
+            inner.send(inner.config.channel_all(), Body::Announce(announce));
             let now = inner.now_ms();
             lock(&inner.view).forget_old(inner.timing(), now);
             true
@@ -236,6 +268,10 @@ async fn leave(inner: &Arc<Inner>) {
 
 /// Handles one payload from the cluster channels; anything unusable is counted and ignored.
 fn handle(inner: &Arc<Inner>, delivery: Delivery) {
+    // This node's own envelopes, echoed back on the shared channel: skipped unparsed.
+    if delivery.payload.starts_with(&inner.own_prefix) {
+        return;
+    }
     let ignore = |why: &str| {
         inner.counters.ignored.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(channel = %delivery.channel, why, "ignored a cluster message");
@@ -269,11 +305,7 @@ fn handle(inner: &Arc<Inner>, delivery: Delivery) {
             }
         }
         Body::Hello {} => {
-            inner.send(
-                inner.config.channel_all(),
-                Body::Announce(inner.announce()),
-                false,
-            );
+            inner.send(inner.config.channel_all(), Body::Announce(inner.announce()));
         }
         Body::Leave {} => lock(&inner.view).left(&envelope.from, &envelope.incarnation, now),
         Body::Request { id, op } => {
@@ -281,7 +313,6 @@ fn handle(inner: &Arc<Inner>, delivery: Delivery) {
             inner.send(
                 inner.config.channel_to(&envelope.from),
                 Body::Reply { id, reply },
-                false,
             );
         }
         Body::Reply { id, reply } => {
