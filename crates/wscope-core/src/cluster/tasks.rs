@@ -181,7 +181,14 @@ async fn beat(inner: &Arc<Inner>, deliveries: &mut Option<mpsc::Receiver<Deliver
             }
             inner.send(inner.config.channel_all(), Body::Announce(announce));
             let now = inner.now_ms();
-            lock(&inner.view).forget_old(inner.timing(), now);
+            let view = {
+                let mut view = lock(&inner.view);
+                view.forget_old(inner.timing(), now);
+                view
+            };
+            // Broadcast numbers are kept only for senders the view still has.
+            lock(&inner.heard_seq).retain(|incarnation, _| view.knows_incarnation(incarnation));
+            drop(view);
             true
         }
         Ok(Ok(Lease::HeldByOther { value })) => {

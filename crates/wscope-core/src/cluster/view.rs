@@ -123,6 +123,11 @@ impl View {
         });
     }
 
+    /// Whether `incarnation` is the one the view has for some member.
+    pub fn knows_incarnation(&self, incarnation: &str) -> bool {
+        self.members.values().any(|m| m.incarnation == incarnation)
+    }
+
     /// Every member with its status at `now_ms`, by instance id.
     pub fn members(&self, timing: Timing, now_ms: u64) -> Vec<Member> {
         self.members
