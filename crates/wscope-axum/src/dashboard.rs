@@ -9,9 +9,11 @@
 //! checks (a link from another site may open the page: [`is_page_navigation`]), and every API
 //! call the page makes needs the token like any other client's.
 //!
-//! Cluster mode does not exist yet: the page reads every URL from one `scope` object in `app.js`
-//! and shows it in the header (`#scope`), where a switch between this instance and the cluster
-//! goes when it does.
+//! In cluster mode (the admin `/health` names a cluster state) the header offers a switch to the
+//! whole cluster: the summary, charts and an instances table from `GET /api/cluster/stats` polled
+//! every 2 s (rates from the change between polls), the connection table and the actions through
+//! `/api/cluster/connections` and `/api/cluster/admin`; the recently closed list stays this
+//! instance's. `app.js` reads every URL from its `scope` object.
 //!
 //! Caching: an asset's URL carries a digest of its content (`/dashboard/<digest>/app.js`), so it
 //! is cached for a year as immutable and a new build's page asks for new URLs; the page itself is

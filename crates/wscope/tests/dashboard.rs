@@ -509,3 +509,142 @@ async fn dashboard_follows_clients_filters_and_closes_them_in_headless_chromium(
     drop(driver);
     let _ = std::fs::remove_dir_all(&profile);
 }
+
+/// The cluster view: two `wscope serve` instances on one Redis, clients on both, the dashboard of
+/// one switched to "the cluster": the summary counts both instances' clients, the instances table
+/// lists both, the connection table holds every client, and a row's Close closes a client held by
+/// the other instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_cluster_view_sees_and_closes_another_instances_clients() {
+    let test = "dashboard_cluster_view_sees_and_closes_another_instances_clients";
+    let browser = match find_browser() {
+        Ok(browser) => browser,
+        Err(why) => {
+            assert!(
+                std::env::var_os("WSCOPE_REQUIRE_BROWSER").is_none_or(|v| v != "1"),
+                "WSCOPE_REQUIRE_BROWSER=1 but {why}"
+            );
+            let _ = writeln!(std::io::stderr(), "skipped: {test}: {why}");
+            return;
+        }
+    };
+    let Some(url) = wscope_redis::testing::redis_url_or_skip(test).await else {
+        return;
+    };
+    let name = format!(
+        "t-dashboard-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let instance = |id: &str| {
+        Served::start(
+            BIN,
+            &[
+                "--redis-url",
+                &url,
+                "--cluster-name",
+                &name,
+                "--instance-id",
+                id,
+                "--cluster-heartbeat",
+                "200ms",
+                "--ping-interval",
+                "0",
+            ],
+        )
+    };
+    let a = instance("dash-a");
+    let b = instance("dash-b");
+    let _here = ws_client(&a, "/ws", "here-bot/0", Duration::from_millis(200)).await;
+    let mut there = Vec::new();
+    for i in 0..2 {
+        let ua = format!("there-bot/{i}");
+        there.push(ws_client(&b, "/ws", &ua, Duration::from_millis(200)).await);
+    }
+
+    let driver = Driver::start(&browser.chromedriver);
+    let profile = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("dashboard-cluster-profile-{}", std::process::id()));
+    let client = open_browser(&browser, &driver, &profile).await;
+    client.goto(&format!("http://{}/", a.admin)).await.unwrap();
+    wait_text(&client, "#open-count", "1").await;
+
+    // The switch appears in cluster mode; the cluster view counts both instances' clients.
+    let select = wait_for("the view switch appears", || async {
+        let pick = client.find(Locator::Css("#scope-pick")).await.ok()?;
+        pick.is_displayed().await.ok()?.then_some(())?;
+        client.find(Locator::Css("#scope-select")).await.ok()
+    })
+    .await;
+    select.select_by_value("cluster").await.unwrap();
+    wait_text(&client, "#scope", "the cluster").await;
+    wait_text(&client, "#open-count", "3").await;
+    wait_for("the instances table lists both", || async {
+        let rows = client
+            .find_all(Locator::Css("#instance-rows tr"))
+            .await
+            .ok()?;
+        let mut texts = Vec::new();
+        for row in rows {
+            texts.push(row.text().await.ok()?);
+        }
+        (texts.len() == 2
+            && texts[0].starts_with("dash-a live")
+            && texts[1].starts_with("dash-b live"))
+        .then_some(())
+    })
+    .await;
+    let agents = wait_for("the table holds every client", || async {
+        table_user_agents(&client)
+            .await
+            .filter(|rows| rows.len() == 3)
+    })
+    .await;
+    assert_eq!(
+        agents
+            .iter()
+            .filter(|ua| ua.starts_with("there-bot/"))
+            .count(),
+        2
+    );
+
+    // Close one of the other instance's clients from its row.
+    fill(&client, "#filters input[name=ua]", "there-bot/1").await;
+    click(&client, "#filter-apply").await;
+    wait_for("the table shows that client alone", || async {
+        table_user_agents(&client)
+            .await
+            .filter(|rows| rows.len() == 1)
+    })
+    .await;
+    click(&client, "#conn-rows tr:first-child button.close-one").await;
+    let question = accept_confirmation(&client).await;
+    assert!(
+        question.starts_with("Close connection dash-b-"),
+        "{question}"
+    );
+    wait_closed(
+        "the other instance's client is closed",
+        &there.iter().collect::<Vec<_>>(),
+        1,
+        1000,
+    )
+    .await;
+    wait_text(&client, "#open-count", "2").await;
+
+    // Back to this instance: its own figures again.
+    let select = client.find(Locator::Css("#scope-select")).await.unwrap();
+    select.select_by_value("instance").await.unwrap();
+    wait_text(&client, "#scope", "this instance").await;
+    wait_text(&client, "#open-count", "1").await;
+
+    client.close().await.unwrap();
+    drop(driver);
+    let _ = std::fs::remove_dir_all(&profile);
+    let backend =
+        wscope_redis::RedisBackend::connect(&url, wscope_redis::RedisOptions::default()).unwrap();
+    let _ = backend.delete_matching(&format!("wscope:{name}:*")).await;
+}

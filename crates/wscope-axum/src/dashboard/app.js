@@ -5,15 +5,26 @@
   'use strict';
 
   // Where the data comes from, relative to the page (so a proxy may serve it under a prefix).
-  // Cluster mode will add a second scope (the /api/cluster/* routes) and a switch in the header
-  // (#scope) that picks one; everything below reads the URLs from `scope`.
+  // In cluster mode (the admin /health names a cluster state) a switch in the header picks the
+  // cluster: its summary is polled from /api/cluster/stats (rates from the change between polls),
+  // its connections and actions go through /api/cluster/*; the recently closed list stays this
+  // instance's. Everything below reads the URLs from `scope`.
   const SCOPES = {
     instance: {
+      name: 'instance',
       label: 'this instance',
       stream: 'api/stats/stream',
       connections: 'api/connections',
       closed: 'api/closed',
       admin: 'api/admin',
+    },
+    cluster: {
+      name: 'cluster',
+      label: 'the cluster',
+      stats: 'api/cluster/stats',
+      connections: 'api/cluster/connections',
+      closed: 'api/closed',
+      admin: 'api/cluster/admin',
     },
   };
   let scope = SCOPES.instance;
@@ -216,7 +227,7 @@
         backoff = 1000;
         await readEvents(res.body, (type, data, id) => {
           if (id) lastEventId = id;
-          if (type !== 'stats') return;
+          if (type !== 'stats' || scope !== SCOPES.instance) return;
           try { onStats(JSON.parse(data)); } catch (e) { console.error('bad stats event', e); }
         });
         setLive('down', 'stream ended; reconnecting…');
@@ -320,8 +331,124 @@
       if (document.hidden || cols[0].length < 2) return;
       for (const p of plots) p.plot.setData([cols[0], ...p.cols.map((i) => cols[i])]);
     }
-    return { push };
+    // Starts the charts over (the view changed to other figures).
+    function reset() {
+      cols.forEach((c) => { c.length = 0; });
+      for (const p of plots) p.plot.setData([[], ...p.cols.map(() => [])]);
+    }
+    return { push, reset };
   })();
+
+  // ---- the cluster view ----------------------------------------------------------------------
+  let clusterPrev = null; // the previous poll's event, for the rates
+
+  // A live-stream-like event from a cluster stats answer, with rates against the previous poll.
+  function clusterEvent(c, time) {
+    const t = c.traffic || {};
+    const refused = Object.values(c.refused || {}).reduce((n, v) => n + v, 0);
+    const ev = {
+      time,
+      instanceId: c.cluster + ' · ' + plural(c.instancesCounted, 'instance'),
+      totalConnections: c.totalConnections,
+      totalConnectionsEver: c.totalConnectionsEver,
+      totalConnectionsClosed: c.totalConnectionsClosed,
+      averageAge: c.averageAge,
+      averageIdleTime: c.averageIdleTime,
+      averageRttMs: c.averageRttMs,
+      connectionsByState: c.connectionsByState,
+      traffic: t,
+      refusedTotal: refused,
+      rates: {},
+    };
+    const p = clusterPrev;
+    if (p && time > p.time) {
+      const secs = (time - p.time) / 1000;
+      const rate = (now, then) => Math.max(0, (now || 0) - (then || 0)) / secs;
+      ev.rates = {
+        messagesIn: rate(t.messagesIn, p.traffic.messagesIn),
+        messagesOut: rate(t.messagesOut, p.traffic.messagesOut),
+        bytesIn: rate(t.bytesIn, p.traffic.bytesIn),
+        bytesOut: rate(t.bytesOut, p.traffic.bytesOut),
+        opened: rate(c.totalConnectionsEver, p.totalConnectionsEver),
+        closed: rate(c.totalConnectionsClosed, p.totalConnectionsClosed),
+        refused: rate(refused, p.refusedTotal),
+      };
+    }
+    clusterPrev = ev;
+    return ev;
+  }
+
+  function renderInstances(c) {
+    const frag = document.createDocumentFragment();
+    for (const i of c.instances || []) {
+      const tr = document.createElement('tr');
+      const states = i.connectionsByState || {};
+      tr.append(
+        cell(i.instanceId, 'mono'),
+        cell(i.status + (i.answered ? '' : ' (no answer)'), 'status-' + i.status),
+        cell(fmtCount(i.totalConnections), 'num'),
+        cell(fmtCount(states.OPEN), 'num'),
+        cell(fmtCount(i.totalConnectionsEver), 'num'),
+        cell(fmtDuration(i.lastHeardMs) + ' ago', 'num'),
+        cell(i.version || ''),
+        cell(i.mainAddr || '–', 'mono'),
+        cell(i.adminAddr || '–', 'mono'),
+      );
+      frag.append(tr);
+    }
+    $('instance-rows').replaceChildren(frag);
+    const late = (c.unanswered || []).length;
+    $('instances-info').textContent = plural(c.instancesCounted, 'instance') + ' counted'
+      + (late ? ' · no answer from ' + c.unanswered.join(', ') : '');
+  }
+
+  async function pollCluster() {
+    try {
+      const c = await apiJson(SCOPES.cluster.stats);
+      if (scope !== SCOPES.cluster) return;
+      setLive('live', 'cluster: live');
+      onStats(clusterEvent(c, Date.now()));
+      $('uptime').textContent = '';
+      renderInstances(c);
+    } catch (e) {
+      if (scope === SCOPES.cluster) setLive('down', 'cluster: ' + e.message);
+    }
+  }
+
+  async function clusterLoop() {
+    for (;;) {
+      if (scope === SCOPES.cluster && !document.hidden) await pollCluster();
+      await sleep(REFRESH_MS);
+    }
+  }
+
+  function setScope(name) {
+    scope = SCOPES[name] || SCOPES.instance;
+    $('scope').textContent = scope.label;
+    $('instances').hidden = scope !== SCOPES.cluster;
+    $('closed-scope').hidden = scope !== SCOPES.cluster;
+    clusterPrev = null;
+    latest = null;
+    charts.reset();
+    if (scope === SCOPES.cluster) {
+      pollCluster();
+    } else {
+      setLive('connecting', 'waiting for the next event…');
+    }
+    firstPage();
+    loadClosed();
+  }
+
+  // Offers the cluster view when the admin /health says this instance is in cluster mode.
+  async function detectCluster() {
+    try {
+      const res = await fetch('health', { headers: { Accept: 'application/json' } });
+      const health = await res.json();
+      if (!health.cluster) return;
+      $('scope-pick').hidden = false;
+      $('scope-select').addEventListener('change', (e) => setScope(e.target.value));
+    } catch { /* no cluster view */ }
+  }
 
   // ---- the connection table ------------------------------------------------------------------
   // The server sorts, filters and pages: the page holds one page of rows, never the whole list.
@@ -491,10 +618,18 @@
     return out;
   }
 
+  // A figure of an action's answer: the answer's own, or in the cluster view the sum over the
+  // instances' answers (the cluster answer sums `closed` and `sent` itself).
+  function summed(answer, key) {
+    if (answer[key] != null || !Array.isArray(answer.instances)) return answer[key];
+    return answer.instances.reduce((n, i) => n + ((i.answer || {})[key] || 0), 0);
+  }
+
   async function act(what, action, describe) {
     try {
       const answer = await postAdmin(action);
-      notice(describe(answer));
+      const silent = (answer.unanswered || []).length;
+      notice(describe(answer) + (silent ? ' No answer from ' + answer.unanswered.join(', ') + '.' : ''));
     } catch (e) {
       notice(what + ': ' + e.message, true);
     }
@@ -517,19 +652,19 @@
     const what = table.total == null ? 'connections' : plural(table.total, 'connection');
     if (!confirm('Close the ' + what + ' matching ' + describeFilter(filter) + '?')) return;
     act('Close matching', { action: 'close_matching', filter, ...closeFields() },
-      (a) => 'Closed ' + fmtCount(a.closed) + ' matching connections.');
+      (a) => 'Closed ' + fmtCount(summed(a, 'closed') || 0) + ' matching connections.');
   }
 
   function closeAll() {
     const now = latest ? ' (' + fmtCount(latest.totalConnections) + ' now)' : '';
     if (!confirm('Close all connections' + now + '?')) return;
     act('Close all', { action: 'close_all', ...closeFields() },
-      (a) => 'Closed ' + fmtCount(a.closed) + ' connections.');
+      (a) => 'Closed ' + fmtCount(summed(a, 'closed') || 0) + ' connections.');
   }
 
   function cleanup() {
     if (!confirm('Remove the stale (CLOSED) entries now?')) return;
-    act('Clean up', { action: 'cleanup' }, (a) => 'Removed ' + fmtCount(a.cleaned) + ' stale entries.');
+    act('Clean up', { action: 'cleanup' }, (a) => 'Removed ' + fmtCount(summed(a, 'cleaned')) + ' stale entries.');
   }
 
   // ---- wiring -----------------------------------------------------------------------------
@@ -599,6 +734,8 @@
 
   wire();
   $('scope').textContent = scope.label;
+  detectCluster();
+  clusterLoop();
   stream();
   loadConnections();
   loadClosed();
