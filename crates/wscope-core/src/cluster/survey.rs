@@ -476,11 +476,14 @@ fn fill_from_announce(row: &mut InstanceStats, a: &super::protocol::Announce) {
 }
 
 /// The query's order between two rows of different members: `desc` puts the larger value first
-/// (the oldest, the idlest, the busiest); unknown round trips come last either way.
+/// (the oldest, the idlest, the busiest); unknown round trips come last either way; ties go by
+/// sequence number, then instance id.
 fn compare(a: &ConnectionInfo, b: &ConnectionInfo, sort: SortKey, order: SortOrder) -> CmpOrdering {
     let value = |c: &ConnectionInfo| -> Option<u64> {
         match sort {
-            SortKey::Age => Some(c.age),
+            // By connect time, which stays put between pages (ages grow, and members read them
+            // at slightly different moments).
+            SortKey::Age => Some(u64::MAX - c.connected_at),
             SortKey::Idle => Some(c.idle_time),
             SortKey::Messages => Some(c.messages_in.saturating_add(c.messages_out)),
             SortKey::Bytes => Some(c.bytes_in.saturating_add(c.bytes_out)),
