@@ -142,6 +142,51 @@ async fn open_browser(browser: &Browser, driver: &Driver, profile: &Path) -> Cli
     .unwrap()
 }
 
+/// The browser, or `None` after one "skipped: {test}: …" line on stderr when it is missing (a
+/// failure instead with `WSCOPE_REQUIRE_BROWSER=1`).
+fn browser_or_skip(test: &str) -> Option<Browser> {
+    match find_browser() {
+        Ok(browser) => Some(browser),
+        Err(why) => {
+            assert!(
+                std::env::var_os("WSCOPE_REQUIRE_BROWSER").is_none_or(|v| v != "1"),
+                "WSCOPE_REQUIRE_BROWSER=1 but {why}"
+            );
+            // Straight to stderr: the test harness captures `eprintln!` of passing tests.
+            let _ = writeln!(std::io::stderr(), "skipped: {test}: {why}");
+            None
+        }
+    }
+}
+
+/// A chromedriver, a browser session on it and the browser's throwaway profile.
+struct Session {
+    client: Client,
+    driver: Driver,
+    profile: PathBuf,
+}
+
+impl Session {
+    async fn open(browser: &Browser, name: &str) -> Self {
+        let driver = Driver::start(&browser.chromedriver);
+        let profile = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("{name}-chromium-profile-{}", std::process::id()));
+        let client = open_browser(browser, &driver, &profile).await;
+        Self {
+            client,
+            driver,
+            profile,
+        }
+    }
+
+    /// Ends the browser session, stops the driver and removes the profile.
+    async fn end(self) {
+        self.client.close().await.unwrap();
+        drop(self.driver);
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
 /// Polls `check` every 100 ms until it gives a value; panics naming `what` after [`WAIT`].
 async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
 where
@@ -311,23 +356,12 @@ fn screenshot_path() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_follows_clients_filters_and_closes_them_in_headless_chromium() {
-    let browser = match find_browser() {
-        Ok(browser) => browser,
-        Err(why) => {
-            assert!(
-                std::env::var_os("WSCOPE_REQUIRE_BROWSER").is_none_or(|v| v != "1"),
-                "WSCOPE_REQUIRE_BROWSER=1 but {why}"
-            );
-            // Straight to stderr: the test harness captures `eprintln!` of passing tests.
-            let _ = writeln!(std::io::stderr(), "skipped: dashboard browser test: {why}");
-            return;
-        }
+    let Some(browser) = browser_or_skip("dashboard browser test") else {
+        return;
     };
     let served = Served::start(BIN, &["--admin-token", TOKEN, "--ping-interval", "1s"]);
-    let driver = Driver::start(&browser.chromedriver);
-    let profile = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("dashboard-chromium-profile-{}", std::process::id()));
-    let client = open_browser(&browser, &driver, &profile).await;
+    let session = Session::open(&browser, "dashboard").await;
+    let client = &session.client;
 
     client
         .goto(&format!("http://{}/", served.admin))
@@ -343,9 +377,9 @@ async fn dashboard_follows_clients_filters_and_closes_them_in_headless_chromium(
     })
     .await;
     input.send_keys(TOKEN).await.unwrap();
-    click(&client, "#token-submit").await;
-    wait_text(&client, "#live", "live").await;
-    wait_text(&client, "#open-count", "0").await;
+    click(client, "#token-submit").await;
+    wait_text(client, "#live", "live").await;
+    wait_text(client, "#open-count", "0").await;
 
     // The open-connection count follows clients connecting and leaving.
     let mut alphas = Vec::new();
@@ -360,14 +394,14 @@ async fn dashboard_follows_clients_filters_and_closes_them_in_headless_chromium(
         let path = format!("/ws?user=bob-{i}&tag=beta,canary");
         betas.push(ws_client(&served, &path, &format!("beta-bot/{i}"), every).await);
     }
-    wait_text(&client, "#open-count", "5").await;
+    wait_text(client, "#open-count", "5").await;
     let mut leaver = alphas.pop().unwrap();
     leaver.leave();
-    wait_text(&client, "#open-count", "4").await;
+    wait_text(client, "#open-count", "4").await;
 
     // The table, filtered by user agent on the server.
     let all = wait_for("the table shows the 4 open connections", || async {
-        table_user_agents(&client)
+        table_user_agents(client)
             .await
             .filter(|rows| rows.len() == 4)
     })
@@ -376,10 +410,10 @@ async fn dashboard_follows_clients_filters_and_closes_them_in_headless_chromium(
         all.iter().filter(|ua| ua.starts_with("alpha-bot/")).count(),
         2
     );
-    fill(&client, "#filters input[name=ua]", "beta-bot").await;
-    click(&client, "#filter-apply").await;
+    fill(client, "#filters input[name=ua]", "beta-bot").await;
+    click(client, "#filter-apply").await;
     let filtered = wait_for("the table shows only the beta clients", || async {
-        table_user_agents(&client)
+        table_user_agents(client)
             .await
             .filter(|rows| rows.len() == 2)
     })
@@ -388,7 +422,7 @@ async fn dashboard_follows_clients_filters_and_closes_them_in_headless_chromium(
         filtered.iter().all(|ua| ua.starts_with("beta-bot/")),
         "{filtered:?}"
     );
-    wait_text(&client, "#page-info", "1–2 of 2").await;
+    wait_text(client, "#page-info", "1–2 of 2").await;
     // The labels the application attached (here from the demo route's query) are shown.
     for row in client
         .find_all(Locator::Css("#conn-rows tr"))
@@ -407,7 +441,7 @@ async fn dashboard_follows_clients_filters_and_closes_them_in_headless_chromium(
     let path = screenshot_path();
     if path.starts_with(env!("CARGO_MANIFEST_DIR")) {
         wait_for("the dashboard has 30 s of history", || async {
-            let up = text(&client, "#uptime").await?;
+            let up = text(client, "#uptime").await?;
             let secs: f64 = up.strip_prefix("up ")?.strip_suffix(" s")?.parse().ok()?;
             (secs >= 30.0).then_some(())
         })
@@ -423,8 +457,8 @@ async fn dashboard_follows_clients_filters_and_closes_them_in_headless_chromium(
     );
 
     // Close one, from its row, confirmed.
-    click(&client, "#conn-rows tr:first-child button.close-one").await;
-    let question = accept_confirmation(&client).await;
+    click(client, "#conn-rows tr:first-child button.close-one").await;
+    let question = accept_confirmation(client).await;
     assert!(question.starts_with("Close connection "), "{question}");
     wait_closed(
         "one beta client is closed",
@@ -434,21 +468,21 @@ async fn dashboard_follows_clients_filters_and_closes_them_in_headless_chromium(
     )
     .await;
     wait_for("the table shows the other beta client", || async {
-        table_user_agents(&client)
+        table_user_agents(client)
             .await
             .filter(|rows| rows.len() == 1)
     })
     .await;
 
     // Close matching, by tag, with the code and reason from the toolbar: only the alphas go.
-    fill(&client, "#filters input[name=ua]", "").await;
-    fill(&client, "#filters input[name=tag]", "alpha").await;
-    click(&client, "#filter-apply").await;
-    wait_text(&client, "#page-info", "1–2 of 2").await;
-    fill(&client, "#close-code", "4001").await;
-    fill(&client, "#close-reason", "maintenance").await;
-    click(&client, "#close-matching").await;
-    let question = accept_confirmation(&client).await;
+    fill(client, "#filters input[name=ua]", "").await;
+    fill(client, "#filters input[name=tag]", "alpha").await;
+    click(client, "#filter-apply").await;
+    wait_text(client, "#page-info", "1–2 of 2").await;
+    fill(client, "#close-code", "4001").await;
+    fill(client, "#close-reason", "maintenance").await;
+    click(client, "#close-matching").await;
+    let question = accept_confirmation(client).await;
     assert_eq!(question, "Close the 2 connections matching tag=alpha?");
     wait_closed(
         "the alpha clients are closed",
@@ -457,14 +491,14 @@ async fn dashboard_follows_clients_filters_and_closes_them_in_headless_chromium(
         4001,
     )
     .await;
-    wait_text(&client, "#open-count", "1").await;
+    wait_text(client, "#open-count", "1").await;
 
     // Close all, confirmed: the last client receives the close frame.
-    click(&client, "#filter-reset").await;
-    fill(&client, "#close-code", "1000").await;
-    fill(&client, "#close-reason", "").await;
-    click(&client, "#close-all").await;
-    let question = accept_confirmation(&client).await;
+    click(client, "#filter-reset").await;
+    fill(client, "#close-code", "1000").await;
+    fill(client, "#close-reason", "").await;
+    click(client, "#close-all").await;
+    let question = accept_confirmation(client).await;
     assert_eq!(question, "Close all connections (1 now)?");
     wait_closed(
         "both beta clients are closed",
@@ -473,7 +507,7 @@ async fn dashboard_follows_clients_filters_and_closes_them_in_headless_chromium(
         1000,
     )
     .await;
-    wait_text(&client, "#open-count", "0").await;
+    wait_text(client, "#open-count", "0").await;
     wait_for(
         "the recently closed list shows the admin's closes",
         || async {
@@ -504,10 +538,7 @@ async fn dashboard_follows_clients_filters_and_closes_them_in_headless_chromium(
         .await
         .unwrap();
     assert_eq!(violations, None, "the page broke its own policy");
-
-    client.close().await.unwrap();
-    drop(driver);
-    let _ = std::fs::remove_dir_all(&profile);
+    session.end().await;
 }
 
 /// The cluster view: two `wscope serve` instances on one Redis, clients on both, the dashboard of
@@ -517,16 +548,8 @@ async fn dashboard_follows_clients_filters_and_closes_them_in_headless_chromium(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_cluster_view_sees_and_closes_another_instances_clients() {
     let test = "dashboard_cluster_view_sees_and_closes_another_instances_clients";
-    let browser = match find_browser() {
-        Ok(browser) => browser,
-        Err(why) => {
-            assert!(
-                std::env::var_os("WSCOPE_REQUIRE_BROWSER").is_none_or(|v| v != "1"),
-                "WSCOPE_REQUIRE_BROWSER=1 but {why}"
-            );
-            let _ = writeln!(std::io::stderr(), "skipped: {test}: {why}");
-            return;
-        }
+    let Some(browser) = browser_or_skip(test) else {
+        return;
     };
     let Some(url) = wscope_redis::testing::redis_url_or_skip(test).await else {
         return;
@@ -565,12 +588,10 @@ async fn dashboard_cluster_view_sees_and_closes_another_instances_clients() {
         there.push(ws_client(&b, "/ws", &ua, Duration::from_millis(200)).await);
     }
 
-    let driver = Driver::start(&browser.chromedriver);
-    let profile = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("dashboard-cluster-profile-{}", std::process::id()));
-    let client = open_browser(&browser, &driver, &profile).await;
+    let session = Session::open(&browser, "dashboard-cluster").await;
+    let client = &session.client;
     client.goto(&format!("http://{}/", a.admin)).await.unwrap();
-    wait_text(&client, "#open-count", "1").await;
+    wait_text(client, "#open-count", "1").await;
 
     // The switch appears in cluster mode; the cluster view counts both instances' clients.
     let select = wait_for("the view switch appears", || async {
@@ -580,8 +601,8 @@ async fn dashboard_cluster_view_sees_and_closes_another_instances_clients() {
     })
     .await;
     select.select_by_value("cluster").await.unwrap();
-    wait_text(&client, "#scope", "the cluster").await;
-    wait_text(&client, "#open-count", "3").await;
+    wait_text(client, "#scope", "the cluster").await;
+    wait_text(client, "#open-count", "3").await;
     wait_for("the instances table lists both", || async {
         let rows = client
             .find_all(Locator::Css("#instance-rows tr"))
@@ -598,7 +619,7 @@ async fn dashboard_cluster_view_sees_and_closes_another_instances_clients() {
     })
     .await;
     let agents = wait_for("the table holds every client", || async {
-        table_user_agents(&client)
+        table_user_agents(client)
             .await
             .filter(|rows| rows.len() == 3)
     })
@@ -612,16 +633,16 @@ async fn dashboard_cluster_view_sees_and_closes_another_instances_clients() {
     );
 
     // Close one of the other instance's clients from its row.
-    fill(&client, "#filters input[name=ua]", "there-bot/1").await;
-    click(&client, "#filter-apply").await;
+    fill(client, "#filters input[name=ua]", "there-bot/1").await;
+    click(client, "#filter-apply").await;
     wait_for("the table shows that client alone", || async {
-        table_user_agents(&client)
+        table_user_agents(client)
             .await
             .filter(|rows| rows.len() == 1)
     })
     .await;
-    click(&client, "#conn-rows tr:first-child button.close-one").await;
-    let question = accept_confirmation(&client).await;
+    click(client, "#conn-rows tr:first-child button.close-one").await;
+    let question = accept_confirmation(client).await;
     assert!(
         question.starts_with("Close connection dash-b-"),
         "{question}"
@@ -633,17 +654,14 @@ async fn dashboard_cluster_view_sees_and_closes_another_instances_clients() {
         1000,
     )
     .await;
-    wait_text(&client, "#open-count", "2").await;
+    wait_text(client, "#open-count", "2").await;
 
     // Back to this instance: its own figures again.
     let select = client.find(Locator::Css("#scope-select")).await.unwrap();
     select.select_by_value("instance").await.unwrap();
-    wait_text(&client, "#scope", "this instance").await;
-    wait_text(&client, "#open-count", "1").await;
-
-    client.close().await.unwrap();
-    drop(driver);
-    let _ = std::fs::remove_dir_all(&profile);
+    wait_text(client, "#scope", "this instance").await;
+    wait_text(client, "#open-count", "1").await;
+    session.end().await;
     let backend =
         wscope_redis::RedisBackend::connect(&url, wscope_redis::RedisOptions::default()).unwrap();
     let _ = backend.delete_matching(&format!("wscope:{name}:*")).await;
