@@ -494,6 +494,44 @@ pub(crate) mod tests {
         assert_eq!(held.load(Ordering::SeqCst), 0);
     }
 
+    /// The global cap refuses before the handshake rate takes a token; labels past their caps
+    /// are refused before anything else is looked at.
+    #[test]
+    fn the_caps_refuse_before_the_rate_and_labels_before_everything() {
+        let config = RegistryConfig::default()
+            .max_connections(1)
+            .handshake_rate_per_ip(RateLimit::new(1, Duration::from_secs(3600)));
+        let admission = Admission::from_config(&config);
+        let from = |ip: &str| ConnectionMeta::new("/ws").remote_addr(ip.parse::<IpAddr>().ok());
+        let held = admission.admit(false, &from("192.0.2.1"), 0).unwrap();
+        for _ in 0..3 {
+            assert!(matches!(
+                admission.admit(false, &from("192.0.2.2"), 0),
+                Err(Refusal::TooManyConnections { .. })
+            ));
+        }
+        drop(held);
+        let again = admission.admit(false, &from("192.0.2.2"), 0);
+        assert!(again.is_ok(), "the refusals took no token: {again:?}");
+        drop(again);
+
+        let mut labelled = from("192.0.2.3");
+        labelled.tags = (0..=MAX_TAGS).map(|i| i.to_string()).collect();
+        let refusal = admission.admit(false, &labelled, 0).unwrap_err();
+        assert_eq!(
+            refusal,
+            Refusal::InvalidLabels(LabelError::TooManyTags { max: MAX_TAGS })
+        );
+        assert_eq!(
+            (refusal.status(), refusal.to_string().as_str()),
+            (400, "invalid labels: more than 32 tags")
+        );
+        assert!(
+            admission.admit(false, &from("192.0.2.3"), 0).is_ok(),
+            "a refusal for labels takes no token either"
+        );
+    }
+
     #[test]
     fn every_kind_has_a_distinct_key_and_index() {
         for (i, kind) in RefusalKind::ALL.into_iter().enumerate() {

@@ -354,4 +354,41 @@ mod tests {
         assert!(!bans.remove(net("203.0.113.7/32")));
         assert!(!bans.any.load(Ordering::Acquire));
     }
+
+    /// An IPv6 group ban (what the registry makes of a single IPv6 address) is found by hash
+    /// for every address of the group; a wider network covers whole groups.
+    #[test]
+    fn ipv6_bans_cover_whole_groups() {
+        let (clock, _) = Clock::manual();
+        let bans = Bans::default();
+        let minute = Duration::from_secs(60);
+        let group = Ipv6Prefix::default().widen(net("2001:db8:1:2::7"));
+        assert_eq!(group.to_string(), "2001:db8:1:2::/64");
+        bans.insert(group, "", minute, &clock);
+        bans.insert(net("2001:db8:aa::/48"), "", minute, &clock);
+        assert_eq!(bans.read().hosts.len(), 1, "a group is held as one client");
+        for banned in [
+            "2001:db8:1:2::7",
+            "2001:db8:1:2:ffff::1",
+            "2001:db8:aa:9::1",
+        ] {
+            assert!(bans.is_banned(ip(banned), 0), "{banned}");
+        }
+        for free in ["2001:db8:1:3::7", "2001:db8:ab::1", "192.0.2.1"] {
+            assert!(!bans.is_banned(ip(free), 0), "{free}");
+        }
+        assert_eq!(
+            bans.list(&clock)
+                .iter()
+                .map(|b| b.target.to_string())
+                .collect::<Vec<_>>(),
+            ["2001:db8:1:2::/64", "2001:db8:aa::/48"]
+        );
+        // Grouped at /128, a single address is one client and bans nothing else.
+        let alone = Bans::new(Ipv6Prefix::new(128).unwrap());
+        alone.insert(net("2001:db8:1:2::7"), "", minute, &clock);
+        assert!(alone.is_banned(ip("2001:db8:1:2::7"), 0));
+        assert!(!alone.is_banned(ip("2001:db8:1:2::8"), 0));
+        assert!(alone.remove(net("2001:db8:1:2::7")));
+    }
 }
