@@ -7,6 +7,8 @@ figure. Standard library only; figures in docs/SECURITY.md.
         and a normal handshake's median alone and while four such loops run
     python3 scripts/admission/measure.py BIN user
         bytes per connection with a 15.9 KB ?user= (and with no labels, for comparison)
+    (Both also hold 300 connections open after a GET /health with a head as long: what any long
+    request head holds in a kept-alive connection until --handshake-timeout, labels or not.)
     python3 scripts/admission/measure.py BIN rate-table [N]
         RSS after N (400,000) upgrades from distinct forwarded IPv6 /64s, refused because the
         server is full (--max-connections 1, one held), under --handshake-rate-per-ip 1/h
@@ -57,8 +59,8 @@ class Server:
         self.proc.kill(); self.proc.wait()
 
 
-def request(path, xff=None):
-    head = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n"
+def request(path, xff=None, connection="Upgrade"):
+    head = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: {connection}\r\n"
             f"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n")
     if xff:
         head += f"X-Forwarded-For: {xff}\r\n"
@@ -79,20 +81,28 @@ def status(head):
     return int(head.split(b" ", 2)[1])
 
 
-def upgrade(port, path, xff=None):
+def upgrade(port, path, xff=None, connection="Upgrade"):
     """(status, seconds to the response head, socket): the socket left open."""
     s = socket.create_connection(("127.0.0.1", port))
     t = time.perf_counter()
-    s.sendall(request(path, xff))
+    s.sendall(request(path, xff, connection))
     head, _ = read_head(s)
     return status(head), time.perf_counter() - t, s
 
 
-def hold(server, path, n):
-    """Opens n connections on path and holds them; bytes of RSS per connection."""
+def hold(server, path, n, plain=False):
+    """Opens n connections, each asking to upgrade on path (or, plain, a GET of path), and holds
+    them open after the answer; bytes of RSS per connection."""
     before, socks, codes = server.rss(), [], {}
     for _ in range(n):
-        code, _, s = upgrade(server.port, path)
+        if plain:
+            s = socket.create_connection(("127.0.0.1", server.port))
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            code = status(read_head(s)[0])
+        else:
+            # `close` too: a refused upgrade then ends its connection, rather than holding it
+            # kept alive with a read buffer grown to the long head (see the control).
+            code, _, s = upgrade(server.port, path, connection="Upgrade, close")
         codes[code] = codes.get(code, 0) + 1
         socks.append(s)
     time.sleep(0.5)  # let the server finish registering the last ones before reading RSS
@@ -152,6 +162,17 @@ def labels(seconds=10.0):
         per, codes = hold(server, p, 300)
         print(f"300 connections with {what}: {per / 1024:.1f} KiB of RSS each, answers {codes}")
         server.stop()
+    control(len(path))
+
+
+def control(length):
+    """What any request head of `length` bytes holds: a kept-alive HTTP connection keeps its
+    grown read buffer until --handshake-timeout, whatever the path."""
+    server = Server()
+    per, codes = hold(server, "/health?x=" + "x" * (length - 10), 300, plain=True)
+    print(f"control: 300 kept-alive connections after a {length}-byte GET /health: "
+          f"{per / 1024:.1f} KiB of RSS each, answers {codes}")
+    server.stop()
 
 
 def user():
@@ -161,6 +182,7 @@ def user():
         per, codes = hold(server, p, 300)
         print(f"300 connections with {what}: {per / 1024:.1f} KiB of RSS each, answers {codes}")
         server.stop()
+    control(15900)
 
 
 def pipelined(server, addresses, depth=200):

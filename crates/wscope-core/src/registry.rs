@@ -148,7 +148,7 @@ impl RegistryConfig {
     /// The default [`RegistryConfig::allow_missing_origin`]: non-browser clients send no
     /// `Origin`, and are let in.
     pub const DEFAULT_ALLOW_MISSING_ORIGIN: bool = true;
-    /// The default [`RegistryConfig::handshake_rate_addresses`]: some 4.4 MB of table at most.
+    /// The default [`RegistryConfig::handshake_rate_addresses`]: about 5.6 MiB of table when full.
     pub const DEFAULT_HANDSHAKE_RATE_ADDRESSES: usize = 100_000;
 
     /// Sets [`RegistryConfig::instance_id`].
