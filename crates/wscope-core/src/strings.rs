@@ -157,6 +157,6 @@ mod tests {
         let long = "l".repeat(MAX_INTERNED_LEN + 1);
         let (a, b) = (SharedStr::new(&long), SharedStr::new(&long));
         assert!(matches!(a, SharedStr::Counted(_)), "{a:?}");
-        assert_eq!((a == b, &*a == long), (true, true));
+        assert_eq!((a == b, *a == long), (true, true));
     }
 }
