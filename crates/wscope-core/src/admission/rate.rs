@@ -10,7 +10,8 @@
 //! Addresses are [`ClientKey`]s (an IPv6 host's /64 is one), and the gate runs after every other
 //! check, so only admitted upgrades make buckets. The table still grows with the addresses
 //! clients come from, so it has a cap ([`RegistryConfig::handshake_rate_addresses`]): when it is
-//! full and a prune frees nothing, an upgrade from an address it does not hold is refused with
+//! full and no bucket can be dropped (none is full again, or the table was walked for room less
+//! than a second ago), an upgrade from an address it does not hold is refused with
 //! 503 ([`Refusal::RateTableFull`], counted as `rateTableFull`) and a `Retry-After` of when the
 //! first bucket is full again. Refusing is the safe side: letting such upgrades in untracked
 //! would turn the rate off for every address as soon as someone filled the table, and a client
@@ -141,6 +142,10 @@ type Buckets = DashMap<ClientKey, u64, RandomState>;
 /// Addresses held before the first prune; the table is pruned again each time it doubles.
 const FIRST_PRUNE: usize = 1024;
 
+/// Least time between two prunes made to find room in a full table: a prune walks the whole
+/// table, and while someone keeps it full a bucket may come due every few milliseconds.
+const FULL_PRUNE_GAP: u64 = 1_000_000_000;
+
 /// What taking a token found.
 enum Taken {
     /// A token was taken; `true` if the table has grown to its prune mark.
@@ -168,6 +173,8 @@ pub(crate) struct HandshakeRateGate {
     /// When the first held bucket is full again (`u64::MAX` when none is held): until then a
     /// prune would drop nothing, so a full table refuses without one.
     earliest: AtomicU64,
+    /// When a full table may next be pruned to make room ([`FULL_PRUNE_GAP`] after the last).
+    next_full_prune: AtomicU64,
     /// Prune when `held` reaches this.
     prune_at: AtomicUsize,
     /// Set while one caller prunes, so others do not queue behind it.
@@ -198,6 +205,7 @@ impl HandshakeRateGate {
             max_addresses: max_addresses.max(1),
             held: AtomicUsize::new(0),
             earliest: AtomicU64::new(u64::MAX),
+            next_full_prune: AtomicU64::new(0),
             prune_at: AtomicUsize::new(FIRST_PRUNE),
             pruning: AtomicBool::new(false),
             full: AtomicBool::new(false),
@@ -269,9 +277,12 @@ impl HandshakeRateGate {
                  addresses get 503 until buckets expire (raise --handshake-rate-addresses)"
             );
         }
-        let earliest = self.earliest.load(Ordering::Acquire);
+        let room_at = self
+            .earliest
+            .load(Ordering::Acquire)
+            .max(self.next_full_prune.load(Ordering::Relaxed));
         Refusal::RateTableFull {
-            retry_after: Duration::from_nanos(earliest.saturating_sub(now).max(1)),
+            retry_after: Duration::from_nanos(room_at.saturating_sub(now).max(1)),
         }
     }
 
@@ -292,8 +303,13 @@ impl Gate for HandshakeRateGate {
             return Ok(None);
         };
         let mut taken = self.take(key, now);
-        if matches!(taken, Taken::Full) && now >= self.earliest.load(Ordering::Acquire) {
+        if matches!(taken, Taken::Full)
+            && now >= self.earliest.load(Ordering::Acquire)
+            && now >= self.next_full_prune.load(Ordering::Relaxed)
+        {
             // Some bucket is full again: make room (the shard's lock is let go by now).
+            self.next_full_prune
+                .store(now.saturating_add(FULL_PRUNE_GAP), Ordering::Relaxed);
             self.prune(now);
             taken = self.take(key, now);
         }
@@ -469,6 +485,31 @@ mod tests {
         assert_eq!(gate.addresses(), 3);
         assert!(check(&gate, &from("192.0.2.5"), clock.now_nanos()).is_err());
         assert_eq!(gate.held.load(Ordering::Relaxed), gate.addresses());
+    }
+
+    /// A full table walks itself to make room at most once a second, and says so.
+    #[test]
+    fn a_full_table_is_pruned_for_room_at_most_once_a_second() {
+        let (clock, manual) = Clock::manual();
+        let gate = HandshakeRateGate::new("10/m".parse().unwrap(), 3);
+        for i in 1..=3 {
+            check(&gate, &from(&format!("192.0.2.{i}")), clock.now_nanos()).unwrap();
+            manual.advance(Duration::from_millis(500));
+        }
+        // Full again at 6 s, 6.5 s and 7 s.
+        manual.advance(Duration::from_millis(4500));
+        assert!(check(&gate, &from("192.0.2.4"), clock.now_nanos()).is_ok());
+        manual.advance(Duration::from_millis(500));
+        assert_eq!(
+            check(&gate, &from("192.0.2.5"), clock.now_nanos()).unwrap_err(),
+            Refusal::RateTableFull {
+                retry_after: Duration::from_millis(500)
+            },
+            "a bucket is due, but the last walk was half a second ago"
+        );
+        manual.advance(Duration::from_millis(500));
+        assert!(check(&gate, &from("192.0.2.5"), clock.now_nanos()).is_ok());
+        assert_eq!(gate.addresses(), 2, "the walk dropped both buckets due");
     }
 
     /// 100,000 distinct addresses against a table of 1,000: it never holds more.
