@@ -101,10 +101,20 @@ pub struct TrustedProxies {
     header: ClientIpHeader,
 }
 
+/// IPv4 loopback, `127.0.0.0/8`. A constant, checked when the crate is compiled: a network built
+/// at run time would need a fallback for a failed conversion, and the one there was
+/// (`Ipv4Net::default()`, `0.0.0.0/0`) trusted every peer.
+const LOOPBACK_V4: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8);
+
+/// Every IPv4 address, `0.0.0.0/0`: what a trusted IPv6 network holding every IPv4-mapped
+/// address (`::/0`) trusts of IPv4.
+const ALL_V4: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::UNSPECIFIED, 0);
+
 impl Default for TrustedProxies {
+    /// Loopback only: `127.0.0.0/8` and `::1`.
     fn default() -> Self {
         Self::new([
-            IpNet::V4(Ipv4Net::new(Ipv4Addr::new(127, 0, 0, 0), 8).unwrap_or_default()),
+            IpNet::V4(LOOPBACK_V4),
             IpNet::from(IpAddr::V6(Ipv6Addr::LOCALHOST)),
         ])
     }
@@ -218,7 +228,7 @@ fn canonical_net(net: IpNet) -> Vec<IpNet> {
             return vec![IpNet::V4(v4)];
         }
     } else if v6.contains(&mapped_block) {
-        return vec![IpNet::V6(v6), IpNet::V4(Ipv4Net::default())];
+        return vec![IpNet::V6(v6), IpNet::V4(ALL_V4)];
     }
     vec![IpNet::V6(v6)]
 }
@@ -352,6 +362,43 @@ mod tests {
         // Other IPv6 networks stay as they are.
         let v6: TrustedProxies = "2001:db8::/32".parse().unwrap();
         assert!(!v6.contains(ip("192.0.2.1")));
+    }
+
+    /// No fallback widens trust: the defaults are exactly loopback, and nothing else is believed.
+    #[test]
+    fn the_default_trusts_loopback_and_nothing_else() {
+        let t = TrustedProxies::default();
+        assert_eq!(
+            t.networks(),
+            [
+                "127.0.0.0/8".parse::<IpNet>().unwrap(),
+                "::1/128".parse().unwrap()
+            ]
+        );
+        let h = headers(&[("x-forwarded-for", "6.6.6.6")]);
+        for peer in [
+            "0.0.0.0",
+            "10.0.0.1",
+            "128.0.0.1",
+            "203.0.113.9",
+            "::2",
+            "2001:db8::1",
+        ] {
+            assert!(!t.contains(ip(peer)), "{peer} trusted");
+            assert_eq!(
+                t.client_ip(ip(peer), &h),
+                ip(peer),
+                "{peer}'s header believed"
+            );
+        }
+        for peer in ["127.0.0.1", "127.255.255.254", "::1", "::ffff:127.0.0.1"] {
+            assert_eq!(t.client_ip(ip(peer), &h), ip("6.6.6.6"), "{peer}");
+        }
+        assert_eq!(
+            ALL_V4.prefix_len(),
+            0,
+            "only ::/0-like networks map to all of IPv4"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use hyper_util::rt::TokioIo;
-use wscope_core::{ConnectionMeta, Refusal, Registry, TrackedSocket};
+use wscope_core::{ConnectionMeta, LabelError, Refusal, Registry, TrackedSocket};
 
 use crate::client_addr::TrustedProxies;
 use crate::engine::{Engine, SocketConfig};
@@ -83,6 +83,12 @@ impl Tracking {
 /// **Admission.** Before the `101` answer, the upgrade passes the registry's admission; a refused
 /// one gets the refusal's status (503 while shutting down) with a JSON body naming the reason.
 ///
+/// **Labels.** [`user`](WebSocketUpgrade::user) and [`tag`](WebSocketUpgrade::tag) may be given
+/// what the client sent (`?user=`, `?tag=`): past their caps ([`wscope_core::MAX_USER_LEN`],
+/// [`wscope_core::MAX_TAGS`], [`wscope_core::MAX_TAG_LEN`]) the upgrade is refused with 400 and
+/// `{"error": "invalid labels: more than 32 tags"}` (counted as `invalidLabels`), without
+/// anything being stored.
+///
 /// [`is_upgrade_request`]: WebSocketUpgrade::is_upgrade_request
 /// [`on_upgrade`]: WebSocketUpgrade::on_upgrade
 #[derive(Debug)]
@@ -94,6 +100,8 @@ pub struct WebSocketUpgrade {
     explicit: bool,
     /// Subprotocols the server supports, set with [`WebSocketUpgrade::protocols`].
     protocols: Vec<String>,
+    /// The first label past its cap: [`WebSocketUpgrade::on_upgrade`] answers it with 400.
+    label_error: Option<LabelError>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
@@ -134,6 +142,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
             tracking,
             explicit,
             protocols: Vec::new(),
+            label_error: None,
         })
     }
 }
@@ -189,15 +198,29 @@ impl WebSocketUpgrade {
     /// Attaches a user id to the connection from its registration on (shown as `user`,
     /// filterable and closable by in the admin API). Cheaper than `socket.set_user` in the
     /// handler when the id is known before the upgrade: the handler then captures nothing for it.
+    /// One longer than [`wscope_core::MAX_USER_LEN`] bytes makes
+    /// [`on_upgrade`](Self::on_upgrade) answer 400 naming the cap.
     pub fn user(mut self, user: impl Into<String>) -> Self {
-        self.meta = self.meta.user(user);
+        if self.label_error.is_none() {
+            self.label_error = self.meta.set_user(user).err();
+        }
         self
     }
 
-    /// Adds a tag to the connection from its registration on (see [`user`](Self::user)).
+    /// Adds a tag to the connection from its registration on (see [`user`](Self::user)); a
+    /// repeat is attached once. A tag longer than [`wscope_core::MAX_TAG_LEN`] bytes, or one
+    /// past [`wscope_core::MAX_TAGS`], makes [`on_upgrade`](Self::on_upgrade) answer 400 naming
+    /// the cap; later tags are then not even looked at.
     pub fn tag(mut self, tag: impl Into<String>) -> Self {
-        self.meta = self.meta.tag(tag);
+        if self.label_error.is_none() {
+            self.label_error = self.meta.add_tag(tag).err();
+        }
         self
+    }
+
+    /// The first label past its cap, if any (the upgrade will be refused with 400).
+    pub fn label_error(&self) -> Option<LabelError> {
+        self.label_error
     }
 
     /// The WebSocket engine for this socket.
@@ -242,8 +265,8 @@ impl WebSocketUpgrade {
 
     /// Accepts the upgrade and runs `handler` with the tracked socket. A plain request gets 426
     /// "Upgrade required"; an invalid handshake (a `Sec-WebSocket-Key` that is not 16 bytes in
-    /// base64, HTTP/1.0) 400, counted as `invalidHandshake`; a refused one the refusal's status
-    /// (503 while shutting down).
+    /// base64, HTTP/1.0) 400, counted as `invalidHandshake`; labels past their caps 400, counted
+    /// as `invalidLabels`; a refused one the refusal's status (503 while shutting down).
     pub fn on_upgrade<F, Fut>(self, handler: F) -> Response
     where
         F: FnOnce(TrackedSocket) -> Fut + Send + 'static,
@@ -258,6 +281,11 @@ impl WebSocketUpgrade {
                 return UpgradeRefused(refusal).into_response();
             }
         };
+        if let Some(error) = self.label_error {
+            let refusal = Refusal::InvalidLabels(error);
+            self.tracking.registry.record_refusal(&refusal, &self.meta);
+            return UpgradeRefused(refusal).into_response();
+        }
         if !self.explicit {
             warn_once(
                 &NO_TRACKING_LAYER,

@@ -28,14 +28,14 @@ async fn labelled(ws: WebSocketUpgrade) -> axum::response::Response {
                 _ => None,
             };
             let reply = match text.as_deref() {
-                Some(t) if t.starts_with("user:") => {
-                    socket.set_user(&t[5..]);
-                    wscope_core::Message::text("ok")
-                }
-                Some(t) if t.starts_with("tag:") => {
-                    socket.tag(&t[4..]);
-                    wscope_core::Message::text("ok")
-                }
+                Some(t) if t.starts_with("user:") => match socket.set_user(&t[5..]) {
+                    Ok(()) => wscope_core::Message::text("ok"),
+                    Err(e) => wscope_core::Message::text(e.to_string()),
+                },
+                Some(t) if t.starts_with("tag:") => match socket.tag(&t[4..]) {
+                    Ok(_) => wscope_core::Message::text("ok"),
+                    Err(e) => wscope_core::Message::text(e.to_string()),
+                },
                 Some(t) if t.starts_with("untag:") => {
                     socket.untag(&t[6..]);
                     wscope_core::Message::text("ok")

@@ -275,7 +275,7 @@ async fn a_scripted_scenario_scrapes_to_exact_counts_and_buckets() {
     );
     assert_eq!(
         m.series("wscope_upgrades_refused_total"),
-        7,
+        wscope_core::RefusalKind::ALL.len(),
         "every reason, zeros too"
     );
     assert_eq!(

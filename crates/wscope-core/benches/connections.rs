@@ -40,7 +40,7 @@ fn drive(rt: &tokio::runtime::Runtime, reg: &Registry, n: usize) -> Vec<MemoryPe
                 .user_agent("criterion/0.8".to_owned());
             let accepted = reg.accept(meta).unwrap();
             if i % 10 == 0 {
-                accepted.handle().set_user("u1");
+                accepted.handle().set_user("u1").unwrap();
             }
             let (transport, mut peer) = memory::pair();
             tokio::spawn(accepted.run(transport, |mut socket| async move {

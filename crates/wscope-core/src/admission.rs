@@ -4,19 +4,25 @@
 //! [`Refusal`] that an integration turns into its answer ([`Refusal::status`],
 //! [`Refusal::retry_after`]) and the registry counts per [`RefusalKind`].
 //!
-//! The checks, in order: shutdown; the runtime ban list (`bans`, changed by
-//! [`crate::Registry::ban`]); then the [`Gate`]s that [`crate::RegistryConfig`] asks for, each in
-//! its own file — the `Origin` allow-list (`origin`), the per-address handshake rate (`rate`), the
-//! per-address and global connection caps (`limits`). A gate that is not configured is not in the
-//! list, so a registry without limits pays for none. Neither the extractor nor the driver changes
-//! when a gate is added.
+//! The checks, in order: shutdown; the labels' caps (`labels`); the runtime ban list (`bans`,
+//! changed by [`crate::Registry::ban`]); then the [`Gate`]s that [`crate::RegistryConfig`] asks
+//! for, each in its own file — the `Origin` allow-list (`origin`), the global and per-address
+//! connection caps (`limits`), and last the per-address handshake rate (`rate`), so that only an
+//! upgrade every other check admitted takes a token or adds an address to its table. A gate that
+//! is not configured is not in the list, so a registry without limits pays for none. Neither the
+//! extractor nor the driver changes when a gate is added.
 //!
 //! Checks that count per address use [`ConnectionMeta::remote_addr`] — the client as resolved
-//! through trusted proxies — in its canonical form (an IPv4-mapped IPv6 address counts as the
-//! IPv4 one). A connection whose address is unknown is not limited per address; the global cap
+//! through trusted proxies — as a [`ClientKey`] (`client_key`): an IPv4 address (IPv4-mapped IPv6
+//! counts as the IPv4 one), or the IPv6 network of [`RegistryConfig::ipv6_prefix`] bits, a /64 by
+//! default. A connection whose address is unknown is not limited per address; the global cap
 //! still applies.
+//!
+//! [`RegistryConfig::ipv6_prefix`]: crate::RegistryConfig::ipv6_prefix
 
 mod bans;
+mod client_key;
+mod labels;
 mod limits;
 mod origin;
 mod rate;
@@ -28,6 +34,9 @@ use std::time::Duration;
 
 pub(crate) use bans::{canonical_net, Bans};
 pub use bans::{Ban, BanError, BanOutcome};
+pub use client_key::{ClientKey, InvalidIpv6Prefix, Ipv6Prefix};
+pub(crate) use labels::{check_tag, check_user, distinct as distinct_tags};
+pub use labels::{LabelError, MAX_TAGS, MAX_TAG_LEN, MAX_USER_LEN};
 pub use origin::{InvalidOriginPattern, OriginPattern};
 pub use rate::{InvalidRate, RateLimit};
 
@@ -48,9 +57,11 @@ pub struct ConnectionMeta {
     pub path: String,
     /// The `Origin` header, if the client sent one (browsers do).
     pub origin: Option<String>,
-    /// A user id to attach from the start (as `set_user` would, before the handler runs).
+    /// A user id to attach from the start (as `set_user` would, before the handler runs); at
+    /// most [`MAX_USER_LEN`] bytes, or admission refuses the upgrade.
     pub user: Option<String>,
-    /// Tags to attach from the start (as `tag` would).
+    /// Tags to attach from the start (as `tag` would); at most [`MAX_TAGS`] distinct ones of at
+    /// most [`MAX_TAG_LEN`] bytes, or admission refuses the upgrade. Repeats are attached once.
     pub tags: Vec<String>,
 }
 
@@ -83,16 +94,50 @@ impl ConnectionMeta {
 
     /// Attaches a user id at registration. Labels known before the upgrade are best given here:
     /// the connection's task then keeps nothing for them (what a handler captures lives, inline,
-    /// as long as the connection).
-    pub fn user(mut self, user: impl Into<String>) -> Self {
-        self.user = Some(user.into());
-        self
+    /// as long as the connection). An id longer than [`MAX_USER_LEN`] bytes is an error.
+    ///
+    /// ```
+    /// use wscope_core::{ConnectionMeta, LabelError, MAX_TAGS};
+    /// let meta = ConnectionMeta::new("/ws").user("u-42")?.tag("beta")?.tag("beta")?;
+    /// assert_eq!(meta.tags, ["beta"]);
+    /// let too_many = (0..=MAX_TAGS).try_fold(ConnectionMeta::new("/ws"), |m, i| m.tag(i.to_string()));
+    /// assert_eq!(too_many.unwrap_err().to_string(), "more than 32 tags");
+    /// # Ok::<(), LabelError>(())
+    /// ```
+    pub fn user(mut self, user: impl Into<String>) -> Result<Self, LabelError> {
+        self.set_user(user)?;
+        Ok(self)
     }
 
-    /// Adds a tag at registration (see [`user`](Self::user)).
-    pub fn tag(mut self, tag: impl Into<String>) -> Self {
-        self.tags.push(tag.into());
-        self
+    /// Adds a tag at registration (see [`user`](Self::user)); a tag it has already is not added
+    /// again. A tag longer than [`MAX_TAG_LEN`] bytes, or one past [`MAX_TAGS`], is an error.
+    pub fn tag(mut self, tag: impl Into<String>) -> Result<Self, LabelError> {
+        self.add_tag(tag)?;
+        Ok(self)
+    }
+
+    /// Sets the user id in place (see [`user`](Self::user)); on error nothing changes.
+    pub fn set_user(&mut self, user: impl Into<String>) -> Result<(), LabelError> {
+        let user = user.into();
+        check_user(&user)?;
+        self.user = Some(user);
+        Ok(())
+    }
+
+    /// Adds a tag in place (see [`tag`](Self::tag)): whether it was new. On error nothing
+    /// changes.
+    pub fn add_tag(&mut self, tag: impl Into<String>) -> Result<bool, LabelError> {
+        let tag = tag.into();
+        check_tag(&tag)?;
+        // At most MAX_TAGS comparisons: the list never grows past it.
+        if self.tags.contains(&tag) {
+            return Ok(false);
+        }
+        if self.tags.len() >= MAX_TAGS {
+            return Err(LabelError::TooManyTags { max: MAX_TAGS });
+        }
+        self.tags.push(tag);
+        Ok(true)
     }
 }
 
@@ -129,6 +174,18 @@ pub enum Refusal {
     /// HTTP/1.0 request): refused before admission, counted here.
     #[error("invalid handshake: {0}")]
     InvalidHandshake(&'static str),
+    /// The user id or tags the upgrade came with are past their caps ([`MAX_TAGS`],
+    /// [`MAX_TAG_LEN`], [`MAX_USER_LEN`]).
+    #[error("invalid labels: {0}")]
+    InvalidLabels(LabelError),
+    /// The handshake rate's table of client addresses is full
+    /// ([`RegistryConfig::handshake_rate_addresses`](crate::RegistryConfig::handshake_rate_addresses))
+    /// and this address is not in it: refused rather than let in unlimited.
+    #[error("too many client addresses to track")]
+    RateTableFull {
+        /// When the first tracked address's bucket is full again (and may be forgotten).
+        retry_after: Duration,
+    },
 }
 
 impl Refusal {
@@ -142,25 +199,29 @@ impl Refusal {
             Self::OriginNotAllowed => RefusalKind::OriginNotAllowed,
             Self::Banned => RefusalKind::Banned,
             Self::InvalidHandshake(_) => RefusalKind::InvalidHandshake,
+            Self::InvalidLabels(_) => RefusalKind::InvalidLabels,
+            Self::RateTableFull { .. } => RefusalKind::RateTableFull,
         }
     }
 
     /// The HTTP status an upgrade refused for this reason gets.
     pub fn status(&self) -> u16 {
         match self {
-            Self::ShuttingDown | Self::TooManyConnections { .. } => 503,
+            Self::ShuttingDown | Self::TooManyConnections { .. } | Self::RateTableFull { .. } => {
+                503
+            }
             Self::TooManyFromAddress | Self::HandshakeRate { .. } => 429,
             Self::OriginNotAllowed | Self::Banned => 403,
-            Self::InvalidHandshake(_) => 400,
+            Self::InvalidHandshake(_) | Self::InvalidLabels(_) => 400,
         }
     }
 
     /// How long the client should wait before trying again (`Retry-After`), where that helps.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::TooManyConnections { retry_after } | Self::HandshakeRate { retry_after } => {
-                Some(*retry_after)
-            }
+            Self::TooManyConnections { retry_after }
+            | Self::HandshakeRate { retry_after }
+            | Self::RateTableFull { retry_after } => Some(*retry_after),
             _ => None,
         }
     }
@@ -184,11 +245,15 @@ pub enum RefusalKind {
     Banned,
     /// [`Refusal::InvalidHandshake`].
     InvalidHandshake,
+    /// [`Refusal::InvalidLabels`].
+    InvalidLabels,
+    /// [`Refusal::RateTableFull`].
+    RateTableFull,
 }
 
 impl RefusalKind {
     /// Every kind, in counter order.
-    pub const ALL: [RefusalKind; 7] = [
+    pub const ALL: [RefusalKind; 9] = [
         RefusalKind::ShuttingDown,
         RefusalKind::TooManyConnections,
         RefusalKind::TooManyFromAddress,
@@ -196,6 +261,8 @@ impl RefusalKind {
         RefusalKind::OriginNotAllowed,
         RefusalKind::Banned,
         RefusalKind::InvalidHandshake,
+        RefusalKind::InvalidLabels,
+        RefusalKind::RateTableFull,
     ];
 
     /// The key in the stats' `refused` object (camelCase, like every wire name).
@@ -208,6 +275,8 @@ impl RefusalKind {
             Self::OriginNotAllowed => "originNotAllowed",
             Self::Banned => "banned",
             Self::InvalidHandshake => "invalidHandshake",
+            Self::InvalidLabels => "invalidLabels",
+            Self::RateTableFull => "rateTableFull",
         }
     }
 
@@ -231,21 +300,21 @@ impl fmt::Display for RefusalKind {
 /// say), released when the connection's [`Permit`] is dropped.
 pub(crate) type Slot = Box<dyn Send + Sync + fmt::Debug>;
 
-/// One admission check after the shutdown and ban checks.
+/// One admission check after the shutdown, label and ban checks.
 pub(crate) trait Gate: Send + Sync + fmt::Debug {
-    /// Admits `meta` (perhaps reserving a [`Slot`] for it) or refuses it. `now` is the registry
+    /// Admits `meta` (perhaps reserving a [`Slot`] for it) or refuses it. `key` is its client
+    /// address as per-address checks count it (`None` when unknown); `now` is the registry
     /// clock's reading ([`crate::Clock::now_nanos`]), taken once per admission.
-    fn check(&self, meta: &ConnectionMeta, now: u64) -> Result<Option<Slot>, Refusal>;
+    fn check(
+        &self,
+        meta: &ConnectionMeta,
+        key: Option<ClientKey>,
+        now: u64,
+    ) -> Result<Option<Slot>, Refusal>;
 
     /// Drops state that no longer matters as of `now` (expired rate buckets); the registry's
     /// background sweep calls it.
     fn sweep(&self, _now: u64) {}
-}
-
-/// The client's address as per-address checks count it: IPv4-mapped IPv6 addresses
-/// (`::ffff:192.0.2.1`, what a dual-stack listener reports) as the IPv4 address they carry.
-pub(crate) fn client_ip(meta: &ConnectionMeta) -> Option<IpAddr> {
-    meta.remote_addr.map(|ip| ip.to_canonical())
 }
 
 /// The proof that a connection was admitted, owned by the connection from registration on:
@@ -263,30 +332,53 @@ pub struct Permit {
 /// The ordered checks a registry runs on every upgrade.
 #[derive(Debug, Default)]
 pub(crate) struct Admission {
-    /// The runtime ban list, checked right after shutdown (a banned address spends no rate
+    /// How IPv6 addresses are grouped into one client.
+    ipv6_prefix: Ipv6Prefix,
+    /// The runtime ban list, checked right after the labels (a banned address spends no rate
     /// token and holds no slot, even for a moment).
     bans: Arc<Bans>,
     gates: Vec<Box<dyn Gate>>,
 }
 
 impl Admission {
-    /// The checks `config` asks for, cheapest first: origin, handshake rate, then the
-    /// per-address and global caps (so that a refusal by a cap releases what the other reserved).
+    /// The checks `config` asks for, in this order: origin (no state); the global cap (one
+    /// counter), then the per-address cap (an entry only while the address holds a
+    /// connection) — a refusal by either releases what the other reserved; last the handshake
+    /// rate, the one table that outlives a refused upgrade, so that it only ever holds addresses
+    /// that were admitted.
     pub(crate) fn from_config(config: &RegistryConfig) -> Self {
-        let mut admission = Self::default();
+        let mut admission = Self {
+            ipv6_prefix: config.ipv6_prefix,
+            bans: Arc::new(Bans::new(config.ipv6_prefix)),
+            gates: Vec::new(),
+        };
         if let Some(gate) = origin::OriginGate::new(config) {
             admission.push(gate);
-        }
-        if let Some(rate) = config.handshake_rate_per_ip {
-            admission.push(rate::HandshakeRateGate::new(rate));
-        }
-        if config.max_connections_per_ip > 0 {
-            admission.push(limits::AddressLimit::new(config.max_connections_per_ip));
         }
         if config.max_connections > 0 {
             admission.push(limits::GlobalLimit::new(config.max_connections));
         }
+        if config.max_connections_per_ip > 0 {
+            admission.push(limits::AddressLimit::new(config.max_connections_per_ip));
+        }
+        if let Some(rate) = config.handshake_rate_per_ip {
+            admission.push(rate::HandshakeRateGate::new(
+                rate,
+                config.handshake_rate_addresses,
+            ));
+        }
         admission
+    }
+
+    /// `ip` as per-address checks count it.
+    pub(crate) fn client_key(&self, ip: IpAddr) -> ClientKey {
+        ClientKey::new(ip, self.ipv6_prefix)
+    }
+
+    /// `target` as bans and unbans take it: canonical (network address, IPv4-mapped as IPv4),
+    /// and an IPv6 network longer than the grouping widened to its group.
+    pub(crate) fn ban_target(&self, target: ipnet::IpNet) -> ipnet::IpNet {
+        self.ipv6_prefix.widen(canonical_net(target))
     }
 
     /// Adds a check after the others.
@@ -299,8 +391,8 @@ impl Admission {
         &self.bans
     }
 
-    /// Runs the checks: the shutdown check, the ban list, then each gate in order. A refusal
-    /// releases what the gates before it reserved.
+    /// Runs the checks: the shutdown check, the labels, the ban list, then each gate in order.
+    /// A refusal releases what the gates before it reserved.
     pub(crate) fn admit(
         &self,
         shutting_down: bool,
@@ -310,12 +402,14 @@ impl Admission {
         if shutting_down {
             return Err(Refusal::ShuttingDown);
         }
-        if client_ip(meta).is_some_and(|ip| self.bans.is_banned(ip, now)) {
+        labels::check(meta).map_err(Refusal::InvalidLabels)?;
+        let key = meta.remote_addr.map(|ip| self.client_key(ip));
+        if key.is_some_and(|key| self.bans.is_banned_key(key, now)) {
             return Err(Refusal::Banned);
         }
         let mut permit = Permit::default();
         for gate in &self.gates {
-            if let Some(slot) = gate.check(meta, now)? {
+            if let Some(slot) = gate.check(meta, key, now)? {
                 permit.slots.get_or_insert_with(Default::default).push(slot);
             }
         }
@@ -335,6 +429,19 @@ pub(crate) mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
+    /// Runs `gate` on `meta` with its address keyed as a registry with the default grouping
+    /// would.
+    pub(crate) fn check<G: Gate + ?Sized>(
+        gate: &G,
+        meta: &ConnectionMeta,
+        now: u64,
+    ) -> Result<Option<Slot>, Refusal> {
+        let key = meta
+            .remote_addr
+            .map(|ip| ClientKey::new(ip, Ipv6Prefix::default()));
+        gate.check(meta, key, now)
+    }
+
     /// A gate that admits up to `max` connections at once, counting them in `held`.
     #[derive(Debug)]
     pub(crate) struct CountingGate {
@@ -352,7 +459,12 @@ pub(crate) mod tests {
     }
 
     impl Gate for CountingGate {
-        fn check(&self, _meta: &ConnectionMeta, _now: u64) -> Result<Option<Slot>, Refusal> {
+        fn check(
+            &self,
+            _meta: &ConnectionMeta,
+            _key: Option<ClientKey>,
+            _now: u64,
+        ) -> Result<Option<Slot>, Refusal> {
             if self.held.fetch_add(1, Ordering::SeqCst) >= self.max {
                 self.held.fetch_sub(1, Ordering::SeqCst);
                 return Err(Refusal::ShuttingDown);
@@ -380,6 +492,44 @@ pub(crate) mod tests {
         assert!(admission.admit(false, &meta, 0).is_err());
         drop(permit);
         assert_eq!(held.load(Ordering::SeqCst), 0);
+    }
+
+    /// The global cap refuses before the handshake rate takes a token; labels past their caps
+    /// are refused before anything else is looked at.
+    #[test]
+    fn the_caps_refuse_before_the_rate_and_labels_before_everything() {
+        let config = RegistryConfig::default()
+            .max_connections(1)
+            .handshake_rate_per_ip(RateLimit::new(1, Duration::from_secs(3600)));
+        let admission = Admission::from_config(&config);
+        let from = |ip: &str| ConnectionMeta::new("/ws").remote_addr(ip.parse::<IpAddr>().ok());
+        let held = admission.admit(false, &from("192.0.2.1"), 0).unwrap();
+        for _ in 0..3 {
+            assert!(matches!(
+                admission.admit(false, &from("192.0.2.2"), 0),
+                Err(Refusal::TooManyConnections { .. })
+            ));
+        }
+        drop(held);
+        let again = admission.admit(false, &from("192.0.2.2"), 0);
+        assert!(again.is_ok(), "the refusals took no token: {again:?}");
+        drop(again);
+
+        let mut labelled = from("192.0.2.3");
+        labelled.tags = (0..=MAX_TAGS).map(|i| i.to_string()).collect();
+        let refusal = admission.admit(false, &labelled, 0).unwrap_err();
+        assert_eq!(
+            refusal,
+            Refusal::InvalidLabels(LabelError::TooManyTags { max: MAX_TAGS })
+        );
+        assert_eq!(
+            (refusal.status(), refusal.to_string().as_str()),
+            (400, "invalid labels: more than 32 tags")
+        );
+        assert!(
+            admission.admit(false, &from("192.0.2.3"), 0).is_ok(),
+            "a refusal for labels takes no token either"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::admission::Permit;
+use crate::admission::{check_tag, check_user, LabelError, Permit, MAX_TAGS};
 use crate::close::{CloseCode, CloseFrame, CloseRecord, Initiator, ReasonTooLong};
 use crate::id::ConnectionId;
 use crate::message::Message;
@@ -161,24 +161,47 @@ impl Entry {
         self.labels.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sets (or with `None` clears) the user id.
-    pub(crate) fn set_user(&self, user: Option<&str>) {
+    /// Sets (or with `None` clears) the user id; one longer than its cap is refused.
+    pub(crate) fn set_user(&self, user: Option<&str>) -> Result<(), LabelError> {
+        user.map_or(Ok(()), check_user)?;
         self.labelled.store(true, Ordering::Release);
         let mut labels = self.labels();
         let slot = labels.get_or_insert_with(Default::default);
         slot.user = user.map(Arc::from);
+        Ok(())
     }
 
-    /// Adds a tag; false if it was there already.
-    pub(crate) fn tag(&self, tag: &str) -> bool {
+    /// Adds a tag; false if it was there already. A tag longer than its cap, or one past
+    /// [`MAX_TAGS`], is refused (the scan for a repeat is at most that long).
+    pub(crate) fn tag(&self, tag: &str) -> Result<bool, LabelError> {
+        check_tag(tag)?;
         self.labelled.store(true, Ordering::Release);
         let mut labels = self.labels();
         let slot = labels.get_or_insert_with(Default::default);
         if slot.tags.iter().any(|t| &**t == tag) {
-            return false;
+            return Ok(false);
+        }
+        if slot.tags.len() >= MAX_TAGS {
+            return Err(LabelError::TooManyTags { max: MAX_TAGS });
         }
         slot.tags.push(SharedStr::new(tag));
-        true
+        Ok(true)
+    }
+
+    /// Attaches the labels an upgrade came with, admission having checked their caps: repeats
+    /// dropped in one pass with a set.
+    pub(crate) fn set_labels(&self, user: Option<&str>, tags: &[String]) {
+        if user.is_none() && tags.is_empty() {
+            return;
+        }
+        let labels = Labels {
+            user: user.map(Arc::from),
+            tags: crate::admission::distinct_tags(tags)
+                .map(SharedStr::new)
+                .collect(),
+        };
+        self.labelled.store(true, Ordering::Release);
+        *self.labels() = Some(Box::new(labels));
     }
 
     /// Removes a tag; false if it was not there.
@@ -392,14 +415,16 @@ impl ConnectionHandle {
     }
 
     /// Attaches a user id (replacing any): shown as `user` in the stats and the connections API,
-    /// which can filter and close by it.
-    pub fn set_user(&self, user: impl AsRef<str>) {
-        self.entry.set_user(Some(user.as_ref()));
+    /// which can filter and close by it. One longer than [`MAX_USER_LEN`](crate::MAX_USER_LEN)
+    /// bytes is refused, and the user id is left as it was.
+    pub fn set_user(&self, user: impl AsRef<str>) -> Result<(), LabelError> {
+        self.entry.set_user(Some(user.as_ref()))
     }
 
     /// Removes the user id.
     pub fn clear_user(&self) {
-        self.entry.set_user(None);
+        // Clearing checks nothing: it cannot fail.
+        let _ = self.entry.set_user(None);
     }
 
     /// The user id, if one is attached.
@@ -408,8 +433,9 @@ impl ConnectionHandle {
     }
 
     /// Adds a tag (shown in `tags`; the connections API can filter and close by it). Returns
-    /// false if the connection had it already.
-    pub fn tag(&self, tag: impl AsRef<str>) -> bool {
+    /// false if the connection had it already. A tag longer than
+    /// [`MAX_TAG_LEN`](crate::MAX_TAG_LEN) bytes, or one past [`MAX_TAGS`], is refused.
+    pub fn tag(&self, tag: impl AsRef<str>) -> Result<bool, LabelError> {
         self.entry.tag(tag.as_ref())
     }
 

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use futures_util::{future, FutureExt, Sink, SinkExt, StreamExt};
 use sync_wrapper::SyncWrapper;
 
+use crate::admission::LabelError;
 use crate::close::{CloseCode, CloseFrame, CloseRecord, Initiator, ReasonTooLong};
 use crate::connection::{Connection, ConnectionHandle, ConnectionState};
 use crate::id::ConnectionId;
@@ -213,14 +214,16 @@ impl TrackedSocket {
     }
 
     /// Attaches a user id (replacing any): shown as `user` in the stats and the connections API,
-    /// which can filter and close by it ([`ConnectionHandle::set_user`]).
-    pub fn set_user(&self, user: impl AsRef<str>) {
-        self.conn.entry.set_user(Some(user.as_ref()));
+    /// which can filter and close by it ([`ConnectionHandle::set_user`]; one longer than
+    /// [`MAX_USER_LEN`](crate::MAX_USER_LEN) bytes is refused).
+    pub fn set_user(&self, user: impl AsRef<str>) -> Result<(), LabelError> {
+        self.conn.entry.set_user(Some(user.as_ref()))
     }
 
     /// Removes the user id.
     pub fn clear_user(&self) {
-        self.conn.entry.set_user(None);
+        // Clearing checks nothing: it cannot fail.
+        let _ = self.conn.entry.set_user(None);
     }
 
     /// The user id, if one is attached.
@@ -229,8 +232,8 @@ impl TrackedSocket {
     }
 
     /// Adds a tag (shown in `tags`, filterable, closable by); false if the connection had it
-    /// already ([`ConnectionHandle::tag`]).
-    pub fn tag(&self, tag: impl AsRef<str>) -> bool {
+    /// already ([`ConnectionHandle::tag`]; past the caps on tags, refused).
+    pub fn tag(&self, tag: impl AsRef<str>) -> Result<bool, LabelError> {
         self.conn.entry.tag(tag.as_ref())
     }
 

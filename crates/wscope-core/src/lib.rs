@@ -38,9 +38,11 @@
 //! # Layout
 //! - `registry`: the owner of entries — admit, register, remove, count, snapshot, close, sweep.
 //! - `admission`: [`ConnectionMeta`], [`Permit`], [`Refusal`] and the checks every upgrade passes,
-//!   one file each under `admission/`: `bans` (runtime bans, [`Registry::ban`]), `origin`
-//!   ([`OriginPattern`]), `rate` (per-address handshake rate, [`RateLimit`]), `limits` (global and
-//!   per-address connection caps).
+//!   one file each under `admission/`: `labels` (the caps on user ids and tags, [`LabelError`]),
+//!   `bans` (runtime bans, [`Registry::ban`]), `origin` ([`OriginPattern`]), `rate` (per-address
+//!   handshake rate, [`RateLimit`], in a bounded table), `limits` (global and per-address
+//!   connection caps); `client_key` ([`ClientKey`], [`Ipv6Prefix`]): a client as every
+//!   per-address check counts it, an IPv6 host's /64 as one.
 //! - `connection`: an entry, its public [`ConnectionHandle`] and the drop-guarded connection the
 //!   driver owns (its state machine's steps are crate-private).
 //! - `driver`: [`Accepted`] and [`TrackedSocket`] — the one state machine every connection runs.
@@ -106,8 +108,9 @@ pub mod wire;
 
 pub use admin::{AdminAnswer, AdminFailure, AdminFailureKind};
 pub use admission::{
-    Ban, BanError, BanOutcome, ConnectionMeta, InvalidOriginPattern, InvalidRate, OriginPattern,
-    Permit, RateLimit, Refusal, RefusalKind,
+    Ban, BanError, BanOutcome, ClientKey, ConnectionMeta, InvalidIpv6Prefix, InvalidOriginPattern,
+    InvalidRate, Ipv6Prefix, LabelError, OriginPattern, Permit, RateLimit, Refusal, RefusalKind,
+    MAX_TAGS, MAX_TAG_LEN, MAX_USER_LEN,
 };
 pub use budget::{Charge, MessageBudget, OverBudget};
 pub use bytes::Bytes;

@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admission::{
-    canonical_net, Admission, Ban, BanError, BanOutcome, ConnectionMeta, OriginPattern, Permit,
-    RateLimit, Refusal,
+    canonical_net, Admission, Ban, BanError, BanOutcome, ClientKey, ConnectionMeta, Ipv6Prefix,
+    OriginPattern, Permit, RateLimit, Refusal,
 };
 use crate::aggregates::Aggregates;
 use crate::clock::Clock;
@@ -86,6 +86,13 @@ pub struct RegistryConfig {
     /// refilled at the rate; an upgrade with the bucket empty gets 429 with `Retry-After` (when
     /// the next token comes). `None` = unlimited.
     pub handshake_rate_per_ip: Option<RateLimit>,
+    /// Most client addresses the handshake rate tracks at once (an address is held until its
+    /// bucket is full again); when the table is full, an upgrade from an address it does not
+    /// hold gets 503 with `Retry-After` ([`Refusal::RateTableFull`](crate::Refusal)).
+    pub handshake_rate_addresses: usize,
+    /// How IPv6 addresses group into one client for the per-address cap, the handshake rate and
+    /// bans: by their first 64 bits by default, since one host commonly holds a whole /64.
+    pub ipv6_prefix: Ipv6Prefix,
     /// The origins allowed to open WebSockets (`Origin` header); another gets 403. Empty = any.
     pub allowed_origins: Vec<OriginPattern>,
     /// Whether an upgrade without an `Origin` header (a non-browser client) is admitted; with
@@ -113,6 +120,8 @@ impl Default for RegistryConfig {
             max_connections: 0,
             max_connections_per_ip: 0,
             handshake_rate_per_ip: None,
+            handshake_rate_addresses: Self::DEFAULT_HANDSHAKE_RATE_ADDRESSES,
+            ipv6_prefix: Ipv6Prefix::DEFAULT,
             allowed_origins: Vec::new(),
             allow_missing_origin: Self::DEFAULT_ALLOW_MISSING_ORIGIN,
         }
@@ -139,6 +148,8 @@ impl RegistryConfig {
     /// The default [`RegistryConfig::allow_missing_origin`]: non-browser clients send no
     /// `Origin`, and are let in.
     pub const DEFAULT_ALLOW_MISSING_ORIGIN: bool = true;
+    /// The default [`RegistryConfig::handshake_rate_addresses`]: about 5.6 MiB of table when full.
+    pub const DEFAULT_HANDSHAKE_RATE_ADDRESSES: usize = 100_000;
 
     /// Sets [`RegistryConfig::instance_id`].
     pub fn instance_id(mut self, id: impl Into<String>) -> Self {
@@ -239,6 +250,18 @@ impl RegistryConfig {
     /// Sets [`RegistryConfig::handshake_rate_per_ip`] (`None` = unlimited).
     pub fn handshake_rate_per_ip(mut self, rate: impl Into<Option<RateLimit>>) -> Self {
         self.handshake_rate_per_ip = rate.into();
+        self
+    }
+
+    /// Sets [`RegistryConfig::handshake_rate_addresses`] (at least 1).
+    pub fn handshake_rate_addresses(mut self, max: usize) -> Self {
+        self.handshake_rate_addresses = max.max(1);
+        self
+    }
+
+    /// Sets [`RegistryConfig::ipv6_prefix`].
+    pub fn ipv6_prefix(mut self, prefix: Ipv6Prefix) -> Self {
+        self.ipv6_prefix = prefix;
         self
     }
 
@@ -412,6 +435,11 @@ impl Registry {
         &self.shared.config.instance_id
     }
 
+    /// `ip` as this registry's per-address limits and bans count it (its IPv6 group).
+    pub fn client_key(&self, ip: std::net::IpAddr) -> ClientKey {
+        self.shared.admission.client_key(ip)
+    }
+
     /// Adds an observer: from now on it hears of every connection opened and closed and every
     /// upgrade refused, and gets a tick at its [`Observer::tick_interval`].
     pub fn observe(&self, observer: Arc<dyn Observer>) {
@@ -482,12 +510,8 @@ impl Registry {
             Outbox::new(shared.config.queue_capacity, shared.config.max_queued_bytes),
             shared.root.child_token(),
         ));
-        if let Some(user) = meta.user.as_deref() {
-            entry.set_user(Some(user));
-        }
-        for tag in &meta.tags {
-            entry.tag(tag);
-        }
+        // Within their caps: admission checked them.
+        entry.set_labels(meta.user.as_deref(), &meta.tags);
         // In the order index first: a page walk that finds a number not yet in the map skips
         // it, while one missing from the index would be skipped by every page.
         shared.order.insert(seq);
@@ -664,6 +688,11 @@ impl Registry {
     /// upgrades from it are refused with 403 until then, and its open connections are closed with
     /// 1008 and `reason` ("banned" if empty) after their queues are flushed. Banning a target
     /// again replaces its ban. Bans are held in memory: they do not survive a restart.
+    ///
+    /// An IPv6 address (or a network longer than [`RegistryConfig::ipv6_prefix`]) is banned as
+    /// the group that holds it — `2001:db8:1:2::7` bans `2001:db8:1:2::/64` by default —, since
+    /// its host can send from any address of the group; the outcome and [`bans`](Self::bans)
+    /// show the group.
     pub fn ban(
         &self,
         target: IpNet,
@@ -675,7 +704,7 @@ impl Registry {
         }
         let frame = CloseFrame::new(CloseCode::POLICY, banned_reason(reason))?;
         let shared = &self.shared;
-        let target = canonical_net(target);
+        let target = shared.admission.ban_target(target);
         let bans = shared.admission.bans();
         let (ban, replaced) = bans.insert(target, reason, duration, &shared.clock);
         let closed = shared.close_from(target, &frame);
@@ -688,9 +717,10 @@ impl Registry {
     }
 
     /// Lifts the ban of exactly `target` (as it was banned: unbanning one address of a banned
-    /// network lifts nothing). Returns whether there was one.
+    /// network lifts nothing; an IPv6 address names its group, as in [`ban`](Self::ban)).
+    /// Returns whether there was one.
     pub fn unban(&self, target: IpNet) -> bool {
-        let target = canonical_net(target);
+        let target = self.shared.admission.ban_target(target);
         let removed = self.shared.admission.bans().remove(target);
         tracing::info!(%target, removed, "unbanned");
         removed

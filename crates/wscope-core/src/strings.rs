@@ -14,10 +14,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 const MAX_STRINGS: usize = 4096;
 /// Most bytes kept for the process's life (the bound on what interning may hold on to).
 const MAX_BYTES: usize = 1 << 20;
+/// Longest string interned: what many connections share is short (a path, a user agent — cut
+/// at 256 bytes by default —, a tag), and a long one would use the table's bytes up for few
+/// strings (a 16 KB path took 1/64 of it). Longer strings are counted.
+pub(crate) const MAX_INTERNED_LEN: usize = 256;
 
 /// A string shared among connections: interned for the process (the usual case: a service sees
-/// a few paths and user agents), or reference-counted once the bounded table is full, so clients
-/// sending endless distinct user agents cannot grow it.
+/// a few paths and user agents), or reference-counted when it is long or once the bounded table
+/// is full, so clients sending endless distinct user agents cannot grow it.
 #[derive(Clone)]
 pub enum SharedStr {
     /// Interned: copying it touches nothing shared.
@@ -27,8 +31,12 @@ pub enum SharedStr {
 }
 
 impl SharedStr {
-    /// Interns `s` if the table has room, else counts it.
+    /// Interns `s` if it is short and the table has room, else counts it.
     pub(crate) fn new(s: &str) -> Self {
+        if s.len() > MAX_INTERNED_LEN {
+            // Without the process-wide lock: nothing long is looked up or kept there.
+            return Self::Counted(Arc::from(s));
+        }
         static TABLE: OnceLock<Mutex<(HashSet<&'static str>, usize)>> = OnceLock::new();
         let table = TABLE.get_or_init(Default::default);
         let mut guard = table.lock().unwrap_or_else(|e| e.into_inner());
@@ -140,5 +148,15 @@ mod tests {
         }
         assert_eq!(a, "/ws/strings-test");
         assert_eq!(serde_json::to_string(&a).unwrap(), "\"/ws/strings-test\"");
+    }
+
+    #[test]
+    fn long_strings_are_counted_not_interned() {
+        let edge = "e".repeat(MAX_INTERNED_LEN);
+        assert!(matches!(SharedStr::new(&edge), SharedStr::Interned(_)));
+        let long = "l".repeat(MAX_INTERNED_LEN + 1);
+        let (a, b) = (SharedStr::new(&long), SharedStr::new(&long));
+        assert!(matches!(a, SharedStr::Counted(_)), "{a:?}");
+        assert_eq!((a == b, *a == long), (true, true));
     }
 }

@@ -411,8 +411,9 @@ async fn labels_given_at_registration_are_there_before_the_handler_runs() {
     let reg = registry();
     let meta = ConnectionMeta::new("/ws")
         .user("ann")
-        .tag("red")
-        .tag("blue");
+        .and_then(|m| m.tag("red"))
+        .and_then(|m| m.tag("blue"))
+        .unwrap();
     let accepted = reg.accept(meta).unwrap();
     let c = &reg.snapshot().connections[0];
     assert_eq!(c.user.as_deref(), Some("ann"));

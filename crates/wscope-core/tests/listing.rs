@@ -42,13 +42,13 @@ async fn populated() -> (Registry, ManualClock, Vec<MemoryPeer>) {
         let accepted = reg.accept(meta).unwrap();
         let handle = accepted.handle();
         if mix(i, 1).is_multiple_of(3) {
-            handle.tag("red");
+            handle.tag("red").unwrap();
         }
         if mix(i, 2).is_multiple_of(4) {
-            handle.tag("blue");
+            handle.tag("blue").unwrap();
         }
         if i % 7 == 0 {
-            handle.set_user(format!("user-{}", i % 2));
+            handle.set_user(format!("user-{}", i % 2)).unwrap();
         }
         let (transport, mut peer) = memory::pair();
         tokio::spawn(accepted.run(transport, |mut socket| async move {
@@ -272,9 +272,9 @@ async fn labels_attach_through_the_socket_and_a_handle() {
     let (transport, mut peer) = memory::pair();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(accepted.run(transport, |mut socket| async move {
-        socket.set_user("u-7");
-        assert!(socket.tag("a"));
-        assert!(!socket.tag("a"), "a tag is held once");
+        socket.set_user("u-7").unwrap();
+        assert!(socket.tag("a").unwrap());
+        assert!(!socket.tag("a").unwrap(), "a tag is held once");
         let _ = tx.send(());
         while let Some(msg) = socket.recv().await {
             if let Message::Text(t) = &msg {
@@ -290,7 +290,7 @@ async fn labels_attach_through_the_socket_and_a_handle() {
         }
     }));
     rx.await.unwrap();
-    assert!(handle.tag("b"));
+    assert!(handle.tag("b").unwrap());
     assert_eq!(handle.user().as_deref(), Some("u-7"));
     assert_eq!(handle.tags(), ["a", "b"]);
     let info = reg.connection_info(&handle.id().to_string()).unwrap();

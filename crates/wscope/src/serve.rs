@@ -179,7 +179,9 @@ pub fn app(registry: Registry, tracking: Tracking) -> Router {
 
 /// What a demo client may say about itself in its URL (`/ws?user=ann&tag=red,blue`): shown as
 /// `user` and `tags` in the admin API, which filters and closes by them. Other parameters, and a
-/// query that does not parse, are ignored: labels are a demonstration, not a gate.
+/// query that does not parse, are ignored: labels are a demonstration, not a gate. Labels past
+/// their caps (a user of more than 256 bytes, more than 32 tags or one of more than 64 bytes)
+/// get the upgrade refused with 400 naming the cap.
 #[derive(Debug, serde::Deserialize)]
 struct DemoLabels {
     user: Option<String>,
@@ -200,6 +202,10 @@ impl DemoLabels {
             ws = ws.user(user);
         }
         for tag in labels.tag.iter().flat_map(|t| t.split(',')) {
+            if ws.label_error().is_some() {
+                // Refused already: the rest of a long list is not read.
+                break;
+            }
             if !tag.is_empty() {
                 ws = ws.tag(tag);
             }

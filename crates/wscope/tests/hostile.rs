@@ -17,6 +17,9 @@ use wscope_testkit::raw::{
 use wscope_testkit::served::Served;
 use wscope_testkit::{http, WAIT};
 
+#[path = "hostile/admission.rs"]
+mod admission;
+
 const BIN: &str = env!("CARGO_BIN_EXE_wscope");
 
 /// A fresh client still connects and echoes.

@@ -647,7 +647,7 @@ async fn limits_flags_refuse_by_origin_rate_and_cap() {
         BIN,
         &[
             "--max-connections",
-            "2",
+            "3",
             "--handshake-rate-per-ip",
             "1/m",
             "--handshake-burst",
@@ -670,7 +670,7 @@ async fn limits_flags_refuse_by_origin_rate_and_cap() {
     assert_eq!(first.next().await.unwrap().unwrap(), Message::text("hello"));
     let _second = connect_with(&served, &[APP]).await;
 
-    // 127.0.0.1 has spent its burst of two.
+    // 127.0.0.1 has spent its burst of two (the server has room: the cap is checked first).
     let response = refused_upgrade(served.main, &[APP]).await;
     assert_eq!(response.status, 429);
     assert_eq!(
@@ -680,8 +680,10 @@ async fn limits_flags_refuse_by_origin_rate_and_cap() {
     let retry: u64 = response.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "Retry-After: {retry}");
 
-    // Another address (forwarded by the trusted loopback peer) has tokens, but the server is full.
-    let response = refused_upgrade(served.main, &[APP, ("X-Forwarded-For", "198.51.100.1")]).await;
+    // Another address (forwarded by the trusted loopback peer) has tokens and takes the last
+    // slot; a third finds the server full.
+    let _third = connect_with(&served, &[APP, ("X-Forwarded-For", "198.51.100.1")]).await;
+    let response = refused_upgrade(served.main, &[APP, ("X-Forwarded-For", "198.51.100.2")]).await;
     assert_eq!(response.status, 503);
     assert_eq!(response.header("retry-after"), Some("1"));
     assert_eq!(response.parse::<ErrorBody>().error, "too many connections");

@@ -6,8 +6,13 @@
 //! An expired ban is dropped when an upgrade from its address finds it, when the list is read,
 //! and by the registry's background sweep.
 //!
-//! While no ban is held, the check on every upgrade is one atomic load. Single addresses are
-//! found by hash; networks are scanned (there are few).
+//! While no ban is held, the check on every upgrade is one atomic load. A ban of one client —
+//! an IPv4 address, or an IPv6 group ([`ClientKey`]: a /64 by default) — is found by hash;
+//! wider networks are scanned (there are few).
+//!
+//! An IPv6 target longer than the grouping (a single address, a /100) is widened to its group by
+//! the registry before it gets here: its host can send from any address of the group, so a ban
+//! of one of them would hold it back for one reconnect. `list_bans` shows the group banned.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -18,6 +23,7 @@ use std::time::Duration;
 use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 
+use super::{ClientKey, Ipv6Prefix};
 use crate::clock::Clock;
 use crate::close::ReasonTooLong;
 
@@ -86,10 +92,10 @@ struct Held {
     until: u64,
 }
 
-/// The bans, by target: single addresses apart from networks.
+/// The bans, by target: single clients apart from wider networks.
 #[derive(Debug, Default)]
 struct Table {
-    hosts: HashMap<IpAddr, Held>,
+    hosts: HashMap<ClientKey, Held>,
     nets: HashMap<IpNet, Held>,
 }
 
@@ -104,13 +110,15 @@ impl Table {
         self.nets.retain(|_, ban| ban.until > now);
     }
 
-    /// The unexpired ban that covers `ip`, and whether an expired one does.
-    fn find(&self, ip: IpAddr, now: u64) -> (bool, bool) {
+    /// The unexpired ban that covers `key`, and whether an expired one does. A network ban
+    /// covers the whole group or none of it (networks longer than a group are widened).
+    fn find(&self, key: ClientKey, now: u64) -> (bool, bool) {
         let mut expired = false;
-        let covering = self.hosts.get(&ip).into_iter().chain(
+        let group = key.network();
+        let covering = self.hosts.get(&key).into_iter().chain(
             self.nets
                 .iter()
-                .filter(|(net, _)| net.contains(&ip))
+                .filter(|(net, _)| net.contains(&group))
                 .map(|(_, ban)| ban),
         );
         for ban in covering {
@@ -126,30 +134,46 @@ impl Table {
 /// The ban list of one registry.
 #[derive(Debug, Default)]
 pub(crate) struct Bans {
+    /// How IPv6 addresses group into one client.
+    ipv6_prefix: Ipv6Prefix,
     /// Whether any ban is held (set and cleared under the write lock).
     any: AtomicBool,
     table: RwLock<Table>,
 }
 
-fn host(net: &IpNet) -> Option<IpAddr> {
-    (net.prefix_len() == net.max_prefix_len()).then(|| net.addr())
-}
-
 impl Bans {
-    /// Whether `ip` (canonical) is banned at `now`. Drops an expired ban it finds.
+    /// An empty list, grouping IPv6 addresses by `ipv6_prefix`.
+    pub(crate) fn new(ipv6_prefix: Ipv6Prefix) -> Self {
+        Self {
+            ipv6_prefix,
+            ..Self::default()
+        }
+    }
+
+    /// The client `net` names, if it is exactly one.
+    fn host(&self, net: IpNet) -> Option<ClientKey> {
+        ClientKey::of_net(net, self.ipv6_prefix)
+    }
+
+    /// Whether `ip` is banned at `now`. Drops an expired ban it finds.
     pub(crate) fn is_banned(&self, ip: IpAddr, now: u64) -> bool {
+        self.is_banned_key(ClientKey::new(ip, self.ipv6_prefix), now)
+    }
+
+    /// Whether the client `key` is banned at `now`. Drops an expired ban it finds.
+    pub(crate) fn is_banned_key(&self, key: ClientKey, now: u64) -> bool {
         if !self.any.load(Ordering::Acquire) {
             return false;
         }
-        let (banned, expired) = self.read().find(ip, now);
+        let (banned, expired) = self.read().find(key, now);
         if expired {
             self.sweep(now);
         }
         banned
     }
 
-    /// Bans `target` (canonical) from now for `duration`: the ban as shown, and whether it
-    /// replaced one.
+    /// Bans `target` (canonical, and widened to its group if it is a longer IPv6 network) from
+    /// now for `duration`: the ban as shown, and whether it replaced one.
     pub(crate) fn insert(
         &self,
         target: IpNet,
@@ -166,8 +190,8 @@ impl Bans {
         let ban = shown(target, &held, clock, now);
         let mut table = self.write();
         table.sweep(now);
-        let before = match host(&target) {
-            Some(ip) => table.hosts.insert(ip, held),
+        let before = match self.host(target) {
+            Some(key) => table.hosts.insert(key, held),
             None => table.nets.insert(target, held),
         };
         self.any.store(true, Ordering::Release);
@@ -177,8 +201,8 @@ impl Bans {
     /// Lifts the ban of exactly `target` (canonical); true if there was one.
     pub(crate) fn remove(&self, target: IpNet) -> bool {
         let mut table = self.write();
-        let removed = match host(&target) {
-            Some(ip) => table.hosts.remove(&ip),
+        let removed = match self.host(target) {
+            Some(key) => table.hosts.remove(&key),
             None => table.nets.remove(&target),
         };
         self.any.store(!table.is_empty(), Ordering::Release);
@@ -203,7 +227,7 @@ impl Bans {
         let mut bans: Vec<Ban> = table
             .hosts
             .iter()
-            .map(|(ip, held)| shown(IpNet::from(*ip), held, clock, now))
+            .map(|(key, held)| shown(key.network(), held, clock, now))
             .chain(
                 table
                     .nets
@@ -329,5 +353,42 @@ mod tests {
         assert!(bans.remove(net("203.0.113.7/32")));
         assert!(!bans.remove(net("203.0.113.7/32")));
         assert!(!bans.any.load(Ordering::Acquire));
+    }
+
+    /// An IPv6 group ban (what the registry makes of a single IPv6 address) is found by hash
+    /// for every address of the group; a wider network covers whole groups.
+    #[test]
+    fn ipv6_bans_cover_whole_groups() {
+        let (clock, _) = Clock::manual();
+        let bans = Bans::default();
+        let minute = Duration::from_secs(60);
+        let group = Ipv6Prefix::default().widen(net("2001:db8:1:2::7"));
+        assert_eq!(group.to_string(), "2001:db8:1:2::/64");
+        bans.insert(group, "", minute, &clock);
+        bans.insert(net("2001:db8:aa::/48"), "", minute, &clock);
+        assert_eq!(bans.read().hosts.len(), 1, "a group is held as one client");
+        for banned in [
+            "2001:db8:1:2::7",
+            "2001:db8:1:2:ffff::1",
+            "2001:db8:aa:9::1",
+        ] {
+            assert!(bans.is_banned(ip(banned), 0), "{banned}");
+        }
+        for free in ["2001:db8:1:3::7", "2001:db8:ab::1", "192.0.2.1"] {
+            assert!(!bans.is_banned(ip(free), 0), "{free}");
+        }
+        assert_eq!(
+            bans.list(&clock)
+                .iter()
+                .map(|b| b.target.to_string())
+                .collect::<Vec<_>>(),
+            ["2001:db8:1:2::/64", "2001:db8:aa::/48"]
+        );
+        // Grouped at /128, a single address is one client and bans nothing else.
+        let alone = Bans::new(Ipv6Prefix::new(128).unwrap());
+        alone.insert(net("2001:db8:1:2::7"), "", minute, &clock);
+        assert!(alone.is_banned(ip("2001:db8:1:2::7"), 0));
+        assert!(!alone.is_banned(ip("2001:db8:1:2::8"), 0));
+        assert!(alone.remove(net("2001:db8:1:2::7")));
     }
 }

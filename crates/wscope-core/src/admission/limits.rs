@@ -1,11 +1,11 @@
 //! Connection caps: the global one (`--max-connections`, 503 with `Retry-After`) and the
 //! per-address one (`--max-connections-per-ip`, 429). Each admitted connection holds a slot in
 //! its [`Permit`](super::Permit), released when the connection ends however it ends — so a cap
-//! counts connections that hold a slot, not entries in the map.
+//! counts connections that hold a slot, not entries in the map. The per-address cap counts a
+//! [`ClientKey`]: an IPv6 host's whole /64 (by default) is one address to it.
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use std::time::Duration;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
-use super::{client_ip, ConnectionMeta, Gate, Refusal, Slot};
+use super::{ClientKey, ConnectionMeta, Gate, Refusal, Slot};
 
 /// The `Retry-After` of a refusal by the global cap. A slot frees whenever any connection ends,
 /// which nothing predicts; one second keeps well-behaved clients from hammering a full server
@@ -47,7 +47,12 @@ impl Drop for GlobalSlot {
 }
 
 impl Gate for GlobalLimit {
-    fn check(&self, _meta: &ConnectionMeta, _now: u64) -> Result<Option<Slot>, Refusal> {
+    fn check(
+        &self,
+        _meta: &ConnectionMeta,
+        _key: Option<ClientKey>,
+        _now: u64,
+    ) -> Result<Option<Slot>, Refusal> {
         self.held
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.max).then_some(n + 1)
@@ -62,7 +67,7 @@ impl Gate for GlobalLimit {
 /// Connections held per address. Sharded, so two addresses rarely contend; an address leaves the
 /// map when its last connection ends, so the map is never larger than the connections it counts.
 /// Hashed with a random key (not the registry's fast hasher): clients choose their addresses.
-type Held = DashMap<IpAddr, usize, RandomState>;
+type Held = DashMap<ClientKey, usize, RandomState>;
 
 /// At most `max` connections at once from one client address.
 pub(crate) struct AddressLimit {
@@ -97,12 +102,12 @@ impl AddressLimit {
 /// A slot of one address's cap.
 struct AddressSlot {
     held: Arc<Held>,
-    ip: IpAddr,
+    key: ClientKey,
 }
 
 impl fmt::Debug for AddressSlot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("AddressSlot").field(&self.ip).finish()
+        f.debug_tuple("AddressSlot").field(&self.key).finish()
     }
 }
 
@@ -110,7 +115,7 @@ impl Drop for AddressSlot {
     fn drop(&mut self) {
         // Under the shard's lock: a concurrent admission sees the count before or after, never
         // an entry removed under it.
-        if let Entry::Occupied(mut held) = self.held.entry(self.ip) {
+        if let Entry::Occupied(mut held) = self.held.entry(self.key) {
             if *held.get() <= 1 {
                 held.remove();
             } else {
@@ -121,11 +126,16 @@ impl Drop for AddressSlot {
 }
 
 impl Gate for AddressLimit {
-    fn check(&self, meta: &ConnectionMeta, _now: u64) -> Result<Option<Slot>, Refusal> {
-        let Some(ip) = client_ip(meta) else {
+    fn check(
+        &self,
+        _meta: &ConnectionMeta,
+        key: Option<ClientKey>,
+        _now: u64,
+    ) -> Result<Option<Slot>, Refusal> {
+        let Some(key) = key else {
             return Ok(None);
         };
-        let mut count = self.held.entry(ip).or_insert(0);
+        let mut count = self.held.entry(key).or_insert(0);
         if *count >= self.max {
             // Never zero here (max > 0), so no empty entry is left behind.
             return Err(Refusal::TooManyFromAddress);
@@ -134,7 +144,7 @@ impl Gate for AddressLimit {
         drop(count);
         Ok(Some(Box::new(AddressSlot {
             held: self.held.clone(),
-            ip,
+            key,
         })))
     }
 }
@@ -143,6 +153,9 @@ impl Gate for AddressLimit {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::admission::tests::check;
+    use crate::admission::Ipv6Prefix;
+    use std::net::IpAddr;
 
     fn from(ip: &str) -> ConnectionMeta {
         ConnectionMeta::new("/ws").remote_addr(ip.parse::<IpAddr>().unwrap())
@@ -152,9 +165,9 @@ mod tests {
     fn the_global_cap_refuses_past_max_and_a_released_slot_admits_again() {
         let gate = GlobalLimit::new(2);
         let meta = from("192.0.2.1");
-        let a = gate.check(&meta, 0).unwrap();
-        let _b = gate.check(&ConnectionMeta::new("/ws"), 0).unwrap();
-        let refused = gate.check(&meta, 0).unwrap_err();
+        let a = check(&gate, &meta, 0).unwrap();
+        let _b = check(&gate, &ConnectionMeta::new("/ws"), 0).unwrap();
+        let refused = check(&gate, &meta, 0).unwrap_err();
         assert_eq!(
             refused,
             Refusal::TooManyConnections {
@@ -166,35 +179,59 @@ mod tests {
             (503, Some(FULL_RETRY_AFTER))
         );
         drop(a);
-        assert!(gate.check(&meta, 0).is_ok());
+        assert!(check(&gate, &meta, 0).is_ok());
     }
 
     #[test]
     fn the_address_cap_counts_each_address_and_forgets_it_at_zero() {
         let gate = AddressLimit::new(2);
         let one = from("192.0.2.1");
-        let a = gate.check(&one, 0).unwrap();
-        let b = gate.check(&one, 0).unwrap();
+        let a = check(&gate, &one, 0).unwrap();
+        let b = check(&gate, &one, 0).unwrap();
         assert_eq!(
-            gate.check(&one, 0).unwrap_err(),
+            check(&gate, &one, 0).unwrap_err(),
             Refusal::TooManyFromAddress
         );
         // Another address, and the same address written as IPv4-mapped IPv6.
-        let other = gate.check(&from("192.0.2.2"), 0).unwrap();
+        let other = check(&gate, &from("192.0.2.2"), 0).unwrap();
         assert_eq!(
-            gate.check(&from("::ffff:192.0.2.1"), 0).unwrap_err(),
+            check(&gate, &from("::ffff:192.0.2.1"), 0).unwrap_err(),
             Refusal::TooManyFromAddress
         );
         // An unknown address is not counted.
-        assert!(gate
-            .check(&ConnectionMeta::new("/ws"), 0)
+        assert!(check(&gate, &ConnectionMeta::new("/ws"), 0)
             .unwrap()
             .is_none());
         assert_eq!(gate.addresses(), 2);
         drop(a);
-        let c = gate.check(&one, 0).unwrap();
+        let c = check(&gate, &one, 0).unwrap();
         drop((b, c, other));
         assert_eq!(gate.addresses(), 0, "no entry outlives its connections");
+    }
+
+    /// A host holds a whole /64: its addresses share one count.
+    #[test]
+    fn the_address_cap_counts_an_ipv6_group_as_one_address() {
+        let gate = AddressLimit::new(2);
+        let a = check(&gate, &from("2001:db8:1:2::1"), 0).unwrap();
+        let b = check(&gate, &from("2001:db8:1:2:ffff::2"), 0).unwrap();
+        assert_eq!(
+            check(&gate, &from("2001:db8:1:2::3"), 0).unwrap_err(),
+            Refusal::TooManyFromAddress
+        );
+        let other = check(&gate, &from("2001:db8:1:3::1"), 0).unwrap();
+        // Grouped at /128 (each address alone) the same addresses are all let in.
+        let alone = Ipv6Prefix::new(128).unwrap();
+        let slots: Vec<_> = (1..=3)
+            .map(|i| {
+                let ip: IpAddr = format!("2001:db8:9:9::{i}").parse().unwrap();
+                gate.check(&from("::"), Some(ClientKey::new(ip, alone)), 0)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(gate.addresses(), 5);
+        drop((a, b, other, slots));
+        assert_eq!(gate.addresses(), 0);
     }
 
     #[test]
@@ -207,12 +244,15 @@ mod tests {
                 std::thread::spawn(move || {
                     let meta = from(&format!("198.51.100.{}", t % 2));
                     for _ in 0..2000 {
-                        let a = per_ip.check(&meta, 0);
-                        let b = global.check(&meta, 0);
+                        let a = check(&*per_ip, &meta, 0);
+                        let b = check(&*global, &meta, 0);
                         assert!(
                             per_ip
                                 .held
-                                .get(&meta.remote_addr.unwrap())
+                                .get(&ClientKey::new(
+                                    meta.remote_addr.unwrap(),
+                                    Default::default()
+                                ))
                                 .map_or(0, |n| *n)
                                 <= 3
                         );

@@ -10,7 +10,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::{ConnectionMeta, Gate, Refusal, Slot};
+use super::{ClientKey, ConnectionMeta, Gate, Refusal, Slot};
 use crate::registry::RegistryConfig;
 
 /// An entry of the `Origin` allow-list: an exact origin (`https://app.example.com`) or every
@@ -179,7 +179,12 @@ impl OriginGate {
 }
 
 impl Gate for OriginGate {
-    fn check(&self, meta: &ConnectionMeta, _now: u64) -> Result<Option<Slot>, Refusal> {
+    fn check(
+        &self,
+        meta: &ConnectionMeta,
+        _key: Option<ClientKey>,
+        _now: u64,
+    ) -> Result<Option<Slot>, Refusal> {
         let allowed = match &meta.origin {
             None => self.allow_missing,
             Some(origin) => {
@@ -290,26 +295,26 @@ mod tests {
             Some("https://app.example.com"),
             Some("https://x.example.org"),
         ] {
-            assert!(gate.check(&meta(ok), 0).is_ok(), "{ok:?}");
+            assert!(gate.check(&meta(ok), None, 0).is_ok(), "{ok:?}");
         }
         for refused in [
             Some("https://evil.example"),
             Some("null"),
             Some("https://example.org"),
         ] {
-            let refusal = gate.check(&meta(refused), 0).unwrap_err();
+            let refusal = gate.check(&meta(refused), None, 0).unwrap_err();
             assert_eq!(
                 (refusal, refusal.status()),
                 (Refusal::OriginNotAllowed, 403)
             );
         }
         let gate = OriginGate::new(&config.allow_missing_origin(false)).unwrap();
-        assert!(gate.check(&meta(None), 0).is_err());
+        assert!(gate.check(&meta(None), None, 0).is_err());
         // Requiring an Origin without a list: any origin, but one.
         let gate = OriginGate::new(&RegistryConfig::default().allow_missing_origin(false)).unwrap();
         assert!(gate
-            .check(&meta(Some("https://anything.example")), 0)
+            .check(&meta(Some("https://anything.example")), None, 0)
             .is_ok());
-        assert!(gate.check(&meta(None), 0).is_err());
+        assert!(gate.check(&meta(None), None, 0).is_err());
     }
 }

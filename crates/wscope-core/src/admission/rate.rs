@@ -6,18 +6,29 @@
 //! at `now` is allowed while that time is at most `burst - 1` intervals ahead of `now`, and moves
 //! it one interval on. A bucket whose time has passed is full — the same as no bucket — so it can
 //! be dropped: the table only holds addresses that handshook within the last `burst` intervals.
+//!
+//! Addresses are [`ClientKey`]s (an IPv6 host's /64 is one), and the gate runs after every other
+//! check, so only admitted upgrades make buckets. The table still grows with the addresses
+//! clients come from, so it has a cap ([`RegistryConfig::handshake_rate_addresses`]): when it is
+//! full and no bucket can be dropped (none is full again, or the table was walked for room less
+//! than a second ago), an upgrade from an address it does not hold is refused with
+//! 503 ([`Refusal::RateTableFull`], counted as `rateTableFull`) and a `Retry-After` of when the
+//! first bucket is full again. Refusing is the safe side: letting such upgrades in untracked
+//! would turn the rate off for every address as soon as someone filled the table, and a client
+//! that can fill it from that many addresses could then flood from all of them.
+//!
+//! [`RegistryConfig::handshake_rate_addresses`]: crate::RegistryConfig::handshake_rate_addresses
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::net::IpAddr;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
-use super::{client_ip, ConnectionMeta, Gate, Refusal, Slot};
+use super::{ClientKey, ConnectionMeta, Gate, Refusal, Slot};
 use crate::units::parse_duration;
 
 /// A rate with a burst: `count` events per `period` on average, of which up to `burst` may come
@@ -125,69 +136,107 @@ impl fmt::Display for RateLimit {
     }
 }
 
-/// Buckets by address, sharded. Hashed with a random key: clients choose their addresses.
-type Buckets = DashMap<IpAddr, u64, RandomState>;
+/// Buckets by client, sharded. Hashed with a random key: clients choose their addresses.
+type Buckets = DashMap<ClientKey, u64, RandomState>;
 
 /// Addresses held before the first prune; the table is pruned again each time it doubles.
 const FIRST_PRUNE: usize = 1024;
 
-/// A token bucket per client address.
+/// Least time between two prunes made to find room in a full table: a prune walks the whole
+/// table, and while someone keeps it full a bucket may come due every few milliseconds.
+const FULL_PRUNE_GAP: u64 = 1_000_000_000;
+
+/// What taking a token found.
+enum Taken {
+    /// A token was taken; `true` if the table has grown to its prune mark.
+    Token(bool),
+    /// The bucket is empty: a token comes after this long.
+    Empty(Duration),
+    /// The address has no bucket and the table is full.
+    Full,
+}
+
+/// A token bucket per client address, in a table of at most `max_addresses`.
 pub(crate) struct HandshakeRateGate {
     rate: RateLimit,
     /// Nanoseconds per token.
     interval: u64,
     /// How far ahead of now a bucket's time may be and still allow a handshake.
     tolerance: u64,
-    /// Per address: when its bucket is full again (registry clock nanoseconds).
+    /// Per client: when its bucket is full again (registry clock nanoseconds).
     buckets: Buckets,
-    /// Addresses added since the last count (a prune recounts), to prune without a timer.
-    added: AtomicUsize,
-    /// Prune when `added` reaches this.
+    /// Most clients held.
+    max_addresses: usize,
+    /// Clients held: counted under the shard lock of each insert (so the cap is exact), and
+    /// down by what a prune drops.
+    held: AtomicUsize,
+    /// When the first held bucket is full again (`u64::MAX` when none is held): until then a
+    /// prune would drop nothing, so a full table refuses without one.
+    earliest: AtomicU64,
+    /// When a full table may next be pruned to make room ([`FULL_PRUNE_GAP`] after the last).
+    next_full_prune: AtomicU64,
+    /// Prune when `held` reaches this.
     prune_at: AtomicUsize,
     /// Set while one caller prunes, so others do not queue behind it.
     pruning: AtomicBool,
+    /// Set when the table fills (warned once), cleared when a prune makes room.
+    full: AtomicBool,
 }
 
 impl fmt::Debug for HandshakeRateGate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HandshakeRateGate")
             .field("rate", &self.rate)
-            .field("addresses", &self.buckets.len())
+            .field("addresses", &self.held.load(Ordering::Relaxed))
+            .field("max_addresses", &self.max_addresses)
             .finish()
     }
 }
 
 impl HandshakeRateGate {
-    pub(crate) fn new(rate: RateLimit) -> Self {
+    /// `rate` per client, holding at most `max_addresses` clients (at least one).
+    pub(crate) fn new(rate: RateLimit, max_addresses: usize) -> Self {
         let interval = rate.interval();
         Self {
             rate,
             interval,
             tolerance: interval.saturating_mul(u64::from(rate.burst.max(1) - 1)),
             buckets: Buckets::default(),
-            added: AtomicUsize::new(0),
+            max_addresses: max_addresses.max(1),
+            held: AtomicUsize::new(0),
+            earliest: AtomicU64::new(u64::MAX),
+            next_full_prune: AtomicU64::new(0),
             prune_at: AtomicUsize::new(FIRST_PRUNE),
             pruning: AtomicBool::new(false),
+            full: AtomicBool::new(false),
         }
     }
 
-    /// Takes a token from `ip`'s bucket — `Ok(true)` if the table has grown to its prune mark —
-    /// or says how long until one is there.
-    fn take(&self, ip: IpAddr, now: u64) -> Result<bool, Duration> {
-        match self.buckets.entry(ip) {
+    /// Takes a token from `key`'s bucket, making one if the table has room.
+    fn take(&self, key: ClientKey, now: u64) -> Taken {
+        match self.buckets.entry(key) {
             Entry::Occupied(mut bucket) => {
                 let full_at = (*bucket.get()).max(now);
                 let ahead = full_at - now;
                 if ahead > self.tolerance {
-                    return Err(Duration::from_nanos(ahead - self.tolerance));
+                    return Taken::Empty(Duration::from_nanos(ahead - self.tolerance));
                 }
                 *bucket.get_mut() = full_at.saturating_add(self.interval);
-                Ok(false)
+                Taken::Token(false)
             }
             Entry::Vacant(empty) => {
-                empty.insert(now.saturating_add(self.interval));
-                let added = self.added.fetch_add(1, Ordering::Relaxed) + 1;
-                Ok(added >= self.prune_at.load(Ordering::Relaxed))
+                let room = self
+                    .held
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        (n < self.max_addresses).then_some(n + 1)
+                    });
+                let Ok(before) = room else {
+                    return Taken::Full;
+                };
+                let full_at = now.saturating_add(self.interval);
+                empty.insert(full_at);
+                self.earliest.fetch_min(full_at, Ordering::AcqRel);
+                Taken::Token(before + 1 >= self.prune_at.load(Ordering::Relaxed))
             }
         }
     }
@@ -197,12 +246,44 @@ impl HandshakeRateGate {
         if self.pruning.swap(true, Ordering::Acquire) {
             return;
         }
-        self.buckets.retain(|_, full_at| *full_at > now);
-        let left = self.buckets.len();
-        self.added.store(left, Ordering::Relaxed);
+        // Reset before the walk: a bucket made during it either is seen by the walk or lowers
+        // the mark itself.
+        self.earliest.store(u64::MAX, Ordering::Release);
+        let mut dropped = 0;
+        self.buckets.retain(|_, full_at| {
+            let keep = *full_at > now;
+            if keep {
+                self.earliest.fetch_min(*full_at, Ordering::AcqRel);
+            } else {
+                dropped += 1;
+            }
+            keep
+        });
+        let left = self.held.fetch_sub(dropped, Ordering::AcqRel) - dropped;
         self.prune_at
             .store(left.saturating_mul(2).max(FIRST_PRUNE), Ordering::Relaxed);
+        if dropped > 0 {
+            self.full.store(false, Ordering::Relaxed);
+        }
         self.pruning.store(false, Ordering::Release);
+    }
+
+    /// The refusal of an address the full table has no room for; the first one is logged.
+    fn full(&self, now: u64) -> Refusal {
+        if !self.full.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                addresses = self.max_addresses,
+                "the handshake rate's table of client addresses is full: upgrades from other \
+                 addresses get 503 until buckets expire (raise --handshake-rate-addresses)"
+            );
+        }
+        let room_at = self
+            .earliest
+            .load(Ordering::Acquire)
+            .max(self.next_full_prune.load(Ordering::Relaxed));
+        Refusal::RateTableFull {
+            retry_after: Duration::from_nanos(room_at.saturating_sub(now).max(1)),
+        }
     }
 
     #[cfg(test)]
@@ -212,19 +293,36 @@ impl HandshakeRateGate {
 }
 
 impl Gate for HandshakeRateGate {
-    fn check(&self, meta: &ConnectionMeta, now: u64) -> Result<Option<Slot>, Refusal> {
-        let Some(ip) = client_ip(meta) else {
+    fn check(
+        &self,
+        _meta: &ConnectionMeta,
+        key: Option<ClientKey>,
+        now: u64,
+    ) -> Result<Option<Slot>, Refusal> {
+        let Some(key) = key else {
             return Ok(None);
         };
-        match self.take(ip, now) {
-            Ok(prune) => {
+        let mut taken = self.take(key, now);
+        if matches!(taken, Taken::Full)
+            && now >= self.earliest.load(Ordering::Acquire)
+            && now >= self.next_full_prune.load(Ordering::Relaxed)
+        {
+            // Some bucket is full again: make room (the shard's lock is let go by now).
+            self.next_full_prune
+                .store(now.saturating_add(FULL_PRUNE_GAP), Ordering::Relaxed);
+            self.prune(now);
+            taken = self.take(key, now);
+        }
+        match taken {
+            Taken::Token(prune) => {
                 if prune {
                     // After the shard's lock is let go: pruning takes every shard's.
                     self.prune(now);
                 }
                 Ok(None)
             }
-            Err(retry_after) => Err(Refusal::HandshakeRate { retry_after }),
+            Taken::Empty(retry_after) => Err(Refusal::HandshakeRate { retry_after }),
+            Taken::Full => Err(self.full(now)),
         }
     }
 
@@ -237,7 +335,9 @@ impl Gate for HandshakeRateGate {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::admission::tests::check;
     use crate::Clock;
+    use std::net::IpAddr;
 
     const MS: u64 = 1_000_000;
 
@@ -272,12 +372,12 @@ mod tests {
     #[test]
     fn a_bucket_allows_its_burst_then_the_rate_and_says_when() {
         let (clock, manual) = Clock::manual();
-        let gate = HandshakeRateGate::new(RateLimit::per_second(10).unwrap().with_burst(3));
+        let gate = HandshakeRateGate::new(RateLimit::per_second(10).unwrap().with_burst(3), 100);
         let one = from("192.0.2.1");
         for _ in 0..3 {
-            assert!(gate.check(&one, clock.now_nanos()).is_ok());
+            assert!(check(&gate, &one, clock.now_nanos()).is_ok());
         }
-        let refused = gate.check(&one, clock.now_nanos()).unwrap_err();
+        let refused = check(&gate, &one, clock.now_nanos()).unwrap_err();
         assert_eq!(
             refused,
             Refusal::HandshakeRate {
@@ -286,40 +386,36 @@ mod tests {
         );
         assert_eq!(refused.status(), 429);
         // Another address (and an unknown one) is not affected.
-        assert!(gate.check(&from("192.0.2.2"), clock.now_nanos()).is_ok());
-        assert!(gate
-            .check(&ConnectionMeta::new("/ws"), clock.now_nanos())
-            .is_ok());
+        assert!(check(&gate, &from("192.0.2.2"), clock.now_nanos()).is_ok());
+        assert!(check(&gate, &ConnectionMeta::new("/ws"), clock.now_nanos()).is_ok());
 
         manual.advance(Duration::from_millis(40));
         assert_eq!(
-            gate.check(&one, clock.now_nanos())
+            check(&gate, &one, clock.now_nanos())
                 .unwrap_err()
                 .retry_after(),
             Some(Duration::from_millis(60))
         );
         manual.advance(Duration::from_millis(60));
-        assert!(gate.check(&one, clock.now_nanos()).is_ok());
-        assert!(gate.check(&one, clock.now_nanos()).is_err());
+        assert!(check(&gate, &one, clock.now_nanos()).is_ok());
+        assert!(check(&gate, &one, clock.now_nanos()).is_err());
 
         // A quiet address's bucket refills to its burst, no further.
         manual.advance(Duration::from_secs(5));
         for _ in 0..3 {
-            assert!(gate.check(&one, clock.now_nanos()).is_ok());
+            assert!(check(&gate, &one, clock.now_nanos()).is_ok());
         }
-        assert!(gate.check(&one, clock.now_nanos()).is_err());
+        assert!(check(&gate, &one, clock.now_nanos()).is_err());
     }
 
     #[test]
     fn full_buckets_are_dropped_by_the_sweep_and_by_growth() {
         let (clock, manual) = Clock::manual();
-        let gate = HandshakeRateGate::new("2/s".parse().unwrap());
+        let gate = HandshakeRateGate::new("2/s".parse().unwrap(), usize::MAX);
         for i in 0..10 {
-            gate.check(&from(&format!("198.51.100.{i}")), clock.now_nanos())
-                .unwrap();
+            check(&gate, &from(&format!("198.51.100.{i}")), clock.now_nanos()).unwrap();
         }
-        gate.check(&from("198.51.100.0"), clock.now_nanos())
-            .unwrap();
+        check(&gate, &from("198.51.100.0"), clock.now_nanos()).unwrap();
         manual.advance(Duration::from_millis(600));
         gate.sweep(clock.now_nanos());
         // Only the address that used two tokens is not full yet.
@@ -333,9 +429,107 @@ mod tests {
         for i in 0..(FIRST_PRUNE as u32 * 8) {
             now += 10 * MS; // each bucket is full again 500 ms after its one handshake
             let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
-            gate.check(&ConnectionMeta::new("/ws").remote_addr(ip), now)
-                .unwrap();
+            check(&gate, &ConnectionMeta::new("/ws").remote_addr(ip), now).unwrap();
         }
         assert!(gate.addresses() <= 2 * FIRST_PRUNE, "{}", gate.addresses());
+    }
+
+    /// A host's whole /64 shares one bucket.
+    #[test]
+    fn an_ipv6_group_shares_one_bucket() {
+        let (clock, _) = Clock::manual();
+        let gate = HandshakeRateGate::new("2/h".parse().unwrap(), 100);
+        let now = clock.now_nanos();
+        assert!(check(&gate, &from("2001:db8:1:2::1"), now).is_ok());
+        assert!(check(&gate, &from("2001:db8:1:2:ffff::1"), now).is_ok());
+        assert!(matches!(
+            check(&gate, &from("2001:db8:1:2::3"), now),
+            Err(Refusal::HandshakeRate { .. })
+        ));
+        assert!(check(&gate, &from("2001:db8:1:3::1"), now).is_ok());
+        assert_eq!(gate.addresses(), 2);
+    }
+
+    /// A full table refuses new addresses (503, with when a bucket frees), keeps serving the
+    /// ones it holds, and makes room once a bucket is full again.
+    #[test]
+    fn a_full_table_refuses_new_addresses_until_a_bucket_is_full_again() {
+        let (clock, manual) = Clock::manual();
+        let gate = HandshakeRateGate::new("10/m".parse().unwrap(), 3);
+        for i in 1..=3 {
+            check(&gate, &from(&format!("192.0.2.{i}")), clock.now_nanos()).unwrap();
+            manual.advance(Duration::from_secs(1));
+        }
+        let refused = check(&gate, &from("192.0.2.4"), clock.now_nanos()).unwrap_err();
+        // The first bucket (6 s per token) is full again 6 s after its handshake: 3 s from now.
+        assert_eq!(
+            refused,
+            Refusal::RateTableFull {
+                retry_after: Duration::from_secs(3)
+            }
+        );
+        assert_eq!(
+            (refused.status(), refused.kind().as_str()),
+            (503, "rateTableFull")
+        );
+        assert_eq!(
+            gate.addresses(),
+            3,
+            "a refused address leaves nothing behind"
+        );
+        // Held addresses keep their buckets.
+        assert!(check(&gate, &from("192.0.2.3"), clock.now_nanos()).is_ok());
+        // Once the first bucket is full again, it makes room at once, without a sweep.
+        manual.advance(Duration::from_secs(3));
+        assert!(check(&gate, &from("192.0.2.4"), clock.now_nanos()).is_ok());
+        assert_eq!(gate.addresses(), 3);
+        assert!(check(&gate, &from("192.0.2.5"), clock.now_nanos()).is_err());
+        assert_eq!(gate.held.load(Ordering::Relaxed), gate.addresses());
+    }
+
+    /// A full table walks itself to make room at most once a second, and says so.
+    #[test]
+    fn a_full_table_is_pruned_for_room_at_most_once_a_second() {
+        let (clock, manual) = Clock::manual();
+        let gate = HandshakeRateGate::new("10/m".parse().unwrap(), 3);
+        for i in 1..=3 {
+            check(&gate, &from(&format!("192.0.2.{i}")), clock.now_nanos()).unwrap();
+            manual.advance(Duration::from_millis(500));
+        }
+        // Full again at 6 s, 6.5 s and 7 s.
+        manual.advance(Duration::from_millis(4500));
+        assert!(check(&gate, &from("192.0.2.4"), clock.now_nanos()).is_ok());
+        manual.advance(Duration::from_millis(500));
+        assert_eq!(
+            check(&gate, &from("192.0.2.5"), clock.now_nanos()).unwrap_err(),
+            Refusal::RateTableFull {
+                retry_after: Duration::from_millis(500)
+            },
+            "a bucket is due, but the last walk was half a second ago"
+        );
+        manual.advance(Duration::from_millis(500));
+        assert!(check(&gate, &from("192.0.2.5"), clock.now_nanos()).is_ok());
+        assert_eq!(gate.addresses(), 2, "the walk dropped both buckets due");
+    }
+
+    /// 100,000 distinct addresses against a table of 1,000: it never holds more.
+    #[test]
+    fn the_table_never_grows_past_its_cap() {
+        let (clock, _) = Clock::manual();
+        let gate = HandshakeRateGate::new("1/h".parse().unwrap(), 1000);
+        let mut refused = 0;
+        for i in 0..100_000u32 {
+            let ip = IpAddr::from(std::net::Ipv6Addr::from(u128::from(i) << 64));
+            if check(
+                &gate,
+                &ConnectionMeta::new("/ws").remote_addr(ip),
+                clock.now_nanos(),
+            )
+            .is_err()
+            {
+                refused += 1;
+            }
+        }
+        assert_eq!((gate.addresses(), refused), (1000, 99_000));
     }
 }

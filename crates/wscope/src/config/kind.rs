@@ -17,7 +17,7 @@ use toml::de::DeValue;
 
 use wscope_axum::{AllowedHost, ClientIpHeader, Engine};
 use wscope_core::units::{parse_count, parse_duration, parse_size};
-use wscope_core::{OriginPattern, RateLimit};
+use wscope_core::{Ipv6Prefix, OriginPattern, RateLimit};
 
 use super::LogFormat;
 
@@ -687,6 +687,24 @@ impl Kind for Rate {
 
     fn show(value: &Option<RateLimit>) -> String {
         value.map_or_else(|| "off".to_owned(), |rate| rate.to_string())
+    }
+}
+
+/// The leading bits of an IPv6 address that name one client, as [`Ipv6Prefix`] reads them
+/// (`64`, `/56`): 48 to 128.
+pub(crate) struct Ipv6Group;
+
+impl Kind for Ipv6Group {
+    type Value = Ipv6Prefix;
+    const PLACEHOLDER: &'static str = "BITS";
+
+    fn parse(text: &str) -> Result<Ipv6Prefix, String> {
+        text.parse()
+            .map_err(|e: wscope_core::InvalidIpv6Prefix| e.to_string())
+    }
+
+    fn show(value: &Ipv6Prefix) -> String {
+        value.to_string()
     }
 }
 

@@ -47,7 +47,7 @@ use ipnet::IpNet;
 use wscope_axum::{
     AdminConfig, AllowedHost, ClientIpHeader, Engine, ServeOptions, SocketConfig, TrustedProxies,
 };
-use wscope_core::{OriginPattern, RateLimit, RegistryConfig};
+use wscope_core::{Ipv6Prefix, OriginPattern, RateLimit, RegistryConfig};
 
 use declare::declare_settings;
 
@@ -157,6 +157,14 @@ declare_settings! {
         /// Handshakes one address may make at once before `--handshake-rate-per-ip` holds it to
         /// the rate (0 = the rate's count: `10/s` allows 10 at once).
         handshake_burst: u32 as kind::Limit<u32> = 0;
+        /// Most client addresses `--handshake-rate-per-ip` tracks at once (each for as long as
+        /// its bucket is not full again); when full, an upgrade from another address gets 503
+        /// with `Retry-After`.
+        handshake_rate_addresses: usize as kind::Count<usize, 10_000_000> =
+            RegistryConfig::DEFAULT_HANDSHAKE_RATE_ADDRESSES;
+        /// Leading bits of an IPv6 client address that name one client for the per-address
+        /// cap, the handshake rate and bans (48 to 128; 128 counts each address alone).
+        ipv6_prefix: Ipv6Prefix as kind::Ipv6Group = Ipv6Prefix::DEFAULT;
         /// Origins allowed to open WebSockets: `https://app.example.com`, or
         /// `https://*.example.com` for its subdomains (comma-separated; repeatable); others get
         /// 403.
@@ -260,6 +268,8 @@ impl ServeConfig {
                 self.handshake_rate_per_ip
                     .map(|rate| rate.with_burst(self.handshake_burst)),
             )
+            .handshake_rate_addresses(self.handshake_rate_addresses)
+            .ipv6_prefix(self.ipv6_prefix)
             .allowed_origins(self.allowed_origins.iter().cloned())
             .allow_missing_origin(self.allow_missing_origin)
     }

@@ -526,6 +526,52 @@ fn limits_settings_reach_the_registry_config() {
     }
 }
 
+/// `--ipv6-prefix` and `--handshake-rate-addresses`, from a flag, a variable and the file, reach
+/// the registry's configuration; out of bounds is a one-line error naming the flag.
+#[test]
+fn ipv6_grouping_and_rate_table_settings_reach_the_registry_config() {
+    let mut env = Env::lock();
+    let registry = |args: &[&str]| resolved(args).map(|cfg| cfg.registry_config());
+    let default = registry(&[]).unwrap();
+    assert_eq!(default.ipv6_prefix.len(), 64);
+    assert_eq!(
+        default.handshake_rate_addresses,
+        RegistryConfig::DEFAULT_HANDSHAKE_RATE_ADDRESSES
+    );
+    let on = registry(&["--ipv6-prefix=/56", "--handshake-rate-addresses=5000"]).unwrap();
+    assert_eq!(
+        (on.ipv6_prefix.len(), on.handshake_rate_addresses),
+        (56, 5000)
+    );
+    env.set("WSCOPE_IPV6_PREFIX", "128");
+    assert_eq!(registry(&[]).unwrap().ipv6_prefix.len(), 128);
+    env.clear();
+    let file = TempFile::new(
+        "grouping",
+        "ipv6_prefix = 48
+handshake_rate_addresses = 7
+",
+    );
+    let from_file = registry(&[&format!("--config={}", file.path().display())]).unwrap();
+    assert_eq!(
+        (
+            from_file.ipv6_prefix.len(),
+            from_file.handshake_rate_addresses
+        ),
+        (48, 7)
+    );
+    for (flag, value) in [
+        ("--ipv6-prefix", "47"),
+        ("--ipv6-prefix", "129"),
+        ("--ipv6-prefix", "64bits"),
+        ("--handshake-rate-addresses", "0"),
+        ("--handshake-rate-addresses", "10000001"),
+    ] {
+        let err = registry(&[flag, value]).unwrap_err();
+        assert!(err.contains(flag), "{flag} {value}: {err}");
+    }
+}
+
 /// `ServeConfig::resolve` of `args`, or its one-line error.
 fn resolved(args: &[&str]) -> Result<ServeConfig, String> {
     ServeConfig::resolve(parse(args)?).map_err(|e| e.to_string())
