@@ -4,7 +4,8 @@
 
 use serde::Serialize;
 
-use crate::close::{CloseCode, ReasonTooLong};
+use crate::close::{CloseCode, CloseFrame, Initiator, ReasonTooLong};
+use crate::connection::ConnectionState;
 use crate::message::Message;
 use crate::registry::Registry;
 use crate::snapshot::Snapshot;
@@ -84,6 +85,35 @@ impl From<ReasonTooLong> for AdminFailure {
 }
 
 impl Registry {
+    /// `close` by id as one step: the connection is looked up once and asked to close through
+    /// what the lookup found, and the answer follows from what that request met — asked (true),
+    /// a close already under way (false), or a connection that has ended, before or as it was
+    /// asked (404, as for an id never seen; a second lookup could find it gone after the first
+    /// found it, and answer "already closing" for a connection that had left).
+    fn close_one(&self, id: &str, frame: CloseFrame) -> Result<bool, AdminFailure> {
+        let not_found = |message: String| AdminFailure {
+            kind: AdminFailureKind::NotFound,
+            message,
+        };
+        let handle = self
+            .connection(id)
+            .ok_or_else(|| not_found(format!("no connection with id {id:?}")))?;
+        if handle.entry.request_close(frame, Initiator::Admin) {
+            return Ok(true);
+        }
+        // The state only moves forward, and a connection that ends is CLOSED before its queue is
+        // shut: CLOSED now means the request met a connection that was over. One dropped without
+        // ending (a task aborted) has its queue shut as it leaves the map: not tracked, also over.
+        // Anything else refused the request because a close was already asked for.
+        let entry = &handle.entry;
+        if entry.state() == ConnectionState::Closed
+            || !self.shared().entries.contains_key(&entry.seq)
+        {
+            return Err(not_found(format!("connection {id:?} has closed")));
+        }
+        Ok(false)
+    }
+
     /// Carries out one admin action on this registry, as `POST /api/admin` does.
     pub fn apply(&self, request: AdminRequest) -> Result<AdminAnswer, AdminFailure> {
         Ok(match request {
@@ -96,18 +126,12 @@ impl Registry {
                 )?,
             }),
             AdminRequest::Close { id, code, reason } => {
-                if self.connection(&id).is_none() {
-                    return Err(AdminFailure {
-                        kind: AdminFailureKind::NotFound,
-                        message: format!("no connection with id {id:?}"),
-                    });
-                }
+                let frame = CloseFrame::new(
+                    code.unwrap_or(CloseCode::NORMAL),
+                    reason.unwrap_or_default(),
+                )?;
                 AdminAnswer::Close(CloseAnswer {
-                    success: self.close(
-                        &id,
-                        code.unwrap_or(CloseCode::NORMAL),
-                        reason.as_deref().unwrap_or_default(),
-                    )?,
+                    success: self.close_one(&id, frame)?,
                 })
             }
             AdminRequest::CloseMatching {

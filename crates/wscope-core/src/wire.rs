@@ -142,7 +142,8 @@ pub enum AdminRequest {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
-    /// Close one connection (answered with a [`CloseAnswer`], or 404).
+    /// Close one connection (answered with a [`CloseAnswer`]; 404 if no connection by that id
+    /// is open or closing).
     Close {
         /// Its id.
         id: String,
@@ -415,7 +416,8 @@ impl<T> ConnectionPage<T> {
 /// The answer to `close`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CloseAnswer {
-    /// True if the connection was asked to close, false if it was already closing.
+    /// True if the connection was asked to close, false if a close was already under way. A
+    /// connection that has ended (or was never here) is a 404 instead.
     pub success: bool,
 }
 
