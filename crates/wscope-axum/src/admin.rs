@@ -7,7 +7,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, Extensions, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -15,6 +15,7 @@ use serde::Deserialize;
 use wscope_core::wire::{AdminRequest, Health, PublicHealth};
 use wscope_core::{AdminAnswer, Registry, Snapshot};
 
+use crate::admin_access::Authenticated;
 use crate::error::ApiError;
 
 /// `GET /api/stats`, `POST /api/admin`, `GET /api/closed`, `GET /api/connections` (and
@@ -104,8 +105,17 @@ fn snapshot_response(snapshot: &Snapshot) -> Response {
 }
 
 /// `GET /health`: 200 while serving, 503 once shutdown has begun (so a load balancer stops
-/// sending new clients while the drain runs). Reads the O(1) summary.
-pub async fn health(State(registry): State<Registry>) -> Response {
+/// sending new clients while the drain runs). Reads the O(1) summary. Behind a token
+/// ([`AdminConfig::token`](crate::AdminConfig::token)), a request without it gets the public
+/// fields only ([`public_health`]): a probe needs no token, the instance id (by default the host
+/// name), the shutdown flag and the cluster state are for those who have it.
+pub async fn health(State(registry): State<Registry>, extensions: Extensions) -> Response {
+    if extensions
+        .get::<Authenticated>()
+        .is_some_and(|proved| !proved.0)
+    {
+        return public_health(State(registry)).await;
+    }
     let health =
         Health::from_summary(&registry.summary()).cluster(registry.cluster().map(|c| c.state()));
     let status = if health.is_healthy() {
