@@ -26,7 +26,7 @@ use crate::error::ApiError;
 /// (wscope serve puts it on 127.0.0.1:9090); set a token and further allowed hosts with
 /// `.layer(AdminConfig::new().token(..).layer())` ([`AdminConfig`](crate::AdminConfig)).
 pub fn admin_router(registry: Registry) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/api/stats", get(stats))
         .route("/api/admin", post(admin))
         .route("/api/closed", get(crate::closed::closed))
@@ -40,8 +40,10 @@ pub fn admin_router(registry: Registry) -> Router {
         .route("/metrics", crate::metrics::route(&registry))
         .route("/", get(crate::dashboard::index))
         .route("/dashboard/{digest}/{file}", get(crate::dashboard::asset))
-        .with_state(registry)
-        // Last, so that it covers every route above and the fallback.
+        .with_state(registry);
+    // The router's own 404 and 405 in JSON, as every other answer of the API; inside the guard,
+    // which refuses first (an unknown path without the token is a 401, as any other).
+    crate::error::json_errors(routes)
         .layer(axum::middleware::from_fn(crate::admin_access::admin_guard))
 }
 

@@ -100,7 +100,7 @@ async fn drain_deadline_drops_a_client_that_never_answers() {
     // A client that completes the handshake and then never reads or answers the close.
     let silent = raw::upgrade(served.main, "/ws", &[]).await;
     served.signal("TERM");
-    let line = wait_line(&served.lines, "drained", Duration::from_secs(10));
+    let line = wait_line(&served.lines, "closed cleanly", Duration::from_secs(10));
     assert!(line.contains("dropped=1"), "{line}");
     assert_eq!(served.wait_exit(Duration::from_secs(10)).code(), Some(0));
     drop(silent);
@@ -1179,4 +1179,137 @@ async fn the_connections_api_is_served_by_the_binary() {
         ws.send(Message::text("still")).await.unwrap();
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("still"));
     }
+}
+
+/// The start-up line gives the URLs to paste (the echo and chat WebSockets, the dashboard) and
+/// still the bare addresses (`main=`, `admin=`) for scripts; the drain's outcome is one line.
+#[tokio::test]
+async fn the_start_up_line_gives_the_urls_and_the_drain_logs_its_outcome_once() {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--instance-id",
+            "urls-1",
+        ])
+        .env_remove("INSTANCE_ID")
+        .env_remove("WSCOPE_REDIS_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = wait_line(&rx, "listening", Duration::from_secs(20));
+    let field = |name: &str| -> SocketAddr {
+        let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+        line[start..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (main, admin) = (field("main"), field("admin"));
+    for url in [
+        format!("ws://{main}/ws"),
+        format!("ws://{main}/ws/chat"),
+        format!("http://{admin}/"),
+    ] {
+        assert!(
+            line.split([' ', ',']).any(|word| word == url),
+            "{url} in {line}"
+        );
+    }
+    // The URLs work as given.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{main}/ws"))
+        .await
+        .unwrap();
+    ws.send(Message::text("hi")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hi"));
+    let page = http_get(admin, "/").await;
+    assert_eq!(page.status, 200);
+    assert!(page
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
+
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let close = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(close.unwrap().code, CloseCode::Away);
+    drop(ws);
+    // Bounded: the drain deadline is 10 s.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "wscope did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    // stderr is closed: the reader thread has sent every line.
+    let rest: Vec<String> = rx.iter().collect();
+    let outcome: Vec<&String> = rest.iter().filter(|l| l.contains("dropped")).collect();
+    assert_eq!(outcome.len(), 1, "the drain's outcome once: {rest:#?}");
+    assert!(
+        outcome[0].contains("1 of 1 connections closed cleanly, 0 dropped"),
+        "{}",
+        outcome[0]
+    );
+}
+
+/// Every 404 and 405 of the main listener is JSON, as its other errors are; a 405 has `Allow`.
+#[tokio::test]
+async fn the_main_listener_answers_unknown_paths_and_methods_in_json() {
+    let served = Served::start(BIN, &[]);
+    let response = http_get(served.main, "/api/stats").await;
+    assert_eq!(response.status, 404);
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    let body: ErrorBody = response.parse();
+    assert_eq!(body.error, "no route for GET /api/stats");
+    let response = http_post(served.main, "/ws", "{}").await;
+    assert_eq!(response.status, 405);
+    assert_eq!(response.header("allow"), Some("GET,HEAD"));
+    let body: ErrorBody = response.parse();
+    assert_eq!(body.error, "POST /ws: method not allowed; use GET, HEAD");
+    let response = http_post(served.main, "/health", "{}").await;
+    assert_eq!(response.status, 405);
+    assert_eq!(response.header("allow"), Some("GET,HEAD"));
+    assert!(response
+        .parse::<ErrorBody>()
+        .error
+        .contains("use GET, HEAD"));
+    // And the admin listener's: a GET of the action route.
+    let response = http_get(served.admin, "/api/admin").await;
+    assert_eq!(response.status, 405);
+    assert_eq!(response.header("allow"), Some("POST"));
+    let body: ErrorBody = response.parse();
+    assert_eq!(body.error, "GET /api/admin: method not allowed; use POST");
 }
