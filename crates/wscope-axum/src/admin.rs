@@ -146,7 +146,8 @@ pub async fn public_health(State(registry): State<Registry>) -> Response {
 ///
 /// - `get_stats` → the [`Snapshot`];
 /// - `close_all` with optional `code` (default 1000) and `reason` → [`CloseAllAnswer`](wscope_core::wire::CloseAllAnswer);
-/// - `close` with `id` and optional `code`/`reason` → [`CloseAnswer`](wscope_core::wire::CloseAnswer), 404 if no such id;
+/// - `close` with `id` and optional `code`/`reason` → [`CloseAnswer`](wscope_core::wire::CloseAnswer), 404 if no such id
+///   or its connection has ended;
 /// - `close_matching` with `filter` (an object with at least one of `state`, `min_idle`, `ip`,
 ///   `ua`, `path`, `tag`, `user`) and optional `code` (default 1000)/`reason` →
 ///   [`CloseMatchingAnswer`](wscope_core::wire::CloseMatchingAnswer);
@@ -155,8 +156,9 @@ pub async fn public_health(State(registry): State<Registry>) -> Response {
 ///   [`BanAnswer`](wscope_core::wire::BanAnswer); `unban` with `target` → [`UnbanAnswer`](wscope_core::wire::UnbanAnswer); `list_bans` → [`BansAnswer`](wscope_core::wire::BansAnswer);
 /// - `kick` with `target` and optional `code` (default 1008) and `reason` (default "kicked") →
 ///   [`KickAnswer`](wscope_core::wire::KickAnswer);
-/// - `broadcast` with `text` or `binary` (base64) and optional `path` →
-///   [`BroadcastAnswer`](wscope_core::wire::BroadcastAnswer).
+/// - `broadcast` with `text` or `binary` (base64) and at most one target — `path`, `id` (404 as
+///   for `close`), `user` or `filter` (as `close_matching`'s); none sends to every open
+///   connection → [`BroadcastAnswer`](wscope_core::wire::BroadcastAnswer).
 ///
 /// A malformed body, an unknown action (the answer lists the valid ones) or a bad field is a 400
 /// naming the problem.
