@@ -96,8 +96,8 @@ pub fn json_errors(router: Router) -> Router {
 
 /// The middleware behind [`json_errors`].
 async fn json_error_bodies(request: Request, next: Next) -> Response {
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    // Cheap to keep (a method is inline, a URI shares its bytes): only a 404 or 405 reads them.
+    let (method, uri) = (request.method().clone(), request.uri().clone());
     let response = next.run(request).await;
     let status = response.status();
     let bodiless = response.body().size_hint().exact() == Some(0)
@@ -105,6 +105,7 @@ async fn json_error_bodies(request: Request, next: Next) -> Response {
     if !bodiless {
         return response;
     }
+    let path = uri.path();
     let message = match status {
         StatusCode::NOT_FOUND => format!("no route for {method} {path}"),
         StatusCode::METHOD_NOT_ALLOWED => {
