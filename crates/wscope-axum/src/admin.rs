@@ -7,7 +7,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, Extensions, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -15,6 +15,7 @@ use serde::Deserialize;
 use wscope_core::wire::{AdminRequest, Health, PublicHealth};
 use wscope_core::{AdminAnswer, Registry, Snapshot};
 
+use crate::admin_access::Authenticated;
 use crate::error::ApiError;
 
 /// `GET /api/stats`, `POST /api/admin`, `GET /api/closed`, `GET /api/connections` (and
@@ -25,7 +26,7 @@ use crate::error::ApiError;
 /// (wscope serve puts it on 127.0.0.1:9090); set a token and further allowed hosts with
 /// `.layer(AdminConfig::new().token(..).layer())` ([`AdminConfig`](crate::AdminConfig)).
 pub fn admin_router(registry: Registry) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/api/stats", get(stats))
         .route("/api/admin", post(admin))
         .route("/api/closed", get(crate::closed::closed))
@@ -39,8 +40,10 @@ pub fn admin_router(registry: Registry) -> Router {
         .route("/metrics", crate::metrics::route(&registry))
         .route("/", get(crate::dashboard::index))
         .route("/dashboard/{digest}/{file}", get(crate::dashboard::asset))
-        .with_state(registry)
-        // Last, so that it covers every route above and the fallback.
+        .with_state(registry);
+    // The router's own 404 and 405 in JSON, as every other answer of the API; inside the guard,
+    // which refuses first (an unknown path without the token is a 401, as any other).
+    crate::error::json_errors(routes)
         .layer(axum::middleware::from_fn(crate::admin_access::admin_guard))
 }
 
@@ -104,8 +107,17 @@ fn snapshot_response(snapshot: &Snapshot) -> Response {
 }
 
 /// `GET /health`: 200 while serving, 503 once shutdown has begun (so a load balancer stops
-/// sending new clients while the drain runs). Reads the O(1) summary.
-pub async fn health(State(registry): State<Registry>) -> Response {
+/// sending new clients while the drain runs). Reads the O(1) summary. Behind a token
+/// ([`AdminConfig::token`](crate::AdminConfig::token)), a request without it gets the public
+/// fields only ([`public_health`]): a probe needs no token, the instance id (by default the host
+/// name), the shutdown flag and the cluster state are for those who have it.
+pub async fn health(State(registry): State<Registry>, extensions: Extensions) -> Response {
+    if extensions
+        .get::<Authenticated>()
+        .is_some_and(|proved| !proved.0)
+    {
+        return public_health(State(registry)).await;
+    }
     let health =
         Health::from_summary(&registry.summary()).cluster(registry.cluster().map(|c| c.state()));
     let status = if health.is_healthy() {
@@ -134,7 +146,8 @@ pub async fn public_health(State(registry): State<Registry>) -> Response {
 ///
 /// - `get_stats` → the [`Snapshot`];
 /// - `close_all` with optional `code` (default 1000) and `reason` → [`CloseAllAnswer`](wscope_core::wire::CloseAllAnswer);
-/// - `close` with `id` and optional `code`/`reason` → [`CloseAnswer`](wscope_core::wire::CloseAnswer), 404 if no such id;
+/// - `close` with `id` and optional `code`/`reason` → [`CloseAnswer`](wscope_core::wire::CloseAnswer), 404 if no such id
+///   or its connection has ended;
 /// - `close_matching` with `filter` (an object with at least one of `state`, `min_idle`, `ip`,
 ///   `ua`, `path`, `tag`, `user`) and optional `code` (default 1000)/`reason` →
 ///   [`CloseMatchingAnswer`](wscope_core::wire::CloseMatchingAnswer);
@@ -143,8 +156,9 @@ pub async fn public_health(State(registry): State<Registry>) -> Response {
 ///   [`BanAnswer`](wscope_core::wire::BanAnswer); `unban` with `target` → [`UnbanAnswer`](wscope_core::wire::UnbanAnswer); `list_bans` → [`BansAnswer`](wscope_core::wire::BansAnswer);
 /// - `kick` with `target` and optional `code` (default 1008) and `reason` (default "kicked") →
 ///   [`KickAnswer`](wscope_core::wire::KickAnswer);
-/// - `broadcast` with `text` or `binary` (base64) and optional `path` →
-///   [`BroadcastAnswer`](wscope_core::wire::BroadcastAnswer).
+/// - `broadcast` with `text` or `binary` (base64) and at most one target — `path`, `id` (404 as
+///   for `close`), `user` or `filter` (as `close_matching`'s); none sends to every open
+///   connection → [`BroadcastAnswer`](wscope_core::wire::BroadcastAnswer).
 ///
 /// A malformed body, an unknown action (the answer lists the valid ones) or a bad field is a 400
 /// naming the problem.

@@ -96,8 +96,9 @@ impl AdminConfig {
         Extension(self)
     }
 
-    /// Why `request` may not reach the admin API, if it may not.
-    fn check(&self, request: &Request) -> Result<(), Refused> {
+    /// Why `request` may not reach the admin API, if it may not; else whether it proved the
+    /// token (always, when none is set).
+    fn check(&self, request: &Request) -> Result<Authenticated, Refused> {
         let headers = request.headers();
         let local = request.extensions().get::<LocalAddr>().map(|l| l.0);
         let host = headers
@@ -110,10 +111,11 @@ impl AdminConfig {
         if self.cross_site(headers, &host) && !crate::dashboard::is_page_navigation(request) {
             return Err(Refused::CrossSite);
         }
-        if let Some(token) = &self.token {
+        let authenticated = Authenticated(self.token.as_ref().is_none_or(|t| t.verify(headers)));
+        if !authenticated.0 {
             let path = request.uri().path();
             let public = path == "/health" || crate::dashboard::needs_no_token(path);
-            if !public && !token.verify(headers) {
+            if !public {
                 return Err(Refused::Unauthorized);
             }
         }
@@ -121,7 +123,7 @@ impl AdminConfig {
         if !reads.contains(request.method()) && !is_json(headers) {
             return Err(Refused::ContentType);
         }
-        Ok(())
+        Ok(authenticated)
     }
 
     /// Loopback names and the listener's own address at its port, or a listed host.
@@ -171,28 +173,40 @@ impl AdminConfig {
 /// 3. **Bearer token**, when one is set ([`AdminConfig::token`]), on every path but `/health`
 ///    and the dashboard's page and assets (`/`, `/dashboard/…`: the same for every server, no
 ///    data in them, and the page must load to ask for the token) — else 401 with
-///    `WWW-Authenticate: Bearer`.
+///    `WWW-Authenticate: Bearer`. `/health` without the token answers what the main listener's
+///    does ([`public_health`](crate::public_health)), no more.
 /// 4. **`Content-Type: application/json`** on anything but `GET`/`HEAD`/`OPTIONS` — else 415. A
 ///    cross-site form can only send `text/plain`, form or multipart bodies, never JSON.
 ///
 /// 1, 2 and 4 hold with or without a token. Each refusal is a JSON `{"error": ...}` that says
 /// which rule refused and nothing about the server.
-pub async fn admin_guard(request: Request, next: Next) -> Response {
+pub async fn admin_guard(mut request: Request, next: Next) -> Response {
     static DEFAULT: OnceLock<AdminConfig> = OnceLock::new();
     let config = match request.extensions().get::<AdminConfig>() {
         Some(config) => config,
         None => DEFAULT.get_or_init(AdminConfig::default),
     };
-    if let Err(refused) = config.check(&request) {
-        tracing::debug!(
-            path = request.uri().path(),
-            why = refused.message(),
-            "admin request refused"
-        );
-        return refused.into_response();
+    match config.check(&request) {
+        Ok(authenticated) => {
+            request.extensions_mut().insert(authenticated);
+            next.run(request).await
+        }
+        Err(refused) => {
+            tracing::debug!(
+                path = request.uri().path(),
+                why = refused.message(),
+                "admin request refused"
+            );
+            refused.into_response()
+        }
     }
-    next.run(request).await
 }
+
+/// What the guard found of the token, for the routes it lets through without one (`/health`
+/// answers the public fields only to a request that did not prove it). True when no token is
+/// set: then the listener's address and `Host` check are all that guard it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Authenticated(pub(crate) bool);
 
 /// Why the guard refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

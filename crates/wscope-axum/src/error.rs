@@ -1,10 +1,14 @@
 //! One error type for every HTTP answer that is not a success: a status and a JSON body
-//! `{"error": "..."}` naming the problem ([`wscope_core::wire::ErrorBody`]); and the answer to an
-//! upgrade that admission refused.
+//! `{"error": "..."}` naming the problem ([`wscope_core::wire::ErrorBody`]); the answer to an
+//! upgrade that admission refused; and [`json_errors`], which gives a router's own bodiless 404
+//! and 405 the same JSON body.
 
+use axum::body::HttpBody as _;
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Json, Router};
 use wscope_core::wire::ErrorBody;
 use wscope_core::Refusal;
 
@@ -69,4 +73,55 @@ impl IntoResponse for UpgradeRefused {
         }
         response
     }
+}
+
+/// `router` with a JSON body on its own answers for a path no route takes (404) and a method a
+/// route does not take (405), as every other error of wscope's has: `{"error": "..."}` naming the
+/// request, and for a 405 the methods of its `Allow` header, which it keeps. Answers that already
+/// have a body (a handler's own 404) pass unchanged. The admin router has it; wrap a router of
+/// your own the same way (after its layers: it must see the router's final answer, `Allow`
+/// included, which axum adds outside every layer of a route).
+///
+/// ```
+/// use axum::{routing::post, Router};
+/// let app: Router = wscope_axum::json_errors(Router::new().route("/api/things", post(|| async { "made" })));
+/// // GET /api/things → 405, Allow: POST, {"error":"GET /api/things: method not allowed; use POST"}
+/// // GET /nothing    → 404, {"error":"no route for GET /nothing"}
+/// ```
+pub fn json_errors(router: Router) -> Router {
+    Router::new()
+        .fallback_service(router)
+        .layer(axum::middleware::from_fn(json_error_bodies))
+}
+
+/// The middleware behind [`json_errors`].
+async fn json_error_bodies(request: Request, next: Next) -> Response {
+    // Cheap to keep (a method is inline, a URI shares its bytes): only a 404 or 405 reads them.
+    let (method, uri) = (request.method().clone(), request.uri().clone());
+    let response = next.run(request).await;
+    let status = response.status();
+    let bodiless = response.body().size_hint().exact() == Some(0)
+        && !response.headers().contains_key(header::CONTENT_TYPE);
+    if !bodiless {
+        return response;
+    }
+    let path = uri.path();
+    let message = match status {
+        StatusCode::NOT_FOUND => format!("no route for {method} {path}"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allowed = response
+                .headers()
+                .get(header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .replace(',', ", ");
+            format!("{method} {path}: method not allowed; use {allowed}")
+        }
+        _ => return response,
+    };
+    let mut json = ApiError::new(status, message).into_response();
+    if let Some(allow) = response.headers().get(header::ALLOW) {
+        json.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    json
 }

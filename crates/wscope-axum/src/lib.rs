@@ -89,7 +89,8 @@
 //!   `Content-Type` checks in front of every admin route.
 //! - `serve`: [`serve()`], HTTP/1.1 serving with a bound on request heads and a deadline for them
 //!   ([`ServeOptions`]).
-//! - `error`: [`ApiError`] (the JSON error body) and [`UpgradeRefused`].
+//! - `error`: [`ApiError`] (the JSON error body), [`UpgradeRefused`] and [`json_errors`] (JSON
+//!   bodies for the router's own 404 and 405).
 
 mod admin;
 mod admin_access;
@@ -117,7 +118,7 @@ pub use client_addr::{parse_net, ClientIpHeader, TrustedProxies};
 pub use closed::{closed, ClosedQuery};
 pub use connections::{connection, connections};
 pub use engine::{Engine, SocketConfig, UnknownEngine};
-pub use error::{ApiError, UpgradeRefused};
+pub use error::{json_errors, ApiError, UpgradeRefused};
 pub use metrics::{metrics, metrics_text};
 pub use ready::{ready, ready_router};
 pub use serve::{serve, LocalAddr, Serve, ServeOptions};

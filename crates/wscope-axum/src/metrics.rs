@@ -1,6 +1,10 @@
 //! `GET /metrics`: the registry in the Prometheus text format (0.0.4), through
 //! `prometheus-client`. `docs/METRICS.md` lists every family, its labels and its source.
 //!
+//! Every family is named `wscope_<what is counted>_<what happened to it>[_<unit>]`:
+//! `wscope_connections_opened_total`, `wscope_messages_received_total` and the bytes of those
+//! same messages, `wscope_messages_received_bytes_total`.
+//!
 //! No message pays for these. Counts, totals, states and refusals come from the registry's O(1)
 //! summary and its traffic totals (one walk of the entries, atomics only) at scrape time; what
 //! only a close can tell — its code, who closed, lifetime and idle time — and each timed pong come
@@ -283,7 +287,9 @@ impl Scrape {
             MetricType::Gauge,
         )?;
         let labels = [
-            ("instance", s.instance_id.as_str()),
+            // Not `instance`: Prometheus sets that on every scraped series itself (the target's
+            // address) and would rename ours to `exported_instance`.
+            ("instance_id", s.instance_id.as_str()),
             ("version", env!("CARGO_PKG_VERSION")),
         ];
         ConstGauge::new(1i64).encode(info.encode_family(&labels)?)?;
@@ -377,25 +383,25 @@ impl Scrape {
         )?;
         counter(
             encoder,
-            "wscope_received_bytes",
+            "wscope_messages_received_bytes",
             "Payload bytes of the messages received since start.",
             t.bytes_in,
         )?;
         counter(
             encoder,
-            "wscope_sent_bytes",
+            "wscope_messages_sent_bytes",
             "Payload bytes of the messages sent since start.",
             t.bytes_out,
         )?;
         gauge(
             encoder,
-            "wscope_queued_messages",
+            "wscope_messages_queued",
             "Messages waiting in outbound queues now.",
             t.queued_messages,
         )?;
         gauge(
             encoder,
-            "wscope_queued_bytes",
+            "wscope_messages_queued_bytes",
             "Payload bytes waiting in outbound queues now.",
             t.queued_bytes,
         )

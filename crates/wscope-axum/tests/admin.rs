@@ -238,9 +238,31 @@ async fn bad_admin_requests_get_400_naming_the_problem_and_change_nothing() {
     assert_eq!(reg.snapshot().total_connections_closed, 0);
     echo_roundtrip(&mut ws, "untouched").await;
 
-    // A GET on the admin action route is not allowed.
+    // A GET on the admin action route is not allowed: 405 naming the method to use, in JSON
+    // like every other error, with an `Allow` header.
     let response = http_get(server.admin_addr, "/api/admin").await;
     assert_eq!(response.status, 405);
+    assert_eq!(response.header("allow"), Some("POST"));
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    assert_eq!(
+        response.json(),
+        json!({"error": "GET /api/admin: method not allowed; use POST"})
+    );
+    let json_body = [("Content-Type", "application/json")];
+    let response = http(server.admin_addr, "DELETE", "/api/stats", &json_body, None).await;
+    assert_eq!(response.status, 405);
+    assert_eq!(response.header("allow"), Some("GET,HEAD"));
+    assert_eq!(
+        response.json(),
+        json!({"error": "DELETE /api/stats: method not allowed; use GET, HEAD"})
+    );
+    // A path no route takes: 404 in JSON.
+    let response = http_get(server.admin_addr, "/api/nothing").await;
+    assert_eq!(response.status, 404);
+    assert_eq!(
+        response.json(),
+        json!({"error": "no route for GET /api/nothing"})
+    );
 
     close_client(ws).await;
     wait_count(&reg, 0).await;

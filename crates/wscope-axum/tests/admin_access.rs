@@ -202,9 +202,27 @@ async fn the_token_guards_every_route_but_health() {
     let headers = [host, auth, ("Content-Type", "application/json")];
     let response = send(server.admin_addr, "POST", "/api/admin", &headers, CLOSE_ALL).await;
     assert_eq!(response.status, 200, "{}", response.text());
-    // Health checks need no token.
-    let response = send(server.admin_addr, "GET", "/health", &[host], "").await;
+    // Health checks need no token, and without it learn no more than the main listener's
+    // `/health` tells: not the instance id (by default the host name), nor the shutdown flag.
+    for auth in [None, Some("Bearer wrong")] {
+        let mut headers = vec![host];
+        headers.extend(auth.map(|a| ("Authorization", a)));
+        let response = send(server.admin_addr, "GET", "/health", &headers, "").await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        let public: wscope_axum::PublicHealth = serde_json::from_value(response.json())
+            .unwrap_or_else(|e| panic!("{auth:?}: {e}: {}", response.text()));
+        assert!(public.is_healthy());
+        assert!(
+            !response.text().contains("test-node"),
+            "{}",
+            response.text()
+        );
+    }
+    // With it, the full health.
+    let response = send(server.admin_addr, "GET", "/health", &[host, auth], "").await;
     assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.json()["instanceId"], "test-node");
+    assert_eq!(response.json()["shutDown"], false);
     server.shutdown().await;
 }
 

@@ -227,20 +227,15 @@ async fn a_scripted_scenario_scrapes_to_exact_counts_and_buckets() {
     assert_eq!(expect_close(&mut b).await, (4000, "bye".to_owned()));
     wait_count(&registry, 2).await;
 
-    // t = 100 s: c vanishes without a close frame: lifetime 100 s, idle 88 s. The code the
-    // registry records for that depends on the engine (1006, or 1002 where the engine reports
-    // a reset as a protocol error): the metrics must show the class of the one it recorded.
+    // t = 100 s: c vanishes without a close frame: lifetime 100 s, idle 88 s; recorded as 1006
+    // (RFC 6455 §7.1.5) on every engine, so its class is `abnormal`.
     clock.advance(Duration::from_secs(88));
     drop(c);
     wait_count(&registry, 1).await;
     let vanished = registry.recently_closed(Some(1))[0].clone();
     assert_eq!(vanished.closed_by.as_str(), "error");
-    let vanished_class = match vanished.code {
-        Some(1006) => "abnormal",
-        Some(1002) => "protocol_error",
-        None => "none",
-        other => panic!("unexpected code {other:?} for a vanished client"),
-    };
+    assert_eq!(vanished.code, Some(1006), "{vanished:?}");
+    let vanished_class = "abnormal";
 
     let m = Metrics::scrape(&server).await;
     assert_eq!(m.value("wscope_connections_opened_total", &[]), 4.0);
@@ -284,17 +279,17 @@ async fn a_scripted_scenario_scrapes_to_exact_counts_and_buckets() {
     );
     assert_eq!(m.value("wscope_messages_received_total", &[]), 4.0);
     assert_eq!(m.value("wscope_messages_sent_total", &[]), 4.0);
-    assert_eq!(m.value("wscope_received_bytes_total", &[]), 20.0);
-    assert_eq!(m.value("wscope_sent_bytes_total", &[]), 20.0);
-    assert_eq!(m.value("wscope_queued_messages", &[]), 0.0);
-    assert_eq!(m.value("wscope_queued_bytes", &[]), 0.0);
+    assert_eq!(m.value("wscope_messages_received_bytes_total", &[]), 20.0);
+    assert_eq!(m.value("wscope_messages_sent_bytes_total", &[]), 20.0);
+    assert_eq!(m.value("wscope_messages_queued", &[]), 0.0);
+    assert_eq!(m.value("wscope_messages_queued_bytes", &[]), 0.0);
     assert_eq!(m.value("wscope_uptime_seconds", &[]), 100.0);
     assert_eq!(m.value("wscope_shutting_down", &[]), 0.0);
     assert_eq!(
         m.value(
             "wscope_info",
             &[
-                ("instance", "test-node"),
+                ("instance_id", "test-node"),
                 ("version", env!("CARGO_PKG_VERSION"))
             ]
         ),
@@ -419,5 +414,67 @@ async fn metrics_sit_behind_the_admin_token() {
     let m = Metrics::parse(ok.text());
     let labels = [("code_class", "none"), ("closed_by", "client")];
     assert_eq!(m.value("wscope_connections_closed_total", &labels), 1.0);
+    server.shutdown().await;
+}
+
+/// `docs/METRICS.md` lists exactly the families a scrape has (a cluster member's here, so
+/// the cluster's families too), under their one naming pattern — `wscope_<what is counted>_<what happened
+/// to it>[_<unit>]` — and `wscope_info` names the instance in `instance_id`, not in `instance`,
+/// which Prometheus sets on every series itself (and would rename ours `exported_instance`).
+#[tokio::test]
+async fn the_families_are_those_metrics_md_lists() {
+    let registry = test_registry();
+    let hub = wscope_core::cluster::MemoryHub::new();
+    let config = wscope_core::cluster::ClusterConfig::new("metrics");
+    wscope_core::cluster::Cluster::join(&registry, std::sync::Arc::new(hub.backend()), config)
+        .await
+        .unwrap();
+    let server = TestServer::echo(registry).await;
+    let m = Metrics::scrape(&server).await;
+    let mut scraped: Vec<String> = m
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE wscope_"))
+        .map(|rest| format!("wscope_{}", rest.split_once(' ').unwrap().0))
+        .collect();
+    scraped.sort_unstable();
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/METRICS.md"
+    ))
+    .unwrap();
+    let table = &doc[doc.find("## Families").unwrap()..];
+    let table = &table[..table.find("### Renamed").unwrap()];
+    let mut documented: Vec<String> = table
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `wscope_"))
+        .map(|rest| format!("wscope_{}", &rest[..rest.find('`').unwrap()]))
+        .collect();
+    documented.sort_unstable();
+    assert_eq!(scraped, documented);
+    for renamed in [
+        "wscope_received_bytes_total",
+        "wscope_sent_bytes_total",
+        "wscope_queued_messages",
+        "wscope_queued_bytes",
+    ] {
+        assert_eq!(m.series(renamed), 0, "{renamed} was renamed");
+    }
+    for family in [
+        "wscope_messages_received_bytes_total",
+        "wscope_messages_sent_bytes_total",
+        "wscope_messages_queued",
+        "wscope_messages_queued_bytes",
+    ] {
+        assert_eq!(m.value(family, &[]), 0.0, "{family}");
+    }
+    let info = m
+        .scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "wscope_info")
+        .unwrap();
+    assert_eq!(info.labels.get("instance_id"), Some("test-node"));
+    assert_eq!(info.labels.get("instance"), None);
     server.shutdown().await;
 }

@@ -4,13 +4,16 @@
 
 use serde::Serialize;
 
-use crate::close::{CloseCode, ReasonTooLong};
-use crate::message::Message;
+use crate::close::{CloseCode, CloseFrame, Initiator, ReasonTooLong};
+use crate::connection::{ConnectionHandle, ConnectionState};
+use crate::outbox::SendError;
+use crate::query::ConnectionFilter;
+use crate::registry::Broadcast;
 use crate::registry::Registry;
 use crate::snapshot::Snapshot;
 use crate::wire::{
-    AdminRequest, BanAnswer, BansAnswer, BroadcastAnswer, CleanupAnswer, CloseAllAnswer,
-    CloseAnswer, CloseMatchingAnswer, KickAnswer, UnbanAnswer,
+    AdminRequest, BanAnswer, BansAnswer, BroadcastAnswer, BroadcastTarget, CleanupAnswer,
+    CloseAllAnswer, CloseAnswer, CloseMatchingAnswer, KickAnswer, UnbanAnswer,
 };
 
 /// What an admin action answered, ready to serialize (each variant is its wire type as is).
@@ -68,6 +71,13 @@ impl AdminFailure {
         }
     }
 
+    fn not_found(message: String) -> Self {
+        Self {
+            kind: AdminFailureKind::NotFound,
+            message,
+        }
+    }
+
     /// The HTTP status the failure maps to.
     pub fn status(&self) -> u16 {
         match self.kind {
@@ -84,6 +94,82 @@ impl From<ReasonTooLong> for AdminFailure {
 }
 
 impl Registry {
+    /// `close` by id as one step: the connection is looked up once and asked to close through
+    /// what the lookup found, and the answer follows from what that request met — asked (true),
+    /// a close already under way (false), or a connection that has ended, before or as it was
+    /// asked (404, as for an id never seen; a second lookup could find it gone after the first
+    /// found it, and answer "already closing" for a connection that had left).
+    fn close_one(&self, id: &str, frame: CloseFrame) -> Result<bool, AdminFailure> {
+        let handle = self
+            .connection(id)
+            .ok_or_else(|| AdminFailure::not_found(format!("no connection with id {id:?}")))?;
+        if handle.entry.request_close(frame, Initiator::Admin) {
+            return Ok(true);
+        }
+        // The state only moves forward, and a connection that ends is CLOSED before its queue is
+        // shut: CLOSED now means the request met a connection that was over. One dropped without
+        // ending (a task aborted) has its queue shut as it leaves the map: not tracked, also over.
+        // Anything else refused the request because a close was already asked for.
+        let entry = &handle.entry;
+        if entry.state() == ConnectionState::Closed
+            || !self.shared().entries.contains_key(&entry.seq)
+        {
+            return Err(AdminFailure::not_found(format!(
+                "connection {id:?} has closed"
+            )));
+        }
+        Ok(false)
+    }
+
+    /// `broadcast` to its target: every open connection or a path's through the registry's
+    /// broadcast (which visits only that path's members), one id, a user or a filter through
+    /// the connections' handles — each without waiting, a full queue closing its connection as
+    /// a slow consumer.
+    fn broadcast_to(&self, request: AdminRequest) -> Result<BroadcastAnswer, AdminFailure> {
+        let target = match request.broadcast_target() {
+            Some(Ok(target)) => target,
+            Some(Err(message)) => return Err(AdminFailure::bad_request(message)),
+            None => return Err(AdminFailure::bad_request("not a broadcast")),
+        };
+        let AdminRequest::Broadcast { ref payload, .. } = request else {
+            return Err(AdminFailure::bad_request("not a broadcast"));
+        };
+        let msg = payload.clone().into_message();
+        let handles = match target {
+            BroadcastTarget::All => return Ok(BroadcastAnswer::from(self.broadcast(None, &msg))),
+            BroadcastTarget::Path(path) => {
+                return Ok(BroadcastAnswer::from(self.broadcast(Some(path), &msg)))
+            }
+            BroadcastTarget::Id(id) => vec![self.open_or_closing(id)?],
+            BroadcastTarget::User(user) => {
+                self.connections_matching(&ConnectionFilter::default().user(user))
+            }
+            BroadcastTarget::Filter(filter) => self.connections_matching(filter),
+        };
+        let mut answer = BroadcastAnswer::from(Broadcast::default());
+        for handle in handles {
+            match handle.send(msg.clone()) {
+                Ok(()) => answer.sent += 1,
+                Err(SendError::QueueFull) => answer.slow += 1,
+                Err(SendError::Closed) => {}
+            }
+        }
+        Ok(answer)
+    }
+
+    /// The connection with this id, unless it is unknown or has ended (404, as for `close`).
+    fn open_or_closing(&self, id: &str) -> Result<ConnectionHandle, AdminFailure> {
+        let handle = self
+            .connection(id)
+            .ok_or_else(|| AdminFailure::not_found(format!("no connection with id {id:?}")))?;
+        if handle.entry.state() == ConnectionState::Closed {
+            return Err(AdminFailure::not_found(format!(
+                "connection {id:?} has closed"
+            )));
+        }
+        Ok(handle)
+    }
+
     /// Carries out one admin action on this registry, as `POST /api/admin` does.
     pub fn apply(&self, request: AdminRequest) -> Result<AdminAnswer, AdminFailure> {
         Ok(match request {
@@ -96,18 +182,12 @@ impl Registry {
                 )?,
             }),
             AdminRequest::Close { id, code, reason } => {
-                if self.connection(&id).is_none() {
-                    return Err(AdminFailure {
-                        kind: AdminFailureKind::NotFound,
-                        message: format!("no connection with id {id:?}"),
-                    });
-                }
+                let frame = CloseFrame::new(
+                    code.unwrap_or(CloseCode::NORMAL),
+                    reason.unwrap_or_default(),
+                )?;
                 AdminAnswer::Close(CloseAnswer {
-                    success: self.close(
-                        &id,
-                        code.unwrap_or(CloseCode::NORMAL),
-                        reason.as_deref().unwrap_or_default(),
-                    )?,
+                    success: self.close_one(&id, frame)?,
                 })
             }
             AdminRequest::CloseMatching {
@@ -157,15 +237,7 @@ impl Registry {
                     reason.as_deref().unwrap_or("kicked"),
                 )?,
             }),
-            AdminRequest::Broadcast { path, payload } => {
-                let msg: Message = payload.into_message();
-                let outcome = self.broadcast(path.as_deref(), &msg);
-                AdminAnswer::Broadcast(BroadcastAnswer {
-                    success: true,
-                    sent: outcome.sent,
-                    slow: outcome.slow,
-                })
-            }
+            AdminRequest::Broadcast { .. } => AdminAnswer::Broadcast(self.broadcast_to(request)?),
         })
     }
 }

@@ -16,6 +16,10 @@ pub struct CloseCode(u16);
 #[error("invalid close code {0}: use 1000-1003, 1007-1014 or 3000-4999")]
 pub struct InvalidCloseCode(pub i64);
 
+/// 1006: the code a connection lost without a close frame is recorded with (RFC 6455 §7.1.5) —
+/// a reset, an end of stream, a write to a peer that has gone. Never sent, so not a [`CloseCode`].
+pub(crate) const ABNORMAL_CLOSURE: u16 = 1006;
+
 /// The longest close reason that fits a close frame (125 bytes of payload minus the code).
 pub const MAX_CLOSE_REASON_BYTES: usize = 123;
 

@@ -17,7 +17,9 @@ use futures_util::{future, FutureExt, Sink, SinkExt, StreamExt};
 use sync_wrapper::SyncWrapper;
 
 use crate::admission::LabelError;
-use crate::close::{CloseCode, CloseFrame, CloseRecord, Initiator, ReasonTooLong};
+use crate::close::{
+    CloseCode, CloseFrame, CloseRecord, Initiator, ReasonTooLong, ABNORMAL_CLOSURE,
+};
 use crate::connection::{Connection, ConnectionHandle, ConnectionState};
 use crate::id::ConnectionId;
 use crate::liveness::PING_PAYLOAD;
@@ -290,7 +292,8 @@ impl TrackedSocket {
                 Some(Some(Err(e))) => failed(&self.conn, &e),
                 Some(None) => {
                     let reason = "connection ended without a close frame";
-                    self.conn.record_close(Initiator::Error, Some(1006), reason);
+                    self.conn
+                        .record_close(Initiator::Error, Some(ABNORMAL_CLOSURE), reason);
                     Ended::Finish
                 }
             };
@@ -372,7 +375,8 @@ fn received(conn: &Connection, msg: Message) -> Option<Message> {
 }
 
 /// A read failed: fail the connection with the close its kind calls for (what was already
-/// queued first, RFC 6455 §7.1.7), or record that it is gone.
+/// queued first, RFC 6455 §7.1.7), or record that it is gone — 1006, as a peer that vanished
+/// without a close frame is, however the engine put it (an I/O error, a reset).
 fn failed(conn: &Connection, e: &TransportError) -> Ended {
     let failing = match e.kind().close_frame() {
         Some(frame) => {
@@ -384,7 +388,7 @@ fn failed(conn: &Connection, e: &TransportError) -> Ended {
             conn.fail_by_engine()
         }
         None => {
-            conn.record_close(Initiator::Error, None, e.message());
+            conn.record_close(Initiator::Error, Some(ABNORMAL_CLOSURE), e.message());
             false
         }
     };
@@ -565,9 +569,10 @@ async fn close_after<W>(
     }
 }
 
-/// The peer is gone or the protocol broke while writing: record it and stop both halves.
+/// The peer is gone or the protocol broke while writing: record it (1006: no close frame came)
+/// and stop both halves.
 fn gone(conn: &Connection, e: &TransportError) {
-    conn.record_close(Initiator::Error, None, e.message());
+    conn.record_close(Initiator::Error, Some(ABNORMAL_CLOSURE), e.message());
     conn.end();
     conn.abort();
 }

@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::close::{CloseCode, CloseFrame, Initiator, ReasonTooLong};
-use crate::connection::{ConnectionState, Entry, REMOVED};
+use crate::connection::{ConnectionHandle, ConnectionState, Entry, REMOVED};
 use crate::query::{ConnectionFilter, ConnectionQuery, Cursor, SortKey, SortOrder, Start};
 use crate::registry::{Registry, Shared};
 use crate::snapshot::{ConnectionInfo, Snapshot};
@@ -61,16 +61,9 @@ impl Registry {
         reason: &str,
     ) -> Result<u64, ReasonTooLong> {
         let frame = CloseFrame::new(code, reason)?;
-        let shared = self.shared();
-        let now = shared.clock.now_ms();
-        // Collect first, so no shard lock is held while outbox locks are taken.
-        let matching: Vec<Arc<Entry>> = shared
-            .entries
-            .iter()
-            .filter(|e| matches(filter, e.value(), now))
-            .map(|e| e.value().clone())
-            .collect();
-        let closed = matching
+        let closed = self
+            .shared()
+            .matching(filter)
             .iter()
             .filter(|e| {
                 e.state() != ConnectionState::Closed
@@ -79,6 +72,42 @@ impl Registry {
             .count() as u64;
         tracing::info!(?filter, closed, "closed matching connections");
         Ok(closed)
+    }
+
+    /// Handles to the OPEN connections `filter` matches, to send to or close (an empty filter
+    /// matches every one, as [`Registry::active_connections`]). One walk of the entries.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use wscope_core::query::ConnectionFilter;
+    /// use wscope_core::{memory, ConnectionMeta, Message, Registry};
+    ///
+    /// let registry = Registry::new();
+    /// let mut clients = Vec::new();
+    /// for path in ["/ws/chat", "/ws"] {
+    ///     let accepted = registry.accept(ConnectionMeta::new(path)).unwrap();
+    ///     let (transport, client) = memory::pair();
+    ///     tokio::spawn(accepted.run(transport, |mut s| async move { while s.recv().await.is_some() {} }));
+    ///     clients.push(client);
+    /// }
+    /// # while registry.summary().connections_by_state.open < 2 { tokio::task::yield_now().await; }
+    /// let chat = registry.connections_matching(&ConnectionFilter::default().path("/ws/chat"));
+    /// assert_eq!(chat.len(), 1);
+    /// chat[0].send("to the chat only").unwrap();
+    /// assert_eq!(clients[0].recv().await, Some(Message::text("to the chat only")));
+    /// # }
+    /// ```
+    pub fn connections_matching(&self, filter: &ConnectionFilter) -> Vec<ConnectionHandle> {
+        let shared = self.shared();
+        shared
+            .matching(filter)
+            .into_iter()
+            .filter(|e| e.state() == ConnectionState::Open)
+            .map(|entry| ConnectionHandle {
+                entry,
+                shared: shared.clone(),
+            })
+            .collect()
     }
 
     /// The statistics with at most `max` connections listed, the oldest first (read from the
@@ -100,6 +129,19 @@ impl Registry {
         });
         snapshot.connections = list;
         snapshot
+    }
+}
+
+impl Shared {
+    /// The entries `filter` matches now, collected, so that no shard lock is held while the
+    /// caller takes outbox locks.
+    fn matching(&self, filter: &ConnectionFilter) -> Vec<Arc<Entry>> {
+        let now = self.clock.now_ms();
+        self.entries
+            .iter()
+            .filter(|e| matches(filter, e.value(), now))
+            .map(|e| e.value().clone())
+            .collect()
     }
 }
 

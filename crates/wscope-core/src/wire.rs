@@ -142,7 +142,8 @@ pub enum AdminRequest {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
-    /// Close one connection (answered with a [`CloseAnswer`], or 404).
+    /// Close one connection (answered with a [`CloseAnswer`]; 404 if no connection by that id
+    /// is open or closing).
     Close {
         /// Its id.
         id: String,
@@ -202,17 +203,82 @@ pub enum AdminRequest {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
-    /// Queue a message to every open connection (or those of one `path`) without waiting: a
-    /// member whose queue is full is closed as a slow consumer (answered with a
-    /// [`BroadcastAnswer`]). The message is `text` or `binary` (base64), exactly one of them.
+    /// Queue a message to the open connections of one target — every one by default, or those
+    /// of a `path`, the one of an `id` (404 if it is not open or closing, as for `close`), those
+    /// of a `user`, or those a `filter` matches — without waiting: a connection whose queue is
+    /// full is closed as a slow consumer (answered with a [`BroadcastAnswer`]). The message is
+    /// `text` or `binary` (base64), exactly one of them; the target at most one of the four.
     Broadcast {
-        /// Only the connections on this path (default: every path).
+        /// Only the connections on this path.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         path: Option<String>,
+        /// Only the connection with this id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// Only the connections with this user id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+        /// Only the connections this filter matches (as `close_matching`'s: at least one
+        /// condition).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        filter: Option<ConnectionFilter>,
         /// The message.
         #[serde(flatten)]
         payload: BroadcastPayload,
     },
+}
+
+/// Whom a `broadcast` reaches: at most one target of [`AdminRequest::Broadcast`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BroadcastTarget<'a> {
+    /// Every open connection.
+    All,
+    /// The open connections on this path.
+    Path(&'a str),
+    /// The connection with this id.
+    Id(&'a str),
+    /// The open connections with this user id.
+    User(&'a str),
+    /// The open connections this filter matches.
+    Filter(&'a ConnectionFilter),
+}
+
+impl AdminRequest {
+    /// The target of a `broadcast` (`None` for other actions), or what is wrong with it: two
+    /// targets, or a filter without a condition.
+    pub fn broadcast_target(&self) -> Option<Result<BroadcastTarget<'_>, String>> {
+        let Self::Broadcast {
+            path,
+            id,
+            user,
+            filter,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let given = [
+            path.as_deref().map(BroadcastTarget::Path),
+            id.as_deref().map(BroadcastTarget::Id),
+            user.as_deref().map(BroadcastTarget::User),
+            filter.as_ref().map(BroadcastTarget::Filter),
+        ];
+        let mut given = given.into_iter().flatten();
+        Some(match (given.next(), given.next()) {
+            (None, _) => Ok(BroadcastTarget::All),
+            (Some(_), Some(_)) => Err(
+                "give at most one target: path, id, user or filter (a filter combines conditions)"
+                    .to_owned(),
+            ),
+            (Some(BroadcastTarget::Filter(f)), None) if f.is_empty() => Err(format!(
+                "filter: set at least one of {} (leave the target out to send to every \
+                 connection)",
+                ConnectionFilter::PARAMS.join(", ")
+            )),
+            (Some(target), None) => Ok(target),
+        })
+    }
 }
 
 /// The message of a `broadcast` action: `{"text": "..."}` or `{"binary": "<base64>"}`.
@@ -286,8 +352,9 @@ impl AdminRequest {
 
     /// Every field any action takes. A field of another action is ignored (so one form can send
     /// every field); a field no action takes is an error.
-    pub const FIELDS: [&'static str; 10] = [
-        "action", "code", "reason", "id", "target", "duration", "filter", "path", "text", "binary",
+    pub const FIELDS: [&'static str; 11] = [
+        "action", "code", "reason", "id", "target", "duration", "filter", "path", "user", "text",
+        "binary",
     ];
 
     /// This request's action name.
@@ -345,6 +412,9 @@ impl AdminRequest {
                 action: action.clone(),
                 message: e.to_string(),
             })?;
+        if let Some(Err(message)) = request.broadcast_target() {
+            return Err(AdminRequestError::BadFields { action, message });
+        }
         if let Self::CloseMatching { filter, .. } = &request {
             if filter.is_empty() {
                 return Err(AdminRequestError::BadFields {
@@ -415,7 +485,8 @@ impl<T> ConnectionPage<T> {
 /// The answer to `close`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CloseAnswer {
-    /// True if the connection was asked to close, false if it was already closing.
+    /// True if the connection was asked to close, false if a close was already under way. A
+    /// connection that has ended (or was never here) is a 404 instead.
     pub success: bool,
 }
 
@@ -499,15 +570,25 @@ pub struct KickAnswer {
 /// The answer to `broadcast`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BroadcastAnswer {
-    /// Always true (a broadcast to nobody still succeeds).
+    /// Always true (a broadcast to nobody still succeeds; an unknown `id` is a 404).
     pub success: bool,
-    /// Connections the message was queued to.
+    /// Connections the message was queued to (of the target's open ones).
     pub sent: u64,
     /// Connections whose queue was full: closed as slow consumers (1008).
     pub slow: u64,
 }
 
-/// A target as text: an IP address or a CIDR network (written as a network).
+impl From<crate::registry::Broadcast> for BroadcastAnswer {
+    fn from(outcome: crate::registry::Broadcast) -> Self {
+        Self {
+            success: true,
+            sent: outcome.sent,
+            slow: outcome.slow,
+        }
+    }
+}
+
+/// Bytes as standard base64 text (padded).
 mod base64_text {
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine as _;
@@ -525,6 +606,7 @@ mod base64_text {
     }
 }
 
+/// A target as text: an IP address or a CIDR network (written as a network).
 mod net_text {
     use std::fmt;
 
@@ -843,6 +925,65 @@ mod tests {
             let err = parse(body).unwrap_err();
             assert!(err.contains(needle), "{body}: {err}");
         }
+    }
+
+    #[test]
+    fn broadcasts_take_at_most_one_target() {
+        let target = |body: &str| {
+            let request = parse(body)?;
+            let target = request.broadcast_target().unwrap()?;
+            Ok::<_, String>(format!("{target:?}"))
+        };
+        assert_eq!(
+            target(r#"{"action":"broadcast","text":"hi"}"#),
+            Ok("All".into())
+        );
+        assert_eq!(
+            target(r#"{"action":"broadcast","path":"/ws","text":"hi"}"#),
+            Ok(r#"Path("/ws")"#.into())
+        );
+        assert_eq!(
+            target(r#"{"action":"broadcast","id":"a-1-2","binary":"AAEC"}"#),
+            Ok(r#"Id("a-1-2")"#.into())
+        );
+        assert_eq!(
+            target(r#"{"action":"broadcast","user":"ann","text":"hi"}"#),
+            Ok(r#"User("ann")"#.into())
+        );
+        let filtered = target(r#"{"action":"broadcast","filter":{"tag":"red"},"text":"hi"}"#);
+        assert!(filtered.unwrap().starts_with("Filter("));
+        for (body, needle) in [
+            (
+                r#"{"action":"broadcast","user":"ann","id":"a-1-2","text":"hi"}"#,
+                "give at most one target: path, id, user or filter",
+            ),
+            (
+                r#"{"action":"broadcast","filter":{},"text":"hi"}"#,
+                "filter: set at least one of",
+            ),
+            (
+                r#"{"action":"broadcast","filter":{"colour":"red"},"text":"hi"}"#,
+                "unknown field `colour`",
+            ),
+            (
+                r#"{"action":"broadcast","user":"ann"}"#,
+                "exactly one of `text`",
+            ),
+        ] {
+            let err = parse(body).unwrap_err();
+            assert!(err.contains(needle), "{body}: {err}");
+        }
+        // Each form writes back as it was read.
+        for body in [
+            r#"{"action":"broadcast","id":"a-1-2","text":"hi"}"#,
+            r#"{"action":"broadcast","user":"ann","binary":"AAEC"}"#,
+            r#"{"action":"broadcast","filter":{"path":"/ws","user":"bob"},"text":"hi"}"#,
+        ] {
+            let request = parse(body).unwrap();
+            assert_eq!(serde_json::to_string(&request).unwrap(), body);
+        }
+        // Another action's request has no broadcast target.
+        assert!(AdminRequest::Cleanup {}.broadcast_target().is_none());
     }
 
     #[test]

@@ -12,8 +12,8 @@ use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 use wscope_axum::{
-    admin_router, health_router, ready_router, AdminConfig, ServeOptions, SocketConfig, Tracking,
-    WebSocketUpgrade,
+    admin_router, health_router, json_errors, ready_router, AdminConfig, ServeOptions,
+    SocketConfig, Tracking, WebSocketUpgrade,
 };
 use wscope_core::{Registry, ShutdownReport};
 
@@ -131,7 +131,15 @@ impl Server {
         self.registry.start_background_tasks();
         let app = app(self.registry.clone(), self.tracking);
         let admin = admin_router(self.registry.clone()).layer(self.admin_config.layer());
-        tracing::info!(main = %main_addr, admin = %admin_addr, instance = self.registry.instance_id(), "listening");
+        tracing::info!(
+            main = %main_addr,
+            admin = %admin_addr,
+            instance = self.registry.instance_id(),
+            "listening: echo {echo}, chat {chat}, dashboard {dashboard}",
+            echo = Url("ws", main_addr, "/ws"),
+            chat = Url("ws", main_addr, CHAT_PATH),
+            dashboard = Url("http", admin_addr, "/"),
+        );
 
         let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -146,13 +154,9 @@ impl Server {
         let admin_task = tokio::spawn(async move { admin_server.await });
 
         signal.await;
-        // HTTP keeps answering during the drain, so health checks see "shutting_down".
+        // HTTP keeps answering during the drain, so health checks see "shutting_down". The drain
+        // logs its own outcome (how many closed cleanly, how many were dropped) once.
         let report = self.registry.shutdown().await;
-        tracing::info!(
-            connections = report.connections,
-            dropped = report.dropped,
-            "drained"
-        );
         let _ = stop_http.send(true);
         main_task
             .await
@@ -166,15 +170,33 @@ impl Server {
     }
 }
 
+/// A URL to paste into a client or a browser: `scheme://address/path`, with loopback in place of
+/// an unspecified address (`0.0.0.0`, `::`), which a listener binds but no client can reach.
+struct Url(&'static str, SocketAddr, &'static str);
+
+impl std::fmt::Display for Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self(scheme, addr, path) = *self;
+        let ip = match addr.ip() {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+            ip => ip,
+        };
+        write!(f, "{scheme}://{}{path}", SocketAddr::new(ip, addr.port()))
+    }
+}
+
 /// The main listener's routes: `/ws` echo, `/ws/chat` fan-out (both label a connection from
 /// `?user=` and `?tag=a,b`), `/health`, `/ready`.
 pub fn app(registry: Registry, tracking: Tracking) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/ws", get(echo))
         .route(CHAT_PATH, get(chat))
         .merge(health_router(registry.clone()))
         .merge(ready_router(registry))
-        .layer(tracking.layer())
+        .layer(tracking.layer());
+    // The router's own 404 and 405 in JSON, as its other errors (426, refusals) are.
+    json_errors(routes)
 }
 
 /// What a demo client may say about itself in its URL (`/ws?user=ann&tag=red,blue`): shown as
@@ -242,4 +264,18 @@ async fn chat(labels: Result<Query<DemoLabels>, QueryRejection>, ws: WebSocketUp
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Url;
+
+    #[test]
+    fn urls_name_loopback_for_an_unspecified_address() {
+        let url = |addr: &str, path| Url("ws", addr.parse().unwrap(), path).to_string();
+        assert_eq!(url("127.0.0.1:8080", "/ws"), "ws://127.0.0.1:8080/ws");
+        assert_eq!(url("0.0.0.0:8080", "/ws"), "ws://127.0.0.1:8080/ws");
+        assert_eq!(url("[::]:9090", "/"), "ws://[::1]:9090/");
+        assert_eq!(url("[2001:db8::1]:80", "/x"), "ws://[2001:db8::1]:80/x");
+    }
 }

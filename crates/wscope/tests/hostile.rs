@@ -456,3 +456,5 @@ async fn a_deflate_bomb_closes_with_1009() {
     report_rss("after a deflate bomb", before, served.rss(), 16 << 20);
     still_serves(&served).await;
 }
+#[path = "hostile/api.rs"]
+mod api;

@@ -78,7 +78,7 @@ async fn the_binary_serves_metrics_behind_its_admin_token() {
         1.0
     );
     assert_eq!(sample(&text, "wscope_messages_received_total"), 3.0);
-    assert_eq!(sample(&text, "wscope_received_bytes_total"), 21.0);
+    assert_eq!(sample(&text, "wscope_messages_received_bytes_total"), 21.0);
     assert_eq!(
         sample(&text, "wscope_connection_lifetime_seconds_count"),
         1.0
@@ -87,7 +87,7 @@ async fn the_binary_serves_metrics_behind_its_admin_token() {
         sample(
             &text,
             &format!(
-                "wscope_info{{instance=\"metrics-1\",version=\"{}\"}}",
+                "wscope_info{{instance_id=\"metrics-1\",version=\"{}\"}}",
                 env!("CARGO_PKG_VERSION")
             )
         ),

@@ -100,7 +100,7 @@ async fn drain_deadline_drops_a_client_that_never_answers() {
     // A client that completes the handshake and then never reads or answers the close.
     let silent = raw::upgrade(served.main, "/ws", &[]).await;
     served.signal("TERM");
-    let line = wait_line(&served.lines, "drained", Duration::from_secs(10));
+    let line = wait_line(&served.lines, "closed cleanly", Duration::from_secs(10));
     assert!(line.contains("dropped=1"), "{line}");
     assert_eq!(served.wait_exit(Duration::from_secs(10)).code(), Some(0));
     drop(silent);
@@ -1181,4 +1181,364 @@ async fn the_connections_api_is_served_by_the_binary() {
         ws.send(Message::text("still")).await.unwrap();
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("still"));
     }
+}
+
+/// The start-up line gives the URLs to paste (the echo and chat WebSockets, the dashboard) and
+/// still the bare addresses (`main=`, `admin=`) for scripts; the drain's outcome is one line.
+#[tokio::test]
+async fn the_start_up_line_gives_the_urls_and_the_drain_logs_its_outcome_once() {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--instance-id",
+            "urls-1",
+        ])
+        .env_remove("INSTANCE_ID")
+        .env_remove("WSCOPE_REDIS_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = wait_line(&rx, "listening", Duration::from_secs(20));
+    let field = |name: &str| -> SocketAddr {
+        let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+        line[start..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (main, admin) = (field("main"), field("admin"));
+    for url in [
+        format!("ws://{main}/ws"),
+        format!("ws://{main}/ws/chat"),
+        format!("http://{admin}/"),
+    ] {
+        assert!(
+            line.split([' ', ',']).any(|word| word == url),
+            "{url} in {line}"
+        );
+    }
+    // The URLs work as given.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{main}/ws"))
+        .await
+        .unwrap();
+    ws.send(Message::text("hi")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hi"));
+    let page = http_get(admin, "/").await;
+    assert_eq!(page.status, 200);
+    assert!(page
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
+
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let close = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(close.unwrap().code, CloseCode::Away);
+    drop(ws);
+    // Bounded: the drain deadline is 10 s.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "wscope did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    // stderr is closed: the reader thread has sent every line.
+    let rest: Vec<String> = rx.iter().collect();
+    let outcome: Vec<&String> = rest.iter().filter(|l| l.contains("dropped")).collect();
+    assert_eq!(outcome.len(), 1, "the drain's outcome once: {rest:#?}");
+    assert!(
+        outcome[0].contains("1 of 1 connections closed cleanly, 0 dropped"),
+        "{}",
+        outcome[0]
+    );
+}
+
+/// Every 404 and 405 of the main listener is JSON, as its other errors are; a 405 has `Allow`.
+#[tokio::test]
+async fn the_main_listener_answers_unknown_paths_and_methods_in_json() {
+    let served = Served::start(BIN, &[]);
+    let response = http_get(served.main, "/api/stats").await;
+    assert_eq!(response.status, 404);
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    let body: ErrorBody = response.parse();
+    assert_eq!(body.error, "no route for GET /api/stats");
+    let response = http_post(served.main, "/ws", "{}").await;
+    assert_eq!(response.status, 405);
+    assert_eq!(response.header("allow"), Some("GET,HEAD"));
+    let body: ErrorBody = response.parse();
+    assert_eq!(body.error, "POST /ws: method not allowed; use GET, HEAD");
+    let response = http_post(served.main, "/health", "{}").await;
+    assert_eq!(response.status, 405);
+    assert_eq!(response.header("allow"), Some("GET,HEAD"));
+    assert!(response
+        .parse::<ErrorBody>()
+        .error
+        .contains("use GET, HEAD"));
+    // And the admin listener's: a GET of the action route.
+    let response = http_get(served.admin, "/api/admin").await;
+    assert_eq!(response.status, 405);
+    assert_eq!(response.header("allow"), Some("POST"));
+    let body: ErrorBody = response.parse();
+    assert_eq!(body.error, "GET /api/admin: method not allowed; use POST");
+}
+
+/// `broadcast` reaches one connection (`id`), one user's (`user`) or those a `filter` matches,
+/// answers how many it was sent to, and is a 404 for an unknown id (as `close` is) and a 400 for
+/// two targets or an empty filter. Labels come from the demo routes' URLs.
+#[tokio::test]
+async fn admin_broadcast_reaches_an_id_a_user_or_a_filter() {
+    let served = Served::start(BIN, &[]);
+    let connect = |path: &str| {
+        let url = served.url(path);
+        async move { tokio_tungstenite::connect_async(url).await.unwrap().0 }
+    };
+    let mut ann_1 = connect("/ws?user=ann").await;
+    let mut ann_2 = connect("/ws?user=ann").await;
+    let mut bob = connect("/ws?user=bob").await;
+    let mut red = connect("/ws/chat?tag=red").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stats(served.admin).await["connectionsByState"]["OPEN"] != 4 {
+        assert!(Instant::now() < deadline, "clients never became OPEN");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let page = http_get(served.admin, "/api/connections?user=ann&limit=1").await;
+    let ann_1_id = page.json()["connections"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let admin = |body: serde_json::Value| {
+        let body = body.to_string();
+        let addr = served.admin;
+        async move { http_post(addr, "/api/admin", &body).await }
+    };
+    let sent = |response: wscope_testkit::HttpResponse| {
+        assert_eq!(response.status, 200, "{}", response.text());
+        let answer = response.json();
+        assert_eq!(answer["success"], true, "{answer}");
+        answer["sent"].as_u64().unwrap()
+    };
+    use serde_json::json;
+    let one = admin(json!({"action": "broadcast", "id": ann_1_id, "text": "just you"})).await;
+    assert_eq!(sent(one), 1);
+    let user = admin(json!({"action": "broadcast", "user": "ann", "text": "to ann"})).await;
+    assert_eq!(sent(user), 2);
+    let tagged = json!({"action": "broadcast", "filter": {"tag": "red"}, "text": "to red"});
+    assert_eq!(sent(admin(tagged).await), 1);
+    let both = json!({"action": "broadcast", "filter": {"path": "/ws", "user": "bob"},
+                      "binary": "AAEC"});
+    assert_eq!(sent(admin(both).await), 1);
+    let all = admin(json!({"action": "broadcast", "text": "to all"})).await;
+    assert_eq!(sent(all), 4);
+
+    // What each client received, in order, up to the message to all.
+    async fn received(
+        ws: &mut tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    ) -> Vec<Message> {
+        let mut got = Vec::new();
+        while got.last() != Some(&Message::text("to all")) {
+            let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+                .await
+                .expect("a message in time")
+                .unwrap()
+                .unwrap();
+            if msg.is_text() || msg.is_binary() {
+                got.push(msg);
+            }
+        }
+        got
+    }
+    let text = |t: &str| Message::text(t.to_owned());
+    assert_eq!(
+        received(&mut ann_1).await,
+        [text("just you"), text("to ann"), text("to all")]
+    );
+    assert_eq!(received(&mut ann_2).await, [text("to ann"), text("to all")]);
+    assert_eq!(
+        received(&mut bob).await,
+        [Message::binary(vec![0u8, 1, 2]), text("to all")]
+    );
+    assert_eq!(received(&mut red).await, [text("to red"), text("to all")]);
+
+    // An unknown id: 404, as for close; two targets or an empty filter: 400 naming the rule.
+    let unknown = admin(json!({"action": "broadcast", "id": "nobody-1-2", "text": "x"})).await;
+    assert_eq!(unknown.status, 404, "{}", unknown.text());
+    assert!(unknown.parse::<ErrorBody>().error.contains("nobody-1-2"));
+    let two =
+        admin(json!({"action": "broadcast", "user": "ann", "path": "/ws", "text": "x"})).await;
+    assert_eq!(two.status, 400, "{}", two.text());
+    assert!(two
+        .parse::<ErrorBody>()
+        .error
+        .contains("give at most one target: path, id, user or filter"));
+    let empty = admin(json!({"action": "broadcast", "filter": {}, "text": "x"})).await;
+    assert_eq!(empty.status, 400, "{}", empty.text());
+    assert!(empty
+        .parse::<ErrorBody>()
+        .error
+        .contains("filter: set at least one of"));
+    // Nobody got any of those.
+    let last = admin(json!({"action": "broadcast", "text": "to all"})).await;
+    assert_eq!(sent(last), 4);
+    for ws in [&mut ann_1, &mut ann_2, &mut bob, &mut red] {
+        assert_eq!(received(ws).await, [text("to all")]);
+    }
+}
+
+/// The README's tour, replayed against the binary (five echo clients; close one by id, sweep,
+/// close the rest with 1001), produces the answers and the metrics the README shows for it.
+#[tokio::test]
+async fn the_readme_tour_produces_what_the_readme_shows() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    // The `# wscope_…` lines of the README block that follows `marker`.
+    let sample = |marker: &str| -> Vec<String> {
+        let from = readme.find(marker).unwrap_or_else(|| panic!("{marker:?}"));
+        let block = &readme[from..];
+        block[..block.find("```").unwrap()]
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.starts_with("wscope_"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let served = Served::start(BIN, &["--instance-id", "myhost"]);
+    let mut clients = Vec::new();
+    for i in 0..5 {
+        let (mut ws, _) = tokio_tungstenite::connect_async(served.url("/ws"))
+            .await
+            .unwrap();
+        ws.send(Message::text(format!("echo {i}"))).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text(format!("echo {i}"))
+        );
+        // Read on, as the tour's bench does, so that close frames are answered.
+        clients.push(tokio::spawn(async move {
+            let mut code = None;
+            while let Some(Ok(msg)) = ws.next().await {
+                if let Message::Close(Some(frame)) = msg {
+                    code = Some(u16::from(frame.code));
+                }
+            }
+            code
+        }));
+    }
+    let metrics = || async {
+        let text = http_get(served.admin, "/metrics").await.text();
+        text.lines()
+            .filter(|l| l.starts_with("wscope_"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+
+    // Step 2, in "Prometheus metrics": the same series, and the same figures where they do not
+    // depend on how fast the clients echo.
+    let shown = sample("# while the tour's five clients echo (step 2):");
+    let scraped = metrics().await;
+    let name = |line: &str| line.rsplit_once(' ').unwrap().0.to_owned();
+    for line in &shown {
+        let series = name(line);
+        let got = scraped
+            .iter()
+            .find(|l| name(l) == series)
+            .unwrap_or_else(|| panic!("no {series} in {scraped:#?}"));
+        if !series.starts_with("wscope_messages_") {
+            assert_eq!(got, line);
+        }
+    }
+    assert_eq!(
+        scraped
+            .iter()
+            .filter(|l| l.starts_with("wscope_messages_received_total "))
+            .count(),
+        1
+    );
+
+    // Steps 4 and 5, with the answers the README gives.
+    let admin = |body: String| {
+        let addr = served.admin;
+        async move { http_post(addr, "/api/admin", &body).await.text() }
+    };
+    let id = stats(served.admin).await["connections"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let close = format!(r#"{{"action":"close","id":"{id}"}}"#);
+    let answer = r#"{"success":true}"#;
+    assert_eq!(admin(close).await, answer);
+    assert!(readme.contains(&format!("\n# {answer}\n")), "{answer}");
+    // The closed one has left by the time a person types the next command (until its handler
+    // is done, a sweep would count it).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stats(served.admin).await["totalConnections"] != 4 {
+        assert!(
+            Instant::now() < deadline,
+            "the closed connection never left"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let answer = r#"{"cleaned":0}"#;
+    assert_eq!(admin(r#"{"action":"cleanup"}"#.to_owned()).await, answer);
+    assert!(readme.contains(&format!("\n# {answer}\n")), "{answer}");
+    let body = r#"{"action":"close_all","code":1001,"reason":"maintenance"}"#;
+    let answer = r#"{"success":true,"closed":4}"#;
+    assert_eq!(admin(body.to_owned()).await, answer);
+    assert!(readme.contains(&format!("\n# {answer}\n")), "{answer}");
+    let mut codes = Vec::new();
+    for client in clients {
+        let code = tokio::time::timeout(Duration::from_secs(5), client).await;
+        codes.push(code.unwrap().unwrap().unwrap());
+    }
+    codes.sort_unstable();
+    assert_eq!(codes, [1000, 1001, 1001, 1001, 1001]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stats(served.admin).await["totalConnections"] != 0 {
+        assert!(Instant::now() < deadline, "the connections never left");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Step 6: exactly the lines the README shows.
+    let shown = sample("# 6. The same story in Prometheus's terms");
+    let scraped: Vec<String> = metrics()
+        .await
+        .into_iter()
+        .filter(|l| l.starts_with("wscope_connections"))
+        .collect();
+    assert_eq!(scraped, shown);
 }

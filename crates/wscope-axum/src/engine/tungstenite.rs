@@ -1,6 +1,7 @@
 //! tungstenite (through tokio-tungstenite) as a wscope transport, in either role.
 
 use futures_util::{future, SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::{frame, Role as TRole, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as Te, Message as Tm};
 use tokio_tungstenite::WebSocketStream;
@@ -44,6 +45,9 @@ pub(crate) fn transport<S: Io>(ws: WebSocketStream<S>, role: Role) -> impl Trans
 /// What a tungstenite error means for the connection.
 fn error(e: &Te) -> TransportError {
     let kind = match e {
+        // The peer went away without a close frame: not a protocol error to answer with 1002,
+        // a lost connection (recorded as 1006, as by every other engine).
+        Te::Protocol(ProtocolError::ResetWithoutClosingHandshake) => TransportErrorKind::Gone,
         Te::Protocol(_) => TransportErrorKind::Protocol,
         Te::Utf8(_) => TransportErrorKind::InvalidUtf8,
         Te::Capacity(_) => TransportErrorKind::TooBig,
