@@ -229,6 +229,29 @@ async fn a_wrong_token_or_not_an_admin_listener_is_one_line_and_a_failure() {
         assert!(stderr.contains("refused the token (401)"), "{stderr}");
         assert!(stderr.contains(hint), "{stderr}");
     }
+
+    // A token file others may read is refused before the server is asked, as serve refuses it.
+    let dir = std::env::temp_dir().join(format!("wscope-top-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("token");
+    std::fs::write(&file, "s3cret-token\n").unwrap();
+    let path = file.to_str().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, stderr) = top_fails(&["--admin-url", &url, "--token-file", path]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!("error: --token-file {path}: mode 0644 lets other users read the token: make it its owner's alone (chmod 600)\n")
+    );
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut top = Top::spawn(&["--admin-url", &url, "--token-file", path]);
+    top.wait_screen("the view, with the token from the file", |s| {
+        s.contains("Open now 0 ")
+    });
+    top.press("q");
+    assert!(top.wait_exit().success());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
