@@ -84,6 +84,8 @@ pub async fn run(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let registry = Registry::new();
+    // The stats lines and the stale-entry sweep from now on, not from the first connection.
+    registry.start_background_tasks();
     // wscope_axum::serve rather than axum::serve: it bounds and times request heads, gives
     // handlers the client address, and tells the admin guard which address each request
     // reached (its `Host` check against DNS rebinding needs it).

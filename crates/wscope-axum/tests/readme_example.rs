@@ -4,6 +4,9 @@
 //! the test picks.
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
+mod common;
+
 #[path = "../examples/tracked_server.rs"]
 #[allow(dead_code)] // its `main` belongs to the example binary
 mod example;
@@ -11,6 +14,7 @@ mod example;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use common::Captured;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -167,4 +171,48 @@ async fn the_example_tracks_sockets_serves_health_and_ready_and_guards_its_admin
         assert_eq!(close_code(ws).await, 1001);
     }
     timeout(WAIT, server).await.unwrap().unwrap().unwrap();
+}
+
+/// The example's registry logs the reference's three lines every 30 s from the start, before any
+/// connection (they would otherwise wait for the first one), under a subscriber like its own.
+#[test]
+fn the_example_logs_the_stats_lines_from_the_start() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let out = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(out.clone())
+        .with_ansi(false)
+        .without_time()
+        .with_level(false)
+        .with_target(false)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
+            "{}=info",
+            wscope_core::STATS_TARGET
+        )))
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(example::run(listener, admin, None, async move {
+            let _ = stopped.await;
+        }));
+        // Paused time: this sleep is virtual, and passes one 30 s period.
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    });
+    assert_eq!(
+        out.lines(),
+        [
+            "[WebSocket Stats] Active: 0, Total: 0, Closed: 0",
+            "[WebSocket Stats] Avg Age: 0s, Avg Idle: 0s",
+            "[WebSocket Stats] By State - Open: 0, Connecting: 0, Closing: 0",
+        ]
+    );
 }
