@@ -2,11 +2,14 @@
 //! [`Registry`] — admitted, counted, described, closable and drained — with no further wiring.
 //!
 //! ```no_run
-//! use axum::{routing::get, Router};
-//! use wscope_axum::{admin_router, shutdown_signal, Tracking, WebSocketUpgrade};
+//! use axum::{response::Response, routing::get, Router};
+//! use wscope_axum::{
+//!     admin_router, health_router, ready_router, serve, shutdown_signal, ServeOptions, Tracking,
+//!     WebSocketUpgrade,
+//! };
 //! use wscope_core::Registry;
 //!
-//! async fn echo(ws: WebSocketUpgrade) -> axum::response::Response {
+//! async fn echo(ws: WebSocketUpgrade) -> Response {
 //!     // A plain GET gets 426 "Upgrade required"; an upgrade gets a tracked socket.
 //!     ws.on_upgrade(|mut socket| async move {
 //!         let _ = socket.send("welcome").await;
@@ -18,14 +21,13 @@
 //!     })
 //! }
 //!
-//! async fn chat(ws: WebSocketUpgrade) -> axum::response::Response {
+//! async fn chat(ws: WebSocketUpgrade) -> Response {
 //!     ws.on_upgrade(|mut socket| async move {
-//!         // The socket knows its registry: broadcast to every open connection.
+//!         // The socket knows its registry: every open connection on the path gets each
+//!         // message, without waiting on a slow member.
 //!         let registry = socket.registry();
 //!         while let Some(msg) = socket.recv().await {
-//!             for member in registry.active_connections() {
-//!                 let _ = member.send(msg.clone()); // never waits on a slow member
-//!             }
+//!             registry.broadcast(Some("/ws/chat"), &msg);
 //!         }
 //!     })
 //! }
@@ -36,28 +38,33 @@
 //!     .route("/ws", get(echo))
 //!     .route("/ws/chat", get(chat))
 //!     // After the routes: a layer covers the routes added before it.
-//!     .layer(Tracking::new(registry.clone()).layer());
-//! let admin = admin_router(registry.clone()); // /api/stats, /api/admin, /health, /metrics
+//!     .layer(Tracking::new(registry.clone()).layer())
+//!     .merge(health_router(registry.clone())) // the public GET /health
+//!     .merge(ready_router(registry.clone())); // GET /ready: 503 once draining
+//! let admin = admin_router(registry.clone()); // /api/stats, /api/admin, /health, /metrics, /
 //!
 //! let signal = shutdown_signal()?; // SIGINT and SIGTERM
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! // Loopback only (or a token: AdminConfig), and served by `serve`, whose requests tell the
+//! // admin guard's `Host` check which address they reached.
 //! let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:9090").await?;
-//! tokio::spawn(async move { axum::serve(admin_listener, admin).await });
-//! axum::serve(
-//!     listener,
-//!     app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-//! )
-//! .with_graceful_shutdown(async move {
-//!     signal.await;
-//!     registry.shutdown().await; // 1001 to every client, after flushing their queues
-//! })
-//! .await
+//! tokio::spawn(async move { serve(admin_listener, admin, ServeOptions::default()).await });
+//! serve(listener, app, ServeOptions::default())
+//!     .with_graceful_shutdown(async move {
+//!         signal.await;
+//!         registry.shutdown().await; // 1001 to every client, after flushing their queues
+//!     })
+//!     .await
 //! # }
 //! ```
 //!
-//! Serve with `into_make_service_with_connect_info::<SocketAddr>()` so the client address is
-//! known; without it `remoteAddress` is absent. Without a [`Tracking`] layer, sockets go to
-//! [`Registry::global`] (logged once): see [`WebSocketUpgrade`].
+//! [`serve()`] gives every request the client address (`remoteAddress`) and the local one; with
+//! `axum::serve`, serve `into_make_service_with_connect_info::<SocketAddr>()` or the address is
+//! absent, and the admin guard cannot check the port of a loopback `Host`. Without a [`Tracking`]
+//! layer, sockets go to [`Registry::global`] (logged once): see [`WebSocketUpgrade`]. wscope logs
+//! through `tracing` (the reference's stats lines every 30 s, warnings): install a subscriber to
+//! see them. The README's complete server, with a token and the log, is
+//! `examples/tracked_server.rs`.
 //!
 //! # Engines
 //! One cargo feature per engine: `tungstenite` (the default), `tokio-websockets`,

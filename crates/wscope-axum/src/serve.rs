@@ -122,6 +122,25 @@ pub fn serve(listener: TcpListener, router: Router, options: ServeOptions) -> Se
 /// signal, then stops accepting, lets each connection finish its request in flight (idle
 /// keep-alive connections close) and returns. Upgraded connections are not waited for: they
 /// belong to the registry, whose own shutdown drains them.
+///
+/// Like `axum::serve`'s, it is awaited rather than polled, and its future is `Send + 'static`,
+/// so it runs in a task of its own either way:
+///
+/// ```no_run
+/// use std::future::IntoFuture;
+/// use wscope_axum::{admin_router, serve, ServeOptions};
+///
+/// # async fn run(registry: wscope_core::Registry) -> std::io::Result<()> {
+/// let admin = tokio::net::TcpListener::bind("127.0.0.1:9090").await?;
+/// let other = tokio::net::TcpListener::bind("127.0.0.1:9091").await?;
+/// let app = admin_router(registry);
+/// let copy = app.clone();
+/// let one = tokio::spawn(async move { serve(admin, app, ServeOptions::default()).await });
+/// let two = tokio::spawn(serve(other, copy, ServeOptions::default()).into_future());
+/// # let _ = (one, two);
+/// # Ok(())
+/// # }
+/// ```
 #[must_use = "a server does nothing until awaited"]
 pub struct Serve {
     listener: TcpListener,

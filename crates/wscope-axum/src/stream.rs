@@ -49,8 +49,8 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamQuery {
-    /// Time between events (`500ms`, `2s`, or a number of seconds), within
-    /// [`MIN_INTERVAL`]..=[`MAX_INTERVAL`]; default [`DEFAULT_INTERVAL`].
+    /// Time between events (`500ms`, `2s`, or a number of seconds), from 100 ms to 60 s;
+    /// default 1 s.
     pub interval: Option<String>,
     /// The last event id seen, for clients that cannot set the `Last-Event-ID` header (which
     /// wins when both are given).

@@ -210,7 +210,7 @@ pub async fn broadcast(mut opts: BroadcastOptions) -> Result<BroadcastReport, Be
     })
     .await?;
     let opened = session
-        .open(opts.connections, opts.handshake_concurrency, "connecting")
+        .connect(opts.connections, opts.handshake_concurrency, "connecting")
         .await?;
     let sender = match session.open_sender().await {
         Ok(ws) => ws,

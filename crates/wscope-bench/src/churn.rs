@@ -26,7 +26,7 @@ use crate::lost::{per_sec, Losses, Lost};
 use crate::options::{defaults, CommonOptions};
 use crate::probe::Usage;
 use crate::progress::Steps;
-use crate::reason::ws_reason;
+use crate::reason::{closed_by_server, ws_reason};
 use crate::report::{self, Report};
 use crate::session::{Plan, Session};
 use crate::BenchError;
@@ -269,9 +269,8 @@ async fn cycle(connector: &Connector, payload: &Message) -> Result<(), String> {
         loop {
             match ws.next().await {
                 Some(Ok(Message::Text(_) | Message::Binary(_))) => return Ok(()),
-                Some(Ok(Message::Close(_))) | None => {
-                    return Err("the server closed the connection".to_owned())
-                }
+                Some(Ok(Message::Close(frame))) => return Err(closed_by_server(frame.as_ref())),
+                None => return Err("the server closed the connection".to_owned()),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(ws_reason(&e)),
             }

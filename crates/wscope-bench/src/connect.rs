@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use tokio::net::{TcpSocket, TcpStream};
@@ -18,6 +18,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::addrs::SourceAddrs;
 use crate::deadline::Deadline;
 use crate::failures::Failures;
+use crate::keeper::Keeper;
 use crate::latency;
 use crate::options::CommonOptions;
 use crate::reason::{io_reason, ws_reason};
@@ -133,7 +134,11 @@ impl Connector {
 /// What [`open_all`] got.
 #[derive(Debug)]
 pub(crate) struct Opened {
-    pub(crate) conns: Vec<Ws>,
+    /// Every connection that opened, held and read by the keeper (so that each answers the
+    /// server's pings while the others open) until a mode takes them.
+    pub(crate) keeper: Keeper,
+    /// Handshakes that succeeded.
+    pub(crate) count: usize,
     pub(crate) failures: Failures,
     /// Time from the first attempt to the last completion.
     pub(crate) elapsed: Duration,
@@ -154,7 +159,8 @@ pub(crate) async fn open_all(
 ) -> Opened {
     let started = Instant::now();
     let mut set = JoinSet::new();
-    let mut conns = Vec::with_capacity(count);
+    let keeper = Keeper::start();
+    let mut opened = 0;
     let mut failures = Failures::default();
     let mut handshakes = latency::histogram();
     let mut spawned = 0;
@@ -180,7 +186,8 @@ pub(crate) async fn open_all(
             None => break,
             Some(Ok(Ok((ws, took)))) => {
                 latency::record(&mut handshakes, took);
-                conns.push(ws);
+                keeper.hold(ws);
+                opened += 1;
                 bar.inc(1);
             }
             Some(Ok(Err(e))) => {
@@ -192,26 +199,13 @@ pub(crate) async fn open_all(
     }
     set.abort_all();
     Opened {
-        conns,
+        keeper,
+        count: opened,
         failures,
         elapsed: started.elapsed(),
         handshakes,
         timed_out,
     }
-}
-
-/// Counts the connections still open without waiting: anything already closed by the server,
-/// failed, or reset shows up as a ready end of stream. Dead ones are removed.
-pub(crate) fn keep_alive(conns: &mut Vec<Ws>) -> usize {
-    let before = conns.len();
-    conns.retain_mut(|ws| loop {
-        match ws.next().now_or_never() {
-            None => break true,                      // nothing to read: open
-            Some(Some(Ok(m))) if !m.is_close() => {} // a stray ping or message: look again
-            Some(_) => break false,                  // closed, failed or ended
-        }
-    });
-    before - conns.len()
 }
 
 /// Closes every connection with a close handshake (each bounded by [`CLOSE_TIMEOUT`]), all at

@@ -222,7 +222,7 @@ pub async fn echo(mut opts: EchoOptions) -> Result<EchoReport, BenchError> {
     })
     .await?;
     let opened = session
-        .open(opts.connections, opts.handshake_concurrency, "connecting")
+        .connect(opts.connections, opts.handshake_concurrency, "connecting")
         .await?;
     let connected = opened.conns.len();
     let mut load = Load::start(&opts, opened.conns, session.deadline());

@@ -6,10 +6,12 @@
 //!
 //! Past `--per-source` connections (10,000 by default) client sockets are bound to source
 //! addresses 127.0.0.1, 127.0.0.2, … so runs pass the ~28k ephemeral ports one address has.
-//! Open connections are held without a task each (nothing is read from an idle connection),
-//! which keeps the load generator's own footprint small; a non-blocking look before the
-//! checkpoint counts the ones the server dropped.
+//! Open connections are held by one task that reads them all (no task per connection, which
+//! keeps the load generator's own footprint small): each answers the server's pings, so a held
+//! connection stays open however long the hold, and one the server ends is counted with its
+//! close code and reason.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -17,7 +19,8 @@ use serde::Serialize;
 use wscope_core::units::{parse_count, parse_duration};
 
 use crate::checkpoint::Checkpoint;
-use crate::connect::{self, Ws};
+use crate::connect;
+use crate::keeper::Drops;
 use crate::latency::LatencySummary;
 use crate::lost::per_sec;
 use crate::options::{defaults, CommonOptions};
@@ -95,8 +98,12 @@ pub struct IdleReport {
     pub hold_secs: f64,
     /// Connections still open at the end of the hold.
     pub held: usize,
-    /// Connections the server closed or reset during the hold.
+    /// Connections the server closed or reset while they were held.
     pub dropped: usize,
+    /// Why they were dropped, with how many for each reason: a close frame's code and reason
+    /// (`1011 ping timeout`) or the error that ended the connection (at most 8 reasons, the
+    /// rest counted under `other reasons`).
+    pub drop_reasons: BTreeMap<String, u64>,
     /// Connections whose close handshake did not complete.
     pub unclean_closes: u64,
     /// CPU of the load generator and of the server (`--pid`) over the opening; the server's
@@ -147,10 +154,10 @@ impl Report for IdleReport {
         rows.push((
             "held".to_owned(),
             format!(
-                "{} for {} ({} dropped by the server)",
+                "{} for {} ({})",
                 report::int(self.held as u64),
                 report::secs(self.hold_secs),
-                report::int(self.dropped as u64)
+                self.dropped_words()
             ),
         ));
         rows.extend(report::usage_rows(&self.usage));
@@ -168,6 +175,21 @@ impl Report for IdleReport {
     }
 }
 
+impl IdleReport {
+    /// `0 dropped by the server`, or with why: `3 dropped by the server: 1011 ping timeout`.
+    fn dropped_words(&self) -> String {
+        let count = report::int(self.dropped as u64);
+        let mut drops = Drops::default();
+        for (reason, n) in &self.drop_reasons {
+            drops.add_many(reason, *n);
+        }
+        match drops.describe() {
+            why if why.is_empty() => format!("{count} dropped by the server"),
+            why => format!("{count} dropped by the server: {why}"),
+        }
+    }
+}
+
 /// Runs `wscope bench idle`.
 pub async fn idle(mut opts: IdleOptions) -> Result<IdleReport, BenchError> {
     let session = Session::start(Plan {
@@ -181,54 +203,55 @@ pub async fn idle(mut opts: IdleOptions) -> Result<IdleReport, BenchError> {
     })
     .await?;
     let before = session.probe();
-    let mut opened = session
+    let opened = session
         .open(opts.connections, opts.handshake_concurrency, "handshakes")
         .await?;
     let usage = before.usage_until(&session.probe());
-    let opened_count = opened.conns.len();
-    let hold = hold(&session, &mut opened.conns, opts.hold).await;
+    let hold = hold(&session, opened.count, opts.hold).await;
+    let held = opened
+        .count
+        .saturating_sub(opened.keeper.drops().total() as usize);
     let usage = usage.with_rss_at(&session.probe());
-    let unclean_closes = session.finish(opened.conns, opts.checkpoint.take()).await;
+    // The keeper goes on reading (and answering pings) through the checkpoint.
+    session.pause(opts.checkpoint.take()).await;
+    let kept = opened.keeper.stop().await;
+    let unclean_closes = connect::close_all(kept.conns).await;
 
     let open_secs = opened.elapsed.as_secs_f64();
     Ok(IdleReport {
         url: opts.url,
         connections: opts.connections,
-        opened: opened_count,
+        opened: opened.count,
         failed: opened.failures.count,
         first_error: opened.failures.first,
         source_addresses: session.connector().source_addresses(),
         handshake_concurrency: opts.handshake_concurrency,
         open_secs,
-        handshakes_per_sec: per_sec(opened_count as f64, open_secs),
+        handshakes_per_sec: per_sec(opened.count as f64, open_secs),
         handshake_latency: LatencySummary::from(&opened.handshakes),
         hold_secs: hold.secs,
-        held: hold.held,
-        dropped: hold.dropped,
+        held,
+        dropped: kept.drops.total() as usize,
+        drop_reasons: kept.drops.reasons().clone(),
         unclean_closes,
         server_bytes_per_connection: usage
             .server
-            .filter(|_| hold.held > 0)
-            .map(|s| s.rss_growth() as f64 / hold.held as f64),
+            .filter(|_| held > 0)
+            .map(|s| s.rss_growth() as f64 / held as f64),
         usage,
         timed_out: opened.timed_out || session.deadline().passed(),
     })
 }
 
-/// What the hold found.
+/// What the hold took.
 struct Hold {
     secs: f64,
-    /// Connections still open at its end.
-    held: usize,
-    /// Connections the server closed or reset meanwhile.
-    dropped: usize,
 }
 
-/// Holds `conns` open for `length` (or until the deadline), then drops the ones the server
-/// closed.
-async fn hold(session: &Session, conns: &mut Vec<Ws>, length: Duration) -> Hold {
+/// Holds the `count` connections the keeper reads for `length` (or until the deadline).
+async fn hold(session: &Session, count: usize, length: Duration) -> Hold {
     let bar = session.bar(Steps::Spinner, "holding");
-    bar.set_message(format!("{} connections", report::int(conns.len() as u64)));
+    bar.set_message(format!("{} connections", report::int(count as u64)));
     let start = Instant::now();
     tokio::select! {
         _ = tokio::time::sleep(length) => {}
@@ -236,10 +259,5 @@ async fn hold(session: &Session, conns: &mut Vec<Ws>, length: Duration) -> Hold 
     }
     let secs = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    let dropped = connect::keep_alive(conns);
-    Hold {
-        secs,
-        held: conns.len(),
-        dropped,
-    }
+    Hold { secs }
 }

@@ -8,7 +8,8 @@
 //!   and round-trip latency. Every reply must be the echo of what its connection sent, in order;
 //!   anything else is counted as an error, never as a message.
 //! - [`idle()`]: open C connections with bounded handshake concurrency and hold them: handshakes/s
-//!   and, with `--pid`, the server's bytes per connection.
+//!   and, with `--pid`, the server's bytes per connection. Held connections answer the server's
+//!   pings; any the server drops are reported with why (`1011 ping timeout`).
 //! - [`churn()`]: C workers each looping connect → echo one message → close: connections/s.
 //! - [`broadcast()`]: C listeners on a chat endpoint and one sender: fan-out latency to the last
 //!   receiver. The sender may connect elsewhere (`--sender-url`): to another instance of a
@@ -47,7 +48,11 @@
 //! - `session`: the path every mode shares: checks, opening, the measurement window, the end.
 //! - `target`, `addrs`, `limits`: the `--url` (loopback only), source addresses past the
 //!   ephemeral-port limit, the open-file limit.
-//! - `connect`, `reason`: opening and closing connections; errors worded as short phrases.
+//! - `connect`, `reason`: opening and closing connections; errors and close frames worded as
+//!   short phrases (`the server closed the connection (1011 ping timeout)`).
+//! - `keeper`: one task that reads every connection not yet driven (while the others open, and
+//!   through `idle`'s hold), so each answers the server's pings; counts the ones the server
+//!   ends, by close code and reason.
 //! - `deadline`, `checkpoint`: when a run must stop; the pause with every connection open.
 //! - `probe`, `cpu`, `rss`: CPU time and memory of this process and of the server (`--pid`).
 //! - `latency`, `failures`, `lost`: what connection tasks record: round trips, errors, losses.
@@ -66,6 +71,7 @@ mod echo;
 mod error;
 mod failures;
 mod idle;
+mod keeper;
 mod latency;
 mod limits;
 mod lost;

@@ -3,6 +3,7 @@
 
 use std::io;
 
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
 /// `connection refused` rather than `Connection refused (os error 111)`.
@@ -36,6 +37,22 @@ pub(crate) fn ws_reason(e: &WsError) -> String {
     }
 }
 
+/// A close frame's code and reason, as a report words it: `1011 ping timeout`, `1000`, or `no
+/// close code` for a close frame without one.
+pub(crate) fn close_words(frame: Option<&CloseFrame>) -> String {
+    match frame {
+        Some(f) if f.reason.is_empty() => u16::from(f.code).to_string(),
+        Some(f) => format!("{} {}", u16::from(f.code), f.reason.as_str()),
+        None => "no close code".to_owned(),
+    }
+}
+
+/// Why a connection ended when the server sent `frame`: `the server closed the connection (1011
+/// ping timeout)`.
+pub(crate) fn closed_by_server(frame: Option<&CloseFrame>) -> String {
+    format!("the server closed the connection ({})", close_words(frame))
+}
+
 fn lowercase_first(s: &str) -> String {
     let mut chars = s.chars();
     match chars.next() {
@@ -61,6 +78,25 @@ mod tests {
         assert_eq!(
             ws_reason(&WsError::ConnectionClosed),
             "the server closed the connection"
+        );
+    }
+
+    #[test]
+    fn close_frames_are_worded_code_then_reason() {
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+        let frame = |code: u16, reason: &str| CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        };
+        assert_eq!(
+            close_words(Some(&frame(1011, "ping timeout"))),
+            "1011 ping timeout"
+        );
+        assert_eq!(close_words(Some(&frame(1000, ""))), "1000");
+        assert_eq!(close_words(None), "no close code");
+        assert_eq!(
+            closed_by_server(Some(&frame(1008, "message rate exceeded"))),
+            "the server closed the connection (1008 message rate exceeded)"
         );
     }
 }

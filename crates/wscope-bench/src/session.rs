@@ -11,6 +11,7 @@ use indicatif::ProgressBar;
 use crate::checkpoint::Checkpoint;
 use crate::connect::{self, Connector, Opened, Ws};
 use crate::deadline::Deadline;
+use crate::failures::Failures;
 use crate::limits;
 use crate::options::CommonOptions;
 use crate::probe::Probe;
@@ -34,6 +35,17 @@ pub(crate) struct Plan<'a> {
     pub(crate) planned: Duration,
     /// The shared flags.
     pub(crate) common: &'a CommonOptions,
+}
+
+/// Connections a mode drives, taken from the keeper once all were opened.
+#[derive(Debug)]
+pub(crate) struct Connected {
+    /// The ones still open.
+    pub(crate) conns: Vec<Ws>,
+    /// Failed connects and handshakes, and connections the server ended while others opened.
+    pub(crate) failures: Failures,
+    /// The deadline cut the opening short.
+    pub(crate) timed_out: bool,
 }
 
 /// A run that passed its checks: where to connect, until when, and what to read.
@@ -97,7 +109,8 @@ impl Session {
     }
 
     /// Opens `count` connections, at most `concurrency` handshakes at once, behind a bar named
-    /// `prefix`. Refused when not one opened.
+    /// `prefix`, and holds them (each answering the server's pings) until the mode takes them.
+    /// Refused when not one opened.
     pub(crate) async fn open(
         &self,
         count: usize,
@@ -108,11 +121,32 @@ impl Session {
         let opened =
             connect::open_all(&self.connector, count, concurrency, self.deadline, &bar).await;
         bar.finish_and_clear();
-        if opened.conns.is_empty() {
+        if opened.count == 0 {
             let reason = opened.failures.first;
             return Err(self.unreachable(reason, "no connection opened before --timeout"));
         }
         Ok(opened)
+    }
+
+    /// Opens connections as [`Session::open`] does and takes them from the keeper to be
+    /// driven; those the server ended meanwhile count as failures, with why.
+    pub(crate) async fn connect(
+        &self,
+        count: usize,
+        concurrency: usize,
+        prefix: &str,
+    ) -> Result<Connected, BenchError> {
+        let opened = self.open(count, concurrency, prefix).await?;
+        let kept = opened.keeper.stop().await;
+        let mut failures = opened.failures;
+        for (reason, n) in kept.drops.reasons() {
+            failures.add_many(*n, || format!("dropped while the others opened: {reason}"));
+        }
+        Ok(Connected {
+            conns: kept.conns,
+            failures,
+            timed_out: opened.timed_out,
+        })
     }
 
     /// Opens the one sending connection of a broadcast run: to `--sender-url` when it was
@@ -147,9 +181,14 @@ impl Session {
     /// Ends the run: waits at the checkpoint if there is one, then closes `conns` with close
     /// handshakes. Returns how many did not close cleanly.
     pub(crate) async fn finish(&self, conns: Vec<Ws>, checkpoint: Option<Checkpoint>) -> u64 {
+        self.pause(checkpoint).await;
+        connect::close_all(conns).await
+    }
+
+    /// Waits at the checkpoint, if there is one, at most until the deadline.
+    pub(crate) async fn pause(&self, checkpoint: Option<Checkpoint>) {
         if let Some(checkpoint) = checkpoint {
             checkpoint.pass(self.deadline).await;
         }
-        connect::close_all(conns).await
     }
 }

@@ -42,3 +42,8 @@ pub mod testing;
 pub use backend::RedisBackend;
 pub use error::ConnectError;
 pub use options::RedisOptions;
+
+/// docs/CLUSTER.md's library example, compiled as a doctest so that it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/CLUSTER.md")]
+struct ClusterDocDoctests;

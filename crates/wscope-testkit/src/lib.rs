@@ -1,5 +1,5 @@
 //! wscope-testkit: what wscope's own test suites share, so that each is written once — a raw
-//! HTTP/1.1 client ([`http`]), a raw WebSocket client ([`raw`]), an SSE client ([`sse`]) and a
+//! HTTP/1.1 client ([`http()`]), a raw WebSocket client ([`raw`]), an SSE client ([`sse`]) and a
 //! bounded wait for a condition ([`wait_until`]). Everything here panics on failure, as test
 //! helpers do; loops are bounded by [`WAIT`].
 //!

@@ -28,10 +28,15 @@ struct TestServer {
 }
 
 async fn start_server() -> TestServer {
+    start_server_with(ServeConfig::default()).await
+}
+
+/// A server with `cfg`'s settings, on free loopback ports.
+async fn start_server_with(cfg: ServeConfig) -> TestServer {
     let cfg = ServeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
-        ..Default::default()
+        ..cfg
     };
     let server = Server::bind(&cfg).unwrap();
     let (main, admin) = server.local_addrs().unwrap();
@@ -233,6 +238,119 @@ async fn idle_connections_are_what_the_server_holds() {
     assert_eq!(server_use.pid, std::process::id());
     assert!(server_use.rss_before > 0 && server_use.rss_after > 0);
     assert!(report.server_bytes_per_connection.is_some());
+    server.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_answer_the_servers_pings_and_stay_open() {
+    // The server pings every 50 ms and gives up on a ping after 100 ms: a client that does not
+    // answer is closed (1011 "ping timeout") a fraction of the hold into it.
+    let server = start_server_with(ServeConfig {
+        ping_interval: Duration::from_millis(50),
+        ping_timeout: Duration::from_millis(100),
+        ..Default::default()
+    })
+    .await;
+    let (checkpoint, mut at) = Checkpoint::new();
+    let run = tokio::spawn(idle(IdleOptions {
+        url: server.url("/ws"),
+        connections: 5,
+        hold: Duration::from_millis(1500),
+        common: common(),
+        checkpoint: Some(checkpoint),
+        ..Default::default()
+    }));
+    assert!(timeout(STEP, at.reached()).await.unwrap(), "checkpoint");
+    let stats = server.stats().await;
+    at.resume();
+    let report = timeout(STEP, run).await.unwrap().unwrap().unwrap();
+    assert_eq!(report.opened, 5);
+    assert_eq!(
+        (report.held, report.dropped),
+        (5, 0),
+        "{:?}",
+        report.drop_reasons
+    );
+    assert_eq!(report.unclean_closes, 0);
+    let conns = connections_on(&stats, "/ws");
+    assert_eq!(conns.len(), 5, "all open after the hold: {stats:#}");
+    assert!(
+        conns.iter().all(|c| c["rttMs"].is_number()),
+        "every connection answered a ping: {stats:#}"
+    );
+    let stats = server
+        .stats_when(|s| s["totalConnections"].as_u64() == Some(0))
+        .await;
+    assert_eq!(stats["closedBy"]["timeout"], 0, "{stats:#}");
+    assert_eq!(stats["closedBy"]["client"], 5, "{stats:#}");
+    server.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_reports_why_the_server_dropped_connections() {
+    // Idle connections move no message: the server closes them with 1000 "idle timeout".
+    let server = start_server_with(ServeConfig {
+        idle_timeout: Duration::from_millis(200),
+        ..Default::default()
+    })
+    .await;
+    let report = timeout(
+        STEP,
+        idle(IdleOptions {
+            url: server.url("/ws"),
+            connections: 3,
+            hold: Duration::from_millis(1500),
+            common: common(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!((report.opened, report.held, report.dropped), (3, 0, 3));
+    assert_eq!(
+        report.drop_reasons,
+        [("1000 idle timeout".to_owned(), 3)].into_iter().collect()
+    );
+    let table = wscope_bench::report::table(&report);
+    assert!(
+        table.contains("0 for ") && table.contains("(3 dropped by the server: 1000 idle timeout)"),
+        "{table}"
+    );
+    let json: Value = serde_json::from_str(&wscope_bench::report::json(&report)).unwrap();
+    assert_eq!(json["dropReasons"]["1000 idle timeout"], 3, "{json}");
+    server.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_says_with_which_code_the_server_closed_a_connection() {
+    // Past 20 messages a second the server closes with 1008 "message rate exceeded".
+    let server = start_server_with(ServeConfig {
+        max_messages_per_second: 20,
+        ..Default::default()
+    })
+    .await;
+    let report = timeout(
+        STEP,
+        echo(EchoOptions {
+            url: server.url("/ws"),
+            connections: 1,
+            in_flight: 64,
+            size: 8,
+            duration: Duration::from_millis(500),
+            warmup: Duration::ZERO,
+            common: common(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(report.errors, 1);
+    assert_eq!(
+        report.first_error.as_deref(),
+        Some("the server closed the connection (1008 message rate exceeded)")
+    );
     server.shut_down().await;
 }
 

@@ -541,6 +541,135 @@ async fn dashboard_follows_clients_filters_and_closes_them_in_headless_chromium(
     session.end().await;
 }
 
+/// Sets the page's viewport (the window's inner size) to `width` × `height` CSS pixels.
+async fn set_viewport(client: &Client, width: u32, height: u32) {
+    client.set_window_size(width, height).await.unwrap();
+    let inner = client
+        .execute("return [window.innerWidth, window.innerHeight];", vec![])
+        .await
+        .unwrap();
+    let (w, h) = (inner[0].as_u64().unwrap(), inner[1].as_u64().unwrap());
+    // The window's frame, if any, is added to what was asked.
+    let (dw, dh) = (
+        u64::from(width) - w.min(u64::from(width)),
+        u64::from(height) - h.min(u64::from(height)),
+    );
+    if dw > 0 || dh > 0 {
+        client
+            .set_window_size(width + dw as u32, height + dh as u32)
+            .await
+            .unwrap();
+    }
+    let inner = client
+        .execute("return window.innerWidth;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        inner.as_u64(),
+        Some(u64::from(width)),
+        "the viewport's width"
+    );
+}
+
+/// The summary cards' tops, lefts (rounded CSS pixels) and how far their content overflows them,
+/// in order, after `script` ran (in the same turn, so the page's own updates cannot interleave).
+async fn card_positions(client: &Client, script: &str) -> Vec<(i64, i64, i64)> {
+    let js = format!(
+        "{script}\n\
+         return [...document.querySelectorAll('#summary .card')].map((c) => {{ \
+           const r = c.getBoundingClientRect(); \
+           return [Math.round(r.top), Math.round(r.left), c.scrollWidth - c.clientWidth]; }});"
+    );
+    let cards = client.execute(&js, vec![]).await.unwrap();
+    cards
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let n = |i: usize| c[i].as_i64().unwrap();
+            (n(0), n(1), n(2))
+        })
+        .collect()
+}
+
+/// The text of each chart's legend.
+async fn legends(client: &Client) -> Vec<String> {
+    let mut out = Vec::new();
+    for chart in ["chart-open", "chart-messages", "chart-bytes"] {
+        let legend = client
+            .find(Locator::Css(&format!("#{chart} .u-legend")))
+            .await
+            .unwrap();
+        out.push(legend.text().await.unwrap());
+    }
+    out
+}
+
+/// The page at 1,400 px: the summary stays on one row with busy rates (the per-second card
+/// wrapped onto a row of its own once its figures grew), and the charts' legends show the
+/// latest values before anything is hovered (they read "Time --").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_1400_px_the_summary_is_one_row_and_legends_show_the_latest_values() {
+    let test = "at_1400_px_the_summary_is_one_row_and_legends_show_the_latest_values";
+    let Some(browser) = browser_or_skip(test) else {
+        return;
+    };
+    let served = Served::start(BIN, &[]);
+    let session = Session::open(&browser, "dashboard-layout").await;
+    let client = &session.client;
+    set_viewport(client, 1400, 900).await;
+    client
+        .goto(&format!("http://{}/", served.admin))
+        .await
+        .unwrap();
+    let _busy = ws_client(&served, "/ws", "layout-bot/0", Duration::from_millis(20)).await;
+    wait_text(client, "#live", "live").await;
+    wait_text(client, "#open-count", "1").await;
+
+    // Legends: once the charts have points, each names the time and the latest figures.
+    let seen = wait_for("the legends show the latest values", || async {
+        let seen = legends(client).await;
+        seen.iter()
+            .all(|l| !l.contains("--") && !l.contains('–') && l.contains(':'))
+            .then_some(seen)
+    })
+    .await;
+    assert!(
+        seen[1].contains("in") && seen[1].contains("out"),
+        "{seen:?}"
+    );
+
+    // The summary with the widest figures its formatters give busy servers: one row.
+    let baseline = card_positions(client, "").await;
+    let busy = card_positions(
+        client,
+        "const set = (id, t) => { document.getElementById(id).textContent = t; };\n\
+         set('open-count', '123,456'); set('total', '123,456'); set('ever', '12,345,678');\n\
+         set('closed-total', '12,222,222'); set('avg-age', '12d 23h'); set('avg-idle', '59m 59s');\n\
+         set('avg-rtt', '1234 ms'); set('queued', '1023 MiB');\n\
+         for (const st of ['CONNECTING', 'OPEN', 'CLOSING', 'CLOSED']) set('state-' + st, '123,456');\n\
+         set('rate-messages', '1,234,567 / 1,234,567'); set('rate-bytes', '1023 MiB / 1023 MiB');\n\
+         set('rate-conns', '12,345 / 12,345'); set('rate-refused', '12,345');",
+    )
+    .await;
+    let _ = writeln!(
+        std::io::stderr(),
+        "cards at rest: {baseline:?}\ncards busy: {busy:?}"
+    );
+    for cards in [&baseline, &busy] {
+        assert_eq!(cards.len(), 5);
+        assert!(
+            cards.iter().all(|c| c.0 == cards[0].0),
+            "every card on the first row: {cards:?}"
+        );
+        assert!(
+            cards.iter().all(|c| c.2 <= 0),
+            "no card's figures overflow it: {cards:?}"
+        );
+    }
+    session.end().await;
+}
+
 /// The cluster view: two `wscope serve` instances on one Redis, clients on both, the dashboard of
 /// one switched to "the cluster": the summary counts both instances' clients, the instances table
 /// lists both, the connection table holds every client, and a row's Close closes a client held by
@@ -601,7 +730,13 @@ async fn dashboard_cluster_view_sees_and_closes_another_instances_clients() {
     })
     .await;
     select.select_by_value("cluster").await.unwrap();
-    wait_text(client, "#scope", "the cluster").await;
+    wait_text(client, "#scope-select option:checked", "the cluster").await;
+    // The header names the view once: the switch, not the switch and a badge beside it.
+    let badge = client.find(Locator::Css("#scope")).await.unwrap();
+    assert!(
+        !badge.is_displayed().await.unwrap(),
+        "a second 'the cluster' in the header"
+    );
     wait_text(client, "#open-count", "3").await;
     wait_for("the instances table lists both", || async {
         let rows = client
@@ -659,7 +794,7 @@ async fn dashboard_cluster_view_sees_and_closes_another_instances_clients() {
     // Back to this instance: its own figures again.
     let select = client.find(Locator::Css("#scope-select")).await.unwrap();
     select.select_by_value("instance").await.unwrap();
-    wait_text(client, "#scope", "this instance").await;
+    wait_text(client, "#scope-select option:checked", "this instance").await;
     wait_text(client, "#open-count", "1").await;
     session.end().await;
     let backend =

@@ -342,6 +342,18 @@ impl TomlFile {
         Self(path)
     }
 
+    /// A token file: its owner's alone, as `--admin-token-file` wants it.
+    fn secret(name: &str, text: &str) -> Self {
+        let file = Self::new(name, text);
+        file.chmod(0o600);
+        file
+    }
+
+    fn chmod(&self, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
     fn path(&self) -> &str {
         self.0.to_str().unwrap()
     }
@@ -824,7 +836,7 @@ async fn malformed_handshakes_get_400_and_are_counted() {
 
 #[tokio::test]
 async fn the_admin_listener_wants_its_token_and_refuses_forged_requests() {
-    let token = TomlFile::new("admin-token", "  s3cr3t-t0ken\n");
+    let token = TomlFile::secret("admin-token", "  s3cr3t-t0ken\n");
     let served = Served::start(BIN, &["--admin-token-file", token.path()]);
     let (mut ws, _) = tokio_tungstenite::connect_async(served.url("/ws"))
         .await
@@ -872,7 +884,7 @@ fn an_admin_listener_off_loopback_without_a_token_exits_2() {
         lines,
         ["error: --admin-listen 0.0.0.0:0 is not a loopback address: set --admin-token or --admin-token-file, or listen on 127.0.0.1"]
     );
-    let empty = TomlFile::new("empty-token", "\n");
+    let empty = TomlFile::secret("empty-token", "\n");
     let (code, lines) = refused(&["--admin-token-file", empty.path()], &[]);
     assert_eq!(code, 2, "{lines:?}");
     assert_eq!(
@@ -881,6 +893,28 @@ fn an_admin_listener_off_loopback_without_a_token_exits_2() {
             "error: --admin-token-file {}: the file is empty",
             empty.path()
         )]
+    );
+}
+
+#[test]
+fn a_token_file_other_users_may_read_exits_2_naming_the_flag_and_the_mode() {
+    // What `head -c 32 /dev/urandom | base64 > FILE` makes under the usual umask (022).
+    let token = TomlFile::new("open-token", "s3cr3t-t0ken\n");
+    token.chmod(0o644);
+    let (code, lines) = refused(&["--admin-token-file", token.path()], &[]);
+    assert_eq!(code, 2, "{lines:?}");
+    assert_eq!(
+        lines,
+        [format!(
+            "error: --admin-token-file {}: mode 0644 lets other users read the token: make it its owner's alone (chmod 600)",
+            token.path()
+        )]
+    );
+    let (code, lines) = refused(&[], &[("WSCOPE_ADMIN_TOKEN_FILE", token.path())]);
+    assert_eq!(code, 2, "{lines:?}");
+    assert!(
+        lines[0].contains("mode 0644 lets other users read"),
+        "{lines:?}"
     );
 }
 

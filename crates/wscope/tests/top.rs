@@ -39,10 +39,15 @@ struct Top {
 
 impl Top {
     fn spawn(args: &[&str]) -> Self {
+        Self::spawn_sized(args, 80, 24)
+    }
+
+    /// `wscope top` in a terminal `cols` × `rows`.
+    fn spawn_sized(args: &[&str], cols: u16, rows: u16) -> Self {
         let pair = portable_pty::native_pty_system()
             .openpty(PtySize {
-                rows: 24,
-                cols: 80,
+                rows,
+                cols,
                 pixel_width: 0,
                 pixel_height: 0,
             })
@@ -58,7 +63,10 @@ impl Top {
         drop(pair.slave);
         let mut reader = pair.master.try_clone_reader().unwrap();
         let writer = pair.master.take_writer().unwrap();
-        let (rows, cols) = (NonZeroU16::new(24).unwrap(), NonZeroU16::new(80).unwrap());
+        let (rows, cols) = (
+            NonZeroU16::new(rows).unwrap(),
+            NonZeroU16::new(cols).unwrap(),
+        );
         let screen = Arc::new(Mutex::new(vt100::Parser::new(rows, cols, 0)));
         let fed = screen.clone();
         std::thread::spawn(move || {
@@ -173,6 +181,51 @@ async fn top_in_a_terminal_follows_a_real_server_and_quits_on_q() {
 }
 
 #[tokio::test]
+async fn a_wide_terminal_shows_whole_ids_with_path_and_user_and_an_id_closes_its_connection() {
+    let served = Served::start(BIN, &["--instance-id", "eu-1"]);
+    let (mut ws, _) = tokio_tungstenite::connect_async(served.url("/ws/chat?user=ann"))
+        .await
+        .unwrap();
+    let url = format!("http://{}", served.admin);
+    let mut top = Top::spawn_sized(&["--admin-url", &url, "--interval", "200ms"], 120, 30);
+    let screen = top.wait_screen("the connection's row, with its path and user", |s| {
+        s.lines()
+            .any(|l| l.contains("/ws/chat") && l.contains(" ann "))
+    });
+    let header = screen.lines().find(|l| l.contains("ADDRESS")).unwrap();
+    assert!(
+        header.contains("PATH") && header.contains("USER"),
+        "{header}"
+    );
+    let row = screen.lines().find(|l| l.contains("/ws/chat")).unwrap();
+    // The id as the screen shows it, whole: what an operator copies.
+    let id = row
+        .trim_start_matches('│')
+        .split_whitespace()
+        .next()
+        .unwrap();
+    assert!(id.starts_with("eu-1-") && !id.contains('…'), "{row}");
+    top.press("q");
+    assert!(top.wait_exit().success());
+
+    let body = format!(r#"{{"action":"close","id":"{id}","code":4000,"reason":"pasted"}}"#);
+    let answer = wscope_testkit::http_post(served.admin, "/api/admin", &body).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["success"], true, "{}", answer.text());
+    let close = loop {
+        match tokio::time::timeout(WITHIN, ws.next()).await.unwrap() {
+            Some(Ok(Message::Close(frame))) => break frame.unwrap(),
+            Some(Ok(_)) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(
+        (u16::from(close.code), close.reason.as_str()),
+        (4000, "pasted")
+    );
+}
+
+#[tokio::test]
 async fn ctrl_c_quits_too() {
     let served = Served::start(BIN, &[]);
     let url = format!("http://{}", served.admin);
@@ -229,6 +282,29 @@ async fn a_wrong_token_or_not_an_admin_listener_is_one_line_and_a_failure() {
         assert!(stderr.contains("refused the token (401)"), "{stderr}");
         assert!(stderr.contains(hint), "{stderr}");
     }
+
+    // A token file others may read is refused before the server is asked, as serve refuses it.
+    let dir = std::env::temp_dir().join(format!("wscope-top-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("token");
+    std::fs::write(&file, "s3cret-token\n").unwrap();
+    let path = file.to_str().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, stderr) = top_fails(&["--admin-url", &url, "--token-file", path]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(
+        stderr,
+        format!("error: --token-file {path}: mode 0644 lets other users read the token: make it its owner's alone (chmod 600)\n")
+    );
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut top = Top::spawn(&["--admin-url", &url, "--token-file", path]);
+    top.wait_screen("the view, with the token from the file", |s| {
+        s.contains("Open now 0 ")
+    });
+    top.press("q");
+    assert!(top.wait_exit().success());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -274,11 +274,19 @@
     const WHOLE_STEPS = [];
     for (let p = 1; p <= 1e12; p *= 10) WHOLE_STEPS.push(p, 2 * p, 5 * p);
 
+    // The legend shows the latest point unless the cursor is on the chart (uPlot's own legend
+    // reads "Time --" until something is hovered).
+    function showLatest(u) {
+      const n = u.data[0].length;
+      if (n && u.cursor.idx == null) u.setLegend({ idx: n - 1 });
+    }
+
     function make(el, series, fmt) {
       const opts = {
         width: Math.max(el.clientWidth, 280),
         height: 200,
         legend: { show: true },
+        hooks: { setCursor: [showLatest] },
         cursor: { drag: { x: false, y: false } },
         scales: {
           // At least the last minute, so that a fresh page's first points do not fill the width.
@@ -296,7 +304,10 @@
           { space: 70, values: (u, ticks) => ticks.map(fmtClock) },
           { size: 64, incrs: WHOLE_STEPS, values: (u, ticks) => ticks.map(fmt) },
         ],
-        series: [{}, ...series.map((s) => ({ ...s, value: (u, v) => (v == null ? '–' : fmt(v)), width: 2 }))],
+        series: [
+          { label: 'time', value: (u, v) => (v == null ? '–' : fmtClock(v)) },
+          ...series.map((s) => ({ ...s, value: (u, v) => (v == null ? '–' : fmt(v)), width: 2 })),
+        ],
       };
       return new window.uPlot(opts, [[]].concat(series.map(() => [])), el);
     }
@@ -329,7 +340,10 @@
       // Drawn on the next event once visible; from two points on (uPlot's time axis has no
       // width to lay out with one).
       if (document.hidden || cols[0].length < 2) return;
-      for (const p of plots) p.plot.setData([cols[0], ...p.cols.map((i) => cols[i])]);
+      for (const p of plots) {
+        p.plot.setData([cols[0], ...p.cols.map((i) => cols[i])]);
+        showLatest(p.plot);
+      }
     }
     // Starts the charts over (the view changed to other figures).
     function reset() {
@@ -439,12 +453,15 @@
     loadClosed();
   }
 
-  // Offers the cluster view when the admin /health says this instance is in cluster mode.
+  // Offers the cluster view when this instance is in cluster mode: its cluster routes answer
+  // anything but 404 (503 while the cluster is out of reach). Asked through the API, with the
+  // token, rather than read from /health, which need not say it to a caller without the token.
   async function detectCluster() {
     try {
-      const res = await fetch('health', { headers: { Accept: 'application/json' } });
-      const health = await res.json();
-      if (!health.cluster) return;
+      const res = await api(SCOPES.cluster.stats);
+      if (res.status === 404) return;
+      // The switch names the view: the badge would say it a second time.
+      $('scope').hidden = true;
       $('scope-pick').hidden = false;
       $('scope-select').addEventListener('change', (e) => setScope(e.target.value));
     } catch { /* no cluster view */ }

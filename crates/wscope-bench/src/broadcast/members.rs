@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::rounds::{Member, Rounds};
 use crate::connect::Ws;
 use crate::latency::Recorder;
-use crate::reason::ws_reason;
+use crate::reason::{close_words, closed_by_server, ws_reason};
 
 /// Why and when a listener was lost.
 #[derive(Debug)]
@@ -63,7 +63,13 @@ async fn listen(
         };
         match msg {
             Some(Ok(Message::Text(t))) => rounds.on_message(t.as_str(), &mut member, &mut rec),
-            Some(Ok(Message::Close(_))) | None => break "the server closed a listener".to_owned(),
+            Some(Ok(Message::Close(frame))) => {
+                break format!(
+                    "the server closed a listener ({})",
+                    close_words(frame.as_ref())
+                )
+            }
+            None => break "the server closed a listener".to_owned(),
             Some(Ok(_)) => {}
             Some(Err(e)) => break ws_reason(&e),
         }
@@ -86,9 +92,8 @@ pub(crate) async fn send_loop(mut ws: Ws, mut rx: mpsc::Receiver<Message>) -> Re
                 None => return Ok(ws),
             },
             msg = ws.next() => match msg {
-                Some(Ok(Message::Close(_))) | None => {
-                    return Err("the server closed the connection".to_owned())
-                }
+                Some(Ok(Message::Close(frame))) => return Err(closed_by_server(frame.as_ref())),
+                None => return Err("the server closed the connection".to_owned()),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(ws_reason(&e)),
             },

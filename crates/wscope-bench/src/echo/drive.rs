@@ -20,7 +20,7 @@ use super::payload::{self, Payloads};
 use crate::connect::Ws;
 use crate::deadline::Deadline;
 use crate::latency::Recorder;
-use crate::reason::ws_reason;
+use crate::reason::{closed_by_server, ws_reason};
 
 /// How long, after the measured window, connections may take to receive what is still in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -180,9 +180,8 @@ impl Conn {
                     self.tally.received += 1;
                     replies += u64::from(self.on_reply(&m));
                 }
-                Some(Ok(Message::Close(_))) | None => {
-                    return Err("the server closed the connection".to_owned())
-                }
+                Some(Ok(Message::Close(frame))) => return Err(closed_by_server(frame.as_ref())),
+                None => return Err("the server closed the connection".to_owned()),
                 Some(Ok(_)) => {} // ping, pong: tungstenite answers pings itself
                 Some(Err(e)) => return Err(ws_reason(&e)),
             }

@@ -61,8 +61,13 @@ pub(crate) enum Bounded {
 
 /// The text of `path`, refused past `max` bytes without reading further.
 pub(crate) fn read_bounded(path: &Path, max: u64) -> Result<String, Bounded> {
-    use std::io::Read;
     let file = std::fs::File::open(path).map_err(Bounded::Io)?;
+    read_open(file, max)
+}
+
+/// The text of an open `file`, refused past `max` bytes without reading further.
+pub(crate) fn read_open(file: std::fs::File, max: u64) -> Result<String, Bounded> {
+    use std::io::Read;
     let mut bytes = Vec::new();
     file.take(max + 1)
         .read_to_end(&mut bytes)

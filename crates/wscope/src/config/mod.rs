@@ -29,6 +29,8 @@
 //! # Layout
 //! - `declare`: the macro; `kind`: how each kind of value is read and shown; `flag`: the clap
 //!   side; `file`: the TOML side; `error`: what a bad file or `INSTANCE_ID` reports.
+//! - `token_file`: reading a token from a file (`--admin-token-file`, and `wscope top
+//!   --token-file`), refused when others may read or change it.
 
 mod declare;
 mod error;
@@ -37,6 +39,7 @@ mod flag;
 mod kind;
 #[cfg(test)]
 mod tests;
+pub(crate) mod token_file;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -363,19 +366,13 @@ impl ServeConfig {
     }
 }
 
-/// The token in `path`, trimmed; a file larger than a token can be, or empty, is refused.
+/// The token in `path` ([`token_file::read`]: trimmed, bounded, not empty, its owner's alone).
 fn read_token(path: &std::path::Path) -> Result<Secret, ConfigError> {
     let refuse = |why: String| ConfigError::AdminTokenFile {
         path: path.to_owned(),
         why,
     };
-    let max = Secret::MAX_LEN as u64 + 64;
-    let text = file::read_bounded(path, max).map_err(|e| match e {
-        file::Bounded::TooLarge => refuse(format!("larger than {max} bytes")),
-        file::Bounded::Io(e) => refuse(format!("cannot read: {e}")),
-    })?;
-    if text.trim().is_empty() {
-        return Err(refuse("the file is empty".to_owned()));
-    }
+    let text =
+        token_file::read(path, Secret::MAX_LEN as u64 + 64).map_err(|e| refuse(e.to_string()))?;
     Secret::new(&text).map_err(refuse)
 }

@@ -78,6 +78,18 @@ impl TempFile {
         Self { dir, path }
     }
 
+    /// A token file: its owner's alone, as `--admin-token-file` wants it.
+    fn secret(name: &str, text: &str) -> Self {
+        let file = Self::new(name, text);
+        file.chmod(0o600);
+        file
+    }
+
+    fn chmod(&self, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
     fn path(&self) -> &Path {
         &self.path
     }
@@ -586,7 +598,7 @@ fn the_admin_token_comes_from_a_flag_a_variable_or_a_file() {
         token(resolved(&["--admin-token=fl4g"]).unwrap()).as_deref(),
         Some("fl4g")
     );
-    let file = TempFile::new("token", "  s3cr3t-from-file \n");
+    let file = TempFile::secret("token", "  s3cr3t-from-file \n");
     let from_file = format!("--admin-token-file={}", file.path().display());
     assert_eq!(
         token(resolved(&[&from_file]).unwrap()).as_deref(),
@@ -601,7 +613,7 @@ fn the_admin_token_comes_from_a_flag_a_variable_or_a_file() {
     );
     env.clear();
 
-    let empty = TempFile::new("empty-token", " \n");
+    let empty = TempFile::secret("empty-token", " \n");
     let err = resolved(&[&format!("--admin-token-file={}", empty.path().display())]).unwrap_err();
     assert_eq!(
         err,
@@ -610,7 +622,7 @@ fn the_admin_token_comes_from_a_flag_a_variable_or_a_file() {
             empty.path().display()
         )
     );
-    let big = TempFile::new("big-token", &"x".repeat(64 << 10));
+    let big = TempFile::secret("big-token", &"x".repeat(64 << 10));
     let err = resolved(&[&format!("--admin-token-file={}", big.path().display())]).unwrap_err();
     assert!(err.contains("larger than"), "{err}");
     let err = resolved(&["--admin-token-file=/no/such/wscope/token"]).unwrap_err();
@@ -620,6 +632,33 @@ fn the_admin_token_comes_from_a_flag_a_variable_or_a_file() {
     );
     let err = resolved(&["--admin-token=two words"]).unwrap_err();
     assert!(err.contains("--admin-token"), "{err}");
+}
+
+#[test]
+fn a_token_file_that_others_may_read_or_change_is_refused() {
+    let _env = Env::lock();
+    let file = TempFile::new("open-token", "s3cr3t-from-file\n");
+    let flag = format!("--admin-token-file={}", file.path().display());
+    let shown = file.path().display().to_string();
+    for (mode, what) in [
+        (0o644, "read"),
+        (0o640, "read"),
+        (0o604, "read"),
+        (0o620, "change"),
+    ] {
+        file.chmod(mode);
+        assert_eq!(
+            resolved(&[&flag]).unwrap_err(),
+            format!(
+                "--admin-token-file {shown}: mode {mode:04o} lets other users {what} the token: make it its owner's alone (chmod 600)"
+            )
+        );
+    }
+    for mode in [0o600, 0o400] {
+        file.chmod(mode);
+        let token = resolved(&[&flag]).unwrap().admin_token.unwrap();
+        assert_eq!(token.expose(), "s3cr3t-from-file", "{mode:o}");
+    }
 }
 
 #[test]

@@ -53,7 +53,8 @@ pub struct TopArgs {
         hide_env_values = true
     )]
     pub token: Option<String>,
-    /// A file holding the admin token (trimmed), to keep it out of process listings.
+    /// A file holding the admin token (trimmed), to keep it out of process listings; refused
+    /// when users other than its owner may read or change it (chmod 600).
     #[arg(long, env = "WSCOPE_ADMIN_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// Time between refreshes, from 100ms to 60s.
@@ -70,9 +71,10 @@ impl TopArgs {
         let Some(path) = &self.token_file else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("--token-file {}", path.display()))?;
-        Ok(Some(text.trim().to_owned()))
+        // A token is at most 1,024 characters; the file is read with room for white space.
+        let token = crate::config::token_file::read(path, 2048)
+            .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", path.display()))?;
+        Ok(Some(token))
     }
 }
 

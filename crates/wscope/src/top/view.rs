@@ -1,5 +1,7 @@
 //! How `wscope top` draws a [`Top`] on one 80×24 screen (it grows with the terminal): a title
-//! line, totals and states beside rates with sparklines, the connections table, a key line.
+//! line, totals and states beside rates with sparklines, the connections table (its id, address,
+//! path and user columns as wide as the terminal lets them be, and the user agent where there is
+//! room left), a key line.
 //! Only the 16 basic colours and no mouse, so it reads the same over SSH in any terminal.
 
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -15,8 +17,20 @@ use super::state::{Link, Panel, Series, Top};
 
 /// Rows above the table: the title and the two blocks (7 lines inside their borders).
 const HEAD_ROWS: u16 = 1 + 9;
-/// The connections table's column widths.
-const COLUMNS: [u16; 8] = [19, 15, 6, 6, 7, 7, 6, 5];
+/// The figures' columns (AGE, IDLE, MSGS, BYTES, QUEUED, RTT): each fits its header with the
+/// sort arrow and its widest figure (`2m05s`, `999.9k`, `1023K`, `1234ms`).
+const FIGURES: [u16; 6] = [5, 5, 6, 6, 7, 6];
+/// The text columns (ID, ADDRESS, PATH, USER) are at least this wide, when their content is (an
+/// IPv4 address whole); past that they take the terminal's width as they need it, the id first
+/// (whole, it can be pasted into a `close`), then the address, the user, the path.
+const TEXT_MIN: [u16; 4] = [12, 15, 4, 4];
+/// The order in which the text columns get width beyond [`TEXT_MIN`] (and give it back, last
+/// first, when even that does not fit).
+const TEXT_PRIORITY: [usize; 4] = [0, 1, 3, 2];
+/// A path or user is shown at most this wide; longer ones are cut.
+const TEXT_MAX: u16 = 48;
+/// The user agent gets a column of its own where this many cells are left after the others.
+const AGENT_MIN: u16 = 12;
 
 /// How many table rows fit in a terminal `height` rows high (what to ask the server for).
 pub fn table_rows(height: u16) -> usize {
@@ -159,8 +173,12 @@ fn draw_table(frame: &mut Frame<'_>, top: &Top, area: Rect) {
         _ => format!(" {} ", top.sort.title()),
     };
     let block = Block::bordered().title(title);
-    let rows = match &top.panel {
-        Panel::Page(page) => page.connections.iter().map(row).collect::<Vec<_>>(),
+    let (texts, figures): (Vec<_>, Vec<_>) = match &top.panel {
+        Panel::Page(page) => page
+            .connections
+            .iter()
+            .map(|c| (texts(c), figures(c)))
+            .unzip(),
         Panel::Waiting => {
             frame.render_widget(Paragraph::new("reading connections…").block(block), area);
             return;
@@ -175,17 +193,23 @@ fn draw_table(frame: &mut Frame<'_>, top: &Top, area: Rect) {
             return;
         }
     };
+    let widths = column_widths(block.inner(area).width, &texts);
     let sorted = top.sort.key.as_str();
     let header = [
         ("ID", ""),
         ("ADDRESS", ""),
+        ("PATH", ""),
+        ("USER", ""),
         ("AGE", "age"),
         ("IDLE", "idle"),
         ("MSGS", "messages"),
         ("BYTES", "bytes"),
         ("QUEUED", "queued"),
         ("RTT", "rtt"),
+        ("USER AGENT", ""),
     ]
+    .into_iter()
+    .take(widths.len())
     .map(|(name, key)| {
         if key == sorted {
             Cell::from(format!("{name}{order}"))
@@ -194,26 +218,49 @@ fn draw_table(frame: &mut Frame<'_>, top: &Top, area: Rect) {
             Cell::from(name)
         }
     });
-    let table = Table::new(rows, COLUMNS.map(Constraint::Length))
+    let rows = texts
+        .iter()
+        .zip(figures)
+        .map(|(text, figures)| {
+            let [id, address, path, user, agent] = text;
+            let mut cells = vec![
+                cut_middle(id, widths[0]),
+                cut_end(address, widths[1]),
+                cut_end(path, widths[2]),
+                cut_end(user, widths[3]),
+            ];
+            cells.extend(figures);
+            if let Some(&width) = widths.get(10) {
+                cells.push(cut_end(agent, width));
+            }
+            Row::new(cells)
+        })
+        .collect::<Vec<_>>();
+    let table = Table::new(rows, widths.into_iter().map(Constraint::Length))
         .header(Row::new(header).style(Style::new().fg(Color::Cyan)))
         .column_spacing(1)
         .block(block);
     frame.render_widget(table, area);
 }
 
-fn row(c: &ConnectionInfo) -> Row<'static> {
-    let id = c.id.to_string();
-    let width = usize::from(COLUMNS[0]);
-    let id = if id.chars().count() > width {
-        let tail: String = id.chars().skip(id.chars().count() + 1 - width).collect();
-        format!("…{tail}")
-    } else {
-        id
-    };
-    Row::new([
-        id,
+/// A row's text cells (id, address, path, user, user agent), whole; cut to their columns once
+/// the widths are known.
+fn texts(c: &ConnectionInfo) -> [String; 5] {
+    [
+        c.id.to_string(),
         c.remote_address
             .map_or_else(|| "-".to_owned(), |a| a.to_string()),
+        c.path.to_string(),
+        c.user.clone().unwrap_or_else(|| "-".to_owned()),
+        c.user_agent
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |ua| ua.to_string()),
+    ]
+}
+
+/// A row's figures.
+fn figures(c: &ConnectionInfo) -> [String; 6] {
+    [
         duration(c.age),
         duration(c.idle_time),
         count((c.messages_in + c.messages_out) as f64),
@@ -221,7 +268,85 @@ fn row(c: &ConnectionInfo) -> Row<'static> {
         short_bytes(c.queued_bytes),
         c.rtt_ms
             .map_or_else(|| "-".to_owned(), |ms| format!("{ms}ms")),
-    ])
+    ]
+}
+
+/// The columns' widths in a table `inner` cells wide: the figures' fixed widths; each text
+/// column as wide as its widest cell (or header) where the width allows, else at least
+/// [`TEXT_MIN`], with what is left given in [`TEXT_PRIORITY`] order; and, where at least
+/// [`AGENT_MIN`] cells are still left, an eleventh column: the user agent, in what remains.
+fn column_widths(inner: u16, texts: &[[String; 5]]) -> Vec<u16> {
+    const HEADERS: [&str; 5] = ["ID", "ADDRESS", "PATH", "USER", "USER AGENT"];
+    let spacing = 9;
+    let mut wanted = HEADERS.map(|h| h.len() as u16);
+    for row in texts {
+        for (want, cell) in wanted.iter_mut().zip(row) {
+            let len = u16::try_from(cell.chars().count()).unwrap_or(u16::MAX);
+            *want = (*want).max(len);
+        }
+    }
+    wanted[2] = wanted[2].min(TEXT_MAX);
+    wanted[3] = wanted[3].min(TEXT_MAX);
+    let mut text = [0u16; 4];
+    for i in 0..4 {
+        text[i] = wanted[i].min(TEXT_MIN[i]);
+    }
+    let room = inner.saturating_sub(FIGURES.iter().sum::<u16>() + spacing);
+    // Narrower than the minimums: the last in priority give way first, down to 3 cells.
+    let mut over = text.iter().sum::<u16>().saturating_sub(room);
+    for i in TEXT_PRIORITY.into_iter().rev() {
+        let less = text[i].saturating_sub(3).min(over);
+        text[i] -= less;
+        over -= less;
+    }
+    let mut spare = room.saturating_sub(text.iter().sum());
+    for i in TEXT_PRIORITY {
+        let more = wanted[i].saturating_sub(text[i]).min(spare);
+        text[i] += more;
+        spare -= more;
+    }
+    let mut widths: Vec<u16> = text.into_iter().chain(FIGURES).collect();
+    // The user agent, after a column's spacing, in what is left.
+    if spare > AGENT_MIN {
+        widths.push(wanted[4].min(spare - 1));
+    }
+    widths
+}
+
+/// A connection id cut to `width` in the middle: the instance that holds it (its prefix) and its
+/// sequence number (its end) stay, the boot stamp between gives way (`eu-1-187b0c2…-77`).
+fn cut_middle(id: &str, width: u16) -> String {
+    let width = usize::from(width);
+    let len = id.chars().count();
+    if len <= width {
+        return id.to_owned();
+    }
+    if width < 2 {
+        return "…".chars().take(width).collect();
+    }
+    // "{instance}-{boot}-{seq}": the instance ends at the second '-' from the right.
+    let seq = id.rfind('-').map_or(0, |i| id[i..].chars().count());
+    let instance = id
+        .rsplitn(3, '-')
+        .nth(2)
+        .map_or(0, |instance| instance.chars().count() + 1);
+    // The tail keeps the sequence number unless the instance needs the room: the instance is
+    // what a `close` across a cluster is routed by.
+    let tail = seq.min(width - 1 - instance.min(width - 1));
+    let head = width - 1 - tail;
+    let start: String = id.chars().take(head).collect();
+    let end: String = id.chars().skip(len - tail).collect();
+    format!("{start}…{end}")
+}
+
+/// `text` cut to `width` at its end, with `…` where it was cut.
+fn cut_end(text: &str, width: u16) -> String {
+    let width = usize::from(width);
+    if text.chars().count() <= width {
+        return text.to_owned();
+    }
+    let kept: String = text.chars().take(width.saturating_sub(1)).collect();
+    format!("{kept}…")
 }
 
 fn key_line(top: &Top) -> Paragraph<'static> {
@@ -309,11 +434,20 @@ mod tests {
 
     /// The screen `top` draws on an 80×24 terminal, line by line.
     fn screen(top: &Top) -> Vec<String> {
-        let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+        screen_sized(top, 80, 24)
+    }
+
+    /// The screen `top` draws on a terminal `width` × `height`, line by line.
+    fn screen_sized(top: &Top, width: u16, height: u16) -> Vec<String> {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
         terminal.draw(|frame| draw(frame, top)).unwrap();
         let buffer = terminal.backend().buffer();
-        (0..24)
-            .map(|y| (0..80).map(|x| buffer[(x, y)].symbol()).collect::<String>())
+        (0..height)
+            .map(|y| {
+                (0..width)
+                    .map(|x| buffer[(x, y)].symbol())
+                    .collect::<String>()
+            })
             .collect()
     }
 
@@ -347,7 +481,7 @@ mod tests {
                 {"id": "eu-1-187b0c2d1e5f3a10-77", "age": 3_723_000, "idleTime": 400,
                  "state": "OPEN", "remoteAddress": "203.0.113.7", "path": "/ws",
                  "messagesIn": 900, "messagesOut": 1100, "bytesIn": 2048, "bytesOut": 0,
-                 "queuedBytes": 0, "rttMs": 12},
+                 "queuedBytes": 0, "rttMs": 12, "user": "ann"},
                 {"id": "eu-1-187b0c2d1e5f3a10-5", "age": 61_000, "idleTime": 61_000,
                  "state": "OPEN", "path": "/ws/chat", "messagesIn": 1, "messagesOut": 0}
             ],
@@ -399,7 +533,8 @@ mod tests {
             .unwrap();
         let busy = &lines[first];
         for cell in [
-            "…87b0c2d1e5f3a10-77",
+            "│eu-1-187b0c…-77 ",
+            " 203.0.113.7 /ws  ann ",
             "1h02m",
             "400ms",
             "2.0k",
@@ -410,7 +545,7 @@ mod tests {
             assert!(busy.contains(cell), "{cell:?} in {busy}");
         }
         let quiet = &lines[first + 1];
-        for cell in ["…187b0c2d1e5f3a10-5", "1m01s", " - "] {
+        for cell in ["│eu-1-187b0c2…-5 ", " /ws… ", "1m01s", " - "] {
             assert!(quiet.contains(cell), "{cell:?} in {quiet}");
         }
 
@@ -422,6 +557,75 @@ mod tests {
         assert!(line_with(&lines, "Idlest").contains("Idlest (longest idle)"));
         assert!(line_with(&lines, "ADDRESS").contains("IDLE↓"));
         assert!(line_with(&lines, " q ").contains("sort: idle"));
+    }
+
+    #[test]
+    fn a_wider_terminal_shows_whole_ids_paths_and_users() {
+        let mut top = Top::new("http://127.0.0.1:9090");
+        top.apply(stats(1, 1234, 0.0));
+        top.panel = Panel::Page(page());
+        let lines = screen_sized(&top, 120, 24);
+        let header = line_with(&lines, "ADDRESS");
+        for name in ["ID", "ADDRESS", "PATH", "USER", "AGE", "RTT"] {
+            assert!(header.contains(name), "{name} in {header}");
+        }
+        let busy = line_with(&lines, "203.0.113.7");
+        assert!(
+            busy.contains("│eu-1-187b0c2d1e5f3a10-77 203.0.113.7 /ws      ann "),
+            "{busy}"
+        );
+        let quiet = line_with(&lines, "eu-1-187b0c2d1e5f3a10-5 ");
+        assert!(quiet.contains(" /ws/chat "), "{quiet}");
+        // Every line stays within the terminal: nothing is pushed off the right edge.
+        assert!(lines.iter().all(|l| l.chars().count() == 120));
+        assert!(busy.trim_end().ends_with('│'), "{busy}");
+    }
+
+    #[test]
+    fn ids_are_cut_in_the_middle_keeping_their_instance() {
+        let id = "eu-1-187b0c2d1e5f3a10-77";
+        assert_eq!(cut_middle(id, 24), id);
+        assert_eq!(cut_middle(id, 30), id);
+        assert_eq!(cut_middle(id, 15), "eu-1-187b0c…-77");
+        assert_eq!(cut_middle(id, 9), "eu-1-…-77");
+        // Too narrow for both: the instance wins over the sequence number.
+        assert_eq!(cut_middle(id, 6), "eu-1-…");
+        let long = format!("{}-187b0c2d1e5f3a10-123456", "node".repeat(10));
+        let cut = cut_middle(&long, 20);
+        assert_eq!(cut, "nodenodenodenodenod…");
+        assert_eq!(cut.chars().count(), 20);
+        assert_eq!(cut_end("/ws/chat", 4), "/ws…");
+        assert_eq!(cut_end("/ws", 4), "/ws");
+    }
+
+    #[test]
+    fn the_columns_fill_the_width_without_passing_it() {
+        let rows = [[
+            "eu-1-187b0c2d1e5f3a10-77".to_owned(),
+            "2001:db8:85a3::8a2e:370:7334".to_owned(),
+            "/ws/chat/rooms/a-long-room-name".to_owned(),
+            "someone@example.com".to_owned(),
+            "Mozilla/5.0 (X11; Linux x86_64)".to_owned(),
+        ]];
+        for inner in 40..=300u16 {
+            let widths = column_widths(inner, &rows);
+            let spacing = widths.len() as u16 - 1;
+            let total: u16 = widths.iter().sum::<u16>() + spacing;
+            assert!(total <= inner.max(9 + 35 + 12), "{inner}: {widths:?}");
+            assert_eq!(widths[4..10], FIGURES);
+        }
+        // Wide enough: each text column as wide as its content, and no wider.
+        assert_eq!(
+            column_widths(300, &rows),
+            [24, 28, 31, 19, 5, 5, 6, 6, 7, 6, 31]
+        );
+        // At 80 columns (78 inside the borders) the minimums do not all fit: the path gives way,
+        // and there is no room for the user agent.
+        assert_eq!(column_widths(78, &rows), [12, 15, 3, 4, 5, 5, 6, 6, 7, 6]);
+        // The user agent takes what is left, once there is enough of it.
+        let agent = column_widths(44 + 102 + 13, &rows);
+        assert_eq!(agent[10], 12, "{agent:?}");
+        assert_eq!(column_widths(44 + 102 + 12, &rows).len(), 10);
     }
 
     #[test]
