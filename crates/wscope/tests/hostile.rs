@@ -19,6 +19,8 @@ use wscope_testkit::{http, WAIT};
 
 #[path = "hostile/admission.rs"]
 mod admission;
+#[path = "hostile/api.rs"]
+mod api;
 
 const BIN: &str = env!("CARGO_BIN_EXE_wscope");
 
@@ -456,5 +458,3 @@ async fn a_deflate_bomb_closes_with_1009() {
     report_rss("after a deflate bomb", before, served.rss(), 16 << 20);
     still_serves(&served).await;
 }
-#[path = "hostile/api.rs"]
-mod api;
