@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::backend::{Delivery, Lease, Link};
+use super::backend::{Deliveries, Delivery, Lease, Link};
 use super::protocol::{Announce, Body, Envelope, Op, Reply, PROTOCOL_VERSION};
 use super::shared::{lock, ClusterState, Inner, Outgoing};
 use crate::wire::BroadcastPayload;
@@ -83,7 +83,7 @@ pub(super) async fn publisher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing
 /// leaves) or the node is stopped.
 pub(super) async fn membership(inner: Arc<Inner>) {
     let mut link = inner.backend.link();
-    let mut deliveries: Option<mpsc::Receiver<Delivery>> = None;
+    let mut deliveries: Option<Deliveries> = None;
     let first_backoff = (inner.config.heartbeat / 4).max(Duration::from_millis(50));
     let mut backoff = first_backoff;
     let mut next_beat = Instant::now();
@@ -134,7 +134,7 @@ pub(super) async fn membership(inner: Arc<Inner>) {
 }
 
 /// The next delivery, or never while there is no subscription.
-async fn recv(deliveries: &mut Option<mpsc::Receiver<Delivery>>) -> Option<Delivery> {
+async fn recv(deliveries: &mut Option<Deliveries>) -> Option<Delivery> {
     match deliveries {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -143,7 +143,7 @@ async fn recv(deliveries: &mut Option<mpsc::Receiver<Delivery>>) -> Option<Deliv
 
 /// One heartbeat: subscribe if not yet, take or renew the lease on the instance id with the
 /// announcement as its value, and announce. True if the node is a connected member after it.
-async fn beat(inner: &Arc<Inner>, deliveries: &mut Option<mpsc::Receiver<Delivery>>) -> bool {
+async fn beat(inner: &Arc<Inner>, deliveries: &mut Option<Deliveries>) -> bool {
     let wait = inner.config.survey_timeout.max(Duration::from_millis(100));
     if deliveries.is_none() {
         let channels = vec![
