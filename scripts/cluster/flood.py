@@ -8,11 +8,15 @@ redis://127.0.0.1:6379), puts one chat client on each, and has A's client send M
 messages of SIZE bytes as fast as its own echoes come back, with at most WINDOW (default 4)
 unanswered at a time, as a chat client that reads what it is sent does. Then waits until nothing moves for 3 s (at most 120 s) and prints, per instance:
 its cluster counters, whether its Redis subscriber connection was dropped (a pub/sub client id
-of the instance gone from CLIENT LIST), its peak and final RSS, and what B's client received.
-Standard library only; figures in docs/SECURITY.md. Everything started here is stopped, and the
+of the instance gone from CLIENT LIST), its peak and final RSS, and what B's client received;
+and the most Redis held at once for one subscriber (`omem` of CLIENT LIST, sampled every 10 ms:
+Redis drops a subscriber past 32 MB, or past 8 MB for a minute, by default).
+With LISTENERS=N in the environment, N more chat clients on each instance read (and discard)
+everything they are sent, as a busy chat would. Standard library only; figures in
+docs/SECURITY.md. Everything started here is stopped, and the
 cluster's keys deleted, on exit.
 """
-import asyncio, json, os, socket, subprocess, sys, time, urllib.request
+import asyncio, json, os, socket, subprocess, sys, threading, time, urllib.parse, urllib.request
 
 BIN = sys.argv[1]
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 300
@@ -20,6 +24,7 @@ SIZE = int(sys.argv[3]) if len(sys.argv) > 3 else 1_000_000
 WINDOW = int(sys.argv[4]) if len(sys.argv) > 4 else 4
 EXTRA = sys.argv[5:]
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
+LISTENERS = int(os.environ.get("LISTENERS", "0"))
 NAME = f"flood-{os.getpid()}-{time.time_ns()}"
 
 
@@ -54,6 +59,29 @@ def pubsub_ids():
         if "id" in fields:
             ids.add(fields["id"])
     return ids
+
+
+class OmemSampler(threading.Thread):
+    """The largest `omem` of a pub/sub client seen while it runs."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak, self.running = 0, True
+
+    def run(self):
+        url = urllib.parse.urlparse(REDIS_URL)
+        sock = socket.create_connection((url.hostname or "127.0.0.1", url.port or 6379))
+        f = sock.makefile("rb")
+        while self.running:
+            sock.sendall(b"*4\r\n$6\r\nCLIENT\r\n$4\r\nLIST\r\n$4\r\nTYPE\r\n$6\r\npubsub\r\n")
+            n = int(f.readline()[1:])
+            body = f.read(n + 2).decode()
+            for line in body.splitlines():
+                for field in line.split():
+                    if field.startswith("omem="):
+                        self.peak = max(self.peak, int(field[5:]))
+            time.sleep(0.01)
+        sock.close()
 
 
 def get_json(port, path):
@@ -127,6 +155,15 @@ async def read_frames(r, counter):
         counter["closed"] = True
 
 
+async def drain(r):
+    """Reads and discards until the connection closes."""
+    try:
+        while await r.read(1 << 20):
+            pass
+    except ConnectionError:
+        pass
+
+
 async def main():
     a, a_main, a_admin = start("a")
     b, b_main, b_admin = start("b")
@@ -143,6 +180,8 @@ async def main():
             assert time.monotonic() < deadline, "the two instances never saw each other"
             await asyncio.sleep(0.1)
         subs_before = pubsub_ids()
+        sampler = OmemSampler()
+        sampler.start()
         rss0 = {"a": rss_mib(a.pid), "b": rss_mib(b.pid)}
         peak = dict(rss0)
         sr, sw = await ws_connect(a_main, "/ws/chat")
@@ -151,6 +190,10 @@ async def main():
         remote = {"messages": 0, "bytes": 0, "at": time.monotonic(), "closed": False}
         tasks = [asyncio.create_task(read_frames(sr, own)),
                  asyncio.create_task(read_frames(rr, remote))]
+        for port in (a_main, b_main):
+            for _ in range(LISTENERS):
+                lr, _ = await ws_connect(port, "/ws/chat")
+                tasks.append(asyncio.create_task(drain(lr)))
         frame = text_frame(b"x" * SIZE)
         t0 = time.monotonic()
         written = 0
@@ -174,6 +217,7 @@ async def main():
             now = (own["messages"], remote["messages"])
             if now != seen:
                 seen, last_change = now, time.monotonic()
+        sampler.running = False
         subs_after = pubsub_ids()
         ma, mb = metrics(a_admin), metrics(b_admin)
         print(f"binary {BIN}; {written} of {N} messages of {SIZE} bytes (window {WINDOW}) into A's "
@@ -189,6 +233,7 @@ async def main():
             print(f"{iid}: {json.dumps(short)}")
             print(f"{iid}: RSS {rss0[iid]:.1f} MiB before, peak {peak[iid]:.1f}, "
                   f"after {rss_mib(proc.pid):.1f} MiB")
+        print(f"most Redis held for one subscriber: {sampler.peak / (1 << 20):.1f} MiB")
         dropped = len(subs_before - subs_after)
         print(f"Redis pub/sub connections dropped during the run: {dropped} of {len(subs_before)}"
               f" (clients before {sorted(subs_before)}, after {sorted(subs_after)})")

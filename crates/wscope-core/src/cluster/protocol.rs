@@ -31,27 +31,27 @@ pub(crate) struct Envelope {
 
 /// An envelope to send, borrowing everything (what [`Envelope`] reads back).
 #[derive(Serialize)]
-pub(crate) struct EnvelopeRef<'a> {
+pub(crate) struct EnvelopeRef<'a, B = Body> {
     pub v: u32,
     pub cluster: &'a str,
     pub from: &'a str,
     pub incarnation: &'a str,
-    pub body: &'a Body,
+    pub body: &'a B,
 }
 
-impl EnvelopeRef<'_> {
+impl<B> EnvelopeRef<'_, B> {
     /// The JSON text every envelope from this sender starts with, up to its body: a payload that
     /// starts with it is this node's own, echoed back, and is skipped without parsing.
-    pub fn prefix(&self) -> Vec<u8> {
-        let text = |s: &str| serde_json::to_string(s).unwrap_or_default();
-        format!(
+    pub fn prefix(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let text = serde_json::to_string;
+        Ok(format!(
             r#"{{"v":{},"cluster":{},"from":{},"incarnation":{},"body":"#,
             self.v,
-            text(self.cluster),
-            text(self.from),
-            text(self.incarnation)
+            text(self.cluster)?,
+            text(self.from)?,
+            text(self.incarnation)?
         )
-        .into_bytes()
+        .into_bytes())
     }
 }
 
@@ -169,8 +169,11 @@ mod tests {
             incarnation: "5f1c2a9e0b7d4c31",
             body: &body,
         };
-        let text = serde_json::to_string(&out).unwrap_or_default();
-        assert!(text.as_bytes().starts_with(&out.prefix()), "{text}");
+        let text = serde_json::to_string(&out).unwrap();
+        assert!(
+            text.as_bytes().starts_with(&out.prefix().unwrap()),
+            "{text}"
+        );
         // What is sent reads back as what was said.
         let back: Envelope = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
         assert_eq!(serde_json::to_string(&back).unwrap_or_default(), text);

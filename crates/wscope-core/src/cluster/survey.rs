@@ -242,8 +242,7 @@ impl Cluster {
         let id = inner.next_request_id();
         let mut replies = inner.register_pending(id);
         let mut waiting: BTreeSet<String> = expected.into_iter().collect();
-        let published = inner.publish_now(channel, Body::Request { id, op }).await;
-        if published.is_ok() {
+        if inner.publish_now(channel, &Body::Request { id, op }).await {
             let deadline = tokio::time::Instant::now() + inner.config.survey_timeout;
             while !waiting.is_empty() {
                 match tokio::time::timeout_at(deadline, replies.recv()).await {
