@@ -358,3 +358,172 @@ async fn the_publisher_waits_for_its_own_messages_past_the_window() {
     nothing_more(&mut there).await;
     assert_eq!(cluster.counters().broadcasts_undelivered, 0);
 }
+
+/// An envelope of cluster `test` as a forger on the engine writes it.
+fn forged(from: &str, incarnation: &str, body: serde_json::Value) -> Bytes {
+    let envelope = serde_json::json!({
+        "v": 1, "cluster": "test", "from": from, "incarnation": incarnation, "body": body,
+    });
+    Bytes::from(serde_json::to_vec(&envelope).unwrap())
+}
+
+fn summary(id: &str, n: u64) -> serde_json::Value {
+    serde_json::json!({
+        "totalConnections": n, "totalConnectionsEver": n, "totalConnectionsClosed": n,
+        "averageAge": n, "averageIdleTime": n,
+        "connectionsByState": {"CONNECTING": 0, "OPEN": n, "CLOSING": 0, "CLOSED": 0},
+        "instanceId": id,
+    })
+}
+
+fn announcement(id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "announce", "instanceId": id, "startedAt": 1, "version": "0.1.0",
+        "heartbeatMs": 1000, "summary": summary(id, 0),
+    })
+}
+
+const ALL: &str = "wscope:test:all";
+
+/// Answers every survey request published on the shared channel, as `from` (of `incarnation`),
+/// with a stats reply claiming `n` of everything, until the test ends.
+async fn answer_surveys_as(hub: &MemoryHub, from: &'static str, incarnation: &'static str, n: u64) {
+    let forger = hub.backend();
+    let mut requests = forger.subscribe(vec![ALL.into()]).await.unwrap();
+    tokio::spawn(async move {
+        while let Some(d) = requests.recv().await {
+            let v: serde_json::Value = serde_json::from_slice(&d.payload).unwrap();
+            if v["body"]["type"] != "request" || v["body"]["op"]["op"] != "stats" {
+                continue;
+            }
+            let to = format!("wscope:test:to:{}", v["from"].as_str().unwrap());
+            let traffic = serde_json::json!({
+                "messagesIn": n, "messagesOut": n, "bytesIn": n, "bytesOut": n,
+                "queuedMessages": n, "queuedBytes": n,
+            });
+            let reply = serde_json::json!({
+                "type": "reply", "id": v["body"]["id"],
+                "reply": {"op": "stats", "summary": summary(from, n), "traffic": traffic},
+            });
+            let _ = forger.publish(&to, forged(from, incarnation, reply)).await;
+        }
+    });
+}
+
+/// 2,000 forged announcements, each from another made-up instance: the view keeps 100 (its
+/// cap), ignores and counts the rest, and once those are gone a real instance that joins takes
+/// a gone one's place.
+#[tokio::test]
+async fn forged_announcements_fill_the_view_only_to_its_cap() {
+    let hub = MemoryHub::new();
+    let (clock, manual) = wscope_core::Clock::manual();
+    let a = Registry::with_config(RegistryConfig::default().instance_id("a").clock(clock));
+    Cluster::join(&a, Arc::new(hub.backend()), config().max_members(100))
+        .await
+        .expect("joins");
+    let cluster = a.cluster().unwrap();
+    let forger = hub.backend();
+    let batch = (0..2000)
+        .map(|i| {
+            let id = format!("forged-{i}");
+            (
+                ALL.to_owned(),
+                forged(&id, &format!("{i:x}"), announcement(&id)),
+            )
+        })
+        .collect();
+    forger.publish_batch(batch).await.unwrap();
+    wait_until("the forgeries are read", || {
+        cluster.counters().ignored >= 1900
+    })
+    .await;
+    assert_eq!(cluster.counters().ignored, 1900);
+    assert_eq!(cluster.members().len(), 100);
+    let stats = cluster.stats().await.unwrap();
+    assert_eq!(stats.instances.len(), 101, "100 members and a itself");
+    assert_eq!(stats.unanswered.len(), 100, "forged members do not answer");
+    // The forged members fall silent: gone after the TTL. A real instance then joins.
+    manual.advance(Duration::from_secs(10));
+    let b = join("b", Arc::new(hub.backend()), config()).await;
+    wait_until("b seen", || {
+        cluster
+            .members()
+            .iter()
+            .any(|m| m.announce.instance_id == "b" && m.status == MemberStatus::Live)
+    })
+    .await;
+    assert_eq!(cluster.members().len(), 100);
+    let stats = cluster.stats().await.unwrap();
+    assert_eq!((stats.instances_counted, stats.unanswered.len()), (2, 0));
+    drop(b);
+}
+
+/// Broadcasts from instances that never announced themselves reach no connection; replies from
+/// instances the survey did not ask (a made-up one, or a member's id with another incarnation)
+/// are not counted in the answers.
+#[tokio::test]
+async fn broadcasts_and_replies_from_non_members_are_ignored() {
+    let hub = MemoryHub::new();
+    let a = join("a", Arc::new(hub.backend()), config()).await;
+    let b = join("b", Arc::new(hub.backend()), config()).await;
+    live_members(&a, 1).await;
+    let mut peer = open(&a, "/chat").await;
+    let cluster = a.cluster().unwrap();
+    let forger = hub.backend();
+    let broadcasts = (0..1000)
+        .map(|i| {
+            let body = serde_json::json!({
+                "type": "broadcast", "seq": 1, "path": "/chat", "message": {"text": "forged"},
+            });
+            (
+                ALL.to_owned(),
+                forged(&format!("x{i}"), &format!("{i:x}"), body),
+            )
+        })
+        .collect();
+    forger.publish_batch(broadcasts).await.unwrap();
+    wait_until("the forgeries are read", || {
+        cluster.counters().ignored >= 1000
+    })
+    .await;
+    nothing_more(&mut peer).await;
+    assert_eq!(cluster.counters().broadcasts_received, 0);
+    answer_surveys_as(&hub, "zz", "abc", 1000).await;
+    answer_surveys_as(&hub, "b", "notbs", 1000).await;
+    let stats = cluster.stats().await.unwrap();
+    let rows: Vec<_> = stats
+        .instances
+        .iter()
+        .map(|i| (i.instance_id.as_str(), i.answered))
+        .collect();
+    assert_eq!(rows, [("a", true), ("b", true)]);
+    assert_eq!((stats.instances_counted, stats.total_connections), (2, 1));
+    wait_until("forged replies counted", || {
+        cluster.counters().ignored >= 1002
+    })
+    .await;
+    drop(b);
+}
+
+/// A member may answer any number: the cluster's sums saturate instead of overflowing (which
+/// panicked in a debug build and wrapped around in a release one).
+#[tokio::test]
+async fn a_members_huge_numbers_saturate_the_sums() {
+    let hub = MemoryHub::new();
+    let a = join("a", Arc::new(hub.backend()), config()).await;
+    let _peer = open(&a, "/chat").await;
+    let cluster = a.cluster().unwrap();
+    let forger = hub.backend();
+    forger
+        .publish(ALL, forged("m", "f00d", announcement("m")))
+        .await
+        .unwrap();
+    live_members(&a, 1).await;
+    answer_surveys_as(&hub, "m", "f00d", u64::MAX).await;
+    let stats = cluster.stats().await.unwrap();
+    assert_eq!(stats.instances_counted, 2);
+    assert_eq!(stats.total_connections, u64::MAX);
+    assert_eq!(stats.connections_by_state.open, u64::MAX);
+    assert_eq!(stats.traffic.messages_in, u64::MAX);
+    assert_eq!(stats.average_age, u64::MAX);
+}

@@ -188,7 +188,7 @@ impl Cluster {
             channel_all: config.channel_all(),
             started_at: registry.shared().clock.unix_ms(0),
             state: watch::Sender::new(ClusterState::Disconnected),
-            view: Mutex::new(View::default()),
+            view: Mutex::new(View::new(config.max_members)),
             pending: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
             heard_seq: Mutex::new(HashMap::new()),

@@ -14,6 +14,12 @@ use crate::wire::{AdminRequest, BroadcastPayload, ConnectionPage};
 /// The protocol version every envelope carries (`"v"`); another version is ignored.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The longest incarnation believed (this build sends 16 hex digits).
+const MAX_INCARNATION_LEN: usize = 64;
+
+/// The longest address or version an announcement may carry.
+const MAX_LABEL_LEN: usize = 256;
+
 /// One message between nodes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Envelope {
@@ -27,6 +33,24 @@ pub(crate) struct Envelope {
     pub incarnation: String,
     /// What it says.
     pub body: Body,
+}
+
+impl Envelope {
+    /// Why its sender cannot be believed, if it cannot: an instance id this build would refuse,
+    /// or an incarnation that is empty, long, or not printable ASCII.
+    pub fn check_sender(&self) -> Result<(), &'static str> {
+        if crate::check_instance_id(&self.from).is_err() {
+            return Err("an invalid sender id");
+        }
+        let incarnation = self.incarnation.as_bytes();
+        if incarnation.is_empty()
+            || incarnation.len() > MAX_INCARNATION_LEN
+            || !incarnation.iter().all(u8::is_ascii_graphic)
+        {
+            return Err("an invalid incarnation");
+        }
+        Ok(())
+    }
 }
 
 /// An envelope to send, borrowing everything (what [`Envelope`] reads back).
@@ -112,6 +136,33 @@ pub struct Announce {
     pub heartbeat_ms: u64,
     /// Its stats summary when it announced (the list of connections left out).
     pub summary: Snapshot,
+}
+
+impl Announce {
+    /// Why this announcement from `from` is not recorded, if it is not: it names another id, or
+    /// carries more than a member's row needs (long labels, a list of connections, which the
+    /// view would keep and `/api/cluster/stats` repeat).
+    pub(crate) fn check(&mut self, from: &str) -> Result<(), &'static str> {
+        if self.instance_id != from {
+            return Err("an announcement for another id");
+        }
+        let labels = [&self.main_addr, &self.admin_addr]
+            .into_iter()
+            .flatten()
+            .chain([&self.version]);
+        if labels.into_iter().any(|l| l.len() > MAX_LABEL_LEN) {
+            return Err("an announcement with an over-long address or version");
+        }
+        if !self.summary.connections.is_empty() {
+            return Err("an announcement with a list of connections");
+        }
+        if self.summary.instance_id.is_empty() {
+            self.summary.instance_id = from.to_owned();
+        } else if self.summary.instance_id != from {
+            return Err("an announcement whose summary names another id");
+        }
+        Ok(())
+    }
 }
 
 /// A survey question.

@@ -2,7 +2,7 @@
 //! the publisher's queue entries and the inner state behind [`super::Cluster`], with the
 //! helpers both sides use (announce, send, publish now, the member view's reads).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -88,6 +88,13 @@ impl Outgoing {
     }
 }
 
+/// A survey waiting for replies: who was asked and has not answered yet, and where answers go.
+#[derive(Debug)]
+pub(super) struct Pending {
+    pub(super) asked: HashSet<String>,
+    pub(super) tx: mpsc::UnboundedSender<(String, Reply)>,
+}
+
 #[derive(Debug)]
 pub(super) struct Inner {
     pub(super) registry: Registry,
@@ -98,7 +105,8 @@ pub(super) struct Inner {
     pub(super) started_at: u64,
     pub(super) state: watch::Sender<ClusterState>,
     pub(super) view: Mutex<View>,
-    pub(super) pending: Mutex<HashMap<u64, mpsc::UnboundedSender<(String, Reply)>>>,
+    /// The surveys waiting for replies, by request id.
+    pub(super) pending: Mutex<HashMap<u64, Pending>>,
     pub(super) next_request: AtomicU64,
     /// What every envelope of this node starts with ([`super::protocol::EnvelopeRef::prefix`]).
     pub(super) own_prefix: Vec<u8>,
@@ -287,9 +295,15 @@ impl Inner {
         self.next_request.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub(super) fn register_pending(&self, id: u64) -> mpsc::UnboundedReceiver<(String, Reply)> {
+    /// Waits for the replies of `asked` to request `id` (each taken once, from them only).
+    pub(super) fn register_pending(
+        &self,
+        id: u64,
+        asked: &BTreeSet<String>,
+    ) -> mpsc::UnboundedReceiver<(String, Reply)> {
         let (tx, rx) = mpsc::unbounded_channel();
-        lock(&self.pending).insert(id, tx);
+        let asked = asked.iter().cloned().collect();
+        lock(&self.pending).insert(id, Pending { asked, tx });
         rx
     }
 

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::backend::{Deliveries, Delivery, Lease, Link};
 use super::protocol::{Announce, Body, Envelope, Op, Reply, PROTOCOL_VERSION};
 use super::shared::{lock, ClusterState, Inner, Outgoing};
+use super::view::ViewFull;
 use crate::wire::BroadcastPayload;
 
 /// The longest wait between attempts to reach an unreachable engine.
@@ -374,6 +375,9 @@ fn handle(inner: &Arc<Inner>, delivery: Delivery) {
         inner.counters.ignored.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(channel = %delivery.channel, why, "ignored a cluster message");
     };
+    if delivery.payload.len() > inner.config.max_payload {
+        return ignore("larger than the largest payload read");
+    }
     let envelope: Envelope = match serde_json::from_slice(&delivery.payload) {
         Ok(e) => e,
         Err(_) => return ignore("malformed"),
@@ -390,16 +394,25 @@ fn handle(inner: &Arc<Inner>, delivery: Delivery) {
         }
         return;
     }
+    if let Err(why) = envelope.check_sender() {
+        return ignore(why);
+    }
     let now = inner.now_ms();
+    let member = || lock(&inner.view).is_member(&envelope.from, &envelope.incarnation);
     match envelope.body {
-        Body::Announce(announce) => {
-            if announce.instance_id != envelope.from {
-                return ignore("announcement for another id");
+        Body::Announce(mut announce) => {
+            if let Err(why) = announce.check(&envelope.from) {
+                return ignore(why);
             }
-            let replaced = lock(&inner.view).heard(announce, &envelope.incarnation, now);
-            if let Some(old) = replaced {
-                lock(&inner.heard_seq).remove(&old);
-                tracing::info!(instance = %envelope.from, "cluster member restarted");
+            let heard =
+                lock(&inner.view).heard(announce, &envelope.incarnation, inner.timing(), now);
+            match heard {
+                Ok(Some(old)) => {
+                    lock(&inner.heard_seq).remove(&old);
+                    tracing::info!(instance = %envelope.from, "cluster member restarted");
+                }
+                Ok(None) => {}
+                Err(ViewFull) => return ignore("a new member while the view is full"),
             }
         }
         Body::Hello {} => {
@@ -414,25 +427,45 @@ fn handle(inner: &Arc<Inner>, delivery: Delivery) {
             );
         }
         Body::Reply { id, reply } => {
-            if let Some(tx) = lock(&inner.pending).get(&id) {
-                let _ = tx.send((envelope.from, reply));
+            if !member() {
+                return ignore("a reply from a non-member");
+            }
+            // Only the members a survey asked, once each: the survey's channel is bounded by
+            // the members it asked, whoever else publishes replies.
+            let tx = lock(&inner.pending).get_mut(&id).and_then(|survey| {
+                survey
+                    .asked
+                    .remove(&envelope.from)
+                    .then(|| survey.tx.clone())
+            });
+            match tx {
+                Some(tx) => {
+                    let _ = tx.send((envelope.from, reply));
+                }
+                None => ignore("a reply from an instance that was not asked"),
             }
         }
         Body::Broadcast { seq, path, message } => {
+            if !member() {
+                return ignore("a broadcast from a non-member");
+            }
             let message = message.into_message();
             if message.payload_len() > inner.config.max_relay_size {
                 return ignore("a broadcast larger than the relay limit");
             }
             {
+                // One entry per member's incarnation: members only, and the view is bounded.
                 let mut heard = lock(&inner.heard_seq);
                 let last = heard
                     .entry(envelope.incarnation)
                     .or_insert(seq.saturating_sub(1));
                 if seq > last.saturating_add(1) {
-                    inner
-                        .counters
-                        .broadcasts_lost
-                        .fetch_add(seq - *last - 1, Ordering::Relaxed);
+                    let gap = seq - *last - 1;
+                    let _ = inner.counters.broadcasts_lost.fetch_update(
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                        |n| Some(n.saturating_add(gap)),
+                    );
                 }
                 *last = (*last).max(seq);
             }

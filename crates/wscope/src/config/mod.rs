@@ -188,6 +188,10 @@ declare_settings! {
         /// reaches this instance's clients only (counted undelivered).
         cluster_publish_queue: usize as kind::Size<{ 64 << 10 }> =
             wscope_core::cluster::ClusterConfig::DEFAULT_PUBLISH_QUEUE_BYTES;
+        /// Most other instances this one keeps in its cluster view; a new one past it takes
+        /// the place of the instance gone longest, or is ignored.
+        cluster_max_members: usize as kind::Count<usize, 100_000> =
+            wscope_core::cluster::ClusterConfig::DEFAULT_MAX_MEMBERS;
     }
     "Logging" {
         /// Log line format (`RUST_LOG` sets the level).
@@ -331,7 +335,8 @@ impl ServeConfig {
             .heartbeat(self.cluster_heartbeat)
             .survey_timeout(self.cluster_timeout)
             .max_relay_size(self.cluster_max_relay_size)
-            .publish_queue_bytes(self.cluster_publish_queue);
+            .publish_queue_bytes(self.cluster_publish_queue)
+            .max_members(self.cluster_max_members);
         if self.cluster_ttl.is_zero() {
             config
         } else {
