@@ -369,3 +369,52 @@ impl Inner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use serde::ser::{Error as _, Serializer};
+
+    use super::*;
+    use crate::cluster::protocol::Body;
+    use crate::cluster::{Cluster, ClusterConfig, MemoryHub};
+    use crate::RegistryConfig;
+
+    /// What no wire type does today, but any could: refuse to serialize.
+    struct Unencodable;
+
+    impl Serialize for Unencodable {
+        fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(S::Error::custom("refused"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_that_cannot_be_encoded_is_counted_and_nothing_is_published() {
+        let hub = MemoryHub::new();
+        let registry = Registry::with_config(RegistryConfig::default().instance_id("a"));
+        let cluster = Cluster::join(&registry, Arc::new(hub.backend()), ClusterConfig::new("t"))
+            .await
+            .unwrap();
+        let channel = "wscope:t:to:watcher".to_owned();
+        let mut watcher = hub
+            .backend()
+            .subscribe(vec![channel.clone()])
+            .await
+            .unwrap();
+        let inner = &cluster.inner;
+        assert!(!inner.send(channel.clone(), &Unencodable));
+        assert!(!inner.publish_now(channel.clone(), &Unencodable).await);
+        assert_eq!(cluster.counters().messages_unsent, 2);
+        // The first thing published on the channel is the next real envelope, not an empty one.
+        assert!(inner.send(channel.clone(), &Body::Hello {}));
+        let first = tokio::time::timeout(Duration::from_secs(2), watcher.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(first.payload.starts_with(&inner.own_prefix), "{first:?}");
+        assert!(watcher.try_recv().is_none());
+    }
+}
