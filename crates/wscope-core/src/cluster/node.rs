@@ -143,7 +143,7 @@ impl Cluster {
         backend: Arc<dyn ClusterBackend>,
         config: ClusterConfig,
     ) -> Result<Cluster, ClusterError> {
-        let cluster = Self::start(registry, backend, config)?;
+        let cluster = Self::begin(registry, backend, config, true)?;
         let mut state = cluster.inner.state.subscribe();
         let wait = cluster
             .inner
@@ -152,17 +152,33 @@ impl Cluster {
             .max(Duration::from_millis(100));
         let _ =
             tokio::time::timeout(wait, state.wait_for(|s| *s != ClusterState::Disconnected)).await;
-        if cluster.state() == ClusterState::Refused {
+        // From here on a refusal is the node's to log; until here it is this error (one report).
+        let refused = {
+            let mut joiner = lock(&cluster.inner.joiner);
+            *joiner = false;
+            cluster.state() == ClusterState::Refused
+        };
+        if refused {
             return Err(cluster.duplicate_error());
         }
         Ok(cluster)
     }
 
-    /// As [`Cluster::join`], without waiting for the first attempt's outcome.
+    /// As [`Cluster::join`], without waiting for the first attempt's outcome (a refusal is
+    /// logged at error level).
     pub fn start(
         registry: &Registry,
         backend: Arc<dyn ClusterBackend>,
         config: ClusterConfig,
+    ) -> Result<Cluster, ClusterError> {
+        Self::begin(registry, backend, config, false)
+    }
+
+    fn begin(
+        registry: &Registry,
+        backend: Arc<dyn ClusterBackend>,
+        config: ClusterConfig,
+        joiner: bool,
     ) -> Result<Cluster, ClusterError> {
         if !valid_name(&config.name) {
             return Err(ClusterError::InvalidName(config.name));
@@ -200,6 +216,7 @@ impl Cluster {
             stop: CancellationToken::new(),
             view_holder: Mutex::new(None),
             reported: std::sync::atomic::AtomicBool::new(false),
+            joiner: Mutex::new(joiner),
             attempts: watch::Sender::new(0),
             config,
         });

@@ -131,6 +131,10 @@ pub(super) struct Inner {
     pub(super) attempts: watch::Sender<u64>,
     /// Whether the first join attempt's outcome has been logged.
     pub(super) reported: AtomicBool,
+    /// Whether [`super::Cluster::join`] still waits for the first outcome: a refusal then is the
+    /// caller's to report (it gets it as its error), so it is not logged here too. Held while
+    /// the state changes, so that exactly one of the two reports it.
+    pub(super) joiner: Mutex<bool>,
 }
 
 impl std::fmt::Debug for dyn ClusterBackend {
@@ -336,6 +340,7 @@ impl Inner {
     }
 
     pub(super) fn set_state(&self, new: ClusterState, why: &str) {
+        let joiner = lock(&self.joiner);
         let old = self.state.send_replace(new);
         // The first outcome is always reported (starting with the engine down is a state change
         // from "not tried yet"); after that, only changes.
@@ -359,6 +364,7 @@ impl Inner {
                     "cluster engine unreachable: serving locally, retrying with backoff"
                 )
             }
+            ClusterState::Refused if *joiner => {}
             ClusterState::Refused => tracing::error!(
                 cluster = %cluster, instance = %instance,
                 "not joining the cluster: {why}"

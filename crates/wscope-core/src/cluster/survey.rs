@@ -154,8 +154,8 @@ pub struct ClusterPage {
     pub total: u64,
     /// The page, in the query's order (ties: by instance id, then registration order).
     pub connections: Vec<ConnectionInfo>,
-    /// The next page's `cursor`, if there are more rows.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The next page's `cursor`, or `null` on the last page (as `/api/connections` answers).
+    #[serde(default)]
     pub next: Option<String>,
     /// Members that answered, with how many of their connections match.
     pub instances: Vec<InstanceCount>,
