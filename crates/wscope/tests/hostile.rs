@@ -19,6 +19,9 @@ use wscope_testkit::{http, WAIT};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wscope");
 
+#[path = "hostile/cluster.rs"]
+mod cluster;
+
 /// A fresh client still connects and echoes.
 async fn still_serves(served: &Served) {
     let (mut ws, _) =
