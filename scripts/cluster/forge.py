@@ -121,6 +121,7 @@ def main():
             for line in r.read().decode().splitlines():
                 if line.startswith(("wscope_cluster_messages_ignored_total",
                                     "wscope_cluster_broadcasts_received_total",
+                                    "wscope_cluster_deliveries_dropped_total",
                                     "wscope_cluster_members{")):
                     print(f"  {line}")
         rss = [l for l in open(f"/proc/{proc.pid}/status") if l.startswith("VmRSS")][0]
