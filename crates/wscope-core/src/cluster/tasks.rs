@@ -412,7 +412,7 @@ fn handle(inner: &Arc<Inner>, delivery: Delivery) {
                     tracing::info!(instance = %envelope.from, "cluster member restarted");
                 }
                 Ok(None) => {}
-                Err(ViewFull) => return ignore("a new member while the view is full"),
+                Err(ViewFull) => ignore("a new member while the view is full"),
             }
         }
         Body::Hello {} => {
