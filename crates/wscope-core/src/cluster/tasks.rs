@@ -26,8 +26,9 @@ const PUBLISH_BATCH: usize = 256;
 const PUBLISH_BATCH_BYTES: usize = 1 << 20;
 
 /// Sends queued messages in order, in batches of what has queued up meanwhile (one message alone
-/// when traffic is light), each at most [`PUBLISH_BATCH_BYTES`] (or the window), and no faster than this node
-/// hears its own messages back on the shared channel ([`super::ClusterConfig::publish_window`]).
+/// when traffic is light), each at most [`PUBLISH_BATCH_BYTES`] (or the window), and no faster
+/// than this node hears its own messages back on the shared channel
+/// ([`super::ClusterConfig::publish_window`]).
 /// While the node is not connected, queued broadcasts are counted undelivered at once instead of
 /// waiting on the engine one by one.
 pub(super) async fn publisher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing>) {
