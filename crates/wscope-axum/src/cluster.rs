@@ -130,9 +130,17 @@ pub async fn connections(
             None => Json(page).into_response(),
             Some(fields) => {
                 let rows: Vec<_> = page.connections.iter().map(|c| fields.project(c)).collect();
-                let mut body = serde_json::to_value(&page).unwrap_or_default();
-                body["connections"] = serde_json::Value::from(rows);
-                Json(body).into_response()
+                match serde_json::to_value(&page) {
+                    Ok(mut body) => {
+                        body["connections"] = serde_json::Value::from(rows);
+                        Json(body).into_response()
+                    }
+                    Err(e) => ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("the page cannot be encoded: {e}"),
+                    )
+                    .into_response(),
+                }
             }
         },
         Err(e) => failure(e),
@@ -180,6 +188,10 @@ fn parse_query(
 /// [`ClusterAdminAnswer`](wscope_core::cluster::ClusterAdminAnswer): one row per member with the
 /// status and answer its own `/api/admin` would have given, sums of `closed` and `sent`, and
 /// the members that did not answer in time.
+///
+/// A `close` by id goes to one member and is answered as that member's `/api/admin` answers
+/// when it fails: its status (404 for an id it does not hold) and `{"error": ...}`, with its
+/// `instanceId`; 504 `{"error": ...}` if it does not answer within `--cluster-timeout`.
 pub async fn admin(State(registry): State<Registry>, body: Bytes) -> Response {
     let cluster = match cluster_of(&registry) {
         Ok(c) => c,
@@ -203,8 +215,39 @@ pub async fn admin(State(registry): State<Registry>, body: Bytes) -> Response {
             .into_response();
         }
     }
+    let routed = matches!(request, AdminRequest::Close { .. });
     match cluster.admin(request).await {
+        Ok(answer) if routed => routed_answer(&cluster, answer),
         Ok(answer) => Json(answer).into_response(),
         Err(e) => failure(e),
     }
+}
+
+/// The answer to an action routed to one member: its failure as its own `/api/admin` would
+/// answer it, a 504 if it did not answer, else the usual per-member answer.
+fn routed_answer(cluster: &Cluster, answer: wscope_core::cluster::ClusterAdminAnswer) -> Response {
+    if let [row] = answer.instances.as_slice() {
+        if row.status == 200 {
+            return Json(answer).into_response();
+        }
+        let status = StatusCode::from_u16(row.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        let error = row.answer["error"].as_str().map_or_else(
+            || format!("instance {} answered {}", row.instance_id, row.status),
+            str::to_owned,
+        );
+        let body = serde_json::json!({ "error": error, "instanceId": row.instance_id });
+        return (status, Json(body)).into_response();
+    }
+    if let Some(silent) = answer.unanswered.first() {
+        let body = serde_json::json!({
+            "error": format!(
+                "instance {silent} did not answer within {:?}: whether the connection was closed \
+                 is unknown",
+                cluster.config().survey_timeout
+            ),
+            "unanswered": answer.unanswered,
+        });
+        return (StatusCode::GATEWAY_TIMEOUT, Json(body)).into_response();
+    }
+    Json(answer).into_response()
 }

@@ -32,12 +32,12 @@ pub struct StateCounts {
 }
 
 impl StateCounts {
-    /// Adds `other`'s counts to these (cluster sums).
+    /// Adds `other`'s counts to these (cluster sums), saturating: a peer may answer anything.
     pub(crate) fn add(&mut self, other: &Self) {
-        self.connecting += other.connecting;
-        self.open += other.open;
-        self.closing += other.closing;
-        self.closed += other.closed;
+        self.connecting = self.connecting.saturating_add(other.connecting);
+        self.open = self.open.saturating_add(other.open);
+        self.closing = self.closing.saturating_add(other.closing);
+        self.closed = self.closed.saturating_add(other.closed);
     }
 
     /// The count for `state`.
@@ -77,17 +77,17 @@ pub struct ClosedBy {
 }
 
 impl ClosedBy {
-    /// Adds `other`'s counts to these (cluster sums).
+    /// Adds `other`'s counts to these (cluster sums), saturating: a peer may answer anything.
     pub(crate) fn add(&mut self, other: &Self) {
-        self.client += other.client;
-        self.server += other.server;
-        self.admin += other.admin;
-        self.shutdown += other.shutdown;
-        self.error += other.error;
-        self.panic += other.panic;
-        self.deadline += other.deadline;
-        self.limit += other.limit;
-        self.timeout += other.timeout;
+        self.client = self.client.saturating_add(other.client);
+        self.server = self.server.saturating_add(other.server);
+        self.admin = self.admin.saturating_add(other.admin);
+        self.shutdown = self.shutdown.saturating_add(other.shutdown);
+        self.error = self.error.saturating_add(other.error);
+        self.panic = self.panic.saturating_add(other.panic);
+        self.deadline = self.deadline.saturating_add(other.deadline);
+        self.limit = self.limit.saturating_add(other.limit);
+        self.timeout = self.timeout.saturating_add(other.timeout);
     }
 
     pub(crate) fn from_counts(counts: [u64; Initiator::ALL.len()]) -> Self {
@@ -112,10 +112,10 @@ impl ClosedBy {
 pub struct RefusalCounts([u64; RefusalKind::ALL.len()]);
 
 impl RefusalCounts {
-    /// Adds `other`'s counts to these (cluster sums).
+    /// Adds `other`'s counts to these (cluster sums), saturating: a peer may answer anything.
     pub(crate) fn add(&mut self, other: &Self) {
         for (mine, theirs) in self.0.iter_mut().zip(other.0) {
-            *mine += theirs;
+            *mine = mine.saturating_add(theirs);
         }
     }
 

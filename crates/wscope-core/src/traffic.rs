@@ -36,14 +36,14 @@ pub struct Traffic {
 }
 
 impl Traffic {
-    /// Adds `other`'s figures to these (cluster sums).
+    /// Adds `other`'s figures to these (cluster sums), saturating: a peer may answer anything.
     pub(crate) fn add(&mut self, other: &Self) {
-        self.messages_in += other.messages_in;
-        self.messages_out += other.messages_out;
-        self.bytes_in += other.bytes_in;
-        self.bytes_out += other.bytes_out;
-        self.queued_messages += other.queued_messages;
-        self.queued_bytes += other.queued_bytes;
+        self.messages_in = self.messages_in.saturating_add(other.messages_in);
+        self.messages_out = self.messages_out.saturating_add(other.messages_out);
+        self.bytes_in = self.bytes_in.saturating_add(other.bytes_in);
+        self.bytes_out = self.bytes_out.saturating_add(other.bytes_out);
+        self.queued_messages = self.queued_messages.saturating_add(other.queued_messages);
+        self.queued_bytes = self.queued_bytes.saturating_add(other.queued_bytes);
     }
 }
 

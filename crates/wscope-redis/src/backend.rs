@@ -11,10 +11,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, ProtocolVersion, RedisResult, Value};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{watch, Notify};
 use wscope_core::cluster::{
-    BackendError, BackendErrorKind, BackendFuture, ClusterBackend, Delivery, Lease, Link,
-    DELIVERY_BUFFER,
+    delivery_buffer, BackendError, BackendErrorKind, BackendFuture, ClusterBackend, Deliveries,
+    Lease, Link, DELIVERY_BUFFER, DELIVERY_BUFFER_BYTES,
 };
 
 use crate::error::{backend_error, redact, ConnectError};
@@ -342,10 +342,10 @@ impl ClusterBackend for RedisBackend {
     /// the receiver is still returned: the SUBSCRIBE is made by the supervisor as soon as the
     /// link is back (the link reports `Connected` only once it is confirmed), so a node can
     /// subscribe before Redis is up. Only an engine error (`Engine`) fails the call.
-    fn subscribe(&self, channels: Vec<String>) -> BackendFuture<'_, mpsc::Receiver<Delivery>> {
+    fn subscribe(&self, channels: Vec<String>) -> BackendFuture<'_, Deliveries> {
         Box::pin(async move {
             let inner = &self.inner;
-            let (tx, rx) = mpsc::channel(DELIVERY_BUFFER);
+            let (tx, rx) = delivery_buffer(DELIVERY_BUFFER, DELIVERY_BUFFER_BYTES);
             inner.router.add(channels.clone(), tx);
             let mut conn = inner.subscriber.clone();
             match inner.run("subscribe", conn.subscribe(&channels)).await {

@@ -23,7 +23,8 @@
 //! - `error`: [`ConnectError`], and how client errors map onto `BackendError` kinds.
 //! - `link`: the link's state, logged once per change.
 //! - `supervisor`: the background task — probe, reconnect pacing, resubscribe.
-//! - `subscriber`: routes pushed messages to the receivers, dropping and counting when full.
+//! - `subscriber`: routes pushed messages to the receivers, dropping and counting when full (in
+//!   deliveries or bytes).
 //! - `scripts`: the lease and release Lua scripts.
 //! - `testing` (feature `testing`): helpers for tests against a real Redis.
 //!

@@ -1,5 +1,7 @@
 //! The subscriber side: which receiver wants which channel, and the push handler that feeds them
-//! from the dedicated RESP3 connection without ever waiting (a full buffer drops and counts).
+//! from the dedicated RESP3 connection without ever waiting (a full buffer, in deliveries or in
+//! bytes, drops and counts): the connection is read as fast as Redis writes, so Redis never
+//! holds a backlog for it, whatever the node does with what it reads.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -7,8 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use redis::{PushInfo, PushKind, Value};
-use tokio::sync::mpsc;
-use wscope_core::cluster::Delivery;
+use wscope_core::cluster::{Delivery, DeliveryRefused, DeliverySender};
 
 use crate::link::LinkState;
 
@@ -28,7 +29,7 @@ pub(crate) struct Router {
 #[derive(Debug)]
 struct Route {
     channels: HashSet<String>,
-    tx: mpsc::Sender<Delivery>,
+    tx: DeliverySender,
 }
 
 impl Router {
@@ -46,7 +47,7 @@ impl Router {
     }
 
     /// Sends what is published on `channels` to `tx` from now on.
-    pub(crate) fn add(&self, channels: Vec<String>, tx: mpsc::Sender<Delivery>) {
+    pub(crate) fn add(&self, channels: Vec<String>, tx: DeliverySender) {
         self.routes().push(Route {
             channels: channels.into_iter().collect(),
             tx,
@@ -63,7 +64,7 @@ impl Router {
             .collect()
     }
 
-    /// Deliveries dropped because a receiver's buffer was full.
+    /// Deliveries dropped because a receiver's buffer was full (in deliveries or bytes).
     pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
@@ -92,7 +93,7 @@ impl Router {
                 channel: channel.clone(),
                 payload: payload.clone(),
             };
-            if let Err(mpsc::error::TrySendError::Full(_)) = route.tx.try_send(delivery) {
+            if route.tx.try_send(delivery) == Err(DeliveryRefused::Full) {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -118,7 +119,7 @@ fn message(data: Vec<Value>) -> Option<(String, Bytes)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wscope_core::cluster::Link;
+    use wscope_core::cluster::{delivery_buffer, Link};
 
     fn router() -> Router {
         let link = Arc::new(LinkState::new("redis://h".into(), Arc::default()));
@@ -139,8 +140,8 @@ mod tests {
     #[test]
     fn routes_by_channel_and_counts_drops_when_full() {
         let router = router();
-        let (a_tx, mut a) = mpsc::channel(1);
-        let (b_tx, mut b) = mpsc::channel(8);
+        let (a_tx, mut a) = delivery_buffer(1, 1 << 20);
+        let (b_tx, mut b) = delivery_buffer(8, 1 << 20);
         router.add(vec!["x".into()], a_tx);
         router.add(vec!["x".into(), "y".into()], b_tx);
         router.push(msg("x", "1"));
@@ -152,8 +153,8 @@ mod tests {
             data: vec![],
         });
         assert_eq!(a.try_recv().unwrap().payload, Bytes::from("1"));
-        assert!(a.try_recv().is_err());
-        let got: Vec<_> = std::iter::from_fn(|| b.try_recv().ok())
+        assert!(a.try_recv().is_none());
+        let got: Vec<_> = std::iter::from_fn(|| b.try_recv())
             .map(|d| (d.channel, d.payload))
             .collect();
         assert_eq!(
@@ -181,11 +182,26 @@ mod tests {
     #[test]
     fn closed_receivers_are_forgotten() {
         let router = router();
-        let (tx, rx) = mpsc::channel(1);
+        let (tx, rx) = delivery_buffer(1, 1 << 20);
         router.add(vec!["gone".into()], tx);
-        let (tx2, _rx2) = mpsc::channel(1);
+        let (tx2, _rx2) = delivery_buffer(1, 1 << 20);
         router.add(vec!["kept".into()], tx2);
         drop(rx);
         assert_eq!(router.channels().into_iter().collect::<Vec<_>>(), ["kept"]);
+    }
+
+    #[test]
+    fn a_buffer_full_in_bytes_drops_and_counts() {
+        let router = router();
+        let (tx, mut rx) = delivery_buffer(8192, 10);
+        router.add(vec!["x".into()], tx);
+        router.push(msg("x", "123456"));
+        router.push(msg("x", "123456")); // 12 bytes would be past 10: dropped and counted
+        router.push(msg("x", "1234"));
+        assert_eq!(router.dropped(), 1);
+        assert_eq!(rx.buffered_bytes(), 10);
+        assert_eq!(rx.try_recv().unwrap().payload, Bytes::from("123456"));
+        assert_eq!(rx.try_recv().unwrap().payload, Bytes::from("1234"));
+        assert_eq!(rx.buffered_bytes(), 0);
     }
 }

@@ -7,8 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
-use wscope_core::cluster::{BackendErrorKind, ClusterBackend, Delivery, Lease, Link};
+use wscope_core::cluster::{BackendErrorKind, ClusterBackend, Deliveries, Lease, Link};
 use wscope_redis::testing::{required, skip_or_fail, RedisServer};
 use wscope_redis::{RedisBackend, RedisOptions};
 
@@ -27,7 +26,7 @@ fn own_server(test_name: &str) -> Option<RedisServer> {
 /// a publish can beat the resubscription, and pub/sub keeps nothing.
 async fn received(
     backend: &RedisBackend,
-    rx: &mut mpsc::Receiver<Delivery>,
+    rx: &mut Deliveries,
     channel: &str,
     payload: &str,
     within: Duration,

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use wscope_core::cluster::{ClusterBackend, Link, DELIVERY_BUFFER};
+use wscope_core::cluster::{ClusterBackend, Link, DELIVERY_BUFFER, DELIVERY_BUFFER_BYTES};
 use wscope_redis::testing::{redis_url_or_skip, unique_name};
 
 use common::{cleanup, connected, wait_link};
@@ -96,7 +96,7 @@ async fn a_backend_hears_its_own_publishes_and_not_other_channels() {
         (delivery.channel.as_str(), delivery.payload),
         (mine.as_str(), Bytes::from("yes"))
     );
-    assert!(rx.try_recv().is_err(), "nothing from {other}");
+    assert!(rx.try_recv().is_none(), "nothing from {other}");
     cleanup(&backend, &prefix).await;
 }
 
@@ -133,7 +133,7 @@ async fn a_full_buffer_drops_and_counts() {
     );
     assert_eq!(backend.dropped(), extra as u64);
     let mut buffered = 0;
-    while let Ok(delivery) = rx.try_recv() {
+    while let Some(delivery) = rx.try_recv() {
         assert_eq!(
             delivery.payload,
             Bytes::from(buffered.to_string()),
@@ -142,5 +142,62 @@ async fn a_full_buffer_drops_and_counts() {
         buffered += 1;
     }
     assert_eq!(buffered, DELIVERY_BUFFER);
+    cleanup(&backend, &prefix).await;
+}
+
+/// Large payloads nobody reads: the buffer holds at most `DELIVERY_BUFFER_BYTES` of them (not
+/// `DELIVERY_BUFFER` deliveries, which at 1 MiB each would be 8 GiB); the rest are dropped and
+/// counted, and the link stays up.
+#[tokio::test]
+async fn a_buffer_full_in_bytes_drops_and_counts() {
+    let Some(url) = redis_url_or_skip("a_buffer_full_in_bytes_drops_and_counts").await else {
+        return;
+    };
+    let prefix = unique_name("pubsub_bytes");
+    let channel = format!("{prefix}:c");
+    let backend = connected(&url).await;
+    let mut rx = backend
+        .subscribe(vec![channel.clone()])
+        .await
+        .expect("subscribed");
+    let size = 1 << 20;
+    let fit = DELIVERY_BUFFER_BYTES / size;
+    let extra = 8;
+    let payload = Bytes::from(vec![b'x'; size]);
+    for _ in 0..fit + extra {
+        backend
+            .publish(&channel, payload.clone())
+            .await
+            .expect("published");
+    }
+    let counted = tokio::time::timeout(Duration::from_secs(10), async {
+        while backend.dropped() < extra as u64 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        counted.is_ok(),
+        "dropped {} of {extra} within 10 s",
+        backend.dropped()
+    );
+    assert_eq!(backend.dropped(), extra as u64);
+    assert_eq!(rx.buffered_bytes(), fit * size);
+    let mut buffered = 0;
+    while rx.try_recv().is_some() {
+        buffered += 1;
+    }
+    assert_eq!((buffered, rx.buffered_bytes()), (fit, 0));
+    assert_eq!(*backend.link().borrow(), Link::Connected);
+    // Read: room again.
+    backend
+        .publish(&channel, payload.clone())
+        .await
+        .expect("published");
+    let delivery = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+        .await
+        .expect("delivered within 2 s")
+        .expect("open");
+    assert_eq!(delivery.payload.len(), size);
     cleanup(&backend, &prefix).await;
 }

@@ -456,3 +456,49 @@ async fn a_slow_redis_never_holds_up_a_socket() {
     );
     clean(&url, &name).await;
 }
+
+/// A second instance with a live instance's id says so once: the one `error:` line the README
+/// promises, not the same refusal logged first at error level as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_instance_id_is_refused_in_one_line() {
+    let Some(url) = redis_url_or_skip("a_duplicate_instance_id_is_refused_in_one_line").await
+    else {
+        return;
+    };
+    let name = cluster_name("dup");
+    let first = instance(&url, &name, "n0");
+    wait_for(&first, "/health", "joined", |h| h["cluster"] == "connected").await;
+    let dup = std::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--redis-url",
+            &url,
+            "--cluster-name",
+            &name,
+            "--instance-id",
+            "n0",
+        ])
+        .args(["--cluster-heartbeat", "200ms", "--cluster-ttl", "800ms"])
+        .env_remove("INSTANCE_ID")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&dup.stderr);
+    assert_eq!(dup.status.code(), Some(1), "{stderr}");
+    let refusals: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.contains("is already a member of cluster"))
+        .collect();
+    assert_eq!(refusals.len(), 1, "{stderr}");
+    assert!(
+        refusals[0].starts_with("error: instance id \"n0\""),
+        "{stderr}"
+    );
+    drop(first);
+    clean(&url, &name).await;
+}

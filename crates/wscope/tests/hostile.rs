@@ -24,6 +24,9 @@ mod api;
 
 const BIN: &str = env!("CARGO_BIN_EXE_wscope");
 
+#[path = "hostile/cluster.rs"]
+mod cluster;
+
 /// A fresh client still connects and echoes.
 async fn still_serves(served: &Served) {
     let (mut ws, _) =

@@ -26,9 +26,30 @@ pub struct ClusterConfig {
     pub admin_addr: Option<String>,
     /// The software version announced (default this crate's).
     pub version: String,
-    /// Messages waiting to be published (broadcasts, replies, announcements) before new
-    /// broadcasts are refused and counted undelivered (default 65,536).
+    /// Messages waiting to be published (broadcasts, replies, announcements) before new ones
+    /// are refused (default 65,536); see [`ClusterConfig::publish_queue_bytes`].
     pub publish_queue: usize,
+    /// Payload bytes waiting to be published before new messages are refused (default 16 MiB):
+    /// a refused broadcast reaches this node's connections only and is counted undelivered, a
+    /// refused reply or announcement is counted unsent. Bounds what a node holds for the others
+    /// whatever its clients send.
+    pub publish_queue_bytes: usize,
+    /// The largest message relayed to the other nodes, in payload bytes (default 64 KiB): a
+    /// larger broadcast reaches this node's connections only, counted undelivered and too large;
+    /// a larger one from another node is ignored (and counted).
+    pub max_relay_size: usize,
+    /// Bytes this node may have published on the shared channel and not yet heard back from the
+    /// engine (default 4 MiB): past it the publisher waits, so it publishes no faster than the
+    /// engine delivers (Redis drops a subscriber that holds 32 MB of backlog, or 8 MB for a
+    /// minute). What is not heard back within the survey timeout is taken as lost.
+    pub publish_window: usize,
+    /// The largest payload read from the cluster channels (default 16 MiB: a reply listing
+    /// 10,000 connections fits); a larger one is ignored, unparsed, and counted.
+    pub max_payload: usize,
+    /// Most other members the view holds (default 1,024): an announcement from a new instance
+    /// when the view is full takes the place of the member gone longest, or is ignored (and
+    /// counted) if none is gone.
+    pub max_members: usize,
 }
 
 impl ClusterConfig {
@@ -45,8 +66,20 @@ impl ClusterConfig {
             admin_addr: None,
             version: env!("CARGO_PKG_VERSION").into(),
             publish_queue: 65_536,
+            publish_queue_bytes: Self::DEFAULT_PUBLISH_QUEUE_BYTES,
+            max_relay_size: Self::DEFAULT_MAX_RELAY_SIZE,
+            publish_window: 4 << 20,
+            max_payload: 16 << 20,
+            max_members: Self::DEFAULT_MAX_MEMBERS,
         }
     }
+
+    /// The default of [`ClusterConfig::publish_queue_bytes`].
+    pub const DEFAULT_PUBLISH_QUEUE_BYTES: usize = 16 << 20;
+    /// The default of [`ClusterConfig::max_relay_size`].
+    pub const DEFAULT_MAX_RELAY_SIZE: usize = 64 << 10;
+    /// The default of [`ClusterConfig::max_members`].
+    pub const DEFAULT_MAX_MEMBERS: usize = 1024;
 
     /// Sets [`ClusterConfig::prefix`].
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
@@ -99,6 +132,36 @@ impl ClusterConfig {
     /// Sets [`ClusterConfig::publish_queue`].
     pub fn publish_queue(mut self, messages: usize) -> Self {
         self.publish_queue = messages.max(1);
+        self
+    }
+
+    /// Sets [`ClusterConfig::publish_queue_bytes`] (at least 1).
+    pub fn publish_queue_bytes(mut self, bytes: usize) -> Self {
+        self.publish_queue_bytes = bytes.max(1);
+        self
+    }
+
+    /// Sets [`ClusterConfig::max_relay_size`].
+    pub fn max_relay_size(mut self, bytes: usize) -> Self {
+        self.max_relay_size = bytes;
+        self
+    }
+
+    /// Sets [`ClusterConfig::publish_window`] (at least 1).
+    pub fn publish_window(mut self, bytes: usize) -> Self {
+        self.publish_window = bytes.max(1);
+        self
+    }
+
+    /// Sets [`ClusterConfig::max_payload`].
+    pub fn max_payload(mut self, bytes: usize) -> Self {
+        self.max_payload = bytes;
+        self
+    }
+
+    /// Sets [`ClusterConfig::max_members`] (at least 1).
+    pub fn max_members(mut self, members: usize) -> Self {
+        self.max_members = members.max(1);
         self
     }
 

@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::backend::{
-    BackendError, BackendFuture, ClusterBackend, Delivery, Lease, Link, DELIVERY_BUFFER,
+    delivery_buffer, BackendError, BackendFuture, ClusterBackend, Deliveries, Delivery,
+    DeliveryRefused, DeliverySender, Lease, Link, DELIVERY_BUFFER, DELIVERY_BUFFER_BYTES,
 };
 use crate::Clock;
 
@@ -33,7 +34,7 @@ struct Subscriber {
     /// The backend it belongs to (to skip deliveries while that backend's link is cut).
     link: watch::Receiver<Link>,
     dropped: Arc<AtomicU64>,
-    tx: mpsc::Sender<Delivery>,
+    tx: DeliverySender,
 }
 
 #[derive(Debug)]
@@ -123,7 +124,7 @@ impl MemoryBackend {
                     channel: channel.to_owned(),
                     payload: payload.clone(),
                 };
-                if s.tx.try_send(delivery).is_err() {
+                if s.tx.try_send(delivery) == Err(DeliveryRefused::Full) {
                     s.dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -170,9 +171,9 @@ impl ClusterBackend for MemoryBackend {
         Box::pin(async move { result })
     }
 
-    fn subscribe(&self, channels: Vec<String>) -> BackendFuture<'_, mpsc::Receiver<Delivery>> {
+    fn subscribe(&self, channels: Vec<String>) -> BackendFuture<'_, Deliveries> {
         let result = self.check().map(|()| {
-            let (tx, rx) = mpsc::channel(DELIVERY_BUFFER);
+            let (tx, rx) = delivery_buffer(DELIVERY_BUFFER, DELIVERY_BUFFER_BYTES);
             let mut subscribers = lock(&self.hub.inner.subscribers);
             for channel in channels {
                 subscribers.entry(channel).or_default().push(Subscriber {

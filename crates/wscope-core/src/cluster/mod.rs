@@ -25,7 +25,8 @@
 //! ```
 //!
 //! # Layout
-//! - `backend`: the [`ClusterBackend`] trait (publish, subscribe, lease, link state).
+//! - `backend`: the [`ClusterBackend`] trait (publish, subscribe, lease, link state) and the
+//!   subscription's buffer ([`delivery_buffer`], bounded in deliveries and bytes).
 //! - `memory`: [`MemoryHub`] and [`MemoryBackend`], the in-process engine.
 //! - `config`: [`ClusterConfig`]; keys and channels are named here.
 //! - `protocol`: the messages between nodes (JSON envelopes).
@@ -48,8 +49,8 @@ mod tasks;
 mod view;
 
 pub use backend::{
-    BackendError, BackendErrorKind, BackendFuture, ClusterBackend, Delivery, Lease, Link,
-    DELIVERY_BUFFER,
+    delivery_buffer, BackendError, BackendErrorKind, BackendFuture, ClusterBackend, Deliveries,
+    Delivery, DeliveryRefused, DeliverySender, Lease, Link, DELIVERY_BUFFER, DELIVERY_BUFFER_BYTES,
 };
 pub use config::ClusterConfig;
 pub use memory::{MemoryBackend, MemoryHub};

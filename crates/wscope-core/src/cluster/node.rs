@@ -3,12 +3,12 @@
 //! other members.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::backend::ClusterBackend;
@@ -55,6 +55,9 @@ pub enum ClusterError {
     /// The cluster name is not usable in keys and channels.
     #[error("invalid cluster name {0:?}: use 1 to 64 of A-Z a-z 0-9 . _ -")]
     InvalidName(String),
+    /// This node's envelopes cannot be encoded (its names do not serialize).
+    #[error("cluster envelope cannot be encoded: {0}")]
+    Encode(String),
 }
 
 /// Counters of what went wrong or was relayed on the cluster channels.
@@ -69,8 +72,16 @@ pub struct ClusterCounters {
     pub broadcasts_sent: u64,
     /// Broadcasts from other nodes queued to this node's connections.
     pub broadcasts_received: u64,
-    /// Broadcasts that could not be published (engine down, queue full): delivered here only.
+    /// Broadcasts that could not be published (engine down, queue full, larger than
+    /// [`ClusterConfig::max_relay_size`](super::ClusterConfig::max_relay_size)): delivered here
+    /// only.
     pub broadcasts_undelivered: u64,
+    /// Of those, the ones larger than the relay limit.
+    pub broadcasts_too_large: u64,
+    /// Other messages of this node (announcements, hellos, replies) not published because the
+    /// publish queue was full, and any message that could not be encoded (logged at error
+    /// level): nothing is published in its place.
+    pub messages_unsent: u64,
     /// Broadcasts of other nodes known lost on the way (gaps in their sequence numbers).
     pub broadcasts_lost: u64,
     /// Deliveries the backend dropped because this node read them too slowly.
@@ -132,7 +143,7 @@ impl Cluster {
         backend: Arc<dyn ClusterBackend>,
         config: ClusterConfig,
     ) -> Result<Cluster, ClusterError> {
-        let cluster = Self::start(registry, backend, config)?;
+        let cluster = Self::begin(registry, backend, config, true)?;
         let mut state = cluster.inner.state.subscribe();
         let wait = cluster
             .inner
@@ -141,17 +152,33 @@ impl Cluster {
             .max(Duration::from_millis(100));
         let _ =
             tokio::time::timeout(wait, state.wait_for(|s| *s != ClusterState::Disconnected)).await;
-        if cluster.state() == ClusterState::Refused {
+        // From here on a refusal is the node's to log; until here it is this error (one report).
+        let refused = {
+            let mut joiner = lock(&cluster.inner.joiner);
+            *joiner = false;
+            cluster.state() == ClusterState::Refused
+        };
+        if refused {
             return Err(cluster.duplicate_error());
         }
         Ok(cluster)
     }
 
-    /// As [`Cluster::join`], without waiting for the first attempt's outcome.
+    /// As [`Cluster::join`], without waiting for the first attempt's outcome (a refusal is
+    /// logged at error level).
     pub fn start(
         registry: &Registry,
         backend: Arc<dyn ClusterBackend>,
         config: ClusterConfig,
+    ) -> Result<Cluster, ClusterError> {
+        Self::begin(registry, backend, config, false)
+    }
+
+    fn begin(
+        registry: &Registry,
+        backend: Arc<dyn ClusterBackend>,
+        config: ClusterConfig,
+        joiner: bool,
     ) -> Result<Cluster, ClusterError> {
         if !valid_name(&config.name) {
             return Err(ClusterError::InvalidName(config.name));
@@ -166,24 +193,30 @@ impl Cluster {
             incarnation: &incarnation,
             body: &Body::Hello {},
         }
-        .prefix();
+        .prefix()
+        .map_err(|e| ClusterError::Encode(e.to_string()))?;
         let inner = Arc::new(Inner {
             registry: registry.clone(),
             backend,
             instance,
             incarnation,
             own_prefix,
+            channel_all: config.channel_all(),
             started_at: registry.shared().clock.unix_ms(0),
             state: watch::Sender::new(ClusterState::Disconnected),
-            view: Mutex::new(View::default()),
+            view: Mutex::new(View::new(config.max_members)),
             pending: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
             heard_seq: Mutex::new(HashMap::new()),
             outbound,
+            queued_bytes: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            echoed: Notify::new(),
             counters: Counters::default(),
             stop: CancellationToken::new(),
             view_holder: Mutex::new(None),
             reported: std::sync::atomic::AtomicBool::new(false),
+            joiner: Mutex::new(joiner),
             attempts: watch::Sender::new(0),
             config,
         });
@@ -238,17 +271,20 @@ impl Cluster {
             broadcasts_received: c.broadcasts_received.load(Ordering::Relaxed),
             broadcasts_undelivered: c.broadcasts_undelivered.load(Ordering::Relaxed),
             broadcasts_lost: c.broadcasts_lost.load(Ordering::Relaxed),
+            broadcasts_too_large: c.broadcasts_too_large.load(Ordering::Relaxed),
+            messages_unsent: c.messages_unsent.load(Ordering::Relaxed),
             deliveries_dropped: self.inner.backend.dropped(),
             disconnects: c.disconnects.load(Ordering::Relaxed),
         }
     }
 
     /// Queues `msg` to this node's connections (on `path`, or all) at once, and publishes it for
-    /// every other node to do the same. Never waits on the engine: when it is down or the publish
-    /// queue is full the message reaches this node's connections only, and
-    /// [`ClusterBroadcast::relayed`] is false (counted in
-    /// [`ClusterCounters::broadcasts_undelivered`]). Broadcasts of one node reach each other node
-    /// in the order they were made.
+    /// every other node to do the same. Never waits on the engine: when it is down, the publish
+    /// queue is full or the message is larger than
+    /// [`ClusterConfig::max_relay_size`](super::ClusterConfig::max_relay_size), the message
+    /// reaches this node's connections only, and [`ClusterBroadcast::relayed`] is false (counted
+    /// in [`ClusterCounters::broadcasts_undelivered`]). Broadcasts of one node reach each other
+    /// node in the order they were made.
     pub fn broadcast(&self, path: Option<&str>, msg: &Message) -> ClusterBroadcast {
         let local = self.inner.registry.broadcast(path, msg);
         let relayed = self.relay(path, msg);
@@ -259,6 +295,17 @@ impl Cluster {
     pub fn relay(&self, path: Option<&str>, msg: &Message) -> bool {
         let inner = &self.inner;
         if !msg.is_data() {
+            return false;
+        }
+        if msg.payload_len() > inner.config.max_relay_size {
+            inner
+                .counters
+                .broadcasts_too_large
+                .fetch_add(1, Ordering::Relaxed);
+            inner
+                .counters
+                .broadcasts_undelivered
+                .fetch_add(1, Ordering::Relaxed);
             return false;
         }
         if self.state() != ClusterState::Connected {

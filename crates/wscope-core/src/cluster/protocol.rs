@@ -14,6 +14,12 @@ use crate::wire::{AdminRequest, BroadcastPayload, ConnectionPage};
 /// The protocol version every envelope carries (`"v"`); another version is ignored.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The longest incarnation believed (this build sends 16 hex digits).
+const MAX_INCARNATION_LEN: usize = 64;
+
+/// The longest address or version an announcement may carry.
+const MAX_LABEL_LEN: usize = 256;
+
 /// One message between nodes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Envelope {
@@ -29,29 +35,47 @@ pub(crate) struct Envelope {
     pub body: Body,
 }
 
+impl Envelope {
+    /// Why its sender cannot be believed, if it cannot: an instance id this build would refuse,
+    /// or an incarnation that is empty, long, or not printable ASCII.
+    pub fn check_sender(&self) -> Result<(), &'static str> {
+        if crate::check_instance_id(&self.from).is_err() {
+            return Err("an invalid sender id");
+        }
+        let incarnation = self.incarnation.as_bytes();
+        if incarnation.is_empty()
+            || incarnation.len() > MAX_INCARNATION_LEN
+            || !incarnation.iter().all(u8::is_ascii_graphic)
+        {
+            return Err("an invalid incarnation");
+        }
+        Ok(())
+    }
+}
+
 /// An envelope to send, borrowing everything (what [`Envelope`] reads back).
 #[derive(Serialize)]
-pub(crate) struct EnvelopeRef<'a> {
+pub(crate) struct EnvelopeRef<'a, B = Body> {
     pub v: u32,
     pub cluster: &'a str,
     pub from: &'a str,
     pub incarnation: &'a str,
-    pub body: &'a Body,
+    pub body: &'a B,
 }
 
-impl EnvelopeRef<'_> {
+impl<B> EnvelopeRef<'_, B> {
     /// The JSON text every envelope from this sender starts with, up to its body: a payload that
     /// starts with it is this node's own, echoed back, and is skipped without parsing.
-    pub fn prefix(&self) -> Vec<u8> {
-        let text = |s: &str| serde_json::to_string(s).unwrap_or_default();
-        format!(
+    pub fn prefix(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let text = serde_json::to_string;
+        Ok(format!(
             r#"{{"v":{},"cluster":{},"from":{},"incarnation":{},"body":"#,
             self.v,
-            text(self.cluster),
-            text(self.from),
-            text(self.incarnation)
+            text(self.cluster)?,
+            text(self.from)?,
+            text(self.incarnation)?
         )
-        .into_bytes()
+        .into_bytes())
     }
 }
 
@@ -114,6 +138,33 @@ pub struct Announce {
     pub summary: Snapshot,
 }
 
+impl Announce {
+    /// Why this announcement from `from` is not recorded, if it is not: it names another id, or
+    /// carries more than a member's row needs (long labels, a list of connections, which the
+    /// view would keep and `/api/cluster/stats` repeat).
+    pub(crate) fn check(&mut self, from: &str) -> Result<(), &'static str> {
+        if self.instance_id != from {
+            return Err("an announcement for another id");
+        }
+        let labels = [&self.main_addr, &self.admin_addr]
+            .into_iter()
+            .flatten()
+            .chain([&self.version]);
+        if labels.into_iter().any(|l| l.len() > MAX_LABEL_LEN) {
+            return Err("an announcement with an over-long address or version");
+        }
+        if !self.summary.connections.is_empty() {
+            return Err("an announcement with a list of connections");
+        }
+        if self.summary.instance_id.is_empty() {
+            self.summary.instance_id = from.to_owned();
+        } else if self.summary.instance_id != from {
+            return Err("an announcement whose summary names another id");
+        }
+        Ok(())
+    }
+}
+
 /// A survey question.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -169,8 +220,11 @@ mod tests {
             incarnation: "5f1c2a9e0b7d4c31",
             body: &body,
         };
-        let text = serde_json::to_string(&out).unwrap_or_default();
-        assert!(text.as_bytes().starts_with(&out.prefix()), "{text}");
+        let text = serde_json::to_string(&out).unwrap();
+        assert!(
+            text.as_bytes().starts_with(&out.prefix().unwrap()),
+            "{text}"
+        );
         // What is sent reads back as what was said.
         let back: Envelope = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
         assert_eq!(serde_json::to_string(&back).unwrap_or_default(), text);

@@ -2,18 +2,18 @@
 //! the publisher's queue entries and the inner state behind [`super::Cluster`], with the
 //! helpers both sides use (announce, send, publish now, the member view's reads).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::backend::{BackendError, ClusterBackend};
+use super::backend::ClusterBackend;
 use super::config::ClusterConfig;
-use super::protocol::{Announce, Body, EnvelopeRef, Reply, PROTOCOL_VERSION};
+use super::protocol::{Announce, EnvelopeRef, Reply, PROTOCOL_VERSION};
 use super::view::{Timing, View};
 use crate::message::Message;
 use crate::registry::Registry;
@@ -52,6 +52,8 @@ pub(super) struct Counters {
     pub(super) broadcasts_received: AtomicU64,
     pub(super) broadcasts_undelivered: AtomicU64,
     pub(super) broadcasts_lost: AtomicU64,
+    pub(super) broadcasts_too_large: AtomicU64,
+    pub(super) messages_unsent: AtomicU64,
     pub(super) disconnects: AtomicU64,
 }
 
@@ -76,6 +78,23 @@ pub(super) enum Outgoing {
     },
 }
 
+impl Outgoing {
+    /// The bytes it holds in the publish queue.
+    pub(super) fn cost(&self) -> usize {
+        match self {
+            Self::Ready { payload, .. } => payload.len(),
+            Self::Broadcast { message, .. } => message.payload_len(),
+        }
+    }
+}
+
+/// A survey waiting for replies: who was asked and has not answered yet, and where answers go.
+#[derive(Debug)]
+pub(super) struct Pending {
+    pub(super) asked: HashSet<String>,
+    pub(super) tx: mpsc::UnboundedSender<(String, Reply)>,
+}
+
 #[derive(Debug)]
 pub(super) struct Inner {
     pub(super) registry: Registry,
@@ -86,13 +105,24 @@ pub(super) struct Inner {
     pub(super) started_at: u64,
     pub(super) state: watch::Sender<ClusterState>,
     pub(super) view: Mutex<View>,
-    pub(super) pending: Mutex<HashMap<u64, mpsc::UnboundedSender<(String, Reply)>>>,
+    /// The surveys waiting for replies, by request id.
+    pub(super) pending: Mutex<HashMap<u64, Pending>>,
     pub(super) next_request: AtomicU64,
     /// What every envelope of this node starts with ([`super::protocol::EnvelopeRef::prefix`]).
     pub(super) own_prefix: Vec<u8>,
+    /// The shared channel's name ([`ClusterConfig::channel_all`]), made once.
+    pub(super) channel_all: String,
     /// Last broadcast sequence number heard per sender incarnation.
     pub(super) heard_seq: Mutex<HashMap<String, u64>>,
     pub(super) outbound: mpsc::Sender<Outgoing>,
+    /// Bytes waiting in `outbound` (and in the publisher's hands), bounded by
+    /// [`ClusterConfig::publish_queue_bytes`].
+    pub(super) queued_bytes: AtomicUsize,
+    /// Bytes published on the shared channel and not yet heard back, bounded by
+    /// [`ClusterConfig::publish_window`].
+    pub(super) in_flight: AtomicUsize,
+    /// Rung when this node hears one of its own messages back (the publisher may be waiting).
+    pub(super) echoed: Notify,
     pub(super) counters: Counters,
     pub(super) stop: CancellationToken,
     /// Who holds this node's id when the lease was refused (for the refusal line).
@@ -101,6 +131,10 @@ pub(super) struct Inner {
     pub(super) attempts: watch::Sender<u64>,
     /// Whether the first join attempt's outcome has been logged.
     pub(super) reported: AtomicBool,
+    /// Whether [`super::Cluster::join`] still waits for the first outcome: a refusal then is the
+    /// caller's to report (it gets it as its error), so it is not logged here too. Held while
+    /// the state changes, so that exactly one of the two reports it.
+    pub(super) joiner: Mutex<bool>,
 }
 
 impl std::fmt::Debug for dyn ClusterBackend {
@@ -131,7 +165,9 @@ impl Inner {
         }
     }
 
-    pub(super) fn envelope(&self, body: &Body) -> Bytes {
+    /// `body` in this node's envelope, as published. An error is logged and counted (unsent)
+    /// here: the caller publishes nothing.
+    pub(super) fn envelope<B: Serialize>(&self, body: &B) -> Option<Bytes> {
         let envelope = EnvelopeRef {
             v: PROTOCOL_VERSION,
             cluster: &self.config.name,
@@ -139,46 +175,120 @@ impl Inner {
             incarnation: &self.incarnation,
             body,
         };
-        Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
+        match serde_json::to_vec(&envelope) {
+            Ok(bytes) => Some(Bytes::from(bytes)),
+            Err(e) => {
+                self.unencodable(&e);
+                None
+            }
+        }
     }
 
-    /// Queues a message for the publisher; false if the queue is full.
-    pub(super) fn send(&self, channel: String, body: Body) -> bool {
-        let payload = self.envelope(&body);
-        self.outbound
-            .try_send(Outgoing::Ready { channel, payload })
-            .is_ok()
+    /// A message that could not be encoded: nothing is published in its place.
+    pub(super) fn unencodable(&self, error: &serde_json::Error) {
+        self.counters
+            .messages_unsent
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            cluster = %self.config.name, error = %error,
+            "a cluster message could not be encoded; nothing published"
+        );
     }
 
-    /// Queues a broadcast for the publisher; false if the queue is full.
-    pub(super) fn send_broadcast(&self, path: Option<&str>, message: &Message) -> bool {
-        self.outbound
-            .try_send(Outgoing::Broadcast {
-                path: path.map(str::to_owned),
-                message: message.clone(),
+    /// Takes `bytes` of the publish queue's room; false (nothing taken) if they do not fit.
+    fn reserve(&self, bytes: usize) -> bool {
+        let max = self.config.publish_queue_bytes;
+        self.queued_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|total| *total <= max)
             })
             .is_ok()
     }
 
-    /// Publishes now, waiting at most the survey timeout (surveys use it to learn of failure).
-    pub(super) async fn publish_now(
-        &self,
-        channel: String,
-        body: Body,
-    ) -> Result<(), BackendError> {
-        let payload = self.envelope(&body);
-        match tokio::time::timeout(
+    /// Gives `bytes` of the publish queue's room back (the publisher has sent them).
+    pub(super) fn release(&self, bytes: usize) {
+        let _ = self
+            .queued_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                Some(held.saturating_sub(bytes))
+            });
+    }
+
+    /// Queues `out` if its bytes fit the queue; false if not.
+    fn enqueue(&self, out: Outgoing) -> bool {
+        let cost = out.cost();
+        if !self.reserve(cost) {
+            return false;
+        }
+        let queued = self.outbound.try_send(out).is_ok();
+        if !queued {
+            self.release(cost);
+        }
+        queued
+    }
+
+    /// Queues a message for the publisher; false (counted unsent) if it could not be encoded or
+    /// the queue is full.
+    pub(super) fn send<B: Serialize>(&self, channel: String, body: &B) -> bool {
+        let Some(payload) = self.envelope(body) else {
+            return false;
+        };
+        let queued = self.enqueue(Outgoing::Ready { channel, payload });
+        if !queued {
+            self.counters
+                .messages_unsent
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        queued
+    }
+
+    /// Queues a broadcast for the publisher; false if the queue is full.
+    pub(super) fn send_broadcast(&self, path: Option<&str>, message: &Message) -> bool {
+        self.enqueue(Outgoing::Broadcast {
+            path: path.map(str::to_owned),
+            message: message.clone(),
+        })
+    }
+
+    /// Counts `bytes` published on `channel` as in flight if it is the shared channel (this
+    /// node hears them back there).
+    pub(super) fn sent_to(&self, channel: &str, bytes: usize) {
+        if channel == self.channel_all {
+            self.in_flight.fetch_add(bytes, Ordering::AcqRel);
+        }
+    }
+
+    /// This node heard `bytes` of its own back on the shared channel (or gave up on them).
+    pub(super) fn heard_back(&self, bytes: usize) {
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                Some(held.saturating_sub(bytes))
+            });
+        self.echoed.notify_one();
+    }
+
+    /// Publishes now, waiting at most the survey timeout (surveys use it to learn of failure);
+    /// true if published.
+    pub(super) async fn publish_now<B: Serialize>(&self, channel: String, body: &B) -> bool {
+        let Some(payload) = self.envelope(body) else {
+            return false;
+        };
+        let len = payload.len();
+        self.sent_to(&channel, len);
+        let published = tokio::time::timeout(
             self.config.survey_timeout,
             self.backend.publish(&channel, payload),
         )
-        .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(BackendError::new(
-                super::BackendErrorKind::Timeout,
-                "publish did not finish within the survey timeout",
-            )),
+        .await;
+        let published = matches!(published, Ok(Ok(())));
+        if !published {
+            // Not published, or not known to be: nothing to hear back.
+            if channel == self.channel_all {
+                self.heard_back(len);
+            }
         }
+        published
     }
 
     pub(super) fn incarnation(&self) -> &str {
@@ -189,9 +299,15 @@ impl Inner {
         self.next_request.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub(super) fn register_pending(&self, id: u64) -> mpsc::UnboundedReceiver<(String, Reply)> {
+    /// Waits for the replies of `asked` to request `id` (each taken once, from them only).
+    pub(super) fn register_pending(
+        &self,
+        id: u64,
+        asked: &BTreeSet<String>,
+    ) -> mpsc::UnboundedReceiver<(String, Reply)> {
         let (tx, rx) = mpsc::unbounded_channel();
-        lock(&self.pending).insert(id, tx);
+        let asked = asked.iter().cloned().collect();
+        lock(&self.pending).insert(id, Pending { asked, tx });
         rx
     }
 
@@ -224,6 +340,7 @@ impl Inner {
     }
 
     pub(super) fn set_state(&self, new: ClusterState, why: &str) {
+        let joiner = lock(&self.joiner);
         let old = self.state.send_replace(new);
         // The first outcome is always reported (starting with the engine down is a state change
         // from "not tried yet"); after that, only changes.
@@ -247,6 +364,7 @@ impl Inner {
                     "cluster engine unreachable: serving locally, retrying with backoff"
                 )
             }
+            ClusterState::Refused if *joiner => {}
             ClusterState::Refused => tracing::error!(
                 cluster = %cluster, instance = %instance,
                 "not joining the cluster: {why}"
@@ -255,5 +373,54 @@ impl Inner {
                 cluster = %cluster, instance = %instance, "left the cluster"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use serde::ser::{Error as _, Serializer};
+
+    use super::*;
+    use crate::cluster::protocol::Body;
+    use crate::cluster::{Cluster, ClusterConfig, MemoryHub};
+    use crate::RegistryConfig;
+
+    /// What no wire type does today, but any could: refuse to serialize.
+    struct Unencodable;
+
+    impl Serialize for Unencodable {
+        fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(S::Error::custom("refused"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_that_cannot_be_encoded_is_counted_and_nothing_is_published() {
+        let hub = MemoryHub::new();
+        let registry = Registry::with_config(RegistryConfig::default().instance_id("a"));
+        let cluster = Cluster::join(&registry, Arc::new(hub.backend()), ClusterConfig::new("t"))
+            .await
+            .unwrap();
+        let channel = "wscope:t:to:watcher".to_owned();
+        let mut watcher = hub
+            .backend()
+            .subscribe(vec![channel.clone()])
+            .await
+            .unwrap();
+        let inner = &cluster.inner;
+        assert!(!inner.send(channel.clone(), &Unencodable));
+        assert!(!inner.publish_now(channel.clone(), &Unencodable).await);
+        assert_eq!(cluster.counters().messages_unsent, 2);
+        // The first thing published on the channel is the next real envelope, not an empty one.
+        assert!(inner.send(channel.clone(), &Body::Hello {}));
+        let first = tokio::time::timeout(Duration::from_secs(2), watcher.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(first.payload.starts_with(&inner.own_prefix), "{first:?}");
+        assert!(watcher.try_recv().is_none());
     }
 }

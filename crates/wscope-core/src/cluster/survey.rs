@@ -4,7 +4,7 @@
 //! (`close` by id routed to the member that holds it).
 
 use std::cmp::Ordering as CmpOrdering;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +12,7 @@ use super::node::{Cluster, ClusterError};
 use super::protocol::{Body, Op, Reply};
 use super::shared::ClusterState;
 use super::tasks::answer;
-use super::view::MemberStatus;
+use super::view::{Member, MemberStatus};
 use crate::query::{ConnectionQuery, SortKey, SortOrder, Start};
 use crate::snapshot::{ClosedBy, ConnectionInfo, RefusalCounts, Snapshot, StateCounts};
 use crate::traffic::Traffic;
@@ -154,8 +154,8 @@ pub struct ClusterPage {
     pub total: u64,
     /// The page, in the query's order (ties: by instance id, then registration order).
     pub connections: Vec<ConnectionInfo>,
-    /// The next page's `cursor`, if there are more rows.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The next page's `cursor`, or `null` on the last page (as `/api/connections` answers).
+    #[serde(default)]
     pub next: Option<String>,
     /// Members that answered, with how many of their connections match.
     pub instances: Vec<InstanceCount>,
@@ -240,10 +240,9 @@ impl Cluster {
             });
         }
         let id = inner.next_request_id();
-        let mut replies = inner.register_pending(id);
         let mut waiting: BTreeSet<String> = expected.into_iter().collect();
-        let published = inner.publish_now(channel, Body::Request { id, op }).await;
-        if published.is_ok() {
+        let mut replies = inner.register_pending(id, &waiting);
+        if inner.publish_now(channel, &Body::Request { id, op }).await {
             let deadline = tokio::time::Instant::now() + inner.config.survey_timeout;
             while !waiting.is_empty() {
                 match tokio::time::timeout_at(deadline, replies.recv()).await {
@@ -287,29 +286,44 @@ impl Cluster {
             instances: Vec::new(),
             unanswered: survey.unanswered.clone(),
         };
+        let by_id: HashMap<&str, &Member> = members
+            .iter()
+            .map(|m| (m.announce.instance_id.as_str(), m))
+            .collect();
+        // Every figure is a member's own word: the sums saturate rather than overflow.
         let (mut age_sum, mut idle_sum, mut rtt_sum, mut rtt_weight) = (0u128, 0u128, 0u128, 0u128);
         for (id, reply) in &survey.answers {
             let Reply::Stats { summary, traffic } = reply else {
                 continue;
             };
             let n = u128::from(summary.total_connections);
-            stats.total_connections += summary.total_connections;
-            stats.total_connections_ever += summary.total_connections_ever;
-            stats.total_connections_closed += summary.total_connections_closed;
+            let add = |sum: &mut u64, n: u64| *sum = sum.saturating_add(n);
+            add(&mut stats.total_connections, summary.total_connections);
+            add(
+                &mut stats.total_connections_ever,
+                summary.total_connections_ever,
+            );
+            add(
+                &mut stats.total_connections_closed,
+                summary.total_connections_closed,
+            );
             stats
                 .connections_by_state
                 .add(&summary.connections_by_state);
             stats.closed_by.add(&summary.closed_by);
             stats.refused.add(&summary.refused);
             stats.traffic.add(traffic);
-            age_sum += u128::from(summary.average_age) * n;
-            idle_sum += u128::from(summary.average_idle_time) * n;
+            let weighted = |sum: &mut u128, value: u64, n: u128| {
+                *sum = sum.saturating_add(u128::from(value).saturating_mul(n));
+            };
+            weighted(&mut age_sum, summary.average_age, n);
+            weighted(&mut idle_sum, summary.average_idle_time, n);
             if let Some(rtt) = summary.average_rtt_ms {
-                rtt_sum += u128::from(rtt) * n.max(1);
-                rtt_weight += n.max(1);
+                weighted(&mut rtt_sum, rtt, n.max(1));
+                rtt_weight = rtt_weight.saturating_add(n.max(1));
             }
             stats.instances_counted += 1;
-            let member = members.iter().find(|m| m.announce.instance_id == *id);
+            let member = by_id.get(id.as_str()).copied();
             let mut row = InstanceStats::new(
                 summary,
                 member.map_or(MemberStatus::Live, |m| m.status),
@@ -323,12 +337,9 @@ impl Cluster {
             }
             stats.instances.push(row);
         }
+        let answered: HashSet<&str> = survey.answers.iter().map(|(id, _)| id.as_str()).collect();
         for m in &members {
-            if survey
-                .answers
-                .iter()
-                .any(|(id, _)| *id == m.announce.instance_id)
-            {
+            if answered.contains(m.announce.instance_id.as_str()) {
                 continue;
             }
             let mut row =
@@ -340,9 +351,13 @@ impl Cluster {
             .instances
             .sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
         let n = u128::from(stats.total_connections);
-        stats.average_age = age_sum.checked_div(n).unwrap_or(0) as u64;
-        stats.average_idle_time = idle_sum.checked_div(n).unwrap_or(0) as u64;
-        stats.average_rtt_ms = rtt_sum.checked_div(rtt_weight).map(|r| r as u64);
+        let mean = |sum: u128, n: u128| {
+            sum.checked_div(n)
+                .map(|m| u64::try_from(m).unwrap_or(u64::MAX))
+        };
+        stats.average_age = mean(age_sum, n).unwrap_or(0);
+        stats.average_idle_time = mean(idle_sum, n).unwrap_or(0);
+        stats.average_rtt_ms = mean(rtt_sum, rtt_weight);
         Ok(stats)
     }
 
@@ -376,7 +391,7 @@ impl Cluster {
             let Reply::Connections { page } = reply else {
                 continue;
             };
-            total += page.total;
+            total = u64::saturating_add(total, page.total);
             instances.push(InstanceCount {
                 instance_id: id.clone(),
                 total: page.total,
@@ -439,7 +454,7 @@ impl Cluster {
             out.success &= status == 200;
             let add = |slot: &mut Option<u64>, field: &str| {
                 if let Some(n) = answer.get(field).and_then(serde_json::Value::as_u64) {
-                    *slot = Some(slot.unwrap_or(0) + n);
+                    *slot = Some(slot.unwrap_or(0).saturating_add(n));
                 }
             };
             add(&mut out.closed, "closed");

@@ -9,9 +9,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::backend::{Delivery, Lease, Link};
+use super::backend::{Deliveries, Delivery, Lease, Link};
 use super::protocol::{Announce, Body, Envelope, Op, Reply, PROTOCOL_VERSION};
 use super::shared::{lock, ClusterState, Inner, Outgoing};
+use super::view::ViewFull;
 use crate::wire::BroadcastPayload;
 
 /// The longest wait between attempts to reach an unreachable engine.
@@ -20,26 +21,40 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Most queued messages published in one batch (one round trip on Redis).
 const PUBLISH_BATCH: usize = 256;
 
+/// Most payload bytes published in one batch (a single larger message goes alone): Redis takes
+/// a pipelined batch in one go, and copies each payload to every subscriber's output buffer.
+const PUBLISH_BATCH_BYTES: usize = 1 << 20;
+
 /// Sends queued messages in order, in batches of what has queued up meanwhile (one message alone
-/// when traffic is light). While the node is not connected, queued broadcasts are counted
-/// undelivered at once instead of waiting on the engine one by one.
+/// when traffic is light), each at most [`PUBLISH_BATCH_BYTES`] (or the window), and no faster
+/// than this node hears its own messages back on the shared channel
+/// ([`super::ClusterConfig::publish_window`]).
+/// While the node is not connected, queued broadcasts are counted undelivered at once instead of
+/// waiting on the engine one by one.
 pub(super) async fn publisher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing>) {
     let timeout = inner.config.survey_timeout.max(Duration::from_millis(100));
-    let channel_all = inner.config.channel_all();
-    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    let mut pending: Vec<Outgoing> = Vec::with_capacity(PUBLISH_BATCH);
     // The last broadcast number published.
     let mut seq = 0u64;
     loop {
-        tokio::select! {
-            _ = inner.stop.cancelled() => return,
-            n = rx.recv_many(&mut batch, PUBLISH_BATCH) => if n == 0 { return },
+        if pending.is_empty() {
+            tokio::select! {
+                _ = inner.stop.cancelled() => return,
+                n = rx.recv_many(&mut pending, PUBLISH_BATCH) => if n == 0 { return },
+            }
         }
+        let limit = PUBLISH_BATCH_BYTES.min(inner.config.publish_window);
+        let rest = pending.split_off(batch_len(&pending, limit));
+        let batch = std::mem::replace(&mut pending, rest);
+        let cost: usize = batch.iter().map(Outgoing::cost).sum();
         let broadcasts = batch
             .iter()
             .filter(|o| matches!(o, Outgoing::Broadcast { .. }))
             .count() as u64;
         if *inner.state_now() != ClusterState::Connected {
-            batch.clear();
+            inner.release(cost);
+            // Nothing sent on a link that is down comes back.
+            inner.heard_back(usize::MAX);
             inner
                 .counters
                 .broadcasts_undelivered
@@ -47,35 +62,101 @@ pub(super) async fn publisher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing
             continue;
         }
         let mut next = seq;
+        let mut unencoded = 0;
         let payloads: Vec<_> = batch
-            .drain(..)
+            .into_iter()
             .filter_map(|out| match out {
                 Outgoing::Ready { channel, payload } => Some((channel, payload)),
                 Outgoing::Broadcast { path, message } => {
                     let message = BroadcastPayload::from_message(&message)?;
-                    next += 1;
                     let body = Body::Broadcast {
-                        seq: next,
+                        seq: next + 1,
                         path,
                         message,
                     };
-                    Some((channel_all.clone(), inner.envelope(&body)))
+                    let Some(payload) = inner.envelope(&body) else {
+                        unencoded += 1;
+                        return None;
+                    };
+                    next += 1;
+                    Some((inner.channel_all.clone(), payload))
                 }
             })
             .collect();
+        let to_all: usize = payloads
+            .iter()
+            .filter(|(channel, _)| *channel == inner.channel_all)
+            .map(|(_, payload)| payload.len())
+            .sum();
+        if !window(&inner, to_all, timeout).await {
+            return;
+        }
+        inner.sent_to(&inner.channel_all, to_all);
         let published = matches!(
             tokio::time::timeout(timeout, inner.backend.publish_batch(payloads)).await,
             Ok(Ok(()))
         );
-        let counter = if published {
+        inner.release(cost);
+        let sent = broadcasts - unencoded;
+        if published {
             seq = next;
-            &inner.counters.broadcasts_sent
+            inner
+                .counters
+                .broadcasts_sent
+                .fetch_add(sent, Ordering::Relaxed);
         } else {
             // Not published (or not known to be): the numbers are given again, so receivers
-            // see no gap for what was never sent.
-            &inner.counters.broadcasts_undelivered
-        };
-        counter.fetch_add(broadcasts, Ordering::Relaxed);
+            // see no gap for what was never sent, and nothing is waited for back.
+            inner.heard_back(to_all);
+            inner
+                .counters
+                .broadcasts_undelivered
+                .fetch_add(sent, Ordering::Relaxed);
+        }
+        inner
+            .counters
+            .broadcasts_undelivered
+            .fetch_add(unencoded, Ordering::Relaxed);
+    }
+}
+
+/// How many of `pending` go in the next batch: at least one, then as many as fit `limit` bytes.
+fn batch_len(pending: &[Outgoing], limit: usize) -> usize {
+    let mut bytes = 0usize;
+    let fit = pending
+        .iter()
+        .take_while(|out| {
+            bytes = bytes.saturating_add(out.cost());
+            bytes <= limit
+        })
+        .count();
+    fit.max(1).min(pending.len())
+}
+
+/// Waits until `bytes` more fit the publish window (or nothing is in flight); false if the node
+/// stopped meanwhile. Bytes not heard back within `patience` of the last one that was are taken
+/// as lost (deliveries this node dropped, a reconnect): the window starts over rather than
+/// stall.
+async fn window(inner: &Inner, bytes: usize, patience: Duration) -> bool {
+    let mut deadline = Instant::now() + patience;
+    loop {
+        let echoed = inner.echoed.notified();
+        tokio::pin!(echoed);
+        echoed.as_mut().enable();
+        let held = inner.in_flight.load(Ordering::Acquire);
+        if bytes == 0 || held == 0 || held.saturating_add(bytes) <= inner.config.publish_window {
+            return true;
+        }
+        tokio::select! {
+            _ = inner.stop.cancelled() => return false,
+            _ = &mut echoed => deadline = Instant::now() + patience,
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::debug!(
+                    held, "cluster: own messages not heard back in time; taken as lost"
+                );
+                inner.heard_back(held);
+            }
+        }
     }
 }
 
@@ -83,7 +164,7 @@ pub(super) async fn publisher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing
 /// leaves) or the node is stopped.
 pub(super) async fn membership(inner: Arc<Inner>) {
     let mut link = inner.backend.link();
-    let mut deliveries: Option<mpsc::Receiver<Delivery>> = None;
+    let mut deliveries: Option<Deliveries> = None;
     let first_backoff = (inner.config.heartbeat / 4).max(Duration::from_millis(50));
     let mut backoff = first_backoff;
     let mut next_beat = Instant::now();
@@ -134,7 +215,7 @@ pub(super) async fn membership(inner: Arc<Inner>) {
 }
 
 /// The next delivery, or never while there is no subscription.
-async fn recv(deliveries: &mut Option<mpsc::Receiver<Delivery>>) -> Option<Delivery> {
+async fn recv(deliveries: &mut Option<Deliveries>) -> Option<Delivery> {
     match deliveries {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -143,7 +224,7 @@ async fn recv(deliveries: &mut Option<mpsc::Receiver<Delivery>>) -> Option<Deliv
 
 /// One heartbeat: subscribe if not yet, take or renew the lease on the instance id with the
 /// announcement as its value, and announce. True if the node is a connected member after it.
-async fn beat(inner: &Arc<Inner>, deliveries: &mut Option<mpsc::Receiver<Delivery>>) -> bool {
+async fn beat(inner: &Arc<Inner>, deliveries: &mut Option<Deliveries>) -> bool {
     let wait = inner.config.survey_timeout.max(Duration::from_millis(100));
     if deliveries.is_none() {
         let channels = vec![
@@ -163,7 +244,15 @@ async fn beat(inner: &Arc<Inner>, deliveries: &mut Option<mpsc::Receiver<Deliver
         }
     }
     let announce = inner.announce();
-    let value = bytes::Bytes::from(serde_json::to_vec(&announce).unwrap_or_default());
+    let value = match serde_json::to_vec(&announce) {
+        Ok(value) => bytes::Bytes::from(value),
+        Err(e) => {
+            // No lease renewed with nonsense: this beat fails, and the lease runs out if the
+            // next ones do too.
+            inner.unencodable(&e);
+            return false;
+        }
+    };
     let key = inner.config.lease_key(&inner.instance);
     let ttl = inner.config.effective_ttl();
     let lease = tokio::time::timeout(
@@ -176,10 +265,10 @@ async fn beat(inner: &Arc<Inner>, deliveries: &mut Option<mpsc::Receiver<Deliver
             let was = *inner.state_now();
             inner.set_state(ClusterState::Connected, "");
             if was != ClusterState::Connected {
-                inner.send(inner.config.channel_all(), Body::Hello {});
+                inner.send(inner.channel_all.clone(), &Body::Hello {});
                 tokio::spawn(adopt_bans(inner.clone()));
             }
-            inner.send(inner.config.channel_all(), Body::Announce(announce));
+            inner.send(inner.channel_all.clone(), &Body::Announce(announce));
             let now = inner.now_ms();
             let view = {
                 let mut view = lock(&inner.view);
@@ -263,7 +352,7 @@ fn describe_holder(value: &[u8]) -> String {
 async fn leave(inner: &Arc<Inner>) {
     if *inner.state_now() == ClusterState::Connected {
         let _ = inner
-            .publish_now(inner.config.channel_all(), Body::Leave {})
+            .publish_now(inner.channel_all.clone(), &Body::Leave {})
             .await;
         let key = inner.config.lease_key(&inner.instance);
         let wait = inner.config.survey_timeout;
@@ -275,14 +364,21 @@ async fn leave(inner: &Arc<Inner>) {
 
 /// Handles one payload from the cluster channels; anything unusable is counted and ignored.
 fn handle(inner: &Arc<Inner>, delivery: Delivery) {
-    // This node's own envelopes, echoed back on the shared channel: skipped unparsed.
+    // This node's own envelopes, echoed back on the shared channel: skipped unparsed, and the
+    // publisher may send more.
     if delivery.payload.starts_with(&inner.own_prefix) {
+        if delivery.channel == inner.channel_all {
+            inner.heard_back(delivery.payload.len());
+        }
         return;
     }
     let ignore = |why: &str| {
         inner.counters.ignored.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(channel = %delivery.channel, why, "ignored a cluster message");
     };
+    if delivery.payload.len() > inner.config.max_payload {
+        return ignore("larger than the largest payload read");
+    }
     let envelope: Envelope = match serde_json::from_slice(&delivery.payload) {
         Ok(e) => e,
         Err(_) => return ignore("malformed"),
@@ -299,51 +395,82 @@ fn handle(inner: &Arc<Inner>, delivery: Delivery) {
         }
         return;
     }
+    if let Err(why) = envelope.check_sender() {
+        return ignore(why);
+    }
     let now = inner.now_ms();
+    let member = || lock(&inner.view).is_member(&envelope.from, &envelope.incarnation);
     match envelope.body {
-        Body::Announce(announce) => {
-            if announce.instance_id != envelope.from {
-                return ignore("announcement for another id");
+        Body::Announce(mut announce) => {
+            if let Err(why) = announce.check(&envelope.from) {
+                return ignore(why);
             }
-            let replaced = lock(&inner.view).heard(announce, &envelope.incarnation, now);
-            if let Some(old) = replaced {
-                lock(&inner.heard_seq).remove(&old);
-                tracing::info!(instance = %envelope.from, "cluster member restarted");
+            let heard =
+                lock(&inner.view).heard(announce, &envelope.incarnation, inner.timing(), now);
+            match heard {
+                Ok(Some(old)) => {
+                    lock(&inner.heard_seq).remove(&old);
+                    tracing::info!(instance = %envelope.from, "cluster member restarted");
+                }
+                Ok(None) => {}
+                Err(ViewFull) => ignore("a new member while the view is full"),
             }
         }
         Body::Hello {} => {
-            inner.send(inner.config.channel_all(), Body::Announce(inner.announce()));
+            inner.send(inner.channel_all.clone(), &Body::Announce(inner.announce()));
         }
         Body::Leave {} => lock(&inner.view).left(&envelope.from, &envelope.incarnation, now),
         Body::Request { id, op } => {
             let reply = answer(inner, op);
             inner.send(
                 inner.config.channel_to(&envelope.from),
-                Body::Reply { id, reply },
+                &Body::Reply { id, reply },
             );
         }
         Body::Reply { id, reply } => {
-            if let Some(tx) = lock(&inner.pending).get(&id) {
-                let _ = tx.send((envelope.from, reply));
+            if !member() {
+                return ignore("a reply from a non-member");
+            }
+            // Only the members a survey asked, once each: the survey's channel is bounded by
+            // the members it asked, whoever else publishes replies.
+            let tx = lock(&inner.pending).get_mut(&id).and_then(|survey| {
+                survey
+                    .asked
+                    .remove(&envelope.from)
+                    .then(|| survey.tx.clone())
+            });
+            match tx {
+                Some(tx) => {
+                    let _ = tx.send((envelope.from, reply));
+                }
+                None => ignore("a reply from an instance that was not asked"),
             }
         }
         Body::Broadcast { seq, path, message } => {
+            if !member() {
+                return ignore("a broadcast from a non-member");
+            }
+            let message = message.into_message();
+            if message.payload_len() > inner.config.max_relay_size {
+                return ignore("a broadcast larger than the relay limit");
+            }
             {
+                // One entry per member's incarnation: members only, and the view is bounded.
                 let mut heard = lock(&inner.heard_seq);
                 let last = heard
                     .entry(envelope.incarnation)
                     .or_insert(seq.saturating_sub(1));
                 if seq > last.saturating_add(1) {
-                    inner
-                        .counters
-                        .broadcasts_lost
-                        .fetch_add(seq - *last - 1, Ordering::Relaxed);
+                    let gap = seq - *last - 1;
+                    let _ = inner.counters.broadcasts_lost.fetch_update(
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                        |n| Some(n.saturating_add(gap)),
+                    );
                 }
                 *last = (*last).max(seq);
             }
-            inner
-                .registry
-                .broadcast(path.as_deref(), &message.into_message());
+            inner.registry.broadcast(path.as_deref(), &message);
             inner
                 .counters
                 .broadcasts_received
@@ -362,11 +489,19 @@ pub(super) fn answer(inner: &Inner, op: Op) -> Reply {
         Op::Connections { query } => Reply::Connections {
             page: inner.registry.connections(&query),
         },
-        Op::Admin { request } => match inner.registry.apply(request) {
-            Ok(answer) => Reply::Admin {
+        Op::Admin { request } => match inner.registry.apply(request).map(serde_json::to_value) {
+            Ok(Ok(answer)) => Reply::Admin {
                 status: 200,
-                answer: serde_json::to_value(answer).unwrap_or_default(),
+                answer,
             },
+            Ok(Err(e)) => {
+                // Done here, but the answer cannot be told: an error, not an empty answer.
+                inner.unencodable(&e);
+                Reply::Admin {
+                    status: 500,
+                    answer: serde_json::json!({ "error": format!("answer not encodable: {e}") }),
+                }
+            }
             Err(failure) => Reply::Admin {
                 status: failure.status(),
                 answer: serde_json::json!({ "error": failure.message }),

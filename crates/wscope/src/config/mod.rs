@@ -190,6 +190,19 @@ declare_settings! {
         cluster_ttl: Duration as kind::Duration<600> = Duration::ZERO;
         /// How long a cluster survey (stats, connections, actions) waits for each instance.
         cluster_timeout: Duration as kind::Duration<60> = Duration::from_secs(1);
+        /// Largest chat message relayed to the other instances; a larger one reaches this
+        /// instance's clients only (counted undelivered), and one from another instance is
+        /// ignored.
+        cluster_max_relay_size: usize as kind::Size<1, { 2 << 20 }> =
+            wscope_core::cluster::ClusterConfig::DEFAULT_MAX_RELAY_SIZE;
+        /// Bytes of messages waiting to be published to the cluster; past it a chat message
+        /// reaches this instance's clients only (counted undelivered).
+        cluster_publish_queue: usize as kind::Size<{ 64 << 10 }> =
+            wscope_core::cluster::ClusterConfig::DEFAULT_PUBLISH_QUEUE_BYTES;
+        /// Most other instances this one keeps in its cluster view; a new one past it takes
+        /// the place of the instance gone longest, or is ignored.
+        cluster_max_members: usize as kind::Count<usize, 100_000> =
+            wscope_core::cluster::ClusterConfig::DEFAULT_MAX_MEMBERS;
     }
     "Logging" {
         /// Log line format (`RUST_LOG` sets the level).
@@ -333,7 +346,10 @@ impl ServeConfig {
     pub fn cluster_config(&self) -> wscope_core::cluster::ClusterConfig {
         let config = wscope_core::cluster::ClusterConfig::new(self.cluster_name.clone())
             .heartbeat(self.cluster_heartbeat)
-            .survey_timeout(self.cluster_timeout);
+            .survey_timeout(self.cluster_timeout)
+            .max_relay_size(self.cluster_max_relay_size)
+            .publish_queue_bytes(self.cluster_publish_queue)
+            .max_members(self.cluster_max_members);
         if self.cluster_ttl.is_zero() {
             config
         } else {
