@@ -184,12 +184,13 @@ fn parse_query(
 }
 
 /// `POST /api/cluster/admin`: the same actions as `POST /api/admin`, carried out on every member
-/// (`close` by id: on the member that holds it, 404 if no live member does), answered with a
+/// (`close` by id and `broadcast` to an `id`: on the member that holds it, 404 if no live member
+/// does), answered with a
 /// [`ClusterAdminAnswer`](wscope_core::cluster::ClusterAdminAnswer): one row per member with the
 /// status and answer its own `/api/admin` would have given, sums of `closed` and `sent`, and
 /// the members that did not answer in time.
 ///
-/// A `close` by id goes to one member and is answered as that member's `/api/admin` answers
+/// An action on one id goes to one member and is answered as that member's `/api/admin` answers
 /// when it fails: its status (404 for an id it does not hold) and `{"error": ...}`, with its
 /// `instanceId`; 504 `{"error": ...}` if it does not answer within `--cluster-timeout`.
 pub async fn admin(State(registry): State<Registry>, body: Bytes) -> Response {
@@ -201,7 +202,7 @@ pub async fn admin(State(registry): State<Registry>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
     };
-    if let AdminRequest::Close { id, .. } = &request {
+    if let Some(id) = request.connection_id() {
         if cluster.state() == wscope_core::cluster::ClusterState::Connected
             && cluster.holder_of(id).is_none()
         {
@@ -215,7 +216,7 @@ pub async fn admin(State(registry): State<Registry>, body: Bytes) -> Response {
             .into_response();
         }
     }
-    let routed = matches!(request, AdminRequest::Close { .. });
+    let routed = request.connection_id().is_some();
     match cluster.admin(request).await {
         Ok(answer) if routed => routed_answer(&cluster, answer),
         Ok(answer) => Json(answer).into_response(),

@@ -486,6 +486,16 @@ impl ClusterScrape {
                 c.broadcasts_undelivered,
             ),
             (
+                "wscope_cluster_broadcasts_too_large",
+                "Of the undelivered broadcasts, those larger than --cluster-max-relay-size.",
+                c.broadcasts_too_large,
+            ),
+            (
+                "wscope_cluster_messages_unsent",
+                "Other cluster messages not published: publish queue full, or not encodable.",
+                c.messages_unsent,
+            ),
+            (
                 "wscope_cluster_broadcasts_lost",
                 "Broadcasts of other instances known lost on the way (sequence gaps).",
                 c.broadcasts_lost,

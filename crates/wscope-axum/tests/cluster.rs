@@ -211,6 +211,32 @@ async fn broadcast_reaches_every_instances_clients() {
     for c in &mut clients {
         assert_eq!(recv_text(c).await, "to all");
     }
+    // To one id: routed to the member holding it, which alone answers; the others' clients get
+    // nothing (the next message each reads is the one sent to all after it).
+    let id = servers[2].0.registry.snapshot().connections[0]
+        .id
+        .to_string();
+    let one = http_post(
+        servers[0].0.admin_addr,
+        "/api/cluster/admin",
+        &format!(r#"{{"action":"broadcast","text":"to one","id":"{id}"}}"#),
+    )
+    .await;
+    assert_eq!(one.status, 200, "{}", one.text());
+    assert_eq!(one.json()["sent"], 1, "{}", one.text());
+    assert_eq!(one.json()["instances"].as_array().unwrap().len(), 1);
+    assert_eq!(one.json()["instances"][0]["instanceId"], "c");
+    assert_eq!(recv_text(&mut clients[2]).await, "to one");
+    let again = http_post(
+        servers[0].0.admin_addr,
+        "/api/cluster/admin",
+        r#"{"action":"broadcast","text":"again","path":"/ws"}"#,
+    )
+    .await;
+    assert_eq!(again.json()["sent"], 3, "{}", again.text());
+    for c in &mut clients {
+        assert_eq!(recv_text(c).await, "again");
+    }
     // Bad input: both payloads.
     let bad = http_post(
         servers[0].0.admin_addr,
@@ -322,8 +348,11 @@ async fn metrics_show_the_cluster_state_and_members() {
         text.contains("wscope_cluster_members{status=\"live\"} 2"),
         "{text}"
     );
-    assert!(
-        text.contains("wscope_cluster_messages_ignored_total 0"),
-        "{text}"
-    );
+    for family in [
+        "wscope_cluster_messages_ignored_total 0",
+        "wscope_cluster_broadcasts_too_large_total 0",
+        "wscope_cluster_messages_unsent_total 0",
+    ] {
+        assert!(text.contains(family), "{family}: {text}");
+    }
 }

@@ -245,6 +245,16 @@ pub enum BroadcastTarget<'a> {
 }
 
 impl AdminRequest {
+    /// The connection id an action is about, when it is about one connection (`close`, and
+    /// `broadcast` to an `id`): in cluster mode such an action goes to the member holding it.
+    pub fn connection_id(&self) -> Option<&str> {
+        match self {
+            Self::Close { id, .. } => Some(id),
+            Self::Broadcast { id: Some(id), .. } => Some(id),
+            _ => None,
+        }
+    }
+
     /// The target of a `broadcast` (`None` for other actions), or what is wrong with it: two
     /// targets, or a filter without a condition.
     pub fn broadcast_target(&self) -> Option<Result<BroadcastTarget<'_>, String>> {

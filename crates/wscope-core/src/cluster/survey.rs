@@ -418,12 +418,12 @@ impl Cluster {
         })
     }
 
-    /// Carries out an admin action on every member (`close` by id: on the member that holds it,
-    /// found from the id) and answers per member.
+    /// Carries out an admin action on every member (`close` by id and `broadcast` to an id: on
+    /// the member that holds it, found from the id) and answers per member.
     pub async fn admin(&self, request: AdminRequest) -> Result<ClusterAdminAnswer, ClusterError> {
         let action = request.action().to_owned();
-        let target = match &request {
-            AdminRequest::Close { id, .. } => match self.holder_of(id) {
+        let target = match request.connection_id() {
+            Some(id) => match self.holder_of(id) {
                 Some(holder) => Target::One(holder),
                 None => {
                     return Ok(ClusterAdminAnswer {
@@ -436,7 +436,7 @@ impl Cluster {
                     })
                 }
             },
-            _ => Target::Everyone,
+            None => Target::Everyone,
         };
         let survey = self.survey(target, Op::Admin { request }).await?;
         let mut out = ClusterAdminAnswer {
