@@ -17,8 +17,6 @@ use wscope_axum::{
 };
 use wscope_core::{Registry, ShutdownReport};
 
-pub use wscope_core::shutdown_signal;
-
 use crate::config::ServeConfig;
 use crate::listener;
 
