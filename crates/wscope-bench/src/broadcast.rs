@@ -35,7 +35,7 @@ use crate::deadline::Deadline;
 use crate::failures::Failures;
 use crate::latency::{self, Latencies, LatencySummary};
 use crate::lost::{per_sec, Losses, Lost};
-use crate::options::{defaults, CommonOptions};
+use crate::options::{defaults, CommonOptions, HANDSHAKE_CONCURRENCY, PAYLOAD_SIZE};
 use crate::probe::Usage;
 use crate::progress::Steps;
 use crate::report::{self, Report};
@@ -68,13 +68,13 @@ pub struct BroadcastOptions {
     #[arg(short = 'n', long, value_name = "N", default_value = "100", value_parser = parse_count)]
     pub messages: usize,
     /// Payload size of each message (at least what the timestamp needs, ~48 bytes).
-    #[arg(short = 's', long = "size", value_name = "SIZE", default_value = "64", value_parser = parse_size)]
+    #[arg(short = 's', long = "size", value_name = "SIZE", default_value = PAYLOAD_SIZE, value_parser = parse_size)]
     pub size: usize,
     /// Longest wait for one message to reach every listener before moving on.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub round_timeout: Duration,
     /// Handshakes under way at once while connecting.
-    #[arg(long, value_name = "N", default_value = "200", value_parser = parse_count)]
+    #[arg(long, value_name = "N", default_value_t = HANDSHAKE_CONCURRENCY, value_parser = parse_count)]
     pub handshake_concurrency: usize,
     /// Options every mode shares.
     #[command(flatten)]
