@@ -9,14 +9,13 @@
 //! - `listener`: TCP listeners with a large accept backlog.
 //! - `logging`: the log lines on stderr: write failures ignored, client text escaped.
 //! - `serve`: the server — echo, chat, health, the admin listener and the graceful drain.
-//! - `top`: `wscope top`, a live terminal view of a server's admin API (its own flags,
-//!   [`top::TopArgs`]).
 //!
-//! `wscope bench` is the `wscope-bench` crate; the connection machinery is `wscope-core` and
-//! `wscope-axum`.
+//! `wscope bench` is the `wscope-bench` crate; `wscope top` is a module tree of the binary alone
+//! (`src/top/`, declared in `main.rs`): it reads a server's admin API over HTTP and shares
+//! nothing with the server but the token-file reader ([`config::token_file`]). The connection
+//! machinery is `wscope-core` and `wscope-axum`.
 
 pub mod config;
 pub mod listener;
 pub mod logging;
 pub mod serve;
-pub mod top;

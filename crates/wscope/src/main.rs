@@ -11,6 +11,8 @@ use wscope_core::StopSignals;
 use wscope::config::{ConfigError, ServeArgs, ServeConfig};
 use wscope::{logging, serve};
 
+mod top;
+
 /// See, steer and load-test WebSocket connections.
 #[derive(Parser, Debug)]
 #[command(name = "wscope", version, about)]
@@ -27,7 +29,7 @@ enum Command {
     /// Drive load against a WebSocket server and report throughput and latency.
     Bench(wscope_bench::BenchArgs),
     /// Watch a wscope server live in the terminal: totals, rates, busiest and idlest connections.
-    Top(wscope::top::TopArgs),
+    Top(top::TopArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,7 +52,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => runtime
             .block_on(wscope_bench::run(args))
             .map_err(Into::into),
-        Command::Top(args) => runtime.block_on(wscope::top::run(args)),
+        Command::Top(args) => runtime.block_on(top::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -39,7 +39,7 @@ mod flag;
 mod kind;
 #[cfg(test)]
 mod tests;
-pub(crate) mod token_file;
+pub mod token_file;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
