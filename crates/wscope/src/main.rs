@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use wscope_core::StopSignals;
 
 use wscope::config::{ConfigError, ServeArgs, ServeConfig};
-use wscope::{logging, serve};
+use wscope::{demo, logging, serve};
 
 mod top;
 
@@ -108,6 +108,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             std::process::exit(second.exit_code().into());
         });
     };
-    server.run(signal).await?;
+    server.serve(demo::app(), signal).await?;
     Ok(())
 }

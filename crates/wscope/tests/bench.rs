@@ -41,7 +41,7 @@ async fn start_server_with(cfg: ServeConfig) -> TestServer {
     let server = Server::bind(&cfg).unwrap();
     let (main, admin) = server.local_addrs().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async move {
+    let task = tokio::spawn(server.serve(wscope::demo::app(), async move {
         let _ = stopped.await;
     }));
     TestServer {
