@@ -8,7 +8,7 @@ use std::io::Write as _;
 use clap::{Parser, Subcommand};
 use wscope_core::StopSignals;
 
-use wscope::config::{ConfigError, ServeArgs, ServeConfig};
+use wscope::config::{ConfigError, ServeArgs, ServeSettings};
 use wscope::{demo, logging, serve};
 
 mod top;
@@ -92,11 +92,11 @@ fn clap_exit(e: clap::Error) -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let cfg = ServeConfig::resolve(args)?;
-    logging::init(cfg.log_format);
+    let settings = ServeSettings::resolve(args)?;
+    logging::init(settings.logging.log_format);
     let mut signals =
         StopSignals::install().map_err(|e| anyhow::anyhow!("cannot handle signals: {e}"))?;
-    let server = serve::Server::bind(&cfg)?;
+    let server = serve::Server::bind(&settings)?;
     // The first SIGINT/SIGTERM drains; a second exits at once with 130/143, as if the signal had
     // killed the process, for an operator who will not wait for the drain deadline.
     let signal = async move {

@@ -9,16 +9,16 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use wscope_axum::{
-    admin_router, health_router, json_errors, ready_router, AdminConfig, ServeOptions,
-    SocketConfig, Tracking,
+    admin_router, health_router, json_errors, ready_router, AdminConfig, ServeOptions, Tracking,
 };
 use wscope_core::{Registry, ShutdownReport};
 
 use crate::app::{App, Url};
-use crate::config::ServeConfig;
+use crate::config::ServerGroups;
 use crate::listener;
 
-/// Bound listeners, ready to serve.
+/// Bound listeners and the registry behind them, ready to serve an application
+/// ([`Server::serve`]); made from any settings that hold the server's groups ([`Server::bind`]).
 pub struct Server {
     registry: Registry,
     tracking: Tracking,
@@ -42,33 +42,27 @@ struct ClusterPlan {
 
 impl Server {
     /// Binds both listeners; an error names the flag whose address failed.
-    pub fn bind(cfg: &ServeConfig) -> anyhow::Result<Self> {
-        let main = listener::bind(cfg.listen, cfg.backlog)
-            .with_context(|| format!("--listen {}", cfg.listen))?;
-        let admin = listener::bind(cfg.admin_listen, cfg.backlog)
-            .with_context(|| format!("--admin-listen {}", cfg.admin_listen))?;
-        let registry = Registry::with_config(cfg.registry_config());
+    pub fn bind(settings: &impl ServerGroups) -> anyhow::Result<Self> {
+        let listeners = settings.listeners();
+        let main = listener::bind(listeners.listen, listeners.backlog)
+            .with_context(|| format!("--listen {}", listeners.listen))?;
+        let admin = listener::bind(listeners.admin_listen, listeners.backlog)
+            .with_context(|| format!("--admin-listen {}", listeners.admin_listen))?;
+        let registry = Registry::with_config(settings.registry_config());
         let tracking = Tracking::new(registry.clone())
-            .trusted_proxies(cfg.proxies())
-            .socket_config(
-                SocketConfig::default()
-                    .engine(cfg.engine)
-                    .read_buffer_size(cfg.read_buffer_size)
-                    .max_message_size(cfg.max_message_size)
-                    .max_frame_size(cfg.max_frame_size)
-                    .max_buffered_bytes(cfg.max_buffered_bytes)
-                    .permessage_deflate(cfg.permessage_deflate),
-            );
+            .trusted_proxies(listeners.proxies())
+            .socket_config(settings.socket_config());
+        let cluster = settings.cluster();
         Ok(Self {
             registry,
             tracking,
             main,
             admin,
-            admin_config: cfg.admin_config(),
-            serve_options: cfg.serve_options(),
-            cluster: cfg.redis_url.as_ref().map(|url| ClusterPlan {
+            admin_config: settings.admin().admin_config(),
+            serve_options: listeners.serve_options(),
+            cluster: cluster.redis_url.as_ref().map(|url| ClusterPlan {
                 redis_url: url.expose().to_owned(),
-                config: cfg.cluster_config(),
+                config: cluster.cluster_config(),
             }),
         })
     }

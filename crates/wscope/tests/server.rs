@@ -16,7 +16,7 @@ use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use wscope::app::App;
-use wscope::config::ServeConfig;
+use wscope::config::{Listeners, ServeSettings};
 use wscope::serve::Server;
 use wscope_axum::WebSocketUpgrade;
 use wscope_testkit::{http_get, wait_until, WAIT};
@@ -67,10 +67,13 @@ async fn a_server_serves_any_router_tracked_beside_health_ready_and_the_admin_ap
         .finish();
     let _logging = tracing::subscriber::set_default(subscriber);
 
-    let settings = ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_listen: "127.0.0.1:0".parse().unwrap(),
-        ..ServeConfig::default()
+    let settings = ServeSettings {
+        listeners: Listeners {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            admin_listen: "127.0.0.1:0".parse().unwrap(),
+            ..Listeners::default()
+        },
+        ..ServeSettings::default()
     };
     let server = Server::bind(&settings).unwrap();
     let (main, admin) = server.local_addrs().unwrap();

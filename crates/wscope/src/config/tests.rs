@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use clap::{Args, Command, FromArgMatches};
+use ipnet::IpNet;
+use wscope_axum::{ClientIpHeader, ServeOptions, SocketConfig};
+use wscope_core::RegistryConfig;
 
 use super::*;
 
@@ -107,7 +110,7 @@ struct Case {
     env: &'static str,
     toml: &'static str,
     /// The value as resolved, so that each source's can be told apart.
-    read: fn(&ServeConfig) -> String,
+    read: fn(&ServeSettings) -> String,
 }
 
 const CASES: &[Case] = &[
@@ -115,37 +118,37 @@ const CASES: &[Case] = &[
         flag: "--listen=127.0.0.1:1001",
         env: "127.0.0.1:1002",
         toml: "listen = \"127.0.0.1:1003\"",
-        read: |c| c.listen.to_string(),
+        read: |c| c.listeners.listen.to_string(),
     },
     Case {
         flag: "--stats-interval=1s",
         env: "2s",
         toml: "stats_interval = 3",
-        read: |c| format!("{:?}", c.stats_interval),
+        read: |c| format!("{:?}", c.logging.stats_interval),
     },
     Case {
         flag: "--max-message-size=1KiB",
         env: "2K",
         toml: "max_message_size = \"3MB\"",
-        read: |c| c.max_message_size.to_string(),
+        read: |c| c.limits.max_message_size.to_string(),
     },
     Case {
         flag: "--backlog=11",
         env: "12",
         toml: "backlog = 13",
-        read: |c| c.backlog.to_string(),
+        read: |c| c.listeners.backlog.to_string(),
     },
     Case {
         flag: "--trusted-proxy=10.0.0.1",
         env: "10.0.0.2, 10.0.0.3",
         toml: "trusted_proxy = \"10.0.0.4\"",
-        read: |c| format!("{:?}", c.trusted_proxies),
+        read: |c| format!("{:?}", c.listeners.trusted_proxies),
     },
     Case {
         flag: "--instance-id=from-flag",
         env: "from-env",
         toml: "instance_id = \"from-file\"",
-        read: |c| c.instance_id.clone(),
+        read: |c| c.instance.instance_id.clone(),
     },
 ];
 
@@ -155,7 +158,7 @@ fn env_name(case: &Case) -> String {
     format!("WSCOPE_{}", flag.replace('-', "_").to_uppercase())
 }
 
-fn values(cfg: &ServeConfig) -> Vec<String> {
+fn values(cfg: &ServeSettings) -> Vec<String> {
     CASES.iter().map(|case| (case.read)(cfg)).collect()
 }
 
@@ -166,10 +169,10 @@ fn flag_beats_env_beats_instance_id_beats_file_beats_default() {
     let file = TempFile::new("precedence", &toml.join("\n"));
     let config = format!("--config={}", file.path().display());
     let flags: Vec<&str> = CASES.iter().map(|case| case.flag).collect();
-    let resolve = |args: &[&str]| ServeConfig::resolve(parse(args).unwrap()).unwrap();
+    let resolve = |args: &[&str]| ServeSettings::resolve(parse(args).unwrap()).unwrap();
 
     // What each source alone resolves to.
-    let defaults = values(&ServeConfig::default());
+    let defaults = values(&ServeSettings::default());
     let from_file = values(&resolve(&[&config]));
     let from_flags = values(&resolve(&flags));
     for case in CASES {
@@ -216,12 +219,12 @@ fn repeated_proxy_flags_add_up() {
         "--trusted-proxy=::1,192.0.2.1",
     ])
     .unwrap();
-    let cfg = ServeConfig::resolve(args).unwrap();
+    let cfg = ServeSettings::resolve(args).unwrap();
     let expected: Vec<IpNet> = ["10.0.0.0/8", "::1/128", "192.0.2.1/32"]
         .iter()
         .map(|s| s.parse().unwrap())
         .collect();
-    assert_eq!(cfg.trusted_proxies, expected);
+    assert_eq!(cfg.listeners.trusted_proxies, expected);
 }
 
 #[test]
@@ -249,7 +252,7 @@ fn file_error(text: &str) -> (usize, String) {
         config: Some(file.path().to_owned()),
         ..ServeArgs::default()
     };
-    match ServeConfig::resolve(args) {
+    match ServeSettings::resolve(args) {
         Err(ConfigError::File { path, line, what }) => {
             assert_eq!(path, file.path());
             (line, what)
@@ -305,7 +308,7 @@ fn every_source_checks_the_instance_id() {
     env.clear();
 
     env.set(wscope_core::INSTANCE_ID_ENV, "a b/c");
-    let err = ServeConfig::resolve(ServeArgs::default()).unwrap_err();
+    let err = ServeSettings::resolve(ServeArgs::default()).unwrap_err();
     assert!(matches!(err, ConfigError::InstanceIdEnv(_)), "{err:?}");
     assert!(
         err.to_string()
@@ -314,7 +317,10 @@ fn every_source_checks_the_instance_id() {
     );
     // Not read when a flag sets the id, as a `WSCOPE_*` variable is not.
     let args = parse(&["--instance-id", "node-1"]).unwrap();
-    assert_eq!(ServeConfig::resolve(args).unwrap().instance_id, "node-1");
+    assert_eq!(
+        ServeSettings::resolve(args).unwrap().instance.instance_id,
+        "node-1"
+    );
     env.clear();
     drop(env);
 
@@ -341,32 +347,36 @@ fn names_follow_the_key() {
         assert_eq!(env, format!("WSCOPE_{}", key.to_uppercase()));
         keys.push(key);
     }
-    assert_eq!(keys, PartialConfig::KEYS);
+    assert_eq!(keys, PartialServeSettings::keys());
 }
 
 #[test]
 fn defaults_are_the_libraries() {
-    let cfg = ServeConfig::default();
+    let cfg = ServeSettings::default();
     let registry = RegistryConfig::default();
     let socket = SocketConfig::default();
-    assert_eq!(cfg.stats_interval, registry.stats_interval);
-    assert_eq!(cfg.drain_timeout, registry.drain_timeout);
-    assert_eq!(cfg.queue_capacity, registry.queue_capacity);
-    assert_eq!(cfg.max_message_size, socket.max_message_size);
-    assert_eq!(cfg.max_frame_size, socket.max_frame_size);
-    assert_eq!(Some(cfg.max_buffered_bytes), socket.message_budget.limit());
-    assert_eq!(cfg.permessage_deflate, socket.permessage_deflate);
-    assert_eq!(cfg.read_buffer_size, socket.read_buffer_size);
-    assert_eq!(cfg.engine, socket.engine);
-    assert_eq!(cfg.instance_id, wscope_core::host_instance_id());
+    assert_eq!(cfg.logging.stats_interval, registry.stats_interval);
+    assert_eq!(cfg.liveness.drain_timeout, registry.drain_timeout);
+    assert_eq!(cfg.limits.queue_capacity, registry.queue_capacity);
+    assert_eq!(cfg.limits.max_message_size, socket.max_message_size);
+    assert_eq!(cfg.limits.max_frame_size, socket.max_frame_size);
+    assert_eq!(
+        Some(cfg.limits.max_buffered_bytes),
+        socket.message_budget.limit()
+    );
+    assert_eq!(cfg.sockets.permessage_deflate, socket.permessage_deflate);
+    assert_eq!(cfg.sockets.read_buffer_size, socket.read_buffer_size);
+    assert_eq!(cfg.sockets.engine, socket.engine);
+    assert_eq!(cfg.instance.instance_id, wscope_core::host_instance_id());
 }
 /// A switch is on with the bare flag, and reads a word from the flag, its variable and the file.
 #[test]
 fn permessage_deflate_is_a_switch() {
     let mut env = Env::lock();
     let on = |args: &[&str]| {
-        ServeConfig::resolve(parse(args).unwrap())
+        ServeSettings::resolve(parse(args).unwrap())
             .unwrap()
+            .sockets
             .permessage_deflate
     };
     assert!(!on(&[]));
@@ -429,8 +439,9 @@ fn engine_flag_beats_env_beats_file() {
     let file = TempFile::new("engine", "engine = \"fastwebsockets\"");
     let config = format!("--config={}", file.path().display());
     let engine = |args: &[&str]| {
-        ServeConfig::resolve(parse(args).unwrap())
+        ServeSettings::resolve(parse(args).unwrap())
             .unwrap()
+            .sockets
             .engine
             .as_str()
     };
@@ -450,7 +461,7 @@ fn engine_flag_beats_env_beats_file() {
 fn limits_settings_reach_the_registry_config() {
     let mut env = Env::lock();
     let registry = |args: &[&str]| {
-        ServeConfig::resolve(parse(args).unwrap())
+        ServeSettings::resolve(parse(args).unwrap())
             .unwrap()
             .registry_config()
     };
@@ -584,15 +595,15 @@ handshake_rate_addresses = 7
     }
 }
 
-/// `ServeConfig::resolve` of `args`, or its one-line error.
-fn resolved(args: &[&str]) -> Result<ServeConfig, String> {
-    ServeConfig::resolve(parse(args)?).map_err(|e| e.to_string())
+/// `ServeSettings::resolve` of `args`, or its one-line error.
+fn resolved(args: &[&str]) -> Result<ServeSettings, String> {
+    ServeSettings::resolve(parse(args)?).map_err(|e| e.to_string())
 }
 
 #[test]
 fn the_admin_token_comes_from_a_flag_a_variable_or_a_file() {
     let mut env = Env::lock();
-    let token = |cfg: ServeConfig| cfg.admin_token.map(|t| t.expose().to_owned());
+    let token = |cfg: ServeSettings| cfg.admin.admin_token.map(|t| t.expose().to_owned());
     assert_eq!(token(resolved(&[]).unwrap()), None);
     assert_eq!(
         token(resolved(&["--admin-token=fl4g"]).unwrap()).as_deref(),
@@ -656,7 +667,7 @@ fn a_token_file_that_others_may_read_or_change_is_refused() {
     }
     for mode in [0o600, 0o400] {
         file.chmod(mode);
-        let token = resolved(&[&flag]).unwrap().admin_token.unwrap();
+        let token = resolved(&[&flag]).unwrap().admin.admin_token.unwrap();
         assert_eq!(token.expose(), "s3cr3t-from-file", "{mode:o}");
     }
 }
@@ -698,7 +709,10 @@ fn the_config_file_is_read_up_to_1_mib() {
     assert_eq!(text.len(), 1 << 20);
     let fits = TempFile::new("fits", &text);
     let cfg = resolved(&[&format!("--config={}", fits.path().display())]).unwrap();
-    assert_eq!(cfg.stats_interval, std::time::Duration::from_secs(5));
+    assert_eq!(
+        cfg.logging.stats_interval,
+        std::time::Duration::from_secs(5)
+    );
     text.push('\n');
     let big = TempFile::new("big", &text);
     let err = resolved(&[&format!("--config={}", big.path().display())]).unwrap_err();
@@ -714,14 +728,20 @@ fn the_config_file_is_read_up_to_1_mib() {
 #[test]
 fn edge_settings_reach_the_libraries() {
     let _env = Env::lock();
-    let cfg = ServeConfig::default();
+    let cfg = ServeSettings::default();
     assert_eq!(
-        cfg.handshake_timeout,
+        cfg.listeners.handshake_timeout,
         ServeOptions::DEFAULT_HANDSHAKE_TIMEOUT
     );
-    assert_eq!(cfg.max_header_size, ServeOptions::DEFAULT_MAX_HEADER_SIZE);
-    assert_eq!(cfg.client_ip_header, ClientIpHeader::XForwardedFor);
-    assert!(!cfg.admin_config().has_token());
+    assert_eq!(
+        cfg.listeners.max_header_size,
+        ServeOptions::DEFAULT_MAX_HEADER_SIZE
+    );
+    assert_eq!(
+        cfg.listeners.client_ip_header,
+        ClientIpHeader::XForwardedFor
+    );
+    assert!(!cfg.admin.admin_config().has_token());
 
     let cfg = resolved(&[
         "--handshake-timeout=0",
@@ -732,13 +752,22 @@ fn edge_settings_reach_the_libraries() {
         "--admin-allowed-origin=https://ops.example",
     ])
     .unwrap();
-    let options = cfg.serve_options();
+    let options = cfg.listeners.serve_options();
     assert_eq!(options.handshake_timeout, None, "0 turns the deadline off");
     assert_eq!(options.max_header_size, 8 << 10);
-    assert_eq!(cfg.proxies().client_ip_header(), ClientIpHeader::Forwarded);
-    assert!(cfg.admin_config().has_token());
-    assert_eq!(cfg.admin_allowed_hosts[0].to_string(), "admin.internal");
-    assert_eq!(cfg.admin_allowed_origins[0].as_str(), "https://ops.example");
+    assert_eq!(
+        cfg.listeners.proxies().client_ip_header(),
+        ClientIpHeader::Forwarded
+    );
+    assert!(cfg.admin.admin_config().has_token());
+    assert_eq!(
+        cfg.admin.admin_allowed_hosts[0].to_string(),
+        "admin.internal"
+    );
+    assert_eq!(
+        cfg.admin.admin_allowed_origins[0].as_str(),
+        "https://ops.example"
+    );
     for (flag, value) in [
         ("--handshake-timeout", "2h"),
         ("--max-header-size", "512"),
