@@ -456,15 +456,18 @@ fn engine_flag_beats_env_beats_file() {
     env.clear();
 }
 
-/// The limits' settings, from each source, reach the registry's configuration.
+/// The registry's configuration with the settings `args` resolve to.
+fn registry_config(args: &[&str]) -> RegistryConfig {
+    ServeSettings::resolve(parse(args).unwrap())
+        .unwrap()
+        .registry_config()
+}
+
+/// The limits' settings, from their flags, reach the registry's configuration.
 #[test]
 fn limits_settings_reach_the_registry_config() {
-    let mut env = Env::lock();
-    let registry = |args: &[&str]| {
-        ServeSettings::resolve(parse(args).unwrap())
-            .unwrap()
-            .registry_config()
-    };
+    let _env = Env::lock();
+    let registry = registry_config;
     let off = registry(&[]);
     assert_eq!((off.max_connections, off.max_connections_per_ip), (0, 0));
     assert_eq!(off.handshake_rate_per_ip, None);
@@ -501,7 +504,13 @@ fn limits_settings_reach_the_registry_config() {
     // Without a burst, the rate's count.
     let rate = registry(&["--handshake-rate-per-ip=600/m"]).handshake_rate_per_ip;
     assert_eq!(rate.unwrap().burst(), 600);
+}
 
+/// The limits' settings, from their variables and the file, reach the registry's configuration.
+#[test]
+fn limits_settings_from_variables_and_the_file_reach_the_registry_config() {
+    let mut env = Env::lock();
+    let registry = registry_config;
     env.set(
         "WSCOPE_ALLOWED_ORIGIN",
         "https://a.example.com, https://b.example.com",
@@ -525,7 +534,12 @@ fn limits_settings_reach_the_registry_config() {
     );
     assert_eq!(from_file.allowed_origins.len(), 1);
     assert!(!from_file.allow_missing_origin);
+}
 
+/// A bad limit is one line naming its flag.
+#[test]
+fn bad_limits_settings_name_the_flag() {
+    let _env = Env::lock();
     for (arg, wanted) in [
         (
             "--max-connections=-1",
