@@ -11,6 +11,8 @@ use wscope_core::RegistryConfig;
 
 use super::*;
 
+mod compose;
+
 /// Tests that set environment variables hold this, so they do not see each other's.
 static ENV: Mutex<()> = Mutex::new(());
 
