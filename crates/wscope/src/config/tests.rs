@@ -333,10 +333,10 @@ fn every_source_checks_the_instance_id() {
     );
 }
 
-#[test]
-fn names_follow_the_key() {
-    let command = serve_command();
-    let mut keys = Vec::new();
+/// The settings among `command`'s arguments (not `--config`), in order: each one's key, once
+/// checked to be its flag's and its variable's, and its `--help` heading.
+fn settings_of(command: &Command) -> Vec<(String, &str)> {
+    let mut settings = Vec::new();
     for arg in command.get_arguments() {
         let (Some(long), Some(env)) = (arg.get_long(), arg.get_env()) else {
             continue;
@@ -347,8 +347,15 @@ fn names_follow_the_key() {
         let key = long.replace('-', "_");
         let env = env.to_str().unwrap();
         assert_eq!(env, format!("WSCOPE_{}", key.to_uppercase()));
-        keys.push(key);
+        settings.push((key, arg.get_help_heading().unwrap_or_default()));
     }
+    settings
+}
+
+#[test]
+fn names_follow_the_key() {
+    let command = serve_command();
+    let keys: Vec<String> = settings_of(&command).into_iter().map(|s| s.0).collect();
     assert_eq!(keys, PartialServeSettings::keys());
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Command, FromArgMatches};
 
-use super::{Env, TempFile};
+use super::{settings_of, Env, TempFile};
 use crate::config::declare::{declare_group, declare_settings, Partial};
 use crate::config::{
     kind, layered, AdminAccess, ConfigError, Limits, Listeners, PartialAdminAccess, PartialLimits,
@@ -55,26 +55,8 @@ fn relay(args: &[&str]) -> Result<RelaySettings, String> {
 #[test]
 fn a_second_command_takes_its_groups_flags_variables_and_keys_whole() {
     let command = relay_command();
-    let mut keys = Vec::new();
-    let mut headings = Vec::new();
-    for arg in command.get_arguments() {
-        let (Some(long), Some(env)) = (arg.get_long(), arg.get_env()) else {
-            continue;
-        };
-        if long == "config" {
-            continue;
-        }
-        let key = long.replace('-', "_");
-        assert_eq!(
-            env.to_str().unwrap(),
-            format!("WSCOPE_{}", key.to_uppercase())
-        );
-        keys.push(key);
-        let heading = arg.get_help_heading().unwrap();
-        if headings.last() != Some(&heading) {
-            headings.push(heading);
-        }
-    }
+    let (keys, mut headings): (Vec<String>, Vec<&str>) = settings_of(&command).into_iter().unzip();
+    headings.dedup();
     assert_eq!(keys, PartialRelaySettings::keys());
     let groups = [
         PartialListeners::keys(),
