@@ -30,7 +30,6 @@ use wscope_core::units::{parse_count, parse_duration, parse_size};
 use self::members::Listener;
 use self::rounds::Rounds;
 use crate::checkpoint::Checkpoint;
-use crate::connect::Ws;
 use crate::deadline::Deadline;
 use crate::failures::Failures;
 use crate::latency::{self, Latencies, LatencySummary};
@@ -40,6 +39,7 @@ use crate::probe::Usage;
 use crate::progress::Steps;
 use crate::report::{self, Report};
 use crate::session::{Plan, Session};
+use crate::ws::Ws;
 use crate::BenchError;
 
 /// Read buffer of a listener: one small message at a time.

@@ -29,6 +29,7 @@ use crate::progress::Steps;
 use crate::reason::{closed_by_server, ws_reason};
 use crate::report::{self, Report};
 use crate::session::{Plan, Session};
+use crate::ws;
 use crate::BenchError;
 
 /// Read buffer of a churn connection: one small echo is all it reads.
@@ -276,10 +277,10 @@ async fn cycle(connector: &Connector, payload: &Message) -> Result<(), String> {
             }
         }
     };
-    match tokio::time::timeout(connect::CLOSE_TIMEOUT, echoed).await {
+    match tokio::time::timeout(ws::CLOSE_TIMEOUT, echoed).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(e),
-        Err(_) => return Err(format!("no echo within {:?}", connect::CLOSE_TIMEOUT)),
+        Err(_) => return Err(format!("no echo within {:?}", ws::CLOSE_TIMEOUT)),
     }
     connect::close(ws).await
 }

@@ -22,7 +22,6 @@ use wscope_core::units::{parse_count, parse_duration, parse_size};
 
 use self::drive::{Plan, Tally};
 use crate::checkpoint::Checkpoint;
-use crate::connect::Ws;
 use crate::deadline::Deadline;
 use crate::failures::Failures;
 use crate::latency::{Latencies, LatencySummary};
@@ -34,6 +33,7 @@ use crate::probe::Usage;
 use crate::progress::Steps;
 use crate::report::{self, Report};
 use crate::session::{self, Session};
+use crate::ws::Ws;
 use crate::BenchError;
 
 /// `wscope bench echo` options.
