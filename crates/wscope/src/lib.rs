@@ -46,6 +46,6 @@
 pub mod app;
 pub mod config;
 pub mod demo;
-pub mod listener;
+mod listener;
 pub mod logging;
 pub mod serve;
