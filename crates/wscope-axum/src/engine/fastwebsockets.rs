@@ -16,11 +16,9 @@ use fastwebsockets::{
 use futures_util::{sink, stream};
 use tokio::io::WriteHalf;
 use tokio::sync::Mutex;
-use wscope_core::{
-    Bytes, Halves, Message, Role, Transport, TransportError, TransportErrorKind, Utf8Bytes,
-};
+use wscope_core::{Bytes, Halves, Message, Role, Transport, TransportError, TransportErrorKind};
 
-use super::{close_frame, Io, SocketConfig};
+use super::{close_frame, text, Io, SocketConfig};
 
 /// The server side over `io`, whose handshake is done.
 pub(crate) fn server<S: Io>(io: S, cfg: &SocketConfig) -> impl Transport {
@@ -41,7 +39,10 @@ pub(crate) fn server<S: Io>(io: S, cfg: &SocketConfig) -> impl Transport {
         match rx.read_frame(&mut obligated).await {
             Ok(frame) => {
                 let closing = frame.opcode == OpCode::Close;
-                let msg = from_engine(frame);
+                let msg = match from_engine(frame) {
+                    Ok(msg) => msg,
+                    Err(e) => return Some((Err(e), None)),
+                };
                 if let Message::Ping(payload) = &msg {
                     let pong = Frame::pong(Payload::Owned(payload.to_vec()));
                     if let Err(e) = tx.lock().await.write_frame(pong).await {
@@ -97,22 +98,26 @@ fn bytes(payload: Payload<'_>) -> Bytes {
     }
 }
 
-fn from_engine(frame: Frame<'_>) -> Message {
-    match frame.opcode {
-        OpCode::Text => {
-            Message::Text(Utf8Bytes::try_from(bytes(frame.payload)).unwrap_or_default())
-        }
+fn from_engine(frame: Frame<'_>) -> Result<Message, TransportError> {
+    Ok(match frame.opcode {
+        OpCode::Text => return text(bytes(frame.payload)),
         OpCode::Ping => Message::Ping(bytes(frame.payload)),
         OpCode::Pong => Message::Pong(bytes(frame.payload)),
         OpCode::Close => {
             let p = &frame.payload;
-            Message::Close((p.len() >= 2).then(|| {
-                let code = u16::from_be_bytes([p[0], p[1]]);
-                close_frame(code, std::str::from_utf8(&p[2..]).unwrap_or_default())
-            }))
+            if p.len() < 2 {
+                return Ok(Message::Close(None));
+            }
+            let reason = std::str::from_utf8(&p[2..]).map_err(|_| {
+                TransportError::new(
+                    TransportErrorKind::InvalidUtf8,
+                    "close reason is not valid UTF-8",
+                )
+            })?;
+            Message::Close(Some(close_frame(u16::from_be_bytes([p[0], p[1]]), reason)))
         }
         _ => Message::Binary(bytes(frame.payload)),
-    }
+    })
 }
 
 fn to_engine(msg: Message) -> Frame<'static> {
@@ -124,5 +129,26 @@ fn to_engine(msg: Message) -> Frame<'static> {
         Message::Pong(b) => Frame::pong(owned(b)),
         Message::Close(None) => Frame::new(true, OpCode::Close, None, Payload::Owned(Vec::new())),
         Message::Close(Some(f)) => Frame::close(f.code.as_u16(), f.reason.as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_or_a_close_reason_that_is_not_utf8_fails_the_connection_with_1007() {
+        let text = Frame::text(Payload::Owned(vec![b'a', 0xc3]));
+        assert_eq!(
+            from_engine(text).unwrap_err().kind(),
+            TransportErrorKind::InvalidUtf8
+        );
+        let close = Frame::close_raw(vec![0x03, 0xe8, 0xff].into());
+        assert_eq!(
+            from_engine(close).unwrap_err().kind(),
+            TransportErrorKind::InvalidUtf8
+        );
+        let fine = Frame::text(Payload::Owned("ok".into()));
+        assert_eq!(from_engine(fine).unwrap(), Message::text("ok"));
     }
 }

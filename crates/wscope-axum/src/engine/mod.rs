@@ -38,7 +38,10 @@ mod tokio_websockets;
 pub(crate) mod tungstenite;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use wscope_core::{BoxTransport, CloseCode, CloseFrame, Halves, MessageBudget, Transport};
+use wscope_core::{
+    BoxTransport, Bytes, CloseCode, CloseFrame, Halves, Message, MessageBudget, Transport,
+    TransportError, TransportErrorKind, Utf8Bytes,
+};
 
 pub(crate) use deflate::Deflate;
 use guard::{FrameGuard, Tripwire, Watched};
@@ -285,6 +288,15 @@ impl Default for SocketConfig {
     }
 }
 
+/// A text message from the payload an engine read, checked once more: text that is not UTF-8
+/// fails the connection with 1007 rather than reaching the handler as something else (the
+/// engines and the guard check it first, so this is a guarantee, not a path taken).
+pub(crate) fn text(payload: Bytes) -> Result<Message, TransportError> {
+    Utf8Bytes::try_from(payload)
+        .map(Message::Text)
+        .map_err(|e| TransportError::new(TransportErrorKind::InvalidUtf8, e.to_string()))
+}
+
 /// A close frame's parts as wscope's frame; a code that may not be sent reads as 1002.
 pub(crate) fn close_frame(code: u16, reason: &str) -> CloseFrame {
     CloseFrame {
@@ -306,5 +318,16 @@ mod tests {
         assert!(err.contains("unknown engine \"quick\""), "{err}");
         assert!(err.contains(&Engine::compiled_names()), "{err}");
         assert_eq!(Engine::default(), Engine::ALL[0]);
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_fails_with_1007_instead_of_becoming_empty() {
+        let error = text(Bytes::from_static(&[b'a', 0xff, 0xfe])).unwrap_err();
+        assert_eq!(error.kind(), TransportErrorKind::InvalidUtf8);
+        assert_eq!(error.kind().close_frame().unwrap().code.as_u16(), 1007);
+        assert_eq!(
+            text(Bytes::from_static("é".as_bytes())).unwrap(),
+            Message::text("é")
+        );
     }
 }

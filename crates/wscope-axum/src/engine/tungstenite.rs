@@ -4,11 +4,9 @@ use futures_util::{future, SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::protocol::{frame, Role as TRole, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as Te, Message as Tm};
 use tokio_tungstenite::WebSocketStream;
-use wscope_core::{
-    Bytes, Halves, Message, Role, Transport, TransportError, TransportErrorKind, Utf8Bytes,
-};
+use wscope_core::{Bytes, Halves, Message, Role, Transport, TransportError, TransportErrorKind};
 
-use super::{close_frame, Io, SocketConfig};
+use super::{close_frame, text, Io, SocketConfig};
 
 /// The engine's settings from wscope's.
 pub(crate) fn config(cfg: &SocketConfig) -> WebSocketConfig {
@@ -31,7 +29,7 @@ pub(crate) fn transport<S: Io>(ws: WebSocketStream<S>, role: Role) -> impl Trans
     let reader = stream.filter_map(|item| {
         future::ready(match item {
             Ok(Tm::Frame(_)) => None, // raw frames are never yielded when reading
-            Ok(msg) => Some(Ok(from_engine(msg))),
+            Ok(msg) => Some(from_engine(msg)),
             Err(e) => Some(Err(error(&e))),
         })
     });
@@ -52,15 +50,20 @@ fn error(e: &Te) -> TransportError {
     TransportError::from_cause(kind, e)
 }
 
-fn from_engine(msg: Tm) -> Message {
-    match msg {
-        Tm::Text(t) => Message::Text(Utf8Bytes::try_from(Bytes::from(t)).unwrap_or_default()),
+fn from_engine(msg: Tm) -> Result<Message, TransportError> {
+    Ok(match msg {
+        Tm::Text(t) => return text(Bytes::from(t)),
         Tm::Binary(b) => Message::Binary(b),
         Tm::Ping(b) => Message::Ping(b),
         Tm::Pong(b) => Message::Pong(b),
         Tm::Close(f) => Message::Close(f.map(|f| close_frame(f.code.into(), f.reason.as_str()))),
-        Tm::Frame(_) => Message::Binary(Bytes::new()),
-    }
+        Tm::Frame(_) => {
+            return Err(TransportError::new(
+                TransportErrorKind::Protocol,
+                "the engine yielded a raw frame",
+            ))
+        }
+    })
 }
 
 fn to_engine(msg: Message) -> Tm {
