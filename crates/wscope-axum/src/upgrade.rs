@@ -212,9 +212,9 @@ impl WebSocketUpgrade {
         self
     }
 
-    /// Largest frame accepted (bytes).
+    /// Largest frame accepted (bytes); unset, the message limit.
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
-        self.tracking.socket.max_frame_size = bytes;
+        self.tracking.socket.max_frame_size = Some(bytes);
         self
     }
 

@@ -26,6 +26,7 @@ engine_tests!(
     a_fragmented_message_with_a_ping_inside_echoes_whole,
     the_default_limit_is_one_mebibyte,
     the_budget_refuses_large_messages_with_1013_while_small_ones_echo,
+    a_raised_message_limit_raises_an_unset_frame_limit,
 );
 
 /// `/ws` echo on the running test's engine with `socket` settings.
@@ -65,7 +66,7 @@ async fn a_frame_declaring_2_pow_63_bytes_is_refused_with_1009_at_its_header() {
     }
     // The largest frame allowed is taken.
     let mut ws = server.connect("/ws").await;
-    let max = vec![7u8; SocketConfig::DEFAULT_MAX_FRAME_SIZE];
+    let max = vec![7u8; SocketConfig::DEFAULT_MAX_MESSAGE_SIZE];
     ws.send(WsMessage::binary(max.clone())).await.unwrap();
     assert_eq!(next_msg(&mut ws).await, Some(WsMessage::binary(max)));
     close_client(ws).await;
@@ -252,5 +253,35 @@ async fn the_budget_refuses_large_messages_with_1013_while_small_ones_echo() {
     assert_eq!(next_msg(&mut small).await, Some(WsMessage::binary(large)));
     close_client(small).await;
     assert_eq!(budget.in_use(), 0);
+    server.shutdown().await;
+}
+
+/// With the message limit raised and no frame limit set, a message larger than the default limit
+/// sent as one frame (as browsers send every message) echoes; a frame limit that is set still
+/// holds.
+async fn a_raised_message_limit_raises_an_unset_frame_limit() {
+    let big = vec![3u8; 4 << 20];
+    let server = echo_server(SocketConfig::default().max_message_size(8 << 20)).await;
+    let mut ws = server.connect("/ws").await;
+    ws.send(WsMessage::binary(big.clone())).await.unwrap();
+    assert_eq!(
+        next_msg(&mut ws).await,
+        Some(WsMessage::binary(big.clone()))
+    );
+    close_client(ws).await;
+    server.shutdown().await;
+
+    let server = echo_server(
+        SocketConfig::default()
+            .max_message_size(8 << 20)
+            .max_frame_size(1 << 20),
+    )
+    .await;
+    let mut ws = upgrade(server.addr, "/ws", &[]).await;
+    ws.send(&header(FIN | BINARY, big.len() as u64, Some(MASK))).await;
+    assert_eq!(
+        ws.expect_close().await,
+        (1009, "Message too big".to_owned())
+    );
     server.shutdown().await;
 }

@@ -901,7 +901,7 @@ impl<S: Io> FrameGuard<S> {
         Self {
             io: Some(io),
             read: Reader {
-                frame_limit: (cfg.max_frame_size as u64).min(message_limit),
+                frame_limit: cfg.frame_limit() as u64,
                 message_limit,
                 deflate: deflate.is_some(),
                 wire,

@@ -192,8 +192,9 @@ pub struct SocketConfig {
     /// Largest message accepted (bytes), fragments added up, and after inflating when
     /// compressed.
     pub max_message_size: usize,
-    /// Largest frame accepted (bytes); a frame limit above the message limit is the message limit.
-    pub max_frame_size: usize,
+    /// Largest frame accepted (bytes); `None` (the default): the message limit, whatever it is
+    /// set to. A frame limit above the message limit is the message limit.
+    pub max_frame_size: Option<usize>,
     /// The bytes that partly received messages may hold, shared by every connection accepted
     /// with this configuration (and its clones); see [`MessageBudget`].
     pub message_budget: MessageBudget,
@@ -215,11 +216,6 @@ impl SocketConfig {
     /// 100 clients take 6.4 GiB). Raise it for a route that needs more (see
     /// [`WebSocketUpgrade::max_message_size`](crate::WebSocketUpgrade::max_message_size)).
     pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
-    /// The default [`SocketConfig::max_frame_size`]: the message limit, because clients
-    /// (browsers included) send each message as one frame, so a lower frame limit would refuse
-    /// messages the message limit allows; what a frame may hold is bounded by the message limit
-    /// anyway.
-    pub const DEFAULT_MAX_FRAME_SIZE: usize = Self::DEFAULT_MAX_MESSAGE_SIZE;
     /// The default limit of [`SocketConfig::message_budget`]: 256 MiB, room for 256 messages of
     /// the default largest size in flight at once; past it large messages get 1013 "try again
     /// later" while small ones (up to [`MessageBudget::SMALL_MESSAGE`]) still pass.
@@ -249,10 +245,21 @@ impl SocketConfig {
         self
     }
 
-    /// Sets [`SocketConfig::max_frame_size`].
+    /// Sets [`SocketConfig::max_frame_size`]. Unset, the frame limit is the message limit,
+    /// because clients (browsers included) send each message as one frame: a lower frame limit
+    /// would refuse messages the message limit allows, and what a frame may hold is bounded by
+    /// the message limit anyway.
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
-        self.max_frame_size = bytes;
+        self.max_frame_size = Some(bytes);
         self
+    }
+
+    /// The frame limit in force: [`SocketConfig::max_frame_size`] when set, never above the
+    /// message limit.
+    pub fn frame_limit(&self) -> usize {
+        self.max_frame_size
+            .unwrap_or(self.max_message_size)
+            .min(self.max_message_size)
     }
 
     /// Bounds the bytes held in partly received messages by every connection accepted with this
@@ -281,7 +288,7 @@ impl Default for SocketConfig {
             read_buffer_size: Self::DEFAULT_READ_BUFFER_SIZE,
             write_buffer_size: Self::DEFAULT_WRITE_BUFFER_SIZE,
             max_message_size: Self::DEFAULT_MAX_MESSAGE_SIZE,
-            max_frame_size: Self::DEFAULT_MAX_FRAME_SIZE,
+            max_frame_size: None,
             message_budget: MessageBudget::new(Self::DEFAULT_MAX_BUFFERED_BYTES),
             permessage_deflate: false,
         }
@@ -329,5 +336,15 @@ mod tests {
             text(Bytes::from_static("é".as_bytes())).unwrap(),
             Message::text("é")
         );
+    }
+
+    #[test]
+    fn an_unset_frame_limit_follows_the_message_limit() {
+        let cfg = SocketConfig::default();
+        assert_eq!(cfg.frame_limit(), SocketConfig::DEFAULT_MAX_MESSAGE_SIZE);
+        let cfg = cfg.max_message_size(64 << 20);
+        assert_eq!(cfg.frame_limit(), 64 << 20);
+        assert_eq!(cfg.clone().max_frame_size(1 << 20).frame_limit(), 1 << 20);
+        assert_eq!(cfg.max_frame_size(1 << 30).frame_limit(), 64 << 20);
     }
 }

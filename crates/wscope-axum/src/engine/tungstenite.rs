@@ -14,7 +14,7 @@ pub(crate) fn config(cfg: &SocketConfig) -> WebSocketConfig {
         .read_buffer_size(cfg.read_buffer_size)
         .write_buffer_size(cfg.write_buffer_size)
         .max_message_size(Some(cfg.max_message_size))
-        .max_frame_size(Some(cfg.max_frame_size))
+        .max_frame_size(Some(cfg.frame_limit()))
 }
 
 /// The server side over `io`, whose handshake is done.

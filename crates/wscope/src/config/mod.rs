@@ -106,8 +106,9 @@ declare_settings! {
         /// Largest message accepted (fragments added up; inflated size when compressed); past
         /// it, 1009.
         max_message_size: usize as kind::Size = SocketConfig::DEFAULT_MAX_MESSAGE_SIZE;
-        /// Largest frame accepted (at most the message size); past it, 1009.
-        max_frame_size: usize as kind::Size = SocketConfig::DEFAULT_MAX_FRAME_SIZE;
+        /// Largest frame accepted (at most the message size); past it, 1009. Unset, it follows
+        /// --max-message-size, since clients send each message as one frame.
+        max_frame_size: Option<usize> as kind::Unset<kind::Size, TheMessageSize> = None;
         /// Most bytes all partly received messages may hold together; a large message past
         /// it gets 1013.
         max_buffered_bytes: usize as kind::Size = SocketConfig::DEFAULT_MAX_BUFFERED_BYTES;
@@ -184,6 +185,13 @@ declare_settings! {
         /// Log line format (`RUST_LOG` sets the level).
         log_format: LogFormat as kind::OneOf<LogFormat> = LogFormat::default();
     }
+}
+
+/// What an unset `--max-frame-size` means.
+pub(crate) struct TheMessageSize;
+
+impl kind::Meaning for TheMessageSize {
+    const TEXT: &'static str = "the message size";
 }
 
 /// How log lines are written.
@@ -345,6 +353,20 @@ impl ServeConfig {
         ServeOptions::default()
             .max_header_size(self.max_header_size)
             .handshake_timeout((!timeout.is_zero()).then_some(timeout))
+    }
+
+    /// The engine settings of accepted sockets.
+    pub fn socket_config(&self) -> SocketConfig {
+        let socket = SocketConfig::default()
+            .engine(self.engine)
+            .read_buffer_size(self.read_buffer_size)
+            .max_message_size(self.max_message_size)
+            .max_buffered_bytes(self.max_buffered_bytes)
+            .permessage_deflate(self.permessage_deflate);
+        match self.max_frame_size {
+            Some(bytes) => socket.max_frame_size(bytes),
+            None => socket,
+        }
     }
 
     /// The proxies believed and the header they set.

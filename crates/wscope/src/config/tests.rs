@@ -342,6 +342,7 @@ fn defaults_are_the_libraries() {
     assert_eq!(cfg.queue_capacity, registry.queue_capacity);
     assert_eq!(cfg.max_message_size, socket.max_message_size);
     assert_eq!(cfg.max_frame_size, socket.max_frame_size);
+    assert_eq!(cfg.socket_config().frame_limit(), socket.frame_limit());
     assert_eq!(Some(cfg.max_buffered_bytes), socket.message_budget.limit());
     assert_eq!(cfg.permessage_deflate, socket.permessage_deflate);
     assert_eq!(cfg.read_buffer_size, socket.read_buffer_size);
@@ -667,4 +668,17 @@ fn edge_settings_reach_the_libraries() {
         let err = resolved(&[flag, value]).unwrap_err();
         assert!(err.contains(flag), "{flag} {value}: {err}");
     }
+}
+
+/// An unset frame limit follows the message limit into the socket settings; a set one stays.
+#[test]
+fn the_frame_limit_follows_the_message_limit_unless_set() {
+    let _env = Env::lock();
+    let cfg = resolved(&["--max-message-size=64MiB"]).unwrap();
+    assert_eq!(cfg.max_frame_size, None);
+    assert_eq!(cfg.socket_config().frame_limit(), 64 << 20);
+    let cfg = resolved(&["--max-message-size=64MiB", "--max-frame-size=1MiB"]).unwrap();
+    assert_eq!(cfg.socket_config().frame_limit(), 1 << 20);
+    let err = resolved(&["--max-frame-size=0"]).unwrap_err();
+    assert!(err.contains("--max-frame-size"), "{err}");
 }
