@@ -265,6 +265,7 @@ impl WebSocketUpgrade {
                  add .layer(Tracking::new(registry).layer()) after the routes",
             );
         }
+        let client = self.meta.remote_addr;
         let accepted = match self.tracking.registry.accept(self.meta) {
             Ok(accepted) => accepted,
             Err(refusal) => return UpgradeRefused(refusal).into_response(),
@@ -289,7 +290,7 @@ impl WebSocketUpgrade {
             match handshake.on_upgrade.await {
                 Ok(upgraded) => {
                     let io = TokioIo::new(upgraded);
-                    let transport = cfg.engine.server(io, &cfg, deflate).await;
+                    let transport = cfg.engine.server(io, &cfg, deflate, client).await;
                     accepted.run(transport, handler).await;
                 }
                 Err(e) => accepted.fail(format!("upgrade failed: {e}")),

@@ -313,7 +313,7 @@ async fn inflating_state_is_held_only_while_a_compressed_message_comes_in() {
     // A budget smaller than one inflater: slow compressed messages are refused, whole ones pass.
     let (server, budget) = start(
         true,
-        SocketConfig::default().message_budget(MessageBudget::new(32 << 10)),
+        SocketConfig::default().message_budget(MessageBudget::new(32 << 10).per_address(0)),
     )
     .await;
     let mut ws = upgrade(server.addr, "/ws", &[OFFER]).await;

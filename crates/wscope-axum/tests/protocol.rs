@@ -212,7 +212,7 @@ async fn the_default_limit_is_one_mebibyte() {
 /// they are gone the budget is whole again.
 async fn the_budget_refuses_large_messages_with_1013_while_small_ones_echo() {
     const PART: usize = 64 << 10;
-    let budget = MessageBudget::new(200 << 10);
+    let budget = MessageBudget::new(200 << 10).per_address(0);
     let server = echo_server(SocketConfig::default().message_budget(budget.clone())).await;
     let part = vec![9u8; PART];
     let mut small = server.connect("/ws").await;
@@ -278,7 +278,8 @@ async fn a_raised_message_limit_raises_an_unset_frame_limit() {
     )
     .await;
     let mut ws = upgrade(server.addr, "/ws", &[]).await;
-    ws.send(&header(FIN | BINARY, big.len() as u64, Some(MASK))).await;
+    ws.send(&header(FIN | BINARY, big.len() as u64, Some(MASK)))
+        .await;
     assert_eq!(
         ws.expect_close().await,
         (1009, "Message too big".to_owned())

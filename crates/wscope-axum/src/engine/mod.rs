@@ -37,6 +37,9 @@ mod tokio_websockets;
 #[cfg(feature = "tungstenite")]
 pub(crate) mod tungstenite;
 
+use std::net::IpAddr;
+use std::time::Duration;
+
 use tokio::io::{AsyncRead, AsyncWrite};
 use wscope_core::{
     BoxTransport, Bytes, CloseCode, CloseFrame, Halves, Message, MessageBudget, Transport,
@@ -112,17 +115,19 @@ impl Engine {
     }
 
     /// Takes over `io`, whose server handshake is done (with permessage-deflate agreed if
-    /// `deflate`), with this engine behind the frame guard. Boxed: every engine's halves become
-    /// one type, so the connection's task is as large as the driver needs, not as the largest
-    /// engine's state (that is what an idle connection costs).
+    /// `deflate`), with this engine behind the frame guard, charging partly received messages to
+    /// `client`'s share of the budget when the address is known. Boxed: every engine's halves
+    /// become one type, so the connection's task is as large as the driver needs, not as the
+    /// largest engine's state (that is what an idle connection costs).
     pub(crate) async fn server(
         self,
         io: impl Io,
         cfg: &SocketConfig,
         deflate: Option<Deflate>,
+        client: Option<IpAddr>,
     ) -> BoxTransport {
         let wire = Tripwire::default();
-        let io = FrameGuard::server(io, cfg, deflate, wire.clone());
+        let io = FrameGuard::server(io, cfg, deflate, client, wire.clone());
         match self {
             #[cfg(feature = "tungstenite")]
             Engine::Tungstenite => watched(tungstenite::server(io, cfg).await, wire),
@@ -200,6 +205,11 @@ pub struct SocketConfig {
     pub message_budget: MessageBudget,
     /// Whether to agree to permessage-deflate (RFC 7692) when a client offers it.
     pub permessage_deflate: bool,
+    /// How long a message may take to arrive in full, counted from the first time the server
+    /// waits for the rest of it; past it the connection is closed with 1008 "Message timeout".
+    /// `None`: no deadline (a client may then hold its share of the
+    /// [`message_budget`](SocketConfig::message_budget) for as long as it answers pings).
+    pub message_timeout: Option<Duration>,
 }
 
 impl SocketConfig {
@@ -220,6 +230,10 @@ impl SocketConfig {
     /// the default largest size in flight at once; past it large messages get 1013 "try again
     /// later" while small ones (up to [`MessageBudget::SMALL_MESSAGE`]) still pass.
     pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 256 << 20;
+    /// The default [`SocketConfig::message_timeout`]: 30 s, time for a 1 MiB message at
+    /// 35 KB/s, while a client that holds part of a large message (and its bytes in the
+    /// budget) must send the rest within it.
+    pub const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
 
     /// Sets [`SocketConfig::engine`].
     pub fn engine(mut self, engine: Engine) -> Self {
@@ -263,9 +277,19 @@ impl SocketConfig {
     }
 
     /// Bounds the bytes held in partly received messages by every connection accepted with this
-    /// configuration at `bytes` (0: no bound), in a new [`MessageBudget`].
+    /// configuration at `bytes` (0: no bound), in a new [`MessageBudget`] of which one client
+    /// address may hold a quarter.
     pub fn max_buffered_bytes(self, bytes: usize) -> Self {
         self.message_budget(MessageBudget::new(bytes))
+    }
+
+    /// Bounds what the connections of one client address may hold of the
+    /// [`message_budget`](SocketConfig::message_budget) at `bytes` (0: only the budget's limit),
+    /// in a new budget of the same limit (set [`max_buffered_bytes`](Self::max_buffered_bytes)
+    /// first).
+    pub fn max_buffered_bytes_per_address(mut self, bytes: usize) -> Self {
+        self.message_budget = self.message_budget.per_address(bytes);
+        self
     }
 
     /// Sets [`SocketConfig::message_budget`] (to share one budget between configurations).
@@ -277,6 +301,12 @@ impl SocketConfig {
     /// Sets [`SocketConfig::permessage_deflate`].
     pub fn permessage_deflate(mut self, on: bool) -> Self {
         self.permessage_deflate = on;
+        self
+    }
+
+    /// Sets [`SocketConfig::message_timeout`]; zero turns the deadline off.
+    pub fn message_timeout(mut self, timeout: Duration) -> Self {
+        self.message_timeout = (!timeout.is_zero()).then_some(timeout);
         self
     }
 }
@@ -291,6 +321,7 @@ impl Default for SocketConfig {
             max_frame_size: None,
             message_budget: MessageBudget::new(Self::DEFAULT_MAX_BUFFERED_BYTES),
             permessage_deflate: false,
+            message_timeout: Some(Self::DEFAULT_MESSAGE_TIMEOUT),
         }
     }
 }
