@@ -18,10 +18,12 @@ use tokio::io::WriteHalf;
 use tokio::sync::Mutex;
 use wscope_core::{Bytes, Halves, Message, Role, Transport, TransportError, TransportErrorKind};
 
-use super::{close_frame, text, Io, SocketConfig};
+use super::{close_frame, text, Io, Outbound, SocketConfig};
 
-/// The server side over `io`, whose handshake is done.
-pub(crate) fn server<S: Io>(io: S, cfg: &SocketConfig) -> impl Transport {
+/// The server side over `io`, whose handshake is done; data messages compressed with a
+/// `window_bits` window when given. Each message goes out as one frame, its payload borrowed
+/// (written with a vectored write past 1 KiB: the engine copies only small frames).
+pub(crate) fn server<S: Io>(io: S, cfg: &SocketConfig, window_bits: Option<u8>) -> impl Transport {
     let mut ws = WebSocket::after_handshake(io, FRole::Server);
     // The engine refuses a payload *of* its limit; wscope's limit is the largest accepted.
     ws.set_max_message_size(cfg.max_message_size.saturating_add(1));
@@ -57,9 +59,10 @@ pub(crate) fn server<S: Io>(io: S, cfg: &SocketConfig) -> impl Transport {
             Err(e) => Some((Err(error(&e)), None)),
         }
     });
-    let writer = sink::unfold(tx, |tx, msg: Message| async move {
+    let writer = sink::unfold(tx, move |tx, msg: Message| async move {
+        let out = Outbound::new(msg, window_bits)?;
         let mut tx_ = tx.lock().await;
-        tx_.write_frame(to_engine(msg))
+        tx_.write_frame(to_engine(&out))
             .await
             .map_err(|e| error(&e))?;
         // The engine writes each frame to the stream and never flushes it; the frame guard
@@ -120,15 +123,20 @@ fn from_engine(frame: Frame<'_>) -> Result<Message, TransportError> {
     })
 }
 
-fn to_engine(msg: Message) -> Frame<'static> {
-    let owned = |b: Bytes| Payload::Bytes(b.into());
-    match msg {
-        Message::Text(t) => Frame::text(owned(t.into_bytes())),
-        Message::Binary(b) => Frame::binary(owned(b)),
-        Message::Ping(b) => Frame::new(true, OpCode::Ping, None, owned(b)),
-        Message::Pong(b) => Frame::pong(owned(b)),
-        Message::Close(None) => Frame::new(true, OpCode::Close, None, Payload::Owned(Vec::new())),
-        Message::Close(Some(f)) => Frame::close(f.code.as_u16(), f.reason.as_bytes()),
+/// `out` as the engine's frame, borrowing its payload: a broadcast's members share one payload,
+/// which the engine would otherwise copy for each (a shared `Bytes` cannot become its owned
+/// buffer without a copy).
+fn to_engine(out: &Outbound) -> Frame<'_> {
+    fn borrowed(b: &Bytes) -> Payload<'_> {
+        Payload::Borrowed(b)
+    }
+    match out {
+        Outbound::Text(b) => Frame::new(true, OpCode::Text, None, borrowed(b)),
+        Outbound::Binary(b) => Frame::new(true, OpCode::Binary, None, borrowed(b)),
+        Outbound::Ping(b) => Frame::new(true, OpCode::Ping, None, borrowed(b)),
+        Outbound::Pong(b) => Frame::new(true, OpCode::Pong, None, borrowed(b)),
+        Outbound::Close(None) => Frame::new(true, OpCode::Close, None, Payload::Owned(Vec::new())),
+        Outbound::Close(Some(f)) => Frame::close(f.code.as_u16(), f.reason.as_bytes()),
     }
 }
 

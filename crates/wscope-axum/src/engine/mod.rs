@@ -9,7 +9,8 @@
 //!
 //! Every engine takes over a connection whose handshake is done (any `AsyncRead + AsyncWrite`,
 //! not only hyper's upgraded one), converts its frames to and from wscope's [`Message`] without
-//! copying data payloads, and reports failures as typed [`TransportError`]s. Adding an engine is
+//! copying data payloads (a broadcast's members share one payload, and under permessage-deflate
+//! one compressed body: [`Outbound`]), and reports failures as typed [`TransportError`]s. Adding an engine is
 //! a file here, a feature, a variant of [`Engine`] and its arm in `Engine::server`.
 //!
 //! In the server role every engine reads the client through `guard`, the frame guard, which
@@ -127,14 +128,17 @@ impl Engine {
         client: Option<IpAddr>,
     ) -> BoxTransport {
         let wire = Tripwire::default();
+        let window_bits = deflate.and_then(|d| d.compress_window_bits());
         let io = FrameGuard::server(io, cfg, deflate, client, wire.clone());
         match self {
             #[cfg(feature = "tungstenite")]
-            Engine::Tungstenite => watched(tungstenite::server(io, cfg).await, wire),
+            Engine::Tungstenite => watched(tungstenite::server(io, cfg, window_bits).await, wire),
             #[cfg(feature = "tokio-websockets")]
-            Engine::TokioWebsockets => watched(tokio_websockets::server(io, cfg), wire),
+            Engine::TokioWebsockets => {
+                watched(tokio_websockets::server(io, cfg, window_bits), wire)
+            }
             #[cfg(feature = "fastwebsockets")]
-            Engine::Fastwebsockets => watched(fastwebsockets::server(io, cfg), wire),
+            Engine::Fastwebsockets => watched(fastwebsockets::server(io, cfg, window_bits), wire),
         }
     }
 }
@@ -323,6 +327,37 @@ impl Default for SocketConfig {
             permessage_deflate: false,
             message_timeout: Some(Self::DEFAULT_MESSAGE_TIMEOUT),
         }
+    }
+}
+
+/// A message on its way to an engine: a [`Message`] whose data payload is as it goes on the
+/// wire — compressed when permessage-deflate is agreed (the guard then marks the message's
+/// first frame with RSV1), so text need not be UTF-8 here.
+pub(crate) enum Outbound {
+    Text(Bytes),
+    Binary(Bytes),
+    Ping(Bytes),
+    Pong(Bytes),
+    Close(Option<CloseFrame>),
+}
+
+impl Outbound {
+    /// `msg` as the engine is to send it: with a `window_bits` window, its payload compressed
+    /// (once for all the connections that send the same payload, as a broadcast's members do).
+    pub(crate) fn new(msg: Message, window_bits: Option<u8>) -> Result<Self, TransportError> {
+        let compressed = |payload: Bytes| match window_bits {
+            Some(bits) => deflate::compress_message(payload, bits).ok_or_else(|| {
+                TransportError::new(TransportErrorKind::Gone, "compressing a message failed")
+            }),
+            None => Ok(payload),
+        };
+        Ok(match msg {
+            Message::Text(t) => Self::Text(compressed(t.into_bytes())?),
+            Message::Binary(b) => Self::Binary(compressed(b)?),
+            Message::Ping(b) => Self::Ping(b),
+            Message::Pong(b) => Self::Pong(b),
+            Message::Close(f) => Self::Close(f),
+        })
     }
 }
 

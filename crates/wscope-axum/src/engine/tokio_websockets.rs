@@ -7,10 +7,12 @@ use futures_util::{future, SinkExt, StreamExt};
 use tokio_websockets::{Config, Error as Twe, Limits, Message as Tw, ServerBuilder};
 use wscope_core::{Bytes, Halves, Message, Role, Transport, TransportError, TransportErrorKind};
 
-use super::{close_frame, text, Io, SocketConfig};
+use super::{close_frame, text, Io, Outbound, SocketConfig};
 
-/// The server side over `io`, whose handshake is done.
-pub(crate) fn server(io: impl Io, cfg: &SocketConfig) -> impl Transport {
+/// The server side over `io`, whose handshake is done; data messages compressed with a
+/// `window_bits` window when given. The engine sends a message as it is given (its frames refer
+/// to the payload's bytes, which it never copies), in frames of at most 4 MiB.
+pub(crate) fn server(io: impl Io, cfg: &SocketConfig, window_bits: Option<u8>) -> impl Transport {
     let ws = ServerBuilder::new()
         .config(Config::default().flush_threshold(cfg.write_buffer_size))
         .limits(Limits::default().max_payload_len(Some(cfg.max_message_size)))
@@ -19,7 +21,7 @@ pub(crate) fn server(io: impl Io, cfg: &SocketConfig) -> impl Transport {
     let reader = stream.map(|item| item.map_err(|e| error(&e)).and_then(from_engine));
     let writer = sink
         .sink_map_err(|e| error(&e))
-        .with(|msg: Message| future::ready(Ok::<_, TransportError>(to_engine(msg))));
+        .with(move |msg: Message| future::ready(Outbound::new(msg, window_bits).map(to_engine)));
     Halves::new(Role::Server, reader, writer)
 }
 
@@ -51,14 +53,14 @@ fn from_engine(msg: Tw) -> Result<Message, TransportError> {
     })
 }
 
-fn to_engine(msg: Message) -> Tw {
-    match msg {
-        Message::Text(t) => Tw::text(t.into_bytes()),
-        Message::Binary(b) => Tw::binary(b),
-        Message::Ping(b) => Tw::ping(b),
-        Message::Pong(b) => Tw::pong(b),
-        Message::Close(None) => Tw::close(None, ""),
-        Message::Close(Some(f)) => Tw::close(
+fn to_engine(out: Outbound) -> Tw {
+    match out {
+        Outbound::Text(payload) => Tw::text(payload),
+        Outbound::Binary(payload) => Tw::binary(payload),
+        Outbound::Ping(b) => Tw::ping(b),
+        Outbound::Pong(b) => Tw::pong(b),
+        Outbound::Close(None) => Tw::close(None, ""),
+        Outbound::Close(Some(f)) => Tw::close(
             tokio_websockets::CloseCode::try_from(f.code.as_u16()).ok(),
             &f.reason,
         ),

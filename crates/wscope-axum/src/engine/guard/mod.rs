@@ -16,7 +16,8 @@
 //!   while answering pings;
 //! - permessage-deflate (RFC 7692), when negotiated: a compressed message is inflated here, under
 //!   the message size limit (a deflate bomb fails with 1009 one byte past it), and handed to the
-//!   engine as plain frames; what the engine sends is compressed on the way out.
+//!   engine as plain frames; what the engine sends (compressed before the engine framed it) gets
+//!   RSV1 on its way out.
 //!
 //! No engine is handed a frame larger than a piece (4 KiB): larger frames are cut into pieces
 //! and inflated bytes framed in them (`read`), because every engine grows its read buffer to
@@ -35,7 +36,7 @@
 //! # Layout
 //! - `header`: frame headers, parsed as their bytes arrive and encoded.
 //! - `read`: the client's frames — in place or fed, cut into pieces, inflated.
-//! - `write`: what the engine sends, compressed under permessage-deflate.
+//! - `write`: what the engine sends, marked compressed under permessage-deflate.
 
 mod header;
 mod read;
@@ -56,7 +57,7 @@ use super::deflate::Deflate;
 use super::{Io, SocketConfig};
 use header::HeaderBuf;
 use read::{Feed, Fill, Frame, Reader, Scan, Stop, FEED_READ, PIECE};
-use write::Compressor;
+use write::Marker;
 
 /// How long a failed connection lingers, and how many bytes it reads meanwhile, at most.
 const LINGER: Duration = Duration::from_secs(2);
@@ -132,7 +133,7 @@ pub(crate) struct FrameGuard<S: Io> {
     /// the engine reads the socket's bytes in place.
     feed: Option<Box<Feed>>,
     /// Present when permessage-deflate compresses what the server sends.
-    write: Option<Box<Compressor>>,
+    write: Option<Box<Marker>>,
 }
 
 impl<S: Io> FrameGuard<S> {
@@ -147,7 +148,7 @@ impl<S: Io> FrameGuard<S> {
     ) -> Self {
         let write = deflate
             .and_then(|d| d.compress_window_bits())
-            .map(|bits| Box::new(Compressor::new(bits)));
+            .map(|_| Box::<Marker>::default());
         let frame_limit = cfg.frame_limit();
         let charge = match client {
             Some(ip) => cfg.message_budget.charge_for(ip),
@@ -194,7 +195,7 @@ impl<S: Io> FrameGuard<S> {
                         Poll::Pending
                     };
                 }
-                Ok(Fill::OutFull) => break Poll::Ready(Ok(())),
+                Ok(Fill::Handed) => break Poll::Ready(Ok(())),
                 Ok(Fill::NeedInput) if buf.filled().len() > start => break Poll::Ready(Ok(())),
                 Ok(Fill::NeedInput) => {
                     if t.input.len() < FEED_READ {
@@ -282,16 +283,10 @@ impl<S: Io> AsyncWrite for FrameGuard<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let io = this.io.as_mut().ok_or_else(gone)?;
-        let Some(c) = this.write.as_mut() else {
-            return Pin::new(io).poll_write(cx, buf);
-        };
-        ready!(c.poll_drain(io, cx))?;
-        c.consume(buf);
-        // Start writing now; what the socket does not take goes on the next write or flush.
-        if let Poll::Ready(Err(e)) = c.poll_drain(io, cx) {
-            return Poll::Ready(Err(e));
+        match this.write.as_mut() {
+            Some(marker) => marker.poll_write(io, cx, buf),
+            None => Pin::new(io).poll_write(cx, buf),
         }
-        Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_write_vectored(

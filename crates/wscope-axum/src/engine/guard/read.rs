@@ -378,7 +378,20 @@ thread_local! {
 /// How a fill of the engine's buffer stopped.
 pub(super) enum Fill {
     NeedInput,
-    OutFull,
+    /// The engine has bytes: its buffer is full, or a frame's last bytes went. The guard hands
+    /// over one frame a read at most, so an engine's buffer holds no more than the frame it
+    /// parses and the next one's header (with two, the engines' buffers doubled and stayed so).
+    Handed,
+}
+
+/// What [`Feed::flush`] handed over.
+enum Flushed {
+    /// Not all: `out` is full.
+    Partly,
+    /// All that waited, the last of a frame's payload among it.
+    FrameEnd,
+    /// All that waited (a header, or nothing).
+    All,
 }
 
 impl Feed {
@@ -435,30 +448,32 @@ impl Feed {
         (self.pos, self.end, self.clear) = (0, bytes.len(), 0);
     }
 
-    /// Hands over what is waiting (a header, a frame's payload); false when `out` filled first.
-    fn flush(&mut self, out: &mut ReadBuf<'_>) -> bool {
+    /// Hands over what is waiting (a header, a frame's payload): whether all of it went, and
+    /// whether a frame's payload ended with it.
+    fn flush(&mut self, out: &mut ReadBuf<'_>) -> Flushed {
         if self.head_pos < self.head_len {
             let n = (self.head_len - self.head_pos).min(out.remaining());
             out.put_slice(&self.head[self.head_pos..self.head_pos + n]);
             self.head_pos += n;
             if self.head_pos < self.head_len {
-                return false;
+                return Flushed::Partly;
             }
         }
+        if self.body == 0 {
+            return Flushed::All;
+        }
+        let n = self.body.min(out.remaining());
+        out.put_slice(&self.staged[self.staged_pos..self.staged_pos + n]);
+        self.staged_pos += n;
+        self.body -= n;
         if self.body > 0 {
-            let n = self.body.min(out.remaining());
-            out.put_slice(&self.staged[self.staged_pos..self.staged_pos + n]);
-            self.staged_pos += n;
-            self.body -= n;
-            if self.body > 0 {
-                return false;
-            }
-            if self.staged_pos == self.staged.len() {
-                self.staged.clear();
-                self.staged_pos = 0;
-            }
+            return Flushed::Partly;
         }
-        true
+        if self.staged_pos == self.staged.len() {
+            self.staged.clear();
+            self.staged_pos = 0;
+        }
+        Flushed::FrameEnd
     }
 
     fn queue_head(&mut self, header: &[u8]) {
@@ -516,8 +531,10 @@ impl Reader {
         out: &mut ReadBuf<'_>,
     ) -> Result<Fill, TransportError> {
         loop {
-            if !t.flush(out) || out.remaining() == 0 {
-                return Ok(Fill::OutFull);
+            match t.flush(out) {
+                Flushed::Partly | Flushed::FrameEnd => return Ok(Fill::Handed),
+                Flushed::All if out.remaining() == 0 => return Ok(Fill::Handed),
+                Flushed::All => {}
             }
             if self.left > 0 {
                 match self.frame {
@@ -546,6 +563,10 @@ impl Reader {
                         self.done += n as u64;
                         if self.left == 0 {
                             self.frame_done();
+                            return Ok(Fill::Handed);
+                        }
+                        if self.frame == Frame::Pieces && self.piece_left == 0 {
+                            return Ok(Fill::Handed);
                         }
                     }
                 }
