@@ -27,6 +27,8 @@ engine_tests!(
     the_default_limit_is_one_mebibyte,
     the_budget_refuses_large_messages_with_1013_while_small_ones_echo,
     a_raised_message_limit_raises_an_unset_frame_limit,
+    one_address_holds_at_most_its_share_of_the_budget,
+    a_message_that_stalls_past_its_deadline_closes_with_1008,
 );
 
 /// `/ws` echo on the running test's engine with `socket` settings.
@@ -284,5 +286,75 @@ async fn a_raised_message_limit_raises_an_unset_frame_limit() {
         ws.expect_close().await,
         (1009, "Message too big".to_owned())
     );
+    server.shutdown().await;
+}
+
+/// Eight clients forwarded as one address each start a 1 MiB message under an 8 MiB budget: two
+/// fit its quarter, the others are refused with 1013 at their header, and a client from
+/// another address still gets its 100 KB message through (before, all eight were held and
+/// every other large message was refused).
+async fn one_address_holds_at_most_its_share_of_the_budget() {
+    let budget = MessageBudget::new(8 << 20);
+    let server = echo_server(SocketConfig::default().message_budget(budget.clone())).await;
+    let attacker = [("X-Forwarded-For", "10.6.6.6")];
+    let part = vec![1u8; 1 << 20];
+    let mut holders = Vec::new();
+    for i in 0..8 {
+        let mut ws = upgrade(server.addr, "/ws", &attacker).await;
+        ws.send(&frame(BINARY, &part)).await;
+        if i < 2 {
+            wait_until("the message is charged", || {
+                budget.in_use() == (i + 1) << 20
+            })
+            .await;
+            holders.push(ws);
+        } else {
+            let (code, reason) = ws.expect_close().await;
+            assert_eq!((code, reason.as_str()), (1013, "Try again later"));
+        }
+    }
+    let ip = "10.6.6.6".parse().unwrap();
+    assert_eq!(budget.held_by(ip), 2 << 20);
+    let mut other = upgrade(server.addr, "/ws", &[("X-Forwarded-For", "10.0.0.1")]).await;
+    let message = vec![2u8; 100_000];
+    other.send(&frame(FIN | BINARY, &message)).await;
+    assert_eq!(other.read_message().await.payload, message);
+    let closed = server.registry.recently_closed(None);
+    assert!(
+        closed
+            .iter()
+            .all(|c| c.reason.contains("one address may hold")),
+        "{closed:?}"
+    );
+    drop(holders);
+    wait_until("the share is given back", || budget.held_by(ip) == 0).await;
+    server.shutdown().await;
+}
+
+/// A message whose rest does not come within the deadline is failed with 1008, counted as a
+/// timeout, and its bytes leave the budget; one that completes in time echoes.
+async fn a_message_that_stalls_past_its_deadline_closes_with_1008() {
+    let budget = MessageBudget::new(64 << 20);
+    let socket = SocketConfig::default()
+        .message_budget(budget.clone())
+        .message_timeout(std::time::Duration::from_millis(300));
+    let server = echo_server(socket).await;
+    let whole = frame(FIN | BINARY, &vec![4u8; 200_000]);
+    let mut stalled = upgrade(server.addr, "/ws", &[]).await;
+    stalled.send(&whole[..100_000]).await;
+    wait_until("the message is charged", || budget.in_use() == 200_000).await;
+    assert_eq!(
+        stalled.expect_close().await,
+        (1008, "Message timeout".to_owned())
+    );
+    wait_until("the budget is free", || budget.in_use() == 0).await;
+    let record = &server.registry.recently_closed(None)[0];
+    assert_eq!(record.reason, "message not received in full within 300ms");
+    assert_eq!(server.registry.snapshot().closed_by.timeout, 1);
+
+    let mut prompt = upgrade(server.addr, "/ws", &[]).await;
+    prompt.send(&whole).await;
+    assert_eq!(prompt.read_message().await.payload.len(), 200_000);
+    prompt.close().await;
     server.shutdown().await;
 }
