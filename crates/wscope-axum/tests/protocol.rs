@@ -115,7 +115,7 @@ async fn one_byte_fragments_add_up_to_the_limit_and_one_more_is_refused() {
 
     let mut ws = upgrade(server.addr, "/ws", &[]).await;
     ws.send(&fragments(LIMIT, true)).await;
-    let echoed = ws.read_data().await;
+    let echoed = ws.read_message().await;
     assert_eq!((echoed.opcode, echoed.payload.len()), (BINARY, LIMIT));
     assert!(echoed.payload.iter().all(|&b| b == b'x'));
     ws.close().await;

@@ -17,6 +17,9 @@ use wscope_testkit::raw::{
 use wscope_testkit::served::Served;
 use wscope_testkit::{http, WAIT};
 
+#[path = "hostile/engine.rs"]
+mod engine;
+
 const BIN: &str = env!("CARGO_BIN_EXE_wscope");
 
 /// A fresh client still connects and echoes.
@@ -227,7 +230,7 @@ async fn many_tiny_fragments_and_a_ping_flood_are_served_within_bounds() {
     }
     bytes.extend(frame(FIN | CONT, b"x"));
     raw.send(&bytes).await;
-    let echo = raw.read_data().await;
+    let echo = raw.read_message().await;
     assert_eq!((echo.opcode, echo.payload.len()), (BINARY, 65_536));
     // 10,000 pings in a row, not read meanwhile: the server keeps answering, keeps serving.
     let mut flood = upgrade(served.main, "/ws", &[]).await;
