@@ -1,6 +1,9 @@
 //! tungstenite (through tokio-tungstenite) as a wscope transport, in either role.
 
-use futures_util::{future, SinkExt, StreamExt};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use futures_util::{future, Sink, StreamExt};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
 use tokio_tungstenite::tungstenite::protocol::{frame, Role as TRole, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as Te, Message as Tm};
@@ -48,82 +51,118 @@ pub(crate) fn transport<S: Io>(
             Err(e) => Some(Err(error(&e))),
         })
     });
-    let writer = sink
-        .sink_map_err(|e| error(&e))
-        .with_flat_map(move |msg: Message| {
-            futures_util::stream::iter(Frames::new(Outbound::new(msg, window_bits)))
-        });
+    let writer = Pieces {
+        sink,
+        window_bits,
+        rest: None,
+    };
     Halves::new(role, reader, writer)
 }
 
-/// The frames one message goes out in: a data message in frames of at most [`OUT_PIECE`], the
-/// first of its opcode, the rest continuations.
-enum Frames {
-    Failed(Option<TransportError>),
-    Control(Option<Tm>),
-    Data {
-        text: bool,
-        rest: Bytes,
-        first: bool,
-        done: bool,
-    },
-}
-
-impl Frames {
-    fn new(out: Result<Outbound, TransportError>) -> Self {
-        let data = |text, payload| Self::Data {
-            text,
-            rest: payload,
-            first: true,
-            done: false,
-        };
-        match out {
-            Err(e) => Self::Failed(Some(e)),
-            Ok(Outbound::Text(payload)) => data(true, payload),
-            Ok(Outbound::Binary(payload)) => data(false, payload),
-            Ok(Outbound::Ping(b)) => Self::Control(Some(Tm::Ping(b))),
-            Ok(Outbound::Pong(b)) => Self::Control(Some(Tm::Pong(b))),
-            Ok(Outbound::Close(f)) => {
-                Self::Control(Some(Tm::Close(f.map(|f| frame::CloseFrame {
-                    code: f.code.as_u16().into(),
-                    reason: f.reason.into(),
-                }))))
-            }
-        }
+pin_project_lite::pin_project! {
+    /// The writer: each data message goes to the engine in frames of at most [`OUT_PIECE`]
+    /// bytes, the first of the message's opcode, the rest continuations. What is kept between
+    /// frames is the rest of the message (shared bytes, no copy); nothing between messages.
+    struct Pieces<K> {
+        #[pin]
+        sink: K,
+        window_bits: Option<u8>,
+        rest: Option<Rest>,
     }
 }
 
-impl Iterator for Frames {
-    type Item = Result<Tm, TransportError>;
+/// What is left to send of a data message cut into frames.
+struct Rest {
+    bytes: Bytes,
+    text: bool,
+    first: bool,
+}
 
-    fn next(&mut self) -> Option<Self::Item> {
-        match self {
-            Self::Failed(e) => e.take().map(Err),
-            Self::Control(msg) => msg.take().map(Ok),
-            Self::Data {
-                text,
-                rest,
-                first,
-                done,
-            } => {
-                if *done {
-                    return None;
-                }
-                let piece = rest.split_to(rest.len().min(OUT_PIECE));
-                let opcode = match (*first, *text) {
-                    (false, _) => OpData::Continue,
-                    (true, true) => OpData::Text,
-                    (true, false) => OpData::Binary,
-                };
-                *first = false;
-                *done = rest.is_empty();
-                Some(Ok(Tm::Frame(frame::Frame::message(
-                    piece,
-                    OpCode::Data(opcode),
-                    *done,
-                ))))
+impl Rest {
+    /// The next frame, and whether it was the last.
+    fn next_frame(&mut self) -> (Tm, bool) {
+        let piece = self.bytes.split_to(self.bytes.len().min(OUT_PIECE));
+        let opcode = match (self.first, self.text) {
+            (false, _) => OpData::Continue,
+            (true, true) => OpData::Text,
+            (true, false) => OpData::Binary,
+        };
+        self.first = false;
+        let last = self.bytes.is_empty();
+        let frame = frame::Frame::message(piece, OpCode::Data(opcode), last);
+        (Tm::Frame(frame), last)
+    }
+}
+
+impl<K> Pieces<K>
+where
+    K: Sink<Tm, Error = Te>,
+{
+    /// Hands the engine the rest of the message being cut, as it takes them.
+    fn poll_rest(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        let mut this = self.project();
+        while let Some(rest) = this.rest.as_mut() {
+            ready!(this.sink.as_mut().poll_ready(cx)).map_err(|e| error(&e))?;
+            let (frame, last) = rest.next_frame();
+            if last {
+                *this.rest = None;
             }
+            this.sink
+                .as_mut()
+                .start_send(frame)
+                .map_err(|e| error(&e))?;
         }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<K> Sink<Message> for Pieces<K>
+where
+    K: Sink<Tm, Error = Te>,
+{
+    type Error = TransportError;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        ready!(self.as_mut().poll_rest(cx))?;
+        self.project().sink.poll_ready(cx).map_err(|e| error(&e))
+    }
+
+    fn start_send(self: Pin<&mut Self>, msg: Message) -> Result<(), Self::Error> {
+        let this = self.project();
+        let (bytes, text) = match Outbound::new(msg, *this.window_bits)? {
+            Outbound::Text(b) => (b, true),
+            Outbound::Binary(b) => (b, false),
+            Outbound::Ping(b) => return this.sink.start_send(Tm::Ping(b)).map_err(|e| error(&e)),
+            Outbound::Pong(b) => return this.sink.start_send(Tm::Pong(b)).map_err(|e| error(&e)),
+            Outbound::Close(f) => {
+                let f = f.map(|f| frame::CloseFrame {
+                    code: f.code.as_u16().into(),
+                    reason: f.reason.into(),
+                });
+                return this.sink.start_send(Tm::Close(f)).map_err(|e| error(&e));
+            }
+        };
+        let mut rest = Rest {
+            bytes,
+            text,
+            first: true,
+        };
+        // The engine is ready for one frame (poll_ready said so); the rest go as it takes them.
+        let (frame, last) = rest.next_frame();
+        if !last {
+            *this.rest = Some(rest);
+        }
+        this.sink.start_send(frame).map_err(|e| error(&e))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        ready!(self.as_mut().poll_rest(cx))?;
+        self.project().sink.poll_flush(cx).map_err(|e| error(&e))
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        ready!(self.as_mut().poll_rest(cx))?;
+        self.project().sink.poll_close(cx).map_err(|e| error(&e))
     }
 }
 
