@@ -65,8 +65,8 @@ pub(crate) fn server<S: Io>(io: S, cfg: &SocketConfig, window_bits: Option<u8>) 
         tx_.write_frame(to_engine(&out))
             .await
             .map_err(|e| error(&e))?;
-        // The engine writes each frame to the stream and never flushes it; the frame guard
-        // holds what it compressed until flushed.
+        // The engine writes each frame to the stream and never flushes it; under
+        // permessage-deflate the frame guard holds what it gathered until flushed.
         tx_.flush().await.map_err(|e| error(&e))?;
         drop(tx_);
         Ok::<_, TransportError>(tx)
