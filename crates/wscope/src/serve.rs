@@ -12,8 +12,8 @@ use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 use wscope_axum::{
-    admin_router, health_router, json_errors, ready_router, AdminConfig, ServeOptions,
-    SocketConfig, Tracking, WebSocketUpgrade,
+    admin_router, health_router, json_errors, ready_router, AdminConfig, ServeOptions, Tracking,
+    WebSocketUpgrade,
 };
 use wscope_core::{Registry, ShutdownReport};
 
@@ -57,15 +57,7 @@ impl Server {
         let registry = Registry::with_config(cfg.registry_config());
         let tracking = Tracking::new(registry.clone())
             .trusted_proxies(cfg.proxies())
-            .socket_config(
-                SocketConfig::default()
-                    .engine(cfg.engine)
-                    .read_buffer_size(cfg.read_buffer_size)
-                    .max_message_size(cfg.max_message_size)
-                    .max_frame_size(cfg.max_frame_size)
-                    .max_buffered_bytes(cfg.max_buffered_bytes)
-                    .permessage_deflate(cfg.permessage_deflate),
-            );
+            .socket_config(cfg.socket_config());
         Ok(Self {
             registry,
             tracking,

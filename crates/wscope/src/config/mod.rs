@@ -109,11 +109,18 @@ declare_settings! {
         /// Largest message accepted (fragments added up; inflated size when compressed); past
         /// it, 1009.
         max_message_size: usize as kind::Size = SocketConfig::DEFAULT_MAX_MESSAGE_SIZE;
-        /// Largest frame accepted (at most the message size); past it, 1009.
-        max_frame_size: usize as kind::Size = SocketConfig::DEFAULT_MAX_FRAME_SIZE;
+        /// Largest frame accepted (at most the message size); past it, 1009. Unset, it follows
+        /// --max-message-size, since clients send each message as one frame.
+        max_frame_size: Option<usize> as kind::Unset<kind::Size, TheMessageSize> = None;
         /// Most bytes all partly received messages may hold together; a large message past
         /// it gets 1013.
         max_buffered_bytes: usize as kind::Size = SocketConfig::DEFAULT_MAX_BUFFERED_BYTES;
+        /// Most of --max-buffered-bytes the connections of one client address may hold (as
+        /// resolved through trusted proxies); a large message past it gets 1013.
+        max_buffered_bytes_per_ip: Option<usize> as kind::Unset<kind::Size, AQuarter> = None;
+        /// How long a message may take to arrive in full, from the first time the server waits
+        /// for the rest of it (0 = no limit); past it, 1008.
+        message_timeout: Duration as kind::Duration = SocketConfig::DEFAULT_MESSAGE_TIMEOUT;
         /// Agree to permessage-deflate compression when a client offers it.
         permessage_deflate: bool as kind::Switch = false;
         /// Bytes read from a socket at a time (the tungstenite engine's read buffer).
@@ -208,6 +215,20 @@ declare_settings! {
         /// Log line format (`RUST_LOG` sets the level).
         log_format: LogFormat as kind::OneOf<LogFormat> = LogFormat::default();
     }
+}
+
+/// What an unset `--max-frame-size` means.
+pub(crate) struct TheMessageSize;
+
+impl kind::Meaning for TheMessageSize {
+    const TEXT: &'static str = "the message size";
+}
+
+/// What an unset `--max-buffered-bytes-per-ip` means.
+pub(crate) struct AQuarter;
+
+impl kind::Meaning for AQuarter {
+    const TEXT: &'static str = "a quarter of it";
 }
 
 /// How log lines are written.
@@ -374,6 +395,24 @@ impl ServeConfig {
         ServeOptions::default()
             .max_header_size(self.max_header_size)
             .handshake_timeout((!timeout.is_zero()).then_some(timeout))
+    }
+
+    /// The engine settings of accepted sockets.
+    pub fn socket_config(&self) -> SocketConfig {
+        let mut socket = SocketConfig::default()
+            .engine(self.engine)
+            .read_buffer_size(self.read_buffer_size)
+            .max_message_size(self.max_message_size)
+            .max_buffered_bytes(self.max_buffered_bytes)
+            .permessage_deflate(self.permessage_deflate)
+            .message_timeout(self.message_timeout);
+        if let Some(bytes) = self.max_frame_size {
+            socket = socket.max_frame_size(bytes);
+        }
+        if let Some(bytes) = self.max_buffered_bytes_per_ip {
+            socket = socket.max_buffered_bytes_per_address(bytes);
+        }
+        socket
     }
 
     /// The proxies believed and the header they set.
