@@ -107,6 +107,6 @@ pub async fn connect_with(
         .with_protocol(protocol);
     Ok(Connected {
         accepted,
-        transport: tungstenite::transport(ws, Role::Client),
+        transport: tungstenite::transport(ws, Role::Client, None),
     })
 }

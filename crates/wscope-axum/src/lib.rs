@@ -77,8 +77,10 @@
 //!   the connection over.
 //! - `engine`: [`Engine`], [`SocketConfig`] and one file per engine adapting it to the core's
 //!   transport; the connection itself is driven by `wscope_core`'s driver. Every engine reads a
-//!   client through the frame guard (`engine/guard.rs`: masking, frame and message limits, the
-//!   shared message budget, permessage-deflate, negotiated in `engine/deflate.rs`).
+//!   client through the frame guard (`engine/guard/`: masking, frame and message limits, the
+//!   shared message budget and its share per address, the deadline of a partly received message,
+//!   frames of at most 4 KiB into the engine, permessage-deflate, negotiated in
+//!   `engine/deflate.rs`, where what the server sends is compressed once per payload).
 //! - `client`: [`connect`], a tracked client-role connection (tungstenite).
 //! - `client_addr`: [`TrustedProxies`] and the one forwarding header they set
 //!   ([`ClientIpHeader`]).

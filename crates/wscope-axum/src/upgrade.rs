@@ -235,9 +235,9 @@ impl WebSocketUpgrade {
         self
     }
 
-    /// Largest frame accepted (bytes).
+    /// Largest frame accepted (bytes); unset, the message limit.
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
-        self.tracking.socket.max_frame_size = bytes;
+        self.tracking.socket.max_frame_size = Some(bytes);
         self
     }
 
@@ -293,6 +293,9 @@ impl WebSocketUpgrade {
                  add .layer(Tracking::new(registry).layer()) after the routes",
             );
         }
+        // The budget's share is the client's as admission counts it (an IPv6 host's network).
+        let registry = &self.tracking.registry;
+        let client = self.meta.remote_addr.map(|ip| registry.client_key(ip));
         let accepted = match self.tracking.registry.accept(self.meta) {
             Ok(accepted) => accepted,
             Err(refusal) => return UpgradeRefused(refusal).into_response(),
@@ -311,13 +314,18 @@ impl WebSocketUpgrade {
                 .headers_mut()
                 .insert(header::SEC_WEBSOCKET_EXTENSIONS, extensions);
         }
+        // What taking over the socket needs (the settings, the engine's set-up) is boxed: the
+        // connection's task lives as long as the connection and would otherwise keep room for
+        // it all along (some 200 B of every idle connection).
+        let take_over = Box::new(move |io| {
+            Box::pin(async move { cfg.engine.server(io, &cfg, deflate, client).await })
+        });
         // The registry's tracker lets a server wait for every connection task on shutdown.
         let tracker = accepted.task_tracker().clone();
         tokio::spawn(tracker.track_future(async move {
             match handshake.on_upgrade.await {
                 Ok(upgraded) => {
-                    let io = TokioIo::new(upgraded);
-                    let transport = cfg.engine.server(io, &cfg, deflate).await;
+                    let transport = (*take_over)(TokioIo::new(upgraded)).await;
                     accepted.run(transport, handler).await;
                 }
                 Err(e) => accepted.fail(format!("upgrade failed: {e}")),

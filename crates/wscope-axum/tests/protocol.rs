@@ -26,6 +26,9 @@ engine_tests!(
     a_fragmented_message_with_a_ping_inside_echoes_whole,
     the_default_limit_is_one_mebibyte,
     the_budget_refuses_large_messages_with_1013_while_small_ones_echo,
+    a_raised_message_limit_raises_an_unset_frame_limit,
+    one_address_holds_at_most_its_share_of_the_budget,
+    a_message_that_stalls_past_its_deadline_closes_with_1008,
 );
 
 /// `/ws` echo on the running test's engine with `socket` settings.
@@ -65,7 +68,7 @@ async fn a_frame_declaring_2_pow_63_bytes_is_refused_with_1009_at_its_header() {
     }
     // The largest frame allowed is taken.
     let mut ws = server.connect("/ws").await;
-    let max = vec![7u8; SocketConfig::DEFAULT_MAX_FRAME_SIZE];
+    let max = vec![7u8; SocketConfig::DEFAULT_MAX_MESSAGE_SIZE];
     ws.send(WsMessage::binary(max.clone())).await.unwrap();
     assert_eq!(next_msg(&mut ws).await, Some(WsMessage::binary(max)));
     close_client(ws).await;
@@ -112,7 +115,7 @@ async fn one_byte_fragments_add_up_to_the_limit_and_one_more_is_refused() {
 
     let mut ws = upgrade(server.addr, "/ws", &[]).await;
     ws.send(&fragments(LIMIT, true)).await;
-    let echoed = ws.read_data().await;
+    let echoed = ws.read_message().await;
     assert_eq!((echoed.opcode, echoed.payload.len()), (BINARY, LIMIT));
     assert!(echoed.payload.iter().all(|&b| b == b'x'));
     ws.close().await;
@@ -211,7 +214,7 @@ async fn the_default_limit_is_one_mebibyte() {
 /// they are gone the budget is whole again.
 async fn the_budget_refuses_large_messages_with_1013_while_small_ones_echo() {
     const PART: usize = 64 << 10;
-    let budget = MessageBudget::new(200 << 10);
+    let budget = MessageBudget::new(200 << 10).per_address(0);
     let server = echo_server(SocketConfig::default().message_budget(budget.clone())).await;
     let part = vec![9u8; PART];
     let mut small = server.connect("/ws").await;
@@ -252,5 +255,109 @@ async fn the_budget_refuses_large_messages_with_1013_while_small_ones_echo() {
     assert_eq!(next_msg(&mut small).await, Some(WsMessage::binary(large)));
     close_client(small).await;
     assert_eq!(budget.in_use(), 0);
+    server.shutdown().await;
+}
+
+/// With the message limit raised and no frame limit set, a message larger than the default limit
+/// sent as one frame (as browsers send every message) echoes; a frame limit that is set still
+/// holds.
+async fn a_raised_message_limit_raises_an_unset_frame_limit() {
+    let big = vec![3u8; 4 << 20];
+    let server = echo_server(SocketConfig::default().max_message_size(8 << 20)).await;
+    let mut ws = server.connect("/ws").await;
+    ws.send(WsMessage::binary(big.clone())).await.unwrap();
+    assert_eq!(
+        next_msg(&mut ws).await,
+        Some(WsMessage::binary(big.clone()))
+    );
+    close_client(ws).await;
+    server.shutdown().await;
+
+    let server = echo_server(
+        SocketConfig::default()
+            .max_message_size(8 << 20)
+            .max_frame_size(1 << 20),
+    )
+    .await;
+    let mut ws = upgrade(server.addr, "/ws", &[]).await;
+    ws.send(&header(FIN | BINARY, big.len() as u64, Some(MASK)))
+        .await;
+    assert_eq!(
+        ws.expect_close().await,
+        (1009, "Message too big".to_owned())
+    );
+    server.shutdown().await;
+}
+
+/// Eight clients forwarded from one IPv6 host (eight addresses of one /64, the default grouping)
+/// each start a 1 MiB message under an 8 MiB budget: two fit the host's quarter, the others are
+/// refused with 1013 at their header, and a client from another address still gets its 100 KB
+/// message through (before, all eight were held and every other large message was refused).
+async fn one_address_holds_at_most_its_share_of_the_budget() {
+    let budget = MessageBudget::new(8 << 20);
+    let server = echo_server(SocketConfig::default().message_budget(budget.clone())).await;
+    let part = vec![1u8; 1 << 20];
+    let mut holders = Vec::new();
+    for i in 0..8 {
+        let address = format!("2001:db8:6:6::{i:x}");
+        let attacker = [("X-Forwarded-For", address.as_str())];
+        let mut ws = upgrade(server.addr, "/ws", &attacker).await;
+        ws.send(&frame(BINARY, &part)).await;
+        if i < 2 {
+            wait_until("the message is charged", || {
+                budget.in_use() == (i + 1) << 20
+            })
+            .await;
+            holders.push(ws);
+        } else {
+            let (code, reason) = ws.expect_close().await;
+            assert_eq!((code, reason.as_str()), (1013, "Try again later"));
+        }
+    }
+    let ip = server
+        .registry
+        .client_key("2001:db8:6:6::1".parse().unwrap());
+    assert_eq!(budget.held_by(ip), 2 << 20);
+    let mut other = upgrade(server.addr, "/ws", &[("X-Forwarded-For", "10.0.0.1")]).await;
+    let message = vec![2u8; 100_000];
+    other.send(&frame(FIN | BINARY, &message)).await;
+    assert_eq!(other.read_message().await.payload, message);
+    let closed = server.registry.recently_closed(None);
+    assert!(
+        closed
+            .iter()
+            .all(|c| c.reason.contains("one address may hold")),
+        "{closed:?}"
+    );
+    drop(holders);
+    wait_until("the share is given back", || budget.held_by(ip) == 0).await;
+    server.shutdown().await;
+}
+
+/// A message whose rest does not come within the deadline is failed with 1008, counted as a
+/// timeout, and its bytes leave the budget; one that completes in time echoes.
+async fn a_message_that_stalls_past_its_deadline_closes_with_1008() {
+    let budget = MessageBudget::new(64 << 20);
+    let socket = SocketConfig::default()
+        .message_budget(budget.clone())
+        .message_timeout(std::time::Duration::from_millis(300));
+    let server = echo_server(socket).await;
+    let whole = frame(FIN | BINARY, &vec![4u8; 200_000]);
+    let mut stalled = upgrade(server.addr, "/ws", &[]).await;
+    stalled.send(&whole[..100_000]).await;
+    wait_until("the message is charged", || budget.in_use() == 200_000).await;
+    assert_eq!(
+        stalled.expect_close().await,
+        (1008, "Message timeout".to_owned())
+    );
+    wait_until("the budget is free", || budget.in_use() == 0).await;
+    let record = &server.registry.recently_closed(None)[0];
+    assert_eq!(record.reason, "message not received in full within 300ms");
+    assert_eq!(server.registry.snapshot().closed_by.timeout, 1);
+
+    let mut prompt = upgrade(server.addr, "/ws", &[]).await;
+    prompt.send(&whole).await;
+    assert_eq!(prompt.read_message().await.payload.len(), 200_000);
+    prompt.close().await;
     server.shutdown().await;
 }

@@ -380,7 +380,11 @@ fn received(conn: &Connection, msg: Message) -> Option<Message> {
 fn failed(conn: &Connection, e: &TransportError) -> Ended {
     let failing = match e.kind().close_frame() {
         Some(frame) => {
-            conn.record_close(Initiator::Error, Some(frame.code.as_u16()), e.message());
+            let by = match e.kind() {
+                TransportErrorKind::TimedOut => Initiator::Timeout,
+                _ => Initiator::Error,
+            };
+            conn.record_close(by, Some(frame.code.as_u16()), e.message());
             conn.fail_after_flush(frame)
         }
         None if e.kind() == TransportErrorKind::FailedByEngine => {

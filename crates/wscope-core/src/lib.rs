@@ -50,7 +50,7 @@
 //!   `memory`: an in-process transport for tests.
 //! - `outbox`: each connection's bounded outbound queue, drained in batches by its writer.
 //! - `budget`: [`MessageBudget`], the bound on bytes held in partly received messages across
-//!   connections, and each connection's [`Charge`] against it.
+//!   connections and per client address, and each connection's [`Charge`] against it.
 //! - `observer`: [`Observer`] and its events; `log`: the reference's stats lines and the
 //!   [`StatsLogger`] observer.
 //! - `aggregates`: the O(1) counts, totals and sums behind summaries.

@@ -169,6 +169,9 @@ pub enum TransportErrorKind {
     ///
     /// [`MessageBudget`]: crate::MessageBudget
     Overloaded,
+    /// A message did not arrive in full in the time allowed: fail with 1008 "Message timeout"
+    /// (the close is recorded as a timeout).
+    TimedOut,
     /// The engine failed the connection itself and has sent its own close frame; sending
     /// another would break the protocol.
     FailedByEngine,
@@ -184,6 +187,7 @@ impl TransportErrorKind {
             Self::InvalidUtf8 => (CloseCode::INVALID_PAYLOAD, "Invalid UTF-8"),
             Self::TooBig => (CloseCode::TOO_BIG, "Message too big"),
             Self::Overloaded => (CloseCode::TRY_AGAIN_LATER, "Try again later"),
+            Self::TimedOut => (CloseCode::POLICY, "Message timeout"),
             Self::FailedByEngine | Self::Gone => return None,
         };
         Some(CloseFrame {

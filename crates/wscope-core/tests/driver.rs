@@ -144,6 +144,7 @@ async fn each_error_kind_fails_the_connection_the_same_way_for_every_engine() {
         (TransportErrorKind::InvalidUtf8, Some(1007)),
         (TransportErrorKind::TooBig, Some(1009)),
         (TransportErrorKind::Overloaded, Some(1013)),
+        (TransportErrorKind::TimedOut, Some(1008)),
         (TransportErrorKind::FailedByEngine, None),
         (TransportErrorKind::Gone, None),
     ] {
@@ -157,7 +158,13 @@ async fn each_error_kind_fails_the_connection_the_same_way_for_every_engine() {
         wait_until("the entry leaves", || reg.connection_count() == 0).await;
         let written = written.lock().unwrap().clone();
         let s = reg.snapshot();
-        assert_eq!(s.closed_by.error, 1, "{kind:?}");
+        // A message that took too long is a timeout's doing; every other kind an error's.
+        let by = if kind == TransportErrorKind::TimedOut {
+            s.closed_by.timeout
+        } else {
+            s.closed_by.error
+        };
+        assert_eq!(by, 1, "{kind:?}");
         match close {
             Some(code) => {
                 // What was queued first, then the close naming the violation; no handshake wait.

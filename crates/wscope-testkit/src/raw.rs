@@ -277,6 +277,21 @@ impl Raw {
         }
     }
 
+    /// The next data message (pings and pongs aside), its fragments joined: the frame returned
+    /// has the first fragment's opcode and RSV1 (RFC 7692 marks a compressed message's first
+    /// frame only) and the whole payload. A close frame is returned as it is.
+    pub async fn read_message(&mut self) -> Frame {
+        let mut message = self.read_data().await;
+        while !message.fin && message.opcode != CLOSE {
+            let next = self.read_data().await;
+            assert_eq!(next.opcode, CONT, "a continuation, got {next:?}");
+            assert!(!next.rsv1, "RSV1 on a continuation: {next:?}");
+            message.payload.extend_from_slice(&next.payload);
+            message.fin = next.fin;
+        }
+        message
+    }
+
     /// Closes from the client side (1000) and waits for the server's close and hang-up.
     pub async fn close(mut self) {
         self.send(&frame(FIN | CLOSE, &1000u16.to_be_bytes())).await;

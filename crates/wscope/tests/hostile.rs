@@ -21,6 +21,8 @@ use wscope_testkit::{http, WAIT};
 mod admission;
 #[path = "hostile/api.rs"]
 mod api;
+#[path = "hostile/engine.rs"]
+mod engine;
 
 const BIN: &str = env!("CARGO_BIN_EXE_wscope");
 
@@ -235,7 +237,7 @@ async fn many_tiny_fragments_and_a_ping_flood_are_served_within_bounds() {
     }
     bytes.extend(frame(FIN | CONT, b"x"));
     raw.send(&bytes).await;
-    let echo = raw.read_data().await;
+    let echo = raw.read_message().await;
     assert_eq!((echo.opcode, echo.payload.len()), (BINARY, 65_536));
     // 10,000 pings in a row, not read meanwhile: the server keeps answering, keeps serving.
     let mut flood = upgrade(served.main, "/ws", &[]).await;

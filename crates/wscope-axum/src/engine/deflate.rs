@@ -6,10 +6,17 @@
 //! every message is compressed on its own in both directions, so an idle connection keeps no
 //! zlib state at all — the compressor and the inflater are per thread, reset for each message,
 //! and the guard drops the rest of its inflating state between messages.
+//!
+//! Without context takeover a message compresses to the same bytes whichever connection sends
+//! it, so the members of a broadcast, which share its payload's bytes, share its compressed
+//! body too: [`compress_message`] compresses a shared payload once and keeps the body while
+//! anyone still holds the payload.
 
 use std::cell::RefCell;
+use std::sync::{Mutex, PoisonError};
 
 use axum::http::HeaderValue;
+use bytes::Bytes;
 use flate2::{Compress, Compression, FlushCompress};
 
 /// permessage-deflate as agreed with one client.
@@ -171,6 +178,73 @@ pub(crate) fn compress(payload: &[u8], window_bits: u8) -> Option<Vec<u8>> {
     })
 }
 
+/// The compressed bodies of payloads that several connections send (a broadcast's members hold
+/// clones of one payload): each is compressed once per window size. An entry keeps a clone of
+/// its payload, so that the payload's address cannot be reused by other bytes while the entry
+/// lives, and goes as soon as no one else holds the payload; at most [`SHARED_PAYLOADS`] are
+/// kept, the oldest going first.
+static SHARED: Mutex<Vec<SharedPayload>> = Mutex::new(Vec::new());
+/// Entries kept at most: broadcasts in flight at once.
+const SHARED_PAYLOADS: usize = 16;
+
+struct SharedPayload {
+    payload: Bytes,
+    /// The body for each window size asked for (one, nearly always).
+    bodies: Vec<(u8, Bytes)>,
+}
+
+impl SharedPayload {
+    fn is_for(&self, payload: &Bytes) -> bool {
+        self.payload.as_ptr() == payload.as_ptr() && self.payload.len() == payload.len()
+    }
+
+    fn body(&self, window_bits: u8) -> Option<Bytes> {
+        self.bodies
+            .iter()
+            .find(|(bits, _)| *bits == window_bits)
+            .map(|(_, body)| body.clone())
+    }
+}
+
+/// A data message's payload as its permessage-deflate body ([`compress`]), compressed once
+/// however many connections send the same payload; `None` if zlib fails.
+pub(crate) fn compress_message(payload: Bytes, window_bits: u8) -> Option<Bytes> {
+    if payload.is_unique() {
+        // No one else holds these bytes: no one else will send them.
+        return compress(&payload, window_bits).map(Bytes::from);
+    }
+    let lock = || SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    let found = lock()
+        .iter()
+        .find(|e| e.is_for(&payload))
+        .and_then(|e| e.body(window_bits));
+    let body = match found {
+        Some(body) => body,
+        None => {
+            let body = Bytes::from(compress(&payload, window_bits)?);
+            let mut shared = lock();
+            match shared.iter_mut().find(|e| e.is_for(&payload)) {
+                Some(entry) => entry.bodies.push((window_bits, body.clone())),
+                None => {
+                    if shared.len() >= SHARED_PAYLOADS {
+                        shared.remove(0);
+                    }
+                    shared.push(SharedPayload {
+                        payload: payload.clone(),
+                        bodies: vec![(window_bits, body.clone())],
+                    });
+                }
+            }
+            body
+        }
+    };
+    // The payload this connection held is let go: an entry only the cache still holds will
+    // never be asked for again.
+    drop(payload);
+    lock().retain(|e| !e.payload.is_unique());
+    Some(body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,5 +325,35 @@ mod tests {
         }
         // RFC 7692 §7.2.3.6: an empty message compresses to one 0x00 byte.
         assert_eq!(compress(b"", 15), Some(vec![0]));
+    }
+
+    #[test]
+    fn a_shared_payload_is_compressed_once_and_forgotten_with_its_last_holder() {
+        let payload = Bytes::from(b"a broadcast, a broadcast, a broadcast".repeat(100));
+        let members: Vec<Bytes> = (0..3).map(|_| payload.clone()).collect();
+        let bodies: Vec<Bytes> = members
+            .into_iter()
+            .map(|p| compress_message(p, 15).unwrap())
+            .collect();
+        assert!(bodies.iter().all(|b| b.as_ptr() == bodies[0].as_ptr()));
+        assert_eq!(bodies[0], compress(&payload, 15).unwrap());
+        let other_window = compress_message(payload.clone(), 10).unwrap();
+        assert_ne!(other_window.as_ptr(), bodies[0].as_ptr());
+        let ptr = payload.as_ptr();
+        let kept = |ptr| {
+            SHARED
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|e| e.payload.as_ptr() == ptr)
+        };
+        assert!(kept(ptr));
+        // The last holder's send forgets it; a payload no one shares is never kept.
+        compress_message(payload, 15).unwrap();
+        assert!(!kept(ptr));
+        let alone = Bytes::from(vec![7u8; 1000]);
+        let alone_ptr = alone.as_ptr();
+        compress_message(alone, 15).unwrap();
+        assert!(!kept(alone_ptr));
     }
 }

@@ -16,14 +16,14 @@ use fastwebsockets::{
 use futures_util::{sink, stream};
 use tokio::io::WriteHalf;
 use tokio::sync::Mutex;
-use wscope_core::{
-    Bytes, Halves, Message, Role, Transport, TransportError, TransportErrorKind, Utf8Bytes,
-};
+use wscope_core::{Bytes, Halves, Message, Role, Transport, TransportError, TransportErrorKind};
 
-use super::{close_frame, Io, SocketConfig};
+use super::{close_frame, text, Io, Outbound, SocketConfig};
 
-/// The server side over `io`, whose handshake is done.
-pub(crate) fn server<S: Io>(io: S, cfg: &SocketConfig) -> impl Transport {
+/// The server side over `io`, whose handshake is done; data messages compressed with a
+/// `window_bits` window when given. Each message goes out as one frame, its payload borrowed
+/// (written with a vectored write past 1 KiB: the engine copies only small frames).
+pub(crate) fn server<S: Io>(io: S, cfg: &SocketConfig, window_bits: Option<u8>) -> impl Transport {
     let mut ws = WebSocket::after_handshake(io, FRole::Server);
     // The engine refuses a payload *of* its limit; wscope's limit is the largest accepted.
     ws.set_max_message_size(cfg.max_message_size.saturating_add(1));
@@ -41,7 +41,10 @@ pub(crate) fn server<S: Io>(io: S, cfg: &SocketConfig) -> impl Transport {
         match rx.read_frame(&mut obligated).await {
             Ok(frame) => {
                 let closing = frame.opcode == OpCode::Close;
-                let msg = from_engine(frame);
+                let msg = match from_engine(frame) {
+                    Ok(msg) => msg,
+                    Err(e) => return Some((Err(e), None)),
+                };
                 if let Message::Ping(payload) = &msg {
                     let pong = Frame::pong(Payload::Owned(payload.to_vec()));
                     if let Err(e) = tx.lock().await.write_frame(pong).await {
@@ -56,13 +59,14 @@ pub(crate) fn server<S: Io>(io: S, cfg: &SocketConfig) -> impl Transport {
             Err(e) => Some((Err(error(&e)), None)),
         }
     });
-    let writer = sink::unfold(tx, |tx, msg: Message| async move {
+    let writer = sink::unfold(tx, move |tx, msg: Message| async move {
+        let out = Outbound::new(msg, window_bits)?;
         let mut tx_ = tx.lock().await;
-        tx_.write_frame(to_engine(msg))
+        tx_.write_frame(to_engine(&out))
             .await
             .map_err(|e| error(&e))?;
-        // The engine writes each frame to the stream and never flushes it; the frame guard
-        // holds what it compressed until flushed.
+        // The engine writes each frame to the stream and never flushes it; under
+        // permessage-deflate the frame guard holds what it gathered until flushed.
         tx_.flush().await.map_err(|e| error(&e))?;
         drop(tx_);
         Ok::<_, TransportError>(tx)
@@ -97,32 +101,62 @@ fn bytes(payload: Payload<'_>) -> Bytes {
     }
 }
 
-fn from_engine(frame: Frame<'_>) -> Message {
-    match frame.opcode {
-        OpCode::Text => {
-            Message::Text(Utf8Bytes::try_from(bytes(frame.payload)).unwrap_or_default())
-        }
+fn from_engine(frame: Frame<'_>) -> Result<Message, TransportError> {
+    Ok(match frame.opcode {
+        OpCode::Text => return text(bytes(frame.payload)),
         OpCode::Ping => Message::Ping(bytes(frame.payload)),
         OpCode::Pong => Message::Pong(bytes(frame.payload)),
         OpCode::Close => {
             let p = &frame.payload;
-            Message::Close((p.len() >= 2).then(|| {
-                let code = u16::from_be_bytes([p[0], p[1]]);
-                close_frame(code, std::str::from_utf8(&p[2..]).unwrap_or_default())
-            }))
+            if p.len() < 2 {
+                return Ok(Message::Close(None));
+            }
+            let reason = std::str::from_utf8(&p[2..]).map_err(|_| {
+                TransportError::new(
+                    TransportErrorKind::InvalidUtf8,
+                    "close reason is not valid UTF-8",
+                )
+            })?;
+            Message::Close(Some(close_frame(u16::from_be_bytes([p[0], p[1]]), reason)))
         }
         _ => Message::Binary(bytes(frame.payload)),
+    })
+}
+
+/// `out` as the engine's frame, borrowing its payload: a broadcast's members share one payload,
+/// which the engine would otherwise copy for each (a shared `Bytes` cannot become its owned
+/// buffer without a copy).
+fn to_engine(out: &Outbound) -> Frame<'_> {
+    fn borrowed(b: &Bytes) -> Payload<'_> {
+        Payload::Borrowed(b)
+    }
+    match out {
+        Outbound::Text(b) => Frame::new(true, OpCode::Text, None, borrowed(b)),
+        Outbound::Binary(b) => Frame::new(true, OpCode::Binary, None, borrowed(b)),
+        Outbound::Ping(b) => Frame::new(true, OpCode::Ping, None, borrowed(b)),
+        Outbound::Pong(b) => Frame::new(true, OpCode::Pong, None, borrowed(b)),
+        Outbound::Close(None) => Frame::new(true, OpCode::Close, None, Payload::Owned(Vec::new())),
+        Outbound::Close(Some(f)) => Frame::close(f.code.as_u16(), f.reason.as_bytes()),
     }
 }
 
-fn to_engine(msg: Message) -> Frame<'static> {
-    let owned = |b: Bytes| Payload::Bytes(b.into());
-    match msg {
-        Message::Text(t) => Frame::text(owned(t.into_bytes())),
-        Message::Binary(b) => Frame::binary(owned(b)),
-        Message::Ping(b) => Frame::new(true, OpCode::Ping, None, owned(b)),
-        Message::Pong(b) => Frame::pong(owned(b)),
-        Message::Close(None) => Frame::new(true, OpCode::Close, None, Payload::Owned(Vec::new())),
-        Message::Close(Some(f)) => Frame::close(f.code.as_u16(), f.reason.as_bytes()),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_or_a_close_reason_that_is_not_utf8_fails_the_connection_with_1007() {
+        let text = Frame::text(Payload::Owned(vec![b'a', 0xc3]));
+        assert_eq!(
+            from_engine(text).unwrap_err().kind(),
+            TransportErrorKind::InvalidUtf8
+        );
+        let close = Frame::close_raw(vec![0x03, 0xe8, 0xff].into());
+        assert_eq!(
+            from_engine(close).unwrap_err().kind(),
+            TransportErrorKind::InvalidUtf8
+        );
+        let fine = Frame::text(Payload::Owned("ok".into()));
+        assert_eq!(from_engine(fine).unwrap(), Message::text("ok"));
     }
 }

@@ -9,7 +9,8 @@
 //!
 //! Every engine takes over a connection whose handshake is done (any `AsyncRead + AsyncWrite`,
 //! not only hyper's upgraded one), converts its frames to and from wscope's [`Message`] without
-//! copying data payloads, and reports failures as typed [`TransportError`]s. Adding an engine is
+//! copying data payloads (a broadcast's members share one payload, and under permessage-deflate
+//! one compressed body: [`Outbound`]), and reports failures as typed [`TransportError`]s. Adding an engine is
 //! a file here, a feature, a variant of [`Engine`] and its arm in `Engine::server`.
 //!
 //! In the server role every engine reads the client through `guard`, the frame guard, which
@@ -37,8 +38,14 @@ mod tokio_websockets;
 #[cfg(feature = "tungstenite")]
 pub(crate) mod tungstenite;
 
+use std::time::Duration;
+use wscope_core::ClientKey;
+
 use tokio::io::{AsyncRead, AsyncWrite};
-use wscope_core::{BoxTransport, CloseCode, CloseFrame, Halves, MessageBudget, Transport};
+use wscope_core::{
+    BoxTransport, Bytes, CloseCode, CloseFrame, Halves, Message, MessageBudget, Transport,
+    TransportError, TransportErrorKind, Utf8Bytes,
+};
 
 pub(crate) use deflate::Deflate;
 use guard::{FrameGuard, Tripwire, Watched};
@@ -109,24 +116,29 @@ impl Engine {
     }
 
     /// Takes over `io`, whose server handshake is done (with permessage-deflate agreed if
-    /// `deflate`), with this engine behind the frame guard. Boxed: every engine's halves become
-    /// one type, so the connection's task is as large as the driver needs, not as the largest
-    /// engine's state (that is what an idle connection costs).
+    /// `deflate`), with this engine behind the frame guard, charging partly received messages to
+    /// `client`'s share of the budget when the address is known. Boxed: every engine's halves
+    /// become one type, so the connection's task is as large as the driver needs, not as the
+    /// largest engine's state (that is what an idle connection costs).
     pub(crate) async fn server(
         self,
         io: impl Io,
         cfg: &SocketConfig,
         deflate: Option<Deflate>,
+        client: Option<ClientKey>,
     ) -> BoxTransport {
         let wire = Tripwire::default();
-        let io = FrameGuard::server(io, cfg, deflate, wire.clone());
+        let window_bits = deflate.and_then(|d| d.compress_window_bits());
+        let io = FrameGuard::server(io, cfg, deflate, client, wire.clone());
         match self {
             #[cfg(feature = "tungstenite")]
-            Engine::Tungstenite => watched(tungstenite::server(io, cfg).await, wire),
+            Engine::Tungstenite => watched(tungstenite::server(io, cfg, window_bits).await, wire),
             #[cfg(feature = "tokio-websockets")]
-            Engine::TokioWebsockets => watched(tokio_websockets::server(io, cfg), wire),
+            Engine::TokioWebsockets => {
+                watched(tokio_websockets::server(io, cfg, window_bits), wire)
+            }
             #[cfg(feature = "fastwebsockets")]
-            Engine::Fastwebsockets => watched(fastwebsockets::server(io, cfg), wire),
+            Engine::Fastwebsockets => watched(fastwebsockets::server(io, cfg, window_bits), wire),
         }
     }
 }
@@ -189,13 +201,19 @@ pub struct SocketConfig {
     /// Largest message accepted (bytes), fragments added up, and after inflating when
     /// compressed.
     pub max_message_size: usize,
-    /// Largest frame accepted (bytes); a frame limit above the message limit is the message limit.
-    pub max_frame_size: usize,
+    /// Largest frame accepted (bytes); `None` (the default): the message limit, whatever it is
+    /// set to. A frame limit above the message limit is the message limit.
+    pub max_frame_size: Option<usize>,
     /// The bytes that partly received messages may hold, shared by every connection accepted
     /// with this configuration (and its clones); see [`MessageBudget`].
     pub message_budget: MessageBudget,
     /// Whether to agree to permessage-deflate (RFC 7692) when a client offers it.
     pub permessage_deflate: bool,
+    /// How long a message may take to arrive in full, counted from the first time the server
+    /// waits for the rest of it; past it the connection is closed with 1008 "Message timeout".
+    /// `None`: no deadline (a client may then hold its share of the
+    /// [`message_budget`](SocketConfig::message_budget) for as long as it answers pings).
+    pub message_timeout: Option<Duration>,
 }
 
 impl SocketConfig {
@@ -212,15 +230,14 @@ impl SocketConfig {
     /// 100 clients take 6.4 GiB). Raise it for a route that needs more (see
     /// [`WebSocketUpgrade::max_message_size`](crate::WebSocketUpgrade::max_message_size)).
     pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
-    /// The default [`SocketConfig::max_frame_size`]: the message limit, because clients
-    /// (browsers included) send each message as one frame, so a lower frame limit would refuse
-    /// messages the message limit allows; what a frame may hold is bounded by the message limit
-    /// anyway.
-    pub const DEFAULT_MAX_FRAME_SIZE: usize = Self::DEFAULT_MAX_MESSAGE_SIZE;
     /// The default limit of [`SocketConfig::message_budget`]: 256 MiB, room for 256 messages of
     /// the default largest size in flight at once; past it large messages get 1013 "try again
     /// later" while small ones (up to [`MessageBudget::SMALL_MESSAGE`]) still pass.
     pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 256 << 20;
+    /// The default [`SocketConfig::message_timeout`]: 30 s, time for a 1 MiB message at
+    /// 35 KB/s, while a client that holds part of a large message (and its bytes in the
+    /// budget) must send the rest within it.
+    pub const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
 
     /// Sets [`SocketConfig::engine`].
     pub fn engine(mut self, engine: Engine) -> Self {
@@ -246,16 +263,37 @@ impl SocketConfig {
         self
     }
 
-    /// Sets [`SocketConfig::max_frame_size`].
+    /// Sets [`SocketConfig::max_frame_size`]. Unset, the frame limit is the message limit,
+    /// because clients (browsers included) send each message as one frame: a lower frame limit
+    /// would refuse messages the message limit allows, and what a frame may hold is bounded by
+    /// the message limit anyway.
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
-        self.max_frame_size = bytes;
+        self.max_frame_size = Some(bytes);
         self
     }
 
+    /// The frame limit in force: [`SocketConfig::max_frame_size`] when set, never above the
+    /// message limit.
+    pub fn frame_limit(&self) -> usize {
+        self.max_frame_size
+            .unwrap_or(self.max_message_size)
+            .min(self.max_message_size)
+    }
+
     /// Bounds the bytes held in partly received messages by every connection accepted with this
-    /// configuration at `bytes` (0: no bound), in a new [`MessageBudget`].
+    /// configuration at `bytes` (0: no bound), in a new [`MessageBudget`] of which one client
+    /// address may hold a quarter.
     pub fn max_buffered_bytes(self, bytes: usize) -> Self {
         self.message_budget(MessageBudget::new(bytes))
+    }
+
+    /// Bounds what the connections of one client address may hold of the
+    /// [`message_budget`](SocketConfig::message_budget) at `bytes` (0: only the budget's limit),
+    /// in a new budget of the same limit (set [`max_buffered_bytes`](Self::max_buffered_bytes)
+    /// first).
+    pub fn max_buffered_bytes_per_address(mut self, bytes: usize) -> Self {
+        self.message_budget = self.message_budget.per_address(bytes);
+        self
     }
 
     /// Sets [`SocketConfig::message_budget`] (to share one budget between configurations).
@@ -269,6 +307,12 @@ impl SocketConfig {
         self.permessage_deflate = on;
         self
     }
+
+    /// Sets [`SocketConfig::message_timeout`]; zero turns the deadline off.
+    pub fn message_timeout(mut self, timeout: Duration) -> Self {
+        self.message_timeout = (!timeout.is_zero()).then_some(timeout);
+        self
+    }
 }
 
 impl Default for SocketConfig {
@@ -278,11 +322,52 @@ impl Default for SocketConfig {
             read_buffer_size: Self::DEFAULT_READ_BUFFER_SIZE,
             write_buffer_size: Self::DEFAULT_WRITE_BUFFER_SIZE,
             max_message_size: Self::DEFAULT_MAX_MESSAGE_SIZE,
-            max_frame_size: Self::DEFAULT_MAX_FRAME_SIZE,
+            max_frame_size: None,
             message_budget: MessageBudget::new(Self::DEFAULT_MAX_BUFFERED_BYTES),
             permessage_deflate: false,
+            message_timeout: Some(Self::DEFAULT_MESSAGE_TIMEOUT),
         }
     }
+}
+
+/// A message on its way to an engine: a [`Message`] whose data payload is as it goes on the
+/// wire — compressed when permessage-deflate is agreed (the guard then marks the message's
+/// first frame with RSV1), so text need not be UTF-8 here.
+pub(crate) enum Outbound {
+    Text(Bytes),
+    Binary(Bytes),
+    Ping(Bytes),
+    Pong(Bytes),
+    Close(Option<CloseFrame>),
+}
+
+impl Outbound {
+    /// `msg` as the engine is to send it: with a `window_bits` window, its payload compressed
+    /// (once for all the connections that send the same payload, as a broadcast's members do).
+    pub(crate) fn new(msg: Message, window_bits: Option<u8>) -> Result<Self, TransportError> {
+        let compressed = |payload: Bytes| match window_bits {
+            Some(bits) => deflate::compress_message(payload, bits).ok_or_else(|| {
+                TransportError::new(TransportErrorKind::Gone, "compressing a message failed")
+            }),
+            None => Ok(payload),
+        };
+        Ok(match msg {
+            Message::Text(t) => Self::Text(compressed(t.into_bytes())?),
+            Message::Binary(b) => Self::Binary(compressed(b)?),
+            Message::Ping(b) => Self::Ping(b),
+            Message::Pong(b) => Self::Pong(b),
+            Message::Close(f) => Self::Close(f),
+        })
+    }
+}
+
+/// A text message from the payload an engine read, checked once more: text that is not UTF-8
+/// fails the connection with 1007 rather than reaching the handler as something else (the
+/// engines and the guard check it first, so this is a guarantee, not a path taken).
+pub(crate) fn text(payload: Bytes) -> Result<Message, TransportError> {
+    Utf8Bytes::try_from(payload)
+        .map(Message::Text)
+        .map_err(|e| TransportError::new(TransportErrorKind::InvalidUtf8, e.to_string()))
 }
 
 /// A close frame's parts as wscope's frame; a code that may not be sent reads as 1002.
@@ -306,5 +391,26 @@ mod tests {
         assert!(err.contains("unknown engine \"quick\""), "{err}");
         assert!(err.contains(&Engine::compiled_names()), "{err}");
         assert_eq!(Engine::default(), Engine::ALL[0]);
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_fails_with_1007_instead_of_becoming_empty() {
+        let error = text(Bytes::from_static(&[b'a', 0xff, 0xfe])).unwrap_err();
+        assert_eq!(error.kind(), TransportErrorKind::InvalidUtf8);
+        assert_eq!(error.kind().close_frame().unwrap().code.as_u16(), 1007);
+        assert_eq!(
+            text(Bytes::from_static("é".as_bytes())).unwrap(),
+            Message::text("é")
+        );
+    }
+
+    #[test]
+    fn an_unset_frame_limit_follows_the_message_limit() {
+        let cfg = SocketConfig::default();
+        assert_eq!(cfg.frame_limit(), SocketConfig::DEFAULT_MAX_MESSAGE_SIZE);
+        let cfg = cfg.max_message_size(64 << 20);
+        assert_eq!(cfg.frame_limit(), 64 << 20);
+        assert_eq!(cfg.clone().max_frame_size(1 << 20).frame_limit(), 1 << 20);
+        assert_eq!(cfg.max_frame_size(1 << 30).frame_limit(), 64 << 20);
     }
 }

@@ -5,23 +5,23 @@
 
 use futures_util::{future, SinkExt, StreamExt};
 use tokio_websockets::{Config, Error as Twe, Limits, Message as Tw, ServerBuilder};
-use wscope_core::{
-    Bytes, Halves, Message, Role, Transport, TransportError, TransportErrorKind, Utf8Bytes,
-};
+use wscope_core::{Bytes, Halves, Message, Role, Transport, TransportError, TransportErrorKind};
 
-use super::{close_frame, Io, SocketConfig};
+use super::{close_frame, text, Io, Outbound, SocketConfig};
 
-/// The server side over `io`, whose handshake is done.
-pub(crate) fn server(io: impl Io, cfg: &SocketConfig) -> impl Transport {
+/// The server side over `io`, whose handshake is done; data messages compressed with a
+/// `window_bits` window when given. The engine sends a message as it is given (its frames refer
+/// to the payload's bytes, which it never copies), in frames of at most 4 MiB.
+pub(crate) fn server(io: impl Io, cfg: &SocketConfig, window_bits: Option<u8>) -> impl Transport {
     let ws = ServerBuilder::new()
         .config(Config::default().flush_threshold(cfg.write_buffer_size))
         .limits(Limits::default().max_payload_len(Some(cfg.max_message_size)))
         .serve(io);
     let (sink, stream) = ws.split();
-    let reader = stream.map(|item| item.map(from_engine).map_err(|e| error(&e)));
+    let reader = stream.map(|item| item.map_err(|e| error(&e)).and_then(from_engine));
     let writer = sink
         .sink_map_err(|e| error(&e))
-        .with(|msg: Message| future::ready(Ok::<_, TransportError>(to_engine(msg))));
+        .with(move |msg: Message| future::ready(Outbound::new(msg, window_bits).map(to_engine)));
     Halves::new(Role::Server, reader, writer)
 }
 
@@ -34,33 +34,47 @@ fn error(e: &Twe) -> TransportError {
     TransportError::from_cause(kind, e)
 }
 
-fn from_engine(msg: Tw) -> Message {
+fn from_engine(msg: Tw) -> Result<Message, TransportError> {
     if let Some((code, reason)) = msg.as_close() {
         let code = u16::from(code);
         // 1005 "no status received" stands for a close frame without a code.
-        return Message::Close((code != 1005).then(|| close_frame(code, reason)));
+        return Ok(Message::Close(
+            (code != 1005).then(|| close_frame(code, reason)),
+        ));
     }
     let kind = (msg.is_text(), msg.is_binary(), msg.is_ping());
     let payload = Bytes::from(msg.into_payload());
-    match kind {
+    Ok(match kind {
         // The engine validated the text; the check here is the only extra cost.
-        (true, _, _) => Message::Text(Utf8Bytes::try_from(payload).unwrap_or_default()),
+        (true, _, _) => return text(payload),
         (_, true, _) => Message::Binary(payload),
         (_, _, true) => Message::Ping(payload),
         _ => Message::Pong(payload),
-    }
+    })
 }
 
-fn to_engine(msg: Message) -> Tw {
-    match msg {
-        Message::Text(t) => Tw::text(t.into_bytes()),
-        Message::Binary(b) => Tw::binary(b),
-        Message::Ping(b) => Tw::ping(b),
-        Message::Pong(b) => Tw::pong(b),
-        Message::Close(None) => Tw::close(None, ""),
-        Message::Close(Some(f)) => Tw::close(
+fn to_engine(out: Outbound) -> Tw {
+    match out {
+        Outbound::Text(payload) => Tw::text(payload),
+        Outbound::Binary(payload) => Tw::binary(payload),
+        Outbound::Ping(b) => Tw::ping(b),
+        Outbound::Pong(b) => Tw::pong(b),
+        Outbound::Close(None) => Tw::close(None, ""),
+        Outbound::Close(Some(f)) => Tw::close(
             tokio_websockets::CloseCode::try_from(f.code.as_u16()).ok(),
             &f.reason,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_that_is_not_utf8_fails_the_connection_with_1007() {
+        let error = from_engine(Tw::text(Bytes::from_static(&[0xe2, 0x82]))).unwrap_err();
+        assert_eq!(error.kind(), TransportErrorKind::InvalidUtf8);
+        assert_eq!(from_engine(Tw::text("ok")).unwrap(), Message::text("ok"));
     }
 }

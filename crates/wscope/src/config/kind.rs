@@ -165,6 +165,29 @@ fn show_size(value: usize) -> String {
     format!("{value}B")
 }
 
+/// What an unset [`Unset`] setting means, for `--help`'s `[default: …]`.
+pub(crate) trait Meaning: 'static {
+    /// `the message size`, `a quarter of --max-buffered-bytes`.
+    const TEXT: &'static str;
+}
+
+/// A value of kind `K` that may be left unset, for a setting whose default follows another
+/// setting: `M` says what unset means.
+pub(crate) struct Unset<K, M>(PhantomData<(K, M)>);
+
+impl<K: Kind, M: Meaning> Kind for Unset<K, M> {
+    type Value = Option<K::Value>;
+    const PLACEHOLDER: &'static str = K::PLACEHOLDER;
+
+    fn parse(text: &str) -> Result<Self::Value, String> {
+        K::parse(text).map(Some)
+    }
+
+    fn show(value: &Self::Value) -> String {
+        value.as_ref().map_or_else(|| M::TEXT.to_owned(), K::show)
+    }
+}
+
 /// A hundred million, the largest count any setting takes unless it says less.
 pub(crate) const MAX_COUNT: usize = 100_000_000;
 

@@ -1,6 +1,8 @@
 //! The limits group: what a client may take of a server — connections, handshakes, origins,
 //! message rates and sizes, queued messages.
 
+use std::time::Duration;
+
 use wscope_axum::SocketConfig;
 use wscope_core::{Ipv6Prefix, OriginPattern, RateLimit, RegistryConfig};
 
@@ -42,11 +44,18 @@ declare_group! {
         /// Largest message accepted (fragments added up; inflated size when compressed); past
         /// it, 1009.
         max_message_size: usize as kind::Size = SocketConfig::DEFAULT_MAX_MESSAGE_SIZE;
-        /// Largest frame accepted (at most the message size); past it, 1009.
-        max_frame_size: usize as kind::Size = SocketConfig::DEFAULT_MAX_FRAME_SIZE;
+        /// Largest frame accepted (at most the message size); past it, 1009. Unset, it follows
+        /// --max-message-size, since clients send each message as one frame.
+        max_frame_size: Option<usize> as kind::Unset<kind::Size, TheMessageSize> = None;
         /// Most bytes all partly received messages may hold together; a large message past
         /// it gets 1013.
         max_buffered_bytes: usize as kind::Size = SocketConfig::DEFAULT_MAX_BUFFERED_BYTES;
+        /// Most of --max-buffered-bytes the connections of one client address may hold (as
+        /// resolved through trusted proxies); a large message past it gets 1013.
+        max_buffered_bytes_per_ip: Option<usize> as kind::Unset<kind::Size, AQuarter> = None;
+        /// How long a message may take to arrive in full, from the first time the server waits
+        /// for the rest of it (0 = no limit); past it, 1008.
+        message_timeout: Duration as kind::Duration = SocketConfig::DEFAULT_MESSAGE_TIMEOUT;
         /// Most messages queued for one connection.
         queue_capacity: usize as kind::Count<usize> = RegistryConfig::DEFAULT_QUEUE_CAPACITY;
         /// Most payload bytes queued for one connection; a broadcast past it closes a slow
@@ -74,11 +83,34 @@ impl Limits {
             .max_queued_bytes(self.max_queued_bytes)
     }
 
-    /// `config` with these caps on message and frame sizes and on partly received messages.
+    /// `config` with these caps on message and frame sizes, on partly received messages (all
+    /// together and per client address) and on the time a message may take.
     pub fn configure_sockets(&self, config: SocketConfig) -> SocketConfig {
-        config
+        let mut config = config
             .max_message_size(self.max_message_size)
-            .max_frame_size(self.max_frame_size)
             .max_buffered_bytes(self.max_buffered_bytes)
+            .message_timeout(self.message_timeout);
+        if let Some(bytes) = self.max_frame_size {
+            config = config.max_frame_size(bytes);
+        }
+        // After the budget's limit: the share is taken of it.
+        if let Some(bytes) = self.max_buffered_bytes_per_ip {
+            config = config.max_buffered_bytes_per_address(bytes);
+        }
+        config
     }
+}
+
+/// What an unset `--max-frame-size` means.
+pub(crate) struct TheMessageSize;
+
+impl kind::Meaning for TheMessageSize {
+    const TEXT: &'static str = "the message size";
+}
+
+/// What an unset `--max-buffered-bytes-per-ip` means.
+pub(crate) struct AQuarter;
+
+impl kind::Meaning for AQuarter {
+    const TEXT: &'static str = "a quarter of it";
 }

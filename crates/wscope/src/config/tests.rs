@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use clap::{Args, Command, FromArgMatches};
 use ipnet::IpNet;
@@ -369,10 +370,17 @@ fn defaults_are_the_libraries() {
     assert_eq!(cfg.limits.queue_capacity, registry.queue_capacity);
     assert_eq!(cfg.limits.max_message_size, socket.max_message_size);
     assert_eq!(cfg.limits.max_frame_size, socket.max_frame_size);
+    assert_eq!(cfg.socket_config().frame_limit(), socket.frame_limit());
     assert_eq!(
         Some(cfg.limits.max_buffered_bytes),
         socket.message_budget.limit()
     );
+    let resolved = cfg.socket_config();
+    assert_eq!(
+        resolved.message_budget.address_limit(),
+        socket.message_budget.address_limit()
+    );
+    assert_eq!(Some(cfg.limits.message_timeout), socket.message_timeout);
     assert_eq!(cfg.sockets.permessage_deflate, socket.permessage_deflate);
     assert_eq!(cfg.sockets.read_buffer_size, socket.read_buffer_size);
     assert_eq!(cfg.sockets.engine, socket.engine);
@@ -800,6 +808,49 @@ fn edge_settings_reach_the_libraries() {
         ("--stats-interval", "1e20"),
         ("--cleanup-interval", "18446744073709551615"),
         ("--queue-capacity", "1000000000"),
+    ] {
+        let err = resolved(&[flag, value]).unwrap_err();
+        assert!(err.contains(flag), "{flag} {value}: {err}");
+    }
+}
+
+/// An unset frame limit follows the message limit into the socket settings; a set one stays.
+#[test]
+fn the_frame_limit_follows_the_message_limit_unless_set() {
+    let _env = Env::lock();
+    let cfg = resolved(&["--max-message-size=64MiB"]).unwrap();
+    assert_eq!(cfg.limits.max_frame_size, None);
+    assert_eq!(cfg.socket_config().frame_limit(), 64 << 20);
+    let cfg = resolved(&["--max-message-size=64MiB", "--max-frame-size=1MiB"]).unwrap();
+    assert_eq!(cfg.socket_config().frame_limit(), 1 << 20);
+    let err = resolved(&["--max-frame-size=0"]).unwrap_err();
+    assert!(err.contains("--max-frame-size"), "{err}");
+}
+
+/// The budget's share per address and the message deadline reach the socket settings; a share
+/// left unset is a quarter of the budget, 0 turns the deadline off.
+#[test]
+fn the_budget_share_and_the_message_deadline_reach_the_sockets() {
+    let _env = Env::lock();
+    let socket = resolved(&["--max-buffered-bytes=8MiB"])
+        .unwrap()
+        .socket_config();
+    assert_eq!(socket.message_budget.limit(), Some(8 << 20));
+    assert_eq!(socket.message_budget.address_limit(), Some(2 << 20));
+    assert_eq!(socket.message_timeout, Some(Duration::from_secs(30)));
+    let socket = resolved(&[
+        "--max-buffered-bytes=8MiB",
+        "--max-buffered-bytes-per-ip=3MiB",
+        "--message-timeout=0",
+    ])
+    .unwrap()
+    .socket_config();
+    assert_eq!(socket.message_budget.limit(), Some(8 << 20));
+    assert_eq!(socket.message_budget.address_limit(), Some(3 << 20));
+    assert_eq!(socket.message_timeout, None);
+    for (flag, value) in [
+        ("--max-buffered-bytes-per-ip", "0"),
+        ("--message-timeout", "2w"),
     ] {
         let err = resolved(&[flag, value]).unwrap_err();
         assert!(err.contains(flag), "{flag} {value}: {err}");

@@ -152,6 +152,10 @@ async fn upgrades_a_full_server_refuses_leave_the_rate_table_alone() {
             "1",
             "--stats-interval",
             "0",
+            // The held connection is a raw client that answers no ping: on a busy machine the
+            // run can outlast a ping timeout, which would free its slot.
+            "--ping-interval",
+            "0",
         ],
     );
     let (status, held) = upgrade_from(served.main, "/ws", None).await;
