@@ -30,16 +30,16 @@ use wscope_core::units::{parse_count, parse_duration, parse_size};
 use self::members::Listener;
 use self::rounds::Rounds;
 use crate::checkpoint::Checkpoint;
-use crate::connect::Ws;
 use crate::deadline::Deadline;
 use crate::failures::Failures;
 use crate::latency::{self, Latencies, LatencySummary};
 use crate::lost::{per_sec, Losses, Lost};
-use crate::options::{defaults, CommonOptions};
+use crate::options::{defaults, CommonOptions, HANDSHAKE_CONCURRENCY, PAYLOAD_SIZE};
 use crate::probe::Usage;
 use crate::progress::Steps;
 use crate::report::{self, Report};
 use crate::session::{Plan, Session};
+use crate::ws::Ws;
 use crate::BenchError;
 
 /// Read buffer of a listener: one small message at a time.
@@ -68,13 +68,13 @@ pub struct BroadcastOptions {
     #[arg(short = 'n', long, value_name = "N", default_value = "100", value_parser = parse_count)]
     pub messages: usize,
     /// Payload size of each message (at least what the timestamp needs, ~48 bytes).
-    #[arg(short = 's', long = "size", value_name = "SIZE", default_value = "64", value_parser = parse_size)]
+    #[arg(short = 's', long = "size", value_name = "SIZE", default_value = PAYLOAD_SIZE, value_parser = parse_size)]
     pub size: usize,
     /// Longest wait for one message to reach every listener before moving on.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub round_timeout: Duration,
     /// Handshakes under way at once while connecting.
-    #[arg(long, value_name = "N", default_value = "200", value_parser = parse_count)]
+    #[arg(long, value_name = "N", default_value_t = HANDSHAKE_CONCURRENCY, value_parser = parse_count)]
     pub handshake_concurrency: usize,
     /// Options every mode shares.
     #[command(flatten)]

@@ -23,12 +23,13 @@ use crate::deadline::Deadline;
 use crate::failures::Failures;
 use crate::latency::{Latencies, LatencySummary, Recorder};
 use crate::lost::{per_sec, Losses, Lost};
-use crate::options::{defaults, CommonOptions};
+use crate::options::{defaults, CommonOptions, DURATION, ECHO_URL, PAYLOAD_SIZE};
 use crate::probe::Usage;
 use crate::progress::Steps;
 use crate::reason::{closed_by_server, ws_reason};
 use crate::report::{self, Report};
 use crate::session::{Plan, Session};
+use crate::ws;
 use crate::BenchError;
 
 /// Read buffer of a churn connection: one small echo is all it reads.
@@ -38,16 +39,16 @@ const READ_BUFFER: usize = 4096;
 #[derive(Args, Debug)]
 pub struct ChurnOptions {
     /// Echo endpoint (loopback only).
-    #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:8080/ws")]
+    #[arg(long, value_name = "URL", default_value = ECHO_URL)]
     pub url: String,
     /// Workers, each with one connection at a time.
     #[arg(short = 'c', long = "connections", value_name = "N", default_value = "50", value_parser = parse_count)]
     pub connections: usize,
     /// How long workers start new cycles.
-    #[arg(short = 'd', long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(short = 'd', long, value_name = "DURATION", default_value = DURATION, value_parser = parse_duration)]
     pub duration: Duration,
     /// Payload size of the one message echoed per connection.
-    #[arg(short = 's', long = "size", value_name = "SIZE", default_value = "64", value_parser = parse_size)]
+    #[arg(short = 's', long = "size", value_name = "SIZE", default_value = PAYLOAD_SIZE, value_parser = parse_size)]
     pub size: usize,
     /// Options every mode shares.
     #[command(flatten)]
@@ -276,10 +277,10 @@ async fn cycle(connector: &Connector, payload: &Message) -> Result<(), String> {
             }
         }
     };
-    match tokio::time::timeout(connect::CLOSE_TIMEOUT, echoed).await {
+    match tokio::time::timeout(ws::CLOSE_TIMEOUT, echoed).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(e),
-        Err(_) => return Err(format!("no echo within {:?}", connect::CLOSE_TIMEOUT)),
+        Err(_) => return Err(format!("no echo within {:?}", ws::CLOSE_TIMEOUT)),
     }
     connect::close(ws).await
 }

@@ -119,6 +119,16 @@ mod tests {
         assert_eq!(broadcast.url, "ws://127.0.0.1:8080/ws/chat");
         assert_eq!((broadcast.connections, broadcast.messages), (1000, 100));
         assert_eq!(broadcast.sender_url, None, "the sender goes to --url");
+        // The defaults several modes share.
+        assert_eq!(
+            (idle.url.as_str(), churn.url.as_str()),
+            (echo.url.as_str(), echo.url.as_str())
+        );
+        let concurrency = [echo.handshake_concurrency, idle.handshake_concurrency];
+        assert_eq!(concurrency, [200, 200]);
+        assert_eq!(broadcast.handshake_concurrency, 200);
+        assert_eq!((churn.size, broadcast.size), (64, 64));
+        assert_eq!(churn.duration, Duration::from_secs(10));
         let common = echo.common;
         assert_eq!(common.connect_timeout, Duration::from_secs(10));
         assert_eq!(common.per_source, 10_000);

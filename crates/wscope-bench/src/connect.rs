@@ -13,7 +13,6 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::WebSocketStream;
 
 use crate::addrs::SourceAddrs;
 use crate::deadline::Deadline;
@@ -23,13 +22,8 @@ use crate::latency;
 use crate::options::CommonOptions;
 use crate::reason::{io_reason, ws_reason};
 use crate::target::Target;
+use crate::ws::{Ws, CLOSE_TIMEOUT};
 use crate::BenchError;
-
-/// A client connection.
-pub(crate) type Ws = WebSocketStream<TcpStream>;
-
-/// How long a close handshake may take before the socket is simply dropped.
-pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why one connection attempt failed, worded for a one-line report.
 #[derive(Debug, thiserror::Error)]

@@ -22,23 +22,25 @@ use wscope_core::units::{parse_count, parse_duration, parse_size};
 
 use self::drive::{Plan, Tally};
 use crate::checkpoint::Checkpoint;
-use crate::connect::Ws;
 use crate::deadline::Deadline;
 use crate::failures::Failures;
 use crate::latency::{Latencies, LatencySummary};
 use crate::lost::{per_sec, Losses, Lost};
-use crate::options::{defaults, CommonOptions};
+use crate::options::{
+    defaults, CommonOptions, DURATION, ECHO_URL, HANDSHAKE_CONCURRENCY, PAYLOAD_SIZE,
+};
 use crate::probe::Usage;
 use crate::progress::Steps;
 use crate::report::{self, Report};
 use crate::session::{self, Session};
+use crate::ws::Ws;
 use crate::BenchError;
 
 /// `wscope bench echo` options.
 #[derive(Args, Debug)]
 pub struct EchoOptions {
     /// Echo endpoint (loopback only); every reply must be the echo of what was sent.
-    #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:8080/ws")]
+    #[arg(long, value_name = "URL", default_value = ECHO_URL)]
     pub url: String,
     /// Connections.
     #[arg(short = 'c', long = "connections", value_name = "N", default_value = "100", value_parser = parse_count)]
@@ -47,10 +49,10 @@ pub struct EchoOptions {
     #[arg(short = 'w', long = "in-flight", value_name = "N", default_value = "1", value_parser = parse_count)]
     pub in_flight: usize,
     /// Payload size of each message (`64`, `1KiB`).
-    #[arg(short = 's', long = "size", value_name = "SIZE", default_value = "64", value_parser = parse_size)]
+    #[arg(short = 's', long = "size", value_name = "SIZE", default_value = PAYLOAD_SIZE, value_parser = parse_size)]
     pub size: usize,
     /// Measured duration (`10s`, `500ms`, `2m`, seconds).
-    #[arg(short = 'd', long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(short = 'd', long, value_name = "DURATION", default_value = DURATION, value_parser = parse_duration)]
     pub duration: Duration,
     /// Warm-up before measuring.
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
@@ -59,7 +61,7 @@ pub struct EchoOptions {
     #[arg(long)]
     pub binary: bool,
     /// Handshakes under way at once while connecting.
-    #[arg(long, value_name = "N", default_value = "200", value_parser = parse_count)]
+    #[arg(long, value_name = "N", default_value_t = HANDSHAKE_CONCURRENCY, value_parser = parse_count)]
     pub handshake_concurrency: usize,
     /// Options every mode shares.
     #[command(flatten)]

@@ -23,7 +23,7 @@ use crate::connect;
 use crate::keeper::Drops;
 use crate::latency::LatencySummary;
 use crate::lost::per_sec;
-use crate::options::{defaults, CommonOptions};
+use crate::options::{defaults, CommonOptions, ECHO_URL, HANDSHAKE_CONCURRENCY};
 use crate::probe::Usage;
 use crate::progress::Steps;
 use crate::report::{self, Report};
@@ -37,7 +37,7 @@ const READ_BUFFER: usize = 1024;
 #[derive(Args, Debug)]
 pub struct IdleOptions {
     /// Endpoint to connect to (loopback only).
-    #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:8080/ws")]
+    #[arg(long, value_name = "URL", default_value = ECHO_URL)]
     pub url: String,
     /// Connections to open and hold.
     ///
@@ -51,7 +51,7 @@ pub struct IdleOptions {
     #[arg(short = 'c', long = "connections", value_name = "N", default_value = "1000", value_parser = parse_count)]
     pub connections: usize,
     /// Handshakes under way at once.
-    #[arg(long, value_name = "N", default_value = "200", value_parser = parse_count)]
+    #[arg(long, value_name = "N", default_value_t = HANDSHAKE_CONCURRENCY, value_parser = parse_count)]
     pub handshake_concurrency: usize,
     /// How long to hold the connections open before reading the server's memory and closing.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]

@@ -16,8 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::connect::{Ws, CLOSE_TIMEOUT};
 use crate::reason::{close_words, ws_reason};
+use crate::ws::{Ws, CLOSE_TIMEOUT};
 
 /// Distinct reasons kept by [`Drops`]; past them, connections are counted under [`OTHER`].
 const MAX_REASONS: usize = 8;

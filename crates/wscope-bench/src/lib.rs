@@ -48,6 +48,7 @@
 //! - `session`: the path every mode shares: checks, opening, the measurement window, the end.
 //! - `target`, `addrs`, `limits`: the `--url` (loopback only), source addresses past the
 //!   ephemeral-port limit, the open-file limit.
+//! - `ws`: a client connection and the bound on its close handshake.
 //! - `connect`, `reason`: opening and closing connections; errors and close frames worded as
 //!   short phrases (`the server closed the connection (1011 ping timeout)`).
 //! - `keeper`: one task that reads every connection not yet driven (while the others open, and
@@ -83,6 +84,7 @@ pub mod report;
 mod rss;
 mod session;
 mod target;
+mod ws;
 
 pub use broadcast::{broadcast, BroadcastOptions, BroadcastReport};
 pub use checkpoint::{Checkpoint, CheckpointHandle};

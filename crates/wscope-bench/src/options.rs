@@ -1,6 +1,7 @@
-//! The options every mode shares (`--timeout`, `--pid`, `--connect-timeout`, `--per-source`), and
-//! where every mode's defaults come from: its own `#[arg(default_value …)]` attributes, read by
-//! parsing an empty command line, so that `Default` and `wscope bench` cannot disagree.
+//! The options every mode shares (`--timeout`, `--pid`, `--connect-timeout`, `--per-source`), the
+//! defaults more than one mode states (each stated once, here), and where every mode's defaults
+//! come from: its own `#[arg(default_value …)]` attributes, read by parsing an empty command
+//! line, so that `Default` and `wscope bench` cannot disagree.
 
 use std::time::Duration;
 
@@ -9,6 +10,16 @@ use wscope_core::units::{parse_count, parse_duration};
 
 use crate::addrs::PER_SOURCE;
 use crate::deadline::Deadline;
+
+/// The default `--url` of the modes that echo or hold connections: the echo endpoint of a
+/// `wscope serve` at its default address.
+pub(crate) const ECHO_URL: &str = "ws://127.0.0.1:8080/ws";
+/// The default `--handshake-concurrency` of every mode that opens its connections up front.
+pub(crate) const HANDSHAKE_CONCURRENCY: usize = 200;
+/// The default `--size` of every mode's messages.
+pub(crate) const PAYLOAD_SIZE: &str = "64";
+/// The default `--duration` of the modes that run for a time.
+pub(crate) const DURATION: &str = "10s";
 
 /// Options every mode shares.
 #[derive(Args, Debug, Clone)]

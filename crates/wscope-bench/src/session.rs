@@ -9,7 +9,7 @@ use std::time::Duration;
 use indicatif::ProgressBar;
 
 use crate::checkpoint::Checkpoint;
-use crate::connect::{self, Connector, Opened, Ws};
+use crate::connect::{self, Connector, Opened};
 use crate::deadline::Deadline;
 use crate::failures::Failures;
 use crate::limits;
@@ -17,6 +17,7 @@ use crate::options::CommonOptions;
 use crate::probe::Probe;
 use crate::progress::{self, Steps};
 use crate::target::Target;
+use crate::ws::Ws;
 use crate::BenchError;
 
 /// What a mode asks of the shared set-up.

@@ -1,22 +1,51 @@
-//! The `wscope` binary's library: the pieces `main.rs` wires together, public so that tests and
-//! benchmarks drive them in-process.
+//! The `wscope` binary's library: the pieces `main.rs` wires together, public so that tests,
+//! benchmarks and the coming subcommands drive them in-process.
+//!
+//! # How the binary is organised
+//! A subcommand that serves is settings, a [`Server`](serve::Server) and an application:
+//!
+//! ```no_run
+//! # async fn run(args: wscope::config::ServeArgs) -> anyhow::Result<()> {
+//! use wscope::config::ServeSettings;
+//! use wscope::serve::Server;
+//!
+//! let settings = ServeSettings::resolve(args)?; // flags, variables, INSTANCE_ID, file, defaults
+//! let server = Server::bind(&settings)?; // both listeners, the registry, the admin guard
+//! let shutdown = async { let _ = tokio::signal::ctrl_c().await; };
+//! server.serve(wscope::demo::app(), shutdown).await?; // `wscope serve`: the demo application
+//! # Ok(()) }
+//! ```
+//!
+//! The settings are groups (listeners, instance, liveness, sockets, limits, admin access,
+//! cluster, logging), each declared once in `config/` and flattened into each subcommand's
+//! settings; the server takes any settings that hold the groups it needs
+//! ([`ServerGroups`](config::ServerGroups)) and any application's router
+//! ([`App`](app::App)), and adds what every wscope server has: tracked WebSockets, `/health`,
+//! `/ready`, the admin API, cluster mode and the drain. `wscope proxy` is to be the same
+//! server with a relay router.
+//!
+//! `wscope bench` is the `wscope-bench` crate. `wscope top` is a module tree of the binary alone
+//! (`src/top/`, declared in `main.rs`, not exported here): it reads a server's admin API over
+//! HTTP and shares nothing with the server but the token-file reader
+//! ([`config::token_file`]). The connection machinery is `wscope-core` and `wscope-axum`.
 //!
 //! # Layout
-//! - `config`: `wscope serve`'s settings, each declared once (`config/mod.rs`) and read from its
-//!   flag, its `WSCOPE_*` variable, `INSTANCE_ID`, the TOML file and its default; `config/kind.rs`
-//!   says how each kind of value is read, `flag.rs` and `file.rs` the two sides, `error.rs` what
-//!   a bad value reports.
+//! - `config`: the settings groups, each setting declared once and read from its flag, its
+//!   `WSCOPE_*` variable, `INSTANCE_ID`, the TOML file and its default; `wscope serve`'s
+//!   [`ServeSettings`](config::ServeSettings); the macros that declare them, and how each kind
+//!   of value is read (`config/mod.rs` says which file holds what).
+//! - `serve`: [`serve::Server`] — any application's router on the main listener beside `/health`
+//!   and `/ready`, its WebSockets tracked; the admin listener; cluster mode; the graceful drain.
+//! - `app`: [`app::App`], an application for the server: its router, and the endpoints the
+//!   start-up line names.
+//! - `demo`: the application `wscope serve` runs (`/ws` echo, `/ws/chat` fan-out).
 //! - `listener`: TCP listeners with a large accept backlog.
-//! - `logging`: the log lines on stderr: write failures ignored, client text escaped.
-//! - `serve`: the server — echo, chat, health, the admin listener and the graceful drain.
-//! - `top`: `wscope top`, a live terminal view of a server's admin API (its own flags,
-//!   [`top::TopArgs`]).
-//!
-//! `wscope bench` is the `wscope-bench` crate; the connection machinery is `wscope-core` and
-//! `wscope-axum`.
+//! - `logging`: the log lines on stderr (human or JSON): write failures ignored, client text
+//!   escaped.
 
+pub mod app;
 pub mod config;
-pub mod listener;
+pub mod demo;
+mod listener;
 pub mod logging;
 pub mod serve;
-pub mod top;

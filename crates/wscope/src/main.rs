@@ -8,8 +8,10 @@ use std::io::Write as _;
 use clap::{Parser, Subcommand};
 use wscope_core::StopSignals;
 
-use wscope::config::{ConfigError, ServeArgs, ServeConfig};
-use wscope::{logging, serve};
+use wscope::config::{ConfigError, ServeArgs, ServeSettings};
+use wscope::{demo, logging, serve};
+
+mod top;
 
 /// See, steer and load-test WebSocket connections.
 #[derive(Parser, Debug)]
@@ -27,7 +29,7 @@ enum Command {
     /// Drive load against a WebSocket server and report throughput and latency.
     Bench(wscope_bench::BenchArgs),
     /// Watch a wscope server live in the terminal: totals, rates, busiest and idlest connections.
-    Top(wscope::top::TopArgs),
+    Top(top::TopArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,7 +52,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => runtime
             .block_on(wscope_bench::run(args))
             .map_err(Into::into),
-        Command::Top(args) => runtime.block_on(wscope::top::run(args)),
+        Command::Top(args) => runtime.block_on(top::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -90,11 +92,11 @@ fn clap_exit(e: clap::Error) -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let cfg = ServeConfig::resolve(args)?;
-    logging::init(cfg.log_format);
+    let settings = ServeSettings::resolve(args)?;
+    logging::init(settings.logging.log_format);
     let mut signals =
         StopSignals::install().map_err(|e| anyhow::anyhow!("cannot handle signals: {e}"))?;
-    let server = serve::Server::bind(&cfg)?;
+    let server = serve::Server::bind(&settings)?;
     // The first SIGINT/SIGTERM drains; a second exits at once with 130/143, as if the signal had
     // killed the process, for an operator who will not wait for the drain deadline.
     let signal = async move {
@@ -106,6 +108,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             std::process::exit(second.exit_code().into());
         });
     };
-    server.run(signal).await?;
+    server.serve(demo::app(), signal).await?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
-use wscope::config::ServeConfig;
+use wscope::config::{Limits, Listeners, Liveness, ServeSettings};
 use wscope::serve::Server;
 use wscope_bench::{
     broadcast, churn, echo, idle, BroadcastOptions, Checkpoint, ChurnOptions, CommonOptions,
@@ -28,20 +28,23 @@ struct TestServer {
 }
 
 async fn start_server() -> TestServer {
-    start_server_with(ServeConfig::default()).await
+    start_server_with(ServeSettings::default()).await
 }
 
 /// A server with `cfg`'s settings, on free loopback ports.
-async fn start_server_with(cfg: ServeConfig) -> TestServer {
-    let cfg = ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_listen: "127.0.0.1:0".parse().unwrap(),
+async fn start_server_with(cfg: ServeSettings) -> TestServer {
+    let cfg = ServeSettings {
+        listeners: Listeners {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            admin_listen: "127.0.0.1:0".parse().unwrap(),
+            ..cfg.listeners
+        },
         ..cfg
     };
     let server = Server::bind(&cfg).unwrap();
     let (main, admin) = server.local_addrs().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async move {
+    let task = tokio::spawn(server.serve(wscope::demo::app(), async move {
         let _ = stopped.await;
     }));
     TestServer {
@@ -245,9 +248,12 @@ async fn idle_connections_are_what_the_server_holds() {
 async fn idle_connections_answer_the_servers_pings_and_stay_open() {
     // The server pings every 50 ms and gives up on a ping after 100 ms: a client that does not
     // answer is closed (1011 "ping timeout") a fraction of the hold into it.
-    let server = start_server_with(ServeConfig {
-        ping_interval: Duration::from_millis(50),
-        ping_timeout: Duration::from_millis(100),
+    let server = start_server_with(ServeSettings {
+        liveness: Liveness {
+            ping_interval: Duration::from_millis(50),
+            ping_timeout: Duration::from_millis(100),
+            ..Default::default()
+        },
         ..Default::default()
     })
     .await;
@@ -289,8 +295,11 @@ async fn idle_connections_answer_the_servers_pings_and_stay_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_reports_why_the_server_dropped_connections() {
     // Idle connections move no message: the server closes them with 1000 "idle timeout".
-    let server = start_server_with(ServeConfig {
-        idle_timeout: Duration::from_millis(200),
+    let server = start_server_with(ServeSettings {
+        liveness: Liveness {
+            idle_timeout: Duration::from_millis(200),
+            ..Default::default()
+        },
         ..Default::default()
     })
     .await;
@@ -325,8 +334,11 @@ async fn idle_reports_why_the_server_dropped_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_says_with_which_code_the_server_closed_a_connection() {
     // Past 20 messages a second the server closes with 1008 "message rate exceeded".
-    let server = start_server_with(ServeConfig {
-        max_messages_per_second: 20,
+    let server = start_server_with(ServeSettings {
+        limits: Limits {
+            max_messages_per_second: 20,
+            ..Default::default()
+        },
         ..Default::default()
     })
     .await;

@@ -245,10 +245,18 @@ async fn table_user_agents(client: &Client) -> Option<Vec<String>> {
     Some(out)
 }
 
+/// Clicks the element at `css`; found again when the page redrew it between the find and the
+/// click (the connection rows are redrawn at live events), as a user would click the new one.
 async fn click(client: &Client, css: &str) -> Element {
-    let element = client.find(Locator::Css(css)).await.unwrap();
-    element.click().await.unwrap();
-    element
+    wait_for(&format!("{css} takes a click"), || async {
+        let element = client.find(Locator::Css(css)).await.unwrap();
+        match element.click().await {
+            Ok(()) => Some(element),
+            Err(e) if e.is_stale_element_reference() => None,
+            Err(e) => panic!("clicking {css}: {e}"),
+        }
+    })
+    .await
 }
 
 /// Waits for the page's `confirm()` and accepts it, returning its text.

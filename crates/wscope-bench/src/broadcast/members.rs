@@ -10,9 +10,9 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::rounds::{Member, Rounds};
-use crate::connect::Ws;
 use crate::latency::Recorder;
 use crate::reason::{close_words, closed_by_server, ws_reason};
+use crate::ws::Ws;
 
 /// Why and when a listener was lost.
 #[derive(Debug)]

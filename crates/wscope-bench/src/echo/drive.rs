@@ -17,10 +17,10 @@ use tokio::time::Instant as TokioInstant;
 use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 
 use super::payload::{self, Payloads};
-use crate::connect::Ws;
 use crate::deadline::Deadline;
 use crate::latency::Recorder;
 use crate::reason::{closed_by_server, ws_reason};
+use crate::ws::Ws;
 
 /// How long, after the measured window, connections may take to receive what is still in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,4 +1,4 @@
-//! Why `wscope serve`'s settings cannot be used. Each is one line that says where the bad value
+//! Why a subcommand's settings cannot be used. Each is one line that says where the bad value
 //! is; `main` prints it and exits with status 2, as clap does for a bad flag.
 
 use std::path::PathBuf;

@@ -7,14 +7,16 @@ use std::path::Path;
 
 use toml::de::DeTable;
 
-use super::{ConfigError, PartialConfig};
+use super::declare::Partial;
+use super::error::ConfigError;
 
 /// The largest settings file read: a few dozen keys take a few KiB; anything near this is not
 /// a settings file (and `/dev/zero` must not be read for ever).
 pub(crate) const MAX_FILE_BYTES: u64 = 1 << 20;
 
-/// Reads the settings `path` sets; any bad key or value is an error naming it and its line.
-pub(crate) fn read(path: &Path) -> Result<PartialConfig, ConfigError> {
+/// Reads the settings of `P` that `path` sets; any bad key or value is an error naming it and its
+/// line. `command` is the subcommand whose `--help` lists the keys (`wscope serve`).
+pub(crate) fn read<P: Partial>(path: &Path, command: &str) -> Result<P, ConfigError> {
     let text = read_bounded(path, MAX_FILE_BYTES).map_err(|why| match why {
         Bounded::TooLarge => ConfigError::FileTooLarge {
             path: path.to_owned(),
@@ -38,13 +40,16 @@ pub(crate) fn read(path: &Path) -> Result<PartialConfig, ConfigError> {
     let mut entries: Vec<_> = table.get_ref().iter().collect();
     // The table is sorted by key; report the first problem in the file's order instead.
     entries.sort_by_key(|(key, _)| key.span().start);
-    let mut partial = PartialConfig::default();
+    let mut partial = P::default();
     for (key, value) in entries {
         let name: &str = key.get_ref();
         match partial.set_from_toml(name, value.get_ref()) {
             Some(Ok(())) => {}
             Some(Err(why)) => return Err(error(key.span().start, format!("{name}: {why}"))),
-            None => return Err(error(key.span().start, unknown_key(name))),
+            None => {
+                let why = unknown_key(name, &P::keys(), command);
+                return Err(error(key.span().start, why));
+            }
         }
     }
     Ok(partial)
@@ -85,19 +90,21 @@ fn line_at(text: &str, offset: usize) -> usize {
     before.iter().filter(|&&b| b == b'\n').count() + 1
 }
 
-fn unknown_key(name: &str) -> String {
-    match closest_key(name) {
+/// Why `name` is no key of `keys`, and the key meant where one is near.
+fn unknown_key(name: &str, keys: &[&str], command: &str) -> String {
+    match closest_key(name, keys) {
         Some(known) => format!("unknown key `{name}`; did you mean `{known}`?"),
-        None => format!(
-            "unknown key `{name}`; the keys are the flags of `wscope serve --help` in snake_case"
-        ),
+        None => {
+            format!(
+                "unknown key `{name}`; the keys are the flags of `{command} --help` in snake_case"
+            )
+        }
     }
 }
 
-/// The known key nearest to a misspelt one (at most a third of its letters off).
-fn closest_key(name: &str) -> Option<&'static str> {
-    PartialConfig::KEYS
-        .iter()
+/// The key of `keys` nearest to a misspelt one (at most a third of its letters off).
+fn closest_key<'k>(name: &str, keys: &[&'k str]) -> Option<&'k str> {
+    keys.iter()
         .map(|&known| (edit_distance(name, known), known))
         .filter(|&(distance, _)| distance <= name.len().max(3) / 3)
         .min()
@@ -135,9 +142,10 @@ mod tests {
 
     #[test]
     fn misspelt_keys_get_a_suggestion() {
-        assert_eq!(closest_key("listn"), Some("listen"));
-        assert_eq!(closest_key("trusted_proxies"), Some("trusted_proxy"));
-        assert_eq!(closest_key("colour"), None);
+        let keys = crate::config::PartialServeSettings::keys();
+        assert_eq!(closest_key("listn", &keys), Some("listen"));
+        assert_eq!(closest_key("trusted_proxies", &keys), Some("trusted_proxy"));
+        assert_eq!(closest_key("colour", &keys), None);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 }

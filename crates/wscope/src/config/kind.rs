@@ -19,8 +19,6 @@ use wscope_axum::{AllowedHost, ClientIpHeader, Engine};
 use wscope_core::units::{parse_count, parse_duration, parse_size};
 use wscope_core::{Ipv6Prefix, OriginPattern, RateLimit};
 
-use super::LogFormat;
-
 /// How one kind of value is read and shown. A setting names its kind next to its type.
 pub(crate) trait Kind: 'static {
     /// The value once read.
@@ -651,21 +649,6 @@ impl Named for ClientIpHeader {
     }
 }
 
-impl Named for LogFormat {
-    const WHAT: &'static str = "log format";
-
-    fn all() -> &'static [Self] {
-        &[LogFormat::Human, LogFormat::Json]
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            LogFormat::Human => "human",
-            LogFormat::Json => "json",
-        }
-    }
-}
-
 /// A cap: a whole number, where `0` means none (`--max-connections 0` is unlimited).
 pub(crate) struct Limit<T>(PhantomData<T>);
 
@@ -835,7 +818,6 @@ mod tests {
 
     #[test]
     fn names_list_the_choices() {
-        assert_eq!(OneOf::<LogFormat>::parse("json"), Ok(LogFormat::Json));
         let err = OneOf::<Engine>::parse("warp-drive").unwrap_err();
         assert_eq!(
             err,

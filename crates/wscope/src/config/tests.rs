@@ -3,10 +3,16 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use clap::{Args, Command, FromArgMatches};
+use ipnet::IpNet;
+use wscope_axum::{ClientIpHeader, ServeOptions, SocketConfig};
+use wscope_core::RegistryConfig;
 
 use super::*;
+
+mod compose;
 
 /// Tests that set environment variables hold this, so they do not see each other's.
 static ENV: Mutex<()> = Mutex::new(());
@@ -107,7 +113,7 @@ struct Case {
     env: &'static str,
     toml: &'static str,
     /// The value as resolved, so that each source's can be told apart.
-    read: fn(&ServeConfig) -> String,
+    read: fn(&ServeSettings) -> String,
 }
 
 const CASES: &[Case] = &[
@@ -115,37 +121,37 @@ const CASES: &[Case] = &[
         flag: "--listen=127.0.0.1:1001",
         env: "127.0.0.1:1002",
         toml: "listen = \"127.0.0.1:1003\"",
-        read: |c| c.listen.to_string(),
+        read: |c| c.listeners.listen.to_string(),
     },
     Case {
         flag: "--stats-interval=1s",
         env: "2s",
         toml: "stats_interval = 3",
-        read: |c| format!("{:?}", c.stats_interval),
+        read: |c| format!("{:?}", c.logging.stats_interval),
     },
     Case {
         flag: "--max-message-size=1KiB",
         env: "2K",
         toml: "max_message_size = \"3MB\"",
-        read: |c| c.max_message_size.to_string(),
+        read: |c| c.limits.max_message_size.to_string(),
     },
     Case {
         flag: "--backlog=11",
         env: "12",
         toml: "backlog = 13",
-        read: |c| c.backlog.to_string(),
+        read: |c| c.listeners.backlog.to_string(),
     },
     Case {
         flag: "--trusted-proxy=10.0.0.1",
         env: "10.0.0.2, 10.0.0.3",
         toml: "trusted_proxy = \"10.0.0.4\"",
-        read: |c| format!("{:?}", c.trusted_proxies),
+        read: |c| format!("{:?}", c.listeners.trusted_proxies),
     },
     Case {
         flag: "--instance-id=from-flag",
         env: "from-env",
         toml: "instance_id = \"from-file\"",
-        read: |c| c.instance_id.clone(),
+        read: |c| c.instance.instance_id.clone(),
     },
 ];
 
@@ -155,7 +161,7 @@ fn env_name(case: &Case) -> String {
     format!("WSCOPE_{}", flag.replace('-', "_").to_uppercase())
 }
 
-fn values(cfg: &ServeConfig) -> Vec<String> {
+fn values(cfg: &ServeSettings) -> Vec<String> {
     CASES.iter().map(|case| (case.read)(cfg)).collect()
 }
 
@@ -166,10 +172,10 @@ fn flag_beats_env_beats_instance_id_beats_file_beats_default() {
     let file = TempFile::new("precedence", &toml.join("\n"));
     let config = format!("--config={}", file.path().display());
     let flags: Vec<&str> = CASES.iter().map(|case| case.flag).collect();
-    let resolve = |args: &[&str]| ServeConfig::resolve(parse(args).unwrap()).unwrap();
+    let resolve = |args: &[&str]| ServeSettings::resolve(parse(args).unwrap()).unwrap();
 
     // What each source alone resolves to.
-    let defaults = values(&ServeConfig::default());
+    let defaults = values(&ServeSettings::default());
     let from_file = values(&resolve(&[&config]));
     let from_flags = values(&resolve(&flags));
     for case in CASES {
@@ -216,12 +222,12 @@ fn repeated_proxy_flags_add_up() {
         "--trusted-proxy=::1,192.0.2.1",
     ])
     .unwrap();
-    let cfg = ServeConfig::resolve(args).unwrap();
+    let cfg = ServeSettings::resolve(args).unwrap();
     let expected: Vec<IpNet> = ["10.0.0.0/8", "::1/128", "192.0.2.1/32"]
         .iter()
         .map(|s| s.parse().unwrap())
         .collect();
-    assert_eq!(cfg.trusted_proxies, expected);
+    assert_eq!(cfg.listeners.trusted_proxies, expected);
 }
 
 #[test]
@@ -249,7 +255,7 @@ fn file_error(text: &str) -> (usize, String) {
         config: Some(file.path().to_owned()),
         ..ServeArgs::default()
     };
-    match ServeConfig::resolve(args) {
+    match ServeSettings::resolve(args) {
         Err(ConfigError::File { path, line, what }) => {
             assert_eq!(path, file.path());
             (line, what)
@@ -305,7 +311,7 @@ fn every_source_checks_the_instance_id() {
     env.clear();
 
     env.set(wscope_core::INSTANCE_ID_ENV, "a b/c");
-    let err = ServeConfig::resolve(ServeArgs::default()).unwrap_err();
+    let err = ServeSettings::resolve(ServeArgs::default()).unwrap_err();
     assert!(matches!(err, ConfigError::InstanceIdEnv(_)), "{err:?}");
     assert!(
         err.to_string()
@@ -314,7 +320,10 @@ fn every_source_checks_the_instance_id() {
     );
     // Not read when a flag sets the id, as a `WSCOPE_*` variable is not.
     let args = parse(&["--instance-id", "node-1"]).unwrap();
-    assert_eq!(ServeConfig::resolve(args).unwrap().instance_id, "node-1");
+    assert_eq!(
+        ServeSettings::resolve(args).unwrap().instance.instance_id,
+        "node-1"
+    );
     env.clear();
     drop(env);
 
@@ -325,10 +334,10 @@ fn every_source_checks_the_instance_id() {
     );
 }
 
-#[test]
-fn names_follow_the_key() {
-    let command = serve_command();
-    let mut keys = Vec::new();
+/// The settings among `command`'s arguments (not `--config`), in order: each one's key, once
+/// checked to be its flag's and its variable's, and its `--help` heading.
+fn settings_of(command: &Command) -> Vec<(String, &str)> {
+    let mut settings = Vec::new();
     for arg in command.get_arguments() {
         let (Some(long), Some(env)) = (arg.get_long(), arg.get_env()) else {
             continue;
@@ -339,41 +348,52 @@ fn names_follow_the_key() {
         let key = long.replace('-', "_");
         let env = env.to_str().unwrap();
         assert_eq!(env, format!("WSCOPE_{}", key.to_uppercase()));
-        keys.push(key);
+        settings.push((key, arg.get_help_heading().unwrap_or_default()));
     }
-    assert_eq!(keys, PartialConfig::KEYS);
+    settings
+}
+
+#[test]
+fn names_follow_the_key() {
+    let command = serve_command();
+    let keys: Vec<String> = settings_of(&command).into_iter().map(|s| s.0).collect();
+    assert_eq!(keys, PartialServeSettings::keys());
 }
 
 #[test]
 fn defaults_are_the_libraries() {
-    let cfg = ServeConfig::default();
+    let cfg = ServeSettings::default();
     let registry = RegistryConfig::default();
     let socket = SocketConfig::default();
-    assert_eq!(cfg.stats_interval, registry.stats_interval);
-    assert_eq!(cfg.drain_timeout, registry.drain_timeout);
-    assert_eq!(cfg.queue_capacity, registry.queue_capacity);
-    assert_eq!(cfg.max_message_size, socket.max_message_size);
-    assert_eq!(cfg.max_frame_size, socket.max_frame_size);
+    assert_eq!(cfg.logging.stats_interval, registry.stats_interval);
+    assert_eq!(cfg.liveness.drain_timeout, registry.drain_timeout);
+    assert_eq!(cfg.limits.queue_capacity, registry.queue_capacity);
+    assert_eq!(cfg.limits.max_message_size, socket.max_message_size);
+    assert_eq!(cfg.limits.max_frame_size, socket.max_frame_size);
     assert_eq!(cfg.socket_config().frame_limit(), socket.frame_limit());
-    assert_eq!(Some(cfg.max_buffered_bytes), socket.message_budget.limit());
+    assert_eq!(
+        Some(cfg.limits.max_buffered_bytes),
+        socket.message_budget.limit()
+    );
     let resolved = cfg.socket_config();
     assert_eq!(
         resolved.message_budget.address_limit(),
         socket.message_budget.address_limit()
     );
-    assert_eq!(Some(cfg.message_timeout), socket.message_timeout);
-    assert_eq!(cfg.permessage_deflate, socket.permessage_deflate);
-    assert_eq!(cfg.read_buffer_size, socket.read_buffer_size);
-    assert_eq!(cfg.engine, socket.engine);
-    assert_eq!(cfg.instance_id, wscope_core::host_instance_id());
+    assert_eq!(Some(cfg.limits.message_timeout), socket.message_timeout);
+    assert_eq!(cfg.sockets.permessage_deflate, socket.permessage_deflate);
+    assert_eq!(cfg.sockets.read_buffer_size, socket.read_buffer_size);
+    assert_eq!(cfg.sockets.engine, socket.engine);
+    assert_eq!(cfg.instance.instance_id, wscope_core::host_instance_id());
 }
 /// A switch is on with the bare flag, and reads a word from the flag, its variable and the file.
 #[test]
 fn permessage_deflate_is_a_switch() {
     let mut env = Env::lock();
     let on = |args: &[&str]| {
-        ServeConfig::resolve(parse(args).unwrap())
+        ServeSettings::resolve(parse(args).unwrap())
             .unwrap()
+            .sockets
             .permessage_deflate
     };
     assert!(!on(&[]));
@@ -436,8 +456,9 @@ fn engine_flag_beats_env_beats_file() {
     let file = TempFile::new("engine", "engine = \"fastwebsockets\"");
     let config = format!("--config={}", file.path().display());
     let engine = |args: &[&str]| {
-        ServeConfig::resolve(parse(args).unwrap())
+        ServeSettings::resolve(parse(args).unwrap())
             .unwrap()
+            .sockets
             .engine
             .as_str()
     };
@@ -452,15 +473,18 @@ fn engine_flag_beats_env_beats_file() {
     env.clear();
 }
 
-/// The limits' settings, from each source, reach the registry's configuration.
+/// The registry's configuration with the settings `args` resolve to.
+fn registry_config(args: &[&str]) -> RegistryConfig {
+    ServeSettings::resolve(parse(args).unwrap())
+        .unwrap()
+        .registry_config()
+}
+
+/// The limits' settings, from their flags, reach the registry's configuration.
 #[test]
 fn limits_settings_reach_the_registry_config() {
-    let mut env = Env::lock();
-    let registry = |args: &[&str]| {
-        ServeConfig::resolve(parse(args).unwrap())
-            .unwrap()
-            .registry_config()
-    };
+    let _env = Env::lock();
+    let registry = registry_config;
     let off = registry(&[]);
     assert_eq!((off.max_connections, off.max_connections_per_ip), (0, 0));
     assert_eq!(off.handshake_rate_per_ip, None);
@@ -497,7 +521,13 @@ fn limits_settings_reach_the_registry_config() {
     // Without a burst, the rate's count.
     let rate = registry(&["--handshake-rate-per-ip=600/m"]).handshake_rate_per_ip;
     assert_eq!(rate.unwrap().burst(), 600);
+}
 
+/// The limits' settings, from their variables and the file, reach the registry's configuration.
+#[test]
+fn limits_settings_from_variables_and_the_file_reach_the_registry_config() {
+    let mut env = Env::lock();
+    let registry = registry_config;
     env.set(
         "WSCOPE_ALLOWED_ORIGIN",
         "https://a.example.com, https://b.example.com",
@@ -521,7 +551,12 @@ fn limits_settings_reach_the_registry_config() {
     );
     assert_eq!(from_file.allowed_origins.len(), 1);
     assert!(!from_file.allow_missing_origin);
+}
 
+/// A bad limit is one line naming its flag.
+#[test]
+fn bad_limits_settings_name_the_flag() {
+    let _env = Env::lock();
     for (arg, wanted) in [
         (
             "--max-connections=-1",
@@ -591,15 +626,15 @@ handshake_rate_addresses = 7
     }
 }
 
-/// `ServeConfig::resolve` of `args`, or its one-line error.
-fn resolved(args: &[&str]) -> Result<ServeConfig, String> {
-    ServeConfig::resolve(parse(args)?).map_err(|e| e.to_string())
+/// `ServeSettings::resolve` of `args`, or its one-line error.
+fn resolved(args: &[&str]) -> Result<ServeSettings, String> {
+    ServeSettings::resolve(parse(args)?).map_err(|e| e.to_string())
 }
 
 #[test]
 fn the_admin_token_comes_from_a_flag_a_variable_or_a_file() {
     let mut env = Env::lock();
-    let token = |cfg: ServeConfig| cfg.admin_token.map(|t| t.expose().to_owned());
+    let token = |cfg: ServeSettings| cfg.admin.admin_token.map(|t| t.expose().to_owned());
     assert_eq!(token(resolved(&[]).unwrap()), None);
     assert_eq!(
         token(resolved(&["--admin-token=fl4g"]).unwrap()).as_deref(),
@@ -663,7 +698,7 @@ fn a_token_file_that_others_may_read_or_change_is_refused() {
     }
     for mode in [0o600, 0o400] {
         file.chmod(mode);
-        let token = resolved(&[&flag]).unwrap().admin_token.unwrap();
+        let token = resolved(&[&flag]).unwrap().admin.admin_token.unwrap();
         assert_eq!(token.expose(), "s3cr3t-from-file", "{mode:o}");
     }
 }
@@ -705,7 +740,10 @@ fn the_config_file_is_read_up_to_1_mib() {
     assert_eq!(text.len(), 1 << 20);
     let fits = TempFile::new("fits", &text);
     let cfg = resolved(&[&format!("--config={}", fits.path().display())]).unwrap();
-    assert_eq!(cfg.stats_interval, std::time::Duration::from_secs(5));
+    assert_eq!(
+        cfg.logging.stats_interval,
+        std::time::Duration::from_secs(5)
+    );
     text.push('\n');
     let big = TempFile::new("big", &text);
     let err = resolved(&[&format!("--config={}", big.path().display())]).unwrap_err();
@@ -721,14 +759,20 @@ fn the_config_file_is_read_up_to_1_mib() {
 #[test]
 fn edge_settings_reach_the_libraries() {
     let _env = Env::lock();
-    let cfg = ServeConfig::default();
+    let cfg = ServeSettings::default();
     assert_eq!(
-        cfg.handshake_timeout,
+        cfg.listeners.handshake_timeout,
         ServeOptions::DEFAULT_HANDSHAKE_TIMEOUT
     );
-    assert_eq!(cfg.max_header_size, ServeOptions::DEFAULT_MAX_HEADER_SIZE);
-    assert_eq!(cfg.client_ip_header, ClientIpHeader::XForwardedFor);
-    assert!(!cfg.admin_config().has_token());
+    assert_eq!(
+        cfg.listeners.max_header_size,
+        ServeOptions::DEFAULT_MAX_HEADER_SIZE
+    );
+    assert_eq!(
+        cfg.listeners.client_ip_header,
+        ClientIpHeader::XForwardedFor
+    );
+    assert!(!cfg.admin.admin_config().has_token());
 
     let cfg = resolved(&[
         "--handshake-timeout=0",
@@ -739,13 +783,22 @@ fn edge_settings_reach_the_libraries() {
         "--admin-allowed-origin=https://ops.example",
     ])
     .unwrap();
-    let options = cfg.serve_options();
+    let options = cfg.listeners.serve_options();
     assert_eq!(options.handshake_timeout, None, "0 turns the deadline off");
     assert_eq!(options.max_header_size, 8 << 10);
-    assert_eq!(cfg.proxies().client_ip_header(), ClientIpHeader::Forwarded);
-    assert!(cfg.admin_config().has_token());
-    assert_eq!(cfg.admin_allowed_hosts[0].to_string(), "admin.internal");
-    assert_eq!(cfg.admin_allowed_origins[0].as_str(), "https://ops.example");
+    assert_eq!(
+        cfg.listeners.proxies().client_ip_header(),
+        ClientIpHeader::Forwarded
+    );
+    assert!(cfg.admin.admin_config().has_token());
+    assert_eq!(
+        cfg.admin.admin_allowed_hosts[0].to_string(),
+        "admin.internal"
+    );
+    assert_eq!(
+        cfg.admin.admin_allowed_origins[0].as_str(),
+        "https://ops.example"
+    );
     for (flag, value) in [
         ("--handshake-timeout", "2h"),
         ("--max-header-size", "512"),
@@ -766,7 +819,7 @@ fn edge_settings_reach_the_libraries() {
 fn the_frame_limit_follows_the_message_limit_unless_set() {
     let _env = Env::lock();
     let cfg = resolved(&["--max-message-size=64MiB"]).unwrap();
-    assert_eq!(cfg.max_frame_size, None);
+    assert_eq!(cfg.limits.max_frame_size, None);
     assert_eq!(cfg.socket_config().frame_limit(), 64 << 20);
     let cfg = resolved(&["--max-message-size=64MiB", "--max-frame-size=1MiB"]).unwrap();
     assert_eq!(cfg.socket_config().frame_limit(), 1 << 20);

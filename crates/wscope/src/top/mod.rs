@@ -12,10 +12,10 @@
 //! - `state`: what the screen shows ([`state::Top`]) and what each key does.
 //! - `view`: how it is drawn (ratatui), testable on a `TestBackend`.
 
-pub mod client;
+mod client;
 mod sse;
-pub mod state;
-pub mod view;
+mod state;
+mod view;
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -72,7 +72,7 @@ impl TopArgs {
             return Ok(None);
         };
         // A token is at most 1,024 characters; the file is read with room for white space.
-        let token = crate::config::token_file::read(path, 2048)
+        let token = wscope::config::token_file::read(path, 2048)
             .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", path.display()))?;
         Ok(Some(token))
     }

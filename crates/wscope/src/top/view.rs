@@ -159,10 +159,6 @@ fn draw_rates(frame: &mut Frame<'_>, top: &Top, area: Rect) {
 }
 
 fn draw_table(frame: &mut Frame<'_>, top: &Top, area: Rect) {
-    let order = match top.sort.order {
-        SortOrder::Desc => "↓",
-        SortOrder::Asc => "↑",
-    };
     let title = match &top.panel {
         Panel::Page(page) => format!(
             " {} — {} of {} ",
@@ -173,12 +169,8 @@ fn draw_table(frame: &mut Frame<'_>, top: &Top, area: Rect) {
         _ => format!(" {} ", top.sort.title()),
     };
     let block = Block::bordered().title(title);
-    let (texts, figures): (Vec<_>, Vec<_>) = match &top.panel {
-        Panel::Page(page) => page
-            .connections
-            .iter()
-            .map(|c| (texts(c), figures(c)))
-            .unzip(),
+    let page = match &top.panel {
+        Panel::Page(page) => page,
         Panel::Waiting => {
             frame.render_widget(Paragraph::new("reading connections…").block(block), area);
             return;
@@ -193,9 +185,33 @@ fn draw_table(frame: &mut Frame<'_>, top: &Top, area: Rect) {
             return;
         }
     };
+    let (texts, figures): (Vec<_>, Vec<_>) = page
+        .connections
+        .iter()
+        .map(|c| (texts(c), figures(c)))
+        .unzip();
     let widths = column_widths(block.inner(area).width, &texts);
+    let rows = texts
+        .iter()
+        .zip(figures)
+        .map(|(text, figures)| table_row(text, figures, &widths))
+        .collect::<Vec<_>>();
+    let header = header_cells(top, widths.len());
+    let table = Table::new(rows, widths.into_iter().map(Constraint::Length))
+        .header(Row::new(header).style(Style::new().fg(Color::Cyan)))
+        .column_spacing(1)
+        .block(block);
+    frame.render_widget(table, area);
+}
+
+/// The table's first `columns` headers, the sorted column's with the order's arrow.
+fn header_cells(top: &Top, columns: usize) -> Vec<Cell<'static>> {
+    let order = match top.sort.order {
+        SortOrder::Desc => "↓",
+        SortOrder::Asc => "↑",
+    };
     let sorted = top.sort.key.as_str();
-    let header = [
+    [
         ("ID", ""),
         ("ADDRESS", ""),
         ("PATH", ""),
@@ -209,7 +225,7 @@ fn draw_table(frame: &mut Frame<'_>, top: &Top, area: Rect) {
         ("USER AGENT", ""),
     ]
     .into_iter()
-    .take(widths.len())
+    .take(columns)
     .map(|(name, key)| {
         if key == sorted {
             Cell::from(format!("{name}{order}"))
@@ -217,30 +233,25 @@ fn draw_table(frame: &mut Frame<'_>, top: &Top, area: Rect) {
         } else {
             Cell::from(name)
         }
-    });
-    let rows = texts
-        .iter()
-        .zip(figures)
-        .map(|(text, figures)| {
-            let [id, address, path, user, agent] = text;
-            let mut cells = vec![
-                cut_middle(id, widths[0]),
-                cut_end(address, widths[1]),
-                cut_end(path, widths[2]),
-                cut_end(user, widths[3]),
-            ];
-            cells.extend(figures);
-            if let Some(&width) = widths.get(10) {
-                cells.push(cut_end(agent, width));
-            }
-            Row::new(cells)
-        })
-        .collect::<Vec<_>>();
-    let table = Table::new(rows, widths.into_iter().map(Constraint::Length))
-        .header(Row::new(header).style(Style::new().fg(Color::Cyan)))
-        .column_spacing(1)
-        .block(block);
-    frame.render_widget(table, area);
+    })
+    .collect()
+}
+
+/// One connection's row: its text cells cut to their columns, its figures, and its user agent
+/// where there is a column for it.
+fn table_row(text: &[String; 5], figures: [String; 6], widths: &[u16]) -> Row<'static> {
+    let [id, address, path, user, agent] = text;
+    let mut cells = vec![
+        cut_middle(id, widths[0]),
+        cut_end(address, widths[1]),
+        cut_end(path, widths[2]),
+        cut_end(user, widths[3]),
+    ];
+    cells.extend(figures);
+    if let Some(&width) = widths.get(10) {
+        cells.push(cut_end(agent, width));
+    }
+    Row::new(cells)
 }
 
 /// A row's text cells (id, address, path, user, user agent), whole; cut to their columns once
