@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use wscope_cluster::{Cluster, ClusterHealth};
 use wscope_core::wire::{AdminRequest, Health, PublicHealth};
 use wscope_core::{AdminAnswer, Registry, Snapshot};
 
@@ -25,6 +26,11 @@ use crate::error::ApiError;
 /// [`admin_guard`](crate::admin_guard). Serve it on a listener that only operators reach
 /// (wscope serve puts it on 127.0.0.1:9090); set a token and further allowed hosts with
 /// `.layer(AdminConfig::new().token(..).layer())` ([`AdminConfig`](crate::AdminConfig)).
+///
+/// In cluster mode, hand it the node with `.layer(axum::Extension(cluster))` (a
+/// [`wscope_cluster::Cluster`]): the cluster routes (`/api/cluster/*`), the health answer's
+/// `cluster` state and the `wscope_cluster_*` metrics read it; without it the cluster routes
+/// answer 404.
 pub fn admin_router(registry: Registry) -> Router {
     let routes = Router::new()
         .route("/api/stats", get(stats))
@@ -110,7 +116,8 @@ fn snapshot_response(snapshot: &Snapshot) -> Response {
 /// sending new clients while the drain runs). Reads the O(1) summary. Behind a token
 /// ([`AdminConfig::token`](crate::AdminConfig::token)), a request without it gets the public
 /// fields only ([`public_health`]): a probe needs no token, the instance id (by default the host
-/// name), the shutdown flag and the cluster state are for those who have it.
+/// name), the shutdown flag and the cluster state ([`ClusterHealth`], with the node handed to the
+/// router as an extension) are for those who have it.
 pub async fn health(State(registry): State<Registry>, extensions: Extensions) -> Response {
     if extensions
         .get::<Authenticated>()
@@ -118,9 +125,11 @@ pub async fn health(State(registry): State<Registry>, extensions: Extensions) ->
     {
         return public_health(State(registry)).await;
     }
-    let health =
-        Health::from_summary(&registry.summary()).cluster(registry.cluster().map(|c| c.state()));
-    let status = if health.is_healthy() {
+    let health = ClusterHealth::new(
+        Health::from_summary(&registry.summary()),
+        extensions.get::<Cluster>(),
+    );
+    let status = if health.health.is_healthy() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

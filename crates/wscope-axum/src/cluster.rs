@@ -1,30 +1,31 @@
 //! The cluster admin API on every instance's admin listener: `GET /api/cluster/stats`,
 //! `GET /api/cluster/connections` and `POST /api/cluster/admin`. The surveys behind them are the
-//! core's ([`wscope_core::cluster::Cluster`]); this file adapts them to HTTP.
+//! cluster crate's ([`wscope_cluster::Cluster`]); this file adapts them to HTTP. The node is
+//! handed to the admin router as an [`Extension`] (`admin_router(registry).layer(Extension(cluster))`):
+//! the registry does not know its cluster.
 //!
-//! Without cluster mode each answers 404 naming how to turn it on; while the instance is not a
+//! Without cluster mode (no such extension) each answers 404 naming how to turn it on; while the instance is not a
 //! connected member (engine unreachable, instance id refused, shutting down) each answers 503
 //! with `{"error": ..., "cluster": "<state>"}`.
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use wscope_core::cluster::{Cluster, ClusterError};
+use axum::{Extension, Json};
+use wscope_cluster::{Cluster, ClusterError};
 use wscope_core::query::ConnectionQuery;
 use wscope_core::wire::{AdminRequest, ErrorBody};
-use wscope_core::Registry;
 
 use crate::error::ApiError;
 
 /// A cluster endpoint's failure: 404 without cluster mode, 503 while not connected.
-fn cluster_of(registry: &Registry) -> Result<Cluster, ApiError> {
-    registry.cluster().ok_or_else(|| {
+fn cluster_of(cluster: Option<Extension<Cluster>>) -> Result<Cluster, ApiError> {
+    cluster.map(|Extension(c)| c).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "cluster mode is off: start wscope serve with --redis-url (or join the registry to a \
-             cluster with wscope_core::cluster::Cluster::join)",
+             cluster with wscope_cluster::Cluster::join and give the admin router the node)",
         )
     })
 }
@@ -59,16 +60,16 @@ pub struct ClusterStatsQuery {
 }
 
 /// `GET /api/cluster/stats[?connections=N]`: a
-/// [`ClusterStats`](wscope_core::cluster::ClusterStats) — the reference's `ConnectionStats`
+/// [`ClusterStats`](wscope_cluster::ClusterStats) — the reference's `ConnectionStats`
 /// summed over the members that answered the survey, weighted averages, and an `instances` table
 /// (live, late and gone members; those that did not answer in time are also named in
 /// `unanswered`). Its `connections` list is empty unless `connections=N` asks for the N oldest
 /// across members (at most 10,000).
 pub async fn stats(
-    State(registry): State<Registry>,
+    cluster: Option<Extension<Cluster>>,
     query: Result<Query<ClusterStatsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let cluster = match cluster_of(&registry) {
+    let cluster = match cluster_of(cluster) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
@@ -108,16 +109,16 @@ pub async fn stats(
     Json(stats).into_response()
 }
 
-/// `GET /api/cluster/connections`: a [`ClusterPage`](wscope_core::cluster::ClusterPage) — the
+/// `GET /api/cluster/connections`: a [`ClusterPage`](wscope_cluster::ClusterPage) — the
 /// same query parameters as `GET /api/connections`, over every member. Pages follow the merged
 /// order by position: pass the previous answer's `next` as `cursor` (or give `offset`);
 /// `offset + limit` reaches at most 10,000 rows deep. `instances` gives each member's matching
 /// count, `unanswered` the members that missed the survey's deadline.
 pub async fn connections(
-    State(registry): State<Registry>,
+    cluster: Option<Extension<Cluster>>,
     pairs: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let cluster = match cluster_of(&registry) {
+    let cluster = match cluster_of(cluster) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
@@ -173,11 +174,11 @@ fn parse_query(
         wscope_core::query::Start::Offset(n) => n.saturating_add(query.limit as u64),
         _ => query.limit as u64,
     };
-    if depth > wscope_core::cluster::MAX_CLUSTER_DEPTH as u64 {
+    if depth > wscope_cluster::MAX_CLUSTER_DEPTH as u64 {
         return Err(ApiError::bad_request(format!(
             "offset: the cluster listing reaches {} rows deep (offset + limit); narrow the \
              filter",
-            wscope_core::cluster::MAX_CLUSTER_DEPTH
+            wscope_cluster::MAX_CLUSTER_DEPTH
         )));
     }
     Ok(query)
@@ -186,15 +187,15 @@ fn parse_query(
 /// `POST /api/cluster/admin`: the same actions as `POST /api/admin`, carried out on every member
 /// (`close` by id and `broadcast` to an `id`: on the member that holds it, 404 if no live member
 /// does), answered with a
-/// [`ClusterAdminAnswer`](wscope_core::cluster::ClusterAdminAnswer): one row per member with the
+/// [`ClusterAdminAnswer`](wscope_cluster::ClusterAdminAnswer): one row per member with the
 /// status and answer its own `/api/admin` would have given, sums of `closed` and `sent`, and
 /// the members that did not answer in time.
 ///
 /// An action on one id goes to one member and is answered as that member's `/api/admin` answers
 /// when it fails: its status (404 for an id it does not hold) and `{"error": ...}`, with its
 /// `instanceId`; 504 `{"error": ...}` if it does not answer within `--cluster-timeout`.
-pub async fn admin(State(registry): State<Registry>, body: Bytes) -> Response {
-    let cluster = match cluster_of(&registry) {
+pub async fn admin(cluster: Option<Extension<Cluster>>, body: Bytes) -> Response {
+    let cluster = match cluster_of(cluster) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
@@ -203,7 +204,7 @@ pub async fn admin(State(registry): State<Registry>, body: Bytes) -> Response {
         Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
     };
     if let Some(id) = request.connection_id() {
-        if cluster.state() == wscope_core::cluster::ClusterState::Connected
+        if cluster.state() == wscope_cluster::ClusterState::Connected
             && cluster.holder_of(id).is_none()
         {
             return ApiError::new(
@@ -226,7 +227,7 @@ pub async fn admin(State(registry): State<Registry>, body: Bytes) -> Response {
 
 /// The answer to an action routed to one member: its failure as its own `/api/admin` would
 /// answer it, a 504 if it did not answer, else the usual per-member answer.
-fn routed_answer(cluster: &Cluster, answer: wscope_core::cluster::ClusterAdminAnswer) -> Response {
+fn routed_answer(cluster: &Cluster, answer: wscope_cluster::ClusterAdminAnswer) -> Response {
     if let [row] = answer.instances.as_slice() {
         if row.status == 200 {
             return Json(answer).into_response();

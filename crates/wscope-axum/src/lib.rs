@@ -91,7 +91,7 @@
 //!   (Prometheus text, [`metrics_text`]), its close observer and `metrics/process` (the
 //!   `process_*` families from `/proc/self`); `cluster`: `GET /api/cluster/stats`,
 //!   `GET /api/cluster/connections` and `POST /api/cluster/admin` over the registry's cluster
-//!   (`wscope_core::cluster`).
+//!   (`wscope_cluster`), handed to the router as an extension.
 //! - `dashboard`: the dashboard page at the admin listener's `/` and its assets (files under
 //!   `src/dashboard/`, embedded; uPlot vendored under `src/dashboard/vendor/`).
 //! - `admin_access`: [`AdminConfig`] and [`admin_guard`]: the token, `Host`, `Origin` and

@@ -56,9 +56,6 @@
 //! - `aggregates`: the O(1) counts, totals and sums behind summaries.
 //! - `snapshot`: the read model every reporter shares; `wire`: the admin API's other JSON types;
 //!   `admin`: the admin actions applied to a registry ([`Registry::apply`]), HTTP-free.
-//! - [`cluster`]: cluster mode — the [`cluster::ClusterBackend`] seam, the in-process
-//!   [`cluster::MemoryHub`], and [`cluster::Cluster`] (membership, surveys, routed actions,
-//!   ordered cluster-wide broadcast); [`Registry::cluster`] finds a registry's.
 //! - `query`: the connections query ([`query::ConnectionQuery`]: filter, sort, page, columns) and
 //!   its parser; `listing`: [`Registry::connections`] and [`Registry::close_matching`] answer it;
 //!   `order`: the entries' sequence numbers in order, so registration-order pages read only the
@@ -81,7 +78,6 @@ mod background;
 mod budget;
 mod clock;
 mod close;
-pub mod cluster;
 mod connection;
 mod driver;
 mod id;

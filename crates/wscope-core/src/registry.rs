@@ -338,8 +338,6 @@ pub(crate) struct Shared {
     pub(crate) shutting_down: AtomicBool,
     /// Cancelled when shutdown begins, for readers that wait on it (`Registry::shutdown_started`).
     pub(crate) shutdown_started: CancellationToken,
-    /// The cluster this registry is a member of, once joined ([`Registry::cluster`]).
-    pub(crate) cluster: std::sync::OnceLock<crate::cluster::Cluster>,
     /// Woken when the last entry leaves (shutdown waits on it).
     pub(crate) emptied: Notify,
     /// Parent of every connection's token: cancelling it drops every connection at once.
@@ -393,7 +391,6 @@ impl Registry {
             traffic_floor: Default::default(),
             shutting_down: AtomicBool::new(false),
             shutdown_started: CancellationToken::new(),
-            cluster: std::sync::OnceLock::new(),
             emptied: Notify::new(),
             root: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -599,12 +596,6 @@ impl Registry {
             None => self.shared.entries.iter().for_each(|e| send(e.value())),
         }
         outcome
-    }
-
-    /// The cluster this registry is a member of ([`crate::cluster::Cluster::join`]), if any: to
-    /// broadcast cluster-wide and read the cluster's stats from a handler.
-    pub fn cluster(&self) -> Option<crate::cluster::Cluster> {
-        self.shared.cluster.get().cloned()
     }
 
     /// Handles to the OPEN connections on `path` (only that path's members are visited).

@@ -33,7 +33,7 @@ pub struct StateCounts {
 
 impl StateCounts {
     /// Adds `other`'s counts to these (cluster sums), saturating: a peer may answer anything.
-    pub(crate) fn add(&mut self, other: &Self) {
+    pub fn add(&mut self, other: &Self) {
         self.connecting = self.connecting.saturating_add(other.connecting);
         self.open = self.open.saturating_add(other.open);
         self.closing = self.closing.saturating_add(other.closing);
@@ -78,7 +78,7 @@ pub struct ClosedBy {
 
 impl ClosedBy {
     /// Adds `other`'s counts to these (cluster sums), saturating: a peer may answer anything.
-    pub(crate) fn add(&mut self, other: &Self) {
+    pub fn add(&mut self, other: &Self) {
         self.client = self.client.saturating_add(other.client);
         self.server = self.server.saturating_add(other.server);
         self.admin = self.admin.saturating_add(other.admin);
@@ -113,7 +113,7 @@ pub struct RefusalCounts([u64; RefusalKind::ALL.len()]);
 
 impl RefusalCounts {
     /// Adds `other`'s counts to these (cluster sums), saturating: a peer may answer anything.
-    pub(crate) fn add(&mut self, other: &Self) {
+    pub fn add(&mut self, other: &Self) {
         for (mine, theirs) in self.0.iter_mut().zip(other.0) {
             *mine = mine.saturating_add(theirs);
         }

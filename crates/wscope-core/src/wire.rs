@@ -38,11 +38,6 @@ pub struct Health {
     /// Whether shutdown has begun (upgrades are refused).
     #[serde(default)]
     pub shut_down: bool,
-    /// Where the instance stands with its cluster (`connected`, `disconnected`, `refused`,
-    /// `left`), in cluster mode only. A disconnected cluster leaves `status` healthy: local
-    /// service goes on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster: Option<crate::cluster::ClusterState>,
 }
 
 /// The `status` of a [`Health`] answer.
@@ -69,14 +64,7 @@ impl Health {
             uptime: s.uptime as f64 / 1000.0,
             instance_id: s.instance_id.clone(),
             shut_down: s.shut_down,
-            cluster: None,
         }
-    }
-
-    /// Sets [`Health::cluster`].
-    pub fn cluster(mut self, state: Option<crate::cluster::ClusterState>) -> Self {
-        self.cluster = state;
-        self
     }
 
     /// Whether this answer is a 200 (else 503).
@@ -1099,12 +1087,10 @@ mod tests {
             uptime: 31.4,
             instance_id: "eu-1".into(),
             shut_down: true,
-            cluster: Some(crate::cluster::ClusterState::Disconnected),
         };
         let json = serde_json::to_string(&h).unwrap();
         assert!(json.contains(r#""status":"shutting_down""#), "{json}");
         assert!(json.contains(r#""activeConnections":3"#), "{json}");
-        assert!(json.contains(r#""cluster":"disconnected""#), "{json}");
         assert_eq!(serde_json::from_str::<Health>(&json).unwrap(), h);
     }
 
@@ -1117,7 +1103,6 @@ mod tests {
             uptime: 31.4,
             instance_id: "secret-host".into(),
             shut_down: false,
-            cluster: Some(crate::cluster::ClusterState::Connected),
         };
         let public = PublicHealth::from(h);
         let json = serde_json::to_value(&public).unwrap();

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, ProtocolVersion, RedisResult, Value};
 use tokio::sync::{watch, Notify};
-use wscope_core::cluster::{
+use wscope_cluster::{
     delivery_buffer, BackendError, BackendErrorKind, BackendFuture, ClusterBackend, Deliveries,
     Lease, Link, DELIVERY_BUFFER, DELIVERY_BUFFER_BYTES,
 };
@@ -30,7 +30,7 @@ use crate::supervisor;
 /// ```no_run
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// use bytes::Bytes;
-/// use wscope_core::cluster::ClusterBackend;
+/// use wscope_cluster::ClusterBackend;
 /// use wscope_redis::{RedisBackend, RedisOptions};
 ///
 /// // Never waits for Redis: it connects (and reconnects) in the background.

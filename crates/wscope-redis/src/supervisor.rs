@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use wscope_core::cluster::Link;
+use wscope_cluster::Link;
 
 use crate::backend::Inner;
 use crate::options::Backoff;

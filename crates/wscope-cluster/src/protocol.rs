@@ -6,10 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::query::ConnectionQuery;
-use crate::snapshot::Snapshot;
-use crate::traffic::Traffic;
-use crate::wire::{AdminRequest, BroadcastPayload, ConnectionPage};
+use wscope_core::query::ConnectionQuery;
+use wscope_core::wire::{AdminRequest, BroadcastPayload, ConnectionPage};
+use wscope_core::Snapshot;
+use wscope_core::Traffic;
 
 /// The protocol version every envelope carries (`"v"`); another version is ignored.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -39,7 +39,7 @@ impl Envelope {
     /// Why its sender cannot be believed, if it cannot: an instance id this build would refuse,
     /// or an incarnation that is empty, long, or not printable ASCII.
     pub fn check_sender(&self) -> Result<(), &'static str> {
-        if crate::check_instance_id(&self.from).is_err() {
+        if wscope_core::check_instance_id(&self.from).is_err() {
             return Err("an invalid sender id");
         }
         let incarnation = self.incarnation.as_bytes();
@@ -132,7 +132,7 @@ pub struct Announce {
     pub started_at: u64,
     /// The node's software version.
     pub version: String,
-    /// How often it announces, in ms (its TTL is [`super::ClusterConfig::ttl`]).
+    /// How often it announces, in ms (its TTL is [`crate::ClusterConfig::ttl`]).
     pub heartbeat_ms: u64,
     /// Its stats summary when it announced (the list of connections left out).
     pub summary: Snapshot,

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wscope_core::cluster::{
+use wscope_cluster::{
     Cluster, ClusterBackend, ClusterConfig, ClusterError, ClusterState, Link, MemberStatus,
     MemoryBackend, MemoryHub,
 };
@@ -26,11 +26,13 @@ fn config() -> ClusterConfig {
 struct Node {
     registry: Registry,
     backend: MemoryBackend,
+    /// What its join gave: the registry does not keep it.
+    cluster: Cluster,
 }
 
 impl Node {
     fn cluster(&self) -> Cluster {
-        self.registry.cluster().expect("joined")
+        self.cluster.clone()
     }
 }
 
@@ -41,10 +43,14 @@ async fn node(hub: &MemoryHub, id: &str, clock: Option<Clock>) -> Node {
     }
     let registry = Registry::with_config(rc);
     let backend = hub.backend();
-    Cluster::join(&registry, Arc::new(backend.clone()), config())
+    let cluster = Cluster::join(&registry, Arc::new(backend.clone()), config())
         .await
         .expect("joins");
-    Node { registry, backend }
+    Node {
+        registry,
+        backend,
+        cluster,
+    }
 }
 
 /// Nodes `ids` on one hub, each seeing all the others.
@@ -374,7 +380,17 @@ async fn a_second_instance_with_the_same_id_is_refused() {
         line.contains("\"same\"") && line.contains("--instance-id"),
         "{line}"
     );
-    assert_eq!(registry.cluster().unwrap().state(), ClusterState::Refused);
+    // Started without waiting, the node ends up refused, and stays out.
+    let refused = Cluster::start(&registry, Arc::new(hub.backend()), config()).expect("starts");
+    let mut state = refused.watch_state();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        state.wait_for(|s| *s == ClusterState::Refused),
+    )
+    .await
+    .expect("refused in time")
+    .expect("state watch open");
+    assert_eq!(refused.state(), ClusterState::Refused);
 }
 
 #[tokio::test]
@@ -402,7 +418,11 @@ async fn an_unreachable_engine_leaves_local_service_alone_and_the_node_rejoins()
     assert_eq!(cluster.counters().broadcasts_undelivered, 1);
     backend.set_link(Link::Connected);
     wait_until("rejoined", || cluster.state() == ClusterState::Connected).await;
-    let n = Node { registry, backend };
+    let n = Node {
+        registry,
+        backend,
+        cluster: cluster.clone(),
+    };
     wait_members(&n, 1).await;
     assert_eq!(cluster.stats().await.unwrap().instances_counted, 2);
     // Lost mid-run: the same again.

@@ -8,15 +8,15 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::node::{Cluster, ClusterError};
-use super::protocol::{Body, Op, Reply};
-use super::shared::ClusterState;
-use super::tasks::answer;
-use super::view::{Member, MemberStatus};
-use crate::query::{ConnectionQuery, SortKey, SortOrder, Start};
-use crate::snapshot::{ClosedBy, ConnectionInfo, RefusalCounts, Snapshot, StateCounts};
-use crate::traffic::Traffic;
-use crate::wire::AdminRequest;
+use crate::node::{Cluster, ClusterError};
+use crate::protocol::{Body, Op, Reply};
+use crate::shared::ClusterState;
+use crate::tasks::answer;
+use crate::view::{Member, MemberStatus};
+use wscope_core::query::{ConnectionQuery, SortKey, SortOrder, Start};
+use wscope_core::wire::AdminRequest;
+use wscope_core::Traffic;
+use wscope_core::{ClosedBy, ConnectionInfo, RefusalCounts, Snapshot, StateCounts};
 
 /// Who a survey asks.
 enum Target {
@@ -483,7 +483,7 @@ impl Cluster {
     }
 }
 
-fn fill_from_announce(row: &mut InstanceStats, a: &super::protocol::Announce) {
+fn fill_from_announce(row: &mut InstanceStats, a: &crate::protocol::Announce) {
     row.main_addr = a.main_addr.clone();
     row.admin_addr = a.admin_addr.clone();
     row.version = a.version.clone();

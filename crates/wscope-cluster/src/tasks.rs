@@ -9,11 +9,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::backend::{Deliveries, Delivery, Lease, Link};
-use super::protocol::{Announce, Body, Envelope, Op, Reply, PROTOCOL_VERSION};
-use super::shared::{lock, ClusterState, Inner, Outgoing};
-use super::view::ViewFull;
-use crate::wire::BroadcastPayload;
+use crate::backend::{Deliveries, Delivery, Lease, Link};
+use crate::protocol::{Announce, Body, Envelope, Op, Reply, PROTOCOL_VERSION};
+use crate::shared::{lock, ClusterState, Inner, Outgoing};
+use crate::view::ViewFull;
+use wscope_core::wire::BroadcastPayload;
 
 /// The longest wait between attempts to reach an unreachable engine.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -28,10 +28,10 @@ const PUBLISH_BATCH_BYTES: usize = 1 << 20;
 /// Sends queued messages in order, in batches of what has queued up meanwhile (one message alone
 /// when traffic is light), each at most [`PUBLISH_BATCH_BYTES`] (or the window), and no faster
 /// than this node hears its own messages back on the shared channel
-/// ([`super::ClusterConfig::publish_window`]).
+/// ([`crate::ClusterConfig::publish_window`]).
 /// While the node is not connected, queued broadcasts are counted undelivered at once instead of
 /// waiting on the engine one by one.
-pub(super) async fn publisher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing>) {
+pub(crate) async fn publisher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing>) {
     let timeout = inner.config.survey_timeout.max(Duration::from_millis(100));
     let mut pending: Vec<Outgoing> = Vec::with_capacity(PUBLISH_BATCH);
     // The last broadcast number published.
@@ -162,7 +162,7 @@ async fn window(inner: &Inner, bytes: usize, patience: Duration) -> bool {
 
 /// Joins, announces, follows the link and handles deliveries until the registry shuts down (then
 /// leaves) or the node is stopped.
-pub(super) async fn membership(inner: Arc<Inner>) {
+pub(crate) async fn membership(inner: Arc<Inner>) {
     let mut link = inner.backend.link();
     let mut deliveries: Option<Deliveries> = None;
     let first_backoff = (inner.config.heartbeat / 4).max(Duration::from_millis(50));
@@ -307,16 +307,19 @@ async fn beat(inner: &Arc<Inner>, deliveries: &mut Option<Deliveries>) -> bool {
 /// before this instance joined (or while it was cut off) applies here too.
 async fn adopt_bans(inner: Arc<Inner>) {
     tokio::time::sleep(inner.config.heartbeat).await;
-    let cluster = super::Cluster {
+    let cluster = crate::Cluster {
         inner: inner.clone(),
     };
-    let Ok(answer) = cluster.admin(crate::wire::AdminRequest::ListBans {}).await else {
+    let Ok(answer) = cluster
+        .admin(wscope_core::wire::AdminRequest::ListBans {})
+        .await
+    else {
         return;
     };
     let have: Vec<_> = inner.registry.bans().iter().map(|b| b.target).collect();
     let mut adopted = 0;
     for row in answer.instances {
-        let Ok(list) = serde_json::from_value::<crate::wire::BansAnswer>(row.answer) else {
+        let Ok(list) = serde_json::from_value::<wscope_core::wire::BansAnswer>(row.answer) else {
             continue;
         };
         for ban in list.bans {
@@ -480,7 +483,7 @@ fn handle(inner: &Arc<Inner>, delivery: Delivery) {
 }
 
 /// This node's answer to a survey question.
-pub(super) fn answer(inner: &Inner, op: Op) -> Reply {
+pub(crate) fn answer(inner: &Inner, op: Op) -> Reply {
     match op {
         Op::Stats {} => Reply::Stats {
             summary: Box::new(inner.registry.summary()),
