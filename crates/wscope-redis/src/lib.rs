@@ -19,6 +19,8 @@
 //! # Layout
 //! - `backend`: [`RedisBackend`] — connect, the [`ClusterBackend`] calls, cleanup and load
 //!   helpers ([`RedisBackend::delete_matching`], [`RedisBackend::info_commands`]).
+//! - `inner`: what the clones of one backend share (the connections, the subscription router,
+//!   the link) and the commands and probe both the backend and the supervisor run.
 //! - `options`: [`RedisOptions`] (timeouts, probe interval, reconnect backoff).
 //! - `error`: [`ConnectError`], and how client errors map onto `BackendError` kinds.
 //! - `link`: the link's state, logged once per change.
@@ -32,6 +34,7 @@
 
 mod backend;
 mod error;
+mod inner;
 mod link;
 mod options;
 mod scripts;
