@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::backend::ClusterBackend;
 use crate::config::ClusterConfig;
@@ -211,6 +212,7 @@ impl Cluster {
             echoed: Notify::new(),
             counters: Counters::default(),
             stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
             view_holder: Mutex::new(None),
             reported: std::sync::atomic::AtomicBool::new(false),
             joiner: Mutex::new(joiner),
@@ -218,8 +220,11 @@ impl Cluster {
             config,
         });
         let cluster = Cluster { inner };
-        tokio::spawn(crate::tasks::publisher(cluster.inner.clone(), outbound_rx));
-        tokio::spawn(crate::tasks::membership(cluster.inner.clone()));
+        let tasks = &cluster.inner.tasks;
+        tasks.spawn(crate::tasks::publisher(cluster.inner.clone(), outbound_rx));
+        tasks.spawn(crate::tasks::membership(cluster.inner.clone()));
+        // Closed, not finished: the membership task may add more while it runs.
+        tasks.close();
         Ok(cluster)
     }
 
@@ -340,6 +345,14 @@ impl Cluster {
             cluster: self.inner.config.name.clone(),
             holder: self.inner.holder_description(),
         }
+    }
+
+    /// Completes once every task of this node has ended: after it left (the registry's shutdown
+    /// began, the leave was announced and the instance id given up), was refused, or crashed.
+    /// A server awaits it after the registry's drain, so that the leave is published before the
+    /// process exits.
+    pub async fn stopped(&self) {
+        self.inner.tasks.wait().await;
     }
 
     /// Stops this node's tasks at once, without leaving (as if the process died): the others

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::backend::ClusterBackend;
 use crate::config::ClusterConfig;
@@ -124,7 +125,11 @@ pub(crate) struct Inner {
     /// Rung when this node hears one of its own messages back (the publisher may be waiting).
     pub(crate) echoed: Notify,
     pub(crate) counters: Counters,
+    /// Cancelled when the node stops (it left, was refused, or crashed): every task returns.
     pub(crate) stop: CancellationToken,
+    /// The node's tasks (the publisher, the membership task, the adoption of bans), so that
+    /// [`crate::Cluster::stopped`] can wait for them to end.
+    pub(crate) tasks: TaskTracker,
     /// Who holds this node's id when the lease was refused (for the refusal line).
     pub(crate) view_holder: Mutex<Option<String>>,
     /// Join attempts made (heartbeats included), so `join` can wait for the first outcome.

@@ -266,7 +266,7 @@ async fn beat(inner: &Arc<Inner>, deliveries: &mut Option<Deliveries>) -> bool {
             inner.set_state(ClusterState::Connected, "");
             if was != ClusterState::Connected {
                 inner.send(inner.channel_all.clone(), &Body::Hello {});
-                tokio::spawn(adopt_bans(inner.clone()));
+                inner.tasks.spawn(adopt_bans(inner.clone()));
             }
             inner.send(inner.channel_all.clone(), &Body::Announce(announce));
             let now = inner.now_ms();

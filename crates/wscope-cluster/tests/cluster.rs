@@ -361,6 +361,10 @@ async fn a_member_that_shuts_down_is_gone_at_once() {
     })
     .await;
     assert_eq!(nodes[1].cluster().state(), ClusterState::Left);
+    // Its tasks are over: nothing of the node runs on after it left.
+    tokio::time::timeout(Duration::from_secs(5), nodes[1].cluster().stopped())
+        .await
+        .expect("the node's tasks end once it has left");
 }
 
 #[tokio::test]
@@ -472,6 +476,12 @@ async fn malformed_and_foreign_messages_are_counted_and_ignored() {
 async fn clusters_with_other_names_share_a_hub_without_seeing_each_other() {
     let hub = MemoryHub::new();
     let a = node(&hub, "a", None).await;
+    // What the other cluster's node says, heard on its own channel.
+    let mut heard = hub
+        .backend()
+        .subscribe(vec!["wscope:other:all".to_owned()])
+        .await
+        .unwrap();
     let other = Registry::with_config(RegistryConfig::default().instance_id("a"));
     Cluster::join(
         &other,
@@ -480,7 +490,14 @@ async fn clusters_with_other_names_share_a_hub_without_seeing_each_other() {
     )
     .await
     .expect("same id, other cluster: no clash");
-    tokio::time::sleep(HEARTBEAT * 3).await;
+    // Its hello and two heartbeats' announcements have gone out (the hub delivers at once):
+    // had they reached `a`, it would have them in its view.
+    for _ in 0..3 {
+        tokio::time::timeout(Duration::from_secs(5), heard.recv())
+            .await
+            .expect("the other node announces")
+            .expect("subscribed");
+    }
     assert!(a.cluster().members().is_empty());
 }
 

@@ -134,9 +134,9 @@ impl Server {
         let mut admin = admin_router(self.registry.clone());
         // In cluster mode the node is handed to both routers: the application's handlers
         // broadcast through it, the admin API surveys it. The registry does not know it.
-        if let Some(cluster) = cluster {
+        if let Some(cluster) = &cluster {
             main = main.layer(Extension(cluster.clone()));
-            admin = admin.layer(Extension(cluster));
+            admin = admin.layer(Extension(cluster.clone()));
         }
         let admin = admin.layer(self.admin_config.layer());
         tracing::info!(
@@ -163,6 +163,12 @@ impl Server {
         // HTTP keeps answering during the drain, so health checks see "shutting_down". The drain
         // logs its own outcome (how many closed cleanly, how many were dropped) once.
         let report = self.registry.shutdown().await;
+        if let Some(cluster) = cluster {
+            // The node left as the drain began; its leave is published before the process
+            // exits (each of its steps is bounded by the survey timeout).
+            let bound = cluster.config().survey_timeout * 4;
+            let _ = tokio::time::timeout(bound, cluster.stopped()).await;
+        }
         let _ = stop_http.send(true);
         main_task
             .await
