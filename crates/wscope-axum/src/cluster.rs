@@ -13,7 +13,8 @@ use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use wscope_cluster::{Cluster, ClusterError};
+use serde::Serialize;
+use wscope_cluster::{Cluster, ClusterError, ClusterState};
 use wscope_core::query::ConnectionQuery;
 use wscope_core::wire::{AdminRequest, ErrorBody};
 
@@ -30,13 +31,35 @@ fn cluster_of(cluster: Option<Extension<Cluster>>) -> Result<Cluster, ApiError> 
     })
 }
 
+/// A 503's body while the instance is not a connected member: the error and the node's state.
+#[derive(Debug, Serialize)]
+struct UnavailableBody {
+    error: String,
+    cluster: ClusterState,
+}
+
+/// The body of a failure of an action routed to one member: its error, and which member.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RoutedFailureBody<'a> {
+    error: String,
+    instance_id: &'a str,
+}
+
+/// The body of a 504: the routed action's member did not answer in time.
+#[derive(Debug, Serialize)]
+struct UnansweredBody<'a> {
+    error: String,
+    unanswered: &'a [String],
+}
+
 fn failure(error: ClusterError) -> Response {
     match error {
         ClusterError::Unavailable { state, .. } => {
-            let body = serde_json::json!({
-                "error": error.to_string(),
-                "cluster": state.as_str(),
-            });
+            let body = UnavailableBody {
+                error: error.to_string(),
+                cluster: state,
+            };
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
         ClusterError::BadQuery(message) => ApiError::bad_request(message).into_response(),
@@ -129,20 +152,7 @@ pub async fn connections(
     match cluster.connections(&query).await {
         Ok(page) => match &query.fields {
             None => Json(page).into_response(),
-            Some(fields) => {
-                let rows: Vec<_> = page.connections.iter().map(|c| fields.project(c)).collect();
-                match serde_json::to_value(&page) {
-                    Ok(mut body) => {
-                        body["connections"] = serde_json::Value::from(rows);
-                        Json(body).into_response()
-                    }
-                    Err(e) => ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("the page cannot be encoded: {e}"),
-                    )
-                    .into_response(),
-                }
-            }
+            Some(fields) => Json(page.map(|info| fields.project(&info))).into_response(),
         },
         Err(e) => failure(e),
     }
@@ -204,9 +214,7 @@ pub async fn admin(cluster: Option<Extension<Cluster>>, body: Bytes) -> Response
         Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
     };
     if let Some(id) = request.connection_id() {
-        if cluster.state() == wscope_cluster::ClusterState::Connected
-            && cluster.holder_of(id).is_none()
-        {
+        if cluster.state() == ClusterState::Connected && cluster.holder_of(id).is_none() {
             return ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!(
@@ -233,22 +241,25 @@ fn routed_answer(cluster: &Cluster, answer: wscope_cluster::ClusterAdminAnswer) 
             return Json(answer).into_response();
         }
         let status = StatusCode::from_u16(row.status).unwrap_or(StatusCode::BAD_GATEWAY);
-        let error = row.answer["error"].as_str().map_or_else(
+        let error = row.answer.error().map_or_else(
             || format!("instance {} answered {}", row.instance_id, row.status),
             str::to_owned,
         );
-        let body = serde_json::json!({ "error": error, "instanceId": row.instance_id });
+        let body = RoutedFailureBody {
+            error,
+            instance_id: &row.instance_id,
+        };
         return (status, Json(body)).into_response();
     }
     if let Some(silent) = answer.unanswered.first() {
-        let body = serde_json::json!({
-            "error": format!(
+        let body = UnansweredBody {
+            error: format!(
                 "instance {silent} did not answer within {:?}: whether the connection was closed \
                  is unknown",
                 cluster.config().survey_timeout
             ),
-            "unanswered": answer.unanswered,
-        });
+            unanswered: &answer.unanswered,
+        };
         return (StatusCode::GATEWAY_TIMEOUT, Json(body)).into_response();
     }
     Json(answer).into_response()

@@ -61,7 +61,7 @@ pub use config::ClusterConfig;
 pub use health::ClusterHealth;
 pub use memory::{MemoryBackend, MemoryHub};
 pub use node::{Cluster, ClusterBroadcast, ClusterCounters, ClusterError};
-pub use protocol::{Announce, PROTOCOL_VERSION};
+pub use protocol::{AdminReply, Announce, PROTOCOL_VERSION};
 pub use shared::ClusterState;
 pub use survey::{
     ClusterAdminAnswer, ClusterPage, ClusterStats, InstanceAnswer, InstanceCount, InstanceStats,

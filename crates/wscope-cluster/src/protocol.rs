@@ -7,7 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use wscope_core::query::ConnectionQuery;
-use wscope_core::wire::{AdminRequest, BroadcastPayload, ConnectionPage};
+use wscope_core::wire::{AdminRequest, BroadcastPayload, ConnectionPage, ErrorBody};
+use wscope_core::AdminAnswer;
 use wscope_core::Snapshot;
 use wscope_core::Traffic;
 
@@ -199,17 +200,49 @@ pub(crate) enum Reply {
         /// The page.
         page: ConnectionPage,
     },
-    /// To [`Op::Admin`]: the HTTP-like status and the JSON answer (or `{"error": ...}`).
+    /// To [`Op::Admin`]: the HTTP-like status and the answer (or `{"error": ...}`).
     Admin {
         /// 200, or the failure's status.
         status: u16,
         /// The answer.
-        answer: serde_json::Value,
+        answer: AdminReply,
     },
+}
+
+/// A member's answer to an admin action, as its own `POST /api/admin` would have answered:
+/// the action's answer, or `{"error": ...}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+#[non_exhaustive]
+pub enum AdminReply {
+    /// The action failed there (its status says how).
+    Failed(ErrorBody),
+    /// The action's answer.
+    Done(AdminAnswer),
+}
+
+impl AdminReply {
+    /// The failure's message, if the action failed.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Self::Failed(body) => Some(&body.error),
+            Self::Done(_) => None,
+        }
+    }
+
+    /// The answer, if the action was carried out.
+    pub fn answer(&self) -> Option<&AdminAnswer> {
+        match self {
+            Self::Done(answer) => Some(answer),
+            Self::Failed(_) => None,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use wscope_core::wire::CloseAnswer;
+
     use super::*;
 
     fn json(body: Body) -> String {
@@ -255,7 +288,7 @@ mod tests {
             id: 8,
             reply: Reply::Admin {
                 status: 200,
-                answer: serde_json::json!({"success": true}),
+                answer: AdminReply::Done(AdminAnswer::Close(CloseAnswer { success: true })),
             }
         })
         .ends_with(r#""body":{"type":"reply","id":8,"reply":{"op":"admin","status":200,"answer":{"success":true}}}}"#));

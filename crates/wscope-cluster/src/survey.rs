@@ -9,12 +9,13 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::node::{Cluster, ClusterError};
-use crate::protocol::{Body, Op, Reply};
+use crate::protocol::{AdminReply, Body, Op, Reply};
 use crate::shared::ClusterState;
 use crate::tasks::answer;
 use crate::view::{Member, MemberStatus};
 use wscope_core::query::{ConnectionQuery, SortKey, SortOrder, Start};
 use wscope_core::wire::AdminRequest;
+use wscope_core::AdminAnswer;
 use wscope_core::Traffic;
 use wscope_core::{ClosedBy, ConnectionInfo, RefusalCounts, Snapshot, StateCounts};
 
@@ -149,11 +150,12 @@ impl InstanceStats {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
-pub struct ClusterPage {
+pub struct ClusterPage<T = ConnectionInfo> {
     /// Connections matching across the members that answered.
     pub total: u64,
-    /// The page, in the query's order (ties: by instance id, then registration order).
-    pub connections: Vec<ConnectionInfo>,
+    /// The page, in the query's order (ties: by instance id, then registration order). `T` is
+    /// [`ConnectionInfo`], or a row of the columns `fields=` picked.
+    pub connections: Vec<T>,
     /// The next page's `cursor`, or `null` on the last page (as `/api/connections` answers).
     #[serde(default)]
     pub next: Option<String>,
@@ -161,6 +163,19 @@ pub struct ClusterPage {
     pub instances: Vec<InstanceCount>,
     /// Members (live or late) that did not answer in time: their connections are not here.
     pub unanswered: Vec<String>,
+}
+
+impl<T> ClusterPage<T> {
+    /// The same page with each row mapped (to pick columns, say).
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> ClusterPage<U> {
+        ClusterPage {
+            total: self.total,
+            connections: self.connections.into_iter().map(f).collect(),
+            next: self.next,
+            instances: self.instances,
+            unanswered: self.unanswered,
+        }
+    }
 }
 
 /// A member's count in a [`ClusterPage`].
@@ -205,7 +220,7 @@ pub struct InstanceAnswer {
     /// The status its own `/api/admin` would have answered (200, 400, 404).
     pub status: u16,
     /// Its answer (the action's answer, or `{"error": ...}`).
-    pub answer: serde_json::Value,
+    pub answer: AdminReply,
 }
 
 /// The deepest row a cluster page reaches (`offset + limit`): each member is asked for that many.
@@ -452,13 +467,14 @@ impl Cluster {
                 continue;
             };
             out.success &= status == 200;
-            let add = |slot: &mut Option<u64>, field: &str| {
-                if let Some(n) = answer.get(field).and_then(serde_json::Value::as_u64) {
+            let add = |slot: &mut Option<u64>, n: Option<u64>| {
+                if let Some(n) = n {
                     *slot = Some(slot.unwrap_or(0).saturating_add(n));
                 }
             };
-            add(&mut out.closed, "closed");
-            add(&mut out.sent, "sent");
+            let done = answer.answer();
+            add(&mut out.closed, done.and_then(AdminAnswer::closed));
+            add(&mut out.sent, done.and_then(AdminAnswer::sent));
             out.instances.push(InstanceAnswer {
                 instance_id: id,
                 status,

@@ -10,10 +10,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::backend::{Deliveries, Delivery, Lease, Link};
-use crate::protocol::{Announce, Body, Envelope, Op, Reply, PROTOCOL_VERSION};
+use crate::protocol::{AdminReply, Announce, Body, Envelope, Op, Reply, PROTOCOL_VERSION};
 use crate::shared::{lock, ClusterState, Inner, Outgoing};
 use crate::view::ViewFull;
-use wscope_core::wire::BroadcastPayload;
+use wscope_core::wire::{BroadcastPayload, ErrorBody};
+use wscope_core::AdminAnswer;
 
 /// The longest wait between attempts to reach an unreachable engine.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -319,7 +320,7 @@ async fn adopt_bans(inner: Arc<Inner>) {
     let have: Vec<_> = inner.registry.bans().iter().map(|b| b.target).collect();
     let mut adopted = 0;
     for row in answer.instances {
-        let Ok(list) = serde_json::from_value::<wscope_core::wire::BansAnswer>(row.answer) else {
+        let AdminReply::Done(AdminAnswer::ListBans(list)) = row.answer else {
             continue;
         };
         for ban in list.bans {
@@ -492,22 +493,16 @@ pub(crate) fn answer(inner: &Inner, op: Op) -> Reply {
         Op::Connections { query } => Reply::Connections {
             page: inner.registry.connections(&query),
         },
-        Op::Admin { request } => match inner.registry.apply(request).map(serde_json::to_value) {
-            Ok(Ok(answer)) => Reply::Admin {
+        Op::Admin { request } => match inner.registry.apply(request) {
+            Ok(answer) => Reply::Admin {
                 status: 200,
-                answer,
+                answer: AdminReply::Done(answer),
             },
-            Ok(Err(e)) => {
-                // Done here, but the answer cannot be told: an error, not an empty answer.
-                inner.unencodable(&e);
-                Reply::Admin {
-                    status: 500,
-                    answer: serde_json::json!({ "error": format!("answer not encodable: {e}") }),
-                }
-            }
             Err(failure) => Reply::Admin {
                 status: failure.status(),
-                answer: serde_json::json!({ "error": failure.message }),
+                answer: AdminReply::Failed(ErrorBody {
+                    error: failure.message,
+                }),
             },
         },
     }

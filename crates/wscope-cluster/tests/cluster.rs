@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wscope_cluster::{
-    Cluster, ClusterBackend, ClusterConfig, ClusterError, ClusterState, Link, MemberStatus,
-    MemoryBackend, MemoryHub,
+    AdminReply, Cluster, ClusterBackend, ClusterConfig, ClusterError, ClusterState, Link,
+    MemberStatus, MemoryBackend, MemoryHub,
 };
 use wscope_core::memory::{self, MemoryPeer};
 use wscope_core::query::ConnectionQuery;
-use wscope_core::wire::AdminRequest;
+use wscope_core::wire::{AdminRequest, CloseAnswer};
+use wscope_core::AdminAnswer;
 use wscope_core::{Bytes, Clock, ConnectionMeta, Message, Registry, RegistryConfig};
 
 const HEARTBEAT: Duration = Duration::from_millis(40);
@@ -192,7 +193,10 @@ async fn close_by_id_is_routed_to_the_member_that_holds_it() {
     assert!(answer.success, "{answer:?}");
     assert_eq!(answer.instances.len(), 1);
     assert_eq!(answer.instances[0].instance_id, "c");
-    assert_eq!(answer.instances[0].answer["success"], true);
+    assert_eq!(
+        answer.instances[0].answer,
+        AdminReply::Done(AdminAnswer::Close(CloseAnswer { success: true }))
+    );
     match tokio::time::timeout(Duration::from_secs(2), peer.recv()).await {
         Ok(Some(Message::Close(Some(frame)))) => {
             assert_eq!(frame.code.as_u16(), 4000);
