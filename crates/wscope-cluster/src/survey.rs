@@ -17,7 +17,7 @@ use wscope_core::query::{ConnectionQuery, SortKey, SortOrder, Start};
 use wscope_core::wire::AdminRequest;
 use wscope_core::AdminAnswer;
 use wscope_core::Traffic;
-use wscope_core::{ClosedBy, ConnectionInfo, RefusalCounts, Snapshot, StateCounts};
+use wscope_core::{ClosedBy, ConnectionInfo, RefusalCounts, Snapshot, Summary};
 
 /// Who a survey asks.
 enum Target {
@@ -42,21 +42,13 @@ pub struct ClusterStats {
     pub cluster: String,
     /// The instance that made the survey.
     pub answered_by: String,
-    /// Connections tracked now, summed.
-    pub total_connections: u64,
-    /// Connections ever registered, summed.
-    pub total_connections_ever: u64,
-    /// Connections removed, summed.
-    pub total_connections_closed: u64,
-    /// Mean age of the tracked connections across members (ms).
-    pub average_age: u64,
-    /// Mean idle time of the tracked connections across members (ms).
-    pub average_idle_time: u64,
+    /// The members' figures: counts and totals summed, the mean age and idle time weighted by
+    /// each member's connections.
+    #[serde(flatten)]
+    pub summary: Summary,
     /// Mean ping round trip across members that measured one (ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub average_rtt_ms: Option<u64>,
-    /// Tracked connections per state, summed.
-    pub connections_by_state: StateCounts,
     /// Removals by who closed, summed.
     pub closed_by: ClosedBy,
     /// Refused upgrades by reason, summed.
@@ -76,6 +68,8 @@ pub struct ClusterStats {
     /// announcement and is not in the sums.
     pub unanswered: Vec<String>,
 }
+
+wscope_core::deref_summary!(ClusterStats);
 
 /// One member's row in [`ClusterStats`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,22 +95,15 @@ pub struct InstanceStats {
     pub version: String,
     /// Unix ms when it started.
     pub started_at: u64,
-    /// Connections it tracks.
-    pub total_connections: u64,
-    /// Connections it ever registered.
-    pub total_connections_ever: u64,
-    /// Connections it removed.
-    pub total_connections_closed: u64,
-    /// Mean age of its connections (ms).
-    pub average_age: u64,
-    /// Mean idle time of its connections (ms).
-    pub average_idle_time: u64,
-    /// Its connections per state.
-    pub connections_by_state: StateCounts,
+    /// Its figures.
+    #[serde(flatten)]
+    pub summary: Summary,
     /// Its traffic totals (from an answer only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic: Option<Traffic>,
 }
+
+wscope_core::deref_summary!(InstanceStats);
 
 impl InstanceStats {
     fn new(
@@ -135,12 +122,7 @@ impl InstanceStats {
             admin_addr: None,
             version: String::new(),
             started_at: 0,
-            total_connections: summary.total_connections,
-            total_connections_ever: summary.total_connections_ever,
-            total_connections_closed: summary.total_connections_closed,
-            average_age: summary.average_age,
-            average_idle_time: summary.average_idle_time,
-            connections_by_state: summary.connections_by_state,
+            summary: summary.summary,
             traffic,
         }
     }
@@ -286,13 +268,8 @@ impl Cluster {
         let mut stats = ClusterStats {
             cluster: self.name().to_owned(),
             answered_by: self.instance_id().to_owned(),
-            total_connections: 0,
-            total_connections_ever: 0,
-            total_connections_closed: 0,
-            average_age: 0,
-            average_idle_time: 0,
+            summary: Summary::default(),
             average_rtt_ms: None,
-            connections_by_state: StateCounts::default(),
             closed_by: ClosedBy::default(),
             refused: RefusalCounts::default(),
             traffic: Traffic::default(),

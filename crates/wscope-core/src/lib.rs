@@ -130,7 +130,7 @@ pub use outbox::SendError;
 pub use registry::{Broadcast, Registry, RegistryConfig};
 pub use shutdown::{shutdown_signal, ShutdownReport, StopSignal, StopSignals};
 pub use snapshot::{
-    ClosedBy, ClosedConnection, ConnectionInfo, RefusalCounts, Snapshot, StateCounts,
+    ClosedBy, ClosedConnection, ConnectionInfo, RefusalCounts, Snapshot, StateCounts, Summary,
 };
 pub use strings::SharedStr;
 pub use traffic::Traffic;

@@ -31,7 +31,7 @@ use crate::outbox::{Outbox, SendError};
 use crate::paths::PathIndex;
 use crate::recent::RecentlyClosed;
 use crate::shutdown::ShutdownReport;
-use crate::snapshot::{ClosedConnection, ConnectionInfo, Snapshot};
+use crate::snapshot::{ClosedConnection, ConnectionInfo, Snapshot, Summary};
 use crate::strings::SharedStr;
 
 /// How a registry behaves. Every field has a default; set the ones you need with the builder
@@ -939,12 +939,14 @@ impl Shared {
             Vec::new()
         };
         Snapshot {
-            total_connections: figures.current,
-            total_connections_ever: figures.total_ever,
-            total_connections_closed: figures.total_closed,
-            average_age: figures.average_age_ms,
-            average_idle_time: figures.average_idle_ms,
-            connections_by_state: figures.by_state,
+            summary: Summary {
+                total_connections: figures.current,
+                total_connections_ever: figures.total_ever,
+                total_connections_closed: figures.total_closed,
+                average_age: figures.average_age_ms,
+                average_idle_time: figures.average_idle_ms,
+                connections_by_state: figures.by_state,
+            },
             connections,
             instance_id: self.config.instance_id.clone(),
             uptime: now,

@@ -13,7 +13,7 @@ use crate::close::CloseCode;
 use crate::message::Message;
 use crate::query::{ConnectionFilter, Cursor};
 use crate::snapshot::{
-    ClosedBy, ClosedConnection, ConnectionInfo, RefusalCounts, Snapshot, StateCounts,
+    ClosedBy, ClosedConnection, ConnectionInfo, RefusalCounts, Snapshot, Summary,
 };
 use crate::traffic::Traffic;
 
@@ -731,21 +731,12 @@ pub struct LiveStats {
     pub uptime: u64,
     /// Whether shutdown has begun.
     pub shut_down: bool,
-    /// Connections tracked now.
-    pub total_connections: u64,
-    /// Connections ever registered.
-    pub total_connections_ever: u64,
-    /// Connections removed so far.
-    pub total_connections_closed: u64,
-    /// Mean age of the tracked connections (ms).
-    pub average_age: u64,
-    /// Mean idle time of the tracked connections (ms).
-    pub average_idle_time: u64,
+    /// The reference's figures (`totalConnections` … `connectionsByState`).
+    #[serde(flatten)]
+    pub summary: Summary,
     /// Mean of the last ping round trips (ms), once any pong has come.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub average_rtt_ms: Option<u64>,
-    /// Tracked connections by state.
-    pub connections_by_state: StateCounts,
     /// Removals by who closed.
     pub closed_by: ClosedBy,
     /// Refused upgrades by reason.
@@ -776,6 +767,8 @@ pub struct Rates {
     /// Upgrades refused per second.
     pub refused: f64,
 }
+
+crate::deref_summary!(LiveStats);
 
 impl LiveStats {
     /// The event numbered `seq` from `summary` (a [`Snapshot`] without its list) and `traffic`
@@ -810,13 +803,8 @@ impl LiveStats {
             instance_id: summary.instance_id.to_string(),
             uptime: summary.uptime,
             shut_down: summary.shut_down,
-            total_connections: summary.total_connections,
-            total_connections_ever: summary.total_connections_ever,
-            total_connections_closed: summary.total_connections_closed,
-            average_age: summary.average_age,
-            average_idle_time: summary.average_idle_time,
+            summary: summary.summary,
             average_rtt_ms: summary.average_rtt_ms,
-            connections_by_state: summary.connections_by_state,
             closed_by: summary.closed_by,
             refused: summary.refused,
             traffic,
