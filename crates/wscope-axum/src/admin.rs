@@ -60,13 +60,44 @@ pub fn health_router(registry: Registry) -> Router {
         .with_state(registry)
 }
 
-/// The query of `GET /api/stats`.
+/// The query of `GET /api/stats` and `GET /api/cluster/stats`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatsQuery {
     /// Most connections listed (the oldest first): `0` lists none (the O(1) summary); absent,
-    /// every connection is listed, as the reference does.
+    /// every connection is listed, as the reference does (the cluster's stats list none).
     pub connections: Option<String>,
+}
+
+impl StatsQuery {
+    /// The query of a request, or a 400 naming what is wrong with it.
+    pub(crate) fn read(
+        query: Result<Query<Self>, axum::extract::rejection::QueryRejection>,
+    ) -> Result<Self, ApiError> {
+        query
+            .map(|Query(q)| q)
+            .map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))
+    }
+
+    /// `connections=N`, if given: a whole number of at most `max`, else a 400 naming it.
+    pub(crate) fn count(&self, max: usize) -> Result<Option<usize>, ApiError> {
+        let Some(raw) = &self.connections else {
+            return Ok(None);
+        };
+        match raw.trim().parse::<usize>() {
+            Ok(n) if n <= max => Ok(Some(n)),
+            _ => {
+                let range = if max == usize::MAX {
+                    String::new()
+                } else {
+                    format!(" from 0 to {max}")
+                };
+                Err(ApiError::bad_request(format!(
+                    "connections: invalid count {raw:?}: use a whole number{range} (0 lists none)"
+                )))
+            }
+        }
+    }
 }
 
 /// `GET /api/stats`: the full [`Snapshot`]; `?connections=N` lists at most the `N` oldest
@@ -76,18 +107,9 @@ pub async fn stats(
     State(registry): State<Registry>,
     query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) =
-        query.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
-    let snapshot = match query.connections {
+    let snapshot = match StatsQuery::read(query)?.count(usize::MAX)? {
         None => registry.snapshot(),
-        Some(n) => {
-            let max = n.trim().parse::<usize>().map_err(|_| {
-                ApiError::bad_request(format!(
-                    "connections: invalid count {n:?}: use a whole number (0 lists none)"
-                ))
-            })?;
-            registry.snapshot_capped(max)
-        }
+        Some(max) => registry.snapshot_capped(max),
     };
     Ok(snapshot_response(&snapshot))
 }

@@ -18,6 +18,7 @@ use wscope_cluster::{Cluster, ClusterError, ClusterState};
 use wscope_core::query::ConnectionQuery;
 use wscope_core::wire::{AdminRequest, ErrorBody};
 
+use crate::admin::StatsQuery;
 use crate::error::ApiError;
 
 /// A cluster endpoint's failure: 404 without cluster mode, 503 while not connected.
@@ -73,15 +74,6 @@ fn failure(error: ClusterError) -> Response {
     }
 }
 
-/// The query of `GET /api/cluster/stats`.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterStatsQuery {
-    /// List the N oldest connections across members in `connections` (at most 10,000; absent or
-    /// `0`: none).
-    pub connections: Option<String>,
-}
-
 /// `GET /api/cluster/stats[?connections=N]`: a
 /// [`ClusterStats`](wscope_cluster::ClusterStats) — the reference's `ConnectionStats`
 /// summed over the members that answered the survey, weighted averages, and an `instances` table
@@ -90,29 +82,15 @@ pub struct ClusterStatsQuery {
 /// across members (at most 10,000).
 pub async fn stats(
     cluster: Option<Extension<Cluster>>,
-    query: Result<Query<ClusterStatsQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let cluster = match cluster_of(cluster) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    let listed = match query {
-        Ok(Query(q)) => match q.connections.as_deref().map(str::trim) {
-            None | Some("0") => 0,
-            Some(n) => match n.parse::<usize>() {
-                Ok(n) if n <= ConnectionQuery::MAX_LIMIT => n,
-                _ => {
-                    return ApiError::bad_request(format!(
-                        "connections: {n:?} is not a whole number from 0 to {}",
-                        ConnectionQuery::MAX_LIMIT
-                    ))
-                    .into_response()
-                }
-            },
-        },
-        Err(e) => {
-            return ApiError::bad_request(format!("bad query: {}", e.body_text())).into_response()
-        }
+    let listed = match StatsQuery::read(query).and_then(|q| q.count(ConnectionQuery::MAX_LIMIT)) {
+        Ok(n) => n.unwrap_or(0),
+        Err(e) => return e.into_response(),
     };
     let mut stats = match cluster.stats().await {
         Ok(stats) => stats,
