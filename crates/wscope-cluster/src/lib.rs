@@ -32,7 +32,8 @@
 //!   subscription's buffer ([`delivery_buffer`], bounded in deliveries and bytes).
 //! - `memory`: [`MemoryHub`] and [`MemoryBackend`], the in-process engine.
 //! - `config`: [`ClusterConfig`]; keys and channels are named here.
-//! - `protocol`: the messages between nodes (JSON envelopes).
+//! - `protocol`: the messages between nodes (JSON envelopes), and a member's answer to an admin
+//!   action ([`AdminReply`]).
 //! - `view`: the members and their status ([`Member`], [`MemberStatus`]).
 //! - `node`: [`Cluster`], the handle: join, counters, cluster-wide broadcast.
 //! - `shared`: what the handle and the tasks share — [`ClusterState`], the inner state, the
