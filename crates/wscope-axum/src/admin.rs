@@ -11,13 +11,13 @@ use axum::http::{header, Extensions, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use wscope_cluster::{Cluster, ClusterHealth};
 use wscope_core::wire::{AdminRequest, Health, PublicHealth};
 use wscope_core::{AdminAnswer, Registry, Snapshot};
 
 use crate::admin_access::Authenticated;
 use crate::error::ApiError;
+use crate::stats_query::StatsQuery;
 
 /// `GET /api/stats`, `POST /api/admin`, `GET /api/closed`, `GET /api/connections` (and
 /// `/api/connections/{id}`), `GET /api/stats/stream` (live, SSE), `GET /health`, `GET /metrics`
@@ -58,46 +58,6 @@ pub fn health_router(registry: Registry) -> Router {
     Router::new()
         .route("/health", get(public_health))
         .with_state(registry)
-}
-
-/// The query of `GET /api/stats` and `GET /api/cluster/stats`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StatsQuery {
-    /// Most connections listed (the oldest first): `0` lists none (the O(1) summary); absent,
-    /// every connection is listed, as the reference does (the cluster's stats list none).
-    pub connections: Option<String>,
-}
-
-impl StatsQuery {
-    /// The query of a request, or a 400 naming what is wrong with it.
-    pub(crate) fn read(
-        query: Result<Query<Self>, axum::extract::rejection::QueryRejection>,
-    ) -> Result<Self, ApiError> {
-        query
-            .map(|Query(q)| q)
-            .map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))
-    }
-
-    /// `connections=N`, if given: a whole number of at most `max`, else a 400 naming it.
-    pub(crate) fn count(&self, max: usize) -> Result<Option<usize>, ApiError> {
-        let Some(raw) = &self.connections else {
-            return Ok(None);
-        };
-        match raw.trim().parse::<usize>() {
-            Ok(n) if n <= max => Ok(Some(n)),
-            _ => {
-                let range = if max == usize::MAX {
-                    String::new()
-                } else {
-                    format!(" from 0 to {max}")
-                };
-                Err(ApiError::bad_request(format!(
-                    "connections: invalid count {raw:?}: use a whole number{range} (0 lists none)"
-                )))
-            }
-        }
-    }
 }
 
 /// `GET /api/stats`: the full [`Snapshot`]; `?connections=N` lists at most the `N` oldest

@@ -18,8 +18,8 @@ use wscope_cluster::{Cluster, ClusterError, ClusterState};
 use wscope_core::query::ConnectionQuery;
 use wscope_core::wire::{AdminRequest, ErrorBody};
 
-use crate::admin::StatsQuery;
 use crate::error::ApiError;
+use crate::stats_query::StatsQuery;
 
 /// A cluster endpoint's failure: 404 without cluster mode, 503 while not connected.
 fn cluster_of(cluster: Option<Extension<Cluster>>) -> Result<Cluster, ApiError> {
