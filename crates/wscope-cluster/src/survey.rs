@@ -282,38 +282,12 @@ impl Cluster {
             .iter()
             .map(|m| (m.announce.instance_id.as_str(), m))
             .collect();
-        // Every figure is a member's own word: the sums saturate rather than overflow.
-        let (mut age_sum, mut idle_sum, mut rtt_sum, mut rtt_weight) = (0u128, 0u128, 0u128, 0u128);
+        let mut sums = Sums::default();
         for (id, reply) in &survey.answers {
             let Reply::Stats { summary, traffic } = reply else {
                 continue;
             };
-            let n = u128::from(summary.total_connections);
-            let add = |sum: &mut u64, n: u64| *sum = sum.saturating_add(n);
-            add(&mut stats.total_connections, summary.total_connections);
-            add(
-                &mut stats.total_connections_ever,
-                summary.total_connections_ever,
-            );
-            add(
-                &mut stats.total_connections_closed,
-                summary.total_connections_closed,
-            );
-            stats
-                .connections_by_state
-                .add(&summary.connections_by_state);
-            stats.closed_by.add(&summary.closed_by);
-            stats.refused.add(&summary.refused);
-            stats.traffic.add(traffic);
-            let weighted = |sum: &mut u128, value: u64, n: u128| {
-                *sum = sum.saturating_add(u128::from(value).saturating_mul(n));
-            };
-            weighted(&mut age_sum, summary.average_age, n);
-            weighted(&mut idle_sum, summary.average_idle_time, n);
-            if let Some(rtt) = summary.average_rtt_ms {
-                weighted(&mut rtt_sum, rtt, n.max(1));
-                rtt_weight = rtt_weight.saturating_add(n.max(1));
-            }
+            sums.add(&mut stats, summary, traffic);
             stats.instances_counted += 1;
             let member = by_id.get(id.as_str()).copied();
             let mut row = InstanceStats::new(
@@ -342,14 +316,7 @@ impl Cluster {
         stats
             .instances
             .sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
-        let n = u128::from(stats.total_connections);
-        let mean = |sum: u128, n: u128| {
-            sum.checked_div(n)
-                .map(|m| u64::try_from(m).unwrap_or(u64::MAX))
-        };
-        stats.average_age = mean(age_sum, n).unwrap_or(0);
-        stats.average_idle_time = mean(idle_sum, n).unwrap_or(0);
-        stats.average_rtt_ms = mean(rtt_sum, rtt_weight);
+        sums.finish(&mut stats);
         Ok(stats)
     }
 
@@ -473,6 +440,60 @@ impl Cluster {
             return Some(self.instance_id().to_owned());
         }
         self.inner.reachable().into_iter().find(|m| holds(m))
+    }
+}
+
+/// What the cluster's averages are made of: each member's mean weighted by its connections.
+/// Every figure is a member's own word: the sums saturate rather than overflow.
+#[derive(Default)]
+struct Sums {
+    age: u128,
+    idle: u128,
+    rtt: u128,
+    rtt_weight: u128,
+}
+
+impl Sums {
+    /// Adds one member's answer to `stats`' sums, and its means to these.
+    fn add(&mut self, stats: &mut ClusterStats, summary: &Snapshot, traffic: &Traffic) {
+        let add = |sum: &mut u64, n: u64| *sum = sum.saturating_add(n);
+        add(&mut stats.total_connections, summary.total_connections);
+        add(
+            &mut stats.total_connections_ever,
+            summary.total_connections_ever,
+        );
+        add(
+            &mut stats.total_connections_closed,
+            summary.total_connections_closed,
+        );
+        stats
+            .connections_by_state
+            .add(&summary.connections_by_state);
+        stats.closed_by.add(&summary.closed_by);
+        stats.refused.add(&summary.refused);
+        stats.traffic.add(traffic);
+        let n = u128::from(summary.total_connections);
+        let weighted = |sum: &mut u128, value: u64, n: u128| {
+            *sum = sum.saturating_add(u128::from(value).saturating_mul(n));
+        };
+        weighted(&mut self.age, summary.average_age, n);
+        weighted(&mut self.idle, summary.average_idle_time, n);
+        if let Some(rtt) = summary.average_rtt_ms {
+            weighted(&mut self.rtt, rtt, n.max(1));
+            self.rtt_weight = self.rtt_weight.saturating_add(n.max(1));
+        }
+    }
+
+    /// Sets `stats`' averages from the sums.
+    fn finish(self, stats: &mut ClusterStats) {
+        let n = u128::from(stats.total_connections);
+        let mean = |sum: u128, n: u128| {
+            sum.checked_div(n)
+                .map(|m| u64::try_from(m).unwrap_or(u64::MAX))
+        };
+        stats.average_age = mean(self.age, n).unwrap_or(0);
+        stats.average_idle_time = mean(self.idle, n).unwrap_or(0);
+        stats.average_rtt_ms = mean(self.rtt, self.rtt_weight);
     }
 }
 

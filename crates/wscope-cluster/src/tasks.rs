@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -62,28 +63,11 @@ pub(crate) async fn publisher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing
                 .fetch_add(broadcasts, Ordering::Relaxed);
             continue;
         }
-        let mut next = seq;
-        let mut unencoded = 0;
-        let payloads: Vec<_> = batch
-            .into_iter()
-            .filter_map(|out| match out {
-                Outgoing::Ready { channel, payload } => Some((channel, payload)),
-                Outgoing::Broadcast { path, message } => {
-                    let message = BroadcastPayload::from_message(&message)?;
-                    let body = Body::Broadcast {
-                        seq: next + 1,
-                        path,
-                        message,
-                    };
-                    let Some(payload) = inner.envelope(&body) else {
-                        unencoded += 1;
-                        return None;
-                    };
-                    next += 1;
-                    Some((inner.channel_all.clone(), payload))
-                }
-            })
-            .collect();
+        let Encoded {
+            payloads,
+            next,
+            unencoded,
+        } = encode(&inner, batch, seq);
         let to_all: usize = payloads
             .iter()
             .filter(|(channel, _)| *channel == inner.channel_all)
@@ -118,6 +102,47 @@ pub(crate) async fn publisher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing
             .counters
             .broadcasts_undelivered
             .fetch_add(unencoded, Ordering::Relaxed);
+    }
+}
+
+/// A batch ready to publish.
+struct Encoded {
+    /// Each payload and its channel, in order.
+    payloads: Vec<(String, Bytes)>,
+    /// The last broadcast number given, once these are published.
+    next: u64,
+    /// Broadcasts that could not be encoded (not published, not numbered).
+    unencoded: u64,
+}
+
+/// Writes `batch`'s envelopes, numbering its broadcasts after `seq`.
+fn encode(inner: &Inner, batch: Vec<Outgoing>, seq: u64) -> Encoded {
+    let mut next = seq;
+    let mut unencoded = 0;
+    let payloads = batch
+        .into_iter()
+        .filter_map(|out| match out {
+            Outgoing::Ready { channel, payload } => Some((channel, payload)),
+            Outgoing::Broadcast { path, message } => {
+                let message = BroadcastPayload::from_message(&message)?;
+                let body = Body::Broadcast {
+                    seq: next + 1,
+                    path,
+                    message,
+                };
+                let Some(payload) = inner.envelope(&body) else {
+                    unencoded += 1;
+                    return None;
+                };
+                next += 1;
+                Some((inner.channel_all.clone(), payload))
+            }
+        })
+        .collect();
+    Encoded {
+        payloads,
+        next,
+        unencoded,
     }
 }
 
