@@ -1,4 +1,5 @@
-//! A node's settings.
+//! A node's settings ([`ClusterConfig`]) and their defaults, stated once: an application's own
+//! setting declarations (`wscope serve`'s) take theirs from the `DEFAULT_*` constants here.
 
 use std::time::Duration;
 

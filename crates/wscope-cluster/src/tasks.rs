@@ -1,6 +1,7 @@
 //! A node's two tasks: the publisher, which sends this node's messages one after another (so
 //! broadcasts keep their order), and the membership task, which joins (with backoff), announces
-//! every heartbeat, follows the link's state, and handles what arrives on the cluster channels.
+//! every heartbeat, follows the link's state, and handles what arrives on the cluster channels
+//! (and, after a join, adopts the cluster's bans). Each runs on the node's `TaskTracker`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
