@@ -5,12 +5,13 @@
 use serde::Serialize;
 
 use crate::close::{CloseCode, CloseFrame, Initiator, ReasonTooLong};
-use crate::connection::{ConnectionHandle, ConnectionState};
+use crate::connection::ConnectionHandle;
 use crate::outbox::SendError;
 use crate::query::ConnectionFilter;
 use crate::registry::Broadcast;
 use crate::registry::Registry;
 use crate::snapshot::Snapshot;
+use crate::state::ConnectionState;
 use crate::wire::{
     AdminRequest, BanAnswer, BansAnswer, BroadcastAnswer, BroadcastTarget, CleanupAnswer,
     CloseAllAnswer, CloseAnswer, CloseMatchingAnswer, KickAnswer, UnbanAnswer,

@@ -40,8 +40,6 @@ pub use labels::{LabelError, MAX_TAGS, MAX_TAG_LEN, MAX_USER_LEN};
 pub use origin::{InvalidOriginPattern, OriginPattern};
 pub use rate::{InvalidRate, RateLimit};
 
-use crate::registry::RegistryConfig;
-
 /// What is known of a connection when it asks to be admitted, and what its entry records.
 ///
 /// Build one with [`ConnectionMeta::new`] and the setters; more fields will come (an origin, a
@@ -341,31 +339,33 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
-    /// The checks `config` asks for, in this order: origin (no state); the global cap (one
-    /// counter), then the per-address cap (an entry only while the address holds a
-    /// connection) — a refusal by either releases what the other reserved; last the handshake
-    /// rate, the one table that outlives a refused upgrade, so that it only ever holds addresses
-    /// that were admitted.
-    pub(crate) fn from_config(config: &RegistryConfig) -> Self {
+    /// The checks a [`RegistryConfig`](crate::RegistryConfig) asks for (built by
+    /// `RegistryConfig::admission`, which says their order): the origin gate, the global and
+    /// per-address caps (0 = none) and the handshake rate with its table size.
+    pub(crate) fn new(
+        ipv6_prefix: Ipv6Prefix,
+        allowed_origins: &[OriginPattern],
+        allow_missing_origin: bool,
+        max_connections: usize,
+        max_connections_per_ip: usize,
+        handshake_rate: Option<(RateLimit, usize)>,
+    ) -> Self {
         let mut admission = Self {
-            ipv6_prefix: config.ipv6_prefix,
-            bans: Arc::new(Bans::new(config.ipv6_prefix)),
+            ipv6_prefix,
+            bans: Arc::new(Bans::new(ipv6_prefix)),
             gates: Vec::new(),
         };
-        if let Some(gate) = origin::OriginGate::new(config) {
+        if let Some(gate) = origin::OriginGate::new(allowed_origins, allow_missing_origin) {
             admission.push(gate);
         }
-        if config.max_connections > 0 {
-            admission.push(limits::GlobalLimit::new(config.max_connections));
+        if max_connections > 0 {
+            admission.push(limits::GlobalLimit::new(max_connections));
         }
-        if config.max_connections_per_ip > 0 {
-            admission.push(limits::AddressLimit::new(config.max_connections_per_ip));
+        if max_connections_per_ip > 0 {
+            admission.push(limits::AddressLimit::new(max_connections_per_ip));
         }
-        if let Some(rate) = config.handshake_rate_per_ip {
-            admission.push(rate::HandshakeRateGate::new(
-                rate,
-                config.handshake_rate_addresses,
-            ));
+        if let Some((rate, addresses)) = handshake_rate {
+            admission.push(rate::HandshakeRateGate::new(rate, addresses));
         }
         admission
     }
@@ -498,10 +498,15 @@ pub(crate) mod tests {
     /// are refused before anything else is looked at.
     #[test]
     fn the_caps_refuse_before_the_rate_and_labels_before_everything() {
-        let config = RegistryConfig::default()
-            .max_connections(1)
-            .handshake_rate_per_ip(RateLimit::new(1, Duration::from_secs(3600)));
-        let admission = Admission::from_config(&config);
+        let rate = RateLimit::new(1, Duration::from_secs(3600));
+        let admission = Admission::new(
+            Ipv6Prefix::DEFAULT,
+            &[],
+            true,
+            1,
+            0,
+            rate.map(|rate| (rate, 100)),
+        );
         let from = |ip: &str| ConnectionMeta::new("/ws").remote_addr(ip.parse::<IpAddr>().ok());
         let held = admission.admit(false, &from("192.0.2.1"), 0).unwrap();
         for _ in 0..3 {

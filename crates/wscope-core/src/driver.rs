@@ -20,13 +20,14 @@ use crate::admission::LabelError;
 use crate::close::{
     CloseCode, CloseFrame, CloseRecord, Initiator, ReasonTooLong, ABNORMAL_CLOSURE,
 };
-use crate::connection::{Connection, ConnectionHandle, ConnectionState};
+use crate::connection::{Connection, ConnectionHandle};
 use crate::id::ConnectionId;
-use crate::liveness::PING_PAYLOAD;
 use crate::message::Message;
 use crate::outbox::Closing;
 use crate::outbox::SendError;
 use crate::registry::Registry;
+use crate::state::ConnectionState;
+use crate::state::PING_PAYLOAD;
 use crate::transport::{BoxReader, Role, Transport, TransportError, TransportErrorKind};
 
 /// The reading half as the socket keeps it: boxed, so [`TrackedSocket`] is one type whatever the

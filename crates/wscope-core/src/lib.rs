@@ -82,7 +82,9 @@ mod budget;
 mod clock;
 mod close;
 pub mod cluster;
+mod config;
 mod connection;
+mod counts;
 mod driver;
 mod id;
 mod instance;
@@ -100,6 +102,7 @@ mod recent;
 mod registry;
 mod shutdown;
 mod snapshot;
+mod state;
 mod strings;
 mod traffic;
 pub mod transport;
@@ -119,7 +122,9 @@ pub use close::{
     CloseCode, CloseFrame, CloseRecord, Initiator, InvalidCloseCode, ReasonTooLong,
     MAX_CLOSE_REASON_BYTES,
 };
-pub use connection::{ConnectionHandle, ConnectionState};
+pub use config::RegistryConfig;
+pub use connection::ConnectionHandle;
+pub use counts::{ClosedBy, Counts, RefusalCounts, StateCounts};
 pub use driver::{Accepted, TrackedSocket};
 pub use id::{ConnectionId, InvalidConnectionId};
 pub use instance::{
@@ -129,13 +134,12 @@ pub use instance::{
 pub use ipnet::IpNet;
 pub use log::{log_connection_stats, stats_lines, StatsLogger, STATS_TARGET};
 pub use message::{InvalidUtf8, Message, Utf8Bytes};
-pub use observer::{ClosedEvent, Counts, Observer, OpenedEvent, RefusedEvent, RttEvent};
+pub use observer::{ClosedEvent, Observer, OpenedEvent, RefusedEvent, RttEvent};
 pub use outbox::SendError;
-pub use registry::{Broadcast, Registry, RegistryConfig};
+pub use registry::{Broadcast, Registry};
 pub use shutdown::{shutdown_signal, ShutdownReport, StopSignal, StopSignals};
-pub use snapshot::{
-    ClosedBy, ClosedConnection, ConnectionInfo, RefusalCounts, Snapshot, StateCounts,
-};
+pub use snapshot::{ClosedConnection, ConnectionInfo, Snapshot};
+pub use state::ConnectionState;
 pub use strings::SharedStr;
 pub use traffic::Traffic;
 pub use transport::{

@@ -18,10 +18,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::close::{CloseCode, CloseFrame, Initiator, ReasonTooLong};
-use crate::connection::{ConnectionHandle, ConnectionState, Entry, REMOVED};
+use crate::connection::{ConnectionHandle, Entry};
 use crate::query::{ConnectionFilter, ConnectionQuery, Cursor, SortKey, SortOrder, Start};
 use crate::registry::{Registry, Shared};
 use crate::snapshot::{ConnectionInfo, Snapshot};
+use crate::state::{ConnectionState, REMOVED};
 use crate::wire::ConnectionPage;
 
 impl Registry {

@@ -11,12 +11,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::close::{CloseCode, CloseFrame, Initiator};
-use crate::connection::{ConnectionState, NO_PING};
+use crate::config::RegistryConfig;
 use crate::observer::RttEvent;
-use crate::registry::{RegistryConfig, Shared};
-
-/// The payload of every server ping: the round trip is timed by the entry, not by the payload.
-pub(crate) const PING_PAYLOAD: &[u8] = b"wscope";
+use crate::registry::Shared;
+use crate::state::{ConnectionState, NO_PING};
 
 /// How often timeouts are checked, if any is on.
 pub(crate) fn check_period(config: &RegistryConfig) -> Option<Duration> {

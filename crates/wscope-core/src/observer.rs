@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use crate::admission::Refusal;
 use crate::close::CloseRecord;
+use crate::counts::Counts;
 use crate::id::ConnectionId;
 use crate::registry::Registry;
 use crate::snapshot::Snapshot;
@@ -31,19 +32,6 @@ pub struct OpenedEvent<'a> {
     pub remote_addr: Option<IpAddr>,
     /// The request path.
     pub path: &'a str,
-}
-
-/// Messages and payload bytes a connection moved in its life.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counts {
-    /// Text and binary messages received.
-    pub messages_in: u64,
-    /// Text and binary messages sent.
-    pub messages_out: u64,
-    /// Payload bytes received.
-    pub bytes_in: u64,
-    /// Payload bytes sent.
-    pub bytes_out: u64,
 }
 
 /// A connection left the registry (once per connection, whatever ended it).

@@ -195,7 +195,7 @@ impl Shared {
             let due =
                 ((start.elapsed().as_secs_f64() * rate).ceil() as usize).clamp(1, entries.len());
             for entry in &entries[next..due.max(next)] {
-                if entry.state() != crate::connection::ConnectionState::Closed
+                if entry.state() != crate::state::ConnectionState::Closed
                     && entry.request_close(CloseFrame::shutdown(), Initiator::Shutdown)
                 {
                     closing += 1;

@@ -12,7 +12,7 @@ use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
-use crate::observer::Counts;
+use crate::counts::Counts;
 use crate::registry::Shared;
 
 /// Messages and payload bytes moved since the registry started (open and closed connections
