@@ -112,9 +112,7 @@ impl Registry {
         // ending (a task aborted) has its queue shut as it leaves the map: not tracked, also over.
         // Anything else refused the request because a close was already asked for.
         let entry = &handle.entry;
-        if entry.state() == ConnectionState::Closed
-            || !self.shared().entries.contains_key(&entry.seq)
-        {
+        if entry.state() == ConnectionState::Closed || !self.shared().contains(entry.seq) {
             return Err(AdminFailure::not_found(format!(
                 "connection {id:?} has closed"
             )));

@@ -32,7 +32,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) use bans::{canonical_net, Bans};
+pub(crate) use bans::{banned_frame, banned_reason, canonical_net, Bans};
 pub use bans::{Ban, BanError, BanOutcome};
 pub use client_key::{ClientKey, InvalidIpv6Prefix, Ipv6Prefix};
 pub(crate) use labels::{check_tag, check_user, distinct as distinct_tags};

@@ -25,7 +25,6 @@ use crate::id::ConnectionId;
 use crate::message::Message;
 use crate::outbox::Closing;
 use crate::outbox::SendError;
-use crate::registry::Registry;
 use crate::state::ConnectionState;
 use crate::state::PING_PAYLOAD;
 use crate::transport::{BoxReader, Role, Transport, TransportError, TransportErrorKind};
@@ -210,10 +209,9 @@ impl TrackedSocket {
         self.conn.handle()
     }
 
-    /// The registry this connection is tracked in: broadcast through its
-    /// [`active_connections`](Registry::active_connections), read its stats.
-    pub fn registry(&self) -> Registry {
-        self.conn.registry()
+    /// The driver's connection (its registry is reached through it).
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
     }
 
     /// Attaches a user id (replacing any): shown as `user` in the stats and the connections API,

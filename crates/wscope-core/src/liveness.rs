@@ -8,12 +8,12 @@
 //! to observers ([`Observer::ping_rtt`](crate::Observer::ping_rtt)), for round-trip histograms.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::close::{CloseCode, CloseFrame, Initiator};
 use crate::config::RegistryConfig;
-use crate::observer::RttEvent;
-use crate::registry::Shared;
+use crate::entry::Entry;
 use crate::state::{ConnectionState, NO_PING};
 
 /// How often timeouts are checked, if any is on.
@@ -27,80 +27,65 @@ pub(crate) fn check_period(config: &RegistryConfig) -> Option<Duration> {
     Some((shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)))
 }
 
-impl Shared {
-    /// A pong timed one of our pings at `rtt_ms`: tells the observers, if any (one atomic load
-    /// when there are none).
-    #[inline]
-    pub(crate) fn rtt_measured(&self, rtt_ms: u32) {
-        if let Some(observers) = self.observers.current() {
-            let event = RttEvent {
-                rtt: Duration::from_millis(u64::from(rtt_ms)),
-            };
-            observers.iter().for_each(|o| o.ping_rtt(&event));
-        }
+/// Pings `e` if it is open and has no ping outstanding: stamps the send time and flags its
+/// queue (its writer sends the ping first).
+pub(crate) fn ping(e: &Entry, now: u64) {
+    if e.state() != ConnectionState::Open {
+        return;
     }
-
-    /// Asks every open connection with no ping outstanding to send one.
-    pub(crate) fn ping_all(&self) {
-        let now = self.clock.now_ms();
-        for item in self.entries.iter() {
-            let e = item.value();
-            if e.state() != ConnectionState::Open {
-                continue;
-            }
-            let stamped = e
-                .ping_sent_ms
-                .compare_exchange(NO_PING, now, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok();
-            if stamped && !e.outbox.request_ping() {
-                e.ping_sent_ms.store(NO_PING, Ordering::Release);
-            }
-        }
+    let stamped = e
+        .ping_sent_ms
+        .compare_exchange(NO_PING, now, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok();
+    if stamped && !e.outbox.request_ping() {
+        e.ping_sent_ms.store(NO_PING, Ordering::Release);
     }
+}
 
-    /// Closes the open connections whose ping went unanswered for the ping timeout (1011, without
-    /// waiting for a reply: the peer is not answering) and those that moved no message for the
-    /// idle timeout (1000, with the handshake). Returns how many it closed.
-    pub(crate) fn check_timeouts(&self) -> u64 {
-        let now = self.clock.now_ms();
+/// The ping and idle timeouts in force, in ms (`None`: off), and how long a failed connection
+/// may take to flush.
+pub(crate) struct Timeouts {
+    ping: Option<u64>,
+    idle: Option<u64>,
+    close: Duration,
+}
+
+impl Timeouts {
+    pub(crate) fn new(config: &RegistryConfig) -> Self {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        let ping_timeout =
-            (!self.config.ping_interval.is_zero()).then(|| ms(self.config.ping_timeout));
-        let idle_timeout =
-            (!self.config.idle_timeout.is_zero()).then(|| ms(self.config.idle_timeout));
-        let mut closed = 0;
-        for item in self.entries.iter() {
-            let e = item.value();
-            if e.state() != ConnectionState::Open {
-                continue;
-            }
-            let sent = e.ping_sent_ms.load(Ordering::Acquire);
-            if let Some(timeout) = ping_timeout {
-                if sent != NO_PING && now.saturating_sub(sent) >= timeout {
-                    let frame = CloseFrame {
-                        code: CloseCode::INTERNAL_ERROR,
-                        reason: "ping timeout".to_owned(),
-                    };
-                    if e.fail(frame, Initiator::Timeout, self.config.drain_timeout) {
-                        closed += 1;
-                    }
-                    continue;
-                }
-            }
-            if let Some(timeout) = idle_timeout {
-                let last = e.last_activity_ms.load(Ordering::Relaxed);
-                if now.saturating_sub(last) >= timeout {
-                    let frame = CloseFrame {
-                        code: CloseCode::NORMAL,
-                        reason: "idle timeout".to_owned(),
-                    };
-                    if e.request_close(frame, Initiator::Timeout) {
-                        closed += 1;
-                    }
-                }
+        Self {
+            ping: (!config.ping_interval.is_zero()).then(|| ms(config.ping_timeout)),
+            idle: (!config.idle_timeout.is_zero()).then(|| ms(config.idle_timeout)),
+            close: config.drain_timeout,
+        }
+    }
+
+    /// Closes `e` if it is open and past a timeout as of `now`; true if this closed it.
+    pub(crate) fn check(&self, e: &Arc<Entry>, now: u64) -> bool {
+        if e.state() != ConnectionState::Open {
+            return false;
+        }
+        let sent = e.ping_sent_ms.load(Ordering::Acquire);
+        if let Some(timeout) = self.ping {
+            if sent != NO_PING && now.saturating_sub(sent) >= timeout {
+                let frame = CloseFrame {
+                    code: CloseCode::INTERNAL_ERROR,
+                    reason: "ping timeout".to_owned(),
+                };
+                return e.fail(frame, Initiator::Timeout, self.close);
             }
         }
-        closed
+        if let Some(timeout) = self.idle {
+            let last = e.last_activity_ms.load(Ordering::Relaxed);
+            if now.saturating_sub(last) >= timeout {
+                let frame = CloseFrame {
+                    code: CloseCode::NORMAL,
+                    reason: "idle timeout".to_owned(),
+                };
+                return e.request_close(frame, Initiator::Timeout);
+            }
+        }
+        false
     }
 }
 
