@@ -79,7 +79,9 @@ impl AdminFailure {
         }
     }
 
-    /// The HTTP status the failure maps to.
+    /// The HTTP-like status the cluster's admin reply carries for this failure (the cluster wire
+    /// has a status field). HTTP answers do not use it: `wscope-axum` maps [`AdminFailureKind`]
+    /// to its status itself.
     pub fn status(&self) -> u16 {
         match self.kind {
             AdminFailureKind::BadRequest => 400,

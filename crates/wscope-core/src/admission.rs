@@ -1,8 +1,9 @@
 //! Admission: the step every upgrade passes before it is accepted. [`crate::Registry::admit`]
 //! runs the checks in order and returns a [`Permit`] — which the connection then owns, so that
 //! whatever a check reserved for it is released when it ends, however it ends — or a typed
-//! [`Refusal`] that an integration turns into its answer ([`Refusal::status`],
-//! [`Refusal::retry_after`]) and the registry counts per [`RefusalKind`].
+//! [`Refusal`] that an integration turns into its answer (its status chosen from the
+//! [`RefusalKind`] by the HTTP crate; [`Refusal::retry_after`]) and the registry counts per
+//! [`RefusalKind`].
 //!
 //! The checks, in order: shutdown; the labels' caps (`labels`); the runtime ban list (`bans`,
 //! changed by [`crate::Registry::ban`]); then the [`Gate`]s that [`crate::RegistryConfig`] asks
@@ -199,18 +200,6 @@ impl Refusal {
             Self::InvalidHandshake(_) => RefusalKind::InvalidHandshake,
             Self::InvalidLabels(_) => RefusalKind::InvalidLabels,
             Self::RateTableFull { .. } => RefusalKind::RateTableFull,
-        }
-    }
-
-    /// The HTTP status an upgrade refused for this reason gets.
-    pub fn status(&self) -> u16 {
-        match self {
-            Self::ShuttingDown | Self::TooManyConnections { .. } | Self::RateTableFull { .. } => {
-                503
-            }
-            Self::TooManyFromAddress | Self::HandshakeRate { .. } => 429,
-            Self::OriginNotAllowed | Self::Banned => 403,
-            Self::InvalidHandshake(_) | Self::InvalidLabels(_) => 400,
         }
     }
 
@@ -527,10 +516,7 @@ pub(crate) mod tests {
             refusal,
             Refusal::InvalidLabels(LabelError::TooManyTags { max: MAX_TAGS })
         );
-        assert_eq!(
-            (refusal.status(), refusal.to_string().as_str()),
-            (400, "invalid labels: more than 32 tags")
-        );
+        assert_eq!(refusal.to_string(), "invalid labels: more than 32 tags");
         assert!(
             admission.admit(false, &from("192.0.2.3"), 0).is_ok(),
             "a refusal for labels takes no token either"
@@ -545,14 +531,13 @@ pub(crate) mod tests {
         }
         let wait = Duration::from_secs(3);
         let r = Refusal::HandshakeRate { retry_after: wait };
-        assert_eq!((r.status(), r.retry_after()), (429, Some(wait)));
-        assert_eq!(Refusal::Banned.status(), 403);
+        assert_eq!(r.retry_after(), Some(wait));
     }
 
     #[test]
     fn refusal_metadata() {
         let r = Refusal::ShuttingDown;
-        assert_eq!((r.status(), r.retry_after()), (503, None));
+        assert_eq!(r.retry_after(), None);
         assert_eq!(r.kind().as_str(), "shuttingDown");
         assert_eq!(RefusalKind::from_key("shuttingDown"), Some(r.kind()));
         assert_eq!(r.to_string(), "server shutting down");
