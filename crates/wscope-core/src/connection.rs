@@ -127,7 +127,7 @@ impl ConnectionHandle {
 /// The driver's side of a tracked connection. Dropping the last `Connection` removes the entry
 /// from the registry, however the connection ended, and releases its admission [`Permit`].
 #[derive(Debug)]
-pub struct Connection {
+pub(crate) struct Connection {
     pub(crate) entry: Arc<Entry>,
     shared: Arc<Shared>,
     /// What admission reserved for this connection; released with it.
@@ -352,12 +352,12 @@ impl Connection {
 
     /// Completes when the connection must be dropped at once (drain deadline, fatal error).
     pub(crate) async fn cancelled(&self) {
-        self.entry.cancel.cancelled().await
+        self.entry.aborted().await
     }
 
     /// Drops the connection at once: readers and writers waiting on [`Connection::cancelled`] stop.
     pub(crate) fn abort(&self) {
-        self.entry.cancel.cancel();
+        self.entry.abort();
     }
 
     /// The registry's task tracker, for the tasks that serve this connection.

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 use crate::admission::{check_tag, check_user, LabelError, MAX_TAGS};
 use crate::close::{CloseFrame, CloseRecord, Initiator};
@@ -49,6 +49,10 @@ pub(crate) struct Entry {
     /// Set once the application attached a user id or a tag, so a walk filtering by user or tag
     /// passes unlabelled entries without taking their labels lock (it sits in padding).
     labelled: AtomicBool,
+    /// Set to drop the connection at once (drain deadline passed, writer failed, a failed close
+    /// that did not finish in time); [`Entry::aborted`] waits for it. A bit in the padding and
+    /// the notifier below, where a cancellation token child cost 112 bytes per connection.
+    abort: AtomicBool,
     /// The last ping's round-trip time in ms; [`RTT_NONE`] until a pong came, [`RTT_REMOVED`] once
     /// the entry has left (so a late pong cannot change the registry's RTT sums). Sits in the
     /// padding after the two flags.
@@ -57,8 +61,8 @@ pub(crate) struct Entry {
     pub(crate) ping_sent_ms: AtomicU64,
     /// Outbound queue the writer drains (its counters come first).
     pub(crate) outbox: Outbox,
-    /// Cancelled to drop the connection at once (drain deadline passed, writer failed).
-    pub(crate) cancel: CancellationToken,
+    /// Wakes the connection's tasks waiting in [`Entry::aborted`] when `abort` is set.
+    abort_wake: Notify,
     /// The first close event: who, code, reason.
     pub(crate) close_record: Mutex<Option<CloseRecord>>,
     /// The user id and tags the application attached; boxed and absent until it attaches one,
@@ -66,8 +70,9 @@ pub(crate) struct Entry {
     pub(crate) labels: Mutex<Option<Box<Labels>>>,
 }
 
-/// What the application attached to a connection ([`ConnectionHandle::set_user`],
-/// [`ConnectionHandle::tag`]).
+/// What the application attached to a connection
+/// ([`ConnectionHandle::set_user`](crate::ConnectionHandle::set_user),
+/// [`ConnectionHandle::tag`](crate::ConnectionHandle::tag)).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Labels {
     /// The user id: not interned (user ids are many and short-lived).
@@ -77,13 +82,7 @@ pub(crate) struct Labels {
 }
 
 impl Entry {
-    pub(crate) fn new(
-        seq: u64,
-        now_ms: u64,
-        meta: Stored,
-        outbox: Outbox,
-        cancel: CancellationToken,
-    ) -> Self {
+    pub(crate) fn new(seq: u64, now_ms: u64, meta: Stored, outbox: Outbox) -> Self {
         Self {
             seq,
             connected_ms: now_ms,
@@ -98,10 +97,11 @@ impl Entry {
             state: AtomicU8::new(ConnectionState::Connecting as u8),
             fail_fast: AtomicBool::new(false),
             labelled: AtomicBool::new(false),
+            abort: AtomicBool::new(false),
             rtt_ms: AtomicU32::new(RTT_NONE),
             ping_sent_ms: AtomicU64::new(NO_PING),
             outbox,
-            cancel,
+            abort_wake: Notify::new(),
             close_record: Mutex::new(None),
             labels: Mutex::new(None),
         }
@@ -261,29 +261,42 @@ impl Entry {
     }
 
     /// Fails the connection from outside its task (a timeout, a slow consumer): the writer sends
-    /// `frame` after what is queued and drops the connection without waiting for a reply; if the
-    /// writer is stuck on a peer that reads nothing, the connection is dropped after `within`.
-    /// Returns false if a close was already under way.
-    pub(crate) fn fail(
-        self: &Arc<Self>,
-        frame: CloseFrame,
-        initiator: Initiator,
-        within: Duration,
-    ) -> bool {
+    /// `frame` after what is queued and drops the connection without waiting for a reply. Returns
+    /// false if a close was already under way. The registry drops it if its writer is stuck
+    /// (`Shared::fail`).
+    pub(crate) fn fail(&self, frame: CloseFrame, initiator: Initiator) -> bool {
         self.fail_fast.store(true, Ordering::Release);
-        if !self.request_close(frame, initiator) {
-            return false;
+        self.request_close(frame, initiator)
+    }
+
+    /// Drops the connection at once: its tasks waiting in [`Entry::aborted`] stop.
+    pub(crate) fn abort(&self) {
+        if !self.abort.swap(true, Ordering::AcqRel) {
+            self.abort_wake.notify_waiters();
         }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let entry = self.clone();
-            runtime.spawn(async move {
-                tokio::select! {
-                    _ = entry.cancel.cancelled() => {}
-                    _ = tokio::time::sleep(within) => entry.cancel.cancel(),
-                }
-            });
+    }
+
+    /// Completes once the connection is aborted (at once if it is).
+    pub(crate) async fn aborted(&self) {
+        loop {
+            let woken = self.abort_wake.notified();
+            tokio::pin!(woken);
+            // Registered before the bit is read: an abort after the read wakes this waiter.
+            woken.as_mut().enable();
+            if self.abort.load(Ordering::Acquire) {
+                return;
+            }
+            woken.await;
         }
-        true
+    }
+
+    /// Drops the connection after `within` unless it ends first: for a failed connection whose
+    /// writer may be stuck on a peer that reads nothing.
+    pub(crate) async fn abort_after(&self, within: Duration) {
+        tokio::select! {
+            _ = self.aborted() => {}
+            _ = tokio::time::sleep(within) => self.abort(),
+        }
     }
 
     /// Requests a close on behalf of `initiator`; the first request wins.

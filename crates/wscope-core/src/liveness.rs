@@ -8,10 +8,9 @@
 //! to observers ([`Observer::ping_rtt`](crate::Observer::ping_rtt)), for round-trip histograms.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::close::{CloseCode, CloseFrame, Initiator};
+use crate::close::{CloseCode, CloseFrame};
 use crate::config::RegistryConfig;
 use crate::entry::Entry;
 use crate::state::{ConnectionState, NO_PING};
@@ -42,12 +41,10 @@ pub(crate) fn ping(e: &Entry, now: u64) {
     }
 }
 
-/// The ping and idle timeouts in force, in ms (`None`: off), and how long a failed connection
-/// may take to flush.
+/// The ping and idle timeouts in force, in ms (`None`: off).
 pub(crate) struct Timeouts {
     ping: Option<u64>,
     idle: Option<u64>,
-    close: Duration,
 }
 
 impl Timeouts {
@@ -56,36 +53,50 @@ impl Timeouts {
         Self {
             ping: (!config.ping_interval.is_zero()).then(|| ms(config.ping_timeout)),
             idle: (!config.idle_timeout.is_zero()).then(|| ms(config.idle_timeout)),
-            close: config.drain_timeout,
         }
     }
 
-    /// Closes `e` if it is open and past a timeout as of `now`; true if this closed it.
-    pub(crate) fn check(&self, e: &Arc<Entry>, now: u64) -> bool {
+    /// Which timeout `e` is past as of `now`, if it is open and past one.
+    pub(crate) fn expired(&self, e: &Entry, now: u64) -> Option<Expired> {
         if e.state() != ConnectionState::Open {
-            return false;
+            return None;
         }
         let sent = e.ping_sent_ms.load(Ordering::Acquire);
         if let Some(timeout) = self.ping {
             if sent != NO_PING && now.saturating_sub(sent) >= timeout {
-                let frame = CloseFrame {
-                    code: CloseCode::INTERNAL_ERROR,
-                    reason: "ping timeout".to_owned(),
-                };
-                return e.fail(frame, Initiator::Timeout, self.close);
+                return Some(Expired::Ping);
             }
         }
-        if let Some(timeout) = self.idle {
-            let last = e.last_activity_ms.load(Ordering::Relaxed);
-            if now.saturating_sub(last) >= timeout {
-                let frame = CloseFrame {
-                    code: CloseCode::NORMAL,
-                    reason: "idle timeout".to_owned(),
-                };
-                return e.request_close(frame, Initiator::Timeout);
-            }
+        let last = e.last_activity_ms.load(Ordering::Relaxed);
+        self.idle
+            .is_some_and(|timeout| now.saturating_sub(last) >= timeout)
+            .then_some(Expired::Idle)
+    }
+}
+
+/// A timeout a connection is past.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Expired {
+    /// Its ping went unanswered: it is failed with 1011 "ping timeout" (dropped without waiting
+    /// for a reply).
+    Ping,
+    /// It moved no message: it is closed with 1000 "idle timeout" (a normal close handshake).
+    Idle,
+}
+
+impl Expired {
+    /// The close frame it gets.
+    pub(crate) fn frame(self) -> CloseFrame {
+        match self {
+            Self::Ping => CloseFrame {
+                code: CloseCode::INTERNAL_ERROR,
+                reason: "ping timeout".to_owned(),
+            },
+            Self::Idle => CloseFrame {
+                code: CloseCode::NORMAL,
+                reason: "idle timeout".to_owned(),
+            },
         }
-        false
     }
 }
 

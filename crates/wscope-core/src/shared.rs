@@ -22,7 +22,7 @@ use crate::close::{CloseFrame, CloseRecord, Initiator};
 use crate::config::RegistryConfig;
 use crate::entry::{Entry, Stored};
 use crate::id::{self, ConnectionId};
-use crate::liveness::Timeouts;
+use crate::liveness::{Expired, Timeouts};
 use crate::observer::{ClosedEvent, Observers, OpenedEvent};
 use crate::order::OrderIndex;
 use crate::outbox::Outbox;
@@ -67,7 +67,8 @@ pub(crate) struct Shared {
     pub(crate) cluster: std::sync::OnceLock<crate::cluster::Cluster>,
     /// Woken when the last entry leaves (shutdown waits on it).
     emptied: Notify,
-    /// Parent of every connection's token: cancelling it drops every connection at once.
+    /// Cancelled when every connection is dropped at once: it stops the background tasks, and an
+    /// entry registered after it is dropped as it arrives.
     root: CancellationToken,
     /// Connection tasks and background tasks.
     tracker: TaskTracker,
@@ -153,15 +154,32 @@ impl Shared {
         self.root.clone()
     }
 
-    /// Drops every connection at once: their tasks stop.
+    /// Drops every connection at once (their tasks stop) and stops the background tasks.
     pub(crate) fn abort_all(&self) {
         self.root.cancel();
+        self.for_each_entry(|entry| entry.abort());
     }
 
     /// Drops every connection and stops the background tasks; no task is tracked after this.
     pub(crate) fn stop_tasks(&self) {
-        self.root.cancel();
+        self.abort_all();
         self.tracker.close();
+    }
+
+    /// Fails `entry` from outside its task (a timeout, a slow consumer): its writer sends `frame`
+    /// after what is queued and drops it without waiting for a reply; if the writer is stuck on
+    /// a peer that reads nothing, a tracked timer drops it after the close timeout. Returns false
+    /// if a close was already under way.
+    pub(crate) fn fail(&self, entry: &Arc<Entry>, frame: CloseFrame, initiator: Initiator) -> bool {
+        if !entry.fail(frame, initiator) {
+            return false;
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let (entry, within) = (entry.clone(), self.config.drain_timeout);
+            self.tracker
+                .spawn(async move { entry.abort_after(within).await });
+        }
+        true
     }
 
     pub(crate) fn id_of(&self, seq: u64) -> ConnectionId {
@@ -231,7 +249,6 @@ impl Shared {
             now,
             stored,
             Outbox::new(self.config.queue_capacity, self.config.max_queued_bytes),
-            self.root.child_token(),
         ));
         // Within their caps: admission checked them.
         entry.set_labels(meta.user.as_deref(), &meta.tags);
@@ -241,6 +258,11 @@ impl Shared {
         self.entries.insert(seq, entry.clone());
         self.paths.insert(&entry);
         self.aggregates.registered(seq, now);
+        // Every connection was dropped at once (`abort_all`) before this one was in the map,
+        // whose walk therefore missed it: it goes too (the shard lock orders the two).
+        if self.root.is_cancelled() {
+            entry.abort();
+        }
         // A shutdown that began between admission and the insert would miss this entry: close
         // it now, like the rest.
         if self.shutdown.is_begun() {
@@ -273,11 +295,7 @@ impl Shared {
     /// it with 1008 "slow consumer", without waiting for a reply; if its writer is stuck on a
     /// peer that reads nothing, it is dropped after the close timeout.
     pub(crate) fn slow_consumer(&self, entry: &Arc<Entry>) {
-        if entry.fail(
-            CloseFrame::slow_consumer(),
-            Initiator::Limit,
-            self.config.drain_timeout,
-        ) {
+        if self.fail(entry, CloseFrame::slow_consumer(), Initiator::Limit) {
             entry.outbox.discard();
             tracing::debug!(id = %self.id_of(entry.seq), "slow consumer: queue full, closing with 1008");
         }
@@ -472,7 +490,18 @@ impl Shared {
         let now = self.clock.now_ms();
         let timeouts = Timeouts::new(&self.config);
         let mut closed = 0;
-        self.for_each_entry(|entry| closed += u64::from(timeouts.check(entry, now)));
+        self.for_each_entry(|entry| {
+            let closing = match timeouts.expired(entry, now) {
+                None => false,
+                Some(expired @ Expired::Ping) => {
+                    self.fail(entry, expired.frame(), Initiator::Timeout)
+                }
+                Some(expired @ Expired::Idle) => {
+                    entry.request_close(expired.frame(), Initiator::Timeout)
+                }
+            };
+            closed += u64::from(closing);
+        });
         closed
     }
 
