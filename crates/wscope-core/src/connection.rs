@@ -1,5 +1,6 @@
-//! One tracked connection: its registry entry, the [`ConnectionHandle`] others use to reach it,
-//! and the drop-guarded `Connection` that the driver owns and moves through its states.
+//! One tracked connection as others hold it: the [`ConnectionHandle`] others use to reach it,
+//! and the drop-guarded `Connection` that the driver owns and moves through its states (the
+//! entry they both point at is in `entry`).
 //!
 //! Only this crate's driver changes a connection's state, counters and close record: the
 //! sequencing lives in one place (`driver`), and the methods here are crate-private.

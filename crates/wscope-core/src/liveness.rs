@@ -1,11 +1,11 @@
-//! Liveness: server pings, the ping timeout and the idle timeout. Two registry-wide periodic tasks
-//! walk the entries — one sends a ping to each open connection every `ping_interval`, the other
+//! Liveness: server pings, the ping timeout and the idle timeout, decided per entry here. Two
+//! registry-wide periodic tasks (`background`) walk the entries — one sends a ping to each open connection every `ping_interval`, the other
 //! closes those whose ping went unanswered for `ping_timeout` or that moved no message for
 //! `idle_timeout` — so a connection pays no timer and no allocation for them: a ping is a flag
 //! in its queue and a shared payload, its send time and round trip two atomics in its entry.
 //! Timeouts are checked every quarter of the shorter one (between 10 ms and 1 s), so a
 //! connection is closed within a quarter of its timeout after it passed. Each timed pong is told
-//! to observers ([`Observer::ping_rtt`](crate::Observer::ping_rtt)), for round-trip histograms.
+//! (by the connection) to observers ([`Observer::ping_rtt`](crate::Observer::ping_rtt)), for round-trip histograms.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
