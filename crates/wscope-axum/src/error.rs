@@ -10,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use wscope_core::wire::ErrorBody;
-use wscope_core::Refusal;
+use wscope_core::{AdminFailure, AdminFailureKind, Refusal, RefusalKind};
 
 /// An HTTP error with a JSON body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,10 +37,12 @@ impl ApiError {
     }
 }
 
-impl From<wscope_core::AdminFailure> for ApiError {
-    fn from(failure: wscope_core::AdminFailure) -> Self {
-        let status =
-            StatusCode::from_u16(failure.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+impl From<AdminFailure> for ApiError {
+    fn from(failure: AdminFailure) -> Self {
+        let status = match failure.kind {
+            AdminFailureKind::BadRequest => StatusCode::BAD_REQUEST,
+            AdminFailureKind::NotFound => StatusCode::NOT_FOUND,
+        };
         Self::new(status, failure.message)
     }
 }
@@ -59,10 +61,27 @@ impl IntoResponse for ApiError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UpgradeRefused(pub Refusal);
 
+impl UpgradeRefused {
+    /// The status the refusal gets: 503 while the server cannot take more (shutting down, full,
+    /// its rate table full), 429 for one client asking too much, 403 for a client not allowed,
+    /// 400 for a request that is wrong.
+    pub fn status(&self) -> StatusCode {
+        match self.0.kind() {
+            RefusalKind::TooManyFromAddress | RefusalKind::HandshakeRate => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            RefusalKind::OriginNotAllowed | RefusalKind::Banned => StatusCode::FORBIDDEN,
+            RefusalKind::InvalidHandshake | RefusalKind::InvalidLabels => StatusCode::BAD_REQUEST,
+            // ShuttingDown, TooManyConnections, RateTableFull, and any kind added later: the
+            // server cannot take the connection now.
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
 impl IntoResponse for UpgradeRefused {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        let status = self.status();
         let mut response = ApiError::new(status, self.0.to_string()).into_response();
         if let Some(wait) = self.0.retry_after() {
             // Whole seconds, rounded up: a client must not come back early.
@@ -124,4 +143,62 @@ async fn json_error_bodies(request: Request, next: Next) -> Response {
         json.headers_mut().insert(header::ALLOW, allow.clone());
     }
     json
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use wscope_core::{LabelError, MAX_TAGS};
+
+    use super::*;
+
+    fn status(refusal: Refusal) -> StatusCode {
+        UpgradeRefused(refusal).status()
+    }
+
+    #[test]
+    fn each_refusal_gets_its_status() {
+        let wait = Duration::from_secs(3);
+        assert_eq!(
+            status(Refusal::ShuttingDown),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status(Refusal::TooManyConnections { retry_after: wait }),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status(Refusal::RateTableFull { retry_after: wait }),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status(Refusal::TooManyFromAddress),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            status(Refusal::HandshakeRate { retry_after: wait }),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(status(Refusal::OriginNotAllowed), StatusCode::FORBIDDEN);
+        assert_eq!(status(Refusal::Banned), StatusCode::FORBIDDEN);
+        assert_eq!(
+            status(Refusal::InvalidHandshake("bad key")),
+            StatusCode::BAD_REQUEST
+        );
+        let labels = Refusal::InvalidLabels(LabelError::TooManyTags { max: MAX_TAGS });
+        assert_eq!(status(labels), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn each_admin_failure_kind_gets_its_status() {
+        let failure = |kind| AdminFailure {
+            kind,
+            message: "m".to_owned(),
+        };
+        let bad = ApiError::from(failure(AdminFailureKind::BadRequest));
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        let missing = ApiError::from(failure(AdminFailureKind::NotFound));
+        assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    }
 }

@@ -5,12 +5,13 @@
 use serde::{Deserialize, Serialize};
 
 use crate::close::{CloseCode, CloseFrame, Initiator, ReasonTooLong};
-use crate::connection::{ConnectionHandle, ConnectionState};
+use crate::connection::ConnectionHandle;
 use crate::outbox::SendError;
 use crate::query::ConnectionFilter;
 use crate::registry::Broadcast;
 use crate::registry::Registry;
 use crate::snapshot::Snapshot;
+use crate::state::ConnectionState;
 use crate::wire::{
     AdminRequest, BanAnswer, BansAnswer, BroadcastAnswer, BroadcastTarget, CleanupAnswer,
     CloseAllAnswer, CloseAnswer, CloseMatchingAnswer, KickAnswer, UnbanAnswer,
@@ -102,7 +103,9 @@ impl AdminFailure {
         }
     }
 
-    /// The HTTP status the failure maps to.
+    /// The HTTP-like status the cluster's admin reply carries for this failure (the cluster wire
+    /// has a status field). HTTP answers do not use it: `wscope-axum` maps [`AdminFailureKind`]
+    /// to its status itself.
     pub fn status(&self) -> u16 {
         match self.kind {
             AdminFailureKind::BadRequest => 400,
@@ -135,9 +138,7 @@ impl Registry {
         // ending (a task aborted) has its queue shut as it leaves the map: not tracked, also over.
         // Anything else refused the request because a close was already asked for.
         let entry = &handle.entry;
-        if entry.state() == ConnectionState::Closed
-            || !self.shared().entries.contains_key(&entry.seq)
-        {
+        if entry.state() == ConnectionState::Closed || !self.shared().contains(entry.seq) {
             return Err(AdminFailure::not_found(format!(
                 "connection {id:?} has closed"
             )));

@@ -1,8 +1,9 @@
 //! Admission: the step every upgrade passes before it is accepted. [`crate::Registry::admit`]
 //! runs the checks in order and returns a [`Permit`] — which the connection then owns, so that
 //! whatever a check reserved for it is released when it ends, however it ends — or a typed
-//! [`Refusal`] that an integration turns into its answer ([`Refusal::status`],
-//! [`Refusal::retry_after`]) and the registry counts per [`RefusalKind`].
+//! [`Refusal`] that an integration turns into its answer (its status chosen from the
+//! [`RefusalKind`] by the HTTP crate; [`Refusal::retry_after`]) and the registry counts per
+//! [`RefusalKind`].
 //!
 //! The checks, in order: shutdown; the labels' caps (`labels`); the runtime ban list (`bans`,
 //! changed by [`crate::Registry::ban`]); then the [`Gate`]s that [`crate::RegistryConfig`] asks
@@ -32,15 +33,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) use bans::{canonical_net, Bans};
+pub(crate) use bans::{banned_frame, banned_reason, canonical_net, Bans};
 pub use bans::{Ban, BanError, BanOutcome};
 pub use client_key::{ClientKey, InvalidIpv6Prefix, Ipv6Prefix};
 pub(crate) use labels::{check_tag, check_user, distinct as distinct_tags};
 pub use labels::{LabelError, MAX_TAGS, MAX_TAG_LEN, MAX_USER_LEN};
 pub use origin::{InvalidOriginPattern, OriginPattern};
 pub use rate::{InvalidRate, RateLimit};
-
-use crate::registry::RegistryConfig;
 
 /// What is known of a connection when it asks to be admitted, and what its entry records.
 ///
@@ -204,18 +203,6 @@ impl Refusal {
         }
     }
 
-    /// The HTTP status an upgrade refused for this reason gets.
-    pub fn status(&self) -> u16 {
-        match self {
-            Self::ShuttingDown | Self::TooManyConnections { .. } | Self::RateTableFull { .. } => {
-                503
-            }
-            Self::TooManyFromAddress | Self::HandshakeRate { .. } => 429,
-            Self::OriginNotAllowed | Self::Banned => 403,
-            Self::InvalidHandshake(_) | Self::InvalidLabels(_) => 400,
-        }
-    }
-
     /// How long the client should wait before trying again (`Retry-After`), where that helps.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -341,31 +328,33 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
-    /// The checks `config` asks for, in this order: origin (no state); the global cap (one
-    /// counter), then the per-address cap (an entry only while the address holds a
-    /// connection) — a refusal by either releases what the other reserved; last the handshake
-    /// rate, the one table that outlives a refused upgrade, so that it only ever holds addresses
-    /// that were admitted.
-    pub(crate) fn from_config(config: &RegistryConfig) -> Self {
+    /// The checks a [`RegistryConfig`](crate::RegistryConfig) asks for (built by
+    /// `RegistryConfig::admission`, which says their order): the origin gate, the global and
+    /// per-address caps (0 = none) and the handshake rate with its table size.
+    pub(crate) fn new(
+        ipv6_prefix: Ipv6Prefix,
+        allowed_origins: &[OriginPattern],
+        allow_missing_origin: bool,
+        max_connections: usize,
+        max_connections_per_ip: usize,
+        handshake_rate: Option<(RateLimit, usize)>,
+    ) -> Self {
         let mut admission = Self {
-            ipv6_prefix: config.ipv6_prefix,
-            bans: Arc::new(Bans::new(config.ipv6_prefix)),
+            ipv6_prefix,
+            bans: Arc::new(Bans::new(ipv6_prefix)),
             gates: Vec::new(),
         };
-        if let Some(gate) = origin::OriginGate::new(config) {
+        if let Some(gate) = origin::OriginGate::new(allowed_origins, allow_missing_origin) {
             admission.push(gate);
         }
-        if config.max_connections > 0 {
-            admission.push(limits::GlobalLimit::new(config.max_connections));
+        if max_connections > 0 {
+            admission.push(limits::GlobalLimit::new(max_connections));
         }
-        if config.max_connections_per_ip > 0 {
-            admission.push(limits::AddressLimit::new(config.max_connections_per_ip));
+        if max_connections_per_ip > 0 {
+            admission.push(limits::AddressLimit::new(max_connections_per_ip));
         }
-        if let Some(rate) = config.handshake_rate_per_ip {
-            admission.push(rate::HandshakeRateGate::new(
-                rate,
-                config.handshake_rate_addresses,
-            ));
+        if let Some((rate, addresses)) = handshake_rate {
+            admission.push(rate::HandshakeRateGate::new(rate, addresses));
         }
         admission
     }
@@ -498,10 +487,15 @@ pub(crate) mod tests {
     /// are refused before anything else is looked at.
     #[test]
     fn the_caps_refuse_before_the_rate_and_labels_before_everything() {
-        let config = RegistryConfig::default()
-            .max_connections(1)
-            .handshake_rate_per_ip(RateLimit::new(1, Duration::from_secs(3600)));
-        let admission = Admission::from_config(&config);
+        let rate = RateLimit::new(1, Duration::from_secs(3600));
+        let admission = Admission::new(
+            Ipv6Prefix::DEFAULT,
+            &[],
+            true,
+            1,
+            0,
+            rate.map(|rate| (rate, 100)),
+        );
         let from = |ip: &str| ConnectionMeta::new("/ws").remote_addr(ip.parse::<IpAddr>().ok());
         let held = admission.admit(false, &from("192.0.2.1"), 0).unwrap();
         for _ in 0..3 {
@@ -522,10 +516,7 @@ pub(crate) mod tests {
             refusal,
             Refusal::InvalidLabels(LabelError::TooManyTags { max: MAX_TAGS })
         );
-        assert_eq!(
-            (refusal.status(), refusal.to_string().as_str()),
-            (400, "invalid labels: more than 32 tags")
-        );
+        assert_eq!(refusal.to_string(), "invalid labels: more than 32 tags");
         assert!(
             admission.admit(false, &from("192.0.2.3"), 0).is_ok(),
             "a refusal for labels takes no token either"
@@ -540,14 +531,13 @@ pub(crate) mod tests {
         }
         let wait = Duration::from_secs(3);
         let r = Refusal::HandshakeRate { retry_after: wait };
-        assert_eq!((r.status(), r.retry_after()), (429, Some(wait)));
-        assert_eq!(Refusal::Banned.status(), 403);
+        assert_eq!(r.retry_after(), Some(wait));
     }
 
     #[test]
     fn refusal_metadata() {
         let r = Refusal::ShuttingDown;
-        assert_eq!((r.status(), r.retry_after()), (503, None));
+        assert_eq!(r.retry_after(), None);
         assert_eq!(r.kind().as_str(), "shuttingDown");
         assert_eq!(RefusalKind::from_key("shuttingDown"), Some(r.kind()));
         assert_eq!(r.to_string(), "server shutting down");

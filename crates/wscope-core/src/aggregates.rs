@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::admission::RefusalKind;
 use crate::close::Initiator;
-use crate::connection::ConnectionState;
-use crate::observer::Counts;
-use crate::snapshot::{ClosedBy, RefusalCounts, StateCounts};
+use crate::counts::Counts;
+use crate::counts::{ClosedBy, RefusalCounts, StateCounts};
+use crate::state::ConnectionState;
 
 /// Stripes of the activity sum (a power of two).
 const STRIPES: usize = 16;
@@ -87,7 +87,7 @@ impl Aggregates {
 
     /// An entry's round-trip time moved from `from` (maybe none yet) to `to`.
     pub(crate) fn rtt_moved(&self, from: u32, to: u32) {
-        if from == crate::connection::RTT_NONE {
+        if from == crate::state::RTT_NONE {
             self.rtt_count.fetch_add(1, Ordering::Relaxed);
             self.rtt_sum.fetch_add(u64::from(to), Ordering::Relaxed);
         } else {

@@ -4,77 +4,67 @@
 //! [`crate::Registry::start_background_tasks`]), and stop when the registry is dropped or shut
 //! down.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::registry::Shared;
+use crate::shared::Shared;
 
-impl Shared {
-    pub(crate) fn start_background(self: &Arc<Self>) {
-        if self.background.load(Ordering::Relaxed) != 0 {
-            return;
-        }
-        if tokio::runtime::Handle::try_current().is_err() {
-            return; // no runtime yet: the first registration inside one starts them
-        }
-        if self.background.swap(1, Ordering::AcqRel) != 0 {
-            return;
-        }
-        let cleanup = self.config.cleanup_interval;
-        if !cleanup.is_zero() {
-            self.spawn_every(cleanup, |shared| {
-                shared.sweep_admission();
-                let cleaned = shared.cleanup_stale();
-                if cleaned > 0 {
-                    tracing::debug!(cleaned, "swept stale connections");
-                }
-                shared.paths.drop_empty();
-            });
-        }
-        let ping = self.config.ping_interval;
-        if !ping.is_zero() {
-            self.spawn_every(ping, Shared::ping_all);
-        }
-        if let Some(period) = crate::liveness::check_period(&self.config) {
-            self.spawn_every(period, |shared| {
-                let closed = shared.check_timeouts();
-                if closed > 0 {
-                    tracing::debug!(closed, "closed connections past a timeout");
-                }
-            });
-        }
-        self.start_ticks();
+/// Starts the periodic tasks `shared`'s configuration asks for, once, if a runtime is there.
+pub(crate) fn start(shared: &Arc<Shared>) {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return; // no runtime yet: the first registration inside one starts them
     }
+    if !shared.claim_background() {
+        return;
+    }
+    let config = shared.config();
+    let cleanup = config.cleanup_interval;
+    if !cleanup.is_zero() {
+        spawn_every(shared, cleanup, |shared| {
+            shared.sweep_admission();
+            let cleaned = shared.cleanup_stale();
+            if cleaned > 0 {
+                tracing::debug!(cleaned, "swept stale connections");
+            }
+            shared.drop_empty_paths();
+        });
+    }
+    let ping = config.ping_interval;
+    if !ping.is_zero() {
+        spawn_every(shared, ping, Shared::ping_all);
+    }
+    if let Some(period) = crate::liveness::check_period(config) {
+        spawn_every(shared, period, |shared| {
+            let closed = shared.check_timeouts();
+            if closed > 0 {
+                tracing::debug!(closed, "closed connections past a timeout");
+            }
+        });
+    }
+    start_ticks(shared);
+}
 
-    /// Starts a tick task for each observer waiting for one.
-    pub(crate) fn start_ticks(self: &Arc<Self>) {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return;
-        }
-        let waiting = std::mem::take(
-            &mut *self
-                .observers
-                .pending_ticks
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
-        for observer in waiting {
-            let Some(period) = observer.tick_interval() else {
-                continue;
-            };
-            self.spawn_every(period, move |shared| observer.tick(&shared.snapshot(false)));
-        }
+/// Starts the ticks of the observers added since the last call (if a runtime is there).
+pub(crate) fn start_ticks(shared: &Arc<Shared>) {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return;
     }
+    for observer in shared.observers().take_pending_ticks() {
+        let Some(period) = observer.tick_interval() else {
+            continue;
+        };
+        spawn_every(shared, period, move |shared| {
+            observer.tick(&shared.snapshot(false))
+        });
+    }
+}
 
-    /// Runs `tick` every `period` until the registry is dropped or shut down.
-    fn spawn_every(self: &Arc<Self>, period: Duration, tick: impl Fn(&Shared) + Send + 'static) {
-        let shared = Arc::downgrade(self);
-        let stop = self.root.clone();
-        self.tracker.spawn(every(period, stop, shared, tick));
-    }
+fn spawn_every(shared: &Arc<Shared>, period: Duration, tick: impl Fn(&Shared) + Send + 'static) {
+    let stop = shared.stop_token();
+    let weak = Arc::downgrade(shared);
+    shared.tracker().spawn(every(period, stop, weak, tick));
 }
 
 async fn every(

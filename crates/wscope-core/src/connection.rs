@@ -1,364 +1,23 @@
-//! One tracked connection: its registry entry, the [`ConnectionHandle`] others use to reach it,
-//! and the drop-guarded `Connection` that the driver owns and moves through its states.
+//! One tracked connection as others hold it: the [`ConnectionHandle`] others use to reach it,
+//! and the drop-guarded `Connection` that the driver owns and moves through its states (the
+//! entry they both point at is in `entry`).
 //!
 //! Only this crate's driver changes a connection's state, counters and close record: the
 //! sequencing lives in one place (`driver`), and the methods here are crate-private.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
-
-use crate::admission::{check_tag, check_user, LabelError, Permit, MAX_TAGS};
+use crate::admission::{LabelError, Permit};
 use crate::close::{CloseCode, CloseFrame, CloseRecord, Initiator, ReasonTooLong};
+use crate::entry::Entry;
 use crate::id::ConnectionId;
 use crate::message::Message;
-use crate::observer::Counts;
-use crate::outbox::{Drained, Outbox, SendError};
-use crate::registry::{Registry, Shared};
-use crate::strings::SharedStr;
-
-/// The lifecycle of a connection, as the reference names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-#[repr(u8)]
-pub enum ConnectionState {
-    /// The upgrade was accepted; the handshake is not complete yet.
-    Connecting = 0,
-    /// The WebSocket is open.
-    Open = 1,
-    /// A close frame was sent or received; the handshake is not complete.
-    Closing = 2,
-    /// The connection is over; the entry is stale until its owner drops it or a sweep removes it.
-    Closed = 3,
-}
-
-impl ConnectionState {
-    pub(crate) fn from_u8(v: u8) -> Self {
-        match v {
-            0 => Self::Connecting,
-            1 => Self::Open,
-            2 => Self::Closing,
-            _ => Self::Closed,
-        }
-    }
-
-    /// The reference's name (`"OPEN"`, …).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Connecting => "CONNECTING",
-            Self::Open => "OPEN",
-            Self::Closing => "CLOSING",
-            Self::Closed => "CLOSED",
-        }
-    }
-}
-
-/// `last_activity_ms` of an entry that has left the registry: its activity no longer counts.
-pub(crate) const REMOVED: u64 = u64::MAX;
-/// `rtt_ms` before the first pong.
-pub(crate) const RTT_NONE: u32 = u32::MAX;
-/// `rtt_ms` once the entry has left.
-pub(crate) const RTT_REMOVED: u32 = u32::MAX - 1;
-/// `ping_sent_ms` when no ping is outstanding.
-pub(crate) const NO_PING: u64 = u64::MAX;
-
-/// A registry entry. Every field the hot path touches is an atomic; nothing here is locked while
-/// a message is read or written except the outbox's short critical sections.
-///
-/// `repr(C)` with the fields a snapshot reads first, so reading one entry touches as few cache
-/// lines as possible (a snapshot of 100k entries is bound by memory latency, not arithmetic).
-#[derive(Debug)]
-#[repr(C)]
-pub(crate) struct Entry {
-    /// Sequence number, the registry key (the public id adds the registry's prefix).
-    pub(crate) seq: u64,
-    /// When it was registered (clock milliseconds).
-    pub(crate) connected_ms: u64,
-    /// Last text or binary message sent or received (clock milliseconds); [`REMOVED`] once the
-    /// entry has left, so a late update cannot change the registry's activity sum.
-    pub(crate) last_activity_ms: AtomicU64,
-    pub(crate) messages_in: AtomicU64,
-    pub(crate) messages_out: AtomicU64,
-    pub(crate) bytes_in: AtomicU64,
-    pub(crate) bytes_out: AtomicU64,
-    /// Request path (shared with the other connections on it).
-    pub(crate) path: SharedStr,
-    /// Bounded user agent (shared likewise).
-    pub(crate) user_agent: Option<SharedStr>,
-    /// Client address after proxy resolution.
-    pub(crate) remote_addr: Option<IpAddr>,
-    /// [`ConnectionState`] as u8; it only moves forward.
-    pub(crate) state: AtomicU8,
-    /// Set when the connection is being failed (RFC 6455 §7.1.7): the writer drops it as soon as
-    /// the close frame is out, without waiting for the peer's reply.
-    pub(crate) fail_fast: AtomicBool,
-    /// Set once the application attached a user id or a tag, so a walk filtering by user or tag
-    /// passes unlabelled entries without taking their labels lock (it sits in padding).
-    labelled: AtomicBool,
-    /// The last ping's round-trip time in ms; [`RTT_NONE`] until a pong came, [`RTT_REMOVED`] once
-    /// the entry has left (so a late pong cannot change the registry's RTT sums). Sits in the
-    /// padding after the two flags.
-    pub(crate) rtt_ms: AtomicU32,
-    /// When the outstanding ping was sent (clock ms); [`NO_PING`] when none is outstanding.
-    pub(crate) ping_sent_ms: AtomicU64,
-    /// Outbound queue the writer drains (its counters come first).
-    pub(crate) outbox: Outbox,
-    /// Cancelled to drop the connection at once (drain deadline passed, writer failed).
-    pub(crate) cancel: CancellationToken,
-    /// The first close event: who, code, reason.
-    pub(crate) close_record: Mutex<Option<CloseRecord>>,
-    /// The user id and tags the application attached; boxed and absent until it attaches one,
-    /// so an unlabelled connection pays a pointer and a lock word.
-    pub(crate) labels: Mutex<Option<Box<Labels>>>,
-}
-
-/// What the application attached to a connection ([`ConnectionHandle::set_user`],
-/// [`ConnectionHandle::tag`]).
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Labels {
-    /// The user id: not interned (user ids are many and short-lived).
-    pub(crate) user: Option<Arc<str>>,
-    /// Tags, in the order first added, without repeats (interned: a service uses a few).
-    pub(crate) tags: Vec<SharedStr>,
-}
-
-impl Entry {
-    pub(crate) fn new(
-        seq: u64,
-        now_ms: u64,
-        meta: Stored,
-        outbox: Outbox,
-        cancel: CancellationToken,
-    ) -> Self {
-        Self {
-            seq,
-            connected_ms: now_ms,
-            last_activity_ms: AtomicU64::new(now_ms),
-            messages_in: AtomicU64::new(0),
-            messages_out: AtomicU64::new(0),
-            bytes_in: AtomicU64::new(0),
-            bytes_out: AtomicU64::new(0),
-            path: meta.path,
-            user_agent: meta.user_agent,
-            remote_addr: meta.remote_addr,
-            state: AtomicU8::new(ConnectionState::Connecting as u8),
-            fail_fast: AtomicBool::new(false),
-            labelled: AtomicBool::new(false),
-            rtt_ms: AtomicU32::new(RTT_NONE),
-            ping_sent_ms: AtomicU64::new(NO_PING),
-            outbox,
-            cancel,
-            close_record: Mutex::new(None),
-            labels: Mutex::new(None),
-        }
-    }
-
-    fn labels(&self) -> std::sync::MutexGuard<'_, Option<Box<Labels>>> {
-        self.labels.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Sets (or with `None` clears) the user id; one longer than its cap is refused.
-    pub(crate) fn set_user(&self, user: Option<&str>) -> Result<(), LabelError> {
-        user.map_or(Ok(()), check_user)?;
-        self.labelled.store(true, Ordering::Release);
-        let mut labels = self.labels();
-        let slot = labels.get_or_insert_with(Default::default);
-        slot.user = user.map(Arc::from);
-        Ok(())
-    }
-
-    /// Adds a tag; false if it was there already. A tag longer than its cap, or one past
-    /// [`MAX_TAGS`], is refused (the scan for a repeat is at most that long).
-    pub(crate) fn tag(&self, tag: &str) -> Result<bool, LabelError> {
-        check_tag(tag)?;
-        self.labelled.store(true, Ordering::Release);
-        let mut labels = self.labels();
-        let slot = labels.get_or_insert_with(Default::default);
-        if slot.tags.iter().any(|t| &**t == tag) {
-            return Ok(false);
-        }
-        if slot.tags.len() >= MAX_TAGS {
-            return Err(LabelError::TooManyTags { max: MAX_TAGS });
-        }
-        slot.tags.push(SharedStr::new(tag));
-        Ok(true)
-    }
-
-    /// Attaches the labels an upgrade came with, admission having checked their caps: repeats
-    /// dropped in one pass with a set.
-    pub(crate) fn set_labels(&self, user: Option<&str>, tags: &[String]) {
-        if user.is_none() && tags.is_empty() {
-            return;
-        }
-        let labels = Labels {
-            user: user.map(Arc::from),
-            tags: crate::admission::distinct_tags(tags)
-                .map(SharedStr::new)
-                .collect(),
-        };
-        self.labelled.store(true, Ordering::Release);
-        *self.labels() = Some(Box::new(labels));
-    }
-
-    /// Removes a tag; false if it was not there.
-    pub(crate) fn untag(&self, tag: &str) -> bool {
-        let mut labels = self.labels();
-        let Some(slot) = labels.as_mut() else {
-            return false;
-        };
-        let before = slot.tags.len();
-        slot.tags.retain(|t| &**t != tag);
-        slot.tags.len() != before
-    }
-
-    /// The user id, if set.
-    pub(crate) fn user(&self) -> Option<Arc<str>> {
-        self.labels().as_ref().and_then(|l| l.user.clone())
-    }
-
-    /// The tags.
-    pub(crate) fn tags(&self) -> Vec<SharedStr> {
-        self.labels()
-            .as_ref()
-            .map(|l| l.tags.clone())
-            .unwrap_or_default()
-    }
-
-    /// The user id and tags as the stats list them.
-    pub(crate) fn labels_view(&self) -> (Option<String>, Vec<String>) {
-        if !self.labelled.load(Ordering::Acquire) {
-            return (None, Vec::new());
-        }
-        match self.labels().as_ref() {
-            None => (None, Vec::new()),
-            Some(l) => (
-                l.user.as_deref().map(str::to_owned),
-                l.tags.iter().map(|t| t.to_string()).collect(),
-            ),
-        }
-    }
-
-    /// Whether the user id is `user`.
-    pub(crate) fn has_user(&self, user: &str) -> bool {
-        if !self.labelled.load(Ordering::Acquire) {
-            return false;
-        }
-        self.labels()
-            .as_ref()
-            .and_then(|l| l.user.as_deref())
-            .is_some_and(|u| u == user)
-    }
-
-    /// Whether `tag` is among the tags.
-    pub(crate) fn has_tag(&self, tag: &str) -> bool {
-        if !self.labelled.load(Ordering::Acquire) {
-            return false;
-        }
-        self.labels()
-            .as_ref()
-            .is_some_and(|l| l.tags.iter().any(|t| &**t == tag))
-    }
-
-    pub(crate) fn state(&self) -> ConnectionState {
-        ConnectionState::from_u8(self.state.load(Ordering::Acquire))
-    }
-
-    /// The lifetime counters.
-    pub(crate) fn counts(&self) -> Counts {
-        Counts {
-            messages_in: self.messages_in.load(Ordering::Relaxed),
-            messages_out: self.messages_out.load(Ordering::Relaxed),
-            bytes_in: self.bytes_in.load(Ordering::Relaxed),
-            bytes_out: self.bytes_out.load(Ordering::Relaxed),
-        }
-    }
-
-    /// Keeps the first close record; later ones are ignored.
-    fn record_close(&self, record: CloseRecord) {
-        let mut slot = self.close_record.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() {
-            *slot = Some(record);
-        }
-    }
-
-    /// The connection is dropped without a finished close handshake: whatever started the close,
-    /// the record now says the deadline ended it (keeping the code that was sent, if any).
-    pub(crate) fn record_dropped(&self, reason: &str) {
-        let mut slot = self.close_record.lock().unwrap_or_else(|e| e.into_inner());
-        let code = slot.as_ref().and_then(|r| r.code);
-        *slot = Some(CloseRecord {
-            initiator: Initiator::Deadline,
-            code,
-            reason: reason.to_owned(),
-        });
-    }
-
-    pub(crate) fn close_record(&self) -> Option<CloseRecord> {
-        self.close_record
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// The last round-trip time, if a pong has come.
-    pub(crate) fn rtt(&self) -> Option<u32> {
-        let rtt = self.rtt_ms.load(Ordering::Relaxed);
-        (rtt < RTT_REMOVED).then_some(rtt)
-    }
-
-    /// Fails the connection from outside its task (a timeout, a slow consumer): the writer sends
-    /// `frame` after what is queued and drops the connection without waiting for a reply; if the
-    /// writer is stuck on a peer that reads nothing, the connection is dropped after `within`.
-    /// Returns false if a close was already under way.
-    pub(crate) fn fail(
-        self: &Arc<Self>,
-        frame: CloseFrame,
-        initiator: Initiator,
-        within: Duration,
-    ) -> bool {
-        self.fail_fast.store(true, Ordering::Release);
-        if !self.request_close(frame, initiator) {
-            return false;
-        }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let entry = self.clone();
-            runtime.spawn(async move {
-                tokio::select! {
-                    _ = entry.cancel.cancelled() => {}
-                    _ = tokio::time::sleep(within) => entry.cancel.cancel(),
-                }
-            });
-        }
-        true
-    }
-
-    /// Requests a close on behalf of `initiator`; the first request wins.
-    pub(crate) fn request_close(&self, frame: CloseFrame, initiator: Initiator) -> bool {
-        let record = CloseRecord {
-            initiator,
-            code: Some(frame.code.as_u16()),
-            reason: frame.reason.clone(),
-        };
-        if self.outbox.request_close(frame) {
-            self.record_close(record);
-            true
-        } else {
-            false
-        }
-    }
-}
-
-/// What an entry keeps of its [`crate::ConnectionMeta`], in its shared form.
-#[derive(Debug)]
-pub(crate) struct Stored {
-    pub(crate) path: SharedStr,
-    pub(crate) user_agent: Option<SharedStr>,
-    pub(crate) remote_addr: Option<IpAddr>,
-}
+use crate::outbox::{Drained, SendError};
+use crate::shared::Shared;
+use crate::state::{ConnectionState, NO_PING, REMOVED, RTT_REMOVED};
 
 /// A cheap, cloneable reference to a live connection: send to it, close it, read its figures.
 ///
@@ -368,10 +27,19 @@ pub(crate) struct Stored {
 #[derive(Clone, Debug)]
 pub struct ConnectionHandle {
     pub(crate) entry: Arc<Entry>,
-    pub(crate) shared: Arc<Shared>,
+    shared: Arc<Shared>,
 }
 
 impl ConnectionHandle {
+    pub(crate) fn new(entry: Arc<Entry>, shared: Arc<Shared>) -> Self {
+        Self { entry, shared }
+    }
+
+    /// The state of the registry it is tracked in.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// The connection's id.
     pub fn id(&self) -> ConnectionId {
         self.shared.id_of(self.entry.seq)
@@ -434,7 +102,7 @@ impl ConnectionHandle {
 
     /// Adds a tag (shown in `tags`; the connections API can filter and close by it). Returns
     /// false if the connection had it already. A tag longer than
-    /// [`MAX_TAG_LEN`](crate::MAX_TAG_LEN) bytes, or one past [`MAX_TAGS`], is refused.
+    /// [`MAX_TAG_LEN`](crate::MAX_TAG_LEN) bytes, or one past [`MAX_TAGS`](crate::MAX_TAGS), is refused.
     pub fn tag(&self, tag: impl AsRef<str>) -> Result<bool, LabelError> {
         self.entry.tag(tag.as_ref())
     }
@@ -455,19 +123,14 @@ impl ConnectionHandle {
         let frame = CloseFrame::new(code, reason)?;
         Ok(self.entry.request_close(frame, Initiator::Admin))
     }
-
-    /// The registry the connection is tracked in.
-    pub fn registry(&self) -> Registry {
-        Registry::from_shared(self.shared.clone())
-    }
 }
 
 /// The driver's side of a tracked connection. Dropping the last `Connection` removes the entry
 /// from the registry, however the connection ended, and releases its admission [`Permit`].
 #[derive(Debug)]
-pub struct Connection {
+pub(crate) struct Connection {
     pub(crate) entry: Arc<Entry>,
-    pub(crate) shared: Arc<Shared>,
+    shared: Arc<Shared>,
     /// What admission reserved for this connection; released with it.
     permit: Permit,
 }
@@ -488,15 +151,12 @@ impl Connection {
 
     /// A handle others can keep to send to or close this connection.
     pub(crate) fn handle(&self) -> ConnectionHandle {
-        ConnectionHandle {
-            entry: self.entry.clone(),
-            shared: self.shared.clone(),
-        }
+        ConnectionHandle::new(self.entry.clone(), self.shared.clone())
     }
 
-    /// The registry it is tracked in.
-    pub(crate) fn registry(&self) -> Registry {
-        Registry::from_shared(self.shared.clone())
+    /// The state of the registry it is tracked in.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// The current state.
@@ -510,7 +170,7 @@ impl Connection {
         let prev = self.entry.state.fetch_max(to as u8, Ordering::AcqRel);
         if prev < to as u8 {
             self.shared
-                .aggregates
+                .aggregates()
                 .state_moved(ConnectionState::from_u8(prev), to);
         }
     }
@@ -533,7 +193,7 @@ impl Connection {
     pub(crate) fn end(&self) {
         self.advance_state(ConnectionState::Closed);
         self.entry.outbox.shut();
-        if self.shared.shutdown_begun() {
+        if self.shared.shutdown().is_begun_fenced() {
             self.shared.remove(&self.entry);
         }
     }
@@ -556,7 +216,7 @@ impl Connection {
             .is_ok()
         {
             self.shared
-                .aggregates
+                .aggregates()
                 .activity_moved(self.entry.seq, last, now);
         }
     }
@@ -603,8 +263,8 @@ impl Connection {
             .compare_exchange(old, rtt, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
         {
-            self.shared.aggregates.rtt_moved(old, rtt);
-            self.shared.rtt_measured(rtt);
+            self.shared.aggregates().rtt_moved(old, rtt);
+            self.shared.observers().rtt_measured(rtt);
         }
     }
 
@@ -615,7 +275,7 @@ impl Connection {
 
     /// The registry's limit on messages received per second (0: none).
     pub(crate) fn message_rate_limit(&self) -> u32 {
-        self.shared.config.max_messages_per_second
+        self.shared.config().max_messages_per_second
     }
 
     /// Fails the connection because it broke a limit: `frame` after what is queued, counted as
@@ -693,22 +353,22 @@ impl Connection {
 
     /// Completes when the connection must be dropped at once (drain deadline, fatal error).
     pub(crate) async fn cancelled(&self) {
-        self.entry.cancel.cancelled().await
+        self.entry.aborted().await
     }
 
     /// Drops the connection at once: readers and writers waiting on [`Connection::cancelled`] stop.
     pub(crate) fn abort(&self) {
-        self.entry.cancel.cancel();
+        self.entry.abort();
     }
 
     /// The registry's task tracker, for the tasks that serve this connection.
     pub(crate) fn task_tracker(&self) -> &tokio_util::task::TaskTracker {
-        &self.shared.tracker
+        self.shared.tracker()
     }
 
     /// How long a closing connection may take to flush and finish its handshake.
     pub(crate) fn close_timeout(&self) -> Duration {
-        self.shared.config.drain_timeout
+        self.shared.config().drain_timeout
     }
 }
 

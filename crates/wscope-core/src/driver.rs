@@ -20,13 +20,13 @@ use crate::admission::LabelError;
 use crate::close::{
     CloseCode, CloseFrame, CloseRecord, Initiator, ReasonTooLong, ABNORMAL_CLOSURE,
 };
-use crate::connection::{Connection, ConnectionHandle, ConnectionState};
+use crate::connection::{Connection, ConnectionHandle};
 use crate::id::ConnectionId;
-use crate::liveness::PING_PAYLOAD;
 use crate::message::Message;
 use crate::outbox::Closing;
 use crate::outbox::SendError;
-use crate::registry::Registry;
+use crate::state::ConnectionState;
+use crate::state::PING_PAYLOAD;
 use crate::transport::{BoxReader, Role, Transport, TransportError, TransportErrorKind};
 
 /// The reading half as the socket keeps it: boxed, so [`TrackedSocket`] is one type whatever the
@@ -209,10 +209,9 @@ impl TrackedSocket {
         self.conn.handle()
     }
 
-    /// The registry this connection is tracked in: broadcast through its
-    /// [`active_connections`](Registry::active_connections), read its stats.
-    pub fn registry(&self) -> Registry {
-        self.conn.registry()
+    /// The driver's connection (its registry is reached through it).
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
     }
 
     /// Attaches a user id (replacing any): shown as `user` in the stats and the connections API,

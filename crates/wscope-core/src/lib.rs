@@ -37,36 +37,46 @@
 //! ```
 //!
 //! # Layout
-//! - `registry`: the owner of entries — admit, register, remove, count, snapshot, close, sweep.
+//! From the ground up; a file imports only files listed before it.
+//! - Leaf types: `state` ([`ConnectionState`] and the entry's sentinel values), `counts`
+//!   ([`Counts`], [`StateCounts`], [`ClosedBy`], [`RefusalCounts`]), `close` (close codes and
+//!   frames, the [`CloseRecord`] kept for every removal), `message`, `id`, `clock`, `instance`,
+//!   `units` (the text forms of durations and sizes), `strings` (paths, user agents and id
+//!   prefixes stored once per process, [`SharedStr`]), `order` (the entries' sequence numbers in
+//!   order, so registration-order pages read only the page).
 //! - `admission`: [`ConnectionMeta`], [`Permit`], [`Refusal`] and the checks every upgrade passes,
 //!   one file each under `admission/`: `labels` (the caps on user ids and tags, [`LabelError`]),
 //!   `bans` (runtime bans, [`Registry::ban`]), `origin` ([`OriginPattern`]), `rate` (per-address
 //!   handshake rate, [`RateLimit`], in a bounded table), `limits` (global and per-address
 //!   connection caps); `client_key` ([`ClientKey`], [`Ipv6Prefix`]): a client as every
 //!   per-address check counts it, an IPv6 host's /64 as one.
-//! - `connection`: an entry, its public [`ConnectionHandle`] and the drop-guarded connection the
-//!   driver owns (its state machine's steps are crate-private).
-//! - `driver`: [`Accepted`] and [`TrackedSocket`] — the one state machine every connection runs.
+//! - `config`: [`RegistryConfig`], which also builds the admission checks it asks for.
 //! - `transport`: the [`Transport`] trait engines implement, [`Role`], typed [`TransportError`]s;
 //!   `memory`: an in-process transport for tests.
 //! - `outbox`: each connection's bounded outbound queue, drained in batches by its writer.
 //! - `budget`: [`MessageBudget`], the bound on bytes held in partly received messages across
 //!   connections and per client address, and each connection's [`Charge`] against it.
-//! - `observer`: [`Observer`] and its events; `log`: the reference's stats lines and the
-//!   [`StatsLogger`] observer.
-//! - `aggregates`: the O(1) counts, totals and sums behind summaries.
 //! - `snapshot`: the read model every reporter shares, and [`Summary`], the reference's figures
-//!   declared once and flattened into every answer that carries them; `wire`: the admin API's other JSON types;
-//!   `admin`: the admin actions applied to a registry ([`Registry::apply`]), HTTP-free.
-//! - `query`: the connections query ([`query::ConnectionQuery`]: filter, sort, page, columns) and
-//!   its parser; `listing`: [`Registry::connections`] and [`Registry::close_matching`] answer it;
-//!   `order`: the entries' sequence numbers in order, so registration-order pages read only the
-//!   page.
-//! - `shutdown`: the drain and the signal helper; `background`: the sweep and observer ticks.
-//! - `close`: close codes and frames, and the [`CloseRecord`] kept for every removal.
-//! - `message`, `id`, `clock`, `instance`, `units`: messages, ids, time, the instance id, and the
-//!   text forms of durations and sizes.
-//! - `strings`: paths, user agents and id prefixes, stored once per process ([`SharedStr`]).
+//!   declared once and flattened into every answer that carries them; `query`: the connections query
+//!   ([`query::ConnectionQuery`]: filter, sort, page, columns) and its parser.
+//! - `aggregates`: the O(1) counts, totals and sums behind summaries.
+//! - `observer`: [`Observer`] and its events; `log`: the reference's stats lines and the
+//!   [`StatsLogger`] observer; `recent`: the recently closed connections, an observer.
+//! - `entry`: one connection's registry entry (atomics, queue, close record, labels, the abort
+//!   bit); `paths`: the entries by request path; `liveness`: pings and the ping and idle
+//!   timeouts, per entry; `traffic`: [`Traffic`], the totals moved, and their floor.
+//! - `shutdown`: the shutdown's state and [`ShutdownReport`], and the signal helpers.
+//! - `shared`: the state behind a registry, private to it, with every operation the others
+//!   need — the insert, the one removal path, walks, snapshot, close, sweep.
+//! - `connection`: the public [`ConnectionHandle`] and the drop-guarded connection the driver
+//!   owns (its state machine's steps are crate-private); `drain`: the drain on shutdown;
+//!   `background`: the sweep, pings, timeouts and observer ticks.
+//! - `driver`: [`Accepted`] and [`TrackedSocket`] — the one state machine every connection runs.
+//! - `registry`: [`Registry`], the public handle — admit, register, count, snapshot, close,
+//!   ban, kick, shutdown.
+//! - Readers above it: `wire` (the admin API's other JSON types), `listing`
+//!   ([`Registry::connections`] and [`Registry::close_matching`] answer a query), `admin` (the
+//!   admin actions applied to a registry, [`Registry::apply`], HTTP-free).
 //!
 //! # Concurrency
 //! The map is sharded (`dashmap`); per-connection counters and timestamps are atomics; no lock is
@@ -80,8 +90,12 @@ mod background;
 mod budget;
 mod clock;
 mod close;
+mod config;
 mod connection;
+mod counts;
+mod drain;
 mod driver;
+mod entry;
 mod id;
 mod instance;
 mod listing;
@@ -96,8 +110,10 @@ mod paths;
 pub mod query;
 mod recent;
 mod registry;
+mod shared;
 mod shutdown;
 mod snapshot;
+mod state;
 mod strings;
 mod traffic;
 pub mod transport;
@@ -117,7 +133,9 @@ pub use close::{
     CloseCode, CloseFrame, CloseRecord, Initiator, InvalidCloseCode, ReasonTooLong,
     MAX_CLOSE_REASON_BYTES,
 };
-pub use connection::{ConnectionHandle, ConnectionState};
+pub use config::RegistryConfig;
+pub use connection::ConnectionHandle;
+pub use counts::{ClosedBy, Counts, RefusalCounts, StateCounts};
 pub use driver::{Accepted, TrackedSocket};
 pub use id::{ConnectionId, InvalidConnectionId};
 pub use instance::{
@@ -125,15 +143,14 @@ pub use instance::{
     InvalidInstanceId, INSTANCE_ID_ENV,
 };
 pub use ipnet::IpNet;
-pub use log::{log_connection_stats, stats_lines, StatsLogger, STATS_TARGET};
+pub use log::{stats_lines, StatsLogger, STATS_TARGET};
 pub use message::{InvalidUtf8, Message, Utf8Bytes};
-pub use observer::{ClosedEvent, Counts, Observer, OpenedEvent, RefusedEvent, RttEvent};
+pub use observer::{ClosedEvent, Observer, OpenedEvent, RefusedEvent, RttEvent};
 pub use outbox::SendError;
-pub use registry::{Broadcast, Registry, RegistryConfig};
+pub use registry::{log_connection_stats, Broadcast, Registry};
 pub use shutdown::{shutdown_signal, ShutdownReport, StopSignal, StopSignals};
-pub use snapshot::{
-    ClosedBy, ClosedConnection, ConnectionInfo, RefusalCounts, Snapshot, StateCounts, Summary,
-};
+pub use snapshot::{ClosedConnection, ConnectionInfo, Snapshot, Summary};
+pub use state::ConnectionState;
 pub use strings::SharedStr;
 pub use traffic::Traffic;
 pub use transport::{

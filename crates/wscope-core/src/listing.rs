@@ -18,10 +18,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::close::{CloseCode, CloseFrame, Initiator, ReasonTooLong};
-use crate::connection::{ConnectionHandle, ConnectionState, Entry, REMOVED};
+use crate::connection::ConnectionHandle;
+use crate::entry::Entry;
 use crate::query::{ConnectionFilter, ConnectionQuery, Cursor, SortKey, SortOrder, Start};
-use crate::registry::{Registry, Shared};
+use crate::registry::Registry;
+use crate::shared::Shared;
 use crate::snapshot::{ConnectionInfo, Snapshot};
+use crate::state::{ConnectionState, REMOVED};
 use crate::wire::ConnectionPage;
 
 impl Registry {
@@ -41,7 +44,7 @@ impl Registry {
     /// assert_eq!(registry.connections(&rest).connections[0].id, held[2].id());
     /// ```
     pub fn connections(&self, query: &ConnectionQuery) -> ConnectionPage {
-        self.shared().page(query)
+        page(self.shared(), query)
     }
 
     /// One connection as the stats list it, if tracked here.
@@ -61,9 +64,7 @@ impl Registry {
         reason: &str,
     ) -> Result<u64, ReasonTooLong> {
         let frame = CloseFrame::new(code, reason)?;
-        let closed = self
-            .shared()
-            .matching(filter)
+        let closed = matching(self.shared(), filter)
             .iter()
             .filter(|e| {
                 e.state() != ConnectionState::Closed
@@ -99,14 +100,10 @@ impl Registry {
     /// ```
     pub fn connections_matching(&self, filter: &ConnectionFilter) -> Vec<ConnectionHandle> {
         let shared = self.shared();
-        shared
-            .matching(filter)
+        matching(shared, filter)
             .into_iter()
             .filter(|e| e.state() == ConnectionState::Open)
-            .map(|entry| ConnectionHandle {
-                entry,
-                shared: shared.clone(),
-            })
+            .map(|entry| ConnectionHandle::new(entry, shared.clone()))
             .collect()
     }
 
@@ -121,8 +118,8 @@ impl Registry {
         }
         let now = shared.clock.now_ms();
         let mut list = Vec::with_capacity(max.min(snapshot.total_connections as usize));
-        shared.order.walk(None, false, max.min(4096), |seq| {
-            if let Some(e) = shared.entries.get(&seq).map(|e| e.value().clone()) {
+        shared.order().walk(None, false, max.min(4096), |seq| {
+            if let Some(e) = shared.entry(seq) {
                 list.push(shared.info(&e, now));
             }
             list.len() < max
@@ -132,17 +129,11 @@ impl Registry {
     }
 }
 
-impl Shared {
-    /// The entries `filter` matches now, collected, so that no shard lock is held while the
-    /// caller takes outbox locks.
-    fn matching(&self, filter: &ConnectionFilter) -> Vec<Arc<Entry>> {
-        let now = self.clock.now_ms();
-        self.entries
-            .iter()
-            .filter(|e| matches(filter, e.value(), now))
-            .map(|e| e.value().clone())
-            .collect()
-    }
+/// The entries `filter` matches now, collected, so that no shard lock is held while the
+/// caller takes outbox locks.
+fn matching(shared: &Shared, filter: &ConnectionFilter) -> Vec<Arc<Entry>> {
+    let now = shared.clock.now_ms();
+    shared.entries_where(|e| matches(filter, e, now))
 }
 
 /// Whether `e` passes every condition of `filter` at `now` (ms).
@@ -229,136 +220,133 @@ impl Ord for Ranked {
     }
 }
 
-impl Shared {
-    fn page(&self, query: &ConnectionQuery) -> ConnectionPage {
-        let now = self.clock.now_ms();
-        let limit = query.limit.clamp(1, ConnectionQuery::MAX_LIMIT);
-        let (offset, after) = match query.start {
-            Start::First => (0, None),
-            Start::Offset(n) => (usize::try_from(n).unwrap_or(usize::MAX), None),
-            Start::After(c) => (0, Some(c)),
-        };
-        // One more than the page, to know whether a next page exists.
-        let want = limit + 1;
-        let (total, rows) = if query.sort == SortKey::Age {
-            let rows = self.ordered_rows(query, now, offset, after, want);
-            (self.matching_total(&query.filter, now), rows)
-        } else {
-            self.ranked_rows(query, now, offset, after, want)
-        };
-        let next = (rows.len() > limit).then(|| {
-            let last = &rows[limit - 1];
-            Cursor {
-                sort: query.sort,
-                order: query.order,
-                rank: last.rank,
-                seq: last.seq,
-            }
-        });
-        let connections = rows
-            .iter()
-            .take(limit)
-            .map(|r| self.info(&r.entry, now))
-            .collect();
-        ConnectionPage::new(total, connections, next)
-    }
-
-    /// Registration order from the ordered index: visits the page (and the offset), not the
-    /// registry.
-    fn ordered_rows(
-        &self,
-        query: &ConnectionQuery,
-        now: u64,
-        mut skip: usize,
-        after: Option<Cursor>,
-        want: usize,
-    ) -> Vec<Ranked> {
-        // Age descending (the default) is the oldest first: ascending sequence numbers.
-        let descending = query.order == SortOrder::Asc;
-        let batch = skip.saturating_add(want).min(4096);
-        let mut rows = Vec::with_capacity(want);
-        self.order
-            .walk(after.map(|c| c.seq), descending, batch, |seq| {
-                let Some(entry) = self.entries.get(&seq).map(|e| e.value().clone()) else {
-                    return true; // left meanwhile
-                };
-                if !matches(&query.filter, &entry, now) {
-                    return true;
-                }
-                if skip > 0 {
-                    skip -= 1;
-                    return true;
-                }
-                if let Some(rank) = rank(&entry, query.sort, query.order) {
-                    rows.push(Ranked { rank, seq, entry });
-                }
-                rows.len() < want
-            });
-        rows
-    }
-
-    /// How many entries `filter` matches: O(1) when the aggregates know, else one walk.
-    fn matching_total(&self, filter: &ConnectionFilter, now: u64) -> u64 {
-        if filter.is_empty() {
-            return self.aggregates.figures(now).current;
+fn page(shared: &Shared, query: &ConnectionQuery) -> ConnectionPage {
+    let now = shared.clock.now_ms();
+    let limit = query.limit.clamp(1, ConnectionQuery::MAX_LIMIT);
+    let (offset, after) = match query.start {
+        Start::First => (0, None),
+        Start::Offset(n) => (usize::try_from(n).unwrap_or(usize::MAX), None),
+        Start::After(c) => (0, Some(c)),
+    };
+    // One more than the page, to know whether a next page exists.
+    let want = limit + 1;
+    let (total, rows) = if query.sort == SortKey::Age {
+        let rows = ordered_rows(shared, query, now, offset, after, want);
+        (matching_total(shared, &query.filter, now), rows)
+    } else {
+        ranked_rows(shared, query, now, offset, after, want)
+    };
+    let next = (rows.len() > limit).then(|| {
+        let last = &rows[limit - 1];
+        Cursor {
+            sort: query.sort,
+            order: query.order,
+            rank: last.rank,
+            seq: last.seq,
         }
-        if let Some(state) = filter.state {
-            if ConnectionFilter::default().state(state) == *filter {
-                return self.aggregates.figures(now).by_state.get(state);
-            }
-        }
-        self.entries
-            .iter()
-            .filter(|e| matches(filter, e.value(), now))
-            .count() as u64
-    }
+    });
+    let connections = rows
+        .iter()
+        .take(limit)
+        .map(|r| shared.info(&r.entry, now))
+        .collect();
+    ConnectionPage::new(total, connections, next)
+}
 
-    /// Any order: one walk of the entries keeping the best `skip + want` in a bounded heap;
-    /// returns the total matching and the rows after the skip, in order.
-    fn ranked_rows(
-        &self,
-        query: &ConnectionQuery,
-        now: u64,
-        skip: usize,
-        after: Option<Cursor>,
-        want: usize,
-    ) -> (u64, Vec<Ranked>) {
-        let keep = skip.saturating_add(want);
-        let mut heap: BinaryHeap<Ranked> = BinaryHeap::new();
-        let mut total = 0u64;
-        for item in self.entries.iter() {
-            let e = item.value();
-            if !matches(&query.filter, e, now) {
-                continue;
-            }
-            total += 1;
-            let Some(rank) = rank(e, query.sort, query.order) else {
-                continue;
+/// Registration order from the ordered index: visits the page (and the offset), not the
+/// registry.
+fn ordered_rows(
+    shared: &Shared,
+    query: &ConnectionQuery,
+    now: u64,
+    mut skip: usize,
+    after: Option<Cursor>,
+    want: usize,
+) -> Vec<Ranked> {
+    // Age descending (the default) is the oldest first: ascending sequence numbers.
+    let descending = query.order == SortOrder::Asc;
+    let batch = skip.saturating_add(want).min(4096);
+    let mut rows = Vec::with_capacity(want);
+    shared
+        .order()
+        .walk(after.map(|c| c.seq), descending, batch, |seq| {
+            let Some(entry) = shared.entry(seq) else {
+                return true; // left meanwhile
             };
-            let key = (rank, e.seq);
-            if after.is_some_and(|c| key <= (c.rank, c.seq)) {
-                continue;
+            if !matches(&query.filter, &entry, now) {
+                return true;
             }
-            if heap.len() < keep {
-                heap.push(Ranked {
-                    rank,
-                    seq: e.seq,
-                    entry: e.clone(),
-                });
-            } else if heap
-                .peek()
-                .is_some_and(|worst| key < (worst.rank, worst.seq))
-            {
-                heap.pop();
-                heap.push(Ranked {
-                    rank,
-                    seq: e.seq,
-                    entry: e.clone(),
-                });
+            if skip > 0 {
+                skip -= 1;
+                return true;
             }
-        }
-        let mut rows = heap.into_sorted_vec();
-        rows.drain(..skip.min(rows.len()));
-        (total, rows)
+            if let Some(rank) = rank(&entry, query.sort, query.order) {
+                rows.push(Ranked { rank, seq, entry });
+            }
+            rows.len() < want
+        });
+    rows
+}
+
+/// How many entries `filter` matches: O(1) when the aggregates know, else one walk.
+fn matching_total(shared: &Shared, filter: &ConnectionFilter, now: u64) -> u64 {
+    if filter.is_empty() {
+        return shared.aggregates().figures(now).current;
     }
+    if let Some(state) = filter.state {
+        if ConnectionFilter::default().state(state) == *filter {
+            return shared.aggregates().figures(now).by_state.get(state);
+        }
+    }
+    let mut total = 0;
+    shared.for_each_entry(|e| total += u64::from(matches(filter, e, now)));
+    total
+}
+
+/// Any order: one walk of the entries keeping the best `skip + want` in a bounded heap;
+/// returns the total matching and the rows after the skip, in order.
+fn ranked_rows(
+    shared: &Shared,
+    query: &ConnectionQuery,
+    now: u64,
+    skip: usize,
+    after: Option<Cursor>,
+    want: usize,
+) -> (u64, Vec<Ranked>) {
+    let keep = skip.saturating_add(want);
+    let mut heap: BinaryHeap<Ranked> = BinaryHeap::new();
+    let mut total = 0u64;
+    shared.for_each_entry(|e| {
+        if !matches(&query.filter, e, now) {
+            return;
+        }
+        total += 1;
+        let Some(rank) = rank(e, query.sort, query.order) else {
+            return;
+        };
+        let key = (rank, e.seq);
+        if after.is_some_and(|c| key <= (c.rank, c.seq)) {
+            return;
+        }
+        if heap.len() < keep {
+            heap.push(Ranked {
+                rank,
+                seq: e.seq,
+                entry: e.clone(),
+            });
+        } else if heap
+            .peek()
+            .is_some_and(|worst| key < (worst.rank, worst.seq))
+        {
+            heap.pop();
+            heap.push(Ranked {
+                rank,
+                seq: e.seq,
+                entry: e.clone(),
+            });
+        }
+    });
+    let mut rows = heap.into_sorted_vec();
+    rows.drain(..skip.min(rows.len()));
+    (total, rows)
 }

@@ -1,22 +1,19 @@
-//! Liveness: server pings, the ping timeout and the idle timeout. Two registry-wide periodic tasks
-//! walk the entries — one sends a ping to each open connection every `ping_interval`, the other
+//! Liveness: server pings, the ping timeout and the idle timeout, decided per entry here. Two
+//! registry-wide periodic tasks (`background`) walk the entries — one sends a ping to each open connection every `ping_interval`, the other
 //! closes those whose ping went unanswered for `ping_timeout` or that moved no message for
 //! `idle_timeout` — so a connection pays no timer and no allocation for them: a ping is a flag
 //! in its queue and a shared payload, its send time and round trip two atomics in its entry.
 //! Timeouts are checked every quarter of the shorter one (between 10 ms and 1 s), so a
 //! connection is closed within a quarter of its timeout after it passed. Each timed pong is told
-//! to observers ([`Observer::ping_rtt`](crate::Observer::ping_rtt)), for round-trip histograms.
+//! (by the connection) to observers ([`Observer::ping_rtt`](crate::Observer::ping_rtt)), for round-trip histograms.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::close::{CloseCode, CloseFrame, Initiator};
-use crate::connection::{ConnectionState, NO_PING};
-use crate::observer::RttEvent;
-use crate::registry::{RegistryConfig, Shared};
-
-/// The payload of every server ping: the round trip is timed by the entry, not by the payload.
-pub(crate) const PING_PAYLOAD: &[u8] = b"wscope";
+use crate::close::{CloseCode, CloseFrame};
+use crate::config::RegistryConfig;
+use crate::entry::Entry;
+use crate::state::{ConnectionState, NO_PING};
 
 /// How often timeouts are checked, if any is on.
 pub(crate) fn check_period(config: &RegistryConfig) -> Option<Duration> {
@@ -29,80 +26,77 @@ pub(crate) fn check_period(config: &RegistryConfig) -> Option<Duration> {
     Some((shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)))
 }
 
-impl Shared {
-    /// A pong timed one of our pings at `rtt_ms`: tells the observers, if any (one atomic load
-    /// when there are none).
-    #[inline]
-    pub(crate) fn rtt_measured(&self, rtt_ms: u32) {
-        if let Some(observers) = self.observers.current() {
-            let event = RttEvent {
-                rtt: Duration::from_millis(u64::from(rtt_ms)),
-            };
-            observers.iter().for_each(|o| o.ping_rtt(&event));
-        }
+/// Pings `e` if it is open and has no ping outstanding: stamps the send time and flags its
+/// queue (its writer sends the ping first).
+pub(crate) fn ping(e: &Entry, now: u64) {
+    if e.state() != ConnectionState::Open {
+        return;
     }
-
-    /// Asks every open connection with no ping outstanding to send one.
-    pub(crate) fn ping_all(&self) {
-        let now = self.clock.now_ms();
-        for item in self.entries.iter() {
-            let e = item.value();
-            if e.state() != ConnectionState::Open {
-                continue;
-            }
-            let stamped = e
-                .ping_sent_ms
-                .compare_exchange(NO_PING, now, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok();
-            if stamped && !e.outbox.request_ping() {
-                e.ping_sent_ms.store(NO_PING, Ordering::Release);
-            }
-        }
+    let stamped = e
+        .ping_sent_ms
+        .compare_exchange(NO_PING, now, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok();
+    if stamped && !e.outbox.request_ping() {
+        e.ping_sent_ms.store(NO_PING, Ordering::Release);
     }
+}
 
-    /// Closes the open connections whose ping went unanswered for the ping timeout (1011, without
-    /// waiting for a reply: the peer is not answering) and those that moved no message for the
-    /// idle timeout (1000, with the handshake). Returns how many it closed.
-    pub(crate) fn check_timeouts(&self) -> u64 {
-        let now = self.clock.now_ms();
+/// The ping and idle timeouts in force, in ms (`None`: off).
+pub(crate) struct Timeouts {
+    ping: Option<u64>,
+    idle: Option<u64>,
+}
+
+impl Timeouts {
+    pub(crate) fn new(config: &RegistryConfig) -> Self {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        let ping_timeout =
-            (!self.config.ping_interval.is_zero()).then(|| ms(self.config.ping_timeout));
-        let idle_timeout =
-            (!self.config.idle_timeout.is_zero()).then(|| ms(self.config.idle_timeout));
-        let mut closed = 0;
-        for item in self.entries.iter() {
-            let e = item.value();
-            if e.state() != ConnectionState::Open {
-                continue;
-            }
-            let sent = e.ping_sent_ms.load(Ordering::Acquire);
-            if let Some(timeout) = ping_timeout {
-                if sent != NO_PING && now.saturating_sub(sent) >= timeout {
-                    let frame = CloseFrame {
-                        code: CloseCode::INTERNAL_ERROR,
-                        reason: "ping timeout".to_owned(),
-                    };
-                    if e.fail(frame, Initiator::Timeout, self.config.drain_timeout) {
-                        closed += 1;
-                    }
-                    continue;
-                }
-            }
-            if let Some(timeout) = idle_timeout {
-                let last = e.last_activity_ms.load(Ordering::Relaxed);
-                if now.saturating_sub(last) >= timeout {
-                    let frame = CloseFrame {
-                        code: CloseCode::NORMAL,
-                        reason: "idle timeout".to_owned(),
-                    };
-                    if e.request_close(frame, Initiator::Timeout) {
-                        closed += 1;
-                    }
-                }
+        Self {
+            ping: (!config.ping_interval.is_zero()).then(|| ms(config.ping_timeout)),
+            idle: (!config.idle_timeout.is_zero()).then(|| ms(config.idle_timeout)),
+        }
+    }
+
+    /// Which timeout `e` is past as of `now`, if it is open and past one.
+    pub(crate) fn expired(&self, e: &Entry, now: u64) -> Option<Expired> {
+        if e.state() != ConnectionState::Open {
+            return None;
+        }
+        let sent = e.ping_sent_ms.load(Ordering::Acquire);
+        if let Some(timeout) = self.ping {
+            if sent != NO_PING && now.saturating_sub(sent) >= timeout {
+                return Some(Expired::Ping);
             }
         }
-        closed
+        let last = e.last_activity_ms.load(Ordering::Relaxed);
+        self.idle
+            .is_some_and(|timeout| now.saturating_sub(last) >= timeout)
+            .then_some(Expired::Idle)
+    }
+}
+
+/// A timeout a connection is past.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Expired {
+    /// Its ping went unanswered: it is failed with 1011 "ping timeout" (dropped without waiting
+    /// for a reply).
+    Ping,
+    /// It moved no message: it is closed with 1000 "idle timeout" (a normal close handshake).
+    Idle,
+}
+
+impl Expired {
+    /// The close frame it gets.
+    pub(crate) fn frame(self) -> CloseFrame {
+        match self {
+            Self::Ping => CloseFrame {
+                code: CloseCode::INTERNAL_ERROR,
+                reason: "ping timeout".to_owned(),
+            },
+            Self::Idle => CloseFrame {
+                code: CloseCode::NORMAL,
+                reason: "idle timeout".to_owned(),
+            },
+        }
     }
 }
 

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use crate::observer::Observer;
-use crate::registry::Registry;
 use crate::snapshot::Snapshot;
 
 /// The `tracing` target the stats lines are logged under.
@@ -36,21 +35,10 @@ pub fn stats_lines(s: &Snapshot) -> [String; 3] {
     ]
 }
 
-fn log_snapshot(s: &Snapshot) {
+pub(crate) fn log_snapshot(s: &Snapshot) {
     for line in stats_lines(s) {
         tracing::info!(target: STATS_TARGET, "{line}");
     }
-}
-
-/// Logs the reference's three stats lines at INFO under [`STATS_TARGET`]:
-///
-/// ```text
-/// [WebSocket Stats] Active: 5, Total: 23, Closed: 18
-/// [WebSocket Stats] Avg Age: 45s, Avg Idle: 12s
-/// [WebSocket Stats] By State - Open: 5, Connecting: 0, Closing: 0
-/// ```
-pub fn log_connection_stats(registry: &Registry) {
-    log_snapshot(&registry.summary());
 }
 
 /// The reference's `createStatsMiddleware()`: an observer that logs the three lines every

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use crate::admission::Refusal;
 use crate::close::CloseRecord;
+use crate::counts::Counts;
 use crate::id::ConnectionId;
-use crate::registry::Registry;
 use crate::snapshot::Snapshot;
 use crate::strings::SharedStr;
 
@@ -31,19 +31,6 @@ pub struct OpenedEvent<'a> {
     pub remote_addr: Option<IpAddr>,
     /// The request path.
     pub path: &'a str,
-}
-
-/// Messages and payload bytes a connection moved in its life.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counts {
-    /// Text and binary messages received.
-    pub messages_in: u64,
-    /// Text and binary messages sent.
-    pub messages_out: u64,
-    /// Payload bytes received.
-    pub bytes_in: u64,
-    /// Payload bytes sent.
-    pub bytes_out: u64,
 }
 
 /// A connection left the registry (once per connection, whatever ended it).
@@ -152,8 +139,9 @@ pub(crate) struct Observers {
     /// Whether the list is non-empty, so that the common case takes no lock.
     any: std::sync::atomic::AtomicBool,
     /// Observers that asked for ticks, waiting for the registry's background tasks to start.
-    pub(crate) pending_ticks: std::sync::Mutex<Vec<Arc<dyn Observer>>>,
-    /// Those added through [`Registry::observe_once`], found again by type.
+    pending_ticks: Mutex<Vec<Arc<dyn Observer>>>,
+    /// Those added through [`Registry::observe_once`](crate::Registry::observe_once), found
+    /// again by type.
     once: Mutex<Vec<Arc<dyn Any + Send + Sync>>>,
 }
 
@@ -186,48 +174,51 @@ impl Observers {
         // Cloned out of the lock, so an observer may add another without deadlocking.
         Some(self.list.read().unwrap_or_else(|e| e.into_inner()).clone())
     }
-}
 
-impl Registry {
-    /// The observer of type `T` on this registry: made with `make` and added (as by
-    /// [`observe`](Registry::observe)) on the first call, the same one on every later call. For
-    /// integrations that must listen exactly once however often they are set up — the metrics
-    /// behind `wscope_axum::admin_router`, say, which a program may build twice.
-    ///
-    /// ```
-    /// use std::sync::atomic::{AtomicU64, Ordering};
-    /// use std::sync::Arc;
-    /// use wscope_core::{ConnectionMeta, Observer, OpenedEvent, Registry};
-    ///
-    /// #[derive(Default)]
-    /// struct Opens(AtomicU64);
-    /// impl Observer for Opens {
-    ///     fn opened(&self, _event: &OpenedEvent<'_>) {
-    ///         self.0.fetch_add(1, Ordering::Relaxed);
-    ///     }
-    /// }
-    ///
-    /// let registry = Registry::new();
-    /// let first = registry.observe_once(Opens::default);
-    /// let again = registry.observe_once(Opens::default);
-    /// assert!(Arc::ptr_eq(&first, &again));
-    /// drop(registry.accept(ConnectionMeta::new("/ws")));
-    /// assert_eq!(first.0.load(Ordering::Relaxed), 1); // heard once, not twice
-    /// ```
-    pub fn observe_once<T: Observer>(&self, make: impl FnOnce() -> T) -> Arc<T> {
-        let observers = &self.shared().observers;
-        // Held while adding, so that two first calls at once add one observer; `observe` takes
-        // only the list's own locks, never this one.
-        let mut once = observers
-            .once
+    /// Holds `observer`'s ticks until the registry's background tasks start.
+    pub(crate) fn defer_ticks(&self, observer: Arc<dyn Observer>) {
+        self.pending_ticks
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(observer);
+    }
+
+    /// The observers whose ticks wait to be started (taken: each is started once).
+    pub(crate) fn take_pending_ticks(&self) -> Vec<Arc<dyn Observer>> {
+        std::mem::take(
+            &mut *self
+                .pending_ticks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// The observer of type `T` added through here before, or `make`'s, handed to `add`.
+    pub(crate) fn once<T: Observer>(
+        &self,
+        make: impl FnOnce() -> T,
+        add: impl FnOnce(Arc<T>),
+    ) -> Arc<T> {
+        // Held while adding, so that two first calls at once add one observer; adding takes
+        // only the list's own locks, never this one.
+        let mut once = self.once.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(found) = once.iter().find_map(|o| o.clone().downcast::<T>().ok()) {
             return found;
         }
         let observer = Arc::new(make());
         once.push(observer.clone());
-        self.observe(observer.clone());
+        add(observer.clone());
         observer
+    }
+
+    /// Tells every observer a ping's round trip, `rtt_ms`.
+    #[inline]
+    pub(crate) fn rtt_measured(&self, rtt_ms: u32) {
+        if let Some(observers) = self.current() {
+            let event = RttEvent {
+                rtt: Duration::from_millis(u64::from(rtt_ms)),
+            };
+            observers.iter().for_each(|o| o.ping_rtt(&event));
+        }
     }
 }

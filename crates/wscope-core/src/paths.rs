@@ -11,7 +11,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
 
-use crate::connection::Entry;
+use crate::entry::Entry;
 use crate::strings::SharedStr;
 
 type Members = DashMap<u64, Arc<Entry>, FxBuildHasher>;

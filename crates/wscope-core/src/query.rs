@@ -22,8 +22,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::connection::ConnectionState;
 use crate::snapshot::ConnectionInfo;
+use crate::state::ConnectionState;
 
 /// What the connections can be ordered by.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -1,288 +1,32 @@
-//! The registry: the one owner of connection entries. It admits and registers them, removes them
-//! (the one removal path), counts them, closes them, sweeps stale ones and tells its observers.
-//! The drain on shutdown is in `shutdown`, the periodic tasks in `background`.
+//! The registry: the public handle over the connection state (`shared`). It admits and
+//! registers connections, counts them, closes them, sweeps stale ones, bans and kicks, starts the
+//! drain (`drain`) and the periodic tasks (`background`), and installs its own observers (the
+//! stats logger, the recently-closed list).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use dashmap::DashMap;
 use ipnet::IpNet;
-use rustc_hash::FxBuildHasher;
-use tokio::sync::{watch, Notify};
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admission::{
-    canonical_net, Admission, Ban, BanError, BanOutcome, ClientKey, ConnectionMeta, Ipv6Prefix,
-    OriginPattern, Permit, RateLimit, Refusal,
+    banned_reason, canonical_net, Admission, Ban, BanError, BanOutcome, ClientKey, ConnectionMeta,
+    Permit, Refusal,
 };
-use crate::aggregates::Aggregates;
-use crate::clock::Clock;
-use crate::close::{CloseCode, CloseFrame, CloseRecord, Initiator, ReasonTooLong};
-use crate::connection::{Connection, ConnectionHandle, ConnectionState, Entry, Stored};
-use crate::driver::Accepted;
-use crate::id::{self, ConnectionId};
-use crate::log::StatsLogger;
+use crate::close::{CloseCode, CloseFrame, Initiator, ReasonTooLong};
+use crate::config::RegistryConfig;
+use crate::connection::{Connection, ConnectionHandle};
+use crate::driver::{Accepted, TrackedSocket};
+use crate::entry::Entry;
+use crate::log::{log_snapshot, StatsLogger};
 use crate::message::Message;
-use crate::observer::{ClosedEvent, Observer, Observers, OpenedEvent, RefusedEvent};
-use crate::order::OrderIndex;
-use crate::outbox::{Outbox, SendError};
-use crate::paths::PathIndex;
+use crate::observer::{Observer, RefusedEvent};
+use crate::outbox::SendError;
 use crate::recent::RecentlyClosed;
+use crate::shared::Shared;
 use crate::shutdown::ShutdownReport;
-use crate::snapshot::{ClosedConnection, ConnectionInfo, Snapshot, Summary};
-use crate::strings::SharedStr;
-
-/// How a registry behaves. Every field has a default; set the ones you need with the builder
-/// methods (`RegistryConfig::default().instance_id("eu-1").drain_timeout(d)`). The server fills it
-/// from flags, env and TOML.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct RegistryConfig {
-    /// Names this instance in ids, stats and health (`INSTANCE_ID`, else the host name).
-    pub instance_id: String,
-    /// How often the background sweep runs [`Registry::cleanup_stale`]; zero disables it.
-    pub cleanup_interval: Duration,
-    /// How often the stats lines are logged; zero disables it.
-    pub stats_interval: Duration,
-    /// How long shutdown waits for close handshakes before dropping what is left; also how long a
-    /// closing connection may take to flush its queue.
-    pub drain_timeout: Duration,
-    /// Most messages held in one connection's outbound queue.
-    pub queue_capacity: usize,
-    /// Most payload bytes held in one connection's outbound queue (a single larger message is
-    /// taken when the queue is empty). A handler's own sends wait for room; a send that may not
-    /// wait (a broadcast, an admin send) closes the connection as a slow consumer.
-    pub max_queued_bytes: usize,
-    /// How often the server pings each open connection; zero disables pings.
-    pub ping_interval: Duration,
-    /// How long a ping may go unanswered before the connection is closed (1011 "ping timeout").
-    pub ping_timeout: Duration,
-    /// How long a connection may send and receive no message before it is closed (1000 "idle
-    /// timeout"); zero disables it. Pings and pongs do not count as messages.
-    pub idle_timeout: Duration,
-    /// Most messages one connection may send per second (a token bucket with a one-second
-    /// burst); past it the connection is closed with 1008. Zero disables it.
-    pub max_messages_per_second: u32,
-    /// How many connections per second the shutdown closes (so a fleet of clients does not
-    /// reconnect all at once); zero closes them all at once. The drain finishes within
-    /// [`RegistryConfig::drain_timeout`] whatever the rate.
-    pub drain_rate: u32,
-    /// How many recently closed connections are kept for [`Registry::recently_closed`]; zero keeps
-    /// none.
-    pub recent_closed: usize,
-    /// Longest user agent stored, in bytes (longer ones are cut at a character boundary).
-    pub max_user_agent_len: usize,
-    /// Time source (a manual clock in tests).
-    pub clock: Clock,
-    /// Most connections held at once; past it an upgrade gets 503 with `Retry-After: 1` (a slot
-    /// frees whenever any connection ends). 0 = unlimited.
-    pub max_connections: usize,
-    /// Most connections held at once from one client address (as resolved through trusted
-    /// proxies); past it an upgrade gets 429. 0 = unlimited.
-    pub max_connections_per_ip: usize,
-    /// Handshakes allowed per client address: a token bucket of [`RateLimit::burst`] tokens
-    /// refilled at the rate; an upgrade with the bucket empty gets 429 with `Retry-After` (when
-    /// the next token comes). `None` = unlimited.
-    pub handshake_rate_per_ip: Option<RateLimit>,
-    /// Most client addresses the handshake rate tracks at once (an address is held until its
-    /// bucket is full again); when the table is full, an upgrade from an address it does not
-    /// hold gets 503 with `Retry-After` ([`Refusal::RateTableFull`](crate::Refusal)).
-    pub handshake_rate_addresses: usize,
-    /// How IPv6 addresses group into one client for the per-address cap, the handshake rate and
-    /// bans: by their first 64 bits by default, since one host commonly holds a whole /64.
-    pub ipv6_prefix: Ipv6Prefix,
-    /// The origins allowed to open WebSockets (`Origin` header); another gets 403. Empty = any.
-    pub allowed_origins: Vec<OriginPattern>,
-    /// Whether an upgrade without an `Origin` header (a non-browser client) is admitted; with
-    /// `false`, it gets 403 whether or not [`RegistryConfig::allowed_origins`] is set.
-    pub allow_missing_origin: bool,
-}
-
-impl Default for RegistryConfig {
-    fn default() -> Self {
-        Self {
-            instance_id: crate::instance::default_instance_id(),
-            cleanup_interval: Self::DEFAULT_CLEANUP_INTERVAL,
-            stats_interval: Self::DEFAULT_STATS_INTERVAL,
-            drain_timeout: Self::DEFAULT_DRAIN_TIMEOUT,
-            queue_capacity: Self::DEFAULT_QUEUE_CAPACITY,
-            max_queued_bytes: Self::DEFAULT_MAX_QUEUED_BYTES,
-            ping_interval: Self::DEFAULT_PING_INTERVAL,
-            ping_timeout: Self::DEFAULT_PING_TIMEOUT,
-            idle_timeout: Duration::ZERO,
-            max_messages_per_second: 0,
-            drain_rate: 0,
-            recent_closed: Self::DEFAULT_RECENT_CLOSED,
-            max_user_agent_len: 256,
-            clock: Clock::system(),
-            max_connections: 0,
-            max_connections_per_ip: 0,
-            handshake_rate_per_ip: None,
-            handshake_rate_addresses: Self::DEFAULT_HANDSHAKE_RATE_ADDRESSES,
-            ipv6_prefix: Ipv6Prefix::DEFAULT,
-            allowed_origins: Vec::new(),
-            allow_missing_origin: Self::DEFAULT_ALLOW_MISSING_ORIGIN,
-        }
-    }
-}
-
-impl RegistryConfig {
-    /// The default [`RegistryConfig::cleanup_interval`].
-    pub const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(30);
-    /// The default [`RegistryConfig::stats_interval`] (the reference logs every 30 s).
-    pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(30);
-    /// The default [`RegistryConfig::drain_timeout`].
-    pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-    /// The default [`RegistryConfig::queue_capacity`].
-    pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
-    /// The default [`RegistryConfig::max_queued_bytes`].
-    pub const DEFAULT_MAX_QUEUED_BYTES: usize = 4 << 20;
-    /// The default [`RegistryConfig::ping_interval`].
-    pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
-    /// The default [`RegistryConfig::ping_timeout`].
-    pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(10);
-    /// The default [`RegistryConfig::recent_closed`].
-    pub const DEFAULT_RECENT_CLOSED: usize = 1000;
-    /// The default [`RegistryConfig::allow_missing_origin`]: non-browser clients send no
-    /// `Origin`, and are let in.
-    pub const DEFAULT_ALLOW_MISSING_ORIGIN: bool = true;
-    /// The default [`RegistryConfig::handshake_rate_addresses`]: about 5.6 MiB of table when full.
-    pub const DEFAULT_HANDSHAKE_RATE_ADDRESSES: usize = 100_000;
-
-    /// Sets [`RegistryConfig::instance_id`].
-    pub fn instance_id(mut self, id: impl Into<String>) -> Self {
-        self.instance_id = id.into();
-        self
-    }
-
-    /// Sets [`RegistryConfig::cleanup_interval`].
-    pub fn cleanup_interval(mut self, every: Duration) -> Self {
-        self.cleanup_interval = every;
-        self
-    }
-
-    /// Sets [`RegistryConfig::stats_interval`].
-    pub fn stats_interval(mut self, every: Duration) -> Self {
-        self.stats_interval = every;
-        self
-    }
-
-    /// Sets [`RegistryConfig::drain_timeout`].
-    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
-        self.drain_timeout = timeout;
-        self
-    }
-
-    /// Sets [`RegistryConfig::queue_capacity`].
-    pub fn queue_capacity(mut self, messages: usize) -> Self {
-        self.queue_capacity = messages;
-        self
-    }
-
-    /// Sets [`RegistryConfig::max_queued_bytes`].
-    pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
-        self.max_queued_bytes = bytes;
-        self
-    }
-
-    /// Sets [`RegistryConfig::ping_interval`].
-    pub fn ping_interval(mut self, every: Duration) -> Self {
-        self.ping_interval = every;
-        self
-    }
-
-    /// Sets [`RegistryConfig::ping_timeout`].
-    pub fn ping_timeout(mut self, timeout: Duration) -> Self {
-        self.ping_timeout = timeout;
-        self
-    }
-
-    /// Sets [`RegistryConfig::idle_timeout`].
-    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.idle_timeout = timeout;
-        self
-    }
-
-    /// Sets [`RegistryConfig::max_messages_per_second`].
-    pub fn max_messages_per_second(mut self, rate: u32) -> Self {
-        self.max_messages_per_second = rate;
-        self
-    }
-
-    /// Sets [`RegistryConfig::drain_rate`].
-    pub fn drain_rate(mut self, per_second: u32) -> Self {
-        self.drain_rate = per_second;
-        self
-    }
-
-    /// Sets [`RegistryConfig::recent_closed`].
-    pub fn recent_closed(mut self, count: usize) -> Self {
-        self.recent_closed = count;
-        self
-    }
-
-    /// Sets [`RegistryConfig::max_user_agent_len`].
-    pub fn max_user_agent_len(mut self, bytes: usize) -> Self {
-        self.max_user_agent_len = bytes;
-        self
-    }
-
-    /// Sets [`RegistryConfig::clock`].
-    pub fn clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
-        self
-    }
-
-    /// Sets [`RegistryConfig::max_connections`] (0 = unlimited).
-    pub fn max_connections(mut self, max: usize) -> Self {
-        self.max_connections = max;
-        self
-    }
-
-    /// Sets [`RegistryConfig::max_connections_per_ip`] (0 = unlimited).
-    pub fn max_connections_per_ip(mut self, max: usize) -> Self {
-        self.max_connections_per_ip = max;
-        self
-    }
-
-    /// Sets [`RegistryConfig::handshake_rate_per_ip`] (`None` = unlimited).
-    pub fn handshake_rate_per_ip(mut self, rate: impl Into<Option<RateLimit>>) -> Self {
-        self.handshake_rate_per_ip = rate.into();
-        self
-    }
-
-    /// Sets [`RegistryConfig::handshake_rate_addresses`] (at least 1).
-    pub fn handshake_rate_addresses(mut self, max: usize) -> Self {
-        self.handshake_rate_addresses = max.max(1);
-        self
-    }
-
-    /// Sets [`RegistryConfig::ipv6_prefix`].
-    pub fn ipv6_prefix(mut self, prefix: Ipv6Prefix) -> Self {
-        self.ipv6_prefix = prefix;
-        self
-    }
-
-    /// Sets [`RegistryConfig::allowed_origins`] (empty = any).
-    pub fn allowed_origins(mut self, origins: impl IntoIterator<Item = OriginPattern>) -> Self {
-        self.allowed_origins = origins.into_iter().collect();
-        self
-    }
-
-    /// Adds one entry to [`RegistryConfig::allowed_origins`].
-    pub fn allowed_origin(mut self, origin: OriginPattern) -> Self {
-        self.allowed_origins.push(origin);
-        self
-    }
-
-    /// Sets [`RegistryConfig::allow_missing_origin`].
-    pub fn allow_missing_origin(mut self, allow: bool) -> Self {
-        self.allow_missing_origin = allow;
-        self
-    }
-}
+use crate::snapshot::{ClosedConnection, Snapshot};
+use crate::state::ConnectionState;
 
 /// What a [`Registry::broadcast`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -310,48 +54,6 @@ pub struct Registry {
     shared: Arc<Shared>,
 }
 
-/// State behind a [`Registry`].
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) config: RegistryConfig,
-    pub(crate) clock: Clock,
-    /// `"{instance}-{boot}"`, the front of every id.
-    prefix: SharedStr,
-    /// The entries, sharded (one lock per shard, so readers of one shard never block another).
-    pub(crate) entries: DashMap<u64, Arc<Entry>, FxBuildHasher>,
-    /// The entries' sequence numbers in order (pages in registration order read only the page).
-    pub(crate) order: OrderIndex,
-    next_seq: AtomicU64,
-    /// Counts, totals and sums, read in O(1).
-    pub(crate) aggregates: Aggregates,
-    /// The entries again, by request path (broadcasts to one path).
-    pub(crate) paths: PathIndex,
-    /// The last closed connections, when kept.
-    recent: Option<Arc<RecentlyClosed>>,
-    /// The checks every upgrade passes.
-    admission: Admission,
-    /// Who listens.
-    pub(crate) observers: Observers,
-    /// The last traffic totals read (they never go down).
-    pub(crate) traffic_floor: crate::traffic::TrafficFloor,
-    /// Set when shutdown begins; upgrades are refused from then on.
-    pub(crate) shutting_down: AtomicBool,
-    /// Cancelled when shutdown begins, for readers that wait on it (`Registry::shutdown_started`).
-    pub(crate) shutdown_started: CancellationToken,
-    /// Woken when the last entry leaves (shutdown waits on it).
-    pub(crate) emptied: Notify,
-    /// Parent of every connection's token: cancelling it drops every connection at once.
-    pub(crate) root: CancellationToken,
-    /// Connection tasks and background tasks.
-    pub(crate) tracker: TaskTracker,
-    /// 0 = background tasks not started, 1 = started (they need a runtime, so start lazily).
-    pub(crate) background: AtomicU8,
-    /// The shutdown's outcome, once known; later callers wait on it.
-    pub(crate) shutdown_done: watch::Sender<Option<ShutdownReport>>,
-    /// Serialises shutdown's start (so exactly one caller drives it).
-    pub(crate) shutdown_lock: Mutex<()>,
-}
-
 impl Default for Registry {
     fn default() -> Self {
         Self::new()
@@ -367,37 +69,15 @@ impl Registry {
     /// A registry with `config`. With a non-zero [`RegistryConfig::stats_interval`] its first
     /// observer is the stats logger.
     pub fn with_config(config: RegistryConfig) -> Self {
-        let admission = Admission::from_config(&config);
+        let admission = config.admission();
         Self::build(config, admission)
     }
 
     pub(crate) fn build(config: RegistryConfig, admission: Admission) -> Self {
-        let prefix = id::prefix(&config.instance_id, id::boot_token());
         let stats_interval = config.stats_interval;
         let recent =
             (config.recent_closed > 0).then(|| Arc::new(RecentlyClosed::new(config.recent_closed)));
-        let shared = Arc::new(Shared {
-            clock: config.clock.clone(),
-            config,
-            prefix,
-            entries: DashMap::with_hasher(FxBuildHasher),
-            order: OrderIndex::default(),
-            next_seq: AtomicU64::new(1),
-            aggregates: Aggregates::default(),
-            paths: PathIndex::default(),
-            recent: recent.clone(),
-            admission,
-            observers: Observers::default(),
-            traffic_floor: Default::default(),
-            shutting_down: AtomicBool::new(false),
-            shutdown_started: CancellationToken::new(),
-            emptied: Notify::new(),
-            root: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-            background: AtomicU8::new(0),
-            shutdown_done: watch::channel(None).0,
-            shutdown_lock: Mutex::new(()),
-        });
+        let shared = Arc::new(Shared::new(config, admission, recent.clone()));
         let registry = Self { shared };
         if !stats_interval.is_zero() {
             registry.observe(Arc::new(StatsLogger::every(stats_interval)));
@@ -424,34 +104,60 @@ impl Registry {
 
     /// The configuration in force.
     pub fn config(&self) -> &RegistryConfig {
-        &self.shared.config
+        self.shared.config()
     }
 
     /// The instance id.
     pub fn instance_id(&self) -> &str {
-        &self.shared.config.instance_id
+        &self.shared.config().instance_id
     }
 
     /// `ip` as this registry's per-address limits and bans count it (its IPv6 group).
     pub fn client_key(&self, ip: std::net::IpAddr) -> ClientKey {
-        self.shared.admission.client_key(ip)
+        self.shared.admission().client_key(ip)
     }
 
     /// Adds an observer: from now on it hears of every connection opened and closed and every
     /// upgrade refused, and gets a tick at its [`Observer::tick_interval`].
     pub fn observe(&self, observer: Arc<dyn Observer>) {
         if observer.tick_interval().is_some_and(|d| !d.is_zero()) {
-            self.shared
-                .observers
-                .pending_ticks
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(observer.clone());
-            if self.shared.background.load(Ordering::Acquire) != 0 {
-                self.shared.start_ticks();
+            self.shared.observers().defer_ticks(observer.clone());
+            if self.shared.background_started() {
+                crate::background::start_ticks(&self.shared);
             }
         }
-        self.shared.observers.add(observer);
+        self.shared.observers().add(observer);
+    }
+
+    /// The observer of type `T` on this registry: made with `make` and added (as by
+    /// [`observe`](Registry::observe)) on the first call, the same one on every later call. For
+    /// integrations that must listen exactly once however often they are set up — the metrics
+    /// behind `wscope_axum::admin_router`, say, which a program may build twice.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use wscope_core::{ConnectionMeta, Observer, OpenedEvent, Registry};
+    ///
+    /// #[derive(Default)]
+    /// struct Opens(AtomicU64);
+    /// impl Observer for Opens {
+    ///     fn opened(&self, _event: &OpenedEvent<'_>) {
+    ///         self.0.fetch_add(1, Ordering::Relaxed);
+    ///     }
+    /// }
+    ///
+    /// let registry = Registry::new();
+    /// let first = registry.observe_once(Opens::default);
+    /// let again = registry.observe_once(Opens::default);
+    /// assert!(Arc::ptr_eq(&first, &again));
+    /// drop(registry.accept(ConnectionMeta::new("/ws")));
+    /// assert_eq!(first.0.load(Ordering::Relaxed), 1); // heard once, not twice
+    /// ```
+    pub fn observe_once<T: Observer>(&self, make: impl FnOnce() -> T) -> Arc<T> {
+        self.shared
+            .observers()
+            .once(make, |observer| self.observe(observer))
     }
 
     /// The admission step every upgrade passes before it is accepted: a [`Permit`] to
@@ -459,11 +165,10 @@ impl Registry {
     /// `refused`, logged at debug level and told to observers).
     pub fn admit(&self, meta: &ConnectionMeta) -> Result<Permit, Refusal> {
         let shared = &self.shared;
-        let result = shared.admission.admit(
-            shared.shutting_down.load(Ordering::Acquire),
-            meta,
-            shared.clock.now_nanos(),
-        );
+        let result =
+            shared
+                .admission()
+                .admit(shared.shutdown().is_begun(), meta, shared.clock.now_nanos());
         if let Err(refusal) = &result {
             self.record_refusal(refusal, meta);
         }
@@ -474,9 +179,9 @@ impl Registry {
     /// debug level and tells observers, as [`admit`](Registry::admit) does for its own.
     pub fn record_refusal(&self, refusal: &Refusal, meta: &ConnectionMeta) {
         let shared = &self.shared;
-        shared.aggregates.refused(refusal.kind());
+        shared.aggregates().refused(refusal.kind());
         tracing::debug!(reason = %refusal, remote = ?meta.remote_addr, path = %meta.path, "upgrade refused");
-        if let Some(observers) = shared.observers.current() {
+        if let Some(observers) = shared.observers().current() {
             let event = RefusedEvent {
                 reason: refusal,
                 remote_addr: meta.remote_addr,
@@ -489,57 +194,8 @@ impl Registry {
     /// Registers an admitted connection (state CONNECTING). Run it with [`Accepted::run`] once
     /// its transport is ready; dropping the [`Accepted`] instead removes the entry.
     pub fn register(&self, meta: ConnectionMeta, permit: Permit) -> Accepted {
-        let shared = &self.shared;
-        shared.start_background();
-        let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
-        let now = shared.clock.now_ms();
-        let stored = Stored {
-            path: SharedStr::new(&meta.path),
-            user_agent: meta
-                .user_agent
-                .map(|ua| SharedStr::new(truncate(&ua, shared.config.max_user_agent_len))),
-            remote_addr: meta.remote_addr,
-        };
-        let entry = Arc::new(Entry::new(
-            seq,
-            now,
-            stored,
-            Outbox::new(shared.config.queue_capacity, shared.config.max_queued_bytes),
-            shared.root.child_token(),
-        ));
-        // Within their caps: admission checked them.
-        entry.set_labels(meta.user.as_deref(), &meta.tags);
-        // In the order index first: a page walk that finds a number not yet in the map skips
-        // it, while one missing from the index would be skipped by every page.
-        shared.order.insert(seq);
-        shared.entries.insert(seq, entry.clone());
-        shared.paths.insert(&entry);
-        shared.aggregates.registered(seq, now);
-        // A shutdown that began between admission and the insert would miss this entry: close
-        // it now, like the rest.
-        if shared.shutting_down.load(Ordering::Acquire) {
-            entry.outbox.request_close(CloseFrame::shutdown());
-        }
-        // Likewise a ban made between admission and the insert, whose walk missed this entry
-        // (the map's shard lock orders the two: if the walk missed it, this sees the ban).
-        if let Some(ip) = entry.remote_addr {
-            if shared
-                .admission
-                .bans()
-                .is_banned(ip.to_canonical(), shared.clock.now_nanos())
-            {
-                entry.request_close(banned_frame(""), Initiator::Admin);
-            }
-        }
-        if let Some(observers) = shared.observers.current() {
-            let id = shared.id_of(seq);
-            let event = OpenedEvent {
-                id: &id,
-                remote_addr: entry.remote_addr,
-                path: &entry.path,
-            };
-            observers.iter().for_each(|o| o.opened(&event));
-        }
+        crate::background::start(&self.shared);
+        let entry = self.shared.insert(meta);
         Accepted::new(Connection::new(entry, self.shared.clone(), permit))
     }
 
@@ -552,7 +208,7 @@ impl Registry {
     /// Connections tracked now, in O(1).
     #[inline]
     pub fn connection_count(&self) -> u64 {
-        self.shared.aggregates.current.load(Ordering::Acquire)
+        self.shared.current()
     }
 
     /// The full statistics, with every connection listed (a walk of the entries).
@@ -569,7 +225,7 @@ impl Registry {
     /// Messages and bytes moved since start by every connection, open or closed, and what waits
     /// in the outbound queues now: one walk of the entries (atomics only), no per-message cost.
     /// Successive readings never go down.
-    pub fn traffic(&self) -> crate::Traffic {
+    pub fn traffic(&self) -> crate::traffic::Traffic {
         self.shared.traffic()
     }
 
@@ -578,7 +234,7 @@ impl Registry {
     /// the others. Only that path's members are visited.
     pub fn broadcast(&self, path: Option<&str>, msg: &Message) -> Broadcast {
         let mut outcome = Broadcast::default();
-        let mut send = |entry: &Arc<Entry>| {
+        let send = |entry: &Arc<Entry>| {
             if entry.state() != ConnectionState::Open {
                 return;
             }
@@ -592,8 +248,8 @@ impl Registry {
             }
         };
         match path {
-            Some(path) => self.shared.paths.for_each_member(path, send),
-            None => self.shared.entries.iter().for_each(|e| send(e.value())),
+            Some(path) => self.shared.for_each_on(path, send),
+            None => self.shared.for_each_entry(send),
         }
         outcome
     }
@@ -601,12 +257,9 @@ impl Registry {
     /// Handles to the OPEN connections on `path` (only that path's members are visited).
     pub fn connections_on(&self, path: &str) -> Vec<ConnectionHandle> {
         let mut handles = Vec::new();
-        self.shared.paths.for_each_member(path, |entry| {
+        self.shared.for_each_on(path, |entry| {
             if entry.state() == ConnectionState::Open {
-                handles.push(ConnectionHandle {
-                    entry: entry.clone(),
-                    shared: self.shared.clone(),
-                });
+                handles.push(self.handle(entry.clone()));
             }
         });
         handles
@@ -616,38 +269,29 @@ impl Registry {
     /// first; `limit` caps how many.
     pub fn recently_closed(&self, limit: Option<usize>) -> Vec<ClosedConnection> {
         self.shared
-            .recent
-            .as_ref()
+            .recent()
             .map(|r| r.newest(limit))
             .unwrap_or_default()
     }
 
     /// How many closed connections are kept now (at most [`RegistryConfig::recent_closed`]).
     pub fn recently_closed_count(&self) -> usize {
-        self.shared.recent.as_ref().map_or(0, |r| r.len())
+        self.shared.recent().map_or(0, |r| r.len())
     }
 
     /// Handles to every OPEN connection, to send to or close.
     pub fn active_connections(&self) -> Vec<ConnectionHandle> {
         self.shared
-            .entries
-            .iter()
-            .filter(|e| e.value().state() == ConnectionState::Open)
-            .map(|e| ConnectionHandle {
-                entry: e.value().clone(),
-                shared: self.shared.clone(),
-            })
+            .entries_where(|e| e.state() == ConnectionState::Open)
+            .into_iter()
+            .map(|entry| self.handle(entry))
             .collect()
     }
 
     /// A handle to the connection with this id, if tracked here.
     pub fn connection(&self, id: &str) -> Option<ConnectionHandle> {
-        let seq = id::parse_seq(&self.shared.prefix, id)?;
-        let entry = self.shared.entries.get(&seq)?.value().clone();
-        Some(ConnectionHandle {
-            entry,
-            shared: self.shared.clone(),
-        })
+        let entry = self.shared.entry_by_id(id)?;
+        Some(self.handle(entry))
     }
 
     /// Closes every connection with `code` and `reason` after flushing what is queued to each;
@@ -695,8 +339,8 @@ impl Registry {
         }
         let frame = CloseFrame::new(CloseCode::POLICY, banned_reason(reason))?;
         let shared = &self.shared;
-        let target = shared.admission.ban_target(target);
-        let bans = shared.admission.bans();
+        let target = shared.admission().ban_target(target);
+        let bans = shared.admission().bans();
         let (ban, replaced) = bans.insert(target, reason, duration, &shared.clock);
         let closed = shared.close_from(target, &frame);
         tracing::info!(%target, ?duration, reason, closed, "banned");
@@ -711,15 +355,15 @@ impl Registry {
     /// network lifts nothing; an IPv6 address names its group, as in [`ban`](Self::ban)).
     /// Returns whether there was one.
     pub fn unban(&self, target: IpNet) -> bool {
-        let target = self.shared.admission.ban_target(target);
-        let removed = self.shared.admission.bans().remove(target);
+        let target = self.shared.admission().ban_target(target);
+        let removed = self.shared.admission().bans().remove(target);
         tracing::info!(%target, removed, "unbanned");
         removed
     }
 
     /// The bans in force (expired ones are dropped), ordered by target.
     pub fn bans(&self) -> Vec<Ban> {
-        self.shared.admission.bans().list(&self.shared.clock)
+        self.shared.admission().bans().list(&self.shared.clock)
     }
 
     /// Closes every open connection from `target` (an address or a network) with `code` and
@@ -736,261 +380,73 @@ impl Registry {
     /// Whether shutdown has begun: upgrades are refused from then on (the reference's
     /// `isShutDown`).
     pub fn is_shut_down(&self) -> bool {
-        self.shared.shutting_down.load(Ordering::Acquire)
+        self.shared.shutdown().is_begun()
     }
 
     /// The tracker for the tasks that serve connections; wait on it to join them.
     pub fn task_tracker(&self) -> &TaskTracker {
-        &self.shared.tracker
+        self.shared.tracker()
     }
 
     /// Starts the background sweep and the observers' ticks (the stats logger's among them) now;
     /// they also start on the first registration. Needs a tokio runtime.
     pub fn start_background_tasks(&self) {
-        self.shared.start_background();
+        crate::background::start(&self.shared);
+    }
+
+    /// Graceful shutdown, idempotent: refuses new upgrades, closes every connection with 1001
+    /// "Server shutting down" after flushing what was queued to it, waits for the close handshakes
+    /// up to the drain deadline, then drops the rest. Every caller gets the same report.
+    pub async fn shutdown(&self) -> ShutdownReport {
+        crate::drain::shutdown(&self.shared).await
+    }
+
+    /// Completes once shutdown has begun (at once if it has), without starting it: for what must
+    /// end then rather than hold the server up, such as a live stream (a graceful HTTP stop waits
+    /// for responses in flight, and a stream's response never finishes on its own).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let registry = wscope_core::Registry::new();
+    /// let started = registry.shutdown_started();
+    /// registry.shutdown().await;
+    /// started.await; // already complete
+    /// # }
+    /// ```
+    pub fn shutdown_started(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.shared.shutdown().started()
+    }
+
+    /// A handle to `entry`, tracked here.
+    fn handle(&self, entry: Arc<Entry>) -> ConnectionHandle {
+        ConnectionHandle::new(entry, self.shared.clone())
     }
 }
 
-/// The close reason of a ban: its reason, or "banned".
-fn banned_reason(reason: &str) -> &str {
-    if reason.is_empty() {
-        "banned"
-    } else {
-        reason
+impl ConnectionHandle {
+    /// The registry the connection is tracked in.
+    pub fn registry(&self) -> Registry {
+        Registry::from_shared(self.shared().clone())
     }
 }
 
-/// The 1008 close frame of a ban with `reason` (a short one: the reason was checked at the ban).
-fn banned_frame(reason: &str) -> CloseFrame {
-    CloseFrame::new(CloseCode::POLICY, banned_reason(reason)).unwrap_or(CloseFrame {
-        code: CloseCode::POLICY,
-        reason: "banned".to_owned(),
-    })
+impl TrackedSocket {
+    /// The registry this connection is tracked in: broadcast through its
+    /// [`active_connections`](Registry::active_connections), read its stats.
+    pub fn registry(&self) -> Registry {
+        Registry::from_shared(self.connection().shared().clone())
+    }
 }
 
-/// `s` cut to at most `max` bytes at a character boundary.
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut cut = max;
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    &s[..cut]
-}
-
-impl Shared {
-    /// Whether shutdown has begun, for a connection that has just become CLOSED. The fence pairs
-    /// with the one in the drain: a connection ending as the drain starts either sees the flag
-    /// and removes itself, or is seen CLOSED by the drain's sweep.
-    pub(crate) fn shutdown_begun(&self) -> bool {
-        std::sync::atomic::fence(Ordering::SeqCst);
-        self.shutting_down.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn id_of(&self, seq: u64) -> ConnectionId {
-        ConnectionId::new(self.prefix.clone(), seq)
-    }
-
-    /// A send that may not wait found `entry`'s queue full: drop what was queued to it and close
-    /// it with 1008 "slow consumer", without waiting for a reply; if its writer is stuck on a
-    /// peer that reads nothing, it is dropped after the close timeout.
-    pub(crate) fn slow_consumer(&self, entry: &Arc<Entry>) {
-        if entry.fail(
-            CloseFrame::slow_consumer(),
-            Initiator::Limit,
-            self.config.drain_timeout,
-        ) {
-            entry.outbox.discard();
-            tracing::debug!(id = %self.id_of(entry.seq), "slow consumer: queue full, closing with 1008");
-        }
-    }
-
-    /// The one removal path: drop guards and the sweep both come here; the map decides who wins.
-    /// Returns whether this call removed the entry.
-    pub(crate) fn remove(&self, entry: &Arc<Entry>) -> bool {
-        entry.outbox.shut();
-        if self.entries.remove(&entry.seq).is_none() {
-            return false; // already swept
-        }
-        self.order.remove(entry.seq);
-        self.paths.remove(entry);
-        // Out of the map, so no snapshot reads it any more: take it out of the sums.
-        let state = ConnectionState::from_u8(
-            entry
-                .state
-                .swap(ConnectionState::Closed as u8, Ordering::AcqRel),
-        );
-        let last_ms = entry
-            .last_activity_ms
-            .swap(crate::connection::REMOVED, Ordering::AcqRel);
-        let rtt = entry
-            .rtt_ms
-            .swap(crate::connection::RTT_REMOVED, Ordering::AcqRel);
-        if rtt < crate::connection::RTT_REMOVED {
-            self.aggregates.rtt_removed(rtt);
-        }
-        let record = entry.close_record().unwrap_or_else(|| {
-            let (initiator, reason) = if std::thread::panicking() {
-                (Initiator::Panic, "handler panicked")
-            } else {
-                (Initiator::Server, "connection dropped")
-            };
-            CloseRecord {
-                initiator,
-                code: None,
-                reason: reason.to_owned(),
-            }
-        });
-        let left = self.aggregates.removed(
-            entry.seq,
-            state,
-            entry.connected_ms,
-            last_ms,
-            record.initiator,
-            entry.counts(),
-        );
-        let id = self.id_of(entry.seq);
-        tracing::debug!(
-            id = %id,
-            closed_by = record.initiator.as_str(),
-            code = record.code,
-            reason = %record.reason,
-            "connection removed"
-        );
-        if let Some(observers) = self.observers.current() {
-            let now = self.clock.now_ms();
-            let ms = |t: u64| Duration::from_millis(now.saturating_sub(t));
-            let event = ClosedEvent {
-                id: &id,
-                record: &record,
-                lifetime: ms(entry.connected_ms),
-                idle: ms(last_ms),
-                counts: entry.counts(),
-                remote_addr: entry.remote_addr,
-                path: &entry.path,
-                user_agent: entry.user_agent.as_ref(),
-                closed_at: self.clock.unix_ms(now),
-            };
-            observers.iter().for_each(|o| o.closed(&event));
-        }
-        if left == 0 {
-            self.emptied.notify_waiters();
-        }
-        true
-    }
-
-    pub(crate) fn cleanup_stale(&self) -> u64 {
-        let stale: Vec<Arc<Entry>> = self
-            .entries
-            .iter()
-            .filter(|e| e.value().state() == ConnectionState::Closed)
-            .map(|e| e.value().clone())
-            .collect();
-        stale.iter().filter(|entry| self.remove(entry)).count() as u64
-    }
-
-    /// Asks every connection from an address in `net` (canonical) to close with `frame`.
-    pub(crate) fn close_from(&self, net: IpNet, frame: &CloseFrame) -> u64 {
-        let entries: Vec<Arc<Entry>> = self
-            .entries
-            .iter()
-            .filter(|e| {
-                e.value()
-                    .remote_addr
-                    .is_some_and(|ip| net.contains(&ip.to_canonical()))
-            })
-            .map(|e| e.value().clone())
-            .collect();
-        entries
-            .iter()
-            .filter(|entry| {
-                entry.state() != ConnectionState::Closed
-                    && entry.request_close(frame.clone(), Initiator::Admin)
-            })
-            .count() as u64
-    }
-
-    /// Drops expired bans and admission state no longer needed (the background sweep).
-    pub(crate) fn sweep_admission(&self) {
-        self.admission.sweep(self.clock.now_nanos());
-    }
-
-    pub(crate) fn close_all(&self, frame: &CloseFrame, initiator: Initiator) -> u64 {
-        // Collect first so no shard lock is held while outbox locks are taken.
-        let entries: Vec<Arc<Entry>> = self.entries.iter().map(|e| e.value().clone()).collect();
-        entries
-            .iter()
-            .filter(|entry| {
-                entry.state() != ConnectionState::Closed
-                    && entry.request_close(frame.clone(), initiator)
-            })
-            .count() as u64
-    }
-
-    /// The figures from the aggregates (O(1)); with `list`, every entry too (a walk).
-    pub(crate) fn snapshot(&self, list: bool) -> Snapshot {
-        let now = self.clock.now_ms();
-        let figures = self.aggregates.figures(now);
-        let connections = if list {
-            self.list(now, figures.current as usize)
-        } else {
-            Vec::new()
-        };
-        Snapshot {
-            summary: Summary {
-                total_connections: figures.current,
-                total_connections_ever: figures.total_ever,
-                total_connections_closed: figures.total_closed,
-                average_age: figures.average_age_ms,
-                average_idle_time: figures.average_idle_ms,
-                connections_by_state: figures.by_state,
-            },
-            connections,
-            instance_id: self.config.instance_id.clone(),
-            uptime: now,
-            shut_down: self.shutting_down.load(Ordering::Acquire),
-            closed_by: figures.closed_by,
-            refused: figures.refused,
-            average_rtt_ms: figures.average_rtt_ms,
-        }
-    }
-
-    /// Every entry as the stats list it, as of `now` (ms).
-    fn list(&self, now: u64, expected: usize) -> Vec<ConnectionInfo> {
-        let mut connections = Vec::with_capacity(expected);
-        for item in self.entries.iter() {
-            connections.push(self.info(item.value(), now));
-        }
-        connections
-    }
-
-    /// One entry as the stats list it, as of `now` (ms).
-    pub(crate) fn info(&self, e: &Entry, now: u64) -> ConnectionInfo {
-        let (queued_messages, queued_bytes) = e.outbox.queued();
-        let counts = e.counts();
-        let (user, tags) = e.labels_view();
-        ConnectionInfo {
-            id: self.id_of(e.seq),
-            age: now.saturating_sub(e.connected_ms),
-            idle_time: now.saturating_sub(e.last_activity_ms.load(Ordering::Relaxed)),
-            state: e.state(),
-            remote_address: e.remote_addr,
-            user_agent: e.user_agent.clone(),
-            path: e.path.clone(),
-            connected_at: self.clock.unix_ms(e.connected_ms),
-            messages_in: counts.messages_in,
-            messages_out: counts.messages_out,
-            bytes_in: counts.bytes_in,
-            bytes_out: counts.bytes_out,
-            queued_messages: queued_messages as u64,
-            queued_bytes: queued_bytes as u64,
-            rtt_ms: e.rtt(),
-            user,
-            tags,
-        }
-    }
+/// Logs the reference's three stats lines at INFO under [`STATS_TARGET`](crate::STATS_TARGET):
+///
+/// ```text
+/// [WebSocket Stats] Active: 5, Total: 23, Closed: 18
+/// [WebSocket Stats] Avg Age: 45s, Avg Idle: 12s
+/// [WebSocket Stats] By State - Open: 5, Connecting: 0, Closing: 0
+/// ```
+pub fn log_connection_stats(registry: &Registry) {
+    log_snapshot(&registry.summary());
 }
 
 #[cfg(test)]
@@ -1000,7 +456,10 @@ mod tests {
 
     use super::*;
     use crate::admission::tests::CountingGate;
+    use crate::clock::Clock;
     use crate::memory;
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+    use tracing_subscriber::Layer;
 
     fn gated(max: usize) -> (Registry, Arc<AtomicUsize>) {
         let held = Arc::new(AtomicUsize::new(0));
@@ -1249,7 +708,7 @@ mod tests {
         reg.start_background_tasks();
         reg.ban(net("203.0.113.0/24"), Duration::from_secs(1), "")
             .unwrap();
-        let bans = reg.shared.admission.bans();
+        let bans = reg.shared.admission().bans();
         manual.advance(Duration::from_secs(1));
         assert_eq!(bans.held(), 1, "nothing has looked yet");
         for _ in 0..100 {
@@ -1259,5 +718,61 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(1)).await; // paused: the sweep's clock
         }
         panic!("the sweep did not drop the expired ban");
+    }
+
+    /// A layer that panics on the drain's first log line, as the fmt layer did on a closed stderr.
+    struct PanicInDrain;
+
+    impl<S: tracing::Subscriber> Layer<S> for PanicInDrain {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            if event.metadata().target() == "wscope_core::drain" {
+                panic!("cannot write the log line");
+            }
+        }
+    }
+
+    // On a current-thread runtime the drain task runs on this thread, under this subscriber.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_drain_that_panics_still_publishes_its_report() {
+        let subscriber = tracing_subscriber::registry().with(PanicInDrain);
+        let _default = tracing::subscriber::set_default(subscriber);
+        let registry = Registry::with_config(
+            RegistryConfig::default()
+                .stats_interval(Duration::ZERO)
+                .cleanup_interval(Duration::ZERO),
+        );
+        let report = tokio::time::timeout(Duration::from_secs(5), registry.shutdown())
+            .await
+            .expect("the report arrives although the drain panicked");
+        assert_eq!(report, ShutdownReport::default());
+        // Later callers get the same report, at once.
+        assert_eq!(registry.shutdown().await, report);
+        assert!(registry.is_shut_down());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn shutdown_started_completes_when_shutdown_begins_not_before() {
+        let registry = Registry::with_config(
+            RegistryConfig::default()
+                .stats_interval(Duration::ZERO)
+                .cleanup_interval(Duration::ZERO),
+        );
+        let started = registry.shutdown_started();
+        tokio::pin!(started);
+        assert!(futures_util::FutureExt::now_or_never(started.as_mut()).is_none());
+        assert!(!registry.is_shut_down());
+        let drain = tokio::spawn({
+            let registry = registry.clone();
+            async move { registry.shutdown().await }
+        });
+        tokio::time::timeout(Duration::from_secs(5), started)
+            .await
+            .expect("completes once shutdown begins");
+        assert!(registry.is_shut_down());
+        drain.await.unwrap();
+        // A reader that arrives later finds it complete at once.
+        tokio::time::timeout(Duration::from_secs(5), registry.shutdown_started())
+            .await
+            .unwrap();
     }
 }

@@ -12,8 +12,8 @@ use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
-use crate::observer::Counts;
-use crate::registry::Shared;
+use crate::counts::Counts;
+use crate::entry::Entry;
 
 /// Messages and payload bytes moved since the registry started (open and closed connections
 /// together), and what waits in the outbound queues now.
@@ -53,34 +53,46 @@ impl Traffic {
 #[derive(Debug, Default)]
 pub(crate) struct TrafficFloor(Mutex<Counts>);
 
-impl Shared {
-    pub(crate) fn traffic(&self) -> Traffic {
-        // Sums first, then the walk: an entry removed in between is missed (for one reading), never
-        // counted twice.
-        let closed = self.aggregates.closed_traffic();
-        let mut total = closed;
-        let (mut queued_messages, mut queued_bytes) = (0u64, 0u64);
-        for item in self.entries.iter() {
-            let entry = item.value();
-            let c = entry.counts();
-            total.messages_in += c.messages_in;
-            total.messages_out += c.messages_out;
-            total.bytes_in += c.bytes_in;
-            total.bytes_out += c.bytes_out;
-            let (messages, bytes) = entry.outbox.queued();
-            queued_messages += messages as u64;
-            queued_bytes += bytes as u64;
+/// Live entries' counters added up on top of the closed sums, during one reading.
+pub(crate) struct TrafficTally {
+    total: Counts,
+    queued_messages: u64,
+    queued_bytes: u64,
+}
+
+impl TrafficTally {
+    /// A reading that starts from the sums of the connections that left.
+    pub(crate) fn new(closed: Counts) -> Self {
+        Self {
+            total: closed,
+            queued_messages: 0,
+            queued_bytes: 0,
         }
+    }
+
+    /// Adds one live entry.
+    pub(crate) fn add(&mut self, entry: &Entry) {
+        let c = entry.counts();
+        self.total.messages_in += c.messages_in;
+        self.total.messages_out += c.messages_out;
+        self.total.bytes_in += c.bytes_in;
+        self.total.bytes_out += c.bytes_out;
+        let (messages, bytes) = entry.outbox.queued();
+        self.queued_messages += messages as u64;
+        self.queued_bytes += bytes as u64;
+    }
+}
+
+impl TrafficFloor {
+    /// The totals of `tally`, never lower than the last reading's (an entry that left between
+    /// the sums and the walk is missed once, and must not make the totals go down).
+    pub(crate) fn read(&self, tally: TrafficTally) -> Traffic {
         let total = {
-            let mut floor = self
-                .traffic_floor
-                .0
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            floor.messages_in = floor.messages_in.max(total.messages_in);
-            floor.messages_out = floor.messages_out.max(total.messages_out);
-            floor.bytes_in = floor.bytes_in.max(total.bytes_in);
-            floor.bytes_out = floor.bytes_out.max(total.bytes_out);
+            let mut floor = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            floor.messages_in = floor.messages_in.max(tally.total.messages_in);
+            floor.messages_out = floor.messages_out.max(tally.total.messages_out);
+            floor.bytes_in = floor.bytes_in.max(tally.total.bytes_in);
+            floor.bytes_out = floor.bytes_out.max(tally.total.bytes_out);
             *floor
         };
         Traffic {
@@ -88,8 +100,8 @@ impl Shared {
             messages_out: total.messages_out,
             bytes_in: total.bytes_in,
             bytes_out: total.bytes_out,
-            queued_messages,
-            queued_bytes,
+            queued_messages: tally.queued_messages,
+            queued_bytes: tally.queued_bytes,
         }
     }
 }

@@ -10,11 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::admission::Ban;
 use crate::close::CloseCode;
+use crate::counts::{ClosedBy, RefusalCounts};
 use crate::message::Message;
 use crate::query::{ConnectionFilter, Cursor};
-use crate::snapshot::{
-    ClosedBy, ClosedConnection, ConnectionInfo, RefusalCounts, Snapshot, Summary,
-};
+use crate::snapshot::{ClosedConnection, ConnectionInfo, Snapshot, Summary};
 use crate::traffic::Traffic;
 
 /// `GET /health`: the reference's health fields plus the instance id and the shutdown flag.
@@ -308,6 +307,38 @@ impl BroadcastPayload {
     }
 }
 
+/// The action names, one row per [`AdminRequest`] variant: [`AdminRequest::ACTIONS`] and
+/// [`AdminRequest::action`] are both made from this table, and a test holds each name against
+/// serde's tag (`rename_all = "snake_case"`), so the three cannot drift apart.
+macro_rules! admin_actions {
+    ($($variant:ident => $name:literal),+ $(,)?) => {
+        impl AdminRequest {
+            /// Every action's name, as written in `action`.
+            pub const ACTIONS: [&'static str; [$($name),+].len()] = [$($name),+];
+
+            /// This request's action name.
+            pub fn action(&self) -> &'static str {
+                match self {
+                    $(Self::$variant { .. } => $name,)+
+                }
+            }
+        }
+    };
+}
+
+admin_actions! {
+    GetStats => "get_stats",
+    CloseAll => "close_all",
+    Close => "close",
+    CloseMatching => "close_matching",
+    Cleanup => "cleanup",
+    Ban => "ban",
+    Unban => "unban",
+    ListBans => "list_bans",
+    Kick => "kick",
+    Broadcast => "broadcast",
+}
+
 /// A `POST /api/admin` body that cannot be acted on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdminRequestError {
@@ -334,42 +365,12 @@ pub enum AdminRequestError {
 }
 
 impl AdminRequest {
-    /// Every action's name, as written in `action`.
-    pub const ACTIONS: [&'static str; 10] = [
-        "get_stats",
-        "close_all",
-        "close",
-        "close_matching",
-        "cleanup",
-        "ban",
-        "unban",
-        "list_bans",
-        "kick",
-        "broadcast",
-    ];
-
     /// Every field any action takes. A field of another action is ignored (so one form can send
     /// every field); a field no action takes is an error.
     pub const FIELDS: [&'static str; 11] = [
         "action", "code", "reason", "id", "target", "duration", "filter", "path", "user", "text",
         "binary",
     ];
-
-    /// This request's action name.
-    pub fn action(&self) -> &'static str {
-        match self {
-            Self::GetStats {} => "get_stats",
-            Self::CloseAll { .. } => "close_all",
-            Self::Close { .. } => "close",
-            Self::CloseMatching { .. } => "close_matching",
-            Self::Cleanup {} => "cleanup",
-            Self::Ban { .. } => "ban",
-            Self::Unban { .. } => "unban",
-            Self::ListBans {} => "list_bans",
-            Self::Kick { .. } => "kick",
-            Self::Broadcast { .. } => "broadcast",
-        }
-    }
 
     /// Parses a request body, naming what is wrong: malformed JSON, a missing or unknown action
     /// (with the valid ones), or the bad field of a known action.
@@ -1137,5 +1138,60 @@ mod tests {
         assert_eq!(json["instanceId"], "rates");
         let back: LiveStats = serde_json::from_value(json).unwrap();
         assert_eq!(back, second);
+    }
+
+    /// One request of each action: the table's name is serde's tag, and it parses back.
+    #[test]
+    fn each_action_name_is_serdes_tag_and_round_trips() {
+        let net: IpNet = "203.0.113.0/24".parse().unwrap();
+        let one_of_each = [
+            AdminRequest::GetStats {},
+            AdminRequest::CloseAll {
+                code: None,
+                reason: None,
+            },
+            AdminRequest::Close {
+                id: "a-1-2".into(),
+                code: None,
+                reason: None,
+            },
+            AdminRequest::CloseMatching {
+                filter: ConnectionFilter::default().tag("t"),
+                code: None,
+                reason: None,
+            },
+            AdminRequest::Cleanup {},
+            AdminRequest::Ban {
+                target: net,
+                duration: Duration::from_secs(60),
+                reason: None,
+            },
+            AdminRequest::Unban { target: net },
+            AdminRequest::ListBans {},
+            AdminRequest::Kick {
+                target: net,
+                code: None,
+                reason: None,
+            },
+            AdminRequest::Broadcast {
+                path: None,
+                id: None,
+                user: None,
+                filter: None,
+                payload: BroadcastPayload::Text("hi".into()),
+            },
+        ];
+        let names: Vec<&str> = one_of_each.iter().map(AdminRequest::action).collect();
+        assert_eq!(
+            names,
+            AdminRequest::ACTIONS,
+            "one request per action, in order"
+        );
+        for req in one_of_each {
+            let json = serde_json::to_value(&req).unwrap();
+            assert_eq!(json["action"], req.action(), "serde's tag for {req:?}");
+            let back = AdminRequest::from_json(json.to_string().as_bytes()).unwrap();
+            assert_eq!(back, req);
+        }
     }
 }

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ClientKey, Ipv6Prefix};
 use crate::clock::Clock;
-use crate::close::ReasonTooLong;
+use crate::close::{CloseCode, CloseFrame, ReasonTooLong};
 
 /// One ban, as [`crate::Registry::bans`] and the admin action `list_bans` show it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,6 +265,23 @@ fn shown(target: IpNet, held: &Held, clock: &Clock, now: u64) -> Ban {
         expires_at: clock.unix_ms(held.until / MS),
         expires_in: held.until.saturating_sub(now) / MS,
     }
+}
+
+/// The close reason of a ban: its reason, or "banned".
+pub(crate) fn banned_reason(reason: &str) -> &str {
+    if reason.is_empty() {
+        "banned"
+    } else {
+        reason
+    }
+}
+
+/// The 1008 close frame of a ban with `reason` (a short one: the reason was checked at the ban).
+pub(crate) fn banned_frame(reason: &str) -> CloseFrame {
+    CloseFrame::new(CloseCode::POLICY, banned_reason(reason)).unwrap_or(CloseFrame {
+        code: CloseCode::POLICY,
+        reason: "banned".to_owned(),
+    })
 }
 
 #[cfg(test)]

@@ -384,7 +384,6 @@ mod tests {
                 retry_after: Duration::from_millis(100)
             }
         );
-        assert_eq!(refused.status(), 429);
         // Another address (and an unknown one) is not affected.
         assert!(check(&gate, &from("192.0.2.2"), clock.now_nanos()).is_ok());
         assert!(check(&gate, &ConnectionMeta::new("/ws"), clock.now_nanos()).is_ok());
@@ -468,10 +467,7 @@ mod tests {
                 retry_after: Duration::from_secs(3)
             }
         );
-        assert_eq!(
-            (refused.status(), refused.kind().as_str()),
-            (503, "rateTableFull")
-        );
+        assert_eq!(refused.kind().as_str(), "rateTableFull");
         assert_eq!(
             gate.addresses(),
             3,
