@@ -30,15 +30,20 @@
 //!
 //! A connection failed by the guard lingers briefly once the engine lets it go: closing a socket
 //! with client bytes still unread makes the kernel send a reset, which can overtake the close
-//! frame at the client, so the guard half-closes and reads what still comes (for at most
-//! [`LINGER`] and [`LINGER_BYTES`]) before the socket is dropped.
+//! frame at the client, so the guard half-closes and reads what still comes (for a bounded time
+//! and number of bytes, in a task that [`lingering`](crate::lingering) tracks) before the
+//! socket is dropped.
 //!
 //! # Layout
 //! - `header`: frame headers, parsed as their bytes arrive and encoded.
 //! - `read`: the client's frames — in place or fed, cut into pieces, inflated.
 //! - `write`: what the engine sends, marked compressed under permessage-deflate.
+//! - `linger`: the tracked tasks in which failed connections linger.
 
 mod header;
+mod linger;
+
+pub use linger::lingering;
 mod read;
 mod write;
 
@@ -46,22 +51,15 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
-use wscope_core::ClientKey;
-
 use futures_util::Stream;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use wscope_core::{Message, TransportError};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use wscope_core::{ClientKey, Message, Role, TransportError};
 
-use super::deflate::Deflate;
-use super::{Io, SocketConfig};
-use header::HeaderBuf;
-use read::{Feed, Fill, Frame, Reader, Scan, Stop, FEED_READ, PIECE};
+use crate::deflate::Deflate;
+use crate::engine::Io;
+use crate::SocketConfig;
+use read::{Feed, Fill, Reader, Scan, Stop, FEED_READ};
 use write::Marker;
-
-/// How long a failed connection lingers, and how many bytes it reads meanwhile, at most.
-const LINGER: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 1 << 20;
 
 /// Where the guard leaves the violation that ends a connection, for the transport's reader
 /// ([`Watched`]).
@@ -137,8 +135,9 @@ pub(crate) struct FrameGuard<S: Io> {
 }
 
 impl<S: Io> FrameGuard<S> {
-    /// Guards `io` with `cfg`'s limits, budget and deadline and the negotiated compression,
-    /// charging the budget to `client`'s share if known, tripping `wire` on a violation.
+    /// Guards `io`, a client's socket, with `cfg`'s limits, budget and deadline and the
+    /// negotiated compression, charging the budget to `client`'s share if known, tripping `wire`
+    /// on a violation.
     pub(crate) fn server(
         io: S,
         cfg: &SocketConfig,
@@ -146,36 +145,33 @@ impl<S: Io> FrameGuard<S> {
         client: Option<ClientKey>,
         wire: Tripwire,
     ) -> Self {
-        let write = deflate
-            .and_then(|d| d.compress_window_bits())
-            .map(|_| Box::<Marker>::default());
-        let frame_limit = cfg.frame_limit();
         let charge = match client {
             Some(client) => cfg.message_budget.charge_for(client),
             None => cfg.message_budget.charge(),
         };
+        Self::new(io, Reader::new(cfg, Role::Server, deflate, charge, wire), deflate)
+    }
+
+    /// Guards `io`, a socket this process opened to a server, as [`FrameGuard::server`] does a
+    /// client's, except that the server's frames must come unmasked (and the engine masks what
+    /// it sends).
+    pub(crate) fn client(
+        io: S,
+        cfg: &SocketConfig,
+        deflate: Option<Deflate>,
+        wire: Tripwire,
+    ) -> Self {
+        let charge = cfg.message_budget.charge();
+        Self::new(io, Reader::new(cfg, Role::Client, deflate, charge, wire), deflate)
+    }
+
+    fn new(io: S, read: Reader, deflate: Option<Deflate>) -> Self {
+        let write = deflate
+            .and_then(|d| d.compress_window_bits())
+            .map(|_| Box::<Marker>::default());
         Self {
             io: Some(io),
-            read: Reader {
-                frame_limit: frame_limit as u64,
-                message_limit: cfg.max_message_size as u64,
-                deflate: deflate.is_some(),
-                piece: PIECE.min(frame_limit).max(1),
-                wire,
-                charge,
-                timeout: cfg.message_timeout,
-                deadline: None,
-                header: HeaderBuf::default(),
-                left: 0,
-                frame: Frame::Control,
-                fin: true,
-                opcode: 0,
-                mask: [0; 4],
-                done: 0,
-                piece_left: 0,
-                message: None,
-                inflater: None,
-            },
+            read,
             feed: None,
             write,
         }
@@ -339,37 +335,21 @@ impl<S: Io> Drop for FrameGuard<S> {
         if !self.read.wire.is_tripped() {
             return;
         }
-        let (Some(io), Ok(runtime)) = (self.io.take(), tokio::runtime::Handle::try_current())
-        else {
-            return;
-        };
-        runtime.spawn(linger(io));
-    }
-}
-
-/// Half-closes a failed connection (its close frame is written) and reads what the client still
-/// sends, until it hangs up or the linger is over, so that the kernel has no unread bytes to
-/// answer with a reset when the socket is dropped.
-async fn linger<S: Io>(mut io: S) {
-    let drain = async {
-        let _ = io.shutdown().await;
-        let (mut scratch, mut read) = ([0u8; 4096], 0);
-        while read < LINGER_BYTES {
-            match io.read(&mut scratch).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => read += n,
-            }
+        if let Some(io) = self.io.take() {
+            linger::spawn(io);
         }
-    };
-    let _ = tokio::time::timeout(LINGER, drain).await;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::header::{header_len, Header, MAX_HEADER, RSV1};
+    use super::read::PIECE;
     use super::*;
     use flate2::{Compress, Compression, FlushCompress};
     use futures_util::FutureExt;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::io::{duplex, DuplexStream};
     use wscope_core::{MessageBudget, TransportErrorKind};
 
@@ -410,7 +390,7 @@ mod tests {
         let (server, mut client) = duplex(4 << 20);
         client.write_all(input).await.unwrap();
         let deflate =
-            Deflate::negotiate([&axum::http::HeaderValue::from_static("permessage-deflate")]);
+            Deflate::negotiate([&http::HeaderValue::from_static("permessage-deflate")]);
         let wire = Tripwire::default();
         (
             FrameGuard::server(server, &cfg, deflate, None, wire.clone()),
