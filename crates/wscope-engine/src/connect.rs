@@ -142,7 +142,10 @@ pub async fn connect_with(
     let host = uri
         .host()
         .ok_or_else(|| ConnectError::Request(format!("no host in {uri}")))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     let port = uri.port_u16().unwrap_or(80);
     let meta = ConnectionMeta::new(uri.path());
     let permit = registry.admit(&meta)?;

@@ -16,9 +16,9 @@
 use std::cell::RefCell;
 use std::sync::{Mutex, PoisonError};
 
-use http::HeaderValue;
 use bytes::Bytes;
 use flate2::{Compress, Compression, FlushCompress};
+use http::HeaderValue;
 
 /// permessage-deflate as agreed with one peer, in either role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,7 +101,11 @@ impl Deflate {
         let mut elements = Vec::new();
         for value in values {
             let value = value.to_str().map_err(|_| "extensions are not text")?;
-            elements.extend(split_outside_quotes(value, ',').into_iter().filter(|e| !e.trim().is_empty()));
+            elements.extend(
+                split_outside_quotes(value, ',')
+                    .into_iter()
+                    .filter(|e| !e.trim().is_empty()),
+            );
         }
         let element = match elements.as_slice() {
             [] => return Ok(None),
@@ -386,7 +390,8 @@ mod tests {
         let server_side = Deflate::negotiate([&Deflate::offer()]).unwrap();
         let agreed = Deflate::from_response([&server_side.response()]).unwrap();
         assert_eq!(agreed.unwrap().compress_window_bits(), Some(15));
-        let limited = answer("permessage-deflate; server_no_context_takeover; client_max_window_bits=10");
+        let limited =
+            answer("permessage-deflate; server_no_context_takeover; client_max_window_bits=10");
         assert_eq!(limited.unwrap().unwrap().compress_window_bits(), Some(10));
         assert_eq!(Deflate::from_response([]), Ok(None));
         for bad in [

@@ -163,10 +163,9 @@ impl Engine {
                 wire,
             ),
             #[cfg(feature = "fastwebsockets")]
-            Engine::Fastwebsockets => watched(
-                fastwebsockets::take_over(io, role, cfg, window_bits),
-                wire,
-            ),
+            Engine::Fastwebsockets => {
+                watched(fastwebsockets::take_over(io, role, cfg, window_bits), wire)
+            }
         }
     }
 }

@@ -46,11 +46,7 @@ pub(super) async fn take_over(
 }
 
 /// Either side over an engine stream whose handshake is done.
-fn transport<S: Io>(
-    ws: WebSocketStream<S>,
-    role: Role,
-    window_bits: Option<u8>,
-) -> impl Transport {
+fn transport<S: Io>(ws: WebSocketStream<S>, role: Role, window_bits: Option<u8>) -> impl Transport {
     let (sink, stream) = ws.split();
     let reader = stream.filter_map(|item| {
         future::ready(match item {

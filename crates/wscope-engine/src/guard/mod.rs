@@ -1,9 +1,11 @@
-//! The frame guard: the layer between a client's socket and every engine. It reads each frame
-//! header as it arrives and, before an engine buffers a byte of the frame's payload, enforces
-//! what the engines do not all enforce, or not alike:
+//! The frame guard: the layer between the socket and every engine, in either role (a server's
+//! guard reads a client, a client's guard reads a server; what differs is only the masking
+//! required). It reads each frame header as it arrives and, before an engine buffers a byte of
+//! the frame's payload, enforces what the engines do not all enforce, or not alike:
 //!
-//! - client frames are masked (RFC 6455 §5.1), reserved bits and opcodes unused, control frames
-//!   whole and at most 125 bytes, continuations only inside a fragmented message (1002);
+//! - a client's frames are masked and a server's are not (RFC 6455 §5.1), reserved bits and
+//!   opcodes unused, control frames whole and at most 125 bytes, continuations only inside a
+//!   fragmented message (1002);
 //! - the frame size limit on each frame's declared length, and the message size limit on the
 //!   running total of a fragmented message (1009) — so a frame declaring 2^63 bytes, or a
 //!   stream of small fragments past the limit, is refused before its bytes are held;
@@ -36,7 +38,7 @@
 //!
 //! # Layout
 //! - `header`: frame headers, parsed as their bytes arrive and encoded.
-//! - `read`: the client's frames — in place or fed, cut into pieces, inflated.
+//! - `read`: the peer's frames — in place or fed, cut into pieces, inflated.
 //! - `write`: what the engine sends, marked compressed under permessage-deflate.
 //! - `linger`: the tracked tasks in which failed connections linger.
 
@@ -47,11 +49,11 @@ pub use linger::lingering;
 mod read;
 mod write;
 
+use futures_util::Stream;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
-use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use wscope_core::{ClientKey, Message, Role, TransportError};
 
@@ -122,7 +124,7 @@ where
     }
 }
 
-/// A client's socket behind the guard (server role). See the module documentation.
+/// A socket behind the guard, in either role. See the module documentation.
 pub(crate) struct FrameGuard<S: Io> {
     /// The socket; taken only by `Drop`, to linger.
     io: Option<S>,
@@ -149,7 +151,11 @@ impl<S: Io> FrameGuard<S> {
             Some(client) => cfg.message_budget.charge_for(client),
             None => cfg.message_budget.charge(),
         };
-        Self::new(io, Reader::new(cfg, Role::Server, deflate, charge, wire), deflate)
+        Self::new(
+            io,
+            Reader::new(cfg, Role::Server, deflate, charge, wire),
+            deflate,
+        )
     }
 
     /// Guards `io`, a socket this process opened to a server, as [`FrameGuard::server`] does a
@@ -162,7 +168,11 @@ impl<S: Io> FrameGuard<S> {
         wire: Tripwire,
     ) -> Self {
         let charge = cfg.message_budget.charge();
-        Self::new(io, Reader::new(cfg, Role::Client, deflate, charge, wire), deflate)
+        Self::new(
+            io,
+            Reader::new(cfg, Role::Client, deflate, charge, wire),
+            deflate,
+        )
     }
 
     fn new(io: S, read: Reader, deflate: Option<Deflate>) -> Self {
@@ -349,8 +359,8 @@ mod tests {
     use flate2::{Compress, Compression, FlushCompress};
     use futures_util::FutureExt;
     use std::time::Duration;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::io::{duplex, DuplexStream};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use wscope_core::{MessageBudget, TransportErrorKind};
 
     const KEY: [u8; 4] = [1, 2, 3, 4];
@@ -389,8 +399,7 @@ mod tests {
     ) -> (FrameGuard<DuplexStream>, Tripwire, DuplexStream) {
         let (server, mut client) = duplex(4 << 20);
         client.write_all(input).await.unwrap();
-        let deflate =
-            Deflate::negotiate([&http::HeaderValue::from_static("permessage-deflate")]);
+        let deflate = Deflate::negotiate([&http::HeaderValue::from_static("permessage-deflate")]);
         let wire = Tripwire::default();
         (
             FrameGuard::server(server, &cfg, deflate, None, wire.clone()),

@@ -67,9 +67,10 @@ impl ClientHandshake {
     /// key, offering permessage-deflate if `cfg` has it on.
     pub fn new(mut request: Request<()>, cfg: &SocketConfig) -> Result<Self, HandshakeError> {
         if !request.headers().contains_key(header::HOST) {
-            let host = request.uri().authority().ok_or_else(|| {
-                HandshakeError::Request(format!("no host in {}", request.uri()))
-            })?;
+            let host = request
+                .uri()
+                .authority()
+                .ok_or_else(|| HandshakeError::Request(format!("no host in {}", request.uri())))?;
             let host = HeaderValue::from_str(host.as_str())
                 .map_err(|e| HandshakeError::Request(e.to_string()))?;
             request.headers_mut().insert(header::HOST, host);
@@ -78,7 +79,10 @@ impl ClientHandshake {
         let headers = request.headers_mut();
         headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        headers.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
         headers.insert(header::SEC_WEBSOCKET_KEY, key.clone());
         if cfg.permessage_deflate {
             headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, Deflate::offer());
@@ -173,7 +177,9 @@ impl ClientHandshake {
         let protocol = match headers.get(header::SEC_WEBSOCKET_PROTOCOL) {
             None => None,
             Some(chosen) => {
-                let chosen = chosen.to_str().map_err(|_| Invalid("subprotocol not text"))?;
+                let chosen = chosen
+                    .to_str()
+                    .map_err(|_| Invalid("subprotocol not text"))?;
                 let offered = self.request.headers().get(header::SEC_WEBSOCKET_PROTOCOL);
                 let offered = offered.and_then(|o| o.to_str().ok()).unwrap_or_default();
                 if !offered.split(',').any(|o| o.trim() == chosen) {
@@ -279,14 +285,21 @@ mod tests {
     /// A wscope server's answer to `request`, as `ServerHandshake` makes it, written as
     /// HTTP/1.1, followed by `early` bytes.
     fn answer(request: &Request<()>, supports: &[String], early: &[u8]) -> Vec<u8> {
-        let parts = Request::get(request.uri().clone()).body(()).unwrap().into_parts().0;
+        let parts = Request::get(request.uri().clone())
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
         let mut parts = parts;
         parts.headers = request.headers().clone();
         let Attempt::Valid(server) = ServerHandshake::check(&parts) else {
             panic!("wscope's own request is valid")
         };
         let deflate = server.deflate();
-        let response = server.response(server.choose_protocol(supports).as_deref(), deflate.as_ref());
+        let response = server.response(
+            server.choose_protocol(supports).as_deref(),
+            deflate.as_ref(),
+        );
         let mut out = b"HTTP/1.1 101 Switching Protocols\r\n".to_vec();
         for (name, value) in response.headers() {
             out.extend(format!("{}: {}\r\n", name, value.to_str().unwrap()).bytes());
@@ -313,7 +326,10 @@ mod tests {
         assert!(upgraded.deflate.is_some());
         let mut first = [0u8; 4];
         upgraded.read_exact(&mut first).await.unwrap();
-        assert_eq!(&first, b"\x81\x02hi", "the frame after the 101 is read first");
+        assert_eq!(
+            &first, b"\x81\x02hi",
+            "the frame after the 101 is read first"
+        );
         let mut sent = vec![0u8; 4096];
         let n = theirs.read(&mut sent).await.unwrap();
         assert!(sent[..n].starts_with(b"GET /ws HTTP/1.1\r\n"));

@@ -145,8 +145,14 @@ mod tests {
             ("sec-websocket-version", "13"),
         ];
         let short = [&base[..], &[("sec-websocket-key", "dGhl")]].concat();
-        assert!(matches!(ServerHandshake::check(&parts(&short)), Attempt::Invalid(_)));
+        assert!(matches!(
+            ServerHandshake::check(&parts(&short)),
+            Attempt::Invalid(_)
+        ));
         let v8 = [&base[..2], &[("sec-websocket-version", "8")]].concat();
-        assert!(matches!(ServerHandshake::check(&parts(&v8)), Attempt::NotUpgrade));
+        assert!(matches!(
+            ServerHandshake::check(&parts(&v8)),
+            Attempt::NotUpgrade
+        ));
     }
 }
