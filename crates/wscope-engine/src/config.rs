@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use wscope_core::MessageBudget;
 
-use crate::Engine;
+use crate::engine::Engine;
 
 /// Engine settings for accepted sockets. Start from the default and set what you need:
 /// `SocketConfig::default().max_message_size(1 << 20)`.
@@ -52,8 +52,8 @@ impl SocketConfig {
     /// The default [`SocketConfig::max_message_size`]: 1 MiB. Each connection may make the
     /// server hold this much before its message is refused; a few hundred clients sending the
     /// largest message allowed hold a few hundred MiB (64 MiB, the engines' default, would let
-    /// 100 clients take 6.4 GiB). Raise it for a route that needs more (see
-    /// [`WebSocketUpgrade::max_message_size`](crate::WebSocketUpgrade::max_message_size)).
+    /// 100 clients take 6.4 GiB). Raise it for a route that needs more (in wscope-axum,
+    /// `WebSocketUpgrade::max_message_size`).
     pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
     /// The default limit of [`SocketConfig::message_budget`]: 256 MiB, room for 256 messages of
     /// the default largest size in flight at once; past it large messages get 1013 "try again

@@ -26,7 +26,8 @@ use wscope_core::{
     Accepted, BoxTransport, ConnectionHandle, ConnectionMeta, Refusal, Registry, TrackedSocket,
 };
 
-use crate::{ClientHandshake, HandshakeError, SocketConfig};
+use crate::config::SocketConfig;
+use crate::handshake::{ClientHandshake, HandshakeError};
 
 /// Why a client connection could not be opened.
 #[derive(Debug, thiserror::Error)]

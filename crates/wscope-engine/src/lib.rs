@@ -37,10 +37,12 @@
 //! `fastwebsockets`. [`Engine::ALL`] lists those compiled in; every one has both roles.
 //!
 //! # Layout
-//! - `engine`: [`Engine`] (its `server` and `client` roles) and one file per engine adapting it
-//!   to the core's transport (`engine/tungstenite.rs`, `engine/tokio_websockets.rs`,
-//!   `engine/fastwebsockets.rs`); `engine/message.rs`: what every engine converts (a message
-//!   as it goes on the wire, checked text, close frames).
+//! - `engine`: [`Engine`], which engine runs a connection, by name ([`UnknownEngine`]).
+//! - `engines`: `Engine::server` and `Engine::client`, and one file per engine adapting it to
+//!   the core's transport in either role (`engines/tungstenite.rs`,
+//!   `engines/tokio_websockets.rs`, `engines/fastwebsockets.rs`); `engines/message.rs`: what
+//!   every engine converts (a message as it goes on the wire, checked text, close frames).
+//! - `io`: [`Io`], the stream an engine runs over.
 //! - `config`: [`SocketConfig`], the settings the engines and the guard read.
 //! - `guard`: the frame guard between the socket and every engine, in either role (masking,
 //!   frame and message limits, the shared message budget and its share per address, the
@@ -57,13 +59,16 @@ mod config;
 mod connect;
 mod deflate;
 mod engine;
+mod engines;
 mod guard;
 mod handshake;
+mod io;
 
 pub use config::SocketConfig;
 pub use connect::{connect, connect_with, ConnectError, Connected, IntoClientRequest};
 pub use deflate::Deflate;
-pub use engine::{Engine, Io, UnknownEngine};
+pub use engine::{Engine, UnknownEngine};
 pub use guard::lingering;
 pub use handshake::{Attempt, ClientHandshake, HandshakeError, ServerHandshake, Upgraded};
 pub use http;
+pub use io::Io;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::task::TaskTracker;
 
-use crate::engine::Io;
+use crate::io::Io;
 
 /// How long a failed connection lingers, and how many bytes it reads meanwhile, at most.
 const LINGER: Duration = Duration::from_secs(2);

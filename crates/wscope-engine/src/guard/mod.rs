@@ -57,9 +57,9 @@ use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use wscope_core::{ClientKey, Message, Role, TransportError};
 
+use crate::config::SocketConfig;
 use crate::deflate::Deflate;
-use crate::engine::Io;
-use crate::SocketConfig;
+use crate::io::Io;
 use read::{Feed, Fill, Reader, Scan, Stop, FEED_READ};
 use write::Marker;
 

@@ -32,8 +32,8 @@ use wscope_core::{Charge, Role, TransportError, TransportErrorKind};
 
 use super::header::{Header, HeaderBuf, MAX_HEADER, RSV1};
 use super::Tripwire;
+use crate::config::SocketConfig;
 use crate::deflate::Deflate;
-use crate::SocketConfig;
 
 /// The largest frame handed to an engine (smaller when the frame limit is): larger client frames
 /// are cut into pieces of this size, and inflated bytes are framed in them. It is what the

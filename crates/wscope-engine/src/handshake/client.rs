@@ -14,7 +14,8 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::{accept_key, has_token};
-use crate::{Deflate, SocketConfig};
+use crate::config::SocketConfig;
+use crate::deflate::Deflate;
 
 /// The most bytes a server's answer may take up to its blank line.
 const MAX_RESPONSE_HEAD: usize = 16 << 10;

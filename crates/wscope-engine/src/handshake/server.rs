@@ -7,7 +7,7 @@ use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode, Version};
 
 use super::{accept_key, has_token, is_valid_key};
-use crate::Deflate;
+use crate::deflate::Deflate;
 
 /// An acceptable upgrade request: its key and the subprotocols and extensions it offers.
 #[derive(Debug)]

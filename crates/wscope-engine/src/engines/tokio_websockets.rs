@@ -8,8 +8,8 @@ use tokio_websockets::{ClientBuilder, Config, Error as Twe, Limits, Message as T
 use wscope_core::{Bytes, Halves, Message, Role, Transport, TransportError, TransportErrorKind};
 
 use super::message::{close_frame, text, Outbound};
-use super::Io;
-use crate::SocketConfig;
+use crate::config::SocketConfig;
+use crate::io::Io;
 
 /// Either side over `io`, whose handshake is done; data messages compressed with a
 /// `window_bits` window when given. The engine sends a message as it is given (its frames refer

@@ -12,8 +12,8 @@ use tokio_tungstenite::WebSocketStream;
 use wscope_core::{Bytes, Halves, Message, Role, Transport, TransportError, TransportErrorKind};
 
 use super::message::{close_frame, text, Outbound};
-use super::Io;
-use crate::SocketConfig;
+use crate::config::SocketConfig;
+use crate::io::Io;
 
 /// The engine's settings from wscope's.
 fn config(cfg: &SocketConfig) -> WebSocketConfig {

@@ -19,8 +19,8 @@ use tokio::sync::Mutex;
 use wscope_core::{Bytes, Halves, Message, Role, Transport, TransportError, TransportErrorKind};
 
 use super::message::{close_frame, text, Outbound};
-use super::Io;
-use crate::SocketConfig;
+use crate::config::SocketConfig;
+use crate::io::Io;
 
 /// Either side over `io`, whose handshake is done; data messages compressed with a
 /// `window_bits` window when given. Each message goes out as one frame, its payload borrowed
