@@ -442,7 +442,7 @@ mod tests {
             let payload: Vec<u8> = bytes[n..end]
                 .iter()
                 .enumerate()
-                .map(|(i, b)| b ^ h.mask.unwrap()[i % 4])
+                .map(|(i, b)| b ^ h.mask.unwrap_or_default()[i % 4])
                 .collect();
             out.push((h.opcode, h.fin, payload));
             bytes = &bytes[end..];
@@ -615,6 +615,64 @@ mod tests {
         // The good frame and not a byte of the header: the guard holds a header back until it
         // is whole, so the engine never learns of the frame, let alone waits for its payload.
         assert_eq!(handed, &input[..len]);
+    }
+
+    /// Whether each frame in `bytes` is masked.
+    fn masked(mut bytes: &[u8]) -> Vec<bool> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let n = header_len(bytes[1]);
+            let h = Header::parse(&bytes[..n]);
+            out.push(h.mask.is_some());
+            bytes = &bytes[n + h.len as usize..];
+        }
+        out
+    }
+
+    /// In the client role the server's frames come unmasked and reach the engine so, a large one
+    /// in pieces; a masked one is refused with 1002 before the engine sees it.
+    #[tokio::test]
+    async fn a_client_guard_takes_unmasked_frames_and_refuses_masked_ones() {
+        let unmasked = |first: u8, payload: &[u8]| {
+            let mut head = [0; MAX_HEADER];
+            let header = Header {
+                fin: first & 0x80 != 0,
+                rsv1: false,
+                rsv23: false,
+                opcode: first & 0x0f,
+                mask: None,
+                len: payload.len() as u64,
+            };
+            let n = header.encode(&mut head);
+            [&head[..n], payload].concat()
+        };
+        let binary: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        let mut input = unmasked(0x82, &binary);
+        input.extend(unmasked(0x81, b"small"));
+        let (ours, mut server) = duplex(1 << 20);
+        server.write_all(&input).await.unwrap();
+        let wire = Tripwire::default();
+        let mut g = FrameGuard::client(ours, &SocketConfig::default(), None, wire.clone());
+        let handed = drain(&mut g, 4096);
+        assert!(!wire.is_tripped());
+        assert!(masked(&handed).iter().all(|m| !m), "handed over unmasked");
+        let got = frames(&handed);
+        assert!(got.len() > 2 && got.iter().all(|f| f.2.len() <= PIECE));
+        let (pieces, small) = got.split_at(got.len() - 1);
+        assert_eq!(
+            pieces.iter().flat_map(|f| f.2.clone()).collect::<Vec<_>>(),
+            binary
+        );
+        assert_eq!(small[0], (1, true, b"small".to_vec()));
+
+        let (ours, mut server) = duplex(1 << 16);
+        server.write_all(&frame(0x81, b"hi")).await.unwrap();
+        let wire = Tripwire::default();
+        let mut g = FrameGuard::client(ours, &SocketConfig::default(), None, wire.clone());
+        assert!(drain(&mut g, 512).is_empty());
+        let error = wire.0.get().expect("tripped");
+        assert_eq!(error.kind(), TransportErrorKind::Protocol);
+        assert_eq!(error.message(), "masked frame from a server");
     }
 
     fn header_bytes(first: u8, len: u64) -> Vec<u8> {
