@@ -63,10 +63,10 @@ fn scrape(c: &mut Criterion) {
     for n in [10_000usize, 100_000] {
         let registry = registry();
         let _clients = open(&runtime, &registry, n);
-        let text = metrics_text(&registry).unwrap();
+        let text = metrics_text(&registry, None).unwrap();
         assert!(text.contains(&format!("wscope_connections{{state=\"open\"}} {n}\n")));
         group.bench_with_input(BenchmarkId::new("metrics_text", n), &n, |b, _| {
-            b.iter(|| black_box(metrics_text(&registry).unwrap()))
+            b.iter(|| black_box(metrics_text(&registry, None).unwrap()))
         });
         group.bench_with_input(BenchmarkId::new("summary", n), &n, |b, _| {
             b.iter(|| black_box(registry.summary()))
@@ -94,7 +94,7 @@ fn close(c: &mut Criterion) {
         b.iter(|| drop(black_box(plain.accept(ConnectionMeta::new("/ws")).unwrap())))
     });
     let observed = registry();
-    metrics_text(&observed).unwrap(); // registers the close observer, as admin_router does
+    metrics_text(&observed, None).unwrap(); // registers the close observer, as admin_router does
     group.bench_function("with metrics", |b| {
         b.iter(|| {
             drop(black_box(

@@ -11,12 +11,13 @@ use axum::http::{header, Extensions, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use wscope_cluster::{Cluster, ClusterHealth};
 use wscope_core::wire::{AdminRequest, Health, PublicHealth};
 use wscope_core::{AdminAnswer, Registry, Snapshot};
 
 use crate::admin_access::Authenticated;
 use crate::error::ApiError;
+use crate::stats_query::StatsQuery;
 
 /// `GET /api/stats`, `POST /api/admin`, `GET /api/closed`, `GET /api/connections` (and
 /// `/api/connections/{id}`), `GET /api/stats/stream` (live, SSE), `GET /health`, `GET /metrics`
@@ -25,6 +26,11 @@ use crate::error::ApiError;
 /// [`admin_guard`](crate::admin_guard). Serve it on a listener that only operators reach
 /// (wscope serve puts it on 127.0.0.1:9090); set a token and further allowed hosts with
 /// `.layer(AdminConfig::new().token(..).layer())` ([`AdminConfig`](crate::AdminConfig)).
+///
+/// In cluster mode, hand it the node with `.layer(axum::Extension(cluster))` (a
+/// [`wscope_cluster::Cluster`]): the cluster routes (`/api/cluster/*`), the health answer's
+/// `cluster` state and the `wscope_cluster_*` metrics read it; without it the cluster routes
+/// answer 404.
 pub fn admin_router(registry: Registry) -> Router {
     let routes = Router::new()
         .route("/api/stats", get(stats))
@@ -54,15 +60,6 @@ pub fn health_router(registry: Registry) -> Router {
         .with_state(registry)
 }
 
-/// The query of `GET /api/stats`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StatsQuery {
-    /// Most connections listed (the oldest first): `0` lists none (the O(1) summary); absent,
-    /// every connection is listed, as the reference does.
-    pub connections: Option<String>,
-}
-
 /// `GET /api/stats`: the full [`Snapshot`]; `?connections=N` lists at most the `N` oldest
 /// connections (`0`: none), for servers too large to list whole. Another parameter, or an `N`
 /// that is not a whole number, is a 400 naming it.
@@ -70,18 +67,9 @@ pub async fn stats(
     State(registry): State<Registry>,
     query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) =
-        query.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
-    let snapshot = match query.connections {
+    let snapshot = match StatsQuery::read(query)?.count(usize::MAX)? {
         None => registry.snapshot(),
-        Some(n) => {
-            let max = n.trim().parse::<usize>().map_err(|_| {
-                ApiError::bad_request(format!(
-                    "connections: invalid count {n:?}: use a whole number (0 lists none)"
-                ))
-            })?;
-            registry.snapshot_capped(max)
-        }
+        Some(max) => registry.snapshot_capped(max),
     };
     Ok(snapshot_response(&snapshot))
 }
@@ -110,7 +98,8 @@ fn snapshot_response(snapshot: &Snapshot) -> Response {
 /// sending new clients while the drain runs). Reads the O(1) summary. Behind a token
 /// ([`AdminConfig::token`](crate::AdminConfig::token)), a request without it gets the public
 /// fields only ([`public_health`]): a probe needs no token, the instance id (by default the host
-/// name), the shutdown flag and the cluster state are for those who have it.
+/// name), the shutdown flag and the cluster state ([`ClusterHealth`], with the node handed to the
+/// router as an extension) are for those who have it.
 pub async fn health(State(registry): State<Registry>, extensions: Extensions) -> Response {
     if extensions
         .get::<Authenticated>()
@@ -118,9 +107,11 @@ pub async fn health(State(registry): State<Registry>, extensions: Extensions) ->
     {
         return public_health(State(registry)).await;
     }
-    let health =
-        Health::from_summary(&registry.summary()).cluster(registry.cluster().map(|c| c.state()));
-    let status = if health.is_healthy() {
+    let health = ClusterHealth::new(
+        Health::from_summary(&registry.summary()),
+        extensions.get::<Cluster>(),
+    );
+    let status = if health.health.is_healthy() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

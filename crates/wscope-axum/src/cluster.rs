@@ -1,41 +1,66 @@
 //! The cluster admin API on every instance's admin listener: `GET /api/cluster/stats`,
 //! `GET /api/cluster/connections` and `POST /api/cluster/admin`. The surveys behind them are the
-//! core's ([`wscope_core::cluster::Cluster`]); this file adapts them to HTTP.
+//! cluster crate's ([`wscope_cluster::Cluster`]); this file adapts them to HTTP. The node is
+//! handed to the admin router as an [`Extension`] (`admin_router(registry).layer(Extension(cluster))`):
+//! the registry does not know its cluster.
 //!
-//! Without cluster mode each answers 404 naming how to turn it on; while the instance is not a
+//! Without cluster mode (no such extension) each answers 404 naming how to turn it on; while the instance is not a
 //! connected member (engine unreachable, instance id refused, shutting down) each answers 503
 //! with `{"error": ..., "cluster": "<state>"}`.
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use wscope_core::cluster::{Cluster, ClusterError};
+use axum::{Extension, Json};
+use serde::Serialize;
+use wscope_cluster::{Cluster, ClusterError, ClusterState};
 use wscope_core::query::ConnectionQuery;
 use wscope_core::wire::{AdminRequest, ErrorBody};
-use wscope_core::Registry;
 
 use crate::error::ApiError;
+use crate::stats_query::StatsQuery;
 
 /// A cluster endpoint's failure: 404 without cluster mode, 503 while not connected.
-fn cluster_of(registry: &Registry) -> Result<Cluster, ApiError> {
-    registry.cluster().ok_or_else(|| {
+fn cluster_of(cluster: Option<Extension<Cluster>>) -> Result<Cluster, ApiError> {
+    cluster.map(|Extension(c)| c).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "cluster mode is off: start wscope serve with --redis-url (or join the registry to a \
-             cluster with wscope_core::cluster::Cluster::join)",
+             cluster with wscope_cluster::Cluster::join and give the admin router the node)",
         )
     })
+}
+
+/// A 503's body while the instance is not a connected member: the error and the node's state.
+#[derive(Debug, Serialize)]
+struct UnavailableBody {
+    error: String,
+    cluster: ClusterState,
+}
+
+/// The body of a failure of an action routed to one member: its error, and which member.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RoutedFailureBody<'a> {
+    error: String,
+    instance_id: &'a str,
+}
+
+/// The body of a 504: the routed action's member did not answer in time.
+#[derive(Debug, Serialize)]
+struct UnansweredBody<'a> {
+    error: String,
+    unanswered: &'a [String],
 }
 
 fn failure(error: ClusterError) -> Response {
     match error {
         ClusterError::Unavailable { state, .. } => {
-            let body = serde_json::json!({
-                "error": error.to_string(),
-                "cluster": state.as_str(),
-            });
+            let body = UnavailableBody {
+                error: error.to_string(),
+                cluster: state,
+            };
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
         ClusterError::BadQuery(message) => ApiError::bad_request(message).into_response(),
@@ -49,46 +74,23 @@ fn failure(error: ClusterError) -> Response {
     }
 }
 
-/// The query of `GET /api/cluster/stats`.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterStatsQuery {
-    /// List the N oldest connections across members in `connections` (at most 10,000; absent or
-    /// `0`: none).
-    pub connections: Option<String>,
-}
-
 /// `GET /api/cluster/stats[?connections=N]`: a
-/// [`ClusterStats`](wscope_core::cluster::ClusterStats) — the reference's `ConnectionStats`
+/// [`ClusterStats`](wscope_cluster::ClusterStats) — the reference's `ConnectionStats`
 /// summed over the members that answered the survey, weighted averages, and an `instances` table
 /// (live, late and gone members; those that did not answer in time are also named in
 /// `unanswered`). Its `connections` list is empty unless `connections=N` asks for the N oldest
 /// across members (at most 10,000).
 pub async fn stats(
-    State(registry): State<Registry>,
-    query: Result<Query<ClusterStatsQuery>, axum::extract::rejection::QueryRejection>,
+    cluster: Option<Extension<Cluster>>,
+    query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let cluster = match cluster_of(&registry) {
+    let cluster = match cluster_of(cluster) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    let listed = match query {
-        Ok(Query(q)) => match q.connections.as_deref().map(str::trim) {
-            None | Some("0") => 0,
-            Some(n) => match n.parse::<usize>() {
-                Ok(n) if n <= ConnectionQuery::MAX_LIMIT => n,
-                _ => {
-                    return ApiError::bad_request(format!(
-                        "connections: {n:?} is not a whole number from 0 to {}",
-                        ConnectionQuery::MAX_LIMIT
-                    ))
-                    .into_response()
-                }
-            },
-        },
-        Err(e) => {
-            return ApiError::bad_request(format!("bad query: {}", e.body_text())).into_response()
-        }
+    let listed = match StatsQuery::read(query).and_then(|q| q.count(ConnectionQuery::MAX_LIMIT)) {
+        Ok(n) => n.unwrap_or(0),
+        Err(e) => return e.into_response(),
     };
     let mut stats = match cluster.stats().await {
         Ok(stats) => stats,
@@ -108,16 +110,16 @@ pub async fn stats(
     Json(stats).into_response()
 }
 
-/// `GET /api/cluster/connections`: a [`ClusterPage`](wscope_core::cluster::ClusterPage) — the
+/// `GET /api/cluster/connections`: a [`ClusterPage`](wscope_cluster::ClusterPage) — the
 /// same query parameters as `GET /api/connections`, over every member. Pages follow the merged
 /// order by position: pass the previous answer's `next` as `cursor` (or give `offset`);
 /// `offset + limit` reaches at most 10,000 rows deep. `instances` gives each member's matching
 /// count, `unanswered` the members that missed the survey's deadline.
 pub async fn connections(
-    State(registry): State<Registry>,
+    cluster: Option<Extension<Cluster>>,
     pairs: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let cluster = match cluster_of(&registry) {
+    let cluster = match cluster_of(cluster) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
@@ -128,20 +130,7 @@ pub async fn connections(
     match cluster.connections(&query).await {
         Ok(page) => match &query.fields {
             None => Json(page).into_response(),
-            Some(fields) => {
-                let rows: Vec<_> = page.connections.iter().map(|c| fields.project(c)).collect();
-                match serde_json::to_value(&page) {
-                    Ok(mut body) => {
-                        body["connections"] = serde_json::Value::from(rows);
-                        Json(body).into_response()
-                    }
-                    Err(e) => ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("the page cannot be encoded: {e}"),
-                    )
-                    .into_response(),
-                }
-            }
+            Some(fields) => Json(page.map(|info| fields.project(&info))).into_response(),
         },
         Err(e) => failure(e),
     }
@@ -173,11 +162,11 @@ fn parse_query(
         wscope_core::query::Start::Offset(n) => n.saturating_add(query.limit as u64),
         _ => query.limit as u64,
     };
-    if depth > wscope_core::cluster::MAX_CLUSTER_DEPTH as u64 {
+    if depth > wscope_cluster::MAX_CLUSTER_DEPTH as u64 {
         return Err(ApiError::bad_request(format!(
             "offset: the cluster listing reaches {} rows deep (offset + limit); narrow the \
              filter",
-            wscope_core::cluster::MAX_CLUSTER_DEPTH
+            wscope_cluster::MAX_CLUSTER_DEPTH
         )));
     }
     Ok(query)
@@ -186,15 +175,15 @@ fn parse_query(
 /// `POST /api/cluster/admin`: the same actions as `POST /api/admin`, carried out on every member
 /// (`close` by id and `broadcast` to an `id`: on the member that holds it, 404 if no live member
 /// does), answered with a
-/// [`ClusterAdminAnswer`](wscope_core::cluster::ClusterAdminAnswer): one row per member with the
+/// [`ClusterAdminAnswer`](wscope_cluster::ClusterAdminAnswer): one row per member with the
 /// status and answer its own `/api/admin` would have given, sums of `closed` and `sent`, and
 /// the members that did not answer in time.
 ///
 /// An action on one id goes to one member and is answered as that member's `/api/admin` answers
 /// when it fails: its status (404 for an id it does not hold) and `{"error": ...}`, with its
 /// `instanceId`; 504 `{"error": ...}` if it does not answer within `--cluster-timeout`.
-pub async fn admin(State(registry): State<Registry>, body: Bytes) -> Response {
-    let cluster = match cluster_of(&registry) {
+pub async fn admin(cluster: Option<Extension<Cluster>>, body: Bytes) -> Response {
+    let cluster = match cluster_of(cluster) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
@@ -203,9 +192,7 @@ pub async fn admin(State(registry): State<Registry>, body: Bytes) -> Response {
         Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
     };
     if let Some(id) = request.connection_id() {
-        if cluster.state() == wscope_core::cluster::ClusterState::Connected
-            && cluster.holder_of(id).is_none()
-        {
+        if cluster.state() == ClusterState::Connected && cluster.holder_of(id).is_none() {
             return ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!(
@@ -226,28 +213,31 @@ pub async fn admin(State(registry): State<Registry>, body: Bytes) -> Response {
 
 /// The answer to an action routed to one member: its failure as its own `/api/admin` would
 /// answer it, a 504 if it did not answer, else the usual per-member answer.
-fn routed_answer(cluster: &Cluster, answer: wscope_core::cluster::ClusterAdminAnswer) -> Response {
+fn routed_answer(cluster: &Cluster, answer: wscope_cluster::ClusterAdminAnswer) -> Response {
     if let [row] = answer.instances.as_slice() {
         if row.status == 200 {
             return Json(answer).into_response();
         }
         let status = StatusCode::from_u16(row.status).unwrap_or(StatusCode::BAD_GATEWAY);
-        let error = row.answer["error"].as_str().map_or_else(
+        let error = row.answer.error().map_or_else(
             || format!("instance {} answered {}", row.instance_id, row.status),
             str::to_owned,
         );
-        let body = serde_json::json!({ "error": error, "instanceId": row.instance_id });
+        let body = RoutedFailureBody {
+            error,
+            instance_id: &row.instance_id,
+        };
         return (status, Json(body)).into_response();
     }
     if let Some(silent) = answer.unanswered.first() {
-        let body = serde_json::json!({
-            "error": format!(
+        let body = UnansweredBody {
+            error: format!(
                 "instance {silent} did not answer within {:?}: whether the connection was closed \
                  is unknown",
                 cluster.config().survey_timeout
             ),
-            "unanswered": answer.unanswered,
-        });
+            unanswered: &answer.unanswered,
+        };
         return (StatusCode::GATEWAY_TIMEOUT, Json(body)).into_response();
     }
     Json(answer).into_response()

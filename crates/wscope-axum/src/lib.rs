@@ -85,7 +85,8 @@
 //!   (Prometheus text, [`metrics_text`]), its close observer and `metrics/process` (the
 //!   `process_*` families from `/proc/self`); `cluster`: `GET /api/cluster/stats`,
 //!   `GET /api/cluster/connections` and `POST /api/cluster/admin` over the registry's cluster
-//!   (`wscope_core::cluster`).
+//!   (`wscope_cluster`), handed to the router as an extension.
+//! - `stats_query`: [`StatsQuery`], the query of both stats routes and its `connections=N`.
 //! - `dashboard`: the dashboard page at the admin listener's `/` and its assets (files under
 //!   `src/dashboard/`, embedded; uPlot vendored under `src/dashboard/vendor/`).
 //! - `admin_access`: [`AdminConfig`] and [`admin_guard`]: the token, `Host`, `Origin` and
@@ -106,10 +107,11 @@ mod error;
 mod metrics;
 mod ready;
 mod serve;
+mod stats_query;
 mod stream;
 mod upgrade;
 
-pub use admin::{admin, admin_router, health, health_router, public_health, stats, StatsQuery};
+pub use admin::{admin, admin_router, health, health_router, public_health, stats};
 pub use admin_access::{admin_guard, AdminConfig, AllowedHost};
 pub use client_addr::{parse_net, ClientIpHeader, TrustedProxies};
 pub use closed::{closed, ClosedQuery};
@@ -118,6 +120,7 @@ pub use error::{json_errors, ApiError, UpgradeRefused};
 pub use metrics::{metrics, metrics_text};
 pub use ready::{ready, ready_router};
 pub use serve::{serve, LocalAddr, Serve, ServeOptions};
+pub use stats_query::StatsQuery;
 pub use stream::{stats_stream, StreamQuery};
 pub use upgrade::{upgrade_required, Tracking, WebSocketUpgrade};
 pub use wscope_core::wire::{Health, PublicHealth};

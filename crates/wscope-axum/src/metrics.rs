@@ -17,7 +17,7 @@
 //! use wscope_core::Registry;
 //!
 //! let registry = Registry::new();
-//! let text = metrics_text(&registry).expect("encodes");
+//! let text = metrics_text(&registry, None).expect("encodes");
 //! assert!(text.contains("wscope_connections_opened_total 0"));
 //! ```
 
@@ -31,13 +31,14 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
+use axum::Extension;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
-use wscope_core::cluster::{ClusterCounters, ClusterState, Member, MemberStatus};
+use wscope_cluster::{Cluster, ClusterCounters, ClusterState, Member, MemberStatus};
 use wscope_core::{
     ClosedEvent, Initiator, Observer, Registry, RttEvent, Snapshot, StateCounts, Traffic,
 };
@@ -66,8 +67,12 @@ pub(crate) fn route(registry: &Registry) -> MethodRouter<Registry> {
 /// `GET /metrics`: the exposition ([`metrics_text`]) as `text/plain; version=0.0.4`. Built on
 /// the blocking pool: it reads files under `/proc` and walks the entries (about a millisecond at
 /// 100,000), which should not hold up the tasks sharing this worker.
-pub async fn metrics(State(registry): State<Registry>) -> Response {
-    match tokio::task::spawn_blocking(move || metrics_text(&registry)).await {
+pub async fn metrics(
+    State(registry): State<Registry>,
+    cluster: Option<Extension<Cluster>>,
+) -> Response {
+    let cluster = cluster.map(|Extension(c)| c);
+    match tokio::task::spawn_blocking(move || metrics_text(&registry, cluster.as_ref())).await {
         Ok(Ok(text)) => (
             [(
                 header::CONTENT_TYPE,
@@ -86,16 +91,17 @@ pub async fn metrics(State(registry): State<Registry>) -> Response {
     }
 }
 
-/// The registry's metrics in the Prometheus text format. The first call on a registry registers
-/// the observer behind the close and round-trip families (as `admin_router` does when built), so
-/// those count from then on.
-pub fn metrics_text(registry: &Registry) -> Result<String, fmt::Error> {
+/// The registry's metrics in the Prometheus text format, with the `wscope_cluster_*` families of
+/// `cluster` in cluster mode. The first call on a registry registers the observer behind the
+/// close and round-trip families (as `admin_router` does when built), so those count from then
+/// on.
+pub fn metrics_text(registry: &Registry, cluster: Option<&Cluster>) -> Result<String, fmt::Error> {
     let scrape = Scrape {
         summary: registry.summary(),
         traffic: registry.traffic(),
         closes: registry.observe_once(CloseMetrics::new),
         process: process::Process::read(),
-        cluster: registry.cluster().map(|c| ClusterScrape {
+        cluster: cluster.map(|c| ClusterScrape {
             state: c.state(),
             members: c.members(),
             counters: c.counters(),

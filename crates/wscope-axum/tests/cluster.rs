@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-use wscope_core::cluster::{Cluster, ClusterConfig, Link, MemoryBackend, MemoryHub};
+use wscope_cluster::{Cluster, ClusterConfig, Link, MemoryBackend, MemoryHub};
 use wscope_core::{Registry, RegistryConfig};
 
 async fn member(hub: &MemoryHub, id: &str) -> (TestServer, MemoryBackend) {
@@ -21,10 +21,10 @@ async fn member(hub: &MemoryHub, id: &str) -> (TestServer, MemoryBackend) {
     let config = ClusterConfig::new("http")
         .heartbeat(Duration::from_millis(50))
         .survey_timeout(Duration::from_millis(500));
-    Cluster::join(&registry, Arc::new(backend.clone()), config)
+    let cluster = Cluster::join(&registry, Arc::new(backend.clone()), config)
         .await
         .unwrap();
-    (TestServer::echo(registry).await, backend)
+    (TestServer::echo_member(registry, cluster).await, backend)
 }
 
 async fn three() -> (MemoryHub, Vec<(TestServer, MemoryBackend)>) {
@@ -34,7 +34,7 @@ async fn three() -> (MemoryHub, Vec<(TestServer, MemoryBackend)>) {
         servers.push(member(&hub, id).await);
     }
     for (s, _) in &servers {
-        let cluster = s.registry.cluster().unwrap();
+        let cluster = s.cluster.clone().unwrap();
         wscope_testkit::wait_until("members", || cluster.members().len() == 2).await;
     }
     (hub, servers)
@@ -151,13 +151,13 @@ async fn cluster_answers_match_the_single_instance_ones() {
         let config = ClusterConfig::new("http")
             .heartbeat(Duration::from_secs(2))
             .survey_timeout(Duration::from_millis(300));
-        Cluster::join(&registry, Arc::new(backend.clone()), config)
+        let cluster = Cluster::join(&registry, Arc::new(backend.clone()), config)
             .await
             .unwrap();
-        servers.push((TestServer::echo(registry).await, backend));
+        servers.push((TestServer::echo_member(registry, cluster).await, backend));
     }
     for (s, _) in &servers {
-        let cluster = s.registry.cluster().unwrap();
+        let cluster = s.cluster.clone().unwrap();
         wscope_testkit::wait_until("members", || cluster.members().len() == 1).await;
     }
     let (a, c) = (&servers[0].0, &servers[1].0);
@@ -288,9 +288,9 @@ async fn a_disconnected_instance_answers_503_and_says_so_in_health_yet_serves_lo
     let (_hub, servers) = three().await;
     let (s, backend) = &servers[0];
     backend.set_link(Link::Disconnected);
-    let cluster = s.registry.cluster().unwrap();
+    let cluster = s.cluster.clone().unwrap();
     wscope_testkit::wait_until("disconnected", || {
-        cluster.state() == wscope_core::cluster::ClusterState::Disconnected
+        cluster.state() == wscope_cluster::ClusterState::Disconnected
     })
     .await;
     let health = http_get(s.admin_addr, "/health").await;
@@ -309,7 +309,7 @@ async fn a_disconnected_instance_answers_503_and_says_so_in_health_yet_serves_lo
     echo_roundtrip(&mut client, "still local").await;
     backend.set_link(Link::Connected);
     wscope_testkit::wait_until("connected", || {
-        cluster.state() == wscope_core::cluster::ClusterState::Connected
+        cluster.state() == wscope_cluster::ClusterState::Connected
     })
     .await;
     let health = http_get(s.admin_addr, "/health").await;

@@ -337,7 +337,7 @@ async fn a_scripted_scenario_scrapes_to_exact_counts_and_buckets() {
     let report = server.shutdown().await;
     assert_eq!((report.connections, report.dropped), (1, 0));
     assert_eq!(reader.await.unwrap(), 1001);
-    let m = Metrics::parse(wscope_axum::metrics_text(&registry).unwrap());
+    let m = Metrics::parse(wscope_axum::metrics_text(&registry, None).unwrap());
     assert_eq!(m.value("wscope_shutting_down", &[]), 1.0);
     let labels = [("code_class", "going_away"), ("closed_by", "shutdown")];
     assert_eq!(m.value("wscope_connections_closed_total", &labels), 1.0);
@@ -424,12 +424,13 @@ async fn metrics_sit_behind_the_admin_token() {
 #[tokio::test]
 async fn the_families_are_those_metrics_md_lists() {
     let registry = test_registry();
-    let hub = wscope_core::cluster::MemoryHub::new();
-    let config = wscope_core::cluster::ClusterConfig::new("metrics");
-    wscope_core::cluster::Cluster::join(&registry, std::sync::Arc::new(hub.backend()), config)
-        .await
-        .unwrap();
-    let server = TestServer::echo(registry).await;
+    let hub = wscope_cluster::MemoryHub::new();
+    let config = wscope_cluster::ClusterConfig::new("metrics");
+    let cluster =
+        wscope_cluster::Cluster::join(&registry, std::sync::Arc::new(hub.backend()), config)
+            .await
+            .unwrap();
+    let server = TestServer::echo_member(registry, cluster).await;
     let m = Metrics::scrape(&server).await;
     let mut scraped: Vec<String> = m
         .text

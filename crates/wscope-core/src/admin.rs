@@ -2,7 +2,7 @@
 //! instance and what a cluster node does when a survey asks it to act. The answer types are in
 //! [`wire`](crate::wire).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::close::{CloseCode, CloseFrame, Initiator, ReasonTooLong};
 use crate::connection::{ConnectionHandle, ConnectionState};
@@ -16,31 +16,55 @@ use crate::wire::{
     CloseAllAnswer, CloseAnswer, CloseMatchingAnswer, KickAnswer, UnbanAnswer,
 };
 
-/// What an admin action answered, ready to serialize (each variant is its wire type as is).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// What an admin action answered, as it goes on the wire (each variant is its wire type as is),
+/// and read back from it. Read back, a variant is recognised by its fields, most specific first:
+/// `close_all`, `close_matching` and `kick` answer the same fields (`success`, `closed`), and
+/// read back as [`AdminAnswer::CloseAll`] — the same JSON again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 #[non_exhaustive]
 pub enum AdminAnswer {
     /// `get_stats`.
     Stats(Box<Snapshot>),
-    /// `close_all`.
-    CloseAll(CloseAllAnswer),
-    /// `close`.
-    Close(CloseAnswer),
-    /// `close_matching`.
-    CloseMatching(CloseMatchingAnswer),
-    /// `cleanup`.
-    Cleanup(CleanupAnswer),
     /// `ban`.
     Ban(BanAnswer),
+    /// `broadcast`.
+    Broadcast(BroadcastAnswer),
     /// `unban`.
     Unban(UnbanAnswer),
     /// `list_bans`.
     ListBans(BansAnswer),
+    /// `cleanup`.
+    Cleanup(CleanupAnswer),
+    /// `close_all`.
+    CloseAll(CloseAllAnswer),
+    /// `close_matching`.
+    CloseMatching(CloseMatchingAnswer),
     /// `kick`.
     Kick(KickAnswer),
-    /// `broadcast`.
-    Broadcast(BroadcastAnswer),
+    /// `close`.
+    Close(CloseAnswer),
+}
+
+impl AdminAnswer {
+    /// Connections asked to close, for the answers that say (`closed`).
+    pub fn closed(&self) -> Option<u64> {
+        match self {
+            Self::CloseAll(a) => Some(a.closed),
+            Self::CloseMatching(a) => Some(a.closed),
+            Self::Ban(a) => Some(a.closed),
+            Self::Kick(a) => Some(a.closed),
+            _ => None,
+        }
+    }
+
+    /// Connections a broadcast was queued to, for a broadcast's answer (`sent`).
+    pub fn sent(&self) -> Option<u64> {
+        match self {
+            Self::Broadcast(a) => Some(a.sent),
+            _ => None,
+        }
+    }
 }
 
 /// An admin action that could not be carried out.
@@ -239,5 +263,46 @@ impl Registry {
             }),
             AdminRequest::Broadcast { .. } => AdminAnswer::Broadcast(self.broadcast_to(request)?),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every answer's JSON reads back as an answer that writes the same JSON again.
+    #[test]
+    fn admin_answers_round_trip() {
+        let registry = Registry::new();
+        let requests = [
+            r#"{"action":"get_stats"}"#,
+            r#"{"action":"close_all"}"#,
+            r#"{"action":"close_matching","filter":{"path":"/x"}}"#,
+            r#"{"action":"cleanup"}"#,
+            r#"{"action":"ban","target":"10.0.0.0/8","duration":"1m","reason":"spam"}"#,
+            r#"{"action":"list_bans"}"#,
+            r#"{"action":"unban","target":"10.0.0.0/8"}"#,
+            r#"{"action":"kick","target":"10.1.2.3"}"#,
+            r#"{"action":"broadcast","text":"hi"}"#,
+        ];
+        for body in requests {
+            let request = AdminRequest::from_json(body.as_bytes()).expect(body);
+            let answer = registry.apply(request).expect(body);
+            let json = serde_json::to_string(&answer).expect(body);
+            let back: AdminAnswer = serde_json::from_str(&json).expect(body);
+            assert_eq!(serde_json::to_string(&back).expect(body), json, "{body}");
+            assert_eq!(back.closed(), answer.closed(), "{body}");
+            assert_eq!(back.sent(), answer.sent(), "{body}");
+            // Each shape but the three that share one reads back as its own variant.
+            let shared = matches!(answer, AdminAnswer::CloseMatching(_) | AdminAnswer::Kick(_));
+            assert_eq!(back == answer, !shared, "{body}: {back:?}");
+        }
+    }
+
+    #[test]
+    fn a_close_answer_reads_back_as_itself() {
+        let json = r#"{"success":false}"#;
+        let back: AdminAnswer = serde_json::from_str(json).unwrap();
+        assert_eq!(back, AdminAnswer::Close(CloseAnswer { success: false }));
     }
 }

@@ -9,7 +9,8 @@
 //! [`Observer`]s what happens and drains everything on [`Registry::shutdown`]. A registered
 //! connection ([`Accepted`]) runs over any [`Transport`] — an engine adapted in `wscope-axum`, or
 //! the in-process [`memory`] pair — through one driver, in the server or the client role. The
-//! crate knows nothing of HTTP.
+//! crate knows nothing of HTTP, nor of cluster mode (`wscope-cluster`, a layer above the
+//! registry, holds a registry; the registry never holds it).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -54,11 +55,9 @@
 //! - `observer`: [`Observer`] and its events; `log`: the reference's stats lines and the
 //!   [`StatsLogger`] observer.
 //! - `aggregates`: the O(1) counts, totals and sums behind summaries.
-//! - `snapshot`: the read model every reporter shares; `wire`: the admin API's other JSON types;
+//! - `snapshot`: the read model every reporter shares, and [`Summary`], the reference's figures
+//!   declared once and flattened into every answer that carries them; `wire`: the admin API's other JSON types;
 //!   `admin`: the admin actions applied to a registry ([`Registry::apply`]), HTTP-free.
-//! - [`cluster`]: cluster mode — the [`cluster::ClusterBackend`] seam, the in-process
-//!   [`cluster::MemoryHub`], and [`cluster::Cluster`] (membership, surveys, routed actions,
-//!   ordered cluster-wide broadcast); [`Registry::cluster`] finds a registry's.
 //! - `query`: the connections query ([`query::ConnectionQuery`]: filter, sort, page, columns) and
 //!   its parser; `listing`: [`Registry::connections`] and [`Registry::close_matching`] answer it;
 //!   `order`: the entries' sequence numbers in order, so registration-order pages read only the
@@ -81,7 +80,6 @@ mod background;
 mod budget;
 mod clock;
 mod close;
-pub mod cluster;
 mod connection;
 mod driver;
 mod id;
@@ -134,7 +132,7 @@ pub use outbox::SendError;
 pub use registry::{Broadcast, Registry, RegistryConfig};
 pub use shutdown::{shutdown_signal, ShutdownReport, StopSignal, StopSignals};
 pub use snapshot::{
-    ClosedBy, ClosedConnection, ConnectionInfo, RefusalCounts, Snapshot, StateCounts,
+    ClosedBy, ClosedConnection, ConnectionInfo, RefusalCounts, Snapshot, StateCounts, Summary,
 };
 pub use strings::SharedStr;
 pub use traffic::Traffic;

@@ -31,7 +31,7 @@ use crate::outbox::{Outbox, SendError};
 use crate::paths::PathIndex;
 use crate::recent::RecentlyClosed;
 use crate::shutdown::ShutdownReport;
-use crate::snapshot::{ClosedConnection, ConnectionInfo, Snapshot};
+use crate::snapshot::{ClosedConnection, ConnectionInfo, Snapshot, Summary};
 use crate::strings::SharedStr;
 
 /// How a registry behaves. Every field has a default; set the ones you need with the builder
@@ -338,8 +338,6 @@ pub(crate) struct Shared {
     pub(crate) shutting_down: AtomicBool,
     /// Cancelled when shutdown begins, for readers that wait on it (`Registry::shutdown_started`).
     pub(crate) shutdown_started: CancellationToken,
-    /// The cluster this registry is a member of, once joined ([`Registry::cluster`]).
-    pub(crate) cluster: std::sync::OnceLock<crate::cluster::Cluster>,
     /// Woken when the last entry leaves (shutdown waits on it).
     pub(crate) emptied: Notify,
     /// Parent of every connection's token: cancelling it drops every connection at once.
@@ -393,7 +391,6 @@ impl Registry {
             traffic_floor: Default::default(),
             shutting_down: AtomicBool::new(false),
             shutdown_started: CancellationToken::new(),
-            cluster: std::sync::OnceLock::new(),
             emptied: Notify::new(),
             root: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -599,12 +596,6 @@ impl Registry {
             None => self.shared.entries.iter().for_each(|e| send(e.value())),
         }
         outcome
-    }
-
-    /// The cluster this registry is a member of ([`crate::cluster::Cluster::join`]), if any: to
-    /// broadcast cluster-wide and read the cluster's stats from a handler.
-    pub fn cluster(&self) -> Option<crate::cluster::Cluster> {
-        self.shared.cluster.get().cloned()
     }
 
     /// Handles to the OPEN connections on `path` (only that path's members are visited).
@@ -948,12 +939,14 @@ impl Shared {
             Vec::new()
         };
         Snapshot {
-            total_connections: figures.current,
-            total_connections_ever: figures.total_ever,
-            total_connections_closed: figures.total_closed,
-            average_age: figures.average_age_ms,
-            average_idle_time: figures.average_idle_ms,
-            connections_by_state: figures.by_state,
+            summary: Summary {
+                total_connections: figures.current,
+                total_connections_ever: figures.total_ever,
+                total_connections_closed: figures.total_closed,
+                average_age: figures.average_age_ms,
+                average_idle_time: figures.average_idle_ms,
+                connections_by_state: figures.by_state,
+            },
             connections,
             instance_id: self.config.instance_id.clone(),
             uptime: now,

@@ -33,7 +33,7 @@ pub struct StateCounts {
 
 impl StateCounts {
     /// Adds `other`'s counts to these (cluster sums), saturating: a peer may answer anything.
-    pub(crate) fn add(&mut self, other: &Self) {
+    pub fn add(&mut self, other: &Self) {
         self.connecting = self.connecting.saturating_add(other.connecting);
         self.open = self.open.saturating_add(other.open);
         self.closing = self.closing.saturating_add(other.closing);
@@ -78,7 +78,7 @@ pub struct ClosedBy {
 
 impl ClosedBy {
     /// Adds `other`'s counts to these (cluster sums), saturating: a peer may answer anything.
-    pub(crate) fn add(&mut self, other: &Self) {
+    pub fn add(&mut self, other: &Self) {
         self.client = self.client.saturating_add(other.client);
         self.server = self.server.saturating_add(other.server);
         self.admin = self.admin.saturating_add(other.admin);
@@ -113,7 +113,7 @@ pub struct RefusalCounts([u64; RefusalKind::ALL.len()]);
 
 impl RefusalCounts {
     /// Adds `other`'s counts to these (cluster sums), saturating: a peer may answer anything.
-    pub(crate) fn add(&mut self, other: &Self) {
+    pub fn add(&mut self, other: &Self) {
         for (mine, theirs) in self.0.iter_mut().zip(other.0) {
             *mine = mine.saturating_add(theirs);
         }
@@ -289,15 +289,14 @@ pub struct ClosedConnection {
     pub bytes_out: u64,
 }
 
-/// The reference's `ConnectionStats`, with the same JSON field names, plus wscope's extras (which
-/// may be missing when reading the reference's own output).
-///
-/// `averageAge`, `averageIdleTime`, every connection's `age` and `idleTime`, and `uptime` are in
-/// milliseconds (the health answer gives its ages in seconds, as the reference does).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The reference's `ConnectionStats` figures, declared once: every answer that carries them
+/// ([`Snapshot`], the live stream's events, the cluster's sums and rows) flattens this struct
+/// (`#[serde(flatten)]`), so their names and order are the same everywhere. Those types
+/// dereference to it, so `stats.total_connections` reads as before.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
-pub struct Snapshot {
+pub struct Summary {
     /// Connections tracked now (every state, stale CLOSED entries included).
     pub total_connections: u64,
     /// Connections registered since the registry started.
@@ -310,6 +309,43 @@ pub struct Snapshot {
     pub average_idle_time: u64,
     /// Tracked connections per state.
     pub connections_by_state: StateCounts,
+}
+
+/// Implements `Deref`/`DerefMut` to [`Summary`] for a type that flattens one in its `summary`
+/// field, so its figures read as its own fields.
+#[macro_export]
+macro_rules! deref_summary {
+    ($ty:ty) => {
+        impl ::std::ops::Deref for $ty {
+            type Target = $crate::Summary;
+
+            fn deref(&self) -> &$crate::Summary {
+                &self.summary
+            }
+        }
+
+        impl ::std::ops::DerefMut for $ty {
+            fn deref_mut(&mut self) -> &mut $crate::Summary {
+                &mut self.summary
+            }
+        }
+    };
+}
+
+deref_summary!(Snapshot);
+
+/// The reference's `ConnectionStats`, with the same JSON field names, plus wscope's extras (which
+/// may be missing when reading the reference's own output).
+///
+/// `averageAge`, `averageIdleTime`, every connection's `age` and `idleTime`, and `uptime` are in
+/// milliseconds (the health answer gives its ages in seconds, as the reference does).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// The reference's figures (`totalConnections` … `connectionsByState`), first on the wire.
+    #[serde(flatten)]
+    pub summary: Summary,
     /// Every tracked connection (empty in a summary).
     #[serde(default)]
     pub connections: Vec<ConnectionInfo>,

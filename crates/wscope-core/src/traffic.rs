@@ -37,7 +37,7 @@ pub struct Traffic {
 
 impl Traffic {
     /// Adds `other`'s figures to these (cluster sums), saturating: a peer may answer anything.
-    pub(crate) fn add(&mut self, other: &Self) {
+    pub fn add(&mut self, other: &Self) {
         self.messages_in = self.messages_in.saturating_add(other.messages_in);
         self.messages_out = self.messages_out.saturating_add(other.messages_out);
         self.bytes_in = self.bytes_in.saturating_add(other.bytes_in);

@@ -13,7 +13,7 @@ use crate::close::CloseCode;
 use crate::message::Message;
 use crate::query::{ConnectionFilter, Cursor};
 use crate::snapshot::{
-    ClosedBy, ClosedConnection, ConnectionInfo, RefusalCounts, Snapshot, StateCounts,
+    ClosedBy, ClosedConnection, ConnectionInfo, RefusalCounts, Snapshot, Summary,
 };
 use crate::traffic::Traffic;
 
@@ -38,11 +38,6 @@ pub struct Health {
     /// Whether shutdown has begun (upgrades are refused).
     #[serde(default)]
     pub shut_down: bool,
-    /// Where the instance stands with its cluster (`connected`, `disconnected`, `refused`,
-    /// `left`), in cluster mode only. A disconnected cluster leaves `status` healthy: local
-    /// service goes on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster: Option<crate::cluster::ClusterState>,
 }
 
 /// The `status` of a [`Health`] answer.
@@ -69,14 +64,7 @@ impl Health {
             uptime: s.uptime as f64 / 1000.0,
             instance_id: s.instance_id.clone(),
             shut_down: s.shut_down,
-            cluster: None,
         }
-    }
-
-    /// Sets [`Health::cluster`].
-    pub fn cluster(mut self, state: Option<crate::cluster::ClusterState>) -> Self {
-        self.cluster = state;
-        self
     }
 
     /// Whether this answer is a 200 (else 503).
@@ -743,21 +731,12 @@ pub struct LiveStats {
     pub uptime: u64,
     /// Whether shutdown has begun.
     pub shut_down: bool,
-    /// Connections tracked now.
-    pub total_connections: u64,
-    /// Connections ever registered.
-    pub total_connections_ever: u64,
-    /// Connections removed so far.
-    pub total_connections_closed: u64,
-    /// Mean age of the tracked connections (ms).
-    pub average_age: u64,
-    /// Mean idle time of the tracked connections (ms).
-    pub average_idle_time: u64,
+    /// The reference's figures (`totalConnections` … `connectionsByState`).
+    #[serde(flatten)]
+    pub summary: Summary,
     /// Mean of the last ping round trips (ms), once any pong has come.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub average_rtt_ms: Option<u64>,
-    /// Tracked connections by state.
-    pub connections_by_state: StateCounts,
     /// Removals by who closed.
     pub closed_by: ClosedBy,
     /// Refused upgrades by reason.
@@ -788,6 +767,8 @@ pub struct Rates {
     /// Upgrades refused per second.
     pub refused: f64,
 }
+
+crate::deref_summary!(LiveStats);
 
 impl LiveStats {
     /// The event numbered `seq` from `summary` (a [`Snapshot`] without its list) and `traffic`
@@ -822,13 +803,8 @@ impl LiveStats {
             instance_id: summary.instance_id.to_string(),
             uptime: summary.uptime,
             shut_down: summary.shut_down,
-            total_connections: summary.total_connections,
-            total_connections_ever: summary.total_connections_ever,
-            total_connections_closed: summary.total_connections_closed,
-            average_age: summary.average_age,
-            average_idle_time: summary.average_idle_time,
+            summary: summary.summary,
             average_rtt_ms: summary.average_rtt_ms,
-            connections_by_state: summary.connections_by_state,
             closed_by: summary.closed_by,
             refused: summary.refused,
             traffic,
@@ -1099,12 +1075,10 @@ mod tests {
             uptime: 31.4,
             instance_id: "eu-1".into(),
             shut_down: true,
-            cluster: Some(crate::cluster::ClusterState::Disconnected),
         };
         let json = serde_json::to_string(&h).unwrap();
         assert!(json.contains(r#""status":"shutting_down""#), "{json}");
         assert!(json.contains(r#""activeConnections":3"#), "{json}");
-        assert!(json.contains(r#""cluster":"disconnected""#), "{json}");
         assert_eq!(serde_json::from_str::<Health>(&json).unwrap(), h);
     }
 
@@ -1117,7 +1091,6 @@ mod tests {
             uptime: 31.4,
             instance_id: "secret-host".into(),
             shut_down: false,
-            cluster: Some(crate::cluster::ClusterState::Connected),
         };
         let public = PublicHealth::from(h);
         let json = serde_json::to_value(&public).unwrap();

@@ -3,21 +3,21 @@
 //! by the command timeout.
 
 use std::fmt;
-use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, ProtocolVersion, RedisResult, Value};
+use redis::{Client, ProtocolVersion, Value};
 use tokio::sync::{watch, Notify};
-use wscope_core::cluster::{
+use wscope_cluster::{
     delivery_buffer, BackendError, BackendErrorKind, BackendFuture, ClusterBackend, Deliveries,
     Lease, Link, DELIVERY_BUFFER, DELIVERY_BUFFER_BYTES,
 };
 
-use crate::error::{backend_error, redact, ConnectError};
+use crate::error::{redact, ConnectError};
+use crate::inner::Inner;
 use crate::link::LinkState;
 use crate::options::RedisOptions;
 use crate::scripts::Scripts;
@@ -30,7 +30,7 @@ use crate::supervisor;
 /// ```no_run
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// use bytes::Bytes;
-/// use wscope_core::cluster::ClusterBackend;
+/// use wscope_cluster::ClusterBackend;
 /// use wscope_redis::{RedisBackend, RedisOptions};
 ///
 /// // Never waits for Redis: it connects (and reconnects) in the background.
@@ -44,20 +44,6 @@ use crate::supervisor;
 #[derive(Clone)]
 pub struct RedisBackend {
     inner: Arc<Inner>,
-}
-
-/// What the clones of one backend share (and the supervisor reaches through a `Weak`).
-pub(crate) struct Inner {
-    pub(crate) options: RedisOptions,
-    /// Commands: PUBLISH, the lease scripts, PING, SCAN, INFO. One multiplexed connection, so
-    /// publishes leave in the order they were made.
-    publisher: ConnectionManager,
-    /// SUBSCRIBE and the pushes that follow; resubscribes by itself after a reconnect.
-    subscriber: ConnectionManager,
-    router: Arc<Router>,
-    scripts: Scripts,
-    pub(crate) link: Arc<LinkState>,
-    pub(crate) wake: Arc<Notify>,
 }
 
 impl RedisBackend {
@@ -194,90 +180,6 @@ impl fmt::Debug for RedisBackend {
             .field("link", &self.inner.link.get())
             .field("options", &self.inner.options)
             .finish_non_exhaustive()
-    }
-}
-
-impl Inner {
-    /// Runs one command within the command timeout; a failure for want of Redis marks the link
-    /// down (and wakes the supervisor).
-    async fn run<T>(
-        &self,
-        what: &str,
-        command: impl Future<Output = RedisResult<T>>,
-    ) -> Result<T, BackendError> {
-        let timeout = self.options.command_timeout;
-        let err = match tokio::time::timeout(timeout, command).await {
-            Ok(Ok(value)) => return Ok(value),
-            Ok(Err(err)) => backend_error(what, &err),
-            Err(_) => BackendError::new(
-                BackendErrorKind::Timeout,
-                format!("redis {what}: no answer within {timeout:?}"),
-            ),
-        };
-        if err.kind != BackendErrorKind::Engine {
-            self.lost(&err.message);
-        }
-        Err(err)
-    }
-
-    /// The link is lost: subscriptions have to be confirmed again once it is back.
-    fn lost(&self, why: &str) {
-        self.router.resubscribe.store(true, Ordering::Relaxed);
-        self.link.down(why);
-    }
-
-    /// One probe by the supervisor: PING the publisher, and the subscriber too once something
-    /// is subscribed, then SUBSCRIBE again if the subscriptions are not confirmed. `Ok` means
-    /// commands and subscriptions work.
-    pub(crate) async fn probe(&self) -> Result<(), BackendError> {
-        self.ping_fresh("ping", &self.publisher).await?;
-        let channels = self.router.channels();
-        if channels.is_empty() {
-            return Ok(());
-        }
-        self.ping_fresh("ping subscriber", &self.subscriber).await?;
-        if self.router.resubscribe.swap(false, Ordering::Relaxed) {
-            let mut conn = self.subscriber.clone();
-            let result = self.run("subscribe", conn.subscribe(&channels)).await;
-            if result.is_err() {
-                self.router.resubscribe.store(true, Ordering::Relaxed);
-            }
-            return result;
-        }
-        Ok(())
-    }
-
-    /// PINGs on `conn`, and once more if that failed for want of Redis: a connection manager
-    /// answers the first command after a failed reconnect with that old failure (and only then
-    /// starts a new attempt), so the second PING is the one that tells whether Redis is back.
-    async fn ping_fresh(&self, what: &str, conn: &ConnectionManager) -> Result<(), BackendError> {
-        match ping(self, what, conn.clone()).await {
-            Err(err) if err.kind != BackendErrorKind::Engine => {
-                ping(self, what, conn.clone()).await
-            }
-            answer => answer,
-        }
-    }
-
-    /// The supervisor saw the link fail (no wake-up: it paces itself).
-    pub(crate) fn probe_failed(&self, why: &str) {
-        self.router.resubscribe.store(true, Ordering::Relaxed);
-        self.link.set(Link::Disconnected, why);
-    }
-}
-
-async fn ping(inner: &Inner, what: &str, mut conn: ConnectionManager) -> Result<(), BackendError> {
-    let command = redis::cmd("PING");
-    inner
-        .run(what, command.query_async::<Value>(&mut conn))
-        .await
-        .map(drop)
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // Lets the supervisor notice at once that nobody holds the backend any more.
-        self.wake.notify_one();
     }
 }
 

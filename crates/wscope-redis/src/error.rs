@@ -2,7 +2,7 @@
 //! errors onto [`BackendError`].
 
 use redis::RedisError;
-use wscope_core::cluster::{BackendError, BackendErrorKind};
+use wscope_cluster::{BackendError, BackendErrorKind};
 
 /// Why [`RedisBackend::connect`](crate::RedisBackend::connect) refused to build a backend. Redis
 /// being unreachable is never one of them: the backend connects in the background.

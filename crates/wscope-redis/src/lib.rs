@@ -1,5 +1,5 @@
 //! wscope-redis: the Redis implementation of wscope's cluster backend,
-//! [`ClusterBackend`](wscope_core::cluster::ClusterBackend).
+//! [`ClusterBackend`](wscope_cluster::ClusterBackend).
 //!
 //! [`RedisBackend::connect`] returns at once, Redis up or not, and connects in the background.
 //! Commands (PUBLISH, the lease scripts) go over one multiplexed connection; subscriptions over a
@@ -8,7 +8,7 @@
 //! `Unavailable` or `Timeout` and never wait for the link to come back. A background task PINGs
 //! while the link is up and retries with backoff while it is down; with failed calls and the
 //! subscriber connection's own notice that it closed, it keeps
-//! [`ClusterBackend::link`](wscope_core::cluster::ClusterBackend::link) true: `Connected` only
+//! [`ClusterBackend::link`](wscope_cluster::ClusterBackend::link) true: `Connected` only
 //! when commands and the subscriptions work.
 //!
 //! Needs Redis 6 or later (RESP3). A lease is a hash (`holder`, `value`) with a PEXPIRE, taken,
@@ -19,6 +19,8 @@
 //! # Layout
 //! - `backend`: [`RedisBackend`] — connect, the [`ClusterBackend`] calls, cleanup and load
 //!   helpers ([`RedisBackend::delete_matching`], [`RedisBackend::info_commands`]).
+//! - `inner`: what the clones of one backend share (the connections, the subscription router,
+//!   the link) and the commands and probe both the backend and the supervisor run.
 //! - `options`: [`RedisOptions`] (timeouts, probe interval, reconnect backoff).
 //! - `error`: [`ConnectError`], and how client errors map onto `BackendError` kinds.
 //! - `link`: the link's state, logged once per change.
@@ -28,10 +30,11 @@
 //! - `scripts`: the lease and release Lua scripts.
 //! - `testing` (feature `testing`): helpers for tests against a real Redis.
 //!
-//! [`ClusterBackend`]: wscope_core::cluster::ClusterBackend
+//! [`ClusterBackend`]: wscope_cluster::ClusterBackend
 
 mod backend;
 mod error;
+mod inner;
 mod link;
 mod options;
 mod scripts;

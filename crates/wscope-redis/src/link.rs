@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use tokio::sync::{watch, Notify};
-use wscope_core::cluster::Link;
+use wscope_cluster::Link;
 
 /// The link state and the supervisor's wake-up bell.
 #[derive(Debug)]

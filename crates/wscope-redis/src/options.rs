@@ -21,7 +21,7 @@ use std::time::Duration;
 pub struct RedisOptions {
     /// The longest any one call (publish, subscribe, lease, release, …) waits for Redis, waiting
     /// for a connection included; past it the call fails with
-    /// [`BackendErrorKind::Timeout`](wscope_core::cluster::BackendErrorKind::Timeout). Also bounds
+    /// [`BackendErrorKind::Timeout`](wscope_cluster::BackendErrorKind::Timeout). Also bounds
     /// each connection attempt. Default: 1 s.
     pub command_timeout: Duration,
     /// How often the background task PINGs Redis while the link is up, to notice a dead server

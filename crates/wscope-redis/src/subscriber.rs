@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use redis::{PushInfo, PushKind, Value};
-use wscope_core::cluster::{Delivery, DeliveryRefused, DeliverySender};
+use wscope_cluster::{Delivery, DeliveryRefused, DeliverySender};
 
 use crate::link::LinkState;
 
@@ -119,7 +119,7 @@ fn message(data: Vec<Value>) -> Option<(String, Bytes)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wscope_core::cluster::{delivery_buffer, Link};
+    use wscope_cluster::{delivery_buffer, Link};
 
     fn router() -> Router {
         let link = Arc::new(LinkState::new("redis://h".into(), Arc::default()));

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use wscope_core::cluster::Link;
+use wscope_cluster::Link;
 
-use crate::backend::Inner;
+use crate::inner::Inner;
 use crate::options::Backoff;
 
 /// Starts the task; it ends soon after the last handle on `inner` is dropped.

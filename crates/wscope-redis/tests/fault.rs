@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use wscope_core::cluster::{BackendErrorKind, ClusterBackend, Deliveries, Lease, Link};
+use wscope_cluster::{BackendErrorKind, ClusterBackend, Deliveries, Lease, Link};
 use wscope_redis::testing::{required, skip_or_fail, RedisServer};
 use wscope_redis::{RedisBackend, RedisOptions};
 

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use wscope_core::cluster::{ClusterBackend, Lease};
+use wscope_cluster::{ClusterBackend, Lease};
 use wscope_redis::testing::{redis_url_or_skip, unique_name};
 
 use common::{cleanup, connected};

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use wscope_core::cluster::{ClusterBackend, Link, DELIVERY_BUFFER, DELIVERY_BUFFER_BYTES};
+use wscope_cluster::{ClusterBackend, Link, DELIVERY_BUFFER, DELIVERY_BUFFER_BYTES};
 use wscope_redis::testing::{redis_url_or_skip, unique_name};
 
 use common::{cleanup, connected, wait_link};

@@ -5,8 +5,9 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::Query;
 use axum::response::Response;
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use wscope_axum::WebSocketUpgrade;
+use wscope_cluster::Cluster;
 
 use crate::app::App;
 
@@ -76,12 +77,18 @@ async fn echo(labels: Result<Query<DemoLabels>, QueryRejection>, ws: WebSocketUp
 /// Sends each message to every open chat connection (the sender included), visiting only the
 /// chat path's members; in cluster mode, to those of every instance too (published once, in
 /// order, never waiting on Redis). A member whose queue is full is closed as a slow consumer
-/// (1008) rather than holding up the others.
-async fn chat(labels: Result<Query<DemoLabels>, QueryRejection>, ws: WebSocketUpgrade) -> Response {
+/// (1008) rather than holding up the others. The cluster node, in cluster mode, is the
+/// [`Extension`] the server hands its routes.
+async fn chat(
+    labels: Result<Query<DemoLabels>, QueryRejection>,
+    cluster: Option<Extension<Cluster>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let cluster = cluster.map(|Extension(c)| c);
     DemoLabels::label(labels, ws).on_upgrade(move |mut socket| async move {
         let registry = socket.registry();
         while let Some(msg) = socket.recv().await {
-            let outcome = match registry.cluster() {
+            let outcome = match &cluster {
                 Some(cluster) => cluster.broadcast(Some(CHAT_PATH), &msg).local,
                 None => registry.broadcast(Some(CHAT_PATH), &msg),
             };

@@ -7,10 +7,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use axum::Extension;
 use tokio::net::TcpListener;
 use wscope_axum::{
     admin_router, health_router, json_errors, ready_router, AdminConfig, ServeOptions, Tracking,
 };
+use wscope_cluster::Cluster;
 use wscope_core::{Registry, ShutdownReport};
 
 use crate::app::{App, Url};
@@ -37,7 +39,7 @@ struct ClusterPlan {
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     redis_url: String,
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    config: wscope_core::cluster::ClusterConfig,
+    config: wscope_cluster::ClusterConfig,
 }
 
 impl Server {
@@ -67,11 +69,16 @@ impl Server {
         })
     }
 
-    /// Joins the cluster of `--redis-url`, if set: Redis down is no error (the instance serves
-    /// locally and joins when it can); another live instance with this instance id is.
-    async fn join_cluster(&mut self, main: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
+    /// Joins the cluster of `--redis-url`, if set, and returns the node: Redis down is no error
+    /// (the instance serves locally and joins when it can); another live instance with this
+    /// instance id is.
+    async fn join_cluster(
+        &mut self,
+        main: SocketAddr,
+        admin: SocketAddr,
+    ) -> anyhow::Result<Option<Cluster>> {
         let Some(plan) = self.cluster.take() else {
-            return Ok(());
+            return Ok(None);
         };
         #[cfg(feature = "redis")]
         {
@@ -81,18 +88,14 @@ impl Server {
                 .config
                 .main_addr(main.to_string())
                 .admin_addr(admin.to_string());
-            let cluster = wscope_core::cluster::Cluster::join(
-                &self.registry,
-                std::sync::Arc::new(backend),
-                config,
-            )
-            .await?;
+            let cluster =
+                Cluster::join(&self.registry, std::sync::Arc::new(backend), config).await?;
             tracing::info!(
                 cluster = cluster.name(),
                 state = cluster.state().as_str(),
                 "cluster mode over Redis"
             );
-            Ok(())
+            Ok(Some(cluster))
         }
         #[cfg(not(feature = "redis"))]
         {
@@ -119,7 +122,7 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<ShutdownReport> {
         let (main_addr, admin_addr) = self.local_addrs()?;
-        self.join_cluster(main_addr, admin_addr).await?;
+        let cluster = self.join_cluster(main_addr, admin_addr).await?;
         self.registry.start_background_tasks();
         let (routes, listing) = app.into().into_parts(main_addr);
         let main = routes
@@ -127,8 +130,15 @@ impl Server {
             .merge(ready_router(self.registry.clone()))
             .layer(self.tracking.layer());
         // The router's own 404 and 405 in JSON, as its other errors (426, refusals) are.
-        let main = json_errors(main);
-        let admin = admin_router(self.registry.clone()).layer(self.admin_config.layer());
+        let mut main = json_errors(main);
+        let mut admin = admin_router(self.registry.clone());
+        // In cluster mode the node is handed to both routers: the application's handlers
+        // broadcast through it, the admin API surveys it. The registry does not know it.
+        if let Some(cluster) = &cluster {
+            main = main.layer(Extension(cluster.clone()));
+            admin = admin.layer(Extension(cluster.clone()));
+        }
+        let admin = admin.layer(self.admin_config.layer());
         tracing::info!(
             main = %main_addr,
             admin = %admin_addr,
@@ -159,6 +169,12 @@ impl Server {
         let lingering = wscope_axum::engine::lingering();
         lingering.close();
         lingering.wait().await;
+        if let Some(cluster) = cluster {
+            // The node left as the drain began; its leave is published before the process
+            // exits (each of its steps is bounded by the survey timeout).
+            let bound = cluster.config().survey_timeout * 4;
+            let _ = tokio::time::timeout(bound, cluster.stopped()).await;
+        }
         let _ = stop_http.send(true);
         main_task
             .await

@@ -25,6 +25,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
 use wscope_axum::{admin_router, Engine, SocketConfig, Tracking, WebSocketUpgrade};
+use wscope_cluster::Cluster;
 use wscope_core::{ConnectionInfo, Registry, RegistryConfig, ShutdownReport};
 
 /// A real WebSocket client over a plain TCP stream (so tests can reach the socket).
@@ -110,6 +111,8 @@ pub fn tracking(registry: &Registry) -> Tracking {
 pub struct TestServer {
     /// The registry the admin listener reports on and `shutdown` drains.
     pub registry: Registry,
+    /// The cluster node handed to the admin router, for a member of a cluster.
+    pub cluster: Option<Cluster>,
     /// The main listener's address.
     pub addr: SocketAddr,
     /// The admin listener's address.
@@ -170,6 +173,7 @@ impl TestServer {
         let (admin_addr, admin) = serve(admin, stopped).await;
         Self {
             registry,
+            cluster: None,
             addr,
             admin_addr,
             stop,
@@ -181,6 +185,15 @@ impl TestServer {
     pub async fn echo(registry: Registry) -> Self {
         let app = tracked(echo_routes(), tracking(&registry));
         Self::start(registry, app).await
+    }
+
+    /// As [`TestServer::echo`], for a member of a cluster: the admin router is handed `cluster`.
+    pub async fn echo_member(registry: Registry, cluster: Cluster) -> Self {
+        let app = tracked(echo_routes(), tracking(&registry));
+        let admin = admin_router(registry.clone()).layer(axum::Extension(cluster.clone()));
+        let mut server = Self::start_with_admin(registry, app, admin).await;
+        server.cluster = Some(cluster);
+        server
     }
 
     /// Connects a client to `path` on the main listener.

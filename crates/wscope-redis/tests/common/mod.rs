@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use tokio::sync::watch;
-use wscope_core::cluster::{ClusterBackend, Link};
+use wscope_cluster::{ClusterBackend, Link};
 use wscope_redis::{RedisBackend, RedisOptions};
 
 /// Waits, at most `within`, for the link to be `want`; answers whether it got there.

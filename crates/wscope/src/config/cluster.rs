@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use wscope_core::cluster::ClusterConfig;
+use wscope_cluster::ClusterConfig;
 
 use super::declare::declare_group;
 use super::error::ConfigError;
@@ -17,27 +17,27 @@ declare_group! {
         redis_url: Option<Secret> as kind::RedisUrl = None;
         /// The cluster to join: keys and channels are namespaced by it, so several clusters
         /// share one Redis.
-        cluster_name: String as kind::ClusterName = "wscope".to_owned();
+        cluster_name: String as kind::ClusterName = ClusterConfig::DEFAULT_NAME.to_owned();
         /// How often this instance announces itself to the cluster.
-        cluster_heartbeat: Duration as kind::Duration<60> = Duration::from_secs(1);
+        cluster_heartbeat: Duration as kind::Duration<60> = ClusterConfig::DEFAULT_HEARTBEAT;
         /// How long a silent instance stays in the cluster view before it is reported gone
         /// (0 = 3 × the heartbeat).
         cluster_ttl: Duration as kind::Duration<600> = Duration::ZERO;
         /// How long a cluster survey (stats, connections, actions) waits for each instance.
-        cluster_timeout: Duration as kind::Duration<60> = Duration::from_secs(1);
+        cluster_timeout: Duration as kind::Duration<60> = ClusterConfig::DEFAULT_SURVEY_TIMEOUT;
         /// Largest chat message relayed to the other instances; a larger one reaches this
         /// instance's clients only (counted undelivered), and one from another instance is
         /// ignored.
         cluster_max_relay_size: usize as kind::Size<1, { 2 << 20 }> =
-            wscope_core::cluster::ClusterConfig::DEFAULT_MAX_RELAY_SIZE;
+            ClusterConfig::DEFAULT_MAX_RELAY_SIZE;
         /// Bytes of messages waiting to be published to the cluster; past it a chat message
         /// reaches this instance's clients only (counted undelivered).
         cluster_publish_queue: usize as kind::Size<{ 64 << 10 }> =
-            wscope_core::cluster::ClusterConfig::DEFAULT_PUBLISH_QUEUE_BYTES;
+            ClusterConfig::DEFAULT_PUBLISH_QUEUE_BYTES;
         /// Most other instances this one keeps in its cluster view; a new one past it takes
         /// the place of the instance gone longest, or is ignored.
         cluster_max_members: usize as kind::Count<usize, 100_000> =
-            wscope_core::cluster::ClusterConfig::DEFAULT_MAX_MEMBERS;
+            ClusterConfig::DEFAULT_MAX_MEMBERS;
     }
 }
 

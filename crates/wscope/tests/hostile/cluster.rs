@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
-use wscope_core::cluster::{ClusterBackend, Link};
+use wscope_cluster::{ClusterBackend, Link};
 use wscope_redis::testing::redis_url_or_skip;
 use wscope_redis::{RedisBackend, RedisOptions};
 use wscope_testkit::http_get;

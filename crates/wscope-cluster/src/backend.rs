@@ -1,5 +1,5 @@
 //! The cluster backend seam: what a node needs from the shared engine (Redis, or the in-process
-//! [`MemoryHub`](super::MemoryHub)) — publish, subscribe, a lease per instance id, and the link's
+//! [`MemoryHub`](crate::MemoryHub)) — publish, subscribe, a lease per instance id, and the link's
 //! state — and the subscription's buffer every backend delivers into ([`delivery_buffer`]: bounded
 //! in deliveries and in bytes, never waited on). Everything else (membership, surveys, routing,
 //! fan-out) is built on it in `node`.
@@ -23,7 +23,7 @@ pub const DELIVERY_BUFFER: usize = 8192;
 /// How many payload bytes a subscription buffers before the backend drops (and counts) the
 /// newest: what a node holds of the cluster's traffic while it reads slowly, whatever the size
 /// of each payload (8,192 deliveries of 1 MiB would be 8 GiB). Room for the largest payload a
-/// node accepts ([`super::ClusterConfig::max_payload`], 16 MiB by default) twice over.
+/// node accepts ([`crate::ClusterConfig::max_payload`], 16 MiB by default) twice over.
 pub const DELIVERY_BUFFER_BYTES: usize = 32 << 20;
 
 /// What a cluster node needs from the engine its instances share.
@@ -97,7 +97,7 @@ pub struct Delivery {
 /// (the backend's) never waits, the receiving half (the node's) gives the bytes back as it reads.
 ///
 /// ```
-/// use wscope_core::cluster::{delivery_buffer, Delivery, DeliveryRefused};
+/// use wscope_cluster::{delivery_buffer, Delivery, DeliveryRefused};
 /// let (tx, mut rx) = delivery_buffer(8, 10);
 /// let delivery = |n: usize| Delivery { channel: "c".into(), payload: vec![0; n].into() };
 /// assert_eq!(tx.try_send(delivery(6)), Ok(()));

@@ -8,15 +8,16 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::node::{Cluster, ClusterError};
-use super::protocol::{Body, Op, Reply};
-use super::shared::ClusterState;
-use super::tasks::answer;
-use super::view::{Member, MemberStatus};
-use crate::query::{ConnectionQuery, SortKey, SortOrder, Start};
-use crate::snapshot::{ClosedBy, ConnectionInfo, RefusalCounts, Snapshot, StateCounts};
-use crate::traffic::Traffic;
-use crate::wire::AdminRequest;
+use crate::node::{Cluster, ClusterError};
+use crate::protocol::{AdminReply, Body, Op, Reply};
+use crate::shared::ClusterState;
+use crate::tasks::answer;
+use crate::view::{Member, MemberStatus};
+use wscope_core::query::{ConnectionQuery, SortKey, SortOrder, Start};
+use wscope_core::wire::AdminRequest;
+use wscope_core::AdminAnswer;
+use wscope_core::Traffic;
+use wscope_core::{ClosedBy, ConnectionInfo, RefusalCounts, Snapshot, Summary};
 
 /// Who a survey asks.
 enum Target {
@@ -41,21 +42,13 @@ pub struct ClusterStats {
     pub cluster: String,
     /// The instance that made the survey.
     pub answered_by: String,
-    /// Connections tracked now, summed.
-    pub total_connections: u64,
-    /// Connections ever registered, summed.
-    pub total_connections_ever: u64,
-    /// Connections removed, summed.
-    pub total_connections_closed: u64,
-    /// Mean age of the tracked connections across members (ms).
-    pub average_age: u64,
-    /// Mean idle time of the tracked connections across members (ms).
-    pub average_idle_time: u64,
+    /// The members' figures: counts and totals summed, the mean age and idle time weighted by
+    /// each member's connections.
+    #[serde(flatten)]
+    pub summary: Summary,
     /// Mean ping round trip across members that measured one (ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub average_rtt_ms: Option<u64>,
-    /// Tracked connections per state, summed.
-    pub connections_by_state: StateCounts,
     /// Removals by who closed, summed.
     pub closed_by: ClosedBy,
     /// Refused upgrades by reason, summed.
@@ -75,6 +68,8 @@ pub struct ClusterStats {
     /// announcement and is not in the sums.
     pub unanswered: Vec<String>,
 }
+
+wscope_core::deref_summary!(ClusterStats);
 
 /// One member's row in [`ClusterStats`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,22 +95,15 @@ pub struct InstanceStats {
     pub version: String,
     /// Unix ms when it started.
     pub started_at: u64,
-    /// Connections it tracks.
-    pub total_connections: u64,
-    /// Connections it ever registered.
-    pub total_connections_ever: u64,
-    /// Connections it removed.
-    pub total_connections_closed: u64,
-    /// Mean age of its connections (ms).
-    pub average_age: u64,
-    /// Mean idle time of its connections (ms).
-    pub average_idle_time: u64,
-    /// Its connections per state.
-    pub connections_by_state: StateCounts,
+    /// Its figures.
+    #[serde(flatten)]
+    pub summary: Summary,
     /// Its traffic totals (from an answer only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic: Option<Traffic>,
 }
+
+wscope_core::deref_summary!(InstanceStats);
 
 impl InstanceStats {
     fn new(
@@ -134,12 +122,7 @@ impl InstanceStats {
             admin_addr: None,
             version: String::new(),
             started_at: 0,
-            total_connections: summary.total_connections,
-            total_connections_ever: summary.total_connections_ever,
-            total_connections_closed: summary.total_connections_closed,
-            average_age: summary.average_age,
-            average_idle_time: summary.average_idle_time,
-            connections_by_state: summary.connections_by_state,
+            summary: summary.summary,
             traffic,
         }
     }
@@ -149,11 +132,12 @@ impl InstanceStats {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
-pub struct ClusterPage {
+pub struct ClusterPage<T = ConnectionInfo> {
     /// Connections matching across the members that answered.
     pub total: u64,
-    /// The page, in the query's order (ties: by instance id, then registration order).
-    pub connections: Vec<ConnectionInfo>,
+    /// The page, in the query's order (ties: by instance id, then registration order). `T` is
+    /// [`ConnectionInfo`], or a row of the columns `fields=` picked.
+    pub connections: Vec<T>,
     /// The next page's `cursor`, or `null` on the last page (as `/api/connections` answers).
     #[serde(default)]
     pub next: Option<String>,
@@ -161,6 +145,19 @@ pub struct ClusterPage {
     pub instances: Vec<InstanceCount>,
     /// Members (live or late) that did not answer in time: their connections are not here.
     pub unanswered: Vec<String>,
+}
+
+impl<T> ClusterPage<T> {
+    /// The same page with each row mapped (to pick columns, say).
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> ClusterPage<U> {
+        ClusterPage {
+            total: self.total,
+            connections: self.connections.into_iter().map(f).collect(),
+            next: self.next,
+            instances: self.instances,
+            unanswered: self.unanswered,
+        }
+    }
 }
 
 /// A member's count in a [`ClusterPage`].
@@ -205,7 +202,7 @@ pub struct InstanceAnswer {
     /// The status its own `/api/admin` would have answered (200, 400, 404).
     pub status: u16,
     /// Its answer (the action's answer, or `{"error": ...}`).
-    pub answer: serde_json::Value,
+    pub answer: AdminReply,
 }
 
 /// The deepest row a cluster page reaches (`offset + limit`): each member is asked for that many.
@@ -271,13 +268,8 @@ impl Cluster {
         let mut stats = ClusterStats {
             cluster: self.name().to_owned(),
             answered_by: self.instance_id().to_owned(),
-            total_connections: 0,
-            total_connections_ever: 0,
-            total_connections_closed: 0,
-            average_age: 0,
-            average_idle_time: 0,
+            summary: Summary::default(),
             average_rtt_ms: None,
-            connections_by_state: StateCounts::default(),
             closed_by: ClosedBy::default(),
             refused: RefusalCounts::default(),
             traffic: Traffic::default(),
@@ -290,38 +282,12 @@ impl Cluster {
             .iter()
             .map(|m| (m.announce.instance_id.as_str(), m))
             .collect();
-        // Every figure is a member's own word: the sums saturate rather than overflow.
-        let (mut age_sum, mut idle_sum, mut rtt_sum, mut rtt_weight) = (0u128, 0u128, 0u128, 0u128);
+        let mut sums = Sums::default();
         for (id, reply) in &survey.answers {
             let Reply::Stats { summary, traffic } = reply else {
                 continue;
             };
-            let n = u128::from(summary.total_connections);
-            let add = |sum: &mut u64, n: u64| *sum = sum.saturating_add(n);
-            add(&mut stats.total_connections, summary.total_connections);
-            add(
-                &mut stats.total_connections_ever,
-                summary.total_connections_ever,
-            );
-            add(
-                &mut stats.total_connections_closed,
-                summary.total_connections_closed,
-            );
-            stats
-                .connections_by_state
-                .add(&summary.connections_by_state);
-            stats.closed_by.add(&summary.closed_by);
-            stats.refused.add(&summary.refused);
-            stats.traffic.add(traffic);
-            let weighted = |sum: &mut u128, value: u64, n: u128| {
-                *sum = sum.saturating_add(u128::from(value).saturating_mul(n));
-            };
-            weighted(&mut age_sum, summary.average_age, n);
-            weighted(&mut idle_sum, summary.average_idle_time, n);
-            if let Some(rtt) = summary.average_rtt_ms {
-                weighted(&mut rtt_sum, rtt, n.max(1));
-                rtt_weight = rtt_weight.saturating_add(n.max(1));
-            }
+            sums.add(&mut stats, summary, traffic);
             stats.instances_counted += 1;
             let member = by_id.get(id.as_str()).copied();
             let mut row = InstanceStats::new(
@@ -350,14 +316,7 @@ impl Cluster {
         stats
             .instances
             .sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
-        let n = u128::from(stats.total_connections);
-        let mean = |sum: u128, n: u128| {
-            sum.checked_div(n)
-                .map(|m| u64::try_from(m).unwrap_or(u64::MAX))
-        };
-        stats.average_age = mean(age_sum, n).unwrap_or(0);
-        stats.average_idle_time = mean(idle_sum, n).unwrap_or(0);
-        stats.average_rtt_ms = mean(rtt_sum, rtt_weight);
+        sums.finish(&mut stats);
         Ok(stats)
     }
 
@@ -452,13 +411,14 @@ impl Cluster {
                 continue;
             };
             out.success &= status == 200;
-            let add = |slot: &mut Option<u64>, field: &str| {
-                if let Some(n) = answer.get(field).and_then(serde_json::Value::as_u64) {
+            let add = |slot: &mut Option<u64>, n: Option<u64>| {
+                if let Some(n) = n {
                     *slot = Some(slot.unwrap_or(0).saturating_add(n));
                 }
             };
-            add(&mut out.closed, "closed");
-            add(&mut out.sent, "sent");
+            let done = answer.answer();
+            add(&mut out.closed, done.and_then(AdminAnswer::closed));
+            add(&mut out.sent, done.and_then(AdminAnswer::sent));
             out.instances.push(InstanceAnswer {
                 instance_id: id,
                 status,
@@ -483,7 +443,61 @@ impl Cluster {
     }
 }
 
-fn fill_from_announce(row: &mut InstanceStats, a: &super::protocol::Announce) {
+/// What the cluster's averages are made of: each member's mean weighted by its connections.
+/// Every figure is a member's own word: the sums saturate rather than overflow.
+#[derive(Default)]
+struct Sums {
+    age: u128,
+    idle: u128,
+    rtt: u128,
+    rtt_weight: u128,
+}
+
+impl Sums {
+    /// Adds one member's answer to `stats`' sums, and its means to these.
+    fn add(&mut self, stats: &mut ClusterStats, summary: &Snapshot, traffic: &Traffic) {
+        let add = |sum: &mut u64, n: u64| *sum = sum.saturating_add(n);
+        add(&mut stats.total_connections, summary.total_connections);
+        add(
+            &mut stats.total_connections_ever,
+            summary.total_connections_ever,
+        );
+        add(
+            &mut stats.total_connections_closed,
+            summary.total_connections_closed,
+        );
+        stats
+            .connections_by_state
+            .add(&summary.connections_by_state);
+        stats.closed_by.add(&summary.closed_by);
+        stats.refused.add(&summary.refused);
+        stats.traffic.add(traffic);
+        let n = u128::from(summary.total_connections);
+        let weighted = |sum: &mut u128, value: u64, n: u128| {
+            *sum = sum.saturating_add(u128::from(value).saturating_mul(n));
+        };
+        weighted(&mut self.age, summary.average_age, n);
+        weighted(&mut self.idle, summary.average_idle_time, n);
+        if let Some(rtt) = summary.average_rtt_ms {
+            weighted(&mut self.rtt, rtt, n.max(1));
+            self.rtt_weight = self.rtt_weight.saturating_add(n.max(1));
+        }
+    }
+
+    /// Sets `stats`' averages from the sums.
+    fn finish(self, stats: &mut ClusterStats) {
+        let n = u128::from(stats.total_connections);
+        let mean = |sum: u128, n: u128| {
+            sum.checked_div(n)
+                .map(|m| u64::try_from(m).unwrap_or(u64::MAX))
+        };
+        stats.average_age = mean(self.age, n).unwrap_or(0);
+        stats.average_idle_time = mean(self.idle, n).unwrap_or(0);
+        stats.average_rtt_ms = mean(self.rtt, self.rtt_weight);
+    }
+}
+
+fn fill_from_announce(row: &mut InstanceStats, a: &crate::protocol::Announce) {
     row.main_addr = a.main_addr.clone();
     row.admin_addr = a.admin_addr.clone();
     row.version = a.version.clone();

@@ -1,4 +1,5 @@
-//! A node's settings.
+//! A node's settings ([`ClusterConfig`]) and their defaults, stated once: an application's own
+//! setting declarations (`wscope serve`'s) take theirs from the `DEFAULT_*` constants here.
 
 use std::time::Duration;
 
@@ -58,9 +59,9 @@ impl ClusterConfig {
         Self {
             name: name.into(),
             prefix: "wscope:".into(),
-            heartbeat: Duration::from_secs(1),
+            heartbeat: Self::DEFAULT_HEARTBEAT,
             ttl: None,
-            survey_timeout: Duration::from_secs(1),
+            survey_timeout: Self::DEFAULT_SURVEY_TIMEOUT,
             forget_after: Duration::from_secs(600),
             main_addr: None,
             admin_addr: None,
@@ -74,6 +75,13 @@ impl ClusterConfig {
         }
     }
 
+    /// The cluster name an application uses when it is given none (`wscope serve`'s
+    /// `--cluster-name`).
+    pub const DEFAULT_NAME: &'static str = "wscope";
+    /// The default of [`ClusterConfig::heartbeat`].
+    pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+    /// The default of [`ClusterConfig::survey_timeout`].
+    pub const DEFAULT_SURVEY_TIMEOUT: Duration = Duration::from_secs(1);
     /// The default of [`ClusterConfig::publish_queue_bytes`].
     pub const DEFAULT_PUBLISH_QUEUE_BYTES: usize = 16 << 20;
     /// The default of [`ClusterConfig::max_relay_size`].

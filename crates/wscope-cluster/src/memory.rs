@@ -10,11 +10,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use super::backend::{
+use crate::backend::{
     delivery_buffer, BackendError, BackendFuture, ClusterBackend, Deliveries, Delivery,
     DeliveryRefused, DeliverySender, Lease, Link, DELIVERY_BUFFER, DELIVERY_BUFFER_BYTES,
 };
-use crate::Clock;
+use wscope_core::Clock;
 
 /// The shared engine of in-process nodes: channels and leases.
 #[derive(Clone, Debug, Default)]

@@ -6,10 +6,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::query::ConnectionQuery;
-use crate::snapshot::Snapshot;
-use crate::traffic::Traffic;
-use crate::wire::{AdminRequest, BroadcastPayload, ConnectionPage};
+use wscope_core::query::ConnectionQuery;
+use wscope_core::wire::{AdminRequest, BroadcastPayload, ConnectionPage, ErrorBody};
+use wscope_core::AdminAnswer;
+use wscope_core::Snapshot;
+use wscope_core::Traffic;
 
 /// The protocol version every envelope carries (`"v"`); another version is ignored.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -39,7 +40,7 @@ impl Envelope {
     /// Why its sender cannot be believed, if it cannot: an instance id this build would refuse,
     /// or an incarnation that is empty, long, or not printable ASCII.
     pub fn check_sender(&self) -> Result<(), &'static str> {
-        if crate::check_instance_id(&self.from).is_err() {
+        if wscope_core::check_instance_id(&self.from).is_err() {
             return Err("an invalid sender id");
         }
         let incarnation = self.incarnation.as_bytes();
@@ -132,7 +133,7 @@ pub struct Announce {
     pub started_at: u64,
     /// The node's software version.
     pub version: String,
-    /// How often it announces, in ms (its TTL is [`super::ClusterConfig::ttl`]).
+    /// How often it announces, in ms (its TTL is [`crate::ClusterConfig::ttl`]).
     pub heartbeat_ms: u64,
     /// Its stats summary when it announced (the list of connections left out).
     pub summary: Snapshot,
@@ -199,17 +200,49 @@ pub(crate) enum Reply {
         /// The page.
         page: ConnectionPage,
     },
-    /// To [`Op::Admin`]: the HTTP-like status and the JSON answer (or `{"error": ...}`).
+    /// To [`Op::Admin`]: the HTTP-like status and the answer (or `{"error": ...}`).
     Admin {
         /// 200, or the failure's status.
         status: u16,
         /// The answer.
-        answer: serde_json::Value,
+        answer: AdminReply,
     },
+}
+
+/// A member's answer to an admin action, as its own `POST /api/admin` would have answered:
+/// the action's answer, or `{"error": ...}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+#[non_exhaustive]
+pub enum AdminReply {
+    /// The action failed there (its status says how).
+    Failed(ErrorBody),
+    /// The action's answer.
+    Done(AdminAnswer),
+}
+
+impl AdminReply {
+    /// The failure's message, if the action failed.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Self::Failed(body) => Some(&body.error),
+            Self::Done(_) => None,
+        }
+    }
+
+    /// The answer, if the action was carried out.
+    pub fn answer(&self) -> Option<&AdminAnswer> {
+        match self {
+            Self::Done(answer) => Some(answer),
+            Self::Failed(_) => None,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use wscope_core::wire::CloseAnswer;
+
     use super::*;
 
     fn json(body: Body) -> String {
@@ -255,7 +288,7 @@ mod tests {
             id: 8,
             reply: Reply::Admin {
                 status: 200,
-                answer: serde_json::json!({"success": true}),
+                answer: AdminReply::Done(AdminAnswer::Close(CloseAnswer { success: true })),
             }
         })
         .ends_with(r#""body":{"type":"reply","id":8,"reply":{"op":"admin","status":200,"answer":{"success":true}}}}"#));

@@ -10,14 +10,15 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::backend::ClusterBackend;
-use super::config::ClusterConfig;
-use super::protocol::Body;
-use super::shared::{lock, ClusterState, Counters, Inner};
-use super::view::{Member, View};
-use crate::message::Message;
-use crate::registry::{Broadcast, Registry};
+use crate::backend::ClusterBackend;
+use crate::config::ClusterConfig;
+use crate::protocol::Body;
+use crate::shared::{lock, ClusterState, Counters, Inner};
+use crate::view::{Member, View};
+use wscope_core::Message;
+use wscope_core::{Broadcast, Registry};
 
 /// Why a cluster question or action could not be asked.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -49,9 +50,6 @@ pub enum ClusterError {
     /// The question cannot be asked of a cluster as given (e.g. a single instance's cursor).
     #[error("{0}")]
     BadQuery(String),
-    /// This registry is already a member of a cluster.
-    #[error("this registry already belongs to cluster {0:?}")]
-    AlreadyJoined(String),
     /// The cluster name is not usable in keys and channels.
     #[error("invalid cluster name {0:?}: use 1 to 64 of A-Z a-z 0-9 . _ -")]
     InvalidName(String),
@@ -73,7 +71,7 @@ pub struct ClusterCounters {
     /// Broadcasts from other nodes queued to this node's connections.
     pub broadcasts_received: u64,
     /// Broadcasts that could not be published (engine down, queue full, larger than
-    /// [`ClusterConfig::max_relay_size`](super::ClusterConfig::max_relay_size)): delivered here
+    /// [`ClusterConfig::max_relay_size`](crate::ClusterConfig::max_relay_size)): delivered here
     /// only.
     pub broadcasts_undelivered: u64,
     /// Of those, the ones larger than the relay limit.
@@ -101,11 +99,11 @@ pub struct ClusterBroadcast {
     pub relayed: bool,
 }
 
-/// A registry's membership in a cluster: a cheap-to-clone handle. Get it from
-/// [`Registry::cluster`] in handlers.
+/// A registry's membership in a cluster: a cheap-to-clone handle, handed to whoever needs it
+/// (wscope-axum's admin router, an application's handlers); the registry does not know it.
 #[derive(Clone, Debug)]
 pub struct Cluster {
-    pub(super) inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 fn valid_name(name: &str) -> bool {
@@ -186,8 +184,8 @@ impl Cluster {
         let (outbound, outbound_rx) = mpsc::channel(config.publish_queue);
         let incarnation = incarnation();
         let instance = registry.instance_id().to_owned();
-        let own_prefix = super::protocol::EnvelopeRef {
-            v: super::protocol::PROTOCOL_VERSION,
+        let own_prefix = crate::protocol::EnvelopeRef {
+            v: crate::protocol::PROTOCOL_VERSION,
             cluster: &config.name,
             from: &instance,
             incarnation: &incarnation,
@@ -202,7 +200,7 @@ impl Cluster {
             incarnation,
             own_prefix,
             channel_all: config.channel_all(),
-            started_at: registry.shared().clock.unix_ms(0),
+            started_at: registry.config().clock.unix_ms(0),
             state: watch::Sender::new(ClusterState::Disconnected),
             view: Mutex::new(View::new(config.max_members)),
             pending: Mutex::new(HashMap::new()),
@@ -214,6 +212,7 @@ impl Cluster {
             echoed: Notify::new(),
             counters: Counters::default(),
             stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
             view_holder: Mutex::new(None),
             reported: std::sync::atomic::AtomicBool::new(false),
             joiner: Mutex::new(joiner),
@@ -221,13 +220,11 @@ impl Cluster {
             config,
         });
         let cluster = Cluster { inner };
-        registry
-            .shared()
-            .cluster
-            .set(cluster.clone())
-            .map_err(|c| ClusterError::AlreadyJoined(c.inner.config.name.clone()))?;
-        tokio::spawn(super::tasks::publisher(cluster.inner.clone(), outbound_rx));
-        tokio::spawn(super::tasks::membership(cluster.inner.clone()));
+        let tasks = &cluster.inner.tasks;
+        tasks.spawn(crate::tasks::publisher(cluster.inner.clone(), outbound_rx));
+        tasks.spawn(crate::tasks::membership(cluster.inner.clone()));
+        // Closed, not finished: the membership task may add more while it runs.
+        tasks.close();
         Ok(cluster)
     }
 
@@ -281,7 +278,7 @@ impl Cluster {
     /// Queues `msg` to this node's connections (on `path`, or all) at once, and publishes it for
     /// every other node to do the same. Never waits on the engine: when it is down, the publish
     /// queue is full or the message is larger than
-    /// [`ClusterConfig::max_relay_size`](super::ClusterConfig::max_relay_size), the message
+    /// [`ClusterConfig::max_relay_size`](crate::ClusterConfig::max_relay_size), the message
     /// reaches this node's connections only, and [`ClusterBroadcast::relayed`] is false (counted
     /// in [`ClusterCounters::broadcasts_undelivered`]). Broadcasts of one node reach each other
     /// node in the order they were made.
@@ -325,7 +322,7 @@ impl Cluster {
         queued
     }
 
-    pub(super) fn unavailable(&self) -> ClusterError {
+    pub(crate) fn unavailable(&self) -> ClusterError {
         let state = self.state();
         ClusterError::Unavailable {
             cluster: self.inner.config.name.clone(),
@@ -348,6 +345,14 @@ impl Cluster {
             cluster: self.inner.config.name.clone(),
             holder: self.inner.holder_description(),
         }
+    }
+
+    /// Completes once every task of this node has ended: after it left (the registry's shutdown
+    /// began, the leave was announced and the instance id given up), was refused, or crashed.
+    /// A server awaits it after the registry's drain, so that the leave is published before the
+    /// process exits.
+    pub async fn stopped(&self) {
+        self.inner.tasks.wait().await;
     }
 
     /// Stops this node's tasks at once, without leaving (as if the process died): the others

@@ -1,15 +1,15 @@
 //! A node's view of the cluster's members: each one's last announcement and when it was heard,
 //! and from that its status — live, late (a heartbeat missed), gone (silent past the TTL, or
-//! left). Gone members stay listed (as gone) for [`super::ClusterConfig::forget_after`], so an
+//! left). Gone members stay listed (as gone) for [`crate::ClusterConfig::forget_after`], so an
 //! instance that stops is reported, not silently missing. The view holds at most
-//! [`super::ClusterConfig::max_members`] members, and finds a member by id or by incarnation in
+//! [`crate::ClusterConfig::max_members`] members, and finds a member by id or by incarnation in
 //! O(log n) or O(1): what a forger publishes on the engine costs each node in proportion.
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use super::protocol::Announce;
+use crate::protocol::Announce;
 
 /// A member's status in the view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -221,7 +221,7 @@ impl View {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::Snapshot;
+    use wscope_core::Snapshot;
 
     const TIMING: Timing = Timing {
         late_ms: 2_000,

@@ -1,4 +1,5 @@
-//! Cluster mode: many instances' registries seen and steered as one.
+//! wscope-cluster: cluster mode, many instances' registries seen and steered as one — a layer
+//! above the core's registry, which knows nothing of it.
 //!
 //! A node ([`Cluster`]) joins its registry to a cluster through a [`ClusterBackend`] — Redis in
 //! `wscope-redis`, or the in-process [`MemoryHub`] here — and from then on announces itself every
@@ -6,20 +7,22 @@
 //! refused), keeps a view of the other members (live, late, gone), answers their surveys and
 //! routed actions, and relays cluster-wide broadcasts in order. Local service never waits on the
 //! engine: when it is unreachable the node serves locally, says so ([`ClusterState`]) and rejoins
-//! with backoff.
+//! with backoff. The node holds its registry; the registry never holds the node: whoever needs
+//! the cluster (an admin router, a handler that broadcasts cluster-wide) is handed the
+//! [`Cluster`] handle that [`Cluster::join`] returns.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! use std::sync::Arc;
-//! use wscope_core::cluster::{Cluster, ClusterConfig, MemoryHub};
+//! use wscope_cluster::{Cluster, ClusterConfig, MemoryHub};
 //! use wscope_core::{Registry, RegistryConfig};
 //!
 //! let hub = MemoryHub::new();
 //! let a = Registry::with_config(RegistryConfig::default().instance_id("a"));
 //! let b = Registry::with_config(RegistryConfig::default().instance_id("b"));
-//! Cluster::join(&a, Arc::new(hub.backend()), ClusterConfig::new("demo")).await.unwrap();
+//! let cluster = Cluster::join(&a, Arc::new(hub.backend()), ClusterConfig::new("demo")).await.unwrap();
 //! Cluster::join(&b, Arc::new(hub.backend()), ClusterConfig::new("demo")).await.unwrap();
-//! let stats = a.cluster().unwrap().stats().await.unwrap();
+//! let stats = cluster.stats().await.unwrap();
 //! assert_eq!(stats.instances_counted, 2);
 //! # }
 //! ```
@@ -29,7 +32,8 @@
 //!   subscription's buffer ([`delivery_buffer`], bounded in deliveries and bytes).
 //! - `memory`: [`MemoryHub`] and [`MemoryBackend`], the in-process engine.
 //! - `config`: [`ClusterConfig`]; keys and channels are named here.
-//! - `protocol`: the messages between nodes (JSON envelopes).
+//! - `protocol`: the messages between nodes (JSON envelopes), and a member's answer to an admin
+//!   action ([`AdminReply`]).
 //! - `view`: the members and their status ([`Member`], [`MemberStatus`]).
 //! - `node`: [`Cluster`], the handle: join, counters, cluster-wide broadcast.
 //! - `shared`: what the handle and the tasks share — [`ClusterState`], the inner state, the
@@ -37,9 +41,11 @@
 //! - `tasks`: the publisher and the membership task (join, heartbeat, backoff, receive).
 //! - `survey`: questions to every member with a deadline — [`ClusterStats`], [`ClusterPage`],
 //!   [`ClusterAdminAnswer`].
+//! - `health`: [`ClusterHealth`], the admin listener's health answer with the cluster's state.
 
 mod backend;
 mod config;
+mod health;
 mod memory;
 mod node;
 mod protocol;
@@ -53,9 +59,10 @@ pub use backend::{
     Delivery, DeliveryRefused, DeliverySender, Lease, Link, DELIVERY_BUFFER, DELIVERY_BUFFER_BYTES,
 };
 pub use config::ClusterConfig;
+pub use health::ClusterHealth;
 pub use memory::{MemoryBackend, MemoryHub};
 pub use node::{Cluster, ClusterBroadcast, ClusterCounters, ClusterError};
-pub use protocol::{Announce, PROTOCOL_VERSION};
+pub use protocol::{AdminReply, Announce, PROTOCOL_VERSION};
 pub use shared::ClusterState;
 pub use survey::{
     ClusterAdminAnswer, ClusterPage, ClusterStats, InstanceAnswer, InstanceCount, InstanceStats,

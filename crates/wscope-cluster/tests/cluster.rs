@@ -6,13 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wscope_core::cluster::{
-    Cluster, ClusterBackend, ClusterConfig, ClusterError, ClusterState, Link, MemberStatus,
-    MemoryBackend, MemoryHub,
+use wscope_cluster::{
+    AdminReply, Cluster, ClusterBackend, ClusterConfig, ClusterError, ClusterState, Link,
+    MemberStatus, MemoryBackend, MemoryHub,
 };
 use wscope_core::memory::{self, MemoryPeer};
 use wscope_core::query::ConnectionQuery;
-use wscope_core::wire::AdminRequest;
+use wscope_core::wire::{AdminRequest, CloseAnswer};
+use wscope_core::AdminAnswer;
 use wscope_core::{Bytes, Clock, ConnectionMeta, Message, Registry, RegistryConfig};
 
 const HEARTBEAT: Duration = Duration::from_millis(40);
@@ -26,11 +27,13 @@ fn config() -> ClusterConfig {
 struct Node {
     registry: Registry,
     backend: MemoryBackend,
+    /// What its join gave: the registry does not keep it.
+    cluster: Cluster,
 }
 
 impl Node {
     fn cluster(&self) -> Cluster {
-        self.registry.cluster().expect("joined")
+        self.cluster.clone()
     }
 }
 
@@ -41,10 +44,14 @@ async fn node(hub: &MemoryHub, id: &str, clock: Option<Clock>) -> Node {
     }
     let registry = Registry::with_config(rc);
     let backend = hub.backend();
-    Cluster::join(&registry, Arc::new(backend.clone()), config())
+    let cluster = Cluster::join(&registry, Arc::new(backend.clone()), config())
         .await
         .expect("joins");
-    Node { registry, backend }
+    Node {
+        registry,
+        backend,
+        cluster,
+    }
 }
 
 /// Nodes `ids` on one hub, each seeing all the others.
@@ -186,7 +193,10 @@ async fn close_by_id_is_routed_to_the_member_that_holds_it() {
     assert!(answer.success, "{answer:?}");
     assert_eq!(answer.instances.len(), 1);
     assert_eq!(answer.instances[0].instance_id, "c");
-    assert_eq!(answer.instances[0].answer["success"], true);
+    assert_eq!(
+        answer.instances[0].answer,
+        AdminReply::Done(AdminAnswer::Close(CloseAnswer { success: true }))
+    );
     match tokio::time::timeout(Duration::from_secs(2), peer.recv()).await {
         Ok(Some(Message::Close(Some(frame)))) => {
             assert_eq!(frame.code.as_u16(), 4000);
@@ -355,6 +365,10 @@ async fn a_member_that_shuts_down_is_gone_at_once() {
     })
     .await;
     assert_eq!(nodes[1].cluster().state(), ClusterState::Left);
+    // Its tasks are over: nothing of the node runs on after it left.
+    tokio::time::timeout(Duration::from_secs(5), nodes[1].cluster().stopped())
+        .await
+        .expect("the node's tasks end once it has left");
 }
 
 #[tokio::test]
@@ -374,7 +388,17 @@ async fn a_second_instance_with_the_same_id_is_refused() {
         line.contains("\"same\"") && line.contains("--instance-id"),
         "{line}"
     );
-    assert_eq!(registry.cluster().unwrap().state(), ClusterState::Refused);
+    // Started without waiting, the node ends up refused, and stays out.
+    let refused = Cluster::start(&registry, Arc::new(hub.backend()), config()).expect("starts");
+    let mut state = refused.watch_state();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        state.wait_for(|s| *s == ClusterState::Refused),
+    )
+    .await
+    .expect("refused in time")
+    .expect("state watch open");
+    assert_eq!(refused.state(), ClusterState::Refused);
 }
 
 #[tokio::test]
@@ -402,7 +426,11 @@ async fn an_unreachable_engine_leaves_local_service_alone_and_the_node_rejoins()
     assert_eq!(cluster.counters().broadcasts_undelivered, 1);
     backend.set_link(Link::Connected);
     wait_until("rejoined", || cluster.state() == ClusterState::Connected).await;
-    let n = Node { registry, backend };
+    let n = Node {
+        registry,
+        backend,
+        cluster: cluster.clone(),
+    };
     wait_members(&n, 1).await;
     assert_eq!(cluster.stats().await.unwrap().instances_counted, 2);
     // Lost mid-run: the same again.
@@ -452,6 +480,12 @@ async fn malformed_and_foreign_messages_are_counted_and_ignored() {
 async fn clusters_with_other_names_share_a_hub_without_seeing_each_other() {
     let hub = MemoryHub::new();
     let a = node(&hub, "a", None).await;
+    // What the other cluster's node says, heard on its own channel.
+    let mut heard = hub
+        .backend()
+        .subscribe(vec!["wscope:other:all".to_owned()])
+        .await
+        .unwrap();
     let other = Registry::with_config(RegistryConfig::default().instance_id("a"));
     Cluster::join(
         &other,
@@ -460,7 +494,14 @@ async fn clusters_with_other_names_share_a_hub_without_seeing_each_other() {
     )
     .await
     .expect("same id, other cluster: no clash");
-    tokio::time::sleep(HEARTBEAT * 3).await;
+    // Its hello and two heartbeats' announcements have gone out (the hub delivers at once):
+    // had they reached `a`, it would have them in its view.
+    for _ in 0..3 {
+        tokio::time::timeout(Duration::from_secs(5), heard.recv())
+            .await
+            .expect("the other node announces")
+            .expect("subscribed");
+    }
     assert!(a.cluster().members().is_empty());
 }
 

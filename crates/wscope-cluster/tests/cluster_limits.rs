@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
-use wscope_core::cluster::{
+use wscope_cluster::{
     delivery_buffer, BackendFuture, Cluster, ClusterBackend, ClusterConfig, Deliveries, Delivery,
     DeliverySender, Lease, Link, MemberStatus, MemoryBackend, MemoryHub,
 };
@@ -35,17 +35,31 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-/// A registry named `id` joined to `hub` through `backend` with `config`.
-async fn join(id: &str, backend: Arc<dyn ClusterBackend>, config: ClusterConfig) -> Registry {
-    let registry = Registry::with_config(RegistryConfig::default().instance_id(id));
-    Cluster::join(&registry, backend, config)
-        .await
-        .expect("joins");
-    registry
+/// A registry and the cluster handle its join gave.
+struct Node {
+    registry: Registry,
+    cluster: Cluster,
 }
 
-async fn live_members(registry: &Registry, count: usize) {
-    let cluster = registry.cluster().unwrap();
+impl std::ops::Deref for Node {
+    type Target = Registry;
+
+    fn deref(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+/// A registry named `id` joined to `hub` through `backend` with `config`.
+async fn join(id: &str, backend: Arc<dyn ClusterBackend>, config: ClusterConfig) -> Node {
+    let registry = Registry::with_config(RegistryConfig::default().instance_id(id));
+    let cluster = Cluster::join(&registry, backend, config)
+        .await
+        .expect("joins");
+    Node { registry, cluster }
+}
+
+async fn live_members(node: &Node, count: usize) {
+    let cluster = node.cluster.clone();
     wait_until("members seen", || {
         cluster
             .members()
@@ -202,7 +216,7 @@ async fn a_broadcast_larger_than_the_relay_limit_stays_local_and_is_counted() {
     live_members(&b, 1).await;
     let mut here = open(&a, "/chat").await;
     let mut there = open(&b, "/chat").await;
-    let cluster = a.cluster().unwrap();
+    let cluster = a.cluster.clone();
     let limit = ClusterConfig::DEFAULT_MAX_RELAY_SIZE;
     let large = Message::binary(vec![7u8; limit + 1]);
     let outcome = cluster.broadcast(Some("/chat"), &large);
@@ -240,7 +254,7 @@ async fn a_broadcast_larger_than_the_receivers_relay_limit_is_ignored() {
     live_members(&a, 1).await;
     live_members(&b, 1).await;
     let mut there = open(&b, "/chat").await;
-    let cluster = a.cluster().unwrap();
+    let cluster = a.cluster.clone();
     assert!(
         cluster
             .broadcast(Some("/chat"), &Message::text("x".repeat(1001)))
@@ -253,7 +267,7 @@ async fn a_broadcast_larger_than_the_receivers_relay_limit_is_ignored() {
     );
     assert_eq!(recv(&mut there).await.payload_len(), 1000);
     nothing_more(&mut there).await;
-    let counters = b.cluster().unwrap().counters();
+    let counters = b.cluster.clone().counters();
     assert_eq!((counters.ignored, counters.broadcasts_received), (1, 1));
 }
 
@@ -276,7 +290,7 @@ async fn the_publish_queue_is_bounded_in_bytes() {
     live_members(&a, 1).await;
     live_members(&b, 1).await;
     let mut there = open(&b, "/chat").await;
-    let cluster = a.cluster().unwrap();
+    let cluster = a.cluster.clone();
     gated.hold_publishes(true);
     let size = 60_000;
     let relayed: Vec<bool> = (0..40u8)
@@ -334,7 +348,7 @@ async fn the_publisher_waits_for_its_own_messages_past_the_window() {
     live_members(&a, 1).await;
     live_members(&b, 1).await;
     let mut there = open(&b, "/chat").await;
-    let cluster = a.cluster().unwrap();
+    let cluster = a.cluster.clone();
     gated.hold_echoes();
     let size = 60_000;
     for i in 0..20u8 {
@@ -418,10 +432,9 @@ async fn forged_announcements_fill_the_view_only_to_its_cap() {
     let hub = MemoryHub::new();
     let (clock, manual) = wscope_core::Clock::manual();
     let a = Registry::with_config(RegistryConfig::default().instance_id("a").clock(clock));
-    Cluster::join(&a, Arc::new(hub.backend()), config().max_members(100))
+    let cluster = Cluster::join(&a, Arc::new(hub.backend()), config().max_members(100))
         .await
         .expect("joins");
-    let cluster = a.cluster().unwrap();
     let forger = hub.backend();
     let batch = (0..2000)
         .map(|i| {
@@ -468,7 +481,7 @@ async fn broadcasts_and_replies_from_non_members_are_ignored() {
     let b = join("b", Arc::new(hub.backend()), config()).await;
     live_members(&a, 1).await;
     let mut peer = open(&a, "/chat").await;
-    let cluster = a.cluster().unwrap();
+    let cluster = a.cluster.clone();
     let forger = hub.backend();
     let broadcasts = (0..1000)
         .map(|i| {
@@ -512,7 +525,7 @@ async fn a_members_huge_numbers_saturate_the_sums() {
     let hub = MemoryHub::new();
     let a = join("a", Arc::new(hub.backend()), config()).await;
     let _peer = open(&a, "/chat").await;
-    let cluster = a.cluster().unwrap();
+    let cluster = a.cluster.clone();
     let forger = hub.backend();
     forger
         .publish(ALL, forged("m", "f00d", announcement("m")))

@@ -1,5 +1,5 @@
 //! What a node's handle and its tasks share: the node's state ([`ClusterState`]), its counters,
-//! the publisher's queue entries and the inner state behind [`super::Cluster`], with the
+//! the publisher's queue entries and the inner state behind [`crate::Cluster`], with the
 //! helpers both sides use (announce, send, publish now, the member view's reads).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -10,13 +10,14 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::backend::ClusterBackend;
-use super::config::ClusterConfig;
-use super::protocol::{Announce, EnvelopeRef, Reply, PROTOCOL_VERSION};
-use super::view::{Timing, View};
-use crate::message::Message;
-use crate::registry::Registry;
+use crate::backend::ClusterBackend;
+use crate::config::ClusterConfig;
+use crate::protocol::{Announce, EnvelopeRef, Reply, PROTOCOL_VERSION};
+use crate::view::{Timing, View};
+use wscope_core::Message;
+use wscope_core::Registry;
 
 /// Where a node stands with its cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -46,20 +47,20 @@ impl ClusterState {
 }
 
 #[derive(Debug, Default)]
-pub(super) struct Counters {
-    pub(super) ignored: AtomicU64,
-    pub(super) broadcasts_sent: AtomicU64,
-    pub(super) broadcasts_received: AtomicU64,
-    pub(super) broadcasts_undelivered: AtomicU64,
-    pub(super) broadcasts_lost: AtomicU64,
-    pub(super) broadcasts_too_large: AtomicU64,
-    pub(super) messages_unsent: AtomicU64,
-    pub(super) disconnects: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) ignored: AtomicU64,
+    pub(crate) broadcasts_sent: AtomicU64,
+    pub(crate) broadcasts_received: AtomicU64,
+    pub(crate) broadcasts_undelivered: AtomicU64,
+    pub(crate) broadcasts_lost: AtomicU64,
+    pub(crate) broadcasts_too_large: AtomicU64,
+    pub(crate) messages_unsent: AtomicU64,
+    pub(crate) disconnects: AtomicU64,
 }
 
 /// One message waiting for the publisher.
 #[derive(Debug)]
-pub(super) enum Outgoing {
+pub(crate) enum Outgoing {
     /// An envelope ready to publish (announcements, hellos, replies).
     Ready {
         /// Where.
@@ -80,7 +81,7 @@ pub(super) enum Outgoing {
 
 impl Outgoing {
     /// The bytes it holds in the publish queue.
-    pub(super) fn cost(&self) -> usize {
+    pub(crate) fn cost(&self) -> usize {
         match self {
             Self::Ready { payload, .. } => payload.len(),
             Self::Broadcast { message, .. } => message.payload_len(),
@@ -90,51 +91,55 @@ impl Outgoing {
 
 /// A survey waiting for replies: who was asked and has not answered yet, and where answers go.
 #[derive(Debug)]
-pub(super) struct Pending {
-    pub(super) asked: HashSet<String>,
-    pub(super) tx: mpsc::UnboundedSender<(String, Reply)>,
+pub(crate) struct Pending {
+    pub(crate) asked: HashSet<String>,
+    pub(crate) tx: mpsc::UnboundedSender<(String, Reply)>,
 }
 
 #[derive(Debug)]
-pub(super) struct Inner {
-    pub(super) registry: Registry,
-    pub(super) backend: Arc<dyn ClusterBackend>,
-    pub(super) config: ClusterConfig,
-    pub(super) instance: String,
-    pub(super) incarnation: String,
-    pub(super) started_at: u64,
-    pub(super) state: watch::Sender<ClusterState>,
-    pub(super) view: Mutex<View>,
+pub(crate) struct Inner {
+    pub(crate) registry: Registry,
+    pub(crate) backend: Arc<dyn ClusterBackend>,
+    pub(crate) config: ClusterConfig,
+    pub(crate) instance: String,
+    pub(crate) incarnation: String,
+    pub(crate) started_at: u64,
+    pub(crate) state: watch::Sender<ClusterState>,
+    pub(crate) view: Mutex<View>,
     /// The surveys waiting for replies, by request id.
-    pub(super) pending: Mutex<HashMap<u64, Pending>>,
-    pub(super) next_request: AtomicU64,
-    /// What every envelope of this node starts with ([`super::protocol::EnvelopeRef::prefix`]).
-    pub(super) own_prefix: Vec<u8>,
+    pub(crate) pending: Mutex<HashMap<u64, Pending>>,
+    pub(crate) next_request: AtomicU64,
+    /// What every envelope of this node starts with ([`crate::protocol::EnvelopeRef::prefix`]).
+    pub(crate) own_prefix: Vec<u8>,
     /// The shared channel's name ([`ClusterConfig::channel_all`]), made once.
-    pub(super) channel_all: String,
+    pub(crate) channel_all: String,
     /// Last broadcast sequence number heard per sender incarnation.
-    pub(super) heard_seq: Mutex<HashMap<String, u64>>,
-    pub(super) outbound: mpsc::Sender<Outgoing>,
+    pub(crate) heard_seq: Mutex<HashMap<String, u64>>,
+    pub(crate) outbound: mpsc::Sender<Outgoing>,
     /// Bytes waiting in `outbound` (and in the publisher's hands), bounded by
     /// [`ClusterConfig::publish_queue_bytes`].
-    pub(super) queued_bytes: AtomicUsize,
+    pub(crate) queued_bytes: AtomicUsize,
     /// Bytes published on the shared channel and not yet heard back, bounded by
     /// [`ClusterConfig::publish_window`].
-    pub(super) in_flight: AtomicUsize,
+    pub(crate) in_flight: AtomicUsize,
     /// Rung when this node hears one of its own messages back (the publisher may be waiting).
-    pub(super) echoed: Notify,
-    pub(super) counters: Counters,
-    pub(super) stop: CancellationToken,
+    pub(crate) echoed: Notify,
+    pub(crate) counters: Counters,
+    /// Cancelled when the node stops (it left, was refused, or crashed): every task returns.
+    pub(crate) stop: CancellationToken,
+    /// The node's tasks (the publisher, the membership task, the adoption of bans), so that
+    /// [`crate::Cluster::stopped`] can wait for them to end.
+    pub(crate) tasks: TaskTracker,
     /// Who holds this node's id when the lease was refused (for the refusal line).
-    pub(super) view_holder: Mutex<Option<String>>,
+    pub(crate) view_holder: Mutex<Option<String>>,
     /// Join attempts made (heartbeats included), so `join` can wait for the first outcome.
-    pub(super) attempts: watch::Sender<u64>,
+    pub(crate) attempts: watch::Sender<u64>,
     /// Whether the first join attempt's outcome has been logged.
-    pub(super) reported: AtomicBool,
-    /// Whether [`super::Cluster::join`] still waits for the first outcome: a refusal then is the
+    pub(crate) reported: AtomicBool,
+    /// Whether [`crate::Cluster::join`] still waits for the first outcome: a refusal then is the
     /// caller's to report (it gets it as its error), so it is not logged here too. Held while
     /// the state changes, so that exactly one of the two reports it.
-    pub(super) joiner: Mutex<bool>,
+    pub(crate) joiner: Mutex<bool>,
 }
 
 impl std::fmt::Debug for dyn ClusterBackend {
@@ -143,20 +148,20 @@ impl std::fmt::Debug for dyn ClusterBackend {
     }
 }
 
-pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Inner {
-    pub(super) fn state_now(&self) -> watch::Ref<'_, ClusterState> {
+    pub(crate) fn state_now(&self) -> watch::Ref<'_, ClusterState> {
         self.state.borrow()
     }
 
-    pub(super) fn now_ms(&self) -> u64 {
-        self.registry.shared().clock.now_ms()
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.registry.config().clock.now_ms()
     }
 
-    pub(super) fn timing(&self) -> Timing {
+    pub(crate) fn timing(&self) -> Timing {
         let hb = self.config.heartbeat.as_millis() as u64;
         Timing {
             late_ms: hb * 2,
@@ -167,7 +172,7 @@ impl Inner {
 
     /// `body` in this node's envelope, as published. An error is logged and counted (unsent)
     /// here: the caller publishes nothing.
-    pub(super) fn envelope<B: Serialize>(&self, body: &B) -> Option<Bytes> {
+    pub(crate) fn envelope<B: Serialize>(&self, body: &B) -> Option<Bytes> {
         let envelope = EnvelopeRef {
             v: PROTOCOL_VERSION,
             cluster: &self.config.name,
@@ -185,7 +190,7 @@ impl Inner {
     }
 
     /// A message that could not be encoded: nothing is published in its place.
-    pub(super) fn unencodable(&self, error: &serde_json::Error) {
+    pub(crate) fn unencodable(&self, error: &serde_json::Error) {
         self.counters
             .messages_unsent
             .fetch_add(1, Ordering::Relaxed);
@@ -206,7 +211,7 @@ impl Inner {
     }
 
     /// Gives `bytes` of the publish queue's room back (the publisher has sent them).
-    pub(super) fn release(&self, bytes: usize) {
+    pub(crate) fn release(&self, bytes: usize) {
         let _ = self
             .queued_bytes
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
@@ -229,7 +234,7 @@ impl Inner {
 
     /// Queues a message for the publisher; false (counted unsent) if it could not be encoded or
     /// the queue is full.
-    pub(super) fn send<B: Serialize>(&self, channel: String, body: &B) -> bool {
+    pub(crate) fn send<B: Serialize>(&self, channel: String, body: &B) -> bool {
         let Some(payload) = self.envelope(body) else {
             return false;
         };
@@ -243,7 +248,7 @@ impl Inner {
     }
 
     /// Queues a broadcast for the publisher; false if the queue is full.
-    pub(super) fn send_broadcast(&self, path: Option<&str>, message: &Message) -> bool {
+    pub(crate) fn send_broadcast(&self, path: Option<&str>, message: &Message) -> bool {
         self.enqueue(Outgoing::Broadcast {
             path: path.map(str::to_owned),
             message: message.clone(),
@@ -252,14 +257,14 @@ impl Inner {
 
     /// Counts `bytes` published on `channel` as in flight if it is the shared channel (this
     /// node hears them back there).
-    pub(super) fn sent_to(&self, channel: &str, bytes: usize) {
+    pub(crate) fn sent_to(&self, channel: &str, bytes: usize) {
         if channel == self.channel_all {
             self.in_flight.fetch_add(bytes, Ordering::AcqRel);
         }
     }
 
     /// This node heard `bytes` of its own back on the shared channel (or gave up on them).
-    pub(super) fn heard_back(&self, bytes: usize) {
+    pub(crate) fn heard_back(&self, bytes: usize) {
         let _ = self
             .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
@@ -270,7 +275,7 @@ impl Inner {
 
     /// Publishes now, waiting at most the survey timeout (surveys use it to learn of failure);
     /// true if published.
-    pub(super) async fn publish_now<B: Serialize>(&self, channel: String, body: &B) -> bool {
+    pub(crate) async fn publish_now<B: Serialize>(&self, channel: String, body: &B) -> bool {
         let Some(payload) = self.envelope(body) else {
             return false;
         };
@@ -291,16 +296,16 @@ impl Inner {
         published
     }
 
-    pub(super) fn incarnation(&self) -> &str {
+    pub(crate) fn incarnation(&self) -> &str {
         &self.incarnation
     }
 
-    pub(super) fn next_request_id(&self) -> u64 {
+    pub(crate) fn next_request_id(&self) -> u64 {
         self.next_request.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Waits for the replies of `asked` to request `id` (each taken once, from them only).
-    pub(super) fn register_pending(
+    pub(crate) fn register_pending(
         &self,
         id: u64,
         asked: &BTreeSet<String>,
@@ -311,16 +316,16 @@ impl Inner {
         rx
     }
 
-    pub(super) fn forget_pending(&self, id: u64) {
+    pub(crate) fn forget_pending(&self, id: u64) {
         lock(&self.pending).remove(&id);
     }
 
-    pub(super) fn reachable(&self) -> Vec<String> {
+    pub(crate) fn reachable(&self) -> Vec<String> {
         let now = self.now_ms();
         lock(&self.view).reachable(self.timing(), now)
     }
 
-    pub(super) fn announce(&self) -> Announce {
+    pub(crate) fn announce(&self) -> Announce {
         Announce {
             instance_id: self.instance.clone(),
             main_addr: self.config.main_addr.clone(),
@@ -333,13 +338,13 @@ impl Inner {
     }
 
     /// Who holds our id, from the lease's value (an announcement), for the refusal line.
-    pub(super) fn holder_description(&self) -> String {
+    pub(crate) fn holder_description(&self) -> String {
         lock(&self.view_holder)
             .clone()
             .unwrap_or_else(|| "held by another process".to_owned())
     }
 
-    pub(super) fn set_state(&self, new: ClusterState, why: &str) {
+    pub(crate) fn set_state(&self, new: ClusterState, why: &str) {
         let joiner = lock(&self.joiner);
         let old = self.state.send_replace(new);
         // The first outcome is always reported (starting with the engine down is a state change
@@ -384,9 +389,9 @@ mod tests {
     use serde::ser::{Error as _, Serializer};
 
     use super::*;
-    use crate::cluster::protocol::Body;
-    use crate::cluster::{Cluster, ClusterConfig, MemoryHub};
-    use crate::RegistryConfig;
+    use crate::protocol::Body;
+    use crate::{Cluster, ClusterConfig, MemoryHub};
+    use wscope_core::RegistryConfig;
 
     /// What no wire type does today, but any could: refuse to serialize.
     struct Unencodable;

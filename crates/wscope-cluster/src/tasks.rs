@@ -1,19 +1,22 @@
 //! A node's two tasks: the publisher, which sends this node's messages one after another (so
 //! broadcasts keep their order), and the membership task, which joins (with backoff), announces
-//! every heartbeat, follows the link's state, and handles what arrives on the cluster channels.
+//! every heartbeat, follows the link's state, and handles what arrives on the cluster channels
+//! (and, after a join, adopts the cluster's bans). Each runs on the node's `TaskTracker`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::backend::{Deliveries, Delivery, Lease, Link};
-use super::protocol::{Announce, Body, Envelope, Op, Reply, PROTOCOL_VERSION};
-use super::shared::{lock, ClusterState, Inner, Outgoing};
-use super::view::ViewFull;
-use crate::wire::BroadcastPayload;
+use crate::backend::{Deliveries, Delivery, Lease, Link};
+use crate::protocol::{AdminReply, Announce, Body, Envelope, Op, Reply, PROTOCOL_VERSION};
+use crate::shared::{lock, ClusterState, Inner, Outgoing};
+use crate::view::ViewFull;
+use wscope_core::wire::{BroadcastPayload, ErrorBody};
+use wscope_core::AdminAnswer;
 
 /// The longest wait between attempts to reach an unreachable engine.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -28,10 +31,10 @@ const PUBLISH_BATCH_BYTES: usize = 1 << 20;
 /// Sends queued messages in order, in batches of what has queued up meanwhile (one message alone
 /// when traffic is light), each at most [`PUBLISH_BATCH_BYTES`] (or the window), and no faster
 /// than this node hears its own messages back on the shared channel
-/// ([`super::ClusterConfig::publish_window`]).
+/// ([`crate::ClusterConfig::publish_window`]).
 /// While the node is not connected, queued broadcasts are counted undelivered at once instead of
 /// waiting on the engine one by one.
-pub(super) async fn publisher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing>) {
+pub(crate) async fn publisher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing>) {
     let timeout = inner.config.survey_timeout.max(Duration::from_millis(100));
     let mut pending: Vec<Outgoing> = Vec::with_capacity(PUBLISH_BATCH);
     // The last broadcast number published.
@@ -61,28 +64,11 @@ pub(super) async fn publisher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing
                 .fetch_add(broadcasts, Ordering::Relaxed);
             continue;
         }
-        let mut next = seq;
-        let mut unencoded = 0;
-        let payloads: Vec<_> = batch
-            .into_iter()
-            .filter_map(|out| match out {
-                Outgoing::Ready { channel, payload } => Some((channel, payload)),
-                Outgoing::Broadcast { path, message } => {
-                    let message = BroadcastPayload::from_message(&message)?;
-                    let body = Body::Broadcast {
-                        seq: next + 1,
-                        path,
-                        message,
-                    };
-                    let Some(payload) = inner.envelope(&body) else {
-                        unencoded += 1;
-                        return None;
-                    };
-                    next += 1;
-                    Some((inner.channel_all.clone(), payload))
-                }
-            })
-            .collect();
+        let Encoded {
+            payloads,
+            next,
+            unencoded,
+        } = encode(&inner, batch, seq);
         let to_all: usize = payloads
             .iter()
             .filter(|(channel, _)| *channel == inner.channel_all)
@@ -117,6 +103,47 @@ pub(super) async fn publisher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing
             .counters
             .broadcasts_undelivered
             .fetch_add(unencoded, Ordering::Relaxed);
+    }
+}
+
+/// A batch ready to publish.
+struct Encoded {
+    /// Each payload and its channel, in order.
+    payloads: Vec<(String, Bytes)>,
+    /// The last broadcast number given, once these are published.
+    next: u64,
+    /// Broadcasts that could not be encoded (not published, not numbered).
+    unencoded: u64,
+}
+
+/// Writes `batch`'s envelopes, numbering its broadcasts after `seq`.
+fn encode(inner: &Inner, batch: Vec<Outgoing>, seq: u64) -> Encoded {
+    let mut next = seq;
+    let mut unencoded = 0;
+    let payloads = batch
+        .into_iter()
+        .filter_map(|out| match out {
+            Outgoing::Ready { channel, payload } => Some((channel, payload)),
+            Outgoing::Broadcast { path, message } => {
+                let message = BroadcastPayload::from_message(&message)?;
+                let body = Body::Broadcast {
+                    seq: next + 1,
+                    path,
+                    message,
+                };
+                let Some(payload) = inner.envelope(&body) else {
+                    unencoded += 1;
+                    return None;
+                };
+                next += 1;
+                Some((inner.channel_all.clone(), payload))
+            }
+        })
+        .collect();
+    Encoded {
+        payloads,
+        next,
+        unencoded,
     }
 }
 
@@ -162,7 +189,7 @@ async fn window(inner: &Inner, bytes: usize, patience: Duration) -> bool {
 
 /// Joins, announces, follows the link and handles deliveries until the registry shuts down (then
 /// leaves) or the node is stopped.
-pub(super) async fn membership(inner: Arc<Inner>) {
+pub(crate) async fn membership(inner: Arc<Inner>) {
     let mut link = inner.backend.link();
     let mut deliveries: Option<Deliveries> = None;
     let first_backoff = (inner.config.heartbeat / 4).max(Duration::from_millis(50));
@@ -266,7 +293,7 @@ async fn beat(inner: &Arc<Inner>, deliveries: &mut Option<Deliveries>) -> bool {
             inner.set_state(ClusterState::Connected, "");
             if was != ClusterState::Connected {
                 inner.send(inner.channel_all.clone(), &Body::Hello {});
-                tokio::spawn(adopt_bans(inner.clone()));
+                inner.tasks.spawn(adopt_bans(inner.clone()));
             }
             inner.send(inner.channel_all.clone(), &Body::Announce(announce));
             let now = inner.now_ms();
@@ -307,16 +334,19 @@ async fn beat(inner: &Arc<Inner>, deliveries: &mut Option<Deliveries>) -> bool {
 /// before this instance joined (or while it was cut off) applies here too.
 async fn adopt_bans(inner: Arc<Inner>) {
     tokio::time::sleep(inner.config.heartbeat).await;
-    let cluster = super::Cluster {
+    let cluster = crate::Cluster {
         inner: inner.clone(),
     };
-    let Ok(answer) = cluster.admin(crate::wire::AdminRequest::ListBans {}).await else {
+    let Ok(answer) = cluster
+        .admin(wscope_core::wire::AdminRequest::ListBans {})
+        .await
+    else {
         return;
     };
     let have: Vec<_> = inner.registry.bans().iter().map(|b| b.target).collect();
     let mut adopted = 0;
     for row in answer.instances {
-        let Ok(list) = serde_json::from_value::<crate::wire::BansAnswer>(row.answer) else {
+        let AdminReply::Done(AdminAnswer::ListBans(list)) = row.answer else {
             continue;
         };
         for ban in list.bans {
@@ -480,7 +510,7 @@ fn handle(inner: &Arc<Inner>, delivery: Delivery) {
 }
 
 /// This node's answer to a survey question.
-pub(super) fn answer(inner: &Inner, op: Op) -> Reply {
+pub(crate) fn answer(inner: &Inner, op: Op) -> Reply {
     match op {
         Op::Stats {} => Reply::Stats {
             summary: Box::new(inner.registry.summary()),
@@ -489,22 +519,16 @@ pub(super) fn answer(inner: &Inner, op: Op) -> Reply {
         Op::Connections { query } => Reply::Connections {
             page: inner.registry.connections(&query),
         },
-        Op::Admin { request } => match inner.registry.apply(request).map(serde_json::to_value) {
-            Ok(Ok(answer)) => Reply::Admin {
+        Op::Admin { request } => match inner.registry.apply(request) {
+            Ok(answer) => Reply::Admin {
                 status: 200,
-                answer,
+                answer: AdminReply::Done(answer),
             },
-            Ok(Err(e)) => {
-                // Done here, but the answer cannot be told: an error, not an empty answer.
-                inner.unencodable(&e);
-                Reply::Admin {
-                    status: 500,
-                    answer: serde_json::json!({ "error": format!("answer not encodable: {e}") }),
-                }
-            }
             Err(failure) => Reply::Admin {
                 status: failure.status(),
-                answer: serde_json::json!({ "error": failure.message }),
+                answer: AdminReply::Failed(ErrorBody {
+                    error: failure.message,
+                }),
             },
         },
     }
