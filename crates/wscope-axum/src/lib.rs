@@ -67,21 +67,15 @@
 //! `examples/tracked_server.rs`.
 //!
 //! # Engines
-//! One cargo feature per engine: `tungstenite` (the default), `tokio-websockets`,
-//! `fastwebsockets`. [`Engine::ALL`] lists those compiled in.
+//! The engines live in `wscope-engine` (re-exported as [`engine`]; [`Engine`], [`SocketConfig`]
+//! and the client role, [`connect`], also at the root). One cargo feature per engine, forwarded
+//! to it: `tungstenite` (the default), `tokio-websockets`, `fastwebsockets`. [`Engine::ALL`]
+//! lists those compiled in.
 //!
 //! # Layout
-//! - `upgrade`: the [`WebSocketUpgrade`] extractor (handshake, admission, registration) and the
+//! - `upgrade`: the [`WebSocketUpgrade`] extractor (the handshake checked by wscope-engine,
+//!   admission, registration, hyper's upgraded connection handed to the engine) and the
 //!   [`Tracking`] layer it reads.
-//! - `handshake`: the HTTP/1.1 upgrade handshake and subprotocol choice, so any engine can take
-//!   the connection over.
-//! - `engine`: [`Engine`], [`SocketConfig`] and one file per engine adapting it to the core's
-//!   transport; the connection itself is driven by `wscope_core`'s driver. Every engine reads a
-//!   client through the frame guard (`engine/guard/`: masking, frame and message limits, the
-//!   shared message budget and its share per address, the deadline of a partly received message,
-//!   frames of at most 4 KiB into the engine, permessage-deflate, negotiated in
-//!   `engine/deflate.rs`, where what the server sends is compressed once per payload).
-//! - `client`: [`connect`], a tracked client-role connection (tungstenite).
 //! - `client_addr`: [`TrustedProxies`] and the one forwarding header they set
 //!   ([`ClientIpHeader`]).
 //! - `admin`: the admin router and health handlers, answering with `wscope_core::wire` types;
@@ -104,16 +98,12 @@
 
 mod admin;
 mod admin_access;
-#[cfg(feature = "tungstenite")]
-mod client;
 mod client_addr;
 mod closed;
 mod cluster;
 mod connections;
 mod dashboard;
-mod engine;
 mod error;
-mod handshake;
 mod metrics;
 mod ready;
 mod serve;
@@ -123,12 +113,9 @@ mod upgrade;
 
 pub use admin::{admin, admin_router, health, health_router, public_health, stats};
 pub use admin_access::{admin_guard, AdminConfig, AllowedHost};
-#[cfg(feature = "tungstenite")]
-pub use client::{connect, connect_with, ConnectError, Connected};
 pub use client_addr::{parse_net, ClientIpHeader, TrustedProxies};
 pub use closed::{closed, ClosedQuery};
 pub use connections::{connection, connections};
-pub use engine::{Engine, SocketConfig, UnknownEngine};
 pub use error::{json_errors, ApiError, UpgradeRefused};
 pub use metrics::{metrics, metrics_text};
 pub use ready::{ready, ready_router};
@@ -138,6 +125,12 @@ pub use stream::{stats_stream, StreamQuery};
 pub use upgrade::{upgrade_required, Tracking, WebSocketUpgrade};
 pub use wscope_core::wire::{Health, PublicHealth};
 pub use wscope_core::{self as core, shutdown_signal, Registry, TrackedSocket};
+// The engines, their settings and the client role live in wscope-engine; re-exported here so
+// that a server needs one import path.
+pub use wscope_engine::{
+    self as engine, connect, connect_with, ConnectError, Connected, Engine, SocketConfig,
+    UnknownEngine,
+};
 
 /// The README's examples, compiled as doctests so that they cannot drift from the API.
 #[cfg(doctest)]

@@ -8,18 +8,19 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
+use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use wscope_core::{ConnectionMeta, LabelError, Refusal, Registry, TrackedSocket};
+use wscope_engine::{Attempt, Engine, ServerHandshake, SocketConfig};
 
 use crate::client_addr::TrustedProxies;
-use crate::engine::{Engine, SocketConfig};
 use crate::error::{ApiError, UpgradeRefused};
-use crate::handshake::{Attempt, Handshake};
 
 /// Where accepted sockets are tracked and how they are accepted. Attach it to a router with
 /// [`Tracking::layer`] (after the routes it should cover, as with any axum layer).
@@ -94,6 +95,8 @@ impl Tracking {
 #[derive(Debug)]
 pub struct WebSocketUpgrade {
     handshake: Attempt,
+    /// hyper's future of the upgraded connection, taken from a valid request.
+    on_upgrade: Option<OnUpgrade>,
     meta: ConnectionMeta,
     tracking: Tracking,
     /// Whether the tracking came from the route (a layer or [`WebSocketUpgrade::registry`]).
@@ -108,7 +111,14 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
-        let handshake = Handshake::from_parts(parts);
+        let (handshake, on_upgrade) = match ServerHandshake::check(parts) {
+            Attempt::Valid(valid) => match parts.extensions.remove::<OnUpgrade>() {
+                Some(on_upgrade) => (Attempt::Valid(valid), Some(on_upgrade)),
+                // Served without upgrades (a test harness, HTTP/2): nothing to take over.
+                None => (Attempt::NotUpgrade, None),
+            },
+            other => (other, None),
+        };
         let layer = parts.extensions.get::<Tracking>().cloned();
         let explicit = layer.is_some();
         let tracking = layer.unwrap_or_else(|| Tracking::global().clone());
@@ -138,6 +148,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
             .origin(origin);
         Ok(Self {
             handshake,
+            on_upgrade,
             meta,
             tracking,
             explicit,
@@ -272,10 +283,10 @@ impl WebSocketUpgrade {
         F: FnOnce(TrackedSocket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let handshake = match self.handshake {
-            Attempt::Valid(handshake) => handshake,
-            Attempt::NotUpgrade => return upgrade_required(),
-            Attempt::Invalid(why) => {
+        let (handshake, on_upgrade) = match (self.handshake, self.on_upgrade) {
+            (Attempt::Valid(handshake), Some(on_upgrade)) => (handshake, on_upgrade),
+            (Attempt::Valid(_) | Attempt::NotUpgrade, _) => return upgrade_required(),
+            (Attempt::Invalid(why), _) => {
                 let refusal = Refusal::InvalidHandshake(why);
                 self.tracking.registry.record_refusal(&refusal, &self.meta);
                 return UpgradeRefused(refusal).into_response();
@@ -301,19 +312,15 @@ impl WebSocketUpgrade {
             Err(refusal) => return UpgradeRefused(refusal).into_response(),
         };
         let protocol = handshake.choose_protocol(&self.protocols);
-        let mut response = handshake.response(protocol.as_deref());
-        let accepted = accepted.with_protocol(protocol);
         let cfg = self.tracking.socket;
         let deflate = cfg
             .permessage_deflate
             .then(|| handshake.deflate())
             .flatten();
-        if let Some(agreed) = &deflate {
-            let extensions = agreed.response();
-            response
-                .headers_mut()
-                .insert(header::SEC_WEBSOCKET_EXTENSIONS, extensions);
-        }
+        let response = handshake
+            .response(protocol.as_deref(), deflate.as_ref())
+            .map(|()| Body::empty());
+        let accepted = accepted.with_protocol(protocol);
         // What taking over the socket needs (the settings, the engine's set-up) is boxed: the
         // connection's task lives as long as the connection and would otherwise keep room for
         // it all along (some 200 B of every idle connection).
@@ -323,7 +330,7 @@ impl WebSocketUpgrade {
         // The registry's tracker lets a server wait for every connection task on shutdown.
         let tracker = accepted.task_tracker().clone();
         tokio::spawn(tracker.track_future(async move {
-            match handshake.on_upgrade.await {
+            match on_upgrade.await {
                 Ok(upgraded) => {
                     let transport = (*take_over)(TokioIo::new(upgraded)).await;
                     accepted.run(transport, handler).await;

@@ -1,6 +1,7 @@
 //! The client role: a wscope client connection to a wscope server, both ends tracked and run by
-//! the same core driver — what a proxy's upstream side will be.
-#![cfg(feature = "tungstenite")]
+//! the same core driver, on the same engine, behind the same frame guard — what a proxy's
+//! upstream side will be; and a wscope client against a raw server that sends what a server may
+//! not (invalid UTF-8, a message over the client's limit, a masked frame).
 #![allow(clippy::unwrap_used)]
 
 #[macro_use]
@@ -9,23 +10,40 @@ mod common;
 use axum::routing::get;
 use axum::Router;
 use common::*;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use wscope_axum::WebSocketUpgrade;
-use wscope_core::{CloseCode, ConnectionState, Initiator, Message, Role};
+use wscope_axum::engine::{http, ClientHandshake};
+use wscope_axum::{SocketConfig, WebSocketUpgrade};
+use wscope_core::{
+    CloseCode, CloseRecord, ConnectionMeta, ConnectionState, Initiator, Message, Role,
+};
 
 engine_tests!(
     a_client_connection_echoes_counts_and_closes_through_the_driver,
     a_server_close_reaches_a_tracked_client,
     the_subprotocol_is_agreed_and_seen_on_both_ends,
+    a_client_masks_what_it_sends_and_refuses_what_a_server_may_not_send,
+    compression_is_agreed_and_used_both_ways_over_a_stream_of_the_callers,
 );
 
-/// Server on the test's engine; client always tungstenite (the client engine).
+/// Client settings on the running test's engine.
+fn client_config() -> SocketConfig {
+    SocketConfig::default().engine(engine())
+}
+
+/// Both ends on the test's engine.
 async fn a_client_connection_echoes_counts_and_closes_through_the_driver() {
     let server = TestServer::echo(test_registry()).await;
     let upstreams = test_registry();
     let url = format!("ws://{}/ws", server.addr);
-    let connected = wscope_axum::connect(url.as_str(), &upstreams)
+    let connected = wscope_axum::connect_with(url.as_str(), &upstreams, &client_config())
         .await
         .unwrap();
     let (done_tx, done) = oneshot::channel();
@@ -71,7 +89,7 @@ async fn a_server_close_reaches_a_tracked_client() {
     let server = TestServer::echo(test_registry()).await;
     let upstreams = test_registry();
     let url = format!("ws://{}/ws", server.addr);
-    let connected = wscope_axum::connect(url.as_str(), &upstreams)
+    let connected = wscope_axum::connect_with(url.as_str(), &upstreams, &client_config())
         .await
         .unwrap();
     let (done_tx, done) = oneshot::channel();
@@ -126,15 +144,14 @@ async fn the_subprotocol_is_agreed_and_seen_on_both_ends() {
     );
     let server = TestServer::start(reg.clone(), tracked(routes, tracking(&reg))).await;
     let upstreams = test_registry();
-    let mut request = format!("ws://{}/ws", server.addr)
-        .into_client_request()
-        .unwrap();
     // The client prefers v1: the client's order decides among those the server supports.
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "chat.v1, chat.v2".parse().unwrap(),
-    );
-    let connected = wscope_axum::connect(request, &upstreams).await.unwrap();
+    let request = http::Request::get(format!("ws://{}/ws", server.addr))
+        .header("sec-websocket-protocol", "chat.v1, chat.v2")
+        .body(())
+        .unwrap();
+    let connected = wscope_axum::connect_with(request, &upstreams, &client_config())
+        .await
+        .unwrap();
     let (client_tx, client_seen) = oneshot::channel();
     tokio::spawn(connected.run(|socket| async move {
         let _ = client_tx.send(socket.protocol().map(str::to_owned));
@@ -152,5 +169,211 @@ async fn the_subprotocol_is_agreed_and_seen_on_both_ends() {
     assert_eq!(client_seen.as_deref(), Some("chat.v1"));
     wait_count(&upstreams, 0).await;
     wait_count(&reg, 0).await;
+    server.shutdown().await;
+}
+
+/// A server that speaks raw frames: it takes one WebSocket (tungstenite does the handshake) and
+/// hands the test the TCP stream, to write what a server may not and read what the client sends
+/// as it is on the wire.
+async fn raw_server() -> (String, tokio::task::JoinHandle<TcpStream>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/raw", listener.local_addr().unwrap());
+    let accepted = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        tokio_tungstenite::accept_async(tcp)
+            .await
+            .unwrap()
+            .into_inner()
+    });
+    (url, accepted)
+}
+
+/// The next frame a client sent, read raw: its first byte, whether it was masked, its payload
+/// (unmasked).
+async fn read_client_frame(tcp: &mut TcpStream) -> (u8, bool, Vec<u8>) {
+    let mut head = [0u8; 2];
+    tcp.read_exact(&mut head).await.unwrap();
+    let len = match head[1] & 0x7f {
+        126 => usize::from(tcp.read_u16().await.unwrap()),
+        127 => tcp.read_u64().await.unwrap() as usize,
+        n => usize::from(n),
+    };
+    let masked = head[1] & 0x80 != 0;
+    let mut key = [0u8; 4];
+    if masked {
+        tcp.read_exact(&mut key).await.unwrap();
+    }
+    let mut payload = vec![0u8; len];
+    tcp.read_exact(&mut payload).await.unwrap();
+    for (i, b) in payload.iter_mut().enumerate() {
+        *b ^= key[i % 4];
+    }
+    (head[0], masked, payload)
+}
+
+/// A client on the test's engine that sends "hello" and reads until the connection is over;
+/// its close record once it is.
+fn hello_client(connected: wscope_axum::Connected) -> oneshot::Receiver<Option<CloseRecord>> {
+    let (done_tx, done) = oneshot::channel();
+    tokio::spawn(connected.run(|mut socket| async move {
+        socket.send("hello").await.unwrap();
+        while socket.recv().await.is_some() {}
+        let _ = done_tx.send(socket.close_record());
+    }));
+    done
+}
+
+/// What a client sends is masked (RFC 6455 §5.1); a server's text that is not UTF-8 fails the
+/// client with 1007, a message over the client's limit with 1009 (refused from its header), a
+/// masked frame from the server with 1002 — each close frame sent, masked, to the server.
+async fn a_client_masks_what_it_sends_and_refuses_what_a_server_may_not_send() {
+    let mut over_limit = vec![0x82, 126, 0, 200];
+    over_limit.extend([7u8; 200]);
+    let cases: [(&[u8], u16); 3] = [
+        (&[0x81, 0x02, 0xff, 0xfe], 1007),
+        (&over_limit, 1009),
+        (&[0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2], 1002),
+    ];
+    for (frame, code) in cases {
+        let (url, accepted) = raw_server().await;
+        let upstreams = test_registry();
+        let cfg = client_config().max_message_size(100);
+        let connected = wscope_axum::connect_with(url.as_str(), &upstreams, &cfg)
+            .await
+            .unwrap();
+        let done = hello_client(connected);
+        let mut tcp = tokio::time::timeout(WAIT, accepted).await.unwrap().unwrap();
+        let (first, masked, payload) = read_client_frame(&mut tcp).await;
+        assert_eq!((first, masked, &payload[..]), (0x81, true, &b"hello"[..]));
+        tcp.write_all(frame).await.unwrap();
+        let (first, masked, payload) = tokio::time::timeout(WAIT, read_client_frame(&mut tcp))
+            .await
+            .unwrap();
+        assert_eq!((first, masked), (0x88, true), "a masked close frame");
+        assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), code);
+        drop(tcp);
+        let record = tokio::time::timeout(WAIT, done)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.initiator, Initiator::Error, "{code}");
+        // tokio-websockets fails the connection itself (its own close frame, checked above).
+        assert!(record.code.is_none_or(|c| c == code), "{record:?}");
+        wait_count(&upstreams, 0).await;
+    }
+}
+
+/// A stream that counts the bytes that go through it: a stream of the caller's, as
+/// `Engine::client` takes any.
+struct Counted {
+    tcp: TcpStream,
+    read: Arc<AtomicUsize>,
+    written: Arc<AtomicUsize>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.tcp).poll_read(cx, buf);
+        this.read
+            .fetch_add(buf.filled().len() - before, Ordering::Relaxed);
+        polled
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.tcp).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            this.written.fetch_add(n, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
+
+/// permessage-deflate offered by the client and agreed by the server; a 100 KB text goes to the
+/// server and back in a few hundred bytes each way, and arrives whole — over a stream the test
+/// opened, through `ClientHandshake` and `Engine::client`.
+async fn compression_is_agreed_and_used_both_ways_over_a_stream_of_the_callers() {
+    let reg = test_registry();
+    let app = tracked(
+        Router::new().route("/ws", get(echo)),
+        tracking(&reg).socket_config(
+            SocketConfig::default()
+                .engine(engine())
+                .permessage_deflate(true),
+        ),
+    );
+    let server = TestServer::start(reg, app).await;
+    let (read, written) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let io = Counted {
+        tcp: TcpStream::connect(server.addr).await.unwrap(),
+        read: read.clone(),
+        written: written.clone(),
+    };
+    let cfg = client_config().permessage_deflate(true);
+    let request = http::Request::get(format!("ws://{}/ws", server.addr))
+        .body(())
+        .unwrap();
+    let upgraded = ClientHandshake::new(request, &cfg)
+        .unwrap()
+        .perform(io)
+        .await
+        .unwrap();
+    let deflate = upgraded.deflate.expect("agreed");
+    assert_eq!(deflate.compress_window_bits(), Some(15));
+    let transport = cfg.engine.client(upgraded, &cfg, Some(deflate)).await;
+    let upstreams = test_registry();
+    let meta = ConnectionMeta::new("/ws");
+    let permit = upstreams.admit(&meta).unwrap();
+    let accepted = upstreams.register(meta, permit);
+    let (after_handshake_read, after_handshake_written) = (
+        read.load(Ordering::Relaxed),
+        written.load(Ordering::Relaxed),
+    );
+    let text = "compress me, ".repeat(8_000);
+    let (done_tx, done) = oneshot::channel();
+    let sent = text.clone();
+    tokio::spawn(accepted.run(transport, |mut socket| async move {
+        socket.send(sent.as_str()).await.unwrap();
+        let echoed = socket.recv().await;
+        socket.close(CloseCode::NORMAL, "done").unwrap();
+        while socket.recv().await.is_some() {}
+        let _ = done_tx.send(echoed);
+    }));
+    let echoed = tokio::time::timeout(WAIT, done).await.unwrap().unwrap();
+    assert_eq!(echoed, Some(Message::text(text.as_str())));
+    let on_wire_out = written.load(Ordering::Relaxed) - after_handshake_written;
+    let on_wire_in = read.load(Ordering::Relaxed) - after_handshake_read;
+    assert!(
+        on_wire_out < 2_000,
+        "{on_wire_out} bytes sent for {}",
+        text.len()
+    );
+    assert!(
+        on_wire_in < 2_000,
+        "{on_wire_in} bytes received for {}",
+        text.len()
+    );
+    wait_count(&upstreams, 0).await;
     server.shutdown().await;
 }

@@ -163,6 +163,12 @@ impl Server {
         // HTTP keeps answering during the drain, so health checks see "shutting_down". The drain
         // logs its own outcome (how many closed cleanly, how many were dropped) once.
         let report = self.registry.shutdown().await;
+        // Connections the frame guard failed linger (half-closed, reading their peer's last
+        // bytes) for at most 2 s each in tracked tasks: let them end as meant, not with a reset
+        // when the process exits.
+        let lingering = wscope_axum::engine::lingering();
+        lingering.close();
+        lingering.wait().await;
         if let Some(cluster) = cluster {
             // The node left as the drain began; its leave is published before the process
             // exits (each of its steps is bounded by the survey timeout).

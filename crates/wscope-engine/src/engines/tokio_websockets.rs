@@ -1,28 +1,40 @@
-//! tokio-websockets as a wscope transport (server role).
+//! tokio-websockets as a wscope transport, in either role.
 //!
 //! The engine fails a connection that breaks the protocol by itself, close frame included, so its
 //! protocol errors are [`TransportErrorKind::FailedByEngine`]: the driver must not send another.
 
 use futures_util::{future, SinkExt, StreamExt};
-use tokio_websockets::{Config, Error as Twe, Limits, Message as Tw, ServerBuilder};
+use tokio_websockets::{ClientBuilder, Config, Error as Twe, Limits, Message as Tw, ServerBuilder};
 use wscope_core::{Bytes, Halves, Message, Role, Transport, TransportError, TransportErrorKind};
 
-use super::{close_frame, text, Io, Outbound, SocketConfig};
+use super::message::{close_frame, text, Outbound};
+use crate::config::SocketConfig;
+use crate::io::Io;
 
-/// The server side over `io`, whose handshake is done; data messages compressed with a
+/// Either side over `io`, whose handshake is done; data messages compressed with a
 /// `window_bits` window when given. The engine sends a message as it is given (its frames refer
 /// to the payload's bytes, which it never copies), in frames of at most 4 MiB.
-pub(crate) fn server(io: impl Io, cfg: &SocketConfig, window_bits: Option<u8>) -> impl Transport {
-    let ws = ServerBuilder::new()
-        .config(Config::default().flush_threshold(cfg.write_buffer_size))
-        .limits(Limits::default().max_payload_len(Some(cfg.max_message_size)))
-        .serve(io);
+pub(super) fn take_over(
+    io: impl Io,
+    role: Role,
+    cfg: &SocketConfig,
+    window_bits: Option<u8>,
+) -> impl Transport {
+    let config = Config::default().flush_threshold(cfg.write_buffer_size);
+    let limits = Limits::default().max_payload_len(Some(cfg.max_message_size));
+    let ws = match role {
+        Role::Server => ServerBuilder::new().config(config).limits(limits).serve(io),
+        Role::Client => ClientBuilder::new()
+            .config(config)
+            .limits(limits)
+            .take_over(io),
+    };
     let (sink, stream) = ws.split();
     let reader = stream.map(|item| item.map_err(|e| error(&e)).and_then(from_engine));
     let writer = sink
         .sink_map_err(|e| error(&e))
         .with(move |msg: Message| future::ready(Outbound::new(msg, window_bits).map(to_engine)));
-    Halves::new(Role::Server, reader, writer)
+    Halves::new(role, reader, writer)
 }
 
 /// What a tokio-websockets error means for the connection.

@@ -28,10 +28,12 @@ use std::time::Duration;
 use flate2::{Decompress, FlushDecompress, Status};
 use tokio::io::ReadBuf;
 use tokio::time::Sleep;
-use wscope_core::{Charge, TransportError, TransportErrorKind};
+use wscope_core::{Charge, Role, TransportError, TransportErrorKind};
 
 use super::header::{Header, HeaderBuf, MAX_HEADER, RSV1};
 use super::Tripwire;
+use crate::config::SocketConfig;
+use crate::deflate::Deflate;
 
 /// The largest frame handed to an engine (smaller when the frame limit is): larger client frames
 /// are cut into pieces of this size, and inflated bytes are framed in them. It is what the
@@ -89,8 +91,10 @@ fn compressed_slack(limit: u64) -> u64 {
     limit.saturating_add(limit / 8192 + 64)
 }
 
-/// The reading side: the client's frames.
+/// The reading side: the peer's frames.
 pub(super) struct Reader {
+    /// Whether the peer masks its frames: a client does, a server must not (RFC 6455 §5.1).
+    pub(super) peer_masks: bool,
     pub(super) frame_limit: u64,
     pub(super) message_limit: u64,
     pub(super) deflate: bool,
@@ -136,6 +140,39 @@ pub(super) enum Stop {
 }
 
 impl Reader {
+    /// The reading side of a connection in `role` with `cfg`'s limits and deadline, charging
+    /// `charge`, tripping `wire`.
+    pub(super) fn new(
+        cfg: &SocketConfig,
+        role: Role,
+        deflate: Option<Deflate>,
+        charge: Charge,
+        wire: Tripwire,
+    ) -> Self {
+        let frame_limit = cfg.frame_limit();
+        Self {
+            peer_masks: role == Role::Server,
+            frame_limit: frame_limit as u64,
+            message_limit: cfg.max_message_size as u64,
+            deflate: deflate.is_some(),
+            piece: PIECE.min(frame_limit).max(1),
+            wire,
+            charge,
+            timeout: cfg.message_timeout,
+            deadline: None,
+            header: HeaderBuf::default(),
+            left: 0,
+            frame: Frame::Control,
+            fin: true,
+            opcode: 0,
+            mask: [0; 4],
+            done: 0,
+            piece_left: 0,
+            message: None,
+            inflater: None,
+        }
+    }
+
     /// Whether the engine must be fed by the guard rather than read in place: a header is held
     /// back, a compressed message or a frame cut into pieces is in progress.
     pub(super) fn needs_feed(&self) -> bool {
@@ -147,8 +184,11 @@ impl Reader {
     /// Checks a complete header against the protocol, the limits and the budget, and makes its
     /// frame the current one.
     fn begin(&mut self, h: &Header) -> Result<(), TransportError> {
-        let Some(mask) = h.mask else {
-            return Err(protocol("unmasked frame from a client"));
+        let mask = match (h.mask, self.peer_masks) {
+            (Some(mask), true) => mask,
+            (None, false) => [0; 4], // unmasking with it changes nothing
+            (None, true) => return Err(protocol("unmasked frame from a client")),
+            (Some(_), false) => return Err(protocol("masked frame from a server")),
         };
         if h.rsv23 {
             return Err(protocol("reserved bits RSV2/RSV3 set"));
@@ -594,8 +634,8 @@ impl Reader {
     }
 
     /// Queues the header of the next piece of a frame cut into pieces: the frame's opcode on the
-    /// first (a continuation's stays one), FIN on the last if the frame had it, and the client's
-    /// mask at the phase the piece starts at, so that its payload goes over as it came.
+    /// first (a continuation's stays one), FIN on the last if the frame had it, and the peer's
+    /// mask (if it masks) at the phase the piece starts at, so that its payload goes over as it came.
     fn next_piece(&mut self, t: &mut Feed) {
         let len = self.left.min(self.piece as u64);
         let phase = (self.done % 4) as usize;
@@ -604,15 +644,17 @@ impl Reader {
             rsv1: false,
             rsv23: false,
             opcode: if self.done == 0 { self.opcode } else { 0 },
-            mask: Some(std::array::from_fn(|i| self.mask[(phase + i) % 4])),
+            mask: self
+                .peer_masks
+                .then(|| std::array::from_fn(|i| self.mask[(phase + i) % 4])),
             len,
         };
         t.queue_header(&header);
         self.piece_left = len;
     }
 
-    /// Frames the inflated bytes not yet framed: a masked frame (key 0, so its payload reads as
-    /// it is) of the message's opcode, or a continuation once one went.
+    /// Frames the inflated bytes not yet framed: a frame masked as the peer's are (with key 0,
+    /// so its payload reads as it is) of the message's opcode, or a continuation once one went.
     fn emit(&mut self, t: &mut Feed, fin: bool) -> Result<(), TransportError> {
         let inflater = self
             .inflater
@@ -628,7 +670,7 @@ impl Reader {
             } else {
                 inflater.opcode
             },
-            mask: Some([0; 4]),
+            mask: self.peer_masks.then_some([0; 4]),
             len: len as u64,
         };
         t.queue_header(&header);

@@ -1,9 +1,11 @@
-//! The frame guard: the layer between a client's socket and every engine. It reads each frame
-//! header as it arrives and, before an engine buffers a byte of the frame's payload, enforces
-//! what the engines do not all enforce, or not alike:
+//! The frame guard: the layer between the socket and every engine, in either role (a server's
+//! guard reads a client, a client's guard reads a server; what differs is only the masking
+//! required). It reads each frame header as it arrives and, before an engine buffers a byte of
+//! the frame's payload, enforces what the engines do not all enforce, or not alike:
 //!
-//! - client frames are masked (RFC 6455 §5.1), reserved bits and opcodes unused, control frames
-//!   whole and at most 125 bytes, continuations only inside a fragmented message (1002);
+//! - a client's frames are masked and a server's are not (RFC 6455 §5.1), reserved bits and
+//!   opcodes unused, control frames whole and at most 125 bytes, continuations only inside a
+//!   fragmented message (1002);
 //! - the frame size limit on each frame's declared length, and the message size limit on the
 //!   running total of a fragmented message (1009) — so a frame declaring 2^63 bytes, or a
 //!   stream of small fragments past the limit, is refused before its bytes are held;
@@ -30,38 +32,36 @@
 //!
 //! A connection failed by the guard lingers briefly once the engine lets it go: closing a socket
 //! with client bytes still unread makes the kernel send a reset, which can overtake the close
-//! frame at the client, so the guard half-closes and reads what still comes (for at most
-//! [`LINGER`] and [`LINGER_BYTES`]) before the socket is dropped.
+//! frame at the client, so the guard half-closes and reads what still comes (for a bounded time
+//! and number of bytes, in a task that [`lingering`](crate::lingering) tracks) before the
+//! socket is dropped.
 //!
 //! # Layout
 //! - `header`: frame headers, parsed as their bytes arrive and encoded.
-//! - `read`: the client's frames — in place or fed, cut into pieces, inflated.
+//! - `read`: the peer's frames — in place or fed, cut into pieces, inflated.
 //! - `write`: what the engine sends, marked compressed under permessage-deflate.
+//! - `linger`: the tracked tasks in which failed connections linger.
 
 mod header;
+mod linger;
+
+pub use linger::lingering;
 mod read;
 mod write;
 
+use futures_util::Stream;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
-use wscope_core::ClientKey;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use wscope_core::{ClientKey, Message, Role, TransportError};
 
-use futures_util::Stream;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use wscope_core::{Message, TransportError};
-
-use super::deflate::Deflate;
-use super::{Io, SocketConfig};
-use header::HeaderBuf;
-use read::{Feed, Fill, Frame, Reader, Scan, Stop, FEED_READ, PIECE};
+use crate::config::SocketConfig;
+use crate::deflate::Deflate;
+use crate::io::Io;
+use read::{Feed, Fill, Reader, Scan, Stop, FEED_READ};
 use write::Marker;
-
-/// How long a failed connection lingers, and how many bytes it reads meanwhile, at most.
-const LINGER: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 1 << 20;
 
 /// Where the guard leaves the violation that ends a connection, for the transport's reader
 /// ([`Watched`]).
@@ -124,7 +124,7 @@ where
     }
 }
 
-/// A client's socket behind the guard (server role). See the module documentation.
+/// A socket behind the guard, in either role. See the module documentation.
 pub(crate) struct FrameGuard<S: Io> {
     /// The socket; taken only by `Drop`, to linger.
     io: Option<S>,
@@ -137,8 +137,9 @@ pub(crate) struct FrameGuard<S: Io> {
 }
 
 impl<S: Io> FrameGuard<S> {
-    /// Guards `io` with `cfg`'s limits, budget and deadline and the negotiated compression,
-    /// charging the budget to `client`'s share if known, tripping `wire` on a violation.
+    /// Guards `io`, a client's socket, with `cfg`'s limits, budget and deadline and the
+    /// negotiated compression, charging the budget to `client`'s share if known, tripping `wire`
+    /// on a violation.
     pub(crate) fn server(
         io: S,
         cfg: &SocketConfig,
@@ -146,36 +147,41 @@ impl<S: Io> FrameGuard<S> {
         client: Option<ClientKey>,
         wire: Tripwire,
     ) -> Self {
-        let write = deflate
-            .and_then(|d| d.compress_window_bits())
-            .map(|_| Box::<Marker>::default());
-        let frame_limit = cfg.frame_limit();
         let charge = match client {
             Some(client) => cfg.message_budget.charge_for(client),
             None => cfg.message_budget.charge(),
         };
+        Self::new(
+            io,
+            Reader::new(cfg, Role::Server, deflate, charge, wire),
+            deflate,
+        )
+    }
+
+    /// Guards `io`, a socket this process opened to a server, as [`FrameGuard::server`] does a
+    /// client's, except that the server's frames must come unmasked (and the engine masks what
+    /// it sends).
+    pub(crate) fn client(
+        io: S,
+        cfg: &SocketConfig,
+        deflate: Option<Deflate>,
+        wire: Tripwire,
+    ) -> Self {
+        let charge = cfg.message_budget.charge();
+        Self::new(
+            io,
+            Reader::new(cfg, Role::Client, deflate, charge, wire),
+            deflate,
+        )
+    }
+
+    fn new(io: S, read: Reader, deflate: Option<Deflate>) -> Self {
+        let write = deflate
+            .and_then(|d| d.compress_window_bits())
+            .map(|_| Box::<Marker>::default());
         Self {
             io: Some(io),
-            read: Reader {
-                frame_limit: frame_limit as u64,
-                message_limit: cfg.max_message_size as u64,
-                deflate: deflate.is_some(),
-                piece: PIECE.min(frame_limit).max(1),
-                wire,
-                charge,
-                timeout: cfg.message_timeout,
-                deadline: None,
-                header: HeaderBuf::default(),
-                left: 0,
-                frame: Frame::Control,
-                fin: true,
-                opcode: 0,
-                mask: [0; 4],
-                done: 0,
-                piece_left: 0,
-                message: None,
-                inflater: None,
-            },
+            read,
             feed: None,
             write,
         }
@@ -339,38 +345,22 @@ impl<S: Io> Drop for FrameGuard<S> {
         if !self.read.wire.is_tripped() {
             return;
         }
-        let (Some(io), Ok(runtime)) = (self.io.take(), tokio::runtime::Handle::try_current())
-        else {
-            return;
-        };
-        runtime.spawn(linger(io));
-    }
-}
-
-/// Half-closes a failed connection (its close frame is written) and reads what the client still
-/// sends, until it hangs up or the linger is over, so that the kernel has no unread bytes to
-/// answer with a reset when the socket is dropped.
-async fn linger<S: Io>(mut io: S) {
-    let drain = async {
-        let _ = io.shutdown().await;
-        let (mut scratch, mut read) = ([0u8; 4096], 0);
-        while read < LINGER_BYTES {
-            match io.read(&mut scratch).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => read += n,
-            }
+        if let Some(io) = self.io.take() {
+            linger::spawn(io);
         }
-    };
-    let _ = tokio::time::timeout(LINGER, drain).await;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::header::{header_len, Header, MAX_HEADER, RSV1};
+    use super::read::PIECE;
     use super::*;
     use flate2::{Compress, Compression, FlushCompress};
     use futures_util::FutureExt;
+    use std::time::Duration;
     use tokio::io::{duplex, DuplexStream};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use wscope_core::{MessageBudget, TransportErrorKind};
 
     const KEY: [u8; 4] = [1, 2, 3, 4];
@@ -409,8 +399,7 @@ mod tests {
     ) -> (FrameGuard<DuplexStream>, Tripwire, DuplexStream) {
         let (server, mut client) = duplex(4 << 20);
         client.write_all(input).await.unwrap();
-        let deflate =
-            Deflate::negotiate([&axum::http::HeaderValue::from_static("permessage-deflate")]);
+        let deflate = Deflate::negotiate([&http::HeaderValue::from_static("permessage-deflate")]);
         let wire = Tripwire::default();
         (
             FrameGuard::server(server, &cfg, deflate, None, wire.clone()),
@@ -453,7 +442,7 @@ mod tests {
             let payload: Vec<u8> = bytes[n..end]
                 .iter()
                 .enumerate()
-                .map(|(i, b)| b ^ h.mask.unwrap()[i % 4])
+                .map(|(i, b)| b ^ h.mask.unwrap_or_default()[i % 4])
                 .collect();
             out.push((h.opcode, h.fin, payload));
             bytes = &bytes[end..];
@@ -626,6 +615,64 @@ mod tests {
         // The good frame and not a byte of the header: the guard holds a header back until it
         // is whole, so the engine never learns of the frame, let alone waits for its payload.
         assert_eq!(handed, &input[..len]);
+    }
+
+    /// Whether each frame in `bytes` is masked.
+    fn masked(mut bytes: &[u8]) -> Vec<bool> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let n = header_len(bytes[1]);
+            let h = Header::parse(&bytes[..n]);
+            out.push(h.mask.is_some());
+            bytes = &bytes[n + h.len as usize..];
+        }
+        out
+    }
+
+    /// In the client role the server's frames come unmasked and reach the engine so, a large one
+    /// in pieces; a masked one is refused with 1002 before the engine sees it.
+    #[tokio::test]
+    async fn a_client_guard_takes_unmasked_frames_and_refuses_masked_ones() {
+        let unmasked = |first: u8, payload: &[u8]| {
+            let mut head = [0; MAX_HEADER];
+            let header = Header {
+                fin: first & 0x80 != 0,
+                rsv1: false,
+                rsv23: false,
+                opcode: first & 0x0f,
+                mask: None,
+                len: payload.len() as u64,
+            };
+            let n = header.encode(&mut head);
+            [&head[..n], payload].concat()
+        };
+        let binary: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        let mut input = unmasked(0x82, &binary);
+        input.extend(unmasked(0x81, b"small"));
+        let (ours, mut server) = duplex(1 << 20);
+        server.write_all(&input).await.unwrap();
+        let wire = Tripwire::default();
+        let mut g = FrameGuard::client(ours, &SocketConfig::default(), None, wire.clone());
+        let handed = drain(&mut g, 4096);
+        assert!(!wire.is_tripped());
+        assert!(masked(&handed).iter().all(|m| !m), "handed over unmasked");
+        let got = frames(&handed);
+        assert!(got.len() > 2 && got.iter().all(|f| f.2.len() <= PIECE));
+        let (pieces, small) = got.split_at(got.len() - 1);
+        assert_eq!(
+            pieces.iter().flat_map(|f| f.2.clone()).collect::<Vec<_>>(),
+            binary
+        );
+        assert_eq!(small[0], (1, true, b"small".to_vec()));
+
+        let (ours, mut server) = duplex(1 << 16);
+        server.write_all(&frame(0x81, b"hi")).await.unwrap();
+        let wire = Tripwire::default();
+        let mut g = FrameGuard::client(ours, &SocketConfig::default(), None, wire.clone());
+        assert!(drain(&mut g, 512).is_empty());
+        let error = wire.0.get().expect("tripped");
+        assert_eq!(error.kind(), TransportErrorKind::Protocol);
+        assert_eq!(error.message(), "masked frame from a server");
     }
 
     fn header_bytes(first: u8, len: u64) -> Vec<u8> {

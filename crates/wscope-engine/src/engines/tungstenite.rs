@@ -11,10 +11,12 @@ use tokio_tungstenite::tungstenite::{Error as Te, Message as Tm};
 use tokio_tungstenite::WebSocketStream;
 use wscope_core::{Bytes, Halves, Message, Role, Transport, TransportError, TransportErrorKind};
 
-use super::{close_frame, text, Io, Outbound, SocketConfig};
+use super::message::{close_frame, text, Outbound};
+use crate::config::SocketConfig;
+use crate::io::Io;
 
 /// The engine's settings from wscope's.
-pub(crate) fn config(cfg: &SocketConfig) -> WebSocketConfig {
+fn config(cfg: &SocketConfig) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(cfg.read_buffer_size)
         .write_buffer_size(cfg.write_buffer_size)
@@ -27,23 +29,24 @@ pub(crate) fn config(cfg: &SocketConfig) -> WebSocketConfig {
 /// frames of this size (one 1 MB echo made every connection keep 1 MB).
 const OUT_PIECE: usize = 4 << 10;
 
-/// The server side over `io`, whose handshake is done; data messages compressed with a
+/// Either side over `io`, whose handshake is done; data messages compressed with a
 /// `window_bits` window when given.
-pub(crate) async fn server(
+pub(super) async fn take_over(
     io: impl Io,
+    role: Role,
     cfg: &SocketConfig,
     window_bits: Option<u8>,
 ) -> impl Transport {
-    let ws = WebSocketStream::from_raw_socket(io, TRole::Server, Some(config(cfg))).await;
-    transport(ws, Role::Server, window_bits)
+    let engine_role = match role {
+        Role::Server => TRole::Server,
+        Role::Client => TRole::Client,
+    };
+    let ws = WebSocketStream::from_raw_socket(io, engine_role, Some(config(cfg))).await;
+    transport(ws, role, window_bits)
 }
 
 /// Either side over an engine stream whose handshake is done.
-pub(crate) fn transport<S: Io>(
-    ws: WebSocketStream<S>,
-    role: Role,
-    window_bits: Option<u8>,
-) -> impl Transport {
+fn transport<S: Io>(ws: WebSocketStream<S>, role: Role, window_bits: Option<u8>) -> impl Transport {
     let (sink, stream) = ws.split();
     let reader = stream.filter_map(|item| {
         future::ready(match item {

@@ -1,4 +1,4 @@
-//! fastwebsockets (Deno's) as a wscope transport (server role), through its split API.
+//! fastwebsockets (Deno's) as a wscope transport, in either role, through its split API.
 //!
 //! fastwebsockets has no `Stream`/`Sink`: its reader hands the frames it must answer (close
 //! replies) to a callback, so both halves share the write half behind a lock.
@@ -18,13 +18,25 @@ use tokio::io::WriteHalf;
 use tokio::sync::Mutex;
 use wscope_core::{Bytes, Halves, Message, Role, Transport, TransportError, TransportErrorKind};
 
-use super::{close_frame, text, Io, Outbound, SocketConfig};
+use super::message::{close_frame, text, Outbound};
+use crate::config::SocketConfig;
+use crate::io::Io;
 
-/// The server side over `io`, whose handshake is done; data messages compressed with a
+/// Either side over `io`, whose handshake is done; data messages compressed with a
 /// `window_bits` window when given. Each message goes out as one frame, its payload borrowed
-/// (written with a vectored write past 1 KiB: the engine copies only small frames).
-pub(crate) fn server<S: Io>(io: S, cfg: &SocketConfig, window_bits: Option<u8>) -> impl Transport {
-    let mut ws = WebSocket::after_handshake(io, FRole::Server);
+/// (written with a vectored write past 1 KiB: the engine copies only small frames; in the
+/// client role it masks a copy).
+pub(super) fn take_over<S: Io>(
+    io: S,
+    role: Role,
+    cfg: &SocketConfig,
+    window_bits: Option<u8>,
+) -> impl Transport {
+    let engine_role = match role {
+        Role::Server => FRole::Server,
+        Role::Client => FRole::Client,
+    };
+    let mut ws = WebSocket::after_handshake(io, engine_role);
     // The engine refuses a payload *of* its limit; wscope's limit is the largest accepted.
     ws.set_max_message_size(cfg.max_message_size.saturating_add(1));
     ws.set_auto_pong(false); // pings are surfaced (they are activity), answered below
@@ -71,7 +83,7 @@ pub(crate) fn server<S: Io>(io: S, cfg: &SocketConfig, window_bits: Option<u8>) 
         drop(tx_);
         Ok::<_, TransportError>(tx)
     });
-    Halves::new(Role::Server, reader, writer)
+    Halves::new(role, reader, writer)
 }
 
 /// What a fastwebsockets error means for the connection.

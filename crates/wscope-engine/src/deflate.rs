@@ -1,6 +1,7 @@
-//! permessage-deflate (RFC 7692): the offer a client makes in `Sec-WebSocket-Extensions`, the
-//! answer wscope gives, and the compression of what the server sends. (Inflating what a client
-//! sends is the frame guard's: it streams, under the message size limit.)
+//! permessage-deflate (RFC 7692), in both roles: the offer a client makes in
+//! `Sec-WebSocket-Extensions` and the answer a server gives (as wscope makes and checks them),
+//! and the compression of what this side sends. (Inflating what the peer sends is the frame
+//! guard's: it streams, under the message size limit.)
 //!
 //! wscope always answers with `server_no_context_takeover` and `client_no_context_takeover`:
 //! every message is compressed on its own in both directions, so an idle connection keeps no
@@ -15,26 +16,32 @@
 use std::cell::RefCell;
 use std::sync::{Mutex, PoisonError};
 
-use axum::http::HeaderValue;
 use bytes::Bytes;
 use flate2::{Compress, Compression, FlushCompress};
+use http::HeaderValue;
 
-/// permessage-deflate as agreed with one client.
+/// permessage-deflate as agreed with one peer, in either role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Deflate {
-    /// `server_max_window_bits` from the offer, which the answer must repeat and the compressor
-    /// honour; `None` when the client did not limit the server's window (15 bits).
-    server_max_window_bits: Option<u8>,
+pub struct Deflate {
+    /// The window this side may compress with, as the peer limited it (`server_max_window_bits`
+    /// in a client's offer, `client_max_window_bits` in a server's answer), which the compressor
+    /// honours; `None` when the peer did not limit it (15 bits).
+    peer_max_window_bits: Option<u8>,
 }
 
 /// The extension's name in `Sec-WebSocket-Extensions`.
 const NAME: &str = "permessage-deflate";
 
+/// A window size in bits, as the parameters write it (8 to 15).
+fn bits(value: &str) -> Option<u8> {
+    value.parse::<u8>().ok().filter(|b| (8..=15).contains(b))
+}
+
 impl Deflate {
-    /// The first permessage-deflate offer among `Sec-WebSocket-Extensions` header values that
-    /// wscope can accept (RFC 7692 §7.1: an offer with an unknown parameter, a repeated one or a
-    /// bad value is declined, and the next one tried).
-    pub(crate) fn negotiate<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) -> Option<Self> {
+    /// Server role: the first permessage-deflate offer among `Sec-WebSocket-Extensions` header
+    /// values that wscope can accept (RFC 7692 §7.1: an offer with an unknown parameter, a
+    /// repeated one or a bad value is declined, and the next one tried).
+    pub fn negotiate<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) -> Option<Self> {
         values
             .into_iter()
             .filter_map(|v| v.to_str().ok())
@@ -44,27 +51,14 @@ impl Deflate {
 
     /// The agreement for one offer (`permessage-deflate; param; param=value`), if acceptable.
     fn accept(offer: &str) -> Option<Self> {
-        let mut parts = split_outside_quotes(offer, ';').into_iter();
-        if !parts.next()?.trim().eq_ignore_ascii_case(NAME) {
-            return None;
-        }
-        let mut seen: Vec<String> = Vec::new();
         let mut agreed = Self {
-            server_max_window_bits: None,
+            peer_max_window_bits: None,
         };
-        for param in parts {
-            let (name, value) = match param.split_once('=') {
-                Some((n, v)) => (n.trim().to_ascii_lowercase(), Some(unquote(v.trim())?)),
-                None => (param.trim().to_ascii_lowercase(), None),
-            };
-            if seen.contains(&name) {
-                return None;
-            }
-            let bits = |v: &str| v.parse::<u8>().ok().filter(|b| (8..=15).contains(b));
+        for (name, value) in params(offer)? {
             match (name.as_str(), value.as_deref()) {
                 ("server_no_context_takeover" | "client_no_context_takeover", None) => {}
                 ("server_max_window_bits", Some(v)) => {
-                    agreed.server_max_window_bits = Some(bits(v)?);
+                    agreed.peer_max_window_bits = Some(bits(v)?);
                 }
                 // A hint that the client can take a window limit; wscope sets none (its inflater
                 // reads any window up to 15 bits).
@@ -74,30 +68,107 @@ impl Deflate {
                 }
                 _ => return None,
             }
-            seen.push(name);
         }
         Some(agreed)
     }
 
-    /// The `Sec-WebSocket-Extensions` answer for this agreement.
-    pub(crate) fn response(&self) -> HeaderValue {
+    /// Server role: the `Sec-WebSocket-Extensions` answer for this agreement.
+    pub fn response(&self) -> HeaderValue {
         let mut answer = format!("{NAME}; server_no_context_takeover; client_no_context_takeover");
-        if let Some(bits) = self.server_max_window_bits {
+        if let Some(bits) = self.peer_max_window_bits {
             answer.push_str(&format!("; server_max_window_bits={bits}"));
         }
         HeaderValue::from_str(&answer).unwrap_or(HeaderValue::from_static(NAME))
     }
 
-    /// The window the server compresses with, in bits; `None` when the client asked for 8 bits,
+    /// Client role: the offer for `Sec-WebSocket-Extensions`. The server is asked to compress
+    /// every message on its own (the guard inflates each message with a fresh inflater) and may
+    /// limit the client's window.
+    pub fn offer() -> HeaderValue {
+        HeaderValue::from_static(
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
+             client_max_window_bits",
+        )
+    }
+
+    /// Client role: what the server's `Sec-WebSocket-Extensions` answer (to [`Deflate::offer`])
+    /// agrees, if anything; an error names what makes the answer one a client must fail
+    /// (RFC 7692 §5: an extension not offered, a parameter unknown, repeated or out of range,
+    /// or context takeover kept by the server).
+    pub fn from_response<'a>(
+        values: impl IntoIterator<Item = &'a HeaderValue>,
+    ) -> Result<Option<Self>, &'static str> {
+        let mut elements = Vec::new();
+        for value in values {
+            let value = value.to_str().map_err(|_| "extensions are not text")?;
+            elements.extend(
+                split_outside_quotes(value, ',')
+                    .into_iter()
+                    .filter(|e| !e.trim().is_empty()),
+            );
+        }
+        let element = match elements.as_slice() {
+            [] => return Ok(None),
+            [one] => one,
+            _ => return Err("more than one extension agreed"),
+        };
+        let params = params(element).ok_or("an extension that was not offered")?;
+        let mut agreed = Self {
+            peer_max_window_bits: None,
+        };
+        let mut no_takeover = false;
+        for (name, value) in params {
+            match (name.as_str(), value.as_deref()) {
+                ("server_no_context_takeover", None) => no_takeover = true,
+                ("client_no_context_takeover", None) => {}
+                ("server_max_window_bits", Some(v)) => {
+                    bits(v).ok_or("server_max_window_bits out of range")?;
+                }
+                ("client_max_window_bits", Some(v)) => {
+                    let limit = bits(v).ok_or("client_max_window_bits out of range")?;
+                    agreed.peer_max_window_bits = Some(limit);
+                }
+                _ => return Err("an unknown permessage-deflate parameter"),
+            }
+        }
+        if !no_takeover {
+            return Err("server_no_context_takeover not agreed");
+        }
+        Ok(Some(agreed))
+    }
+
+    /// The window this side compresses with, in bits; `None` when the peer asked for 8 bits,
     /// which zlib cannot produce (it makes 9): then wscope sends every message uncompressed,
     /// which RFC 7692 allows.
-    pub(crate) fn compress_window_bits(&self) -> Option<u8> {
-        match self.server_max_window_bits {
+    pub fn compress_window_bits(&self) -> Option<u8> {
+        match self.peer_max_window_bits {
             None => Some(15),
             Some(8) => None,
             Some(bits) => Some(bits),
         }
     }
+}
+
+/// The parameters of one permessage-deflate element (`permessage-deflate; a; b=1`), names in
+/// lower case, values unquoted; `None` for another extension, or a parameter malformed or
+/// repeated.
+fn params(element: &str) -> Option<Vec<(String, Option<String>)>> {
+    let mut parts = split_outside_quotes(element, ';').into_iter();
+    if !parts.next()?.trim().eq_ignore_ascii_case(NAME) {
+        return None;
+    }
+    let mut params: Vec<(String, Option<String>)> = Vec::new();
+    for param in parts {
+        let (name, value) = match param.split_once('=') {
+            Some((n, v)) => (n.trim().to_ascii_lowercase(), Some(unquote(v.trim())?)),
+            None => (param.trim().to_ascii_lowercase(), None),
+        };
+        if params.iter().any(|(seen, _)| *seen == name) {
+            return None;
+        }
+        params.push((name, value));
+    }
+    Some(params)
 }
 
 /// `text` split at `sep` where it is not inside a quoted string.
@@ -307,6 +378,31 @@ mod tests {
             &HeaderValue::from_static("permessage-deflate"),
         ]);
         assert!(two_headers.is_some());
+    }
+
+    fn answer(text: &str) -> Result<Option<Deflate>, &'static str> {
+        Deflate::from_response([&HeaderValue::from_str(text).unwrap()])
+    }
+
+    #[test]
+    fn a_client_takes_the_answer_to_its_offer_and_fails_on_anything_else() {
+        // wscope's own server answers wscope's own offer.
+        let server_side = Deflate::negotiate([&Deflate::offer()]).unwrap();
+        let agreed = Deflate::from_response([&server_side.response()]).unwrap();
+        assert_eq!(agreed.unwrap().compress_window_bits(), Some(15));
+        let limited =
+            answer("permessage-deflate; server_no_context_takeover; client_max_window_bits=10");
+        assert_eq!(limited.unwrap().unwrap().compress_window_bits(), Some(10));
+        assert_eq!(Deflate::from_response([]), Ok(None));
+        for bad in [
+            "permessage-deflate",
+            "permessage-deflate; server_no_context_takeover; mystery",
+            "permessage-deflate; server_no_context_takeover; client_max_window_bits=16",
+            "permessage-deflate; server_no_context_takeover, permessage-deflate; server_no_context_takeover",
+            "x-webkit-deflate-frame",
+        ] {
+            assert!(answer(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

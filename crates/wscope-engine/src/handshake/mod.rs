@@ -1,0 +1,87 @@
+//! The HTTP/1.1 WebSocket handshake (RFC 6455 §4), in both roles, and what the two share: the
+//! key, its accept value and the header tokens.
+//!
+//! # Layout
+//! - `server`: [`ServerHandshake`], a request's head checked and its 101 answer.
+//! - `client`: [`ClientHandshake`], the request a client sends (with a random key) and the
+//!   check of the server's 101, over any stream the caller opened.
+
+mod client;
+mod server;
+
+pub use client::{ClientHandshake, HandshakeError, Upgraded};
+pub use server::{Attempt, ServerHandshake};
+
+use base64::Engine as _;
+use http::{HeaderMap, HeaderName};
+use sha1::{Digest, Sha1};
+
+/// Whether `name` lists `token` (comma-separated, case-insensitive), as `Connection: keep-alive, Upgrade` does.
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Whether a `Sec-WebSocket-Key` is 16 bytes in base64 (RFC 6455 §4.1): 24 characters with
+/// their padding.
+fn is_valid_key(key: &[u8]) -> bool {
+    let mut decoded = [0u8; 18];
+    key.len() == 24
+        && base64::engine::general_purpose::STANDARD
+            .decode_slice(key, &mut decoded)
+            .is_ok_and(|n| n == 16)
+}
+
+/// `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`.
+fn accept_key(key: &[u8]) -> String {
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let mut sha = Sha1::new();
+    sha.update(key);
+    sha.update(GUID);
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{header, HeaderValue};
+
+    #[test]
+    fn accept_key_matches_rfc_example() {
+        // RFC 6455 §1.3.
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn keys_must_be_16_bytes_in_base64() {
+        assert!(is_valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        for bad in [
+            &b""[..],
+            b"dGhlIHNhbXBsZSBub25jZQ",       // no padding
+            b"dGhlIHNhbXBsZSBub25jZSE=",     // 17 bytes
+            b"dGhlIHNhbXBsZSBub25j",         // 15 bytes
+            b"dGhlIHNhbXBsZSBub25jZQ==AAAA", // too long
+            b"dGhlIHNhbXBsZSBub25jZ!==",     // not base64
+        ] {
+            assert!(!is_valid_key(bad), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn connection_header_may_list_several_tokens() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        assert!(has_token(&h, header::CONNECTION, "upgrade"));
+        assert!(!has_token(&h, header::CONNECTION, "close"));
+    }
+}
