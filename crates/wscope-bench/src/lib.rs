@@ -42,7 +42,8 @@
 //! # Layout
 //! - `cli`: the `wscope bench` flags ([`BenchArgs`], [`Mode`]) and [`run`], which prints a report.
 //! - `echo`, `idle`, `churn`, `broadcast`: the modes, each with its options, report and run;
-//!   `echo/` holds one connection's loop and the check of its replies, `broadcast/` the rounds
+//!   `echo/` holds one connection's loop (`drive.rs`) and the check of its replies
+//!   (`payload.rs`), `broadcast/` the rounds
 //!   state and the chat members.
 //! - `options`: the options every mode shares, and each mode's `Default` read from its flags.
 //! - `session`: the path every mode shares: checks, opening, the measurement window, the end.

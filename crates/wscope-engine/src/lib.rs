@@ -47,8 +47,10 @@
 //! - `guard`: the frame guard between the socket and every engine, in either role (masking,
 //!   frame and message limits, the shared message budget and its share per address, the
 //!   deadline of a partly received message, frames of at most 4 KiB into the engine,
-//!   permessage-deflate inflated; `guard/linger.rs`: the tracked tasks in which failed
-//!   connections linger, [`lingering`]).
+//!   permessage-deflate inflated): `guard/header.rs` parses a frame header, `guard/read.rs`
+//!   checks and hands on what the peer sends, `guard/write.rs` compresses and frames what this
+//!   side sends, `guard/linger.rs` holds the tracked tasks in which failed connections linger
+//!   ([`lingering`]).
 //! - `deflate`: [`Deflate`], permessage-deflate negotiated in both roles, and the compression of
 //!   what this side sends (once per payload).
 //! - `handshake`: [`ServerHandshake`] and [`ClientHandshake`], the HTTP/1.1 upgrade in both

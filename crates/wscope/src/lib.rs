@@ -42,6 +42,10 @@
 //! - `listener`: TCP listeners with a large accept backlog.
 //! - `logging`: the log lines on stderr (human or JSON): write failures ignored, client text
 //!   escaped.
+//!
+//! Beside the library, in the binary only (declared from `main.rs`): `top/`, `wscope top` — its
+//! flags and loop (`mod.rs`), the admin API client (`client.rs`) and its event stream
+//! (`sse.rs`), the figures it keeps (`state.rs`) and the screen it draws (`view.rs`).
 
 pub mod app;
 pub mod config;
