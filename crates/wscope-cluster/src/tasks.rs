@@ -402,39 +402,54 @@ fn handle(inner: &Arc<Inner>, delivery: Delivery) {
         }
         return;
     }
-    let ignore = |why: &str| {
-        inner.counters.ignored.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(channel = %delivery.channel, why, "ignored a cluster message");
-    };
-    if delivery.payload.len() > inner.config.max_payload {
-        return ignore("larger than the largest payload read");
+    let ignore = |why: &str| ignored(inner, &delivery.channel, why);
+    match open(inner, &delivery.payload) {
+        Ok(Some(envelope)) => {
+            if let Err(why) = dispatch(inner, envelope) {
+                ignore(why);
+            }
+        }
+        Ok(None) => {}
+        Err(why) => ignore(why),
     }
-    let envelope: Envelope = match serde_json::from_slice(&delivery.payload) {
-        Ok(e) => e,
-        Err(_) => return ignore("malformed"),
-    };
+}
+
+/// Counts a cluster message ignored, and says why at debug level.
+fn ignored(inner: &Inner, channel: &str, why: &str) {
+    inner.counters.ignored.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(channel, why, "ignored a cluster message");
+}
+
+/// Reads an envelope and checks where it comes from: `Ok(None)` for this instance's own
+/// (nothing to do), `Err` with the reason to ignore it.
+fn open(inner: &Inner, payload: &[u8]) -> Result<Option<Envelope>, &'static str> {
+    if payload.len() > inner.config.max_payload {
+        return Err("larger than the largest payload read");
+    }
+    let envelope: Envelope = serde_json::from_slice(payload).map_err(|_| "malformed")?;
     if envelope.v != PROTOCOL_VERSION {
-        return ignore("another protocol version");
+        return Err("another protocol version");
     }
     if envelope.cluster != inner.config.name {
-        return ignore("another cluster");
+        return Err("another cluster");
     }
     if envelope.from == inner.instance {
         if envelope.incarnation != inner.incarnation() {
-            ignore("another process with this instance id");
+            return Err("another process with this instance id");
         }
-        return;
+        return Ok(None);
     }
-    if let Err(why) = envelope.check_sender() {
-        return ignore(why);
-    }
+    envelope.check_sender()?;
+    Ok(Some(envelope))
+}
+
+/// Acts on a checked envelope from another instance; `Err` with the reason to ignore it.
+fn dispatch(inner: &Arc<Inner>, envelope: Envelope) -> Result<(), &'static str> {
     let now = inner.now_ms();
     let member = || lock(&inner.view).is_member(&envelope.from, &envelope.incarnation);
     match envelope.body {
         Body::Announce(mut announce) => {
-            if let Err(why) = announce.check(&envelope.from) {
-                return ignore(why);
-            }
+            announce.check(&envelope.from)?;
             let heard =
                 lock(&inner.view).heard(announce, &envelope.incarnation, inner.timing(), now);
             match heard {
@@ -443,7 +458,7 @@ fn handle(inner: &Arc<Inner>, delivery: Delivery) {
                     tracing::info!(instance = %envelope.from, "cluster member restarted");
                 }
                 Ok(None) => {}
-                Err(ViewFull) => ignore("a new member while the view is full"),
+                Err(ViewFull) => return Err("a new member while the view is full"),
             }
         }
         Body::Hello {} => {
@@ -459,47 +474,19 @@ fn handle(inner: &Arc<Inner>, delivery: Delivery) {
         }
         Body::Reply { id, reply } => {
             if !member() {
-                return ignore("a reply from a non-member");
+                return Err("a reply from a non-member");
             }
-            // Only the members a survey asked, once each: the survey's channel is bounded by
-            // the members it asked, whoever else publishes replies.
-            let tx = lock(&inner.pending).get_mut(&id).and_then(|survey| {
-                survey
-                    .asked
-                    .remove(&envelope.from)
-                    .then(|| survey.tx.clone())
-            });
-            match tx {
-                Some(tx) => {
-                    let _ = tx.send((envelope.from, reply));
-                }
-                None => ignore("a reply from an instance that was not asked"),
-            }
+            on_reply(inner, envelope.from, id, reply)?;
         }
         Body::Broadcast { seq, path, message } => {
             if !member() {
-                return ignore("a broadcast from a non-member");
+                return Err("a broadcast from a non-member");
             }
             let message = message.into_message();
             if message.payload_len() > inner.config.max_relay_size {
-                return ignore("a broadcast larger than the relay limit");
+                return Err("a broadcast larger than the relay limit");
             }
-            {
-                // One entry per member's incarnation: members only, and the view is bounded.
-                let mut heard = lock(&inner.heard_seq);
-                let last = heard
-                    .entry(envelope.incarnation)
-                    .or_insert(seq.saturating_sub(1));
-                if seq > last.saturating_add(1) {
-                    let gap = seq - *last - 1;
-                    let _ = inner.counters.broadcasts_lost.fetch_update(
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                        |n| Some(n.saturating_add(gap)),
-                    );
-                }
-                *last = (*last).max(seq);
-            }
+            heard_broadcast(inner, envelope.incarnation, seq);
             inner.registry.broadcast(path.as_deref(), &message);
             inner
                 .counters
@@ -507,6 +494,34 @@ fn handle(inner: &Arc<Inner>, delivery: Delivery) {
                 .fetch_add(1, Ordering::Relaxed);
         }
     }
+    Ok(())
+}
+
+/// Hands a member's reply to the survey that asked it. Only the members a survey asked, once
+/// each: the survey's channel is bounded by the members it asked, whoever else publishes replies.
+fn on_reply(inner: &Inner, from: String, id: u64, reply: Reply) -> Result<(), &'static str> {
+    let tx = lock(&inner.pending)
+        .get_mut(&id)
+        .and_then(|survey| survey.asked.remove(&from).then(|| survey.tx.clone()));
+    let tx = tx.ok_or("a reply from an instance that was not asked")?;
+    let _ = tx.send((from, reply));
+    Ok(())
+}
+
+/// Notes a member's broadcast number, counting the ones a gap says were lost. One entry per
+/// member's incarnation: members only, and the view is bounded.
+fn heard_broadcast(inner: &Inner, incarnation: String, seq: u64) {
+    let mut heard = lock(&inner.heard_seq);
+    let last = heard.entry(incarnation).or_insert(seq.saturating_sub(1));
+    if seq > last.saturating_add(1) {
+        let gap = seq - *last - 1;
+        let _ = inner.counters.broadcasts_lost.fetch_update(
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+            |n| Some(n.saturating_add(gap)),
+        );
+    }
+    *last = (*last).max(seq);
 }
 
 /// This node's answer to a survey question.
