@@ -1,6 +1,6 @@
 //! The admin API's JSON, as types that serialize and deserialize: what the HTTP handlers write
 //! and what clients (`wscope top`, cluster peers, tests) read, with the reference's field names.
-//! The stats themselves are [`crate::Snapshot`]; this module adds the health answer, the admin
+//! The stats themselves are [`Snapshot`]; this module adds the health answer, the admin
 //! requests and their answers, and the error body.
 
 use std::time::Duration;
@@ -13,6 +13,7 @@ use crate::close::CloseCode;
 use crate::counts::{ClosedBy, RefusalCounts};
 use crate::message::Message;
 use crate::query::{ConnectionFilter, Cursor};
+use crate::deref_summary;
 use crate::snapshot::{ClosedConnection, ConnectionInfo, Snapshot, Summary};
 use crate::traffic::Traffic;
 
@@ -769,7 +770,7 @@ pub struct Rates {
     pub refused: f64,
 }
 
-crate::deref_summary!(LiveStats);
+deref_summary!(LiveStats);
 
 impl LiveStats {
     /// The event numbered `seq` from `summary` (a [`Snapshot`] without its list) and `traffic`
@@ -1114,8 +1115,8 @@ mod tests {
 
     #[test]
     fn live_stats_rates_are_per_second_since_the_previous_event() {
-        let registry = crate::Registry::with_config(
-            crate::RegistryConfig::default()
+        let registry = crate::registry::Registry::with_config(
+            crate::config::RegistryConfig::default()
                 .instance_id("rates")
                 .cleanup_interval(Duration::ZERO)
                 .stats_interval(Duration::ZERO),
