@@ -1,5 +1,5 @@
 //! The cluster backend seam: what a node needs from the shared engine (Redis, or the in-process
-//! [`MemoryHub`](crate::MemoryHub)) — publish, subscribe, a lease per instance id, and the link's
+//! [`MemoryHub`](crate::memory::MemoryHub)) — publish, subscribe, a lease per instance id, and the link's
 //! state — and the subscription's buffer every backend delivers into ([`delivery_buffer`]: bounded
 //! in deliveries and in bytes, never waited on). Everything else (membership, surveys, routing,
 //! fan-out) is built on it in `node`.
@@ -23,7 +23,7 @@ pub const DELIVERY_BUFFER: usize = 8192;
 /// How many payload bytes a subscription buffers before the backend drops (and counts) the
 /// newest: what a node holds of the cluster's traffic while it reads slowly, whatever the size
 /// of each payload (8,192 deliveries of 1 MiB would be 8 GiB). Room for the largest payload a
-/// node accepts ([`crate::ClusterConfig::max_payload`], 16 MiB by default) twice over.
+/// node accepts ([`ClusterConfig::max_payload`](crate::config::ClusterConfig::max_payload), 16 MiB by default) twice over.
 pub const DELIVERY_BUFFER_BYTES: usize = 32 << 20;
 
 /// What a cluster node needs from the engine its instances share.

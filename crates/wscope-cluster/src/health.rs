@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use wscope_core::wire::Health;
 
-use crate::node::Cluster;
+use crate::handle::Cluster;
 use crate::shared::ClusterState;
 
 /// The admin listener's `GET /health`: the core's [`Health`] fields, then `cluster`

@@ -35,16 +35,20 @@
 //! - `protocol`: the messages between nodes (JSON envelopes), and a member's answer to an admin
 //!   action ([`AdminReply`]).
 //! - `view`: the members and their status ([`Member`], [`MemberStatus`]).
-//! - `node`: [`Cluster`], the handle: join, counters, cluster-wide broadcast.
 //! - `shared`: what the handle and the tasks share — [`ClusterState`], the inner state, the
 //!   publisher's queue entries.
+//! - `handle`: the [`Cluster`] handle itself, [`ClusterError`], [`ClusterCounters`],
+//!   [`ClusterBroadcast`] — below the tasks, so they can hold a handle without importing what
+//!   spawns them.
 //! - `tasks`: the publisher and the membership task (join, heartbeat, backoff, receive).
+//! - `node`: joining ([`Cluster::join`]), state, members, counters, cluster-wide broadcast, leave.
 //! - `survey`: questions to every member with a deadline — [`ClusterStats`], [`ClusterPage`],
 //!   [`ClusterAdminAnswer`].
 //! - `health`: [`ClusterHealth`], the admin listener's health answer with the cluster's state.
 
 mod backend;
 mod config;
+mod handle;
 mod health;
 mod memory;
 mod node;
@@ -59,9 +63,9 @@ pub use backend::{
     Delivery, DeliveryRefused, DeliverySender, Lease, Link, DELIVERY_BUFFER, DELIVERY_BUFFER_BYTES,
 };
 pub use config::ClusterConfig;
+pub use handle::{Cluster, ClusterBroadcast, ClusterCounters, ClusterError};
 pub use health::ClusterHealth;
 pub use memory::{MemoryBackend, MemoryHub};
-pub use node::{Cluster, ClusterBroadcast, ClusterCounters, ClusterError};
 pub use protocol::{AdminReply, Announce, PROTOCOL_VERSION};
 pub use shared::ClusterState;
 pub use survey::{

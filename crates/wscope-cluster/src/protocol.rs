@@ -133,7 +133,7 @@ pub struct Announce {
     pub started_at: u64,
     /// The node's software version.
     pub version: String,
-    /// How often it announces, in ms (its TTL is [`crate::ClusterConfig::ttl`]).
+    /// How often it announces, in ms (its TTL is [`ClusterConfig::ttl`](crate::config::ClusterConfig::ttl)).
     pub heartbeat_ms: u64,
     /// Its stats summary when it announced (the list of connections left out).
     pub summary: Snapshot,

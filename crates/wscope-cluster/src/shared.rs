@@ -1,5 +1,5 @@
 //! What a node's handle and its tasks share: the node's state ([`ClusterState`]), its counters,
-//! the publisher's queue entries and the inner state behind [`crate::Cluster`], with the
+//! the publisher's queue entries and the inner state behind [`crate::handle::Cluster`], with the
 //! helpers both sides use (announce, send, publish now, the member view's reads).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -128,7 +128,7 @@ pub(crate) struct Inner {
     /// Cancelled when the node stops (it left, was refused, or crashed): every task returns.
     pub(crate) stop: CancellationToken,
     /// The node's tasks (the publisher, the membership task, the adoption of bans), so that
-    /// [`crate::Cluster::stopped`] can wait for them to end.
+    /// [`Cluster::stopped`](crate::handle::Cluster::stopped) can wait for them to end.
     pub(crate) tasks: TaskTracker,
     /// Who holds this node's id when the lease was refused (for the refusal line).
     pub(crate) view_holder: Mutex<Option<String>>,
@@ -136,7 +136,7 @@ pub(crate) struct Inner {
     pub(crate) attempts: watch::Sender<u64>,
     /// Whether the first join attempt's outcome has been logged.
     pub(crate) reported: AtomicBool,
-    /// Whether [`crate::Cluster::join`] still waits for the first outcome: a refusal then is the
+    /// Whether [`Cluster::join`](crate::handle::Cluster::join) still waits for the first outcome: a refusal then is the
     /// caller's to report (it gets it as its error), so it is not logged here too. Held while
     /// the state changes, so that exactly one of the two reports it.
     pub(crate) joiner: Mutex<bool>,
@@ -389,8 +389,10 @@ mod tests {
     use serde::ser::{Error as _, Serializer};
 
     use super::*;
+    use crate::config::ClusterConfig;
+    use crate::handle::Cluster;
+    use crate::memory::MemoryHub;
     use crate::protocol::Body;
-    use crate::{Cluster, ClusterConfig, MemoryHub};
     use wscope_core::RegistryConfig;
 
     /// What no wire type does today, but any could: refuse to serialize.

@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::node::{Cluster, ClusterError};
+use crate::handle::{Cluster, ClusterError};
 use crate::protocol::{AdminReply, Body, Op, Reply};
 use crate::shared::ClusterState;
 use crate::tasks::answer;

@@ -31,7 +31,7 @@ const PUBLISH_BATCH_BYTES: usize = 1 << 20;
 /// Sends queued messages in order, in batches of what has queued up meanwhile (one message alone
 /// when traffic is light), each at most [`PUBLISH_BATCH_BYTES`] (or the window), and no faster
 /// than this node hears its own messages back on the shared channel
-/// ([`crate::ClusterConfig::publish_window`]).
+/// ([`crate::config::ClusterConfig::publish_window`]).
 /// While the node is not connected, queued broadcasts are counted undelivered at once instead of
 /// waiting on the engine one by one.
 pub(crate) async fn publisher(inner: Arc<Inner>, mut rx: mpsc::Receiver<Outgoing>) {
@@ -334,7 +334,7 @@ async fn beat(inner: &Arc<Inner>, deliveries: &mut Option<Deliveries>) -> bool {
 /// before this instance joined (or while it was cut off) applies here too.
 async fn adopt_bans(inner: Arc<Inner>) {
     tokio::time::sleep(inner.config.heartbeat).await;
-    let cluster = crate::Cluster {
+    let cluster = crate::handle::Cluster {
         inner: inner.clone(),
     };
     let Ok(answer) = cluster

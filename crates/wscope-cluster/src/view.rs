@@ -1,8 +1,8 @@
 //! A node's view of the cluster's members: each one's last announcement and when it was heard,
 //! and from that its status — live, late (a heartbeat missed), gone (silent past the TTL, or
-//! left). Gone members stay listed (as gone) for [`crate::ClusterConfig::forget_after`], so an
+//! left). Gone members stay listed (as gone) for [`crate::config::ClusterConfig::forget_after`], so an
 //! instance that stops is reported, not silently missing. The view holds at most
-//! [`crate::ClusterConfig::max_members`] members, and finds a member by id or by incarnation in
+//! [`crate::config::ClusterConfig::max_members`] members, and finds a member by id or by incarnation in
 //! O(log n) or O(1): what a forger publishes on the engine costs each node in proportion.
 
 use std::collections::{BTreeMap, HashMap};

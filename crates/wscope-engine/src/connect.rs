@@ -1,7 +1,7 @@
 //! Tracked client connections: a WebSocket this process opens to a server, registered and driven
 //! exactly like an accepted one (same driver, same states, counters, close records, the same
 //! frame guard), in the client role. What a proxy's upstream side runs. [`connect`] is the
-//! convenience over TCP; [`ClientHandshake`] and [`Engine::client`](crate::Engine::client) take
+//! convenience over TCP; [`ClientHandshake`] and [`Engine::client`](crate::engine::Engine::client) take
 //! any stream.
 //!
 //! ```no_run
@@ -127,7 +127,7 @@ pub async fn connect(
 /// [`connect`] with engine settings: `cfg.engine` runs the connection, behind the frame guard
 /// with `cfg`'s limits, and permessage-deflate is offered if `cfg` has it on. For `wss://` or a
 /// stream of your own, open it and use [`ClientHandshake`] and
-/// [`Engine::client`](crate::Engine::client).
+/// [`Engine::client`](crate::engine::Engine::client).
 pub async fn connect_with(
     request: impl IntoClientRequest,
     registry: &Registry,
