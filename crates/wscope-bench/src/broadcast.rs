@@ -31,6 +31,7 @@ use self::members::Listener;
 use self::rounds::Rounds;
 use crate::checkpoint::Checkpoint;
 use crate::deadline::Deadline;
+use crate::error::BenchError;
 use crate::failures::Failures;
 use crate::latency::{self, Latencies, LatencySummary};
 use crate::lost::{per_sec, Losses, Lost};
@@ -40,7 +41,6 @@ use crate::progress::Steps;
 use crate::report::{self, Report};
 use crate::session::{Plan, Session};
 use crate::ws::Ws;
-use crate::BenchError;
 
 /// Read buffer of a listener: one small message at a time.
 const READ_BUFFER: usize = 4096;

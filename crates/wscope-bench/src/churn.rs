@@ -20,6 +20,7 @@ use wscope_core::units::{parse_count, parse_duration, parse_size};
 
 use crate::connect::{self, Connector};
 use crate::deadline::Deadline;
+use crate::error::BenchError;
 use crate::failures::Failures;
 use crate::latency::{Latencies, LatencySummary, Recorder};
 use crate::lost::{per_sec, Losses, Lost};
@@ -30,7 +31,6 @@ use crate::reason::{closed_by_server, ws_reason};
 use crate::report::{self, Report};
 use crate::session::{Plan, Session};
 use crate::ws;
-use crate::BenchError;
 
 /// Read buffer of a churn connection: one small echo is all it reads.
 const READ_BUFFER: usize = 4096;

@@ -5,11 +5,12 @@ use std::io::IsTerminal;
 
 use clap::{Args, Subcommand};
 
+use crate::broadcast::{broadcast, BroadcastOptions};
+use crate::churn::{churn, ChurnOptions};
+use crate::echo::{echo, EchoOptions};
+use crate::error::BenchError;
+use crate::idle::{idle, IdleOptions};
 use crate::report::{self, Report};
-use crate::{
-    broadcast, churn, echo, idle, BenchError, BroadcastOptions, ChurnOptions, EchoOptions,
-    IdleOptions,
-};
 
 /// `wscope bench` flags: a mode and its options.
 #[derive(Args, Debug)]

@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::Error as WsError;
 
 use crate::addrs::SourceAddrs;
 use crate::deadline::Deadline;
+use crate::error::BenchError;
 use crate::failures::Failures;
 use crate::keeper::Keeper;
 use crate::latency;
@@ -23,7 +24,6 @@ use crate::options::CommonOptions;
 use crate::reason::{io_reason, ws_reason};
 use crate::target::Target;
 use crate::ws::{Ws, CLOSE_TIMEOUT};
-use crate::BenchError;
 
 /// Why one connection attempt failed, worded for a one-line report.
 #[derive(Debug, thiserror::Error)]

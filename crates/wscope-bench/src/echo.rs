@@ -23,6 +23,7 @@ use wscope_core::units::{parse_count, parse_duration, parse_size};
 use self::drive::{Plan, Tally};
 use crate::checkpoint::Checkpoint;
 use crate::deadline::Deadline;
+use crate::error::BenchError;
 use crate::failures::Failures;
 use crate::latency::{Latencies, LatencySummary};
 use crate::lost::{per_sec, Losses, Lost};
@@ -34,7 +35,6 @@ use crate::progress::Steps;
 use crate::report::{self, Report};
 use crate::session::{self, Session};
 use crate::ws::Ws;
-use crate::BenchError;
 
 /// `wscope bench echo` options.
 #[derive(Args, Debug)]

@@ -20,6 +20,7 @@ use wscope_core::units::{parse_count, parse_duration};
 
 use crate::checkpoint::Checkpoint;
 use crate::connect;
+use crate::error::BenchError;
 use crate::keeper::Drops;
 use crate::latency::LatencySummary;
 use crate::lost::per_sec;
@@ -28,7 +29,6 @@ use crate::probe::Usage;
 use crate::progress::Steps;
 use crate::report::{self, Report};
 use crate::session::{Plan, Session};
-use crate::BenchError;
 
 /// Read buffer of an idle client connection: small, since nothing but a close is read.
 const READ_BUFFER: usize = 1024;

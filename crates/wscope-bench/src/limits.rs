@@ -4,7 +4,7 @@
 
 use rlimit::Resource;
 
-use crate::BenchError;
+use crate::error::BenchError;
 
 /// Descriptors kept aside besides the connections. A run has about a dozen open (stdio, the
 /// runtime's epoll and eventfd, a signal pipe, a /proc read, the preflight probe); twice that

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::cpu::{self, CpuTimes, CpuUse, Process};
-use crate::{rss, BenchError};
+use crate::error::BenchError;
+use crate::rss;
 
 /// One reading of a process.
 #[derive(Clone, Copy, Debug)]

@@ -11,6 +11,7 @@ use indicatif::ProgressBar;
 use crate::checkpoint::Checkpoint;
 use crate::connect::{self, Connector, Opened};
 use crate::deadline::Deadline;
+use crate::error::BenchError;
 use crate::failures::Failures;
 use crate::limits;
 use crate::options::CommonOptions;
@@ -18,7 +19,6 @@ use crate::probe::Probe;
 use crate::progress::{self, Steps};
 use crate::target::Target;
 use crate::ws::Ws;
-use crate::BenchError;
 
 /// What a mode asks of the shared set-up.
 #[derive(Debug)]

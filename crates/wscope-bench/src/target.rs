@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use tokio_tungstenite::tungstenite::http::Uri;
 
-use crate::BenchError;
+use crate::error::BenchError;
 
 /// A parsed `ws://` URL and the loopback socket address it names.
 #[derive(Clone, Debug)]

@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::WAIT;
+use crate::wait::WAIT;
 
 /// A parsed HTTP/1.1 response.
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@
 //! - `raw`: a raw WebSocket client ([`raw::Raw`]) for hand-built handshakes and frames.
 //! - `served`: a `wscope serve` process ([`served::Served`]) for tests of the binary.
 //! - `sse`: a Server-Sent Events client ([`sse::open`]) that yields each event as it arrives.
-//! - `lib.rs`: [`WAIT`] and [`wait_until`].
+//! - `wait`: [`WAIT`] and [`wait_until`].
 
 #![allow(clippy::unwrap_used)]
 
@@ -17,22 +17,7 @@ pub mod http;
 pub mod raw;
 pub mod served;
 pub mod sse;
-
-use std::time::Duration;
+mod wait;
 
 pub use http::{http, http_get, http_post, read_response, send_raw, HttpResponse};
-
-/// The longest any single wait in a test may take.
-pub const WAIT: Duration = Duration::from_secs(5);
-
-/// Polls `cond` every few milliseconds until it holds; panics naming `what` after [`WAIT`].
-pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
+pub use wait::{wait_until, WAIT};

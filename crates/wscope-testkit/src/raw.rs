@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::WAIT;
+use crate::wait::WAIT;
 
 /// The mask a client puts on every frame here (any non-zero key shows the server unmasks).
 pub const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
