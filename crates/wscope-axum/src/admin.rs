@@ -55,8 +55,14 @@ pub fn admin_router(registry: Registry) -> Router {
 
 /// The public `GET /health` over `registry` ([`public_health`]), to merge into a public router.
 pub fn health_router(registry: Registry) -> Router {
+    health_router_at(registry, "/health")
+}
+
+/// [`health_router`] at another path (`wscope serve --health-path`), so that the public health
+/// check need not take a path the application uses. `path` must start with `/`.
+pub fn health_router_at(registry: Registry, path: &str) -> Router {
     Router::new()
-        .route("/health", get(public_health))
+        .route(path, get(public_health))
         .with_state(registry)
 }
 

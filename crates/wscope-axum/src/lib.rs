@@ -111,14 +111,16 @@ mod stats_query;
 mod stream;
 mod upgrade;
 
-pub use admin::{admin, admin_router, health, health_router, public_health, stats};
+pub use admin::{
+    admin, admin_router, health, health_router, health_router_at, public_health, stats,
+};
 pub use admin_access::{admin_guard, AdminConfig, AllowedHost};
 pub use client_addr::{parse_net, ClientIpHeader, TrustedProxies};
 pub use closed::{closed, ClosedQuery};
 pub use connections::{connection, connections};
 pub use error::{json_errors, ApiError, UpgradeRefused};
 pub use metrics::{metrics, metrics_text};
-pub use ready::{ready, ready_router};
+pub use ready::{ready, ready_router, ready_router_at};
 pub use serve::{serve, LocalAddr, Serve, ServeOptions};
 pub use stats_query::StatsQuery;
 pub use stream::{stats_stream, StreamQuery};

@@ -11,9 +11,12 @@ use wscope_core::Registry;
 
 /// `GET /ready` over `registry`, to merge into the public router.
 pub fn ready_router(registry: Registry) -> Router {
-    Router::new()
-        .route("/ready", get(ready))
-        .with_state(registry)
+    ready_router_at(registry, "/ready")
+}
+
+/// [`ready_router`] at another path (`wscope serve --ready-path`). `path` must start with `/`.
+pub fn ready_router_at(registry: Registry, path: &str) -> Router {
+    Router::new().route(path, get(ready)).with_state(registry)
 }
 
 /// `GET /ready`: `{"ready":true}` (200) while serving, `{"ready":false}` (503) once shutdown began.

@@ -10,7 +10,8 @@ use anyhow::Context;
 use axum::Extension;
 use tokio::net::TcpListener;
 use wscope_axum::{
-    admin_router, health_router, json_errors, ready_router, AdminConfig, ServeOptions, Tracking,
+    admin_router, health_router_at, json_errors, ready_router_at, AdminConfig, ServeOptions,
+    Tracking,
 };
 use wscope_cluster::Cluster;
 use wscope_core::{Registry, ShutdownReport};
@@ -30,6 +31,10 @@ pub struct Server {
     admin_config: AdminConfig,
     /// The request-head bound and deadline of both listeners.
     serve_options: ServeOptions,
+    /// Where the main listener answers its health and readiness checks (`--health-path`,
+    /// `--ready-path`).
+    health_path: String,
+    ready_path: String,
     /// Where and how to join a cluster (`--redis-url`), if at all.
     cluster: Option<ClusterPlan>,
 }
@@ -46,6 +51,12 @@ impl Server {
     /// Binds both listeners; an error names the flag whose address failed.
     pub fn bind(settings: &impl ServerGroups) -> anyhow::Result<Self> {
         let listeners = settings.listeners();
+        if listeners.health_path == listeners.ready_path {
+            anyhow::bail!(
+                "--health-path and --ready-path are both {}: give each its own path",
+                listeners.health_path
+            );
+        }
         let main = listener::bind(listeners.listen, listeners.backlog)
             .with_context(|| format!("--listen {}", listeners.listen))?;
         let admin = listener::bind(listeners.admin_listen, listeners.backlog)
@@ -62,6 +73,8 @@ impl Server {
             admin,
             admin_config: settings.admin().admin_config(),
             serve_options: listeners.serve_options(),
+            health_path: listeners.health_path.clone(),
+            ready_path: listeners.ready_path.clone(),
             cluster: cluster.redis_url.as_ref().map(|url| ClusterPlan {
                 redis_url: url.expose().to_owned(),
                 config: cluster.cluster_config(),
@@ -113,7 +126,9 @@ impl Server {
     /// get 503, every connection gets 1001 "Server shutting down" after its queue is flushed,
     /// and what is left at the drain deadline is dropped.
     ///
-    /// Beside `app`'s routes the main listener answers `GET /health` and `GET /ready`; every
+    /// Beside `app`'s routes the main listener answers `GET /health` and `GET /ready` (or the
+    /// paths `--health-path` and `--ready-path` name: an application with routes of its own
+    /// there moves them, as two routes on one path cannot be merged); every
     /// WebSocket it accepts is tracked (admitted, counted, listed, closable, drained), and its
     /// router's own 404 and 405 are JSON. The admin listener serves the admin API.
     pub async fn serve(
@@ -126,8 +141,8 @@ impl Server {
         self.registry.start_background_tasks();
         let (routes, listing) = app.into().into_parts(main_addr);
         let main = routes
-            .merge(health_router(self.registry.clone()))
-            .merge(ready_router(self.registry.clone()))
+            .merge(health_router_at(self.registry.clone(), &self.health_path))
+            .merge(ready_router_at(self.registry.clone(), &self.ready_path))
             .layer(self.tracking.layer());
         // The router's own 404 and 405 in JSON, as its other errors (426, refusals) are.
         let mut main = json_errors(main);

@@ -243,6 +243,79 @@ fn bad_flag_value_is_one_line_naming_the_flag() {
     }
 }
 
+/// `--health-path` and `--ready-path` move the main listener's own checks off the
+/// application's namespace: the new paths answer, the old ones are the application's (here,
+/// nothing: a JSON 404), and a drain shows on the moved readiness path.
+#[tokio::test]
+async fn health_and_ready_move_to_the_paths_given() {
+    let mut served = Served::start(
+        BIN,
+        &[
+            "--health-path",
+            "/_wscope/health",
+            "--ready-path",
+            "/_wscope/ready",
+        ],
+    );
+    let health = http_get(served.main, "/_wscope/health").await;
+    assert_eq!(health.status, 200, "{}", health.text());
+    assert_eq!(health.json()["status"], "healthy");
+    let ready = http_get(served.main, "/_wscope/ready").await;
+    assert_eq!(
+        (ready.status, ready.text()),
+        (200, r#"{"ready":true}"#.to_owned())
+    );
+    for old in ["/health", "/ready"] {
+        let gone = http_get(served.main, old).await;
+        assert_eq!(gone.status, 404, "{old}: {}", gone.text());
+        assert!(gone.json()["error"].is_string(), "{old}: {}", gone.text());
+    }
+    // The WebSocket routes are where they were.
+    let (mut ws, _) = tokio_tungstenite::connect_async(served.url("/ws"))
+        .await
+        .unwrap();
+    ws.send(Message::text("still here")).await.unwrap();
+    let echoed = ws.next().await.unwrap().unwrap();
+    assert_eq!(echoed.into_text().unwrap().as_str(), "still here");
+    drop(ws);
+    served.signal("TERM");
+    assert_eq!(served.wait_exit(Duration::from_secs(10)).code(), Some(0));
+}
+
+#[test]
+fn a_health_or_ready_path_that_is_no_path_is_refused_naming_the_flag() {
+    for (flag, value) in [
+        ("--health-path", "health"),
+        ("--ready-path", "/ready?x=1"),
+        ("--health-path", "/{id}"),
+    ] {
+        let (code, stderr) = run_fail(&["serve", flag, value], &[]);
+        assert_eq!(code, 2, "{flag} {value}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{flag}: {stderr}");
+        assert!(lines[0].contains(flag), "{flag}: {stderr}");
+    }
+    let (code, stderr) = run_fail(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--health-path",
+            "/same",
+            "--ready-path",
+            "/same",
+        ],
+        &[],
+    );
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("--health-path") && stderr.contains("--ready-path"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn bad_env_value_names_the_flag() {
     let (code, stderr) = run_fail(&["serve"], &[("WSCOPE_DRAIN_TIMEOUT", "forever")]);

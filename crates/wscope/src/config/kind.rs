@@ -398,6 +398,37 @@ impl Kind for InstanceId {
     }
 }
 
+/// A path on the main listener for one of the server's own routes (`/health`): it starts with
+/// `/`, is at most 256 bytes of visible ASCII, and holds no `?`, `#`, `{`, `}` or `*` (no query,
+/// fragment or route pattern).
+pub(crate) struct RoutePath;
+
+impl Kind for RoutePath {
+    type Value = String;
+    const PLACEHOLDER: &'static str = "PATH";
+
+    fn parse(text: &str) -> Result<String, String> {
+        let text = text.trim();
+        let ok = text.starts_with('/')
+            && text.len() <= 256
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !matches!(b, b'?' | b'#' | b'{' | b'}' | b'*'));
+        if ok {
+            Ok(text.to_owned())
+        } else {
+            Err(format!(
+                "invalid path {text:?}: start with / and use at most 256 visible ASCII \
+                 characters, without ? # {{ }} *"
+            ))
+        }
+    }
+
+    fn show(value: &String) -> String {
+        value.clone()
+    }
+}
+
 /// A cluster name: what an instance id may be (it names keys and channels).
 pub(crate) struct ClusterName;
 

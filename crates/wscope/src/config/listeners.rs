@@ -18,6 +18,11 @@ declare_group! {
         listen: SocketAddr as kind::Addr = SocketAddr::from(([127, 0, 0, 1], 8080));
         /// Address of the admin listener (`/api/stats`, `/api/admin`, `/health`).
         admin_listen: SocketAddr as kind::Addr = SocketAddr::from(([127, 0, 0, 1], 9090));
+        /// Path of the main listener's public health check, moved off the application's
+        /// namespace when it needs `/health` itself.
+        health_path: String as kind::RoutePath = "/health".to_owned();
+        /// Path of the main listener's readiness check (503 once draining).
+        ready_path: String as kind::RoutePath = "/ready".to_owned();
         /// Accept backlog of each listener.
         backlog: u32 as kind::Count<u32> = 4096;
         /// Proxies (CIDRs or addresses, comma-separated; repeatable) whose forwarding headers
