@@ -245,26 +245,7 @@ async fn three_instances_are_seen_and_steered_as_one() {
     }
 
     // A second instance named n0 is refused with one clear line, and exits.
-    let dup = std::process::Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--redis-url",
-            &url,
-            "--cluster-name",
-            &name,
-            "--instance-id",
-            "n0",
-        ])
-        .args(["--cluster-heartbeat", "200ms", "--cluster-ttl", "800ms"])
-        .env_remove("INSTANCE_ID")
-        .output()
-        .unwrap();
+    let dup = run_duplicate_n0(&url, &name);
     let stderr = String::from_utf8_lossy(&dup.stderr);
     assert_eq!(dup.status.code(), Some(1), "{stderr}");
     let line = stderr.lines().last().unwrap();
@@ -459,16 +440,10 @@ async fn a_slow_redis_never_holds_up_a_socket() {
 
 /// A second instance with a live instance's id says so once: the one `error:` line the README
 /// promises, not the same refusal logged first at error level as well.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_duplicate_instance_id_is_refused_in_one_line() {
-    let Some(url) = redis_url_or_skip("a_duplicate_instance_id_is_refused_in_one_line").await
-    else {
-        return;
-    };
-    let name = cluster_name("dup");
-    let first = instance(&url, &name, "n0");
-    wait_for(&first, "/health", "joined", |h| h["cluster"] == "connected").await;
-    let dup = std::process::Command::new(BIN)
+/// Runs a second `wscope serve` named n0 in cluster `name` to its end (it is refused when an n0
+/// is already a live member).
+fn run_duplicate_n0(url: &str, name: &str) -> std::process::Output {
+    std::process::Command::new(BIN)
         .args([
             "serve",
             "--listen",
@@ -478,16 +453,28 @@ async fn a_duplicate_instance_id_is_refused_in_one_line() {
         ])
         .args([
             "--redis-url",
-            &url,
+            url,
             "--cluster-name",
-            &name,
+            name,
             "--instance-id",
             "n0",
         ])
         .args(["--cluster-heartbeat", "200ms", "--cluster-ttl", "800ms"])
         .env_remove("INSTANCE_ID")
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_instance_id_is_refused_in_one_line() {
+    let Some(url) = redis_url_or_skip("a_duplicate_instance_id_is_refused_in_one_line").await
+    else {
+        return;
+    };
+    let name = cluster_name("dup");
+    let first = instance(&url, &name, "n0");
+    wait_for(&first, "/health", "joined", |h| h["cluster"] == "connected").await;
+    let dup = run_duplicate_n0(&url, &name);
     let stderr = String::from_utf8_lossy(&dup.stderr);
     assert_eq!(dup.status.code(), Some(1), "{stderr}");
     let refusals: Vec<_> = stderr

@@ -17,6 +17,27 @@ use wscope_testkit::raw::{
 use wscope_testkit::served::Served;
 use wscope_testkit::{http, WAIT};
 
+/// How many of the recently closed connections (`/api/closed`) ended with `code`.
+async fn closed_with_code(admin: std::net::SocketAddr, code: u16) -> usize {
+    let closed: serde_json::Value = wscope_testkit::http_get(admin, "/api/closed").await.json();
+    closed["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["code"] == code)
+        .count()
+}
+
+/// Waits, at most [`WAIT`], until at least `n` recently closed connections ended with `code`;
+/// panics with `what` if they do not.
+async fn wait_closed_with_code(admin: std::net::SocketAddr, code: u16, n: usize, what: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while closed_with_code(admin, code).await < n {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[path = "hostile/admission.rs"]
 mod admission;
 #[path = "hostile/api.rs"]
@@ -397,23 +418,8 @@ async fn large_partial_messages_are_held_within_the_budget() {
         clients.push(raw);
     }
     let admin = served.admin;
-    let refused = || async move {
-        let closed: serde_json::Value = wscope_testkit::http_get(admin, "/api/closed").await.json();
-        closed["connections"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["code"] == 1013)
-            .count()
-    };
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while refused().await < 60 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "too few refused with 1013"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let refused = || closed_with_code(admin, 1013);
+    wait_closed_with_code(admin, 1013, 60, "too few refused with 1013").await;
     let held = 100 - refused().await;
     println!("{held} of 100 partial 1 MiB messages held under a 32 MiB budget");
     assert!(held <= 33, "{held} held");

@@ -14,7 +14,7 @@ use wscope_testkit::raw::{
 use wscope_testkit::served::Served;
 use wscope_testkit::WAIT;
 
-use super::{report_rss, still_serves};
+use super::{closed_with_code, report_rss, still_serves, wait_closed_with_code};
 
 /// The binary under test: this build's, or `WSCOPE_HOSTILE_BIN`.
 fn bin() -> String {
@@ -254,20 +254,8 @@ async fn one_address_cannot_spend_the_message_budget_for_everyone() {
         assert_eq!(got.payload, message);
     }
     let admin = served.admin;
-    let refused = || async move {
-        let closed: serde_json::Value = wscope_testkit::http_get(admin, "/api/closed").await.json();
-        closed["connections"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["code"] == 1013)
-            .count()
-    };
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while refused().await < 6 {
-        assert!(tokio::time::Instant::now() < deadline, "too few refused");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let refused = || closed_with_code(admin, 1013);
+    wait_closed_with_code(admin, 1013, 6, "too few refused").await;
     assert_eq!(refused().await, 6, "two fit the address's quarter");
     drop(holders);
     still_serves(&served).await;
