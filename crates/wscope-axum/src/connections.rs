@@ -12,7 +12,7 @@ use wscope_core::Registry;
 
 use crate::error::ApiError;
 
-/// `GET /api/connections?limit=&cursor=|offset=&sort=&order=&fields=&state=&min_idle=&ip=&ua=&path=&tag=&user=`:
+/// `GET /api/connections?limit=&cursor=|offset=&sort=&order=&fields=&state=&min_idle=&ip=&ua=&path=&tag=&user=&upstream=`:
 /// a [`ConnectionPage`] (`{"total", "connections", "next"}`). A parameter that is unknown,
 /// repeated or does not parse is a 400 whose `error` starts with its name (`"sort: ..."`).
 pub async fn connections(

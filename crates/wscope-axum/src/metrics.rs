@@ -22,6 +22,7 @@
 //! ```
 
 mod process;
+mod relays;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +45,7 @@ use wscope_core::{
 };
 
 use crate::error::ApiError;
+use crate::relay::Relays;
 
 /// Upper bounds (s) of the connection-lifetime buckets: from a reconnect loop to a day.
 const LIFETIME_BUCKETS: [f64; 13] = [
@@ -70,9 +72,12 @@ pub(crate) fn route(registry: &Registry) -> MethodRouter<Registry> {
 pub async fn metrics(
     State(registry): State<Registry>,
     cluster: Option<Extension<Cluster>>,
+    relays: Option<Extension<Relays>>,
 ) -> Response {
     let cluster = cluster.map(|Extension(c)| c);
-    match tokio::task::spawn_blocking(move || metrics_text(&registry, cluster.as_ref())).await {
+    let relays = relays.map(|Extension(r)| r);
+    let text = move || metrics_text_with(&registry, cluster.as_ref(), relays.as_ref());
+    match tokio::task::spawn_blocking(text).await {
         Ok(Ok(text)) => (
             [(
                 header::CONTENT_TYPE,
@@ -96,7 +101,17 @@ pub async fn metrics(
 /// close and round-trip families (as `admin_router` does when built), so those count from then
 /// on.
 pub fn metrics_text(registry: &Registry, cluster: Option<&Cluster>) -> Result<String, fmt::Error> {
+    metrics_text_with(registry, cluster, None)
+}
+
+/// [`metrics_text`] with the `wscope_upstream_*` families of a proxy's `relays`.
+pub fn metrics_text_with(
+    registry: &Registry,
+    cluster: Option<&Cluster>,
+    relays: Option<&Relays>,
+) -> Result<String, fmt::Error> {
     let scrape = Scrape {
+        relays: relays.map(relays::RelayScrape::read),
         summary: registry.summary(),
         traffic: registry.traffic(),
         closes: registry.observe_once(CloseMetrics::new),
@@ -260,6 +275,7 @@ struct Scrape {
     closes: Arc<CloseMetrics>,
     process: process::Process,
     cluster: Option<ClusterScrape>,
+    relays: Option<relays::RelayScrape>,
 }
 
 /// What cluster mode adds to a scrape.
@@ -278,6 +294,9 @@ impl Collector for Scrape {
         self.encode_histograms(&mut encoder)?;
         if let Some(cluster) = &self.cluster {
             cluster.encode(&mut encoder)?;
+        }
+        if let Some(relays) = &self.relays {
+            relays.encode(&mut encoder)?;
         }
         self.process.encode(&mut encoder)
     }

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use wscope_core::{ConnectionMeta, LabelError, Refusal, Registry, TrackedSocket};
+use wscope_core::{ConnectionMeta, LabelError, Permit, Refusal, Registry, TrackedSocket};
 use wscope_engine::{Attempt, Engine, ServerHandshake, SocketConfig};
 
 use crate::client_addr::TrustedProxies;
@@ -274,6 +274,13 @@ impl WebSocketUpgrade {
         &self.meta.path
     }
 
+    /// Names the upstream a proxy relays this socket to (shown as `upstream` in the stats and
+    /// filterable with `?upstream=`); see [`crate::relay`].
+    pub fn upstream(mut self, upstream: impl Into<String>) -> Self {
+        self.meta.upstream = Some(upstream.into());
+        self
+    }
+
     /// Accepts the upgrade and runs `handler` with the tracked socket. A plain request gets 426
     /// "Upgrade required"; an invalid handshake (a `Sec-WebSocket-Key` that is not 16 bytes in
     /// base64, HTTP/1.0) 400, counted as `invalidHandshake`; labels past their caps 400, counted
@@ -283,19 +290,36 @@ impl WebSocketUpgrade {
         F: FnOnce(TrackedSocket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        match self.admit() {
+            Ok(admitted) => {
+                let protocol = admitted.choose_protocol();
+                admitted.accept(protocol, handler)
+            }
+            Err(refused) => refused,
+        }
+    }
+
+    /// The first step of [`on_upgrade`](Self::on_upgrade), for a handler that must do something
+    /// between admission and the `101` answer (a proxy opens its upstream there): the handshake
+    /// checked, the labels checked and admission passed — its permit held, so the upgrade counts
+    /// against the limits — but nothing registered yet. The error is the answer to give instead
+    /// (426, 400, the refusal's status), already counted. Dropping the [`Admitted`] releases the
+    /// permit and leaves no trace in the registry.
+    #[allow(clippy::result_large_err)]
+    pub fn admit(self) -> Result<Admitted, Response> {
         let (handshake, on_upgrade) = match (self.handshake, self.on_upgrade) {
             (Attempt::Valid(handshake), Some(on_upgrade)) => (handshake, on_upgrade),
-            (Attempt::Valid(_) | Attempt::NotUpgrade, _) => return upgrade_required(),
+            (Attempt::Valid(_) | Attempt::NotUpgrade, _) => return Err(upgrade_required()),
             (Attempt::Invalid(why), _) => {
                 let refusal = Refusal::InvalidHandshake(why);
                 self.tracking.registry.record_refusal(&refusal, &self.meta);
-                return UpgradeRefused(refusal).into_response();
+                return Err(UpgradeRefused(refusal).into_response());
             }
         };
         if let Some(error) = self.label_error {
             let refusal = Refusal::InvalidLabels(error);
             self.tracking.registry.record_refusal(&refusal, &self.meta);
-            return UpgradeRefused(refusal).into_response();
+            return Err(UpgradeRefused(refusal).into_response());
         }
         if !self.explicit {
             warn_once(
@@ -304,15 +328,71 @@ impl WebSocketUpgrade {
                  add .layer(Tracking::new(registry).layer()) after the routes",
             );
         }
-        // The budget's share is the client's as admission counts it (an IPv6 host's network).
-        let registry = &self.tracking.registry;
-        let client = self.meta.remote_addr.map(|ip| registry.client_key(ip));
-        let accepted = match self.tracking.registry.accept(self.meta) {
-            Ok(accepted) => accepted,
-            Err(refusal) => return UpgradeRefused(refusal).into_response(),
+        let permit = match self.tracking.registry.admit(&self.meta) {
+            Ok(permit) => permit,
+            Err(refusal) => return Err(UpgradeRefused(refusal).into_response()),
         };
-        let protocol = handshake.choose_protocol(&self.protocols);
-        let cfg = self.tracking.socket;
+        Ok(Admitted {
+            handshake,
+            on_upgrade,
+            meta: self.meta,
+            permit,
+            tracking: self.tracking,
+            protocols: self.protocols,
+        })
+    }
+}
+
+/// An upgrade admitted but not yet answered ([`WebSocketUpgrade::admit`]): answer it with
+/// [`accept`](Admitted::accept), or drop it (and answer something else) to refuse it.
+#[derive(Debug)]
+pub struct Admitted {
+    handshake: ServerHandshake,
+    on_upgrade: OnUpgrade,
+    meta: ConnectionMeta,
+    /// What admission reserved for the connection: released if this is dropped.
+    permit: Permit,
+    tracking: Tracking,
+    protocols: Vec<String>,
+}
+
+impl Admitted {
+    /// The subprotocol the route's [`protocols`](WebSocketUpgrade::protocols) would agree on.
+    pub fn choose_protocol(&self) -> Option<String> {
+        self.handshake.choose_protocol(&self.protocols)
+    }
+
+    /// The client's address as recorded.
+    pub fn remote_addr(&self) -> Option<IpAddr> {
+        self.meta.remote_addr
+    }
+
+    /// The registry the socket will be tracked in.
+    pub fn registry(&self) -> &Registry {
+        &self.tracking.registry
+    }
+
+    /// Registers the socket, answers `101` agreeing on `protocol` (which the client must have
+    /// offered: a proxy passes on its upstream's choice), and runs `handler` with the tracked
+    /// socket once hyper hands the connection over.
+    pub fn accept<F, Fut>(self, protocol: Option<String>, handler: F) -> Response
+    where
+        F: FnOnce(TrackedSocket) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let Self {
+            handshake,
+            on_upgrade,
+            meta,
+            permit,
+            tracking,
+            protocols: _,
+        } = self;
+        // The budget's share is the client's as admission counts it (an IPv6 host's network).
+        let registry = &tracking.registry;
+        let client = meta.remote_addr.map(|ip| registry.client_key(ip));
+        let accepted = registry.register(meta, permit);
+        let cfg = tracking.socket;
         let deflate = cfg
             .permessage_deflate
             .then(|| handshake.deflate())

@@ -62,6 +62,8 @@ pub struct ConnectionMeta {
     /// Tags to attach from the start (as `tag` would); at most [`MAX_TAGS`] distinct ones of at
     /// most [`MAX_TAG_LEN`] bytes, or admission refuses the upgrade. Repeats are attached once.
     pub tags: Vec<String>,
+    /// The upstream a proxy relays the connection to (`wscope proxy`), shown as `upstream`.
+    pub upstream: Option<String>,
 }
 
 impl ConnectionMeta {
@@ -88,6 +90,12 @@ impl ConnectionMeta {
     /// Sets the origin.
     pub fn origin(mut self, origin: impl Into<Option<String>>) -> Self {
         self.origin = origin.into();
+        self
+    }
+
+    /// Names the upstream a proxy relays the connection to (shown as `upstream` in the stats).
+    pub fn upstream(mut self, upstream: impl Into<Option<String>>) -> Self {
+        self.upstream = upstream.into();
         self
     }
 

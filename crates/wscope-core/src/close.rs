@@ -141,11 +141,14 @@ pub enum Initiator {
     /// A timeout closed it: the peer did not answer a ping, or nothing was sent either way for the
     /// idle timeout.
     Timeout,
+    /// The upstream a relayed connection is proxied to closed it (`wscope proxy`): its code and
+    /// reason are passed on to the client.
+    Upstream,
 }
 
 impl Initiator {
     /// Every initiator, in a fixed order (for counters).
-    pub const ALL: [Initiator; 9] = [
+    pub const ALL: [Initiator; 10] = [
         Self::Client,
         Self::Server,
         Self::Admin,
@@ -155,6 +158,7 @@ impl Initiator {
         Self::Deadline,
         Self::Limit,
         Self::Timeout,
+        Self::Upstream,
     ];
 
     pub(crate) fn index(self) -> usize {
@@ -173,6 +177,7 @@ impl Initiator {
             Self::Deadline => "deadline",
             Self::Limit => "limit",
             Self::Timeout => "timeout",
+            Self::Upstream => "upstream",
         }
     }
 }

@@ -77,6 +77,31 @@ impl ConnectionHandle {
         result
     }
 
+    /// Queues a message, waiting while the queue is full, as [`TrackedSocket::send`] does: what a
+    /// relay feeding the connection from elsewhere uses, so that a client that stops reading
+    /// stops the relay (and, through it, whoever feeds the relay) instead of being closed as a
+    /// slow consumer. Fails once the connection is closing.
+    ///
+    /// [`TrackedSocket::send`]: crate::TrackedSocket::send
+    pub async fn send_waiting(&self, msg: impl Into<Message>) -> Result<(), SendError> {
+        self.entry.outbox.push(msg.into()).await
+    }
+
+    /// Closes the connection, after what is queued to it, with the code and reason the upstream
+    /// of a relay closed with (`wscope proxy`): recorded as closed by `upstream`. Returns false
+    /// when it was already closing.
+    pub fn close_from_upstream(&self, code: CloseCode, reason: &str) -> Result<bool, ReasonTooLong> {
+        let frame = CloseFrame::new(code, reason)?;
+        Ok(self.entry.request_close(frame, Initiator::Upstream))
+    }
+
+    /// Completes once the connection is over for good: its close handshake done or given up,
+    /// or the drain deadline passed (at once if it is). A relay races its writes to the other
+    /// side with it, so that a peer that reads nothing cannot keep a closed connection's task.
+    pub async fn ended(&self) {
+        self.entry.aborted().await;
+    }
+
     /// The last ping's round-trip time in milliseconds, once a pong has come.
     pub fn rtt_ms(&self) -> Option<u32> {
         self.entry.rtt()

@@ -83,6 +83,8 @@ pub struct ClosedBy {
     pub limit: u64,
     /// A timeout: ping, idle.
     pub timeout: u64,
+    /// The upstream of a relayed connection (`wscope proxy`).
+    pub upstream: u64,
 }
 
 impl ClosedBy {
@@ -97,10 +99,12 @@ impl ClosedBy {
         self.deadline = self.deadline.saturating_add(other.deadline);
         self.limit = self.limit.saturating_add(other.limit);
         self.timeout = self.timeout.saturating_add(other.timeout);
+        self.upstream = self.upstream.saturating_add(other.upstream);
     }
 
     pub(crate) fn from_counts(counts: [u64; Initiator::ALL.len()]) -> Self {
-        let [client, server, admin, shutdown, error, panic, deadline, limit, timeout] = counts;
+        let [client, server, admin, shutdown, error, panic, deadline, limit, timeout, upstream] =
+            counts;
         Self {
             client,
             server,
@@ -111,6 +115,7 @@ impl ClosedBy {
             deadline,
             limit,
             timeout,
+            upstream,
         }
     }
 }

@@ -79,6 +79,17 @@ pub(crate) struct Labels {
     pub(crate) user: Option<Arc<str>>,
     /// Tags, in the order first added, without repeats (interned: a service uses a few).
     pub(crate) tags: Vec<SharedStr>,
+    /// The upstream a proxy relays the connection to (interned: a proxy has a few). Here, not in
+    /// the entry, so that connections no proxy relays pay nothing for it.
+    pub(crate) upstream: Option<SharedStr>,
+}
+
+/// The labels as the stats list them.
+#[derive(Debug, Default)]
+pub(crate) struct LabelsView {
+    pub(crate) user: Option<String>,
+    pub(crate) tags: Vec<String>,
+    pub(crate) upstream: Option<String>,
 }
 
 impl Entry {
@@ -140,8 +151,8 @@ impl Entry {
 
     /// Attaches the labels an upgrade came with, admission having checked their caps: repeats
     /// dropped in one pass with a set.
-    pub(crate) fn set_labels(&self, user: Option<&str>, tags: &[String]) {
-        if user.is_none() && tags.is_empty() {
+    pub(crate) fn set_labels(&self, user: Option<&str>, tags: &[String], upstream: Option<&str>) {
+        if user.is_none() && tags.is_empty() && upstream.is_none() {
             return;
         }
         let labels = Labels {
@@ -149,6 +160,7 @@ impl Entry {
             tags: crate::admission::distinct_tags(tags)
                 .map(SharedStr::new)
                 .collect(),
+            upstream: upstream.map(SharedStr::new),
         };
         self.labelled.store(true, Ordering::Release);
         *self.labels() = Some(Box::new(labels));
@@ -178,18 +190,30 @@ impl Entry {
             .unwrap_or_default()
     }
 
-    /// The user id and tags as the stats list them.
-    pub(crate) fn labels_view(&self) -> (Option<String>, Vec<String>) {
+    /// The user id, tags and upstream as the stats list them.
+    pub(crate) fn labels_view(&self) -> LabelsView {
         if !self.labelled.load(Ordering::Acquire) {
-            return (None, Vec::new());
+            return LabelsView::default();
         }
         match self.labels().as_ref() {
-            None => (None, Vec::new()),
-            Some(l) => (
-                l.user.as_deref().map(str::to_owned),
-                l.tags.iter().map(|t| t.to_string()).collect(),
-            ),
+            None => LabelsView::default(),
+            Some(l) => LabelsView {
+                user: l.user.as_deref().map(str::to_owned),
+                tags: l.tags.iter().map(|t| t.to_string()).collect(),
+                upstream: l.upstream.as_deref().map(str::to_owned),
+            },
         }
+    }
+
+    /// Whether the connection is relayed to `upstream`.
+    pub(crate) fn has_upstream(&self, upstream: &str) -> bool {
+        if !self.labelled.load(Ordering::Acquire) {
+            return false;
+        }
+        self.labels()
+            .as_ref()
+            .and_then(|l| l.upstream.as_deref())
+            .is_some_and(|u| u == upstream)
     }
 
     /// Whether the user id is `user`.

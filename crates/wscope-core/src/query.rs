@@ -150,11 +150,16 @@ pub struct ConnectionFilter {
     /// With this user id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Relayed to this upstream (`wscope proxy`; as the `upstream` column shows it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
 }
 
 impl ConnectionFilter {
     /// The filter parameters' names, as in the query and the `close_matching` filter object.
-    pub const PARAMS: [&'static str; 7] = ["state", "min_idle", "ip", "ua", "path", "tag", "user"];
+    pub const PARAMS: [&'static str; 8] = [
+        "state", "min_idle", "ip", "ua", "path", "tag", "user", "upstream",
+    ];
 
     /// Whether no condition is set (it matches every connection).
     pub fn is_empty(&self) -> bool {
@@ -203,6 +208,12 @@ impl ConnectionFilter {
         self
     }
 
+    /// Sets [`ConnectionFilter::upstream`].
+    pub fn upstream(mut self, upstream: impl Into<String>) -> Self {
+        self.upstream = Some(upstream.into());
+        self
+    }
+
     /// Whether an address passes [`ConnectionFilter::ip`] (IPv4-mapped addresses match their
     /// IPv4 form).
     pub(crate) fn ip_matches(&self, addr: Option<IpAddr>) -> bool {
@@ -232,6 +243,7 @@ impl ConnectionFilter {
             "path" => self.path = Some(non_empty(value)?),
             "tag" => self.tag = Some(non_empty(value)?),
             "user" => self.user = Some(non_empty(value)?),
+            "upstream" => self.upstream = Some(non_empty(value)?),
             _ => return Ok(false),
         }
         Ok(true)
@@ -486,9 +498,9 @@ impl ConnectionQuery {
     /// The largest `limit`.
     pub const MAX_LIMIT: usize = 10_000;
     /// Every query parameter's name.
-    pub const PARAMS: [&'static str; 13] = [
+    pub const PARAMS: [&'static str; 14] = [
         "limit", "cursor", "offset", "sort", "order", "fields", "state", "min_idle", "ip", "ua",
-        "path", "tag", "user",
+        "path", "tag", "user", "upstream",
     ];
 
     /// Reads the query from URL-decoded key/value pairs. An unknown or repeated parameter, a

@@ -20,7 +20,7 @@ use crate::aggregates::Aggregates;
 use crate::clock::Clock;
 use crate::close::{CloseFrame, CloseRecord, Initiator};
 use crate::config::RegistryConfig;
-use crate::entry::{Entry, Stored};
+use crate::entry::{Entry, LabelsView, Stored};
 use crate::id::{self, ConnectionId};
 use crate::liveness::{Expired, Timeouts};
 use crate::observer::{ClosedEvent, Observers, OpenedEvent};
@@ -246,7 +246,7 @@ impl Shared {
             Outbox::new(self.config.queue_capacity, self.config.max_queued_bytes),
         ));
         // Within their caps: admission checked them.
-        entry.set_labels(meta.user.as_deref(), &meta.tags);
+        entry.set_labels(meta.user.as_deref(), &meta.tags, meta.upstream.as_deref());
         // In the order index first: a page walk that finds a number not yet in the map skips
         // it, while one missing from the index would be skipped by every page.
         self.order.insert(seq);
@@ -444,7 +444,11 @@ impl Shared {
     pub(crate) fn info(&self, e: &Entry, now: u64) -> ConnectionInfo {
         let (queued_messages, queued_bytes) = e.outbox.queued();
         let counts = e.counts();
-        let (user, tags) = e.labels_view();
+        let LabelsView {
+            user,
+            tags,
+            upstream,
+        } = e.labels_view();
         ConnectionInfo {
             id: self.id_of(e.seq),
             age: now.saturating_sub(e.connected_ms),
@@ -463,6 +467,7 @@ impl Shared {
             rtt_ms: e.rtt(),
             user,
             tags,
+            upstream,
         }
     }
 

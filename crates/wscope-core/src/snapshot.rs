@@ -70,11 +70,14 @@ pub struct ConnectionInfo {
     /// The tags the application attached ([`crate::TrackedSocket::tag`]), if any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// The upstream a proxied connection is relayed to (`wscope proxy`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
 }
 
 impl ConnectionInfo {
     /// Every field's JSON name, in the order written (what `fields=` may pick).
-    pub const FIELDS: [&'static str; 17] = [
+    pub const FIELDS: [&'static str; 18] = [
         "id",
         "age",
         "idleTime",
@@ -92,6 +95,7 @@ impl ConnectionInfo {
         "rttMs",
         "user",
         "tags",
+        "upstream",
     ];
 }
 

@@ -71,6 +71,9 @@ pub use connect::{connect, connect_with, ConnectError, Connected, IntoClientRequ
 pub use deflate::Deflate;
 pub use engine::{Engine, UnknownEngine};
 pub use guard::lingering;
-pub use handshake::{Attempt, ClientHandshake, HandshakeError, ServerHandshake, Upgraded};
+pub use handshake::{
+    Attempt, ClientHandshake, HandshakeError, RefusedAnswer, ServerHandshake, Upgraded,
+    MAX_REFUSAL_BODY,
+};
 pub use http;
 pub use io::Io;

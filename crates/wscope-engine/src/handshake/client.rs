@@ -33,13 +33,30 @@ pub enum HandshakeError {
     /// The answer is not an HTTP/1.1 response head of at most 16 KiB.
     #[error("malformed answer: {0}")]
     Malformed(&'static str),
-    /// The server answered with another status than 101.
-    #[error("the server answered {0} instead of 101 Switching Protocols")]
-    Status(StatusCode),
+    /// The server answered with another status than 101: its answer, with its body (up to
+    /// 64 KiB), as a proxy passes it on.
+    #[error("the server answered {} instead of 101 Switching Protocols", .0.status)]
+    Refused(Box<RefusedAnswer>),
     /// The 101 is not a WebSocket upgrade answering this request.
     #[error("invalid answer: {0}")]
     Invalid(&'static str),
 }
+
+/// A server's answer other than 101 to an upgrade request ([`HandshakeError::Refused`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RefusedAnswer {
+    /// Its status.
+    pub status: StatusCode,
+    /// Its headers.
+    pub headers: HeaderMap,
+    /// Its body: as many bytes as `Content-Length` says, or up to the end of the stream, at most
+    /// [`MAX_REFUSAL_BODY`] (a chunked body is read up to the end of the stream too, unparsed).
+    pub body: Bytes,
+}
+
+/// The most bytes of a refusal's body kept.
+pub const MAX_REFUSAL_BODY: usize = 64 << 10;
 
 /// A client's upgrade request, ready to be sent. See the module documentation.
 #[derive(Debug)]
@@ -120,6 +137,16 @@ impl ClientHandshake {
             }
         };
         let (status, headers) = parse_head(&head[..end])?;
+        if status != StatusCode::SWITCHING_PROTOCOLS {
+            head.drain(..end);
+            let body = read_body(&mut io, &headers, head).await;
+            let answer = RefusedAnswer {
+                status,
+                headers,
+                body,
+            };
+            return Err(HandshakeError::Refused(Box::new(answer)));
+        }
         let (protocol, deflate) = self.check(status, &headers)?;
         Ok(Upgraded {
             io,
@@ -155,9 +182,7 @@ impl ClientHandshake {
         headers: &HeaderMap,
     ) -> Result<(Option<String>, Option<Deflate>), HandshakeError> {
         use HandshakeError::Invalid;
-        if status != StatusCode::SWITCHING_PROTOCOLS {
-            return Err(HandshakeError::Status(status));
-        }
+        debug_assert_eq!(status, StatusCode::SWITCHING_PROTOCOLS);
         if !has_token(headers, header::UPGRADE, "websocket")
             || !has_token(headers, header::CONNECTION, "upgrade")
         {
@@ -216,6 +241,25 @@ fn parse_head(head: &[u8]) -> Result<(StatusCode, HeaderMap), HandshakeError> {
         headers.append(name, value);
     }
     Ok((status, headers))
+}
+
+/// The body of a refusal: `Content-Length` bytes, or what comes until the stream ends, at most
+/// [`MAX_REFUSAL_BODY`], starting with what was read past the head (`read`). A stream that fails
+/// midway gives what had come.
+async fn read_body<S: AsyncRead + Unpin>(io: &mut S, headers: &HeaderMap, mut read: Vec<u8>) -> Bytes {
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let want = length.unwrap_or(MAX_REFUSAL_BODY).min(MAX_REFUSAL_BODY);
+    while read.len() < want {
+        match io.read_buf(&mut read).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    read.truncate(want);
+    Bytes::from(read)
 }
 
 /// A new `Sec-WebSocket-Key`: 16 random bytes in base64. (A nonce, not a secret: std's

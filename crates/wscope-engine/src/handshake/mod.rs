@@ -9,7 +9,7 @@
 mod client;
 mod server;
 
-pub use client::{ClientHandshake, HandshakeError, Upgraded};
+pub use client::{ClientHandshake, HandshakeError, RefusedAnswer, Upgraded, MAX_REFUSAL_BODY};
 pub use server::{Attempt, ServerHandshake};
 
 use base64::Engine as _;

@@ -64,4 +64,7 @@ pub enum ConfigError {
         /// The admin listener's address.
         addr: std::net::SocketAddr,
     },
+    /// Routes that leave nowhere to relay to, or name a prefix twice (the text names the flag).
+    #[error("{0}")]
+    Routes(String),
 }

@@ -61,6 +61,7 @@ mod limits;
 mod listeners;
 mod liveness;
 mod logging;
+mod proxy;
 mod server;
 mod sockets;
 #[cfg(test)]
@@ -82,6 +83,7 @@ pub use limits::{Limits, PartialLimits};
 pub use listeners::{Listeners, PartialListeners};
 pub use liveness::{Liveness, PartialLiveness};
 pub use logging::{Logging, PartialLogging};
+pub use proxy::{PartialProxyRoutes, ProxyRoutes, RouteSpec, UpstreamUrl};
 pub use server::ServerGroups;
 pub use sockets::{PartialSockets, Sockets};
 
@@ -155,36 +157,100 @@ impl ServeSettings {
     }
 }
 
-impl ServerGroups for ServeSettings {
-    fn listeners(&self) -> &Listeners {
-        &self.listeners
+/// Implements [`ServerGroups`] for settings that flatten every server group under the same
+/// field names.
+macro_rules! server_groups {
+    ($settings:ty) => {
+        impl ServerGroups for $settings {
+            fn listeners(&self) -> &Listeners {
+                &self.listeners
+            }
+
+            fn instance(&self) -> &Instance {
+                &self.instance
+            }
+
+            fn liveness(&self) -> &Liveness {
+                &self.liveness
+            }
+
+            fn sockets(&self) -> &Sockets {
+                &self.sockets
+            }
+
+            fn limits(&self) -> &Limits {
+                &self.limits
+            }
+
+            fn admin(&self) -> &AdminAccess {
+                &self.admin
+            }
+
+            fn cluster(&self) -> &ClusterMode {
+                &self.cluster
+            }
+
+            fn logging(&self) -> &Logging {
+                &self.logging
+            }
+        }
+    };
+}
+
+server_groups!(ServeSettings);
+server_groups!(ProxySettings);
+
+declare_settings! {
+    /// Every setting of `wscope proxy`: the server's groups and where requests are relayed.
+    pub struct ProxySettings (PartialProxySettings) {
+        /// Where it listens and how it serves HTTP.
+        listeners: Listeners (PartialListeners),
+        /// What names this instance.
+        instance: Instance (PartialInstance),
+        /// Pings, idle and stale connections, the drain.
+        liveness: Liveness (PartialLiveness),
+        /// The WebSocket engine (both hops).
+        sockets: Sockets (PartialSockets),
+        /// What a client may take.
+        limits: Limits (PartialLimits),
+        /// Who may use the admin API.
+        admin: AdminAccess (PartialAdminAccess),
+        /// Cluster mode.
+        cluster: ClusterMode (PartialClusterMode),
+        /// The log lines.
+        logging: Logging (PartialLogging),
+        /// Where requests are relayed.
+        proxy: ProxyRoutes (PartialProxyRoutes),
+    }
+}
+
+/// `wscope proxy`'s command line.
+pub type ProxyArgs = SettingsArgs<PartialProxySettings>;
+
+impl ProxySettings {
+    /// Resolves the settings as [`ServeSettings::resolve`] does, and refuses routes that leave
+    /// nowhere to relay to or name a prefix twice.
+    pub fn resolve(args: ProxyArgs) -> Result<Self, ConfigError> {
+        let reference_env = PartialProxySettings {
+            instance: PartialInstance::from_reference_env(&args.flags.instance)?,
+            ..PartialProxySettings::default()
+        };
+        let settings = layered(args, reference_env, "wscope proxy")?;
+        let admin = settings.admin.checked(settings.listeners.admin_listen)?;
+        settings.cluster.check()?;
+        settings.proxy.table().map_err(ConfigError::Routes)?;
+        Ok(Self { admin, ..settings })
     }
 
-    fn instance(&self) -> &Instance {
-        &self.instance
-    }
-
-    fn liveness(&self) -> &Liveness {
-        &self.liveness
-    }
-
-    fn sockets(&self) -> &Sockets {
-        &self.sockets
-    }
-
-    fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
-    fn admin(&self) -> &AdminAccess {
-        &self.admin
-    }
-
-    fn cluster(&self) -> &ClusterMode {
-        &self.cluster
-    }
-
-    fn logging(&self) -> &Logging {
-        &self.logging
+    /// Reads the routes again from `path` (the `--config` file) over what the command line
+    /// set: what a reload does. Only the proxy group is read; the error names the file.
+    pub fn reload_routes(
+        args: &ProxyArgs,
+        path: &std::path::Path,
+    ) -> Result<ProxyRoutes, ConfigError> {
+        let file = file::read::<PartialProxySettings>(path, "wscope proxy")?;
+        let routes = args.flags.proxy.clone().or(file.proxy).or_defaults();
+        routes.table().map_err(ConfigError::Routes)?;
+        Ok(routes)
     }
 }
