@@ -93,6 +93,9 @@
 //!   `Content-Type` checks in front of every admin route.
 //! - `serve`: [`serve()`], HTTP/1.1 serving with a bound on request heads and a deadline for them
 //!   ([`ServeOptions`]).
+//! - `forward`: [`forward_headers`] and [`strip_hop_by_hop`], the headers a proxy sends on
+//!   ([`Forwarding`]: hop-by-hop ones dropped, `X-Forwarded-*` and `Forwarded` added) and
+//!   brings back.
 //! - `error`: [`ApiError`] (the JSON error body), [`UpgradeRefused`] and [`json_errors`] (JSON
 //!   bodies for the router's own 404 and 405).
 
@@ -104,6 +107,7 @@ mod cluster;
 mod connections;
 mod dashboard;
 mod error;
+mod forward;
 mod metrics;
 mod ready;
 mod serve;
@@ -119,6 +123,7 @@ pub use client_addr::{parse_net, ClientIpHeader, TrustedProxies};
 pub use closed::{closed, ClosedQuery};
 pub use connections::{connection, connections};
 pub use error::{json_errors, ApiError, UpgradeRefused};
+pub use forward::{forward_headers, strip_hop_by_hop, Forwarding};
 pub use metrics::{metrics, metrics_text};
 pub use ready::{ready, ready_router, ready_router_at};
 pub use serve::{serve, LocalAddr, Serve, ServeOptions};
