@@ -96,6 +96,8 @@
 //! - `forward`: [`forward_headers`] and [`strip_hop_by_hop`], the headers a proxy sends on
 //!   ([`Forwarding`]: hop-by-hop ones dropped, `X-Forwarded-*` and `Forwarded` added) and
 //!   brings back.
+//! - `http_proxy`: [`HttpProxy`] ([`HttpProxyConfig`]), the reverse proxy for plain HTTP
+//!   requests: bodies streamed, a keep-alive pool per upstream, 502 and 504 as JSON errors.
 //! - `error`: [`ApiError`] (the JSON error body), [`UpgradeRefused`] and [`json_errors`] (JSON
 //!   bodies for the router's own 404 and 405).
 
@@ -108,6 +110,7 @@ mod connections;
 mod dashboard;
 mod error;
 mod forward;
+mod http_proxy;
 mod metrics;
 mod ready;
 mod serve;
@@ -124,6 +127,7 @@ pub use closed::{closed, ClosedQuery};
 pub use connections::{connection, connections};
 pub use error::{json_errors, ApiError, UpgradeRefused};
 pub use forward::{forward_headers, strip_hop_by_hop, Forwarding};
+pub use http_proxy::{HttpProxy, HttpProxyConfig};
 pub use metrics::{metrics, metrics_text};
 pub use ready::{ready, ready_router, ready_router_at};
 pub use serve::{serve, LocalAddr, Serve, ServeOptions};
