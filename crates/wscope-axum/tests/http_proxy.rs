@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, BodyDataStream};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::sse::{Event, Sse};
@@ -145,6 +145,19 @@ fn seen<'a>(report: &'a Value, name: &str) -> Option<&'a str> {
 /// A hyper client for requests with bodies streamed.
 fn client() -> Client<HttpConnector, Body> {
     Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// Reads `body` into `text` until `text` holds `wanted`; panics after [`WAIT`].
+async fn read_until(body: &mut BodyDataStream, text: &mut String, wanted: &str) {
+    let read = async {
+        while !text.contains(wanted) {
+            let data = body.next().await.expect("the body goes on").unwrap();
+            text.push_str(std::str::from_utf8(&data).unwrap());
+        }
+    };
+    if timeout(WAIT, read).await.is_err() {
+        panic!("{wanted:?} in time, got {text:?}");
+    }
 }
 
 /// The `error` field of a JSON error answer.
@@ -289,22 +302,11 @@ async fn server_sent_events_arrive_one_by_one() {
     );
     let mut stream = Body::new(response.into_body()).into_data_stream();
     let mut text = String::new();
-    let mut read_until = async |wanted: &str| {
-        timeout(WAIT, async {
-            while !text.contains(wanted) {
-                let chunk = stream.next().await.expect("the stream goes on").unwrap();
-                text.push_str(std::str::from_utf8(&chunk).unwrap());
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("{wanted:?} in time, got {text:?}"));
-        text.clone()
-    };
     // The second event is not sent yet: the first came through on its own.
-    let first = read_until("data: one\n\n").await;
-    assert!(!first.contains("two"));
+    read_until(&mut stream, &mut text, "data: one\n\n").await;
+    assert!(!text.contains("two"));
     upstream.release.notify_one();
-    read_until("data: two\n\n").await;
+    read_until(&mut stream, &mut text, "data: two\n\n").await;
 }
 
 #[tokio::test]
@@ -360,4 +362,65 @@ async fn an_https_upstream_gets_502_naming_it_unsupported() {
         error.contains("https upstreams are not supported yet"),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn an_upstream_that_hangs_up_gets_502() {
+    let rude = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rude_addr = rude.local_addr().unwrap();
+    // Accepts every connection and closes it at once.
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = rude.accept().await {
+            drop(tcp);
+        }
+    });
+    let proxy = start_proxy(&format!("http://{rude_addr}"), HttpProxyConfig::default()).await;
+    let response = http(proxy, "GET", "/", &[], None).await;
+    assert_eq!(response.status, 502);
+    let error = error_text(&response);
+    assert!(error.starts_with("upstream failed: "), "{error}");
+}
+
+#[tokio::test]
+async fn a_head_request_gets_the_head_and_no_body() {
+    let (proxy, _) = start_pair().await;
+    let request = format!("HEAD /inspect HTTP/1.1\r\nHost: {proxy}\r\nConnection: close\r\n\r\n");
+    let answer = wscope_testkit::send_raw(proxy, request.as_bytes()).await;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 203 "), "{head}");
+    assert_eq!(body, "", "a body after HEAD");
+    // The length the GET would have, as the upstream said it.
+    let length = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length: "))
+        .unwrap_or_else(|| panic!("no content-length: {head}"));
+    assert!(length.parse::<u64>().unwrap() > 0, "{head}");
+}
+
+#[tokio::test]
+async fn a_request_body_streams_through_chunk_by_chunk() {
+    let (proxy, _) = start_pair().await;
+    let (chunks, rx) = tokio::sync::mpsc::channel::<&'static str>(1);
+    let body = stream::unfold(rx, |mut rx| async move {
+        let chunk = rx.recv().await?;
+        Some((Ok::<_, Infallible>(chunk), rx))
+    });
+    let request = Request::post(format!("http://{proxy}/echo"))
+        .body(Body::from_stream(body))
+        .unwrap();
+    chunks.send("first;").await.unwrap();
+    let response = timeout(WAIT, client().request(request))
+        .await
+        .expect("the echo's head in time")
+        .unwrap();
+    let mut echoed = Body::new(response.into_body()).into_data_stream();
+    let mut text = String::new();
+    // Each chunk comes back before the next is sent: neither hop waits for the whole body.
+    read_until(&mut echoed, &mut text, "first;").await;
+    chunks.send("second;").await.unwrap();
+    read_until(&mut echoed, &mut text, "first;second;").await;
+    drop(chunks);
+    let rest = timeout(WAIT, echoed.next()).await.expect("the end in time");
+    assert!(rest.is_none(), "more after the body ended");
+    assert_eq!(text, "first;second;");
 }
