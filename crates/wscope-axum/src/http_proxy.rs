@@ -282,7 +282,7 @@ fn host_value(authority: &Authority) -> Result<HeaderValue, UpstreamError> {
 fn human(duration: Duration) -> String {
     if duration.subsec_nanos() == 0 {
         format!("{}s", duration.as_secs())
-    } else if duration.subsec_nanos() % 1_000_000 == 0 {
+    } else if duration.subsec_nanos().is_multiple_of(1_000_000) {
         format!("{}ms", duration.as_millis())
     } else {
         format!("{duration:?}")
