@@ -224,9 +224,18 @@ mod tests {
         map.get(name).map(|v| v.to_str().unwrap())
     }
 
+    /// Forwards `pairs` and checks that each of `dropped` is gone and `kept` passed.
+    fn assert_drops(pairs: &[(&str, &str)], dropped: &[HeaderName], kept: (&str, &str)) {
+        let out = forward_headers(&headers(pairs), &v4());
+        for name in dropped {
+            assert!(out.get(name).is_none(), "{name} forwarded");
+        }
+        assert_eq!(get(&out, kept.0), Some(kept.1));
+    }
+
     #[test]
     fn hop_by_hop_headers_are_dropped() {
-        let incoming = headers(&[
+        let pairs = [
             ("connection", "keep-alive, Upgrade"),
             ("keep-alive", "timeout=5"),
             ("proxy-connection", "keep-alive"),
@@ -237,12 +246,8 @@ mod tests {
             ("transfer-encoding", "chunked"),
             ("upgrade", "h2c"),
             ("accept", "text/html"),
-        ]);
-        let out = forward_headers(&incoming, &v4());
-        for name in HOP_BY_HOP.iter() {
-            assert!(out.get(name).is_none(), "{name} forwarded");
-        }
-        assert_eq!(get(&out, "accept"), Some("text/html"));
+        ];
+        assert_drops(&pairs, &HOP_BY_HOP, ("accept", "text/html"));
     }
 
     #[test]
@@ -262,18 +267,15 @@ mod tests {
 
     #[test]
     fn per_hop_websocket_headers_are_dropped_but_the_protocol_kept() {
-        let incoming = headers(&[
+        let pairs = [
             ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
             ("sec-websocket-version", "13"),
             ("sec-websocket-extensions", "permessage-deflate"),
             ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
             ("sec-websocket-protocol", "chat, superchat"),
-        ]);
-        let out = forward_headers(&incoming, &v4());
-        for name in PER_HOP_WEBSOCKET.iter() {
-            assert!(out.get(name).is_none(), "{name} forwarded");
-        }
-        assert_eq!(get(&out, "sec-websocket-protocol"), Some("chat, superchat"));
+        ];
+        let kept = ("sec-websocket-protocol", "chat, superchat");
+        assert_drops(&pairs, &PER_HOP_WEBSOCKET, kept);
     }
 
     #[test]

@@ -319,66 +319,63 @@ async fn sequential_requests_share_one_upstream_connection() {
     assert_eq!(upstream.accepted.load(Ordering::SeqCst), 1);
 }
 
+/// What the proxy to `upstream` with `config` answers to a GET: the status and the JSON error.
+async fn failure(upstream: &str, config: HttpProxyConfig) -> (u16, String) {
+    let proxy = start_proxy(upstream, config).await;
+    let response = http(proxy, "GET", "/anything", &[], None).await;
+    (response.status, error_text(&response))
+}
+
+/// A listener on 127.0.0.1:0 that speaks no HTTP: it accepts every connection and holds it
+/// (reading nothing, answering nothing), or closes it at once.
+async fn mute_upstream(hold: bool) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            if hold {
+                held.push(tcp);
+            }
+        }
+    });
+    format!("http://{addr}")
+}
+
 #[tokio::test]
 async fn an_upstream_that_is_down_gets_502() {
     let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead_addr = dead.local_addr().unwrap();
     drop(dead);
-    let proxy = start_proxy(&format!("http://{dead_addr}"), HttpProxyConfig::default()).await;
-    let response = http(proxy, "GET", "/anything", &[], None).await;
-    assert_eq!(response.status, 502);
-    let error = error_text(&response);
+    let (status, error) = failure(&format!("http://{dead_addr}"), Default::default()).await;
+    assert_eq!(status, 502);
     assert!(error.starts_with("upstream unreachable: "), "{error}");
 }
 
 #[tokio::test]
 async fn an_upstream_that_never_answers_gets_504() {
-    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_addr = silent.local_addr().unwrap();
-    // Accepts and holds every connection, reading nothing, answering nothing.
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((tcp, _)) = silent.accept().await {
-            held.push(tcp);
-        }
-    });
     let config = HttpProxyConfig {
         timeout: Duration::from_millis(300),
         ..Default::default()
     };
-    let proxy = start_proxy(&format!("http://{silent_addr}"), config).await;
-    let response = http(proxy, "GET", "/slow", &[], None).await;
-    assert_eq!(response.status, 504);
-    assert_eq!(error_text(&response), "upstream timed out after 300ms");
-}
-
-#[tokio::test]
-async fn an_https_upstream_gets_502_naming_it_unsupported() {
-    let proxy = start_proxy("https://127.0.0.1:1", HttpProxyConfig::default()).await;
-    let response = http(proxy, "GET", "/", &[], None).await;
-    assert_eq!(response.status, 502);
-    let error = error_text(&response);
-    assert!(
-        error.contains("https upstreams are not supported yet"),
-        "{error}"
-    );
+    let (status, error) = failure(&mute_upstream(true).await, config).await;
+    assert_eq!(status, 504);
+    assert_eq!(error, "upstream timed out after 300ms");
 }
 
 #[tokio::test]
 async fn an_upstream_that_hangs_up_gets_502() {
-    let rude = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let rude_addr = rude.local_addr().unwrap();
-    // Accepts every connection and closes it at once.
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = rude.accept().await {
-            drop(tcp);
-        }
-    });
-    let proxy = start_proxy(&format!("http://{rude_addr}"), HttpProxyConfig::default()).await;
-    let response = http(proxy, "GET", "/", &[], None).await;
-    assert_eq!(response.status, 502);
-    let error = error_text(&response);
+    let (status, error) = failure(&mute_upstream(false).await, Default::default()).await;
+    assert_eq!(status, 502);
     assert!(error.starts_with("upstream failed: "), "{error}");
+}
+
+#[tokio::test]
+async fn an_https_upstream_gets_502_naming_it_unsupported() {
+    let (status, error) = failure("https://127.0.0.1:1", Default::default()).await;
+    assert_eq!(status, 502);
+    let unsupported = "https upstreams are not supported yet";
+    assert!(error.contains(unsupported), "{error}");
 }
 
 #[tokio::test]
