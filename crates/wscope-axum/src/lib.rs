@@ -93,6 +93,15 @@
 //!   `Content-Type` checks in front of every admin route.
 //! - `serve`: [`serve()`], HTTP/1.1 serving with a bound on request heads and a deadline for them
 //!   ([`ServeOptions`]).
+//! - `forward`: [`forward_headers`] and [`strip_hop_by_hop`], the headers a proxy sends on
+//!   ([`Forwarding`]: hop-by-hop ones dropped, `X-Forwarded-*` and `Forwarded` added) and
+//!   brings back.
+//! - `http_proxy`: [`HttpProxy`] ([`HttpProxyConfig`]), the reverse proxy for plain HTTP
+//!   requests: bodies streamed, a keep-alive pool per upstream, 502 and 504 as JSON errors.
+//! - `relay/`: [`relay::relay`], a tracked WebSocket relayed to an upstream server (`open`: the
+//!   upstream hop and the answers when it fails; `pump`: both directions and the closes;
+//!   `figures`: [`relay::Upstream`], [`relay::Relays`] and `GET /api/upstreams`), and
+//!   `metrics/relays.rs`, their `wscope_upstream_*` families.
 //! - `error`: [`ApiError`] (the JSON error body), [`UpgradeRefused`] and [`json_errors`] (JSON
 //!   bodies for the router's own 404 and 405).
 
@@ -105,6 +114,7 @@ mod connections;
 mod dashboard;
 mod error;
 mod forward;
+mod http_proxy;
 mod metrics;
 mod ready;
 pub mod relay;
@@ -122,6 +132,7 @@ pub use closed::{closed, ClosedQuery};
 pub use connections::{connection, connections};
 pub use error::{json_errors, ApiError, UpgradeRefused};
 pub use forward::{forward_headers, strip_hop_by_hop, Forwarding};
+pub use http_proxy::{HttpProxy, HttpProxyConfig};
 pub use metrics::{metrics, metrics_text, metrics_text_with};
 pub use ready::{ready, ready_router, ready_router_at};
 pub use serve::{serve, LocalAddr, Serve, ServeOptions};
