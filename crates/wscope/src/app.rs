@@ -27,10 +27,26 @@ use axum::Router;
 /// ```
 ///
 /// A plain [`Router`] is an `App` that names no endpoint.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct App {
     router: Router,
     endpoints: Vec<Endpoint>,
+    /// Routes of the application's own on the admin listener, beside the admin API.
+    admin: Router,
+    /// Layers both routers get (`Extension`s the handlers of either read).
+    layers: Vec<Layer>,
+}
+
+/// A layer put on both routers.
+type Layer = std::sync::Arc<dyn Fn(Router) -> Router + Send + Sync>;
+
+impl fmt::Debug for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("App")
+            .field("endpoints", &self.endpoints)
+            .field("layers", &self.layers.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// An endpoint the start-up line names: `name scheme://MAIN/path`.
@@ -47,7 +63,26 @@ impl App {
         Self {
             router,
             endpoints: Vec::new(),
+            admin: Router::new(),
+            layers: Vec::new(),
         }
+    }
+
+    /// Adds `routes` to the admin listener, behind the same access checks as the admin API
+    /// (`wscope proxy` adds `GET /api/upstreams`).
+    pub fn admin(mut self, routes: Router) -> Self {
+        self.admin = self.admin.merge(routes);
+        self
+    }
+
+    /// Hands `value` to the handlers of both listeners as an `axum::Extension` (`wscope proxy`
+    /// hands its routes to `/metrics` and to the admin API's `reload` this way).
+    pub fn extension<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.layers
+            .push(std::sync::Arc::new(move |router: Router| {
+                router.layer(axum::Extension(value.clone()))
+            }));
+        self
     }
 
     /// Names `path` in the start-up line, as `name scheme://MAIN/path` (`echo ws://…/ws`), after
@@ -70,6 +105,15 @@ impl App {
             .map(|e| (e.name, Url(e.scheme, main, e.path)))
             .collect();
         (self.router, Listing(urls))
+    }
+
+    /// The admin routes of the application's own, and the layers for both routers (taken out
+    /// before [`into_parts`](Self::into_parts)).
+    pub(crate) fn take_admin(&mut self) -> (Router, Vec<Layer>) {
+        (
+            std::mem::take(&mut self.admin),
+            std::mem::take(&mut self.layers),
+        )
     }
 }
 

@@ -21,8 +21,8 @@
 //! settings; the server takes any settings that hold the groups it needs
 //! ([`ServerGroups`](config::ServerGroups)) and any application's router
 //! ([`App`](app::App)), and adds what every wscope server has: tracked WebSockets, `/health`,
-//! `/ready`, the admin API, cluster mode and the drain. `wscope proxy` is to be the same
-//! server with a relay router.
+//! `/ready`, the admin API, cluster mode and the drain. `wscope proxy` is the same server with
+//! the proxy's application ([`proxy::Proxy::app`]).
 //!
 //! `wscope bench` is the `wscope-bench` crate. `wscope top` is a module tree of the binary alone
 //! (`src/top/`, declared in `main.rs`, not exported here): it reads a server's admin API over
@@ -39,6 +39,8 @@
 //! - `app`: [`app::App`], an application for the server: its router, and the endpoints the
 //!   start-up line names.
 //! - `demo`: the application `wscope serve` runs (`/ws` echo, `/ws/chat` fan-out).
+//! - `proxy/`: the application `wscope proxy` runs ([`proxy::Proxy`]): WebSockets relayed and
+//!   other requests reverse-proxied by route, and the reload that swaps the routes.
 //! - `listener`: TCP listeners with a large accept backlog.
 //! - `logging`: the log lines on stderr (human or JSON): write failures ignored, client text
 //!   escaped.
@@ -52,4 +54,5 @@ pub mod config;
 pub mod demo;
 mod listener;
 pub mod logging;
+pub mod proxy;
 pub mod serve;

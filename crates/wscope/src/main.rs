@@ -8,7 +8,7 @@ use std::io::Write as _;
 use clap::{Parser, Subcommand};
 use wscope_core::StopSignals;
 
-use wscope::config::{ConfigError, ServeArgs, ServeSettings};
+use wscope::config::{ConfigError, ProxyArgs, ProxySettings, ServeArgs, ServeSettings};
 use wscope::{demo, logging, serve};
 
 mod top;
@@ -26,6 +26,9 @@ enum Command {
     /// Run the tracked WebSocket server (echo, chat, health) and its admin API.
     // Boxed: the serve flags outgrow the other variants (clippy::large_enum_variant).
     Serve(Box<ServeArgs>),
+    /// Put wscope in front of any web app: WebSockets tracked and relayed, other requests
+    /// reverse-proxied, to the upstream of each path's route.
+    Proxy(Box<ProxyArgs>),
     /// Drive load against a WebSocket server and report throughput and latency.
     Bench(wscope_bench::BenchArgs),
     /// Watch a wscope server live in the terminal: totals, rates, busiest and idlest connections.
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(*args)),
+        Command::Proxy(args) => runtime.block_on(proxy(*args)),
         Command::Bench(args) => runtime
             .block_on(wscope_bench::run(args))
             .map_err(Into::into),
@@ -94,12 +98,28 @@ fn clap_exit(e: clap::Error) -> ExitCode {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = ServeSettings::resolve(args)?;
     logging::init(settings.logging.log_format);
+    let signal = stop_signal()?;
+    let server = serve::Server::bind(&settings)?;
+    server.serve(demo::app(), signal).await?;
+    Ok(())
+}
+
+async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    let settings = ProxySettings::resolve(args)?;
+    logging::init(settings.logging.log_format);
+    let signal = stop_signal()?;
+    let server = serve::Server::bind(&settings)?;
+    let proxy = wscope::proxy::Proxy::new(&settings)?;
+    server.serve(proxy.app(), signal).await?;
+    Ok(())
+}
+
+/// The first SIGINT/SIGTERM drains; a second exits at once with 130/143, as if the signal had
+/// killed the process, for an operator who will not wait for the drain deadline.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     let mut signals =
         StopSignals::install().map_err(|e| anyhow::anyhow!("cannot handle signals: {e}"))?;
-    let server = serve::Server::bind(&settings)?;
-    // The first SIGINT/SIGTERM drains; a second exits at once with 130/143, as if the signal had
-    // killed the process, for an operator who will not wait for the drain deadline.
-    let signal = async move {
+    Ok(async move {
         let first = signals.recv().await;
         tracing::info!("{first}: shutting down (send it again to exit at once)");
         tokio::spawn(async move {
@@ -107,7 +127,5 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tracing::warn!("{second} again: exiting without waiting for the drain");
             std::process::exit(second.exit_code().into());
         });
-    };
-    server.serve(demo::app(), signal).await?;
-    Ok(())
+    })
 }

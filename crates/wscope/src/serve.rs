@@ -139,14 +139,20 @@ impl Server {
         let (main_addr, admin_addr) = self.local_addrs()?;
         let cluster = self.join_cluster(main_addr, admin_addr).await?;
         self.registry.start_background_tasks();
-        let (routes, listing) = app.into().into_parts(main_addr);
+        let mut app = app.into();
+        let (admin_routes, layers) = app.take_admin();
+        let (routes, listing) = app.into_parts(main_addr);
         let main = routes
             .merge(health_router_at(self.registry.clone(), &self.health_path))
             .merge(ready_router_at(self.registry.clone(), &self.ready_path))
             .layer(self.tracking.layer());
         // The router's own 404 and 405 in JSON, as its other errors (426, refusals) are.
         let mut main = json_errors(main);
-        let mut admin = admin_router(self.registry.clone());
+        let mut admin = admin_router(self.registry.clone()).merge(admin_routes);
+        for layer in &layers {
+            main = layer(main);
+            admin = layer(admin);
+        }
         // In cluster mode the node is handed to both routers: the application's handlers
         // broadcast through it, the admin API surveys it. The registry does not know it.
         if let Some(cluster) = &cluster {

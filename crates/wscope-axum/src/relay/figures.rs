@@ -3,7 +3,8 @@
 //! upstreams a server relays to, which `/metrics` and `GET /api/upstreams` read.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::http::Uri;
@@ -11,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use prometheus_client::metrics::histogram::Histogram;
 use serde::Serialize;
+use wscope_core::ConnectionHandle;
 
 /// Upper bounds (s) of the upstream-handshake latency buckets.
 pub(crate) const HANDSHAKE_BUCKETS: [f64; 12] = [
@@ -72,7 +74,14 @@ struct Inner {
     name: String,
     /// The base, as a `ws://` URL.
     base: Uri,
+    /// The base, as an `http://` URL (for plain requests, [`crate::HttpProxy`]).
+    http: Uri,
     figures: UpstreamFigures,
+    /// The client connections relayed here now, by a number of the relay's own: what a reload
+    /// that retires this upstream closes.
+    live: Mutex<HashMap<u64, ConnectionHandle>>,
+    /// The next relay's number.
+    next: AtomicU64,
 }
 
 impl Upstream {
@@ -93,19 +102,27 @@ impl Upstream {
             return Err(invalid("a query has no place in an upstream's base URL"));
         }
         let path = url.path().trim_end_matches('/');
-        let base = Uri::builder()
-            .scheme("ws")
-            .authority(authority)
-            .path_and_query(if path.is_empty() { "/" } else { path })
-            .build()
-            .map_err(|_| invalid("not a URL"))?;
+        let path = if path.is_empty() { "/" } else { path };
+        let with_scheme = |scheme: &str| {
+            Uri::builder()
+                .scheme(scheme)
+                .authority(authority.clone())
+                .path_and_query(path)
+                .build()
+                .map_err(|_| invalid("not a URL"))
+        };
+        let base = with_scheme("ws")?;
+        let http = with_scheme("http")?;
         let name = url.to_string();
         let name = name.strip_suffix('/').unwrap_or(&name).to_owned();
         Ok(Self {
             inner: Arc::new(Inner {
                 name,
                 base,
+                http,
                 figures: UpstreamFigures::default(),
+                live: Mutex::default(),
+                next: AtomicU64::new(0),
             }),
         })
     }
@@ -113,6 +130,11 @@ impl Upstream {
     /// The URL as given (without a trailing `/`): what the entries name as their `upstream`.
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// The base as an `http://` URL, for plain requests.
+    pub fn http_base(&self) -> &Uri {
+        &self.inner.http
     }
 
     /// Its figures.
@@ -166,21 +188,43 @@ impl Default for UpstreamFigures {
     }
 }
 
-/// One relay counted as active until dropped.
+/// One relay, counted as active and listed among the upstream's live connections until dropped.
 #[derive(Debug)]
-pub(crate) struct Active(Upstream);
+pub(crate) struct Active {
+    upstream: Upstream,
+    key: u64,
+}
 
 impl Drop for Active {
     fn drop(&mut self) {
-        self.0.inner.figures.active.fetch_sub(1, Ordering::Relaxed);
+        let inner = &self.upstream.inner;
+        inner.figures.active.fetch_sub(1, Ordering::Relaxed);
+        inner.live().remove(&self.key);
+    }
+}
+
+impl Inner {
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ConnectionHandle>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl Upstream {
-    /// Counts a relay as active for as long as the guard lives.
-    pub(crate) fn relayed(&self) -> Active {
-        self.inner.figures.active.fetch_add(1, Ordering::Relaxed);
-        Active(self.clone())
+    /// Counts the relay of `client` as active, and lists it, for as long as the guard lives.
+    pub(crate) fn track(&self, client: ConnectionHandle) -> Active {
+        let inner = &self.inner;
+        inner.figures.active.fetch_add(1, Ordering::Relaxed);
+        let key = inner.next.fetch_add(1, Ordering::Relaxed);
+        inner.live().insert(key, client);
+        Active {
+            upstream: self.clone(),
+            key,
+        }
+    }
+
+    /// The client connections relayed here now (to close them when a reload retires it).
+    pub fn connections(&self) -> Vec<ConnectionHandle> {
+        self.inner.live().values().cloned().collect()
     }
 }
 

@@ -151,10 +151,10 @@ pub async fn relay(
         Ok(hop) => {
             figures.opened(started.elapsed());
             let protocol = hop.protocol.clone();
-            let relayed = upstream.relayed();
+            let upstream = upstream.clone();
             let close_timeout = config.close_timeout;
             admitted.accept(protocol, move |socket| async move {
-                let _relayed = relayed;
+                let _active = upstream.track(socket.handle());
                 pump::run(socket, hop.transport, close_timeout).await;
             })
         }

@@ -114,6 +114,15 @@ impl Item for RouteSpec {
     }
 }
 
+impl std::str::FromStr for RouteSpec {
+    type Err = String;
+
+    /// `/prefix=http://HOST:PORT`, as `--route` takes it.
+    fn from_str(text: &str) -> Result<Self, String> {
+        <Self as Item>::parse(text)
+    }
+}
+
 impl ProxyRoutes {
     /// The routes, the fallback last as `/`; refused when there is nothing to relay to or a
     /// prefix is given twice (naming the flag).
