@@ -6,14 +6,18 @@
 //! # Layout
 //! - `http`: [`http()`], [`http_get`], [`http_post`] and the [`HttpResponse`] they read;
 //!   [`send_raw`] for requests no client would send.
+//! - `node`: a Node.js upstream on the npm package `ws` ([`node::NodeUpstream`]) for the
+//!   proxy's tests, skipped without Node.
 //! - `raw`: a raw WebSocket client ([`raw::Raw`]) for hand-built handshakes and frames.
-//! - `served`: a `wscope serve` process ([`served::Served`]) for tests of the binary.
+//! - `served`: a `wscope serve` or `wscope proxy` process ([`served::Served`]) for tests of the
+//!   binary.
 //! - `sse`: a Server-Sent Events client ([`sse::open`]) that yields each event as it arrives.
 //! - `wait`: [`WAIT`] and [`wait_until`].
 
 #![allow(clippy::unwrap_used)]
 
 pub mod http;
+pub mod node;
 pub mod raw;
 pub mod served;
 pub mod sse;

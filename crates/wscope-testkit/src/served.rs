@@ -1,4 +1,4 @@
-//! A `wscope serve` process for tests of the binary: spawned on ports 0, its addresses read
+//! A `wscope serve` (or `wscope proxy`) process for tests of the binary: spawned on ports 0, its addresses read
 //! from its "listening" line, its stderr kept line by line, stopped by signals, killed when
 //! dropped.
 
@@ -30,9 +30,19 @@ impl Served {
     /// Spawns `bin serve` on ports 0 with `extra` flags and `envs` set (`INSTANCE_ID` and
     /// `WSCOPE_REDIS_URL` unset).
     pub fn start_with_env(bin: &str, extra: &[&str], envs: &[(&str, &str)]) -> Self {
+        Self::spawn(bin, "serve", extra, envs)
+    }
+
+    /// Spawns `bin proxy` on ports 0 with `extra` flags (`--upstream …` among them).
+    pub fn proxy(bin: &str, extra: &[&str]) -> Self {
+        Self::spawn(bin, "proxy", extra, &[])
+    }
+
+    /// Spawns `bin command` on ports 0 with `extra` flags and `envs` set.
+    pub fn spawn(bin: &str, command: &str, extra: &[&str], envs: &[(&str, &str)]) -> Self {
         let mut child = Command::new(bin)
             .args([
-                "serve",
+                command,
                 "--listen",
                 "127.0.0.1:0",
                 "--admin-listen",
