@@ -92,7 +92,10 @@
 //! - `admin_access`: [`AdminConfig`] and [`admin_guard`]: the token, `Host`, `Origin` and
 //!   `Content-Type` checks in front of every admin route.
 //! - `serve`: [`serve()`], HTTP/1.1 serving with a bound on request heads and a deadline for them
-//!   ([`ServeOptions`]).
+//!   ([`ServeOptions`]), over TLS when [`ServeOptions::tls`] is set.
+//! - `tls`: [`tls`], rustls with the `ring` provider — the listeners' certificate, reloadable in
+//!   place ([`tls::ReloadableCert`]), and the client side for connections upstream
+//!   ([`tls::client_config`], [`tls::connect_tls`]).
 //! - `error`: [`ApiError`] (the JSON error body), [`UpgradeRefused`] and [`json_errors`] (JSON
 //!   bodies for the router's own 404 and 405).
 
@@ -109,6 +112,7 @@ mod ready;
 mod serve;
 mod stats_query;
 mod stream;
+pub mod tls;
 mod upgrade;
 
 pub use admin::{
