@@ -89,6 +89,20 @@ impl Listing {
         self.0.push((name, url));
         self
     }
+
+    /// The listing with each URL at `addr` in its TLS scheme (`ws` to `wss`, `http` to `https`).
+    pub(crate) fn over_tls(mut self, addr: SocketAddr) -> Self {
+        for (_, url) in &mut self.0 {
+            if url.1 == addr {
+                url.0 = match url.0 {
+                    "ws" => "wss",
+                    "http" => "https",
+                    other => other,
+                };
+            }
+        }
+        self
+    }
 }
 
 impl fmt::Display for Listing {

@@ -64,4 +64,20 @@ pub enum ConfigError {
         /// The admin listener's address.
         addr: std::net::SocketAddr,
     },
+    /// A listener's certificate without its key, or its key without the certificate.
+    #[error("{flags}: set both or neither ({missing} is missing)")]
+    TlsHalfPair {
+        /// Both flags (`--tls-cert and --tls-key`).
+        flags: &'static str,
+        /// The one not set.
+        missing: &'static str,
+    },
+    /// A listener's certificate and key cannot be used.
+    #[error("{flags}: {why}")]
+    Tls {
+        /// Both flags (`--tls-cert and --tls-key`).
+        flags: &'static str,
+        /// What is wrong with them.
+        why: wscope_axum::tls::TlsError,
+    },
 }
