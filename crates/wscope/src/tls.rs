@@ -40,8 +40,6 @@ impl ListenerTls {
     /// Adds the reread of this pair to `reloader`.
     pub(crate) fn reload_on(&self, reloader: &mut Reloader) {
         let cert = self.cert.clone();
-        reloader.add(self.flags, move || {
-            cert.reload().map_err(|e| e.to_string())
-        });
+        reloader.add(self.flags, move || cert.reload().map_err(|e| e.to_string()));
     }
 }

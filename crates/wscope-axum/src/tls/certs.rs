@@ -132,9 +132,7 @@ impl ResolvesServerCert for ReloadableCert {
 
 /// A server configuration presenting what `resolver` gives each handshake (a
 /// [`ReloadableCert`]), over TLS 1.2 and 1.3 with the `ring` provider, offering HTTP/1.1 only.
-pub fn server_config(
-    resolver: Arc<dyn ResolvesServerCert>,
-) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn server_config(resolver: Arc<dyn ResolvesServerCert>) -> Result<Arc<ServerConfig>, TlsError> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Config)?

@@ -50,7 +50,9 @@ fn system_roots() -> Result<RootCertStore, TlsError> {
     let (added, _unusable) = roots.add_parsable_certificates(found.certs);
     if added == 0 {
         let why: Vec<String> = found.errors.iter().map(ToString::to_string).collect();
-        return Err(TlsError::NoRoots { why: why.join("; ") });
+        return Err(TlsError::NoRoots {
+            why: why.join("; "),
+        });
     }
     Ok(roots)
 }
