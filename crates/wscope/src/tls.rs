@@ -26,7 +26,7 @@ impl ListenerTls {
         };
         let refuse = |why| ConfigError::Tls {
             flags: files.flags,
-            why,
+            why: Box::new(why),
         };
         let cert = ReloadableCert::load(files.cert, files.key).map_err(refuse)?;
         let config = server_config(cert.clone()).map_err(refuse)?;

@@ -77,7 +77,7 @@ pub enum ConfigError {
     Tls {
         /// Both flags (`--tls-cert and --tls-key`).
         flags: &'static str,
-        /// What is wrong with them.
-        why: wscope_axum::tls::TlsError,
+        /// What is wrong with them (boxed: rustls's errors are large, the others small).
+        why: Box<wscope_axum::tls::TlsError>,
     },
 }
