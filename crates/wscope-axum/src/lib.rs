@@ -92,7 +92,10 @@
 //! - `admin_access`: [`AdminConfig`] and [`admin_guard`]: the token, `Host`, `Origin` and
 //!   `Content-Type` checks in front of every admin route.
 //! - `serve`: [`serve()`], HTTP/1.1 serving with a bound on request heads and a deadline for them
-//!   ([`ServeOptions`]).
+//!   ([`ServeOptions`]), over TLS when [`ServeOptions::tls`] is set.
+//! - `tls`: [`tls`], rustls with the `ring` provider — the listeners' certificate, reloadable in
+//!   place ([`tls::ReloadableCert`]), and the client side for connections upstream
+//!   ([`tls::client_config`], [`tls::connect_tls`]).
 //! - `forward`: [`forward_headers`] and [`strip_hop_by_hop`], the headers a proxy sends on
 //!   ([`Forwarding`]: hop-by-hop ones dropped, `X-Forwarded-*` and `Forwarded` added) and
 //!   brings back.
@@ -121,6 +124,7 @@ pub mod relay;
 mod serve;
 mod stats_query;
 mod stream;
+pub mod tls;
 mod upgrade;
 
 pub use admin::{

@@ -133,6 +133,20 @@ impl Listing {
         self.0.push((name, url));
         self
     }
+
+    /// The listing with each URL at `addr` in its TLS scheme (`ws` to `wss`, `http` to `https`).
+    pub(crate) fn over_tls(mut self, addr: SocketAddr) -> Self {
+        for (_, url) in &mut self.0 {
+            if url.1 == addr {
+                url.0 = match url.0 {
+                    "ws" => "wss",
+                    "http" => "https",
+                    other => other,
+                };
+            }
+        }
+        self
+    }
 }
 
 impl fmt::Display for Listing {
@@ -190,6 +204,26 @@ mod tests {
         assert_eq!(
             bare.and("dashboard", Url("http", admin, "/")).to_string(),
             "dashboard http://127.0.0.1:9090/"
+        );
+    }
+
+    #[test]
+    fn a_listener_over_tls_is_listed_in_its_tls_scheme() {
+        let main: SocketAddr = "127.0.0.1:8443".parse().unwrap();
+        let admin: SocketAddr = "127.0.0.1:9090".parse().unwrap();
+        let (_, listing) = App::new(Router::new())
+            .announce("echo", "ws", "/ws")
+            .into_parts(main);
+        let listing = listing.and("dashboard", Url("http", admin, "/"));
+        assert_eq!(
+            listing.over_tls(main).to_string(),
+            "echo wss://127.0.0.1:8443/ws, dashboard http://127.0.0.1:9090/"
+        );
+        let (_, listing) = App::new(Router::new()).into_parts(main);
+        let listing = listing.and("dashboard", Url("http", admin, "/"));
+        assert_eq!(
+            listing.over_tls(admin).to_string(),
+            "dashboard https://127.0.0.1:9090/"
         );
     }
 }
