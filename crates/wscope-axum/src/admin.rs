@@ -157,9 +157,19 @@ pub async fn public_health(State(registry): State<Registry>) -> Response {
 ///   for `close`), `user` or `filter` (as `close_matching`'s); none sends to every open
 ///   connection → [`BroadcastAnswer`](wscope_core::wire::BroadcastAnswer).
 ///
+/// - `reload` → [`ReloadAnswer`](crate::ReloadAnswer), on a server that handed the router a
+///   [`ReloadHook`](crate::ReloadHook) (`wscope proxy`: its routes reread); elsewhere a 400.
+///
 /// A malformed body, an unknown action (the answer lists the valid ones) or a bad field is a 400
 /// naming the problem.
-pub async fn admin(State(registry): State<Registry>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn admin(
+    State(registry): State<Registry>,
+    hook: Option<axum::Extension<crate::reload::ReloadHook>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if crate::reload::is_reload(&body) {
+        return Ok(crate::reload::reload(hook.as_ref().map(|axum::Extension(h)| h)));
+    }
     let request =
         AdminRequest::from_json(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
     match registry.apply(request) {

@@ -105,6 +105,7 @@
 //!   upstream hop and the answers when it fails; `pump`: both directions and the closes;
 //!   `figures`: [`relay::Upstream`], [`relay::Relays`] and `GET /api/upstreams`), and
 //!   `metrics/relays.rs`, their `wscope_upstream_*` families.
+//! - `reload`: the admin action `reload` ([`ReloadHook`], [`ReloadAnswer`]).
 //! - `error`: [`ApiError`] (the JSON error body), [`UpgradeRefused`] and [`json_errors`] (JSON
 //!   bodies for the router's own 404 and 405).
 
@@ -121,6 +122,7 @@ mod http_proxy;
 mod metrics;
 mod ready;
 pub mod relay;
+mod reload;
 mod serve;
 mod stats_query;
 mod stream;
@@ -139,6 +141,7 @@ pub use forward::{forward_headers, strip_hop_by_hop, Forwarding};
 pub use http_proxy::{HttpProxy, HttpProxyConfig};
 pub use metrics::{metrics, metrics_text, metrics_text_with};
 pub use ready::{ready, ready_router, ready_router_at};
+pub use reload::{ReloadAnswer, ReloadHook};
 pub use serve::{serve, LocalAddr, Serve, ServeOptions};
 pub use stats_query::StatsQuery;
 pub use stream::{stats_stream, StreamQuery};

@@ -419,3 +419,72 @@ async fn wscope_serve_as_the_upstream_limits_and_bans_apply_at_the_proxy() {
     assert_eq!(stats(upstream.admin).await["totalConnectionsEver"], 1);
     drop(ws);
 }
+
+/// Echoes one message on `ws` and checks it came back.
+async fn echoes(ws: &mut Client, text: &str) {
+    ws.send(Message::text(text)).await.unwrap();
+    assert_eq!(next(ws).await.into_text().unwrap().as_str(), text);
+}
+
+#[tokio::test]
+async fn a_reload_drains_only_the_changed_route_and_a_broken_file_changes_nothing() {
+    let a = Served::start(BIN, &[]);
+    let b = Served::start(BIN, &[]);
+    let c = Served::start(BIN, &[]);
+    let dir = std::env::temp_dir().join(format!("wscope-proxy-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("proxy.toml");
+    let write = |chat: &Served| {
+        let text = format!(
+            "upstream = \"http://{}\"\nroute = [\"/ws/chat=http://{}\"]\n",
+            a.main, chat.main
+        );
+        std::fs::write(&file, text).unwrap();
+    };
+    write(&b);
+    let served = Served::proxy(BIN, &["--config", file.to_str().unwrap()]);
+    let mut echo = connect(&served, "/ws").await;
+    let mut chat = connect(&served, "/ws/chat").await;
+    echoes(&mut echo, "before").await;
+    echoes(&mut chat, "chat before").await;
+    assert_eq!(stats(b.admin).await["totalConnections"], 1);
+
+    // /ws/chat now goes to c: its client is drained, the echo client is left alone.
+    write(&c);
+    served.signal("HUP");
+    match next(&mut chat).await {
+        Message::Close(Some(f)) => {
+            assert_eq!(f.code, CloseCode::Away);
+            assert_eq!(f.reason.as_str(), "route reloaded");
+        }
+        other => panic!("expected the reload's close, got {other:?}"),
+    }
+    finish(chat).await;
+    echoes(&mut echo, "during").await;
+    let mut chat = connect(&served, "/ws/chat").await;
+    echoes(&mut chat, "chat after").await;
+    assert_eq!(stats(c.admin).await["totalConnections"], 1);
+    assert_eq!(stats(a.admin).await["totalConnectionsEver"], 1);
+
+    // A file that does not parse: one error line, nothing changes, nobody is closed.
+    std::fs::write(&file, "route = [\"no-prefix\"]\n").unwrap();
+    served.signal("HUP");
+    let line = wscope_testkit::served::wait_line(&served.lines, "not reloaded", WAIT);
+    assert!(line.contains("route"), "{line}");
+    echoes(&mut echo, "after a bad file").await;
+    echoes(&mut chat, "chat after a bad file").await;
+    let answer = http_post(served.admin, "/api/admin", r#"{"action":"reload"}"#).await;
+    assert_eq!(answer.status, 400, "{}", answer.text());
+    assert!(answer.json()["error"].as_str().unwrap().starts_with("reload: "));
+
+    // The admin action reloads a good file; unchanged routes keep their sockets.
+    write(&c);
+    let answer = http_post(served.admin, "/api/admin", r#"{"action":"reload"}"#).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["routesRetired"], 0);
+    echoes(&mut echo, "still").await;
+    echoes(&mut chat, "chat still").await;
+    let routes = http_get(served.admin, "/api/upstreams").await.json();
+    assert_eq!(routes["routes"].as_array().unwrap().len(), 2, "{routes:#}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

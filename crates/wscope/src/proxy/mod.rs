@@ -33,12 +33,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use wscope_axum::relay::{relay, RelayConfig, RelayRoute, Relays};
-use wscope_axum::{ApiError, Forwarding, HttpProxy, HttpProxyConfig, WebSocketUpgrade};
+use wscope_axum::{
+    ApiError, Forwarding, HttpProxy, HttpProxyConfig, ReloadAnswer, ReloadHook, WebSocketUpgrade,
+};
 
 use crate::app::App;
-use crate::config::{ProxyRoutes, ProxySettings, ServerGroups};
+use crate::config::{ProxyArgs, ProxyRoutes, ProxySettings, ServerGroups};
 
-pub use reload::ReloadReport;
 use routes::RouteTable;
 
 /// The proxy: its routes (swapped whole by a reload), how relays and plain requests go.
@@ -113,7 +114,7 @@ impl Proxy {
     /// Puts `routes` in force: routes whose prefix and upstream are unchanged keep their sockets
     /// and figures; the sockets of the others are closed with 1001 (paced by `--drain-rate`),
     /// after what their upstream had sent them is flushed.
-    pub fn apply(&self, routes: &ProxyRoutes) -> Result<ReloadReport, String> {
+    pub fn apply(&self, routes: &ProxyRoutes) -> Result<ReloadAnswer, String> {
         let specs = routes.table()?;
         let mut slot = self.inner.table.write().unwrap_or_else(|e| e.into_inner());
         let new = RouteTable::build(&specs, &slot)?;
@@ -122,6 +123,38 @@ impl Proxy {
         *slot = Arc::new(new);
         drop(slot);
         Ok(reload::drain(retired, self.inner.drain_rate))
+    }
+}
+
+impl Proxy {
+    /// The reload SIGHUP and the admin action `reload` run: the settings resolved again from
+    /// `args` and the `--config` file they name, the routes put in force ([`Proxy::apply`]); a
+    /// file that does not parse or validate changes nothing and says why in one line. Settings
+    /// other than the routes that changed are named as needing a restart (logged, not applied).
+    pub fn reload_hook(&self, args: ProxyArgs, running: ProxySettings) -> ReloadHook {
+        let proxy = self.clone();
+        ReloadHook::new(move || {
+            let Some(path) = args.config.as_ref() else {
+                return Err("no --config file: the routes came from flags alone".to_owned());
+            };
+            let fresh = ProxySettings::resolve(args.clone()).map_err(|e| e.to_string())?;
+            let answer = proxy.apply(&fresh.proxy)?;
+            let restart = reload::needs_restart(&running, &fresh);
+            if !restart.is_empty() {
+                tracing::warn!(
+                    file = %path.display(),
+                    "reload: {} changed and need a restart; the running values are kept",
+                    restart.join(", ")
+                );
+            }
+            tracing::info!(
+                routes_retired = answer.routes_retired,
+                connections_drained = answer.connections_drained,
+                "reload: routes from {} in force",
+                path.display()
+            );
+            Ok(answer)
+        })
     }
 }
 
