@@ -488,3 +488,78 @@ async fn a_reload_drains_only_the_changed_route_and_a_broken_file_changes_nothin
     assert_eq!(routes["routes"].as_array().unwrap().len(), 2, "{routes:#}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn tls_on_both_hops_with_the_upstream_checked_against_its_ca() {
+    use wscope_axum::tls::{client_config, connect_tls};
+    use wscope_testkit::pki::TestCa;
+
+    let ca = TestCa::new("wscope proxy test CA");
+    let (back, front) = (ca.leaf("upstream"), ca.leaf("proxy"));
+    let upstream = Served::start(
+        BIN,
+        &["--tls-cert", back.cert.to_str().unwrap(), "--tls-key", back.key.to_str().unwrap()],
+    );
+    let url = format!("https://127.0.0.1:{}", upstream.main.port());
+    let ca_path = ca.ca_path();
+    let served = proxy(
+        &url,
+        &[
+            "--upstream-ca",
+            ca_path.to_str().unwrap(),
+            "--tls-cert",
+            front.cert.to_str().unwrap(),
+            "--tls-key",
+            front.key.to_str().unwrap(),
+        ],
+    );
+    // wss:// to the proxy, wss:// from it to the upstream.
+    let config = client_config(Some(&ca_path)).unwrap();
+    let tcp = tokio::net::TcpStream::connect(served.main).await.unwrap();
+    let stream = connect_tls(config.clone(), "localhost", tcp).await.unwrap();
+    let wss = format!("wss://localhost:{}/ws", served.main.port());
+    let (mut ws, _) = tokio_tungstenite::client_async(wss, stream).await.unwrap();
+    ws.send(Message::text("over tls twice")).await.unwrap();
+    let got = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(got, Message::text("over tls twice"));
+    let s = stats(served.admin).await;
+    assert_eq!(s["connections"][0]["upstream"], url, "{s:#}");
+    assert_eq!(stats(upstream.admin).await["totalConnections"], 1);
+
+    // Plain HTTPS through it: the upstream's own JSON 404 comes back.
+    let tcp = tokio::net::TcpStream::connect(served.main).await.unwrap();
+    let mut stream = connect_tls(config, "localhost", tcp).await.unwrap();
+    let request = "GET /nothing HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(answer.contains("no route for GET /nothing"), "{answer}");
+
+    // An upstream whose certificate this proxy does not trust: 502, nothing relayed.
+    let stranger = TestCa::new("a CA nobody trusts");
+    let other_ca = stranger.ca_path();
+    let distrustful = proxy(&url, &["--upstream-ca", other_ca.to_str().unwrap()]);
+    let refused = http(
+        distrustful.main,
+        "GET",
+        "/ws",
+        &[
+            ("Connection", "Upgrade"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", raw::KEY),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(refused.status, 502, "{}", refused.text());
+    assert_eq!(http_get(distrustful.main, "/page").await.status, 502);
+    assert_eq!(stats(upstream.admin).await["totalConnectionsEver"], 1);
+}

@@ -72,3 +72,18 @@ pub async fn connect_tls(
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{host:?}: {e}")))?;
     TlsConnector::from(config).connect(name, tcp).await
 }
+
+/// A client configuration that trusts no certificate: what a connector that must have one is
+/// given when no TLS upstream is configured (nothing is ever dialled with it).
+pub(crate) fn trusting_nothing() -> ClientConfig {
+    let builder = ClientConfig::builder_with_provider(provider());
+    match builder.with_safe_default_protocol_versions() {
+        Ok(builder) => builder
+            .with_root_certificates(RootCertStore::empty())
+            .with_no_client_auth(),
+        // The ring provider supports the default versions: unreachable, but no panic.
+        Err(_) => ClientConfig::builder()
+            .with_root_certificates(RootCertStore::empty())
+            .with_no_client_auth(),
+    }
+}

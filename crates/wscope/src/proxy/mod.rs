@@ -70,14 +70,24 @@ impl Proxy {
         let table = RouteTable::build(&specs, &RouteTable::default()).map_err(anyhow::Error::msg)?;
         let relays = Relays::default();
         relays.set(table.routes().to_vec());
-        let relay = settings
+        let mut relay = settings
             .proxy
             .relay_config()
             .socket(settings.socket_config());
-        let http = HttpProxy::new(HttpProxyConfig {
+        if settings.listeners.tls_cert.is_some() {
+            relay = relay.proto("https");
+        }
+        let http_config = HttpProxyConfig {
             timeout: settings.proxy.upstream_timeout,
             ..HttpProxyConfig::default()
-        });
+        };
+        let http = match upstream_tls(settings, &specs)? {
+            Some(tls) => {
+                relay = relay.tls(tls.clone());
+                HttpProxy::with_tls(http_config, tls)
+            }
+            None => HttpProxy::new(http_config),
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 table: RwLock::new(Arc::new(table)),
@@ -156,6 +166,24 @@ impl Proxy {
             Ok(answer)
         })
     }
+}
+
+/// The TLS client configuration for `https://` and `wss://` upstreams: made when a route needs
+/// it or `--upstream-ca` is set (so that a reload may add such routes), from that bundle or the
+/// system's roots.
+fn upstream_tls(
+    settings: &ProxySettings,
+    specs: &[crate::config::RouteSpec],
+) -> anyhow::Result<Option<Arc<wscope_axum::tls::tokio_rustls::rustls::ClientConfig>>> {
+    let ca = settings.proxy.upstream_ca.as_deref();
+    if ca.is_none() && !specs.iter().any(|s| s.upstream.is_tls()) {
+        return Ok(None);
+    }
+    let config = wscope_axum::tls::client_config(ca).map_err(|e| match ca {
+        Some(path) => anyhow::anyhow!("--upstream-ca {}: {e}", path.display()),
+        None => anyhow::anyhow!("TLS upstreams: {e} (set --upstream-ca)"),
+    })?;
+    Ok(Some(config))
 }
 
 /// Every request: an upgrade is relayed, anything else reverse-proxied, to the upstream of the
