@@ -168,7 +168,9 @@ pub async fn admin(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     if crate::reload::is_reload(&body) {
-        return Ok(crate::reload::reload(hook.as_ref().map(|axum::Extension(h)| h)));
+        return Ok(crate::reload::reload(
+            hook.as_ref().map(|axum::Extension(h)| h),
+        ));
     }
     let request =
         AdminRequest::from_json(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;

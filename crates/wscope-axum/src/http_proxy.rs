@@ -33,6 +33,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::error::ApiError;
 use crate::forward::{forward_headers, strip_hop_by_hop, Forwarding};
+use crate::proxy_deadline::{within, Progress};
 
 /// How an [`HttpProxy`] talks to its upstreams.
 ///
@@ -45,9 +46,11 @@ use crate::forward::{forward_headers, strip_hop_by_hop, Forwarding};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpProxyConfig {
     /// How long the upstream may take to send its response head, connecting included; past it
-    /// the client gets 504. The body that follows has no deadline (server-sent events, long
-    /// downloads). A long-polling upstream holds its head back until it answers: keep this
-    /// above its longest poll.
+    /// the client gets 504. It counts from the request, and again from each chunk of the
+    /// request body the upstream takes, so a long upload is not cut off while it moves. The
+    /// body of the answer has no deadline (server-sent events, long downloads). A
+    /// long-polling upstream holds its head back until it answers: keep this above its
+    /// longest poll.
     pub timeout: Duration,
     /// How long a pooled keep-alive connection may stay idle before it is closed.
     pub pool_idle_timeout: Duration,
@@ -145,7 +148,8 @@ impl HttpProxy {
     ///
     /// Failures are JSON errors (`{"error": "..."}`): an upstream that cannot be reached
     /// (refused, unresolved) gets 502 `upstream unreachable: …`; no response head within
-    /// [`HttpProxyConfig::timeout`], 504 `upstream timed out after …`; any other failure of
+    /// [`HttpProxyConfig::timeout`] (of the request, or of the last chunk of its body the
+    /// upstream took), 504 `upstream timed out after …`; any other failure of
     /// the exchange, or an upstream that is not `http://`, 502.
     pub async fn forward(&self, req: Request, upstream: &Uri, fwd: &Forwarding<'_>) -> Response {
         match self.try_forward(req, upstream, fwd).await {
@@ -164,11 +168,13 @@ impl HttpProxy {
         upstream: &Uri,
         fwd: &Forwarding<'_>,
     ) -> Result<Response, UpstreamError> {
-        let request = upstream_request(req, upstream, fwd, self.inner.tls)?;
+        let progress = Progress::new();
+        let request =
+            upstream_request(req, upstream, fwd, self.inner.tls)?.map(|body| progress.watch(body));
         let timeout = self.inner.timeout;
-        let response = tokio::time::timeout(timeout, self.inner.client.request(request))
+        let response = within(self.inner.client.request(request), timeout, &progress)
             .await
-            .map_err(|_| UpstreamError::TimedOut(timeout))?
+            .ok_or(UpstreamError::TimedOut(timeout))?
             .map_err(|e| UpstreamError::from_client(&e))?;
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
@@ -347,8 +353,14 @@ mod tests {
 
     #[test]
     fn only_http_upstreams_are_dialled() {
-        let refused = |uri: &str| check_scheme(&uri.parse().unwrap(), false).unwrap_err().to_string();
-        assert!(refused("https://app:443").contains("https upstreams need a TLS client configuration"));
+        let refused = |uri: &str| {
+            check_scheme(&uri.parse().unwrap(), false)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            refused("https://app:443").contains("https upstreams need a TLS client configuration")
+        );
         assert!(check_scheme(&"https://app:443".parse().unwrap(), true).is_ok());
         assert!(refused("ftp://app").contains("scheme ftp is not http"));
         assert!(refused("/just/a/path").contains("has no scheme"));

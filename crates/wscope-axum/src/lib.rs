@@ -100,7 +100,8 @@
 //!   ([`Forwarding`]: hop-by-hop ones dropped, `X-Forwarded-*` and `Forwarded` added) and
 //!   brings back.
 //! - `http_proxy`: [`HttpProxy`] ([`HttpProxyConfig`]), the reverse proxy for plain HTTP
-//!   requests: bodies streamed, a keep-alive pool per upstream, 502 and 504 as JSON errors.
+//!   requests: bodies streamed, a keep-alive pool per upstream, 502 and 504 as JSON errors;
+//!   `proxy_deadline`: its wait for a response head, re-armed while the request body moves.
 //! - `relay/`: [`relay::relay`], a tracked WebSocket relayed to an upstream server (`open`: the
 //!   upstream hop and the answers when it fails; `pump`: both directions and the closes;
 //!   `figures`: [`relay::Upstream`], [`relay::Relays`] and `GET /api/upstreams`), and
@@ -120,6 +121,7 @@ mod error;
 mod forward;
 mod http_proxy;
 mod metrics;
+mod proxy_deadline;
 mod ready;
 pub mod relay;
 mod reload;

@@ -76,6 +76,8 @@ pub(crate) fn reload(hook: Option<&ReloadHook>) -> Response {
     };
     match hook.run() {
         Ok(answer) => Json(answer).into_response(),
-        Err(why) => ApiError::new(StatusCode::BAD_REQUEST, format!("reload: {why}")).into_response(),
+        Err(why) => {
+            ApiError::new(StatusCode::BAD_REQUEST, format!("reload: {why}")).into_response()
+        }
     }
 }

@@ -33,8 +33,8 @@ mod error;
 use std::sync::Arc;
 
 pub use certs::{read_certs, server_config, ReloadableCert};
-pub use client::{client_config, connect_tls};
 pub(crate) use client::trusting_nothing;
+pub use client::{client_config, connect_tls};
 pub use error::TlsError;
 /// The TLS crates these types come from (`rustls` through `tokio_rustls::rustls`), for naming
 /// their configurations and streams without depending on them.

@@ -161,10 +161,17 @@ where
 
 /// The host and port to connect to.
 fn authority(target: &Uri) -> Result<(String, u16), Failure> {
-    let host = target.host().ok_or_else(|| {
-        Failure::Invalid(HandshakeError::Request(format!("no host in {target}")))
-    })?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-    let default_port = if target.scheme_str() == Some("wss") { 443 } else { 80 };
+    let host = target
+        .host()
+        .ok_or_else(|| Failure::Invalid(HandshakeError::Request(format!("no host in {target}"))))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let default_port = if target.scheme_str() == Some("wss") {
+        443
+    } else {
+        80
+    };
     Ok((host, target.port_u16().unwrap_or(default_port)))
 }

@@ -51,12 +51,24 @@ pub(crate) fn needs_restart(
             changed.push(name);
         }
     };
-    check(running.listeners != fresh.listeners, "listener settings (--listen, --admin-listen, TLS, …)");
+    check(
+        running.listeners != fresh.listeners,
+        "listener settings (--listen, --admin-listen, TLS, …)",
+    );
     check(running.instance != fresh.instance, "--instance-id");
-    check(running.liveness != fresh.liveness, "liveness settings (pings, timeouts, drain)");
-    check(running.sockets != fresh.sockets, "socket settings (--engine, compression)");
+    check(
+        running.liveness != fresh.liveness,
+        "liveness settings (pings, timeouts, drain)",
+    );
+    check(
+        running.sockets != fresh.sockets,
+        "socket settings (--engine, compression)",
+    );
     check(running.limits != fresh.limits, "limits");
-    check(running.admin != fresh.admin, "admin access (token, hosts, origins)");
+    check(
+        running.admin != fresh.admin,
+        "admin access (token, hosts, origins)",
+    );
     check(running.cluster != fresh.cluster, "cluster settings");
     check(running.logging != fresh.logging, "logging settings");
     changed
