@@ -612,3 +612,40 @@ async fn tls_on_both_hops_with_the_upstream_checked_against_its_ca() {
     assert_eq!(http_get(distrustful.main, "/page").await.status, 502);
     assert_eq!(stats(upstream.admin).await["totalConnectionsEver"], 1);
 }
+
+#[tokio::test]
+async fn a_client_that_never_reads_behind_a_flooding_upstream_does_not_grow_the_proxy() {
+    let Some(node) = node("a_client_that_never_reads_behind_a_flooding_upstream") else {
+        return;
+    };
+    // The client's queue holds at most 1 MiB; the upstream would send 256 MiB.
+    let served = proxy(&node.url(), &["--max-queued-bytes", "1MiB"]);
+    let before = served.rss();
+    // Upgraded, then never read from.
+    let _stalled = raw::upgrade(served.main, "/flood", &[]).await;
+    let mut peak = 0;
+    let mut queued_seen = 0;
+    // Bounded: 60 samples over about 3 s, while the upstream floods and the client reads nothing.
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        peak = peak.max(served.rss());
+        let s = stats(served.admin).await;
+        if let Some(q) = s["connections"][0]["queuedBytes"].as_u64() {
+            queued_seen = queued_seen.max(q);
+        }
+    }
+    let s = stats(served.admin).await;
+    // Still open: the relay waited for room rather than dropping the client as a slow consumer.
+    assert_eq!(s["totalConnections"], 1, "{s:#}");
+    assert!(queued_seen > 0, "the client's queue never filled: {s:#}");
+    assert!(queued_seen <= 1 << 20, "queue past its bound: {queued_seen}");
+    let grown = peak.saturating_sub(before);
+    assert!(
+        grown < 48 << 20,
+        "the proxy grew by {} MiB holding what the client did not read",
+        grown >> 20
+    );
+    // Other clients are unaffected.
+    let mut other = connect(&served, "/echo").await;
+    echoes(&mut other, "not held up").await;
+}
