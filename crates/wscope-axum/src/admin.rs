@@ -20,12 +20,17 @@ use crate::error::ApiError;
 use crate::stats_query::StatsQuery;
 
 /// `GET /api/stats`, `POST /api/admin`, `GET /api/closed`, `GET /api/connections` (and
-/// `/api/connections/{id}`), `GET /api/stats/stream` (live, SSE), `GET /health`, `GET /metrics`
+/// `/api/connections/{id}`), `GET /api/stats/stream` (live, SSE), `GET /api/upstreams`,
+/// `GET /health`, `GET /metrics`
 /// (Prometheus; its observer is registered on `registry` once, however often this is built) and the
 /// dashboard (`GET /` and its assets under `/dashboard/`) over `registry`, behind
 /// [`admin_guard`](crate::admin_guard). Serve it on a listener that only operators reach
 /// (wscope serve puts it on 127.0.0.1:9090); set a token and further allowed hosts with
 /// `.layer(AdminConfig::new().token(..).layer())` ([`AdminConfig`](crate::AdminConfig)).
+///
+/// Behind a proxy, hand it the proxy's routes with `.layer(axum::Extension(relays))` (a
+/// [`crate::relay::Relays`]): `GET /api/upstreams` and the `wscope_upstream_*` metrics read
+/// them; without them `/api/upstreams` lists no route.
 ///
 /// In cluster mode, hand it the node with `.layer(axum::Extension(cluster))` (a
 /// [`wscope_cluster::Cluster`]): the cluster routes (`/api/cluster/*`), the health answer's
@@ -42,6 +47,7 @@ pub fn admin_router(registry: Registry) -> Router {
         .route("/api/cluster/stats", get(crate::cluster::stats))
         .route("/api/cluster/connections", get(crate::cluster::connections))
         .route("/api/cluster/admin", post(crate::cluster::admin))
+        .route("/api/upstreams", get(crate::relay::upstreams))
         .route("/health", get(health))
         .route("/metrics", crate::metrics::route(&registry))
         .route("/", get(crate::dashboard::index))

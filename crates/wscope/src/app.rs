@@ -31,8 +31,6 @@ use axum::Router;
 pub struct App {
     router: Router,
     endpoints: Vec<Endpoint>,
-    /// Routes of the application's own on the admin listener, beside the admin API.
-    admin: Router,
     /// Layers both routers get (`Extension`s the handlers of either read).
     layers: Vec<Layer>,
 }
@@ -63,16 +61,8 @@ impl App {
         Self {
             router,
             endpoints: Vec::new(),
-            admin: Router::new(),
             layers: Vec::new(),
         }
-    }
-
-    /// Adds `routes` to the admin listener, behind the same access checks as the admin API
-    /// (`wscope proxy` adds `GET /api/upstreams`).
-    pub fn admin(mut self, routes: Router) -> Self {
-        self.admin = self.admin.merge(routes);
-        self
     }
 
     /// Hands `value` to the handlers of both listeners as an `axum::Extension` (`wscope proxy`
@@ -106,13 +96,9 @@ impl App {
         (self.router, Listing(urls))
     }
 
-    /// The admin routes of the application's own, and the layers for both routers (taken out
-    /// before [`into_parts`](Self::into_parts)).
-    pub(crate) fn take_admin(&mut self) -> (Router, Vec<Layer>) {
-        (
-            std::mem::take(&mut self.admin),
-            std::mem::take(&mut self.layers),
-        )
+    /// The layers for both routers (taken out before [`into_parts`](Self::into_parts)).
+    pub(crate) fn take_layers(&mut self) -> Vec<Layer> {
+        std::mem::take(&mut self.layers)
     }
 }
 

@@ -170,7 +170,7 @@ impl Server {
         let cluster = self.join_cluster(main_addr, admin_addr).await?;
         self.registry.start_background_tasks();
         let mut app = app.into();
-        let (admin_routes, layers) = app.take_admin();
+        let layers = app.take_layers();
         let (routes, listing) = app.into_parts(main_addr);
         let main = routes
             .merge(health_router_at(self.registry.clone(), &self.health_path))
@@ -178,7 +178,7 @@ impl Server {
             .layer(self.tracking.layer());
         // The router's own 404 and 405 in JSON, as its other errors (426, refusals) are.
         let mut main = json_errors(main);
-        let mut admin = admin_router(self.registry.clone()).merge(admin_routes);
+        let mut admin = admin_router(self.registry.clone());
         for layer in &layers {
             main = layer(main);
             admin = layer(admin);

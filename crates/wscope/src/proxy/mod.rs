@@ -30,7 +30,6 @@ use std::sync::{Arc, RwLock};
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Router;
 use wscope_axum::relay::{relay, RelayConfig, RelayRoute, Relays};
 use wscope_axum::{
@@ -101,14 +100,12 @@ impl Proxy {
     }
 
     /// The application: every path to its route's upstream (the server's own `/health` and
-    /// `/ready` aside), and `GET /api/upstreams` with the `wscope_upstream_*` metrics on the
-    /// admin listener.
+    /// `/ready` aside); its routes handed to the admin listener's `GET /api/upstreams` and the
+    /// `wscope_upstream_*` metrics.
     pub fn app(&self) -> App {
         let main = Router::new().fallback(proxied).with_state(self.clone());
-        let admin = Router::new().route("/api/upstreams", get(wscope_axum::relay::upstreams));
         App::new(main)
             .announce("proxy", "http", "/")
-            .admin(admin)
             .extension(self.inner.relays.clone())
             .extension(self.clone())
     }
