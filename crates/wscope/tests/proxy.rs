@@ -500,6 +500,17 @@ async fn a_reload_drains_only_the_changed_route_and_a_broken_file_changes_nothin
     assert_eq!(stats(c.admin).await["totalConnections"], 1);
     assert_eq!(stats(a.admin).await["totalConnectionsEver"], 1);
 
+    // A setting the reload cannot apply is named as needing a restart, and left as it runs.
+    let text = format!(
+        "upstream = \"http://{}\"\nroute = [\"/ws/chat=http://{}\"]\nmax_connections = 5\n",
+        a.main, c.main
+    );
+    std::fs::write(&file, text).unwrap();
+    served.signal("HUP");
+    let line = wscope_testkit::served::wait_line(&served.lines, "need a restart", WAIT);
+    assert!(line.contains("limits"), "{line}");
+    echoes(&mut echo, "after a restart-only change").await;
+
     // A file that does not parse: one error line, nothing changes, nobody is closed.
     std::fs::write(&file, "route = [\"no-prefix\"]\n").unwrap();
     served.signal("HUP");
@@ -638,7 +649,10 @@ async fn a_client_that_never_reads_behind_a_flooding_upstream_does_not_grow_the_
     // Still open: the relay waited for room rather than dropping the client as a slow consumer.
     assert_eq!(s["totalConnections"], 1, "{s:#}");
     assert!(queued_seen > 0, "the client's queue never filled: {s:#}");
-    assert!(queued_seen <= 1 << 20, "queue past its bound: {queued_seen}");
+    assert!(
+        queued_seen <= 1 << 20,
+        "queue past its bound: {queued_seen}"
+    );
     let grown = peak.saturating_sub(before);
     assert!(
         grown < 48 << 20,
@@ -648,4 +662,79 @@ async fn a_client_that_never_reads_behind_a_flooding_upstream_does_not_grow_the_
     // Other clients are unaffected.
     let mut other = connect(&served, "/echo").await;
     echoes(&mut other, "not held up").await;
+}
+
+#[tokio::test]
+async fn a_client_flooding_an_upstream_that_never_reads_does_not_grow_the_proxy() {
+    let Some(node) = node("a_client_flooding_an_upstream_that_never_reads") else {
+        return;
+    };
+    let served = proxy(&node.url(), &[]);
+    let before = served.rss();
+    let mut ws = connect(&served, "/deaf").await;
+    let chunk = vec![7u8; 64 << 10];
+    // Up to 256 MiB, for at most 3 s: the sends stop going through once the upstream's window,
+    // the proxy's bounded buffers and this socket's window are full.
+    let mut sent = 0usize;
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        while sent < 256 << 20 {
+            ws.send(Message::binary(chunk.clone())).await.unwrap();
+            sent += chunk.len();
+        }
+    })
+    .await;
+    let grown = served.rss().saturating_sub(before);
+    assert!(sent < 256 << 20, "the proxy took everything: {sent} B");
+    assert!(
+        grown < 48 << 20,
+        "the proxy grew by {} MiB holding what the upstream did not read",
+        grown >> 20
+    );
+    let mut other = connect(&served, "/echo").await;
+    echoes(&mut other, "not held up").await;
+}
+
+#[tokio::test]
+async fn pings_are_answered_per_hop_and_close_all_reaches_every_proxied_client() {
+    let Some(node) = node("pings_are_answered_per_hop") else {
+        return;
+    };
+    let served = proxy(&node.url(), &["--ping-interval", "100ms"]);
+    let mut pinged = connect(&served, "/pinger").await;
+    let mut echo = connect(&served, "/echo").await;
+    // The upstream's pings are answered by the proxy's upstream hop (the client never sees them
+    // and need not answer), and the proxy's own pings to the client time its round trip.
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let pongs = http_get(node.addr, "/pongs").await.json()["pongs"]
+                .as_u64()
+                .unwrap();
+            let s = stats(served.admin).await;
+            let timed = s["connections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["rttMs"].is_u64());
+            if pongs >= 3 && timed {
+                return;
+            }
+            // Keep both clients reading, so that they answer the proxy's pings.
+            let _ = tokio::time::timeout(Duration::from_millis(50), pinged.next()).await;
+            let _ = tokio::time::timeout(Duration::from_millis(50), echo.next()).await;
+        }
+    })
+    .await
+    .expect("pongs on both hops in time");
+    let body = r#"{"action":"close_all","code":4002,"reason":"all out"}"#;
+    let answer = http_post(served.admin, "/api/admin", body).await;
+    assert_eq!(answer.json()["closed"], 2, "{}", answer.text());
+    for mut ws in [pinged, echo] {
+        match next(&mut ws).await {
+            Message::Close(Some(f)) => assert_eq!(u16::from(f.code), 4002),
+            other => panic!("expected close_all's close, got {other:?}"),
+        }
+        finish(ws).await;
+    }
+    let closes = wait_node_closes(&node, 2).await;
+    assert!(closes.iter().all(|c| c["code"] == 1001), "{closes:?}");
 }
