@@ -266,7 +266,7 @@ command -v caddy >/dev/null 2>&1 || MISSING[caddy]="caddy is not installed (apt-
 
 fill_template() { # fill_template TEMPLATE OUT DIR PORT: the @NAME@ placeholders
     sed -e "s|@WORKERS@|$PROXY_THREADS|g" -e "s|@NOFILE@|$NOFILE|g" -e "s|@DIR@|$3|g" \
-        -e "s|@USER@|$(id -un)|g" -e "s|@GROUP@|$(id -gn)|g" \
+        -e "s|@MAXCONN@|$(( (NOFILE - 1000) / 2 ))|g" -e "s|@USER@|$(id -un)|g" -e "s|@GROUP@|$(id -gn)|g" \
         -e "s|@LISTEN_PORT@|$4|g" -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" "$1" > "$2"
 }
 
