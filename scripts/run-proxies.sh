@@ -99,27 +99,13 @@ RUN_DIR="$(mktemp -d "${TMPDIR:-/tmp}/wscope-proxies.XXXXXX")"
 STARTED_AT="$(date +%s)"
 
 log() { printf '[run-proxies %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+# shellcheck source=scripts/bench-lib.sh
+. "$ROOT/scripts/bench-lib.sh"
 
 # ---- cleanup: whatever this script started is stopped -------------------------------------
 UPSTREAM_PID=""
 PROXY_PID=""
 BG_PID=""
-
-stop_pid() { # stop_pid PID WAIT_SECONDS: SIGTERM, then SIGKILL after the bounded wait
-    local pid="$1" wait_s="$2" i
-    [ -n "$pid" ] || return 0
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < wait_s * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "pid $pid still running ${wait_s}s after SIGTERM: SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 
 stop_proxy() { # the proxy and, for nginx, the workers it forked (SIGTERM to the master stops them)
     local pids
@@ -152,36 +138,7 @@ if [ "$(ulimit -n)" -lt $((IDLE_CONNS * 2 + 1000)) ]; then
 fi
 
 # ---- helpers ------------------------------------------------------------------------------
-free_port() {
-    "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-secs_of() { # "10s" / "500ms" / "2m" / "7" -> whole seconds, rounded up
-    "$PY" - "$1" <<'EOF'
-import math, re, sys
-m = re.fullmatch(r"\s*([0-9.]+)\s*(ms|s|m)?\s*", sys.argv[1])
-v = float(m.group(1)); u = m.group(2) or "s"
-print(math.ceil(v / 1000 if u == "ms" else v * 60 if u == "m" else v))
-EOF
-}
-
 tree_ticks() { "$PY" "$PROCTREE" ticks "$1" 2>/dev/null || echo 0; }
-
-upstream_active() { # the upstream's /health activeConnections, or -1
-    curl -sS --max-time 2 "http://127.0.0.1:$UPSTREAM_ADMIN/health" 2>/dev/null \
-        | "$PY" -c 'import json,sys; print(json.load(sys.stdin).get("activeConnections", -1))' 2>/dev/null \
-        || echo -1
-}
-
-wait_drained() { # until the upstream counts no connection (at most 15 s): runs do not overlap
-    local i n=-1
-    for ((i = 0; i < 75; i++)); do
-        n="$(upstream_active)"
-        [ "$n" = 0 ] && return 0
-        sleep 0.2
-    done
-    log "  note: the upstream still counts $n connections 15 s after the run"
-}
 
 wait_health() { # wait_health PORT PID NAME LOG: until GET /health through PORT answers 2xx
     local port="$1" pid="$2" name="$3" logf="$4" i
@@ -196,33 +153,6 @@ wait_health() { # wait_health PORT PID NAME LOG: until GET /health through PORT 
     done
     log "$name did not answer /health on 127.0.0.1:$port within ${HEALTH_WAIT}s"
     return 1
-}
-
-# run_bench DIR NAME PLANNED_SECONDS ARGS...: `wscope bench ARGS --json` into DIR/NAME.json, in
-# the background (BG_PID) so that Ctrl-C reaches the trap at once; waits for it unless
-# NO_WAIT=1, in which case the caller waits with finish_bench.
-run_bench() {
-    local dir="$1" name="$2" planned="$3"
-    shift 3
-    printf 'target/release/wscope bench %s --json\n' "$*" > "$dir/$name.cmd"
-    log "  $name: wscope bench $* --json"
-    timeout --kill-after=10 "$((planned + SCENARIO_GRACE))" "$WSCOPE" bench "$@" --json \
-        > "$dir/$name.json" 2> "$dir/$name.err" &
-    BG_PID=$!
-    [ "${NO_WAIT:-0}" = 1 ] || finish_bench "$dir" "$name"
-}
-
-finish_bench() { # finish_bench DIR NAME: waits for BG_PID and checks its output
-    local dir="$1" name="$2" rc=0
-    wait "$BG_PID" || rc=$?
-    BG_PID=""
-    if [ "$rc" -ne 0 ]; then
-        log "  $name: failed (exit $rc): $(tail -n 3 "$dir/$name.err" | tr '\n' ' ')"
-        printf 'exit %s: %s\n' "$rc" "$(tail -n 5 "$dir/$name.err")" > "$dir/$name.failed"
-        return 0
-    fi
-    "$PY" -c 'import json,sys; json.load(open(sys.argv[1]))' "$dir/$name.json" 2>/dev/null \
-        || { printf 'output is not JSON\n' > "$dir/$name.failed"; log "  $name: output is not JSON"; }
 }
 
 # ---- build ---------------------------------------------------------------------------------
@@ -329,7 +259,7 @@ echo_run() {
         --handshake-concurrency "$HANDSHAKE_CONCURRENCY" --pid "$MEASURED_PID"
     t1="$(tree_ticks "$MEASURED_PID")"
     printf '{"ticks": %s, "clkTck": %s}\n' "$((t1 - t0))" "$CLK_TCK" > "$dir/$name.proc.json"
-    wait_drained
+    wait_drained "$UPSTREAM_ADMIN"
 }
 
 # idle_run DIR: IDLE_CONNS idle connections held IDLE_HOLD; the tree's RSS sampled meanwhile
@@ -342,7 +272,7 @@ idle_run() {
     "$PY" "$PROCTREE" peak-rss "$MEASURED_PID" --while "$BG_PID" > "$dir/idle.proc.json" 2>/dev/null \
         || printf '{}\n' > "$dir/idle.proc.json"
     finish_bench "$dir" idle
-    wait_drained
+    wait_drained "$UPSTREAM_ADMIN"
 }
 
 run_proxy() {
@@ -369,7 +299,7 @@ run_proxy() {
     echo_run "$dir" lat "$LAT_CONNS" "$LAT_INFLIGHT"
     run_bench "$dir" churn $(( $(secs_of "$CHURN_DURATION") + 5 )) churn \
         --url "ws://127.0.0.1:$PROXY_PORT/ws" -c "$CHURN_WORKERS" -d "$CHURN_DURATION" -s "$ECHO_SIZE"
-    wait_drained
+    wait_drained "$UPSTREAM_ADMIN"
     if [ "$RELOAD" = 1 ] && [ "$name" = nginx ]; then
         reload_under_load "$dir" reload nginx_reload
     fi
@@ -415,7 +345,7 @@ reload_under_load() {
     printf '{"action": "%s", "atSecs": %s, "actionExit": %s, "processesBefore": %s, "processesAfter": %s, "aliveAfter": %s}\n' \
         "$fn" "$RELOAD_AT" "$rc" "$before" "$after" "$alive" > "$dir/$name.proc.json"
     "$alive" || { log "  $name: the proxy did not survive $fn"; wait "$PROXY_PID" 2>/dev/null || true; PROXY_PID=""; }
-    wait_drained
+    wait_drained "$UPSTREAM_ADMIN"
 }
 
 # ---- the run -------------------------------------------------------------------------------

@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+# The peer suite's helpers: file reading, the machine's description, the marked-section writer.
+from report import machine, read, read_json, replace_section, sh  # noqa: E402
 BEGIN = "<!-- proxies:begin -->"
 END = "<!-- proxies:end -->"
 SCENARIOS = ("idle", "thru", "lat", "churn", "reload")
@@ -47,28 +47,6 @@ COLUMNS = [
 ]
 
 
-def load(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def read(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
-
-
-def git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
 def collect_runs(run_dir: Path, proxy: str) -> list[dict]:
     d, runs = run_dir / proxy, []
     for scenario in SCENARIOS:
@@ -79,8 +57,8 @@ def collect_runs(run_dir: Path, proxy: str) -> list[dict]:
                 "proxy": proxy,
                 "scenario": scenario,
                 "command": read(d / f"{scenario}.cmd"),
-                "bench": load(d / f"{scenario}.json"),
-                "proc": load(d / f"{scenario}.proc.json"),
+                "bench": read_json(d / f"{scenario}.json"),
+                "proc": read_json(d / f"{scenario}.proc.json"),
                 "failed": read(d / f"{scenario}.failed"),
             }
         )
@@ -116,7 +94,7 @@ def summary(runs: list[dict]) -> dict:
 
 
 def collect(run_dir: Path) -> dict:
-    settings = load(run_dir / "settings.json") or {}
+    settings = read_json(run_dir / "settings.json") or {}
     proxies, runs = {}, []
     for name in settings.get("proxies", "").split():
         d = run_dir / name
@@ -140,18 +118,14 @@ def collect(run_dir: Path) -> dict:
         for key, base in (("addedP50Us", "latP50Us"), ("addedP99Us", "latP99Us")):
             if s.get(base) is not None and direct.get(base) is not None:
                 s[key] = s[base] - direct[base]
-    commit = git("rev-parse", "--short=12", "HEAD")
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    commit = sh(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT)
+    dirty = bool(sh(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT))
     return {
         "settings": settings,
         "generatedAt": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "commit": commit,
         "dirty": dirty,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "kernel": platform.release(),
-            "loadavg": " ".join((read(Path("/proc/loadavg")) or "").split()[:3]),
-        },
+        "machine": machine(),
         "proxies": proxies,
         "runs": runs,
     }
@@ -249,9 +223,10 @@ def markdown(res: dict) -> str:
     st = res["settings"]
     mode = st.get("mode", "?")
     cmd = f"scripts/run-proxies.sh {st.get('argv', '')}".rstrip()
+    load = " ".join((res["machine"].get("loadAverage") or "?").split()[:3])
     lines = [
         f"Written by `{cmd}` ({mode} run, {res['generatedAt']}, wscope commit `{res['commit']}`"
-        + (" with uncommitted changes" if res["dirty"] else "") + f", load average at the end `{res['machine']['loadavg']}`).",
+        + (" with uncommitted changes" if res["dirty"] else "") + f", load average at the end `{load}`).",
         "",
     ]
     if mode == "quick":
@@ -284,17 +259,6 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_doc(path: Path, body: str) -> None:
-    text = path.read_text() if path.exists() else ""
-    block = f"{BEGIN}\n{body}{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", type=Path)
@@ -307,7 +271,7 @@ def main() -> int:
     md = markdown(res)
     print(md)
     if a.write_doc:
-        write_doc(a.write_doc, md)
+        replace_section(a.write_doc, md, BEGIN, END)
         print(f"wrote the proxies table of {a.write_doc}", file=sys.stderr)
     return 0
 
