@@ -202,11 +202,11 @@ fill_template() { # fill_template TEMPLATE OUT DIR PORT: the @NAME@ placeholders
 
 version_of() { # one line naming the proxy's version
     case "$1" in
-        direct|wscope) "$WSCOPE" --version 2>/dev/null | head -n 1 ;;
-        nginx) nginx -v 2>&1 | head -n 1 ;;
-        haproxy) haproxy -v 2>/dev/null | head -n 1 ;;
-        caddy) caddy version 2>/dev/null | head -n 1 ;;
-    esac
+        direct|wscope) "$WSCOPE" --version 2>/dev/null ;;
+        nginx) nginx -v 2>&1 ;;
+        haproxy) haproxy -v 2>/dev/null ;;
+        caddy) caddy version 2>/dev/null ;;
+    esac | grep -oE '[0-9]+\.[0-9]+(\.[0-9]+)?[^ ]*' | head -n 1
 }
 
 # start_proxy NAME DIR: sets PROXY_PID and PROXY_PORT (for direct: the upstream, PROXY_PID empty)
@@ -265,11 +265,12 @@ echo_run() {
 # idle_run DIR: IDLE_CONNS idle connections held IDLE_HOLD; the tree's RSS sampled meanwhile
 idle_run() {
     local dir="$1"
-    local planned=$(( IDLE_CONNS / 500 + $(secs_of "$IDLE_HOLD") + 5 ))
+    local planned=$(( IDLE_CONNS / 500 + $(secs_of "$IDLE_HOLD") + 5 )) base
+    base="$("$PY" "$PROCTREE" rss "$MEASURED_PID")"
     NO_WAIT=1 run_bench "$dir" idle "$planned" idle --url "ws://127.0.0.1:$PROXY_PORT/ws" \
         -c "$IDLE_CONNS" --handshake-concurrency "$HANDSHAKE_CONCURRENCY" --hold "$IDLE_HOLD" \
         --pid "$MEASURED_PID"
-    "$PY" "$PROCTREE" peak-rss "$MEASURED_PID" --while "$BG_PID" > "$dir/idle.proc.json" 2>/dev/null \
+    "$PY" "$PROCTREE" peak-rss "$MEASURED_PID" --while "$BG_PID" --baseline "$base" > "$dir/idle.proc.json" 2>/dev/null \
         || printf '{}\n' > "$dir/idle.proc.json"
     finish_bench "$dir" idle
     wait_drained "$UPSTREAM_ADMIN"
@@ -306,7 +307,7 @@ run_proxy() {
     if [ "$WSCOPE_RELOAD" = 1 ] && [ "$name" = wscope ]; then
         reload_under_load "$dir" reload wscope_reload_under_load
     fi
-    log "stopping $name"
+    [ "$name" = direct ] || log "stopping $name"
     stop_proxy
     printf '%s\n' "$(( $(date +%s) - t_start ))" > "$dir/elapsed_secs"
     log "=== $name done in $(cat "$dir/elapsed_secs") s"
@@ -329,12 +330,14 @@ wscope_reload_under_load() {
 # RELOAD_FN called RELOAD_AT seconds after it started; what bench reports as errors and lost
 # connections is what the reload cost.
 reload_under_load() {
-    local dir="$1" name="$2" fn="$3" rc=0 before after
+    local dir="$1" name="$2" fn="$3" rc=0 before after t0 t1
     local planned=$(( $(secs_of "$RELOAD_DURATION") + 5 ))
     before="$("$PY" "$PROCTREE" pids "$PROXY_PID" | wc -l)"
+    t0="$(date +%s.%N)"
     NO_WAIT=1 run_bench "$dir" "$name" "$planned" echo --url "ws://127.0.0.1:$PROXY_PORT/ws" \
         -c "$RELOAD_CONNS" -w 1 -s "$ECHO_SIZE" -d "$RELOAD_DURATION" --warmup 0s
     sleep "$RELOAD_AT"
+    t1="$(date +%s.%N)"
     log "  $name: $fn at ${RELOAD_AT}s"
     "$fn" "$dir" > "$dir/$name.signal.log" 2>&1 || rc=$?
     sleep 1
@@ -343,7 +346,8 @@ reload_under_load() {
     local alive=true
     kill -0 "$PROXY_PID" 2>/dev/null || alive=false
     printf '{"action": "%s", "atSecs": %s, "actionExit": %s, "processesBefore": %s, "processesAfter": %s, "aliveAfter": %s}\n' \
-        "$fn" "$RELOAD_AT" "$rc" "$before" "$after" "$alive" > "$dir/$name.proc.json"
+        "$fn" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')" "$rc" "$before" "$after" "$alive" \
+        > "$dir/$name.proc.json"
     "$alive" || { log "  $name: the proxy did not survive $fn"; wait "$PROXY_PID" 2>/dev/null || true; PROXY_PID=""; }
     wait_drained "$UPSTREAM_ADMIN"
 }

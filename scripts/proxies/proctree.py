@@ -6,9 +6,11 @@ processes under its master. Standard library only; Linux only.
     proctree.py pids PID          the process and its descendants, one pid a line
     proctree.py ticks PID         their utime + stime, summed, in clock ticks
     proctree.py rss PID           their resident set sizes, summed, in bytes
-    proctree.py peak-rss PID --while WATCH [--interval 0.1]
+    proctree.py peak-rss PID --while WATCH [--baseline BYTES] [--interval 0.1]
         samples the summed RSS until process WATCH exits (or becomes a zombie) and prints one
-        JSON object: {"startBytes", "peakBytes", "endBytes", "samples", "processes"}
+        JSON object: {"startBytes", "peakBytes", "endBytes", "samples", "processes"};
+        startBytes is BYTES when given (read with `rss` before WATCH started: by the time this
+        runs, WATCH may have done part of its work), else the first sample
 
 Summed RSS counts pages the processes share (nginx workers share the master's) once per
 process; the script only ever uses differences of these sums, where the shared part cancels.
@@ -84,10 +86,11 @@ def running(pid: int) -> bool:
     return fields is not None and fields[0] != "Z"
 
 
-def peak_rss(root: int, watch: int, interval: float) -> dict:
-    """Samples the tree's RSS while `watch` runs."""
-    start, procs = rss(root)
-    peak, end, samples = start, start, 1
+def peak_rss(root: int, watch: int, interval: float, baseline: int | None) -> dict:
+    """Samples the tree's RSS while `watch` runs; `baseline`, when given, is the start."""
+    first, procs = rss(root)
+    start = first if baseline is None else baseline
+    peak, end, samples = first, first, 1
     while running(watch):
         time.sleep(interval)
         end, n = rss(root)
@@ -100,6 +103,7 @@ def main() -> int:
     p.add_argument("what", choices=["pids", "ticks", "rss", "peak-rss"])
     p.add_argument("pid", type=int)
     p.add_argument("--while", dest="watch", type=int, help="peak-rss: sample until this process exits")
+    p.add_argument("--baseline", type=int, help="peak-rss: the RSS before WATCH started, in bytes")
     p.add_argument("--interval", type=float, default=0.1)
     a = p.parse_args()
     if a.what == "pids":
@@ -111,7 +115,7 @@ def main() -> int:
     else:
         if a.watch is None:
             p.error("peak-rss needs --while PID")
-        print(json.dumps(peak_rss(a.pid, a.watch, a.interval)))
+        print(json.dumps(peak_rss(a.pid, a.watch, a.interval, a.baseline)))
     return 0
 
 
