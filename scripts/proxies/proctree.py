@@ -36,7 +36,7 @@ def _stat_fields(pid: int) -> list[str] | None:
 
 
 def tree(root: int) -> list[int]:
-    """`root` and every descendant that is alive now."""
+    """`root` and every descendant that is alive now (zombies excluded)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -47,7 +47,7 @@ def tree(root: int) -> list[int]:
     out, todo = [], [root]
     while todo:
         pid = todo.pop()
-        if _stat_fields(pid) is None:
+        if not running(pid):
             continue
         out.append(pid)
         todo.extend(children.get(pid, []))

@@ -156,10 +156,14 @@ def row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def rule(columns: int) -> str:
+    return "|" + "---|" * columns
+
+
 def figures_table(res: dict) -> list[str]:
     out = [
         row(["proxy", "processes × threads"] + [c[1] for c in COLUMNS] + ["errors"]),
-        row(["---"] * (len(COLUMNS) + 3)),
+        rule(len(COLUMNS) + 3),
     ]
     threads = res["settings"].get("proxyThreads", "?")
     shape = {"nginx": "{p} (master + workers)", "haproxy": "1 × {t}", "caddy": "1 × {t} (GOMAXPROCS)"}
@@ -181,7 +185,7 @@ def ratio_table(res: dict, base: str) -> list[str]:
     cols = [c for c in COLUMNS if base != "direct" or c[3]]
     out = [
         row([f"÷ {LABELS.get(base, base)}"] + [f"{c[1]} {'↑' if c[2] else '↓'}" for c in cols]),
-        row(["---"] * (len(cols) + 1)),
+        rule(len(cols) + 1),
     ]
     for name, p in res["proxies"].items():
         if name == base or p["summary"] is None:
@@ -198,7 +202,7 @@ def reload_table(res: dict) -> list[str]:
     out = [
         row(["proxy", "action at", "connections", "connected", "errors", "lost", "unclean closes",
              "sent / received", "max latency", "proxy alive after", "processes before → after"]),
-        row(["---"] * 11),
+        rule(11),
     ]
     for r in runs:
         b, p = r["bench"] or {}, r["proc"] or {}
