@@ -1,10 +1,22 @@
-# Shared by scripts/run-peers.sh and scripts/run-proxies.sh (sourced, not run): stopping a process
-# within a bounded wait, free loopback ports, durations in seconds, one `wscope bench` run into
-# DIR/NAME.json under a time limit, and waiting until a server has no connection left.
+# Shared by scripts/run-peers.sh and scripts/run-proxies.sh (sourced, not run): the open-file
+# limit, stopping a process within a bounded wait, free loopback ports, durations in seconds, one
+# `wscope bench` run into DIR/NAME.json under a time limit, and waiting until a server has no
+# connection left.
 #
-# The sourcing script defines `log MESSAGE...` and sets WSCOPE (the wscope binary), SCENARIO_GRACE
-# (seconds a bench run may last past its planned length) and BG_PID (the bench run in progress,
-# stopped by its cleanup trap); PY is the Python to use [default: python3].
+# The sourcing script defines `log MESSAGE...` and sets NOFILE (the open-file limit wanted),
+# WSCOPE (the wscope binary), SCENARIO_GRACE (seconds a bench run may last past its planned
+# length) and BG_PID (the bench run in progress, stopped by its cleanup trap); PY is the Python
+# to use [default: python3].
+
+# raise_nofile NEEDED WHY: the open-file limit up to NOFILE (else the hard limit), logged, with a
+# warning when it stays below NEEDED (WHY says what NEEDED is)
+raise_nofile() {
+    ulimit -n "$NOFILE" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    log "open-file limit for this run: $(ulimit -n)"
+    if [ "$(ulimit -n)" -lt "$1" ]; then
+        log "warning: open-file limit $(ulimit -n) is below $2 = $1"
+    fi
+}
 
 stop_pid() { # stop_pid PID WAIT_SECONDS: SIGTERM, then SIGKILL after the bounded wait
     local pid="$1" wait_s="$2" i

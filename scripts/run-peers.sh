@@ -123,11 +123,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-ulimit -n "$NOFILE" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-log "open-file limit for this run: $(ulimit -n)"
-if [ "$(ulimit -n)" -lt $((IDLE_CONNS + 1000)) ]; then
-    log "warning: open-file limit $(ulimit -n) is below IDLE_CONNS+1000 = $((IDLE_CONNS + 1000))"
-fi
+raise_nofile $((IDLE_CONNS + 1000)) "IDLE_CONNS+1000"
 
 # ---- helpers ------------------------------------------------------------------------------
 cpu_ticks() { # utime + stime of PID in clock ticks (fields 14 and 15 of /proc/PID/stat)

@@ -131,11 +131,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-ulimit -n "$NOFILE" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-log "open-file limit for this run: $(ulimit -n)"
-if [ "$(ulimit -n)" -lt $((IDLE_CONNS * 2 + 1000)) ]; then
-    log "warning: open-file limit $(ulimit -n) is below 2×IDLE_CONNS+1000 = $((IDLE_CONNS * 2 + 1000))"
-fi
+raise_nofile $((IDLE_CONNS * 2 + 1000)) "2×IDLE_CONNS+1000"
 
 # ---- helpers ------------------------------------------------------------------------------
 tree_ticks() { "$PY" "$PROCTREE" ticks "$1" 2>/dev/null || echo 0; }
