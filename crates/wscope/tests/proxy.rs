@@ -45,6 +45,17 @@ async fn connect(served: &Served, path: &str) -> Client {
     ws
 }
 
+/// An upgrade of `path` by hand: the answer, whatever its status.
+async fn upgrade_answer(main: SocketAddr, path: &str) -> wscope_testkit::HttpResponse {
+    let headers = [
+        ("Connection", "Upgrade"),
+        ("Upgrade", "websocket"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", raw::KEY),
+    ];
+    http(main, "GET", path, &headers, None).await
+}
+
 /// Reads to the end of the connection (a client replies to a close frame as it reads on).
 async fn finish(mut ws: Client) {
     tokio::time::timeout(WAIT, async { while let Some(Ok(_)) = ws.next().await {} })
@@ -339,31 +350,13 @@ async fn an_upstream_that_is_down_gets_502_and_one_that_never_answers_504() {
         &dead_url,
         &["--route", &route, "--upstream-timeout", "300ms"],
     );
-    let upgrade = |path: &'static str| {
-        let main = served.main;
-        async move {
-            http(
-                main,
-                "GET",
-                path,
-                &[
-                    ("Connection", "Upgrade"),
-                    ("Upgrade", "websocket"),
-                    ("Sec-WebSocket-Version", "13"),
-                    ("Sec-WebSocket-Key", raw::KEY),
-                ],
-                None,
-            )
-            .await
-        }
-    };
-    let down = upgrade("/ws").await;
+    let down = upgrade_answer(served.main, "/ws").await;
     assert_eq!(down.status, 502, "{}", down.text());
     assert!(down.json()["error"]
         .as_str()
         .unwrap()
         .contains("unreachable"));
-    let hung = upgrade("/silent/ws").await;
+    let hung = upgrade_answer(served.main, "/silent/ws").await;
     assert_eq!(hung.status, 504, "{}", hung.text());
     assert!(hung.json()["error"].as_str().unwrap().contains("300ms"));
     // Plain requests too.
@@ -435,19 +428,7 @@ async fn wscope_serve_as_the_upstream_limits_and_bans_apply_at_the_proxy() {
     // A ban closes the client and refuses the next upgrade before any upstream is opened.
     let ban = r#"{"action":"ban","target":"127.0.0.1","duration":"1m"}"#;
     assert_eq!(http_post(served.admin, "/api/admin", ban).await.status, 200);
-    let refused = http(
-        served.main,
-        "GET",
-        "/echo",
-        &[
-            ("Connection", "Upgrade"),
-            ("Upgrade", "websocket"),
-            ("Sec-WebSocket-Version", "13"),
-            ("Sec-WebSocket-Key", raw::KEY),
-        ],
-        None,
-    )
-    .await;
+    let refused = upgrade_answer(served.main, "/echo").await;
     assert_eq!(refused.status, 403, "{}", refused.text());
 
     assert_eq!(stats(upstream.admin).await["totalConnectionsEver"], 1);
@@ -606,19 +587,7 @@ async fn tls_on_both_hops_with_the_upstream_checked_against_its_ca() {
     let stranger = TestCa::new("a CA nobody trusts");
     let other_ca = stranger.ca_path();
     let distrustful = proxy(&url, &["--upstream-ca", other_ca.to_str().unwrap()]);
-    let refused = http(
-        distrustful.main,
-        "GET",
-        "/ws",
-        &[
-            ("Connection", "Upgrade"),
-            ("Upgrade", "websocket"),
-            ("Sec-WebSocket-Version", "13"),
-            ("Sec-WebSocket-Key", raw::KEY),
-        ],
-        None,
-    )
-    .await;
+    let refused = upgrade_answer(distrustful.main, "/ws").await;
     assert_eq!(refused.status, 502, "{}", refused.text());
     assert_eq!(http_get(distrustful.main, "/page").await.status, 502);
     assert_eq!(stats(upstream.admin).await["totalConnectionsEver"], 1);
