@@ -78,10 +78,9 @@ impl App {
     /// Hands `value` to the handlers of both listeners as an `axum::Extension` (`wscope proxy`
     /// hands its routes to `/metrics` and to the admin API's `reload` this way).
     pub fn extension<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
-        self.layers
-            .push(std::sync::Arc::new(move |router: Router| {
-                router.layer(axum::Extension(value.clone()))
-            }));
+        self.layers.push(std::sync::Arc::new(move |router: Router| {
+            router.layer(axum::Extension(value.clone()))
+        }));
         self
     }
 

@@ -110,12 +110,17 @@ async fn a_node_ws_upstream_echoes_through_the_proxy_with_its_subprotocol_and_on
     let (mut ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
     // The upstream chose, the proxy passed its choice on.
     assert_eq!(
-        response.headers()["sec-websocket-protocol"].to_str().unwrap(),
+        response.headers()["sec-websocket-protocol"]
+            .to_str()
+            .unwrap(),
         "chat.v2"
     );
     for i in 0..5 {
         ws.send(Message::text(format!("m{i}"))).await.unwrap();
-        assert_eq!(next(&mut ws).await.into_text().unwrap().as_str(), format!("m{i}"));
+        assert_eq!(
+            next(&mut ws).await.into_text().unwrap().as_str(),
+            format!("m{i}")
+        );
     }
     ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
     assert_eq!(next(&mut ws).await.into_data().as_ref(), &[1u8, 2, 3]);
@@ -169,7 +174,10 @@ async fn the_upstream_sees_the_clients_headers_and_the_forwarding_ones() {
     assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
     assert_eq!(seen["x-forwarded-proto"], "http");
     assert_eq!(seen["x-forwarded-host"], served.main.to_string());
-    assert!(seen["forwarded"].as_str().unwrap().contains("for=127.0.0.1"));
+    assert!(seen["forwarded"]
+        .as_str()
+        .unwrap()
+        .contains("for=127.0.0.1"));
     // The upstream's own Host; each hop's own handshake key.
     assert_eq!(seen["host"], node.addr.to_string());
     ws.close(None).await.unwrap();
@@ -187,7 +195,10 @@ async fn an_upstream_refusal_reaches_the_client_with_its_status_headers_and_body
         .await;
     assert_eq!(refused.response_head().await, 401, "{}", refused.response);
     assert!(
-        refused.response.to_ascii_lowercase().contains("www-authenticate: cookie"),
+        refused
+            .response
+            .to_ascii_lowercase()
+            .contains("www-authenticate: cookie"),
         "{}",
         refused.response
     );
@@ -203,7 +214,10 @@ async fn an_upstream_refusal_reaches_the_client_with_its_status_headers_and_body
     ok.send(&raw::client_frame(raw::TEXT, b"in")).await;
     assert_eq!(ok.read_data().await.payload, b"in");
     let routes = http_get(served.admin, "/api/upstreams").await.json();
-    assert_eq!(routes["routes"][0]["connectFailures"]["refused"], 1, "{routes:#}");
+    assert_eq!(
+        routes["routes"][0]["connectFailures"]["refused"], 1,
+        "{routes:#}"
+    );
 }
 
 #[tokio::test]
@@ -287,7 +301,10 @@ async fn admin_close_and_drain_act_on_proxied_clients_and_tell_the_upstream_1001
 
     // The drain: 1001 "Server shutting down" to the client, 1001 to its upstream, exit 0.
     open.send(Message::text("still here")).await.unwrap();
-    assert_eq!(next(&mut open).await.into_text().unwrap().as_str(), "still here");
+    assert_eq!(
+        next(&mut open).await.into_text().unwrap().as_str(),
+        "still here"
+    );
     served.signal("TERM");
     match next(&mut open).await {
         Message::Close(Some(f)) => {
@@ -318,7 +335,10 @@ async fn an_upstream_that_is_down_gets_502_and_one_that_never_answers_504() {
         }
     });
     let route = format!("/silent={silent_url}");
-    let served = proxy(&dead_url, &["--route", &route, "--upstream-timeout", "300ms"]);
+    let served = proxy(
+        &dead_url,
+        &["--route", &route, "--upstream-timeout", "300ms"],
+    );
     let upgrade = |path: &'static str| {
         let main = served.main;
         async move {
@@ -339,7 +359,10 @@ async fn an_upstream_that_is_down_gets_502_and_one_that_never_answers_504() {
     };
     let down = upgrade("/ws").await;
     assert_eq!(down.status, 502, "{}", down.text());
-    assert!(down.json()["error"].as_str().unwrap().contains("unreachable"));
+    assert!(down.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("unreachable"));
     let hung = upgrade("/silent/ws").await;
     assert_eq!(hung.status, 504, "{}", hung.text());
     assert!(hung.json()["error"].as_str().unwrap().contains("300ms"));
@@ -356,8 +379,16 @@ async fn an_upstream_that_is_down_gets_502_and_one_that_never_answers_504() {
             .unwrap()
             .clone()
     };
-    assert_eq!(by_route("/")["connectFailures"]["unreachable"], 1, "{routes:#}");
-    assert_eq!(by_route("/silent")["connectFailures"]["timeout"], 1, "{routes:#}");
+    assert_eq!(
+        by_route("/")["connectFailures"]["unreachable"],
+        1,
+        "{routes:#}"
+    );
+    assert_eq!(
+        by_route("/silent")["connectFailures"]["timeout"],
+        1,
+        "{routes:#}"
+    );
     let s = stats(served.admin).await;
     assert_eq!(s["totalConnectionsEver"], 0, "{s:#}");
     held.abort();
@@ -370,7 +401,10 @@ async fn plain_http_reaches_the_node_app_get_post_and_sse() {
     };
     let served = proxy(&node.url(), &["--health-path", "/_wscope/health"]);
     let hello = http_get(served.main, "/hello").await;
-    assert_eq!((hello.status, hello.text()), (200, "hello from node".to_owned()));
+    assert_eq!(
+        (hello.status, hello.text()),
+        (200, "hello from node".to_owned())
+    );
     assert_eq!(hello.header("x-upstream"), Some("node"));
     let body = r#"{"large":"enough"}"#;
     let echoed = http_post(served.main, "/body", body).await;

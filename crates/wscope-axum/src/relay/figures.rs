@@ -2,8 +2,8 @@
 //! start, upstream handshakes and their latency, failures by reason — and [`Relays`], the
 //! upstreams a server relays to, which `/metrics` and `GET /api/upstreams` read.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -237,7 +237,10 @@ impl UpstreamFigures {
 
     /// Counts a failure to open.
     pub(crate) fn failed(&self, kind: FailureKind) {
-        let at = FailureKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        let at = FailureKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(0);
         self.failures[at].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -253,7 +256,10 @@ impl UpstreamFigures {
 
     /// Failures to open of `kind` since start.
     pub fn failures(&self, kind: FailureKind) -> u64 {
-        let at = FailureKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        let at = FailureKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(0);
         self.failures[at].load(Ordering::Relaxed)
     }
 }
@@ -285,9 +291,9 @@ impl Relays {
         let mut retired = self.retired.write().unwrap_or_else(|e| e.into_inner());
         retired.retain(|r| r.upstream.figures().active() > 0);
         for route in old {
-            let kept = current
-                .iter()
-                .any(|r| r.prefix == route.prefix && Arc::ptr_eq(&r.upstream.inner, &route.upstream.inner));
+            let kept = current.iter().any(|r| {
+                r.prefix == route.prefix && Arc::ptr_eq(&r.upstream.inner, &route.upstream.inner)
+            });
             if !kept {
                 retired.push(route);
             }

@@ -139,9 +139,12 @@ pub(super) async fn open(
 
 /// The host and port to connect to.
 fn authority(target: &Uri) -> Result<(String, u16), Failure> {
-    let host = target.host().ok_or_else(|| {
-        Failure::Invalid(HandshakeError::Request(format!("no host in {target}")))
-    })?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let host = target
+        .host()
+        .ok_or_else(|| Failure::Invalid(HandshakeError::Request(format!("no host in {target}"))))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     Ok((host, target.port_u16().unwrap_or(80)))
 }

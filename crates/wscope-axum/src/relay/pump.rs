@@ -15,7 +15,11 @@ const BAD_GATEWAY: u16 = 1014;
 
 /// Relays `socket` (the client) and `upstream` both ways until both are over; then drops the
 /// upstream hop. `close_timeout` bounds the wait for the upstream's close reply.
-pub(super) async fn run(mut socket: TrackedSocket, upstream: BoxTransport, close_timeout: Duration) {
+pub(super) async fn run(
+    mut socket: TrackedSocket,
+    upstream: BoxTransport,
+    close_timeout: Duration,
+) {
     let (from_upstream, mut to_upstream) = upstream.split();
     let handle = socket.handle();
     let (client_done, client_over) = oneshot::channel::<()>();

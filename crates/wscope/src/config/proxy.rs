@@ -85,9 +85,9 @@ impl Item for RouteSpec {
     const PLACEHOLDER: &'static str = "PREFIX=URL";
 
     fn parse(text: &str) -> Result<RouteSpec, String> {
-        let (prefix, url) = text.split_once('=').ok_or_else(|| {
-            format!("invalid route {text:?}: use /prefix=http://HOST:PORT")
-        })?;
+        let (prefix, url) = text
+            .split_once('=')
+            .ok_or_else(|| format!("invalid route {text:?}: use /prefix=http://HOST:PORT"))?;
         let prefix = prefix.trim();
         let ok = prefix.starts_with('/')
             && prefix.len() <= 256

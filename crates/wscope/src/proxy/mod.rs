@@ -66,7 +66,8 @@ impl Proxy {
     /// client hop.
     pub fn new(settings: &ProxySettings) -> anyhow::Result<Self> {
         let specs = settings.proxy.table().map_err(anyhow::Error::msg)?;
-        let table = RouteTable::build(&specs, &RouteTable::default()).map_err(anyhow::Error::msg)?;
+        let table =
+            RouteTable::build(&specs, &RouteTable::default()).map_err(anyhow::Error::msg)?;
         let relays = Relays::default();
         relays.set(table.routes().to_vec());
         let relay = settings
@@ -141,5 +142,8 @@ async fn proxied(State(proxy): State<Proxy>, ws: WebSocketUpgrade, request: Requ
         client: ws.remote_addr(),
         proto: inner.relay.proto,
     };
-    inner.http.forward(request, upstream.http_base(), &fwd).await
+    inner
+        .http
+        .forward(request, upstream.http_base(), &fwd)
+        .await
 }
