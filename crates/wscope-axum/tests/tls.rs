@@ -1,6 +1,7 @@
 //! `wscope_axum::tls`: the client side against a rustls server (a CA made at test time trusted,
-//! another refused), `serve` over TLS (the addresses still reach requests, a graceful stop),
-//! and a certificate reloaded in place, a broken pair leaving the last good one.
+//! another refused), `serve` over TLS (the addresses still reach requests, the head bound holds,
+//! a graceful stop), and a certificate reloaded in place, a broken pair leaving the last good
+//! one.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::future::IntoFuture;
@@ -145,6 +146,33 @@ async fn serve_over_tls_gives_requests_their_addresses() {
         .expect("the server stops in time")
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn the_head_bound_applies_over_tls() {
+    let ca = TestCa::new("serve test CA");
+    let leaf = ca.leaf("server");
+    let cert = ReloadableCert::load(&leaf.cert, &leaf.key).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let options = ServeOptions::default()
+        .max_header_size(8 << 10)
+        .tls(server_config(cert).unwrap());
+    let app = Router::new().route("/", get(|| async { "hi" }));
+    tokio::spawn(serve(listener, app, options).into_future());
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let config = client_config(Some(&ca.ca_path())).unwrap();
+    let mut tls = connect_tls(config, "localhost", tcp).await.unwrap();
+    let padding = "a".repeat(16 << 10);
+    let request = format!("GET / HTTP/1.1\r\nHost: {addr}\r\nX-Padding: {padding}\r\n\r\n");
+    // The server may answer and close before it has read all of it.
+    let _ = tls.write_all(request.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut answer))
+        .await
+        .expect("the server answers and closes in time");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
 }
 
 #[test]

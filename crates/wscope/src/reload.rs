@@ -76,3 +76,39 @@ impl Reloader {
         })))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[test]
+    fn every_action_runs_in_order_and_a_failure_stops_none() {
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let mut reloader = Reloader::new();
+        assert!(reloader.is_empty());
+        for (name, ok) in [("one", true), ("two", false), ("three", true)] {
+            let ran = ran.clone();
+            reloader.add(name, move || {
+                ran.lock().unwrap().push(name);
+                if ok {
+                    Ok(())
+                } else {
+                    Err("broken".to_owned())
+                }
+            });
+        }
+        assert_eq!(reloader.reload(), 1);
+        assert_eq!(*ran.lock().unwrap(), ["one", "two", "three"]);
+        assert_eq!(
+            format!("{reloader:?}"),
+            r#"Reloader { actions: ["one", "two", "three"] }"#
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_to_reload_installs_no_handler() {
+        assert!(Reloader::new().listen().unwrap().is_none());
+    }
+}

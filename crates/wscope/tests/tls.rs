@@ -230,6 +230,31 @@ async fn a_stalled_tls_handshake_is_dropped_at_the_handshake_timeout() {
     );
 }
 
+#[tokio::test]
+async fn the_proxy_serves_tls_too() {
+    let ca = TestCa::new("wscope test CA");
+    let leaf = ca.leaf("proxy");
+    // The upstream: a plain `wscope serve`, its echo relayed through a proxy that speaks TLS.
+    let upstream = Served::start(BIN, &[]);
+    let upstream_url = format!("http://{}", upstream.main);
+    let proxy = Served::proxy(
+        BIN,
+        &[
+            "--upstream",
+            &upstream_url,
+            "--tls-cert",
+            leaf.cert.to_str().unwrap(),
+            "--tls-key",
+            leaf.key.to_str().unwrap(),
+        ],
+    );
+    let (mut ws, cert) = wss(proxy.main, &ca).await;
+    assert_eq!(cert, leaf.der);
+    echo(&mut ws, "through the proxy").await;
+    let (status, body) = https_get(proxy.main, &ca, "/health").await;
+    assert_eq!(status, 200, "{body}");
+}
+
 #[test]
 fn a_certificate_without_its_key_exits_2_naming_both_flags() {
     let ca = TestCa::new("wscope test CA");

@@ -153,8 +153,6 @@ impl ServeSettings {
         let settings = layered(args, reference_env, "wscope serve")?;
         let admin = settings.admin.checked(settings.listeners.admin_listen)?;
         settings.cluster.check()?;
-        settings.listeners.main_tls()?;
-        settings.listeners.admin_tls()?;
         Ok(Self { admin, ..settings })
     }
 }
