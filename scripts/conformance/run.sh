@@ -20,7 +20,8 @@
 #
 # Reports (JSON + HTML): target/conformance/report-PASS/index.html; server logs:
 # target/conformance/server-PASS.log, proxies' target/conformance/proxy-PASS.log. Environment:
-# KOSOKU_TIMEOUT (seconds for each kosoku run, default 1200); WSCOPE_* variables reach the servers
+# KOSOKU_TIMEOUT (seconds for each kosoku run, default 1200, 2400 through the proxy: each message
+# crosses two hops, each inflating and compressing it); WSCOPE_* variables reach the servers
 # (and proxies) as usual (e.g. WSCOPE_ENGINE=tungstenite).
 set -euo pipefail
 
@@ -35,12 +36,16 @@ while (($#)); do
     --write-doc) write_doc=(--write-doc); shift ;;
     --through-proxy) through_proxy=(--through-proxy); shift ;;
     --) shift; serve_extra=("$@"); break ;;
-    -h | --help) sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 
-KOSOKU_TIMEOUT="${KOSOKU_TIMEOUT:-1200}"
+if ((${#through_proxy[@]})); then
+  KOSOKU_TIMEOUT="${KOSOKU_TIMEOUT:-2400}"
+else
+  KOSOKU_TIMEOUT="${KOSOKU_TIMEOUT:-1200}"
+fi
 # The passes: each its sections and the flags its server gets (before the extra ones).
 PASSES=(plain deflate)
 declare -A PASS_SECTIONS=([plain]="1 2 3 4 5 6 7 9 10" [deflate]="12 13")
