@@ -799,17 +799,19 @@ def svg_chart(results: dict) -> str:
     return head + "\n".join(body) + "\n</svg>\n"
 
 
-def replace_section(md_path: Path, section: str) -> None:
-    block = f"{BEGIN}\n{section.rstrip()}\n{END}"
+def replace_section(md_path: Path, section: str, begin: str = BEGIN, end: str = END) -> None:
+    """Puts `section` between the markers `begin` and `end` of `md_path` (appended with them when
+    they are missing); nothing outside them is touched. scripts/proxies/report.py uses it too."""
+    block = f"{begin}\n{section.rstrip()}\n{end}"
     if md_path.exists():
         text = md_path.read_text()
-        b = text.find(BEGIN)
-        e = text.find(END, b) if b != -1 else text.find(END)
+        b = text.find(begin)
+        e = text.find(end, b) if b != -1 else text.find(end)
         if b != -1 and e != -1 and e > b:
-            text = text[:b] + block + text[e + len(END):]
+            text = text[:b] + block + text[e + len(end):]
         else:
             if b != -1 or e != -1:
-                print(f"report.py: {md_path} has only one of the peers markers; appending a new section", file=sys.stderr)
+                print(f"report.py: {md_path} has only one of the markers {begin} {end}; appending a new section", file=sys.stderr)
             text = text.rstrip("\n") + "\n\n" + block + "\n"
     else:
         text = "# Benchmarks\n\n" + block + "\n"

@@ -100,26 +100,12 @@ RUN_DIR="$(mktemp -d "${TMPDIR:-/tmp}/wscope-peers.XXXXXX")"
 STARTED_AT="$(date +%s)"
 
 log() { printf '[run-peers %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+# shellcheck source=scripts/bench-lib.sh
+. "$ROOT/scripts/bench-lib.sh"
 
 # ---- cleanup: whatever this script started is stopped -------------------------------------
 PEER_PID=""
 BG_PID=""
-
-stop_pid() { # stop_pid PID WAIT_SECONDS: SIGTERM, then SIGKILL after the bounded wait
-    local pid="$1" wait_s="$2" i
-    [ -n "$pid" ] || return 0
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < wait_s * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "pid $pid still running ${wait_s}s after SIGTERM: SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
     local rc=$?
@@ -137,26 +123,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-ulimit -n "$NOFILE" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-log "open-file limit for this run: $(ulimit -n)"
-if [ "$(ulimit -n)" -lt $((IDLE_CONNS + 1000)) ]; then
-    log "warning: open-file limit $(ulimit -n) is below IDLE_CONNS+1000 = $((IDLE_CONNS + 1000))"
-fi
+raise_nofile $((IDLE_CONNS + 1000)) "IDLE_CONNS+1000"
 
 # ---- helpers ------------------------------------------------------------------------------
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-secs_of() { # "10s" / "500ms" / "2m" / "7" -> whole seconds, rounded up
-    python3 - "$1" <<'EOF'
-import math, re, sys
-m = re.fullmatch(r"\s*([0-9.]+)\s*(ms|s|m)?\s*", sys.argv[1])
-v = float(m.group(1)); u = m.group(2) or "s"
-print(math.ceil(v / 1000 if u == "ms" else v * 60 if u == "m" else v))
-EOF
-}
-
 cpu_ticks() { # utime + stime of PID in clock ticks (fields 14 and 15 of /proc/PID/stat)
     sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
 }
@@ -167,47 +136,6 @@ has_flag() { "$WSCOPE" bench "$1" --help 2>/dev/null | grep -q -- "$2"; }
 skip() { # skip DIR SCENARIO REASON
     printf '%s\n' "$3" > "$1/$2.skipped"
     log "  $2: skipped: $3"
-}
-
-# run_bench DIR SCENARIO PLANNED_SECONDS ARGS...: `wscope bench ARGS --json` into DIR/SCENARIO.json
-run_bench() {
-    local dir="$1" name="$2" planned="$3"
-    shift 3
-    local limit=$((planned + SCENARIO_GRACE))
-    printf 'target/release/wscope bench %s --json\n' "$*" > "$dir/$name.cmd"
-    log "  $name: wscope bench $* --json"
-    local rc=0
-    # In the background and waited for, so that Ctrl-C reaches the trap at once (timeout puts the
-    # load generator in its own process group, out of reach of the terminal's SIGINT).
-    timeout --kill-after=10 "$limit" "$WSCOPE" bench "$@" --json > "$dir/$name.json" 2> "$dir/$name.err" &
-    BG_PID=$!
-    wait "$BG_PID" || rc=$?
-    BG_PID=""
-    if [ "$rc" -ne 0 ]; then
-        log "  $name: failed (exit $rc): $(tail -n 3 "$dir/$name.err" | tr '\n' ' ')"
-        printf '%s\n' "exit $rc: $(tail -n 5 "$dir/$name.err")" > "$dir/$name.failed"
-        return 0
-    fi
-    python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$dir/$name.json" 2>/dev/null \
-        || { printf 'output is not JSON\n' > "$dir/$name.failed"; log "  $name: output is not JSON"; }
-    return 0
-}
-
-active_connections() { # the peer's /health activeConnections, or -1
-    curl -sS --max-time 2 "http://127.0.0.1:$1/health" 2>/dev/null \
-        | python3 -c 'import json,sys; print(json.load(sys.stdin).get("activeConnections", -1))' 2>/dev/null \
-        || echo -1
-}
-
-wait_drained() { # wait_drained ADMIN_PORT: until the tracked peer counts 0 connections (at most 15 s)
-    local i n
-    [ -n "$1" ] || { sleep 1; return 0; }
-    for ((i = 0; i < 75; i++)); do
-        n="$(active_connections "$1")"
-        [ "$n" = 0 ] && return 0
-        sleep 0.2
-    done
-    log "  note: the peer still counts $n connections 15 s after the last scenario"
 }
 
 # ---- build and install --------------------------------------------------------------------

@@ -20,12 +20,17 @@ use crate::error::ApiError;
 use crate::stats_query::StatsQuery;
 
 /// `GET /api/stats`, `POST /api/admin`, `GET /api/closed`, `GET /api/connections` (and
-/// `/api/connections/{id}`), `GET /api/stats/stream` (live, SSE), `GET /health`, `GET /metrics`
+/// `/api/connections/{id}`), `GET /api/stats/stream` (live, SSE), `GET /api/upstreams`,
+/// `GET /health`, `GET /metrics`
 /// (Prometheus; its observer is registered on `registry` once, however often this is built) and the
 /// dashboard (`GET /` and its assets under `/dashboard/`) over `registry`, behind
 /// [`admin_guard`](crate::admin_guard). Serve it on a listener that only operators reach
 /// (wscope serve puts it on 127.0.0.1:9090); set a token and further allowed hosts with
 /// `.layer(AdminConfig::new().token(..).layer())` ([`AdminConfig`](crate::AdminConfig)).
+///
+/// Behind a proxy, hand it the proxy's routes with `.layer(axum::Extension(relays))` (a
+/// [`crate::relay::Relays`]): `GET /api/upstreams` and the `wscope_upstream_*` metrics read
+/// them; without them `/api/upstreams` lists no route.
 ///
 /// In cluster mode, hand it the node with `.layer(axum::Extension(cluster))` (a
 /// [`wscope_cluster::Cluster`]): the cluster routes (`/api/cluster/*`), the health answer's
@@ -42,6 +47,7 @@ pub fn admin_router(registry: Registry) -> Router {
         .route("/api/cluster/stats", get(crate::cluster::stats))
         .route("/api/cluster/connections", get(crate::cluster::connections))
         .route("/api/cluster/admin", post(crate::cluster::admin))
+        .route("/api/upstreams", get(crate::relay::upstreams))
         .route("/health", get(health))
         .route("/metrics", crate::metrics::route(&registry))
         .route("/", get(crate::dashboard::index))
@@ -157,9 +163,21 @@ pub async fn public_health(State(registry): State<Registry>) -> Response {
 ///   for `close`), `user` or `filter` (as `close_matching`'s); none sends to every open
 ///   connection → [`BroadcastAnswer`](wscope_core::wire::BroadcastAnswer).
 ///
+/// - `reload` → [`ReloadAnswer`](crate::ReloadAnswer), on a server that handed the router a
+///   [`ReloadHook`](crate::ReloadHook) (`wscope proxy`: its routes reread); elsewhere a 400.
+///
 /// A malformed body, an unknown action (the answer lists the valid ones) or a bad field is a 400
 /// naming the problem.
-pub async fn admin(State(registry): State<Registry>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn admin(
+    State(registry): State<Registry>,
+    hook: Option<axum::Extension<crate::reload::ReloadHook>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if crate::reload::is_reload(&body) {
+        return Ok(crate::reload::reload(
+            hook.as_ref().map(|axum::Extension(h)| h),
+        ));
+    }
     let request =
         AdminRequest::from_json(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
     match registry.apply(request) {

@@ -59,7 +59,8 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// X-Forwarded-Proto and X-Forwarded-Host replace any the client sent; X-Forwarded-For and
 /// Forwarded keep what came and add this hop as one more element, in one field line each.
 /// Without a client address X-Forwarded-For is left as it came and Forwarded says
-/// `for=unknown`; an IPv4-mapped IPv6 client is named as IPv4; without an incoming Host there is no X-Forwarded-Host nor `host=`.
+/// `for=unknown`; an IPv4-mapped IPv6 client is named as IPv4; without an incoming Host there
+/// is no X-Forwarded-Host nor `host=`.
 ///
 /// ```
 /// use axum::http::HeaderMap;
@@ -87,21 +88,15 @@ pub fn forward_headers(incoming: &HeaderMap, fwd: &Forwarding<'_>) -> HeaderMap 
         proto: fwd.proto,
     };
     if let Some(client) = fwd.client {
-        let chain = joined(&headers, &X_FORWARDED_FOR, &client.to_string());
-        set(&mut headers, X_FORWARDED_FOR, &chain);
+        let chain = appended(&headers, &X_FORWARDED_FOR, &client.to_string());
+        set(&mut headers, X_FORWARDED_FOR, chain);
     }
-    set(&mut headers, X_FORWARDED_PROTO, fwd.proto);
-    match &host {
-        Some(host) => {
-            headers.insert(X_FORWARDED_HOST, host.clone());
-        }
-        None => {
-            headers.remove(X_FORWARDED_HOST);
-        }
-    }
+    let proto = HeaderValue::from_str(fwd.proto).ok();
+    set(&mut headers, X_FORWARDED_PROTO, proto);
+    set(&mut headers, X_FORWARDED_HOST, host.clone());
     let element = forwarded_element(fwd, host.as_ref());
-    let forwarded = joined(&headers, &header::FORWARDED, &element);
-    set(&mut headers, header::FORWARDED, &forwarded);
+    let forwarded = appended(&headers, &header::FORWARDED, &element);
+    set(&mut headers, header::FORWARDED, forwarded);
     headers
 }
 
@@ -125,29 +120,28 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Every value of `name` in `headers`, as one comma-separated list, with `last` appended.
-fn joined(headers: &HeaderMap, name: &HeaderName, last: &str) -> String {
-    let mut list = String::new();
+/// Every value of `name` in `headers`, as one comma-separated list, with `last` appended (the
+/// values' bytes kept as they came). `None` if `last` is no valid header value.
+fn appended(headers: &HeaderMap, name: &HeaderName, last: &str) -> Option<HeaderValue> {
+    let mut list = Vec::new();
     for value in headers.get_all(name) {
-        let value = String::from_utf8_lossy(value.as_bytes());
-        let value = value.trim();
+        let value = value.as_bytes().trim_ascii();
         if !value.is_empty() {
-            list.push_str(value);
-            list.push_str(", ");
+            list.extend_from_slice(value);
+            list.extend_from_slice(b", ");
         }
     }
-    list.push_str(last);
-    list
+    list.extend_from_slice(last.as_bytes());
+    HeaderValue::from_bytes(&list).ok()
 }
 
-/// Replaces `name` with `value`; a value that is no valid header (bytes a client could not
-/// have sent) removes it instead.
-fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    match HeaderValue::from_str(value) {
-        Ok(value) => {
+/// Replaces `name` with `value`, or removes it if there is none.
+fn set(headers: &mut HeaderMap, name: HeaderName, value: Option<HeaderValue>) {
+    match value {
+        Some(value) => {
             headers.insert(name, value);
         }
-        Err(_) => {
+        None => {
             headers.remove(name);
         }
     }
@@ -316,6 +310,18 @@ mod tests {
         assert_eq!(all, ["203.0.113.1, 198.51.100.2, 10.0.0.1, 192.0.2.7"]);
         let fresh = forward_headers(&HeaderMap::new(), &v4());
         assert_eq!(get(&fresh, "x-forwarded-for"), Some("192.0.2.7"));
+    }
+
+    #[test]
+    fn listed_values_keep_their_bytes() {
+        let mut incoming = HeaderMap::new();
+        let opaque = HeaderValue::from_bytes(b"for=\"caf\xe9\"").unwrap();
+        incoming.insert(header::FORWARDED, opaque);
+        let out = forward_headers(&incoming, &v4());
+        assert_eq!(
+            out[header::FORWARDED].as_bytes(),
+            b"for=\"caf\xe9\", for=192.0.2.7;proto=http"
+        );
     }
 
     #[test]

@@ -33,6 +33,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::error::ApiError;
 use crate::forward::{forward_headers, strip_hop_by_hop, Forwarding};
+use crate::proxy_deadline::{within, Progress};
 
 /// How an [`HttpProxy`] talks to its upstreams.
 ///
@@ -45,9 +46,11 @@ use crate::forward::{forward_headers, strip_hop_by_hop, Forwarding};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpProxyConfig {
     /// How long the upstream may take to send its response head, connecting included; past it
-    /// the client gets 504. The body that follows has no deadline (server-sent events, long
-    /// downloads). A long-polling upstream holds its head back until it answers: keep this
-    /// above its longest poll.
+    /// the client gets 504. It counts from the request, and again from each chunk of the
+    /// request body the upstream takes, so a long upload is not cut off while it moves. The
+    /// body of the answer has no deadline (server-sent events, long downloads). A
+    /// long-polling upstream holds its head back until it answers: keep this above its
+    /// longest poll.
     pub timeout: Duration,
     /// How long a pooled keep-alive connection may stay idle before it is closed.
     pub pool_idle_timeout: Duration,
@@ -74,9 +77,9 @@ impl Default for HttpProxyConfig {
     }
 }
 
-/// The connector the pool dials upstreams with. Plain TCP only: this is the one place a TLS
-/// connector goes (with [`check_scheme`] then letting `https` through).
-type Connector = HttpConnector;
+/// The connector the pool dials upstreams with: TCP, and TLS for `https://` upstreams when the
+/// proxy was given a client configuration ([`HttpProxy::with_tls`]).
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// A reverse proxy for plain HTTP requests: one keep-alive pool shared by every clone (cheap:
 /// an `Arc` inside).
@@ -90,13 +93,38 @@ pub struct HttpProxy {
 struct Inner {
     client: Client<Connector, Body>,
     timeout: Duration,
+    /// Whether `https://` upstreams can be dialled.
+    tls: bool,
 }
 
 impl HttpProxy {
     /// A proxy with `config`; it connects to nothing until a request comes.
     pub fn new(config: HttpProxyConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
+        Self::build(config, None)
+    }
+
+    /// A proxy with `config` that also dials `https://` upstreams, checking their certificates
+    /// with `tls` ([`crate::tls::client_config`]: the system's roots or one CA bundle).
+    pub fn with_tls(config: HttpProxyConfig, tls: Arc<rustls::ClientConfig>) -> Self {
+        Self::build(config, Some(tls))
+    }
+
+    fn build(config: HttpProxyConfig, tls: Option<Arc<rustls::ClientConfig>>) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        // `https://` needs a client configuration; without one such upstreams are refused
+        // before they are dialled (`check_scheme`), and this one, trusting nothing, is unused.
+        let enabled = tls.is_some();
+        let mut tls = tls.map_or_else(crate::tls::trusting_nothing, |c| (*c).clone());
+        // The connector offers the protocols it speaks itself (HTTP/1.1), and refuses a
+        // configuration that offers some already.
+        tls.alpn_protocols.clear();
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(config.pool_idle_timeout)
@@ -106,6 +134,7 @@ impl HttpProxy {
             inner: Arc::new(Inner {
                 client,
                 timeout: config.timeout,
+                tls: enabled,
             }),
         }
     }
@@ -119,7 +148,8 @@ impl HttpProxy {
     ///
     /// Failures are JSON errors (`{"error": "..."}`): an upstream that cannot be reached
     /// (refused, unresolved) gets 502 `upstream unreachable: …`; no response head within
-    /// [`HttpProxyConfig::timeout`], 504 `upstream timed out after …`; any other failure of
+    /// [`HttpProxyConfig::timeout`] (of the request, or of the last chunk of its body the
+    /// upstream took), 504 `upstream timed out after …`; any other failure of
     /// the exchange, or an upstream that is not `http://`, 502.
     pub async fn forward(&self, req: Request, upstream: &Uri, fwd: &Forwarding<'_>) -> Response {
         match self.try_forward(req, upstream, fwd).await {
@@ -138,11 +168,13 @@ impl HttpProxy {
         upstream: &Uri,
         fwd: &Forwarding<'_>,
     ) -> Result<Response, UpstreamError> {
-        let request = upstream_request(req, upstream, fwd)?;
+        let progress = Progress::new();
+        let request =
+            upstream_request(req, upstream, fwd, self.inner.tls)?.map(|body| progress.watch(body));
         let timeout = self.inner.timeout;
-        let response = tokio::time::timeout(timeout, self.inner.client.request(request))
+        let response = within(self.inner.client.request(request), timeout, &progress)
             .await
-            .map_err(|_| UpstreamError::TimedOut(timeout))?
+            .ok_or(UpstreamError::TimedOut(timeout))?
             .map_err(|e| UpstreamError::from_client(&e))?;
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
@@ -207,8 +239,9 @@ fn upstream_request(
     req: Request,
     upstream: &Uri,
     fwd: &Forwarding<'_>,
+    tls: bool,
 ) -> Result<Request, UpstreamError> {
-    let authority = check_scheme(upstream)?;
+    let authority = check_scheme(upstream, tls)?;
     let uri = target_uri(upstream, authority, req.uri())?;
     let host = host_value(authority)?;
     let (parts, body) = req.into_parts();
@@ -222,14 +255,17 @@ fn upstream_request(
     Ok(request)
 }
 
-/// The authority of `upstream` if the pool can dial it: `http://` only for now.
-fn check_scheme(upstream: &Uri) -> Result<&Authority, UpstreamError> {
+/// The authority of `upstream` if the pool can dial it: `http://`, and `https://` when the
+/// proxy has a TLS client configuration (`tls`).
+fn check_scheme(upstream: &Uri, tls: bool) -> Result<&Authority, UpstreamError> {
     let unsupported = |why: String| Err(UpstreamError::Unsupported(why));
     match upstream.scheme_str() {
         Some("http") => {}
+        Some("https") if tls => {}
         Some("https") => {
             return unsupported(format!(
-                "upstream {upstream}: https upstreams are not supported yet"
+                "upstream {upstream}: https upstreams need a TLS client configuration \
+                 (HttpProxy::with_tls)"
             ))
         }
         Some(other) => {
@@ -297,7 +333,7 @@ mod tests {
 
     fn target(base: &str, request: &str) -> String {
         let base: Uri = base.parse().unwrap();
-        let authority = check_scheme(&base).unwrap();
+        let authority = check_scheme(&base, false).unwrap();
         target_uri(&base, authority, &request.parse().unwrap())
             .unwrap()
             .to_string()
@@ -317,8 +353,15 @@ mod tests {
 
     #[test]
     fn only_http_upstreams_are_dialled() {
-        let refused = |uri: &str| check_scheme(&uri.parse().unwrap()).unwrap_err().to_string();
-        assert!(refused("https://app:443").contains("https upstreams are not supported yet"));
+        let refused = |uri: &str| {
+            check_scheme(&uri.parse().unwrap(), false)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            refused("https://app:443").contains("https upstreams need a TLS client configuration")
+        );
+        assert!(check_scheme(&"https://app:443".parse().unwrap(), true).is_ok());
         assert!(refused("ftp://app").contains("scheme ftp is not http"));
         assert!(refused("/just/a/path").contains("has no scheme"));
     }

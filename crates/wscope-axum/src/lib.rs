@@ -92,16 +92,21 @@
 //! - `admin_access`: [`AdminConfig`] and [`admin_guard`]: the token, `Host`, `Origin` and
 //!   `Content-Type` checks in front of every admin route.
 //! - `serve`: [`serve()`], HTTP/1.1 serving with a bound on request heads and a deadline for them
-//!   ([`ServeOptions`]).
+//!   ([`ServeOptions`]), over TLS when [`ServeOptions::tls`] is set.
+//! - `tls`: [`tls`], rustls with the `ring` provider — the listeners' certificate, reloadable in
+//!   place ([`tls::ReloadableCert`]), and the client side for connections upstream
+//!   ([`tls::client_config`], [`tls::connect_tls`]).
 //! - `forward`: [`forward_headers`] and [`strip_hop_by_hop`], the headers a proxy sends on
 //!   ([`Forwarding`]: hop-by-hop ones dropped, `X-Forwarded-*` and `Forwarded` added) and
 //!   brings back.
 //! - `http_proxy`: [`HttpProxy`] ([`HttpProxyConfig`]), the reverse proxy for plain HTTP
-//!   requests: bodies streamed, a keep-alive pool per upstream, 502 and 504 as JSON errors.
+//!   requests: bodies streamed, a keep-alive pool per upstream, 502 and 504 as JSON errors;
+//!   `proxy_deadline`: its wait for a response head, re-armed while the request body moves.
 //! - `relay/`: [`relay::relay`], a tracked WebSocket relayed to an upstream server (`open`: the
 //!   upstream hop and the answers when it fails; `pump`: both directions and the closes;
 //!   `figures`: [`relay::Upstream`], [`relay::Relays`] and `GET /api/upstreams`), and
 //!   `metrics/relays.rs`, their `wscope_upstream_*` families.
+//! - `reload`: the admin action `reload` ([`ReloadHook`], [`ReloadAnswer`]).
 //! - `error`: [`ApiError`] (the JSON error body), [`UpgradeRefused`] and [`json_errors`] (JSON
 //!   bodies for the router's own 404 and 405).
 
@@ -116,11 +121,14 @@ mod error;
 mod forward;
 mod http_proxy;
 mod metrics;
+mod proxy_deadline;
 mod ready;
 pub mod relay;
+mod reload;
 mod serve;
 mod stats_query;
 mod stream;
+pub mod tls;
 mod upgrade;
 
 pub use admin::{
@@ -135,6 +143,7 @@ pub use forward::{forward_headers, strip_hop_by_hop, Forwarding};
 pub use http_proxy::{HttpProxy, HttpProxyConfig};
 pub use metrics::{metrics, metrics_text, metrics_text_with};
 pub use ready::{ready, ready_router, ready_router_at};
+pub use reload::{ReloadAnswer, ReloadHook};
 pub use serve::{serve, LocalAddr, Serve, ServeOptions};
 pub use stats_query::StatsQuery;
 pub use stream::{stats_stream, StreamQuery};

@@ -2,7 +2,9 @@
 //! request head (431 past it) and a deadline for it to arrive (the connection is dropped at it,
 //! so a byte-a-second "slowloris" cannot hold a connection open). Each request carries
 //! [`ConnectInfo<SocketAddr>`](ConnectInfo) (the peer, for the client address) and
-//! [`LocalAddr`] (the address it reached, for the admin API's `Host` check).
+//! [`LocalAddr`] (the address it reached, for the admin API's `Host` check). With
+//! [`ServeOptions::tls`] every connection is TLS first (`https://`, `wss://`), its handshake
+//! under the same deadline.
 //!
 //! ```no_run
 //! use axum::{routing::get, Router};
@@ -23,6 +25,7 @@ use std::future::{Future, IntoFuture};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request};
@@ -30,7 +33,9 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
@@ -54,6 +59,11 @@ pub struct ServeOptions {
     /// Whether to set `TCP_NODELAY` on each accepted connection (small WebSocket frames go out
     /// at once).
     pub nodelay: bool,
+    /// TLS on every connection (`https://`, `wss://`), or `None` for plain HTTP. The handshake
+    /// is bounded by [`ServeOptions::handshake_timeout`] (and the request head then by the same
+    /// again); a client that fails it is dropped alone. Made by
+    /// [`tls::server_config`](crate::tls::server_config), whose certificate can be reloaded.
+    pub tls: Option<Arc<ServerConfig>>,
 }
 
 impl ServeOptions {
@@ -81,6 +91,12 @@ impl ServeOptions {
         self
     }
 
+    /// Sets [`ServeOptions::tls`].
+    pub fn tls(mut self, config: impl Into<Option<Arc<ServerConfig>>>) -> Self {
+        self.tls = config.into();
+        self
+    }
+
     /// hyper's HTTP/1 connection settings for these options.
     fn builder(&self) -> http1::Builder {
         /// hyper refuses a smaller read buffer; a smaller head limit is still enforced, by
@@ -103,6 +119,7 @@ impl Default for ServeOptions {
             max_header_size: Self::DEFAULT_MAX_HEADER_SIZE,
             handshake_timeout: Some(Self::DEFAULT_HANDSHAKE_TIMEOUT),
             nodelay: true,
+            tls: None,
         }
     }
 }
@@ -177,6 +194,7 @@ impl Serve {
         } = self;
         let listen_addr = listener.local_addr()?;
         let builder = options.builder();
+        let acceptor = options.tls.clone().map(TlsAcceptor::from);
         let stop = CancellationToken::new();
         let connections = TaskTracker::new();
         loop {
@@ -194,32 +212,105 @@ impl Serve {
                 let _ = tcp.set_nodelay(true);
             }
             let local = tcp.local_addr().unwrap_or(listen_addr);
-            let service = tagged(router.clone(), peer, local);
-            let connection = builder
-                .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades();
-            let stop = stop.clone();
-            connections.spawn(async move {
-                tokio::pin!(connection);
-                let ended = tokio::select! {
-                    ended = connection.as_mut() => ended,
-                    () = stop.cancelled() => {
-                        connection.as_mut().graceful_shutdown();
-                        connection.await
-                    }
-                };
-                // Timeouts, oversized heads and vanished peers end here; hyper has already
-                // answered what deserved an answer.
-                if let Err(e) = ended {
-                    tracing::debug!(%peer, "connection ended: {e}");
-                }
-            });
+            let connection = Connection {
+                builder: builder.clone(),
+                service: tagged(router.clone(), peer, local),
+                stop: stop.clone(),
+                peer,
+            };
+            match &acceptor {
+                Some(acceptor) => connections.spawn(connection.serve_tls(
+                    acceptor.clone(),
+                    tcp,
+                    options.handshake_timeout,
+                )),
+                None => connections.spawn(connection.serve(tcp)),
+            };
         }
         drop(listener);
         stop.cancel();
         connections.close();
         connections.wait().await;
         Ok(())
+    }
+}
+
+/// One accepted connection, served in a task of its own: whatever happens to it (a failed TLS
+/// handshake, a timeout, an oversized head) ends it alone.
+struct Connection<S> {
+    builder: http1::Builder,
+    service: S,
+    /// Cancelled when the server stops: the request in flight finishes, then the connection
+    /// closes.
+    stop: CancellationToken,
+    peer: SocketAddr,
+}
+
+impl<S> Connection<S>
+where
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = axum::response::Response,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Send
+        + 'static,
+{
+    /// The TLS handshake, bounded by `timeout` (the request head then gets its own), then HTTP
+    /// over it.
+    async fn serve_tls(self, acceptor: TlsAcceptor, tcp: TcpStream, timeout: Option<Duration>) {
+        let handshake = async {
+            match timeout {
+                Some(limit) => tokio::time::timeout(limit, acceptor.accept(tcp))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "TLS handshake timed out",
+                        ))
+                    }),
+                None => acceptor.accept(tcp).await,
+            }
+        };
+        let stop = self.stop.clone();
+        let tls = tokio::select! {
+            done = handshake => done,
+            () = stop.cancelled() => return,
+        };
+        match tls {
+            Ok(tls) => self.serve(tls).await,
+            // A plain-HTTP client, a scanner, a client that distrusts the certificate.
+            Err(e) => tracing::debug!(peer = %self.peer, "TLS handshake failed: {e}"),
+        }
+    }
+
+    /// HTTP/1.1 (with upgrades) over `io` until the peer leaves or the server stops.
+    async fn serve<I>(self, io: I)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            builder,
+            service,
+            stop,
+            peer,
+        } = self;
+        let connection = builder
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        tokio::pin!(connection);
+        let ended = tokio::select! {
+            ended = connection.as_mut() => ended,
+            () = stop.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        // Timeouts, oversized heads and vanished peers end here; hyper has already answered
+        // what deserved an answer.
+        if let Err(e) = ended {
+            tracing::debug!(%peer, "connection ended: {e}");
+        }
     }
 }
 

@@ -23,11 +23,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::time::timeout;
 use wscope_axum::{serve, Forwarding, HttpProxy, HttpProxyConfig, ServeOptions};
-use wscope_testkit::{http, HttpResponse, WAIT};
+use wscope_testkit::{http, read_response, HttpResponse, WAIT};
 
 /// What the upstream app shares with the test.
 #[derive(Clone, Default)]
@@ -371,10 +372,10 @@ async fn an_upstream_that_hangs_up_gets_502() {
 }
 
 #[tokio::test]
-async fn an_https_upstream_gets_502_naming_it_unsupported() {
+async fn an_https_upstream_without_a_tls_configuration_gets_502_naming_it() {
     let (status, error) = failure("https://127.0.0.1:1", Default::default()).await;
     assert_eq!(status, 502);
-    let unsupported = "https upstreams are not supported yet";
+    let unsupported = "https upstreams need a TLS client configuration";
     assert!(error.contains(unsupported), "{error}");
 }
 
@@ -420,4 +421,30 @@ async fn a_request_body_streams_through_chunk_by_chunk() {
     let rest = timeout(WAIT, echoed.next()).await.expect("the end in time");
     assert!(rest.is_none(), "more after the body ended");
     assert_eq!(text, "first;second;");
+}
+
+#[tokio::test]
+async fn a_body_sent_after_100_continue_reaches_the_upstream() {
+    let (proxy, _) = start_pair().await;
+    let mut tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let head = format!(
+        "POST /echo HTTP/1.1\r\nHost: {proxy}\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    // The body goes only once the proxy asks for it, as curl does.
+    let mut interim = Vec::new();
+    timeout(WAIT, async {
+        while !interim.ends_with(b"\r\n\r\n") {
+            interim.push(tcp.read_u8().await.unwrap());
+        }
+    })
+    .await
+    .expect("100 Continue in time");
+    assert!(interim.starts_with(b"HTTP/1.1 100 Continue\r\n"));
+    tcp.write_all(b"hello").await.unwrap();
+    let response = timeout(WAIT, read_response(&mut tcp))
+        .await
+        .expect("the echo in time");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), "hello");
 }

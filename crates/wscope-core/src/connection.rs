@@ -90,7 +90,11 @@ impl ConnectionHandle {
     /// Closes the connection, after what is queued to it, with the code and reason the upstream
     /// of a relay closed with (`wscope proxy`): recorded as closed by `upstream`. Returns false
     /// when it was already closing.
-    pub fn close_from_upstream(&self, code: CloseCode, reason: &str) -> Result<bool, ReasonTooLong> {
+    pub fn close_from_upstream(
+        &self,
+        code: CloseCode,
+        reason: &str,
+    ) -> Result<bool, ReasonTooLong> {
         let frame = CloseFrame::new(code, reason)?;
         Ok(self.entry.request_close(frame, Initiator::Upstream))
     }

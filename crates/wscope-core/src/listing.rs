@@ -159,7 +159,11 @@ fn matches(filter: &ConnectionFilter, e: &Entry, now: u64) -> bool {
     if filter.user.as_deref().is_some_and(|u| !e.has_user(u)) {
         return false;
     }
-    if filter.upstream.as_deref().is_some_and(|u| !e.has_upstream(u)) {
+    if filter
+        .upstream
+        .as_deref()
+        .is_some_and(|u| !e.has_upstream(u))
+    {
         return false;
     }
     true

@@ -1,5 +1,5 @@
 //! wscope-testkit: what wscope's own test suites share, so that each is written once — a raw
-//! HTTP/1.1 client ([`http()`]), a raw WebSocket client ([`raw`]), an SSE client ([`sse`]) and a
+//! HTTP/1.1 client ([`http()`]), a raw WebSocket client ([`raw`]), an SSE client ([`sse`]), test certificates ([`pki`]) and a
 //! bounded wait for a condition ([`wait_until`]). Everything here panics on failure, as test
 //! helpers do; loops are bounded by [`WAIT`].
 //!
@@ -8,6 +8,8 @@
 //!   [`send_raw`] for requests no client would send.
 //! - `node`: a Node.js upstream on the npm package `ws` ([`node::NodeUpstream`]) for the
 //!   proxy's tests, skipped without Node.
+//! - `pki`: a CA made at test time ([`pki::TestCa`]) and the leaf certificates it signs, as
+//!   PEM files.
 //! - `raw`: a raw WebSocket client ([`raw::Raw`]) for hand-built handshakes and frames.
 //! - `served`: a `wscope serve` or `wscope proxy` process ([`served::Served`]) for tests of the
 //!   binary.
@@ -18,6 +20,7 @@
 
 pub mod http;
 pub mod node;
+pub mod pki;
 pub mod raw;
 pub mod served;
 pub mod sse;

@@ -25,7 +25,10 @@ impl NodeUpstream {
     pub fn start_or_skip(test_name: &str, dir: &Path) -> Option<Self> {
         let require = std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1");
         let skip = |why: String| {
-            assert!(!require, "{test_name}: {why}, and {REQUIRE_VAR}=1 requires it");
+            assert!(
+                !require,
+                "{test_name}: {why}, and {REQUIRE_VAR}=1 requires it"
+            );
             let _ = writeln!(
                 io::stderr(),
                 "SKIPPED: {test_name}: {why} (set {REQUIRE_VAR}=1 to fail instead)"
@@ -34,7 +37,9 @@ impl NodeUpstream {
         };
         if !dir.join("node_modules/ws").is_dir() {
             let hint = format!("npm ci in {}", dir.display());
-            return skip(format!("the Node upstream's modules are not installed ({hint})"));
+            return skip(format!(
+                "the Node upstream's modules are not installed ({hint})"
+            ));
         }
         let spawned = Command::new("node")
             .arg("server.js")

@@ -31,8 +31,6 @@ use axum::Router;
 pub struct App {
     router: Router,
     endpoints: Vec<Endpoint>,
-    /// Routes of the application's own on the admin listener, beside the admin API.
-    admin: Router,
     /// Layers both routers get (`Extension`s the handlers of either read).
     layers: Vec<Layer>,
 }
@@ -63,25 +61,16 @@ impl App {
         Self {
             router,
             endpoints: Vec::new(),
-            admin: Router::new(),
             layers: Vec::new(),
         }
-    }
-
-    /// Adds `routes` to the admin listener, behind the same access checks as the admin API
-    /// (`wscope proxy` adds `GET /api/upstreams`).
-    pub fn admin(mut self, routes: Router) -> Self {
-        self.admin = self.admin.merge(routes);
-        self
     }
 
     /// Hands `value` to the handlers of both listeners as an `axum::Extension` (`wscope proxy`
     /// hands its routes to `/metrics` and to the admin API's `reload` this way).
     pub fn extension<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
-        self.layers
-            .push(std::sync::Arc::new(move |router: Router| {
-                router.layer(axum::Extension(value.clone()))
-            }));
+        self.layers.push(std::sync::Arc::new(move |router: Router| {
+            router.layer(axum::Extension(value.clone()))
+        }));
         self
     }
 
@@ -107,13 +96,9 @@ impl App {
         (self.router, Listing(urls))
     }
 
-    /// The admin routes of the application's own, and the layers for both routers (taken out
-    /// before [`into_parts`](Self::into_parts)).
-    pub(crate) fn take_admin(&mut self) -> (Router, Vec<Layer>) {
-        (
-            std::mem::take(&mut self.admin),
-            std::mem::take(&mut self.layers),
-        )
+    /// The layers for both routers (taken out before [`into_parts`](Self::into_parts)).
+    pub(crate) fn take_layers(&mut self) -> Vec<Layer> {
+        std::mem::take(&mut self.layers)
     }
 }
 
@@ -131,6 +116,20 @@ impl Listing {
     /// The listing with `name url` after the rest.
     pub(crate) fn and(mut self, name: &'static str, url: Url) -> Self {
         self.0.push((name, url));
+        self
+    }
+
+    /// The listing with each URL at `addr` in its TLS scheme (`ws` to `wss`, `http` to `https`).
+    pub(crate) fn over_tls(mut self, addr: SocketAddr) -> Self {
+        for (_, url) in &mut self.0 {
+            if url.1 == addr {
+                url.0 = match url.0 {
+                    "ws" => "wss",
+                    "http" => "https",
+                    other => other,
+                };
+            }
+        }
         self
     }
 }
@@ -190,6 +189,26 @@ mod tests {
         assert_eq!(
             bare.and("dashboard", Url("http", admin, "/")).to_string(),
             "dashboard http://127.0.0.1:9090/"
+        );
+    }
+
+    #[test]
+    fn a_listener_over_tls_is_listed_in_its_tls_scheme() {
+        let main: SocketAddr = "127.0.0.1:8443".parse().unwrap();
+        let admin: SocketAddr = "127.0.0.1:9090".parse().unwrap();
+        let (_, listing) = App::new(Router::new())
+            .announce("echo", "ws", "/ws")
+            .into_parts(main);
+        let listing = listing.and("dashboard", Url("http", admin, "/"));
+        assert_eq!(
+            listing.over_tls(main).to_string(),
+            "echo wss://127.0.0.1:8443/ws, dashboard http://127.0.0.1:9090/"
+        );
+        let (_, listing) = App::new(Router::new()).into_parts(main);
+        let listing = listing.and("dashboard", Url("http", admin, "/"));
+        assert_eq!(
+            listing.over_tls(admin).to_string(),
+            "dashboard https://127.0.0.1:9090/"
         );
     }
 }

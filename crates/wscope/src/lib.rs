@@ -35,13 +35,18 @@
 //!   [`ServeSettings`](config::ServeSettings); the macros that declare them, and how each kind
 //!   of value is read (`config/mod.rs` says which file holds what).
 //! - `serve`: [`serve::Server`] — any application's router on the main listener beside `/health`
-//!   and `/ready`, its WebSockets tracked; the admin listener; cluster mode; the graceful drain.
+//!   and `/ready`, its WebSockets tracked; the admin listener; TLS on either; cluster mode; the
+//!   graceful drain.
 //! - `app`: [`app::App`], an application for the server: its router, and the endpoints the
 //!   start-up line names.
 //! - `demo`: the application `wscope serve` runs (`/ws` echo, `/ws/chat` fan-out).
 //! - `proxy/`: the application `wscope proxy` runs ([`proxy::Proxy`]): WebSockets relayed and
 //!   other requests reverse-proxied by route, and the reload that swaps the routes.
 //! - `listener`: TCP listeners with a large accept backlog.
+//! - `tls`: the listeners' TLS — their certificate files read into server configurations, each
+//!   pair reread on SIGHUP.
+//! - `reload`: [`reload::Reloader`], the named actions SIGHUP runs (the certificates; a proxy's
+//!   routes can join them through [`serve::Server::on_reload`]).
 //! - `logging`: the log lines on stderr (human or JSON): write failures ignored, client text
 //!   escaped.
 //!
@@ -55,4 +60,6 @@ pub mod demo;
 mod listener;
 pub mod logging;
 pub mod proxy;
+pub mod reload;
 pub mod serve;
+mod tls;

@@ -105,12 +105,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
-    let settings = ProxySettings::resolve(args)?;
+    let settings = ProxySettings::resolve(args.clone())?;
     logging::init(settings.logging.log_format);
     let signal = stop_signal()?;
-    let server = serve::Server::bind(&settings)?;
+    let mut server = serve::Server::bind(&settings)?;
     let proxy = wscope::proxy::Proxy::new(&settings)?;
-    server.serve(proxy.app(), signal).await?;
+    // SIGHUP and the admin action `reload` reread the routes from the --config file.
+    let reload = proxy.reload_hook(args, settings);
+    let on_hangup = reload.clone();
+    server.on_reload("routes", move || on_hangup.run().map(drop));
+    server.serve(proxy.app().extension(reload), signal).await?;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! [`Server`]: an application's router on the main listener, beside the `/health` and `/ready`
 //! of the registry that tracks its WebSockets; the admin API on its own listener; cluster mode;
-//! and a graceful drain once its shutdown signal fires. `wscope serve` is a `Server` serving
+//! TLS on either listener, its certificates reread on SIGHUP; and a graceful drain once its
+//! shutdown signal fires. `wscope serve` is a `Server` serving
 //! [`demo::app`](crate::demo::app).
 
 use std::future::Future;
@@ -19,6 +20,8 @@ use wscope_core::{Registry, ShutdownReport};
 use crate::app::{App, Url};
 use crate::config::ServerGroups;
 use crate::listener;
+use crate::reload::Reloader;
+use crate::tls::ListenerTls;
 
 /// Bound listeners and the registry behind them, ready to serve an application
 /// ([`Server::serve`]); made from any settings that hold the server's groups ([`Server::bind`]).
@@ -37,6 +40,12 @@ pub struct Server {
     ready_path: String,
     /// Where and how to join a cluster (`--redis-url`), if at all.
     cluster: Option<ClusterPlan>,
+    /// TLS on the main and admin listeners (`--tls-cert`, `--admin-tls-cert`), if any.
+    main_tls: Option<ListenerTls>,
+    admin_tls: Option<ListenerTls>,
+    /// What SIGHUP rereads: the listeners' certificates, and what is added by
+    /// [`Server::on_reload`].
+    reloader: Reloader,
 }
 
 /// The cluster this server joins when it runs.
@@ -48,7 +57,9 @@ struct ClusterPlan {
 }
 
 impl Server {
-    /// Binds both listeners; an error names the flag whose address failed.
+    /// Reads the listeners' certificates and binds both listeners; an error names the flag
+    /// whose address or files failed (a [`ConfigError`](crate::config::ConfigError) for the
+    /// files).
     pub fn bind(settings: &impl ServerGroups) -> anyhow::Result<Self> {
         let listeners = settings.listeners();
         if listeners.health_path == listeners.ready_path {
@@ -56,6 +67,12 @@ impl Server {
                 "--health-path and --ready-path are both {}: give each its own path",
                 listeners.health_path
             );
+        }
+        let main_tls = ListenerTls::load(listeners.main_tls()?)?;
+        let admin_tls = ListenerTls::load(listeners.admin_tls()?)?;
+        let mut reloader = Reloader::new();
+        for tls in main_tls.iter().chain(&admin_tls) {
+            tls.reload_on(&mut reloader);
         }
         let main = listener::bind(listeners.listen, listeners.backlog)
             .with_context(|| format!("--listen {}", listeners.listen))?;
@@ -79,7 +96,20 @@ impl Server {
                 redis_url: url.expose().to_owned(),
                 config: cluster.cluster_config(),
             }),
+            main_tls,
+            admin_tls,
+            reloader,
         })
+    }
+
+    /// Adds `action` to what SIGHUP rereads, after the listeners' certificates (see
+    /// [`Reloader::add`]): it puts the new in place, or returns why not and leaves the old.
+    pub fn on_reload(
+        &mut self,
+        name: impl Into<String>,
+        action: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+    ) {
+        self.reloader.add(name, action);
     }
 
     /// Joins the cluster of `--redis-url`, if set, and returns the node: Redis down is no error
@@ -140,7 +170,7 @@ impl Server {
         let cluster = self.join_cluster(main_addr, admin_addr).await?;
         self.registry.start_background_tasks();
         let mut app = app.into();
-        let (admin_routes, layers) = app.take_admin();
+        let layers = app.take_layers();
         let (routes, listing) = app.into_parts(main_addr);
         let main = routes
             .merge(health_router_at(self.registry.clone(), &self.health_path))
@@ -148,7 +178,7 @@ impl Server {
             .layer(self.tracking.layer());
         // The router's own 404 and 405 in JSON, as its other errors (426, refusals) are.
         let mut main = json_errors(main);
-        let mut admin = admin_router(self.registry.clone()).merge(admin_routes);
+        let mut admin = admin_router(self.registry.clone());
         for layer in &layers {
             main = layer(main);
             admin = layer(admin);
@@ -160,12 +190,22 @@ impl Server {
             admin = admin.layer(Extension(cluster.clone()));
         }
         let admin = admin.layer(self.admin_config.layer());
+        // Before the start-up line: from then on a SIGHUP reloads rather than ends the process.
+        let reloads = std::mem::take(&mut self.reloader)
+            .listen()
+            .context("cannot handle SIGHUP")?;
+        let mut listing = listing.and("dashboard", Url("http", admin_addr, "/"));
+        if self.main_tls.is_some() {
+            listing = listing.over_tls(main_addr);
+        }
+        if self.admin_tls.is_some() {
+            listing = listing.over_tls(admin_addr);
+        }
         tracing::info!(
             main = %main_addr,
             admin = %admin_addr,
             instance = self.registry.instance_id(),
-            "listening: {}",
-            listing.and("dashboard", Url("http", admin_addr, "/")),
+            "listening: {listing}",
         );
 
         let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
@@ -173,9 +213,12 @@ impl Server {
             let _ = rx.wait_for(|stop| *stop).await;
         };
         // wscope_axum::serve, not axum::serve: it bounds request heads and times them out.
-        let main_server = wscope_axum::serve(self.main, main, self.serve_options.clone())
+        let tls = |listener: &Option<ListenerTls>| listener.as_ref().map(|t| t.config.clone());
+        let main_options = self.serve_options.clone().tls(tls(&self.main_tls));
+        let admin_options = self.serve_options.tls(tls(&self.admin_tls));
+        let main_server = wscope_axum::serve(self.main, main, main_options)
             .with_graceful_shutdown(stopped(http_stopped.clone()));
-        let admin_server = wscope_axum::serve(self.admin, admin, self.serve_options)
+        let admin_server = wscope_axum::serve(self.admin, admin, admin_options)
             .with_graceful_shutdown(stopped(http_stopped));
         let main_task = tokio::spawn(async move { main_server.await });
         let admin_task = tokio::spawn(async move { admin_server.await });
@@ -197,6 +240,9 @@ impl Server {
             let _ = tokio::time::timeout(bound, cluster.stopped()).await;
         }
         let _ = stop_http.send(true);
+        if let Some(reloads) = reloads {
+            reloads.abort();
+        }
         main_task
             .await
             .context("main listener task")?

@@ -482,7 +482,7 @@
     again: false,
   };
   const FIELDS = ['id', 'state', 'remoteAddress', 'path', 'userAgent', 'user', 'tags', 'age', 'idleTime',
-    'messagesIn', 'messagesOut', 'bytesIn', 'bytesOut', 'queuedBytes', 'rttMs'];
+    'messagesIn', 'messagesOut', 'bytesIn', 'bytesOut', 'queuedBytes', 'rttMs', 'upstream'];
 
   function filterFromForm() {
     const form = $('filters');
@@ -553,7 +553,8 @@
         cell(c.id, 'mono'),
         cell(c.state, 'state-' + c.state),
         cell(c.remoteAddress || '–', 'mono'),
-        cell(c.path || '', 'mono'),
+        // Behind wscope proxy, where the connection is relayed to.
+        cell((c.path || '') + (c.upstream ? ' → ' + c.upstream : ''), 'mono'),
         cell(c.userAgent || '', 'ua'),
         cell([c.user, ...(c.tags || [])].filter(Boolean).join(' · ')),
         cell(fmtDuration(c.age), 'num'),
@@ -741,11 +742,41 @@
     $('token-forget').hidden = !storedToken();
   }
 
+  // ---- proxy upstreams ----------------------------------------------------------------------
+  // Behind wscope proxy, GET /api/upstreams lists each route and upstream; elsewhere it lists none
+  // and the panel stays hidden.
+  async function loadUpstreams() {
+    try {
+      const answer = await apiJson('api/upstreams');
+      const routes = answer.routes || [];
+      $('upstreams').hidden = routes.length === 0;
+      const frag = document.createDocumentFragment();
+      for (const r of routes) {
+        const tr = document.createElement('tr');
+        const f = r.connectFailures || {};
+        tr.append(
+          cell(r.route + (r.retired ? ' (retired, draining)' : ''), 'mono'),
+          cell(r.upstream, 'mono'),
+          cell(fmtCount(r.activeConnections), 'num'),
+          cell(fmtCount(r.totalConnections), 'num'),
+          cell(fmtCount(f.unreachable || 0), 'num'),
+          cell(fmtCount(f.timeout || 0), 'num'),
+          cell(fmtCount(f.refused || 0), 'num'),
+          cell(fmtCount(f.invalid || 0), 'num'),
+        );
+        frag.append(tr);
+      }
+      $('upstream-rows').replaceChildren(frag);
+    } catch (e) {
+      $('upstreams').hidden = true;
+    }
+  }
+
   async function refreshLoop() {
     for (;;) {
       await sleep(REFRESH_MS);
       if (document.hidden || !$('auto-refresh').checked) continue;
-      await Promise.all([loadConnections(), loadClosed()]);
+      await Promise.all([loadConnections(), loadClosed(), loadUpstreams()]);
     }
   }
 
@@ -756,5 +787,6 @@
   stream();
   loadConnections();
   loadClosed();
+  loadUpstreams();
   refreshLoop();
 })();

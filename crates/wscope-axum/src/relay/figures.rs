@@ -2,8 +2,8 @@
 //! start, upstream handshakes and their latency, failures by reason — and [`Relays`], the
 //! upstreams a server relays to, which `/metrics` and `GET /api/upstreams` read.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -72,9 +72,9 @@ pub struct Upstream {
 struct Inner {
     /// As given, for the stats and the errors.
     name: String,
-    /// The base, as a `ws://` URL.
+    /// The base, as a `ws://` (or `wss://`) URL.
     base: Uri,
-    /// The base, as an `http://` URL (for plain requests, [`crate::HttpProxy`]).
+    /// The base, as an `http://` (or `https://`) URL (for plain requests, [`crate::HttpProxy`]).
     http: Uri,
     figures: UpstreamFigures,
     /// The client connections relayed here now, by a number of the relay's own: what a reload
@@ -85,18 +85,18 @@ struct Inner {
 }
 
 impl Upstream {
-    /// An upstream at `url` (`http://` or `ws://`, with a host; `https://` and `wss://` once TLS
-    /// upstreams are supported).
+    /// An upstream at `url`: `http://` or `ws://`, or over TLS `https://` or `wss://` (relayed
+    /// with [`RelayConfig::tls`](super::RelayConfig::tls)), with a host.
     pub fn new(url: Uri) -> Result<Self, InvalidUpstream> {
         let invalid = |why| InvalidUpstream {
             url: url.to_string(),
             why,
         };
-        match url.scheme_str() {
-            Some("http" | "ws") => {}
-            Some("https" | "wss") => return Err(invalid("TLS upstreams are not supported yet")),
-            _ => return Err(invalid("use http://HOST:PORT or ws://HOST:PORT")),
-        }
+        let (ws, http) = match url.scheme_str() {
+            Some("http" | "ws") => ("ws", "http"),
+            Some("https" | "wss") => ("wss", "https"),
+            _ => return Err(invalid("use http://, https://, ws:// or wss:// and a host")),
+        };
         let authority = url.authority().ok_or_else(|| invalid("no host"))?.clone();
         if url.query().is_some() {
             return Err(invalid("a query has no place in an upstream's base URL"));
@@ -111,8 +111,8 @@ impl Upstream {
                 .build()
                 .map_err(|_| invalid("not a URL"))
         };
-        let base = with_scheme("ws")?;
-        let http = with_scheme("http")?;
+        let base = with_scheme(ws)?;
+        let http = with_scheme(http)?;
         let name = url.to_string();
         let name = name.strip_suffix('/').unwrap_or(&name).to_owned();
         Ok(Self {
@@ -132,7 +132,7 @@ impl Upstream {
         &self.inner.name
     }
 
-    /// The base as an `http://` URL, for plain requests.
+    /// The base as an `http://` (or `https://`) URL, for plain requests.
     pub fn http_base(&self) -> &Uri {
         &self.inner.http
     }
@@ -140,6 +140,11 @@ impl Upstream {
     /// Its figures.
     pub fn figures(&self) -> &UpstreamFigures {
         &self.inner.figures
+    }
+
+    /// Whether it is reached over TLS (`https://`, `wss://`).
+    pub fn is_tls(&self) -> bool {
+        self.inner.base.scheme_str() == Some("wss")
     }
 
     /// Whether both name the same place (the same URL).
@@ -237,7 +242,10 @@ impl UpstreamFigures {
 
     /// Counts a failure to open.
     pub(crate) fn failed(&self, kind: FailureKind) {
-        let at = FailureKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        let at = FailureKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(0);
         self.failures[at].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -253,7 +261,10 @@ impl UpstreamFigures {
 
     /// Failures to open of `kind` since start.
     pub fn failures(&self, kind: FailureKind) -> u64 {
-        let at = FailureKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        let at = FailureKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(0);
         self.failures[at].load(Ordering::Relaxed)
     }
 }
@@ -285,9 +296,9 @@ impl Relays {
         let mut retired = self.retired.write().unwrap_or_else(|e| e.into_inner());
         retired.retain(|r| r.upstream.figures().active() > 0);
         for route in old {
-            let kept = current
-                .iter()
-                .any(|r| r.prefix == route.prefix && Arc::ptr_eq(&r.upstream.inner, &route.upstream.inner));
+            let kept = current.iter().any(|r| {
+                r.prefix == route.prefix && Arc::ptr_eq(&r.upstream.inner, &route.upstream.inner)
+            });
             if !kept {
                 retired.push(route);
             }

@@ -55,7 +55,10 @@ mod figures;
 mod open;
 mod pump;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio_rustls::rustls::ClientConfig;
 
 use axum::http::{header, HeaderMap, Uri};
 use axum::response::Response;
@@ -81,6 +84,9 @@ pub struct RelayConfig {
     pub socket: SocketConfig,
     /// `X-Forwarded-Proto` and `Forwarded`'s `proto`: the scheme the clients use.
     pub proto: &'static str,
+    /// How `wss://` and `https://` upstreams are checked ([`crate::tls::client_config`]); none,
+    /// and such an upstream gets the client 502.
+    pub tls: Option<Arc<ClientConfig>>,
 }
 
 impl Default for RelayConfig {
@@ -90,6 +96,7 @@ impl Default for RelayConfig {
             close_timeout: Duration::from_secs(5),
             socket: SocketConfig::default(),
             proto: "http",
+            tls: None,
         }
     }
 }
@@ -107,6 +114,12 @@ impl RelayConfig {
     /// Sets [`RelayConfig::socket`].
     pub fn socket(mut self, socket: SocketConfig) -> Self {
         self.socket = socket;
+        self
+    }
+
+    /// Sets [`RelayConfig::tls`].
+    pub fn tls(mut self, tls: Arc<ClientConfig>) -> Self {
+        self.tls = Some(tls);
         self
     }
 

@@ -118,18 +118,17 @@ pub(super) async fn open(
             .map_err(Failure::Unreachable)?;
         // As on the client's side: small messages leave at once.
         let _ = tcp.set_nodelay(true);
-        let upgraded = handshake.perform(tcp).await.map_err(|e| match e {
-            HandshakeError::Refused(answer) => Failure::Refused(answer),
-            other => Failure::Invalid(other),
-        })?;
-        let protocol = upgraded.protocol.clone();
-        let deflate = upgraded.deflate;
-        let cfg = &config.socket;
-        let transport = cfg.engine.client(upgraded, cfg, deflate).await;
-        Ok(Hop {
-            transport,
-            protocol,
-        })
+        if target.scheme_str() != Some("wss") {
+            return take_over(handshake, tcp, config).await;
+        }
+        let Some(tls) = config.tls.clone() else {
+            let why = "a wss:// upstream needs a TLS client configuration".to_owned();
+            return Err(Failure::Invalid(HandshakeError::Request(why)));
+        };
+        let stream = crate::tls::connect_tls(tls, &host, tcp)
+            .await
+            .map_err(|e| Failure::Invalid(HandshakeError::Io(e)))?;
+        take_over(handshake, stream, config).await
     };
     match tokio::time::timeout(config.timeout, opening).await {
         Ok(result) => result,
@@ -137,11 +136,42 @@ pub(super) async fn open(
     }
 }
 
+/// The handshake over `io`, then the engine on it.
+async fn take_over<S>(
+    handshake: ClientHandshake,
+    io: S,
+    config: &RelayConfig,
+) -> Result<Hop, Failure>
+where
+    S: wscope_engine::Io + tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let upgraded = handshake.perform(io).await.map_err(|e| match e {
+        HandshakeError::Refused(answer) => Failure::Refused(answer),
+        other => Failure::Invalid(other),
+    })?;
+    let protocol = upgraded.protocol.clone();
+    let deflate = upgraded.deflate;
+    let cfg = &config.socket;
+    let transport = cfg.engine.client(upgraded, cfg, deflate).await;
+    Ok(Hop {
+        transport,
+        protocol,
+    })
+}
+
 /// The host and port to connect to.
 fn authority(target: &Uri) -> Result<(String, u16), Failure> {
-    let host = target.host().ok_or_else(|| {
-        Failure::Invalid(HandshakeError::Request(format!("no host in {target}")))
-    })?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-    Ok((host, target.port_u16().unwrap_or(80)))
+    let host = target
+        .host()
+        .ok_or_else(|| Failure::Invalid(HandshakeError::Request(format!("no host in {target}"))))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let default_port = if target.scheme_str() == Some("wss") {
+        443
+    } else {
+        80
+    };
+    Ok((host, target.port_u16().unwrap_or(default_port)))
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::oneshot;
 use wscope_core::{
     BoxReader, BoxTransport, BoxWriter, CloseCode, CloseFrame, ConnectionHandle, Initiator,
@@ -15,7 +15,11 @@ const BAD_GATEWAY: u16 = 1014;
 
 /// Relays `socket` (the client) and `upstream` both ways until both are over; then drops the
 /// upstream hop. `close_timeout` bounds the wait for the upstream's close reply.
-pub(super) async fn run(mut socket: TrackedSocket, upstream: BoxTransport, close_timeout: Duration) {
+pub(super) async fn run(
+    mut socket: TrackedSocket,
+    upstream: BoxTransport,
+    close_timeout: Duration,
+) {
     let (from_upstream, mut to_upstream) = upstream.split();
     let handle = socket.handle();
     let (client_done, client_over) = oneshot::channel::<()>();
@@ -47,7 +51,7 @@ async fn client_to_upstream(
 ) {
     while let Some(msg) = socket.recv().await {
         let sent = tokio::select! {
-            sent = to_upstream.send(msg) => sent.is_ok(),
+            sent = forward_batch(socket, to_upstream, msg) => sent,
             // The client's connection ended while the upstream would not take the message.
             () = handle.ended() => false,
         };
@@ -74,6 +78,36 @@ async fn client_to_upstream(
     };
     let _ = tokio::time::timeout(Duration::from_secs(5), to_upstream.send(close)).await;
 }
+
+/// Writes `first` and every message the client has already sent after it (those read without
+/// waiting) to the upstream, then flushes once: one write for what one read brought. False if
+/// the upstream failed.
+async fn forward_batch(
+    socket: &mut TrackedSocket,
+    to_upstream: &mut BoxWriter,
+    first: Message,
+) -> bool {
+    if to_upstream.feed(first).await.is_err() {
+        return false;
+    }
+    // At most a few at a time: the upstream's buffer, not this loop, holds what waits.
+    for _ in 0..BATCH {
+        // `recv` polled once: pending, it has taken nothing from the stream.
+        match socket.recv().now_or_never() {
+            Some(Some(msg)) => {
+                if to_upstream.feed(msg).await.is_err() {
+                    return false;
+                }
+            }
+            // Nothing more yet, or the client's side is over (the caller's next `recv` says so).
+            _ => break,
+        }
+    }
+    to_upstream.flush().await.is_ok()
+}
+
+/// The most messages written upstream before a flush.
+const BATCH: usize = 64;
 
 /// Upstream → client, waiting while the client's queue is full (the relay then reads nothing
 /// more from its upstream), until the upstream closes or its connection ends; the upstream's close

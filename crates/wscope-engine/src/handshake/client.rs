@@ -246,7 +246,11 @@ fn parse_head(head: &[u8]) -> Result<(StatusCode, HeaderMap), HandshakeError> {
 /// The body of a refusal: `Content-Length` bytes, or what comes until the stream ends, at most
 /// [`MAX_REFUSAL_BODY`], starting with what was read past the head (`read`). A stream that fails
 /// midway gives what had come.
-async fn read_body<S: AsyncRead + Unpin>(io: &mut S, headers: &HeaderMap, mut read: Vec<u8>) -> Bytes {
+async fn read_body<S: AsyncRead + Unpin>(
+    io: &mut S,
+    headers: &HeaderMap,
+    mut read: Vec<u8>,
+) -> Bytes {
     let length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

@@ -67,4 +67,20 @@ pub enum ConfigError {
     /// Routes that leave nowhere to relay to, or name a prefix twice (the text names the flag).
     #[error("{0}")]
     Routes(String),
+    /// A listener's certificate without its key, or its key without the certificate.
+    #[error("{flags}: set both or neither ({missing} is missing)")]
+    TlsHalfPair {
+        /// Both flags (`--tls-cert and --tls-key`).
+        flags: &'static str,
+        /// The one not set.
+        missing: &'static str,
+    },
+    /// A listener's certificate and key cannot be used.
+    #[error("{flags}: {why}")]
+    Tls {
+        /// Both flags (`--tls-cert and --tls-key`).
+        flags: &'static str,
+        /// What is wrong with them (boxed: rustls's errors are large, the others small).
+        why: Box<wscope_axum::tls::TlsError>,
+    },
 }

@@ -80,7 +80,7 @@ pub use error::ConfigError;
 pub use instance::{Instance, PartialInstance};
 pub use kind::{Origin, Secret};
 pub use limits::{Limits, PartialLimits};
-pub use listeners::{Listeners, PartialListeners};
+pub use listeners::{Listeners, PartialListeners, TlsFiles};
 pub use liveness::{Liveness, PartialLiveness};
 pub use logging::{Logging, PartialLogging};
 pub use proxy::{PartialProxyRoutes, ProxyRoutes, RouteSpec, UpstreamUrl};
@@ -153,6 +153,8 @@ impl ServeSettings {
         let settings = layered(args, reference_env, "wscope serve")?;
         let admin = settings.admin.checked(settings.listeners.admin_listen)?;
         settings.cluster.check()?;
+        settings.listeners.main_tls()?;
+        settings.listeners.admin_tls()?;
         Ok(Self { admin, ..settings })
     }
 }

@@ -1,6 +1,7 @@
 //! The proxy group (`wscope proxy` only): where WebSockets and other requests are relayed — the
 //! fallback upstream and routes by path prefix — and how long an upstream may take to answer.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use wscope_axum::relay::RelayConfig;
@@ -12,7 +13,7 @@ declare_group! {
     /// Where requests are relayed.
     pub struct ProxyRoutes (PartialProxyRoutes) "Proxy" {
         /// The upstream every request goes to unless a route says otherwise
-        /// (http://HOST:PORT or ws://HOST:PORT).
+        /// (http://HOST:PORT; https:// for TLS).
         upstream: Option<UpstreamUrl> as UpstreamKind = None;
         /// A path prefix sent to another upstream (/prefix=http://HOST:PORT; repeatable; the
         /// longest prefix wins).
@@ -20,10 +21,14 @@ declare_group! {
         routes: Vec<RouteSpec> as kind::List<RouteSpec> = Vec::new();
         /// How long an upstream may take to accept and answer before the client gets 504.
         upstream_timeout: Duration as kind::Duration<3600> = RelayConfig::DEFAULT_TIMEOUT;
+        /// PEM bundle of the CAs https:// and wss:// upstreams are checked against (unset: the
+        /// system's roots).
+        upstream_ca: Option<PathBuf> as kind::File = None;
     }
 }
 
-/// An upstream's base URL: `http://` or `ws://`, a host and an optional port and path.
+/// An upstream's base URL: `http://` or `ws://` (`https://` or `wss://` over TLS), a host and
+/// an optional port and path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpstreamUrl(String);
 
@@ -38,11 +43,9 @@ impl UpstreamUrl {
         let bad = |why: &str| format!("invalid upstream {text:?}: {why}");
         let uri: axum::http::Uri = text
             .parse()
-            .map_err(|_| bad("use http://HOST:PORT or ws://HOST:PORT"))?;
-        match uri.scheme_str() {
-            Some("http" | "ws") => {}
-            Some("https" | "wss") => return Err(bad("TLS upstreams are not supported yet")),
-            _ => return Err(bad("use http://HOST:PORT or ws://HOST:PORT")),
+            .map_err(|_| bad("use http://HOST:PORT (or https://, ws://, wss://)"))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https" | "ws" | "wss")) {
+            return Err(bad("use http://HOST:PORT (or https://, ws://, wss://)"));
         }
         if uri.host().is_none_or(str::is_empty) {
             return Err(bad("no host"));
@@ -85,9 +88,9 @@ impl Item for RouteSpec {
     const PLACEHOLDER: &'static str = "PREFIX=URL";
 
     fn parse(text: &str) -> Result<RouteSpec, String> {
-        let (prefix, url) = text.split_once('=').ok_or_else(|| {
-            format!("invalid route {text:?}: use /prefix=http://HOST:PORT")
-        })?;
+        let (prefix, url) = text
+            .split_once('=')
+            .ok_or_else(|| format!("invalid route {text:?}: use /prefix=http://HOST:PORT"))?;
         let prefix = prefix.trim();
         let ok = prefix.starts_with('/')
             && prefix.len() <= 256
@@ -155,5 +158,12 @@ impl ProxyRoutes {
     /// How relays open their upstreams.
     pub fn relay_config(&self) -> RelayConfig {
         RelayConfig::default().timeout(self.upstream_timeout)
+    }
+}
+
+impl UpstreamUrl {
+    /// Whether it is reached over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.0.starts_with("https://") || self.0.starts_with("wss://")
     }
 }

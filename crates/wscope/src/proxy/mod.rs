@@ -30,15 +30,15 @@ use std::sync::{Arc, RwLock};
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Router;
 use wscope_axum::relay::{relay, RelayConfig, RelayRoute, Relays};
-use wscope_axum::{ApiError, Forwarding, HttpProxy, HttpProxyConfig, WebSocketUpgrade};
+use wscope_axum::{
+    ApiError, Forwarding, HttpProxy, HttpProxyConfig, ReloadAnswer, ReloadHook, WebSocketUpgrade,
+};
 
 use crate::app::App;
-use crate::config::{ProxyRoutes, ProxySettings, ServerGroups};
+use crate::config::{ProxyArgs, ProxyRoutes, ProxySettings, ServerGroups};
 
-pub use reload::ReloadReport;
 use routes::RouteTable;
 
 /// The proxy: its routes (swapped whole by a reload), how relays and plain requests go.
@@ -66,17 +66,28 @@ impl Proxy {
     /// client hop.
     pub fn new(settings: &ProxySettings) -> anyhow::Result<Self> {
         let specs = settings.proxy.table().map_err(anyhow::Error::msg)?;
-        let table = RouteTable::build(&specs, &RouteTable::default()).map_err(anyhow::Error::msg)?;
+        let table =
+            RouteTable::build(&specs, &RouteTable::default()).map_err(anyhow::Error::msg)?;
         let relays = Relays::default();
         relays.set(table.routes().to_vec());
-        let relay = settings
+        let mut relay = settings
             .proxy
             .relay_config()
             .socket(settings.socket_config());
-        let http = HttpProxy::new(HttpProxyConfig {
+        if settings.listeners.tls_cert.is_some() {
+            relay = relay.proto("https");
+        }
+        let http_config = HttpProxyConfig {
             timeout: settings.proxy.upstream_timeout,
             ..HttpProxyConfig::default()
-        });
+        };
+        let http = match upstream_tls(settings, &specs)? {
+            Some(tls) => {
+                relay = relay.tls(tls.clone());
+                HttpProxy::with_tls(http_config, tls)
+            }
+            None => HttpProxy::new(http_config),
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 table: RwLock::new(Arc::new(table)),
@@ -89,14 +100,12 @@ impl Proxy {
     }
 
     /// The application: every path to its route's upstream (the server's own `/health` and
-    /// `/ready` aside), and `GET /api/upstreams` with the `wscope_upstream_*` metrics on the
-    /// admin listener.
+    /// `/ready` aside); its routes handed to the admin listener's `GET /api/upstreams` and the
+    /// `wscope_upstream_*` metrics.
     pub fn app(&self) -> App {
         let main = Router::new().fallback(proxied).with_state(self.clone());
-        let admin = Router::new().route("/api/upstreams", get(wscope_axum::relay::upstreams));
         App::new(main)
             .announce("proxy", "http", "/")
-            .admin(admin)
             .extension(self.inner.relays.clone())
             .extension(self.clone())
     }
@@ -113,7 +122,7 @@ impl Proxy {
     /// Puts `routes` in force: routes whose prefix and upstream are unchanged keep their sockets
     /// and figures; the sockets of the others are closed with 1001 (paced by `--drain-rate`),
     /// after what their upstream had sent them is flushed.
-    pub fn apply(&self, routes: &ProxyRoutes) -> Result<ReloadReport, String> {
+    pub fn apply(&self, routes: &ProxyRoutes) -> Result<ReloadAnswer, String> {
         let specs = routes.table()?;
         let mut slot = self.inner.table.write().unwrap_or_else(|e| e.into_inner());
         let new = RouteTable::build(&specs, &slot)?;
@@ -123,6 +132,56 @@ impl Proxy {
         drop(slot);
         Ok(reload::drain(retired, self.inner.drain_rate))
     }
+}
+
+impl Proxy {
+    /// The reload SIGHUP and the admin action `reload` run: the settings resolved again from
+    /// `args` and the `--config` file they name, the routes put in force ([`Proxy::apply`]); a
+    /// file that does not parse or validate changes nothing and says why in one line. Settings
+    /// other than the routes that changed are named as needing a restart (logged, not applied).
+    pub fn reload_hook(&self, args: ProxyArgs, running: ProxySettings) -> ReloadHook {
+        let proxy = self.clone();
+        ReloadHook::new(move || {
+            let Some(path) = args.config.as_ref() else {
+                return Err("no --config file: the routes came from flags alone".to_owned());
+            };
+            let fresh = ProxySettings::resolve(args.clone()).map_err(|e| e.to_string())?;
+            let answer = proxy.apply(&fresh.proxy)?;
+            let restart = reload::needs_restart(&running, &fresh);
+            if !restart.is_empty() {
+                tracing::warn!(
+                    file = %path.display(),
+                    "reload: {} changed and need a restart; the running values are kept",
+                    restart.join(", ")
+                );
+            }
+            tracing::info!(
+                routes_retired = answer.routes_retired,
+                connections_drained = answer.connections_drained,
+                "reload: routes from {} in force",
+                path.display()
+            );
+            Ok(answer)
+        })
+    }
+}
+
+/// The TLS client configuration for `https://` and `wss://` upstreams: made when a route needs
+/// it or `--upstream-ca` is set (so that a reload may add such routes), from that bundle or the
+/// system's roots.
+fn upstream_tls(
+    settings: &ProxySettings,
+    specs: &[crate::config::RouteSpec],
+) -> anyhow::Result<Option<Arc<wscope_axum::tls::tokio_rustls::rustls::ClientConfig>>> {
+    let ca = settings.proxy.upstream_ca.as_deref();
+    if ca.is_none() && !specs.iter().any(|s| s.upstream.is_tls()) {
+        return Ok(None);
+    }
+    let config = wscope_axum::tls::client_config(ca).map_err(|e| match ca {
+        Some(path) => anyhow::anyhow!("--upstream-ca {}: {e}", path.display()),
+        None => anyhow::anyhow!("TLS upstreams: {e} (set --upstream-ca)"),
+    })?;
+    Ok(Some(config))
 }
 
 /// Every request: an upgrade is relayed, anything else reverse-proxied, to the upstream of the
@@ -141,5 +200,8 @@ async fn proxied(State(proxy): State<Proxy>, ws: WebSocketUpgrade, request: Requ
         client: ws.remote_addr(),
         proto: inner.relay.proto,
     };
-    inner.http.forward(request, upstream.http_base(), &fwd).await
+    inner
+        .http
+        .forward(request, upstream.http_base(), &fwd)
+        .await
 }

@@ -57,9 +57,9 @@ impl RouteTable {
         self.routes
             .iter()
             .filter(|old| {
-                !new.routes.iter().any(|r| {
-                    r.prefix == old.prefix && r.upstream.name() == old.upstream.name()
-                })
+                !new.routes
+                    .iter()
+                    .any(|r| r.prefix == old.prefix && r.upstream.name() == old.upstream.name())
             })
             .cloned()
             .collect()
@@ -114,19 +114,28 @@ mod tests {
     #[test]
     fn a_reload_keeps_unchanged_routes_and_retires_the_rest() {
         let old = RouteTable::build(
-            &[spec("/a", "http://127.0.0.1:1"), spec("/b", "http://127.0.0.1:2")],
+            &[
+                spec("/a", "http://127.0.0.1:1"),
+                spec("/b", "http://127.0.0.1:2"),
+            ],
             &RouteTable::default(),
         )
         .unwrap();
         let new = RouteTable::build(
-            &[spec("/a", "http://127.0.0.1:1"), spec("/b", "http://127.0.0.1:3")],
+            &[
+                spec("/a", "http://127.0.0.1:1"),
+                spec("/b", "http://127.0.0.1:3"),
+            ],
             &old,
         )
         .unwrap();
         let a_old = old.pick("/a").unwrap();
         let a_new = new.pick("/a").unwrap();
         assert!(a_old.upstream.same_place(&a_new.upstream));
-        assert_eq!(a_old.upstream.figures() as *const _, a_new.upstream.figures() as *const _);
+        assert_eq!(
+            a_old.upstream.figures() as *const _,
+            a_new.upstream.figures() as *const _
+        );
         let retired = old.retired_by(&new);
         assert_eq!(retired.len(), 1);
         assert_eq!(retired[0].prefix, "/b");

@@ -9,6 +9,8 @@
 //   /headers     sends the upgrade request's headers as one JSON message
 //   /flood       sends 64 KiB messages as fast as its socket takes them, up to FLOOD_BYTES
 //   /silent      accepts and never sends
+//   /deaf        accepts and stops reading its socket (what a client sends piles up)
+//   /pinger      pings every 50 ms; GET /pongs says how many pongs came back
 // Every WebSocket close it receives is kept: GET /closes lists them (code, reason) as JSON.
 // Plain HTTP: GET /hello, POST /body (echoes the body), GET /sse (two events, the second when
 // GET /sse-next is called), anything else 404.
@@ -19,6 +21,7 @@ const { WebSocketServer } = require('ws');
 const port = Number(process.argv[2] || 0);
 const FLOOD_BYTES = 256 * 1024 * 1024;
 const closes = [];
+let pongs = 0;
 let sseWaiting = [];
 
 const server = http.createServer((req, res) => {
@@ -31,6 +34,9 @@ const server = http.createServer((req, res) => {
   } else if (req.method === 'GET' && req.url === '/closes') {
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(JSON.stringify(closes));
+  } else if (req.method === 'GET' && req.url === '/pongs') {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ pongs }));
   } else if (req.method === 'GET' && req.url === '/sse') {
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
     res.write('data: first\n\n');
@@ -77,6 +83,12 @@ function serve(ws, path, req) {
       if (sent < FLOOD_BYTES && ws.readyState === ws.OPEN) setTimeout(more, 5);
     };
     more();
+  } else if (path === '/deaf') {
+    ws.pause();
+  } else if (path === '/pinger') {
+    ws.on('pong', () => { pongs += 1; });
+    const timer = setInterval(() => ws.ping(), 50);
+    ws.on('close', () => clearInterval(timer));
   } else if (path === '/echo' || path === '/private') {
     ws.on('message', (data, isBinary) => {
       if (!isBinary && data.toString() === 'close-4001') {
