@@ -4,7 +4,7 @@
 # frame limits raised to 16 MiB, the size section 9 sends), then sections 12 and 13
 # (permessage-deflate) against a server started with --permessage-deflate.
 #
-#   bash scripts/conformance/run.sh [--write-doc] [-- EXTRA `wscope serve` FLAGS...]
+#   bash scripts/conformance/run.sh [--write-doc] [--through-proxy] [-- EXTRA `wscope serve` FLAGS...]
 #
 # Creates or reuses a virtualenv at target/kosoku-venv, builds wscope (release), and for each pass
 # serves it on two free loopback ports, runs kosoku's fuzzing client against
@@ -12,27 +12,40 @@
 # (summarize.py). Exits non-zero if any case is graded other than OK, NON-STRICT or INFORMATIONAL
 # (or closes other than OK/INFORMATIONAL), or if a section did not run.
 # --write-doc also rewrites docs/CONFORMANCE.md from the run. The extra flags go to both servers.
+# --through-proxy runs the same two passes (named proxy-plain, proxy-deflate) through `wscope
+# proxy`: each pass's server gets a proxy in front of it (`--upstream http://127.0.0.1:PORT`, on two
+# more free ports, with the pass's flags and the extra ones: each hop negotiates compression on its
+# own), kosoku talks to the proxy's /ws, and the proxy is stopped before the server; --write-doc
+# then rewrites docs/CONFORMANCE-PROXY.md instead.
 #
 # Reports (JSON + HTML): target/conformance/report-PASS/index.html; server logs:
-# target/conformance/server-PASS.log. Environment: KOSOKU_TIMEOUT (seconds for each kosoku run,
-# default 1200); WSCOPE_* variables reach the servers as usual (e.g. WSCOPE_ENGINE=tungstenite).
+# target/conformance/server-PASS.log, proxies' target/conformance/proxy-PASS.log. Environment:
+# KOSOKU_TIMEOUT (seconds for each kosoku run, default 1200, 2400 through the proxy: each message
+# crosses two hops, each inflating and compressing it); WSCOPE_* variables reach the servers
+# (and proxies) as usual (e.g. WSCOPE_ENGINE=tungstenite).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 
 write_doc=()
+through_proxy=()
 serve_extra=()
 while (($#)); do
   case "$1" in
     --write-doc) write_doc=(--write-doc); shift ;;
+    --through-proxy) through_proxy=(--through-proxy); shift ;;
     --) shift; serve_extra=("$@"); break ;;
-    -h | --help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 
-KOSOKU_TIMEOUT="${KOSOKU_TIMEOUT:-1200}"
+if ((${#through_proxy[@]})); then
+  KOSOKU_TIMEOUT="${KOSOKU_TIMEOUT:-2400}"
+else
+  KOSOKU_TIMEOUT="${KOSOKU_TIMEOUT:-1200}"
+fi
 # The passes: each its sections and the flags its server gets (before the extra ones).
 PASSES=(plain deflate)
 declare -A PASS_SECTIONS=([plain]="1 2 3 4 5 6 7 9 10" [deflate]="12 13")
@@ -43,6 +56,14 @@ declare -A PASS_FLAGS=(
   [plain]="--ping-interval 0 --max-message-size 16MiB --max-frame-size 16MiB"
   [deflate]="--ping-interval 0 --permessage-deflate"
 )
+# Through the proxy: the same passes, prefixed, each with a proxy on the same flags in front.
+if ((${#through_proxy[@]})); then
+  for pass in "${PASSES[@]}"; do
+    PASS_SECTIONS[proxy-$pass]="${PASS_SECTIONS[$pass]}"
+    PASS_FLAGS[proxy-$pass]="${PASS_FLAGS[$pass]}"
+  done
+  PASSES=(proxy-plain proxy-deflate)
+fi
 VENV="$ROOT/target/kosoku-venv"
 REQ="$ROOT/scripts/conformance/requirements.txt"
 OUT="$ROOT/target/conformance"
@@ -104,11 +125,16 @@ if [[ -z $engine ]]; then
 fi
 
 server_pid=""
+proxy_pid=""
 kosoku_pid=""
-stop_server() {
-  [[ -n $server_pid ]] || return 0
-  local pid=$server_pid status=0
-  server_pid=""
+# Stops the process whose pid is in the variable named $1 (a `what`, for the messages: server,
+# proxy) with SIGTERM, then SIGKILL after 15 s; empties the variable; returns its exit status.
+stop_process() {
+  local -n pid_var=$1
+  local what=$2
+  [[ -n $pid_var ]] || return 0
+  local pid=$pid_var status=0
+  pid_var=""
   if kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < 150; i++)); do
@@ -116,18 +142,21 @@ stop_server() {
       sleep 0.1
     done
     if kill -0 "$pid" 2>/dev/null; then
-      echo "conformance: server $pid still running 15 s after SIGTERM; killing it" >&2
+      echo "conformance: $what $pid still running 15 s after SIGTERM; killing it" >&2
       kill -KILL "$pid" 2>/dev/null || true
     fi
   fi
   wait "$pid" 2>/dev/null || status=$?
   return "$status"
 }
+stop_server() { stop_process server_pid server; }
+stop_proxy() { stop_process proxy_pid proxy; }
 cleanup() {
   if [[ -n $kosoku_pid ]] && kill -0 "$kosoku_pid" 2>/dev/null; then
     kill -TERM "$kosoku_pid" 2>/dev/null || true # timeout(1) passes it on to kosoku
     wait "$kosoku_pid" 2>/dev/null || true
   fi
+  stop_proxy || true
   stop_server || true
 }
 trap cleanup EXIT
@@ -154,39 +183,93 @@ except Exception:
     sys.exit(1)' "http://127.0.0.1:$1/health"
 }
 
-# One pass: start a server with the pass's flags, run kosoku on its sections, stop the server.
-# Sets kosoku_rc, server_rc and kosoku_seconds for the pass; records the commands shown.
-declare -A KOSOKU_RC SERVER_RC KOSOKU_SECONDS SHOWN_SERVE SHOWN_KOSOKU
-run_pass() {
-  local pass=$1 log="$OUT/server-$1.log" report="$OUT/report-$1"
-  local -a flags sections selection serve_cmd kosoku_cmd
-  read -r -a flags <<<"${PASS_FLAGS[$pass]}"
-  read -r -a sections <<<"${PASS_SECTIONS[$pass]}"
-  # A port picked this way can be taken before the server binds it: try a few times.
-  local port="" admin_port attempt i
+# Starts the command "${launch_cmd[@]}" (`what`: wscope serve, wscope proxy) listening on $port,
+# its output in $log and its pid in the variable named $pid_name, and waits up to 30 s for its
+# /health. Returns 0 once healthy; 1 (the variable emptied) when it exited before, as when its
+# port was taken meanwhile; dies when it neither answers nor exits.
+declare -a launch_cmd
+launch() {
+  local what=$1 port=$2 log=$3 attempt=$4 i
+  local -n pid_ref=$5
+  "${launch_cmd[@]}" >"$log" 2>&1 &
+  pid_ref=$!
+  for ((i = 0; i < 300; i++)); do # 30 s
+    kill -0 "$pid_ref" 2>/dev/null || break
+    healthy "$port" && return 0
+    sleep 0.1
+  done
+  if kill -0 "$pid_ref" 2>/dev/null; then
+    cat "$log" >&2
+    die "$what did not answer /health on 127.0.0.1:$port within 30 s"
+  fi
+  wait "$pid_ref" 2>/dev/null || true
+  pid_ref=""
+  echo "conformance: $what exited before it was ready (attempt $attempt):" >&2
+  tail -n 5 "$log" >&2
+  return 1
+}
+
+# Starts the pass's server (and, for a proxy- pass, its proxy) on free ports, trying a few times
+# (a port picked this way can be taken before the server binds it). Sets `port`, the one kosoku
+# talks to (the proxy's, for a proxy- pass), and `shown_hops`, the server's (and proxy's)
+# commands as the summary shows them.
+start_hops() {
+  local pass=$1 log=$2 attempt serve_port admin_port proxy_port proxy_admin
+  local -a serve_cmd
+  port=""
   for attempt in 1 2 3 4 5; do
-    read -r port admin_port < <(free_ports)
-    serve_cmd=("$BIN" serve --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin_port"
+    read -r serve_port admin_port < <(free_ports)
+    launch_cmd=("$BIN" serve --listen "127.0.0.1:$serve_port" --admin-listen "127.0.0.1:$admin_port"
       --stats-interval 0 "${flags[@]}" "${serve_extra[@]}")
-    say "$pass: starting wscope serve on 127.0.0.1:$port (admin $admin_port), engine ${engine:-?}, ${flags[*]}"
-    "${serve_cmd[@]}" >"$log" 2>&1 &
-    server_pid=$!
-    for ((i = 0; i < 300; i++)); do # 30 s
-      kill -0 "$server_pid" 2>/dev/null || break
-      healthy "$port" && break 2
-      sleep 0.1
-    done
-    if kill -0 "$server_pid" 2>/dev/null; then
-      cat "$log" >&2
-      die "wscope serve did not answer /health on 127.0.0.1:$port within 30 s"
-    fi
-    wait "$server_pid" 2>/dev/null || true
-    server_pid=""
-    echo "conformance: wscope serve exited before it was ready (attempt $attempt):" >&2
-    tail -n 5 "$log" >&2
-    port=""
+    say "$pass: starting wscope serve on 127.0.0.1:$serve_port (admin $admin_port), engine ${engine:-?}, ${flags[*]}"
+    launch "wscope serve" "$serve_port" "$log" "$attempt" server_pid && port=$serve_port && break
   done
   [[ -n $port ]] || die "wscope serve did not start; see $log"
+  shown_hops=("$(q wscope serve --listen 127.0.0.1:PORT --admin-listen 127.0.0.1:PORT2 \
+    --stats-interval 0 "${flags[@]}" "${serve_extra[@]}")")
+  [[ $pass == proxy-* ]] || return 0
+
+  local proxy_log="$OUT/proxy-$pass.log"
+  port=""
+  for attempt in 1 2 3 4 5; do
+    read -r proxy_port proxy_admin < <(free_ports)
+    launch_cmd=("$BIN" proxy --upstream "http://127.0.0.1:$serve_port" --listen "127.0.0.1:$proxy_port"
+      --admin-listen "127.0.0.1:$proxy_admin" --stats-interval 0 "${flags[@]}" "${serve_extra[@]}")
+    say "$pass: starting wscope proxy on 127.0.0.1:$proxy_port (admin $proxy_admin) in front of 127.0.0.1:$serve_port"
+    launch "wscope proxy" "$proxy_port" "$proxy_log" "$attempt" proxy_pid && port=$proxy_port && break
+  done
+  [[ -n $port ]] || die "wscope proxy did not start; see $proxy_log"
+  shown_hops+=("$(q wscope proxy --upstream http://127.0.0.1:PORT --listen 127.0.0.1:PORT3 \
+    --admin-listen 127.0.0.1:PORT4 --stats-interval 0 "${flags[@]}" "${serve_extra[@]}")")
+}
+
+# After kosoku: whether the process in the variable named $1 (`what`, its log $3) outlived the
+# run and then stopped cleanly on SIGTERM. Returns 0 if so, 1 (with the reason on stderr) if not.
+check_stop() {
+  local pid_name=$1 what=$2 log=$3 pass=$4 status=0 rc=0
+  local -n pid_val=$pid_name
+  if ! kill -0 "$pid_val" 2>/dev/null; then
+    echo "conformance: $pass: $what exited during the run; its log:" >&2
+    tail -n 20 "$log" >&2
+    rc=1
+  fi
+  stop_process "$pid_name" "${what#wscope }" || {
+    status=$?
+    echo "conformance: $pass: $what exited with status $status after SIGTERM" >&2
+    rc=1
+  }
+  return "$rc"
+}
+
+# One pass: start a server (and its proxy) with the pass's flags, run kosoku on its sections, stop
+# them. Sets KOSOKU_RC, SERVER_RC and KOSOKU_SECONDS for the pass; records the commands shown.
+declare -A KOSOKU_RC SERVER_RC KOSOKU_SECONDS SHOWN_SERVE SHOWN_PROXY SHOWN_KOSOKU
+run_pass() {
+  local pass=$1 log="$OUT/server-$1.log" report="$OUT/report-$1" port
+  local -a flags sections selection kosoku_cmd shown_hops
+  read -r -a flags <<<"${PASS_FLAGS[$pass]}"
+  read -r -a sections <<<"${PASS_SECTIONS[$pass]}"
+  start_hops "$pass" "$log"
 
   selection=()
   for i in "${sections[@]}"; do selection+=(-i "$i.*"); done
@@ -207,15 +290,14 @@ run_pass() {
   fi
 
   SERVER_RC[$pass]=0
-  if ! kill -0 "$server_pid" 2>/dev/null; then
-    echo "conformance: $pass: wscope serve exited during the run; its log:" >&2
-    tail -n 20 "$log" >&2
-    SERVER_RC[$pass]=1
+  # The proxy first: the server then sees the proxy's closes, not a vanished client.
+  if [[ -n $proxy_pid ]]; then
+    check_stop proxy_pid "wscope proxy" "$OUT/proxy-$pass.log" "$pass" || SERVER_RC[$pass]=1
   fi
-  stop_server || { echo "conformance: $pass: wscope serve exited with status $? after SIGTERM" >&2; SERVER_RC[$pass]=1; }
+  check_stop server_pid "wscope serve" "$log" "$pass" || SERVER_RC[$pass]=1
 
-  SHOWN_SERVE[$pass]="$(q wscope serve --listen 127.0.0.1:PORT --admin-listen 127.0.0.1:PORT2 \
-    --stats-interval 0 "${flags[@]}" "${serve_extra[@]}")"
+  SHOWN_SERVE[$pass]="${shown_hops[0]}"
+  SHOWN_PROXY[$pass]="${shown_hops[1]:-}"
   SHOWN_KOSOKU[$pass]="$(q kosoku ws://127.0.0.1:PORT/ws "${selection[@]}" -o "target/conformance/report-$pass")"
 }
 q() { python3 -c 'import shlex, sys; print(shlex.join(sys.argv[1:]))' "$@"; }
@@ -225,18 +307,20 @@ for pass in "${PASSES[@]}"; do
 done
 
 # --- summary ---------------------------------------------------------------------------------
-shown_run=(bash scripts/conformance/run.sh "${write_doc[@]}")
+shown_run=(bash scripts/conformance/run.sh "${write_doc[@]}" "${through_proxy[@]}")
 ((${#serve_extra[@]})) && shown_run+=(-- "${serve_extra[@]}")
 summary_args=()
 all_sections=()
 for pass in "${PASSES[@]}"; do
   summary_args+=(--pass "$pass" "$OUT/report-$pass" "${SHOWN_SERVE[$pass]}" "${SHOWN_KOSOKU[$pass]}"
     "${KOSOKU_SECONDS[$pass]}")
+  [[ -z ${SHOWN_PROXY[$pass]} ]] || summary_args+=(--proxy "$pass" "${SHOWN_PROXY[$pass]}")
   read -r -a sections <<<"${PASS_SECTIONS[$pass]}"
   all_sections+=("${sections[@]}")
 done
 set +e
-"$VENV/bin/python" "$ROOT/scripts/conformance/summarize.py" "${write_doc[@]}" "${summary_args[@]}" \
+"$VENV/bin/python" "$ROOT/scripts/conformance/summarize.py" "${write_doc[@]}" "${through_proxy[@]}" \
+  "${summary_args[@]}" \
   --sections "$(
     IFS=,
     echo "${all_sections[*]}"
@@ -258,6 +342,9 @@ for pass in "${PASSES[@]}"; do
     die "$pass: kosoku exited with status ${KOSOKU_RC[$pass]}"
   fi
   if ((SERVER_RC[$pass] != 0)); then
+    if [[ $pass == proxy-* ]]; then
+      die "$pass: wscope serve or proxy did not shut down cleanly; see $OUT/server-$pass.log and $OUT/proxy-$pass.log"
+    fi
     die "$pass: wscope serve did not shut down cleanly; see $OUT/server-$pass.log"
   fi
 done

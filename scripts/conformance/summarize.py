@@ -2,6 +2,7 @@
 """Per-section summary of kosoku (Autobahn|Testsuite) report directories, one per pass.
 
     summarize.py --pass NAME REPORT_DIR SERVE_CMD KOSOKU_CMD SECONDS [--pass ...]
+                 [--through-proxy --proxy NAME PROXY_CMD [--proxy ...]]
                  [--write-doc] [--doc PATH] [--sections 1,2,...] [run details...]
 
 Reads each REPORT_DIR/index.json and the per-case JSON files kosoku writes next to it, prints one
@@ -14,6 +15,10 @@ closing behavior is OK or INFORMATIONAL. Exit status: 0 when every case passes a
 section ran; 1 when a case did not pass, an expected section is missing or an unexpected one ran;
 2 when there are no results at all. With --write-doc, docs/CONFORMANCE.md is rewritten from the
 run (whatever the outcome, as long as some case ran).
+
+--through-proxy: the passes ran through `wscope proxy` (kosoku -> wscope proxy -> wscope serve),
+each with the proxy's command given by --proxy NAME PROXY_CMD; the table and the commands say so,
+and --write-doc rewrites docs/CONFORMANCE-PROXY.md instead (the direct run's file is left alone).
 
 Standard library only.
 """
@@ -143,17 +148,19 @@ def markdown_table(rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def server_close(report: dict) -> str:
+def server_close(report: dict, peer: str = "server") -> str:
+    """How the connection ended; `peer` is what kosoku talked to (the server, or the proxy)."""
     code = report.get("remoteCloseCode")
     if code is not None:
-        return f"the server sent close code {code}"
+        return f"the {peer} sent close code {code}"
     if report.get("droppedByMe"):
         return "kosoku dropped the TCP connection"
-    return "the server dropped the TCP connection without a close frame"
+    return f"the {peer} dropped the TCP connection without a close frame"
 
 
-def what_happened(entry: dict) -> str:
-    """One data-driven sentence about a non-OK case: expected versus observed, and the close."""
+def what_happened(entry: dict, peer: str = "server") -> str:
+    """One data-driven sentence about a non-OK case: expected versus observed, and the close;
+    `peer` is what kosoku talked to (the server, or the proxy)."""
     r = entry["report"]
     expected = r.get("expected") or {}
     ok = expected.get("OK")
@@ -166,10 +173,10 @@ def what_happened(entry: dict) -> str:
             parts.append(f"The strict outcome has {n_ok} echoed message(s); {n_rx} came back.")
         elif any(e and e[0] == "timeout" for e in received) and len(received) > len(ok):
             parts.append(
-                "The server failed the connection only once the frame was complete, "
+                f"The {peer} failed the connection only once the frame was complete, "
                 "not at the first invalid UTF-8 chop (no fail-fast)."
             )
-    close = server_close(r)
+    close = server_close(r, peer)
     parts.append(close[0].upper() + close[1:] + ".")
     return " ".join(parts)
 
@@ -189,6 +196,92 @@ def git_revision() -> str:
         return "unknown"
 
 
+PROXY_TITLE = "through wscope proxy"
+
+
+def doc_intro(args: argparse.Namespace, sections: str, total: int) -> list[str]:
+    """The title and opening paragraph: the direct run's, or the run through the proxy's."""
+    if not args.through_proxy:
+        return [
+            "# WebSocket protocol conformance",
+            "",
+            "`wscope serve`'s `/ws` echo route against the Autobahn|Testsuite cases, sections "
+            f"{sections} ({total} cases), driven by [kosoku](https://pypi.org/project/kosoku/) "
+            f"{args.kosoku_version}, a Python 3 runner of the Autobahn case files (no Docker). "
+            "Sections 12 and 13 (permessage-deflate, RFC 7692) run against a second server started "
+            "with `--permessage-deflate`. CI (`.ci/run`) runs this after the tests and fails when any "
+            "case is graded anything other than OK, NON-STRICT or INFORMATIONAL.",
+        ]
+    return [
+        "# WebSocket protocol conformance through `wscope proxy`",
+        "",
+        "The Autobahn|Testsuite cases of [CONFORMANCE.md](CONFORMANCE.md), sections "
+        f"{sections} ({total} cases), driven by [kosoku](https://pypi.org/project/kosoku/) "
+        f"{args.kosoku_version}, with `wscope proxy` between the client and `wscope serve`'s "
+        "`/ws` echo route: kosoku → `wscope proxy --upstream http://127.0.0.1:PORT` → `wscope "
+        "serve`. The proxy reads each of the client's messages on its own WebSocket connection "
+        "(its frame and message checks, its limits), relays it as a message over a second "
+        "connection it opens to the server, and relays the echo back the same way; closes are "
+        "passed on with their code and reason. A grade here is the proxy's and the server's "
+        "together. Each hop negotiates compression on its own: in the deflate pass the proxy "
+        "and the server both run with `--permessage-deflate`. CI (`.ci/run`) runs this after "
+        "the direct run and fails when any case is graded anything other than OK, NON-STRICT or "
+        "INFORMATIONAL.",
+    ]
+
+
+def doc_passes(args: argparse.Namespace, cases: dict[str, dict]) -> list[str]:
+    """The run's passes, each with the commands it ran."""
+    proxies = dict(args.proxies or [])
+    L = []
+    if args.through_proxy:
+        L.append(
+            "- Passes, each a server and a proxy in front of it on loopback with free ports, "
+            "and a kosoku run against the proxy:"
+        )
+    else:
+        L.append("- Passes, each a server on loopback with free ports and a kosoku run against it:")
+    for name, _dir, serve, kosoku, seconds in args.passes:
+        ran = sorted({cid.split(".")[0] for cid, e in cases.items() if e["pass"] == name}, key=int)
+        L.append(f"  - {name} (sections {', '.join(ran) or 'none'}; kosoku {seconds} s):")
+        if name in proxies:
+            L.append(f"    server `{serve}`, proxy `{proxies[name]}`, client `{kosoku}`")
+        else:
+            L.append(f"    server `{serve}`, client `{kosoku}`")
+    return L
+
+
+def doc_reproduce(args: argparse.Namespace) -> list[str]:
+    """How to run it again, and where the reports land."""
+    if not args.through_proxy:
+        return [
+            "```sh",
+            "bash scripts/conformance/run.sh              # table on stdout, exit status for CI",
+            "bash scripts/conformance/run.sh --write-doc  # also rewrites this file",
+            "bash scripts/conformance/run.sh -- --engine tungstenite   # extra `wscope serve` flags",
+            "```",
+            "",
+            "Needs `python3` ≥ 3.10 with the `venv` module and access to PyPI (or a mirror through "
+            "`PIP_INDEX_URL`) the first time. Per-case reports (JSON, HTML with wire logs) land in "
+            "`target/conformance/report-plain/` and `report-deflate/` (open `index.html`), the "
+            "servers' logs in `target/conformance/server-plain.log` and `server-deflate.log`.",
+        ]
+    return [
+        "```sh",
+        "bash scripts/conformance/run.sh --through-proxy              # table on stdout, exit status for CI",
+        "bash scripts/conformance/run.sh --through-proxy --write-doc  # also rewrites this file",
+        "bash scripts/conformance/run.sh --through-proxy -- --engine tungstenite   # extra flags, to server and proxy",
+        "```",
+        "",
+        "Needs `python3` ≥ 3.10 with the `venv` module and access to PyPI (or a mirror through "
+        "`PIP_INDEX_URL`) the first time. Per-case reports (JSON, HTML with wire logs) land in "
+        "`target/conformance/report-proxy-plain/` and `report-proxy-deflate/` (open `index.html`), "
+        "the servers' logs in `target/conformance/server-proxy-plain.log` and "
+        "`server-proxy-deflate.log`, the proxies' in `proxy-proxy-plain.log` and "
+        "`proxy-proxy-deflate.log`.",
+    ]
+
+
 def write_doc(path: Path, args: argparse.Namespace, cases: dict[str, dict], rows: list[list[str]], problems: list[str]) -> None:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     total = len(cases)
@@ -198,18 +291,9 @@ def write_doc(path: Path, args: argparse.Namespace, cases: dict[str, dict], rows
     sec9_ms = sum(int(e.get("duration") or 0) for e in sec9)
     slowest = max(sec9, key=lambda e: int(e.get("duration") or 0), default=None)
     notable = {cid: e for cid, e in cases.items() if outcome(e) != "OK"}
+    peer = "proxy" if args.through_proxy else "server"
 
-    L: list[str] = []
-    L.append("# WebSocket protocol conformance")
-    L.append("")
-    L.append(
-        "`wscope serve`'s `/ws` echo route against the Autobahn|Testsuite cases, sections "
-        f"{sections} ({total} cases), driven by [kosoku](https://pypi.org/project/kosoku/) "
-        f"{args.kosoku_version}, a Python 3 runner of the Autobahn case files (no Docker). "
-        "Sections 12 and 13 (permessage-deflate, RFC 7692) run against a second server started "
-        "with `--permessage-deflate`. CI (`.ci/run`) runs this after the tests and fails when any "
-        "case is graded anything other than OK, NON-STRICT or INFORMATIONAL."
-    )
+    L: list[str] = doc_intro(args, sections, total)
     L.append("")
     L.append("This file is written by `scripts/conformance/summarize.py --write-doc`; do not edit it by hand.")
     L.append("")
@@ -220,11 +304,7 @@ def write_doc(path: Path, args: argparse.Namespace, cases: dict[str, dict], rows
     L.append(f"- kosoku: {args.kosoku_version} (pinned in `scripts/conformance/requirements.txt`, installed in `target/kosoku-venv`)")
     L.append(f"- wscope: commit {git_revision()}, release build, engine {args.engine}")
     L.append(f"- Command: `{args.command}`")
-    L.append("- Passes, each a server on loopback with free ports and a kosoku run against it:")
-    for name, _dir, serve, kosoku, seconds in args.passes:
-        ran = sorted({cid.split(".")[0] for cid, e in cases.items() if e["pass"] == name}, key=int)
-        L.append(f"  - {name} (sections {', '.join(ran) or 'none'}; kosoku {seconds} s):")
-        L.append(f"    server `{serve}`, client `{kosoku}`")
+    L.extend(doc_passes(args, cases))
     if sec9:
         L.append(f"- Section 9 cases together: {sec9_ms / 1000:.1f} s")
     L.append("")
@@ -255,7 +335,7 @@ def write_doc(path: Path, args: argparse.Namespace, cases: dict[str, dict], rows
         r = e["report"]
         L.append(
             f"- **{cid}** {verdict(e)} — {first_sentence(r.get('description', ''))} "
-            f"{what_happened(e)}"
+            f"{what_happened(e, peer)}"
         )
     L.append("")
     early_fail = [
@@ -267,9 +347,29 @@ def write_doc(path: Path, args: argparse.Namespace, cases: dict[str, dict], rows
         cid for cid, e in notable.items()
         if e.get("behavior") == "NON-STRICT" and "no fail-fast" in what_happened(e)
     ]
-    if early_fail or no_fail_fast or any(e.get("behavior") == "INFORMATIONAL" for e in notable.values()):
+    # Through the proxy, the same cases usually end this way, with a close frame.
+    proxy_first = [
+        cid for cid, e in notable.items()
+        if args.through_proxy and e.get("behavior") == "NON-STRICT"
+        and "echoed message" in what_happened(e) and e["report"].get("remoteCloseCode") is not None
+    ]
+    if early_fail or proxy_first or no_fail_fast or any(e.get("behavior") == "INFORMATIONAL" for e in notable.values()):
         L.append("Why:")
         L.append("")
+    if proxy_first:
+        L.append(
+            f"- {', '.join(proxy_first)}: the client sends a valid message and, in the same burst, "
+            "a frame that breaks the protocol. The proxy relays the valid message to the server, "
+            "but its client hop reads the bad frame before the server's echo has come back over "
+            "the upstream hop (a loopback round trip), and fails the connection at once: the "
+            "client gets a close frame with 1002 (1007 for invalid UTF-8), the server 1001 "
+            "\"Going away\", and the echo that arrives after that is not passed on to a client "
+            "that is closing. Autobahn grades failing the connection before echoing NON-STRICT "
+            "(the echo is the strict outcome, nothing is the accepted one); directly against "
+            "`wscope serve` the echo is usually written before the bad frame is read "
+            "([CONFORMANCE.md](CONFORMANCE.md)). Which cases land here varies from run to run "
+            "with timing."
+        )
     if early_fail:
         L.append(
             f"- {', '.join(early_fail)}: the client sends a valid message and, in the same burst, "
@@ -309,6 +409,11 @@ def write_doc(path: Path, args: argparse.Namespace, cases: dict[str, dict], rows
         "limited, only their total. Sections 12 and 13 send messages of up to 128 KiB, within the "
         "defaults."
     )
+    if args.through_proxy:
+        line += (
+            " Through the proxy, the proxy gets the same flags: its limits hold on both of its "
+            "hops, the client's and the one it opens to the server."
+        )
     if slowest is not None:
         sid = next(cid for cid, e in cases.items() if e is slowest)
         line += f" The slowest section-9 case was {sid} at {slowest.get('duration')} ms."
@@ -317,7 +422,8 @@ def write_doc(path: Path, args: argparse.Namespace, cases: dict[str, dict], rows
     L.append("## Keepalive pings")
     L.append("")
     L.append(
-        "Both servers run with `--ping-interval 0`. A case expects exactly the frames it asked "
+        f"{'The servers and proxies' if args.through_proxy else 'Both servers'} run with "
+        "`--ping-interval 0`. A case expects exactly the frames it asked "
         "for: an unsolicited ping from the server (every 30 s by default, docs/SECURITY.md, "
         "\"Liveness\") arriving in the middle of a long compression case is taken as a wrong "
         "answer and the case never finishes. Liveness itself is tested in "
@@ -344,18 +450,7 @@ def write_doc(path: Path, args: argparse.Namespace, cases: dict[str, dict], rows
         L.append("")
     L.append("## Reproduce")
     L.append("")
-    L.append("```sh")
-    L.append("bash scripts/conformance/run.sh              # table on stdout, exit status for CI")
-    L.append("bash scripts/conformance/run.sh --write-doc  # also rewrites this file")
-    L.append("bash scripts/conformance/run.sh -- --engine tungstenite   # extra `wscope serve` flags")
-    L.append("```")
-    L.append("")
-    L.append(
-        "Needs `python3` ≥ 3.10 with the `venv` module and access to PyPI (or a mirror through "
-        "`PIP_INDEX_URL`) the first time. Per-case reports (JSON, HTML with wire logs) land in "
-        "`target/conformance/report-plain/` and `report-deflate/` (open `index.html`), the "
-        "servers' logs in `target/conformance/server-plain.log` and `server-deflate.log`."
-    )
+    L.extend(doc_reproduce(args))
     L.append("")
     path.write_text("\n".join(L))
 
@@ -368,14 +463,28 @@ def main() -> int:
         help="one pass: its name, kosoku's report directory (holds index.json), the server and "
         "client commands as shown, and kosoku's time in seconds",
     )
-    p.add_argument("--write-doc", action="store_true", help="rewrite docs/CONFORMANCE.md")
-    p.add_argument("--doc", type=Path, default=ROOT / "docs" / "CONFORMANCE.md")
+    p.add_argument(
+        "--through-proxy", action="store_true",
+        help="the passes ran through wscope proxy: say so, and --write-doc writes "
+        "docs/CONFORMANCE-PROXY.md",
+    )
+    p.add_argument(
+        "--proxy", dest="proxies", nargs=2, action="append", metavar=("NAME", "PROXY_CMD"),
+        help="the proxy command (as shown) of the pass NAME",
+    )
+    p.add_argument(
+        "--write-doc", action="store_true",
+        help="rewrite docs/CONFORMANCE.md (docs/CONFORMANCE-PROXY.md with --through-proxy)",
+    )
+    p.add_argument("--doc", type=Path, help="the file --write-doc writes, instead")
     p.add_argument("--sections", default="1,2,3,4,5,6,7,9,10,12,13", help="sections that must have run")
     p.add_argument("--kosoku-version", default="unknown")
     p.add_argument("--command", default="bash scripts/conformance/run.sh --write-doc")
     p.add_argument("--engine", default="unknown")
     args = p.parse_args()
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    if args.doc is None:
+        args.doc = ROOT / "docs" / ("CONFORMANCE-PROXY.md" if args.through_proxy else "CONFORMANCE.md")
 
     cases: dict[str, dict] = {}
     for name, report_dir, *_ in args.passes:
@@ -387,6 +496,9 @@ def main() -> int:
         return 2
 
     rows, total = tabulate(cases)
+    if args.through_proxy:
+        names = ", ".join(name for name, *_ in args.passes)
+        print(f"Autobahn {PROXY_TITLE} (kosoku -> wscope proxy -> wscope serve /ws), passes {names}:")
     print(text_table(rows))
 
     problems: list[str] = []
@@ -420,10 +532,11 @@ def main() -> int:
         print(f"\nwrote {args.doc}")
 
     n = sum(total.values())
+    via = f" {PROXY_TITLE}" if args.through_proxy else ""
     if problems:
-        print(f"\nconformance: FAILED ({len(bad)} of {n} cases not passing, {len(problems)} problem(s))", file=sys.stderr)
+        print(f"\nconformance{via}: FAILED ({len(bad)} of {n} cases not passing, {len(problems)} problem(s))", file=sys.stderr)
         return 1
-    print(f"\nconformance: all {n} cases passed ({total['OK']} OK, {total['NON-STRICT']} NON-STRICT, {total['INFORMATIONAL']} INFORMATIONAL)")
+    print(f"\nconformance{via}: all {n} cases passed ({total['OK']} OK, {total['NON-STRICT']} NON-STRICT, {total['INFORMATIONAL']} INFORMATIONAL)")
     return 0
 
 
