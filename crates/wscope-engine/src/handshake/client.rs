@@ -243,9 +243,14 @@ fn parse_head(head: &[u8]) -> Result<(StatusCode, HeaderMap), HandshakeError> {
     Ok((status, headers))
 }
 
+/// How long a refusal's body may take to arrive: a server that announces no length and keeps
+/// the connection open (or sends less than it announced) gets its answer passed on with what
+/// came by then, rather than holding the handshake.
+const REFUSAL_BODY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The body of a refusal: `Content-Length` bytes, or what comes until the stream ends, at most
-/// [`MAX_REFUSAL_BODY`], starting with what was read past the head (`read`). A stream that fails
-/// midway gives what had come.
+/// [`MAX_REFUSAL_BODY`] and for at most [`REFUSAL_BODY_WAIT`], starting with what was read past
+/// the head (`read`). A stream that fails midway gives what had come.
 async fn read_body<S: AsyncRead + Unpin>(
     io: &mut S,
     headers: &HeaderMap,
@@ -256,12 +261,15 @@ async fn read_body<S: AsyncRead + Unpin>(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<usize>().ok());
     let want = length.unwrap_or(MAX_REFUSAL_BODY).min(MAX_REFUSAL_BODY);
-    while read.len() < want {
-        match io.read_buf(&mut read).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
+    let reading = async {
+        while read.len() < want {
+            match io.read_buf(&mut read).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
         }
-    }
+    };
+    let _ = tokio::time::timeout(REFUSAL_BODY_WAIT, reading).await;
     read.truncate(want);
     Bytes::from(read)
 }
@@ -398,6 +406,20 @@ mod tests {
             theirs.write_all(reply.as_bytes()).await.unwrap();
             let error = handshake.perform(ours).await.unwrap_err().to_string();
             assert!(error.contains(expected), "{error}");
+        }
+        // A refusal with its body: status, headers and body come back.
+        let handshake =
+            ClientHandshake::new(Request::get("ws://h/").body(()).unwrap(), &cfg).unwrap();
+        let (ours, mut theirs) = duplex(1 << 16);
+        let refusal = "HTTP/1.1 401 Unauthorized\r\nContent-Length: 10\r\nWWW-Authenticate: Cookie\r\n\r\nno session";
+        theirs.write_all(refusal.as_bytes()).await.unwrap();
+        match handshake.perform(ours).await.unwrap_err() {
+            HandshakeError::Refused(answer) => {
+                assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+                assert_eq!(answer.headers["www-authenticate"], "Cookie");
+                assert_eq!(&answer.body[..], b"no session");
+            }
+            other => panic!("expected a refusal, got {other}"),
         }
         let handshake =
             ClientHandshake::new(Request::get("ws://h/").body(()).unwrap(), &cfg).unwrap();
