@@ -98,6 +98,7 @@ mod driver;
 mod entry;
 mod id;
 mod instance;
+mod json;
 mod listing;
 mod liveness;
 mod log;

@@ -1,0 +1,121 @@
+//! `GET /api/stats` with the full list, without HTTP: [`Registry::snapshot`] (the walk that
+//! builds every [`ConnectionInfo`](wscope_core::ConnectionInfo)) and the JSON of the snapshot,
+//! apart and together, at 10,000 connections driven by the real driver over the in-process
+//! transport (every connection open, each having sent 0-3 messages) with the fields a real
+//! server shows: a distinct address, a browser user agent, a user id, two tags and a path.
+//!
+//! Run: `cargo bench -p wscope-core --bench stats -- --warm-up-time 1 --measurement-time 3`.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use wscope_core::memory::{self, MemoryPeer};
+use wscope_core::{ConnectionMeta, Registry, RegistryConfig};
+
+const USER_AGENT: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
+                          Chrome/131.0.0.0 Safari/537.36";
+
+fn registry() -> Registry {
+    Registry::with_config(
+        RegistryConfig::default()
+            .instance_id("bench")
+            .cleanup_interval(Duration::ZERO)
+            .stats_interval(Duration::ZERO)
+            .ping_interval(Duration::ZERO),
+    )
+}
+
+/// Connection `i`'s registration: its own address, user and room.
+fn meta(i: usize) -> ConnectionMeta {
+    let ip = IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+    ConnectionMeta::new("/ws/chat")
+        .remote_addr(ip)
+        .user_agent(USER_AGENT.to_owned())
+        .user(format!("user-{i}"))
+        .unwrap()
+        .tag(format!("room:{}", i % 50))
+        .unwrap()
+        .tag("beta")
+        .unwrap()
+}
+
+/// `n` open connections echoing what their peer sends.
+fn drive(rt: &tokio::runtime::Runtime, reg: &Registry, n: usize) -> Vec<MemoryPeer> {
+    rt.block_on(async {
+        let mut peers = Vec::with_capacity(n);
+        for i in 0..n {
+            let accepted = reg.accept(meta(i)).unwrap();
+            let (transport, mut peer) = memory::pair();
+            tokio::spawn(accepted.run(transport, |mut socket| async move {
+                while let Some(msg) = socket.recv().await {
+                    if socket.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            }));
+            for _ in 0..i % 4 {
+                peer.send("hello").unwrap();
+            }
+            for _ in 0..i % 4 {
+                peer.recv().await.unwrap();
+            }
+            peers.push(peer);
+        }
+        while reg.summary().connections_by_state.open < n as u64 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        peers
+    })
+}
+
+/// The buffer `/api/stats` writes into: sized up front, as the handler does.
+fn buffer(connections: usize) -> Vec<u8> {
+    Vec::with_capacity(1024 + connections * 320)
+}
+
+fn stats(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut g = c.benchmark_group("stats");
+    g.sample_size(20);
+    let n = 10_000usize;
+    let reg = registry();
+    let peers = drive(&rt, &reg, n);
+    let snapshot = reg.snapshot();
+    assert_eq!(snapshot.connections.len(), n);
+    g.bench_with_input(BenchmarkId::new("snapshot", n), &n, |b, _| {
+        b.iter(|| black_box(reg.snapshot()))
+    });
+    g.bench_with_input(BenchmarkId::new("serde_json", n), &n, |b, _| {
+        b.iter(|| {
+            let mut body = buffer(n);
+            serde_json::to_writer(&mut body, &snapshot).unwrap();
+            black_box(body)
+        })
+    });
+    g.bench_with_input(BenchmarkId::new("snapshot + serde_json", n), &n, |b, _| {
+        b.iter(|| {
+            let snapshot = reg.snapshot();
+            let mut body = buffer(snapshot.connections.len());
+            serde_json::to_writer(&mut body, &snapshot).unwrap();
+            black_box(body)
+        })
+    });
+    g.finish();
+    rt.block_on(async {
+        drop(peers);
+        while reg.connection_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+}
+
+criterion_group!(benches, stats);
+criterion_main!(benches);
