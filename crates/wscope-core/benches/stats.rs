@@ -90,6 +90,8 @@ fn stats(c: &mut Criterion) {
     let peers = drive(&rt, &reg, n);
     let snapshot = reg.snapshot();
     assert_eq!(snapshot.connections.len(), n);
+    let bytes = serde_json::to_vec(&snapshot).unwrap().len();
+    println!("{n} connections: {bytes} bytes of JSON");
     g.bench_with_input(BenchmarkId::new("snapshot", n), &n, |b, _| {
         b.iter(|| black_box(reg.snapshot()))
     });
@@ -100,6 +102,13 @@ fn stats(c: &mut Criterion) {
             black_box(body)
         })
     });
+    g.bench_with_input(BenchmarkId::new("write_json", n), &n, |b, _| {
+        b.iter(|| {
+            let mut body = buffer(n);
+            snapshot.write_json(&mut body);
+            black_box(body)
+        })
+    });
     g.bench_with_input(BenchmarkId::new("snapshot + serde_json", n), &n, |b, _| {
         b.iter(|| {
             let snapshot = reg.snapshot();
@@ -107,6 +116,9 @@ fn stats(c: &mut Criterion) {
             serde_json::to_writer(&mut body, &snapshot).unwrap();
             black_box(body)
         })
+    });
+    g.bench_with_input(BenchmarkId::new("snapshot_json", n), &n, |b, _| {
+        b.iter(|| black_box(reg.snapshot_json()))
     });
     g.finish();
     rt.block_on(async {

@@ -410,33 +410,64 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
 
 /// What serde_json escapes: `"` and `\` with a backslash; the control characters below 0x20 as
 /// `\b \t \n \f \r`, the others as `\u00XX` (lowercase hex). Everything else, non-ASCII and DEL
-/// included, goes as it is.
+/// included, goes as it is. Eight bytes are checked at once, so text without any of these (a
+/// user agent, a path) is copied a word at a time: byte by byte, escaping took a quarter of
+/// the stats' time.
 fn write_escaped(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &byte) in bytes.iter().enumerate() {
-        if byte >= 0x20 && byte != b'"' && byte != b'\\' {
-            continue;
-        }
-        out.extend_from_slice(&bytes[start..i]);
-        start = i + 1;
-        match byte {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            0x0c => out.extend_from_slice(b"\\f"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            _ => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(byte >> 4)]);
-                out.push(HEX[usize::from(byte & 0xf)]);
+    let mut i = 0;
+    while i < bytes.len() {
+        let end = match bytes.get(i..i + 8).and_then(|c| <[u8; 8]>::try_from(c).ok()) {
+            Some(word) if !any_to_escape(u64::from_ne_bytes(word)) => {
+                i += 8;
+                continue;
             }
+            Some(_) => i + 8,
+            None => bytes.len(),
+        };
+        for (at, &byte) in bytes.iter().enumerate().take(end).skip(i) {
+            if byte >= 0x20 && byte != b'"' && byte != b'\\' {
+                continue;
+            }
+            out.extend_from_slice(&bytes[start..at]);
+            start = at + 1;
+            write_escape(out, byte);
         }
+        i = end;
     }
     out.extend_from_slice(&bytes[start..]);
+}
+
+/// Whether any of the eight bytes in `word` is escaped: below 0x20, `"` or `\` (the classic
+/// bit tricks: a byte's high bit survives `x - 0x01..` and `!x` only where it was zero, and
+/// `x - 0x20..` only where it was below 0x20; exact for whether any byte matches).
+fn any_to_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGH != 0;
+    below(word, 0x20)
+        || below(word ^ (ONES * u64::from(b'"')), 1)
+        || below(word ^ (ONES * u64::from(b'\\')), 1)
+}
+
+/// The escape serde_json writes for `byte` (one it escapes).
+fn write_escape(out: &mut Vec<u8>, byte: u8) {
+    match byte {
+        b'"' => out.extend_from_slice(b"\\\""),
+        b'\\' => out.extend_from_slice(b"\\\\"),
+        0x08 => out.extend_from_slice(b"\\b"),
+        b'\t' => out.extend_from_slice(b"\\t"),
+        b'\n' => out.extend_from_slice(b"\\n"),
+        0x0c => out.extend_from_slice(b"\\f"),
+        b'\r' => out.extend_from_slice(b"\\r"),
+        _ => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(byte >> 4)]);
+            out.push(HEX[usize::from(byte & 0xf)]);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -494,6 +525,36 @@ mod tests {
             let mut mine = Vec::new();
             write_str(&mut mine, s);
             assert_eq!(mine, serde_json::to_vec(s).unwrap(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn the_word_check_finds_every_byte_to_escape_at_every_place() {
+        for fill in [b'a', 0x80, 0xff, 0x20, 0x7f] {
+            for place in 0..8 {
+                for byte in 0..=u8::MAX {
+                    let mut word = [fill; 8];
+                    word[place] = byte;
+                    let expected = byte < 0x20 || byte == b'"' || byte == b'\\';
+                    assert_eq!(
+                        any_to_escape(u64::from_ne_bytes(word)),
+                        expected,
+                        "{word:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_escape_at_any_offset_of_long_text_matches_serde() {
+        for escaped in ["\"", "\\", "\n", "\u{1}", "é"] {
+            for at in 0..40 {
+                let s = format!("{}{escaped}{}", "x".repeat(at), "y".repeat(40 - at));
+                let mut mine = Vec::new();
+                write_str(&mut mine, &s);
+                assert_eq!(mine, serde_json::to_vec(&s).unwrap(), "{s:?}");
+            }
         }
     }
 
