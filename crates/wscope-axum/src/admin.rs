@@ -72,9 +72,9 @@ pub fn health_router_at(registry: Registry, path: &str) -> Router {
         .with_state(registry)
 }
 
-/// `GET /api/stats`: the full [`Snapshot`](wscope_core::Snapshot); `?connections=N` lists at most the `N` oldest
-/// connections (`0`: none), for servers too large to list whole. Another parameter, or an `N`
-/// that is not a whole number, is a 400 naming it.
+/// `GET /api/stats`: the full [`Snapshot`](wscope_core::Snapshot); `?connections=N` lists at
+/// most the `N` oldest connections (`0`: none), for servers too large to list whole. Another
+/// parameter, or an `N` that is not a whole number, is a 400 naming it.
 ///
 /// The JSON is written straight from the registry into one presized buffer
 /// ([`Registry::snapshot_json`]): byte for byte serde's, without building the snapshot's list.
