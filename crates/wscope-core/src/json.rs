@@ -170,9 +170,8 @@ impl SizeHint {
 
     /// Records an answer of `len` bytes that listed `connections`.
     pub(crate) fn record(&self, len: usize, connections: usize) {
-        if connections > 0 {
-            let per = len.saturating_sub(Self::HEAD) / connections + Self::MARGIN;
-            self.0.store(per, Ordering::Relaxed);
+        if let Some(per) = len.saturating_sub(Self::HEAD).checked_div(connections) {
+            self.0.store(per + Self::MARGIN, Ordering::Relaxed);
         }
     }
 }

@@ -42,14 +42,14 @@ fn meta(i: usize) -> ConnectionMeta {
     };
     let mut meta = ConnectionMeta::new(format!("/ws/{}", AWKWARD[i % 6]))
         .remote_addr(ip)
-        .user_agent((i % 5 != 0).then(|| AWKWARD[(i + 1) % 6].repeat(1 + i % 40)));
-    if i % 3 == 0 {
+        .user_agent((!i.is_multiple_of(5)).then(|| AWKWARD[(i + 1) % 6].repeat(1 + i % 40)));
+    if i.is_multiple_of(3) {
         meta = meta.user(AWKWARD[(i + 2) % 6]).unwrap();
     }
     for t in 0..i % 4 {
         meta = meta.tag(format!("{}{t}", AWKWARD[(i + t) % 6])).unwrap();
     }
-    if i % 7 == 0 {
+    if i.is_multiple_of(7) {
         meta = meta.upstream(format!("ws://up-{}/\"x\"", i % 2));
     }
     meta
