@@ -16,7 +16,8 @@
 //! One run, 2026-12-06, on a 2-core machine shared with other builds (load average about 9, so
 //! compare ratios, not times), 4.04 MB of JSON: `snapshot` 17.9 ms, `serde_json` 15.5 ms,
 //! `snapshot + serde_json` 44.2 ms; `write_json` 8.1 ms (0.52× `serde_json`), `snapshot_json`
-//! 22.5 ms (0.51× `snapshot + serde_json`). Before the writer, building the snapshot and
+//! 22.5 ms (0.51× `snapshot + serde_json`); a second run, same load: `write_json` 8.4 ms against
+//! 16.9 ms (0.50×), `snapshot_json` 22.6 ms against 38.4 ms (0.59×). Before the writer, building the snapshot and
 //! serializing it cost about the same (22.2 ms and 22.3 ms). A profile of `snapshot_json`: a
 //! quarter of the time is the first touch of each entry (a cache miss), a quarter the escaping
 //! loop, mostly waiting on each connection's own user id string; the rest is writing the fields.
