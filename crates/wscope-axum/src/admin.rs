@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use wscope_cluster::{Cluster, ClusterHealth};
 use wscope_core::wire::{AdminRequest, Health, PublicHealth};
-use wscope_core::{AdminAnswer, Registry, Snapshot};
+use wscope_core::{AdminAnswer, Registry};
 
 use crate::admin_access::Authenticated;
 use crate::error::ApiError;
@@ -72,38 +72,33 @@ pub fn health_router_at(registry: Registry, path: &str) -> Router {
         .with_state(registry)
 }
 
-/// `GET /api/stats`: the full [`Snapshot`]; `?connections=N` lists at most the `N` oldest
-/// connections (`0`: none), for servers too large to list whole. Another parameter, or an `N`
-/// that is not a whole number, is a 400 naming it.
+/// `GET /api/stats`: the full [`Snapshot`](wscope_core::Snapshot); `?connections=N` lists at
+/// most the `N` oldest connections (`0`: none), for servers too large to list whole. Another
+/// parameter, or an `N` that is not a whole number, is a 400 naming it.
+///
+/// The JSON is written straight from the registry into one presized buffer
+/// ([`Registry::snapshot_json`]): byte for byte serde's, without building the snapshot's list.
 pub async fn stats(
     State(registry): State<Registry>,
     query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let snapshot = match StatsQuery::read(query)?.count(usize::MAX)? {
-        None => registry.snapshot(),
-        Some(max) => registry.snapshot_capped(max),
+    let body = match StatsQuery::read(query)?.count(usize::MAX)? {
+        None => registry.snapshot_json(),
+        Some(max) => registry.snapshot_capped_json(max),
     };
-    Ok(snapshot_response(&snapshot))
+    Ok(json_response(body))
 }
 
-/// The snapshot as a JSON response, written into one buffer sized for it up front: at 10k
-/// connections the body is ~2.3 MB, and growing a buffer by doubling (as `Json` does) costs
-/// more than the serialization itself.
-fn snapshot_response(snapshot: &Snapshot) -> Response {
-    /// A little more than one connection's JSON takes, so the buffer never regrows.
-    const PER_CONNECTION: usize = 320;
-    let mut body = Vec::with_capacity(1024 + snapshot.connections.len() * PER_CONNECTION);
-    match serde_json::to_writer(&mut body, snapshot) {
-        Ok(()) => (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            body,
-        )
-            .into_response(),
-        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+/// `body`, JSON already, as the response.
+fn json_response(body: Vec<u8>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// `GET /health`: 200 while serving, 503 once shutdown has begun (so a load balancer stops
@@ -147,7 +142,7 @@ pub async fn public_health(State(registry): State<Registry>) -> Response {
 /// "cleanup" | "ban" | "unban" | "list_bans" | "kick" | "broadcast", ...}`), carried out by
 /// [`Registry::apply`].
 ///
-/// - `get_stats` → the [`Snapshot`];
+/// - `get_stats` → the [`Snapshot`](wscope_core::Snapshot);
 /// - `close_all` with optional `code` (default 1000) and `reason` → [`CloseAllAnswer`](wscope_core::wire::CloseAllAnswer);
 /// - `close` with `id` and optional `code`/`reason` → [`CloseAnswer`](wscope_core::wire::CloseAnswer), 404 if no such id
 ///   or its connection has ended;
@@ -181,7 +176,11 @@ pub async fn admin(
     let request =
         AdminRequest::from_json(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
     match registry.apply(request) {
-        Ok(AdminAnswer::Stats(snapshot)) => Ok(snapshot_response(&snapshot)),
+        Ok(AdminAnswer::Stats(snapshot)) => {
+            let mut body = Vec::new();
+            snapshot.write_json(&mut body);
+            Ok(json_response(body))
+        }
         Ok(answer) => Ok(Json(answer).into_response()),
         Err(failure) => Err(ApiError::from(failure)),
     }

@@ -84,14 +84,6 @@ pub(crate) struct Labels {
     pub(crate) upstream: Option<SharedStr>,
 }
 
-/// The labels as the stats list them.
-#[derive(Debug, Default)]
-pub(crate) struct LabelsView {
-    pub(crate) user: Option<String>,
-    pub(crate) tags: Vec<String>,
-    pub(crate) upstream: Option<String>,
-}
-
 impl Entry {
     pub(crate) fn new(seq: u64, now_ms: u64, meta: Stored, outbox: Outbox) -> Self {
         Self {
@@ -190,19 +182,13 @@ impl Entry {
             .unwrap_or_default()
     }
 
-    /// The user id, tags and upstream as the stats list them.
-    pub(crate) fn labels_view(&self) -> LabelsView {
+    /// Runs `f` on the labels, locked while it runs (`None` when the connection has none): the
+    /// stats read them in place, without copying them out.
+    pub(crate) fn with_labels<R>(&self, f: impl FnOnce(Option<&Labels>) -> R) -> R {
         if !self.labelled.load(Ordering::Acquire) {
-            return LabelsView::default();
+            return f(None);
         }
-        match self.labels().as_ref() {
-            None => LabelsView::default(),
-            Some(l) => LabelsView {
-                user: l.user.as_deref().map(str::to_owned),
-                tags: l.tags.iter().map(|t| t.to_string()).collect(),
-                upstream: l.upstream.as_deref().map(str::to_owned),
-            },
-        }
+        f(self.labels().as_deref())
     }
 
     /// Whether the connection is relayed to `upstream`.

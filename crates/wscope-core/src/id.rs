@@ -27,6 +27,11 @@ impl ConnectionId {
     pub fn seq(&self) -> u64 {
         self.seq
     }
+
+    /// What comes before the sequence number: `{instance}-{boot}`.
+    pub(crate) fn prefix(&self) -> &SharedStr {
+        &self.prefix
+    }
 }
 
 impl fmt::Display for ConnectionId {

@@ -58,7 +58,9 @@
 //!   connections and per client address, and each connection's [`Charge`] against it.
 //! - `snapshot`: the read model every reporter shares, and [`Summary`], the reference's figures
 //!   declared once and flattened into every answer that carries them; `query`: the connections query
-//!   ([`query::ConnectionQuery`]: filter, sort, page, columns) and its parser.
+//!   ([`query::ConnectionQuery`]: filter, sort, page, columns) and its parser; `json`: the
+//!   stats' JSON written by hand into one buffer, byte for byte serde's ([`Snapshot::write_json`],
+//!   and the rows [`Registry::snapshot_json`] writes straight from the entries).
 //! - `aggregates`: the O(1) counts, totals and sums behind summaries.
 //! - `observer`: [`Observer`] and its events; `log`: the reference's stats lines and the
 //!   [`StatsLogger`] observer; `recent`: the recently closed connections, an observer.
@@ -98,6 +100,7 @@ mod driver;
 mod entry;
 mod id;
 mod instance;
+mod json;
 mod listing;
 mod liveness;
 mod log;

@@ -118,15 +118,35 @@ impl Registry {
         }
         let now = shared.clock.now_ms();
         let mut list = Vec::with_capacity(max.min(snapshot.total_connections as usize));
-        shared.order().walk(None, false, max.min(4096), |seq| {
-            if let Some(e) = shared.entry(seq) {
-                list.push(shared.info(&e, now));
-            }
-            list.len() < max
-        });
+        oldest(shared, max, &mut |e| list.push(shared.info(e, now)));
         snapshot.connections = list;
         snapshot
     }
+
+    /// The JSON of [`snapshot_capped`](Self::snapshot_capped), written as
+    /// [`snapshot_json`](Self::snapshot_json) writes the full one (the rows as of the summary's
+    /// uptime).
+    pub fn snapshot_capped_json(&self, max: usize) -> Vec<u8> {
+        let shared = self.shared();
+        let head = self.summary();
+        let expected = max.min(head.total_connections as usize);
+        shared.stats_json(&head, expected, |each| oldest(shared, max, each))
+    }
+}
+
+/// Hands `each` the `max` oldest entries (read from the ordered index, O(max)).
+fn oldest(shared: &Shared, max: usize, each: &mut dyn FnMut(&Entry)) {
+    if max == 0 {
+        return;
+    }
+    let mut seen = 0;
+    shared.order().walk(None, false, max.min(4096), |seq| {
+        if let Some(e) = shared.entry(seq) {
+            each(&e);
+            seen += 1;
+        }
+        seen < max
+    });
 }
 
 /// The entries `filter` matches now, collected, so that no shard lock is held while the

@@ -20,8 +20,9 @@ use crate::aggregates::Aggregates;
 use crate::clock::Clock;
 use crate::close::{CloseFrame, CloseRecord, Initiator};
 use crate::config::RegistryConfig;
-use crate::entry::{Entry, LabelsView, Stored};
+use crate::entry::{Entry, Labels, Stored};
 use crate::id::{self, ConnectionId};
+use crate::json::{self, ConnectionView, SizeHint};
 use crate::liveness::{Expired, Timeouts};
 use crate::observer::{ClosedEvent, Observers, OpenedEvent};
 use crate::order::OrderIndex;
@@ -59,6 +60,8 @@ pub(crate) struct Shared {
     observers: Observers,
     /// The last traffic totals read (they never go down).
     traffic_floor: TrafficFloor,
+    /// The size of the last stats answer, to size the next one's buffer.
+    stats_size: SizeHint,
     /// Whether shutdown began, and its report.
     shutdown: Shutdown,
     /// Woken when the last entry leaves (shutdown waits on it).
@@ -92,6 +95,7 @@ impl Shared {
             admission,
             observers: Observers::default(),
             traffic_floor: TrafficFloor::default(),
+            stats_size: SizeHint::default(),
             shutdown: Shutdown::default(),
             emptied: Notify::new(),
             root: CancellationToken::new(),
@@ -442,21 +446,28 @@ impl Shared {
 
     /// One entry as the stats list it, as of `now` (ms).
     pub(crate) fn info(&self, e: &Entry, now: u64) -> ConnectionInfo {
+        e.with_labels(|labels| self.view(e, labels, now).to_info())
+    }
+
+    /// One entry's figures as of `now` (ms), borrowing its strings and `labels` (its labels,
+    /// locked by the caller).
+    fn view<'a>(
+        &'a self,
+        e: &'a Entry,
+        labels: Option<&'a Labels>,
+        now: u64,
+    ) -> ConnectionView<'a, SharedStr> {
         let (queued_messages, queued_bytes) = e.outbox.queued();
         let counts = e.counts();
-        let LabelsView {
-            user,
-            tags,
-            upstream,
-        } = e.labels_view();
-        ConnectionInfo {
-            id: self.id_of(e.seq),
+        ConnectionView {
+            id_prefix: &self.prefix,
+            seq: e.seq,
             age: now.saturating_sub(e.connected_ms),
             idle_time: now.saturating_sub(e.last_activity_ms.load(Ordering::Relaxed)),
             state: e.state(),
             remote_address: e.remote_addr,
-            user_agent: e.user_agent.clone(),
-            path: e.path.clone(),
+            user_agent: e.user_agent.as_ref(),
+            path: &e.path,
             connected_at: self.clock.unix_ms(e.connected_ms),
             messages_in: counts.messages_in,
             messages_out: counts.messages_out,
@@ -465,10 +476,40 @@ impl Shared {
             queued_messages: queued_messages as u64,
             queued_bytes: queued_bytes as u64,
             rtt_ms: e.rtt(),
-            user,
-            tags,
-            upstream,
+            user: labels.and_then(|l| l.user.as_deref()),
+            tags: labels.map_or(&[], |l| &l.tags),
+            upstream: labels.and_then(|l| l.upstream.as_deref()),
         }
+    }
+
+    /// The JSON of `head` (a summary) with the entries `walk` hands over listed, each written
+    /// straight from the entry as of `head`'s uptime: what `serde_json` writes for the snapshot
+    /// that lists them, without building a row per entry. `expected` sizes the buffer, with
+    /// the last answer's size per entry.
+    pub(crate) fn stats_json(
+        &self,
+        head: &Snapshot,
+        expected: usize,
+        walk: impl FnOnce(&mut dyn FnMut(&Entry)),
+    ) -> Vec<u8> {
+        let now = head.uptime;
+        let mut out = Vec::with_capacity(self.stats_size.capacity(expected));
+        json::write_head(head, &mut out);
+        let mut list = json::List::default();
+        walk(&mut |e| e.with_labels(|labels| list.push(&self.view(e, labels, now), &mut out)));
+        json::write_tail(head, &mut out);
+        self.stats_size.record(out.len(), list.len());
+        out
+    }
+
+    /// [`Shared::stats_json`] listing every entry (the full snapshot's JSON).
+    pub(crate) fn snapshot_json(&self) -> Vec<u8> {
+        let head = self.snapshot(false);
+        self.stats_json(&head, head.total_connections as usize, |each| {
+            for item in self.entries.iter() {
+                each(item.value());
+            }
+        })
     }
 
     /// Messages and bytes moved since start by every connection, and what waits in the queues:

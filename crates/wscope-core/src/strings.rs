@@ -65,6 +65,12 @@ impl Deref for SharedStr {
     }
 }
 
+impl AsRef<str> for SharedStr {
+    fn as_ref(&self) -> &str {
+        self
+    }
+}
+
 impl fmt::Debug for SharedStr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&**self, f)
