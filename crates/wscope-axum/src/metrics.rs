@@ -429,6 +429,13 @@ impl Scrape {
             "wscope_messages_queued_bytes",
             "Payload bytes waiting in outbound queues now.",
             t.queued_bytes,
+        )?;
+        gauge(
+            encoder,
+            "wscope_connection_memory_bytes",
+            "Bytes the open connections hold now: what their engines hold for them (buffers, \
+             partly received messages) and their queued payloads (the sum of memoryBytes).",
+            t.memory_bytes,
         )
     }
 

@@ -401,11 +401,12 @@ impl Admitted {
             .response(protocol.as_deref(), deflate.as_ref())
             .map(|()| Body::empty());
         let accepted = accepted.with_protocol(protocol);
+        let gauge = accepted.memory_gauge();
         // What taking over the socket needs (the settings, the engine's set-up) is boxed: the
         // connection's task lives as long as the connection and would otherwise keep room for
         // it all along (some 200 B of every idle connection).
         let take_over = Box::new(move |io| {
-            Box::pin(async move { cfg.engine.server(io, &cfg, deflate, client).await })
+            Box::pin(async move { cfg.engine.server(io, &cfg, deflate, client, gauge).await })
         });
         // The registry's tracker lets a server wait for every connection task on shutdown.
         let tracker = accepted.task_tracker().clone();

@@ -466,6 +466,7 @@ async fn the_families_are_those_metrics_md_lists() {
         "wscope_messages_sent_bytes_total",
         "wscope_messages_queued",
         "wscope_messages_queued_bytes",
+        "wscope_connection_memory_bytes",
     ] {
         assert_eq!(m.value(family, &[]), 0.0, "{family}");
     }

@@ -517,6 +517,7 @@ fn compare(a: &ConnectionInfo, b: &ConnectionInfo, sort: SortKey, order: SortOrd
             SortKey::Messages => Some(c.messages_in.saturating_add(c.messages_out)),
             SortKey::Bytes => Some(c.bytes_in.saturating_add(c.bytes_out)),
             SortKey::Queued => Some(c.queued_bytes),
+            SortKey::Memory => Some(c.memory_bytes),
             SortKey::Rtt => c.rtt_ms.map(u64::from),
         }
     };

@@ -179,6 +179,10 @@ impl Connection {
     }
 
     /// A handle others can keep to send to or close this connection.
+    pub(crate) fn memory_gauge(&self) -> MemoryGauge {
+        MemoryGauge::new(self.entry.clone())
+    }
+
     pub(crate) fn handle(&self) -> ConnectionHandle {
         ConnectionHandle::new(self.entry.clone(), self.shared.clone())
     }
@@ -407,5 +411,42 @@ impl Drop for Connection {
         // not find its own old slot still held.
         drop(std::mem::take(&mut self.permit));
         self.shared.remove(&self.entry);
+    }
+}
+
+/// Where an engine reports the bytes it holds for one connection (its buffers, a split frame
+/// header, a partly received message), shown as part of the connection's `memoryBytes` in the
+/// stats and the connections API and summed in `/metrics`. Got from
+/// [`Accepted::memory_gauge`](crate::Accepted::memory_gauge) before the transport is made;
+/// [`MemoryGauge::detached`] reports nowhere (a transport not tracked in a registry).
+///
+/// Setting it is one relaxed store, done by the engine only when what it holds changes (a
+/// message starts spanning reads, a buffer is freed), never per message.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryGauge(Option<Arc<Entry>>);
+
+impl MemoryGauge {
+    pub(crate) fn new(entry: Arc<Entry>) -> Self {
+        Self(Some(entry))
+    }
+
+    /// A gauge that reports nowhere.
+    pub fn detached() -> Self {
+        Self(None)
+    }
+
+    /// Reports that the engine now holds `bytes` for the connection (saturating at 4 GiB).
+    pub fn set(&self, bytes: usize) {
+        if let Some(entry) = &self.0 {
+            let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+            entry.held_bytes.store(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// What was last reported (0 for a detached gauge).
+    pub fn get(&self) -> usize {
+        self.0
+            .as_ref()
+            .map_or(0, |e| e.held_bytes.load(Ordering::Relaxed) as usize)
     }
 }

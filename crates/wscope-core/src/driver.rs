@@ -68,6 +68,12 @@ impl Accepted {
         self.conn.handle()
     }
 
+    /// Where the engine reports the bytes it holds for this connection (its `memoryBytes`, with
+    /// the queue): hand it to the engine that will carry the connection.
+    pub fn memory_gauge(&self) -> crate::connection::MemoryGauge {
+        self.conn.memory_gauge()
+    }
+
     /// The registry's task tracker: spawn the task that runs this connection on it, so that a
     /// server can wait for every connection task on shutdown.
     pub fn task_tracker(&self) -> &tokio_util::task::TaskTracker {

@@ -57,6 +57,10 @@ pub(crate) struct Entry {
     /// the entry has left (so a late pong cannot change the registry's RTT sums). Sits in the
     /// padding after the two flags.
     pub(crate) rtt_ms: AtomicU32,
+    /// The bytes the engine holds for the connection now (buffers, a split header, a partly
+    /// received message), as it last reported through its [`MemoryGauge`](crate::MemoryGauge);
+    /// 0 for an engine that reports nothing. Saturates at `u32::MAX`.
+    pub(crate) held_bytes: AtomicU32,
     /// When the outstanding ping was sent (clock ms); [`NO_PING`] when none is outstanding.
     pub(crate) ping_sent_ms: AtomicU64,
     /// Outbound queue the writer drains (its counters come first).
@@ -102,6 +106,7 @@ impl Entry {
             labelled: AtomicBool::new(false),
             abort: AtomicBool::new(false),
             rtt_ms: AtomicU32::new(RTT_NONE),
+            held_bytes: AtomicU32::new(0),
             ping_sent_ms: AtomicU64::new(NO_PING),
             outbox,
             abort_wake: Notify::new(),
@@ -228,6 +233,12 @@ impl Entry {
     }
 
     /// The lifetime counters.
+    /// What the connection holds now: the bytes its engine reported and the payloads waiting
+    /// in its outbound queue (`memoryBytes`).
+    pub(crate) fn memory_bytes(&self) -> u64 {
+        u64::from(self.held_bytes.load(Ordering::Relaxed)) + self.outbox.queued().1 as u64
+    }
+
     pub(crate) fn counts(&self) -> Counts {
         Counts {
             messages_in: self.messages_in.load(Ordering::Relaxed),

@@ -137,7 +137,7 @@ pub use close::{
     MAX_CLOSE_REASON_BYTES,
 };
 pub use config::RegistryConfig;
-pub use connection::ConnectionHandle;
+pub use connection::{ConnectionHandle, MemoryGauge};
 pub use counts::{ClosedBy, Counts, RefusalCounts, StateCounts};
 pub use driver::{Accepted, TrackedSocket};
 pub use id::{ConnectionId, InvalidConnectionId};

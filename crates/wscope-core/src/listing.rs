@@ -211,6 +211,7 @@ fn rank(e: &Entry, sort: SortKey, order: SortOrder) -> Option<u64> {
             c.bytes_in.saturating_add(c.bytes_out)
         }
         SortKey::Queued => e.outbox.queued().1 as u64,
+        SortKey::Memory => e.memory_bytes(),
         SortKey::Rtt => match e.rtt() {
             Some(rtt) => u64::from(rtt),
             // Unknown round trips come last in either order.

@@ -41,18 +41,22 @@ pub enum SortKey {
     Bytes,
     /// Bytes waiting in the outbound queue.
     Queued,
+    /// Bytes the connection holds now (`memoryBytes`: its engine's buffers and partly received
+    /// message, and its queue).
+    Memory,
     /// The last ping round trip (connections without one come last in either order).
     Rtt,
 }
 
 impl SortKey {
     /// Every key, as written in `sort=`.
-    pub const ALL: [SortKey; 6] = [
+    pub const ALL: [SortKey; 7] = [
         Self::Age,
         Self::Idle,
         Self::Messages,
         Self::Bytes,
         Self::Queued,
+        Self::Memory,
         Self::Rtt,
     ];
 
@@ -64,6 +68,7 @@ impl SortKey {
             Self::Messages => "messages",
             Self::Bytes => "bytes",
             Self::Queued => "queued",
+            Self::Memory => "memory",
             Self::Rtt => "rtt",
         }
     }

@@ -475,6 +475,7 @@ impl Shared {
             bytes_out: counts.bytes_out,
             queued_messages: queued_messages as u64,
             queued_bytes: queued_bytes as u64,
+            memory_bytes: u64::from(e.held_bytes.load(Ordering::Relaxed)) + queued_bytes as u64,
             rtt_ms: e.rtt(),
             user: labels.and_then(|l| l.user.as_deref()),
             tags: labels.map_or(&[], |l| &l.tags),

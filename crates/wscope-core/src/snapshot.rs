@@ -61,6 +61,11 @@ pub struct ConnectionInfo {
     /// Payload bytes waiting in the outbound queue.
     #[serde(default)]
     pub queued_bytes: u64,
+    /// The bytes the connection holds now: what its engine holds for it (read and write
+    /// buffers, a split frame header, a partly received message) plus its queued payloads. What
+    /// each engine can report is in the engine crate's documentation (`MemoryGauge`).
+    #[serde(default)]
+    pub memory_bytes: u64,
     /// The last server ping's round-trip time in ms, once a pong has come.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtt_ms: Option<u32>,
@@ -77,7 +82,7 @@ pub struct ConnectionInfo {
 
 impl ConnectionInfo {
     /// Every field's JSON name, in the order written (what `fields=` may pick).
-    pub const FIELDS: [&'static str; 18] = [
+    pub const FIELDS: [&'static str; 19] = [
         "id",
         "age",
         "idleTime",
@@ -92,6 +97,7 @@ impl ConnectionInfo {
         "bytesOut",
         "queuedMessages",
         "queuedBytes",
+        "memoryBytes",
         "rttMs",
         "user",
         "tags",

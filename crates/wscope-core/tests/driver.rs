@@ -428,3 +428,32 @@ async fn labels_given_at_registration_are_there_before_the_handler_runs() {
     assert_eq!(tags, ["red", "blue"]);
     drop(accepted);
 }
+
+#[tokio::test]
+async fn what_an_engine_reports_holding_shows_as_memory_bytes_and_in_the_traffic_total() {
+    let reg = registry();
+    let accepted = reg.accept(ConnectionMeta::new("/ws")).unwrap();
+    let gauge = accepted.memory_gauge();
+    let id = accepted.id();
+    let (transport, _peer) = memory::pair();
+    tokio::spawn(accepted.run(transport, echo));
+    wait_until("the connection opens", || reg.connection_count() == 1).await;
+    let memory = |reg: &Registry| {
+        let snapshot = reg.snapshot();
+        let info = snapshot.connections.iter().find(|c| c.id == id).unwrap();
+        (info.memory_bytes, reg.traffic().memory_bytes)
+    };
+    assert_eq!(memory(&reg), (0, 0));
+    // A partly received message of 512 KiB, as an engine reports it, then its end.
+    gauge.set(512 << 10);
+    assert_eq!(gauge.get(), 512 << 10);
+    assert_eq!(memory(&reg), (512 << 10, 512 << 10));
+    let json = serde_json::to_value(reg.snapshot()).unwrap();
+    assert_eq!(json["connections"][0]["memoryBytes"], 512 << 10);
+    gauge.set(0);
+    assert_eq!(memory(&reg), (0, 0));
+    // A detached gauge reports nowhere.
+    let detached = wscope_core::MemoryGauge::detached();
+    detached.set(7);
+    assert_eq!(detached.get(), 0);
+}

@@ -654,7 +654,7 @@ async fn at_1400_px_the_summary_is_one_row_and_legends_show_the_latest_values() 
         "const set = (id, t) => { document.getElementById(id).textContent = t; };\n\
          set('open-count', '123,456'); set('total', '123,456'); set('ever', '12,345,678');\n\
          set('closed-total', '12,222,222'); set('avg-age', '12d 23h'); set('avg-idle', '59m 59s');\n\
-         set('avg-rtt', '1234 ms'); set('queued', '1023 MiB');\n\
+         set('avg-rtt', '1234 ms'); set('queued', '1023 MiB'); set('held', '1023 MiB');\n\
          for (const st of ['CONNECTING', 'OPEN', 'CLOSING', 'CLOSED']) set('state-' + st, '123,456');\n\
          set('rate-messages', '1,234,567 / 1,234,567'); set('rate-bytes', '1023 MiB / 1023 MiB');\n\
          set('rate-conns', '12,345 / 12,345'); set('rate-refused', '12,345');",

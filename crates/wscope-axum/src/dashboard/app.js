@@ -251,6 +251,7 @@
     $('avg-rtt').textContent = s.averageRttMs == null ? '–' : s.averageRttMs + ' ms';
     const traffic = s.traffic || {};
     $('queued').textContent = fmtBytes(traffic.queuedBytes);
+    $('held').textContent = fmtBytes(traffic.memoryBytes);
     for (const st of ['CONNECTING', 'OPEN', 'CLOSING', 'CLOSED']) {
       $('state-' + st).textContent = fmtCount(states[st]);
     }
@@ -482,7 +483,7 @@
     again: false,
   };
   const FIELDS = ['id', 'state', 'remoteAddress', 'path', 'userAgent', 'user', 'tags', 'age', 'idleTime',
-    'messagesIn', 'messagesOut', 'bytesIn', 'bytesOut', 'queuedBytes', 'rttMs', 'upstream'];
+    'messagesIn', 'messagesOut', 'bytesIn', 'bytesOut', 'queuedBytes', 'memoryBytes', 'rttMs', 'upstream'];
 
   function filterFromForm() {
     const form = $('filters');
@@ -562,6 +563,7 @@
         cell(fmtCount(c.messagesIn) + ' / ' + fmtCount(c.messagesOut), 'num'),
         cell(fmtBytes(c.bytesIn) + ' / ' + fmtBytes(c.bytesOut), 'num'),
         cell(fmtBytes(c.queuedBytes), 'num'),
+        cell(fmtBytes(c.memoryBytes), 'num'),
         cell(c.rttMs == null ? '–' : c.rttMs + ' ms', 'num'),
       );
       const td = document.createElement('td');

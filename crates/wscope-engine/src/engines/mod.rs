@@ -34,7 +34,7 @@ mod tokio_websockets;
 #[cfg(feature = "tungstenite")]
 mod tungstenite;
 
-use wscope_core::{BoxTransport, ClientKey, Halves, Role, Transport};
+use wscope_core::{BoxTransport, ClientKey, Halves, MemoryGauge, Role, Transport};
 
 use crate::config::SocketConfig;
 use crate::deflate::Deflate;
@@ -45,7 +45,13 @@ use crate::io::Io;
 impl Engine {
     /// Takes over `io`, whose server handshake is done (with permessage-deflate agreed if
     /// `deflate`), with this engine behind the frame guard, charging partly received messages to
-    /// `client`'s share of the budget when the address is known. Boxed: every engine's halves
+    /// `client`'s share of the budget when the address is known, and reporting what it holds
+    /// for the connection to `gauge` ([`Accepted::memory_gauge`](wscope_core::Accepted::memory_gauge),
+    /// or [`MemoryGauge::detached`]). Behind the guard, an engine reports what the guard holds: a
+    /// partly received message at its declared size (past the budget's small-message allowance)
+    /// and the buffers the guard feeds the engine from; the engines' own buffers (tungstenite's
+    /// read and write buffers, the 8 KiB of tokio-websockets and fastwebsockets) are not visible
+    /// to it and are not counted. Boxed: every engine's halves
     /// become one type, so the connection's task is as large as the driver needs, not as the
     /// largest engine's state (that is what an idle connection costs).
     pub async fn server(
@@ -54,9 +60,10 @@ impl Engine {
         cfg: &SocketConfig,
         deflate: Option<Deflate>,
         client: Option<ClientKey>,
+        gauge: MemoryGauge,
     ) -> BoxTransport {
         let wire = Tripwire::default();
-        let guarded = FrameGuard::server(io, cfg, deflate, client, wire.clone());
+        let guarded = FrameGuard::server(io, cfg, deflate, client, wire.clone(), gauge);
         self.take_over(guarded, Role::Server, cfg, deflate, wire)
             .await
     }

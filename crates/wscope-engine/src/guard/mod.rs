@@ -55,7 +55,7 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use wscope_core::{ClientKey, Message, Role, TransportError};
+use wscope_core::{ClientKey, MemoryGauge, Message, Role, TransportError};
 
 use crate::config::SocketConfig;
 use crate::deflate::Deflate;
@@ -134,6 +134,10 @@ pub(crate) struct FrameGuard<S: Io> {
     feed: Option<Box<Feed>>,
     /// Present when permessage-deflate compresses what the server sends.
     write: Option<Box<Marker>>,
+    /// Where the bytes the guard holds for the connection are reported (`memoryBytes`), and
+    /// what was reported last (reported again only when it changes).
+    gauge: MemoryGauge,
+    reported: usize,
 }
 
 impl<S: Io> FrameGuard<S> {
@@ -146,16 +150,19 @@ impl<S: Io> FrameGuard<S> {
         deflate: Option<Deflate>,
         client: Option<ClientKey>,
         wire: Tripwire,
+        gauge: MemoryGauge,
     ) -> Self {
         let charge = match client {
             Some(client) => cfg.message_budget.charge_for(client),
             None => cfg.message_budget.charge(),
         };
-        Self::new(
+        let mut guard = Self::new(
             io,
             Reader::new(cfg, Role::Server, deflate, charge, wire),
             deflate,
-        )
+        );
+        guard.gauge = gauge;
+        guard
     }
 
     /// Guards `io`, a socket this process opened to a server, as [`FrameGuard::server`] does a
@@ -184,6 +191,23 @@ impl<S: Io> FrameGuard<S> {
             read,
             feed: None,
             write,
+            gauge: MemoryGauge::detached(),
+            reported: 0,
+        }
+    }
+
+    /// Reports what the guard holds for the connection if it changed: the bytes its partly
+    /// received message is charged (its declared size, past the budget's small-message
+    /// allowance) and the buffers it feeds the engine from while it holds any.
+    fn report(&mut self) {
+        let feed = self
+            .feed
+            .as_ref()
+            .map_or(0, |f| f.input.capacity() + f.staged.capacity());
+        let held = self.read.charge.held() + feed;
+        if held != self.reported {
+            self.reported = held;
+            self.gauge.set(held);
         }
     }
 
@@ -243,6 +267,20 @@ impl<S: Io> AsyncRead for FrameGuard<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let polled = this.poll_guarded(cx, buf);
+        this.report();
+        polled
+    }
+}
+
+impl<S: Io> FrameGuard<S> {
+    /// Reads the peer's bytes for the engine through the guard's checks.
+    fn poll_guarded(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self;
         if this.read.wire.is_tripped() {
             return Poll::Pending; // the transport's reader yields the violation
         }
@@ -402,7 +440,14 @@ mod tests {
         let deflate = Deflate::negotiate([&http::HeaderValue::from_static("permessage-deflate")]);
         let wire = Tripwire::default();
         (
-            FrameGuard::server(server, &cfg, deflate, None, wire.clone()),
+            FrameGuard::server(
+                server,
+                &cfg,
+                deflate,
+                None,
+                wire.clone(),
+                MemoryGauge::detached(),
+            ),
             wire,
             client,
         )
@@ -605,7 +650,14 @@ mod tests {
         let (server, mut client) = duplex(1 << 16);
         let cfg = SocketConfig::default();
         let wire = Tripwire::default();
-        let mut g = FrameGuard::server(server, &cfg, None, None, wire.clone());
+        let mut g = FrameGuard::server(
+            server,
+            &cfg,
+            None,
+            None,
+            wire.clone(),
+            MemoryGauge::detached(),
+        );
         let mut handed = Vec::new();
         for byte in &input {
             client.write_all(&[*byte]).await.unwrap();

@@ -12,7 +12,7 @@ use wscope_testkit::raw::{
     frame, frame_with, upgrade, Raw, BINARY, CLOSE, CONT, FIN, PING, PONG, RSV1, TEXT,
 };
 use wscope_testkit::served::Served;
-use wscope_testkit::WAIT;
+use wscope_testkit::{http_get, WAIT};
 
 use super::{closed_with_code, report_rss, still_serves, wait_closed_with_code};
 
@@ -318,5 +318,66 @@ async fn a_raised_message_limit_takes_a_message_sent_as_one_frame() {
         assert_eq!(got.opcode, BINARY, "{engine}: {:?}", got.close());
         assert_eq!(got.payload, message, "{engine}");
         still_serves(&served).await;
+    }
+}
+
+/// A message that stalls half-way is visible at a glance: on every engine, the connection that
+/// holds it reports it in `memoryBytes` (first under `sort=memory`), the process total in
+/// `/metrics` carries it, and both fall back once the message is whole.
+#[tokio::test]
+async fn a_stalled_large_message_shows_in_memory_bytes_until_it_is_whole() {
+    const SIZE: usize = 600 << 10;
+    let message = payload(SIZE);
+    let framed = frame_with(FIN | BINARY, &message, Some([0; 4]));
+    let (head, rest) = framed.split_at(framed.len() - SIZE / 2);
+    for engine in engines() {
+        let served = Served::start(&bin(), &["--engine", engine]);
+        let mut idle = clients(&served, "/ws", &[], 3).await;
+        let mut stalled = clients(&served, "/ws", &[], 1).await.remove(0);
+        stalled.send(head).await;
+        let admin = served.admin;
+        let top = || async move {
+            let page = http_get(admin, "/api/connections?sort=memory&limit=1")
+                .await
+                .json();
+            page["connections"][0]["memoryBytes"].as_u64().unwrap_or(0)
+        };
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while top().await < SIZE as u64 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{engine}: {}",
+                top().await
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let metrics = http_get(admin, "/metrics").await.text();
+        let total: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("wscope_connection_memory_bytes "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap() as u64;
+        assert!(total >= SIZE as u64, "{engine}: {total}");
+        // The idle ones hold nothing the engine can report.
+        let idlest = http_get(admin, "/api/connections?sort=memory&order=asc&limit=1")
+            .await
+            .json();
+        assert_eq!(idlest["connections"][0]["memoryBytes"], 0, "{engine}");
+
+        stalled.send(rest).await;
+        assert_eq!(stalled.read_message().await.payload, message, "{engine}");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while top().await != 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{engine}: {}",
+                top().await
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for raw in &mut idle {
+            raw.send(&frame(FIN | TEXT, b"still")).await;
+            assert_eq!(raw.read_message().await.payload, b"still");
+        }
     }
 }
