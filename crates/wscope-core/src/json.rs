@@ -39,6 +39,7 @@ pub(crate) struct ConnectionView<'a, T> {
     pub(crate) bytes_out: u64,
     pub(crate) queued_messages: u64,
     pub(crate) queued_bytes: u64,
+    pub(crate) memory_bytes: u64,
     pub(crate) rtt_ms: Option<u32>,
     pub(crate) user: Option<&'a str>,
     /// `String`s in a [`ConnectionInfo`], interned strings in an entry.
@@ -64,6 +65,7 @@ impl<'a> ConnectionView<'a, String> {
             bytes_out,
             queued_messages,
             queued_bytes,
+            memory_bytes,
             rtt_ms,
             user,
             tags,
@@ -85,6 +87,7 @@ impl<'a> ConnectionView<'a, String> {
             bytes_out: *bytes_out,
             queued_messages: *queued_messages,
             queued_bytes: *queued_bytes,
+            memory_bytes: *memory_bytes,
             rtt_ms: *rtt_ms,
             user: user.as_deref(),
             tags,
@@ -111,6 +114,7 @@ impl<T: AsRef<str>> ConnectionView<'_, T> {
             bytes_out: self.bytes_out,
             queued_messages: self.queued_messages,
             queued_bytes: self.queued_bytes,
+            memory_bytes: self.memory_bytes,
             rtt_ms: self.rtt_ms,
             user: self.user.map(str::to_owned),
             tags: self.tags.iter().map(|t| t.as_ref().to_owned()).collect(),
@@ -354,6 +358,8 @@ fn write_connection<T: AsRef<str>>(c: &ConnectionView<'_, T>, out: &mut Vec<u8>)
     write_u64(out, c.queued_messages);
     out.extend_from_slice(b",\"queuedBytes\":");
     write_u64(out, c.queued_bytes);
+    out.extend_from_slice(b",\"memoryBytes\":");
+    write_u64(out, c.memory_bytes);
     if let Some(rtt) = c.rtt_ms {
         out.extend_from_slice(b",\"rttMs\":");
         write_u64(out, u64::from(rtt));
@@ -496,6 +502,7 @@ mod tests {
             bytes_out: 0,
             queued_messages: 0,
             queued_bytes: 0,
+            memory_bytes: 0,
             rtt_ms: None,
             user: None,
             tags: Vec::new(),
@@ -660,6 +667,7 @@ mod tests {
                 c.bytes_out = f[6];
                 c.queued_messages = f[7];
                 c.queued_bytes = f[8];
+                c.memory_bytes = f[8] ^ f[0];
                 c.rtt_ms = rtt;
                 c.user = user;
                 c.tags = tags;
