@@ -270,7 +270,7 @@ impl Server {
         };
         let admin_server = wscope_axum::serve(self.admin, admin, admin_options)
             .with_graceful_shutdown(stopped(http_stopped));
-        let main_task = tokio::spawn(async move { main_server.await });
+        let main_task = tokio::spawn(main_server);
         let admin_task = tokio::spawn(async move { admin_server.await });
 
         shutdown.await;

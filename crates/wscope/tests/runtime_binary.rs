@@ -192,9 +192,16 @@ fn run(args: &[&str], envs: &[(&str, &str)]) -> (i32, String) {
     )
 }
 
+/// A refused command line: its arguments, its environment, and the flag the error must name.
+type Case = (
+    &'static [&'static str],
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
 #[test]
 fn bad_threads_or_runtime_exit_2_with_one_line_naming_the_flag() {
-    let cases: [(&[&str], &[(&str, &str)], &str); 6] = [
+    let cases: [Case; 6] = [
         (&["serve", "--threads", "0"], &[], "--threads"),
         (&["serve", "--threads", "lots"], &[], "--threads"),
         (&["serve", "--threads", "100000"], &[], "--threads"),
