@@ -10,7 +10,9 @@
 //! use wscope::serve::Server;
 //!
 //! let settings = ServeSettings::resolve(args)?; // flags, variables, INSTANCE_ID, file, defaults
-//! let server = Server::bind(&settings)?; // both listeners, the registry, the admin guard
+//! // Both listeners (the main one once per runtime with `--runtime per-core`), the registry,
+//! // the admin guard; the binary runs this on `runtime::build`'s runtime.
+//! let server = Server::bind(&settings)?;
 //! let shutdown = async { let _ = tokio::signal::ctrl_c().await; };
 //! server.serve(wscope::demo::app(), shutdown).await?; // `wscope serve`: the demo application
 //! # Ok(()) }

@@ -1,7 +1,8 @@
 //! [`Server`]: an application's router on the main listener, beside the `/health` and `/ready`
 //! of the registry that tracks its WebSockets; the admin API on its own listener; cluster mode;
 //! TLS on either listener, its certificates reread on SIGHUP; and a graceful drain once its
-//! shutdown signal fires. `wscope serve` is a `Server` serving
+//! shutdown signal fires; the main listener once per runtime with a runtime per core
+//! (`--runtime per-core`, [`PerCore`]). `wscope serve` is a `Server` serving
 //! [`demo::app`](crate::demo::app).
 
 use std::future::{Future, IntoFuture};
@@ -196,6 +197,11 @@ impl Server {
     /// there moves them, as two routes on one path cannot be merged); every
     /// WebSocket it accepts is tracked (admitted, counted, listed, closable, drained), and its
     /// router's own 404 and 405 are JSON. The admin listener serves the admin API.
+    ///
+    /// With `--runtime per-core` the main listener is served by `--threads` runtimes of their
+    /// own ([`PerCore`]), which stop only after the drain (their WebSockets end with them);
+    /// the admin listener, the background tasks, cluster mode and the drain run on the runtime
+    /// this is awaited on. With `multi`, everything runs on that one runtime.
     pub async fn serve(
         mut self,
         app: impl Into<App>,

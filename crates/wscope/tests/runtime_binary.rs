@@ -137,41 +137,9 @@ async fn one_multi_thread_runtime_serves_counts_and_drains_every_connection() {
 #[test]
 fn the_start_up_line_names_the_runtime_and_its_threads() {
     for (runtime, threads) in [("per-core", "3"), ("multi", "2")] {
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
-            .args(["--threads", threads, "--runtime", runtime])
-            .env_remove("INSTANCE_ID")
-            .env_remove("WSCOPE_REDIS_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let line = wait_line(&rx, "listening", Duration::from_secs(20));
-        let _ = child.kill();
-        let _ = child.wait();
+        let served = Served::start(BIN, &["--threads", threads, "--runtime", runtime]);
         let expected = format!("runtime=\"{runtime}\" threads={threads}");
-        let bare = format!("runtime={runtime} threads={threads}");
-        assert!(line.contains(&expected) || line.contains(&bare), "{line}");
+        assert!(served.listening.contains(&expected), "{}", served.listening);
     }
 }
 
