@@ -17,8 +17,6 @@ pub struct Served {
     pub main: SocketAddr,
     /// The admin listener's address.
     pub admin: SocketAddr,
-    /// The start-up line the addresses were read from.
-    pub listening: String,
     /// The rest of stderr, line by line.
     pub lines: mpsc::Receiver<String>,
 }
@@ -84,7 +82,6 @@ impl Served {
             child,
             main,
             admin,
-            listening: line,
             lines: rx,
         }
     }

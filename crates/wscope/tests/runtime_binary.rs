@@ -134,13 +134,40 @@ async fn one_multi_thread_runtime_serves_counts_and_drains_every_connection() {
     serves_counts_and_drains("multi").await;
 }
 
+/// The names of the process's threads (`/proc/PID/task/*/comm`).
+fn thread_names(pid: u32) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let mut names: Vec<String> = tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 #[test]
-fn the_start_up_line_names_the_runtime_and_its_threads() {
-    for (runtime, threads) in [("per-core", "3"), ("multi", "2")] {
-        let served = Served::start(BIN, &["--threads", threads, "--runtime", runtime]);
-        let expected = format!("runtime=\"{runtime}\" threads={threads}");
-        assert!(served.listening.contains(&expected), "{}", served.listening);
+fn per_core_starts_a_named_thread_per_runtime_and_multi_none() {
+    let served = Served::start(BIN, &["--threads", "3", "--runtime", "per-core"]);
+    // The threads start as the start-up line is written: wait for them (bounded).
+    let mut runtimes = Vec::new();
+    for _ in 0..200 {
+        runtimes = thread_names(served.child.id())
+            .into_iter()
+            .filter(|name| name.starts_with("wscope-rt-"))
+            .collect();
+        if runtimes.len() >= 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
+    assert_eq!(runtimes, ["wscope-rt-0", "wscope-rt-1", "wscope-rt-2"]);
+    drop(served);
+    let served = Served::start(BIN, &["--threads", "3", "--runtime", "multi"]);
+    let names = thread_names(served.child.id());
+    assert!(
+        !names.iter().any(|n| n.starts_with("wscope-rt-")),
+        "{names:?}"
+    );
 }
 
 /// Exit status and stderr of `wscope args` with `envs`.
@@ -197,4 +224,31 @@ fn bad_threads_or_runtime_exit_2_with_one_line_naming_the_flag() {
     }
     let (_, stderr) = run(&["serve", "--runtime", "fast"], &[]);
     assert!(stderr.contains("use per-core or multi"), "{stderr}");
+}
+
+/// Every runtime's listener sets `SO_REUSEPORT`, which the kernel refuses beside a listener
+/// without it: an address another server holds is still an error naming the flag.
+#[test]
+fn a_main_address_in_use_is_refused_naming_the_flag_with_a_runtime_per_core() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, stderr) = run(
+        &[
+            "serve",
+            "--listen",
+            &addr,
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--threads",
+            "2",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    let line = stderr.lines().find(|l| l.starts_with("error:")).unwrap();
+    assert!(
+        line.contains("--listen") && line.contains(&addr),
+        "{stderr}"
+    );
+    assert!(line.to_lowercase().contains("in use"), "{stderr}");
 }
