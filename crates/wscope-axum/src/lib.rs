@@ -93,6 +93,10 @@
 //!   `Content-Type` checks in front of every admin route.
 //! - `serve`: [`serve()`], HTTP/1.1 serving with a bound on request heads and a deadline for them
 //!   ([`ServeOptions`]), over TLS when [`ServeOptions::tls`] is set.
+//! - `per_core`: [`PerCore`], a router served by one `current_thread` runtime per core, each
+//!   with its own `SO_REUSEPORT` listener on one address ([`ServePerCore`]); [`Runtimes`], the
+//!   WebSockets open on each (counted where `upgrade` spawns a connection's task);
+//!   [`bind_listener`], the listeners' socket options.
 //! - `tls`: [`tls`], rustls with the `ring` provider — the listeners' certificate, reloadable in
 //!   place ([`tls::ReloadableCert`]), and the client side for connections upstream
 //!   ([`tls::client_config`], [`tls::connect_tls`]).
@@ -121,6 +125,7 @@ mod error;
 mod forward;
 mod http_proxy;
 mod metrics;
+mod per_core;
 mod proxy_deadline;
 mod ready;
 pub mod relay;
@@ -142,6 +147,7 @@ pub use error::{json_errors, ApiError, UpgradeRefused};
 pub use forward::{forward_headers, strip_hop_by_hop, Forwarding};
 pub use http_proxy::{HttpProxy, HttpProxyConfig};
 pub use metrics::{metrics, metrics_text, metrics_text_with};
+pub use per_core::{bind_listener, PerCore, Runtimes, ServePerCore};
 pub use ready::{ready, ready_router, ready_router_at};
 pub use reload::{ReloadAnswer, ReloadHook};
 pub use serve::{serve, LocalAddr, Serve, ServeOptions};

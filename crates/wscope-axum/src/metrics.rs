@@ -23,6 +23,7 @@
 
 mod process;
 mod relays;
+mod runtimes;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +46,7 @@ use wscope_core::{
 };
 
 use crate::error::ApiError;
+use crate::per_core::Runtimes;
 use crate::relay::Relays;
 
 /// Upper bounds (s) of the connection-lifetime buckets: from a reconnect loop to a day.
@@ -73,10 +75,19 @@ pub async fn metrics(
     State(registry): State<Registry>,
     cluster: Option<Extension<Cluster>>,
     relays: Option<Extension<Relays>>,
+    runtimes: Option<Extension<Runtimes>>,
 ) -> Response {
     let cluster = cluster.map(|Extension(c)| c);
     let relays = relays.map(|Extension(r)| r);
-    let text = move || metrics_text_with(&registry, cluster.as_ref(), relays.as_ref());
+    let runtimes = runtimes.map(|Extension(r)| r);
+    let text = move || {
+        metrics_text_with(
+            &registry,
+            cluster.as_ref(),
+            relays.as_ref(),
+            runtimes.as_ref(),
+        )
+    };
     match tokio::task::spawn_blocking(text).await {
         Ok(Ok(text)) => (
             [(
@@ -101,17 +112,20 @@ pub async fn metrics(
 /// close and round-trip families (as `admin_router` does when built), so those count from then
 /// on.
 pub fn metrics_text(registry: &Registry, cluster: Option<&Cluster>) -> Result<String, fmt::Error> {
-    metrics_text_with(registry, cluster, None)
+    metrics_text_with(registry, cluster, None, None)
 }
 
-/// [`metrics_text`] with the `wscope_upstream_*` families of a proxy's `relays`.
+/// [`metrics_text`] with the `wscope_upstream_*` families of a proxy's `relays`, and
+/// `wscope_runtime_connections` for the `runtimes` of a [`PerCore`](crate::PerCore) server.
 pub fn metrics_text_with(
     registry: &Registry,
     cluster: Option<&Cluster>,
     relays: Option<&Relays>,
+    runtimes: Option<&Runtimes>,
 ) -> Result<String, fmt::Error> {
     let scrape = Scrape {
         relays: relays.map(relays::RelayScrape::read),
+        runtimes: runtimes.map(Runtimes::connections),
         summary: registry.summary(),
         traffic: registry.traffic(),
         closes: registry.observe_once(CloseMetrics::new),
@@ -276,6 +290,8 @@ struct Scrape {
     process: process::Process,
     cluster: Option<ClusterScrape>,
     relays: Option<relays::RelayScrape>,
+    /// The WebSockets open on each runtime of a per-core server.
+    runtimes: Option<Vec<u64>>,
 }
 
 /// What cluster mode adds to a scrape.
@@ -297,6 +313,9 @@ impl Collector for Scrape {
         }
         if let Some(relays) = &self.relays {
             relays.encode(&mut encoder)?;
+        }
+        if let Some(runtimes) = &self.runtimes {
+            runtimes::encode(runtimes, &mut encoder)?;
         }
         self.process.encode(&mut encoder)
     }

@@ -410,7 +410,10 @@ impl Admitted {
         });
         // The registry's tracker lets a server wait for every connection task on shutdown.
         let tracker = accepted.task_tracker().clone();
+        // Counted on its runtime, when served by one of `PerCore`'s, for as long as it runs.
+        let on_runtime = crate::per_core::OnRuntime::enter();
         tokio::spawn(tracker.track_future(async move {
+            let _on_runtime = on_runtime;
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let transport = (*take_over)(TokioIo::new(upgraded)).await;

@@ -327,12 +327,17 @@ impl Entry {
             code: Some(frame.code.as_u16()),
             reason: frame.reason.clone(),
         };
-        if self.outbox.request_close(frame) {
-            self.record_close(record);
-            true
-        } else {
-            false
+        // The record is held while the close is requested: the writer, woken on another
+        // thread (a runtime per core), may send the close and the reader record the peer's
+        // answer before this thread goes on, and the first cause must stay this one.
+        let mut slot = self.close_record.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.outbox.request_close(frame) {
+            return false;
         }
+        if slot.is_none() {
+            *slot = Some(record);
+        }
+        true
     }
 }
 

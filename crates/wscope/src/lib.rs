@@ -10,7 +10,9 @@
 //! use wscope::serve::Server;
 //!
 //! let settings = ServeSettings::resolve(args)?; // flags, variables, INSTANCE_ID, file, defaults
-//! let server = Server::bind(&settings)?; // both listeners, the registry, the admin guard
+//! // Both listeners (the main one once per runtime with `--runtime per-core`), the registry,
+//! // the admin guard; the binary runs this on `runtime::build`'s runtime.
+//! let server = Server::bind(&settings)?;
 //! let shutdown = async { let _ = tokio::signal::ctrl_c().await; };
 //! server.serve(wscope::demo::app(), shutdown).await?; // `wscope serve`: the demo application
 //! # Ok(()) }
@@ -43,6 +45,9 @@
 //! - `proxy/`: the application `wscope proxy` runs ([`proxy::Proxy`]): WebSockets relayed and
 //!   other requests reverse-proxied by route, and the reload that swaps the routes.
 //! - `listener`: TCP listeners with a large accept backlog.
+//! - `runtime`: [`runtime::RuntimeLayout`] (`--runtime`): a `current_thread` runtime per core
+//!   (the main listener's, started by the server) or one multi-thread runtime, and the runtime
+//!   the main thread runs a server's subcommand on.
 //! - `tls`: the listeners' TLS — their certificate files read into server configurations, each
 //!   pair reread on SIGHUP.
 //! - `reload`: [`reload::Reloader`], the named actions SIGHUP runs (the certificates; a proxy's
@@ -61,5 +66,6 @@ mod listener;
 pub mod logging;
 pub mod proxy;
 pub mod reload;
+pub mod runtime;
 pub mod serve;
 mod tls;

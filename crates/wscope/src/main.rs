@@ -8,8 +8,8 @@ use std::io::Write as _;
 use clap::{Parser, Subcommand};
 use wscope_core::StopSignals;
 
-use wscope::config::{ConfigError, ProxyArgs, ProxySettings, ServeArgs, ServeSettings};
-use wscope::{demo, logging, serve};
+use wscope::config::{ConfigError, Listeners, ProxyArgs, ProxySettings, ServeArgs, ServeSettings};
+use wscope::{demo, logging, runtime, serve};
 
 mod top;
 
@@ -40,23 +40,16 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return clap_exit(e),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let result = match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(*args)),
-        Command::Proxy(args) => runtime.block_on(proxy(*args)),
-        Command::Bench(args) => runtime
-            .block_on(wscope_bench::run(args))
-            .map_err(Into::into),
-        Command::Top(args) => runtime.block_on(top::run(args)),
+        Command::Serve(args) => serve(*args),
+        Command::Proxy(args) => proxy(*args),
+        // The clients stay on one work-stealing runtime: they are not what is measured.
+        Command::Bench(args) => multi_thread().and_then(|runtime| {
+            runtime
+                .block_on(wscope_bench::run(args))
+                .map_err(Into::into)
+        }),
+        Command::Top(args) => multi_thread().and_then(|runtime| runtime.block_on(top::run(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -95,27 +88,45 @@ fn clap_exit(e: clap::Error) -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let settings = ServeSettings::resolve(args)?;
-    logging::init(settings.logging.log_format);
-    let signal = stop_signal()?;
-    let server = serve::Server::bind(&settings)?;
-    server.serve(demo::app(), signal).await?;
-    Ok(())
+/// A multi-thread runtime with a worker per core, for the subcommands that do not serve.
+fn multi_thread() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the runtime: {e}"))
 }
 
-async fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
+/// The runtime a server's subcommand runs on, as `--runtime` and `--threads` say (the settings
+/// are read first, so a bad one exits 2 before any thread starts).
+fn server_runtime(listeners: &Listeners) -> anyhow::Result<tokio::runtime::Runtime> {
+    runtime::build(listeners).map_err(|e| anyhow::anyhow!("cannot start the runtime: {e}"))
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = ServeSettings::resolve(args)?;
+    server_runtime(&settings.listeners)?.block_on(async move {
+        logging::init(settings.logging.log_format);
+        let signal = stop_signal()?;
+        let server = serve::Server::bind(&settings)?;
+        server.serve(demo::app(), signal).await?;
+        Ok(())
+    })
+}
+
+fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     let settings = ProxySettings::resolve(args.clone())?;
-    logging::init(settings.logging.log_format);
-    let signal = stop_signal()?;
-    let mut server = serve::Server::bind(&settings)?;
-    let proxy = wscope::proxy::Proxy::new(&settings)?;
-    // SIGHUP and the admin action `reload` reread the routes from the --config file.
-    let reload = proxy.reload_hook(args, settings);
-    let on_hangup = reload.clone();
-    server.on_reload("routes", move || on_hangup.run().map(drop));
-    server.serve(proxy.app().extension(reload), signal).await?;
-    Ok(())
+    server_runtime(&settings.listeners)?.block_on(async move {
+        logging::init(settings.logging.log_format);
+        let signal = stop_signal()?;
+        let mut server = serve::Server::bind(&settings)?;
+        let proxy = wscope::proxy::Proxy::new(&settings)?;
+        // SIGHUP and the admin action `reload` reread the routes from the --config file.
+        let reload = proxy.reload_hook(args, settings);
+        let on_hangup = reload.clone();
+        server.on_reload("routes", move || on_hangup.run().map(drop));
+        server.serve(proxy.app().extension(reload), signal).await?;
+        Ok(())
+    })
 }
 
 /// The first SIGINT/SIGTERM drains; a second exits at once with 130/143, as if the signal had

@@ -1,18 +1,19 @@
 //! [`Server`]: an application's router on the main listener, beside the `/health` and `/ready`
 //! of the registry that tracks its WebSockets; the admin API on its own listener; cluster mode;
 //! TLS on either listener, its certificates reread on SIGHUP; and a graceful drain once its
-//! shutdown signal fires. `wscope serve` is a `Server` serving
+//! shutdown signal fires; the main listener once per runtime with a runtime per core
+//! (`--runtime per-core`, [`PerCore`]). `wscope serve` is a `Server` serving
 //! [`demo::app`](crate::demo::app).
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 
 use anyhow::Context;
 use axum::Extension;
 use tokio::net::TcpListener;
 use wscope_axum::{
-    admin_router, health_router_at, json_errors, ready_router_at, AdminConfig, ServeOptions,
-    Tracking,
+    admin_router, health_router_at, json_errors, ready_router_at, AdminConfig, PerCore,
+    ServeOptions, Tracking,
 };
 use wscope_cluster::Cluster;
 use wscope_core::{Registry, ShutdownReport};
@@ -21,6 +22,7 @@ use crate::app::{App, Url};
 use crate::config::ServerGroups;
 use crate::listener;
 use crate::reload::Reloader;
+use crate::runtime::{self, RuntimeLayout};
 use crate::tls::ListenerTls;
 
 /// Bound listeners and the registry behind them, ready to serve an application
@@ -28,8 +30,11 @@ use crate::tls::ListenerTls;
 pub struct Server {
     registry: Registry,
     tracking: Tracking,
-    main: TcpListener,
+    main: MainListener,
     admin: TcpListener,
+    /// `--runtime` and `--threads` (resolved), for the start-up line.
+    layout: RuntimeLayout,
+    threads: usize,
     /// The admin API's token and allowed hosts and origins.
     admin_config: AdminConfig,
     /// The request-head bound and deadline of both listeners.
@@ -46,6 +51,35 @@ pub struct Server {
     /// What SIGHUP rereads: the listeners' certificates, and what is added by
     /// [`Server::on_reload`].
     reloader: Reloader,
+}
+
+/// The main listener, as `--runtime` lays it out.
+enum MainListener {
+    /// One listener on the runtime the server runs on (`multi`).
+    One(TcpListener),
+    /// A listener per runtime, each runtime on a thread of its own (`per-core`).
+    PerCore(PerCore),
+}
+
+impl MainListener {
+    fn bind(listeners: &crate::config::Listeners) -> std::io::Result<Self> {
+        let (addr, backlog) = (listeners.listen, listeners.backlog);
+        Ok(match listeners.runtime {
+            RuntimeLayout::Multi => Self::One(listener::bind(addr, backlog)?),
+            RuntimeLayout::PerCore => Self::PerCore(PerCore::bind_with_backlog(
+                addr,
+                runtime::threads(listeners),
+                backlog,
+            )?),
+        })
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            Self::One(listener) => listener.local_addr(),
+            Self::PerCore(per_core) => Ok(per_core.local_addr()),
+        }
+    }
 }
 
 /// The cluster this server joins when it runs.
@@ -74,7 +108,7 @@ impl Server {
         for tls in main_tls.iter().chain(&admin_tls) {
             tls.reload_on(&mut reloader);
         }
-        let main = listener::bind(listeners.listen, listeners.backlog)
+        let main = MainListener::bind(listeners)
             .with_context(|| format!("--listen {}", listeners.listen))?;
         let admin = listener::bind(listeners.admin_listen, listeners.backlog)
             .with_context(|| format!("--admin-listen {}", listeners.admin_listen))?;
@@ -88,6 +122,8 @@ impl Server {
             tracking,
             main,
             admin,
+            layout: listeners.runtime,
+            threads: runtime::threads(listeners).get(),
             admin_config: settings.admin().admin_config(),
             serve_options: listeners.serve_options(),
             health_path: listeners.health_path.clone(),
@@ -161,6 +197,11 @@ impl Server {
     /// there moves them, as two routes on one path cannot be merged); every
     /// WebSocket it accepts is tracked (admitted, counted, listed, closable, drained), and its
     /// router's own 404 and 405 are JSON. The admin listener serves the admin API.
+    ///
+    /// With `--runtime per-core` the main listener is served by `--threads` runtimes of their
+    /// own ([`PerCore`]), which stop only after the drain (their WebSockets end with them);
+    /// the admin listener, the background tasks, cluster mode and the drain run on the runtime
+    /// this is awaited on. With `multi`, everything runs on that one runtime.
     pub async fn serve(
         mut self,
         app: impl Into<App>,
@@ -189,6 +230,10 @@ impl Server {
             main = main.layer(Extension(cluster.clone()));
             admin = admin.layer(Extension(cluster.clone()));
         }
+        if let MainListener::PerCore(per_core) = &self.main {
+            // `wscope_runtime_connections`: how the kernel spread the WebSockets.
+            admin = admin.layer(Extension(per_core.runtimes()));
+        }
         let admin = admin.layer(self.admin_config.layer());
         // Before the start-up line: from then on a SIGHUP reloads rather than ends the process.
         let reloads = std::mem::take(&mut self.reloader)
@@ -205,6 +250,8 @@ impl Server {
             main = %main_addr,
             admin = %admin_addr,
             instance = self.registry.instance_id(),
+            runtime = self.layout.as_str(),
+            threads = self.threads,
             "listening: {listing}",
         );
 
@@ -216,11 +263,20 @@ impl Server {
         let tls = |listener: &Option<ListenerTls>| listener.as_ref().map(|t| t.config.clone());
         let main_options = self.serve_options.clone().tls(tls(&self.main_tls));
         let admin_options = self.serve_options.tls(tls(&self.admin_tls));
-        let main_server = wscope_axum::serve(self.main, main, main_options)
-            .with_graceful_shutdown(stopped(http_stopped.clone()));
+        // With a runtime per core the main listener's runtimes run on threads of their own,
+        // sharing the registry; this task only waits for them.
+        let main_server = match self.main {
+            MainListener::One(listener) => wscope_axum::serve(listener, main, main_options)
+                .with_graceful_shutdown(stopped(http_stopped.clone()))
+                .into_future(),
+            MainListener::PerCore(per_core) => per_core
+                .serve(main, main_options)
+                .with_graceful_shutdown(stopped(http_stopped.clone()))
+                .into_future(),
+        };
         let admin_server = wscope_axum::serve(self.admin, admin, admin_options)
             .with_graceful_shutdown(stopped(http_stopped));
-        let main_task = tokio::spawn(async move { main_server.await });
+        let main_task = tokio::spawn(main_server);
         let admin_task = tokio::spawn(async move { admin_server.await });
 
         shutdown.await;

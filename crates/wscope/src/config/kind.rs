@@ -668,6 +668,18 @@ impl Named for Engine {
     }
 }
 
+impl Named for crate::runtime::RuntimeLayout {
+    const WHAT: &'static str = "runtime";
+
+    fn all() -> &'static [Self] {
+        Self::ALL
+    }
+
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+}
+
 impl Named for ClientIpHeader {
     const WHAT: &'static str = "client IP header";
 

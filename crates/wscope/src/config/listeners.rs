@@ -11,6 +11,7 @@ use wscope_axum::{ClientIpHeader, ServeOptions, TrustedProxies};
 use super::declare::declare_group;
 use super::error::ConfigError;
 use super::kind;
+use crate::runtime::RuntimeLayout;
 
 declare_group! {
     /// Where the main and admin listeners listen, how they serve HTTP and TLS, and the proxies
@@ -51,7 +52,20 @@ declare_group! {
         admin_tls_cert: Option<PathBuf> as kind::File = None;
         /// PEM private key of --admin-tls-cert.
         admin_tls_key: Option<PathBuf> as kind::File = None;
+        /// Threads serving the main listener: runtimes with --runtime per-core, workers with
+        /// multi.
+        threads: Option<usize> as kind::Unset<kind::Count<usize, 1024>, TheCores> = None;
+        /// How the threads run: per-core (a current_thread runtime each, with its own
+        /// SO_REUSEPORT listener) or multi (one work-stealing runtime).
+        runtime: RuntimeLayout as kind::OneOf<RuntimeLayout> = RuntimeLayout::default();
     }
+}
+
+/// What an unset `--threads` means.
+pub(crate) struct TheCores;
+
+impl kind::Meaning for TheCores {
+    const TEXT: &'static str = "the number of cores";
 }
 
 impl Listeners {

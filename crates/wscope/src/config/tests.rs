@@ -856,3 +856,48 @@ fn the_budget_share_and_the_message_deadline_reach_the_sockets() {
         assert!(err.contains(flag), "{flag} {value}: {err}");
     }
 }
+
+/// `--threads` and `--runtime`: unset, a runtime per core on every core; each read from the
+/// flag, its variable and the file, in that order.
+#[test]
+fn threads_and_runtime_default_to_a_runtime_per_core_and_read_every_source() {
+    use crate::runtime::{self, RuntimeLayout};
+    let mut env = Env::lock();
+    let listeners = |args: &[&str]| {
+        ServeSettings::resolve(parse(args).unwrap())
+            .unwrap()
+            .listeners
+    };
+    let defaults = listeners(&[]);
+    assert_eq!(defaults.threads, None);
+    assert_eq!(defaults.runtime, RuntimeLayout::PerCore);
+    assert_eq!(runtime::threads(&defaults), runtime::cores());
+
+    let file = TempFile::new("runtime", "threads = 3\nruntime = \"multi\"");
+    let config = format!("--config={}", file.path().display());
+    let from_file = listeners(&[&config]);
+    assert_eq!(
+        (from_file.threads, from_file.runtime),
+        (Some(3), RuntimeLayout::Multi)
+    );
+    assert_eq!(runtime::threads(&from_file).get(), 3);
+    env.set("WSCOPE_THREADS", "5");
+    assert_eq!(listeners(&[&config]).threads, Some(5));
+    let flagged = listeners(&["--threads", "7", "--runtime", "per-core", &config]);
+    assert_eq!(
+        (flagged.threads, flagged.runtime),
+        (Some(7), RuntimeLayout::PerCore)
+    );
+    env.clear();
+
+    let err = parse(&["--threads", "0"]).unwrap_err();
+    assert!(
+        err.starts_with("error: --threads: invalid count \"0\""),
+        "{err}"
+    );
+    let err = parse(&["--runtime", "single"]).unwrap_err();
+    assert!(
+        err.contains("--runtime: unknown runtime \"single\": use per-core or multi"),
+        "{err}"
+    );
+}

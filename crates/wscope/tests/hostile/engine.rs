@@ -289,6 +289,8 @@ async fn a_partly_received_message_is_failed_at_its_deadline_whatever_the_pongs(
     };
     assert_eq!(close, (1008, "Message timeout".to_owned()));
     assert!(pongs >= 2, "the client kept answering pings: {pongs}");
+    // The record is kept as the connection ends, on its own runtime: wait for it.
+    crate::wait_closed_with_code(served.admin, 1008, 1, "no record of the 1008").await;
     let closed: serde_json::Value = wscope_testkit::http_get(served.admin, "/api/closed")
         .await
         .json();
