@@ -42,11 +42,11 @@
 //! - `write`: what the engine sends, marked compressed under permessage-deflate.
 //! - `linger`: the tracked tasks in which failed connections linger.
 
-mod header;
-mod linger;
+pub(crate) mod header;
+pub(crate) mod linger;
 
 pub use linger::lingering;
-mod read;
+pub(crate) mod read;
 mod write;
 
 use futures_util::Stream;
@@ -55,7 +55,9 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use wscope_core::{ClientKey, Message, Role, TransportError};
+use wscope_core::{Charge, Message, Role, TransportError};
+#[cfg(test)]
+use wscope_core::ClientKey;
 
 use crate::config::SocketConfig;
 use crate::deflate::Deflate;
@@ -137,9 +139,31 @@ pub(crate) struct FrameGuard<S: Io> {
 }
 
 impl<S: Io> FrameGuard<S> {
-    /// Guards `io`, a client's socket, with `cfg`'s limits, budget and deadline and the
-    /// negotiated compression, charging the budget to `client`'s share if known, tripping `wire`
-    /// on a violation.
+    /// Guards `io`, a socket in `role` (a server's guard requires masked frames, a client's
+    /// unmasked ones), with `cfg`'s limits, budget (charging `charge`) and deadline and the
+    /// negotiated compression, tripping `wire` on a violation.
+    pub(crate) fn new(
+        io: S,
+        cfg: &SocketConfig,
+        role: Role,
+        deflate: Option<Deflate>,
+        charge: Charge,
+        wire: Tripwire,
+    ) -> Self {
+        let read = Reader::new(cfg, role, deflate, charge, wire);
+        let write = deflate
+            .and_then(|d| d.compress_window_bits())
+            .map(|_| Box::<Marker>::default());
+        Self {
+            io: Some(io),
+            read,
+            feed: None,
+            write,
+        }
+    }
+
+    /// A server's guard charging the budget to `client`'s share if known.
+    #[cfg(test)]
     pub(crate) fn server(
         io: S,
         cfg: &SocketConfig,
@@ -151,16 +175,11 @@ impl<S: Io> FrameGuard<S> {
             Some(client) => cfg.message_budget.charge_for(client),
             None => cfg.message_budget.charge(),
         };
-        Self::new(
-            io,
-            Reader::new(cfg, Role::Server, deflate, charge, wire),
-            deflate,
-        )
+        Self::new(io, cfg, Role::Server, deflate, charge, wire)
     }
 
-    /// Guards `io`, a socket this process opened to a server, as [`FrameGuard::server`] does a
-    /// client's, except that the server's frames must come unmasked (and the engine masks what
-    /// it sends).
+    /// A client's guard.
+    #[cfg(test)]
     pub(crate) fn client(
         io: S,
         cfg: &SocketConfig,
@@ -168,23 +187,7 @@ impl<S: Io> FrameGuard<S> {
         wire: Tripwire,
     ) -> Self {
         let charge = cfg.message_budget.charge();
-        Self::new(
-            io,
-            Reader::new(cfg, Role::Client, deflate, charge, wire),
-            deflate,
-        )
-    }
-
-    fn new(io: S, read: Reader, deflate: Option<Deflate>) -> Self {
-        let write = deflate
-            .and_then(|d| d.compress_window_bits())
-            .map(|_| Box::<Marker>::default());
-        Self {
-            io: Some(io),
-            read,
-            feed: None,
-            write,
-        }
+        Self::new(io, cfg, Role::Client, deflate, charge, wire)
     }
 
     /// Reads while the guard makes the engine's bytes (see `read`).

@@ -43,7 +43,7 @@ pub(super) const PIECE: usize = wscope_core::MessageBudget::SMALL_MESSAGE;
 /// Bytes read from the socket at a time while the guard feeds the engine.
 pub(super) const FEED_READ: usize = 8 << 10;
 /// What RFC 7692 §7.2.2 has the receiver append to a message before inflating it.
-const TRAILER: [u8; 4] = [0, 0, 0xff, 0xff];
+pub(crate) const TRAILER: [u8; 4] = [0, 0, 0xff, 0xff];
 /// What a compressed message is charged to the budget on top of its inflated bytes once its
 /// connection keeps the inflater while waiting for the client (the message came slower than the
 /// socket delivers): about the inflater's memory (zlib's inflate state and 32 KiB window, the
@@ -87,7 +87,7 @@ pub(super) struct Msg {
 /// Room a compressed message gets on the wire beyond the limits: deflate may make incompressible
 /// data slightly larger (5 bytes per stored block of up to 64 KiB), and that is no reason to
 /// refuse a message whose inflated size is within the limit.
-fn compressed_slack(limit: u64) -> u64 {
+pub(crate) fn compressed_slack(limit: u64) -> u64 {
     limit.saturating_add(limit / 8192 + 64)
 }
 
@@ -366,7 +366,7 @@ impl Reader {
 }
 
 /// `30s`, `1500ms`: a timeout as the settings write it.
-fn humanize(d: Duration) -> String {
+pub(crate) fn humanize(d: Duration) -> String {
     if d.subsec_millis() == 0 && d.as_secs() > 0 {
         format!("{}s", d.as_secs())
     } else {
