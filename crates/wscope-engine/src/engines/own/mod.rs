@@ -24,6 +24,8 @@
 
 mod mask;
 mod parse;
+#[cfg(test)]
+mod tests;
 mod write;
 
 use std::cell::RefCell;

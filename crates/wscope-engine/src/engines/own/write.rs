@@ -180,12 +180,12 @@ mod tests {
 
     #[test]
     fn corked_and_referenced_payloads_leave_in_order_and_nothing_is_kept() {
-        let big = Bytes::from(vec![7u8; 40_000]);
+        let big = Bytes::from(vec![7u8; 70_000]);
         let small = Bytes::from_static(b"hello");
         let mut expected = vec![0x81, 5];
         expected.extend_from_slice(b"hello");
         expected.extend([0x82, 127]);
-        expected.extend(40_000u64.to_be_bytes());
+        expected.extend(70_000u64.to_be_bytes());
         expected.extend_from_slice(&big);
         expected.extend([0x89, 5]);
         expected.extend_from_slice(b"hello");
