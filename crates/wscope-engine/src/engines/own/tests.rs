@@ -409,7 +409,7 @@ async fn the_transport_echoes_over_a_pipe() {
     let (ours, mut client) = duplex(1 << 16);
     let cfg = SocketConfig::default();
     let t = take_over(ours, Role::Server, &cfg, false, None, cfg.message_budget.charge());
-    let (mut reader, mut writer) = t.split();
+    let (mut reader, mut writer) = t.boxed().split();
     client.write_all(&frame(0x81, b"a")).await.unwrap();
     client.write_all(&frame(0x81, b"b")).await.unwrap();
     for _ in 0..2 {
@@ -438,7 +438,7 @@ mod against_tungstenite {
 
     impl Read for Wire {
         fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            self.0.read(buf)
+            Read::read(&mut self.0, buf)
         }
     }
 
