@@ -332,7 +332,12 @@ async fn inflating_state_is_held_only_while_a_compressed_message_comes_in() {
         SocketConfig::default().message_budget(
             // wscope's own: room for the compressed bytes and what they inflate to, held
             // together for a moment once the message is whole.
-            MessageBudget::new(if own { body.len() + text.len() } else { 32 << 10 }).per_address(0),
+            MessageBudget::new(if own {
+                body.len() + text.len()
+            } else {
+                32 << 10
+            })
+            .per_address(0),
         ),
     )
     .await;

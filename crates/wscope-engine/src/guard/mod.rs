@@ -55,9 +55,9 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use wscope_core::{Charge, Message, Role, TransportError};
 #[cfg(test)]
 use wscope_core::ClientKey;
+use wscope_core::{Charge, Message, Role, TransportError};
 
 use crate::config::SocketConfig;
 use crate::deflate::Deflate;

@@ -375,7 +375,9 @@ fn inflate(body: &[u8], limit: u64) -> Result<Bytes, TransportError> {
 }
 
 fn inflate_with(z: &mut Decompress, body: &[u8], limit: u64) -> Result<Vec<u8>, TransportError> {
-    let allowed = usize::try_from(limit).unwrap_or(usize::MAX).saturating_add(1);
+    let allowed = usize::try_from(limit)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1);
     let mut out = Vec::with_capacity(body.len().saturating_mul(2).clamp(64, allowed));
     for input in [body, &TRAILER[..]] {
         let mut used = 0;

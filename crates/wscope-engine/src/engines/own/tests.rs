@@ -132,7 +132,10 @@ fn nothing_after_a_close_frame_is_parsed() {
     let mut input = frame(0x88, &[]);
     input.extend(frame(0x81, b"late"));
     input.extend([0xff; 20]);
-    let (got, e) = run(&mut server_parser(&SocketConfig::default(), false), &[&input]);
+    let (got, e) = run(
+        &mut server_parser(&SocketConfig::default(), false),
+        &[&input],
+    );
     assert_eq!((got, e), (vec![Message::Close(None)], None));
 }
 
@@ -172,7 +175,10 @@ fn protocol_violations_fail_with_1002() {
             [frame(0x41, &deflate(b"a")), frame(0xc0, b"")].concat(),
             "RSV1 set on a frame other than a message's first",
         ),
-        (frame(0xc9, b""), "RSV1 set on a frame other than a message's first"),
+        (
+            frame(0xc9, b""),
+            "RSV1 set on a frame other than a message's first",
+        ),
         (frame(0x88, &[3]), "close frame with a 1-byte payload"),
         (frame(0x88, &[3, 237]), "invalid close code 1005"),
         (frame(0x88, &[0x13, 0x88]), "invalid close code 5000"),
@@ -200,8 +206,18 @@ fn text_that_is_not_utf8_fails_with_1007_at_the_first_invalid_fragment() {
     assert!(got.is_empty());
     assert_eq!(e.unwrap().kind(), TransportErrorKind::InvalidUtf8);
     // Within one frame cut by reads, too.
-    let whole = frame(0x81, &[b'a'; 20].iter().chain(&[0xff]).copied().collect::<Vec<_>>());
-    let (_, e) = run(&mut server_parser(&cfg, false), &[&whole[..whole.len() - 1]]);
+    let whole = frame(
+        0x81,
+        &[b'a'; 20]
+            .iter()
+            .chain(&[0xff])
+            .copied()
+            .collect::<Vec<_>>(),
+    );
+    let (_, e) = run(
+        &mut server_parser(&cfg, false),
+        &[&whole[..whole.len() - 1]],
+    );
     assert!(e.is_none());
     let (_, e) = run(&mut server_parser(&cfg, false), &[&whole]);
     assert_eq!(e.unwrap().kind(), TransportErrorKind::InvalidUtf8);
@@ -237,7 +253,11 @@ fn limits_fail_with_1009_before_the_payload_is_held_and_the_budget_with_1013() {
         e.message(),
         "frame of 601 bytes over the 600-byte frame limit"
     );
-    let fragments = [frame(0x02, &[0; 500]), frame(0x00, &[0; 500]), frame(0x80, &[0; 1])];
+    let fragments = [
+        frame(0x02, &[0; 500]),
+        frame(0x00, &[0; 500]),
+        frame(0x80, &[0; 1]),
+    ];
     let e = error_of(&cfg, &fragments.concat());
     assert_eq!(e.kind(), TransportErrorKind::TooBig);
     assert_eq!(e.kind().close_frame().unwrap().code.as_u16(), 1009);
@@ -252,7 +272,10 @@ fn limits_fail_with_1009_before_the_payload_is_held_and_the_budget_with_1013() {
         &mut server_parser(&cfg, true),
         &[&frame(0xc2, &deflate(&[0; 1000]))],
     );
-    assert_eq!((got, e), (vec![Message::Binary(vec![0; 1000].into())], None));
+    assert_eq!(
+        (got, e),
+        (vec![Message::Binary(vec![0; 1000].into())], None)
+    );
 
     // The budget: a message past the small size it cannot take is refused with 1013.
     let small = MessageBudget::SMALL_MESSAGE;
@@ -266,7 +289,11 @@ fn limits_fail_with_1009_before_the_payload_is_held_and_the_budget_with_1013() {
     let whole = frame(0x82, &vec![1; small * 2]);
     let (_, e) = run(&mut p, &[&whole[..whole.len() / 2]]);
     assert!(e.is_none());
-    assert_eq!(cfg.message_budget.in_use(), small * 2, "charged as declared");
+    assert_eq!(
+        cfg.message_budget.in_use(),
+        small * 2,
+        "charged as declared"
+    );
     let (got, _) = run(&mut p, &[&whole[whole.len() / 2..]]);
     assert_eq!(got.len(), 1);
     assert_eq!(cfg.message_budget.in_use(), 0, "released once whole");
@@ -343,9 +370,16 @@ async fn a_close_is_replied_to_and_the_server_ends_the_stream() {
     assert_eq!(got[1].as_ref().unwrap_err().message(), "end");
     let mut reply = Vec::new();
     client.read_to_end(&mut reply).await.unwrap();
-    assert_eq!(reply, [0x88, 2, 0x0f, 0xa0], "the code echoed, then the end");
+    assert_eq!(
+        reply,
+        [0x88, 2, 0x0f, 0xa0],
+        "the code echoed, then the end"
+    );
     assert!(core.send(Message::text("late")).is_err());
-    assert!(core.send(Message::Close(None)).is_ok(), "a second close is no error");
+    assert!(
+        core.send(Message::Close(None)).is_ok(),
+        "a second close is no error"
+    );
 }
 
 #[tokio::test]
@@ -408,7 +442,14 @@ async fn a_message_that_stalls_past_its_deadline_fails_with_1008() {
 async fn the_transport_echoes_over_a_pipe() {
     let (ours, mut client) = duplex(1 << 16);
     let cfg = SocketConfig::default();
-    let t = take_over(ours, Role::Server, &cfg, false, None, cfg.message_budget.charge());
+    let t = take_over(
+        ours,
+        Role::Server,
+        &cfg,
+        false,
+        None,
+        cfg.message_budget.charge(),
+    );
     let (mut reader, mut writer) = t.boxed().split();
     client.write_all(&frame(0x81, b"a")).await.unwrap();
     client.write_all(&frame(0x81, b"b")).await.unwrap();

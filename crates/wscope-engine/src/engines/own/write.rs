@@ -64,7 +64,8 @@ impl Out {
         self.len += n + payload.len();
         if key.is_none() && payload.len() >= BY_REFERENCE {
             self.cork.extend_from_slice(&head[..n]);
-            self.chunks.push_back(Bytes::from(std::mem::take(&mut self.cork)));
+            self.chunks
+                .push_back(Bytes::from(std::mem::take(&mut self.cork)));
             self.chunks.push_back(payload.clone());
             return;
         }
@@ -202,7 +203,10 @@ mod tests {
                     vectored,
                 };
                 let mut cx = Context::from_waker(noop_waker_ref());
-                assert!(matches!(out.poll_write(&mut io, &mut cx), Poll::Ready(Ok(()))));
+                assert!(matches!(
+                    out.poll_write(&mut io, &mut cx),
+                    Poll::Ready(Ok(()))
+                ));
                 assert_eq!(io.got, expected, "step {step}, vectored {vectored}");
                 assert_eq!((out.len(), out.held()), (0, 0), "nothing kept");
             }
