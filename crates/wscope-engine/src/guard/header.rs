@@ -29,6 +29,19 @@ pub(crate) fn header_len(b1: u8) -> usize {
 }
 
 impl Header {
+    /// The header of a frame whose first byte is `first` (FIN, RSV1, opcode; RSV2/RSV3 read as
+    /// set if either is), masked with `mask` if given, of `len` payload bytes.
+    pub(crate) fn new(first: u8, mask: Option<[u8; 4]>, len: u64) -> Self {
+        Self {
+            fin: first & 0x80 != 0,
+            rsv1: first & RSV1 != 0,
+            rsv23: first & 0x30 != 0,
+            opcode: first & 0x0f,
+            mask,
+            len,
+        }
+    }
+
     pub(crate) fn parse(h: &[u8]) -> Self {
         let (len, at) = match h[1] & 0x7f {
             126 => (u64::from(u16::from_be_bytes([h[2], h[3]])), 4),

@@ -37,11 +37,13 @@
 //! socket is dropped.
 //!
 //! # Layout
+//! - `check`: the checks of a frame header, shared with wscope's own engine.
 //! - `header`: frame headers, parsed as their bytes arrive and encoded.
 //! - `read`: the peer's frames — in place or fed, cut into pieces, inflated.
 //! - `write`: what the engine sends, marked compressed under permessage-deflate.
 //! - `linger`: the tracked tasks in which failed connections linger.
 
+pub(crate) mod check;
 pub(crate) mod header;
 pub(crate) mod linger;
 

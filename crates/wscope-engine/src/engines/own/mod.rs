@@ -208,7 +208,7 @@ impl<S: Io> Core<S> {
             }
         };
         if first & 0x08 != 0 && payload.len() > 125 {
-            return Err(parse::protocol(format!(
+            return Err(crate::guard::check::protocol(format!(
                 "control frame of {} bytes",
                 payload.len()
             )));

@@ -26,16 +26,9 @@ use wscope_core::{Charge, CloseCode, CloseFrame, Message, TransportError, Transp
 use super::mask;
 use crate::config::SocketConfig;
 use crate::engines::message::text;
+use crate::guard::check::{self, protocol, too_big, Kind};
 use crate::guard::header::{Header, HeaderBuf};
-use crate::guard::read::{compressed_slack, TRAILER};
-
-pub(super) fn protocol(why: impl Into<String>) -> TransportError {
-    TransportError::new(TransportErrorKind::Protocol, why)
-}
-
-fn too_big(why: impl Into<String>) -> TransportError {
-    TransportError::new(TransportErrorKind::TooBig, why)
-}
+use crate::guard::read::TRAILER;
 
 fn invalid_utf8(why: impl Into<String>) -> TransportError {
     TransportError::new(TransportErrorKind::InvalidUtf8, why)
@@ -154,31 +147,24 @@ impl Parser {
     /// Checks a complete header against the protocol, the limits and the budget, and makes its
     /// frame the current one.
     fn begin(&mut self, h: &Header, out: &mut impl FnMut(Message)) -> Result<(), TransportError> {
-        let mask = match (h.mask, self.peer_masks) {
-            (Some(mask), true) => Some(mask),
-            (None, false) => None,
-            (None, true) => return Err(protocol("unmasked frame from a client")),
-            (Some(_), false) => return Err(protocol("masked frame from a server")),
-        };
-        if h.rsv23 {
-            return Err(protocol("reserved bits RSV2/RSV3 set"));
-        }
-        let compressed_start = h.rsv1 && self.deflate && matches!(h.opcode, 1 | 2);
-        if h.rsv1 && !compressed_start {
-            return Err(protocol(if self.deflate {
-                "RSV1 set on a frame other than a message's first"
-            } else {
-                "RSV1 set without permessage-deflate"
-            }));
-        }
-        match h.opcode {
-            0x8..=0xa if !h.fin => return Err(protocol("fragmented control frame")),
-            0x8..=0xa if h.len > 125 => {
-                return Err(protocol(format!("control frame of {} bytes", h.len)))
-            }
-            0x8..=0xa => {}
-            0..=2 => self.begin_data(h, compressed_start)?,
-            op => return Err(protocol(format!("reserved opcode {op:#x}"))),
+        let (mask, kind) = check::header(h, self.peer_masks, self.deflate)?;
+        if let Kind::Data { compressed_start } = kind {
+            check::fragment(h.opcode, self.message.is_some())?;
+            let msg = self.message.unwrap_or(Msg {
+                text: h.opcode == 1,
+                compressed: compressed_start,
+                wire: 0,
+                checked: 0,
+            });
+            let wire = check::size(
+                h.len,
+                msg.wire,
+                msg.compressed,
+                self.frame_limit,
+                self.message_limit,
+            )?;
+            self.hold(wire)?;
+            self.message = Some(Msg { wire, ..msg });
         }
         self.frame = Some(Frame {
             fin: h.fin,
@@ -190,44 +176,6 @@ impl Parser {
         if h.len == 0 {
             self.payload(&mut [], out)?;
         }
-        Ok(())
-    }
-
-    fn begin_data(&mut self, h: &Header, compressed_start: bool) -> Result<(), TransportError> {
-        let msg = match (h.opcode, self.message) {
-            (0, Some(msg)) => msg,
-            (0, None) => return Err(protocol("continuation frame outside a fragmented message")),
-            (_, Some(_)) => return Err(protocol("new message before the fragmented one ended")),
-            (op, None) => Msg {
-                text: op == 1,
-                compressed: compressed_start,
-                wire: 0,
-                checked: 0,
-            },
-        };
-        let (frame_limit, message_limit) = if msg.compressed {
-            (
-                compressed_slack(self.frame_limit),
-                compressed_slack(self.message_limit),
-            )
-        } else {
-            (self.frame_limit, self.message_limit)
-        };
-        if h.len > frame_limit {
-            return Err(too_big(format!(
-                "frame of {} bytes over the {}-byte frame limit",
-                h.len, self.frame_limit
-            )));
-        }
-        let wire = msg.wire.saturating_add(h.len);
-        if wire > message_limit {
-            return Err(too_big(format!(
-                "message of {wire} bytes or more over the {}-byte limit",
-                self.message_limit
-            )));
-        }
-        self.hold(wire)?;
-        self.message = Some(Msg { wire, ..msg });
         Ok(())
     }
 

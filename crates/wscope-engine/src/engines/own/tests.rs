@@ -24,14 +24,7 @@ const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
 /// A frame: `first` is FIN/RSV/opcode, masked with `key` if given.
 fn frame_with(first: u8, payload: &[u8], key: Option<[u8; 4]>) -> Vec<u8> {
-    let header = Header {
-        fin: first & 0x80 != 0,
-        rsv1: first & 0x40 != 0,
-        rsv23: false,
-        opcode: first & 0x0f,
-        mask: key,
-        len: payload.len() as u64,
-    };
+    let header = Header::new(first, key, payload.len() as u64);
     let mut head = [0; MAX_HEADER];
     let n = header.encode(&mut head);
     head[0] |= first & 0x30;

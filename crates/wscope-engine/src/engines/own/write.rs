@@ -51,14 +51,7 @@ impl Out {
     /// Queues a frame: `first` is its first byte (FIN, RSV1, opcode), its payload masked with
     /// `mask` if given (the client role).
     pub(super) fn frame(&mut self, first: u8, payload: &Bytes, key: Option<[u8; 4]>) {
-        let header = Header {
-            fin: first & 0x80 != 0,
-            rsv1: first & 0x40 != 0,
-            rsv23: false,
-            opcode: first & 0x0f,
-            mask: key,
-            len: payload.len() as u64,
-        };
+        let header = Header::new(first, key, payload.len() as u64);
         let mut head = [0; MAX_HEADER];
         let n = header.encode(&mut head);
         self.len += n + payload.len();
