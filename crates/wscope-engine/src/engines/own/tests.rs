@@ -503,8 +503,12 @@ mod against_tungstenite {
         got
     }
 
+    /// One message: whether it is text, its payload, the lengths of its fragments but the
+    /// last, and after which fragments a ping comes.
+    type Msg = (bool, Vec<u8>, Vec<usize>, Vec<bool>);
+
     /// One message: text or binary, its payload cut into fragments, a ping after some.
-    fn message() -> impl Strategy<Value = (bool, Vec<u8>, Vec<usize>, Vec<bool>)> {
+    fn message() -> impl Strategy<Value = Msg> {
         (
             any::<bool>(),
             prop_oneof![
@@ -516,7 +520,7 @@ mod against_tungstenite {
         )
     }
 
-    fn frames(messages: &[(bool, Vec<u8>, Vec<usize>, Vec<bool>)]) -> Vec<u8> {
+    fn frames(messages: &[Msg]) -> Vec<u8> {
         let mut out = Vec::new();
         for (text, payload, cuts, pings) in messages {
             let payload = if *text {
