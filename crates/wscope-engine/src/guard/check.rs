@@ -19,7 +19,9 @@ pub(crate) fn too_big(why: impl Into<String>) -> TransportError {
 pub(crate) enum Kind {
     Control,
     /// A data frame; `compressed_start`: the first frame of a compressed message.
-    Data { compressed_start: bool },
+    Data {
+        compressed_start: bool,
+    },
 }
 
 /// Checks `h` against the protocol: masked if and only if `peer_masks` (a client does, a
@@ -88,7 +90,10 @@ pub(crate) fn size(
     message_limit: u64,
 ) -> Result<u64, TransportError> {
     let (frame_max, message_max) = if compressed {
-        (compressed_slack(frame_limit), compressed_slack(message_limit))
+        (
+            compressed_slack(frame_limit),
+            compressed_slack(message_limit),
+        )
     } else {
         (frame_limit, message_limit)
     };
