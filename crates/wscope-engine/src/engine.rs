@@ -18,6 +18,10 @@ pub enum Engine {
     /// `fastwebsockets` (Deno's), through its split API: each frame written as it is sent.
     #[cfg(feature = "fastwebsockets")]
     Fastwebsockets,
+    /// `wscope`, wscope's own: the frame guard's checks made where frames are parsed, frames
+    /// parsed in a buffer per thread, nothing held while idle, writes corked.
+    #[cfg(feature = "wscope")]
+    Wscope,
 }
 
 impl Default for Engine {
@@ -36,11 +40,18 @@ impl Engine {
         Engine::TokioWebsockets,
         #[cfg(feature = "fastwebsockets")]
         Engine::Fastwebsockets,
+        #[cfg(feature = "wscope")]
+        Engine::Wscope,
     ];
 
     /// Every engine wscope knows, by its command-line name (each is also the name of its cargo
     /// feature), whether or not this build has it.
-    pub const NAMES: [&'static str; 3] = ["tungstenite", "tokio-websockets", "fastwebsockets"];
+    pub const NAMES: [&'static str; 4] = [
+        "tungstenite",
+        "tokio-websockets",
+        "fastwebsockets",
+        "wscope",
+    ];
 
     /// The name used on the command line and as the cargo feature.
     pub fn as_str(self) -> &'static str {
@@ -51,6 +62,8 @@ impl Engine {
             Engine::TokioWebsockets => "tokio-websockets",
             #[cfg(feature = "fastwebsockets")]
             Engine::Fastwebsockets => "fastwebsockets",
+            #[cfg(feature = "wscope")]
+            Engine::Wscope => "wscope",
         }
     }
 

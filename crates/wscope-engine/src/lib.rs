@@ -33,24 +33,28 @@
 //! ```
 //!
 //! # Engines
-//! One cargo feature per engine: `tungstenite` (the default), `tokio-websockets`,
-//! `fastwebsockets`. [`Engine::ALL`] lists those compiled in; every one has both roles.
+//! One cargo feature per engine: `tungstenite` (the default engine), `wscope` (wscope's own,
+//! also in the default features), `tokio-websockets`, `fastwebsockets`. [`Engine::ALL`] lists
+//! those compiled in; every one has both roles. Every engine but wscope's own reads through the
+//! frame guard; wscope's own makes the guard's checks where it parses frames.
 //!
 //! # Layout
 //! - `engine`: [`Engine`], which engine runs a connection, by name ([`UnknownEngine`]).
 //! - `engines`: `Engine::server` and `Engine::client`, and one file per engine adapting it to
 //!   the core's transport in either role (`engines/tungstenite.rs`,
-//!   `engines/tokio_websockets.rs`, `engines/fastwebsockets.rs`); `engines/message.rs`: what
-//!   every engine converts (a message as it goes on the wire, checked text, close frames).
+//!   `engines/tokio_websockets.rs`, `engines/fastwebsockets.rs`, and wscope's own in
+//!   `engines/own/`: `parse.rs`, `write.rs`, `mask.rs`); `engines/message.rs`: what every engine
+//!   converts (a message as it goes on the wire, checked text, close frames).
 //! - `io`: [`Io`], the stream an engine runs over.
 //! - `config`: [`SocketConfig`], the settings the engines and the guard read.
-//! - `guard`: the frame guard between the socket and every engine, in either role (masking,
+//! - `guard`: the frame guard between the socket and every other engine, in either role (masking,
 //!   frame and message limits, the shared message budget and its share per address, the
 //!   deadline of a partly received message, frames of at most 4 KiB into the engine,
 //!   permessage-deflate inflated): `guard/header.rs` parses a frame header, `guard/read.rs`
 //!   checks and hands on what the peer sends, `guard/write.rs` compresses and frames what this
 //!   side sends, `guard/linger.rs` holds the tracked tasks in which failed connections linger
-//!   ([`lingering`]).
+//!   ([`lingering`]). wscope's own engine shares the header coding, the lingering and the
+//!   limits' helpers.
 //! - `deflate`: [`Deflate`], permessage-deflate negotiated in both roles, and the compression of
 //!   what this side sends (once per payload).
 //! - `handshake`: [`ServerHandshake`] and [`ClientHandshake`], the HTTP/1.1 upgrade in both

@@ -53,7 +53,8 @@ pub fn test_registry() -> Registry {
 }
 
 /// Runs each named test body (an `async fn name()` in the same file) once per engine compiled in,
-/// as the tests `name::tungstenite`, `name::tokio_websockets` and `name::fastwebsockets`. A leading
+/// as the tests `name::tungstenite`, `name::tokio_websockets`, `name::fastwebsockets` and
+/// `name::wscope`. A leading
 /// `#[tokio::test(...)]` sets the runtime flavor for one test.
 #[allow(unused_macros)] // global_registry.rs runs on the default engine only
 macro_rules! engine_tests {
@@ -80,6 +81,13 @@ macro_rules! engine_tests {
             #[$test]
             async fn fastwebsockets() {
                 let engine = wscope_axum::Engine::Fastwebsockets;
+                crate::common::with_engine(engine, super::$name()).await
+            }
+
+            #[cfg(feature = "wscope")]
+            #[$test]
+            async fn wscope() {
+                let engine = wscope_axum::Engine::Wscope;
                 crate::common::with_engine(engine, super::$name()).await
             }
         }

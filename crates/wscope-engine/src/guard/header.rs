@@ -2,24 +2,24 @@
 //! bytes arrive, possibly over several reads, and encoded with the shortest length.
 
 /// The most bytes a frame header takes: 2, then up to 8 of extended length, then 4 of mask.
-pub(super) const MAX_HEADER: usize = 14;
+pub(crate) const MAX_HEADER: usize = 14;
 /// RSV1: on the first frame of a message, "compressed" under permessage-deflate.
-pub(super) const RSV1: u8 = 0x40;
+pub(crate) const RSV1: u8 = 0x40;
 
 /// A frame header, read.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Header {
-    pub(super) fin: bool,
-    pub(super) rsv1: bool,
+pub(crate) struct Header {
+    pub(crate) fin: bool,
+    pub(crate) rsv1: bool,
     /// RSV2 or RSV3: no extension wscope speaks uses them.
-    pub(super) rsv23: bool,
-    pub(super) opcode: u8,
-    pub(super) mask: Option<[u8; 4]>,
-    pub(super) len: u64,
+    pub(crate) rsv23: bool,
+    pub(crate) opcode: u8,
+    pub(crate) mask: Option<[u8; 4]>,
+    pub(crate) len: u64,
 }
 
 /// How many bytes the header whose second byte is `b1` takes.
-pub(super) fn header_len(b1: u8) -> usize {
+pub(crate) fn header_len(b1: u8) -> usize {
     let extended = match b1 & 0x7f {
         126 => 2,
         127 => 8,
@@ -29,7 +29,20 @@ pub(super) fn header_len(b1: u8) -> usize {
 }
 
 impl Header {
-    pub(super) fn parse(h: &[u8]) -> Self {
+    /// The header of a frame whose first byte is `first` (FIN, RSV1, opcode; RSV2/RSV3 read as
+    /// set if either is), masked with `mask` if given, of `len` payload bytes.
+    pub(crate) fn new(first: u8, mask: Option<[u8; 4]>, len: u64) -> Self {
+        Self {
+            fin: first & 0x80 != 0,
+            rsv1: first & RSV1 != 0,
+            rsv23: first & 0x30 != 0,
+            opcode: first & 0x0f,
+            mask,
+            len,
+        }
+    }
+
+    pub(crate) fn parse(h: &[u8]) -> Self {
         let (len, at) = match h[1] & 0x7f {
             126 => (u64::from(u16::from_be_bytes([h[2], h[3]])), 4),
             127 => {
@@ -50,7 +63,7 @@ impl Header {
     }
 
     /// Writes this header, with the shortest length encoding, into `out`; returns its length.
-    pub(super) fn encode(&self, out: &mut [u8; MAX_HEADER]) -> usize {
+    pub(crate) fn encode(&self, out: &mut [u8; MAX_HEADER]) -> usize {
         out[0] = u8::from(self.fin) << 7 | u8::from(self.rsv1) << 6 | self.opcode;
         let masked = u8::from(self.mask.is_some()) << 7;
         let mut at = match self.len {
@@ -79,20 +92,20 @@ impl Header {
 
 /// A frame header as its bytes arrive, possibly over several reads.
 #[derive(Default)]
-pub(super) struct HeaderBuf {
+pub(crate) struct HeaderBuf {
     bytes: [u8; MAX_HEADER],
     have: u8,
 }
 
 impl HeaderBuf {
     /// Whether no byte of a header is in yet (the stream is at a frame boundary).
-    pub(super) fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.have == 0
     }
 
     /// Takes what `bytes` holds of the header: how many bytes it took, and the header once
     /// complete (its bytes stay in [`HeaderBuf::raw`] until the next one begins).
-    pub(super) fn take(&mut self, bytes: &[u8]) -> (usize, Option<Header>) {
+    pub(crate) fn take(&mut self, bytes: &[u8]) -> (usize, Option<Header>) {
         let mut taken = 0;
         loop {
             let have = usize::from(self.have);
@@ -116,7 +129,7 @@ impl HeaderBuf {
     }
 
     /// The bytes of the header last completed.
-    pub(super) fn raw(&self) -> &[u8] {
+    pub(crate) fn raw(&self) -> &[u8] {
         &self.bytes[..header_len(self.bytes[1])]
     }
 }

@@ -26,7 +26,7 @@ pub fn lingering() -> TaskTracker {
 }
 
 /// Lingers `io` in a tracked task, if there is a runtime to run it (else it is dropped now).
-pub(super) fn spawn<S: Io>(io: S) {
+pub(crate) fn spawn<S: Io>(io: S) {
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(LINGERING.track_future(linger(io)));
     }

@@ -37,16 +37,18 @@
 //! socket is dropped.
 //!
 //! # Layout
+//! - `check`: the checks of a frame header, shared with wscope's own engine.
 //! - `header`: frame headers, parsed as their bytes arrive and encoded.
 //! - `read`: the peer's frames — in place or fed, cut into pieces, inflated.
 //! - `write`: what the engine sends, marked compressed under permessage-deflate.
 //! - `linger`: the tracked tasks in which failed connections linger.
 
-mod header;
-mod linger;
+pub(crate) mod check;
+pub(crate) mod header;
+pub(crate) mod linger;
 
 pub use linger::lingering;
-mod read;
+pub(crate) mod read;
 mod write;
 
 use futures_util::Stream;
@@ -55,7 +57,9 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use wscope_core::{ClientKey, MemoryGauge, Message, Role, TransportError};
+#[cfg(test)]
+use wscope_core::ClientKey;
+use wscope_core::{Charge, MemoryGauge, Message, Role, TransportError};
 
 use crate::config::SocketConfig;
 use crate::deflate::Deflate;
@@ -141,48 +145,18 @@ pub(crate) struct FrameGuard<S: Io> {
 }
 
 impl<S: Io> FrameGuard<S> {
-    /// Guards `io`, a client's socket, with `cfg`'s limits, budget and deadline and the
-    /// negotiated compression, charging the budget to `client`'s share if known, tripping `wire`
-    /// on a violation.
-    pub(crate) fn server(
+    /// Guards `io`, a socket in `role` (a server's guard requires masked frames, a client's
+    /// unmasked ones), with `cfg`'s limits, budget (charging `charge`) and deadline and the
+    /// negotiated compression, tripping `wire` on a violation.
+    pub(crate) fn new(
         io: S,
         cfg: &SocketConfig,
+        role: Role,
         deflate: Option<Deflate>,
-        client: Option<ClientKey>,
-        wire: Tripwire,
-        gauge: MemoryGauge,
-    ) -> Self {
-        let charge = match client {
-            Some(client) => cfg.message_budget.charge_for(client),
-            None => cfg.message_budget.charge(),
-        };
-        let mut guard = Self::new(
-            io,
-            Reader::new(cfg, Role::Server, deflate, charge, wire),
-            deflate,
-        );
-        guard.gauge = gauge;
-        guard
-    }
-
-    /// Guards `io`, a socket this process opened to a server, as [`FrameGuard::server`] does a
-    /// client's, except that the server's frames must come unmasked (and the engine masks what
-    /// it sends).
-    pub(crate) fn client(
-        io: S,
-        cfg: &SocketConfig,
-        deflate: Option<Deflate>,
+        charge: Charge,
         wire: Tripwire,
     ) -> Self {
-        let charge = cfg.message_budget.charge();
-        Self::new(
-            io,
-            Reader::new(cfg, Role::Client, deflate, charge, wire),
-            deflate,
-        )
-    }
-
-    fn new(io: S, read: Reader, deflate: Option<Deflate>) -> Self {
+        let read = Reader::new(cfg, role, deflate, charge, wire);
         let write = deflate
             .and_then(|d| d.compress_window_bits())
             .map(|_| Box::<Marker>::default());
@@ -194,6 +168,12 @@ impl<S: Io> FrameGuard<S> {
             gauge: MemoryGauge::detached(),
             reported: 0,
         }
+    }
+
+    /// This guard reporting what it holds for the connection to `gauge`.
+    pub(crate) fn reporting_to(mut self, gauge: MemoryGauge) -> Self {
+        self.gauge = gauge;
+        self
     }
 
     /// Reports what the guard holds for the connection if it changed: the bytes its partly
@@ -209,6 +189,34 @@ impl<S: Io> FrameGuard<S> {
             self.reported = held;
             self.gauge.set(held);
         }
+    }
+
+    /// A server's guard charging the budget to `client`'s share if known.
+    #[cfg(test)]
+    pub(crate) fn server(
+        io: S,
+        cfg: &SocketConfig,
+        deflate: Option<Deflate>,
+        client: Option<ClientKey>,
+        wire: Tripwire,
+    ) -> Self {
+        let charge = match client {
+            Some(client) => cfg.message_budget.charge_for(client),
+            None => cfg.message_budget.charge(),
+        };
+        Self::new(io, cfg, Role::Server, deflate, charge, wire)
+    }
+
+    /// A client's guard.
+    #[cfg(test)]
+    pub(crate) fn client(
+        io: S,
+        cfg: &SocketConfig,
+        deflate: Option<Deflate>,
+        wire: Tripwire,
+    ) -> Self {
+        let charge = cfg.message_budget.charge();
+        Self::new(io, cfg, Role::Client, deflate, charge, wire)
     }
 
     /// Reads while the guard makes the engine's bytes (see `read`).
@@ -440,14 +448,7 @@ mod tests {
         let deflate = Deflate::negotiate([&http::HeaderValue::from_static("permessage-deflate")]);
         let wire = Tripwire::default();
         (
-            FrameGuard::server(
-                server,
-                &cfg,
-                deflate,
-                None,
-                wire.clone(),
-                MemoryGauge::detached(),
-            ),
+            FrameGuard::server(server, &cfg, deflate, None, wire.clone()),
             wire,
             client,
         )
@@ -650,14 +651,7 @@ mod tests {
         let (server, mut client) = duplex(1 << 16);
         let cfg = SocketConfig::default();
         let wire = Tripwire::default();
-        let mut g = FrameGuard::server(
-            server,
-            &cfg,
-            None,
-            None,
-            wire.clone(),
-            MemoryGauge::detached(),
-        );
+        let mut g = FrameGuard::server(server, &cfg, None, None, wire.clone());
         let mut handed = Vec::new();
         for byte in &input {
             client.write_all(&[*byte]).await.unwrap();

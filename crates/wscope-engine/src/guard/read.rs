@@ -30,6 +30,7 @@ use tokio::io::ReadBuf;
 use tokio::time::Sleep;
 use wscope_core::{Charge, Role, TransportError, TransportErrorKind};
 
+use super::check::{self, protocol, too_big, Kind};
 use super::header::{Header, HeaderBuf, MAX_HEADER, RSV1};
 use super::Tripwire;
 use crate::config::SocketConfig;
@@ -43,21 +44,13 @@ pub(super) const PIECE: usize = wscope_core::MessageBudget::SMALL_MESSAGE;
 /// Bytes read from the socket at a time while the guard feeds the engine.
 pub(super) const FEED_READ: usize = 8 << 10;
 /// What RFC 7692 §7.2.2 has the receiver append to a message before inflating it.
-const TRAILER: [u8; 4] = [0, 0, 0xff, 0xff];
+pub(crate) const TRAILER: [u8; 4] = [0, 0, 0xff, 0xff];
 /// What a compressed message is charged to the budget on top of its inflated bytes once its
 /// connection keeps the inflater while waiting for the client (the message came slower than the
 /// socket delivers): about the inflater's memory (zlib's inflate state and 32 KiB window, the
 /// feeding buffers), so that slow compressed messages are bounded too. One that arrives whole is
 /// not charged it.
 pub(super) const INFLATE_COST: u64 = 64 << 10;
-
-pub(super) fn protocol(why: impl Into<String>) -> TransportError {
-    TransportError::new(TransportErrorKind::Protocol, why)
-}
-
-fn too_big(why: impl Into<String>) -> TransportError {
-    TransportError::new(TransportErrorKind::TooBig, why)
-}
 
 /// What the frame being read is, for the guard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,13 +75,6 @@ pub(super) struct Msg {
     /// Its connection kept the inflater while waiting for the client: it is charged
     /// [`INFLATE_COST`].
     keeps_inflater: bool,
-}
-
-/// Room a compressed message gets on the wire beyond the limits: deflate may make incompressible
-/// data slightly larger (5 bytes per stored block of up to 64 KiB), and that is no reason to
-/// refuse a message whose inflated size is within the limit.
-fn compressed_slack(limit: u64) -> u64 {
-    limit.saturating_add(limit / 8192 + 64)
 }
 
 /// The reading side: the peer's frames.
@@ -184,39 +170,18 @@ impl Reader {
     /// Checks a complete header against the protocol, the limits and the budget, and makes its
     /// frame the current one.
     fn begin(&mut self, h: &Header) -> Result<(), TransportError> {
-        let mask = match (h.mask, self.peer_masks) {
-            (Some(mask), true) => mask,
-            (None, false) => [0; 4], // unmasking with it changes nothing
-            (None, true) => return Err(protocol("unmasked frame from a client")),
-            (Some(_), false) => return Err(protocol("masked frame from a server")),
-        };
-        if h.rsv23 {
-            return Err(protocol("reserved bits RSV2/RSV3 set"));
-        }
-        let compressed_start = h.rsv1 && self.deflate && matches!(h.opcode, 1 | 2);
-        if h.rsv1 && !compressed_start {
-            return Err(protocol(if self.deflate {
-                "RSV1 set on a frame other than a message's first"
-            } else {
-                "RSV1 set without permessage-deflate"
-            }));
-        }
-        self.frame = match h.opcode {
-            0x8..=0xa if !h.fin => return Err(protocol("fragmented control frame")),
-            0x8..=0xa if h.len > 125 => {
-                return Err(protocol(format!("control frame of {} bytes", h.len)))
-            }
-            0x8..=0xa => Frame::Control,
-            0..=2 => match self.begin_data(h, compressed_start)? {
+        let (mask, kind) = check::header(h, self.peer_masks, self.deflate)?;
+        self.frame = match kind {
+            Kind::Control => Frame::Control,
+            Kind::Data { compressed_start } => match self.begin_data(h, compressed_start)? {
                 Frame::Plain if self.cut(h) => Frame::Pieces,
                 frame => frame,
             },
-            op => return Err(protocol(format!("reserved opcode {op:#x}"))),
         };
         self.left = h.len;
         self.fin = h.fin;
         self.opcode = h.opcode;
-        self.mask = mask;
+        self.mask = mask.unwrap_or([0; 4]); // unmasking with zeros changes nothing
         self.done = 0;
         self.piece_left = 0;
         if self.left == 0 {
@@ -231,38 +196,20 @@ impl Reader {
     }
 
     fn begin_data(&mut self, h: &Header, compressed_start: bool) -> Result<Frame, TransportError> {
-        let msg = match (h.opcode, self.message) {
-            (0, Some(msg)) => msg,
-            (0, None) => return Err(protocol("continuation frame outside a fragmented message")),
-            (_, Some(_)) => return Err(protocol("new message before the fragmented one ended")),
-            (_, None) => Msg {
-                wire: 0,
-                inflated: 0,
-                compressed: compressed_start,
-                keeps_inflater: false,
-            },
-        };
-        let (frame_limit, message_limit) = if msg.compressed {
-            (
-                compressed_slack(self.frame_limit),
-                compressed_slack(self.message_limit),
-            )
-        } else {
-            (self.frame_limit, self.message_limit)
-        };
-        if h.len > frame_limit {
-            return Err(too_big(format!(
-                "frame of {} bytes over the {}-byte frame limit",
-                h.len, self.frame_limit
-            )));
-        }
-        let wire = msg.wire.saturating_add(h.len);
-        if wire > message_limit {
-            return Err(too_big(format!(
-                "message of {wire} bytes or more over the {}-byte limit",
-                self.message_limit
-            )));
-        }
+        check::fragment(h.opcode, self.message.is_some())?;
+        let msg = self.message.unwrap_or(Msg {
+            wire: 0,
+            inflated: 0,
+            compressed: compressed_start,
+            keeps_inflater: false,
+        });
+        let wire = check::size(
+            h.len,
+            msg.wire,
+            msg.compressed,
+            self.frame_limit,
+            self.message_limit,
+        )?;
         if !msg.compressed {
             self.hold(wire)?;
         }
@@ -366,7 +313,7 @@ impl Reader {
 }
 
 /// `30s`, `1500ms`: a timeout as the settings write it.
-fn humanize(d: Duration) -> String {
+pub(crate) fn humanize(d: Duration) -> String {
     if d.subsec_millis() == 0 && d.as_secs() > 0 {
         format!("{}s", d.as_secs())
     } else {

@@ -345,7 +345,8 @@ async fn a_stalled_large_message_shows_in_memory_bytes_until_it_is_whole() {
             page["connections"][0]["memoryBytes"].as_u64().unwrap_or(0)
         };
         let deadline = tokio::time::Instant::now() + WAIT;
-        while top().await < SIZE as u64 {
+        // At least what has come of it (the engines behind the guard count its declared size).
+        while top().await < (SIZE / 2) as u64 {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "{engine}: {}",
@@ -359,7 +360,7 @@ async fn a_stalled_large_message_shows_in_memory_bytes_until_it_is_whole() {
             .find_map(|l| l.strip_prefix("wscope_connection_memory_bytes "))
             .and_then(|v| v.trim().parse::<f64>().ok())
             .unwrap() as u64;
-        assert!(total >= SIZE as u64, "{engine}: {total}");
+        assert!(total >= (SIZE / 2) as u64, "{engine}: {total}");
         // The idle ones hold nothing the engine can report.
         let idlest = http_get(admin, "/api/connections?sort=memory&order=asc&limit=1")
             .await
