@@ -13,8 +13,9 @@
 #                   3 runs of each echo shape of 10 s after 2 s warm-up)
 #   --peers LIST    which peers, space- or comma-separated, in order; the names are
 #                   wscope (default engine: tungstenite),
-#                   wscope-tokio-websockets, wscope-fastwebsockets (the other engines, tracked:
-#                   idle and echo only, for the engine comparison),
+#                   wscope-tokio-websockets, wscope-fastwebsockets, wscope-wscope (the other
+#                   engines, wscope's own the last, tracked: idle and echo only, for the engine
+#                   comparison),
 #                   axum_tuned (axum_plain with wscope's engine settings: same engine, untracked;
 #                   the tracking-overhead baseline), axum_plain (axum defaults), node-ws, bun
 #                   [default: all seven]
@@ -217,7 +218,7 @@ start_peer() { # start_peer NAME DIR: sets PEER_PID PEER_PORT PEER_ADMIN
         wscope)
             PEER_ADMIN="$(free_port)"
             cmd=("$SERVER" serve --listen "127.0.0.1:$PEER_PORT" --admin-listen "127.0.0.1:$PEER_ADMIN") ;;
-        wscope-tokio-websockets|wscope-fastwebsockets)
+        wscope-tokio-websockets|wscope-fastwebsockets|wscope-wscope)
             PEER_ADMIN="$(free_port)"
             cmd=("$SERVER" serve --listen "127.0.0.1:$PEER_PORT" --admin-listen "127.0.0.1:$PEER_ADMIN" --engine "${name#wscope-}") ;;
         axum_plain)

@@ -51,6 +51,26 @@ const BIN: &str = env!("CARGO_BIN_EXE_wscope");
 mod cluster;
 
 /// A fresh client still connects and echoes.
+/// Waits until `n` connections on `path` are OPEN. A client has its 101 a moment before the
+/// server marks its connection OPEN (on a runtime per core, possibly on the other thread), and
+/// a chat broadcast reaches OPEN members only: a test that broadcasts right after its members
+/// upgraded waits for this first.
+async fn wait_open(admin: std::net::SocketAddr, path: &str, n: u64) {
+    let query = format!("/api/connections?path={path}&state=OPEN&limit=1");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let page = http::http_get(admin, &query).await.json();
+        if page["total"].as_u64() == Some(n) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{n} open on {path}: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn still_serves(served: &Served) {
     let (mut ws, _) =
         tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(served.url("/ws")))
@@ -308,6 +328,7 @@ async fn a_chat_member_that_never_reads_is_closed_as_a_slow_consumer() {
     let (mut reader, _) = tokio_tungstenite::connect_async(served.url("/ws/chat"))
         .await
         .unwrap();
+    wait_open(served.admin, "/ws/chat", 3).await;
     let reading = tokio::spawn(async move {
         let mut n = 0u32;
         while let Some(Ok(msg)) = reader.next().await {

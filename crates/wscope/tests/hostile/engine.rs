@@ -14,7 +14,7 @@ use wscope_testkit::raw::{
 use wscope_testkit::served::Served;
 use wscope_testkit::{http_get, WAIT};
 
-use super::{closed_with_code, report_rss, still_serves, wait_closed_with_code};
+use super::{closed_with_code, report_rss, still_serves, wait_closed_with_code, wait_open};
 
 /// The binary under test: this build's, or `WSCOPE_HOSTILE_BIN`.
 fn bin() -> String {
@@ -135,6 +135,7 @@ async fn a_large_chat_message_leaves_its_members_no_buffer_of_its_size() {
     for engine in engines() {
         let served = Served::start(&bin(), &["--engine", engine]);
         let mut members = clients(&served, "/ws/chat", &[], MEMBERS).await;
+        wait_open(served.admin, "/ws/chat", MEMBERS as u64).await;
         members[0].send(&frame(FIN | TEXT, b"hello")).await;
         for member in &mut members {
             assert_eq!(member.read_message().await.payload, b"hello");
@@ -156,6 +157,7 @@ async fn a_large_chat_message_leaves_its_members_no_buffer_of_its_size() {
 
         let served = Served::start(&bin(), &["--engine", engine, "--permessage-deflate"]);
         let mut members = clients(&served, "/ws/chat", &[OFFER], MEMBERS).await;
+        wait_open(served.admin, "/ws/chat", MEMBERS as u64).await;
         assert!(members[0].header("sec-websocket-extensions").is_some());
         members[0]
             .send(&frame(FIN | RSV1 | TEXT, &deflate(b"hello")))
