@@ -15,29 +15,7 @@ use std::num::NonZeroUsize;
 use tokio::runtime::{Builder, Runtime};
 
 use crate::config::Listeners;
-
-/// The runtime layout of a server.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum RuntimeLayout {
-    /// One `current_thread` runtime per thread, each with its own `SO_REUSEPORT` listener.
-    #[default]
-    PerCore,
-    /// One multi-thread runtime with `--threads` workers.
-    Multi,
-}
-
-impl RuntimeLayout {
-    /// Every layout.
-    pub const ALL: &'static [Self] = &[Self::PerCore, Self::Multi];
-
-    /// The name `--runtime` takes.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::PerCore => "per-core",
-            Self::Multi => "multi",
-        }
-    }
-}
+pub use crate::config::RuntimeLayout;
 
 /// The threads a server runs with: `--threads`, or one per core.
 pub fn threads(listeners: &Listeners) -> NonZeroUsize {

@@ -668,7 +668,32 @@ impl Named for Engine {
     }
 }
 
-impl Named for crate::runtime::RuntimeLayout {
+/// The runtime layout of a server (`--runtime`; what each runs is in `crate::runtime`). Declared
+/// here with the other kinds a setting takes, so that the settings do not depend on the code that
+/// builds the runtimes from them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RuntimeLayout {
+    /// One `current_thread` runtime per thread, each with its own `SO_REUSEPORT` listener.
+    #[default]
+    PerCore,
+    /// One multi-thread runtime with `--threads` workers.
+    Multi,
+}
+
+impl RuntimeLayout {
+    /// Every layout.
+    pub const ALL: &'static [Self] = &[Self::PerCore, Self::Multi];
+
+    /// The name `--runtime` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PerCore => "per-core",
+            Self::Multi => "multi",
+        }
+    }
+}
+
+impl Named for RuntimeLayout {
     const WHAT: &'static str = "runtime";
 
     fn all() -> &'static [Self] {

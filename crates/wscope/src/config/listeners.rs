@@ -11,7 +11,7 @@ use wscope_axum::{ClientIpHeader, ServeOptions, TrustedProxies};
 use super::declare::declare_group;
 use super::error::ConfigError;
 use super::kind;
-use crate::runtime::RuntimeLayout;
+use super::kind::RuntimeLayout;
 
 declare_group! {
     /// Where the main and admin listeners listen, how they serve HTTP and TLS, and the proxies

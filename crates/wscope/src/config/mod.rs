@@ -78,7 +78,7 @@ pub use admin_access::{AdminAccess, PartialAdminAccess};
 pub use cluster::{ClusterMode, PartialClusterMode};
 pub use error::ConfigError;
 pub use instance::{Instance, PartialInstance};
-pub use kind::{Origin, Secret};
+pub use kind::{Origin, RuntimeLayout, Secret};
 pub use limits::{Limits, PartialLimits};
 pub use listeners::{Listeners, PartialListeners, TlsFiles};
 pub use liveness::{Liveness, PartialLiveness};
