@@ -12,13 +12,13 @@
 #   (default)       the full run (about 9-10 minutes after the build: 10k idle connections,
 #                   3 runs of each echo shape of 10 s after 2 s warm-up)
 #   --peers LIST    which peers, space- or comma-separated, in order; the names are
-#                   wscope (default engine: tungstenite),
-#                   wscope-tokio-websockets, wscope-fastwebsockets, wscope-wscope (the other
-#                   engines, wscope's own the last, tracked: idle and echo only, for the engine
-#                   comparison),
+#                   wscope (default engine: wscope's own; WSCOPE_ENGINE picks another),
+#                   wscope-tungstenite, wscope-tokio-websockets, wscope-fastwebsockets,
+#                   wscope-wscope (the engines by name, tracked: idle and echo only, for the
+#                   engine comparison),
 #                   axum_tuned (axum_plain with wscope's engine settings: same engine, untracked;
 #                   the tracking-overhead baseline), axum_plain (axum defaults), node-ws, bun
-#                   [default: all seven]
+#                   [default: all eight]
 #   --skip-build    use the binaries already in target/release
 #   --skip-install  do not run `npm ci` (use the node_modules already there)
 #   --out FILE      where the results JSON goes [default: scripts/results/latest.json]
@@ -41,7 +41,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 QUICK=0
-PEERS="wscope wscope-tokio-websockets wscope-fastwebsockets axum_tuned axum_plain node-ws bun"
+PEERS="wscope wscope-tungstenite wscope-tokio-websockets wscope-fastwebsockets axum_tuned axum_plain node-ws bun"
 SKIP_BUILD=0
 SKIP_INSTALL=0
 OUT="scripts/results/latest.json"
@@ -218,7 +218,7 @@ start_peer() { # start_peer NAME DIR: sets PEER_PID PEER_PORT PEER_ADMIN
         wscope)
             PEER_ADMIN="$(free_port)"
             cmd=("$SERVER" serve --listen "127.0.0.1:$PEER_PORT" --admin-listen "127.0.0.1:$PEER_ADMIN") ;;
-        wscope-tokio-websockets|wscope-fastwebsockets|wscope-wscope)
+        wscope-tungstenite|wscope-tokio-websockets|wscope-fastwebsockets|wscope-wscope)
             PEER_ADMIN="$(free_port)"
             cmd=("$SERVER" serve --listen "127.0.0.1:$PEER_PORT" --admin-listen "127.0.0.1:$PEER_ADMIN" --engine "${name#wscope-}") ;;
         axum_plain)

@@ -69,7 +69,7 @@
 //! # Engines
 //! The engines live in `wscope-engine` (re-exported as [`engine`]; [`Engine`], [`SocketConfig`]
 //! and the client role, [`connect`], also at the root). One cargo feature per engine, forwarded
-//! to it: `tungstenite` (the default), `wscope` (wscope's own, in the default features too),
+//! to it: `wscope` (wscope's own, the default engine), `tungstenite` (in the default features too),
 //! `tokio-websockets`, `fastwebsockets`. [`Engine::ALL`]
 //! lists those compiled in.
 //!

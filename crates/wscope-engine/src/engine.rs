@@ -7,9 +7,8 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Engine {
-    /// `tungstenite` (through tokio-tungstenite), the engine axum uses. The default: with a small
-    /// read buffer it idles in half the memory of the others (whose 8 KiB read buffers are fixed)
-    /// at equal or lower CPU per message; docs/BENCHMARKS.md has the figures.
+    /// `tungstenite` (through tokio-tungstenite), the engine axum uses, and the reference the
+    /// default engine is tested against. The default when `wscope`'s feature is off.
     #[cfg(feature = "tungstenite")]
     Tungstenite,
     /// `tokio-websockets`: SIMD masking and UTF-8 checks.
@@ -18,14 +17,16 @@ pub enum Engine {
     /// `fastwebsockets` (Deno's), through its split API: each frame written as it is sent.
     #[cfg(feature = "fastwebsockets")]
     Fastwebsockets,
-    /// `wscope`, wscope's own: the frame guard's checks made where frames are parsed, frames
-    /// parsed in a buffer per thread, nothing held while idle, writes corked.
+    /// `wscope`, wscope's own and the default: the frame guard's checks made where frames are
+    /// parsed, frames parsed in a buffer per thread, nothing held while idle, writes corked. It
+    /// idles in less memory and spends less CPU per message than the others; docs/BENCHMARKS.md
+    /// has the figures.
     #[cfg(feature = "wscope")]
     Wscope,
 }
 
 impl Default for Engine {
-    /// tungstenite when compiled in, else the first engine that is.
+    /// wscope's own when compiled in, else tungstenite, else the first engine that is.
     fn default() -> Self {
         Engine::ALL[0]
     }
@@ -34,14 +35,14 @@ impl Default for Engine {
 impl Engine {
     /// Every engine compiled into this build, the default first.
     pub const ALL: &'static [Engine] = &[
+        #[cfg(feature = "wscope")]
+        Engine::Wscope,
         #[cfg(feature = "tungstenite")]
         Engine::Tungstenite,
         #[cfg(feature = "tokio-websockets")]
         Engine::TokioWebsockets,
         #[cfg(feature = "fastwebsockets")]
         Engine::Fastwebsockets,
-        #[cfg(feature = "wscope")]
-        Engine::Wscope,
     ];
 
     /// Every engine wscope knows, by its command-line name (each is also the name of its cargo

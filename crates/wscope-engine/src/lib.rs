@@ -33,8 +33,8 @@
 //! ```
 //!
 //! # Engines
-//! One cargo feature per engine: `tungstenite` (the default engine), `wscope` (wscope's own,
-//! also in the default features), `tokio-websockets`, `fastwebsockets`. [`Engine::ALL`] lists
+//! One cargo feature per engine: `wscope` (wscope's own, the default engine), `tungstenite`
+//! (also in the default features, the reference the default is tested against), `tokio-websockets`, `fastwebsockets`. [`Engine::ALL`] lists
 //! those compiled in; every one has both roles. Every engine but wscope's own reads through the
 //! frame guard; wscope's own makes the guard's checks where it parses frames.
 //!

@@ -2,10 +2,11 @@
 //! [`Transport`] in its own file behind its own cargo feature, so the engine can change without
 //! touching the tracking code:
 //!
-//! - `tungstenite` (feature `tungstenite`, on by default): the engine axum uses.
+//! - `tungstenite` (feature `tungstenite`, on by default): the engine axum uses, and the
+//!   reference wscope's own is tested against.
 //! - `tokio_websockets` (feature `tokio-websockets`): SIMD masking and UTF-8 checks.
 //! - `fastwebsockets` (feature `fastwebsockets`): Deno's engine, through its split API.
-//! - `own` (feature `wscope`): wscope's own engine, which makes the frame guard's checks where
+//! - `own` (feature `wscope`, on by default, the default engine): wscope's own engine, which makes the frame guard's checks where
 //!   it parses frames, holds no buffer while idle and corks its writes (`own/mod.rs`).
 //!
 //! Every engine takes over a connection whose handshake is done (any `AsyncRead + AsyncWrite`,

@@ -462,7 +462,7 @@ fn engine_flag_beats_env_beats_file() {
             .engine
             .as_str()
     };
-    assert_eq!(engine(&[]), "tungstenite");
+    assert_eq!(engine(&[]), wscope_axum::Engine::default().as_str());
     assert_eq!(engine(&[&config]), "fastwebsockets");
     env.set("WSCOPE_ENGINE", "tokio-websockets");
     assert_eq!(engine(&[&config]), "tokio-websockets");
