@@ -9,13 +9,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::*;
-use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 use wscope_axum::{ready_router, WebSocketUpgrade};
 use wscope_core::wire::{ClosedList, ErrorBody, Ready};
 use wscope_core::{Initiator, Message, Registry};
