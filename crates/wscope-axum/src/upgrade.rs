@@ -401,6 +401,9 @@ impl Admitted {
             .response(protocol.as_deref(), deflate.as_ref())
             .map(|()| Body::empty());
         let accepted = accepted.with_protocol(protocol);
+        // The 101 leaves once this returns, before the task below runs the connection: from
+        // here broadcasts queue to it, so a client that has its 101 misses none sent after.
+        accepted.mark_answered();
         let gauge = accepted.memory_gauge();
         // What taking over the socket needs (the settings, the engine's set-up) is boxed: the
         // connection's task lives as long as the connection and would otherwise keep room for

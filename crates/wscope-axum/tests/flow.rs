@@ -9,10 +9,14 @@ mod common;
 
 use std::time::Duration;
 
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use wscope_axum::ready_router;
+use wscope_axum::{ready_router, WebSocketUpgrade};
 use wscope_core::wire::{ClosedList, ErrorBody, Ready};
 use wscope_core::{Initiator, Message, Registry};
 
@@ -20,6 +24,7 @@ engine_tests!(
     server_pings_time_the_round_trip_and_an_unanswered_ping_closes_with_1011,
     the_idle_timeout_closes_a_silent_connection_with_1000,
     a_broadcast_closes_a_client_that_does_not_read_as_a_slow_consumer,
+    a_broadcast_made_after_the_101_but_before_the_connection_runs_reaches_it,
     a_handler_s_own_sends_wait_for_a_client_that_does_not_read,
     a_client_over_its_message_rate_is_closed_with_1008,
     recently_closed_connections_are_listed_newest_first,
@@ -124,6 +129,48 @@ async fn the_idle_timeout_closes_a_silent_connection_with_1000() {
     assert_eq!(expect_close(&mut busy).await, (1000, "idle timeout".into()));
     wait_count(&reg, 0).await;
     assert_eq!(reg.snapshot().closed_by.timeout, 2);
+    server.shutdown().await;
+}
+
+/// The route of the test below: answers the upgrade (the handler, once it runs, sends "from the
+/// handler"), then broadcasts to `/chat` before returning the 101 — so before the connection's
+/// task can have run, whatever the scheduling — and says in a header how many it reached.
+fn broadcast_before_it_runs(ws: WebSocketUpgrade, registry: &Registry) -> Response {
+    let mut response = ws.on_upgrade(|mut socket| async move {
+        if socket.send("from the handler").await.is_err() {
+            return;
+        }
+        while socket.recv().await.is_some() {}
+    });
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let outcome = registry.broadcast(Some("/chat"), &Message::text("before it ran"));
+    assert_eq!(registry.summary().connections_by_state.open, 0);
+    assert_eq!(registry.connections_on("/chat").len(), 1);
+    let sent = HeaderValue::from(outcome.sent);
+    response.headers_mut().insert("x-broadcast-sent", sent);
+    response
+}
+
+/// A client that has its 101 gets every broadcast queued after it, even one made before the
+/// server's connection task started (the connection still CONNECTING): the broadcast comes
+/// first, then what the handler sends.
+async fn a_broadcast_made_after_the_101_but_before_the_connection_runs_reaches_it() {
+    let reg = test_registry();
+    let members = reg.clone();
+    let route = move |ws: WebSocketUpgrade| {
+        let members = members.clone();
+        async move { broadcast_before_it_runs(ws, &members) }
+    };
+    let app = tracked(Router::new().route("/chat", get(route)), tracking(&reg));
+    let server = TestServer::start(reg.clone(), app).await;
+    let url = format!("ws://{}/chat", server.addr);
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (mut ws, response) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+    assert_eq!(response.headers()["x-broadcast-sent"], "1");
+    assert_eq!(recv_text(&mut ws).await, "before it ran");
+    assert_eq!(recv_text(&mut ws).await, "from the handler");
+    close_client(ws).await;
+    wait_count(&reg, 0).await;
     server.shutdown().await;
 }
 

@@ -80,6 +80,17 @@ impl Accepted {
         self.conn.task_tracker()
     }
 
+    /// The upgrade's answer (the 101) is given, or about to be: call it right before it leaves.
+    /// From then on, though the connection stays CONNECTING until it [`run`](Accepted::run)s,
+    /// [`Registry::broadcast`](crate::Registry::broadcast) and the handles to open connections
+    /// ([`Registry::connections_on`](crate::Registry::connections_on), …) reach it, queuing what
+    /// they send for its writer to send first: a client that has its 101 gets every broadcast
+    /// queued after it. If the upgrade then fails ([`fail`](Accepted::fail), or dropping this),
+    /// what was queued is dropped with the entry.
+    pub fn mark_answered(&self) {
+        self.conn.entry.mark_answered();
+    }
+
     /// The upgrade failed before a transport existed: records `reason` as a transport error and
     /// removes the entry.
     pub fn fail(self, reason: impl Into<String>) {

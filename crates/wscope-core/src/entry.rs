@@ -46,6 +46,10 @@ pub(crate) struct Entry {
     /// Set when the connection is being failed (RFC 6455 §7.1.7): the writer drops it as soon as
     /// the close frame is out, without waiting for the peer's reply.
     pub(crate) fail_fast: AtomicBool,
+    /// Set once the upgrade's answer (the 101) is given, while the connection may still be
+    /// CONNECTING: broadcasts queue to it from then on, for its writer to send once it runs (see
+    /// [`Entry::reachable`]). It sits in the padding.
+    answered: AtomicBool,
     /// Set once the application attached a user id or a tag, so a walk filtering by user or tag
     /// passes unlabelled entries without taking their labels lock (it sits in padding).
     labelled: AtomicBool,
@@ -103,6 +107,7 @@ impl Entry {
             remote_addr: meta.remote_addr,
             state: AtomicU8::new(ConnectionState::Connecting as u8),
             fail_fast: AtomicBool::new(false),
+            answered: AtomicBool::new(false),
             labelled: AtomicBool::new(false),
             abort: AtomicBool::new(false),
             rtt_ms: AtomicU32::new(RTT_NONE),
@@ -232,13 +237,30 @@ impl Entry {
         ConnectionState::from_u8(self.state.load(Ordering::Acquire))
     }
 
-    /// The lifetime counters.
+    /// The upgrade's answer (the 101) is given: see [`Entry::reachable`].
+    pub(crate) fn mark_answered(&self) {
+        self.answered.store(true, Ordering::Release);
+    }
+
+    /// Whether broadcasts and the handles to "open" connections reach it: it is OPEN, or still
+    /// CONNECTING with its 101 given (its client may have read it already), in which case what
+    /// is queued waits for the writer, which sends it first once the connection runs; an
+    /// upgrade that fails after all drops it with the entry.
+    pub(crate) fn reachable(&self) -> bool {
+        match self.state() {
+            ConnectionState::Open => true,
+            ConnectionState::Connecting => self.answered.load(Ordering::Acquire),
+            ConnectionState::Closing | ConnectionState::Closed => false,
+        }
+    }
+
     /// What the connection holds now: the bytes its engine reported and the payloads waiting
     /// in its outbound queue (`memoryBytes`).
     pub(crate) fn memory_bytes(&self) -> u64 {
         u64::from(self.held_bytes.load(Ordering::Relaxed)) + self.outbox.queued().1 as u64
     }
 
+    /// The lifetime counters.
     pub(crate) fn counts(&self) -> Counts {
         Counts {
             messages_in: self.messages_in.load(Ordering::Relaxed),

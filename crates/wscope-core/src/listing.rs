@@ -75,8 +75,9 @@ impl Registry {
         Ok(closed)
     }
 
-    /// Handles to the OPEN connections `filter` matches, to send to or close (an empty filter
-    /// matches every one, as [`Registry::active_connections`]). One walk of the entries.
+    /// Handles to the OPEN connections `filter` matches, to send to or close, with those whose
+    /// 101 was given but which are not running yet (an empty filter matches every one, as
+    /// [`Registry::active_connections`]). One walk of the entries.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -102,7 +103,7 @@ impl Registry {
         let shared = self.shared();
         matching(shared, filter)
             .into_iter()
-            .filter(|e| e.state() == ConnectionState::Open)
+            .filter(|e| e.reachable())
             .map(|entry| ConnectionHandle::new(entry, shared.clone()))
             .collect()
     }

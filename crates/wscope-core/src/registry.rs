@@ -26,7 +26,6 @@ use crate::recent::RecentlyClosed;
 use crate::shared::Shared;
 use crate::shutdown::ShutdownReport;
 use crate::snapshot::{ClosedConnection, Snapshot};
-use crate::state::ConnectionState;
 
 /// What a [`Registry::broadcast`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -247,10 +246,15 @@ impl Registry {
     /// Queues `msg` to every OPEN connection on `path` (every path, with `None`) without waiting:
     /// a member whose queue is full is closed as a slow consumer (1008) rather than holding up
     /// the others. Only that path's members are visited.
+    ///
+    /// A client that has its 101 gets every broadcast queued after it: a connection whose
+    /// upgrade was answered ([`Accepted::mark_answered`], which the axum upgrade calls before it
+    /// returns the 101) is a member while still CONNECTING, and what is queued to it is sent
+    /// first once it runs (if its upgrade fails after all, that is dropped with it).
     pub fn broadcast(&self, path: Option<&str>, msg: &Message) -> Broadcast {
         let mut outcome = Broadcast::default();
         let send = |entry: &Arc<Entry>| {
-            if entry.state() != ConnectionState::Open {
+            if !entry.reachable() {
                 return;
             }
             match entry.outbox.try_push(msg.clone()) {
@@ -269,11 +273,12 @@ impl Registry {
         outcome
     }
 
-    /// Handles to the OPEN connections on `path` (only that path's members are visited).
+    /// Handles to the OPEN connections on `path` (only that path's members are visited), with
+    /// those whose 101 was given but which are not running yet, as [`broadcast`](Self::broadcast).
     pub fn connections_on(&self, path: &str) -> Vec<ConnectionHandle> {
         let mut handles = Vec::new();
         self.shared.for_each_on(path, |entry| {
-            if entry.state() == ConnectionState::Open {
+            if entry.reachable() {
                 handles.push(self.handle(entry.clone()));
             }
         });
@@ -294,10 +299,11 @@ impl Registry {
         self.shared.recent().map_or(0, |r| r.len())
     }
 
-    /// Handles to every OPEN connection, to send to or close.
+    /// Handles to every OPEN connection, to send to or close (with those whose 101 was given but
+    /// which are not running yet, as [`broadcast`](Self::broadcast)).
     pub fn active_connections(&self) -> Vec<ConnectionHandle> {
         self.shared
-            .entries_where(|e| e.state() == ConnectionState::Open)
+            .entries_where(|e| e.reachable())
             .into_iter()
             .map(|entry| self.handle(entry))
             .collect()

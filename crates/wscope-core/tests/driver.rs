@@ -372,6 +372,52 @@ async fn a_broadcast_to_a_path_reaches_only_that_path() {
     assert_eq!(reg.broadcast(Some("/room/a"), &Message::text("x")).sent, 1);
 }
 
+/// A connection whose 101 was given but that does not run yet (its client may have read the
+/// 101 already) is a broadcast member: what is queued to it is sent first once it runs, and
+/// its state stays CONNECTING until then. One not answered yet is not a member.
+#[tokio::test]
+async fn a_broadcast_reaches_a_member_answered_but_not_running_yet() {
+    let reg = registry();
+    let answered = reg.accept(ConnectionMeta::new("/chat")).unwrap();
+    let unanswered = reg.accept(ConnectionMeta::new("/chat")).unwrap();
+    answered.mark_answered();
+    let outcome = reg.broadcast(Some("/chat"), &Message::text("early"));
+    assert_eq!((outcome.sent, outcome.slow), (1, 0));
+    assert_eq!(reg.connections_on("/chat").len(), 1);
+    assert_eq!(reg.active_connections().len(), 1);
+    assert_eq!(reg.summary().connections_by_state.connecting, 2);
+    assert_eq!(reg.traffic().queued_messages, 1);
+    drop(unanswered);
+    let (transport, mut peer) = memory::pair();
+    // The handler's own first message goes after what was queued before it ran.
+    tokio::spawn(answered.run(transport, |socket| async move {
+        let _ = socket.send(Message::text("from the handler")).await;
+        echo(socket).await;
+    }));
+    assert_eq!(peer.recv().await, Some(Message::text("early")));
+    assert_eq!(peer.recv().await, Some(Message::text("from the handler")));
+    assert_eq!(reg.summary().connections_by_state.open, 1);
+}
+
+/// A broadcast queued to an answered member whose upgrade then fails is dropped with it: the
+/// entry leaves, nothing stays queued, nothing counts as sent out.
+#[tokio::test]
+async fn a_broadcast_queued_to_an_upgrade_that_fails_is_dropped_with_it() {
+    let reg = registry();
+    let accepted = reg.accept(ConnectionMeta::new("/chat")).unwrap();
+    accepted.mark_answered();
+    let handle = accepted.handle();
+    assert_eq!(reg.broadcast(None, &Message::text("lost")).sent, 1);
+    assert_eq!(reg.traffic().queued_bytes, 4);
+    accepted.fail("upgrade failed: connection reset");
+    assert_eq!(reg.connection_count(), 0);
+    let traffic = reg.traffic();
+    assert_eq!((traffic.queued_messages, traffic.queued_bytes), (0, 0));
+    assert_eq!(traffic.messages_out, 0);
+    assert_eq!(handle.state(), ConnectionState::Closed);
+    assert_eq!(reg.broadcast(None, &Message::text("after")).sent, 0);
+}
+
 #[tokio::test]
 async fn traffic_totals_add_open_and_closed_connections_and_never_go_down() {
     let reg = registry();

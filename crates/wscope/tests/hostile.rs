@@ -51,10 +51,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_wscope");
 mod cluster;
 
 /// A fresh client still connects and echoes.
-/// Waits until `n` connections on `path` are OPEN. A client has its 101 a moment before the
-/// server marks its connection OPEN (on a runtime per core, possibly on the other thread), and
-/// a chat broadcast reaches OPEN members only: a test that broadcasts right after its members
-/// upgraded waits for this first.
+/// Waits until `n` connections on `path` are OPEN: for a member that sent its upgrade but does
+/// not read (so the test cannot know it has its 101). A member that has its 101 needs no wait:
+/// it gets every broadcast queued after it, its connection OPEN yet or not.
 async fn wait_open(admin: std::net::SocketAddr, path: &str, n: u64) {
     let query = format!("/api/connections?path={path}&state=OPEN&limit=1");
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -328,6 +327,8 @@ async fn a_chat_member_that_never_reads_is_closed_as_a_slow_consumer() {
     let (mut reader, _) = tokio_tungstenite::connect_async(served.url("/ws/chat"))
         .await
         .unwrap();
+    // The talker and the reader have their 101s, so they are members already; the stuck one
+    // reads nothing, so only the server can say when it is one.
     wait_open(served.admin, "/ws/chat", 3).await;
     let reading = tokio::spawn(async move {
         let mut n = 0u32;

@@ -14,6 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use portable_pty::{CommandBuilder, PtySize};
 use tokio_tungstenite::tungstenite::Message;
 use wscope_testkit::http_get;
+use wscope_testkit::raw::{frame_with, BINARY, FIN};
 use wscope_testkit::served::Served;
 
 const BIN: &str = env!("CARGO_BIN_EXE_wscope");
@@ -223,6 +224,77 @@ async fn a_wide_terminal_shows_whole_ids_with_path_and_user_and_an_id_closes_its
         (u16::from(close.code), close.reason.as_str()),
         (4000, "pasted")
     );
+}
+
+/// The bytes a connection holds show in its MEM column and in the header's `held` total, and
+/// `m` sorts by them: here a client stalls halfway through a 600 KiB message.
+#[tokio::test]
+async fn a_stalled_large_message_shows_in_mem_and_held_and_m_sorts_by_it() {
+    const SIZE: usize = 600 << 10;
+    let served = Served::start(BIN, &[]);
+    let _idle = wscope_testkit::raw::upgrade(served.main, "/ws", &[]).await;
+    let mut stalled = wscope_testkit::raw::upgrade(served.main, "/ws", &[]).await;
+    let message = vec![7u8; SIZE];
+    let framed = frame_with(FIN | BINARY, &message, Some([0; 4]));
+    stalled.send(&framed[..framed.len() - SIZE / 2]).await;
+
+    let url = format!("http://{}", served.admin);
+    let mut top = Top::spawn(&["--admin-url", &url, "--interval", "200ms"]);
+    top.wait_screen("the memory sort key", |s| s.contains(" m  mem"));
+    top.press("m");
+    let screen = top.wait_screen("the stalled connection first, by memory", |s| {
+        s.contains("Heaviest (most memory held)")
+            && rows(s)
+                .first()
+                .is_some_and(|row| kib(mem_cell(row)) >= (SIZE / 2 / 1024) as f64)
+    });
+    let header = screen.lines().find(|l| l.contains("ADDRESS")).unwrap();
+    assert!(header.contains("MEM↓"), "{header}");
+    // The other connection holds nothing, and comes after.
+    let rows = rows(&screen);
+    assert_eq!(rows.len(), 2, "{screen}");
+    assert_eq!(mem_cell(rows[1]), "0B", "{screen}");
+    // The header's total: at least what the stalled message holds.
+    let held = top.wait_screen("the held total", |s| {
+        s.lines()
+            .find_map(|l| l.split("held ").nth(1))
+            .is_some_and(|total| kib(total) >= (SIZE / 2 / 1024) as f64)
+    });
+    assert!(held.contains(" KiB"), "{held}");
+    top.press("q");
+    assert!(top.wait_exit().success());
+}
+
+/// The connections table's rows (the title line, with the admin URL, is not one).
+fn rows(screen: &str) -> Vec<&str> {
+    screen
+        .lines()
+        .filter(|l| l.starts_with('│') && l.contains(" 127.0.0.1 "))
+        .collect()
+}
+
+/// A table row's MEM cell: the tenth of its cells (an 80-column terminal cuts no text cell
+/// of a loopback client's row to nothing).
+fn mem_cell(row: &str) -> &str {
+    row.trim_matches(|c: char| c == '│' || c.is_whitespace())
+        .split_whitespace()
+        .nth(9)
+        .unwrap_or("")
+}
+
+/// `813K`, `1.0M`, `42B`, `300.0 KiB`… in KiB (0 for anything else).
+fn kib(figure: &str) -> f64 {
+    let figure = figure.trim_start();
+    let end = figure
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(figure.len());
+    let value: f64 = figure[..end].parse().unwrap_or(0.0);
+    match figure[end..].trim_start().chars().next() {
+        Some('K') => value,
+        Some('M') => value * 1024.0,
+        Some('B') => value / 1024.0,
+        _ => 0.0,
+    }
 }
 
 #[tokio::test]

@@ -10,12 +10,13 @@ use wscope_core::wire::{ConnectionPage, LiveStats};
 const HISTORY: usize = 240;
 
 /// The order `s` cycles through the sort keys: the busiest first, then the idlest.
-const CYCLE: [SortKey; 6] = [
+const CYCLE: [SortKey; 7] = [
     SortKey::Messages,
     SortKey::Idle,
     SortKey::Age,
     SortKey::Bytes,
     SortKey::Queued,
+    SortKey::Memory,
     SortKey::Rtt,
 ];
 
@@ -59,6 +60,7 @@ impl Sort {
         match (self.key, self.order) {
             (SortKey::Messages, SortOrder::Desc) => "Busiest (most messages)".into(),
             (SortKey::Idle, SortOrder::Desc) => "Idlest (longest idle)".into(),
+            (SortKey::Memory, SortOrder::Desc) => "Heaviest (most memory held)".into(),
             (key, order) => format!(
                 "By {} ({})",
                 key.as_str(),
@@ -205,6 +207,12 @@ impl Top {
                     order: SortOrder::Desc,
                 }
             }
+            'm' => {
+                self.sort = Sort {
+                    key: SortKey::Memory,
+                    order: SortOrder::Desc,
+                }
+            }
             _ => {}
         }
         if self.sort == before {
@@ -247,6 +255,13 @@ mod tests {
         assert_eq!(top.key('b'), Action::Resort);
         assert_eq!(top.key('b'), Action::None);
         assert_eq!(top.sort.title(), "Busiest (most messages)");
+        assert_eq!(top.key('m'), Action::Resort);
+        assert_eq!(
+            top.sort.path(5),
+            "/api/connections?sort=memory&order=desc&limit=5"
+        );
+        assert_eq!(top.sort.title(), "Heaviest (most memory held)");
+        assert_eq!(top.key('m'), Action::None);
         assert_eq!(top.key('x'), Action::None);
         assert_eq!(top.key('q'), Action::Quit);
         assert_eq!(top.key('\x03'), Action::Quit);

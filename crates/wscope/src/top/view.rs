@@ -17,13 +17,13 @@ use super::state::{Link, Panel, Series, Top};
 
 /// Rows above the table: the title and the two blocks (7 lines inside their borders).
 const HEAD_ROWS: u16 = 1 + 9;
-/// The figures' columns (AGE, IDLE, MSGS, BYTES, QUEUED, RTT): each fits its header with the
-/// sort arrow and its widest figure (`2m05s`, `999.9k`, `1023K`, `1234ms`).
-const FIGURES: [u16; 6] = [5, 5, 6, 6, 7, 6];
+/// The figures' columns (AGE, IDLE, MSGS, BYTES, QUEUED, MEM, RTT): each fits its header with
+/// the sort arrow and its widest figure (`2m05s`, `999.9k`, `1023K`, `1234ms`).
+const FIGURES: [u16; 7] = [5, 5, 6, 6, 7, 5, 6];
 /// The text columns (ID, ADDRESS, PATH, USER) are at least this wide, when their content is (an
-/// IPv4 address whole); past that they take the terminal's width as they need it, the id first
+/// id with its instance and sequence number, `eu-1-…-77`; an IPv4 address whole); past that they take the terminal's width as they need it, the id first
 /// (whole, it can be pasted into a `close`), then the address, the user, the path.
-const TEXT_MIN: [u16; 4] = [12, 15, 4, 4];
+const TEXT_MIN: [u16; 4] = [9, 15, 4, 4];
 /// The order in which the text columns get width beyond [`TEXT_MIN`] (and give it back, last
 /// first, when even that does not fit).
 const TEXT_PRIORITY: [usize; 4] = [0, 1, 3, 2];
@@ -105,9 +105,10 @@ fn totals_block(top: &Top) -> Paragraph<'static> {
             duration(s.average_idle_time)
         )),
         Line::from(format!(
-            "Avg rtt {}",
+            "Avg rtt {:<8}held {}",
             s.average_rtt_ms
-                .map_or_else(|| "-".to_owned(), |ms| format!("{ms}ms"))
+                .map_or_else(|| "-".to_owned(), |ms| format!("{ms}ms")),
+            bytes(s.traffic.memory_bytes as f64)
         )),
         Line::from(format!(
             "Queued  {} msgs, {}",
@@ -221,6 +222,7 @@ fn header_cells(top: &Top, columns: usize) -> Vec<Cell<'static>> {
         ("MSGS", "messages"),
         ("BYTES", "bytes"),
         ("QUEUED", "queued"),
+        ("MEM", "memory"),
         ("RTT", "rtt"),
         ("USER AGENT", ""),
     ]
@@ -239,7 +241,7 @@ fn header_cells(top: &Top, columns: usize) -> Vec<Cell<'static>> {
 
 /// One connection's row: its text cells cut to their columns, its figures, and its user agent
 /// where there is a column for it.
-fn table_row(text: &[String; 5], figures: [String; 6], widths: &[u16]) -> Row<'static> {
+fn table_row(text: &[String; 5], figures: [String; 7], widths: &[u16]) -> Row<'static> {
     let [id, address, path, user, agent] = text;
     let mut cells = vec![
         cut_middle(id, widths[0]),
@@ -248,7 +250,7 @@ fn table_row(text: &[String; 5], figures: [String; 6], widths: &[u16]) -> Row<'s
         cut_end(user, widths[3]),
     ];
     cells.extend(figures);
-    if let Some(&width) = widths.get(10) {
+    if let Some(&width) = widths.get(4 + FIGURES.len()) {
         cells.push(cut_end(agent, width));
     }
     Row::new(cells)
@@ -270,13 +272,14 @@ fn texts(c: &ConnectionInfo) -> [String; 5] {
 }
 
 /// A row's figures.
-fn figures(c: &ConnectionInfo) -> [String; 6] {
+fn figures(c: &ConnectionInfo) -> [String; 7] {
     [
         duration(c.age),
         duration(c.idle_time),
         count((c.messages_in + c.messages_out) as f64),
         short_bytes(c.bytes_in + c.bytes_out),
         short_bytes(c.queued_bytes),
+        short_bytes(c.memory_bytes),
         c.rtt_ms
             .map_or_else(|| "-".to_owned(), |ms| format!("{ms}ms")),
     ]
@@ -285,10 +288,11 @@ fn figures(c: &ConnectionInfo) -> [String; 6] {
 /// The columns' widths in a table `inner` cells wide: the figures' fixed widths; each text
 /// column as wide as its widest cell (or header) where the width allows, else at least
 /// [`TEXT_MIN`], with what is left given in [`TEXT_PRIORITY`] order; and, where at least
-/// [`AGENT_MIN`] cells are still left, an eleventh column: the user agent, in what remains.
+/// [`AGENT_MIN`] cells are still left, a last column: the user agent, in what remains.
 fn column_widths(inner: u16, texts: &[[String; 5]]) -> Vec<u16> {
     const HEADERS: [&str; 5] = ["ID", "ADDRESS", "PATH", "USER", "USER AGENT"];
-    let spacing = 9;
+    // One cell between each two of the text and figure columns.
+    let spacing = 4 + FIGURES.len() as u16 - 1;
     let mut wanted = HEADERS.map(|h| h.len() as u16);
     for row in texts {
         for (want, cell) in wanted.iter_mut().zip(row) {
@@ -372,7 +376,9 @@ fn key_line(top: &Top) -> Paragraph<'static> {
         Span::styled(" b ", key),
         Span::raw(" busiest  "),
         Span::styled(" i ", key),
-        Span::raw(" idlest"),
+        Span::raw(" idlest  "),
+        Span::styled(" m ", key),
+        Span::raw(" mem"),
     ]))
 }
 
@@ -478,7 +484,8 @@ mod tests {
             "connectionsByState": {"CONNECTING": 3, "OPEN": open - 4, "CLOSING": 1, "CLOSED": 0},
             "closedBy": {}, "refused": {"banned": 2, "handshakeRate": 1},
             "traffic": {"messagesIn": 10, "messagesOut": 10, "bytesIn": 10, "bytesOut": 10,
-                        "queuedMessages": 12, "queuedBytes": 3 * 1024 * 1024},
+                        "queuedMessages": 12, "queuedBytes": 3 * 1024 * 1024,
+                        "memoryBytes": 5 * 1024 * 1024},
             "rates": {"messagesIn": messages_in, "messagesOut": 12.0, "bytesIn": 131_840.0,
                       "bytesOut": 512.0, "opened": 2.5, "closed": 0.0, "refused": 0.0}
         }))
@@ -492,7 +499,7 @@ mod tests {
                 {"id": "eu-1-187b0c2d1e5f3a10-77", "age": 3_723_000, "idleTime": 400,
                  "state": "OPEN", "remoteAddress": "203.0.113.7", "path": "/ws",
                  "messagesIn": 900, "messagesOut": 1100, "bytesIn": 2048, "bytesOut": 0,
-                 "queuedBytes": 0, "rttMs": 12, "user": "ann"},
+                 "queuedBytes": 0, "memoryBytes": 832_307, "rttMs": 12, "user": "ann"},
                 {"id": "eu-1-187b0c2d1e5f3a10-5", "age": 61_000, "idleTime": 61_000,
                  "state": "OPEN", "path": "/ws/chat", "messagesIn": 1, "messagesOut": 0}
             ],
@@ -517,7 +524,7 @@ mod tests {
         assert!(line_with(&lines, "CONNECTING").contains("OPEN 1230  CONNECTING 3"));
         assert!(line_with(&lines, "CLOSING").contains("CLOSING 1  CLOSED 0"));
         assert!(line_with(&lines, "Avg age").contains("Avg age 45s  idle 2m05s"));
-        assert!(line_with(&lines, "Avg rtt").contains("Avg rtt 7ms"));
+        assert!(line_with(&lines, "Avg rtt").contains("Avg rtt 7ms     held 5.0 MiB"));
         assert!(line_with(&lines, "Queued").contains("Queued  12 msgs, 3.0 MiB"));
         assert!(line_with(&lines, "msgs in").contains("msgs in        4.1k"));
         assert!(line_with(&lines, "msgs out").contains("msgs out         12"));
@@ -544,19 +551,19 @@ mod tests {
             .unwrap();
         let busy = &lines[first];
         for cell in [
-            "│eu-1-187b0c…-77 ",
-            " 203.0.113.7 /ws  ann ",
+            "│eu-1-…-77 203.0.113.7 /ws  ann ",
             "1h02m",
             "400ms",
             "2.0k",
             "2.0K",
             "0B",
+            "813K",
             "12ms",
         ] {
             assert!(busy.contains(cell), "{cell:?} in {busy}");
         }
         let quiet = &lines[first + 1];
-        for cell in ["│eu-1-187b0c2…-5 ", " /ws… ", "1m01s", " - "] {
+        for cell in ["│eu-1-1…-5 ", " /ws… ", "1m01s", " - "] {
             assert!(quiet.contains(cell), "{cell:?} in {quiet}");
         }
 
@@ -568,6 +575,15 @@ mod tests {
         assert!(line_with(&lines, "Idlest").contains("Idlest (longest idle)"));
         assert!(line_with(&lines, "ADDRESS").contains("IDLE↓"));
         assert!(line_with(&lines, " q ").contains("sort: idle"));
+
+        top.sort = Sort {
+            key: SortKey::Memory,
+            order: SortOrder::Desc,
+        };
+        let lines = screen(&top);
+        assert!(line_with(&lines, "Heaviest").contains("Heaviest (most memory held)"));
+        assert!(line_with(&lines, "ADDRESS").contains("MEM↓"));
+        assert!(line_with(&lines, " q ").contains(" m  mem"));
     }
 
     #[test]
@@ -622,21 +638,21 @@ mod tests {
             let widths = column_widths(inner, &rows);
             let spacing = widths.len() as u16 - 1;
             let total: u16 = widths.iter().sum::<u16>() + spacing;
-            assert!(total <= inner.max(9 + 35 + 12), "{inner}: {widths:?}");
-            assert_eq!(widths[4..10], FIGURES);
+            assert!(total <= inner.max(10 + 40 + 12), "{inner}: {widths:?}");
+            assert_eq!(widths[4..11], FIGURES);
         }
         // Wide enough: each text column as wide as its content, and no wider.
         assert_eq!(
             column_widths(300, &rows),
-            [24, 28, 31, 19, 5, 5, 6, 6, 7, 6, 31]
+            [24, 28, 31, 19, 5, 5, 6, 6, 7, 5, 6, 31]
         );
-        // At 80 columns (78 inside the borders) the minimums do not all fit: the path gives way,
-        // and there is no room for the user agent.
-        assert_eq!(column_widths(78, &rows), [12, 15, 3, 4, 5, 5, 6, 6, 7, 6]);
+        // At 80 columns (78 inside the borders) the minimums do not all fit: the path, the user
+        // and the address give way, and there is no room for the user agent.
+        assert_eq!(column_widths(78, &rows), [9, 13, 3, 3, 5, 5, 6, 6, 7, 5, 6]);
         // The user agent takes what is left, once there is enough of it.
-        let agent = column_widths(44 + 102 + 13, &rows);
-        assert_eq!(agent[10], 12, "{agent:?}");
-        assert_eq!(column_widths(44 + 102 + 12, &rows).len(), 10);
+        let agent = column_widths(50 + 102 + 13, &rows);
+        assert_eq!(agent[11], 12, "{agent:?}");
+        assert_eq!(column_widths(50 + 102 + 12, &rows).len(), 11);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use wscope_testkit::raw::{
 use wscope_testkit::served::Served;
 use wscope_testkit::{http_get, WAIT};
 
-use super::{closed_with_code, report_rss, still_serves, wait_closed_with_code, wait_open};
+use super::{closed_with_code, report_rss, still_serves, wait_closed_with_code};
 
 /// The binary under test: this build's, or `WSCOPE_HOSTILE_BIN`.
 fn bin() -> String {
@@ -134,8 +134,9 @@ async fn a_large_chat_message_leaves_its_members_no_buffer_of_its_size() {
     let body = deflate(&text);
     for engine in engines() {
         let served = Served::start(&bin(), &["--engine", engine]);
+        // Each member has its 101: it gets every chat message sent from now on, its
+        // connection OPEN yet or not.
         let mut members = clients(&served, "/ws/chat", &[], MEMBERS).await;
-        wait_open(served.admin, "/ws/chat", MEMBERS as u64).await;
         members[0].send(&frame(FIN | TEXT, b"hello")).await;
         for member in &mut members {
             assert_eq!(member.read_message().await.payload, b"hello");
@@ -157,7 +158,6 @@ async fn a_large_chat_message_leaves_its_members_no_buffer_of_its_size() {
 
         let served = Served::start(&bin(), &["--engine", engine, "--permessage-deflate"]);
         let mut members = clients(&served, "/ws/chat", &[OFFER], MEMBERS).await;
-        wait_open(served.admin, "/ws/chat", MEMBERS as u64).await;
         assert!(members[0].header("sec-websocket-extensions").is_some());
         members[0]
             .send(&frame(FIN | RSV1 | TEXT, &deflate(b"hello")))
