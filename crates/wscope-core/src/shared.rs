@@ -134,7 +134,7 @@ impl Shared {
 
     /// Connections tracked now, in O(1).
     pub(crate) fn current(&self) -> u64 {
-        self.aggregates.current.load(Ordering::Acquire)
+        self.aggregates.current()
     }
 
     /// Claims the start of the background tasks: true for exactly one caller.
@@ -256,7 +256,7 @@ impl Shared {
         self.order.insert(seq);
         self.entries.insert(seq, entry.clone());
         self.paths.insert(&entry);
-        self.aggregates.registered(seq, now);
+        self.aggregates.registered(now);
         // Every connection was dropped at once (`abort_all`) before this one was in the map,
         // whose walk therefore missed it: it goes too (the shard lock orders the two).
         if self.root.is_cancelled() {
@@ -333,7 +333,6 @@ impl Shared {
             }
         });
         let left = self.aggregates.removed(
-            entry.seq,
             state,
             entry.connected_ms,
             last_ms,
