@@ -158,10 +158,16 @@ impl Aggregates {
         sums
     }
 
-    /// Entries tracked now, in O(shards): the removals read first (see the module's doc).
-    pub(crate) fn current(&self) -> u64 {
+    /// Registrations and removals so far, the removals read first (see the module's doc).
+    fn registered_and_removed(&self) -> (u64, u64) {
         let removed = self.sum(|s| &s.outs[ENTRIES]);
         let registered = self.sum(|s| &s.ins[ENTRIES]);
+        (registered, removed)
+    }
+
+    /// Entries tracked now, in O(shards).
+    pub(crate) fn current(&self) -> u64 {
+        let (registered, removed) = self.registered_and_removed();
         // Never below zero (see the module's doc); saturating all the same, for an entry removed
         // by a sweep before its registration was counted.
         registered.saturating_sub(removed)
@@ -412,11 +418,10 @@ mod tests {
                 );
             }
         });
-        // Read as `current` does, unsaturated: the outs first.
+        // What `current` reads, before it saturates.
         let mut reads = 0u64;
         while !close.is_finished() && reads < 10 * ROUNDS {
-            let removed = totals.sum(|s| &s.outs[ENTRIES]);
-            let registered = totals.sum(|s| &s.ins[ENTRIES]);
+            let (registered, removed) = totals.registered_and_removed();
             assert!(
                 removed <= registered,
                 "{removed} removals read, {registered} registrations"
