@@ -3,7 +3,10 @@
 //! new connection's addresses to one of them). A connection's tasks then stay on the thread that
 //! accepted it: no work stealing bouncing small tasks between cores, no cross-thread wake-ups on
 //! the hot path. What the threads share (the registry behind the router, its counters, the
-//! cluster node) is shared through `Arc`s and atomics as it is on one multi-thread runtime.
+//! cluster node) is shared through `Arc`s and atomics as it is on one multi-thread runtime; the
+//! registry's totals that every connection writes (counts, counts by state, the sums behind the
+//! averages, closes by initiator) are sharded, each runtime writing its own shard, and summed when
+//! read.
 //!
 //! ```no_run
 //! use std::num::NonZeroUsize;
@@ -62,7 +65,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::serve::{serve, ServeOptions};
+use crate::serve::{serve, Graceful, ServeOptions};
 
 /// Binds a TCP listener on `addr` listening with `backlog` (the kernel caps it at
 /// `net.core.somaxconn`; tokio's own bind listens with 128, which drops connections under a
@@ -143,12 +146,7 @@ impl PerCore {
     /// `current_thread` runtime; await it, after [`ServePerCore::with_graceful_shutdown`] if it
     /// should stop.
     pub fn serve(self, router: Router, options: ServeOptions) -> ServePerCore {
-        ServePerCore {
-            per_core: self,
-            router,
-            options,
-            signal: Box::pin(std::future::pending()),
-        }
+        ServePerCore(Graceful::new(self, router, options))
     }
 }
 
@@ -160,45 +158,29 @@ impl PerCore {
 /// as they should. A runtime that fails (its thread or listener cannot start) stops the others,
 /// and its error is returned.
 #[must_use = "a server does nothing until awaited"]
-pub struct ServePerCore {
-    per_core: PerCore,
-    router: Router,
-    options: ServeOptions,
-    signal: Pin<Box<dyn Future<Output = ()> + Send>>,
-}
-
-impl std::fmt::Debug for ServePerCore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServePerCore")
-            .field("per_core", &self.per_core)
-            .field("options", &self.options)
-            .finish_non_exhaustive()
-    }
-}
+#[derive(Debug)]
+pub struct ServePerCore(Graceful<PerCore>);
 
 impl ServePerCore {
     /// Stops when `signal` completes.
-    pub fn with_graceful_shutdown(
-        mut self,
-        signal: impl Future<Output = ()> + Send + 'static,
-    ) -> Self {
-        self.signal = Box::pin(signal);
-        self
+    pub fn with_graceful_shutdown(self, signal: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self(self.0.until(signal))
     }
 
     async fn run(self) -> io::Result<()> {
-        let ServePerCore {
-            per_core,
+        let Graceful {
+            on: per_core,
             router,
             options,
             mut signal,
-        } = self;
+        } = self.0;
         let stop = CancellationToken::new();
         let mut finished = Vec::with_capacity(per_core.listeners.len());
         let mut started = Ok(());
         for (index, listener) in per_core.listeners.into_iter().enumerate() {
             let (done, receiver) = oneshot::channel();
             let runtime = RuntimeTask {
+                index,
                 listener,
                 router: router.clone(),
                 options: options.clone(),
@@ -256,6 +238,8 @@ impl IntoFuture for ServePerCore {
 
 /// What one runtime's thread runs: its listener served until `stop`.
 struct RuntimeTask {
+    /// Which runtime of the server this is (from 0).
+    index: usize,
     listener: std::net::TcpListener,
     router: Router,
     options: ServeOptions,
@@ -270,6 +254,9 @@ impl RuntimeTask {
             .enable_all()
             .build()?;
         CURRENT.with(|current| *current.borrow_mut() = Some(self.gauge.clone()));
+        // The registry's totals this thread writes: a shard no other runtime of this server
+        // writes (up to 16 of them).
+        wscope_core::set_shard(self.index);
         let stop = self.stop.clone();
         let served = runtime.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(self.listener)?;

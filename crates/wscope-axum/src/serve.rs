@@ -127,11 +127,42 @@ impl Default for ServeOptions {
 /// Serves `router` on `listener` (HTTP/1.1, with upgrades) with `options`; await it, after
 /// [`Serve::with_graceful_shutdown`] if it should stop.
 pub fn serve(listener: TcpListener, router: Router, options: ServeOptions) -> Serve {
-    Serve {
-        listener,
-        router,
-        options,
-        signal: Box::pin(std::future::pending()),
+    Serve(Graceful::new(listener, router, options))
+}
+
+/// What a server serves, how, on what (`S`: a listener, or [`PerCore`](crate::PerCore)'s) and
+/// until when: the part [`Serve`] and [`ServePerCore`](crate::ServePerCore) share.
+pub(crate) struct Graceful<S> {
+    pub(crate) on: S,
+    pub(crate) router: Router,
+    pub(crate) options: ServeOptions,
+    /// The shutdown signal; pending until one is given.
+    pub(crate) signal: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl<S> Graceful<S> {
+    pub(crate) fn new(on: S, router: Router, options: ServeOptions) -> Self {
+        Self {
+            on,
+            router,
+            options,
+            signal: Box::pin(std::future::pending()),
+        }
+    }
+
+    /// Stops when `signal` completes.
+    pub(crate) fn until(mut self, signal: impl Future<Output = ()> + Send + 'static) -> Self {
+        self.signal = Box::pin(signal);
+        self
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for Graceful<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Graceful")
+            .field("on", &self.on)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
     }
 }
 
@@ -159,39 +190,22 @@ pub fn serve(listener: TcpListener, router: Router, options: ServeOptions) -> Se
 /// # }
 /// ```
 #[must_use = "a server does nothing until awaited"]
-pub struct Serve {
-    listener: TcpListener,
-    router: Router,
-    options: ServeOptions,
-    signal: Pin<Box<dyn Future<Output = ()> + Send>>,
-}
-
-impl std::fmt::Debug for Serve {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Serve")
-            .field("listener", &self.listener)
-            .field("options", &self.options)
-            .finish_non_exhaustive()
-    }
-}
+#[derive(Debug)]
+pub struct Serve(Graceful<TcpListener>);
 
 impl Serve {
     /// Stops when `signal` completes.
-    pub fn with_graceful_shutdown(
-        mut self,
-        signal: impl Future<Output = ()> + Send + 'static,
-    ) -> Self {
-        self.signal = Box::pin(signal);
-        self
+    pub fn with_graceful_shutdown(self, signal: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self(self.0.until(signal))
     }
 
     async fn run(self) -> io::Result<()> {
-        let Serve {
-            listener,
+        let Graceful {
+            on: listener,
             router,
             options,
             mut signal,
-        } = self;
+        } = self.0;
         let listen_addr = listener.local_addr()?;
         let builder = options.builder();
         let acceptor = options.tls.clone().map(TlsAcceptor::from);

@@ -248,9 +248,7 @@ impl Connection {
             .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
         {
-            self.shared
-                .aggregates()
-                .activity_moved(self.entry.seq, last, now);
+            self.shared.aggregates().activity_moved(last, now);
         }
     }
 

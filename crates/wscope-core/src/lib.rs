@@ -129,6 +129,8 @@ pub use admission::{
     InvalidRate, Ipv6Prefix, LabelError, OriginPattern, Permit, RateLimit, Refusal, RefusalKind,
     MAX_TAGS, MAX_TAG_LEN, MAX_USER_LEN,
 };
+#[doc(hidden)]
+pub use aggregates::set_shard;
 pub use budget::{Charge, MessageBudget, OverBudget};
 pub use bytes::Bytes;
 pub use clock::{Clock, ManualClock};

@@ -4,7 +4,7 @@
 //! are its own; the registry, the connection, the drain, the background tasks and the readers
 //! reach them through the methods here.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,6 +66,8 @@ pub(crate) struct Shared {
     shutdown: Shutdown,
     /// Woken when the last entry leaves (shutdown waits on it).
     emptied: Notify,
+    /// Calls of `wait_empty` under way: removals look for an empty registry only while some are.
+    waiting_empty: AtomicUsize,
     /// Cancelled when every connection is dropped at once: it stops the background tasks, and an
     /// entry registered after it is dropped as it arrives.
     root: CancellationToken,
@@ -98,6 +100,7 @@ impl Shared {
             stats_size: SizeHint::default(),
             shutdown: Shutdown::default(),
             emptied: Notify::new(),
+            waiting_empty: AtomicUsize::new(0),
             root: CancellationToken::new(),
             tracker: TaskTracker::new(),
             background: AtomicBool::new(false),
@@ -134,7 +137,7 @@ impl Shared {
 
     /// Connections tracked now, in O(1).
     pub(crate) fn current(&self) -> u64 {
-        self.aggregates.current.load(Ordering::Acquire)
+        self.aggregates.current()
     }
 
     /// Claims the start of the background tasks: true for exactly one caller.
@@ -256,7 +259,7 @@ impl Shared {
         self.order.insert(seq);
         self.entries.insert(seq, entry.clone());
         self.paths.insert(&entry);
-        self.aggregates.registered(seq, now);
+        self.aggregates.registered(now);
         // Every connection was dropped at once (`abort_all`) before this one was in the map,
         // whose walk therefore missed it: it goes too (the shard lock orders the two).
         if self.root.is_cancelled() {
@@ -332,8 +335,7 @@ impl Shared {
                 reason: reason.to_owned(),
             }
         });
-        let left = self.aggregates.removed(
-            entry.seq,
+        self.aggregates.removed(
             state,
             entry.connected_ms,
             last_ms,
@@ -364,7 +366,10 @@ impl Shared {
             };
             observers.iter().for_each(|o| o.closed(&event));
         }
-        if left == 0 {
+        // Summing the shards costs: only while someone waits for the registry to empty (a
+        // drain). Sequentially consistent with `wait_empty`'s count and read: either this sees
+        // the waiter, or the waiter's read sees this removal.
+        if self.waiting_empty.load(Ordering::SeqCst) > 0 && self.current() == 0 {
             self.emptied.notify_waiters();
         }
         true
@@ -556,6 +561,15 @@ impl Shared {
 
     /// Waits until no entry is left, or `deadline` passes; true if emptied.
     pub(crate) async fn wait_empty(&self, deadline: Duration) -> bool {
+        /// Counts a waiter while it lives (the wait may be dropped at any await).
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.waiting_empty.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting_empty);
         let wait = async {
             loop {
                 let emptied = self.emptied.notified();
