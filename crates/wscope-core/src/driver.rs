@@ -517,31 +517,95 @@ where
 }
 
 /// Writes `batch`, then `close` if given, with one flush.
-async fn write_batch<W>(
-    conn: &Connection,
-    mut sink: Pin<&mut W>,
-    batch: &mut Vec<Message>,
+///
+/// A hand-written future rather than an `async fn`: the writer's task keeps room for the largest
+/// state its loop can be in, and an `async fn` here kept a drain iterator, the message in hand
+/// and the sink's `feed` future beside it (296 B, against some 100 for this), in every idle
+/// connection's task.
+fn write_batch<'a, W>(
+    conn: &'a Connection,
+    sink: Pin<&'a mut W>,
+    batch: &'a mut Vec<Message>,
     close: Option<CloseFrame>,
-) -> Result<(), TransportError>
+) -> WriteBatch<'a, W>
 where
     W: Sink<Message, Error = TransportError>,
 {
-    if !batch.is_empty() {
-        let (mut count, mut bytes) = (0, 0);
-        for msg in batch.drain(..) {
-            if msg.is_data() {
-                count += 1;
-                bytes += msg.payload_len();
+    WriteBatch {
+        conn,
+        sink,
+        batch,
+        close,
+        next: 0,
+        count: 0,
+        bytes: 0,
+        closing: false,
+    }
+}
+
+/// The future [`write_batch`] returns. Whatever it has not written when it ends (an error, or
+/// dropped) is dropped from the batch.
+struct WriteBatch<'a, W> {
+    conn: &'a Connection,
+    sink: Pin<&'a mut W>,
+    batch: &'a mut Vec<Message>,
+    close: Option<CloseFrame>,
+    /// The next message of `batch` to write (those before it are taken).
+    next: usize,
+    /// Data messages and their payload bytes written so far.
+    count: usize,
+    bytes: usize,
+    /// The connection was marked CLOSING for `close`.
+    closing: bool,
+}
+
+impl<W> Future for WriteBatch<'_, W>
+where
+    W: Sink<Message, Error = TransportError>,
+{
+    type Output = Result<(), TransportError>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::ready;
+        let this = self.get_mut();
+        if this.next < this.batch.len() {
+            while this.next < this.batch.len() {
+                ready!(this.sink.as_mut().poll_ready(cx))?;
+                // Taken with a placeholder that owns nothing; the batch is cleared at the end.
+                let msg = std::mem::replace(
+                    &mut this.batch[this.next],
+                    Message::Ping(bytes::Bytes::new()),
+                );
+                this.next += 1;
+                if msg.is_data() {
+                    this.count += 1;
+                    this.bytes += msg.payload_len();
+                }
+                this.sink.as_mut().start_send(msg)?;
             }
-            sink.feed(msg).await?;
+            this.batch.clear();
+            this.conn.record_sent(this.count, this.bytes);
         }
-        conn.record_sent(count, bytes);
+        if this.close.is_some() {
+            if !this.closing {
+                this.closing = true;
+                this.conn.mark_closing();
+            }
+            ready!(this.sink.as_mut().poll_ready(cx))?;
+            let frame = this.close.take();
+            this.sink.as_mut().start_send(Message::Close(frame))?;
+        }
+        this.sink.as_mut().poll_flush(cx)
     }
-    if let Some(frame) = close {
-        conn.mark_closing();
-        sink.feed(Message::Close(Some(frame))).await?;
+}
+
+impl<W> Drop for WriteBatch<'_, W> {
+    fn drop(&mut self) {
+        self.batch.clear();
     }
-    sink.flush().await
 }
 
 /// Flushes what was queued and the close frame (or only what the engine holds, when it closed
