@@ -22,12 +22,17 @@ const BY_REFERENCE: usize = 16 << 10;
 /// The most slices handed to one vectored write.
 const MAX_SLICES: usize = 64;
 
+/// Payloads queued by reference, boxed so that a connection with none pays a pointer rather
+/// than an empty deque's 32 bytes.
+#[allow(clippy::box_collection)]
+type Chunks = Box<VecDeque<Bytes>>;
+
 /// The frames waiting for the socket. See the module documentation.
 #[derive(Debug, Default)]
 pub(super) struct Out {
     /// Bytes ahead of `cork`, in order: corked bytes frozen before a large payload, and large
     /// payloads themselves; allocated only while any wait.
-    chunks: Option<Box<VecDeque<Bytes>>>,
+    chunks: Option<Chunks>,
     /// Corked bytes after every chunk.
     cork: Vec<u8>,
     /// Bytes already written of the first chunk (or of the cork, when there is no chunk).
