@@ -5,8 +5,9 @@
 //! One state object per connection, [`Core`], owns the stream: no split stream, no buffer held
 //! while idle. Reads go into a buffer per thread ([`READ_BUF`]) in which every complete frame is
 //! parsed and unmasked in place (`parse`); what the connection keeps between reads is a header
-//! spill of at most 14 bytes, the message in progress while it spans reads or fragments, and the
-//! messages parsed but not yet yielded (none once they are). Writes are corked (`write`): what
+//! spill of at most 14 bytes and the message in progress while it spans reads or fragments (in a
+//! box that exists only while they do), and the messages parsed but not yet yielded (likewise
+//! boxed, none once they are): an idle connection's core holds none of these inline. Writes are corked (`write`): what
 //! the driver queues, and every reply a read produces (pongs, the close reply, which the engine
 //! sends itself as the driver expects), goes out in one write per flush, and the buffer is freed
 //! once written.
