@@ -71,8 +71,9 @@ pub(crate) struct Entry {
     pub(crate) outbox: Outbox,
     /// Wakes the connection's tasks waiting in [`Entry::aborted`] when `abort` is set.
     abort_wake: Notify,
-    /// The first close event: who, code, reason.
-    pub(crate) close_record: Mutex<Option<CloseRecord>>,
+    /// The first close event: who, code, reason. Boxed: recorded once, at the end, it would
+    /// otherwise take room in every open connection.
+    pub(crate) close_record: Mutex<Option<Box<CloseRecord>>>,
     /// The user id and tags the application attached; boxed and absent until it attaches one,
     /// so an unlabelled connection pays a pointer and a lock word.
     pub(crate) labels: Mutex<Option<Box<Labels>>>,
@@ -274,7 +275,7 @@ impl Entry {
     pub(crate) fn record_close(&self, record: CloseRecord) {
         let mut slot = self.close_record.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
-            *slot = Some(record);
+            *slot = Some(Box::new(record));
         }
     }
 
@@ -283,18 +284,19 @@ impl Entry {
     pub(crate) fn record_dropped(&self, reason: &str) {
         let mut slot = self.close_record.lock().unwrap_or_else(|e| e.into_inner());
         let code = slot.as_ref().and_then(|r| r.code);
-        *slot = Some(CloseRecord {
+        *slot = Some(Box::new(CloseRecord {
             initiator: Initiator::Deadline,
             code,
             reason: reason.to_owned(),
-        });
+        }));
     }
 
     pub(crate) fn close_record(&self) -> Option<CloseRecord> {
         self.close_record
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .as_deref()
+            .cloned()
     }
 
     /// The last round-trip time, if a pong has come.
@@ -357,7 +359,7 @@ impl Entry {
             return false;
         }
         if slot.is_none() {
-            *slot = Some(record);
+            *slot = Some(Box::new(record));
         }
         true
     }
@@ -369,4 +371,52 @@ pub(crate) struct Stored {
     pub(crate) path: SharedStr,
     pub(crate) user_agent: Option<SharedStr>,
     pub(crate) remote_addr: Option<IpAddr>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What every connection's entry takes (64-bit): what is set once in a connection's life
+    /// (its close record, a requested close) or only by some (labels) is boxed, not kept
+    /// inline (400 bytes before).
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn an_entry_is_small() {
+        let size = std::mem::size_of::<Entry>();
+        assert!(size <= 352, "Entry takes {size} bytes");
+    }
+
+    #[test]
+    fn the_first_close_record_is_kept_and_a_drop_overrides_it() {
+        let meta = Stored {
+            path: SharedStr::new("/ws"),
+            user_agent: None,
+            remote_addr: None,
+        };
+        let entry = Entry::new(1, 0, meta, Outbox::new(8, 1 << 20));
+        assert_eq!(entry.close_record(), None);
+        let frame = CloseFrame {
+            code: crate::CloseCode::new(1001).unwrap(),
+            reason: "bye".to_owned(),
+        };
+        assert!(entry.request_close(frame.clone(), Initiator::Server));
+        assert!(!entry.request_close(frame, Initiator::Client), "one close");
+        entry.record_close(CloseRecord {
+            initiator: Initiator::Client,
+            code: None,
+            reason: String::new(),
+        });
+        let first = entry.close_record().unwrap();
+        assert_eq!(
+            (first.initiator, first.code),
+            (Initiator::Server, Some(1001))
+        );
+        entry.record_dropped("deadline passed");
+        let dropped = entry.close_record().unwrap();
+        assert_eq!(
+            (dropped.initiator, dropped.code, dropped.reason.as_str()),
+            (Initiator::Deadline, Some(1001), "deadline passed")
+        );
+    }
 }

@@ -30,8 +30,9 @@ pub enum SendError {
 struct State {
     /// Messages waiting for the writer.
     items: VecDeque<Message>,
-    /// A requested close: the writer sends it after the items queued before it.
-    close: Option<Closing>,
+    /// A requested close: the writer sends it after the items queued before it. Boxed: asked
+    /// for once in a connection's life, it would otherwise take room in every idle one.
+    close: Option<Box<Closing>>,
     /// Set once a close was requested or the writer is gone: pushes fail with `Closed`.
     closed: bool,
     /// A ping is due: the writer sends one (with a shared payload, so asking costs nothing).
@@ -172,7 +173,7 @@ impl Outbox {
                 false
             } else {
                 st.closed = true;
-                st.close = Some(closing);
+                st.close = Some(Box::new(closing));
                 true
             }
         };
@@ -223,7 +224,7 @@ impl Outbox {
                 st.items.shrink_to(0);
             }
             let drained = Drained {
-                close: st.close.take(),
+                close: st.close.take().map(|closing| *closing),
                 ping: std::mem::take(&mut st.ping),
             };
             (drained, std::mem::take(&mut st.blocked))

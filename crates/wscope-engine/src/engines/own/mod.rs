@@ -5,8 +5,9 @@
 //! One state object per connection, [`Core`], owns the stream: no split stream, no buffer held
 //! while idle. Reads go into a buffer per thread ([`READ_BUF`]) in which every complete frame is
 //! parsed and unmasked in place (`parse`); what the connection keeps between reads is a header
-//! spill of at most 14 bytes, the message in progress while it spans reads or fragments, and the
-//! messages parsed but not yet yielded (none once they are). Writes are corked (`write`): what
+//! spill of at most 14 bytes and the message in progress while it spans reads or fragments (in a
+//! box that exists only while they do), and the messages parsed but not yet yielded (likewise
+//! boxed, none once they are): an idle connection's core holds none of these inline. Writes are corked (`write`): what
 //! the driver queues, and every reply a read produces (pongs, the close reply, which the engine
 //! sends itself as the driver expects), goes out in one write per flush, and the buffer is freed
 //! once written.
@@ -70,6 +71,11 @@ thread_local! {
 /// What the reader yields.
 type Item = Result<Message, TransportError>;
 
+/// Items waiting to be yielded, boxed so that a connection with none pays a pointer rather than
+/// an empty deque's 32 bytes (an extra allocation only while several wait).
+#[allow(clippy::box_collection)]
+type Queue = Box<VecDeque<Item>>;
+
 /// This engine over `io`, whose handshake is done, in `role`, with `cfg`'s limits and deadline,
 /// charging partly received messages to `charge`; data messages compressed with a `window_bits`
 /// window when given, and compressed messages from the peer inflated when `deflate`.
@@ -95,10 +101,10 @@ struct Core<S: Io> {
     role: Role,
     parser: Parser,
     out: Out,
-    /// The next message to yield, then the rest of those one read parsed (empty, without
-    /// capacity, once they are yielded).
-    next: Option<Item>,
-    more: VecDeque<Item>,
+    /// What waits to be yielded: the messages one read parsed after the one yielded at once,
+    /// and errors to end with; allocated only while it holds any (a read that brings one
+    /// message hands it straight out).
+    queue: Option<Queue>,
     window_bits: Option<u8>,
     /// Bytes corked before a send waits for the socket.
     write_limit: usize,
@@ -117,7 +123,7 @@ struct Core<S: Io> {
     /// (reported again only when it changes: not per message on an idle-between-messages
     /// connection, whose holdings stay 0).
     gauge: MemoryGauge,
-    reported: usize,
+    reported: u32,
 }
 
 impl<S: Io> Core<S> {
@@ -134,8 +140,7 @@ impl<S: Io> Core<S> {
             role,
             parser: Parser::new(cfg, role == Role::Server, deflate, charge),
             out: Out::default(),
-            next: None,
-            more: VecDeque::new(),
+            queue: None,
             window_bits,
             write_limit: cfg.write_buffer_size.max(1),
             rng: RandomState::new().hash_one(0u8) | 1,
@@ -155,21 +160,27 @@ impl<S: Io> Core<S> {
             .ok_or_else(|| io::ErrorKind::NotConnected.into())
     }
 
-    fn push(next: &mut Option<Item>, more: &mut VecDeque<Item>, item: Item) {
-        if next.is_none() {
-            *next = Some(item);
+    /// Hands `item` out through `first` if it is free, or queues it behind what was.
+    fn push(first: &mut Option<Item>, queue: &mut Option<Queue>, item: Item) {
+        if first.is_none() && queue.is_none() {
+            *first = Some(item);
         } else {
-            more.push_back(item);
+            queue.get_or_insert_with(Default::default).push_back(item);
         }
     }
 
+    /// Queues `item`, to be yielded after what waits.
+    fn queue(&mut self, item: Item) {
+        Self::push(&mut None, &mut self.queue, item);
+    }
+
     fn pop(&mut self) -> Option<Item> {
-        let item = self.next.take()?;
-        self.next = self.more.pop_front();
-        if self.next.is_none() && self.more.capacity() > 0 {
-            self.more = VecDeque::new();
+        let queue = self.queue.as_mut()?;
+        let item = queue.pop_front();
+        if queue.is_empty() {
+            self.queue = None;
         }
-        Some(item)
+        item
     }
 
     /// A masking key (client role), or none (server role).
@@ -234,8 +245,13 @@ impl<S: Io> Core<S> {
     }
 
     /// Reads once into the thread's buffer and parses what came; the bytes read (0: end of
-    /// stream). Pings are answered and a close frame replied to here, corked.
-    fn poll_read_parse(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    /// stream). The first item parsed goes to `first`, when it is free and nothing is queued,
+    /// the rest to the queue. Pings are answered and a close frame replied to here, corked.
+    fn poll_read_parse(
+        &mut self,
+        cx: &mut Context<'_>,
+        first: &mut Option<Item>,
+    ) -> Poll<io::Result<usize>> {
         READ_BUF.with(|cell| {
             let mut spare;
             let mut borrowed = cell.try_borrow_mut();
@@ -250,17 +266,15 @@ impl<S: Io> Core<S> {
             ready!(Pin::new(self.io()?).poll_read(cx, &mut read))?;
             let n = read.filled().len();
             if n > 0 && !self.parser.closed() {
-                self.parse(read.filled_mut());
+                self.parse(read.filled_mut(), first);
             }
             Poll::Ready(Ok(n))
         })
     }
 
-    fn parse(&mut self, bytes: &mut [u8]) {
+    fn parse(&mut self, bytes: &mut [u8], first: &mut Option<Item>) {
         let mut replies = Vec::new();
-        let Self {
-            parser, next, more, ..
-        } = self;
+        let Self { parser, queue, .. } = self;
         let parsed = parser.parse(bytes, &mut |msg| {
             match &msg {
                 Message::Ping(p) => replies.push(Message::Pong(p.clone())),
@@ -272,27 +286,23 @@ impl<S: Io> Core<S> {
                 }))),
                 _ => {}
             }
-            Self::push(next, more, Ok(msg));
+            Self::push(first, queue, Ok(msg));
         });
         for reply in replies {
             if self.sent_close {
                 break;
             }
             if let Err(e) = self.send(reply) {
-                Self::push(&mut self.next, &mut self.more, Err(e));
+                Self::push(first, &mut self.queue, Err(e));
             }
         }
         if let Err(e) = parsed {
-            self.fail(e);
+            self.failed = true;
+            Self::push(first, &mut self.queue, Err(e));
         }
         if !self.parser.in_message() {
             self.deadline = None;
         }
-    }
-
-    fn fail(&mut self, e: TransportError) {
-        self.failed = true;
-        Self::push(&mut self.next, &mut self.more, Err(e));
     }
 
     /// The peer is awaited: a message in progress must come whole before its deadline.
@@ -324,7 +334,8 @@ impl<S: Io> Core<S> {
             return Poll::Ready(None);
         }
         for _ in 0..READS_PER_POLL {
-            match ready!(self.poll_read_parse(cx)) {
+            // Nothing is parsed after the close frame: nothing comes out here.
+            match ready!(self.poll_read_parse(cx, &mut None)) {
                 Ok(0) | Err(_) => {
                     self.ended = true;
                     return Poll::Ready(None);
@@ -336,20 +347,25 @@ impl<S: Io> Core<S> {
         Poll::Pending
     }
 
+    /// Yields `item`, the first of what waits.
+    fn hand_out(&mut self, item: Item, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        if item.is_err() {
+            // An error is the last item: the stream ends with it.
+            self.ended = true;
+            self.queue = None;
+        }
+        // Replies this read produced start out now; the rest go with the next poll.
+        if self.out.len() > 0 {
+            if let Poll::Ready(Err(e)) = self.poll_flush(cx) {
+                self.queue(Err(e));
+            }
+        }
+        Poll::Ready(Some(item))
+    }
+
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Item>> {
         if let Some(item) = self.pop() {
-            if item.is_err() {
-                // An error is the last item: the stream ends with it.
-                self.ended = true;
-                (self.next, self.more) = (None, VecDeque::new());
-            }
-            // Replies this read produced start out now; the rest go with the next poll.
-            if self.out.len() > 0 {
-                if let Poll::Ready(Err(e)) = self.poll_flush(cx) {
-                    Self::push(&mut self.next, &mut self.more, Err(e));
-                }
-            }
-            return Poll::Ready(Some(item));
+            return self.hand_out(item, cx);
         }
         if self.ended || self.failed {
             self.ended = true;
@@ -372,7 +388,8 @@ impl<S: Io> Core<S> {
             return self.poll_closed(cx);
         }
         for _ in 0..READS_PER_POLL {
-            match self.poll_read_parse(cx) {
+            let mut first = None;
+            match self.poll_read_parse(cx, &mut first) {
                 Poll::Pending => return self.poll_deadline(cx),
                 Poll::Ready(Err(e)) => {
                     self.ended = true;
@@ -382,10 +399,14 @@ impl<S: Io> Core<S> {
                     self.ended = true;
                     return Poll::Ready(None);
                 }
-                Poll::Ready(Ok(_)) if self.next.is_some() || self.parser.closed() => {
-                    return self.poll_next(cx);
+                Poll::Ready(Ok(_)) => {
+                    if let Some(item) = first {
+                        return self.hand_out(item, cx);
+                    }
+                    if self.queue.is_some() || self.parser.closed() {
+                        return self.poll_next(cx);
+                    }
                 }
-                Poll::Ready(Ok(_)) => {}
             }
         }
         cx.waker().wake_by_ref();
@@ -398,17 +419,19 @@ impl<S: Io> Core<S> {
         let parsed = |item: &Item| item.as_ref().map_or(0, Message::payload_len);
         self.parser.held()
             + self.out.held()
-            + self.next.as_ref().map_or(0, parsed)
-            + self.more.iter().map(parsed).sum::<usize>()
-            + self.more.capacity() * std::mem::size_of::<Item>()
+            + self.queue.as_ref().map_or(0, |queue| {
+                queue.iter().map(parsed).sum::<usize>()
+                    + queue.capacity() * std::mem::size_of::<Item>()
+            })
     }
 
     /// Reports what the connection holds to its gauge, if it changed.
     fn report(&mut self) {
-        let held = self.held();
+        // What the gauge keeps: it saturates at 4 GiB.
+        let held = u32::try_from(self.held()).unwrap_or(u32::MAX);
         if held != self.reported {
             self.reported = held;
-            self.gauge.set(held);
+            self.gauge.set(held as usize);
         }
     }
 }

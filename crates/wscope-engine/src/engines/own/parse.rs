@@ -14,9 +14,10 @@
 //! - UTF-8 of text, checked as each fragment or read arrives so that an invalid prefix fails at
 //!   once, and of a close frame's reason (1007); close frames' payloads and codes (1002).
 //!
-//! Between reads a connection keeps only the bytes of a header that a read cut (at most 14,
-//! inline: the spill), the message in progress (a vector that exists only while a message spans
-//! frames or reads) and the payload of a control frame that a read cut.
+//! Between reads a connection keeps only the bytes of a header that a read cut (at most 14: the
+//! spill), the frame and the message in progress (with a vector that exists only while a message
+//! spans frames or reads) and the payload of a control frame that a read cut; all of it in one
+//! box that exists only while any of it does, so an idle connection holds a null pointer here.
 
 use bytes::Bytes;
 use flate2::{Decompress, FlushDecompress, Status};
@@ -57,14 +58,11 @@ struct Msg {
     checked: usize,
 }
 
-/// The reading side of one connection. See the module documentation.
-pub(super) struct Parser {
-    /// Whether the peer masks its frames: a client does, a server must not (RFC 6455 §5.1).
-    peer_masks: bool,
-    frame_limit: u64,
-    message_limit: u64,
-    deflate: bool,
-    charge: Charge,
+/// What a connection holds between reads while a frame or message is in progress: a cut
+/// header, the frame and data message being received and their payloads. Boxed in [`Parser`]
+/// only while there is any of it (see [`Progress::idle`]).
+#[derive(Default)]
+struct Progress {
     /// The bytes of a header a read did not bring whole (the spill).
     header: HeaderBuf,
     frame: Option<Frame>,
@@ -73,8 +71,32 @@ pub(super) struct Parser {
     partial: Vec<u8>,
     /// The payload of a control frame a read cut; no capacity else.
     control: Vec<u8>,
+}
+
+impl Progress {
+    /// Whether nothing is in progress: the stream is at a frame boundary outside a message.
+    fn idle(&self) -> bool {
+        self.header.is_empty()
+            && self.frame.is_none()
+            && self.message.is_none()
+            && self.partial.capacity() == 0
+            && self.control.capacity() == 0
+    }
+}
+
+/// The reading side of one connection. See the module documentation.
+pub(super) struct Parser {
+    /// Whether the peer masks its frames: a client does, a server must not (RFC 6455 §5.1).
+    peer_masks: bool,
+    deflate: bool,
     /// A close frame was read: nothing after it is parsed.
     closed: bool,
+    frame_limit: u64,
+    message_limit: u64,
+    charge: Charge,
+    /// What is in progress between reads; none at a frame boundary outside a message (an idle
+    /// connection's state), so a read that brings whole messages allocates nothing here.
+    progress: Option<Box<Progress>>,
 }
 
 impl Parser {
@@ -83,22 +105,18 @@ impl Parser {
     pub(super) fn new(cfg: &SocketConfig, peer_masks: bool, deflate: bool, charge: Charge) -> Self {
         Self {
             peer_masks,
+            deflate,
+            closed: false,
             frame_limit: cfg.frame_limit() as u64,
             message_limit: cfg.max_message_size as u64,
-            deflate,
             charge,
-            header: HeaderBuf::default(),
-            frame: None,
-            message: None,
-            partial: Vec::new(),
-            control: Vec::new(),
-            closed: false,
+            progress: None,
         }
     }
 
     /// Whether a data message is partly received (its deadline runs while the peer is awaited).
     pub(super) fn in_message(&self) -> bool {
-        self.message.is_some()
+        self.progress.as_ref().is_some_and(|p| p.message.is_some())
     }
 
     /// Whether the peer's close frame was read.
@@ -109,22 +127,57 @@ impl Parser {
     /// Bytes this side holds between reads (the spill aside): the message in progress and a
     /// cut control frame, by capacity.
     pub(super) fn held(&self) -> usize {
-        self.partial.capacity() + self.control.capacity()
+        self.progress
+            .as_ref()
+            .map_or(0, |p| p.partial.capacity() + p.control.capacity())
+    }
+
+    /// Whether the state of a frame or message in progress is allocated.
+    #[cfg(test)]
+    pub(super) fn busy(&self) -> bool {
+        self.progress.is_some()
     }
 
     /// Parses `bytes`, just read, handing each message to `out` as it completes. An error ends
     /// the connection: nothing after it is parsed.
     pub(super) fn parse(
         &mut self,
+        bytes: &mut [u8],
+        out: &mut impl FnMut(Message),
+    ) -> Result<(), TransportError> {
+        // The state in progress, or a fresh one on the stack: boxed only if this read leaves
+        // something in progress, and the box freed once a read leaves nothing.
+        match self.progress.take() {
+            Some(mut st) => {
+                let parsed = self.run(&mut st, bytes, out);
+                if !st.idle() {
+                    self.progress = Some(st);
+                }
+                parsed
+            }
+            None => {
+                let mut st = Progress::default();
+                let parsed = self.run(&mut st, bytes, out);
+                if !st.idle() {
+                    self.progress = Some(Box::new(st));
+                }
+                parsed
+            }
+        }
+    }
+
+    fn run(
+        &mut self,
+        st: &mut Progress,
         mut bytes: &mut [u8],
         out: &mut impl FnMut(Message),
     ) -> Result<(), TransportError> {
         while !bytes.is_empty() && !self.closed {
-            let Some(frame) = self.frame.as_mut() else {
-                let (taken, header) = self.header.take(bytes);
+            let Some(frame) = st.frame.as_mut() else {
+                let (taken, header) = st.header.take(bytes);
                 bytes = &mut std::mem::take(&mut bytes)[taken..];
                 if let Some(h) = header {
-                    self.begin(&h, out)?;
+                    self.begin(st, &h, out)?;
                 }
                 continue;
             };
@@ -138,18 +191,23 @@ impl Parser {
             }
             frame.left -= n as u64;
             frame.done += n as u64;
-            self.payload(chunk, out)?;
+            self.payload(st, chunk, out)?;
         }
         Ok(())
     }
 
     /// Checks a complete header against the protocol, the limits and the budget, and makes its
     /// frame the current one.
-    fn begin(&mut self, h: &Header, out: &mut impl FnMut(Message)) -> Result<(), TransportError> {
+    fn begin(
+        &mut self,
+        st: &mut Progress,
+        h: &Header,
+        out: &mut impl FnMut(Message),
+    ) -> Result<(), TransportError> {
         let (mask, kind) = check::header(h, self.peer_masks, self.deflate)?;
         if let Kind::Data { compressed_start } = kind {
-            check::fragment(h.opcode, self.message.is_some())?;
-            let msg = self.message.unwrap_or(Msg {
+            check::fragment(h.opcode, st.message.is_some())?;
+            let msg = st.message.unwrap_or(Msg {
                 text: h.opcode == 1,
                 compressed: compressed_start,
                 wire: 0,
@@ -163,9 +221,9 @@ impl Parser {
                 self.message_limit,
             )?;
             self.hold(wire)?;
-            self.message = Some(Msg { wire, ..msg });
+            st.message = Some(Msg { wire, ..msg });
         }
-        self.frame = Some(Frame {
+        st.frame = Some(Frame {
             fin: h.fin,
             opcode: h.opcode,
             mask,
@@ -173,7 +231,7 @@ impl Parser {
             done: 0,
         });
         if h.len == 0 {
-            self.payload(&mut [], out)?;
+            self.payload(st, &mut [], out)?;
         }
         Ok(())
     }
@@ -192,50 +250,51 @@ impl Parser {
     /// Takes `chunk`, unmasked payload of the current frame (all of it that this read holds).
     fn payload(
         &mut self,
+        st: &mut Progress,
         chunk: &mut [u8],
         out: &mut impl FnMut(Message),
     ) -> Result<(), TransportError> {
-        let Some(frame) = self.frame else {
+        let Some(frame) = st.frame else {
             return Ok(());
         };
         let whole = frame.left == 0;
         if whole {
-            self.frame = None;
+            st.frame = None;
         }
         if frame.opcode >= 8 {
             if !whole {
-                self.control.extend_from_slice(chunk);
+                st.control.extend_from_slice(chunk);
                 return Ok(());
             }
-            let payload = if self.control.is_empty() {
+            let payload = if st.control.is_empty() {
                 Bytes::copy_from_slice(chunk)
             } else {
-                self.control.extend_from_slice(chunk);
-                Bytes::from(std::mem::take(&mut self.control))
+                st.control.extend_from_slice(chunk);
+                Bytes::from(std::mem::take(&mut st.control))
             };
             out(self.control_frame(frame.opcode, payload)?);
             return Ok(());
         }
-        let Some(mut msg) = self.message else {
+        let Some(mut msg) = st.message else {
             return Err(protocol("no message in progress"));
         };
         // The whole of a message's only bytes in this read: copied out once, straight.
-        if whole && frame.fin && self.partial.is_empty() && frame.done == chunk.len() as u64 {
+        if whole && frame.fin && st.partial.is_empty() && frame.done == chunk.len() as u64 {
             let payload = Bytes::copy_from_slice(chunk);
-            return self.message_done(msg, payload, out);
+            return self.message_done(st, msg, payload, out);
         }
-        if self.partial.capacity() == 0 {
+        if st.partial.capacity() == 0 {
             let rest = usize::try_from(frame.left).unwrap_or(usize::MAX);
-            self.partial.reserve(chunk.len().saturating_add(rest));
+            st.partial.reserve(chunk.len().saturating_add(rest));
         }
-        self.partial.extend_from_slice(chunk);
+        st.partial.extend_from_slice(chunk);
         if msg.text && !msg.compressed {
-            msg.checked = utf8_prefix(&self.partial, msg.checked)?;
-            self.message = Some(msg);
+            msg.checked = utf8_prefix(&st.partial, msg.checked)?;
+            st.message = Some(msg);
         }
         if whole && frame.fin {
-            let payload = Bytes::from(std::mem::take(&mut self.partial));
-            return self.message_done(msg, payload, out);
+            let payload = Bytes::from(std::mem::take(&mut st.partial));
+            return self.message_done(st, msg, payload, out);
         }
         Ok(())
     }
@@ -243,6 +302,7 @@ impl Parser {
     /// A data message is whole: inflated if compressed, released from the budget, handed on.
     fn message_done(
         &mut self,
+        st: &mut Progress,
         msg: Msg,
         payload: Bytes,
         out: &mut impl FnMut(Message),
@@ -254,7 +314,7 @@ impl Parser {
         } else {
             payload
         };
-        self.message = None;
+        st.message = None;
         self.charge.release();
         out(if msg.text {
             text(payload)?

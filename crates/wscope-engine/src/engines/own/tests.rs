@@ -328,8 +328,20 @@ async fn an_idle_core_holds_no_buffer_after_a_round_trip() {
     client.write_all(&input[..70_000]).await.unwrap();
     assert!(ready(&mut core).is_empty());
     assert!(core.held() > 0, "the message in progress is held");
+    assert!(
+        core.parser.busy(),
+        "its state is boxed while it is in progress"
+    );
     client.write_all(&input[70_000..]).await.unwrap();
     let got: Vec<Message> = ready(&mut core).into_iter().map(Result::unwrap).collect();
+    assert!(
+        !core.parser.busy(),
+        "the state in progress is freed once the message is whole"
+    );
+    assert!(
+        core.queue.is_none(),
+        "the messages one read parsed are all yielded"
+    );
     assert_eq!(
         got,
         vec![
@@ -343,11 +355,42 @@ async fn an_idle_core_holds_no_buffer_after_a_round_trip() {
     let mut cx = Context::from_waker(noop_waker_ref());
     assert!(matches!(core.poll_flush(&mut cx), Poll::Ready(Ok(()))));
     assert_eq!(core.held(), 0, "nothing held while idle");
+    assert!(!core.out.busy(), "nothing queued by reference either");
     let mut echoed = vec![0; 3 + 10 + big.len() + 7];
     client.read_exact(&mut echoed).await.unwrap();
     assert_eq!(&echoed[..3], &[0x8a, 1, b'p'], "the ping answered first");
     assert_eq!(&echoed[3..5], &[0x82, 127]);
     assert_eq!(&echoed[echoed.len() - 7..], b"\x81\x05small");
+}
+
+#[tokio::test]
+async fn one_message_a_read_is_yielded_without_allocating_state() {
+    let cfg = SocketConfig::default();
+    let (mut core, mut client) = core(Role::Server, &cfg);
+    for i in 0..3u8 {
+        client.write_all(&frame(0x82, &[i; 10])).await.unwrap();
+        let got = ready(&mut core);
+        assert_eq!(got, vec![Ok(Message::Binary(Bytes::from(vec![i; 10])))]);
+        assert!(core.queue.is_none() && !core.parser.busy());
+    }
+    // A header cut by a read is kept (boxed) until the rest comes, then freed.
+    let whole = frame(0x81, b"cut");
+    client.write_all(&whole[..3]).await.unwrap();
+    assert!(ready(&mut core).is_empty());
+    assert!(core.parser.busy());
+    client.write_all(&whole[3..]).await.unwrap();
+    assert_eq!(ready(&mut core), vec![Ok(Message::text("cut"))]);
+    assert!(!core.parser.busy());
+}
+
+/// What an idle connection's engine state takes inline (64-bit): the state of a frame or
+/// message in progress, the cork's queue of large payloads and the messages parsed but not yet
+/// yielded are boxed while they exist, not kept inline (400 bytes over a pipe before).
+#[cfg(target_pointer_width = "64")]
+#[test]
+fn an_idle_core_is_small() {
+    let size = std::mem::size_of::<Core<DuplexStream>>();
+    assert!(size <= 224, "Core over a pipe takes {size} bytes");
 }
 
 #[tokio::test]

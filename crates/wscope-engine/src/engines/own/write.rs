@@ -22,12 +22,17 @@ const BY_REFERENCE: usize = 16 << 10;
 /// The most slices handed to one vectored write.
 const MAX_SLICES: usize = 64;
 
+/// Payloads queued by reference, boxed so that a connection with none pays a pointer rather
+/// than an empty deque's 32 bytes.
+#[allow(clippy::box_collection)]
+type Chunks = Box<VecDeque<Bytes>>;
+
 /// The frames waiting for the socket. See the module documentation.
 #[derive(Debug, Default)]
 pub(super) struct Out {
     /// Bytes ahead of `cork`, in order: corked bytes frozen before a large payload, and large
-    /// payloads themselves.
-    chunks: VecDeque<Bytes>,
+    /// payloads themselves; allocated only while any wait.
+    chunks: Option<Chunks>,
     /// Corked bytes after every chunk.
     cork: Vec<u8>,
     /// Bytes already written of the first chunk (or of the cork, when there is no chunk).
@@ -42,9 +47,21 @@ impl Out {
         self.len
     }
 
+    /// Whether payloads are queued by reference (their queue is allocated).
+    #[cfg(test)]
+    pub(super) fn busy(&self) -> bool {
+        self.chunks.is_some()
+    }
+
     /// Bytes held, by capacity (payloads queued by reference count as their length).
     pub(super) fn held(&self) -> usize {
-        self.cork.capacity() + self.chunks.iter().map(Bytes::len).sum::<usize>()
+        self.cork.capacity()
+            + self
+                .chunks
+                .iter()
+                .flat_map(|c| c.iter())
+                .map(Bytes::len)
+                .sum::<usize>()
     }
 
     /// Queues a frame: `first` is its first byte (FIN, RSV1, opcode), its payload masked with
@@ -56,9 +73,9 @@ impl Out {
         self.len += n + payload.len();
         if key.is_none() && payload.len() >= BY_REFERENCE {
             self.cork.extend_from_slice(&head[..n]);
-            self.chunks
-                .push_back(Bytes::from(std::mem::take(&mut self.cork)));
-            self.chunks.push_back(payload.clone());
+            let chunks = self.chunks.get_or_insert_with(Default::default);
+            chunks.push_back(Bytes::from(std::mem::take(&mut self.cork)));
+            chunks.push_back(payload.clone());
             return;
         }
         if self.cork.capacity() == 0 {
@@ -79,22 +96,25 @@ impl Out {
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
         while self.len > 0 {
-            let n = if self.chunks.is_empty() || !io.is_write_vectored() {
-                let first = match self.chunks.front() {
-                    Some(chunk) => &chunk[self.pos..],
-                    None => &self.cork[self.pos..],
-                };
-                ready!(Pin::new(&mut *io).poll_write(cx, first))?
-            } else {
-                let mut slices = Vec::with_capacity(MAX_SLICES.min(self.chunks.len() + 1));
-                for (i, chunk) in self.chunks.iter().take(MAX_SLICES - 1).enumerate() {
-                    let from = if i == 0 { self.pos } else { 0 };
-                    slices.push(IoSlice::new(&chunk[from..]));
+            let n = match self.chunks.as_deref() {
+                Some(chunks) if io.is_write_vectored() => {
+                    let mut slices = Vec::with_capacity(MAX_SLICES.min(chunks.len() + 1));
+                    for (i, chunk) in chunks.iter().take(MAX_SLICES - 1).enumerate() {
+                        let from = if i == 0 { self.pos } else { 0 };
+                        slices.push(IoSlice::new(&chunk[from..]));
+                    }
+                    if chunks.len() < MAX_SLICES {
+                        slices.push(IoSlice::new(&self.cork));
+                    }
+                    ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices))?
                 }
-                if self.chunks.len() < MAX_SLICES {
-                    slices.push(IoSlice::new(&self.cork));
+                chunks => {
+                    let first = match chunks.and_then(VecDeque::front) {
+                        Some(chunk) => &chunk[self.pos..],
+                        None => &self.cork[self.pos..],
+                    };
+                    ready!(Pin::new(&mut *io).poll_write(cx, first))?
                 }
-                ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices))?
             };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
@@ -109,18 +129,21 @@ impl Out {
     fn advance(&mut self, mut n: usize) {
         self.len -= n;
         while n > 0 {
-            let Some(chunk) = self.chunks.front() else {
+            let Some(chunks) = self.chunks.as_mut() else {
                 self.pos += n;
                 return;
             };
-            let rest = chunk.len() - self.pos;
+            let rest = chunks.front().map_or(0, |chunk| chunk.len() - self.pos);
             if n < rest {
                 self.pos += n;
                 return;
             }
             n -= rest;
             self.pos = 0;
-            self.chunks.pop_front();
+            chunks.pop_front();
+            if chunks.is_empty() {
+                self.chunks = None;
+            }
         }
     }
 }
@@ -189,6 +212,7 @@ mod tests {
                 out.frame(0x82, &big, None);
                 out.frame(0x89, &small, None);
                 assert_eq!(out.len(), expected.len());
+                assert!(out.busy(), "the large payload is queued by reference");
                 let mut io = Trickle {
                     got: Vec::new(),
                     step,
@@ -201,6 +225,7 @@ mod tests {
                 ));
                 assert_eq!(io.got, expected, "step {step}, vectored {vectored}");
                 assert_eq!((out.len(), out.held()), (0, 0), "nothing kept");
+                assert!(!out.busy(), "the queue of chunks is freed");
             }
         }
     }
