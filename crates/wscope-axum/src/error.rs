@@ -108,8 +108,11 @@ impl IntoResponse for UpgradeRefused {
 /// // GET /nothing    → 404, {"error":"no route for GET /nothing"}
 /// ```
 pub fn json_errors(router: Router) -> Router {
+    // The router is finalized here (every handler made a route once, as `axum::serve` does):
+    // behind the fallback it is opaque to whoever serves the outer one, and served as built it
+    // would clone and box each handler and its layers on every request.
     Router::new()
-        .fallback_service(router)
+        .fallback_service(router.with_state(()))
         .layer(axum::middleware::from_fn(json_error_bodies))
 }
 
