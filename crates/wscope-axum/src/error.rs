@@ -3,12 +3,18 @@
 //! upgrade that admission refused; and [`json_errors`], which gives a router's own bodiless 404
 //! and 405 the same JSON body.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
 use axum::body::HttpBody as _;
 use axum::extract::Request;
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::routing::future::RouteFuture;
 use axum::{Json, Router};
+use tower_service::Service;
 use wscope_core::wire::ErrorBody;
 use wscope_core::{AdminFailure, AdminFailureKind, Refusal, RefusalKind};
 
@@ -108,16 +114,60 @@ impl IntoResponse for UpgradeRefused {
 /// // GET /nothing    → 404, {"error":"no route for GET /nothing"}
 /// ```
 pub fn json_errors(router: Router) -> Router {
-    Router::new()
-        .fallback_service(router)
-        .layer(axum::middleware::from_fn(json_error_bodies))
+    // The router is finalized here (every handler made a route once, as `axum::serve` does):
+    // behind the fallback it is opaque to whoever serves the outer one, and served as built it
+    // would clone and box each handler and its layers on every request.
+    Router::new().fallback_service(JsonErrors(router.with_state(())))
 }
 
-/// The middleware behind [`json_errors`].
-async fn json_error_bodies(request: Request, next: Next) -> Response {
-    // Cheap to keep (a method is inline, a URI shares its bytes): only a 404 or 405 reads them.
-    let (method, uri) = (request.method().clone(), request.uri().clone());
-    let response = next.run(request).await;
+/// The service behind [`json_errors`]: the router, its answers looked at on the way out. Written
+/// by hand rather than with `axum::middleware::from_fn`, which boxes each request's future (over
+/// 1 KiB) and clones the next service into a box of its own.
+#[derive(Clone)]
+struct JsonErrors(Router);
+
+impl Service<Request> for JsonErrors {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = JsonErrorsFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        <Router as Service<Request>>::poll_ready(&mut self.0, cx)
+    }
+
+    fn call(&mut self, request: Request) -> JsonErrorsFuture {
+        // Cheap to keep (a method is inline, a URI shares its bytes): only a 404 or 405 reads them.
+        let asked = (request.method().clone(), request.uri().clone());
+        JsonErrorsFuture {
+            inner: self.0.call(request),
+            asked: Some(asked),
+        }
+    }
+}
+
+/// The router's answer to a request, given a JSON body if it is one of the router's own.
+struct JsonErrorsFuture {
+    inner: RouteFuture<Infallible>,
+    /// The request's method and URI, taken when the answer is ready.
+    asked: Option<(Method, Uri)>,
+}
+
+impl Future for JsonErrorsFuture {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let Ok(response) = ready!(Pin::new(&mut this.inner).poll(cx));
+        Poll::Ready(Ok(match this.asked.take() {
+            Some((method, uri)) => json_error_body(response, &method, &uri),
+            // Polled again after it answered: nothing left to look at.
+            None => response,
+        }))
+    }
+}
+
+/// `response` to `method` `uri`, with a JSON body if it is a bodiless 404 or 405.
+fn json_error_body(response: Response, method: &Method, uri: &Uri) -> Response {
     let status = response.status();
     let bodiless = response.body().size_hint().exact() == Some(0)
         && !response.headers().contains_key(header::CONTENT_TYPE);

@@ -144,7 +144,9 @@ impl<S> Graceful<S> {
     pub(crate) fn new(on: S, router: Router, options: ServeOptions) -> Self {
         Self {
             on,
-            router,
+            // Turns every handler into a route once, as `axum::serve` does: a router served as
+            // built clones and boxes each handler (and the layers above it) on every request.
+            router: router.with_state(()),
             options,
             signal: Box::pin(std::future::pending()),
         }

@@ -189,7 +189,7 @@ impl ClientHandshake {
             return Err(Invalid("not an upgrade to websocket"));
         }
         let accept = headers.get(header::SEC_WEBSOCKET_ACCEPT);
-        if accept.is_none_or(|a| a.as_bytes() != accept_key(self.key.as_bytes()).as_bytes()) {
+        if accept.is_none_or(|a| a.as_bytes() != accept_key(self.key.as_bytes())) {
             return Err(Invalid("Sec-WebSocket-Accept does not answer the key"));
         }
         let extensions = headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS);

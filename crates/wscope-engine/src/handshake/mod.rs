@@ -36,14 +36,23 @@ fn is_valid_key(key: &[u8]) -> bool {
             .is_ok_and(|n| n == 16)
 }
 
-/// `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`.
-fn accept_key(key: &[u8]) -> String {
+/// `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`: base64 of a SHA-1, 28 bytes,
+/// built on the stack (the server copies it once, into the header).
+fn accept_key(key: &[u8]) -> [u8; ACCEPT_KEY_LEN] {
     const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
     let mut sha = Sha1::new();
     sha.update(key);
     sha.update(GUID);
-    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+    let mut accept = [0u8; ACCEPT_KEY_LEN];
+    let written = base64::engine::general_purpose::STANDARD
+        .encode_slice(sha.finalize(), &mut accept)
+        .expect("20 bytes are 28 in base64");
+    debug_assert_eq!(written, ACCEPT_KEY_LEN);
+    accept
 }
+
+/// The length of a `Sec-WebSocket-Accept` value: 20 bytes of SHA-1 in padded base64.
+const ACCEPT_KEY_LEN: usize = 28;
 
 #[cfg(test)]
 mod tests {
@@ -54,8 +63,8 @@ mod tests {
     fn accept_key_matches_rfc_example() {
         // RFC 6455 §1.3.
         assert_eq!(
-            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+            &accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
     }
 

@@ -92,7 +92,7 @@ impl ServerHandshake {
         let headers: &mut HeaderMap = response.headers_mut();
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        if let Ok(accept) = HeaderValue::from_str(&accept_key(self.key.as_bytes())) {
+        if let Ok(accept) = HeaderValue::from_bytes(&accept_key(self.key.as_bytes())) {
             headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
         }
         if let Some(p) = protocol.and_then(|p| HeaderValue::from_str(p).ok()) {
