@@ -13,6 +13,12 @@ use wscope::{demo, logging, runtime, serve};
 
 mod top;
 
+/// The binary's allocator: jemalloc, unless built without the `jemalloc` feature (then the
+/// system's). Measured against glibc's malloc in docs/BENCHMARKS.md, "The allocator".
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// See, steer and load-test WebSocket connections.
 #[derive(Parser, Debug)]
 #[command(name = "wscope", version, about)]
