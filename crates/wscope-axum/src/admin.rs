@@ -73,8 +73,10 @@ pub fn health_router_at(registry: Registry, path: &str) -> Router {
 }
 
 /// `GET /api/stats`: the full [`Snapshot`](wscope_core::Snapshot); `?connections=N` lists at
-/// most the `N` oldest connections (`0`: none), for servers too large to list whole. Another
-/// parameter, or an `N` that is not a whole number, is a 400 naming it.
+/// most the `N` oldest connections (`0`: none), for servers too large to list whole;
+/// `?fields=age,remoteAddress` lists only those columns of each (and `id`), for scrapers that
+/// need a few of them. Another parameter, an `N` that is not a whole number or an unknown field
+/// is a 400 naming it.
 ///
 /// The JSON is written straight from the registry into one presized buffer
 /// ([`Registry::snapshot_json`]): byte for byte serde's, without building the snapshot's list.
@@ -82,11 +84,9 @@ pub async fn stats(
     State(registry): State<Registry>,
     query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let body = match StatsQuery::read(query)?.count(usize::MAX)? {
-        None => registry.snapshot_json(),
-        Some(max) => registry.snapshot_capped_json(max),
-    };
-    Ok(json_response(body))
+    let query = StatsQuery::read(query)?;
+    let (max, fields) = (query.count(usize::MAX)?, query.fields()?);
+    Ok(json_response(registry.stats_json(max, fields.as_ref())))
 }
 
 /// `body`, JSON already, as the response.

@@ -74,12 +74,12 @@ fn failure(error: ClusterError) -> Response {
     }
 }
 
-/// `GET /api/cluster/stats[?connections=N]`: a
+/// `GET /api/cluster/stats[?connections=N&fields=…]`: a
 /// [`ClusterStats`](wscope_cluster::ClusterStats) — the reference's `ConnectionStats`
 /// summed over the members that answered the survey, weighted averages, and an `instances` table
 /// (live, late and gone members; those that did not answer in time are also named in
 /// `unanswered`). Its `connections` list is empty unless `connections=N` asks for the N oldest
-/// across members (at most 10,000).
+/// across members (at most 10,000), each with only the columns `fields` names, if given.
 pub async fn stats(
     cluster: Option<Extension<Cluster>>,
     query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
@@ -88,8 +88,10 @@ pub async fn stats(
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    let listed = match StatsQuery::read(query).and_then(|q| q.count(ConnectionQuery::MAX_LIMIT)) {
-        Ok(n) => n.unwrap_or(0),
+    let read = StatsQuery::read(query)
+        .and_then(|q| Ok((q.count(ConnectionQuery::MAX_LIMIT)?, q.fields()?)));
+    let (listed, fields) = match read {
+        Ok((n, fields)) => (n.unwrap_or(0), fields),
         Err(e) => return e.into_response(),
     };
     let mut stats = match cluster.stats().await {
@@ -107,7 +109,22 @@ pub async fn stats(
             Err(e) => return failure(e),
         }
     }
-    Json(stats).into_response()
+    let Some(fields) = fields else {
+        return Json(stats).into_response();
+    };
+    // Rows cut to the fields asked for, as `GET /api/cluster/connections?fields=` cuts them.
+    let rows: Vec<_> = stats
+        .connections
+        .iter()
+        .map(|i| fields.project(i))
+        .collect();
+    match serde_json::to_value(&stats) {
+        Ok(mut value) => {
+            value["connections"] = serde_json::Value::from(rows);
+            Json(value).into_response()
+        }
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 /// `GET /api/cluster/connections`: a [`ClusterPage`](wscope_cluster::ClusterPage) — the

@@ -1,8 +1,9 @@
 //! [`StatsQuery`]: the query of `GET /api/stats` and `GET /api/cluster/stats`, and the one
-//! parser of their `connections=N`.
+//! parser of their `connections=N` and `fields=`.
 
 use axum::extract::Query;
 use serde::Deserialize;
+use wscope_core::query::Fields;
 
 use crate::error::ApiError;
 
@@ -13,6 +14,10 @@ pub struct StatsQuery {
     /// Most connections listed (the oldest first): `0` lists none (the O(1) summary); absent,
     /// every connection is listed, as the reference does (the cluster's stats list none).
     pub connections: Option<String>,
+    /// The columns of each listed connection, comma-separated JSON names of a row
+    /// (`age,idleTime,remoteAddress`), as `GET /api/connections?fields=` takes them; `id` is
+    /// always there. Absent, every field.
+    pub fields: Option<String>,
 }
 
 impl StatsQuery {
@@ -23,6 +28,17 @@ impl StatsQuery {
         query
             .map(|Query(q)| q)
             .map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))
+    }
+
+    /// `fields=…`, if given, else a 400 naming the unknown field (and the known ones).
+    pub(crate) fn fields(&self) -> Result<Option<Fields>, ApiError> {
+        self.fields
+            .as_deref()
+            .map(|raw| {
+                raw.parse::<Fields>()
+                    .map_err(|e| ApiError::bad_request(format!("fields: {e}")))
+            })
+            .transpose()
     }
 
     /// `connections=N`, if given: a whole number of at most `max`, else a 400 naming it.

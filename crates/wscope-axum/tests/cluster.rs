@@ -107,6 +107,28 @@ async fn cluster_stats_sum_the_instances_and_list_each() {
         .as_str()
         .unwrap()
         .starts_with("connections"));
+    // ?fields= cuts each listed row to those columns (and `id`), as on one instance.
+    let cut = http_get(
+        servers[1].0.admin_addr,
+        "/api/cluster/stats?connections=4&fields=connectedAt,state",
+    )
+    .await;
+    assert_eq!(cut.status, 200, "{}", cut.text());
+    let cut = cut.json();
+    assert_eq!(cut["totalConnections"], listed.json()["totalConnections"]);
+    let cut_rows = cut["connections"].as_array().unwrap();
+    assert_eq!(cut_rows.len(), 4);
+    for row in cut_rows {
+        let mut keys: Vec<&String> = row.as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["connectedAt", "id", "state"], "{row:?}");
+    }
+    let bad = http_get(servers[0].0.admin_addr, "/api/cluster/stats?fields=colour").await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.json()["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("fields: unknown field"));
 }
 
 #[tokio::test]

@@ -297,19 +297,31 @@ fn write_counts<'a>(out: &mut Vec<u8>, counts: impl Iterator<Item = (&'a str, u6
 }
 
 /// The connections' array being written: the separator goes before every entry but the first.
-#[derive(Default)]
 pub(crate) struct List {
     written: usize,
+    /// The fields each entry is written with ([`FieldMask`]).
+    fields: FieldMask,
+}
+
+impl Default for List {
+    fn default() -> Self {
+        Self::with_fields(FieldMask::ALL)
+    }
 }
 
 impl List {
+    /// A list whose entries have only `fields`.
+    pub(crate) fn with_fields(fields: FieldMask) -> Self {
+        Self { written: 0, fields }
+    }
+
     /// Writes `c` as the array's next entry.
     pub(crate) fn push<T: AsRef<str>>(&mut self, c: &ConnectionView<'_, T>, out: &mut Vec<u8>) {
         if self.written > 0 {
             out.push(b',');
         }
         self.written += 1;
-        write_connection(c, out);
+        write_connection(c, self.fields, out);
     }
 
     /// Entries written.
@@ -318,57 +330,110 @@ impl List {
     }
 }
 
+/// Which of a row's fields are written: bit `i` for [`ConnectionInfo::FIELDS`]`[i]` (`id`, bit 0,
+/// always is).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FieldMask(u32);
+
+impl FieldMask {
+    /// Every field: the row serde writes.
+    pub(crate) const ALL: Self = Self(u32::MAX);
+
+    /// The fields named (names of [`ConnectionInfo::FIELDS`]; others are ignored), and `id`.
+    pub(crate) fn of(names: &[&str]) -> Self {
+        let bits = ConnectionInfo::FIELDS
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| names.contains(f))
+            .fold(1, |bits, (i, _)| bits | 1 << i);
+        Self(bits)
+    }
+
+    /// Whether the field at `index` of [`ConnectionInfo::FIELDS`] is written.
+    fn has(self, index: usize) -> bool {
+        self.0 & (1 << index) != 0
+    }
+}
+
+/// The indexes of [`ConnectionInfo::FIELDS`] (checked against it in the tests).
+mod field {
+    pub(super) const AGE: usize = 1;
+    pub(super) const IDLE_TIME: usize = 2;
+    pub(super) const STATE: usize = 3;
+    pub(super) const REMOTE_ADDRESS: usize = 4;
+    pub(super) const USER_AGENT: usize = 5;
+    pub(super) const PATH: usize = 6;
+    pub(super) const CONNECTED_AT: usize = 7;
+    pub(super) const MESSAGES_IN: usize = 8;
+    pub(super) const MESSAGES_OUT: usize = 9;
+    pub(super) const BYTES_IN: usize = 10;
+    pub(super) const BYTES_OUT: usize = 11;
+    pub(super) const QUEUED_MESSAGES: usize = 12;
+    pub(super) const QUEUED_BYTES: usize = 13;
+    pub(super) const MEMORY_BYTES: usize = 14;
+    pub(super) const RTT_MS: usize = 15;
+    pub(super) const USER: usize = 16;
+    pub(super) const TAGS: usize = 17;
+    pub(super) const UPSTREAM: usize = 18;
+}
+
 /// One connection as serde writes a [`ConnectionInfo`]: fields in declaration order, the
-/// optional ones skipped when absent (empty, for `tags`).
-fn write_connection<T: AsRef<str>>(c: &ConnectionView<'_, T>, out: &mut Vec<u8>) {
+/// optional ones skipped when absent (empty, for `tags`); of them, those in `fields`.
+fn write_connection<T: AsRef<str>>(
+    c: &ConnectionView<'_, T>,
+    fields: FieldMask,
+    out: &mut Vec<u8>,
+) {
+    use field::*;
     out.extend_from_slice(b"{\"id\":\"");
     // `ConnectionId` serializes through its `Display`: `{prefix}-{seq}`.
     write_escaped(out, c.id_prefix);
     out.push(b'-');
     write_u64(out, c.seq);
-    out.extend_from_slice(b"\",\"age\":");
-    write_u64(out, c.age);
-    out.extend_from_slice(b",\"idleTime\":");
-    write_u64(out, c.idle_time);
-    out.extend_from_slice(b",\"state\":\"");
-    out.extend_from_slice(c.state.as_str().as_bytes());
     out.push(b'"');
-    if let Some(ip) = c.remote_address {
+    let numbers = [
+        (AGE, &b",\"age\":"[..], c.age),
+        (IDLE_TIME, b",\"idleTime\":", c.idle_time),
+    ];
+    write_numbers(out, fields, &numbers);
+    if fields.has(STATE) {
+        out.extend_from_slice(b",\"state\":\"");
+        out.extend_from_slice(c.state.as_str().as_bytes());
+        out.push(b'"');
+    }
+    if let (Some(ip), true) = (c.remote_address, fields.has(REMOTE_ADDRESS)) {
         out.extend_from_slice(b",\"remoteAddress\":\"");
         write_ip(out, ip);
         out.push(b'"');
     }
-    if let Some(ua) = c.user_agent {
+    if let (Some(ua), true) = (c.user_agent, fields.has(USER_AGENT)) {
         out.extend_from_slice(b",\"userAgent\":");
         write_str(out, ua);
     }
-    out.extend_from_slice(b",\"path\":");
-    write_str(out, c.path);
-    out.extend_from_slice(b",\"connectedAt\":");
-    write_u64(out, c.connected_at);
-    out.extend_from_slice(b",\"messagesIn\":");
-    write_u64(out, c.messages_in);
-    out.extend_from_slice(b",\"messagesOut\":");
-    write_u64(out, c.messages_out);
-    out.extend_from_slice(b",\"bytesIn\":");
-    write_u64(out, c.bytes_in);
-    out.extend_from_slice(b",\"bytesOut\":");
-    write_u64(out, c.bytes_out);
-    out.extend_from_slice(b",\"queuedMessages\":");
-    write_u64(out, c.queued_messages);
-    out.extend_from_slice(b",\"queuedBytes\":");
-    write_u64(out, c.queued_bytes);
-    out.extend_from_slice(b",\"memoryBytes\":");
-    write_u64(out, c.memory_bytes);
-    if let Some(rtt) = c.rtt_ms {
+    if fields.has(PATH) {
+        out.extend_from_slice(b",\"path\":");
+        write_str(out, c.path);
+    }
+    let numbers = [
+        (CONNECTED_AT, &b",\"connectedAt\":"[..], c.connected_at),
+        (MESSAGES_IN, b",\"messagesIn\":", c.messages_in),
+        (MESSAGES_OUT, b",\"messagesOut\":", c.messages_out),
+        (BYTES_IN, b",\"bytesIn\":", c.bytes_in),
+        (BYTES_OUT, b",\"bytesOut\":", c.bytes_out),
+        (QUEUED_MESSAGES, b",\"queuedMessages\":", c.queued_messages),
+        (QUEUED_BYTES, b",\"queuedBytes\":", c.queued_bytes),
+        (MEMORY_BYTES, b",\"memoryBytes\":", c.memory_bytes),
+    ];
+    write_numbers(out, fields, &numbers);
+    if let (Some(rtt), true) = (c.rtt_ms, fields.has(RTT_MS)) {
         out.extend_from_slice(b",\"rttMs\":");
         write_u64(out, u64::from(rtt));
     }
-    if let Some(user) = c.user {
+    if let (Some(user), true) = (c.user, fields.has(USER)) {
         out.extend_from_slice(b",\"user\":");
         write_str(out, user);
     }
-    if let Some((first, rest)) = c.tags.split_first() {
+    if let (Some((first, rest)), true) = (c.tags.split_first(), fields.has(TAGS)) {
         out.extend_from_slice(b",\"tags\":[");
         write_str(out, first.as_ref());
         for tag in rest {
@@ -377,11 +442,21 @@ fn write_connection<T: AsRef<str>>(c: &ConnectionView<'_, T>, out: &mut Vec<u8>)
         }
         out.push(b']');
     }
-    if let Some(upstream) = c.upstream {
+    if let (Some(upstream), true) = (c.upstream, fields.has(UPSTREAM)) {
         out.extend_from_slice(b",\"upstream\":");
         write_str(out, upstream);
     }
     out.push(b'}');
+}
+
+/// Writes each `(field, key, value)` whose field is in `fields`: `key` is `,"name":`.
+fn write_numbers(out: &mut Vec<u8>, fields: FieldMask, numbers: &[(usize, &[u8], u64)]) {
+    for &(field, key, value) in numbers {
+        if fields.has(field) {
+            out.extend_from_slice(key);
+            write_u64(out, value);
+        }
+    }
 }
 
 fn write_u64(out: &mut Vec<u8>, n: u64) {
@@ -740,5 +815,50 @@ mod tests {
             let serde = serde_json::to_vec(&snapshot).unwrap();
             prop_assert_eq!(String::from_utf8_lossy(&mine), String::from_utf8_lossy(&serde));
         }
+
+        /// A row cut to some fields holds what serde's row holds of those fields, and nothing
+        /// else: the same object as [`Fields::project`](crate::query::Fields::project) gives.
+        #[test]
+        fn a_row_cut_to_any_fields_is_serde_row_projected(
+            info in connection(),
+            picked in proptest::sample::subsequence(ConnectionInfo::FIELDS.to_vec(), 0..=19),
+        ) {
+            let mut mine = Vec::new();
+            let mut list = List::with_fields(FieldMask::of(&picked));
+            list.push(&ConnectionView::of(&info), &mut mine);
+            let mine: serde_json::Value = serde_json::from_slice(&mine).unwrap();
+            let fields: crate::query::Fields = picked.join(",").parse().unwrap();
+            prop_assert_eq!(mine, serde_json::Value::Object(fields.project(&info)));
+        }
+    }
+
+    #[test]
+    fn the_field_indexes_are_those_of_the_field_list() {
+        use field::*;
+        let named = [
+            (AGE, "age"),
+            (IDLE_TIME, "idleTime"),
+            (STATE, "state"),
+            (REMOTE_ADDRESS, "remoteAddress"),
+            (USER_AGENT, "userAgent"),
+            (PATH, "path"),
+            (CONNECTED_AT, "connectedAt"),
+            (MESSAGES_IN, "messagesIn"),
+            (MESSAGES_OUT, "messagesOut"),
+            (BYTES_IN, "bytesIn"),
+            (BYTES_OUT, "bytesOut"),
+            (QUEUED_MESSAGES, "queuedMessages"),
+            (QUEUED_BYTES, "queuedBytes"),
+            (MEMORY_BYTES, "memoryBytes"),
+            (RTT_MS, "rttMs"),
+            (USER, "user"),
+            (TAGS, "tags"),
+            (UPSTREAM, "upstream"),
+        ];
+        assert_eq!(named.len() + 1, ConnectionInfo::FIELDS.len());
+        for (index, name) in named {
+            assert_eq!(ConnectionInfo::FIELDS[index], name);
+        }
+        assert_eq!(ConnectionInfo::FIELDS[0], "id");
     }
 }

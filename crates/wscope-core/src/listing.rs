@@ -20,7 +20,8 @@ use std::sync::Arc;
 use crate::close::{CloseCode, CloseFrame, Initiator, ReasonTooLong};
 use crate::connection::ConnectionHandle;
 use crate::entry::Entry;
-use crate::query::{ConnectionFilter, ConnectionQuery, Cursor, SortKey, SortOrder, Start};
+use crate::json::FieldMask;
+use crate::query::{ConnectionFilter, ConnectionQuery, Cursor, Fields, SortKey, SortOrder, Start};
 use crate::registry::Registry;
 use crate::shared::Shared;
 use crate::snapshot::{ConnectionInfo, Snapshot};
@@ -128,10 +129,31 @@ impl Registry {
     /// [`snapshot_json`](Self::snapshot_json) writes the full one (the rows as of the summary's
     /// uptime).
     pub fn snapshot_capped_json(&self, max: usize) -> Vec<u8> {
+        self.stats_json(Some(max), None)
+    }
+
+    /// The statistics' JSON as `GET /api/stats?connections=N&fields=…` answers it: at most `max`
+    /// connections listed, the oldest first ([`snapshot_capped_json`](Self::snapshot_capped_json);
+    /// `None`: every connection, as [`snapshot_json`](Self::snapshot_json)), each row with only
+    /// `fields` (`None`: every field; `id` always), in the order of the full row. A scraper that
+    /// needs a few columns of every connection gets them without the bytes of the rest.
+    ///
+    /// ```
+    /// let registry = wscope_core::Registry::new();
+    /// let fields = "age,remoteAddress".parse().unwrap();
+    /// let json: serde_json::Value =
+    ///     serde_json::from_slice(&registry.stats_json(None, Some(&fields))).unwrap();
+    /// assert_eq!(json["connections"], serde_json::json!([]));
+    /// ```
+    pub fn stats_json(&self, max: Option<usize>, fields: Option<&Fields>) -> Vec<u8> {
         let shared = self.shared();
+        let fields = fields.map_or(FieldMask::ALL, Fields::mask);
+        let Some(max) = max else {
+            return shared.snapshot_json(fields);
+        };
         let head = self.summary();
         let expected = max.min(head.total_connections as usize);
-        shared.stats_json(&head, expected, |each| oldest(shared, max, each))
+        shared.stats_json(&head, expected, fields, |each| oldest(shared, max, each))
     }
 }
 

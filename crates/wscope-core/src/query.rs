@@ -380,6 +380,11 @@ impl Fields {
         &self.0
     }
 
+    /// These fields as the stats' JSON writer takes them.
+    pub(crate) fn mask(&self) -> crate::json::FieldMask {
+        crate::json::FieldMask::of(&self.0)
+    }
+
     /// `info` as a JSON object with only these fields (a field the row omits, such as an unset
     /// `user`, stays omitted).
     pub fn project(&self, info: &ConnectionInfo) -> serde_json::Map<String, serde_json::Value> {

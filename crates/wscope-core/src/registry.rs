@@ -227,7 +227,7 @@ impl Registry {
     /// assert_eq!(json["totalConnections"], 0);
     /// ```
     pub fn snapshot_json(&self) -> Vec<u8> {
-        self.shared.snapshot_json()
+        self.shared.snapshot_json(crate::json::FieldMask::ALL)
     }
 
     /// The statistics without the per-connection list, in O(1) (for the log line, health checks

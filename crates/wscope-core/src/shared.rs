@@ -491,27 +491,32 @@ impl Shared {
     /// The JSON of `head` (a summary) with the entries `walk` hands over listed, each written
     /// straight from the entry as of `head`'s uptime: what `serde_json` writes for the snapshot
     /// that lists them, without building a row per entry. `expected` sizes the buffer, with
-    /// the last answer's size per entry.
+    /// the last answer's size per entry. Each row has `fields` (the size of rows cut to fewer
+    /// is not recorded: the hint stays the full rows').
     pub(crate) fn stats_json(
         &self,
         head: &Snapshot,
         expected: usize,
+        fields: json::FieldMask,
         walk: impl FnOnce(&mut dyn FnMut(&Entry)),
     ) -> Vec<u8> {
         let now = head.uptime;
         let mut out = Vec::with_capacity(self.stats_size.capacity(expected));
         json::write_head(head, &mut out);
-        let mut list = json::List::default();
+        let mut list = json::List::with_fields(fields);
         walk(&mut |e| e.with_labels(|labels| list.push(&self.view(e, labels, now), &mut out)));
         json::write_tail(head, &mut out);
-        self.stats_size.record(out.len(), list.len());
+        if fields == json::FieldMask::ALL {
+            self.stats_size.record(out.len(), list.len());
+        }
         out
     }
 
-    /// [`Shared::stats_json`] listing every entry (the full snapshot's JSON).
-    pub(crate) fn snapshot_json(&self) -> Vec<u8> {
+    /// [`Shared::stats_json`] listing every entry (the full snapshot's JSON, each row cut to
+    /// `fields`).
+    pub(crate) fn snapshot_json(&self, fields: json::FieldMask) -> Vec<u8> {
         let head = self.snapshot(false);
-        self.stats_json(&head, head.total_connections as usize, |each| {
+        self.stats_json(&head, head.total_connections as usize, fields, |each| {
             for item in self.entries.iter() {
                 each(item.value());
             }
