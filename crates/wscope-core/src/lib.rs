@@ -90,6 +90,7 @@ mod admission;
 mod aggregates;
 mod background;
 mod budget;
+mod callback;
 mod clock;
 mod close;
 mod config;
@@ -132,6 +133,7 @@ pub use admission::{
 #[doc(hidden)]
 pub use aggregates::set_shard;
 pub use budget::{Charge, MessageBudget, OverBudget};
+pub use callback::{CallbackSocket, OnMessage};
 pub use bytes::Bytes;
 pub use clock::{Clock, ManualClock};
 pub use close::{
