@@ -15,7 +15,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::sync::Arc;
 
-use futures_util::{future, Stream, StreamExt};
+use futures_util::{future, FutureExt, Stream, StreamExt};
 
 use crate::close::{CloseCode, CloseFrame, Initiator, ReasonTooLong};
 use crate::connection::{Connection, ConnectionHandle};
@@ -151,11 +151,11 @@ impl Accepted {
             role,
             protocol,
         };
-        async move {
-            conn.mark_open();
-            let reading = read_loop(socket, reader, handler, rate);
-            future::join(reading, write_loop(conn, writer)).await;
-        }
+        // Both lazy: the reader marks the connection OPEN when first polled, before the writer
+        // is (`join` polls its first future first).
+        let reading = read_loop(socket, reader, handler, rate);
+        let writing = write_loop(conn, writer);
+        future::join(reading, writing).map(drop)
     }
 }
 
@@ -167,6 +167,7 @@ where
     H: OnMessage,
 {
     let conn = &*socket.conn;
+    conn.mark_open();
     let mut reader = pin!(reader);
     // `None` once it panicked: it is not called again.
     let mut handler = Some(handler);
