@@ -13,9 +13,11 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 
-use futures_util::{future, FutureExt, Stream, StreamExt};
+use futures_util::{future, Stream};
 
 use crate::close::{CloseCode, CloseFrame, Initiator, ReasonTooLong};
 use crate::connection::{Connection, ConnectionHandle};
@@ -151,18 +153,40 @@ impl Accepted {
             role,
             protocol,
         };
-        // Both lazy: the reader marks the connection OPEN when first polled, before the writer
-        // is (`join` polls its first future first).
-        let reading = read_loop(socket, reader, handler, rate);
-        let writing = write_loop(conn, writer);
-        future::join(reading, writing).map(drop)
+        async move {
+            // Set once the connection is aborted. Only the writer's side waits on the abort
+            // notifier (one waiter for the connection, where `run` has one per half); an abort
+            // wakes the task, and the reader, polled first, finds the flag.
+            let aborted = AtomicBool::new(false);
+            let reading = read_loop(socket, reader, handler, rate, &aborted);
+            let writing = async {
+                write_loop(conn.clone(), writer).await;
+                // The writer may end before the abort (the peer closed first and a write
+                // failed): the reader is told only once it comes.
+                conn.cancelled().await;
+                aborted.store(true, Ordering::Relaxed);
+                // The reader was polled before this, in the same poll: have it polled again.
+                future::poll_fn(|cx| {
+                    cx.waker().wake_by_ref();
+                    Poll::Ready(())
+                })
+                .await;
+            };
+            future::join(reading, writing).await;
+        }
     }
 }
 
 /// Reads the connection to its end, calling `handler` with each message; before each read, waits
-/// while the queue is over its bounds.
-async fn read_loop<R, H>(socket: CallbackSocket, reader: R, handler: H, mut rate: MessageRate)
-where
+/// while the queue is over its bounds. `aborted` is the writer's word that the connection was
+/// aborted.
+async fn read_loop<R, H>(
+    socket: CallbackSocket,
+    reader: R,
+    handler: H,
+    mut rate: MessageRate,
+    aborted: &AtomicBool,
+) where
     R: Stream<Item = Result<Message, TransportError>>,
     H: OnMessage,
 {
@@ -171,26 +195,28 @@ where
     let mut reader = pin!(reader);
     // `None` once it panicked: it is not called again.
     let mut handler = Some(handler);
-    // One cancellation future for the connection's life, registered once with its notifier.
-    let cancelled = conn.cancelled();
-    tokio::pin!(cancelled);
     loop {
         if !conn.has_room() {
             // Boxed: rare, and every idle task would otherwise keep room for it.
-            let room = tokio::select! {
-                biased;
-                _ = &mut cancelled => false,
-                () = Box::pin(conn.room()) => true,
-            };
+            let mut room = Box::pin(conn.room());
+            let room = future::poll_fn(|cx| {
+                if aborted.load(Ordering::Relaxed) {
+                    return Poll::Ready(false);
+                }
+                room.as_mut().poll(cx).map(|()| true)
+            })
+            .await;
             if !room {
                 break;
             }
         }
-        let next = tokio::select! {
-            biased;
-            next = reader.next() => Some(next),
-            _ = &mut cancelled => None,
-        };
+        let next = future::poll_fn(|cx| {
+            if aborted.load(Ordering::Relaxed) {
+                return Poll::Ready(None);
+            }
+            reader.as_mut().poll_next(cx).map(Some)
+        })
+        .await;
         match account(conn, &mut rate, next) {
             Read::Message(msg) => {
                 let Some(h) = handler.as_mut() else { continue };

@@ -862,3 +862,49 @@ fn an_idle_callback_connection_future_is_smaller_than_an_async_handler_s() {
     println!("connection future: callback {callback} B, async handler {handler} B");
     assert!(callback < handler, "{callback} B against {handler} B");
 }
+
+#[tokio::test]
+async fn a_callback_connection_whose_peer_never_answers_the_close_is_dropped_in_time() {
+    let reg = Registry::with_config(
+        RegistryConfig::default()
+            .cleanup_interval(Duration::ZERO)
+            .stats_interval(Duration::ZERO)
+            .drain_timeout(Duration::from_millis(100)),
+    );
+    let accepted = reg.accept(ConnectionMeta::new("/ws")).unwrap();
+    let (transport, peer) = memory::pair();
+    let task = tokio::spawn(accepted.run_callback(
+        transport,
+        |socket: &CallbackSocket, _: Message| {
+            socket.close(CloseCode::NORMAL, "bye").unwrap();
+        },
+    ));
+    peer.send("close, please").unwrap();
+    // The peer reads nothing and answers nothing: the writer gives up after the close timeout
+    // and aborts, and the reader, which keeps no waiter of its own, ends with it.
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    let closed = &reg.recently_closed(None)[0];
+    assert_eq!(closed.closed_by, Initiator::Deadline, "{closed:?}");
+    assert_eq!(closed.reason, "close handshake timed out");
+    drop(peer);
+}
+
+#[tokio::test]
+async fn a_callback_connection_whose_peer_never_answers_is_dropped_at_the_drain_deadline() {
+    let reg = Registry::with_config(
+        RegistryConfig::default()
+            .cleanup_interval(Duration::ZERO)
+            .stats_interval(Duration::ZERO)
+            .drain_timeout(Duration::from_millis(100)),
+    );
+    let accepted = reg.accept(ConnectionMeta::new("/ws")).unwrap();
+    let (transport, peer) = memory::pair();
+    let task = tokio::spawn(accepted.run_callback(transport, echo_callback));
+    wait_until("open", || reg.summary().connections_by_state.open == 1).await;
+    // The peer never answers the 1001: the drain's deadline aborts the connection from outside
+    // its task, and the reader must hear of it through the writer.
+    let report = tokio::time::timeout(WAIT, reg.shutdown()).await.unwrap();
+    assert_eq!(report.connections, 1);
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    drop(peer);
+}
