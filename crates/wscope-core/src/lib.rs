@@ -133,8 +133,8 @@ pub use admission::{
 #[doc(hidden)]
 pub use aggregates::set_shard;
 pub use budget::{Charge, MessageBudget, OverBudget};
-pub use callback::{CallbackSocket, OnMessage};
 pub use bytes::Bytes;
+pub use callback::{CallbackSocket, OnMessage};
 pub use clock::{Clock, ManualClock};
 pub use close::{
     CloseCode, CloseFrame, CloseRecord, Initiator, InvalidCloseCode, ReasonTooLong,

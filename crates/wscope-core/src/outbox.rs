@@ -400,7 +400,10 @@ mod tests {
         // Closing: refused, and no one waits for room any more.
         ob.push_unbounded(Message::text("3")).unwrap();
         assert!(ob.request_close(CloseFrame::shutdown()));
-        assert_eq!(ob.push_unbounded(Message::text("4")), Err(SendError::Closed));
+        assert_eq!(
+            ob.push_unbounded(Message::text("4")),
+            Err(SendError::Closed)
+        );
         ob.room().await;
     }
 

@@ -13,10 +13,10 @@ use crate::admission::{
     banned_reason, canonical_net, Admission, Ban, BanError, BanOutcome, ClientKey, ConnectionMeta,
     Permit, Refusal,
 };
+use crate::callback::CallbackSocket;
 use crate::close::{CloseCode, CloseFrame, Initiator, ReasonTooLong};
 use crate::config::RegistryConfig;
 use crate::connection::{Connection, ConnectionHandle};
-use crate::callback::CallbackSocket;
 use crate::driver::{Accepted, TrackedSocket};
 use crate::entry::Entry;
 use crate::log::{log_snapshot, StatsLogger};

@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use futures_util::{Sink, Stream};
 use tokio::sync::oneshot;
+use wscope_core::CallbackSocket;
 use wscope_core::{
     memory, Bytes, Clock, CloseCode, CloseFrame, ClosedEvent, ConnectionMeta, ConnectionState,
     Halves, Initiator, Message, Observer, OpenedEvent, Refusal, RefusalKind, RefusedEvent,
     Registry, RegistryConfig, Role, Transport, TransportError, TransportErrorKind,
 };
-use wscope_core::CallbackSocket;
 
 use wscope_testkit::{wait_until, WAIT};
 
@@ -683,7 +683,10 @@ async fn a_panicking_callback_is_closed_with_1011_and_not_called_again() {
     peer.send("after").unwrap();
     match peer.recv().await {
         Some(Message::Close(Some(f))) => {
-            assert_eq!((f.code.as_u16(), f.reason.as_str()), (1011, "Internal error"));
+            assert_eq!(
+                (f.code.as_u16(), f.reason.as_str()),
+                (1011, "Internal error")
+            );
         }
         other => panic!("expected the 1011 close, got {other:?}"),
     }
