@@ -7,6 +7,9 @@
 //!
 //! One task serves a connection: the handler and the writer run joined in it, so a message the
 //! handler sends wakes the writer without a cross-task hop, and an idle connection costs one task.
+//! [`Accepted::run_callback`] (in `callback`) runs the same writer with a read loop that calls a
+//! callback instead of an async handler; both readers account for what they read through
+//! [`account`].
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
