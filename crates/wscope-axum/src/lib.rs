@@ -156,7 +156,9 @@ pub use stats_query::StatsQuery;
 pub use stream::{stats_stream, StreamQuery};
 pub use upgrade::{upgrade_required, Admitted, Tracking, WebSocketUpgrade};
 pub use wscope_core::wire::{Health, PublicHealth};
-pub use wscope_core::{self as core, shutdown_signal, Registry, TrackedSocket};
+pub use wscope_core::{
+    self as core, shutdown_signal, CallbackSocket, OnMessage, Registry, TrackedSocket,
+};
 // The engines, their settings and the client role live in wscope-engine; re-exported here so
 // that a server needs one import path.
 pub use wscope_engine::{

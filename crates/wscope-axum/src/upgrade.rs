@@ -16,7 +16,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use wscope_core::{ConnectionMeta, LabelError, Permit, Refusal, Registry, TrackedSocket};
+use wscope_core::{
+    Accepted, BoxTransport, CallbackSocket, ConnectionMeta, LabelError, Message, OnMessage, Permit,
+    Refusal, Registry, TrackedSocket,
+};
 use wscope_engine::{Attempt, Engine, ServerHandshake, SocketConfig};
 
 use crate::client_addr::TrustedProxies;
@@ -299,6 +302,43 @@ impl WebSocketUpgrade {
         }
     }
 
+    /// Accepts the upgrade as [`on_upgrade`](Self::on_upgrade) does, but runs the connection with
+    /// a callback called with each text or binary message instead of an async handler: no
+    /// handler future is kept or polled, so each message costs fewer instructions and an idle
+    /// connection fewer bytes. The callback must not block; its [`CallbackSocket::send`] never
+    /// waits (the connection reads no further message while its queue is full). Use it for
+    /// handlers that answer or fan out each message as it comes (echo, chat); use
+    /// [`on_upgrade`](Self::on_upgrade) when the handler awaits something (a database, an
+    /// upstream) or drives the connection itself. A handler type of your own: implement
+    /// [`OnMessage`] and pass it to [`Admitted::accept_callback`].
+    ///
+    /// ```
+    /// use axum::{routing::get, Router};
+    /// use wscope_axum::WebSocketUpgrade;
+    ///
+    /// let app: Router = Router::new().route(
+    ///     "/ws",
+    ///     get(|ws: WebSocketUpgrade| async move {
+    ///         // An echo.
+    ///         ws.on_message(|socket, msg| {
+    ///             let _ = socket.send(msg);
+    ///         })
+    ///     }),
+    /// );
+    /// ```
+    pub fn on_message<F>(self, handler: F) -> Response
+    where
+        F: FnMut(&CallbackSocket, Message) + Send + 'static,
+    {
+        match self.admit() {
+            Ok(admitted) => {
+                let protocol = admitted.choose_protocol();
+                admitted.accept_callback(protocol, handler)
+            }
+            Err(refused) => refused,
+        }
+    }
+
     /// The first step of [`on_upgrade`](Self::on_upgrade), for a handler that must do something
     /// between admission and the `101` answer (a proxy opens its upstream there): the handshake
     /// checked, the labels checked and admission passed — its permit held, so the upgrade counts
@@ -380,6 +420,26 @@ impl Admitted {
         F: FnOnce(TrackedSocket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        self.accept_with(protocol, move |accepted, transport| {
+            accepted.run(transport, handler)
+        })
+    }
+
+    /// As [`accept`](Self::accept), running the connection with a callback handler
+    /// ([`WebSocketUpgrade::on_message`]).
+    pub fn accept_callback<H: OnMessage>(self, protocol: Option<String>, handler: H) -> Response {
+        self.accept_with(protocol, move |accepted, transport| {
+            accepted.run_callback(transport, handler)
+        })
+    }
+
+    /// What [`accept`](Self::accept) and [`accept_callback`](Self::accept_callback) share: `run`
+    /// runs the connection once the engine has taken the socket over.
+    fn accept_with<R, Fut>(self, protocol: Option<String>, run: R) -> Response
+    where
+        R: FnOnce(Accepted, BoxTransport) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let Self {
             handshake,
             on_upgrade,
@@ -420,7 +480,7 @@ impl Admitted {
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let transport = call_boxed(take_over, TokioIo::new(upgraded)).await;
-                    accepted.run(transport, handler).await;
+                    run(accepted, transport).await;
                 }
                 Err(e) => accepted.fail(format!("upgrade failed: {e}")),
             }

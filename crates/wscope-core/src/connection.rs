@@ -321,6 +321,23 @@ impl Connection {
         self.entry.outbox.push(msg).await
     }
 
+    /// Queues a message without waiting, past the queue's bounds if need be (a callback
+    /// handler's send: its driver waits for [`Connection::room`] before reading on).
+    pub(crate) fn send_unbounded(&self, msg: Message) -> Result<(), SendError> {
+        self.entry.outbox.push_unbounded(msg)
+    }
+
+    /// Whether the queue is under its bounds (read without a lock).
+    #[inline]
+    pub(crate) fn has_room(&self) -> bool {
+        self.entry.outbox.has_room()
+    }
+
+    /// Completes once the queue is under its bounds again or the connection is closing.
+    pub(crate) async fn room(&self) {
+        self.entry.outbox.room().await
+    }
+
     /// Requests a close after the queue is flushed; the first request wins. Returns whether this
     /// one was first.
     pub(crate) fn request_close(&self, frame: CloseFrame, initiator: Initiator) -> bool {

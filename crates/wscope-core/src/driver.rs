@@ -7,6 +7,9 @@
 //!
 //! One task serves a connection: the handler and the writer run joined in it, so a message the
 //! handler sends wakes the writer without a cross-task hop, and an idle connection costs one task.
+//! [`Accepted::run_callback`] (in `callback`) runs the same writer with a read loop that calls a
+//! callback instead of an async handler; both readers account for what they read through
+//! [`account`].
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -91,6 +94,12 @@ impl Accepted {
         self.conn.entry.mark_answered();
     }
 
+    /// What the running connection keeps: the connection, shared by its reader and writer, and
+    /// the agreed subprotocol.
+    pub(crate) fn into_parts(self) -> (Arc<Connection>, Option<Box<str>>) {
+        (Arc::new(self.conn), self.protocol)
+    }
+
     /// The upgrade failed before a transport existed: records `reason` as a transport error and
     /// removes the entry.
     pub fn fail(self, reason: impl Into<String>) {
@@ -112,12 +121,12 @@ impl Accepted {
     {
         let role = transport.role();
         let (reader, writer) = transport.split_boxed();
-        let conn = Arc::new(self.conn);
+        let (conn, protocol) = self.into_parts();
         let socket = TrackedSocket {
             conn: conn.clone(),
             stream: SyncWrapper::new(Some(reader)),
             role,
-            protocol: self.protocol,
+            protocol,
             rate: MessageRate::new(conn.message_rate_limit(), conn.now_ms()),
         };
         async move {
@@ -160,14 +169,14 @@ pub struct TrackedSocket {
 /// A token bucket over the messages a client sends: `limit` a second, with a burst of one
 /// second's worth; tokens are counted in thousandths so whole milliseconds refill exactly.
 #[derive(Debug)]
-struct MessageRate {
+pub(crate) struct MessageRate {
     limit: u32,
     tokens: u64,
     last_ms: u64,
 }
 
 impl MessageRate {
-    fn new(limit: u32, now_ms: u64) -> Self {
+    pub(crate) fn new(limit: u32, now_ms: u64) -> Self {
         Self {
             limit,
             tokens: u64::from(limit) * 1000,
@@ -286,36 +295,11 @@ impl TrackedSocket {
                 next = stream.next() => Some(next),
                 _ = self.conn.cancelled() => None,
             };
-            let ended = match next {
-                // Aborted: the drain deadline passed or the writer failed.
-                None => Ended::Finish,
-                Some(Some(Ok(msg))) => match received(&self.conn, msg) {
-                    Some(data) if within_rate(&mut self.rate, &self.conn) => return Some(data),
-                    Some(_) => {
-                        let frame = CloseFrame {
-                            code: CloseCode::POLICY,
-                            reason: "message rate exceeded".to_owned(),
-                        };
-                        if self.conn.fail_for_limit(frame) {
-                            self.conn.mark_closing();
-                            Ended::Failing
-                        } else {
-                            Ended::Finish
-                        }
-                    }
-                    None => continue,
-                },
-                Some(Some(Err(e))) => failed(&self.conn, &e),
-                Some(None) => {
-                    let reason = "connection ended without a close frame";
-                    self.conn
-                        .record_close(Initiator::Error, Some(ABNORMAL_CLOSURE), reason);
-                    Ended::Finish
-                }
-            };
-            match ended {
-                Ended::Finish => break,
-                Ended::Failing => {
+            match account(&self.conn, &mut self.rate, next) {
+                Read::Message(msg) => return Some(msg),
+                Read::Again => continue,
+                Read::Ended(Ended::Finish) => break,
+                Read::Ended(Ended::Failing) => {
                     // The writer sends the close and drops the connection; stop reading.
                     *self.stream.get_mut() = None;
                     return None;
@@ -349,8 +333,57 @@ impl TrackedSocket {
     }
 }
 
-/// How a read that did not yield a message ends `recv`.
-enum Ended {
+/// What one read means for whoever reads the connection ([`TrackedSocket::recv`], the callback
+/// driver).
+pub(crate) enum Read {
+    /// A text or binary message for the handler, accounted for.
+    Message(Message),
+    /// A control frame, accounted for: read on.
+    Again,
+    /// Reading is over.
+    Ended(Ended),
+}
+
+/// Accounts for one read — `None` when the connection was aborted while waiting for it, else what
+/// the stream yielded — as every reader of a connection must: messages received, the client's
+/// message rate (over it, the connection is failed with 1008), pongs, close frames, transport
+/// failures and a stream that ends without a close.
+pub(crate) fn account(
+    conn: &Connection,
+    rate: &mut MessageRate,
+    next: Option<Option<Result<Message, TransportError>>>,
+) -> Read {
+    let ended = match next {
+        // Aborted: the drain deadline passed or the writer failed.
+        None => Ended::Finish,
+        Some(Some(Ok(msg))) => match received(conn, msg) {
+            Some(data) if within_rate(rate, conn) => return Read::Message(data),
+            Some(_) => {
+                let frame = CloseFrame {
+                    code: CloseCode::POLICY,
+                    reason: "message rate exceeded".to_owned(),
+                };
+                if conn.fail_for_limit(frame) {
+                    conn.mark_closing();
+                    Ended::Failing
+                } else {
+                    Ended::Finish
+                }
+            }
+            None => return Read::Again,
+        },
+        Some(Some(Err(e))) => failed(conn, &e),
+        Some(None) => {
+            let reason = "connection ended without a close frame";
+            conn.record_close(Initiator::Error, Some(ABNORMAL_CLOSURE), reason);
+            Ended::Finish
+        }
+    };
+    Read::Ended(ended)
+}
+
+/// How a read that did not yield a message ends reading.
+pub(crate) enum Ended {
     /// The connection is over: mark it CLOSED.
     Finish,
     /// The connection is being failed: the writer flushes, sends the close and drops it.
@@ -425,16 +458,10 @@ impl Drop for TrackedSocket {
         let Some(stream) = self.stream.get_mut().take() else {
             return; // recv already saw the end
         };
-        let (frame, initiator) = if std::thread::panicking() {
-            (
-                CloseFrame::new(CloseCode::INTERNAL_ERROR, "Internal error"),
-                Initiator::Panic,
-            )
-        } else {
-            (CloseFrame::new(CloseCode::NORMAL, ""), Initiator::Server)
-        };
-        if let Ok(frame) = frame {
-            self.conn.request_close(frame, initiator);
+        if std::thread::panicking() {
+            close_for_panic(&self.conn);
+        } else if let Ok(frame) = CloseFrame::new(CloseCode::NORMAL, "") {
+            self.conn.request_close(frame, Initiator::Server);
         }
         // Read on until the peer answers the close (or the close timeout passes), so the
         // handshake completes even though the handler has gone.
@@ -448,6 +475,13 @@ impl Drop for TrackedSocket {
             conn.end();
             conn.abort();
         }
+    }
+}
+
+/// The handler panicked: close with 1011 (after what is queued), recorded as a panic.
+pub(crate) fn close_for_panic(conn: &Connection) {
+    if let Ok(frame) = CloseFrame::new(CloseCode::INTERNAL_ERROR, "Internal error") {
+        conn.request_close(frame, Initiator::Panic);
     }
 }
 
@@ -467,7 +501,7 @@ async fn finish_close(conn: Arc<Connection>, mut stream: Reader) {
 }
 
 /// Drains the connection's queue to the wire, a batch per wake-up and one flush per batch.
-async fn write_loop<W>(conn: Arc<Connection>, sink: W)
+pub(crate) async fn write_loop<W>(conn: Arc<Connection>, sink: W)
 where
     W: Sink<Message, Error = TransportError>,
 {

@@ -90,6 +90,7 @@ mod admission;
 mod aggregates;
 mod background;
 mod budget;
+mod callback;
 mod clock;
 mod close;
 mod config;
@@ -133,6 +134,7 @@ pub use admission::{
 pub use aggregates::set_shard;
 pub use budget::{Charge, MessageBudget, OverBudget};
 pub use bytes::Bytes;
+pub use callback::{CallbackSocket, OnMessage};
 pub use clock::{Clock, ManualClock};
 pub use close::{
     CloseCode, CloseFrame, CloseRecord, Initiator, InvalidCloseCode, ReasonTooLong,

@@ -102,11 +102,46 @@ impl Outbox {
 
     /// Queues without waiting.
     pub(crate) fn try_push(&self, msg: Message) -> Result<(), SendError> {
-        self.offer(msg).map_err(|(e, _)| e)
+        self.offer(msg, true).map_err(|(e, _)| e)
     }
 
-    /// Queues if there is room; else gives the message back with the reason.
-    fn offer(&self, msg: Message) -> Result<(), (SendError, Message)> {
+    /// Queues without waiting, past the bounds if need be: what a callback handler sends. Its
+    /// driver reads no further message until [`Outbox::room`] says the queue is back under its
+    /// bounds, so this overshoots them by what one message's callback sends at most. Fails only
+    /// once the connection is closing.
+    pub(crate) fn push_unbounded(&self, msg: Message) -> Result<(), SendError> {
+        self.offer(msg, false).map_err(|(e, _)| e)
+    }
+
+    /// Whether the queue is under both its bounds, read without the lock: the fast path of a
+    /// callback driver's check before each read.
+    pub(crate) fn has_room(&self) -> bool {
+        self.queued_messages.load(Ordering::Relaxed) < self.capacity as usize
+            && self.queued_bytes.load(Ordering::Relaxed) < self.max_bytes as usize
+    }
+
+    /// Completes once the queue is under both its bounds again, or the connection is closing
+    /// (nothing more will be queued then, but the close handshake must still be read).
+    pub(crate) async fn room(&self) {
+        loop {
+            // Registered before looking, so a drain in between is not missed.
+            let mut room = pin!(self.space.notified());
+            room.as_mut().enable();
+            {
+                let mut st = self.lock();
+                if st.closed || self.has_room() {
+                    return;
+                }
+                // The next drain wakes the waiters.
+                st.blocked = true;
+            }
+            room.await;
+        }
+    }
+
+    /// Queues if there is room (or `bounded` is false); else gives the message back with the
+    /// reason.
+    fn offer(&self, msg: Message, bounded: bool) -> Result<(), (SendError, Message)> {
         {
             let mut st = self.lock();
             if st.closed {
@@ -114,8 +149,9 @@ impl Outbox {
             }
             let len = msg.payload_len();
             let bytes = self.queued_bytes.load(Ordering::Relaxed);
-            if st.items.len() >= self.capacity as usize
-                || (!st.items.is_empty() && bytes + len > self.max_bytes as usize)
+            if bounded
+                && (st.items.len() >= self.capacity as usize
+                    || (!st.items.is_empty() && bytes + len > self.max_bytes as usize))
             {
                 st.blocked = true;
                 return Err((SendError::QueueFull, msg));
@@ -130,7 +166,7 @@ impl Outbox {
     /// Queues, waiting for room while the queue is full.
     pub(crate) async fn push(&self, msg: Message) -> Result<(), SendError> {
         // Fast path: there is room (nearly always), and no waiter is registered with `space`.
-        match self.offer(msg) {
+        match self.offer(msg, true) {
             Ok(()) => Ok(()),
             Err((SendError::Closed, _)) => Err(SendError::Closed),
             // Boxed: the waiting state is large and rare, and every connection's task would
@@ -145,7 +181,7 @@ impl Outbox {
             // Register for room before looking again, so a drain in between is not missed.
             let mut room = pin!(self.space.notified());
             room.as_mut().enable();
-            msg = match self.offer(msg) {
+            msg = match self.offer(msg, true) {
                 Ok(()) => return Ok(()),
                 Err((SendError::Closed, _)) => return Err(SendError::Closed),
                 Err((SendError::QueueFull, msg)) => msg,
@@ -344,6 +380,32 @@ mod tests {
         ob.drain_into(&mut out);
         waiter.await.unwrap().unwrap();
         assert_eq!(ob.queued().0, 1);
+    }
+
+    #[tokio::test]
+    async fn an_unbounded_push_overshoots_and_room_waits_for_the_drain() {
+        let ob = std::sync::Arc::new(Outbox::new(1, 1024));
+        assert!(ob.has_room());
+        ob.push_unbounded(Message::text("1")).unwrap();
+        ob.push_unbounded(Message::text("2")).unwrap();
+        assert!(!ob.has_room());
+        assert_eq!(ob.queued().0, 2);
+        let ob2 = ob.clone();
+        let waiter = tokio::spawn(async move { ob2.room().await });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        let mut out = Vec::new();
+        ob.drain_into(&mut out);
+        waiter.await.unwrap();
+        assert_eq!(out.len(), 2);
+        // Closing: refused, and no one waits for room any more.
+        ob.push_unbounded(Message::text("3")).unwrap();
+        assert!(ob.request_close(CloseFrame::shutdown()));
+        assert_eq!(
+            ob.push_unbounded(Message::text("4")),
+            Err(SendError::Closed)
+        );
+        ob.room().await;
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@ use crate::admission::{
     banned_reason, canonical_net, Admission, Ban, BanError, BanOutcome, ClientKey, ConnectionMeta,
     Permit, Refusal,
 };
+use crate::callback::CallbackSocket;
 use crate::close::{CloseCode, CloseFrame, Initiator, ReasonTooLong};
 use crate::config::RegistryConfig;
 use crate::connection::{Connection, ConnectionHandle};
@@ -454,6 +455,13 @@ impl ConnectionHandle {
 impl TrackedSocket {
     /// The registry this connection is tracked in: broadcast through its
     /// [`active_connections`](Registry::active_connections), read its stats.
+    pub fn registry(&self) -> Registry {
+        Registry::from_shared(self.connection().shared().clone())
+    }
+}
+
+impl CallbackSocket {
+    /// The registry this connection is tracked in, as [`TrackedSocket::registry`].
     pub fn registry(&self) -> Registry {
         Registry::from_shared(self.connection().shared().clone())
     }

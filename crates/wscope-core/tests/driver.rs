@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use futures_util::{Sink, Stream};
 use tokio::sync::oneshot;
+use wscope_core::CallbackSocket;
 use wscope_core::{
     memory, Bytes, Clock, CloseCode, CloseFrame, ClosedEvent, ConnectionMeta, ConnectionState,
     Halves, Initiator, Message, Observer, OpenedEvent, Refusal, RefusalKind, RefusedEvent,
-    Registry, RegistryConfig, Role, TransportError, TransportErrorKind,
+    Registry, RegistryConfig, Role, Transport, TransportError, TransportErrorKind,
 };
 
 use wscope_testkit::{wait_until, WAIT};
@@ -40,11 +41,20 @@ async fn echo(mut socket: wscope_core::TrackedSocket) {
 
 #[tokio::test]
 async fn memory_peer_echo_counts_data_only_and_closes_from_the_peer() {
+    echo_counts_data_only_and_closes_from_the_peer(false).await;
+}
+
+#[tokio::test]
+async fn a_callback_echo_counts_data_only_and_closes_from_the_peer() {
+    echo_counts_data_only_and_closes_from_the_peer(true).await;
+}
+
+async fn echo_counts_data_only_and_closes_from_the_peer(callback: bool) {
     let reg = registry();
     let accepted = reg.accept(ConnectionMeta::new("/ws")).unwrap();
     assert_eq!(reg.summary().connections_by_state.connecting, 1);
     let (transport, mut peer) = memory::pair();
-    let task = tokio::spawn(accepted.run(transport, echo));
+    let task = tokio::spawn(run_echo(accepted, transport, callback));
     peer.send("héllo").unwrap();
     assert_eq!(peer.recv().await, Some(Message::text("héllo")));
     peer.send(vec![1u8, 2]).unwrap();
@@ -139,6 +149,33 @@ fn scripted(
 
 #[tokio::test]
 async fn each_error_kind_fails_the_connection_the_same_way_for_every_engine() {
+    each_error_kind_fails_the_connection(false).await;
+}
+
+#[tokio::test]
+async fn each_error_kind_fails_a_callback_connection_the_same_way() {
+    each_error_kind_fails_the_connection(true).await;
+}
+
+/// The callback echo: each message queued straight back.
+fn echo_callback(socket: &CallbackSocket, msg: Message) {
+    let _ = socket.send(msg);
+}
+
+/// `accepted` run with the async echo, or with the callback one.
+fn run_echo(
+    accepted: wscope_core::Accepted,
+    transport: impl wscope_core::Transport,
+    callback: bool,
+) -> Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    if callback {
+        Box::pin(accepted.run_callback(transport, echo_callback))
+    } else {
+        Box::pin(accepted.run(transport, echo))
+    }
+}
+
+async fn each_error_kind_fails_the_connection(callback: bool) {
     for (kind, close) in [
         (TransportErrorKind::Protocol, Some(1002)),
         (TransportErrorKind::InvalidUtf8, Some(1007)),
@@ -152,7 +189,7 @@ async fn each_error_kind_fails_the_connection_the_same_way_for_every_engine() {
         let accepted = reg.accept(ConnectionMeta::new("/ws")).unwrap();
         // One message that the echo queues before the failure is read.
         let (transport, written) = scripted(vec![Message::text("first")], kind);
-        tokio::time::timeout(WAIT, accepted.run(transport, echo))
+        tokio::time::timeout(WAIT, run_echo(accepted, transport, callback))
             .await
             .unwrap();
         wait_until("the entry leaves", || reg.connection_count() == 0).await;
@@ -589,4 +626,288 @@ fn an_idle_connection_future_stays_small() {
     let size = std::mem::size_of_val(&fut);
     println!("connection future: {size} B");
     assert!(size <= 1000, "the connection future grew to {size} B");
+}
+
+#[tokio::test]
+async fn a_callback_closes_the_connection_and_its_sends_then_fail() {
+    let reg = registry();
+    let accepted = reg.accept(ConnectionMeta::new("/ws")).unwrap();
+    let (transport, mut peer) = memory::pair();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let task = tokio::spawn(accepted.run_callback(
+        transport,
+        move |socket: &CallbackSocket, msg: Message| {
+            if msg == Message::text("bye") {
+                assert!(socket.close(CloseCode::NORMAL, "bye").unwrap());
+                assert!(!socket.close(CloseCode::GOING_AWAY, "again").unwrap());
+            }
+            // After the close: refused, never queued.
+            tx.send(socket.send(msg)).unwrap();
+        },
+    ));
+    peer.send("bye").unwrap();
+    assert!(matches!(peer.recv().await, Some(Message::Close(Some(f))) if f.reason == "bye"));
+    assert_eq!(rx.recv().unwrap(), Err(wscope_core::SendError::Closed));
+    // What comes before the peer answers still reaches the callback.
+    peer.send("late").unwrap();
+    peer.close(Some(CloseFrame::new(CloseCode::NORMAL, "").unwrap()))
+        .unwrap();
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    assert_eq!(rx.recv().unwrap(), Err(wscope_core::SendError::Closed));
+    let s = reg.snapshot();
+    assert_eq!((s.total_connections, s.closed_by.server), (0, 1));
+    let closed = &reg.recently_closed(None)[0];
+    assert_eq!((closed.code, closed.reason.as_str()), (Some(1000), "bye"));
+}
+
+#[tokio::test]
+async fn a_panicking_callback_is_closed_with_1011_and_not_called_again() {
+    let reg = registry();
+    let accepted = reg.accept(ConnectionMeta::new("/ws")).unwrap();
+    let (transport, mut peer) = memory::pair();
+    let calls = Arc::new(Mutex::new(0));
+    let counted = calls.clone();
+    let task = tokio::spawn(accepted.run_callback(
+        transport,
+        move |socket: &CallbackSocket, msg: Message| {
+            *counted.lock().unwrap() += 1;
+            if msg == Message::text("boom") {
+                panic!("the callback panics");
+            }
+            let _ = socket.send(msg);
+        },
+    ));
+    peer.send("one").unwrap();
+    assert_eq!(peer.recv().await, Some(Message::text("one")));
+    peer.send("boom").unwrap();
+    peer.send("after").unwrap();
+    match peer.recv().await {
+        Some(Message::Close(Some(f))) => {
+            assert_eq!(
+                (f.code.as_u16(), f.reason.as_str()),
+                (1011, "Internal error")
+            );
+        }
+        other => panic!("expected the 1011 close, got {other:?}"),
+    }
+    peer.close(None).unwrap();
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    assert_eq!(*calls.lock().unwrap(), 2, "not called after the panic");
+    let s = reg.snapshot();
+    assert_eq!((s.total_connections, s.closed_by.panic), (0, 1));
+    // Every message read is counted, the one after the panic too.
+    assert_eq!(reg.recently_closed(None)[0].messages_in, 3);
+}
+
+#[tokio::test]
+async fn a_callback_connection_over_its_message_rate_is_failed_with_1008() {
+    let (clock, _manual) = Clock::manual();
+    let reg = Registry::with_config(
+        RegistryConfig::default()
+            .cleanup_interval(Duration::ZERO)
+            .stats_interval(Duration::ZERO)
+            .max_messages_per_second(3)
+            .clock(clock),
+    );
+    let accepted = reg.accept(ConnectionMeta::new("/ws")).unwrap();
+    let (transport, mut peer) = memory::pair();
+    let task = tokio::spawn(accepted.run_callback(transport, echo_callback));
+    // The clock stands still: a burst of a second's worth, then over the rate.
+    for i in 0..4 {
+        peer.send(format!("{i}")).unwrap();
+    }
+    for i in 0..3 {
+        assert_eq!(peer.recv().await, Some(Message::text(format!("{i}"))));
+    }
+    match peer.recv().await {
+        Some(Message::Close(Some(f))) => assert_eq!(
+            (f.code.as_u16(), f.reason.as_str()),
+            (1008, "message rate exceeded")
+        ),
+        other => panic!("expected the 1008 close, got {other:?}"),
+    }
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    assert_eq!(reg.snapshot().closed_by.limit, 1);
+}
+
+#[tokio::test]
+async fn a_drain_closes_a_callback_connection_with_1001() {
+    let reg = registry();
+    let accepted = reg.accept(ConnectionMeta::new("/ws")).unwrap();
+    let (transport, mut peer) = memory::pair();
+    let task = tokio::spawn(accepted.run_callback(transport, echo_callback));
+    peer.send("hello").unwrap();
+    assert_eq!(peer.recv().await, Some(Message::text("hello")));
+    let shutdown = tokio::spawn({
+        let reg = reg.clone();
+        async move { reg.shutdown().await }
+    });
+    match peer.recv().await {
+        Some(Message::Close(Some(f))) => assert_eq!(f.code.as_u16(), 1001),
+        other => panic!("expected the 1001 close, got {other:?}"),
+    }
+    peer.close(None).unwrap();
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    let report = tokio::time::timeout(WAIT, shutdown).await.unwrap().unwrap();
+    assert_eq!((report.connections, report.dropped), (1, 0));
+}
+
+/// A reader with `count` messages ready, then silence.
+struct Ready(std::ops::Range<usize>);
+
+impl Stream for Ready {
+    type Item = Result<Message, TransportError>;
+    fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.0.next() {
+            Some(i) => Poll::Ready(Some(Ok(Message::text(format!("{i}"))))),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// A sink that takes nothing until its gate opens.
+struct Gated {
+    open: Arc<Mutex<(bool, Option<std::task::Waker>)>>,
+    written: Arc<Mutex<Vec<Message>>>,
+}
+
+impl Sink<Message> for Gated {
+    type Error = TransportError;
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        let mut gate = self.open.lock().unwrap();
+        if gate.0 {
+            Poll::Ready(Ok(()))
+        } else {
+            gate.1 = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+    fn start_send(self: Pin<&mut Self>, msg: Message) -> Result<(), TransportError> {
+        self.written.lock().unwrap().push(msg);
+        Ok(())
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        self.poll_ready(cx)
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        self.poll_ready(cx)
+    }
+}
+
+#[tokio::test]
+async fn a_full_queue_stops_the_callback_driver_reading_not_its_sends() {
+    const CAPACITY: usize = 4;
+    const COUNT: usize = 100;
+    let reg = Registry::with_config(
+        RegistryConfig::default()
+            .cleanup_interval(Duration::ZERO)
+            .stats_interval(Duration::ZERO)
+            .queue_capacity(CAPACITY),
+    );
+    let accepted = reg.accept(ConnectionMeta::new("/ws")).unwrap();
+    let open = Arc::new(Mutex::new((false, None)));
+    let written = Arc::new(Mutex::new(Vec::new()));
+    let sink = Gated {
+        open: open.clone(),
+        written: written.clone(),
+    };
+    let transport = Halves::new(Role::Server, Ready(0..COUNT), sink);
+    // Two sends per message: a queue with room for one message's more fills all the same.
+    let task = tokio::spawn(accepted.run_callback(
+        transport,
+        |socket: &CallbackSocket, msg: Message| {
+            socket.send(msg.clone()).unwrap();
+            socket.send(msg).unwrap();
+        },
+    ));
+    wait_until("the queue fills", || {
+        reg.snapshot().connections[0].queued_messages >= CAPACITY as u64
+    })
+    .await;
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let c = &reg.snapshot().connections[0];
+    // The writer holds one batch (taken before the gate stopped it), the queue the rest: reading
+    // stopped once the queue was over its bound.
+    assert!(c.messages_in <= 2 * CAPACITY as u64, "read on: {c:?}");
+    assert!(c.queued_messages <= CAPACITY as u64 + 1, "{c:?}");
+    assert_eq!(c.state, ConnectionState::Open, "backpressure, not a close");
+    // Open the gate: everything is read and written, in order.
+    let waker = {
+        let mut gate = open.lock().unwrap();
+        gate.0 = true;
+        gate.1.take()
+    };
+    waker.unwrap().wake();
+    wait_until("every echo written", || {
+        written.lock().unwrap().len() == 2 * COUNT
+    })
+    .await;
+    let expected: Vec<Message> = (0..COUNT)
+        .flat_map(|i| [Message::text(format!("{i}")), Message::text(format!("{i}"))])
+        .collect();
+    assert_eq!(*written.lock().unwrap(), expected);
+    assert_eq!(reg.snapshot().connections[0].messages_in, COUNT as u64);
+    task.abort();
+}
+
+#[test]
+fn an_idle_callback_connection_future_is_smaller_than_an_async_handler_s() {
+    let reg = registry();
+    let accepted = reg.accept(ConnectionMeta::new("/ws")).unwrap();
+    // Boxed, as a server choosing its engine at run time has it.
+    let (transport, _peer) = memory::pair();
+    let callback = std::mem::size_of_val(&accepted.run_callback(transport.boxed(), echo_callback));
+    let accepted = reg.accept(ConnectionMeta::new("/ws")).unwrap();
+    let (transport, _peer) = memory::pair();
+    let handler = std::mem::size_of_val(&accepted.run(transport.boxed(), echo));
+    println!("connection future: callback {callback} B, async handler {handler} B");
+    assert!(callback < handler, "{callback} B against {handler} B");
+}
+
+#[tokio::test]
+async fn a_callback_connection_whose_peer_never_answers_the_close_is_dropped_in_time() {
+    let reg = Registry::with_config(
+        RegistryConfig::default()
+            .cleanup_interval(Duration::ZERO)
+            .stats_interval(Duration::ZERO)
+            .drain_timeout(Duration::from_millis(100)),
+    );
+    let accepted = reg.accept(ConnectionMeta::new("/ws")).unwrap();
+    let (transport, peer) = memory::pair();
+    let task = tokio::spawn(accepted.run_callback(
+        transport,
+        |socket: &CallbackSocket, _: Message| {
+            socket.close(CloseCode::NORMAL, "bye").unwrap();
+        },
+    ));
+    peer.send("close, please").unwrap();
+    // The peer reads nothing and answers nothing: the writer gives up after the close timeout
+    // and aborts, and the reader, which keeps no waiter of its own, ends with it.
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    let closed = &reg.recently_closed(None)[0];
+    assert_eq!(closed.closed_by, Initiator::Deadline, "{closed:?}");
+    assert_eq!(closed.reason, "close handshake timed out");
+    drop(peer);
+}
+
+#[tokio::test]
+async fn a_callback_connection_whose_peer_never_answers_is_dropped_at_the_drain_deadline() {
+    let reg = Registry::with_config(
+        RegistryConfig::default()
+            .cleanup_interval(Duration::ZERO)
+            .stats_interval(Duration::ZERO)
+            .drain_timeout(Duration::from_millis(100)),
+    );
+    let accepted = reg.accept(ConnectionMeta::new("/ws")).unwrap();
+    let (transport, peer) = memory::pair();
+    let task = tokio::spawn(accepted.run_callback(transport, echo_callback));
+    wait_until("open", || reg.summary().connections_by_state.open == 1).await;
+    // The peer never answers the 1001: the drain's deadline aborts the connection from outside
+    // its task, and the reader must hear of it through the writer.
+    let report = tokio::time::timeout(WAIT, reg.shutdown()).await.unwrap();
+    assert_eq!(report.connections, 1);
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    drop(peer);
 }

@@ -63,14 +63,13 @@ impl DemoLabels {
     }
 }
 
-/// Sends each text or binary message back unchanged.
+/// Sends each text or binary message back unchanged. A callback handler: per message, no
+/// handler future is polled, and an idle connection keeps none (docs/BENCHMARKS.md, "A callback
+/// handler for the hot path").
 async fn echo(labels: Result<Query<DemoLabels>, QueryRejection>, ws: WebSocketUpgrade) -> Response {
-    DemoLabels::label(labels, ws).on_upgrade(|mut socket| async move {
-        while let Some(msg) = socket.recv().await {
-            if socket.send(msg).await.is_err() {
-                break;
-            }
-        }
+    DemoLabels::label(labels, ws).on_message(|socket, msg| {
+        // Fails only once the connection is closing: nothing to do then.
+        let _ = socket.send(msg);
     })
 }
 
@@ -85,16 +84,13 @@ async fn chat(
     ws: WebSocketUpgrade,
 ) -> Response {
     let cluster = cluster.map(|Extension(c)| c);
-    DemoLabels::label(labels, ws).on_upgrade(move |mut socket| async move {
-        let registry = socket.registry();
-        while let Some(msg) = socket.recv().await {
-            let outcome = match &cluster {
-                Some(cluster) => cluster.broadcast(Some(CHAT_PATH), &msg).local,
-                None => registry.broadcast(Some(CHAT_PATH), &msg),
-            };
-            if outcome.slow > 0 {
-                tracing::debug!(slow = outcome.slow, "chat: closed members too slow to read");
-            }
+    DemoLabels::label(labels, ws).on_message(move |socket, msg| {
+        let outcome = match &cluster {
+            Some(cluster) => cluster.broadcast(Some(CHAT_PATH), &msg).local,
+            None => socket.registry().broadcast(Some(CHAT_PATH), &msg),
+        };
+        if outcome.slow > 0 {
+            tracing::debug!(slow = outcome.slow, "chat: closed members too slow to read");
         }
     })
 }
