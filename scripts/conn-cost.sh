@@ -9,6 +9,11 @@
 #
 #   CONNECTIONS=1000 CONCURRENCY=50 HOLD=1s SERVER_BIN=target/release/wscope scripts/conn-cost.sh callgrind
 #
+# With ECHO set (`wscope bench echo` flags, e.g. ECHO="-c 100 -w 4 -d 5s"), the second run echoes
+# 64-byte messages instead of holding idle connections, and the difference is divided by the
+# messages echoed: what one message costs (its connections' handshakes and closes included, a few
+# instructions a message).
+#
 # The load generator is target/release/wscope (under $CARGO_TARGET_DIR when set; `cargo build
 # --release -p wscope` first); the server is SERVER_BIN, else the same binary. Only 127.0.0.1 is
 # used; every wait is bounded; the server is stopped with SIGTERM (its drain runs under valgrind
@@ -74,7 +79,11 @@ run() {
         sleep 0.2
     done
     [ "$(active_connections "$admin")" != -1 ] || { log "server did not answer /health in 120 s"; exit 1; }
-    if [ "$n" -gt 0 ]; then
+    if [ "$n" -gt 0 ] && [ -n "${ECHO:-}" ]; then
+        # shellcheck disable=SC2086 # ECHO is a list of flags
+        "$WSCOPE" bench echo --url "ws://127.0.0.1:$port/ws" $ECHO --warmup 0s --connect-timeout 60s \
+            --json > "$RUN_DIR/$name.bench.json"
+    elif [ "$n" -gt 0 ]; then
         "$WSCOPE" bench idle --url "ws://127.0.0.1:$port/ws" -c "$n" \
             --handshake-concurrency "$CONCURRENCY" --hold "$HOLD" --connect-timeout 60s --json \
             > "$RUN_DIR/$name.bench.json"
@@ -92,11 +101,21 @@ print(total)
 PYEOF
 }
 
-log "$TOOL: $SERVER ${EXTRA[*]}, $CONNECTIONS connections held $HOLD"
+if [ -n "${ECHO:-}" ]; then
+    log "$TOOL: $SERVER ${EXTRA[*]}, echo $ECHO"
+else
+    log "$TOOL: $SERVER ${EXTRA[*]}, $CONNECTIONS connections held $HOLD"
+fi
 none="$(run none 0)"
 held="$(run held "$CONNECTIONS")"
 unit="instructions"
 [ "$TOOL" = dhat ] && unit="allocations"
-"${PY:-python3}" -c 'import sys; n, a, b = map(int, sys.argv[1:4]); print(f"{(b - a) / n:,.1f} {sys.argv[4]} per connection ({b:,} - {a:,} over {n:,})")' \
-    "$CONNECTIONS" "$none" "$held" "$unit"
+per="connection"
+n="$CONNECTIONS"
+if [ -n "${ECHO:-}" ]; then
+    per="message"
+    n="$("${PY:-python3}" -c 'import json, sys; print(json.load(open(sys.argv[1]))["messagesReceived"])' "$RUN_DIR/held.bench.json")"
+fi
+"${PY:-python3}" -c 'import sys; n, a, b = map(int, sys.argv[1:4]); print(f"{(b - a) / n:,.1f} {sys.argv[4]} per {sys.argv[5]} ({b:,} - {a:,} over {n:,})")' \
+    "$n" "$none" "$held" "$unit" "$per"
 log "outputs in $RUN_DIR"
