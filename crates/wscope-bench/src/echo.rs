@@ -315,7 +315,13 @@ impl Load {
 
     /// Waits out the warm-up and the window, reading CPU at both ends of the window.
     async fn measure(&mut self, session: &Session) -> Window {
-        let start = self.wait_until(self.plan.measure_start).await;
+        // The tasks count what they receive from the planned start on: a wake-up that comes late
+        // (a loaded machine) must not start the window later than that, or a run whose every
+        // connection was lost in between would report no active time for counted messages.
+        let start = self
+            .wait_until(self.plan.measure_start)
+            .await
+            .min(self.plan.measure_start);
         let first = session.probe();
         let end = self.wait_until(self.plan.measure_end).await;
         let usage = first.usage_until(&session.probe());
