@@ -20,12 +20,10 @@ use std::task::Poll;
 use futures_util::{future, Stream};
 
 use crate::close::{CloseCode, CloseFrame, Initiator, ReasonTooLong};
-use crate::connection::{Connection, ConnectionHandle};
+use crate::connection::Connection;
 use crate::driver::{account, close_for_panic, write_loop, Accepted, Ended, MessageRate, Read};
-use crate::id::ConnectionId;
 use crate::message::Message;
 use crate::outbox::SendError;
-use crate::state::ConnectionState;
 use crate::transport::{Role, Transport, TransportError};
 
 /// A handler called with each text or binary message of a connection
@@ -57,47 +55,9 @@ pub struct CallbackSocket {
     protocol: Option<Box<str>>,
 }
 
-impl std::fmt::Debug for CallbackSocket {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CallbackSocket")
-            .field("id", &self.conn.id())
-            .field("state", &self.conn.state())
-            .field("role", &self.role)
-            .finish_non_exhaustive()
-    }
-}
+crate::driver::socket_basics!(CallbackSocket);
 
 impl CallbackSocket {
-    /// The connection's id.
-    pub fn id(&self) -> ConnectionId {
-        self.conn.id()
-    }
-
-    /// The current state.
-    pub fn state(&self) -> ConnectionState {
-        self.conn.state()
-    }
-
-    /// Which end of the connection this socket is.
-    pub fn role(&self) -> Role {
-        self.role
-    }
-
-    /// The subprotocol agreed in the handshake (`Sec-WebSocket-Protocol`), if any.
-    pub fn protocol(&self) -> Option<&str> {
-        self.protocol.as_deref()
-    }
-
-    /// A handle that other tasks can keep to send to, label or close this connection.
-    pub fn handle(&self) -> ConnectionHandle {
-        self.conn.handle()
-    }
-
-    /// The driver's connection (its registry is reached through it).
-    pub(crate) fn connection(&self) -> &Connection {
-        &self.conn
-    }
-
     /// Queues a message after those already queued, without waiting: `"text"`, a `String`,
     /// `Vec<u8>`, [`bytes::Bytes`] or a [`Message`]. A full queue takes it all the same (the
     /// driver reads no further message until the queue has room again); the only error is

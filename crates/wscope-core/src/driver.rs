@@ -199,47 +199,59 @@ impl MessageRate {
     }
 }
 
-impl std::fmt::Debug for TrackedSocket {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TrackedSocket")
-            .field("id", &self.conn.id())
-            .field("state", &self.conn.state())
-            .field("role", &self.role)
-            .finish_non_exhaustive()
-    }
+/// What both handlers' sockets ([`TrackedSocket`], [`CallbackSocket`](crate::CallbackSocket))
+/// answer the same way, from their `conn`, `role` and `protocol` fields: `Debug`, `id`, `state`,
+/// `role`, `protocol`, `handle` and the crate's `connection`.
+macro_rules! socket_basics {
+    ($socket:ident) => {
+        impl std::fmt::Debug for $socket {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($socket))
+                    .field("id", &self.conn.id())
+                    .field("state", &self.conn.state())
+                    .field("role", &self.role)
+                    .finish_non_exhaustive()
+            }
+        }
+
+        impl $socket {
+            /// The connection's id.
+            pub fn id(&self) -> $crate::ConnectionId {
+                self.conn.id()
+            }
+
+            /// The current state.
+            pub fn state(&self) -> $crate::ConnectionState {
+                self.conn.state()
+            }
+
+            /// Which end of the connection this socket is.
+            pub fn role(&self) -> $crate::Role {
+                self.role
+            }
+
+            /// The subprotocol agreed in the handshake (`Sec-WebSocket-Protocol`), if any.
+            pub fn protocol(&self) -> Option<&str> {
+                self.protocol.as_deref()
+            }
+
+            /// A handle that other tasks can keep to send to, label or close this connection.
+            pub fn handle(&self) -> $crate::ConnectionHandle {
+                self.conn.handle()
+            }
+
+            /// The driver's connection (its registry is reached through it).
+            pub(crate) fn connection(&self) -> &$crate::connection::Connection {
+                &self.conn
+            }
+        }
+    };
 }
+pub(crate) use socket_basics;
+
+socket_basics!(TrackedSocket);
 
 impl TrackedSocket {
-    /// The connection's id.
-    pub fn id(&self) -> ConnectionId {
-        self.conn.id()
-    }
-
-    /// The current state.
-    pub fn state(&self) -> ConnectionState {
-        self.conn.state()
-    }
-
-    /// Which end of the connection this socket is.
-    pub fn role(&self) -> Role {
-        self.role
-    }
-
-    /// The subprotocol agreed in the handshake (`Sec-WebSocket-Protocol`), if any.
-    pub fn protocol(&self) -> Option<&str> {
-        self.protocol.as_deref()
-    }
-
-    /// A handle that other tasks can keep to send to or close this connection.
-    pub fn handle(&self) -> ConnectionHandle {
-        self.conn.handle()
-    }
-
-    /// The driver's connection (its registry is reached through it).
-    pub(crate) fn connection(&self) -> &Connection {
-        &self.conn
-    }
-
     /// Attaches a user id (replacing any): shown as `user` in the stats and the connections API,
     /// which can filter and close by it ([`ConnectionHandle::set_user`]; one longer than
     /// [`MAX_USER_LEN`](crate::MAX_USER_LEN) bytes is refused).
