@@ -561,7 +561,13 @@ fn write_field<T: AsRef<str>>(
         }
         Field::Age => number(out, c.age),
         Field::IdleTime => number(out, c.idle_time),
-        Field::State => text(out, c.state.as_str()),
+        Field::State => {
+            // The reference's state names: nothing in them is escaped.
+            key(out);
+            out.push(b'"');
+            out.extend_from_slice(c.state.as_str().as_bytes());
+            out.push(b'"');
+        }
         Field::RemoteAddress => {
             if let Some(ip) = c.remote_address {
                 key(out);
