@@ -90,7 +90,7 @@ pub async fn stats(
 }
 
 /// `body`, JSON already, as the response.
-fn json_response(body: Vec<u8>) -> Response {
+pub(crate) fn json_response(body: Vec<u8>) -> Response {
     (
         [(
             header::CONTENT_TYPE,

@@ -15,9 +15,11 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Serialize;
 use wscope_cluster::{Cluster, ClusterError, ClusterState};
-use wscope_core::query::ConnectionQuery;
+use wscope_core::query::{ConnectionQuery, Fields};
 use wscope_core::wire::{AdminRequest, ErrorBody};
+use wscope_core::ConnectionInfo;
 
+use crate::admin::json_response;
 use crate::error::ApiError;
 use crate::stats_query::StatsQuery;
 
@@ -112,19 +114,11 @@ pub async fn stats(
     let Some(fields) = fields else {
         return Json(stats).into_response();
     };
-    // Rows cut to the fields asked for, as `GET /api/cluster/connections?fields=` cuts them.
-    let rows: Vec<_> = stats
-        .connections
-        .iter()
-        .map(|i| fields.project(i))
-        .collect();
-    match serde_json::to_value(&stats) {
-        Ok(mut value) => {
-            value["connections"] = serde_json::Value::from(rows);
-            Json(value).into_response()
-        }
-        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+    // Rows cut to the fields asked for, as `GET /api/cluster/connections?fields=` cuts them. The
+    // rest goes through a JSON value, as it always has with `fields`: its keys in name order.
+    let rows = std::mem::take(&mut stats.connections);
+    let envelope = serde_json::to_value(&stats).and_then(|v| serde_json::to_vec(&v));
+    answer_with_rows(envelope, &rows, &fields)
 }
 
 /// `GET /api/cluster/connections`: a [`ClusterPage`](wscope_cluster::ClusterPage) — the
@@ -147,10 +141,49 @@ pub async fn connections(
     match cluster.connections(&query).await {
         Ok(page) => match &query.fields {
             None => Json(page).into_response(),
-            Some(fields) => Json(page.map(|info| fields.project(&info))).into_response(),
+            Some(fields) => {
+                let mut page = page;
+                let rows = std::mem::take(&mut page.connections);
+                answer_with_rows(serde_json::to_vec(&page), &rows, fields)
+            }
         },
         Err(e) => failure(e),
     }
+}
+
+/// The answer whose JSON is `envelope` (serde's, of an answer whose `connections` list was
+/// emptied) with `rows` cut to `fields` in that list's place, written by the core's row writer
+/// ([`Fields::write_rows`]): the bytes serde writes for the rows
+/// [projected](Fields::project), without a map per row.
+fn answer_with_rows(
+    envelope: serde_json::Result<Vec<u8>>,
+    rows: &[ConnectionInfo],
+    fields: &Fields,
+) -> Response {
+    let internal = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e).into_response();
+    let envelope = match envelope {
+        Ok(json) => json,
+        Err(e) => return internal(e.to_string()),
+    };
+    let mut list = Vec::new();
+    fields.write_rows(rows, &mut list);
+    match splice_list(&envelope, &list) {
+        Some(body) => json_response(body),
+        None => internal("the answer has no connections list to fill".to_owned()),
+    }
+}
+
+/// `envelope` with its first `"connections":[]` holding `list` (a JSON array) instead. The
+/// first is the answer's own: a quote inside a JSON string is escaped, so the bytes
+/// `"connections":` can only be a key, and no object written before that key has one.
+fn splice_list(envelope: &[u8], list: &[u8]) -> Option<Vec<u8>> {
+    const EMPTY: &[u8] = b"\"connections\":[]";
+    let at = envelope.windows(EMPTY.len()).position(|w| w == EMPTY)? + EMPTY.len() - 2;
+    let mut body = Vec::with_capacity(envelope.len() + list.len());
+    body.extend_from_slice(&envelope[..at]);
+    body.extend_from_slice(list);
+    body.extend_from_slice(&envelope[at + 2..]);
+    Some(body)
 }
 
 /// The single-instance query, with the cluster's positional `cursor` read as an offset.

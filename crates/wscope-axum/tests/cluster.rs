@@ -123,6 +123,16 @@ async fn cluster_stats_sum_the_instances_and_list_each() {
         keys.sort();
         assert_eq!(keys, ["connectedAt", "id", "state"], "{row:?}");
     }
+    // With `fields`, the answer has always been written from a JSON value: every object's keys
+    // in name order, as reading and writing it again gives.
+    let raw = http_get(
+        servers[1].0.admin_addr,
+        "/api/cluster/stats?connections=4&fields=state,connectedAt",
+    )
+    .await
+    .text();
+    let reread: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(serde_json::to_string(&reread).unwrap(), raw);
     let bad = http_get(servers[0].0.admin_addr, "/api/cluster/stats?fields=colour").await;
     assert_eq!(bad.status, 400);
     assert!(bad.json()["error"]
@@ -300,6 +310,29 @@ async fn connections_across_instances_page_by_cursor() {
     seen.sort();
     seen.dedup();
     assert_eq!(seen.len(), 9);
+    // The bytes serde wrote for the whole page with its rows projected to maps (each row's keys
+    // in name order), for columns that do not move between two answers.
+    let fields: wscope_core::query::Fields = "userAgent,state,path,connectedAt,remoteAddress"
+        .parse()
+        .unwrap();
+    let whole: wscope_cluster::ClusterPage =
+        http_get(servers[1].0.admin_addr, "/api/cluster/connections?limit=4")
+            .await
+            .parse();
+    let cut = http_get(
+        servers[1].0.admin_addr,
+        "/api/cluster/connections?limit=4&fields=userAgent,state,path,connectedAt,remoteAddress",
+    )
+    .await;
+    assert_eq!(cut.status, 200, "{}", cut.text());
+    let expected = serde_json::to_string(&whole.map(|info| fields.project(&info))).unwrap();
+    assert_eq!(cut.text(), expected);
+    assert!(
+        cut.text()
+            .contains(r#""next":"4","instances":[{"instanceId":""#),
+        "{}",
+        cut.text()
+    );
     let bad = http_get(servers[0].0.admin_addr, "/api/cluster/connections?cursor=x").await;
     assert_eq!(bad.status, 400);
     assert!(bad.json()["error"].as_str().unwrap().starts_with("cursor"));

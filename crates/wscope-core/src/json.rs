@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::counts::{ClosedBy, RefusalCounts, StateCounts};
 use crate::id::ConnectionId;
+use crate::query::Cursor;
 use crate::snapshot::{ConnectionInfo, Snapshot, Summary};
 use crate::state::ConnectionState;
 use crate::strings::SharedStr;
@@ -146,6 +147,29 @@ impl Snapshot {
         }
         write_tail(self, out);
     }
+}
+
+/// `GET /api/connections`' answer up to its first row: `{"total":N,"connections":[`, as serde
+/// writes a [`ConnectionPage`](crate::wire::ConnectionPage) (the tests compare the two).
+pub(crate) fn write_page_head(total: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"total\":");
+    write_u64(out, total);
+    out.extend_from_slice(b",\"connections\":[");
+}
+
+/// The page's end after its last row: `],"next":` the cursor or `null`, `}`.
+pub(crate) fn write_page_tail(next: Option<&Cursor>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"],\"next\":");
+    match next {
+        None => out.extend_from_slice(b"null"),
+        Some(cursor) => {
+            use std::io::Write;
+            // A cursor is `sort.order.hex.hex`: nothing in it is escaped. Writing into a `Vec`
+            // cannot fail.
+            let _ = write!(out, "\"{cursor}\"");
+        }
+    }
+    out.push(b'}');
 }
 
 /// The bytes one connection took in the last stats answer, to size the next one's buffer up
@@ -299,8 +323,8 @@ fn write_counts<'a>(out: &mut Vec<u8>, counts: impl Iterator<Item = (&'a str, u6
 /// The connections' array being written: the separator goes before every entry but the first.
 pub(crate) struct List {
     written: usize,
-    /// The fields each entry is written with ([`FieldMask`]).
-    fields: FieldMask,
+    /// The fields each entry is written with, in the order written ([`Columns`]).
+    columns: Columns,
 }
 
 impl Default for List {
@@ -310,9 +334,24 @@ impl Default for List {
 }
 
 impl List {
-    /// A list whose entries have only `fields`.
+    /// A list whose entries have only `fields`, in the order of the full row (serde's order
+    /// for a [`ConnectionInfo`]: what `GET /api/stats?fields=` writes).
     pub(crate) fn with_fields(fields: FieldMask) -> Self {
-        Self { written: 0, fields }
+        Self::with_columns(Columns::declared(fields))
+    }
+
+    /// A list whose entries have only `fields`, in the order of their names: what serde writes
+    /// for the `serde_json::Map` of [`Fields::project`](crate::query::Fields::project) (a
+    /// `BTreeMap`), so `GET /api/connections?fields=` answers as it did when it built one.
+    pub(crate) fn by_name(fields: FieldMask) -> Self {
+        Self::with_columns(Columns::by_name(fields))
+    }
+
+    fn with_columns(columns: Columns) -> Self {
+        Self {
+            written: 0,
+            columns,
+        }
     }
 
     /// Writes `c` as the array's next entry.
@@ -321,7 +360,7 @@ impl List {
             out.push(b',');
         }
         self.written += 1;
-        write_connection(c, self.fields, out);
+        write_connection(c, self.columns.as_slice(), out);
     }
 
     /// Entries written.
@@ -349,112 +388,234 @@ impl FieldMask {
         Self(bits)
     }
 
-    /// Whether the field at `index` of [`ConnectionInfo::FIELDS`] is written.
-    fn has(self, index: usize) -> bool {
-        self.0 & (1 << index) != 0
+    /// Whether `field` is written.
+    fn has(self, field: Field) -> bool {
+        self.0 & (1 << field as usize) != 0
     }
 }
 
-/// The indexes of [`ConnectionInfo::FIELDS`] (checked against it in the tests).
-mod field {
-    pub(super) const AGE: usize = 1;
-    pub(super) const IDLE_TIME: usize = 2;
-    pub(super) const STATE: usize = 3;
-    pub(super) const REMOTE_ADDRESS: usize = 4;
-    pub(super) const USER_AGENT: usize = 5;
-    pub(super) const PATH: usize = 6;
-    pub(super) const CONNECTED_AT: usize = 7;
-    pub(super) const MESSAGES_IN: usize = 8;
-    pub(super) const MESSAGES_OUT: usize = 9;
-    pub(super) const BYTES_IN: usize = 10;
-    pub(super) const BYTES_OUT: usize = 11;
-    pub(super) const QUEUED_MESSAGES: usize = 12;
-    pub(super) const QUEUED_BYTES: usize = 13;
-    pub(super) const MEMORY_BYTES: usize = 14;
-    pub(super) const RTT_MS: usize = 15;
-    pub(super) const USER: usize = 16;
-    pub(super) const TAGS: usize = 17;
-    pub(super) const UPSTREAM: usize = 18;
+/// A row's fields, in the order of [`ConnectionInfo::FIELDS`] (checked in the tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Field {
+    Id,
+    Age,
+    IdleTime,
+    State,
+    RemoteAddress,
+    UserAgent,
+    Path,
+    ConnectedAt,
+    MessagesIn,
+    MessagesOut,
+    BytesIn,
+    BytesOut,
+    QueuedMessages,
+    QueuedBytes,
+    MemoryBytes,
+    RttMs,
+    User,
+    Tags,
+    Upstream,
 }
 
-/// One connection as serde writes a [`ConnectionInfo`]: fields in declaration order, the
-/// optional ones skipped when absent (empty, for `tags`); of them, those in `fields`.
+impl Field {
+    /// Every field, in [`ConnectionInfo::FIELDS`]' order.
+    const ALL: [Field; ConnectionInfo::FIELDS.len()] = [
+        Self::Id,
+        Self::Age,
+        Self::IdleTime,
+        Self::State,
+        Self::RemoteAddress,
+        Self::UserAgent,
+        Self::Path,
+        Self::ConnectedAt,
+        Self::MessagesIn,
+        Self::MessagesOut,
+        Self::BytesIn,
+        Self::BytesOut,
+        Self::QueuedMessages,
+        Self::QueuedBytes,
+        Self::MemoryBytes,
+        Self::RttMs,
+        Self::User,
+        Self::Tags,
+        Self::Upstream,
+    ];
+
+    /// Its JSON name.
+    fn name(self) -> &'static str {
+        ConnectionInfo::FIELDS[self as usize]
+    }
+
+    /// Its key as written, `"name":` (one copy per field written, not three).
+    fn key(self) -> &'static [u8] {
+        match self {
+            Self::Id => b"\"id\":",
+            Self::Age => b"\"age\":",
+            Self::IdleTime => b"\"idleTime\":",
+            Self::State => b"\"state\":",
+            Self::RemoteAddress => b"\"remoteAddress\":",
+            Self::UserAgent => b"\"userAgent\":",
+            Self::Path => b"\"path\":",
+            Self::ConnectedAt => b"\"connectedAt\":",
+            Self::MessagesIn => b"\"messagesIn\":",
+            Self::MessagesOut => b"\"messagesOut\":",
+            Self::BytesIn => b"\"bytesIn\":",
+            Self::BytesOut => b"\"bytesOut\":",
+            Self::QueuedMessages => b"\"queuedMessages\":",
+            Self::QueuedBytes => b"\"queuedBytes\":",
+            Self::MemoryBytes => b"\"memoryBytes\":",
+            Self::RttMs => b"\"rttMs\":",
+            Self::User => b"\"user\":",
+            Self::Tags => b"\"tags\":",
+            Self::Upstream => b"\"upstream\":",
+        }
+    }
+}
+
+/// The fields a row is written with, in the order written: worked out once per answer, so
+/// that each row only walks what it writes.
+#[derive(Clone, Copy, Debug)]
+struct Columns {
+    fields: [Field; Field::ALL.len()],
+    len: usize,
+}
+
+impl Columns {
+    /// `mask`'s fields in declaration order.
+    fn declared(mask: FieldMask) -> Self {
+        Self::of(mask, Field::ALL)
+    }
+
+    /// `mask`'s fields in the byte order of their names (`id` after `connectedAt`, `user`
+    /// before `userAgent`), as a `BTreeMap<String, _>` holds them.
+    fn by_name(mask: FieldMask) -> Self {
+        let mut order = Field::ALL;
+        order.sort_unstable_by_key(|f| f.name());
+        Self::of(mask, order)
+    }
+
+    fn of(mask: FieldMask, order: [Field; Field::ALL.len()]) -> Self {
+        let mut columns = Self {
+            fields: order,
+            len: 0,
+        };
+        for field in order.into_iter().filter(|&f| mask.has(f)) {
+            columns.fields[columns.len] = field;
+            columns.len += 1;
+        }
+        columns
+    }
+
+    fn as_slice(&self) -> &[Field] {
+        &self.fields[..self.len]
+    }
+}
+
+/// One connection as serde writes a [`ConnectionInfo`] (the optional fields skipped when absent,
+/// empty for `tags`), with only `columns`, in their order.
 fn write_connection<T: AsRef<str>>(
     c: &ConnectionView<'_, T>,
-    fields: FieldMask,
+    columns: &[Field],
     out: &mut Vec<u8>,
 ) {
-    use field::*;
-    out.extend_from_slice(b"{\"id\":\"");
-    // `ConnectionId` serializes through its `Display`: `{prefix}-{seq}`.
-    write_escaped(out, c.id_prefix);
-    out.push(b'-');
-    write_u64(out, c.seq);
-    out.push(b'"');
-    let numbers = [
-        (AGE, &b",\"age\":"[..], c.age),
-        (IDLE_TIME, b",\"idleTime\":", c.idle_time),
-    ];
-    write_numbers(out, fields, &numbers);
-    if fields.has(STATE) {
-        out.extend_from_slice(b",\"state\":\"");
-        out.extend_from_slice(c.state.as_str().as_bytes());
-        out.push(b'"');
-    }
-    if let (Some(ip), true) = (c.remote_address, fields.has(REMOTE_ADDRESS)) {
-        out.extend_from_slice(b",\"remoteAddress\":\"");
-        write_ip(out, ip);
-        out.push(b'"');
-    }
-    if let (Some(ua), true) = (c.user_agent, fields.has(USER_AGENT)) {
-        out.extend_from_slice(b",\"userAgent\":");
-        write_str(out, ua);
-    }
-    if fields.has(PATH) {
-        out.extend_from_slice(b",\"path\":");
-        write_str(out, c.path);
-    }
-    let numbers = [
-        (CONNECTED_AT, &b",\"connectedAt\":"[..], c.connected_at),
-        (MESSAGES_IN, b",\"messagesIn\":", c.messages_in),
-        (MESSAGES_OUT, b",\"messagesOut\":", c.messages_out),
-        (BYTES_IN, b",\"bytesIn\":", c.bytes_in),
-        (BYTES_OUT, b",\"bytesOut\":", c.bytes_out),
-        (QUEUED_MESSAGES, b",\"queuedMessages\":", c.queued_messages),
-        (QUEUED_BYTES, b",\"queuedBytes\":", c.queued_bytes),
-        (MEMORY_BYTES, b",\"memoryBytes\":", c.memory_bytes),
-    ];
-    write_numbers(out, fields, &numbers);
-    if let (Some(rtt), true) = (c.rtt_ms, fields.has(RTT_MS)) {
-        out.extend_from_slice(b",\"rttMs\":");
-        write_u64(out, u64::from(rtt));
-    }
-    if let (Some(user), true) = (c.user, fields.has(USER)) {
-        out.extend_from_slice(b",\"user\":");
-        write_str(out, user);
-    }
-    if let (Some((first, rest)), true) = (c.tags.split_first(), fields.has(TAGS)) {
-        out.extend_from_slice(b",\"tags\":[");
-        write_str(out, first.as_ref());
-        for tag in rest {
-            out.push(b',');
-            write_str(out, tag.as_ref());
-        }
-        out.push(b']');
-    }
-    if let (Some(upstream), true) = (c.upstream, fields.has(UPSTREAM)) {
-        out.extend_from_slice(b",\"upstream\":");
-        write_str(out, upstream);
+    out.push(b'{');
+    let open = out.len();
+    for &field in columns {
+        write_field(c, field, open, out);
     }
     out.push(b'}');
 }
 
-/// Writes each `(field, key, value)` whose field is in `fields`: `key` is `,"name":`.
-fn write_numbers(out: &mut Vec<u8>, fields: FieldMask, numbers: &[(usize, &[u8], u64)]) {
-    for &(field, key, value) in numbers {
-        if fields.has(field) {
-            out.extend_from_slice(key);
-            write_u64(out, value);
+/// Writes `field` of `c`, if the row has it, after a separator unless it is the first in the
+/// object opened at `open`.
+fn write_field<T: AsRef<str>>(
+    c: &ConnectionView<'_, T>,
+    field: Field,
+    open: usize,
+    out: &mut Vec<u8>,
+) {
+    let key = |out: &mut Vec<u8>| {
+        if out.len() > open {
+            out.push(b',');
+        }
+        out.extend_from_slice(field.key());
+    };
+    let number = |out: &mut Vec<u8>, n: u64| {
+        key(out);
+        write_u64(out, n);
+    };
+    let text = |out: &mut Vec<u8>, s: &str| {
+        key(out);
+        write_str(out, s);
+    };
+    match field {
+        Field::Id => {
+            // `ConnectionId` serializes through its `Display`: `{prefix}-{seq}`.
+            key(out);
+            out.push(b'"');
+            write_escaped(out, c.id_prefix);
+            out.push(b'-');
+            write_u64(out, c.seq);
+            out.push(b'"');
+        }
+        Field::Age => number(out, c.age),
+        Field::IdleTime => number(out, c.idle_time),
+        Field::State => {
+            // The reference's state names: nothing in them is escaped.
+            key(out);
+            out.push(b'"');
+            out.extend_from_slice(c.state.as_str().as_bytes());
+            out.push(b'"');
+        }
+        Field::RemoteAddress => {
+            if let Some(ip) = c.remote_address {
+                key(out);
+                out.push(b'"');
+                write_ip(out, ip);
+                out.push(b'"');
+            }
+        }
+        Field::UserAgent => {
+            if let Some(ua) = c.user_agent {
+                text(out, ua);
+            }
+        }
+        Field::Path => text(out, c.path),
+        Field::ConnectedAt => number(out, c.connected_at),
+        Field::MessagesIn => number(out, c.messages_in),
+        Field::MessagesOut => number(out, c.messages_out),
+        Field::BytesIn => number(out, c.bytes_in),
+        Field::BytesOut => number(out, c.bytes_out),
+        Field::QueuedMessages => number(out, c.queued_messages),
+        Field::QueuedBytes => number(out, c.queued_bytes),
+        Field::MemoryBytes => number(out, c.memory_bytes),
+        Field::RttMs => {
+            if let Some(rtt) = c.rtt_ms {
+                number(out, u64::from(rtt));
+            }
+        }
+        Field::User => {
+            if let Some(user) = c.user {
+                text(out, user);
+            }
+        }
+        Field::Tags => {
+            if let Some((first, rest)) = c.tags.split_first() {
+                key(out);
+                out.push(b'[');
+                write_str(out, first.as_ref());
+                for tag in rest {
+                    out.push(b',');
+                    write_str(out, tag.as_ref());
+                }
+                out.push(b']');
+            }
+        }
+        Field::Upstream => {
+            if let Some(upstream) = c.upstream {
+                text(out, upstream);
+            }
         }
     }
 }
@@ -817,7 +978,9 @@ mod tests {
         }
 
         /// A row cut to some fields holds what serde's row holds of those fields, and nothing
-        /// else: the same object as [`Fields::project`](crate::query::Fields::project) gives.
+        /// else, in the order of the full row: the same object as
+        /// [`Fields::project`](crate::query::Fields::project) gives, its keys as `/api/stats`
+        /// writes them.
         #[test]
         fn a_row_cut_to_any_fields_is_serde_row_projected(
             info in connection(),
@@ -830,35 +993,94 @@ mod tests {
             let fields: crate::query::Fields = picked.join(",").parse().unwrap();
             prop_assert_eq!(mine, serde_json::Value::Object(fields.project(&info)));
         }
+
+        /// A page of rows cut to any fields, named in any order, is byte for byte what
+        /// `GET /api/connections?fields=` answered when it built a `serde_json::Map` per row:
+        /// the envelope, the rows' keys in name order, escaping, a `null` or a cursor `next`.
+        #[test]
+        fn a_page_of_rows_cut_to_any_fields_is_serde_page_of_projected_rows(
+            rows in proptest::collection::vec(connection(), 0..5),
+            picked in proptest::sample::subsequence(ConnectionInfo::FIELDS.to_vec(), 0..=19)
+                .prop_shuffle(),
+            total in figure(),
+            next in proptest::option::of(cursor()),
+        ) {
+            let fields: crate::query::Fields = picked.join(",").parse().unwrap();
+            let mut mine = Vec::new();
+            write_page_head(total, &mut mine);
+            let mut list = List::by_name(fields.mask());
+            for info in &rows {
+                list.push(&ConnectionView::of(info), &mut mine);
+            }
+            write_page_tail(next.as_ref(), &mut mine);
+            let projected: Vec<_> = rows.iter().map(|info| fields.project(info)).collect();
+            let page = crate::wire::ConnectionPage::new(total, projected, next);
+            let serde = serde_json::to_vec(&page).unwrap();
+            prop_assert_eq!(String::from_utf8_lossy(&mine), String::from_utf8_lossy(&serde));
+            // The cluster's rows, by the public writer: serde's array of projected rows.
+            let mut rows_json = Vec::new();
+            fields.write_rows(&rows, &mut rows_json);
+            let serde = serde_json::to_vec(&page.connections).unwrap();
+            prop_assert_eq!(
+                String::from_utf8_lossy(&rows_json),
+                String::from_utf8_lossy(&serde)
+            );
+        }
+
+        /// A page of whole rows is byte for byte serde's `ConnectionPage`.
+        #[test]
+        fn a_page_of_whole_rows_is_serde_page(
+            rows in proptest::collection::vec(connection(), 0..5),
+            total in figure(),
+            next in proptest::option::of(cursor()),
+        ) {
+            let mut mine = Vec::new();
+            write_page_head(total, &mut mine);
+            let mut list = List::default();
+            for info in &rows {
+                list.push(&ConnectionView::of(info), &mut mine);
+            }
+            write_page_tail(next.as_ref(), &mut mine);
+            let serde = serde_json::to_vec(&crate::wire::ConnectionPage::new(total, rows, next))
+                .unwrap();
+            prop_assert_eq!(String::from_utf8_lossy(&mine), String::from_utf8_lossy(&serde));
+        }
+    }
+
+    fn cursor() -> impl Strategy<Value = Cursor> {
+        use crate::query::{SortKey, SortOrder};
+        let sort = proptest::sample::select(SortKey::ALL.to_vec());
+        let order = prop_oneof![Just(SortOrder::Asc), Just(SortOrder::Desc)];
+        (sort, order, figure(), figure()).prop_map(|(sort, order, rank, seq)| Cursor {
+            sort,
+            order,
+            rank,
+            seq,
+        })
     }
 
     #[test]
-    fn the_field_indexes_are_those_of_the_field_list() {
-        use field::*;
-        let named = [
-            (AGE, "age"),
-            (IDLE_TIME, "idleTime"),
-            (STATE, "state"),
-            (REMOTE_ADDRESS, "remoteAddress"),
-            (USER_AGENT, "userAgent"),
-            (PATH, "path"),
-            (CONNECTED_AT, "connectedAt"),
-            (MESSAGES_IN, "messagesIn"),
-            (MESSAGES_OUT, "messagesOut"),
-            (BYTES_IN, "bytesIn"),
-            (BYTES_OUT, "bytesOut"),
-            (QUEUED_MESSAGES, "queuedMessages"),
-            (QUEUED_BYTES, "queuedBytes"),
-            (MEMORY_BYTES, "memoryBytes"),
-            (RTT_MS, "rttMs"),
-            (USER, "user"),
-            (TAGS, "tags"),
-            (UPSTREAM, "upstream"),
-        ];
-        assert_eq!(named.len() + 1, ConnectionInfo::FIELDS.len());
-        for (index, name) in named {
-            assert_eq!(ConnectionInfo::FIELDS[index], name);
+    fn the_fields_are_those_of_the_field_list() {
+        assert_eq!(Field::ALL.len(), ConnectionInfo::FIELDS.len());
+        for (i, field) in Field::ALL.into_iter().enumerate() {
+            assert_eq!(field as usize, i, "{field:?}");
+            let key = format!("\"{}\":", ConnectionInfo::FIELDS[i]);
+            assert_eq!(field.key(), key.as_bytes(), "{field:?}");
         }
-        assert_eq!(ConnectionInfo::FIELDS[0], "id");
+    }
+
+    #[test]
+    fn columns_by_name_sort_as_a_map_of_strings_does() {
+        let columns = Columns::by_name(FieldMask::ALL);
+        let names: Vec<&str> = columns.as_slice().iter().map(|f| f.name()).collect();
+        let mut sorted = ConnectionInfo::FIELDS.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted);
+        let some = Columns::by_name(FieldMask::of(&["userAgent", "user", "age"]));
+        let names: Vec<&str> = some.as_slice().iter().map(|f| f.name()).collect();
+        assert_eq!(names, ["age", "id", "user", "userAgent"]);
+        let declared = Columns::declared(FieldMask::of(&["userAgent", "user", "age"]));
+        let names: Vec<&str> = declared.as_slice().iter().map(|f| f.name()).collect();
+        assert_eq!(names, ["id", "age", "userAgent", "user"]);
     }
 }

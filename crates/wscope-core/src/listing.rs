@@ -20,7 +20,7 @@ use std::sync::Arc;
 use crate::close::{CloseCode, CloseFrame, Initiator, ReasonTooLong};
 use crate::connection::ConnectionHandle;
 use crate::entry::Entry;
-use crate::json::FieldMask;
+use crate::json::{self, FieldMask, List};
 use crate::query::{ConnectionFilter, ConnectionQuery, Cursor, Fields, SortKey, SortOrder, Start};
 use crate::registry::Registry;
 use crate::shared::Shared;
@@ -45,7 +45,58 @@ impl Registry {
     /// assert_eq!(registry.connections(&rest).connections[0].id, held[2].id());
     /// ```
     pub fn connections(&self, query: &ConnectionQuery) -> ConnectionPage {
-        page(self.shared(), query)
+        let shared = self.shared();
+        let page = choose(shared, query);
+        let connections = page
+            .rows
+            .iter()
+            .map(|r| shared.info(&r.entry, page.now))
+            .collect();
+        ConnectionPage::new(page.total, connections, page.next)
+    }
+
+    /// The JSON of [`connections`](Self::connections)' page, as `GET /api/connections` answers
+    /// it: byte for byte what serde writes for that page, or with the query's `fields`, for the
+    /// page of those rows cut by [`Fields::project`] (a map: each row's keys in the order of
+    /// their names). Written straight from the entries: no [`ConnectionInfo`], map or JSON
+    /// value per row (at a page of 10,000, building those cost more than the rest of the
+    /// answer; `benches/stats.rs`).
+    ///
+    /// ```
+    /// use wscope_core::query::ConnectionQuery;
+    /// use wscope_core::{ConnectionMeta, Registry};
+    /// let registry = Registry::new();
+    /// let _held = registry.accept(ConnectionMeta::new("/ws")).unwrap();
+    /// let query = ConnectionQuery::from_pairs([("fields", "state,age")]).unwrap();
+    /// let page = registry
+    ///     .connections(&query)
+    ///     .map(|info| query.fields.as_ref().unwrap().project(&info));
+    /// assert_eq!(registry.connections_json(&query), serde_json::to_vec(&page).unwrap());
+    /// ```
+    pub fn connections_json(&self, query: &ConnectionQuery) -> Vec<u8> {
+        let shared = self.shared();
+        let page = choose(shared, query);
+        let mut list = match &query.fields {
+            None => List::default(),
+            Some(fields) => List::by_name(fields.mask()),
+        };
+        let mut out = Vec::new();
+        json::write_page_head(page.total, &mut out);
+        let head = out.len();
+        for (i, r) in page.rows.iter().enumerate() {
+            r.entry.with_labels(|labels| {
+                list.push(&shared.view(&r.entry, labels, page.now), &mut out);
+            });
+            if i == 0 {
+                // The rest sized on the first row, with room for longer ones: a page of 10,000
+                // is megabytes, and a buffer grown by doubling copies it again and again.
+                let row = out.len() - head;
+                let rest = page.rows.len() - 1;
+                out.reserve((row + row / 4 + 1).saturating_mul(rest) + PAGE_TAIL);
+            }
+        }
+        json::write_page_tail(page.next.as_ref(), &mut out);
+        out
     }
 
     /// One connection as the stats list it, if tracked here.
@@ -271,7 +322,23 @@ impl Ord for Ranked {
     }
 }
 
-fn page(shared: &Shared, query: &ConnectionQuery) -> ConnectionPage {
+/// Room for a page's end: `],"next":` and a cursor.
+const PAGE_TAIL: usize = 64;
+
+/// A page's entries, chosen: what [`Registry::connections`] lists and
+/// [`Registry::connections_json`] writes.
+struct Chosen {
+    /// Entries matching the filter (all pages together).
+    total: u64,
+    /// The page's entries, in order.
+    rows: Vec<Ranked>,
+    /// Where the next page starts, if there is one.
+    next: Option<Cursor>,
+    /// The time (ms) the rows' figures are read at.
+    now: u64,
+}
+
+fn choose(shared: &Shared, query: &ConnectionQuery) -> Chosen {
     let now = shared.clock.now_ms();
     let limit = query.limit.clamp(1, ConnectionQuery::MAX_LIMIT);
     let (offset, after) = match query.start {
@@ -281,7 +348,7 @@ fn page(shared: &Shared, query: &ConnectionQuery) -> ConnectionPage {
     };
     // One more than the page, to know whether a next page exists.
     let want = limit + 1;
-    let (total, rows) = if query.sort == SortKey::Age {
+    let (total, mut rows) = if query.sort == SortKey::Age {
         let rows = ordered_rows(shared, query, now, offset, after, want);
         (matching_total(shared, &query.filter, now), rows)
     } else {
@@ -296,12 +363,13 @@ fn page(shared: &Shared, query: &ConnectionQuery) -> ConnectionPage {
             seq: last.seq,
         }
     });
-    let connections = rows
-        .iter()
-        .take(limit)
-        .map(|r| shared.info(&r.entry, now))
-        .collect();
-    ConnectionPage::new(total, connections, next)
+    rows.truncate(limit);
+    Chosen {
+        total,
+        rows,
+        next,
+        now,
+    }
 }
 
 /// Registration order from the ordered index: visits the page (and the offset), not the

@@ -456,7 +456,7 @@ impl Shared {
 
     /// One entry's figures as of `now` (ms), borrowing its strings and `labels` (its labels,
     /// locked by the caller).
-    fn view<'a>(
+    pub(crate) fn view<'a>(
         &'a self,
         e: &'a Entry,
         labels: Option<&'a Labels>,

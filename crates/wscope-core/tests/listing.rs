@@ -139,12 +139,30 @@ fn query(pairs: &[(&str, String)]) -> ConnectionQuery {
     ConnectionQuery::from_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str()))).unwrap()
 }
 
-/// Every page through cursors, concatenated; checks `total` on each.
+/// The page's JSON as `GET /api/connections` answered it before it was written by hand: serde's,
+/// of the page, or of its rows projected to the query's fields.
+fn serde_page(reg: &Registry, q: &ConnectionQuery) -> Vec<u8> {
+    let page = reg.connections(q);
+    match &q.fields {
+        None => serde_json::to_vec(&page).unwrap(),
+        Some(fields) => serde_json::to_vec(&page.map(|info| fields.project(&info))).unwrap(),
+    }
+}
+
+/// Every page through cursors, concatenated; checks `total` on each, and that each page's JSON
+/// is serde's.
 fn by_cursor(reg: &Registry, base: &[(&str, String)], want_total: usize) -> Vec<u64> {
     let mut out = Vec::new();
     let mut pairs = base.to_vec();
     for _ in 0..=N {
-        let page = reg.connections(&query(&pairs));
+        let q = query(&pairs);
+        let json = reg.connections_json(&q);
+        assert_eq!(
+            String::from_utf8_lossy(&json),
+            String::from_utf8_lossy(&serde_page(reg, &q)),
+            "{pairs:?}"
+        );
+        let page = reg.connections(&q);
         assert_eq!(page.total as usize, want_total, "{base:?}");
         out.extend(page.connections.iter().map(|c| c.id.seq()));
         match page.next {
@@ -200,15 +218,28 @@ async fn pages_match_a_brute_force_model_for_every_sort_order_and_filter() {
         vec![("ua", "agent-3".into())],
         vec![("ip", "10.0.0.0/15".into()), ("tag", "red".into())],
     ];
+    // Every column, in reverse (rows come back in name order), and a few.
+    let every = ConnectionInfo::FIELDS
+        .iter()
+        .rev()
+        .copied()
+        .collect::<Vec<_>>()
+        .join(",");
+    let every = every.as_str();
+    let some = "userAgent,tags,age,user,remoteAddress,memoryBytes";
     let mut checked = 0;
     for sort in SortKey::ALL {
         for order in [SortOrder::Asc, SortOrder::Desc] {
             for filter in &filters {
-                for limit in [1usize, 7, 100] {
+                for (limit, fields) in [(1usize, Some(every)), (7, Some(some)), (100, None)] {
                     let mut base = filter.clone();
                     base.push(("sort", sort.as_str().into()));
                     base.push(("order", order.as_str().into()));
                     base.push(("limit", limit.to_string()));
+                    // Columns change the rows' JSON, not which rows.
+                    if let Some(fields) = fields {
+                        base.push(("fields", fields.to_owned()));
+                    }
                     let q = query(&base);
                     let want = model(&reg, &q);
                     assert_eq!(by_cursor(&reg, &base, want.len()), want, "{base:?}");

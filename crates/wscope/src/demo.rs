@@ -83,14 +83,27 @@ async fn chat(
     cluster: Option<Extension<Cluster>>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let cluster = cluster.map(|Extension(c)| c);
-    DemoLabels::label(labels, ws).on_message(move |socket, msg| {
-        let outcome = match &cluster {
-            Some(cluster) => cluster.broadcast(Some(CHAT_PATH), &msg).local,
-            None => socket.registry().broadcast(Some(CHAT_PATH), &msg),
+    let fanout = match cluster {
+        Some(Extension(cluster)) => Fanout::Cluster(cluster),
+        None => Fanout::Local(ws.tracking_registry().clone()),
+    };
+    DemoLabels::label(labels, ws).on_message(move |_socket, msg| {
+        let outcome = match &fanout {
+            Fanout::Cluster(cluster) => cluster.broadcast(Some(CHAT_PATH), &msg).local,
+            Fanout::Local(registry) => registry.broadcast(Some(CHAT_PATH), &msg),
         };
         if outcome.slow > 0 {
             tracing::debug!(slow = outcome.slow, "chat: closed members too slow to read");
         }
     })
+}
+
+/// Where a chat connection's messages go, taken once per connection: a handle per message
+/// (`socket.registry()`) was a reference count taken and dropped on the registry every chat
+/// message, on a counter every connection shares.
+enum Fanout {
+    /// The cluster's members (this instance's included).
+    Cluster(Cluster),
+    /// The registry the connection is tracked in.
+    Local(wscope_core::Registry),
 }
