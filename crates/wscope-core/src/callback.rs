@@ -121,8 +121,10 @@ impl Accepted {
     }
 }
 
-/// Polls of the transport one wake-up of the driver makes at most before it yields.
+/// Rounds (reads, then a batch written) one wake-up of the driver makes at most before it
+/// yields, and reads per round.
 const ROUNDS: usize = 32;
+const READS_PER_ROUND: usize = 64;
 
 /// How the open connection's loop ended.
 enum Open {
@@ -184,6 +186,15 @@ async fn drive<D, H>(
                     return Poll::Ready(Open::Over);
                 }
                 let mut moved = false;
+                // Every frame already read first (a bounded number), so that the replies they
+                // queue leave in one batch, with one flush.
+                for _ in 0..READS_PER_ROUND {
+                    match me.poll_read(cx, duplex.as_mut()) {
+                        Poll::Ready(Step::Again) => moved = true,
+                        Poll::Ready(Step::Over) => return Poll::Ready(Open::Over),
+                        Poll::Pending => break,
+                    }
+                }
                 if me.writer_up {
                     if me.progress.is_none() && ready.as_mut().poll(cx).is_ready() {
                         ready.set(conn.outbound_ready());
@@ -203,11 +214,6 @@ async fn drive<D, H>(
                         }
                         Poll::Pending => {}
                     }
-                }
-                match me.poll_read(cx, duplex.as_mut()) {
-                    Poll::Ready(Step::Again) => moved = true,
-                    Poll::Ready(Step::Over) => return Poll::Ready(Open::Over),
-                    Poll::Pending => {}
                 }
                 if !moved {
                     return Poll::Pending;
