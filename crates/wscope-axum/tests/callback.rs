@@ -6,8 +6,6 @@
 #[macro_use]
 mod common;
 
-use std::time::Duration;
-
 use axum::routing::get;
 use axum::Router;
 use common::*;
@@ -108,27 +106,7 @@ async fn a_panicking_callback_is_closed_with_1011_and_not_called_again() {
 async fn a_client_over_its_message_rate_is_closed_with_1008_by_the_callback_driver() {
     let reg = Registry::with_config(test_config().max_messages_per_second(20));
     let server = server(&reg).await;
-    let mut flood = server.connect_as("/ws", "flood").await;
-    let mut polite = server.connect_as("/ws", "polite").await;
-    wait_open(&reg, 2).await;
-    for i in 0..200 {
-        if flood.send(WsMessage::text(format!("{i}"))).await.is_err() {
-            break;
-        }
-    }
-    let mut code = None;
-    while let Some(Ok(msg)) = tokio::time::timeout(WAIT, flood.next()).await.unwrap() {
-        if let WsMessage::Close(Some(f)) = msg {
-            code = Some((u16::from(f.code), f.reason.as_str().to_owned()));
-            break;
-        }
-    }
-    assert_eq!(code, Some((1008, "message rate exceeded".into())));
-    wait_count(&reg, 1).await;
-    assert_eq!(reg.snapshot().closed_by.limit, 1);
-    echo_roundtrip(&mut polite, "hello").await;
-    close_client(polite).await;
-    wait_count(&reg, 0).await;
+    a_flooding_client_is_closed_with_1008(&server).await;
     server.shutdown().await;
 }
 
@@ -136,49 +114,9 @@ async fn a_client_that_does_not_read_is_held_up_not_closed() {
     const LIMIT: usize = 64 * 1024;
     let reg = Registry::with_config(test_config().max_queued_bytes(LIMIT));
     let server = server(&reg).await;
-    let ws = connect_small_window(server.addr, "/ws").await;
-    wait_open(&reg, 1).await;
-    // Far more than the socket buffers and the queue hold; the callback sends each back.
-    const COUNT: usize = 2048;
-    let chunk = "x".repeat(8 * 1024);
-    let (mut sink, mut stream) = ws.split();
-    let writer = tokio::spawn(async move {
-        for i in 0..COUNT {
-            let text = format!("{i:04}{chunk}");
-            if sink.send(WsMessage::text(text)).await.is_err() {
-                break;
-            }
-        }
-        sink
-    });
-    // The driver stops reading while the queue is over its bound, so TCP pushes back on the
-    // client: the queue never holds more than the bound and the one message that crossed it.
-    let mut peak = 0;
-    wait_until("the queue fills", || {
-        peak = peak.max(reg.snapshot().connections[0].queued_bytes);
-        peak > LIMIT as u64 / 2
-    })
-    .await;
-    for _ in 0..20 {
-        peak = peak.max(reg.snapshot().connections[0].queued_bytes);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(
-        peak <= (LIMIT + 8 * 1024 + 4) as u64,
-        "queue held {peak} bytes"
-    );
-    assert_eq!(reg.connection_count(), 1, "backpressure, not a close");
-    // Now read: every echo arrives, in order.
-    for i in 0..COUNT {
-        match tokio::time::timeout(WAIT, stream.next()).await.unwrap() {
-            Some(Ok(WsMessage::Text(t))) => assert_eq!(&t.as_str()[..4], format!("{i:04}")),
-            other => panic!("echo {i}: {other:?}"),
-        }
-    }
-    let sink = writer.await.unwrap();
-    close_client(sink.reunite(stream).unwrap()).await;
-    wait_count(&reg, 0).await;
-    assert_eq!(reg.snapshot().closed_by.limit, 0);
+    // The callback driver stops reading while the queue is over its bound, so TCP pushes back on
+    // the client.
+    a_client_that_does_not_read_is_held_up(&server, LIMIT).await;
     server.shutdown().await;
 }
 

@@ -31,6 +31,7 @@ engine_tests!(
     the_subprotocol_is_agreed_and_seen_on_both_ends,
     a_client_masks_what_it_sends_and_refuses_what_a_server_may_not_send,
     compression_is_agreed_and_used_both_ways_over_a_stream_of_the_callers,
+    a_stalled_large_message_shows_in_the_client_entrys_memory_bytes_until_it_is_whole,
 );
 
 /// Client settings on the running test's engine.
@@ -264,6 +265,60 @@ async fn a_client_masks_what_it_sends_and_refuses_what_a_server_may_not_send() {
     }
 }
 
+/// A tracked client's row shows what its engine holds, as an accepted connection's does: a server
+/// that sends half of a large binary message and stalls leaves the client's entry with
+/// `memoryBytes` of at least that half (the engines behind the guard count the declared size),
+/// and 0 once the message is whole.
+async fn a_stalled_large_message_shows_in_the_client_entrys_memory_bytes_until_it_is_whole() {
+    const SIZE: usize = 600 << 10;
+    // Bytes that do not repeat in a short period (a payload of zeros would read the same).
+    let message: Vec<u8> = (0..SIZE as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let framed = raw::frame_with(raw::FIN | raw::BINARY, &message, None);
+    let (head, rest) = framed.split_at(framed.len() - SIZE / 2);
+    let (url, accepted) = raw_server().await;
+    let upstreams = test_registry();
+    let connected = wscope_axum::connect_with(url.as_str(), &upstreams, &client_config())
+        .await
+        .unwrap();
+    let (got_tx, got) = oneshot::channel();
+    let task = tokio::spawn(connected.run(|mut socket| async move {
+        let _ = got_tx.send(socket.recv().await);
+        while socket.recv().await.is_some() {}
+    }));
+    let mut tcp = tokio::time::timeout(WAIT, accepted).await.unwrap().unwrap();
+    let held = || {
+        let connections = upstreams.snapshot().connections;
+        assert_eq!(connections.len(), 1, "the client's entry");
+        connections[0].memory_bytes
+    };
+    assert_eq!(held(), 0, "nothing held before the message");
+
+    tcp.write_all(head).await.unwrap();
+    wait_until("the client's entry holds the half received", || {
+        held() >= (SIZE / 2) as u64
+    })
+    .await;
+    tcp.write_all(rest).await.unwrap();
+    let got = tokio::time::timeout(WAIT, got).await.unwrap().unwrap();
+    assert_eq!(got, Some(Message::binary(message)));
+    wait_until("the client's entry holds nothing", || held() == 0).await;
+
+    // The server closes; the client answers (masked) and its entry leaves.
+    let close = raw::close_payload(1000, b"done");
+    tcp.write_all(&raw::frame_with(raw::FIN | raw::CLOSE, &close, None))
+        .await
+        .unwrap();
+    let (first, masked, _) = tokio::time::timeout(WAIT, read_client_frame(&mut tcp))
+        .await
+        .unwrap();
+    assert_eq!((first, masked), (0x88, true), "the client's close reply");
+    drop(tcp);
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    wait_count(&upstreams, 0).await;
+}
+
 /// A stream that counts the bytes that go through it: a stream of the caller's, as
 /// `Engine::client` takes any.
 struct Counted {
@@ -341,11 +396,15 @@ async fn compression_is_agreed_and_used_both_ways_over_a_stream_of_the_callers()
         .unwrap();
     let deflate = upgraded.deflate.expect("agreed");
     assert_eq!(deflate.compress_window_bits(), Some(15));
-    let transport = cfg.engine.client(upgraded, &cfg, Some(deflate)).await;
     let upstreams = test_registry();
     let meta = ConnectionMeta::new("/ws");
     let permit = upstreams.admit(&meta).unwrap();
     let accepted = upstreams.register(meta, permit);
+    let gauge = accepted.memory_gauge();
+    let transport = cfg
+        .engine
+        .client(upgraded, &cfg, Some(deflate), gauge)
+        .await;
     let (after_handshake_read, after_handshake_written) = (
         read.load(Ordering::Relaxed),
         written.load(Ordering::Relaxed),

@@ -14,7 +14,7 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use common::*;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use wscope_axum::{ready_router, WebSocketUpgrade};
 use wscope_core::wire::{ClosedList, ErrorBody, Ready};
@@ -213,78 +213,17 @@ async fn a_broadcast_closes_a_client_that_does_not_read_as_a_slow_consumer() {
 async fn a_handler_s_own_sends_wait_for_a_client_that_does_not_read() {
     const LIMIT: usize = 64 * 1024;
     let reg = Registry::with_config(test_config().max_queued_bytes(LIMIT));
-    let server = TestServer::echo(reg.clone()).await;
-    let ws = connect_small_window(server.addr, "/ws").await;
-    wait_open(&reg, 1).await;
-    // Far more than the socket buffers and the queue hold; the echo handler sends each back.
-    const COUNT: usize = 2048;
-    let chunk = "x".repeat(8 * 1024);
-    let (mut sink, mut stream) = ws.split();
-    let writer = tokio::spawn(async move {
-        for i in 0..COUNT {
-            let text = format!("{i:04}{chunk}");
-            if sink.send(WsMessage::text(text)).await.is_err() {
-                break;
-            }
-        }
-        sink
-    });
+    let server = TestServer::echo(reg).await;
     // The echo handler blocks on its full queue and stops reading, so TCP pushes back on the
-    // client: its queue never holds much more than the bound.
-    let mut peak = 0;
-    wait_until("the queue fills", || {
-        peak = peak.max(reg.snapshot().connections[0].queued_bytes);
-        peak > LIMIT as u64 / 2
-    })
-    .await;
-    for _ in 0..20 {
-        peak = peak.max(reg.snapshot().connections[0].queued_bytes);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(
-        peak <= (LIMIT + 8 * 1024 + 4) as u64,
-        "queue held {peak} bytes"
-    );
-    assert_eq!(reg.connection_count(), 1, "backpressure, not a close");
-    // Now read: every echo arrives, in order.
-    for i in 0..COUNT {
-        match tokio::time::timeout(WAIT, stream.next()).await.unwrap() {
-            Some(Ok(WsMessage::Text(t))) => assert_eq!(&t.as_str()[..4], format!("{i:04}")),
-            other => panic!("echo {i}: {other:?}"),
-        }
-    }
-    let sink = writer.await.unwrap();
-    close_client(sink.reunite(stream).unwrap()).await;
-    wait_count(&reg, 0).await;
-    assert_eq!(reg.snapshot().closed_by.limit, 0);
+    // client.
+    a_client_that_does_not_read_is_held_up(&server, LIMIT).await;
     server.shutdown().await;
 }
 
 async fn a_client_over_its_message_rate_is_closed_with_1008() {
     let reg = Registry::with_config(test_config().max_messages_per_second(20));
-    let server = TestServer::echo(reg.clone()).await;
-    let mut flood = server.connect_as("/ws", "flood").await;
-    let mut polite = server.connect_as("/ws", "polite").await;
-    wait_open(&reg, 2).await;
-    for i in 0..200 {
-        if flood.send(WsMessage::text(format!("{i}"))).await.is_err() {
-            break;
-        }
-    }
-    let mut code = None;
-    while let Some(Ok(msg)) = tokio::time::timeout(WAIT, flood.next()).await.unwrap() {
-        if let WsMessage::Close(Some(f)) = msg {
-            code = Some((u16::from(f.code), f.reason.as_str().to_owned()));
-            break;
-        }
-    }
-    assert_eq!(code, Some((1008, "message rate exceeded".into())));
-    wait_count(&reg, 1).await;
-    assert_eq!(reg.snapshot().closed_by.limit, 1);
-    // One message well within the rate is fine.
-    echo_roundtrip(&mut polite, "hello").await;
-    close_client(polite).await;
-    wait_count(&reg, 0).await;
+    let server = TestServer::echo(reg).await;
+    a_flooding_client_is_closed_with_1008(&server).await;
     server.shutdown().await;
 }
 

@@ -3,6 +3,8 @@
 //! order), admin actions with per-member answers, TTL expiry on a manual clock, the duplicate id
 //! refusal, outages, and foreign messages.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,19 +12,13 @@ use wscope_cluster::{
     AdminReply, Cluster, ClusterBackend, ClusterConfig, ClusterError, ClusterState, Link,
     MemberStatus, MemoryBackend, MemoryHub,
 };
-use wscope_core::memory::{self, MemoryPeer};
+use wscope_core::memory::MemoryPeer;
 use wscope_core::query::ConnectionQuery;
 use wscope_core::wire::{AdminRequest, CloseAnswer};
 use wscope_core::AdminAnswer;
 use wscope_core::{Bytes, Clock, ConnectionMeta, Message, Registry, RegistryConfig};
 
-const HEARTBEAT: Duration = Duration::from_millis(40);
-
-fn config() -> ClusterConfig {
-    ClusterConfig::new("test")
-        .heartbeat(HEARTBEAT)
-        .survey_timeout(Duration::from_millis(300))
-}
+use common::{config, live_members, nothing_more, open, recv, wait_until, HEARTBEAT};
 
 struct Node {
     registry: Registry,
@@ -62,63 +58,15 @@ async fn cluster_of(ids: &[&str]) -> (MemoryHub, Vec<Node>) {
         nodes.push(node(&hub, id, None).await);
     }
     for n in &nodes {
-        wait_members(n, ids.len() - 1).await;
+        live_members(&n.cluster, ids.len() - 1).await;
     }
     (hub, nodes)
 }
 
-async fn wait_members(n: &Node, count: usize) {
-    wait_until("members seen", || {
-        n.cluster()
-            .members()
-            .iter()
-            .filter(|m| m.status == MemberStatus::Live)
-            .count()
-            == count
-    })
-    .await;
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..300 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-/// An open connection on `path` whose handler reads until the peer goes.
-async fn open(registry: &Registry, path: &str) -> (String, MemoryPeer) {
-    let accepted = registry
-        .accept(ConnectionMeta::new(path))
-        .expect("accepted");
-    let id = accepted.id().to_string();
-    let (transport, peer) = memory::pair();
-    tokio::spawn(accepted.run(transport, |mut socket| async move {
-        while socket.recv().await.is_some() {}
-    }));
-    let r = registry.clone();
-    let id2 = id.clone();
-    wait_until("open", move || {
-        r.connection_info(&id2)
-            .is_some_and(|c| c.state == wscope_core::ConnectionState::Open)
-    })
-    .await;
-    (id, peer)
-}
-
 async fn recv_text(peer: &mut MemoryPeer) -> String {
-    match tokio::time::timeout(Duration::from_secs(2), peer.recv()).await {
-        Ok(Some(Message::Text(t))) => t.as_str().to_owned(),
+    match recv(peer).await {
+        Message::Text(t) => t.as_str().to_owned(),
         other => panic!("expected a text message, got {other:?}"),
-    }
-}
-
-async fn nothing_more(peer: &mut MemoryPeer) {
-    if let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(150), peer.recv()).await {
-        panic!("unexpected extra message {msg:?}");
     }
 }
 
@@ -161,7 +109,7 @@ async fn averages_are_weighted_by_each_members_connections() {
     let (clock_b, _manual_b) = Clock::manual();
     let a = node(&hub, "a", Some(clock_a)).await;
     let b = node(&hub, "b", Some(clock_b)).await;
-    wait_members(&a, 1).await;
+    live_members(&a.cluster, 1).await;
     // a: three connections aged 900 ms; b: one aged 0 ms → (3 × 900 + 0) / 4 = 675.
     let mut held = Vec::new();
     for _ in 0..3 {
@@ -328,7 +276,7 @@ async fn a_silent_member_goes_late_then_gone_on_the_manual_clock() {
     let hub = MemoryHub::with_clock(clock.clone());
     let a = node(&hub, "a", Some(clock.clone())).await;
     let b = node(&hub, "b", Some(clock.clone())).await;
-    wait_members(&a, 1).await;
+    live_members(&a.cluster, 1).await;
     b.cluster().crash();
     let status = || a.cluster().members()[0].status;
     assert_eq!(status(), MemberStatus::Live);
@@ -431,7 +379,7 @@ async fn an_unreachable_engine_leaves_local_service_alone_and_the_node_rejoins()
         backend,
         cluster: cluster.clone(),
     };
-    wait_members(&n, 1).await;
+    live_members(&n.cluster, 1).await;
     assert_eq!(cluster.stats().await.unwrap().instances_counted, 2);
     // Lost mid-run: the same again.
     n.backend.set_link(Link::Disconnected);

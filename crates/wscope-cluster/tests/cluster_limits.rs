@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,26 +16,9 @@ use wscope_cluster::{
     delivery_buffer, BackendFuture, Cluster, ClusterBackend, ClusterConfig, Deliveries, Delivery,
     DeliverySender, Lease, Link, MemberStatus, MemoryBackend, MemoryHub,
 };
-use wscope_core::memory::{self, MemoryPeer};
-use wscope_core::{Bytes, ConnectionMeta, Message, Registry, RegistryConfig};
+use wscope_core::{Bytes, Message, Registry, RegistryConfig};
 
-const HEARTBEAT: Duration = Duration::from_millis(40);
-
-fn config() -> ClusterConfig {
-    ClusterConfig::new("test")
-        .heartbeat(HEARTBEAT)
-        .survey_timeout(Duration::from_millis(300))
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..500 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
+use common::{config, live_members, nothing_more, open, recv, wait_until};
 
 /// A registry and the cluster handle its join gave.
 struct Node {
@@ -58,49 +43,19 @@ async fn join(id: &str, backend: Arc<dyn ClusterBackend>, config: ClusterConfig)
     Node { registry, cluster }
 }
 
-async fn live_members(node: &Node, count: usize) {
-    let cluster = node.cluster.clone();
-    wait_until("members seen", || {
-        cluster
-            .members()
-            .iter()
-            .filter(|m| m.status == MemberStatus::Live)
-            .count()
-            == count
-    })
-    .await;
-}
-
-/// An open connection on `path` whose handler reads until the peer goes.
-async fn open(registry: &Registry, path: &str) -> MemoryPeer {
-    let accepted = registry
-        .accept(ConnectionMeta::new(path))
-        .expect("accepted");
-    let id = accepted.id().to_string();
-    let (transport, peer) = memory::pair();
-    tokio::spawn(accepted.run(transport, |mut socket| async move {
-        while socket.recv().await.is_some() {}
-    }));
-    let r = registry.clone();
-    wait_until("open", move || {
-        r.connection_info(&id)
-            .is_some_and(|c| c.state == wscope_core::ConnectionState::Open)
-    })
-    .await;
-    peer
-}
-
-async fn recv(peer: &mut MemoryPeer) -> Message {
-    match tokio::time::timeout(Duration::from_secs(2), peer.recv()).await {
-        Ok(Some(msg)) => msg,
-        other => panic!("expected a message, got {other:?}"),
-    }
-}
-
-async fn nothing_more(peer: &mut MemoryPeer) {
-    if let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(200), peer.recv()).await {
-        panic!("unexpected extra message of {} bytes", msg.payload_len());
-    }
+/// Node "a" joined through `backend` with `a_config` and node "b" on `hub` with `b_config`, each
+/// seeing the other.
+async fn a_and_b(
+    hub: &MemoryHub,
+    backend: Arc<dyn ClusterBackend>,
+    a_config: ClusterConfig,
+    b_config: ClusterConfig,
+) -> (Node, Node) {
+    let a = join("a", backend, a_config).await;
+    let b = join("b", Arc::new(hub.backend()), b_config).await;
+    live_members(&a.cluster, 1).await;
+    live_members(&b.cluster, 1).await;
+    (a, b)
 }
 
 /// A [`MemoryBackend`] whose publishes can be held (`hold_publishes`) and whose node's own
@@ -210,12 +165,9 @@ impl ClusterBackend for Gated {
 #[tokio::test]
 async fn a_broadcast_larger_than_the_relay_limit_stays_local_and_is_counted() {
     let hub = MemoryHub::new();
-    let a = join("a", Arc::new(hub.backend()), config()).await;
-    let b = join("b", Arc::new(hub.backend()), config()).await;
-    live_members(&a, 1).await;
-    live_members(&b, 1).await;
-    let mut here = open(&a, "/chat").await;
-    let mut there = open(&b, "/chat").await;
+    let (a, b) = a_and_b(&hub, Arc::new(hub.backend()), config(), config()).await;
+    let (_, mut here) = open(&a, "/chat").await;
+    let (_, mut there) = open(&b, "/chat").await;
     let cluster = a.cluster.clone();
     let limit = ClusterConfig::DEFAULT_MAX_RELAY_SIZE;
     let large = Message::binary(vec![7u8; limit + 1]);
@@ -244,16 +196,14 @@ async fn a_broadcast_larger_than_the_relay_limit_stays_local_and_is_counted() {
 #[tokio::test]
 async fn a_broadcast_larger_than_the_receivers_relay_limit_is_ignored() {
     let hub = MemoryHub::new();
-    let a = join(
-        "a",
+    let (a, b) = a_and_b(
+        &hub,
         Arc::new(hub.backend()),
         config().max_relay_size(1 << 20),
+        config().max_relay_size(1000),
     )
     .await;
-    let b = join("b", Arc::new(hub.backend()), config().max_relay_size(1000)).await;
-    live_members(&a, 1).await;
-    live_members(&b, 1).await;
-    let mut there = open(&b, "/chat").await;
+    let (_, mut there) = open(&b, "/chat").await;
     let cluster = a.cluster.clone();
     assert!(
         cluster
@@ -278,18 +228,16 @@ async fn a_broadcast_larger_than_the_receivers_relay_limit_is_ignored() {
 async fn the_publish_queue_is_bounded_in_bytes() {
     let hub = MemoryHub::new();
     let gated = Gated::new(&hub, "a");
-    let a = join(
-        "a",
+    let (a, b) = a_and_b(
+        &hub,
         Arc::new(gated.clone()),
         config()
             .survey_timeout(Duration::from_secs(10))
             .publish_queue_bytes(1 << 20),
+        config(),
     )
     .await;
-    let b = join("b", Arc::new(hub.backend()), config()).await;
-    live_members(&a, 1).await;
-    live_members(&b, 1).await;
-    let mut there = open(&b, "/chat").await;
+    let (_, mut there) = open(&b, "/chat").await;
     let cluster = a.cluster.clone();
     gated.hold_publishes(true);
     let size = 60_000;
@@ -336,18 +284,16 @@ async fn the_publisher_waits_for_its_own_messages_past_the_window() {
     let hub = MemoryHub::new();
     let gated = Gated::new(&hub, "a");
     let window = 256 << 10;
-    let a = join(
-        "a",
+    let (a, b) = a_and_b(
+        &hub,
         Arc::new(gated.clone()),
         config()
             .survey_timeout(Duration::from_secs(10))
             .publish_window(window),
+        config(),
     )
     .await;
-    let b = join("b", Arc::new(hub.backend()), config()).await;
-    live_members(&a, 1).await;
-    live_members(&b, 1).await;
-    let mut there = open(&b, "/chat").await;
+    let (_, mut there) = open(&b, "/chat").await;
     let cluster = a.cluster.clone();
     gated.hold_echoes();
     let size = 60_000;
@@ -477,10 +423,8 @@ async fn forged_announcements_fill_the_view_only_to_its_cap() {
 #[tokio::test]
 async fn broadcasts_and_replies_from_non_members_are_ignored() {
     let hub = MemoryHub::new();
-    let a = join("a", Arc::new(hub.backend()), config()).await;
-    let b = join("b", Arc::new(hub.backend()), config()).await;
-    live_members(&a, 1).await;
-    let mut peer = open(&a, "/chat").await;
+    let (a, b) = a_and_b(&hub, Arc::new(hub.backend()), config(), config()).await;
+    let (_, mut peer) = open(&a, "/chat").await;
     let cluster = a.cluster.clone();
     let forger = hub.backend();
     let broadcasts = (0..1000)
@@ -524,14 +468,14 @@ async fn broadcasts_and_replies_from_non_members_are_ignored() {
 async fn a_members_huge_numbers_saturate_the_sums() {
     let hub = MemoryHub::new();
     let a = join("a", Arc::new(hub.backend()), config()).await;
-    let _peer = open(&a, "/chat").await;
+    let (_, _peer) = open(&a, "/chat").await;
     let cluster = a.cluster.clone();
     let forger = hub.backend();
     forger
         .publish(ALL, forged("m", "f00d", announcement("m")))
         .await
         .unwrap();
-    live_members(&a, 1).await;
+    live_members(&a.cluster, 1).await;
     answer_surveys_as(&hub, "m", "f00d", u64::MAX).await;
     let stats = cluster.stats().await.unwrap();
     assert_eq!(stats.instances_counted, 2);

@@ -161,8 +161,10 @@ pub async fn connect_with(
         .register(meta.remote_addr(server), permit)
         .with_protocol(upgraded.protocol.clone());
     let deflate = upgraded.deflate;
+    // Registered before the engine is made, so that what it holds shows in the entry.
+    let gauge = accepted.memory_gauge();
     Ok(Connected {
         accepted,
-        transport: cfg.engine.client(upgraded, cfg, deflate).await,
+        transport: cfg.engine.client(upgraded, cfg, deflate, gauge).await,
     })
 }

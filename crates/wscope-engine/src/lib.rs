@@ -19,13 +19,14 @@
 //! let cfg = SocketConfig::default().permessage_deflate(true);
 //! let request = http::Request::get("ws://127.0.0.1:8080/ws").body(())?;
 //! let upgraded = ClientHandshake::new(request, &cfg)?.perform(tcp).await?;
-//! let deflate = upgraded.deflate;
-//! let transport = Engine::default().client(upgraded, &cfg, deflate).await;
-//! // Register and run it as any connection:
+//! // Registered before the engine takes over, which reports what it holds to the entry:
 //! let registry = Registry::new();
 //! let meta = wscope_core::ConnectionMeta::new("/ws");
 //! let permit = registry.admit(&meta)?;
 //! let accepted = registry.register(meta, permit);
+//! let (deflate, gauge) = (upgraded.deflate, accepted.memory_gauge());
+//! let transport = Engine::default().client(upgraded, &cfg, deflate, gauge).await;
+//! // Then run it as any connection:
 //! accepted.run(transport, |mut socket| async move {
 //!     let _ = socket.send("hello").await;
 //! }).await;

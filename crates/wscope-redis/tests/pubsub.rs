@@ -8,7 +8,7 @@ use bytes::Bytes;
 use wscope_cluster::{ClusterBackend, Link, DELIVERY_BUFFER, DELIVERY_BUFFER_BYTES};
 use wscope_redis::testing::{redis_url_or_skip, unique_name};
 
-use common::{cleanup, connected, wait_link};
+use common::{cleanup, connected, dropped_exactly, subscribed, wait_link};
 
 #[tokio::test]
 async fn a_thousand_messages_arrive_in_publish_order() {
@@ -106,12 +106,7 @@ async fn a_full_buffer_drops_and_counts() {
         return;
     };
     let prefix = unique_name("pubsub_drops");
-    let channel = format!("{prefix}:c");
-    let backend = connected(&url).await;
-    let mut rx = backend
-        .subscribe(vec![channel.clone()])
-        .await
-        .expect("subscribed");
+    let (backend, channel, mut rx) = subscribed(&url, &prefix).await;
     let extra = 100;
     for i in 0..DELIVERY_BUFFER + extra {
         backend
@@ -120,18 +115,7 @@ async fn a_full_buffer_drops_and_counts() {
             .expect("published");
     }
     // Nobody reads: once the buffer is full the rest are dropped and counted.
-    let counted = tokio::time::timeout(Duration::from_secs(10), async {
-        while backend.dropped() < extra as u64 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert!(
-        counted.is_ok(),
-        "dropped {} of {extra} within 10 s",
-        backend.dropped()
-    );
-    assert_eq!(backend.dropped(), extra as u64);
+    dropped_exactly(&backend, extra as u64).await;
     let mut buffered = 0;
     while let Some(delivery) = rx.try_recv() {
         assert_eq!(
@@ -154,12 +138,7 @@ async fn a_buffer_full_in_bytes_drops_and_counts() {
         return;
     };
     let prefix = unique_name("pubsub_bytes");
-    let channel = format!("{prefix}:c");
-    let backend = connected(&url).await;
-    let mut rx = backend
-        .subscribe(vec![channel.clone()])
-        .await
-        .expect("subscribed");
+    let (backend, channel, mut rx) = subscribed(&url, &prefix).await;
     let size = 1 << 20;
     let fit = DELIVERY_BUFFER_BYTES / size;
     let extra = 8;
@@ -170,18 +149,7 @@ async fn a_buffer_full_in_bytes_drops_and_counts() {
             .await
             .expect("published");
     }
-    let counted = tokio::time::timeout(Duration::from_secs(10), async {
-        while backend.dropped() < extra as u64 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert!(
-        counted.is_ok(),
-        "dropped {} of {extra} within 10 s",
-        backend.dropped()
-    );
-    assert_eq!(backend.dropped(), extra as u64);
+    dropped_exactly(&backend, extra as u64).await;
     assert_eq!(rx.buffered_bytes(), fit * size);
     let mut buffered = 0;
     while rx.try_recv().is_some() {

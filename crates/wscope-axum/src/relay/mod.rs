@@ -44,6 +44,16 @@
 //! an upstream that stops reading stops the relay reading its client. What either side withholds
 //! is bounded by the queue and the engines' buffers.
 //!
+//! **Memory.** The client's entry shows in `memoryBytes` what the client hop's engine holds and
+//! what waits in its queue (a message from the upstream on its way to a slow client), not what
+//! the upstream hop's engine holds (a message the upstream is part-way through sending: up to
+//! [`RelayConfig::socket`]'s `max_message_size`, charged to its message budget). That hop has no
+//! entry of its own, and it cannot report into the client's: its engine is made before the
+//! client's entry exists (the upstream's answer decides whether there will be one), and an
+//! entry's gauge takes one engine's figure ([`MemoryGauge::set`](wscope_core::MemoryGauge::set)
+//! replaces it), so two engines on it would overwrite each other's. Tracked client connections
+//! of one's own ([`connect`](crate::connect)) do show their engine's share.
+//!
 //! # Layout
 //! - `open`: opening the upstream (TCP, the client handshake with the forwarded headers) and the
 //!   client's answer when that fails.

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, Request, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpStream;
-use wscope_core::BoxTransport;
+use wscope_core::{BoxTransport, MemoryGauge};
 use wscope_engine::{ClientHandshake, HandshakeError, RefusedAnswer};
 
 use super::figures::FailureKind;
@@ -152,7 +152,14 @@ where
     let protocol = upgraded.protocol.clone();
     let deflate = upgraded.deflate;
     let cfg = &config.socket;
-    let transport = cfg.engine.client(upgraded, cfg, deflate).await;
+    // What this hop's engine holds is in no entry's `memoryBytes` (see "Memory" in the module
+    // docs): the client's entry does not exist yet (the upstream's answer decides whether it
+    // will), and its gauge is the client hop's engine's, whose reports a second engine's would
+    // replace.
+    let transport = cfg
+        .engine
+        .client(upgraded, cfg, deflate, MemoryGauge::detached())
+        .await;
     Ok(Hop {
         transport,
         protocol,

@@ -264,6 +264,85 @@ pub async fn connect_small_window(addr: SocketAddr, path: &str) -> Client {
     ws
 }
 
+/// A client behind a small receive window that sends far more to `server`'s `/ws` than it reads
+/// (the route sends each message back; the registry bounds each queue at `limit` bytes): the
+/// server holds it up instead of closing it — its queue never holds more than the bound and the
+/// one message that crossed it, the connection stays — and once it reads, every message comes
+/// back in order, and it closes with no limit's close counted.
+pub async fn a_client_that_does_not_read_is_held_up(server: &TestServer, limit: usize) {
+    let registry = &server.registry;
+    let ws = connect_small_window(server.addr, "/ws").await;
+    wait_open(registry, 1).await;
+    // Far more than the socket buffers and the queue hold.
+    const COUNT: usize = 2048;
+    let chunk = "x".repeat(8 * 1024);
+    let (mut sink, mut stream) = ws.split();
+    let writer = tokio::spawn(async move {
+        for i in 0..COUNT {
+            let text = format!("{i:04}{chunk}");
+            if sink.send(WsMessage::text(text)).await.is_err() {
+                break;
+            }
+        }
+        sink
+    });
+    let mut peak = 0;
+    wait_until("the queue fills", || {
+        peak = peak.max(registry.snapshot().connections[0].queued_bytes);
+        peak > limit as u64 / 2
+    })
+    .await;
+    for _ in 0..20 {
+        peak = peak.max(registry.snapshot().connections[0].queued_bytes);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        peak <= (limit + 8 * 1024 + 4) as u64,
+        "queue held {peak} bytes"
+    );
+    assert_eq!(registry.connection_count(), 1, "backpressure, not a close");
+    // Now read: every echo arrives, in order.
+    for i in 0..COUNT {
+        match timeout(WAIT, stream.next()).await.unwrap() {
+            Some(Ok(WsMessage::Text(t))) => assert_eq!(&t.as_str()[..4], format!("{i:04}")),
+            other => panic!("echo {i}: {other:?}"),
+        }
+    }
+    let sink = writer.await.unwrap();
+    close_client(sink.reunite(stream).unwrap()).await;
+    wait_count(registry, 0).await;
+    assert_eq!(registry.snapshot().closed_by.limit, 0);
+}
+
+/// A client that floods `server`'s `/ws` (the route sends each message back; the registry allows
+/// 20 messages a second) is closed with 1008 "message rate exceeded", counted as closed by a
+/// limit, while another client on the route is still served.
+pub async fn a_flooding_client_is_closed_with_1008(server: &TestServer) {
+    let registry = &server.registry;
+    let mut flood = server.connect_as("/ws", "flood").await;
+    let mut polite = server.connect_as("/ws", "polite").await;
+    wait_open(registry, 2).await;
+    for i in 0..200 {
+        if flood.send(WsMessage::text(format!("{i}"))).await.is_err() {
+            break;
+        }
+    }
+    let mut code = None;
+    while let Some(Ok(msg)) = timeout(WAIT, flood.next()).await.unwrap() {
+        if let WsMessage::Close(Some(f)) = msg {
+            code = Some((u16::from(f.code), f.reason.as_str().to_owned()));
+            break;
+        }
+    }
+    assert_eq!(code, Some((1008, "message rate exceeded".into())));
+    wait_count(registry, 1).await;
+    assert_eq!(registry.snapshot().closed_by.limit, 1);
+    // One message well within the rate is fine.
+    echo_roundtrip(&mut polite, "hello").await;
+    close_client(polite).await;
+    wait_count(registry, 0).await;
+}
+
 /// The next message the client reads (pings and pongs included); `None` when the stream ended.
 pub async fn next_msg(ws: &mut Client) -> Option<WsMessage> {
     timeout(WAIT, ws.next())

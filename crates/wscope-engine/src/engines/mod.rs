@@ -84,15 +84,20 @@ impl Engine {
     /// ([`ClientHandshake`](crate::ClientHandshake)), with this engine in the client role: what
     /// it sends is masked, what it reads must not be, under the same limits, UTF-8 checks and
     /// compression as on the server side. The transport is the one the server side makes, so
-    /// the core's driver runs it the same way.
+    /// the core's driver runs it the same way, and it reports what it holds to `gauge` as
+    /// [`Engine::server`] does: register the connection first and pass
+    /// [`Accepted::memory_gauge`](wscope_core::Accepted::memory_gauge), or its row shows
+    /// `memoryBytes` without the engine's share; [`MemoryGauge::detached`] for a transport
+    /// tracked nowhere. A gauge takes one engine: [`MemoryGauge::set`] replaces what was
+    /// reported, so two engines on one gauge would overwrite each other.
     pub async fn client(
         self,
         io: impl Io,
         cfg: &SocketConfig,
         deflate: Option<Deflate>,
+        gauge: MemoryGauge,
     ) -> BoxTransport {
         let charge = cfg.message_budget.charge();
-        let gauge = MemoryGauge::detached();
         self.take_over(io, Role::Client, cfg, deflate, charge, gauge)
             .await
     }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use tokio::sync::watch;
-use wscope_cluster::{ClusterBackend, Link};
+use wscope_cluster::{ClusterBackend, Deliveries, Link};
 use wscope_redis::{RedisBackend, RedisOptions};
 
 /// Waits, at most `within`, for the link to be `want`; answers whether it got there.
@@ -25,6 +25,34 @@ pub async fn connected(url: &str) -> RedisBackend {
         "no link to {url} within 5 s"
     );
     backend
+}
+
+/// A backend on `url` subscribed to the channel `{prefix}:c`: it, the channel and its deliveries.
+pub async fn subscribed(url: &str, prefix: &str) -> (RedisBackend, String, Deliveries) {
+    let channel = format!("{prefix}:c");
+    let backend = connected(url).await;
+    let rx = backend
+        .subscribe(vec![channel.clone()])
+        .await
+        .expect("subscribed");
+    (backend, channel, rx)
+}
+
+/// Waits, at most 10 s, until `backend` has dropped `count` deliveries (nobody read them), and
+/// checks it dropped no more.
+pub async fn dropped_exactly(backend: &RedisBackend, count: u64) {
+    let counted = tokio::time::timeout(Duration::from_secs(10), async {
+        while backend.dropped() < count {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        counted.is_ok(),
+        "dropped {} of {count} within 10 s",
+        backend.dropped()
+    );
+    assert_eq!(backend.dropped(), count);
 }
 
 /// Deletes the test's keys (`{prefix}*`).
