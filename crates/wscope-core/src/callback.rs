@@ -4,6 +4,10 @@
 //! future: no `recv` future and no `send` future are polled per message, and an idle
 //! connection's task keeps no handler state beyond the callback itself.
 //!
+//! The driver is one loop over the transport as one object ([`Transport::into_duplex`]): it
+//! polls the reading and the writing direction itself, with no join of two futures and, on an
+//! engine that is one object (wscope's own), no lock between the directions.
+//!
 //! The callback cannot wait, so [`CallbackSocket::send`] never does: it queues past the queue's
 //! bounds if need be, and the driver, before reading the next message, waits until the queue is
 //! back under them. A client that sends faster than it reads is held up by its own TCP window —
@@ -12,19 +16,19 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::pin::{pin, Pin};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{ready, Context, Poll};
 
-use futures_util::{future, Stream};
+use futures_util::future;
 
 use crate::close::{CloseCode, CloseFrame, Initiator, ReasonTooLong};
 use crate::connection::Connection;
-use crate::driver::{account, close_for_panic, write_loop, Accepted, Ended, MessageRate, Read};
+use crate::driver::{account, close_for_panic, gone, Accepted, Ended, MessageRate, Progress, Read};
 use crate::message::Message;
-use crate::outbox::SendError;
-use crate::transport::{Role, Transport, TransportError};
+use crate::outbox::{Closing, SendError};
+use crate::state::{ConnectionState, PING_PAYLOAD};
+use crate::transport::{Duplex, Role, Transport, TransportError};
 
 /// A handler called with each text or binary message of a connection
 /// ([`Accepted::run_callback`]); any `FnMut(&CallbackSocket, Message) + Send + 'static` closure is
@@ -105,7 +109,7 @@ impl Accepted {
         H: OnMessage,
     {
         let role = transport.role();
-        let (reader, writer) = transport.split();
+        let duplex = transport.into_duplex();
         let (conn, protocol) = self.into_parts();
         let rate = MessageRate::new(conn.message_rate_limit(), conn.now_ms());
         let socket = CallbackSocket {
@@ -113,88 +117,324 @@ impl Accepted {
             role,
             protocol,
         };
-        async move {
-            // Set once the connection is aborted. Only the writer's side waits on the abort
-            // notifier (one waiter for the connection, where `run` has one per half); an abort
-            // wakes the task, and the reader, polled first, finds the flag.
-            let aborted = AtomicBool::new(false);
-            let reading = read_loop(socket, reader, handler, rate, &aborted);
-            let writing = async {
-                write_loop(conn.clone(), writer).await;
-                // The writer may end before the abort (the peer closed first and a write
-                // failed): the reader is told only once it comes.
-                conn.cancelled().await;
-                aborted.store(true, Ordering::Relaxed);
-                // The reader was polled before this, in the same poll: have it polled again.
-                future::poll_fn(|cx| {
-                    cx.waker().wake_by_ref();
-                    Poll::Ready(())
-                })
-                .await;
-            };
-            future::join(reading, writing).await;
-        }
+        drive(conn, socket, duplex, handler, rate)
     }
 }
 
-/// Reads the connection to its end, calling `handler` with each message; before each read, waits
-/// while the queue is over its bounds. `aborted` is the writer's word that the connection was
-/// aborted.
-async fn read_loop<R, H>(
+/// Rounds (reads, then a batch written) one wake-up of the driver makes at most before it
+/// yields, and reads per round.
+const ROUNDS: usize = 32;
+const READS_PER_ROUND: usize = 64;
+
+/// How the open connection's loop ended.
+enum Open {
+    /// The connection is over (read to its end, aborted, or gone while writing).
+    Over,
+    /// A close is to be written: the closing loop takes over.
+    Close(Closing),
+}
+
+/// What one step of reading did.
+enum Step {
+    /// Something was read (or the reader stopped while the writer goes on): poll again.
+    Again,
+    /// The connection is over: it was marked CLOSED and stopped.
+    Over,
+}
+
+/// Runs the connection: one loop that polls `duplex` for both directions — reading and calling
+/// the handler, writing what is queued a batch at a time with one flush — until a close is to be
+/// written, then a closing loop that writes it and reads on until the peer's reply ends the
+/// connection, or the close timeout does.
+async fn drive<D, H>(
+    conn: Arc<Connection>,
     socket: CallbackSocket,
-    reader: R,
+    duplex: D,
     handler: H,
-    mut rate: MessageRate,
-    aborted: &AtomicBool,
+    rate: MessageRate,
 ) where
-    R: Stream<Item = Result<Message, TransportError>>,
+    D: Duplex,
     H: OnMessage,
 {
-    let conn = &*socket.conn;
-    conn.mark_open();
-    let mut reader = pin!(reader);
-    // `None` once it panicked: it is not called again.
-    let mut handler = Some(handler);
-    loop {
-        if !conn.has_room() {
-            // Boxed: rare, and every idle task would otherwise keep room for it.
-            let mut room = Box::pin(conn.room());
-            let room = future::poll_fn(|cx| {
-                if aborted.load(Ordering::Relaxed) {
-                    return Poll::Ready(false);
+    let mut duplex = pin!(duplex);
+    // Everything that holds the connection lives in this block: a failed connection's entry is
+    // gone when it ends, though the task lingers on.
+    // A failed connection is read out for as long as a closing one waits for its peer, at most
+    // LINGER.
+    let linger_for = conn.close_timeout().min(LINGER);
+    let linger = {
+        conn.mark_open();
+        let mut me = Driver {
+            conn: &conn,
+            socket,
+            handler: Some(handler),
+            rate,
+            room: None,
+            reading: true,
+            writer_up: true,
+            batch: Vec::new(),
+            progress: None,
+        };
+        // One cancellation future and one readiness future for the connection's life: registered
+        // with their notifiers once, not per message.
+        let mut cancelled = pin!(conn.cancelled());
+        let mut ready = pin!(conn.outbound_ready());
+        let open = future::poll_fn(|cx| {
+            for _ in 0..ROUNDS {
+                if cancelled.as_mut().poll(cx).is_ready() {
+                    me.aborted();
+                    return Poll::Ready(Open::Over);
                 }
-                room.as_mut().poll(cx).map(|()| true)
-            })
-            .await;
-            if !room {
-                break;
+                let mut moved = false;
+                // Every frame already read first (a bounded number), so that the replies they
+                // queue leave in one batch, with one flush.
+                for _ in 0..READS_PER_ROUND {
+                    match me.poll_read(cx, duplex.as_mut()) {
+                        Poll::Ready(Step::Again) => moved = true,
+                        Poll::Ready(Step::Over) => return Poll::Ready(Open::Over),
+                        Poll::Pending => break,
+                    }
+                }
+                if me.writer_up {
+                    if me.progress.is_none() && ready.as_mut().poll(cx).is_ready() {
+                        ready.set(conn.outbound_ready());
+                        if let Some(closing) = me.take_outbound() {
+                            return Poll::Ready(Open::Close(closing));
+                        }
+                    }
+                    match me.poll_write(cx, duplex.as_mut()) {
+                        Poll::Ready(Ok(())) => moved = true,
+                        Poll::Ready(Err(e)) => {
+                            if conn.state() < ConnectionState::Closing {
+                                gone(&conn, &e);
+                                return Poll::Ready(Open::Over);
+                            }
+                            // The peer closed first: reading completes the handshake.
+                            me.writer_up = false;
+                        }
+                        Poll::Pending => {}
+                    }
+                }
+                if !moved {
+                    return Poll::Pending;
+                }
             }
-        }
-        let next = future::poll_fn(|cx| {
-            if aborted.load(Ordering::Relaxed) {
-                return Poll::Ready(None);
-            }
-            reader.as_mut().poll_next(cx).map(Some)
+            cx.waker().wake_by_ref();
+            Poll::Pending
         })
         .await;
-        match account(conn, &mut rate, next) {
-            Read::Message(msg) => {
-                let Some(h) = handler.as_mut() else { continue };
-                let called = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    h.on_message(&socket, msg);
-                }));
-                if called.is_err() {
-                    handler = None;
-                    close_for_panic(conn);
-                    tracing::error!(id = %conn.id(), "connection handler panicked; closed it with 1011");
-                }
+        match open {
+            // Once per connection: boxed, so its timers do not enlarge every idle task.
+            Open::Close(closing) => Box::pin(me.close(closing, duplex.as_mut(), cancelled)).await,
+            Open::Over => false,
+        }
+    };
+    if linger {
+        Box::pin(read_out(duplex, linger_for)).await;
+    }
+}
+
+/// How long a connection failed by the driver is read on after its close frame, at most (and no
+/// longer than the close timeout), and how many frames.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER_FRAMES: usize = 4096;
+
+/// Reads and drops what the peer of a failed connection still sends (a flood of messages over
+/// its rate, say), until it answers the close, hangs up, or the linger is over: a socket dropped
+/// with unread bytes is reset, and a reset can overtake the close frame, so that the peer never
+/// learns why it was closed. The connection's entry is gone by then; the engine answers nothing
+/// more.
+async fn read_out<D: Duplex>(mut duplex: Pin<&mut D>, within: std::time::Duration) {
+    let read = async {
+        for _ in 0..LINGER_FRAMES {
+            match future::poll_fn(|cx| duplex.as_mut().poll_next(cx)).await {
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break,
             }
+        }
+    };
+    let _ = tokio::time::timeout(within, read).await;
+}
+
+/// The callback driver's state between polls.
+struct Driver<'c, H> {
+    conn: &'c Connection,
+    socket: CallbackSocket,
+    /// `None` once it panicked: it is not called again.
+    handler: Option<H>,
+    rate: MessageRate,
+    /// Waits for the queue to be under its bounds again before the next read. Boxed: rare, and
+    /// every idle task would otherwise keep room for it.
+    room: Option<Pin<Box<dyn Future<Output = ()> + Send + 'c>>>,
+    /// The peer is still read (not once the connection is being failed: the writer closes it).
+    reading: bool,
+    /// Writes still go out (not once one failed after the peer's close).
+    writer_up: bool,
+    /// What is being written, and how far it has come (`None`: nothing).
+    batch: Vec<Message>,
+    progress: Option<Progress>,
+}
+
+impl<H: OnMessage> Driver<'_, H> {
+    /// Takes what is queued into the batch (a due ping first); gives the close to write after
+    /// it, if one is requested.
+    fn take_outbound(&mut self) -> Option<Closing> {
+        let drained = self.conn.drain_outbound(&mut self.batch);
+        if drained.ping {
+            // A static payload: a ping allocates nothing here.
+            let ping = Message::Ping(bytes::Bytes::from_static(PING_PAYLOAD));
+            self.batch.insert(0, ping);
+        }
+        if !self.batch.is_empty() {
+            self.progress = Some(Progress::default());
+        }
+        drained.close
+    }
+
+    /// Writes the batch in hand, if any: ready once it is flushed (or a write failed).
+    fn poll_write<D: Duplex>(
+        &mut self,
+        cx: &mut Context<'_>,
+        duplex: Pin<&mut D>,
+    ) -> Poll<Result<(), TransportError>> {
+        let Some(progress) = self.progress.as_mut() else {
+            return Poll::Pending;
+        };
+        let written = ready!(progress.poll(cx, self.conn, duplex, &mut self.batch, &mut None));
+        self.progress = None;
+        self.batch.clear();
+        Poll::Ready(written)
+    }
+
+    /// Reads one frame, if the queue has room, and handles it: a message goes to the handler.
+    fn poll_read<D: Duplex>(&mut self, cx: &mut Context<'_>, duplex: Pin<&mut D>) -> Poll<Step> {
+        if !self.reading {
+            return Poll::Pending;
+        }
+        let conn = self.conn;
+        if let Some(room) = self.room.as_mut() {
+            ready!(room.as_mut().poll(cx));
+            self.room = None;
+        } else if !conn.has_room() {
+            let mut room = Box::pin(conn.room());
+            if room.as_mut().poll(cx).is_pending() {
+                self.room = Some(room);
+                return Poll::Pending;
+            }
+        }
+        let next = ready!(duplex.poll_next(cx));
+        match account(conn, &mut self.rate, Some(next)) {
+            Read::Message(msg) => self.call(msg),
             Read::Again => {}
-            Read::Ended(Ended::Finish) => break,
+            Read::Ended(Ended::Finish) => {
+                conn.end();
+                conn.abort();
+                return Poll::Ready(Step::Over);
+            }
             // The writer sends the close and drops the connection.
-            Read::Ended(Ended::Failing) => return,
+            Read::Ended(Ended::Failing) => self.reading = false,
+        }
+        Poll::Ready(Step::Again)
+    }
+
+    /// Calls the handler with `msg`; a panic closes the connection with 1011.
+    fn call(&mut self, msg: Message) {
+        let Some(h) = self.handler.as_mut() else {
+            return;
+        };
+        let socket = &self.socket;
+        let called = std::panic::catch_unwind(AssertUnwindSafe(|| h.on_message(socket, msg)));
+        if called.is_err() {
+            self.handler = None;
+            close_for_panic(self.conn);
+            tracing::error!(id = %self.conn.id(), "connection handler panicked; closed it with 1011");
         }
     }
-    conn.end();
-    conn.abort();
+
+    /// The connection was aborted (the drain deadline passed, or it failed): a reader still
+    /// reading marks it CLOSED.
+    fn aborted(&mut self) {
+        if self.reading {
+            self.conn.end();
+            self.conn.abort();
+        }
+    }
+
+    /// Writes what is queued and the close frame (or flushes only what the engine holds, when it
+    /// closed itself), then gives the peer the close timeout to answer, reading on meanwhile and
+    /// calling the handler with what comes: the reply ends the stream, and the connection.
+    ///
+    /// True when the connection was failed (no handshake awaited) and should be read out.
+    async fn close<D: Duplex>(
+        mut self,
+        closing: Closing,
+        mut duplex: Pin<&mut D>,
+        mut cancelled: Pin<&mut impl Future<Output = ()>>,
+    ) -> bool {
+        let conn = self.conn;
+        let timeout = conn.close_timeout();
+        let mut close = match closing {
+            Closing::Send(frame) => Some(frame),
+            Closing::Flush => {
+                self.batch.clear();
+                None
+            }
+        };
+        let mut progress = Some(Progress::default());
+        let mut deadline = Box::pin(tokio::time::sleep(timeout));
+        future::poll_fn(|cx| {
+            for _ in 0..ROUNDS {
+                if cancelled.as_mut().poll(cx).is_ready() {
+                    self.aborted();
+                    return Poll::Ready(false);
+                }
+                let mut moved = false;
+                if let Some(p) = progress.as_mut() {
+                    match p.poll(cx, conn, duplex.as_mut(), &mut self.batch, &mut close) {
+                        Poll::Ready(Ok(())) => {
+                            self.batch.clear();
+                            progress = None;
+                            if conn.fails_fast() {
+                                conn.abort(); // a failed connection gets no handshake
+                                return Poll::Ready(true);
+                            }
+                            deadline
+                                .as_mut()
+                                .reset(tokio::time::Instant::now() + timeout);
+                            moved = true;
+                        }
+                        Poll::Ready(Err(e)) => {
+                            gone(conn, &e);
+                            return Poll::Ready(false);
+                        }
+                        Poll::Pending => {}
+                    }
+                }
+                if deadline.as_mut().poll(cx).is_ready() {
+                    if progress.is_some() {
+                        // A failed connection (a timeout, a slow consumer) keeps its cause: no
+                        // handshake was awaited, only the flush of a peer that reads nothing.
+                        if !conn.fails_fast() {
+                            conn.record_dropped("close flush timed out");
+                        }
+                    } else {
+                        conn.record_dropped("close handshake timed out");
+                    }
+                    conn.abort();
+                    return Poll::Ready(false);
+                }
+                match self.poll_read(cx, duplex.as_mut()) {
+                    Poll::Ready(Step::Again) => moved = true,
+                    Poll::Ready(Step::Over) => return Poll::Ready(false),
+                    Poll::Pending => {}
+                }
+                if !moved {
+                    return Poll::Pending;
+                }
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        })
+        .await
+    }
 }

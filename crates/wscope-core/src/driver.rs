@@ -7,9 +7,10 @@
 //!
 //! One task serves a connection: the handler and the writer run joined in it, so a message the
 //! handler sends wakes the writer without a cross-task hop, and an idle connection costs one task.
-//! [`Accepted::run_callback`] (in `callback`) runs the same writer with a read loop that calls a
-//! callback instead of an async handler; both readers account for what they read through
-//! [`account`].
+//! [`Accepted::run_callback`] (in `callback`) runs instead one hand-written loop over the
+//! transport as one object ([`Transport::into_duplex`]), reading and calling a callback, writing
+//! what is queued; both account for what they read through [`account`] and write a batch through
+//! [`Progress`].
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -513,7 +514,7 @@ async fn finish_close(conn: Arc<Connection>, mut stream: Reader) {
 }
 
 /// Drains the connection's queue to the wire, a batch per wake-up and one flush per batch.
-pub(crate) async fn write_loop<W>(conn: Arc<Connection>, sink: W)
+async fn write_loop<W>(conn: Arc<Connection>, sink: W)
 where
     W: Sink<Message, Error = TransportError>,
 {
@@ -582,10 +583,7 @@ where
         sink,
         batch,
         close,
-        next: 0,
-        count: 0,
-        bytes: 0,
-        closing: false,
+        progress: Progress::default(),
     }
 }
 
@@ -596,13 +594,7 @@ struct WriteBatch<'a, W> {
     sink: Pin<&'a mut W>,
     batch: &'a mut Vec<Message>,
     close: Option<CloseFrame>,
-    /// The next message of `batch` to write (those before it are taken).
-    next: usize,
-    /// Data messages and their payload bytes written so far.
-    count: usize,
-    bytes: usize,
-    /// The connection was marked CLOSING for `close`.
-    closing: bool,
+    progress: Progress,
 }
 
 impl<W> Future for WriteBatch<'_, W>
@@ -615,42 +607,77 @@ where
         self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        use std::task::ready;
         let this = self.get_mut();
-        if this.next < this.batch.len() {
-            while this.next < this.batch.len() {
-                ready!(this.sink.as_mut().poll_ready(cx))?;
-                // Taken with a placeholder that owns nothing; the batch is cleared at the end.
-                let msg = std::mem::replace(
-                    &mut this.batch[this.next],
-                    Message::Ping(bytes::Bytes::new()),
-                );
-                this.next += 1;
-                if msg.is_data() {
-                    this.count += 1;
-                    this.bytes += msg.payload_len();
-                }
-                this.sink.as_mut().start_send(msg)?;
-            }
-            this.batch.clear();
-            this.conn.record_sent(this.count, this.bytes);
-        }
-        if this.close.is_some() {
-            if !this.closing {
-                this.closing = true;
-                this.conn.mark_closing();
-            }
-            ready!(this.sink.as_mut().poll_ready(cx))?;
-            let frame = this.close.take();
-            this.sink.as_mut().start_send(Message::Close(frame))?;
-        }
-        this.sink.as_mut().poll_flush(cx)
+        this.progress.poll(
+            cx,
+            this.conn,
+            this.sink.as_mut(),
+            this.batch,
+            &mut this.close,
+        )
     }
 }
 
 impl<W> Drop for WriteBatch<'_, W> {
     fn drop(&mut self) {
         self.batch.clear();
+    }
+}
+
+/// How far the writing of one batch has come: what [`write_batch`]'s future and the callback
+/// driver (which writes from its own poll loop) keep between polls.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    /// The next message of the batch to write (those before it are taken).
+    next: usize,
+    /// Data messages and their payload bytes written so far.
+    count: usize,
+    bytes: usize,
+    /// The connection was marked CLOSING for the close frame.
+    closing: bool,
+}
+
+impl Progress {
+    /// Writes `batch`, then `close` if given (taking it), with one flush; the batch is empty once
+    /// every message is handed to the sink. Ready once the flush is done: start the next batch
+    /// with a fresh `Progress`.
+    pub(crate) fn poll<W>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        conn: &Connection,
+        mut sink: Pin<&mut W>,
+        batch: &mut Vec<Message>,
+        close: &mut Option<CloseFrame>,
+    ) -> std::task::Poll<Result<(), TransportError>>
+    where
+        W: Sink<Message, Error = TransportError> + ?Sized,
+    {
+        use std::task::ready;
+        if self.next < batch.len() {
+            while self.next < batch.len() {
+                ready!(sink.as_mut().poll_ready(cx))?;
+                // Taken with a placeholder that owns nothing; the batch is cleared at the end.
+                let msg =
+                    std::mem::replace(&mut batch[self.next], Message::Ping(bytes::Bytes::new()));
+                self.next += 1;
+                if msg.is_data() {
+                    self.count += 1;
+                    self.bytes += msg.payload_len();
+                }
+                sink.as_mut().start_send(msg)?;
+            }
+            batch.clear();
+            conn.record_sent(self.count, self.bytes);
+        }
+        if close.is_some() {
+            if !self.closing {
+                self.closing = true;
+                conn.mark_closing();
+            }
+            ready!(sink.as_mut().poll_ready(cx))?;
+            sink.as_mut().start_send(Message::Close(close.take()))?;
+        }
+        sink.poll_flush(cx)
     }
 }
 
@@ -701,7 +728,7 @@ async fn close_after<W>(
 
 /// The peer is gone or the protocol broke while writing: record it (1006: no close frame came)
 /// and stop both halves.
-fn gone(conn: &Connection, e: &TransportError) {
+pub(crate) fn gone(conn: &Connection, e: &TransportError) {
     conn.record_close(Initiator::Error, Some(ABNORMAL_CLOSURE), e.message());
     conn.end();
     conn.abort();

@@ -161,5 +161,6 @@ pub use state::ConnectionState;
 pub use strings::SharedStr;
 pub use traffic::Traffic;
 pub use transport::{
-    BoxReader, BoxTransport, BoxWriter, Halves, Role, Transport, TransportError, TransportErrorKind,
+    BoxDuplex, BoxReader, BoxTransport, BoxWriter, Duplex, Halves, Joined, Role, SharedReader,
+    SharedWriter, Transport, TransportError, TransportErrorKind, Whole,
 };

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 
 use crate::close::CloseFrame;
 use crate::message::Message;
-use crate::transport::{Role, Transport, TransportError, TransportErrorKind};
+use crate::transport::{Joined, Role, Transport, TransportError, TransportErrorKind};
 
 /// A connected in-process transport (the server's end) and its peer (the client's end).
 pub fn pair() -> (MemoryTransport, MemoryPeer) {
@@ -66,6 +66,7 @@ pub struct MemoryTransport {
 impl Transport for MemoryTransport {
     type Reader = MemoryReader;
     type Writer = MemoryWriter;
+    type Duplex = Joined<MemoryReader, MemoryWriter>;
 
     fn role(&self) -> Role {
         Role::Server
@@ -73,6 +74,10 @@ impl Transport for MemoryTransport {
 
     fn split(self) -> (MemoryReader, MemoryWriter) {
         (self.reader, self.writer)
+    }
+
+    fn into_duplex(self) -> Self::Duplex {
+        Joined::new(self.reader, self.writer)
     }
 }
 

@@ -1,6 +1,6 @@
 //! The seam between the connection driver and a WebSocket implementation: a [`Transport`] is an
-//! open WebSocket (the handshake is done) split into a stream of frames in and a sink of frames
-//! out, in either [`Role`]. Engines (tungstenite, tokio-websockets, … in `wscope-axum`) adapt
+//! open WebSocket (the handshake is done), a stream of frames in and a sink of frames out — one
+//! object polled for both ([`Duplex`]) or two halves — in either [`Role`]. Engines (tungstenite, tokio-websockets, … in `wscope-axum`) adapt
 //! themselves to it; the driver in this crate runs every connection the same way over it.
 //!
 //! A transport reports failures as a [`TransportError`] whose [`TransportErrorKind`] says which
@@ -8,6 +8,8 @@
 //! every engine fails a connection the same way.
 
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 
 use futures_util::{Sink, Stream};
 
@@ -24,25 +26,37 @@ pub enum Role {
     Client,
 }
 
-/// An open WebSocket connection, as the driver needs it: split into its reading and writing
-/// halves, which the driver polls concurrently from one task.
+/// An open WebSocket connection, as the driver needs it: as one object it polls for both
+/// directions ([`into_duplex`](Transport::into_duplex): what the callback driver runs), or split
+/// into its reading and writing halves ([`split`](Transport::split): what an async handler's
+/// socket and the writer poll, from one task).
 ///
 /// The reader yields every frame, data and control (pings, pongs, close); it ends (`None`) when
 /// the connection is over, after the close handshake or when the peer vanished. The writer takes
 /// frames one by one (`feed`) and writes what it buffered on `flush`, so the driver writes a batch
 /// of queued messages with one flush. Engines answer pings with pongs and close frames with their
 /// reply by themselves.
+///
+/// An engine whose connection is naturally two halves gives them to [`Halves`]; one whose
+/// connection is one state object (wscope's own) gives it to [`Whole`], which lends it to both
+/// halves behind a lock only when they are asked for.
 pub trait Transport: Send + 'static {
     /// Frames in.
     type Reader: Stream<Item = Result<Message, TransportError>> + Send + 'static;
     /// Frames out.
     type Writer: Sink<Message, Error = TransportError> + Send + 'static;
+    /// Frames in and out, as one object.
+    type Duplex: Duplex;
 
     /// Which end this is.
     fn role(&self) -> Role;
 
     /// The two halves.
     fn split(self) -> (Self::Reader, Self::Writer);
+
+    /// Both directions as one object, polled by one driver: no lock between the directions
+    /// where the engine is one object, and the halves side by side where it is two.
+    fn into_duplex(self) -> Self::Duplex;
 
     /// The two halves, the reader boxed (the tracked socket keeps it so, whatever the engine).
     /// [`BoxTransport`] gives its box as it is, rather than boxing a box.
@@ -54,9 +68,9 @@ pub trait Transport: Send + 'static {
         (Box::pin(reader), writer)
     }
 
-    /// This transport with both halves boxed: one type whatever the engine, so that choosing an
-    /// engine at run time costs two allocations of the engine's own size, not a future as large as
-    /// the largest engine's.
+    /// This transport boxed: one type whatever the engine, so that choosing an engine at run
+    /// time costs allocations of the engine's own size, not a future as large as the largest
+    /// engine's.
     fn boxed(self) -> BoxTransport
     where
         Self: Sized,
@@ -65,22 +79,46 @@ pub trait Transport: Send + 'static {
         let (reader, writer) = self.split();
         BoxTransport {
             role,
-            reader: Box::pin(reader),
-            writer: Box::pin(writer),
+            inner: Boxed::Halves(Box::pin(reader), Box::pin(writer)),
         }
     }
+}
+
+/// Both directions of an open WebSocket as one object: a stream of the frames in and a sink of
+/// the frames out ([`Transport::into_duplex`]). Anything that is both is one.
+pub trait Duplex:
+    Stream<Item = Result<Message, TransportError>>
+    + Sink<Message, Error = TransportError>
+    + Send
+    + 'static
+{
+}
+
+impl<T> Duplex for T where
+    T: Stream<Item = Result<Message, TransportError>>
+        + Sink<Message, Error = TransportError>
+        + Send
+        + 'static
+{
 }
 
 /// A boxed reading half.
 pub type BoxReader = Pin<Box<dyn Stream<Item = Result<Message, TransportError>> + Send>>;
 /// A boxed writing half.
 pub type BoxWriter = Pin<Box<dyn Sink<Message, Error = TransportError> + Send>>;
+/// A boxed [`Duplex`].
+pub type BoxDuplex = Pin<Box<dyn Duplex>>;
 
-/// A [`Transport`] with both halves boxed ([`Transport::boxed`]).
+/// A [`Transport`] boxed ([`Transport::boxed`]): its two halves, or its one object.
 pub struct BoxTransport {
     role: Role,
-    reader: BoxReader,
-    writer: BoxWriter,
+    inner: Boxed,
+}
+
+/// What a [`BoxTransport`] holds.
+enum Boxed {
+    Halves(BoxReader, BoxWriter),
+    Whole(BoxDuplex),
 }
 
 impl std::fmt::Debug for BoxTransport {
@@ -94,17 +132,32 @@ impl std::fmt::Debug for BoxTransport {
 impl Transport for BoxTransport {
     type Reader = BoxReader;
     type Writer = BoxWriter;
+    type Duplex = BoxDuplex;
 
     fn role(&self) -> Role {
         self.role
     }
 
     fn split(self) -> (BoxReader, BoxWriter) {
-        (self.reader, self.writer)
+        match self.inner {
+            Boxed::Halves(reader, writer) => (reader, writer),
+            Boxed::Whole(duplex) => {
+                let (reader, writer) = shared(duplex);
+                (Box::pin(reader), Box::pin(writer))
+            }
+        }
+    }
+
+    fn into_duplex(self) -> BoxDuplex {
+        match self.inner {
+            // One allocation more than the halves had, for the engines behind the frame guard.
+            Boxed::Halves(reader, writer) => Box::pin(Joined { reader, writer }),
+            Boxed::Whole(duplex) => duplex,
+        }
     }
 
     fn split_boxed(self) -> (BoxReader, BoxWriter) {
-        (self.reader, self.writer)
+        self.split()
     }
 
     fn boxed(self) -> BoxTransport {
@@ -143,6 +196,7 @@ where
 {
     type Reader = R;
     type Writer = W;
+    type Duplex = Joined<R, W>;
 
     fn role(&self) -> Role {
         self.role
@@ -150,6 +204,162 @@ where
 
     fn split(self) -> (R, W) {
         (self.reader, self.writer)
+    }
+
+    fn into_duplex(self) -> Joined<R, W> {
+        Joined::new(self.reader, self.writer)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Two halves side by side as one [`Duplex`]: reads go to the reader, writes to the writer.
+    #[derive(Debug)]
+    pub struct Joined<R, W> {
+        #[pin]
+        reader: R,
+        #[pin]
+        writer: W,
+    }
+}
+
+impl<R, W> Joined<R, W> {
+    /// `reader` and `writer` as one object.
+    pub fn new(reader: R, writer: W) -> Self {
+        Self { reader, writer }
+    }
+}
+
+impl<R, W> Stream for Joined<R, W>
+where
+    R: Stream<Item = Result<Message, TransportError>>,
+{
+    type Item = Result<Message, TransportError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.project().reader.poll_next(cx)
+    }
+}
+
+impl<R, W> Sink<Message> for Joined<R, W>
+where
+    W: Sink<Message, Error = TransportError>,
+{
+    type Error = TransportError;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        self.project().writer.poll_ready(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, msg: Message) -> Result<(), TransportError> {
+        self.project().writer.start_send(msg)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        self.project().writer.poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        self.project().writer.poll_close(cx)
+    }
+}
+
+/// A [`Transport`] that is one object polled for both directions ([`Duplex`]), as wscope's own
+/// engine is: the callback driver owns and polls it with no lock; an async handler's socket and
+/// the writer, which poll the directions apart, share it behind an uncontended lock
+/// ([`split`](Transport::split)).
+#[derive(Debug)]
+pub struct Whole<D> {
+    role: Role,
+    duplex: D,
+}
+
+impl<D: Duplex + Unpin> Whole<D> {
+    /// A transport in `role` over `duplex`.
+    pub fn new(role: Role, duplex: D) -> Self {
+        Self { role, duplex }
+    }
+}
+
+impl<D: Duplex + Unpin> Transport for Whole<D> {
+    type Reader = SharedReader<D>;
+    type Writer = SharedWriter<D>;
+    type Duplex = D;
+
+    fn role(&self) -> Role {
+        self.role
+    }
+
+    fn split(self) -> (SharedReader<D>, SharedWriter<D>) {
+        shared(self.duplex)
+    }
+
+    fn into_duplex(self) -> D {
+        self.duplex
+    }
+
+    fn boxed(self) -> BoxTransport {
+        BoxTransport {
+            role: self.role,
+            inner: Boxed::Whole(Box::pin(self.duplex)),
+        }
+    }
+}
+
+/// `duplex` lent to two halves. The driver polls both from one task (the handler's last reads,
+/// after it returns, from a task of their own while the writer waits for the close), so the lock
+/// is not contended.
+fn shared<D: Duplex + Unpin>(duplex: D) -> (SharedReader<D>, SharedWriter<D>) {
+    let duplex = Arc::new(Mutex::new(duplex));
+    (SharedReader(duplex.clone()), SharedWriter(duplex))
+}
+
+fn lock<D>(duplex: &Mutex<D>) -> MutexGuard<'_, D> {
+    duplex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The reading half of a [`Whole`] transport.
+pub struct SharedReader<D>(Arc<Mutex<D>>);
+
+/// The writing half of a [`Whole`] transport.
+pub struct SharedWriter<D>(Arc<Mutex<D>>);
+
+impl<D> std::fmt::Debug for SharedReader<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedReader").finish_non_exhaustive()
+    }
+}
+
+impl<D> std::fmt::Debug for SharedWriter<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedWriter").finish_non_exhaustive()
+    }
+}
+
+impl<D: Duplex + Unpin> Stream for SharedReader<D> {
+    type Item = Result<Message, TransportError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut *lock(&self.0)).poll_next(cx)
+    }
+}
+
+impl<D: Duplex + Unpin> Sink<Message> for SharedWriter<D> {
+    type Error = TransportError;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        Pin::new(&mut *lock(&self.0)).poll_ready(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, msg: Message) -> Result<(), TransportError> {
+        Pin::new(&mut *lock(&self.0)).start_send(msg)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        Pin::new(&mut *lock(&self.0)).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        Pin::new(&mut *lock(&self.0)).poll_close(cx)
     }
 }
 

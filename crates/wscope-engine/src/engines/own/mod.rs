@@ -12,11 +12,11 @@
 //! sends itself as the driver expects), goes out in one write per flush, and the buffer is freed
 //! once written.
 //!
-//! The core's transport seam is split into a reader and a writer, which the driver polls from
-//! one task; both halves here share the core behind an `Arc<Mutex>`, which is therefore never
-//! contended (the handler's last reads, after it returns, run in a task of their own while the
-//! writer waits for the close). Re-cutting the seam into one object the driver polls for both
-//! directions removes the lock.
+//! The core is the transport itself: a `Stream` of the frames in and a `Sink` of the frames out,
+//! handed to the driver whole ([`Whole`]). The callback driver (`wscope serve`'s echo and chat
+//! routes) owns and polls it for both directions, with no lock and no halves; an async handler's
+//! socket and the writer, which poll the directions apart, get it split behind an uncontended
+//! lock.
 //!
 //! # Layout
 //! - `parse`: the peer's frames, checked, unmasked and assembled into messages.
@@ -36,7 +36,6 @@ use std::future::Future;
 use std::hash::BuildHasher;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -45,7 +44,7 @@ use futures_util::{Sink, Stream};
 use tokio::io::ReadBuf;
 use tokio::time::Sleep;
 use wscope_core::{
-    Charge, Halves, MemoryGauge, Message, Role, Transport, TransportError, TransportErrorKind,
+    Charge, MemoryGauge, Message, Role, Transport, TransportError, TransportErrorKind, Whole,
 };
 
 use super::message::Outbound;
@@ -90,11 +89,10 @@ pub(super) fn take_over<S: Io>(
 ) -> impl Transport {
     let mut core = Core::new(io, role, cfg, deflate, window_bits, charge);
     core.gauge = gauge;
-    let core = Arc::new(Mutex::new(core));
-    Halves::new(role, Reader(core.clone()), Writer(core))
+    Whole::new(role, core)
 }
 
-/// One connection's state, shared by its reader and writer. See the module documentation.
+/// One connection's state, polled for both directions. See the module documentation.
 struct Core<S: Io> {
     /// The stream; taken only by `Drop`, to linger.
     io: Option<S>,
@@ -454,32 +452,24 @@ fn gone(e: io::Error) -> TransportError {
     TransportError::from_cause(TransportErrorKind::Gone, &e)
 }
 
-fn lock<S: Io>(core: &Mutex<Core<S>>) -> MutexGuard<'_, Core<S>> {
-    core.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The reading half.
-struct Reader<S: Io>(Arc<Mutex<Core<S>>>);
-
-impl<S: Io> Stream for Reader<S> {
+/// The connection's frames in: read, parsed, and what it holds reported.
+impl<S: Io> Stream for Core<S> {
     type Item = Item;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
-        let mut core = lock(&self.0);
+        let core = self.get_mut();
         let polled = core.poll_next(cx);
         core.report();
         polled
     }
 }
 
-/// The writing half.
-struct Writer<S: Io>(Arc<Mutex<Core<S>>>);
-
-impl<S: Io> Sink<Message> for Writer<S> {
+/// The connection's frames out: corked, and written on flush (or once the cork is full).
+impl<S: Io> Sink<Message> for Core<S> {
     type Error = TransportError;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        let mut core = lock(&self.0);
+        let core = self.get_mut();
         if core.out.len() >= core.write_limit {
             ready!(core.poll_flush(cx))?;
         }
@@ -487,18 +477,18 @@ impl<S: Io> Sink<Message> for Writer<S> {
     }
 
     fn start_send(self: Pin<&mut Self>, msg: Message) -> Result<(), Self::Error> {
-        lock(&self.0).send(msg)
+        self.get_mut().send(msg)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        let mut core = lock(&self.0);
+        let core = self.get_mut();
         let polled = core.poll_flush(cx);
         core.report();
         polled
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        let mut core = lock(&self.0);
+        let core = self.get_mut();
         ready!(core.poll_flush(cx))?;
         let io = core.io().map_err(gone)?;
         Pin::new(io).poll_shutdown(cx).map_err(gone)

@@ -2,6 +2,7 @@
 //! limit and check), against tungstenite's reading of the same bytes, and its core over a pipe
 //! (replies, the close handshake, the deadline, what an idle connection keeps).
 
+use std::pin::{pin, Pin};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -472,13 +473,10 @@ async fn a_message_that_stalls_past_its_deadline_fails_with_1008() {
     assert!(core.failed);
 }
 
-/// The transport end to end over a pipe, as the driver uses it: the reader yields, the writer
-/// corks a batch into one flush.
-#[tokio::test]
-async fn the_transport_echoes_over_a_pipe() {
-    let (ours, mut client) = duplex(1 << 16);
+/// The engine over one end of a pipe, in the server role with the default limits.
+fn over_pipe(ours: DuplexStream) -> impl Transport {
     let cfg = SocketConfig::default();
-    let t = take_over(
+    take_over(
         ours,
         Role::Server,
         &cfg,
@@ -486,17 +484,46 @@ async fn the_transport_echoes_over_a_pipe() {
         None,
         cfg.message_budget.charge(),
         wscope_core::MemoryGauge::detached(),
-    );
-    let (mut reader, mut writer) = t.boxed().split();
+    )
+}
+
+/// Two text frames in through `client`, echoed by `ws` corked into one flush; the echo's bytes.
+async fn echo_two<D: wscope_core::Duplex>(
+    client: &mut DuplexStream,
+    mut ws: Pin<&mut D>,
+) -> [u8; 6] {
     client.write_all(&frame(0x81, b"a")).await.unwrap();
     client.write_all(&frame(0x81, b"b")).await.unwrap();
     for _ in 0..2 {
-        let msg = reader.next().await.unwrap().unwrap();
-        writer.feed(msg).await.unwrap();
+        let msg = ws.next().await.unwrap().unwrap();
+        ws.feed(msg).await.unwrap();
     }
-    writer.flush().await.unwrap();
+    ws.flush().await.unwrap();
     let mut echoed = [0; 6];
     client.read_exact(&mut echoed).await.unwrap();
+    echoed
+}
+
+/// The transport end to end over a pipe, as an async handler's socket and the writer use it:
+/// split (the core lent to both halves), the reader yields, the writer corks a batch into one
+/// flush.
+#[tokio::test]
+async fn the_split_transport_echoes_over_a_pipe() {
+    let (ours, mut client) = duplex(1 << 16);
+    let (reader, writer) = over_pipe(ours).boxed().split();
+    let echoed = echo_two(&mut client, pin!(wscope_core::Joined::new(reader, writer))).await;
+    assert_eq!(&echoed, b"\x81\x01a\x81\x01b");
+}
+
+/// The same as one object, as the callback driver polls it: the engine's core itself, unboxed
+/// and boxed — no halves, no lock.
+#[tokio::test]
+async fn the_whole_transport_echoes_over_a_pipe() {
+    let (ours, mut client) = duplex(1 << 16);
+    let echoed = echo_two(&mut client, pin!(over_pipe(ours).into_duplex())).await;
+    assert_eq!(&echoed, b"\x81\x01a\x81\x01b");
+    let (ours, mut client) = duplex(1 << 16);
+    let echoed = echo_two(&mut client, pin!(over_pipe(ours).boxed().into_duplex())).await;
     assert_eq!(&echoed, b"\x81\x01a\x81\x01b");
 }
 
