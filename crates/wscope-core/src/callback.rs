@@ -17,6 +17,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -57,6 +58,9 @@ pub struct CallbackSocket {
     conn: Arc<Connection>,
     role: Role,
     protocol: Option<Box<str>>,
+    /// The handler queued something: the driver takes the queue once it returns (the queue
+    /// does not wake the driver for what its own handler sends).
+    sent: AtomicBool,
 }
 
 crate::driver::socket_basics!(CallbackSocket);
@@ -67,7 +71,9 @@ impl CallbackSocket {
     /// driver reads no further message until the queue has room again); the only error is
     /// [`SendError::Closed`], once the connection is closing or closed.
     pub fn send(&self, msg: impl Into<Message>) -> Result<(), SendError> {
-        self.conn.send_unbounded(msg.into())
+        self.conn.send_unbounded(msg.into())?;
+        self.sent.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Starts the close handshake after flushing what is queued; the driver reads on until the
@@ -116,6 +122,7 @@ impl Accepted {
             conn: conn.clone(),
             role,
             protocol,
+            sent: AtomicBool::new(false),
         };
         drive(conn, socket, duplex, handler, rate)
     }
@@ -196,10 +203,17 @@ async fn drive<D, H>(
                     }
                 }
                 if me.writer_up {
-                    if me.progress.is_none() && ready.as_mut().poll(cx).is_ready() {
-                        ready.set(conn.outbound_ready());
-                        if let Some(closing) = me.take_outbound() {
-                            return Poll::Ready(Open::Close(closing));
+                    if me.progress.is_none() {
+                        // Woken by another sender, or the handler queued something (which
+                        // wakes no one).
+                        let woken = ready.as_mut().poll(cx).is_ready();
+                        if woken {
+                            ready.set(conn.outbound_ready());
+                        }
+                        if woken | me.socket.sent.swap(false, Ordering::Relaxed) {
+                            if let Some(closing) = me.take_outbound() {
+                                return Poll::Ready(Open::Close(closing));
+                            }
                         }
                     }
                     match me.poll_write(cx, duplex.as_mut()) {

@@ -321,8 +321,9 @@ impl Connection {
         self.entry.outbox.push(msg).await
     }
 
-    /// Queues a message without waiting, past the queue's bounds if need be (a callback
-    /// handler's send: its driver waits for [`Connection::room`] before reading on).
+    /// Queues a message without waiting, past the queue's bounds if need be, waking no one: a
+    /// callback handler's send, from inside its driver's poll, which takes the queue afterwards
+    /// (and waits for [`Connection::room`] before reading on).
     pub(crate) fn send_unbounded(&self, msg: Message) -> Result<(), SendError> {
         self.entry.outbox.push_unbounded(msg)
     }

@@ -102,15 +102,17 @@ impl Outbox {
 
     /// Queues without waiting.
     pub(crate) fn try_push(&self, msg: Message) -> Result<(), SendError> {
-        self.offer(msg, true).map_err(|(e, _)| e)
+        self.offer(msg, true, true).map_err(|(e, _)| e)
     }
 
-    /// Queues without waiting, past the bounds if need be: what a callback handler sends. Its
-    /// driver reads no further message until [`Outbox::room`] says the queue is back under its
-    /// bounds, so this overshoots them by what one message's callback sends at most. Fails only
-    /// once the connection is closing.
+    /// Queues without waiting, past the bounds if need be, and without waking the writer: what a
+    /// callback handler sends, from inside its driver's poll, which takes the queue once the
+    /// handler returns (a wake-up would only poll the driver once more for nothing). The driver
+    /// reads no further message until [`Outbox::room`] says the queue is back under its bounds,
+    /// so this overshoots them by what one message's callback sends at most. Fails only once the
+    /// connection is closing.
     pub(crate) fn push_unbounded(&self, msg: Message) -> Result<(), SendError> {
-        self.offer(msg, false).map_err(|(e, _)| e)
+        self.offer(msg, false, false).map_err(|(e, _)| e)
     }
 
     /// Whether the queue is under both its bounds, read without the lock: the fast path of a
@@ -139,9 +141,9 @@ impl Outbox {
         }
     }
 
-    /// Queues if there is room (or `bounded` is false); else gives the message back with the
-    /// reason.
-    fn offer(&self, msg: Message, bounded: bool) -> Result<(), (SendError, Message)> {
+    /// Queues if there is room (or `bounded` is false), waking the writer if `wake`; else gives
+    /// the message back with the reason.
+    fn offer(&self, msg: Message, bounded: bool, wake: bool) -> Result<(), (SendError, Message)> {
         {
             let mut st = self.lock();
             if st.closed {
@@ -159,14 +161,16 @@ impl Outbox {
             self.count(1, len);
             st.items.push_back(msg);
         }
-        self.ready.notify_one();
+        if wake {
+            self.ready.notify_one();
+        }
         Ok(())
     }
 
     /// Queues, waiting for room while the queue is full.
     pub(crate) async fn push(&self, msg: Message) -> Result<(), SendError> {
         // Fast path: there is room (nearly always), and no waiter is registered with `space`.
-        match self.offer(msg, true) {
+        match self.offer(msg, true, true) {
             Ok(()) => Ok(()),
             Err((SendError::Closed, _)) => Err(SendError::Closed),
             // Boxed: the waiting state is large and rare, and every connection's task would
@@ -181,7 +185,7 @@ impl Outbox {
             // Register for room before looking again, so a drain in between is not missed.
             let mut room = pin!(self.space.notified());
             room.as_mut().enable();
-            msg = match self.offer(msg, true) {
+            msg = match self.offer(msg, true, true) {
                 Ok(()) => return Ok(()),
                 Err((SendError::Closed, _)) => return Err(SendError::Closed),
                 Err((SendError::QueueFull, msg)) => msg,

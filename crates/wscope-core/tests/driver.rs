@@ -911,3 +911,45 @@ async fn a_callback_connection_whose_peer_never_answers_is_dropped_at_the_drain_
     tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
     drop(peer);
 }
+
+/// The callback driver is woken once per message it echoes — by the message coming in — and not
+/// a second time by its own handler's reply, which it takes from the queue itself once the
+/// handler returns (a wake-up for it would only poll the connection's task again for nothing).
+#[tokio::test]
+async fn a_callback_echo_wakes_its_task_once_a_message() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::future::Future;
+    use std::task::{Wake, Waker};
+
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    const COUNT: usize = 20;
+    let reg = registry();
+    let accepted = reg.accept(ConnectionMeta::new("/ws")).unwrap();
+    let (transport, mut peer) = memory::pair();
+    let mut task = Box::pin(accepted.run_callback(transport, echo_callback));
+    let wakes = Arc::new(Wakes::default());
+    let waker = Waker::from(wakes.clone());
+    let mut cx = Context::from_waker(&waker);
+    assert!(task.as_mut().poll(&mut cx).is_pending());
+    for i in 0..COUNT {
+        peer.send(format!("{i}")).unwrap();
+        assert!(task.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(peer.recv().await, Some(Message::text(format!("{i}"))));
+    }
+    assert_eq!(
+        wakes.0.load(Ordering::Relaxed),
+        COUNT,
+        "wake-ups for {COUNT} echoes"
+    );
+    assert_eq!(reg.snapshot().connections[0].messages_out, COUNT as u64);
+}
