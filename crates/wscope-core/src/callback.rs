@@ -208,7 +208,11 @@ async fn drive<D, H>(
                         // wakes no one).
                         let woken = ready.as_mut().poll(cx).is_ready();
                         if woken {
+                            // The next one must be polled (registered) before this poll ends,
+                            // even when nothing was queued after all (a wake-up whose messages
+                            // an earlier drain took).
                             ready.set(conn.outbound_ready());
+                            moved = true;
                         }
                         if woken | me.socket.sent.swap(false, Ordering::Relaxed) {
                             if let Some(closing) = me.take_outbound() {

@@ -917,8 +917,8 @@ async fn a_callback_connection_whose_peer_never_answers_is_dropped_at_the_drain_
 /// handler returns (a wake-up for it would only poll the connection's task again for nothing).
 #[tokio::test]
 async fn a_callback_echo_wakes_its_task_once_a_message() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::future::Future;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::task::{Wake, Waker};
 
     #[derive(Default)]
@@ -952,4 +952,36 @@ async fn a_callback_echo_wakes_its_task_once_a_message() {
         "wake-ups for {COUNT} echoes"
     );
     assert_eq!(reg.snapshot().connections[0].messages_out, COUNT as u64);
+}
+
+/// Every broadcast queued from another task reaches a callback connection, however the
+/// wake-ups fall: a wake-up whose messages an earlier drain already took must still leave the
+/// driver waiting for the next (it once stalled after the first few, here after 8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_connection_gets_every_broadcast_queued_from_another_task() {
+    const COUNT: usize = 2000;
+    let reg = registry();
+    let accepted = reg.accept(ConnectionMeta::new("/chat")).unwrap();
+    let (transport, mut peer) = memory::pair();
+    tokio::spawn(accepted.run_callback(transport, |_: &CallbackSocket, _: Message| {}));
+    wait_until("open", || reg.snapshot().connections.len() == 1).await;
+    let sender = {
+        let reg = reg.clone();
+        tokio::spawn(async move {
+            for i in 0..COUNT {
+                reg.broadcast(Some("/chat"), &Message::text(format!("{i}")));
+                // Bursts of 7: several wake-ups' messages taken by one drain.
+                if i % 7 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+    };
+    for i in 0..COUNT {
+        let got = tokio::time::timeout(WAIT, peer.recv())
+            .await
+            .unwrap_or_else(|_| panic!("stalled after {i} broadcasts"));
+        assert_eq!(got, Some(Message::text(format!("{i}"))));
+    }
+    sender.await.unwrap();
 }
