@@ -164,11 +164,11 @@ async fn drive<D, H>(
     H: OnMessage,
 {
     let mut duplex = pin!(duplex);
-    // Everything that holds the connection lives in this block: a failed connection's entry is
-    // gone when it ends, though the task lingers on.
     // A failed connection is read out for as long as a closing one waits for its peer, at most
     // LINGER.
     let linger_for = conn.close_timeout().min(LINGER);
+    // Everything that holds the connection lives in this block: a failed connection's entry is
+    // gone when it ends, though the task reads on.
     let linger = {
         conn.mark_open();
         let mut me = Driver {
