@@ -164,9 +164,6 @@ async fn drive<D, H>(
     H: OnMessage,
 {
     let mut duplex = pin!(duplex);
-    // A failed connection is read out for as long as a closing one waits for its peer, at most
-    // LINGER.
-    let linger_for = conn.close_timeout().min(LINGER);
     // Everything that holds the connection lives in this block: a failed connection's entry is
     // gone when it ends, though the task reads on.
     let linger = {
@@ -179,16 +176,18 @@ async fn drive<D, H>(
             room: None,
             reading: true,
             writer_up: true,
+            woken: false,
             batch: Vec::new(),
             progress: None,
         };
-        // One cancellation future and one readiness future for the connection's life: registered
-        // with their notifiers once, not per message.
-        let mut cancelled = pin!(conn.cancelled());
+        // One waiter for the connection's life, registered with its notifier once, not per
+        // message: a message queued by another task and an abort both wake it (the abort bit is
+        // read every round). It is polled in every round, a write in progress or not, so that
+        // an abort reaches a connection whose peer reads nothing.
         let mut ready = pin!(conn.outbound_ready());
         let open = future::poll_fn(|cx| {
             for _ in 0..ROUNDS {
-                if cancelled.as_mut().poll(cx).is_ready() {
+                if conn.is_aborted() {
                     me.aborted();
                     return Poll::Ready(Open::Over);
                 }
@@ -202,22 +201,24 @@ async fn drive<D, H>(
                         Poll::Pending => break,
                     }
                 }
+                if ready.as_mut().poll(cx).is_ready() {
+                    // Woken by another sender (or an abort, seen next round). The next waiter
+                    // must be polled (registered) before this poll ends, even when nothing was
+                    // queued after all (a wake-up whose messages an earlier drain took): the
+                    // round goes on.
+                    ready.set(conn.outbound_ready());
+                    me.woken = true;
+                    moved = true;
+                }
                 if me.writer_up {
-                    if me.progress.is_none() {
-                        // Woken by another sender, or the handler queued something (which
-                        // wakes no one).
-                        let woken = ready.as_mut().poll(cx).is_ready();
-                        if woken {
-                            // The next one must be polled (registered) before this poll ends,
-                            // even when nothing was queued after all (a wake-up whose messages
-                            // an earlier drain took).
-                            ready.set(conn.outbound_ready());
-                            moved = true;
-                        }
-                        if woken | me.socket.sent.swap(false, Ordering::Relaxed) {
-                            if let Some(closing) = me.take_outbound() {
-                                return Poll::Ready(Open::Close(closing));
-                            }
+                    // Something was queued by another sender, or by the handler (which wakes
+                    // no one): taken once the batch in hand is written.
+                    if me.progress.is_none()
+                        && (std::mem::take(&mut me.woken)
+                            | me.socket.sent.swap(false, Ordering::Relaxed))
+                    {
+                        if let Some(closing) = me.take_outbound() {
+                            return Poll::Ready(Open::Close(closing));
                         }
                     }
                     match me.poll_write(cx, duplex.as_mut()) {
@@ -243,11 +244,13 @@ async fn drive<D, H>(
         .await;
         match open {
             // Once per connection: boxed, so its timers do not enlarge every idle task.
-            Open::Close(closing) => Box::pin(me.close(closing, duplex.as_mut(), cancelled)).await,
+            Open::Close(closing) => Box::pin(me.close(closing, duplex.as_mut())).await,
             Open::Over => false,
         }
     };
     if linger {
+        // For as long as a closing connection waits for its peer, at most LINGER.
+        let linger_for = conn.close_timeout().min(LINGER);
         Box::pin(read_out(duplex, linger_for)).await;
     }
 }
@@ -288,6 +291,8 @@ struct Driver<'c, H> {
     reading: bool,
     /// Writes still go out (not once one failed after the peer's close).
     writer_up: bool,
+    /// The waiter fired: something may be queued, to take once the batch in hand is written.
+    woken: bool,
     /// What is being written, and how far it has come (`None`: nothing).
     batch: Vec<Message>,
     progress: Option<Progress>,
@@ -383,13 +388,10 @@ impl<H: OnMessage> Driver<'_, H> {
     /// calling the handler with what comes: the reply ends the stream, and the connection.
     ///
     /// True when the connection was failed (no handshake awaited) and should be read out.
-    async fn close<D: Duplex>(
-        mut self,
-        closing: Closing,
-        mut duplex: Pin<&mut D>,
-        mut cancelled: Pin<&mut impl Future<Output = ()>>,
-    ) -> bool {
+    async fn close<D: Duplex>(mut self, closing: Closing, mut duplex: Pin<&mut D>) -> bool {
         let conn = self.conn;
+        // Once per connection, in this boxed future: the open loop's waiter is gone.
+        let mut cancelled = pin!(conn.cancelled());
         let timeout = conn.close_timeout();
         let mut close = match closing {
             Closing::Send(frame) => Some(frame),

@@ -405,6 +405,13 @@ impl Connection {
         self.entry.aborted().await
     }
 
+    /// The connection was dropped at once ([`Connection::abort`]): what
+    /// [`Connection::cancelled`] waits for, read without waiting. An abort also wakes
+    /// [`Connection::outbound_ready`].
+    pub(crate) fn is_aborted(&self) -> bool {
+        self.entry.is_aborted()
+    }
+
     /// Drops the connection at once: readers and writers waiting on [`Connection::cancelled`] stop.
     pub(crate) fn abort(&self) {
         self.entry.abort();

@@ -224,6 +224,12 @@ impl Outbox {
         first
     }
 
+    /// Wakes the writer as a queued message would, with nothing queued: the connection was
+    /// aborted, and the callback driver, which waits on this alone, must see it.
+    pub(crate) fn wake(&self) {
+        self.ready.notify_one();
+    }
+
     /// Asks the writer to send a ping; false if the connection is closing.
     pub(crate) fn request_ping(&self) -> bool {
         {
