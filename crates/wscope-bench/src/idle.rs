@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde::Serialize;
-use wscope_core::units::{parse_count, parse_duration};
+use wscope_core::units::{parse_count, parse_duration, parse_size};
 
 use crate::checkpoint::Checkpoint;
 use crate::connect;
@@ -56,6 +56,12 @@ pub struct IdleOptions {
     /// How long to hold the connections open before reading the server's memory and closing.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub hold: Duration,
+    /// Before the hold, each connection sends one binary message of SIZE bytes (`1MiB`) and
+    /// reads its echo, --handshake-concurrency connections at a time: the memory figure is then
+    /// what an idle connection keeps once a large message has passed through it. Off by
+    /// default; the server must echo (`wscope serve`'s `/ws`).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub message: Option<usize>,
     /// Options every mode shares (`--pid` gives bytes per connection).
     #[command(flatten)]
     pub common: CommonOptions,
@@ -98,6 +104,10 @@ pub struct IdleReport {
     pub hold_secs: f64,
     /// Connections still open at the end of the hold.
     pub held: usize,
+    /// Bytes of the one message each connection echoed before the hold (`--message`; 0: none).
+    pub message_bytes: usize,
+    /// Connections whose message was not echoed (closed, reset or timed out): not held.
+    pub message_failures: u64,
     /// Connections the server closed or reset while they were held.
     pub dropped: usize,
     /// Why they were dropped, with how many for each reason: a close frame's code and reason
@@ -151,6 +161,16 @@ impl Report for IdleReport {
                 None => report::int(self.failed),
             },
         ));
+        if self.message_bytes > 0 {
+            rows.push((
+                "echoed first".to_owned(),
+                format!(
+                    "one message of {} each ({} not echoed)",
+                    report::bytes(self.message_bytes as f64),
+                    report::int(self.message_failures)
+                ),
+            ));
+        }
         rows.push((
             "held".to_owned(),
             format!(
@@ -207,14 +227,17 @@ pub async fn idle(mut opts: IdleOptions) -> Result<IdleReport, BenchError> {
         .open(opts.connections, opts.handshake_concurrency, "handshakes")
         .await?;
     let usage = before.usage_until(&session.probe());
-    let hold = hold(&session, opened.count, opts.hold).await;
-    let held = opened
-        .count
-        .saturating_sub(opened.keeper.drops().total() as usize);
+    let (keeper, message_failures) = match opts.message {
+        None => (opened.keeper, 0),
+        Some(size) => echo_each(&session, opened.keeper, size, opts.handshake_concurrency).await,
+    };
+    let count = opened.count.saturating_sub(message_failures as usize);
+    let hold = hold(&session, count, opts.hold).await;
+    let held = count.saturating_sub(keeper.drops().total() as usize);
     let usage = usage.with_rss_at(&session.probe());
     // The keeper goes on reading (and answering pings) through the checkpoint.
     session.pause(opts.checkpoint.take()).await;
-    let kept = opened.keeper.stop().await;
+    let kept = keeper.stop().await;
     let unclean_closes = connect::close_all(kept.conns).await;
 
     let open_secs = opened.elapsed.as_secs_f64();
@@ -231,6 +254,8 @@ pub async fn idle(mut opts: IdleOptions) -> Result<IdleReport, BenchError> {
         handshake_latency: LatencySummary::from(&opened.handshakes),
         hold_secs: hold.secs,
         held,
+        message_bytes: opts.message.unwrap_or(0),
+        message_failures,
         dropped: kept.drops.total() as usize,
         drop_reasons: kept.drops.reasons().clone(),
         unclean_closes,
@@ -241,6 +266,60 @@ pub async fn idle(mut opts: IdleOptions) -> Result<IdleReport, BenchError> {
         usage,
         timed_out: opened.timed_out || session.deadline().passed(),
     })
+}
+
+/// Takes the connections from `keeper`, has each echo one binary message of `size` bytes
+/// (`concurrency` at a time, behind a bar) and hands those that did to a new keeper; counts
+/// those that did not (the server closed one, or the run's deadline came first). Those the old
+/// keeper saw dropped count as failures too.
+async fn echo_each(
+    session: &Session,
+    keeper: crate::keeper::Keeper,
+    size: usize,
+    concurrency: usize,
+) -> (crate::keeper::Keeper, u64) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let kept = keeper.stop().await;
+    let total = kept.drops.total() + kept.conns.len() as u64;
+    let mut echoed_count = 0;
+    let bar = session.bar(Steps::Count(kept.conns.len() as u64), "messages");
+    let payload = tokio_tungstenite::tungstenite::Bytes::from(vec![b'x'; size]);
+    let deadline = session.deadline();
+    let echoes = futures_util::stream::iter(kept.conns)
+        .map(|mut ws| {
+            let payload = payload.clone();
+            async move {
+                ws.send(Message::Binary(payload)).await.ok()?;
+                loop {
+                    match ws.next().await? {
+                        Ok(Message::Binary(echo)) if echo.len() == size => return Some(ws),
+                        Ok(Message::Ping(_) | Message::Pong(_)) => {}
+                        _ => return None,
+                    }
+                }
+            }
+        })
+        .buffer_unordered(concurrency.max(1));
+    let keeper = crate::keeper::Keeper::start();
+    let echoed = async {
+        let mut echoes = std::pin::pin!(echoes);
+        while let Some(done) = echoes.next().await {
+            if let Some(ws) = done {
+                keeper.hold(ws);
+                echoed_count += 1;
+            }
+            bar.inc(1);
+        }
+    };
+    tokio::select! {
+        () = echoed => {}
+        _ = deadline.reached() => {}
+    }
+    bar.finish_and_clear();
+    // Those not echoed before the deadline are dropped with the stream: failures too.
+    (keeper, total - echoed_count)
 }
 
 /// What the hold took.
