@@ -108,6 +108,8 @@ pub struct IdleReport {
     pub message_bytes: usize,
     /// Connections whose message was not echoed (closed, reset or timed out): not held.
     pub message_failures: u64,
+    /// Why the first of those was not (a close's code and reason, say).
+    pub message_error: Option<String>,
     /// Connections the server closed or reset while they were held.
     pub dropped: usize,
     /// Why they were dropped, with how many for each reason: a close frame's code and reason
@@ -165,9 +167,13 @@ impl Report for IdleReport {
             rows.push((
                 "echoed first".to_owned(),
                 format!(
-                    "one message of {} each ({} not echoed)",
+                    "one message of {} each ({} not echoed{})",
                     report::bytes(self.message_bytes as f64),
-                    report::int(self.message_failures)
+                    report::int(self.message_failures),
+                    match &self.message_error {
+                        Some(e) => format!("; first: {e}"),
+                        None => String::new(),
+                    }
                 ),
             ));
         }
@@ -217,8 +223,14 @@ pub async fn idle(mut opts: IdleOptions) -> Result<IdleReport, BenchError> {
         sender_url: None,
         connections: opts.connections,
         read_buffer: READ_BUFFER,
-        // Opening at a pessimistic 1,000 handshakes/s, then the hold.
-        planned: Duration::from_millis(opts.connections as u64).saturating_add(opts.hold),
+        // Opening at a pessimistic 1,000 handshakes/s, each message there and back at a
+        // pessimistic 32 MiB/s, then the hold.
+        planned: Duration::from_millis(opts.connections as u64)
+            .saturating_add(Duration::from_secs_f64(
+                (opts.message.unwrap_or(0) as f64 * 2.0 * opts.connections as f64)
+                    / f64::from(32 << 20),
+            ))
+            .saturating_add(opts.hold),
         common: &opts.common,
     })
     .await?;
@@ -227,8 +239,8 @@ pub async fn idle(mut opts: IdleOptions) -> Result<IdleReport, BenchError> {
         .open(opts.connections, opts.handshake_concurrency, "handshakes")
         .await?;
     let usage = before.usage_until(&session.probe());
-    let (keeper, message_failures) = match opts.message {
-        None => (opened.keeper, 0),
+    let (keeper, message_failures, message_error) = match opts.message {
+        None => (opened.keeper, 0, None),
         Some(size) => echo_each(&session, opened.keeper, size, opts.handshake_concurrency).await,
     };
     let count = opened.count.saturating_sub(message_failures as usize);
@@ -256,6 +268,7 @@ pub async fn idle(mut opts: IdleOptions) -> Result<IdleReport, BenchError> {
         held,
         message_bytes: opts.message.unwrap_or(0),
         message_failures,
+        message_error,
         dropped: kept.drops.total() as usize,
         drop_reasons: kept.drops.reasons().clone(),
         unclean_closes,
@@ -270,56 +283,95 @@ pub async fn idle(mut opts: IdleOptions) -> Result<IdleReport, BenchError> {
 
 /// Takes the connections from `keeper`, has each echo one binary message of `size` bytes
 /// (`concurrency` at a time, behind a bar) and hands those that did to a new keeper; counts
-/// those that did not (the server closed one, or the run's deadline came first). Those the old
-/// keeper saw dropped count as failures too.
+/// those that did not (the server closed one, or the run's deadline came first), with the first
+/// one's reason. Those the old keeper saw dropped count as failures too. A connection waiting
+/// for its turn goes on reading, so that it answers the server's pings meanwhile.
 async fn echo_each(
     session: &Session,
     keeper: crate::keeper::Keeper,
     size: usize,
     concurrency: usize,
-) -> (crate::keeper::Keeper, u64) {
+) -> (crate::keeper::Keeper, u64, Option<String>) {
+    let kept = keeper.stop().await;
+    let total = kept.drops.total() + kept.conns.len() as u64;
+    let mut echoed = 0;
+    let mut first_error = None;
+    let bar = session.bar(Steps::Count(kept.conns.len() as u64), "messages");
+    let payload = tokio_tungstenite::tungstenite::Bytes::from(vec![b'x'; size]);
+    let turns = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for ws in kept.conns {
+        tasks.spawn(echo_one(ws, turns.clone(), payload.clone()));
+    }
+    let keeper = crate::keeper::Keeper::start();
+    let deadline = session.deadline();
+    loop {
+        let done = tokio::select! {
+            done = tasks.join_next() => done,
+            _ = deadline.reached() => break,
+        };
+        match done {
+            None => break,
+            Some(Ok(Ok(ws))) => {
+                keeper.hold(ws);
+                echoed += 1;
+            }
+            Some(Ok(Err(e))) => {
+                first_error.get_or_insert(e);
+            }
+            Some(Err(e)) => {
+                first_error.get_or_insert(format!("echo task failed: {e}"));
+            }
+        }
+        bar.inc(1);
+    }
+    // Those not echoed before the deadline are dropped with their tasks: failures too.
+    tasks.abort_all();
+    bar.finish_and_clear();
+    (keeper, total - echoed, first_error)
+}
+
+/// Waits for a turn while reading `ws` (which answers pings), then sends `payload` and reads
+/// until its echo comes back whole.
+async fn echo_one(
+    mut ws: crate::ws::Ws,
+    turns: std::sync::Arc<tokio::sync::Semaphore>,
+    payload: tokio_tungstenite::tungstenite::Bytes,
+) -> Result<crate::ws::Ws, String> {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
 
-    let kept = keeper.stop().await;
-    let total = kept.drops.total() + kept.conns.len() as u64;
-    let mut echoed_count = 0;
-    let bar = session.bar(Steps::Count(kept.conns.len() as u64), "messages");
-    let payload = tokio_tungstenite::tungstenite::Bytes::from(vec![b'x'; size]);
-    let deadline = session.deadline();
-    let echoes = futures_util::stream::iter(kept.conns)
-        .map(|mut ws| {
-            let payload = payload.clone();
-            async move {
-                ws.send(Message::Binary(payload)).await.ok()?;
-                loop {
-                    match ws.next().await? {
-                        Ok(Message::Binary(echo)) if echo.len() == size => return Some(ws),
-                        Ok(Message::Ping(_) | Message::Pong(_)) => {}
-                        _ => return None,
-                    }
+    let size = payload.len();
+    let unexpected =
+        |read: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>| -> String {
+            match read {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    format!("closed: {} {}", u16::from(frame.code), frame.reason)
                 }
+                Some(Ok(other)) => format!("not the echo: {other:?}"),
+                Some(Err(e)) => e.to_string(),
+                None => "the server closed the stream".to_owned(),
             }
-        })
-        .buffer_unordered(concurrency.max(1));
-    let keeper = crate::keeper::Keeper::start();
-    let echoed = async {
-        let mut echoes = std::pin::pin!(echoes);
-        while let Some(done) = echoes.next().await {
-            if let Some(ws) = done {
-                keeper.hold(ws);
-                echoed_count += 1;
-            }
-            bar.inc(1);
+        };
+    let _turn = loop {
+        tokio::select! {
+            turn = turns.clone().acquire_owned() => break turn.map_err(|e| e.to_string())?,
+            read = ws.next() => match read {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                other => return Err(unexpected(other)),
+            },
         }
     };
-    tokio::select! {
-        () = echoed => {}
-        _ = deadline.reached() => {}
+    ws.send(Message::Binary(payload))
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(echo))) if echo.len() == size => return Ok(ws),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => return Err(unexpected(other)),
+        }
     }
-    bar.finish_and_clear();
-    // Those not echoed before the deadline are dropped with the stream: failures too.
-    (keeper, total - echoed_count)
 }
 
 /// What the hold took.
