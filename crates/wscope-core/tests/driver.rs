@@ -731,6 +731,58 @@ async fn a_callback_connection_over_its_message_rate_is_failed_with_1008() {
 }
 
 #[tokio::test]
+async fn a_connection_over_its_message_rate_is_read_out_after_its_entry_is_gone() {
+    a_connection_over_its_rate_is_read_out_after_its_entry_is_gone(false).await;
+}
+
+#[tokio::test]
+async fn a_callback_connection_over_its_message_rate_is_read_out_after_its_entry_is_gone() {
+    a_connection_over_its_rate_is_read_out_after_its_entry_is_gone(true).await;
+}
+
+/// A connection failed with 1008 for its rate leaves the registry at once, yet what its peer
+/// still sends is read (the memory transport refuses a peer's frame once its reader is dropped,
+/// as a socket with unread bytes is reset) until the peer answers the close.
+async fn a_connection_over_its_rate_is_read_out_after_its_entry_is_gone(callback: bool) {
+    let (clock, _manual) = Clock::manual();
+    let reg = Registry::with_config(
+        RegistryConfig::default()
+            .cleanup_interval(Duration::ZERO)
+            .stats_interval(Duration::ZERO)
+            .max_messages_per_second(3)
+            .drain_timeout(Duration::from_secs(30))
+            .clock(clock),
+    );
+    let accepted = reg.accept(ConnectionMeta::new("/ws")).unwrap();
+    let (transport, mut peer) = memory::pair();
+    let task = tokio::spawn(run_echo(accepted, transport, callback));
+    // The clock stands still: a burst of a second's worth, then over the rate.
+    for i in 0..4 {
+        peer.send(format!("{i}")).unwrap();
+    }
+    for i in 0..3 {
+        assert_eq!(peer.recv().await, Some(Message::text(format!("{i}"))));
+    }
+    match peer.recv().await {
+        Some(Message::Close(Some(f))) => assert_eq!(f.code.as_u16(), 1008),
+        other => panic!("expected the 1008 close, got {other:?}"),
+    }
+    wait_until("the entry leaves", || reg.connection_count() == 0).await;
+    let s = reg.snapshot();
+    assert_eq!((s.total_connections, s.closed_by.limit), (0, 1));
+    assert_eq!(reg.recently_closed(None)[0].code, Some(1008));
+    // The flood goes on after the close: read and dropped, not refused.
+    for i in 4..100 {
+        peer.send(format!("{i}")).expect("the peer is still read");
+    }
+    // The peer's answer ends the read-out, and with it the transport.
+    peer.close(None).unwrap();
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    wait_until("the transport is dropped", || peer.send("late").is_err()).await;
+    assert_eq!(reg.recently_closed(None)[0].messages_in, 4);
+}
+
+#[tokio::test]
 async fn a_drain_closes_a_callback_connection_with_1001() {
     let reg = registry();
     let accepted = reg.accept(ConnectionMeta::new("/ws")).unwrap();
