@@ -732,26 +732,68 @@ async fn a_connection_over_its_rate_is_read_out_after_its_entry_is_gone(callback
     for i in 0..3 {
         assert_eq!(peer.recv().await, Some(Message::text(format!("{i}"))));
     }
+    read_out_after_its_entry_is_gone(&reg, &mut peer, "message rate exceeded", task).await;
+    assert_eq!(reg.recently_closed(None)[0].messages_in, 4);
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_read_out_after_its_entry_is_gone() {
+    a_slow_consumer_is_read_out_after_its_entry_is_gone_on(false).await;
+}
+
+#[tokio::test]
+async fn a_callback_slow_consumer_is_read_out_after_its_entry_is_gone() {
+    a_slow_consumer_is_read_out_after_its_entry_is_gone_on(true).await;
+}
+
+/// A connection failed from outside its task — a broadcast finds its queue full — is read out
+/// too: an async handler's socket, waiting in `recv`, sees the connection end and lets go of
+/// its reader to the read-out rather than dropping it.
+async fn a_slow_consumer_is_read_out_after_its_entry_is_gone_on(callback: bool) {
+    let reg = Registry::with_config(
+        RegistryConfig::default()
+            .cleanup_interval(Duration::ZERO)
+            .stats_interval(Duration::ZERO)
+            .queue_capacity(2)
+            .drain_timeout(Duration::from_secs(30)),
+    );
+    let accepted = reg.accept(ConnectionMeta::new("/chat")).unwrap();
+    let handle = accepted.handle();
+    // Queued before the connection runs, past its capacity.
+    for i in 0..3 {
+        let _ = handle.send(format!("{i}"));
+    }
+    let (transport, mut peer) = memory::pair();
+    let task = tokio::spawn(run_echo(accepted, transport, callback));
+    read_out_after_its_entry_is_gone(&reg, &mut peer, "slow consumer", task).await;
+}
+
+/// `peer` gets the 1008 close (with `reason`) of a connection failed for a limit; the entry
+/// leaves, counted as closed by the limit, while what the peer still sends is read and dropped,
+/// not refused; the peer's answer ends the read-out (`task` runs the connection), and with it
+/// the transport.
+async fn read_out_after_its_entry_is_gone(
+    reg: &Registry,
+    peer: &mut memory::MemoryPeer,
+    reason: &str,
+    task: tokio::task::JoinHandle<()>,
+) {
     match peer.recv().await {
-        Some(Message::Close(Some(f))) => assert_eq!(
-            (f.code.as_u16(), f.reason.as_str()),
-            (1008, "message rate exceeded")
-        ),
+        Some(Message::Close(Some(f))) => {
+            assert_eq!((f.code.as_u16(), f.reason.as_str()), (1008, reason))
+        }
         other => panic!("expected the 1008 close, got {other:?}"),
     }
     wait_until("the entry leaves", || reg.connection_count() == 0).await;
     let s = reg.snapshot();
     assert_eq!((s.total_connections, s.closed_by.limit), (0, 1));
     assert_eq!(reg.recently_closed(None)[0].code, Some(1008));
-    // The flood goes on after the close: read and dropped, not refused.
-    for i in 4..100 {
+    for i in 0..100 {
         peer.send(format!("{i}")).expect("the peer is still read");
     }
-    // The peer's answer ends the read-out, and with it the transport.
     peer.close(None).unwrap();
     tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
     wait_until("the transport is dropped", || peer.send("late").is_err()).await;
-    assert_eq!(reg.recently_closed(None)[0].messages_in, 4);
 }
 
 #[tokio::test]
