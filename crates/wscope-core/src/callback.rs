@@ -28,6 +28,7 @@ use crate::connection::Connection;
 use crate::driver::{account, close_for_panic, gone, Accepted, Ended, MessageRate, Progress, Read};
 use crate::message::Message;
 use crate::outbox::{Closing, SendError};
+use crate::readout;
 use crate::state::{ConnectionState, PING_PAYLOAD};
 use crate::transport::{Duplex, Role, Transport, TransportError};
 
@@ -164,8 +165,8 @@ async fn drive<D, H>(
     H: OnMessage,
 {
     let mut duplex = pin!(duplex);
-    // Everything that holds the connection lives in this block: a failed connection's entry is
-    // gone when it ends, though the task reads on.
+    // Everything that holds the connection lives in this block, and the driver's own hold goes
+    // right after it: a failed connection's entry is gone before it is read out.
     let linger = {
         conn.mark_open();
         let mut me = Driver {
@@ -248,33 +249,13 @@ async fn drive<D, H>(
             Open::Over => false,
         }
     };
-    if linger {
-        // For as long as a closing connection waits for its peer, at most LINGER.
-        let linger_for = conn.close_timeout().min(LINGER);
-        Box::pin(read_out(duplex, linger_for)).await;
+    // Read before the hold goes: for as long as a closing connection waits for its peer, at
+    // most LINGER.
+    let linger_for = linger.then(|| readout::linger_for(&conn));
+    drop(conn);
+    if let Some(within) = linger_for {
+        Box::pin(readout::read_out(duplex, within)).await;
     }
-}
-
-/// How long a connection failed by the driver is read on after its close frame, at most (and no
-/// longer than the close timeout), and how many frames.
-const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
-const LINGER_FRAMES: usize = 4096;
-
-/// Reads and drops what the peer of a failed connection still sends (a flood of messages over
-/// its rate, say), until it answers the close, hangs up, or the linger is over: a socket dropped
-/// with unread bytes is reset, and a reset can overtake the close frame, so that the peer never
-/// learns why it was closed. The connection's entry is gone by then; the engine answers nothing
-/// more.
-async fn read_out<D: Duplex>(mut duplex: Pin<&mut D>, within: std::time::Duration) {
-    let read = async {
-        for _ in 0..LINGER_FRAMES {
-            match future::poll_fn(|cx| duplex.as_mut().poll_next(cx)).await {
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => break,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(within, read).await;
 }
 
 /// The callback driver's state between polls.

@@ -73,7 +73,8 @@
 //! - `connection`: the public [`ConnectionHandle`] and the drop-guarded connection the driver
 //!   owns (its state machine's steps are crate-private); `drain`: the drain on shutdown;
 //!   `background`: the sweep, pings, timeouts and observer ticks.
-//! - `driver`: [`Accepted`] and [`TrackedSocket`] — the one state machine every connection runs.
+//! - `driver`: [`Accepted`] and [`TrackedSocket`] — the one state machine every connection runs;
+//!   `readout`: how both drivers read out a connection they failed before dropping its socket.
 //! - `registry`: [`Registry`], the public handle — admit, register, count, snapshot, close,
 //!   ban, kick, shutdown.
 //! - Readers above it: `wire` (the admin API's other JSON types), `listing`
@@ -112,6 +113,7 @@ mod order;
 mod outbox;
 mod paths;
 pub mod query;
+mod readout;
 mod recent;
 mod registry;
 mod shared;

@@ -700,18 +700,31 @@ async fn a_panicking_callback_is_closed_with_1011_and_not_called_again() {
 }
 
 #[tokio::test]
-async fn a_callback_connection_over_its_message_rate_is_failed_with_1008() {
+async fn a_connection_over_its_message_rate_is_read_out_after_its_entry_is_gone() {
+    a_connection_over_its_rate_is_read_out_after_its_entry_is_gone(false).await;
+}
+
+#[tokio::test]
+async fn a_callback_connection_over_its_message_rate_is_read_out_after_its_entry_is_gone() {
+    a_connection_over_its_rate_is_read_out_after_its_entry_is_gone(true).await;
+}
+
+/// A connection over its message rate is failed with 1008 and leaves the registry at once, yet
+/// what its peer still sends is read (the memory transport refuses a peer's frame once its reader is dropped,
+/// as a socket with unread bytes is reset) until the peer answers the close.
+async fn a_connection_over_its_rate_is_read_out_after_its_entry_is_gone(callback: bool) {
     let (clock, _manual) = Clock::manual();
     let reg = Registry::with_config(
         RegistryConfig::default()
             .cleanup_interval(Duration::ZERO)
             .stats_interval(Duration::ZERO)
             .max_messages_per_second(3)
+            .drain_timeout(Duration::from_secs(30))
             .clock(clock),
     );
     let accepted = reg.accept(ConnectionMeta::new("/ws")).unwrap();
     let (transport, mut peer) = memory::pair();
-    let task = tokio::spawn(accepted.run_callback(transport, echo_callback));
+    let task = tokio::spawn(run_echo(accepted, transport, callback));
     // The clock stands still: a burst of a second's worth, then over the rate.
     for i in 0..4 {
         peer.send(format!("{i}")).unwrap();
@@ -719,15 +732,68 @@ async fn a_callback_connection_over_its_message_rate_is_failed_with_1008() {
     for i in 0..3 {
         assert_eq!(peer.recv().await, Some(Message::text(format!("{i}"))));
     }
+    read_out_after_its_entry_is_gone(&reg, &mut peer, "message rate exceeded", task).await;
+    assert_eq!(reg.recently_closed(None)[0].messages_in, 4);
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_read_out_after_its_entry_is_gone() {
+    a_slow_consumer_is_read_out_after_its_entry_is_gone_on(false).await;
+}
+
+#[tokio::test]
+async fn a_callback_slow_consumer_is_read_out_after_its_entry_is_gone() {
+    a_slow_consumer_is_read_out_after_its_entry_is_gone_on(true).await;
+}
+
+/// A connection failed from outside its task — a broadcast finds its queue full — is read out
+/// too: an async handler's socket, waiting in `recv`, sees the connection end and lets go of
+/// its reader to the read-out rather than dropping it.
+async fn a_slow_consumer_is_read_out_after_its_entry_is_gone_on(callback: bool) {
+    let reg = Registry::with_config(
+        RegistryConfig::default()
+            .cleanup_interval(Duration::ZERO)
+            .stats_interval(Duration::ZERO)
+            .queue_capacity(2)
+            .drain_timeout(Duration::from_secs(30)),
+    );
+    let accepted = reg.accept(ConnectionMeta::new("/chat")).unwrap();
+    let handle = accepted.handle();
+    // Queued before the connection runs, past its capacity.
+    for i in 0..3 {
+        let _ = handle.send(format!("{i}"));
+    }
+    let (transport, mut peer) = memory::pair();
+    let task = tokio::spawn(run_echo(accepted, transport, callback));
+    read_out_after_its_entry_is_gone(&reg, &mut peer, "slow consumer", task).await;
+}
+
+/// `peer` gets the 1008 close (with `reason`) of a connection failed for a limit; the entry
+/// leaves, counted as closed by the limit, while what the peer still sends is read and dropped,
+/// not refused; the peer's answer ends the read-out (`task` runs the connection), and with it
+/// the transport.
+async fn read_out_after_its_entry_is_gone(
+    reg: &Registry,
+    peer: &mut memory::MemoryPeer,
+    reason: &str,
+    task: tokio::task::JoinHandle<()>,
+) {
     match peer.recv().await {
-        Some(Message::Close(Some(f))) => assert_eq!(
-            (f.code.as_u16(), f.reason.as_str()),
-            (1008, "message rate exceeded")
-        ),
+        Some(Message::Close(Some(f))) => {
+            assert_eq!((f.code.as_u16(), f.reason.as_str()), (1008, reason))
+        }
         other => panic!("expected the 1008 close, got {other:?}"),
     }
+    wait_until("the entry leaves", || reg.connection_count() == 0).await;
+    let s = reg.snapshot();
+    assert_eq!((s.total_connections, s.closed_by.limit), (0, 1));
+    assert_eq!(reg.recently_closed(None)[0].code, Some(1008));
+    for i in 0..100 {
+        peer.send(format!("{i}")).expect("the peer is still read");
+    }
+    peer.close(None).unwrap();
     tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
-    assert_eq!(reg.snapshot().closed_by.limit, 1);
+    wait_until("the transport is dropped", || peer.send("late").is_err()).await;
 }
 
 #[tokio::test]
