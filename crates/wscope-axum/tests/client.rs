@@ -273,9 +273,7 @@ async fn a_client_masks_what_it_sends_and_refuses_what_a_server_may_not_send() {
 /// `memoryBytes` of at least that half (the engines behind the guard count the declared size),
 /// and 0 once the message is whole.
 async fn a_stalled_large_message_shows_in_the_client_entrys_memory_bytes_until_it_is_whole() {
-    const SIZE: usize = 600 << 10;
-    let message = unrepeating(SIZE);
-    let framed = raw::frame_with(raw::FIN | raw::BINARY, &message, None);
+    let (message, framed) = large_message();
     let (head, rest) = framed.split_at(framed.len() - SIZE / 2);
     let (url, accepted) = raw_server().await;
     let upstreams = test_registry();
@@ -319,11 +317,17 @@ async fn a_stalled_large_message_shows_in_the_client_entrys_memory_bytes_until_i
     wait_count(&upstreams, 0).await;
 }
 
-/// `len` bytes that do not repeat in a short period (a payload of zeros would read the same).
-fn unrepeating(len: usize) -> Vec<u8> {
-    (0..len as u32)
+/// The size of the message the stalling servers send half of.
+const SIZE: usize = 600 << 10;
+
+/// A binary message of [`SIZE`] bytes that do not repeat in a short period (a payload of zeros
+/// would read the same), and its frame as a server sends it.
+fn large_message() -> (Vec<u8>, Vec<u8>) {
+    let message: Vec<u8> = (0..SIZE as u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
-        .collect()
+        .collect();
+    let framed = raw::frame_with(raw::FIN | raw::BINARY, &message, None);
+    (message, framed)
 }
 
 /// A relay's upstream hop counts in its client's row: an upstream that sends the first part of a
@@ -332,9 +336,7 @@ fn unrepeating(len: usize) -> Vec<u8> {
 /// the message is whole; an upstream that vanishes part-way takes its share with it at once,
 /// while the client's connection is still closing.
 async fn a_relays_upstream_part_way_through_a_large_message_shows_in_the_clients_memory_bytes() {
-    const SIZE: usize = 600 << 10;
-    let message = unrepeating(SIZE);
-    let framed = raw::frame_with(raw::FIN | raw::BINARY, &message, None);
+    let (message, framed) = large_message();
     let (head, rest) = framed.split_at(framed.len() - SIZE / 2);
     let (url, accepted) = raw_server().await;
     let upstream = Upstream::new(url.trim_end_matches("/raw").parse().unwrap()).unwrap();
