@@ -19,8 +19,8 @@ use futures_util::FutureExt as _;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use wscope_core::{
-    Accepted, BoxTransport, CallbackSocket, ConnectionMeta, LabelError, Message, OnMessage, Permit,
-    Refusal, Registry, TrackedSocket,
+    Accepted, BoxTransport, CallbackSocket, ConnectionMeta, HopGauge, LabelError, Message,
+    OnMessage, Permit, Refusal, Registry, TrackedSocket,
 };
 use wscope_engine::{Attempt, Engine, ServerHandshake, SocketConfig};
 
@@ -381,6 +381,7 @@ impl WebSocketUpgrade {
             permit,
             tracking: self.tracking,
             protocols: self.protocols,
+            hop: None,
         })
     }
 }
@@ -396,6 +397,8 @@ pub struct Admitted {
     permit: Permit,
     tracking: Tracking,
     protocols: Vec<String>,
+    /// The second engine that carries the connection on, if any (a proxy's upstream hop).
+    hop: Option<HopGauge>,
 }
 
 impl Admitted {
@@ -412,6 +415,14 @@ impl Admitted {
     /// The registry the socket will be tracked in.
     pub fn registry(&self) -> &Registry {
         &self.tracking.registry
+    }
+
+    /// Counts `hop`'s engine — a second engine that carries the connection on, made before
+    /// it was accepted (a proxy's upstream hop) — in the connection's `memoryBytes`, beside its
+    /// own socket's engine, from the moment its entry is made ([`HopGauge`]).
+    pub fn with_hop(mut self, hop: HopGauge) -> Self {
+        self.hop = Some(hop);
+        self
     }
 
     /// Registers the socket, answers `101` agreeing on `protocol` (which the client must have
@@ -449,6 +460,7 @@ impl Admitted {
             permit,
             tracking,
             protocols: _,
+            hop,
         } = self;
         // The budget's share is the client's as admission counts it (an IPv6 host's network).
         let registry = &tracking.registry;
@@ -466,7 +478,10 @@ impl Admitted {
         // The 101 leaves once this returns, before the task below runs the connection: from
         // here broadcasts queue to it, so a client that has its 101 misses none sent after.
         accepted.mark_answered();
-        let gauge = accepted.memory_gauge();
+        let gauge = match &hop {
+            Some(hop) => accepted.memory_gauge_with(hop),
+            None => accepted.memory_gauge(),
+        };
         // What taking over the socket needs (the settings, the engine's set-up) is boxed: the
         // connection's task lives as long as the connection and would otherwise keep room for
         // it all along (some 200 B of every idle connection).

@@ -79,6 +79,17 @@ impl Accepted {
         self.conn.memory_gauge()
     }
 
+    /// As [`memory_gauge`](Self::memory_gauge), for a connection that a second engine carries
+    /// on (a proxy's upstream hop) and that reports through `hop`: the gauge for this
+    /// connection's own engine. From now on the connection's `memoryBytes` counts both engines,
+    /// starting with what `hop`'s already holds.
+    pub fn memory_gauge_with(
+        &self,
+        hop: &crate::connection::HopGauge,
+    ) -> crate::connection::MemoryGauge {
+        hop.attach(self.conn.entry.clone())
+    }
+
     /// The registry's task tracker: spawn the task that runs this connection on it, so that a
     /// server can wait for every connection task on shutdown.
     pub fn task_tracker(&self) -> &tokio_util::task::TaskTracker {

@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use futures_util::{Sink, Stream};
 use tokio::sync::oneshot;
+use wscope_core::query::ConnectionQuery;
 use wscope_core::CallbackSocket;
 use wscope_core::{
     memory, Bytes, Clock, CloseCode, CloseFrame, ClosedEvent, ConnectionMeta, ConnectionState,
-    Halves, Initiator, Message, Observer, OpenedEvent, Refusal, RefusalKind, RefusedEvent,
-    Registry, RegistryConfig, Role, Transport, TransportError, TransportErrorKind,
+    Halves, HopGauge, Initiator, Message, Observer, OpenedEvent, Refusal, RefusalKind,
+    RefusedEvent, Registry, RegistryConfig, Role, Transport, TransportError, TransportErrorKind,
 };
 
 use wscope_testkit::{wait_until, WAIT};
@@ -539,6 +540,103 @@ async fn what_an_engine_reports_holding_shows_as_memory_bytes_and_in_the_traffic
     let detached = wscope_core::MemoryGauge::detached();
     detached.set(7);
     assert_eq!(detached.get(), 0);
+}
+
+/// Two engines on one connection (a proxy's client and upstream hops): the upstream's reports
+/// before the entry exists show once it is attached, added to the own engine's in the row, the
+/// process total and the `memory` order; each engine's later reports replace its own part only.
+#[tokio::test]
+async fn a_second_hop_attached_late_adds_what_it_holds_to_the_entrys_memory_bytes() {
+    let reg = registry();
+    let hop = HopGauge::new();
+    let upstream = hop.gauge();
+    // The upstream's engine is part-way through a message before the client's entry exists.
+    upstream.set(600 << 10);
+    assert_eq!((upstream.get(), hop.get()), (600 << 10, 600 << 10));
+
+    let plain = reg.accept(ConnectionMeta::new("/plain")).unwrap();
+    plain.memory_gauge().set(400 << 10);
+    let proxied = reg.accept(ConnectionMeta::new("/proxied")).unwrap();
+    let memory = |reg: &Registry| {
+        let snapshot = reg.snapshot();
+        let row = snapshot.connections.iter().find(|c| *c.path == *"/proxied");
+        (row.unwrap().memory_bytes, reg.traffic().memory_bytes)
+    };
+    let first_by_memory = |reg: &Registry| {
+        let query = ConnectionQuery::from_pairs([("sort", "memory")]).unwrap();
+        reg.connections(&query).connections[0].path.to_string()
+    };
+    assert_eq!(memory(&reg), (0, 400 << 10));
+    assert_eq!(first_by_memory(&reg), "/plain");
+
+    let own = proxied.memory_gauge_with(&hop);
+    assert_eq!(
+        memory(&reg),
+        (600 << 10, 1000 << 10),
+        "what it held already"
+    );
+    assert_eq!(first_by_memory(&reg), "/proxied");
+    own.set(100);
+    assert_eq!(
+        memory(&reg),
+        (100 + (600 << 10), 100 + (1000 << 10)),
+        "both hops"
+    );
+    let json = serde_json::to_value(reg.snapshot()).unwrap();
+    let rows = json["connections"].as_array().unwrap();
+    let row = rows.iter().find(|c| c["path"] == "/proxied").unwrap();
+    assert_eq!(row["memoryBytes"], 100 + (600 << 10), "{row}");
+
+    // Each engine's report replaces its own part, not the other's.
+    own.set(7);
+    assert_eq!(memory(&reg).0, 7 + (600 << 10));
+    upstream.set(10);
+    assert_eq!(memory(&reg).0, 7 + 10);
+    assert_eq!((own.get(), upstream.get()), (7, 10));
+    upstream.set(300 << 10);
+    assert_eq!(memory(&reg).0, 7 + (300 << 10));
+    drop((plain, proxied));
+}
+
+/// The other hop's share goes back to 0 when it is detached (that hop is over) while the
+/// connection stays, and its later reports reach no reader; the entry removed, nothing of either
+/// hop is left in the process total, whatever they report after.
+#[tokio::test]
+async fn a_second_hops_share_leaves_on_detach_and_nothing_stays_with_the_entry_removed() {
+    let reg = registry();
+    let accepted = reg.accept(ConnectionMeta::new("/ws")).unwrap();
+    let hop = HopGauge::new();
+    let upstream = hop.gauge();
+    let own = accepted.memory_gauge_with(&hop);
+    let memory = |reg: &Registry| {
+        let row = reg.snapshot().connections[0].memory_bytes;
+        assert_eq!(row, reg.traffic().memory_bytes, "one connection");
+        row
+    };
+    own.set(100);
+    upstream.set(5000);
+    assert_eq!(memory(&reg), 5100);
+    hop.detach();
+    assert_eq!(memory(&reg), 100, "detached: the hop's share is gone");
+    upstream.set(6000);
+    own.set(200);
+    assert_eq!(
+        memory(&reg),
+        200,
+        "a detached hop reports nowhere, the own engine still does"
+    );
+    assert_eq!(hop.get(), 6000, "it still keeps its own figure");
+
+    drop(accepted);
+    assert_eq!(reg.connection_count(), 0);
+    assert_eq!(reg.traffic().memory_bytes, 0);
+    own.set(11_000);
+    upstream.set(12_000);
+    assert_eq!(
+        reg.traffic().memory_bytes,
+        0,
+        "late reports reach no reader"
+    );
 }
 
 /// A sink that is not ready every other time it is asked, waking the writer at once: the writer
