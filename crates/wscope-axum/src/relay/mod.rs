@@ -49,10 +49,11 @@
 //! engines report through one [`HopGauge`](wscope_core::HopGauge), which writes their sum to
 //! the entry, so a message the upstream is part-way through sending (up to
 //! [`RelayConfig::socket`]'s `max_message_size`, charged to its message budget) shows in the
-//! client's row, in the process total and under `sort=memory`. The upstream's engine is made before the client's entry exists (the upstream's answer decides
-//! whether there will be one), so its gauge keeps what it reports until the client is accepted,
-//! then is attached to the entry with what it holds by then; once nothing more comes from the
-//! upstream, its share leaves the entry (back to 0), though the client may still be closing.
+//! client's row, in the process total and under `sort=memory`. The upstream's engine is made
+//! before the client's entry exists (the upstream's answer decides whether there will be one),
+//! so its gauge keeps what it reports until the client is accepted, then is attached to the
+//! entry with what it holds by then; once nothing more comes from the upstream, its share
+//! leaves the entry (back to 0), though the client may still be closing.
 //!
 //! # Layout
 //! - `open`: opening the upstream (TCP, the client handshake with the forwarded headers) and the
