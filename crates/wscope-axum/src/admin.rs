@@ -7,7 +7,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{header, Extensions, HeaderValue, StatusCode};
+use axum::http::{Extensions, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -17,6 +17,7 @@ use wscope_core::{AdminAnswer, Registry};
 
 use crate::admin_access::Authenticated;
 use crate::error::ApiError;
+use crate::json_body::json_response;
 use crate::stats_query::StatsQuery;
 
 /// `GET /api/stats`, `POST /api/admin`, `GET /api/closed`, `GET /api/connections` (and
@@ -87,18 +88,6 @@ pub async fn stats(
     let query = StatsQuery::read(query)?;
     let (max, fields) = (query.count(usize::MAX)?, query.fields()?);
     Ok(json_response(registry.stats_json(max, fields.as_ref())))
-}
-
-/// `body`, JSON already, as the response.
-pub(crate) fn json_response(body: Vec<u8>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response()
 }
 
 /// `GET /health`: 200 while serving, 503 once shutdown has begun (so a load balancer stops

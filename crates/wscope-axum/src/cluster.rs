@@ -14,13 +14,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Serialize;
+use serde_json::Value;
 use wscope_cluster::{Cluster, ClusterError, ClusterState};
-use wscope_core::query::{ConnectionQuery, Fields};
+use wscope_core::query::ConnectionQuery;
 use wscope_core::wire::{AdminRequest, ErrorBody};
-use wscope_core::ConnectionInfo;
 
-use crate::admin::json_response;
 use crate::error::ApiError;
+use crate::json_body::json_response;
 use crate::stats_query::StatsQuery;
 
 /// A cluster endpoint's failure: 404 without cluster mode, 503 while not connected.
@@ -117,8 +117,43 @@ pub async fn stats(
     // Rows cut to the fields asked for, as `GET /api/cluster/connections?fields=` cuts them. The
     // rest goes through a JSON value, as it always has with `fields`: its keys in name order.
     let rows = std::mem::take(&mut stats.connections);
-    let envelope = serde_json::to_value(&stats).and_then(|v| serde_json::to_vec(&v));
-    answer_with_rows(envelope, &rows, &fields)
+    answer(serde_json::to_value(&stats).and_then(|envelope| {
+        write_object_with_rows(&envelope, |out| fields.write_rows(&rows, out))
+    }))
+}
+
+/// `envelope`, a JSON object, written as serde writes it, with the value of its
+/// `connections` key written by `rows`.
+fn write_object_with_rows(
+    envelope: &Value,
+    rows: impl FnOnce(&mut Vec<u8>),
+) -> serde_json::Result<Vec<u8>> {
+    let Value::Object(map) = envelope else {
+        return Err(serde::ser::Error::custom("the answer is not a JSON object"));
+    };
+    let mut rows = Some(rows);
+    let mut out = vec![b'{'];
+    for (i, (key, value)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, key)?;
+        out.push(b':');
+        match rows.take_if(|_| key == "connections") {
+            Some(rows) => rows(&mut out),
+            None => serde_json::to_writer(&mut out, value)?,
+        }
+    }
+    out.push(b'}');
+    Ok(out)
+}
+
+/// `body` as the JSON answer, or a 500 naming what could not be written.
+fn answer(body: serde_json::Result<Vec<u8>>) -> Response {
+    match body {
+        Ok(body) => json_response(body),
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 /// `GET /api/cluster/connections`: a [`ClusterPage`](wscope_cluster::ClusterPage) — the
@@ -142,48 +177,11 @@ pub async fn connections(
         Ok(page) => match &query.fields {
             None => Json(page).into_response(),
             Some(fields) => {
-                let mut page = page;
-                let rows = std::mem::take(&mut page.connections);
-                answer_with_rows(serde_json::to_vec(&page), &rows, fields)
+                answer(page.write_json_with(|out| fields.write_rows(&page.connections, out)))
             }
         },
         Err(e) => failure(e),
     }
-}
-
-/// The answer whose JSON is `envelope` (serde's, of an answer whose `connections` list was
-/// emptied) with `rows` cut to `fields` in that list's place, written by the core's row writer
-/// ([`Fields::write_rows`]): the bytes serde writes for the rows
-/// [projected](Fields::project), without a map per row.
-fn answer_with_rows(
-    envelope: serde_json::Result<Vec<u8>>,
-    rows: &[ConnectionInfo],
-    fields: &Fields,
-) -> Response {
-    let internal = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e).into_response();
-    let envelope = match envelope {
-        Ok(json) => json,
-        Err(e) => return internal(e.to_string()),
-    };
-    let mut list = Vec::new();
-    fields.write_rows(rows, &mut list);
-    match splice_list(&envelope, &list) {
-        Some(body) => json_response(body),
-        None => internal("the answer has no connections list to fill".to_owned()),
-    }
-}
-
-/// `envelope` with its first `"connections":[]` holding `list` (a JSON array) instead. The
-/// first is the answer's own: a quote inside a JSON string is escaped, so the bytes
-/// `"connections":` can only be a key, and no object written before that key has one.
-fn splice_list(envelope: &[u8], list: &[u8]) -> Option<Vec<u8>> {
-    const EMPTY: &[u8] = b"\"connections\":[]";
-    let at = envelope.windows(EMPTY.len()).position(|w| w == EMPTY)? + EMPTY.len() - 2;
-    let mut body = Vec::with_capacity(envelope.len() + list.len());
-    body.extend_from_slice(&envelope[..at]);
-    body.extend_from_slice(list);
-    body.extend_from_slice(&envelope[at + 2..]);
-    Some(body)
 }
 
 /// The single-instance query, with the cluster's positional `cursor` read as an offset.
@@ -291,4 +289,34 @@ fn routed_answer(cluster: &Cluster, answer: wscope_cluster::ClusterAdminAnswer) 
         return (StatusCode::GATEWAY_TIMEOUT, Json(body)).into_response();
     }
     Json(answer).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The object written around the rows is serde's, byte for byte: keys in the map's order,
+    /// escaped, the rows where `connections` was.
+    #[test]
+    fn an_object_written_with_its_rows_is_serde_object() {
+        let rows = serde_json::json!([{"id": "a\"", "state": "open"}, {"id": "b"}]);
+        let mut whole = serde_json::json!({
+            "cluster": "c\\",
+            "connections": rows,
+            "zeta": {"x": [1, 2]},
+            "alpha": null,
+        });
+        let mut envelope = whole.clone();
+        envelope["connections"] = serde_json::json!([]);
+        let mine = write_object_with_rows(&envelope, |out| {
+            serde_json::to_writer(out, &rows).unwrap();
+        })
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(mine).unwrap(),
+            serde_json::to_string(&whole).unwrap()
+        );
+        whole = serde_json::json!([1]);
+        assert!(write_object_with_rows(&whole, |_| ()).is_err());
+    }
 }

@@ -10,8 +10,8 @@ use axum::Json;
 use wscope_core::query::ConnectionQuery;
 use wscope_core::Registry;
 
-use crate::admin::json_response;
 use crate::error::ApiError;
+use crate::json_body::json_response;
 
 /// `GET /api/connections?limit=&cursor=|offset=&sort=&order=&fields=&state=&min_idle=&ip=&ua=&path=&tag=&user=&upstream=`:
 /// a [`ConnectionPage`](wscope_core::wire::ConnectionPage) (`{"total", "connections", "next"}`).

@@ -125,6 +125,7 @@ mod dashboard;
 mod error;
 mod forward;
 mod http_proxy;
+mod json_body;
 mod metrics;
 mod per_core;
 mod proxy_deadline;

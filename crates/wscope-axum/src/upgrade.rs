@@ -14,11 +14,13 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use futures_util::future::{self, Either};
+use futures_util::FutureExt as _;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use wscope_core::{
-    Accepted, BoxTransport, CallbackSocket, ConnectionMeta, LabelError, Message, OnMessage, Permit,
-    Refusal, Registry, TrackedSocket,
+    Accepted, BoxTransport, CallbackSocket, ConnectionMeta, HopGauge, LabelError, Message,
+    OnMessage, Permit, Refusal, Registry, TrackedSocket,
 };
 use wscope_engine::{Attempt, Engine, ServerHandshake, SocketConfig};
 
@@ -379,6 +381,7 @@ impl WebSocketUpgrade {
             permit,
             tracking: self.tracking,
             protocols: self.protocols,
+            hop: None,
         })
     }
 }
@@ -394,6 +397,8 @@ pub struct Admitted {
     permit: Permit,
     tracking: Tracking,
     protocols: Vec<String>,
+    /// The second engine that carries the connection on, if any (a proxy's upstream hop).
+    hop: Option<HopGauge>,
 }
 
 impl Admitted {
@@ -410,6 +415,14 @@ impl Admitted {
     /// The registry the socket will be tracked in.
     pub fn registry(&self) -> &Registry {
         &self.tracking.registry
+    }
+
+    /// Counts `hop`'s engine — a second engine that carries the connection on, made before
+    /// it was accepted (a proxy's upstream hop) — in the connection's `memoryBytes`, beside its
+    /// own socket's engine, from the moment its entry is made ([`HopGauge`]).
+    pub fn with_hop(mut self, hop: HopGauge) -> Self {
+        self.hop = Some(hop);
+        self
     }
 
     /// Registers the socket, answers `101` agreeing on `protocol` (which the client must have
@@ -447,6 +460,7 @@ impl Admitted {
             permit,
             tracking,
             protocols: _,
+            hop,
         } = self;
         // The budget's share is the client's as admission counts it (an IPv6 host's network).
         let registry = &tracking.registry;
@@ -464,7 +478,10 @@ impl Admitted {
         // The 101 leaves once this returns, before the task below runs the connection: from
         // here broadcasts queue to it, so a client that has its 101 misses none sent after.
         accepted.mark_answered();
-        let gauge = accepted.memory_gauge();
+        let gauge = match &hop {
+            Some(hop) => accepted.memory_gauge_with(hop),
+            None => accepted.memory_gauge(),
+        };
         // What taking over the socket needs (the settings, the engine's set-up) is boxed: the
         // connection's task lives as long as the connection and would otherwise keep room for
         // it all along (some 200 B of every idle connection).
@@ -475,18 +492,42 @@ impl Admitted {
         let tracker = accepted.task_tracker().clone();
         // Counted on its runtime, when served by one of `PerCore`'s, for as long as it runs.
         let on_runtime = crate::per_core::OnRuntime::enter();
-        tokio::spawn(tracker.track_future(async move {
-            let _on_runtime = on_runtime;
-            match on_upgrade.await {
-                Ok(upgraded) => {
-                    let transport = call_boxed(take_over, TokioIo::new(upgraded)).await;
-                    run(accepted, transport).await;
-                }
-                Err(e) => accepted.fail(format!("upgrade failed: {e}")),
-            }
-        }));
+        let task = connection_task(on_upgrade, take_over, accepted, run);
+        tokio::spawn(tracker.track_future(task.map(move |()| drop(on_runtime))));
         response
     }
+}
+
+/// The task of one accepted connection: waits for hyper to hand the socket over, lets the
+/// engine take it over (`take_over`), then `run`s the connection; fails the connection if the
+/// upgrade fails.
+///
+/// Chained futures, not one `async` block: a block keeps what it captured (the connection, the
+/// closures) in slots of its own for its whole life, beside the running connection's future
+/// that took them over; each stage of a chain takes the room of the one before. Every idle
+/// connection's task is this future (`an_idle_connection_task_is_small`).
+fn connection_task<T, F, R, Fut>(
+    on_upgrade: OnUpgrade,
+    take_over: Box<T>,
+    accepted: Accepted,
+    run: R,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    T: FnOnce(TokioIo<hyper::upgrade::Upgraded>) -> F + Send + 'static,
+    F: Future<Output = BoxTransport> + Send + 'static,
+    R: FnOnce(Accepted, BoxTransport) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    on_upgrade.then(move |upgraded| match upgraded {
+        Ok(upgraded) => Either::Left(
+            call_boxed(take_over, TokioIo::new(upgraded))
+                .then(move |transport| run(accepted, transport)),
+        ),
+        Err(e) => {
+            accepted.fail(format!("upgrade failed: {e}"));
+            Either::Right(future::ready(()))
+        }
+    })
 }
 
 /// Calls a boxed closure, freeing its box before what it returns is awaited: a box whose
@@ -507,4 +548,35 @@ pub fn upgrade_required() -> Response {
         HeaderValue::from_static("13"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wscope_core::{memory, CallbackSocket, ConnectionMeta, Message, Registry, Transport};
+
+    /// What every idle connection's task holds besides the running connection's own future:
+    /// the upgrade's stages share its room (an `async` block kept some 100 B more).
+    #[test]
+    fn an_idle_connection_task_is_small() {
+        let registry = Registry::new();
+        let echo = |socket: &CallbackSocket, message: Message| {
+            let _ = socket.send(message);
+        };
+        let accepted = registry.accept(ConnectionMeta::new("/ws")).unwrap();
+        let (transport, _peer) = memory::pair();
+        let running = std::mem::size_of_val(&accepted.run_callback(transport.boxed(), echo));
+        let accepted = registry.accept(ConnectionMeta::new("/ws")).unwrap();
+        let take_over = Box::new(|_io| Box::pin(async { memory::pair().0.boxed() }));
+        let mut request = axum::http::Request::new(());
+        let task = connection_task(
+            hyper::upgrade::on(&mut request),
+            take_over,
+            accepted,
+            move |accepted: Accepted, transport| accepted.run_callback(transport, echo),
+        );
+        let task = std::mem::size_of_val(&task);
+        println!("connection task: {task} B, of which the running connection {running} B");
+        assert!(task <= running + 16, "{task} B against {running} B");
+    }
 }

@@ -18,6 +18,7 @@ engine_tests!(
     a_callback_echoes_and_closes_from_either_side,
     a_panicking_callback_is_closed_with_1011_and_not_called_again,
     a_client_over_its_message_rate_is_closed_with_1008_by_the_callback_driver,
+    a_client_still_flooding_past_its_message_rate_gets_the_1008_close_not_a_reset,
     a_client_that_does_not_read_is_held_up_not_closed,
     a_shutdown_closes_callback_connections_with_1001,
 );
@@ -107,6 +108,13 @@ async fn a_client_over_its_message_rate_is_closed_with_1008_by_the_callback_driv
     let reg = Registry::with_config(test_config().max_messages_per_second(20));
     let server = server(&reg).await;
     a_flooding_client_is_closed_with_1008(&server).await;
+    server.shutdown().await;
+}
+
+async fn a_client_still_flooding_past_its_message_rate_gets_the_1008_close_not_a_reset() {
+    let reg = Registry::with_config(test_config().max_messages_per_second(20));
+    let server = server(&reg).await;
+    a_client_still_flooding_gets_the_1008_close(&server).await;
     server.shutdown().await;
 }
 

@@ -7,6 +7,7 @@
 #[macro_use]
 mod common;
 
+use axum::extract::Request;
 use axum::routing::get;
 use axum::Router;
 use common::*;
@@ -20,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use wscope_axum::engine::{http, ClientHandshake};
+use wscope_axum::relay::{relay, RelayConfig, Upstream};
 use wscope_axum::{SocketConfig, WebSocketUpgrade};
 use wscope_core::{
     CloseCode, CloseRecord, ConnectionMeta, ConnectionState, Initiator, Message, Role,
@@ -32,6 +34,7 @@ engine_tests!(
     a_client_masks_what_it_sends_and_refuses_what_a_server_may_not_send,
     compression_is_agreed_and_used_both_ways_over_a_stream_of_the_callers,
     a_stalled_large_message_shows_in_the_client_entrys_memory_bytes_until_it_is_whole,
+    a_relays_upstream_part_way_through_a_large_message_shows_in_the_clients_memory_bytes,
 );
 
 /// Client settings on the running test's engine.
@@ -270,12 +273,7 @@ async fn a_client_masks_what_it_sends_and_refuses_what_a_server_may_not_send() {
 /// `memoryBytes` of at least that half (the engines behind the guard count the declared size),
 /// and 0 once the message is whole.
 async fn a_stalled_large_message_shows_in_the_client_entrys_memory_bytes_until_it_is_whole() {
-    const SIZE: usize = 600 << 10;
-    // Bytes that do not repeat in a short period (a payload of zeros would read the same).
-    let message: Vec<u8> = (0..SIZE as u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
-        .collect();
-    let framed = raw::frame_with(raw::FIN | raw::BINARY, &message, None);
+    let (message, framed) = large_message();
     let (head, rest) = framed.split_at(framed.len() - SIZE / 2);
     let (url, accepted) = raw_server().await;
     let upstreams = test_registry();
@@ -317,6 +315,80 @@ async fn a_stalled_large_message_shows_in_the_client_entrys_memory_bytes_until_i
     drop(tcp);
     tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
     wait_count(&upstreams, 0).await;
+}
+
+/// The size of the message the stalling servers send half of.
+const SIZE: usize = 600 << 10;
+
+/// A binary message of [`SIZE`] bytes that do not repeat in a short period (a payload of zeros
+/// would read the same), and its frame as a server sends it.
+fn large_message() -> (Vec<u8>, Vec<u8>) {
+    let message: Vec<u8> = (0..SIZE as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let framed = raw::frame_with(raw::FIN | raw::BINARY, &message, None);
+    (message, framed)
+}
+
+/// A relay's upstream hop counts in its client's row: an upstream that sends the first part of a
+/// large binary message and stalls leaves the client's `memoryBytes` (in the registry, the
+/// connections API and the process total) at least that part above what it was, and back once
+/// the message is whole; an upstream that vanishes part-way takes its share with it at once,
+/// while the client's connection is still closing.
+async fn a_relays_upstream_part_way_through_a_large_message_shows_in_the_clients_memory_bytes() {
+    let (message, framed) = large_message();
+    let (head, rest) = framed.split_at(framed.len() - SIZE / 2);
+    let (url, accepted) = raw_server().await;
+    let upstream = Upstream::new(url.trim_end_matches("/raw").parse().unwrap()).unwrap();
+    let config = RelayConfig::default().socket(client_config());
+    let registry = test_registry();
+    let app = Router::new().route(
+        "/raw",
+        get(move |ws: WebSocketUpgrade, request: Request| async move {
+            relay(ws, request.headers(), request.uri(), &upstream, &config).await
+        }),
+    );
+    let server = TestServer::start(registry.clone(), tracked(app, tracking(&registry))).await;
+    let mut client = server.connect("/raw").await;
+    let mut tcp = tokio::time::timeout(WAIT, accepted).await.unwrap().unwrap();
+    wait_open(&registry, 1).await;
+    let held = || {
+        let connections = registry.snapshot().connections;
+        assert_eq!(connections.len(), 1, "the client's entry, and only it");
+        connections[0].memory_bytes
+    };
+    let idle = held();
+    assert!(idle < 64 << 10, "an idle relay holds {idle} B");
+
+    tcp.write_all(head).await.unwrap();
+    let half = (SIZE / 2) as u64;
+    wait_until("the client's row holds the half the upstream sent", || {
+        held() >= idle + half
+    })
+    .await;
+    assert!(registry.traffic().memory_bytes >= idle + half);
+    let page = http_get(server.admin_addr, "/api/connections?sort=memory").await;
+    let row = &page.json()["connections"][0];
+    assert!(row["memoryBytes"].as_u64().unwrap() >= idle + half, "{row}");
+
+    tcp.write_all(rest).await.unwrap();
+    let got = next_msg(&mut client).await.unwrap();
+    assert_eq!(got.into_data().as_ref(), message.as_slice());
+    wait_until("the client's row is back to idle", || held() == idle).await;
+
+    // Part of another, then the upstream is gone: while the client has not answered the close
+    // it is sent (its entry still there, closing), the upstream's share is gone already.
+    tcp.write_all(head).await.unwrap();
+    wait_until("the client's row holds the half again", || {
+        held() >= idle + half
+    })
+    .await;
+    drop(tcp);
+    wait_until("the vanished upstream's share is gone", || held() <= idle).await;
+    expect_close(&mut client).await;
+    wait_count(&registry, 0).await;
+    assert_eq!(registry.traffic().memory_bytes, 0);
+    server.shutdown().await;
 }
 
 /// A stream that counts the bytes that go through it: a stream of the caller's, as

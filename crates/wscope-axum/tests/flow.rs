@@ -27,6 +27,7 @@ engine_tests!(
     a_broadcast_made_after_the_101_but_before_the_connection_runs_reaches_it,
     a_handler_s_own_sends_wait_for_a_client_that_does_not_read,
     a_client_over_its_message_rate_is_closed_with_1008,
+    a_client_still_flooding_past_its_message_rate_gets_the_1008_close_not_a_reset,
     recently_closed_connections_are_listed_newest_first,
     ready_turns_503_as_the_paced_drain_begins,
     a_shutdown_delivers_every_queued_message_before_1001,
@@ -224,6 +225,14 @@ async fn a_client_over_its_message_rate_is_closed_with_1008() {
     let reg = Registry::with_config(test_config().max_messages_per_second(20));
     let server = TestServer::echo(reg).await;
     a_flooding_client_is_closed_with_1008(&server).await;
+    server.shutdown().await;
+}
+
+async fn a_client_still_flooding_past_its_message_rate_gets_the_1008_close_not_a_reset() {
+    let reg = Registry::with_config(test_config().max_messages_per_second(20));
+    let server = TestServer::echo(reg).await;
+    // The async echo's driver reads the client out after the close, as the callback one does.
+    a_client_still_flooding_gets_the_1008_close(&server).await;
     server.shutdown().await;
 }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde::Serialize;
-use wscope_core::units::{parse_count, parse_duration};
+use wscope_core::units::{parse_count, parse_duration, parse_size};
 
 use crate::checkpoint::Checkpoint;
 use crate::connect;
@@ -56,6 +56,12 @@ pub struct IdleOptions {
     /// How long to hold the connections open before reading the server's memory and closing.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub hold: Duration,
+    /// Before the hold, each connection sends one binary message of SIZE bytes (`1MiB`) and
+    /// reads its echo, --handshake-concurrency connections at a time: the memory figure is then
+    /// what an idle connection keeps once a large message has passed through it. Off by
+    /// default; the server must echo (`wscope serve`'s `/ws`).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub message: Option<usize>,
     /// Options every mode shares (`--pid` gives bytes per connection).
     #[command(flatten)]
     pub common: CommonOptions,
@@ -98,6 +104,12 @@ pub struct IdleReport {
     pub hold_secs: f64,
     /// Connections still open at the end of the hold.
     pub held: usize,
+    /// Bytes of the one message each connection echoed before the hold (`--message`; 0: none).
+    pub message_bytes: usize,
+    /// Connections whose message was not echoed (closed, reset or timed out): not held.
+    pub message_failures: u64,
+    /// Why the first of those was not (a close's code and reason, say).
+    pub message_error: Option<String>,
     /// Connections the server closed or reset while they were held.
     pub dropped: usize,
     /// Why they were dropped, with how many for each reason: a close frame's code and reason
@@ -151,6 +163,20 @@ impl Report for IdleReport {
                 None => report::int(self.failed),
             },
         ));
+        if self.message_bytes > 0 {
+            rows.push((
+                "echoed first".to_owned(),
+                format!(
+                    "one message of {} each ({} not echoed{})",
+                    report::bytes(self.message_bytes as f64),
+                    report::int(self.message_failures),
+                    match &self.message_error {
+                        Some(e) => format!("; first: {e}"),
+                        None => String::new(),
+                    }
+                ),
+            ));
+        }
         rows.push((
             "held".to_owned(),
             format!(
@@ -197,8 +223,14 @@ pub async fn idle(mut opts: IdleOptions) -> Result<IdleReport, BenchError> {
         sender_url: None,
         connections: opts.connections,
         read_buffer: READ_BUFFER,
-        // Opening at a pessimistic 1,000 handshakes/s, then the hold.
-        planned: Duration::from_millis(opts.connections as u64).saturating_add(opts.hold),
+        // Opening at a pessimistic 1,000 handshakes/s, each message there and back at a
+        // pessimistic 32 MiB/s, then the hold.
+        planned: Duration::from_millis(opts.connections as u64)
+            .saturating_add(Duration::from_secs_f64(
+                (opts.message.unwrap_or(0) as f64 * 2.0 * opts.connections as f64)
+                    / f64::from(32 << 20),
+            ))
+            .saturating_add(opts.hold),
         common: &opts.common,
     })
     .await?;
@@ -207,14 +239,17 @@ pub async fn idle(mut opts: IdleOptions) -> Result<IdleReport, BenchError> {
         .open(opts.connections, opts.handshake_concurrency, "handshakes")
         .await?;
     let usage = before.usage_until(&session.probe());
-    let hold = hold(&session, opened.count, opts.hold).await;
-    let held = opened
-        .count
-        .saturating_sub(opened.keeper.drops().total() as usize);
+    let (keeper, message_failures, message_error) = match opts.message {
+        None => (opened.keeper, 0, None),
+        Some(size) => echo_each(&session, opened.keeper, size, opts.handshake_concurrency).await,
+    };
+    let count = opened.count.saturating_sub(message_failures as usize);
+    let hold = hold(&session, count, opts.hold).await;
+    let held = count.saturating_sub(keeper.drops().total() as usize);
     let usage = usage.with_rss_at(&session.probe());
     // The keeper goes on reading (and answering pings) through the checkpoint.
     session.pause(opts.checkpoint.take()).await;
-    let kept = opened.keeper.stop().await;
+    let kept = keeper.stop().await;
     let unclean_closes = connect::close_all(kept.conns).await;
 
     let open_secs = opened.elapsed.as_secs_f64();
@@ -231,6 +266,9 @@ pub async fn idle(mut opts: IdleOptions) -> Result<IdleReport, BenchError> {
         handshake_latency: LatencySummary::from(&opened.handshakes),
         hold_secs: hold.secs,
         held,
+        message_bytes: opts.message.unwrap_or(0),
+        message_failures,
+        message_error,
         dropped: kept.drops.total() as usize,
         drop_reasons: kept.drops.reasons().clone(),
         unclean_closes,
@@ -241,6 +279,113 @@ pub async fn idle(mut opts: IdleOptions) -> Result<IdleReport, BenchError> {
         usage,
         timed_out: opened.timed_out || session.deadline().passed(),
     })
+}
+
+/// Takes the connections from `keeper`, has each echo one binary message of `size` bytes
+/// (`concurrency` at a time, behind a bar) and hands those that did to a new keeper; counts
+/// those that did not (the server closed one, or the run's deadline came first), with the first
+/// one's reason. Those the old keeper saw dropped count as failures too. A connection waiting
+/// for its turn goes on reading, so that it answers the server's pings meanwhile.
+async fn echo_each(
+    session: &Session,
+    keeper: crate::keeper::Keeper,
+    size: usize,
+    concurrency: usize,
+) -> (crate::keeper::Keeper, u64, Option<String>) {
+    let kept = keeper.stop().await;
+    let total = kept.drops.total() + kept.conns.len() as u64;
+    let mut echoed = 0;
+    let mut first_error = None;
+    let bar = session.bar(Steps::Count(kept.conns.len() as u64), "messages");
+    let payload = tokio_tungstenite::tungstenite::Bytes::from(vec![b'x'; size]);
+    let turns = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for ws in kept.conns {
+        tasks.spawn(echo_one(ws, turns.clone(), payload.clone()));
+    }
+    let keeper = crate::keeper::Keeper::start();
+    let deadline = session.deadline();
+    loop {
+        let done = tokio::select! {
+            done = tasks.join_next() => done,
+            _ = deadline.reached() => break,
+        };
+        match done {
+            None => break,
+            Some(Ok(Ok(ws))) => {
+                keeper.hold(ws);
+                echoed += 1;
+            }
+            Some(Ok(Err(e))) => {
+                first_error.get_or_insert(e);
+            }
+            Some(Err(e)) => {
+                first_error.get_or_insert(format!("echo task failed: {e}"));
+            }
+        }
+        bar.inc(1);
+    }
+    // Those not echoed before the deadline are dropped with their tasks: failures too.
+    tasks.abort_all();
+    bar.finish_and_clear();
+    (keeper, total - echoed, first_error)
+}
+
+/// Waits for a turn while reading `ws` (which answers pings), then sends `payload` and reads
+/// until its echo comes back whole.
+async fn echo_one(
+    mut ws: crate::ws::Ws,
+    turns: std::sync::Arc<tokio::sync::Semaphore>,
+    payload: tokio_tungstenite::tungstenite::Bytes,
+) -> Result<crate::ws::Ws, String> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let size = payload.len();
+    let unexpected =
+        |read: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>| -> String {
+            match read {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    format!("closed: {} {}", u16::from(frame.code), frame.reason)
+                }
+                Some(Ok(other)) => format!("not the echo: {other:?}"),
+                Some(Err(e)) => e.to_string(),
+                None => "the server closed the stream".to_owned(),
+            }
+        };
+    let _turn = loop {
+        tokio::select! {
+            turn = turns.clone().acquire_owned() => break turn.map_err(|e| e.to_string())?,
+            read = ws.next() => match read {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                other => return Err(unexpected(other)),
+            },
+        }
+    };
+    // Sent in frames of 64 KiB, each flushed: the client's write buffer grows to a frame, not
+    // to the message, and keeps that (a buffer of the whole message kept by each of 19,000
+    // connections ran the load generator out of memory on a 24 GiB machine).
+    const FRAME: usize = 64 << 10;
+    for start in (0..size).step_by(FRAME) {
+        let end = (start + FRAME).min(size);
+        let opcode = match start {
+            0 => OpCode::Data(Data::Binary),
+            _ => OpCode::Data(Data::Continue),
+        };
+        let frame = Frame::message(payload.slice(start..end), opcode, end == size);
+        ws.send(Message::Frame(frame))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(echo))) if echo.len() == size => return Ok(ws),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => return Err(unexpected(other)),
+        }
+    }
 }
 
 /// What the hold took.

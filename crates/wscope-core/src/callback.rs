@@ -28,6 +28,7 @@ use crate::connection::Connection;
 use crate::driver::{account, close_for_panic, gone, Accepted, Ended, MessageRate, Progress, Read};
 use crate::message::Message;
 use crate::outbox::{Closing, SendError};
+use crate::readout;
 use crate::state::{ConnectionState, PING_PAYLOAD};
 use crate::transport::{Duplex, Role, Transport, TransportError};
 
@@ -164,11 +165,8 @@ async fn drive<D, H>(
     H: OnMessage,
 {
     let mut duplex = pin!(duplex);
-    // A failed connection is read out for as long as a closing one waits for its peer, at most
-    // LINGER.
-    let linger_for = conn.close_timeout().min(LINGER);
-    // Everything that holds the connection lives in this block: a failed connection's entry is
-    // gone when it ends, though the task reads on.
+    // Everything that holds the connection lives in this block, and the driver's own hold goes
+    // right after it: a failed connection's entry is gone before it is read out.
     let linger = {
         conn.mark_open();
         let mut me = Driver {
@@ -179,16 +177,18 @@ async fn drive<D, H>(
             room: None,
             reading: true,
             writer_up: true,
+            woken: false,
             batch: Vec::new(),
             progress: None,
         };
-        // One cancellation future and one readiness future for the connection's life: registered
-        // with their notifiers once, not per message.
-        let mut cancelled = pin!(conn.cancelled());
+        // One waiter for the connection's life, registered with its notifier once, not per
+        // message: a message queued by another task and an abort both wake it (the abort bit is
+        // read every round). It is polled in every round, a write in progress or not, so that
+        // an abort reaches a connection whose peer reads nothing.
         let mut ready = pin!(conn.outbound_ready());
         let open = future::poll_fn(|cx| {
             for _ in 0..ROUNDS {
-                if cancelled.as_mut().poll(cx).is_ready() {
+                if conn.is_aborted() {
                     me.aborted();
                     return Poll::Ready(Open::Over);
                 }
@@ -202,22 +202,24 @@ async fn drive<D, H>(
                         Poll::Pending => break,
                     }
                 }
+                if ready.as_mut().poll(cx).is_ready() {
+                    // Woken by another sender (or an abort, seen next round). The next waiter
+                    // must be polled (registered) before this poll ends, even when nothing was
+                    // queued after all (a wake-up whose messages an earlier drain took): the
+                    // round goes on.
+                    ready.set(conn.outbound_ready());
+                    me.woken = true;
+                    moved = true;
+                }
                 if me.writer_up {
-                    if me.progress.is_none() {
-                        // Woken by another sender, or the handler queued something (which
-                        // wakes no one).
-                        let woken = ready.as_mut().poll(cx).is_ready();
-                        if woken {
-                            // The next one must be polled (registered) before this poll ends,
-                            // even when nothing was queued after all (a wake-up whose messages
-                            // an earlier drain took).
-                            ready.set(conn.outbound_ready());
-                            moved = true;
-                        }
-                        if woken | me.socket.sent.swap(false, Ordering::Relaxed) {
-                            if let Some(closing) = me.take_outbound() {
-                                return Poll::Ready(Open::Close(closing));
-                            }
+                    // Something was queued by another sender, or by the handler (which wakes
+                    // no one): taken once the batch in hand is written.
+                    if me.progress.is_none()
+                        && (std::mem::take(&mut me.woken)
+                            | me.socket.sent.swap(false, Ordering::Relaxed))
+                    {
+                        if let Some(closing) = me.take_outbound() {
+                            return Poll::Ready(Open::Close(closing));
                         }
                     }
                     match me.poll_write(cx, duplex.as_mut()) {
@@ -243,35 +245,17 @@ async fn drive<D, H>(
         .await;
         match open {
             // Once per connection: boxed, so its timers do not enlarge every idle task.
-            Open::Close(closing) => Box::pin(me.close(closing, duplex.as_mut(), cancelled)).await,
+            Open::Close(closing) => Box::pin(me.close(closing, duplex.as_mut())).await,
             Open::Over => false,
         }
     };
-    if linger {
-        Box::pin(read_out(duplex, linger_for)).await;
+    // Read before the hold goes: for as long as a closing connection waits for its peer, at
+    // most LINGER.
+    let linger_for = linger.then(|| readout::linger_for(&conn));
+    drop(conn);
+    if let Some(within) = linger_for {
+        Box::pin(readout::read_out(duplex, within)).await;
     }
-}
-
-/// How long a connection failed by the driver is read on after its close frame, at most (and no
-/// longer than the close timeout), and how many frames.
-const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
-const LINGER_FRAMES: usize = 4096;
-
-/// Reads and drops what the peer of a failed connection still sends (a flood of messages over
-/// its rate, say), until it answers the close, hangs up, or the linger is over: a socket dropped
-/// with unread bytes is reset, and a reset can overtake the close frame, so that the peer never
-/// learns why it was closed. The connection's entry is gone by then; the engine answers nothing
-/// more.
-async fn read_out<D: Duplex>(mut duplex: Pin<&mut D>, within: std::time::Duration) {
-    let read = async {
-        for _ in 0..LINGER_FRAMES {
-            match future::poll_fn(|cx| duplex.as_mut().poll_next(cx)).await {
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => break,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(within, read).await;
 }
 
 /// The callback driver's state between polls.
@@ -288,6 +272,8 @@ struct Driver<'c, H> {
     reading: bool,
     /// Writes still go out (not once one failed after the peer's close).
     writer_up: bool,
+    /// The waiter fired: something may be queued, to take once the batch in hand is written.
+    woken: bool,
     /// What is being written, and how far it has come (`None`: nothing).
     batch: Vec<Message>,
     progress: Option<Progress>,
@@ -383,13 +369,10 @@ impl<H: OnMessage> Driver<'_, H> {
     /// calling the handler with what comes: the reply ends the stream, and the connection.
     ///
     /// True when the connection was failed (no handshake awaited) and should be read out.
-    async fn close<D: Duplex>(
-        mut self,
-        closing: Closing,
-        mut duplex: Pin<&mut D>,
-        mut cancelled: Pin<&mut impl Future<Output = ()>>,
-    ) -> bool {
+    async fn close<D: Duplex>(mut self, closing: Closing, mut duplex: Pin<&mut D>) -> bool {
         let conn = self.conn;
+        // Once per connection, in this boxed future: the open loop's waiter is gone.
+        let mut cancelled = pin!(conn.cancelled());
         let timeout = conn.close_timeout();
         let mut close = match closing {
             Closing::Send(frame) => Some(frame),

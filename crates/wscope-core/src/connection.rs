@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crate::admission::{LabelError, Permit};
@@ -405,6 +405,13 @@ impl Connection {
         self.entry.aborted().await
     }
 
+    /// The connection was dropped at once ([`Connection::abort`]): what
+    /// [`Connection::cancelled`] waits for, read without waiting. An abort also wakes
+    /// [`Connection::outbound_ready`].
+    pub(crate) fn is_aborted(&self) -> bool {
+        self.entry.is_aborted()
+    }
+
     /// Drops the connection at once: readers and writers waiting on [`Connection::cancelled`] stop.
     pub(crate) fn abort(&self) {
         self.entry.abort();
@@ -434,35 +441,184 @@ impl Drop for Connection {
 /// header, a partly received message), shown as part of the connection's `memoryBytes` in the
 /// stats and the connections API and summed in `/metrics`. Got from
 /// [`Accepted::memory_gauge`](crate::Accepted::memory_gauge) before the transport is made;
-/// [`MemoryGauge::detached`] reports nowhere (a transport not tracked in a registry).
+/// [`MemoryGauge::detached`] reports nowhere (a transport not tracked in a registry). A
+/// connection that two engines carry (a proxy's client and upstream hops) reports through a
+/// [`HopGauge`] instead, which adds the two.
 ///
 /// Setting it is one relaxed store, done by the engine only when what it holds changes (a
-/// message starts spanning reads, a buffer is freed), never per message.
+/// message starts spanning reads, a buffer is freed), never per message; for one of two hops it
+/// also takes their shared lock, uncontended but for the moment the other hop reports.
 #[derive(Clone, Debug, Default)]
-pub struct MemoryGauge(Option<Arc<Entry>>);
+pub struct MemoryGauge(Target);
+
+/// Where a [`MemoryGauge`]'s reports go.
+#[derive(Clone, Debug, Default)]
+enum Target {
+    /// Nowhere.
+    #[default]
+    Detached,
+    /// The connection's only engine: the entry's `held_bytes`, replaced by each report. A
+    /// pointer the entry already has, so a connection pays no allocation for its gauge.
+    Entry(Arc<Entry>),
+    /// One of the two engines of a [`HopGauge`]: its part of the sum.
+    Hop(Arc<Hops>, Side),
+}
+
+/// Which of a [`HopGauge`]'s two engines a gauge is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    /// The engine on the connection's own socket (a proxy's client hop).
+    Own,
+    /// The other hop (a proxy's upstream hop), whose engine is made first.
+    Other,
+}
 
 impl MemoryGauge {
     pub(crate) fn new(entry: Arc<Entry>) -> Self {
-        Self(Some(entry))
+        Self(Target::Entry(entry))
     }
 
     /// A gauge that reports nowhere.
     pub fn detached() -> Self {
-        Self(None)
+        Self(Target::Detached)
     }
 
     /// Reports that the engine now holds `bytes` for the connection (saturating at 4 GiB).
     pub fn set(&self, bytes: usize) {
-        if let Some(entry) = &self.0 {
-            let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
-            entry.held_bytes.store(bytes, Ordering::Relaxed);
+        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+        match &self.0 {
+            Target::Detached => {}
+            Target::Entry(entry) => entry.held_bytes.store(bytes, Ordering::Relaxed),
+            Target::Hop(hops, side) => hops.set(*side, bytes),
         }
     }
 
-    /// What was last reported (0 for a detached gauge).
+    /// What this engine last reported (0 for a detached gauge).
     pub fn get(&self) -> usize {
-        self.0
-            .as_ref()
-            .map_or(0, |e| e.held_bytes.load(Ordering::Relaxed) as usize)
+        match &self.0 {
+            Target::Detached => 0,
+            Target::Entry(entry) => entry.held_bytes.load(Ordering::Relaxed) as usize,
+            Target::Hop(hops, side) => hops.lock().held(*side) as usize,
+        }
+    }
+}
+
+/// A connection carried by two engines, as a proxy carries a client: its own socket's (the
+/// client hop) and another (the upstream hop), whose engine is made first — before the
+/// connection's entry exists, since the upstream's answer decides whether there will be one.
+/// The other hop's engine reports through [`gauge`](HopGauge::gauge) from the start;
+/// [`Accepted::memory_gauge_with`](crate::Accepted::memory_gauge_with) attaches this to the
+/// entry once it is made and gives the gauge for the connection's own engine. From then on the
+/// entry's `memoryBytes` is what both engines hold plus its queue — in its row, the process
+/// total and the `memory` order — starting with what the other hop held by then.
+///
+/// The two reports are kept here and their sum written to the entry, so neither replaces the
+/// other's; a connection with one engine pays nothing for it (its gauge stores into the entry,
+/// as before). [`detach`](HopGauge::detach) takes the other hop's share out (back to 0) once that
+/// hop is over, though its engine may live on a while. One connection per `HopGauge`.
+///
+/// ```
+/// use wscope_core::{ConnectionMeta, HopGauge, Registry};
+///
+/// let hop = HopGauge::new();
+/// // The upstream hop's engine reports before there is an entry.
+/// hop.gauge().set(600 << 10);
+///
+/// let registry = Registry::new();
+/// let accepted = registry.accept(ConnectionMeta::new("/ws")).expect("not shutting down");
+/// // The gauge for the client hop's engine; the entry counts both from here.
+/// let own = accepted.memory_gauge_with(&hop);
+/// own.set(100);
+/// assert_eq!(registry.snapshot().connections[0].memory_bytes, 100 + (600 << 10));
+///
+/// hop.detach();
+/// assert_eq!(registry.snapshot().connections[0].memory_bytes, 100);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct HopGauge(Arc<Hops>);
+
+/// The two engines' reports and the entry their sum goes to. Locked when either reports (only
+/// when what it holds changes) and on attach and detach, so that the entry always gets the sum
+/// of the latest two.
+#[derive(Debug, Default)]
+struct Hops(Mutex<HopsState>);
+
+#[derive(Debug, Default)]
+struct HopsState {
+    /// What the connection's own engine last reported.
+    own: u32,
+    /// What the other hop's engine last reported.
+    other: u32,
+    /// The other hop is over: its share is no longer the connection's.
+    other_detached: bool,
+    /// The entry the sum goes to, once attached.
+    entry: Option<Arc<Entry>>,
+}
+
+impl HopsState {
+    fn held(&self, side: Side) -> u32 {
+        match side {
+            Side::Own => self.own,
+            Side::Other => self.other,
+        }
+    }
+
+    /// Writes the sum to the entry, if attached.
+    fn publish(&self) {
+        if let Some(entry) = &self.entry {
+            let other = if self.other_detached { 0 } else { self.other };
+            let sum = self.own.saturating_add(other);
+            entry.held_bytes.store(sum, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Hops {
+    fn lock(&self) -> MutexGuard<'_, HopsState> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set(&self, side: Side, bytes: u32) {
+        let mut state = self.lock();
+        match side {
+            Side::Own => state.own = bytes,
+            Side::Other => state.other = bytes,
+        }
+        state.publish();
+    }
+}
+
+impl HopGauge {
+    /// A gauge for two engines, attached to no connection yet: it keeps what they report.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The gauge to hand to the other hop's engine (a proxy's upstream hop).
+    pub fn gauge(&self) -> MemoryGauge {
+        MemoryGauge(Target::Hop(self.0.clone(), Side::Other))
+    }
+
+    /// Sends the sum to `entry` from now on, starting with what the engines hold already, and
+    /// gives the gauge for the connection's own engine.
+    pub(crate) fn attach(&self, entry: Arc<Entry>) -> MemoryGauge {
+        let mut state = self.0.lock();
+        state.entry = Some(entry);
+        state.publish();
+        MemoryGauge(Target::Hop(self.0.clone(), Side::Own))
+    }
+
+    /// Takes the other hop's share out of the connection's figure (back to 0): that hop is over,
+    /// and what its engine may hold until it is dropped is not the connection's. Its later
+    /// reports are kept here only.
+    pub fn detach(&self) {
+        let mut state = self.0.lock();
+        state.other_detached = true;
+        state.publish();
+    }
+
+    /// What the other hop's engine last reported.
+    pub fn get(&self) -> usize {
+        self.0.lock().other as usize
     }
 }

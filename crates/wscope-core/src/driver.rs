@@ -29,6 +29,7 @@ use crate::id::ConnectionId;
 use crate::message::Message;
 use crate::outbox::Closing;
 use crate::outbox::SendError;
+use crate::readout;
 use crate::state::ConnectionState;
 use crate::state::PING_PAYLOAD;
 use crate::transport::{BoxReader, Role, Transport, TransportError, TransportErrorKind};
@@ -78,6 +79,17 @@ impl Accepted {
         self.conn.memory_gauge()
     }
 
+    /// As [`memory_gauge`](Self::memory_gauge), for a connection that a second engine carries
+    /// on (a proxy's upstream hop) and that reports through `hop`: the gauge for this
+    /// connection's own engine. From now on the connection's `memoryBytes` counts both engines,
+    /// starting with what `hop`'s already holds.
+    pub fn memory_gauge_with(
+        &self,
+        hop: &crate::connection::HopGauge,
+    ) -> crate::connection::MemoryGauge {
+        hop.attach(self.conn.entry.clone())
+    }
+
     /// The registry's task tracker: spawn the task that runs this connection on it, so that a
     /// server can wait for every connection task on shutdown.
     pub fn task_tracker(&self) -> &tokio_util::task::TaskTracker {
@@ -111,6 +123,14 @@ impl Accepted {
     /// socket and the writer together in the calling task until both are done. A panicking
     /// handler is contained here: its socket, dropped while unwinding, queues a 1011 close that
     /// the writer still sends.
+    ///
+    /// A connection the driver fails (over its message rate, a slow consumer, a timeout, a frame
+    /// the engine refused) is read out once its close frame is out, as the callback driver's is:
+    /// what the peer still sends is read and dropped (for at most the close timeout, at most 2 s)
+    /// by a tracked task that keeps the socket's reading half and nothing of the connection, so
+    /// its entry goes as it would without it. Dropped at once, a socket with unread bytes is
+    /// reset, and the reset can overtake the close frame: a client still sending would not learn
+    /// why it was closed.
     ///
     /// Not an `async fn`: the future keeps only what the connection needs from here on (not
     /// `self` and the transport beside their parts), which is what an idle connection costs.
@@ -313,8 +333,9 @@ impl TrackedSocket {
                 Read::Again => continue,
                 Read::Ended(Ended::Finish) => break,
                 Read::Ended(Ended::Failing) => {
-                    // The writer sends the close and drops the connection; stop reading.
-                    *self.stream.get_mut() = None;
+                    // The writer sends the close and drops the connection; the peer is read out
+                    // once the close is out.
+                    self.let_go();
                     return None;
                 }
             }
@@ -340,10 +361,40 @@ impl TrackedSocket {
 
     /// The connection is over: mark it CLOSED and stop its writer.
     fn finish(&mut self) {
-        *self.stream.get_mut() = None;
         self.conn.end();
         self.conn.abort();
+        // A connection failed from outside its task (a slow consumer, a timeout) ends here once
+        // its writer has sent the close.
+        self.let_go();
     }
+
+    /// Stops reading: the reader is dropped, or, if the connection was failed, read out.
+    fn let_go(&mut self) {
+        if let Some(reader) = self.stream.get_mut().take() {
+            if self.conn.fails_fast() {
+                read_out_after_close(&self.conn, reader);
+            }
+        }
+    }
+}
+
+/// Reads out the peer of a failed connection ([`readout`]) in a tracked task of its own, which
+/// keeps the reading half (and so the socket) but not the connection: the handler may keep its
+/// socket for as long as it likes, and the entry goes when the driver and the handler let go of
+/// it, as any other's does. The read-out starts once the connection is aborted — the writer
+/// aborts a failed connection when its close is flushed (or the close timeout ends the flush):
+/// reading on while the close is not out would only let the linger run out first.
+fn read_out_after_close(conn: &Connection, mut reader: Reader) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return; // no runtime to read on: dropped now
+    };
+    let entry = conn.entry.clone();
+    let (timeout, within) = (conn.close_timeout(), readout::linger_for(conn));
+    rt.spawn(conn.task_tracker().track_future(async move {
+        let _ = tokio::time::timeout(timeout, entry.aborted()).await;
+        drop(entry);
+        readout::read_out(reader.as_mut(), within).await;
+    }));
 }
 
 /// What one read means for whoever reads the connection ([`TrackedSocket::recv`], the callback
@@ -498,7 +549,9 @@ pub(crate) fn close_for_panic(conn: &Connection) {
     }
 }
 
-/// Reads what is left of a connection whose handler has gone, until the close handshake ends.
+/// Reads what is left of a connection whose handler has gone, until the close handshake ends;
+/// then, if the connection was failed meanwhile, reads its peer out ([`readout`]) with the
+/// connection let go of.
 async fn finish_close(conn: Arc<Connection>, mut stream: Reader) {
     let read_to_end = async {
         while let Some(Ok(msg)) = stream.next().await {
@@ -511,6 +564,11 @@ async fn finish_close(conn: Arc<Connection>, mut stream: Reader) {
     }
     conn.end();
     conn.abort();
+    if conn.fails_fast() {
+        let within = readout::linger_for(&conn);
+        drop(conn);
+        readout::read_out(stream.as_mut(), within).await;
+    }
 }
 
 /// Drains the connection's queue to the wire, a batch per wake-up and one flush per batch.

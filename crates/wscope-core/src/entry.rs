@@ -318,7 +318,14 @@ impl Entry {
     pub(crate) fn abort(&self) {
         if !self.abort.swap(true, Ordering::AcqRel) {
             self.abort_wake.notify_waiters();
+            // The callback driver waits for its queue and its abort with one waiter.
+            self.outbox.wake();
         }
+    }
+
+    /// The connection was aborted ([`abort`](Self::abort)).
+    pub(crate) fn is_aborted(&self) -> bool {
+        self.abort.load(Ordering::Acquire)
     }
 
     /// Completes once the connection is aborted (at once if it is).

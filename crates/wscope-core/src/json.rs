@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::counts::{ClosedBy, RefusalCounts, StateCounts};
 use crate::id::ConnectionId;
-use crate::query::Cursor;
 use crate::snapshot::{ConnectionInfo, Snapshot, Summary};
 use crate::state::ConnectionState;
 use crate::strings::SharedStr;
@@ -147,29 +146,6 @@ impl Snapshot {
         }
         write_tail(self, out);
     }
-}
-
-/// `GET /api/connections`' answer up to its first row: `{"total":N,"connections":[`, as serde
-/// writes a [`ConnectionPage`](crate::wire::ConnectionPage) (the tests compare the two).
-pub(crate) fn write_page_head(total: u64, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"{\"total\":");
-    write_u64(out, total);
-    out.extend_from_slice(b",\"connections\":[");
-}
-
-/// The page's end after its last row: `],"next":` the cursor or `null`, `}`.
-pub(crate) fn write_page_tail(next: Option<&Cursor>, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"],\"next\":");
-    match next {
-        None => out.extend_from_slice(b"null"),
-        Some(cursor) => {
-            use std::io::Write;
-            // A cursor is `sort.order.hex.hex`: nothing in it is escaped. Writing into a `Vec`
-            // cannot fail.
-            let _ = write!(out, "\"{cursor}\"");
-        }
-    }
-    out.push(b'}');
 }
 
 /// The bytes one connection took in the last stats answer, to size the next one's buffer up
@@ -620,7 +596,7 @@ fn write_field<T: AsRef<str>>(
     }
 }
 
-fn write_u64(out: &mut Vec<u8>, n: u64) {
+pub(crate) fn write_u64(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
@@ -717,7 +693,7 @@ fn write_escape(out: &mut Vec<u8>, byte: u8) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use proptest::prelude::*;
 
     use super::*;
@@ -866,11 +842,11 @@ mod tests {
         ]
     }
 
-    fn figure() -> impl Strategy<Value = u64> {
+    pub(crate) fn figure() -> impl Strategy<Value = u64> {
         prop_oneof![Just(0), Just(u64::MAX), 0u64..1000, any::<u64>()]
     }
 
-    fn connection() -> impl Strategy<Value = ConnectionInfo> {
+    pub(crate) fn connection() -> impl Strategy<Value = ConnectionInfo> {
         let id = ("[a-z0-9\"\\\\\\x00-\\x1f-]{1,12}", any::<u64>());
         let text_fields = (
             proptest::option::of(text()),
@@ -994,69 +970,6 @@ mod tests {
             prop_assert_eq!(mine, serde_json::Value::Object(fields.project(&info)));
         }
 
-        /// A page of rows cut to any fields, named in any order, is byte for byte what
-        /// `GET /api/connections?fields=` answered when it built a `serde_json::Map` per row:
-        /// the envelope, the rows' keys in name order, escaping, a `null` or a cursor `next`.
-        #[test]
-        fn a_page_of_rows_cut_to_any_fields_is_serde_page_of_projected_rows(
-            rows in proptest::collection::vec(connection(), 0..5),
-            picked in proptest::sample::subsequence(ConnectionInfo::FIELDS.to_vec(), 0..=19)
-                .prop_shuffle(),
-            total in figure(),
-            next in proptest::option::of(cursor()),
-        ) {
-            let fields: crate::query::Fields = picked.join(",").parse().unwrap();
-            let mut mine = Vec::new();
-            write_page_head(total, &mut mine);
-            let mut list = List::by_name(fields.mask());
-            for info in &rows {
-                list.push(&ConnectionView::of(info), &mut mine);
-            }
-            write_page_tail(next.as_ref(), &mut mine);
-            let projected: Vec<_> = rows.iter().map(|info| fields.project(info)).collect();
-            let page = crate::wire::ConnectionPage::new(total, projected, next);
-            let serde = serde_json::to_vec(&page).unwrap();
-            prop_assert_eq!(String::from_utf8_lossy(&mine), String::from_utf8_lossy(&serde));
-            // The cluster's rows, by the public writer: serde's array of projected rows.
-            let mut rows_json = Vec::new();
-            fields.write_rows(&rows, &mut rows_json);
-            let serde = serde_json::to_vec(&page.connections).unwrap();
-            prop_assert_eq!(
-                String::from_utf8_lossy(&rows_json),
-                String::from_utf8_lossy(&serde)
-            );
-        }
-
-        /// A page of whole rows is byte for byte serde's `ConnectionPage`.
-        #[test]
-        fn a_page_of_whole_rows_is_serde_page(
-            rows in proptest::collection::vec(connection(), 0..5),
-            total in figure(),
-            next in proptest::option::of(cursor()),
-        ) {
-            let mut mine = Vec::new();
-            write_page_head(total, &mut mine);
-            let mut list = List::default();
-            for info in &rows {
-                list.push(&ConnectionView::of(info), &mut mine);
-            }
-            write_page_tail(next.as_ref(), &mut mine);
-            let serde = serde_json::to_vec(&crate::wire::ConnectionPage::new(total, rows, next))
-                .unwrap();
-            prop_assert_eq!(String::from_utf8_lossy(&mine), String::from_utf8_lossy(&serde));
-        }
-    }
-
-    fn cursor() -> impl Strategy<Value = Cursor> {
-        use crate::query::{SortKey, SortOrder};
-        let sort = proptest::sample::select(SortKey::ALL.to_vec());
-        let order = prop_oneof![Just(SortOrder::Asc), Just(SortOrder::Desc)];
-        (sort, order, figure(), figure()).prop_map(|(sort, order, rank, seq)| Cursor {
-            sort,
-            order,
-            rank,
-            seq,
-        })
     }
 
     #[test]

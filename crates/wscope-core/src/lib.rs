@@ -70,10 +70,13 @@
 //! - `shutdown`: the shutdown's state and [`ShutdownReport`], and the signal helpers.
 //! - `shared`: the state behind a registry, private to it, with every operation the others
 //!   need — the insert, the one removal path, walks, snapshot, close, sweep.
-//! - `connection`: the public [`ConnectionHandle`] and the drop-guarded connection the driver
-//!   owns (its state machine's steps are crate-private); `drain`: the drain on shutdown;
-//!   `background`: the sweep, pings, timeouts and observer ticks.
-//! - `driver`: [`Accepted`] and [`TrackedSocket`] — the one state machine every connection runs.
+//! - `connection`: the public [`ConnectionHandle`], the drop-guarded connection the driver
+//!   owns (its state machine's steps are crate-private), and the gauges engines report what
+//!   they hold through ([`MemoryGauge`]; [`HopGauge`] for a connection two engines carry);
+//!   `drain`: the drain on shutdown; `background`: the sweep, pings, timeouts and observer
+//!   ticks.
+//! - `driver`: [`Accepted`] and [`TrackedSocket`] — the one state machine every connection runs;
+//!   `readout`: how both drivers read out a connection they failed before dropping its socket.
 //! - `registry`: [`Registry`], the public handle — admit, register, count, snapshot, close,
 //!   ban, kick, shutdown.
 //! - Readers above it: `wire` (the admin API's other JSON types), `listing`
@@ -112,6 +115,7 @@ mod order;
 mod outbox;
 mod paths;
 pub mod query;
+mod readout;
 mod recent;
 mod registry;
 mod shared;
@@ -141,7 +145,7 @@ pub use close::{
     MAX_CLOSE_REASON_BYTES,
 };
 pub use config::RegistryConfig;
-pub use connection::{ConnectionHandle, MemoryGauge};
+pub use connection::{ConnectionHandle, HopGauge, MemoryGauge};
 pub use counts::{ClosedBy, Counts, RefusalCounts, StateCounts};
 pub use driver::{Accepted, TrackedSocket};
 pub use id::{ConnectionId, InvalidConnectionId};

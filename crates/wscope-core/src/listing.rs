@@ -81,7 +81,7 @@ impl Registry {
             Some(fields) => List::by_name(fields.mask()),
         };
         let mut out = Vec::new();
-        json::write_page_head(page.total, &mut out);
+        write_page_head(page.total, &mut out);
         let head = out.len();
         for (i, r) in page.rows.iter().enumerate() {
             r.entry.with_labels(|labels| {
@@ -95,7 +95,7 @@ impl Registry {
                 out.reserve((row + row / 4 + 1).saturating_mul(rest) + PAGE_TAIL);
             }
         }
-        json::write_page_tail(page.next.as_ref(), &mut out);
+        write_page_tail(page.next.as_ref(), &mut out);
         out
     }
 
@@ -322,6 +322,29 @@ impl Ord for Ranked {
     }
 }
 
+/// `GET /api/connections`' answer up to its first row: `{"total":N,"connections":[`, as serde
+/// writes a [`ConnectionPage`](crate::wire::ConnectionPage) (the tests compare the two).
+fn write_page_head(total: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"total\":");
+    json::write_u64(out, total);
+    out.extend_from_slice(b",\"connections\":[");
+}
+
+/// The page's end after its last row: `],"next":` the cursor or `null`, `}`.
+fn write_page_tail(next: Option<&Cursor>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"],\"next\":");
+    match next {
+        None => out.extend_from_slice(b"null"),
+        Some(cursor) => {
+            use std::io::Write;
+            // A cursor is `sort.order.hex.hex`: nothing in it is escaped. Writing into a `Vec`
+            // cannot fail.
+            let _ = write!(out, "\"{cursor}\"");
+        }
+    }
+    out.push(b'}');
+}
+
 /// Room for a page's end: `],"next":` and a cursor.
 const PAGE_TAIL: usize = 64;
 
@@ -468,4 +491,78 @@ fn ranked_rows(
     let mut rows = heap.into_sorted_vec();
     rows.drain(..skip.min(rows.len()));
     (total, rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::json::tests::{connection, figure};
+    use crate::json::ConnectionView;
+
+    proptest! {
+        /// A page of rows cut to any fields, named in any order, is byte for byte what
+        /// `GET /api/connections?fields=` answered when it built a `serde_json::Map` per row:
+        /// the envelope, the rows' keys in name order, escaping, a `null` or a cursor `next`.
+        #[test]
+        fn a_page_of_rows_cut_to_any_fields_is_serde_page_of_projected_rows(
+            rows in proptest::collection::vec(connection(), 0..5),
+            picked in proptest::sample::subsequence(ConnectionInfo::FIELDS.to_vec(), 0..=19)
+                .prop_shuffle(),
+            total in figure(),
+            next in proptest::option::of(cursor()),
+        ) {
+            let fields: crate::query::Fields = picked.join(",").parse().unwrap();
+            let mut mine = Vec::new();
+            write_page_head(total, &mut mine);
+            let mut list = List::by_name(fields.mask());
+            for info in &rows {
+                list.push(&ConnectionView::of(info), &mut mine);
+            }
+            write_page_tail(next.as_ref(), &mut mine);
+            let projected: Vec<_> = rows.iter().map(|info| fields.project(info)).collect();
+            let page = crate::wire::ConnectionPage::new(total, projected, next);
+            let serde = serde_json::to_vec(&page).unwrap();
+            prop_assert_eq!(String::from_utf8_lossy(&mine), String::from_utf8_lossy(&serde));
+            // The cluster's rows, by the public writer: serde's array of projected rows.
+            let mut rows_json = Vec::new();
+            fields.write_rows(&rows, &mut rows_json);
+            let serde = serde_json::to_vec(&page.connections).unwrap();
+            prop_assert_eq!(
+                String::from_utf8_lossy(&rows_json),
+                String::from_utf8_lossy(&serde)
+            );
+        }
+
+        /// A page of whole rows is byte for byte serde's `ConnectionPage`.
+        #[test]
+        fn a_page_of_whole_rows_is_serde_page(
+            rows in proptest::collection::vec(connection(), 0..5),
+            total in figure(),
+            next in proptest::option::of(cursor()),
+        ) {
+            let mut mine = Vec::new();
+            write_page_head(total, &mut mine);
+            let mut list = List::default();
+            for info in &rows {
+                list.push(&ConnectionView::of(info), &mut mine);
+            }
+            write_page_tail(next.as_ref(), &mut mine);
+            let serde = serde_json::to_vec(&crate::wire::ConnectionPage::new(total, rows, next))
+                .unwrap();
+            prop_assert_eq!(String::from_utf8_lossy(&mine), String::from_utf8_lossy(&serde));
+        }
+    }
+
+    fn cursor() -> impl Strategy<Value = Cursor> {
+        let sort = proptest::sample::select(SortKey::ALL.to_vec());
+        let order = prop_oneof![Just(SortOrder::Asc), Just(SortOrder::Desc)];
+        (sort, order, figure(), figure()).prop_map(|(sort, order, rank, seq)| Cursor {
+            sort,
+            order,
+            rank,
+            seq,
+        })
+    }
 }

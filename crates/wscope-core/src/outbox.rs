@@ -159,6 +159,11 @@ impl Outbox {
                 return Err((SendError::QueueFull, msg));
             }
             self.count(1, len);
+            if st.items.capacity() == 0 {
+                // Room for one: a connection that sent a message and went idle keeps one slot,
+                // not the four a first push would take.
+                st.items.reserve_exact(1);
+            }
             st.items.push_back(msg);
         }
         if wake {
@@ -224,6 +229,12 @@ impl Outbox {
         first
     }
 
+    /// Wakes the writer as a queued message would, with nothing queued: the connection was
+    /// aborted, and the callback driver, which waits on this alone, must see it.
+    pub(crate) fn wake(&self) {
+        self.ready.notify_one();
+    }
+
     /// Asks the writer to send a ping; false if the connection is closing.
     pub(crate) fn request_ping(&self) -> bool {
         {
@@ -257,6 +268,12 @@ impl Outbox {
     pub(crate) fn drain_into(&self, out: &mut Vec<Message>) -> Drained {
         let (drained, was_full) = {
             let mut st = self.lock();
+            if out.capacity() == 0 {
+                // As the queue: no more room than what is taken the first time, with the due
+                // ping the writer puts first (an idle connection's first ping takes one slot,
+                // not four).
+                out.reserve_exact(st.items.len() + usize::from(st.ping));
+            }
             out.extend(st.items.drain(..));
             self.reset_counts();
             if st.items.capacity() > 64 {
@@ -350,8 +367,27 @@ mod tests {
         assert!(ob.request_ping());
         let mut out = Vec::new();
         assert!(ob.drain_into(&mut out).ping);
-        assert!(out.is_empty() && out.capacity() == 0);
+        // Room for the ping the writer puts first, and no more.
+        assert!(out.is_empty() && out.capacity() == 1);
         assert!(!ob.drain_into(&mut out).ping);
+    }
+
+    /// A connection that sent one message (and answered one ping) and went idle keeps one slot
+    /// in its queue and in its writer's batch, not the four a first push takes (4 x 40 B each).
+    #[test]
+    fn one_message_leaves_room_for_one() {
+        let ob = Outbox::new(8, 1024);
+        ob.try_push(Message::text("one")).unwrap();
+        let mut out = Vec::new();
+        ob.drain_into(&mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!((ob.lock().items.capacity(), out.capacity()), (1, 1));
+        out.clear();
+        ob.try_push(Message::text("two")).unwrap();
+        assert!(ob.request_ping());
+        let mut fresh = Vec::new();
+        ob.drain_into(&mut fresh);
+        assert_eq!((ob.lock().items.capacity(), fresh.capacity()), (1, 2));
     }
 
     #[test]

@@ -203,6 +203,7 @@ async fn idle_connections_are_what_the_server_holds() {
         connections: 300,
         handshake_concurrency: 50,
         hold: Duration::from_millis(100),
+        message: None,
         common: CommonOptions {
             // The server runs in this process: its RSS is ours.
             pid: Some(std::process::id()),
@@ -245,6 +246,39 @@ async fn idle_connections_are_what_the_server_holds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_with_a_message_first_has_each_connection_echo_it_before_the_hold() {
+    const SIZE: usize = 256 * 1024;
+    let server = start_server().await;
+    let (checkpoint, mut at) = Checkpoint::new();
+    let run = tokio::spawn(idle(IdleOptions {
+        url: server.url("/ws"),
+        connections: 20,
+        handshake_concurrency: 5,
+        hold: Duration::from_millis(100),
+        message: Some(SIZE),
+        common: common(),
+        checkpoint: Some(checkpoint),
+    }));
+    assert!(timeout(STEP, at.reached()).await.unwrap(), "checkpoint");
+    // At the checkpoint (during the hold) every connection has had its one message echoed.
+    let stats = server.stats().await;
+    let rows = connections_on(&stats, "/ws");
+    assert_eq!(rows.len(), 20);
+    for row in rows {
+        assert_eq!(row["messagesIn"], 1, "{row}");
+        assert_eq!(row["messagesOut"], 1, "{row}");
+        assert_eq!(row["bytesIn"], SIZE as u64, "{row}");
+    }
+    at.resume();
+    let report = timeout(STEP, run).await.unwrap().unwrap().unwrap();
+    assert_eq!(report.opened, 20);
+    assert_eq!(report.message_bytes, SIZE);
+    assert_eq!(report.message_failures, 0);
+    assert_eq!(report.held, 20);
+    server.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_answer_the_servers_pings_and_stay_open() {
     // The server pings every 50 ms and gives up on a ping after 100 ms: a client that does not
     // answer is closed (1011 "ping timeout") a fraction of the hold into it.
@@ -262,6 +296,7 @@ async fn idle_connections_answer_the_servers_pings_and_stay_open() {
         url: server.url("/ws"),
         connections: 5,
         hold: Duration::from_millis(1500),
+        message: None,
         common: common(),
         checkpoint: Some(checkpoint),
         ..Default::default()
@@ -309,6 +344,7 @@ async fn idle_reports_why_the_server_dropped_connections() {
             url: server.url("/ws"),
             connections: 3,
             hold: Duration::from_millis(1500),
+            message: None,
             common: common(),
             ..Default::default()
         }),

@@ -44,15 +44,16 @@
 //! an upstream that stops reading stops the relay reading its client. What either side withholds
 //! is bounded by the queue and the engines' buffers.
 //!
-//! **Memory.** The client's entry shows in `memoryBytes` what the client hop's engine holds and
-//! what waits in its queue (a message from the upstream on its way to a slow client), not what
-//! the upstream hop's engine holds (a message the upstream is part-way through sending: up to
-//! [`RelayConfig::socket`]'s `max_message_size`, charged to its message budget). That hop has no
-//! entry of its own, and it cannot report into the client's: its engine is made before the
-//! client's entry exists (the upstream's answer decides whether there will be one), and an
-//! entry's gauge takes one engine's figure ([`MemoryGauge::set`](wscope_core::MemoryGauge::set)
-//! replaces it), so two engines on it would overwrite each other's. Tracked client connections
-//! of one's own ([`connect`](crate::connect)) do show their engine's share.
+//! **Memory.** The client's entry shows in `memoryBytes` what both hops' engines hold and what
+//! waits in the client's queue (a message from the upstream on its way to a slow client): both
+//! engines report through one [`HopGauge`](wscope_core::HopGauge), which writes their sum to
+//! the entry, so a message the upstream is part-way through sending (up to
+//! [`RelayConfig::socket`]'s `max_message_size`, charged to its message budget) shows in the
+//! client's row, in the process total and under `sort=memory`. The upstream's engine is made
+//! before the client's entry exists (the upstream's answer decides whether there will be one),
+//! so its gauge keeps what it reports until the client is accepted, then is attached to the
+//! entry with what it holds by then; once nothing more comes from the upstream, its share
+//! leaves the entry (back to 0), though the client may still be closing.
 //!
 //! # Layout
 //! - `open`: opening the upstream (TCP, the client handshake with the forwarded headers) and the
@@ -176,9 +177,12 @@ pub async fn relay(
             let protocol = hop.protocol.clone();
             let upstream = upstream.clone();
             let close_timeout = config.close_timeout;
+            // The client's `memoryBytes` counts the upstream hop's engine too, from the moment
+            // its entry is made, starting with what that engine holds by then.
+            let admitted = admitted.with_hop(hop.gauge.clone());
             admitted.accept(protocol, move |socket| async move {
                 let _active = upstream.track(socket.handle());
-                pump::run(socket, hop.transport, close_timeout).await;
+                pump::run(socket, hop.transport, hop.gauge, close_timeout).await;
             })
         }
         Err(failure) => {

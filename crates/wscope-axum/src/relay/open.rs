@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, Request, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpStream;
-use wscope_core::{BoxTransport, MemoryGauge};
+use wscope_core::{BoxTransport, HopGauge};
 use wscope_engine::{ClientHandshake, HandshakeError, RefusedAnswer};
 
 use super::figures::FailureKind;
@@ -22,6 +22,9 @@ pub(super) struct Hop {
     pub(super) transport: BoxTransport,
     /// The subprotocol the upstream chose (among those the client offered).
     pub(super) protocol: Option<String>,
+    /// Where the upstream's engine reports what it holds: kept here until the client's entry
+    /// exists, then counted in it.
+    pub(super) gauge: HopGauge,
 }
 
 /// Why the upstream hop could not be opened.
@@ -152,17 +155,18 @@ where
     let protocol = upgraded.protocol.clone();
     let deflate = upgraded.deflate;
     let cfg = &config.socket;
-    // What this hop's engine holds is in no entry's `memoryBytes` (see "Memory" in the module
-    // docs): the client's entry does not exist yet (the upstream's answer decides whether it
-    // will), and its gauge is the client hop's engine's, whose reports a second engine's would
-    // replace.
+    // The client's entry does not exist yet (the upstream's answer decides whether it will):
+    // the engine reports into a gauge of its own, attached to the entry once the client is
+    // accepted (see "Memory" in the module docs).
+    let gauge = HopGauge::new();
     let transport = cfg
         .engine
-        .client(upgraded, cfg, deflate, MemoryGauge::detached())
+        .client(upgraded, cfg, deflate, gauge.gauge())
         .await;
     Ok(Hop {
         transport,
         protocol,
+        gauge,
     })
 }
 

@@ -6,18 +6,20 @@ use std::time::Duration;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::oneshot;
 use wscope_core::{
-    BoxReader, BoxTransport, BoxWriter, CloseCode, CloseFrame, ConnectionHandle, Initiator,
-    Message, TrackedSocket, Transport,
+    BoxReader, BoxTransport, BoxWriter, CloseCode, CloseFrame, ConnectionHandle, HopGauge,
+    Initiator, Message, TrackedSocket, Transport,
 };
 
 /// The code a client gets when its upstream vanished or broke the protocol (1014, "Bad Gateway").
 const BAD_GATEWAY: u16 = 1014;
 
 /// Relays `socket` (the client) and `upstream` both ways until both are over; then drops the
-/// upstream hop. `close_timeout` bounds the wait for the upstream's close reply.
+/// upstream hop. `close_timeout` bounds the wait for the upstream's close reply. `gauge`, the
+/// upstream engine's, leaves the client's entry once the upstream's side is over.
 pub(super) async fn run(
     mut socket: TrackedSocket,
     upstream: BoxTransport,
+    gauge: HopGauge,
     close_timeout: Duration,
 ) {
     let (from_upstream, mut to_upstream) = upstream.split();
@@ -37,6 +39,10 @@ pub(super) async fn run(
                 tokio::time::sleep(close_timeout).await;
             } => {}
         }
+        // Nothing more comes from the upstream: what its engine still holds (a message it left
+        // unfinished) is no longer the client's, though the engine lives on until the client's
+        // side is over too.
+        gauge.detach();
     };
     futures_util::future::join(up, down).await;
 }
@@ -113,7 +119,8 @@ const BATCH: usize = 64;
 /// more from its upstream), until the upstream closes or its connection ends; the upstream's close
 /// is passed on with its code and reason.
 async fn upstream_to_client(mut from_upstream: BoxReader, handle: &ConnectionHandle) {
-    let (code, reason) = loop {
+    // `over`: the stream has ended, and must not be read again (some engines' streams panic).
+    let (code, reason, over) = loop {
         match from_upstream.next().await {
             Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
                 // A client that is closing takes nothing more; keep reading for the upstream's
@@ -124,12 +131,15 @@ async fn upstream_to_client(mut from_upstream: BoxReader, handle: &ConnectionHan
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
             Some(Ok(Message::Close(frame))) => {
                 break match frame {
-                    Some(frame) => (frame.code, frame.reason),
-                    None => (CloseCode::NORMAL, String::new()),
+                    Some(frame) => (frame.code, frame.reason, false),
+                    None => (CloseCode::NORMAL, String::new(), false),
                 };
             }
-            Some(Err(e)) => break (bad_gateway(), format!("upstream failed: {}", e.message())),
-            None => break (bad_gateway(), "upstream connection lost".to_owned()),
+            Some(Err(e)) => {
+                let reason = format!("upstream failed: {}", e.message());
+                break (bad_gateway(), reason, false);
+            }
+            None => break (bad_gateway(), "upstream connection lost".to_owned(), true),
         }
     };
     // Refused only when the client is closing already (its own close wins) or the reason is
@@ -137,7 +147,9 @@ async fn upstream_to_client(mut from_upstream: BoxReader, handle: &ConnectionHan
     let reason = truncate(&reason, wscope_core::MAX_CLOSE_REASON_BYTES);
     let _ = handle.close_from_upstream(code, reason);
     // Read on to the end of the upstream's stream: the engine sends the reply to its close.
-    while let Some(Ok(_)) = from_upstream.next().await {}
+    if !over {
+        while let Some(Ok(_)) = from_upstream.next().await {}
+    }
 }
 
 /// 1014 "Bad Gateway".

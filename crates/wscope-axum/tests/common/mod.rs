@@ -343,6 +343,51 @@ pub async fn a_flooding_client_is_closed_with_1008(server: &TestServer) {
     wait_count(registry, 0).await;
 }
 
+/// A client that floods `server`'s `/ws` (the registry allows 20 messages a second) and goes on
+/// sending while it reads, as a client that does not wait for answers does, gets the 1008
+/// "message rate exceeded" close and its reason — not a reset, which a server dropping a socket
+/// with unread bytes sends, and which can overtake the close frame.
+pub async fn a_client_still_flooding_gets_the_1008_close(server: &TestServer) {
+    const FLOOD: usize = 10_000;
+    let registry = &server.registry;
+    let ws = server.connect_as("/ws", "flood").await;
+    wait_open(registry, 1).await;
+    let (mut sink, mut stream) = ws.split();
+    // Until the client's own side has the close (its sends fail then), or the socket is reset.
+    let flood = tokio::spawn(async move {
+        // Large enough to fill the socket buffers while the server writes its close.
+        let chunk = "x".repeat(64 * 1024);
+        for i in 0..FLOOD {
+            if sink
+                .send(WsMessage::text(format!("{i} {chunk}")))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let mut close = None;
+    for _ in 0..FLOOD {
+        match timeout(WAIT, stream.next())
+            .await
+            .expect("the close in time")
+        {
+            Some(Ok(WsMessage::Close(Some(f)))) => {
+                close = Some((u16::from(f.code), f.reason.as_str().to_owned()));
+                break;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("the client read failed before the close came: {e}"),
+            None => panic!("the stream ended before the close came"),
+        }
+    }
+    assert_eq!(close, Some((1008, "message rate exceeded".into())));
+    timeout(WAIT, flood).await.unwrap().unwrap();
+    wait_count(registry, 0).await;
+    assert_eq!(registry.snapshot().closed_by.limit, 1);
+}
+
 /// The next message the client reads (pings and pongs included); `None` when the stream ended.
 pub async fn next_msg(ws: &mut Client) -> Option<WsMessage> {
     timeout(WAIT, ws.next())

@@ -89,7 +89,9 @@ impl Engine {
     /// [`Accepted::memory_gauge`](wscope_core::Accepted::memory_gauge), or its row shows
     /// `memoryBytes` without the engine's share; [`MemoryGauge::detached`] for a transport
     /// tracked nowhere. A gauge takes one engine: [`MemoryGauge::set`] replaces what was
-    /// reported, so two engines on one gauge would overwrite each other.
+    /// reported, so two engines on one gauge would overwrite each other; a second engine on a
+    /// tracked connection (a proxy's upstream hop, opened before the client's entry exists)
+    /// reports through a [`HopGauge`](wscope_core::HopGauge), whose share is added.
     pub async fn client(
         self,
         io: impl Io,
