@@ -7,6 +7,11 @@
 # the first block (the allocator's and the registry's warm-up). Issue 16's goal: RSS after 100,000
 # connect/close cycles within 5 % of where it started.
 #
+# Every reading splits the RSS into anonymous memory (the heap: what connections could leave
+# behind) and file-backed pages (the binary's code and data, paged in as code runs for the first
+# time, not memory a connection keeps). After the last block the server is left alone for SETTLE
+# (default 12s: jemalloc gives back freed pages after 10 s) and read once more, the "settled" row.
+#
 #   scripts/rss-cycles.sh [--out FILE] [-- EXTRA `wscope serve` FLAGS...]
 #
 #   CYCLES=100000 BLOCK_DURATION=3s WORKERS=50 SERVER_BIN=target/release/wscope scripts/rss-cycles.sh
@@ -31,7 +36,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-: "${CYCLES:=100000}" "${BLOCK_DURATION:=3s}" "${WORKERS:=50}"
+: "${CYCLES:=100000}" "${BLOCK_DURATION:=3s}" "${WORKERS:=50}" "${SETTLE:=12}"
 : "${NOFILE:=20000}" "${SCENARIO_GRACE:=120}"
 WSCOPE="$ROOT/target/release/wscope"
 SERVER="${SERVER_BIN:-$WSCOPE}"
@@ -58,7 +63,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 raise_nofile 2000 "a few thousand sockets"
 
-rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$PID/status"; }
+# "RSS anon file" in KiB, one reading.
+rss_kib() { awk '/^VmRSS:/ { r = $2 } /^RssAnon:/ { a = $2 } /^RssFile:/ { f = $2 } END { print r, a, f }' "/proc/$PID/status"; }
 
 PORT="$(free_port)"
 ADMIN="$(free_port)"
@@ -74,7 +80,7 @@ done
 
 readings=()
 start="$(rss_kib)"
-log "server $SERVER ${EXTRA[*]} (pid $PID): RSS at start $start KiB"
+log "server $SERVER ${EXTRA[*]} (pid $PID): RSS, anon, file at start: $start KiB"
 readings+=("0 $start")
 done_cycles=0
 block=0
@@ -89,20 +95,30 @@ while [ "$done_cycles" -lt "$CYCLES" ] && [ "$block" -lt 1000 ]; do
     wait_drained "$ADMIN"
     r="$(rss_kib)"
     readings+=("$done_cycles $r")
-    log "after $done_cycles cycles: RSS $r KiB"
+    log "after $done_cycles cycles: RSS, anon, file: $r KiB"
 done
+sleep "$SETTLE"
+r="$(rss_kib)"
+readings+=("-$done_cycles $r")
+log "settled ($SETTLE s later): RSS, anon, file: $r KiB"
 
 "${PY:-python3}" - "${OUT:-/dev/null}" "${readings[@]}" <<'PYEOF'
 import json, sys
 out = sys.argv[1]
 rows = [tuple(int(x) for x in r.split()) for r in sys.argv[2:]]
-first, warm, last = rows[0][1], rows[1][1], rows[-1][1]
-print("| cycles | RSS KiB | vs start | vs after the first block |")
-print("|---|---|---|---|")
-for c, r in rows:
-    print(f"| {c:,} | {r:,} | {r / first:.3f}× | {r / warm:.3f}× |")
-res = {"readings": [{"cycles": c, "rssKiB": r} for c, r in rows],
-       "lastVsStart": last / first, "lastVsFirstBlock": last / warm}
+first, warm = rows[0], rows[1]
+print("| cycles | RSS KiB | anon KiB | file KiB | RSS vs start | RSS vs after the first block | anon vs start | anon vs after the first block |")
+print("|---|---|---|---|---|---|---|---|")
+for c, r, a, f in rows:
+    label = f"{-c:,}, settled" if c < 0 else f"{c:,}"
+    print(f"| {label} | {r:,} | {a:,} | {f:,} | {r / first[1]:.3f}× | {r / warm[1]:.3f}× "
+          f"| {a / first[2]:.3f}× | {a / warm[2]:.3f}× |")
+last, settled = rows[-2], rows[-1]
+res = {"readings": [{"cycles": abs(c), "settled": c < 0, "rssKiB": r, "anonKiB": a, "fileKiB": f}
+                    for c, r, a, f in rows],
+       "lastVsStart": last[1] / first[1], "lastVsFirstBlock": last[1] / warm[1],
+       "settledVsStart": settled[1] / first[1], "settledAnonVsStart": settled[2] / first[2],
+       "settledAnonVsFirstBlock": settled[2] / warm[2]}
 if out != "/dev/null":
     json.dump(res, open(out, "w"), indent=2)
 PYEOF
