@@ -7,6 +7,8 @@
 #[macro_use]
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode};
@@ -33,13 +35,21 @@ engine_tests!(
     a_shutdown_delivers_every_queued_message_before_1001,
 );
 
-/// Reads (answering pings, as tungstenite does while it reads) until `stop` resolves.
-fn keep_reading(mut ws: Client) -> tokio::task::JoinHandle<Client> {
+/// Reads (answering pings, as tungstenite does while it reads) until a text "stop" comes.
+fn keep_reading(ws: Client) -> tokio::task::JoinHandle<Client> {
+    keep_reading_counted(ws, Arc::default())
+}
+
+/// [`keep_reading`], counting the binary messages read in `read`.
+fn keep_reading_counted(mut ws: Client, read: Arc<AtomicUsize>) -> tokio::task::JoinHandle<Client> {
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + WAIT;
         while tokio::time::Instant::now() < deadline {
             match tokio::time::timeout(Duration::from_millis(50), ws.next()).await {
                 Ok(Some(Ok(WsMessage::Text(t)))) if t.as_str() == "stop" => break,
+                Ok(Some(Ok(WsMessage::Binary(_)))) => {
+                    read.fetch_add(1, Ordering::Relaxed);
+                }
                 Ok(Some(Ok(_))) | Err(_) => {}
                 Ok(_) => break,
             }
@@ -178,20 +188,27 @@ async fn a_broadcast_made_after_the_101_but_before_the_connection_runs_reaches_i
 async fn a_broadcast_closes_a_client_that_does_not_read_as_a_slow_consumer() {
     let reg = Registry::with_config(test_config().max_queued_bytes(64 * 1024));
     let server = TestServer::echo(reg.clone()).await;
-    let reader = keep_reading(server.connect_as("/ws", "reader").await);
+    let read = Arc::new(AtomicUsize::new(0));
+    let reader = keep_reading_counted(server.connect_as("/ws", "reader").await, read.clone());
     // A small receive window and no reads: the server's socket buffer fills, then its queue.
     let _stuck = connect_small_window(server.addr, "/ws").await;
     wait_open(&reg, 2).await;
 
     let payload = Message::binary(vec![7u8; 16 * 1024]);
     let mut slow = 0;
-    for _ in 0..400 {
+    for sent in 1..=400 {
         // Never waits, whatever the stuck client does.
         slow += reg.broadcast(None, &payload).slow;
         if slow > 0 {
             break;
         }
-        tokio::task::yield_now().await;
+        // The next one once the reader has this one: on a multi-thread runtime the broadcasts
+        // would otherwise outrun the reader's writer (another thread) and overflow its queue
+        // (4 messages) too.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while read.load(Ordering::Relaxed) < sent && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
     assert_eq!(slow, 1, "the stuck client overflowed its queue");
     wait_count(&reg, 1).await;

@@ -52,45 +52,59 @@ pub fn test_registry() -> Registry {
     Registry::with_config(test_config())
 }
 
-/// Runs each named test body (an `async fn name()` in the same file) once per engine compiled in,
-/// as the tests `name::tungstenite`, `name::tokio_websockets`, `name::fastwebsockets` and
-/// `name::wscope`. A leading
-/// `#[tokio::test(...)]` sets the runtime flavor for one test.
+/// Runs each named test body (an `async fn name()` in the same file) once per engine compiled in
+/// and per runtime layout, as the tests `name::tungstenite`, `name::tokio_websockets`,
+/// `name::fastwebsockets` and `name::wscope` on a current-thread runtime (what each runtime of
+/// `--runtime per-core` is), and the same four as `name::multi::…` on a two-worker multi-thread
+/// runtime (`--runtime multi`'s layout: the server's tasks move between threads). A leading
+/// `#[tokio::test(...)]` sets the runtime flavor for one test, which then runs on that runtime
+/// only.
 #[allow(unused_macros)] // global_registry.rs runs on the default engine only
 macro_rules! engine_tests {
-    ($($name:ident),+ $(,)?) => {
-        $( engine_tests!(#[tokio::test] $name); )+
+    (@engines #[$test:meta] $f:path) => {
+        #[cfg(feature = "tungstenite")]
+        #[$test]
+        async fn tungstenite() {
+            crate::common::with_engine(wscope_axum::Engine::Tungstenite, $f()).await
+        }
+
+        #[cfg(feature = "tokio-websockets")]
+        #[$test]
+        async fn tokio_websockets() {
+            crate::common::with_engine(wscope_axum::Engine::TokioWebsockets, $f()).await
+        }
+
+        #[cfg(feature = "fastwebsockets")]
+        #[$test]
+        async fn fastwebsockets() {
+            crate::common::with_engine(wscope_axum::Engine::Fastwebsockets, $f()).await
+        }
+
+        #[cfg(feature = "wscope")]
+        #[$test]
+        async fn wscope() {
+            crate::common::with_engine(wscope_axum::Engine::Wscope, $f()).await
+        }
     };
     (#[$test:meta] $name:ident) => {
         mod $name {
-            #[cfg(feature = "tungstenite")]
-            #[$test]
-            async fn tungstenite() {
-                let engine = wscope_axum::Engine::Tungstenite;
-                crate::common::with_engine(engine, super::$name()).await
-            }
-
-            #[cfg(feature = "tokio-websockets")]
-            #[$test]
-            async fn tokio_websockets() {
-                let engine = wscope_axum::Engine::TokioWebsockets;
-                crate::common::with_engine(engine, super::$name()).await
-            }
-
-            #[cfg(feature = "fastwebsockets")]
-            #[$test]
-            async fn fastwebsockets() {
-                let engine = wscope_axum::Engine::Fastwebsockets;
-                crate::common::with_engine(engine, super::$name()).await
-            }
-
-            #[cfg(feature = "wscope")]
-            #[$test]
-            async fn wscope() {
-                let engine = wscope_axum::Engine::Wscope;
-                crate::common::with_engine(engine, super::$name()).await
-            }
+            engine_tests!(@engines #[$test] super::$name);
         }
+    };
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                engine_tests!(@engines #[tokio::test] super::$name);
+
+                mod multi {
+                    engine_tests!(
+                        @engines
+                        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                        super::super::$name
+                    );
+                }
+            }
+        )+
     };
 }
 
