@@ -19,9 +19,11 @@ use std::time::Duration;
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::MaybeTlsStream;
 use wscope_testkit::served::Served;
 
 const BIN: &str = env!("CARGO_BIN_EXE_wscope");
@@ -547,6 +549,115 @@ async fn dashboard_follows_clients_filters_and_closes_them_in_headless_chromium(
         .unwrap();
     assert_eq!(violations, None, "the page broke its own policy");
     session.end().await;
+}
+
+/// A size as the dashboard writes it ("300 KiB", "1.2 MiB", "512 B"), in KiB.
+fn kib(shown: &str) -> f64 {
+    let (value, unit) = shown.split_once(' ').unwrap_or((shown, "B"));
+    let value: f64 = value
+        .parse()
+        .unwrap_or_else(|_| panic!("not a size: {shown:?}"));
+    match unit {
+        "B" => value / 1024.0,
+        "KiB" => value,
+        "MiB" => value * 1024.0,
+        other => panic!("unit {other:?} in {shown:?}"),
+    }
+}
+
+/// The Memory column: a client stalled half-way through a large message makes the server hold
+/// that half; its row shows it, the summary's "held" counts it, and one click on Memory (largest
+/// first) puts it above the idle clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_column_shows_a_stalled_message_and_sorts_by_it() {
+    let Some(browser) = browser_or_skip("the dashboard's memory column") else {
+        return;
+    };
+    let served = Served::start(BIN, &["--ping-interval", "0"]);
+    let mut idle = Vec::new();
+    for i in 0..2 {
+        let ua = format!("idle-bot/{i}");
+        idle.push(ws_client(&served, "/ws", &ua, Duration::from_secs(3600)).await);
+    }
+    // Half of a 600 KiB binary message in one frame (masked with a zero key: the payload goes
+    // as it is), then nothing more.
+    let mut request = served.url("/ws").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("user-agent", "stalled-bot/0".parse().unwrap());
+    let (mut stalled, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+        .await
+        .unwrap()
+        .unwrap();
+    const WHOLE: u64 = 600 * 1024;
+    const SENT: usize = 300 * 1024;
+    let mut frame = vec![0x82, 0x80 | 127];
+    frame.extend_from_slice(&WHOLE.to_be_bytes());
+    frame.extend_from_slice(&[0; 4]);
+    frame.resize(frame.len() + SENT, 7);
+    let MaybeTlsStream::Plain(tcp) = stalled.get_mut() else {
+        panic!("a plain TCP client")
+    };
+    tcp.write_all(&frame).await.unwrap();
+
+    let session = Session::open(&browser, "dashboard-memory").await;
+    let client = &session.client;
+    client
+        .goto(&format!("http://{}/", served.admin))
+        .await
+        .unwrap();
+    wait_text(client, "#open-count", "3").await;
+    click(client, "thead button[data-sort=memory]").await;
+    // Id, State, Address, Path, User agent, User / tags, Age, Idle, Messages, Bytes, Queued,
+    // Memory: the twelfth cell.
+    let rows = wait_for(
+        "the table sorted by memory, the stalled client first",
+        || async {
+            let rows = client.find_all(Locator::Css("#conn-rows tr")).await.ok()?;
+            let mut seen = Vec::new();
+            for row in rows {
+                let ua = row
+                    .find(Locator::Css("td.ua"))
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                let memory = row
+                    .find(Locator::Css("td:nth-child(12)"))
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                seen.push((ua, memory));
+            }
+            (seen.len() == 3 && seen[0].0 == "stalled-bot/0" && kib(&seen[0].1) >= 300.0)
+                .then_some(seen)
+        },
+    )
+    .await;
+    // Largest first; the idle clients hold a small fraction of it.
+    assert!(rows[1].0.starts_with("idle-bot/"), "{rows:?}");
+    assert!(kib(&rows[1].1) <= kib(&rows[0].1) / 10.0, "{rows:?}");
+    assert!(kib(&rows[2].1) <= kib(&rows[1].1), "{rows:?}");
+    let button = client
+        .find(Locator::Css("thead button[data-sort=memory]"))
+        .await
+        .unwrap();
+    assert_eq!(
+        button.attr("aria-sort").await.unwrap().as_deref(),
+        Some("descending")
+    );
+    // The summary's "held" counts what the stalled client holds.
+    let held = wait_for("the summary's held counts the stalled half", || async {
+        let held = text(client, "#held").await?;
+        (held != "–" && kib(&held) >= 300.0).then_some(held)
+    })
+    .await;
+    assert!(kib(&held) < 2048.0, "held {held}");
+    session.end().await;
+    drop(stalled);
 }
 
 /// Sets the page's viewport (the window's inner size) to `width` × `height` CSS pixels.
