@@ -137,6 +137,7 @@ mod stats_query;
 mod stream;
 pub mod tls;
 mod upgrade;
+mod upgraded_io;
 
 pub use admin::{
     admin, admin_router, health, health_router, health_router_at, public_health, stats,

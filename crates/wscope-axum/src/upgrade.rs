@@ -17,7 +17,6 @@ use axum::Extension;
 use futures_util::future::{self, Either};
 use futures_util::FutureExt as _;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use wscope_core::{
     Accepted, BoxTransport, CallbackSocket, ConnectionMeta, HopGauge, LabelError, Message,
     OnMessage, Permit, Refusal, Registry, TrackedSocket,
@@ -26,6 +25,7 @@ use wscope_engine::{Attempt, Engine, ServerHandshake, SocketConfig};
 
 use crate::client_addr::TrustedProxies;
 use crate::error::{ApiError, UpgradeRefused};
+use crate::upgraded_io::UpgradedIo;
 
 /// Where accepted sockets are tracked and how they are accepted. Attach it to a router with
 /// [`Tracking::layer`] (after the routes it should cover, as with any axum layer).
@@ -513,14 +513,14 @@ fn connection_task<T, F, R, Fut>(
     run: R,
 ) -> impl Future<Output = ()> + Send + 'static
 where
-    T: FnOnce(TokioIo<hyper::upgrade::Upgraded>) -> F + Send + 'static,
+    T: FnOnce(UpgradedIo) -> F + Send + 'static,
     F: Future<Output = BoxTransport> + Send + 'static,
     R: FnOnce(Accepted, BoxTransport) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     on_upgrade.then(move |upgraded| match upgraded {
         Ok(upgraded) => Either::Left(
-            call_boxed(take_over, TokioIo::new(upgraded))
+            call_boxed(take_over, UpgradedIo::from(upgraded))
                 .then(move |transport| run(accepted, transport)),
         ),
         Err(e) => {

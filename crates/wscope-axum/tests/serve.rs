@@ -19,6 +19,8 @@ use tokio::task::JoinHandle;
 use wscope_axum::{admin_router, serve, ServeOptions};
 use wscope_core::Registry;
 
+engine_tests!(frames_sent_with_the_request_before_the_101_are_read_first);
+
 /// A server for `app` through `wscope_axum::serve` with `options`, stopped by the sender.
 async fn start(
     app: Router,
@@ -202,4 +204,56 @@ async fn a_graceful_stop_finishes_http_and_leaves_websockets_to_the_registry() {
     assert_eq!(expect_close(&mut ws).await.0, 1001);
     let report = tokio::time::timeout(WAIT, drained).await.unwrap().unwrap();
     assert_eq!((report.connections, report.dropped), (1, 0));
+}
+
+/// A client that sends its first frames in the same write as its upgrade request, before the
+/// 101 comes: hyper reads them with the request head, and the engine, handed the TCP stream
+/// itself by `wscope_axum::serve`, must read those bytes before the socket's (they are echoed first, in order). A
+/// second message after the 101 comes from the socket.
+async fn frames_sent_with_the_request_before_the_101_are_read_first() {
+    let registry = test_registry();
+    let app = tracked(echo_routes(), tracking(&registry));
+    let (addr, stopper, task) = start(app, ServeOptions::default()).await;
+    let mut bytes = raw::upgrade_request(addr, "/ws", &[]).into_bytes();
+    for text in ["early one", "early two"] {
+        bytes.extend(raw::frame_with(
+            raw::FIN | raw::TEXT,
+            text.as_bytes(),
+            Some(raw::MASK),
+        ));
+    }
+    let mut client = raw::Raw::connect(addr).await;
+    client.send(&bytes).await;
+    assert_eq!(client.response_head().await, 101);
+    for text in ["early one", "early two"] {
+        let frame = client.read_frame().await;
+        assert_eq!(
+            (frame.opcode, frame.payload.as_slice()),
+            (raw::TEXT, text.as_bytes())
+        );
+    }
+    client
+        .send(&raw::frame_with(
+            raw::FIN | raw::TEXT,
+            b"after",
+            Some(raw::MASK),
+        ))
+        .await;
+    let frame = client.read_frame().await;
+    assert_eq!(
+        (frame.opcode, frame.payload.as_slice()),
+        (raw::TEXT, &b"after"[..])
+    );
+    client
+        .send(&raw::frame_with(
+            raw::FIN | raw::CLOSE,
+            &1000u16.to_be_bytes(),
+            Some(raw::MASK),
+        ))
+        .await;
+    assert_eq!(client.read_frame().await.opcode, raw::CLOSE);
+    wait_count(&registry, 0).await;
+    let closed = &registry.recently_closed(None)[0];
+    assert_eq!((closed.messages_in, closed.messages_out), (3, 3));
+    stop(stopper, task).await;
 }
