@@ -122,6 +122,7 @@ mod closed;
 mod cluster;
 mod connections;
 mod dashboard;
+mod direct;
 mod error;
 mod forward;
 mod http_proxy;

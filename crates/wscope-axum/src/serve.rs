@@ -40,6 +40,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
+use crate::direct::{self, read_head, Answered, DirectUpgrade, Head};
+use crate::upgraded_io::Rewound;
+
 /// The local address a request came in on (an extension set by [`serve`]): with a listener
 /// bound to `0.0.0.0`, the address the client actually reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +67,15 @@ pub struct ServeOptions {
     /// again); a client that fails it is dropped alone. Made by
     /// [`tls::server_config`](crate::tls::server_config), whose certificate can be reloaded.
     pub tls: Option<Arc<ServerConfig>>,
+    /// Whether a plain connection's first request, when it is a WebSocket upgrade, is read by
+    /// wscope rather than hyper (the default): the router answers it as ever, but its 101 is
+    /// written, and the TCP stream handed to the engine, without hyper's connection in
+    /// between — fewer instructions and allocations per handshake. Every other request, and
+    /// every later one on a connection, is hyper's as before. Turn it off to serve routes that
+    /// upgrade with axum's own `axum::extract::ws::WebSocketUpgrade`, which needs hyper's
+    /// upgrade (on this path it answers 426); wscope's [`WebSocketUpgrade`](crate::WebSocketUpgrade)
+    /// works on both.
+    pub direct_upgrades: bool,
 }
 
 impl ServeOptions {
@@ -97,6 +109,12 @@ impl ServeOptions {
         self
     }
 
+    /// Sets [`ServeOptions::direct_upgrades`].
+    pub fn direct_upgrades(mut self, direct: bool) -> Self {
+        self.direct_upgrades = direct;
+        self
+    }
+
     /// hyper's HTTP/1 connection settings for these options.
     fn builder(&self) -> http1::Builder {
         /// hyper refuses a smaller read buffer; a smaller head limit is still enforced, by
@@ -120,6 +138,7 @@ impl Default for ServeOptions {
             handshake_timeout: Some(Self::DEFAULT_HANDSHAKE_TIMEOUT),
             nodelay: true,
             tls: None,
+            direct_upgrades: true,
         }
     }
 }
@@ -213,6 +232,10 @@ impl Serve {
         let acceptor = options.tls.clone().map(TlsAcceptor::from);
         let stop = CancellationToken::new();
         let connections = TaskTracker::new();
+        let mut nodelay = Nodelay::new(&listener, options.nodelay);
+        // A listener bound to one address: every connection's local address is that one, and
+        // needs no system call to learn.
+        let ask_local = listen_addr.ip().is_unspecified();
         loop {
             let (tcp, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -224,20 +247,27 @@ impl Serve {
                 },
                 () = &mut signal => break,
             };
-            if options.nodelay {
-                let _ = tcp.set_nodelay(true);
-            }
-            let local = tcp.local_addr().unwrap_or(listen_addr);
+            nodelay.set(&tcp);
+            let local = match ask_local {
+                true => tcp.local_addr().unwrap_or(listen_addr),
+                false => listen_addr,
+            };
             let connection = Connection {
                 builder: builder.clone(),
-                service: tagged(router.clone(), peer, local),
+                router: router.clone(),
                 stop: stop.clone(),
                 peer,
+                local,
             };
             match &acceptor {
                 Some(acceptor) => connections.spawn(connection.serve_tls(
                     acceptor.clone(),
                     tcp,
+                    options.handshake_timeout,
+                )),
+                None if options.direct_upgrades => connections.spawn(connection.serve_plain(
+                    tcp,
+                    options.max_header_size,
                     options.handshake_timeout,
                 )),
                 None => connections.spawn(connection.serve(tcp)),
@@ -253,25 +283,69 @@ impl Serve {
 
 /// One accepted connection, served in a task of its own: whatever happens to it (a failed TLS
 /// handshake, a timeout, an oversized head) ends it alone.
-struct Connection<S> {
+struct Connection {
     builder: http1::Builder,
-    service: S,
+    router: Router,
     /// Cancelled when the server stops: the request in flight finishes, then the connection
     /// closes.
     stop: CancellationToken,
     peer: SocketAddr,
+    /// The address the connection reached.
+    local: SocketAddr,
 }
 
-impl<S> Connection<S>
-where
-    S: hyper::service::Service<
-            Request<Incoming>,
-            Response = axum::response::Response,
-            Error = Infallible,
-            Future: Send + 'static,
-        > + Send
-        + 'static,
-{
+impl Connection {
+    /// A plain connection: its first request read here, and answered without hyper when it is
+    /// a WebSocket upgrade ([`crate::direct`]); HTTP then goes on with hyper, from the bytes
+    /// read. The head has `timeout` to arrive (the connection is dropped at it) and may take
+    /// `max` bytes (past them hyper reads it, and answers 431).
+    async fn serve_plain(self, mut tcp: TcpStream, max: usize, timeout: Option<Duration>) {
+        let read = async {
+            match timeout {
+                Some(limit) => tokio::time::timeout(limit, read_head(&mut tcp, max))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "request head timed out",
+                        ))
+                    }),
+                None => read_head(&mut tcp, max).await,
+            }
+        };
+        let head = tokio::select! {
+            head = read => head,
+            () = self.stop.cancelled() => return,
+        };
+        let (mut request, rest) = match head {
+            Ok(Head::Upgrade(request, rest)) => (request, rest),
+            // Boxed, here and below: the task's future stays the size of this path's state
+            // (it is moved into the task, and within it, on every spawn), not hyper's.
+            Ok(Head::Other(read)) => return Box::pin(self.serve(Rewound::new(read, tcp))).await,
+            Err(e) => return tracing::debug!(peer = %self.peer, "connection ended: {e}"),
+        };
+        let close = direct::asks_to_close(request.headers());
+        let slot = DirectUpgrade::default();
+        let extensions = request.extensions_mut();
+        extensions.insert(ConnectInfo(self.peer));
+        extensions.insert(LocalAddr(self.local));
+        extensions.insert(slot.clone());
+        let mut router = self.router.clone();
+        let ready = std::future::poll_fn(|cx| {
+            <Router as Service<axum::http::Request<axum::body::Body>>>::poll_ready(&mut router, cx)
+        });
+        let Ok(()) = ready.await;
+        let Ok(response) = router.call(request).await;
+        match direct::answer(tcp, &slot, response, rest).await {
+            Ok(Answered::Upgraded) => {}
+            Ok(Answered::Answered(tcp, rest)) if !close => {
+                Box::pin(self.serve(Rewound::new(rest, tcp))).await;
+            }
+            Ok(Answered::Answered(..)) => {}
+            Err(e) => tracing::debug!(peer = %self.peer, "connection ended: {e}"),
+        }
+    }
+
     /// The TLS handshake, bounded by `timeout` (the request head then gets its own), then HTTP
     /// over it.
     async fn serve_tls(self, acceptor: TlsAcceptor, tcp: TcpStream, timeout: Option<Duration>) {
@@ -307,12 +381,13 @@ where
     {
         let Connection {
             builder,
-            service,
+            router,
             stop,
             peer,
+            local,
         } = self;
         let connection = builder
-            .serve_connection(TokioIo::new(io), service)
+            .serve_connection(TokioIo::new(io), tagged(router, peer, local))
             .with_upgrades();
         tokio::pin!(connection);
         let ended = tokio::select! {
@@ -364,6 +439,41 @@ fn tagged(
     })
 }
 
+/// `TCP_NODELAY` on every accepted connection, with a system call per connection only where
+/// it is needed: set on the listener first, it is inherited by the connections accepted from it
+/// on Linux, which the first connection shows (one `getsockopt`); elsewhere each connection
+/// gets its own `setsockopt`.
+struct Nodelay {
+    wanted: bool,
+    /// Whether accepted connections have it already: unknown until the first.
+    inherited: Option<bool>,
+}
+
+impl Nodelay {
+    fn new(listener: &TcpListener, wanted: bool) -> Self {
+        let on_listener = wanted
+            && socket2::SockRef::from(listener)
+                .set_tcp_nodelay(true)
+                .is_ok();
+        Self {
+            wanted,
+            inherited: (!on_listener).then_some(false),
+        }
+    }
+
+    fn set(&mut self, tcp: &TcpStream) {
+        if !self.wanted {
+            return;
+        }
+        let inherited = *self
+            .inherited
+            .get_or_insert_with(|| tcp.nodelay().unwrap_or(false));
+        if !inherited {
+            let _ = tcp.set_nodelay(true);
+        }
+    }
+}
+
 /// A failed `accept`: a connection that died in the backlog is no matter; anything else (out of
 /// file descriptors) is logged and retried after a pause, as axum does, rather than spun on.
 async fn accept_error(e: io::Error) {
@@ -376,4 +486,30 @@ async fn accept_error(e: io::Error) {
     }
     tracing::error!("accept error: {e}");
     tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Every accepted connection has `TCP_NODELAY` when asked for (inherited from the listener
+    /// on Linux, with no system call per connection), and none when not.
+    #[tokio::test]
+    async fn accepted_connections_get_nodelay_as_asked() {
+        for wanted in [true, false] {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let mut nodelay = Nodelay::new(&listener, wanted);
+            for _ in 0..2 {
+                let _client = TcpStream::connect(addr).await.unwrap();
+                let (tcp, _) = listener.accept().await.unwrap();
+                nodelay.set(&tcp);
+                assert_eq!(tcp.nodelay().unwrap(), wanted);
+            }
+            if cfg!(target_os = "linux") && wanted {
+                assert_eq!(nodelay.inherited, Some(true), "inherited from the listener");
+            }
+        }
+    }
 }

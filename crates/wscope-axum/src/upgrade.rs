@@ -24,6 +24,7 @@ use wscope_core::{
 use wscope_engine::{Attempt, Engine, ServerHandshake, SocketConfig};
 
 use crate::client_addr::TrustedProxies;
+use crate::direct::DirectUpgrade;
 use crate::error::{ApiError, UpgradeRefused};
 use crate::upgraded_io::UpgradedIo;
 
@@ -100,8 +101,8 @@ impl Tracking {
 #[derive(Debug)]
 pub struct WebSocketUpgrade {
     handshake: Attempt,
-    /// hyper's future of the upgraded connection, taken from a valid request.
-    on_upgrade: Option<OnUpgrade>,
+    /// Where the upgraded connection will come from, taken from a valid request.
+    source: Option<Source>,
     meta: ConnectionMeta,
     tracking: Tracking,
     /// Whether the tracking came from the route (a layer or [`WebSocketUpgrade::registry`]).
@@ -116,9 +117,9 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
-        let (handshake, on_upgrade) = match ServerHandshake::check(parts) {
-            Attempt::Valid(valid) => match parts.extensions.remove::<OnUpgrade>() {
-                Some(on_upgrade) => (Attempt::Valid(valid), Some(on_upgrade)),
+        let (handshake, source) = match ServerHandshake::check(parts) {
+            Attempt::Valid(valid) => match Source::take(parts) {
+                Some(source) => (Attempt::Valid(valid), Some(source)),
                 // Served without upgrades (a test harness, HTTP/2): nothing to take over.
                 None => (Attempt::NotUpgrade, None),
             },
@@ -153,13 +154,32 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
             .origin(origin);
         Ok(Self {
             handshake,
-            on_upgrade,
+            source,
             meta,
             tracking,
             explicit,
             protocols: Vec::new(),
             label_error: None,
         })
+    }
+}
+
+/// Where an upgraded connection comes from.
+#[derive(Debug)]
+enum Source {
+    /// hyper's connection hands it over once it has written the 101.
+    Hyper(OnUpgrade),
+    /// `serve`'s direct path writes the 101 and hands it over ([`crate::direct`]).
+    Direct(DirectUpgrade),
+}
+
+impl Source {
+    /// The request's, if it has one (the direct path's first).
+    fn take(parts: &mut Parts) -> Option<Self> {
+        if let Some(direct) = parts.extensions.remove::<DirectUpgrade>() {
+            return Some(Self::Direct(direct));
+        }
+        parts.extensions.remove::<OnUpgrade>().map(Self::Hyper)
     }
 }
 
@@ -349,8 +369,8 @@ impl WebSocketUpgrade {
     /// permit and leaves no trace in the registry.
     #[allow(clippy::result_large_err)]
     pub fn admit(self) -> Result<Admitted, Response> {
-        let (handshake, on_upgrade) = match (self.handshake, self.on_upgrade) {
-            (Attempt::Valid(handshake), Some(on_upgrade)) => (handshake, on_upgrade),
+        let (handshake, source) = match (self.handshake, self.source) {
+            (Attempt::Valid(handshake), Some(source)) => (handshake, source),
             (Attempt::Valid(_) | Attempt::NotUpgrade, _) => return Err(upgrade_required()),
             (Attempt::Invalid(why), _) => {
                 let refusal = Refusal::InvalidHandshake(why);
@@ -376,7 +396,7 @@ impl WebSocketUpgrade {
         };
         Ok(Admitted {
             handshake,
-            on_upgrade,
+            source,
             meta: self.meta,
             permit,
             tracking: self.tracking,
@@ -391,7 +411,7 @@ impl WebSocketUpgrade {
 #[derive(Debug)]
 pub struct Admitted {
     handshake: ServerHandshake,
-    on_upgrade: OnUpgrade,
+    source: Source,
     meta: ConnectionMeta,
     /// What admission reserved for the connection: released if this is dropped.
     permit: Permit,
@@ -455,7 +475,7 @@ impl Admitted {
     {
         let Self {
             handshake,
-            on_upgrade,
+            source,
             meta,
             permit,
             tracking,
@@ -492,8 +512,21 @@ impl Admitted {
         let tracker = accepted.task_tracker().clone();
         // Counted on its runtime, when served by one of `PerCore`'s, for as long as it runs.
         let on_runtime = crate::per_core::OnRuntime::enter();
-        let task = connection_task(on_upgrade, take_over, accepted, run);
-        tokio::spawn(tracker.track_future(task.map(move |()| drop(on_runtime))));
+        match source {
+            Source::Hyper(on_upgrade) => {
+                let task = connection_task(on_upgrade, take_over, accepted, run);
+                tokio::spawn(tracker.track_future(task.map(move |()| drop(on_runtime))));
+            }
+            // The server calls this once the 101 is written, with the stream.
+            Source::Direct(slot) => slot.put(Box::new(move |io| match io {
+                Ok(io) => {
+                    let task =
+                        call_boxed(take_over, io).then(move |transport| run(accepted, transport));
+                    tokio::spawn(tracker.track_future(task.map(move |()| drop(on_runtime))));
+                }
+                Err(e) => accepted.fail(format!("upgrade failed: {e}")),
+            })),
+        }
         response
     }
 }

@@ -19,21 +19,113 @@ pub(crate) enum UpgradedIo {
     /// The accepted TCP stream, with nothing read past the request head: every plain
     /// connection of `wscope_axum::serve` and `PerCore`.
     Tcp(TcpStream),
-    /// The TCP stream and the bytes hyper read past the request head (a client that sent its
-    /// first frames before the 101 came): served first. Rare, so boxed.
-    Rewound(Box<(Bytes, TcpStream)>),
+    /// The TCP stream and bytes read past the request head (a client that sent its first
+    /// frames before the 101 came): served first. Rare, so boxed.
+    Rewound(Box<Rewound>),
     /// Anything else hyper served: a TLS stream, an application's own listener's stream. Boxed:
     /// the common case's state stays the stream's size.
     Hyper(Box<TokioIo<Upgraded>>),
 }
 
+impl UpgradedIo {
+    /// `tcp`, with `read` (bytes already read from it) served first.
+    pub(crate) fn rewound(read: Bytes, tcp: TcpStream) -> Self {
+        Rewound::new(read, tcp).into()
+    }
+}
+
+impl From<Rewound> for UpgradedIo {
+    fn from(rewound: Rewound) -> Self {
+        if rewound.read.is_empty() {
+            Self::Tcp(rewound.tcp)
+        } else {
+            Self::Rewound(Box::new(rewound))
+        }
+    }
+}
+
 impl From<Upgraded> for UpgradedIo {
     fn from(upgraded: Upgraded) -> Self {
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) if parts.read_buf.is_empty() => Self::Tcp(parts.io.into_inner()),
-            Ok(parts) => Self::Rewound(Box::new((parts.read_buf, parts.io.into_inner()))),
+        // The stream hyper was given: the accepted one, or one the direct path
+        // (`crate::direct`) read a head from and passed on.
+        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => return Self::rewound(parts.read_buf, parts.io.into_inner()),
+            Err(upgraded) => upgraded,
+        };
+        match upgraded.downcast::<TokioIo<Rewound>>() {
+            Ok(parts) => parts.io.into_inner().after(parts.read_buf).into(),
             Err(upgraded) => Self::Hyper(Box::new(TokioIo::new(upgraded))),
         }
+    }
+}
+
+/// A TCP stream some of whose bytes were read already: they are served first.
+pub(crate) struct Rewound {
+    read: Bytes,
+    tcp: TcpStream,
+}
+
+impl Rewound {
+    pub(crate) fn new(read: Bytes, tcp: TcpStream) -> Self {
+        Self { read, tcp }
+    }
+
+    /// The stream with `first` served before what is left of this one's bytes (hyper's read
+    /// buffer, when an upgrade ends its use of the stream).
+    fn after(self, first: Bytes) -> Self {
+        let read = match (first.is_empty(), self.read.is_empty()) {
+            (true, _) => self.read,
+            (false, true) => first,
+            (false, false) => [first, self.read].concat().into(),
+        };
+        Self { read, ..self }
+    }
+}
+
+impl AsyncRead for Rewound {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.read.is_empty() {
+            return Pin::new(&mut this.tcp).poll_read(cx, buf);
+        }
+        let n = this.read.len().min(buf.remaining());
+        buf.put_slice(&this.read[..n]);
+        this.read.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Rewound {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
     }
 }
 
@@ -45,16 +137,7 @@ impl AsyncRead for UpgradedIo {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Tcp(tcp) => Pin::new(tcp).poll_read(cx, buf),
-            Self::Rewound(rewound) => {
-                let (pre, tcp) = &mut **rewound;
-                if pre.is_empty() {
-                    return Pin::new(tcp).poll_read(cx, buf);
-                }
-                let n = pre.len().min(buf.remaining());
-                buf.put_slice(&pre[..n]);
-                pre.advance(n);
-                Poll::Ready(Ok(()))
-            }
+            Self::Rewound(rewound) => Pin::new(&mut **rewound).poll_read(cx, buf),
             Self::Hyper(io) => Pin::new(&mut **io).poll_read(cx, buf),
         }
     }
@@ -68,7 +151,7 @@ impl AsyncWrite for UpgradedIo {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Tcp(tcp) => Pin::new(tcp).poll_write(cx, buf),
-            Self::Rewound(rewound) => Pin::new(&mut rewound.1).poll_write(cx, buf),
+            Self::Rewound(rewound) => Pin::new(&mut **rewound).poll_write(cx, buf),
             Self::Hyper(io) => Pin::new(&mut **io).poll_write(cx, buf),
         }
     }
@@ -80,7 +163,7 @@ impl AsyncWrite for UpgradedIo {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Tcp(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
-            Self::Rewound(rewound) => Pin::new(&mut rewound.1).poll_write_vectored(cx, bufs),
+            Self::Rewound(rewound) => Pin::new(&mut **rewound).poll_write_vectored(cx, bufs),
             Self::Hyper(io) => Pin::new(&mut **io).poll_write_vectored(cx, bufs),
         }
     }
@@ -88,7 +171,7 @@ impl AsyncWrite for UpgradedIo {
     fn is_write_vectored(&self) -> bool {
         match self {
             Self::Tcp(tcp) => tcp.is_write_vectored(),
-            Self::Rewound(rewound) => rewound.1.is_write_vectored(),
+            Self::Rewound(rewound) => rewound.is_write_vectored(),
             Self::Hyper(io) => io.is_write_vectored(),
         }
     }
@@ -96,7 +179,7 @@ impl AsyncWrite for UpgradedIo {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Tcp(tcp) => Pin::new(tcp).poll_flush(cx),
-            Self::Rewound(rewound) => Pin::new(&mut rewound.1).poll_flush(cx),
+            Self::Rewound(rewound) => Pin::new(&mut **rewound).poll_flush(cx),
             Self::Hyper(io) => Pin::new(&mut **io).poll_flush(cx),
         }
     }
@@ -104,7 +187,7 @@ impl AsyncWrite for UpgradedIo {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Tcp(tcp) => Pin::new(tcp).poll_shutdown(cx),
-            Self::Rewound(rewound) => Pin::new(&mut rewound.1).poll_shutdown(cx),
+            Self::Rewound(rewound) => Pin::new(&mut **rewound).poll_shutdown(cx),
             Self::Hyper(io) => Pin::new(&mut **io).poll_shutdown(cx),
         }
     }

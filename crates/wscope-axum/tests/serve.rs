@@ -1,6 +1,7 @@
 //! `wscope_axum::serve`: the bound on request heads, the handshake timeout (slowloris), the
-//! addresses each request carries, and a graceful stop that leaves WebSockets to the registry.
-//! Malformed input goes over raw TCP.
+//! addresses each request carries, a graceful stop that leaves WebSockets to the registry, and
+//! the direct upgrade path (a first request that is a WebSocket upgrade answered without hyper,
+//! everything else hyper's). Malformed input goes over raw TCP.
 #![allow(clippy::unwrap_used)]
 
 #[macro_use]
@@ -19,7 +20,11 @@ use tokio::task::JoinHandle;
 use wscope_axum::{admin_router, serve, ServeOptions};
 use wscope_core::Registry;
 
-engine_tests!(frames_sent_with_the_request_before_the_101_are_read_first);
+engine_tests!(
+    frames_sent_with_the_request_before_the_101_are_read_first,
+    a_head_split_across_reads_still_upgrades,
+    an_upgrade_after_a_plain_request_is_taken_over_from_hyper,
+);
 
 /// A server for `app` through `wscope_axum::serve` with `options`, stopped by the sender.
 async fn start(
@@ -256,4 +261,143 @@ async fn frames_sent_with_the_request_before_the_101_are_read_first() {
     let closed = &registry.recently_closed(None)[0];
     assert_eq!((closed.messages_in, closed.messages_out), (3, 3));
     stop(stopper, task).await;
+}
+
+/// Sends `bytes` in pieces of `piece` bytes, each after a pause (so each is a read of its own).
+async fn send_in_pieces(client: &mut raw::Raw, bytes: &[u8], piece: usize) {
+    for chunk in bytes.chunks(piece) {
+        client.send(chunk).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Echoes one text frame over a raw, upgraded connection and closes it.
+async fn raw_echo_and_close(client: &mut raw::Raw, text: &str) {
+    let frame = raw::frame_with(raw::FIN | raw::TEXT, text.as_bytes(), Some(raw::MASK));
+    client.send(&frame).await;
+    let echoed = client.read_frame().await;
+    assert_eq!(
+        (echoed.opcode, echoed.payload.as_slice()),
+        (raw::TEXT, text.as_bytes())
+    );
+    let close = raw::frame_with(
+        raw::FIN | raw::CLOSE,
+        &1000u16.to_be_bytes(),
+        Some(raw::MASK),
+    );
+    client.send(&close).await;
+    assert_eq!(client.read_frame().await.opcode, raw::CLOSE);
+}
+
+/// The direct path reads a head that arrives a few bytes at a time (the blank line itself split
+/// across reads) and upgrades it.
+async fn a_head_split_across_reads_still_upgrades() {
+    let registry = test_registry();
+    let app = tracked(echo_routes(), tracking(&registry));
+    let (addr, stopper, task) = start(app, ServeOptions::default()).await;
+    let request = raw::upgrade_request(addr, "/ws", &["User-Agent: piecemeal"]);
+    for piece in [1, 7, 64] {
+        let mut client = raw::Raw::connect(addr).await;
+        send_in_pieces(&mut client, request.as_bytes(), piece).await;
+        assert_eq!(client.response_head().await, 101, "pieces of {piece}");
+        wait_open(&registry, 1).await;
+        assert_eq!(
+            registry.snapshot().connections[0].user_agent.as_deref(),
+            Some("piecemeal")
+        );
+        raw_echo_and_close(&mut client, "whole").await;
+        wait_count(&registry, 0).await;
+    }
+    stop(stopper, task).await;
+}
+
+/// A keep-alive connection whose first request is plain HTTP is hyper's; an upgrade that follows
+/// on it is hyper's too, and the engine still takes over the stream hyper was given (the one
+/// the direct path read the first head from), hyper's read-ahead first.
+async fn an_upgrade_after_a_plain_request_is_taken_over_from_hyper() {
+    let registry = test_registry();
+    let app = tracked(echo_routes(), tracking(&registry));
+    let (addr, stopper, task) = start(app, ServeOptions::default()).await;
+    let mut client = raw::Raw::connect(addr).await;
+    // A plain GET on the WebSocket route: 426, and the connection stays open.
+    let plain = format!("GET /ws HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    client.send(plain.as_bytes()).await;
+    assert_eq!(client.response_head().await, 426, "{}", client.response);
+    let length: usize = client.header("content-length").unwrap().parse().unwrap();
+    let mut body = vec![0u8; length];
+    client.tcp.read_exact(&mut body).await.unwrap();
+    // Then the upgrade, with a frame in the same write.
+    let mut bytes = raw::upgrade_request(addr, "/ws", &[]).into_bytes();
+    bytes.extend(raw::frame_with(
+        raw::FIN | raw::TEXT,
+        b"early",
+        Some(raw::MASK),
+    ));
+    client.send(&bytes).await;
+    assert_eq!(client.response_head().await, 101, "{}", client.response);
+    let early = client.read_frame().await;
+    assert_eq!(early.payload.as_slice(), b"early");
+    raw_echo_and_close(&mut client, "later").await;
+    wait_count(&registry, 0).await;
+    assert_eq!(registry.snapshot().total_connections_ever, 1);
+    stop(stopper, task).await;
+}
+
+/// An upgrade request the route refuses is answered on the direct path in full (status, JSON
+/// body, its length, a date), and HTTP goes on over the connection: the request pipelined
+/// behind it is answered too; unless the request asked to close, among its `Connection` tokens.
+#[tokio::test]
+async fn a_refused_upgrade_is_answered_and_the_next_request_served() {
+    let registry = test_registry();
+    let app = tracked(echo_routes(), tracking(&registry));
+    let (addr, stopper, task) = start(app, ServeOptions::default()).await;
+    let bad_key = raw::upgrade_request(addr, "/ws", &[]).replace(raw::KEY, "short");
+    let next = format!("GET /ws HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let answer = exchange(addr, format!("{bad_key}{next}").as_bytes()).await;
+    let (first, second) = answer
+        .split_once("HTTP/1.1 426 ")
+        .unwrap_or_else(|| panic!("two answers: {answer}"));
+    assert!(first.starts_with("HTTP/1.1 400 "), "{first}");
+    let lower = first.to_ascii_lowercase();
+    assert!(lower.contains("\r\ndate: "), "{first}");
+    let (head, body) = first.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("\r\ncontent-length: {}", body.len())),
+        "{first}"
+    );
+    assert!(body.contains("Sec-WebSocket-Key"), "{body}");
+    assert!(second.contains("Upgrade required"), "{second}");
+    // `close` among the `Connection` tokens: the connection ends after the answer (else this
+    // waits for a close that never comes, and fails).
+    let closing = bad_key.replace("Connection: Upgrade", "Connection: Upgrade, close");
+    let answer = exchange(addr, closing.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+    assert_eq!(registry.snapshot().total_connections_ever, 0);
+    stop(stopper, task).await;
+}
+
+/// axum's own `WebSocketUpgrade` needs hyper's upgrade: with the direct path (the default) it
+/// answers 426; with `direct_upgrades(false)` it upgrades.
+#[tokio::test]
+async fn axum_s_own_upgrade_works_with_direct_upgrades_off() {
+    use axum::extract::ws::WebSocketUpgrade as AxumUpgrade;
+    let app = || {
+        Router::new().route(
+            "/axum",
+            axum::routing::get(|ws: AxumUpgrade| async move { ws.on_upgrade(|_socket| async {}) }),
+        )
+    };
+    for (direct, status) in [(true, 426), (false, 101)] {
+        let options = ServeOptions::default().direct_upgrades(direct);
+        let (addr, stopper, task) = start(app(), options).await;
+        let mut client = raw::Raw::connect(addr).await;
+        client
+            .send(raw::upgrade_request(addr, "/axum", &[]).as_bytes())
+            .await;
+        assert_eq!(client.response_head().await, status, "direct {direct}");
+        drop(client);
+        stop(stopper, task).await;
+    }
 }
