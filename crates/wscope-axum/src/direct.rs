@@ -86,6 +86,8 @@ pub(crate) async fn read_head(tcp: &mut TcpStream, max: usize) -> io::Result<Hea
             return Ok(Head::Other(buf.freeze()));
         }
         match find_end(&buf, searched) {
+            // Past the bound: hyper reads it again, and answers 431.
+            Some(end) if end > max => return Ok(Head::Other(buf.freeze())),
             Some(end) => {
                 let head = buf.split_to(end).freeze();
                 return Ok(match upgrade_request(&head) {

@@ -93,6 +93,24 @@ async fn a_head_larger_than_the_limit_gets_431() {
     let answer = exchange(small, &upgrade_with_padding(small, 1 << 10)).await;
     assert!(answer.starts_with("HTTP/1.1 426 "), "{answer}");
 
+    // An upgrade request over the limit, whole, in one write: 431 too, never the route's 101.
+    for padding in [17 << 10, 40 << 10] {
+        let pad = format!("X-Padding: {}", "a".repeat(padding));
+        let mut upgrade = raw::upgrade_request(addr, "/ws", &[&pad]);
+        upgrade = upgrade.replace("Connection: Upgrade", "Connection: Upgrade, close");
+        let answer = exchange(addr, upgrade.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 431 "), "{padding}: {answer}");
+    }
+    // A limit that is no power of two: a head read in two pieces that ends past it.
+    let app = tracked(echo_routes(), tracking(&registry));
+    let (odd, odd_stopper, odd_task) =
+        start(app, ServeOptions::default().max_header_size(3000)).await;
+    let pad = format!("X-Padding: {}", "a".repeat(3300));
+    let upgrade = raw::upgrade_request(odd, "/ws", &[&pad]);
+    let answer = exchange(odd, upgrade.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    stop(odd_stopper, odd_task).await;
+
     // A WebSocket client still gets through.
     let mut ws = connect_with(addr, "/ws", &[]).await;
     echo_roundtrip(&mut ws, "after the flood").await;
