@@ -172,12 +172,14 @@ pub(crate) enum Answered {
 
 /// Writes the router's `response` to an upgrade request carrying `slot`: a 101 whose upgrade
 /// put its takeover in the slot hands the stream (with `rest`, what was read past the head)
-/// over; anything else is written in full (a takeover then fails: the answer was not its 101).
+/// over; anything else is written in full (a takeover then fails: the answer was not its 101),
+/// saying `Connection: close` when the connection ends after it (`close`).
 pub(crate) async fn answer(
     mut tcp: TcpStream,
     slot: &DirectUpgrade,
     response: Response<Body>,
     rest: Bytes,
+    close: bool,
 ) -> io::Result<Answered> {
     let takeover = slot.take();
     let (mut parts, body) = response.into_parts();
@@ -197,6 +199,11 @@ pub(crate) async fn answer(
             "the upgrade was answered {}, not 101",
             parts.status
         ))));
+    }
+    if close {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     if !parts.headers.contains_key(header::DATE) {
         let date = httpdate::fmt_http_date(SystemTime::now());

@@ -75,8 +75,9 @@
 //!
 //! # Layout
 //! - `upgrade`: the [`WebSocketUpgrade`] extractor (the handshake checked by wscope-engine,
-//!   admission, registration, hyper's upgraded connection handed to the engine) and the
-//!   [`Tracking`] layer it reads.
+//!   admission, registration, the upgraded connection handed to the engine) and the
+//!   [`Tracking`] layer it reads; `upgraded_io`: the TCP stream the engine takes over (taken
+//!   back from hyper when hyper answered the upgrade).
 //! - `client_addr`: [`TrustedProxies`] and the one forwarding header they set
 //!   ([`ClientIpHeader`]).
 //! - `admin`: the admin router and health handlers, answering with `wscope_core::wire` types;
@@ -93,7 +94,9 @@
 //! - `admin_access`: [`AdminConfig`] and [`admin_guard`]: the token, `Host`, `Origin` and
 //!   `Content-Type` checks in front of every admin route.
 //! - `serve`: [`serve()`], HTTP/1.1 serving with a bound on request heads and a deadline for them
-//!   ([`ServeOptions`]), over TLS when [`ServeOptions::tls`] is set.
+//!   ([`ServeOptions`]), over TLS when [`ServeOptions::tls`] is set; `direct`: the upgrade path
+//!   that answers a plain connection's first request, when it is a WebSocket upgrade, without
+//!   hyper ([`ServeOptions::direct_upgrades`]).
 //! - `per_core`: [`PerCore`], a router served by one `current_thread` runtime per core, each
 //!   with its own `SO_REUSEPORT` listener on one address ([`ServePerCore`]); [`Runtimes`], the
 //!   WebSockets open on each (counted where `upgrade` spawns a connection's task);

@@ -336,7 +336,7 @@ impl Connection {
         });
         let Ok(()) = ready.await;
         let Ok(response) = router.call(request).await;
-        match direct::answer(tcp, &slot, response, rest).await {
+        match direct::answer(tcp, &slot, response, rest, close).await {
             Ok(Answered::Upgraded) => {}
             Ok(Answered::Answered(tcp, rest)) if !close => {
                 Box::pin(self.serve(Rewound::new(rest, tcp))).await;

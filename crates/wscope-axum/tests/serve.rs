@@ -391,6 +391,7 @@ async fn a_refused_upgrade_is_answered_and_the_next_request_served() {
     let closing = bad_key.replace("Connection: Upgrade", "Connection: Upgrade, close");
     let answer = exchange(addr, closing.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
     assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
     assert_eq!(registry.snapshot().total_connections_ever, 0);
     stop(stopper, task).await;
