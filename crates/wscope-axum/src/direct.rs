@@ -26,6 +26,8 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use wscope_engine::{has_token, lists_token};
+
 use crate::upgraded_io::UpgradedIo;
 
 /// What takes over a connection the router answered 101 on the direct path: called with the
@@ -131,10 +133,7 @@ fn upgrade_request(head: &Bytes) -> Option<Request<Body>> {
             return None;
         }
         if name == header::UPGRADE {
-            upgrade |= h
-                .value
-                .split(|&b| b == b',')
-                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"websocket"));
+            upgrade |= lists_token(h.value, "websocket");
         }
         let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value)).ok()?;
         map.append(name, value);
@@ -154,11 +153,7 @@ fn upgrade_request(head: &Bytes) -> Option<Request<Body>> {
 /// Whether a request's `Connection` header names `close` among its tokens (`Upgrade, close`):
 /// the connection then ends after the answer, if it is not an upgrade.
 pub(crate) fn asks_to_close(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+    has_token(headers, header::CONNECTION, "close")
 }
 
 /// What became of an upgrade request on this path.

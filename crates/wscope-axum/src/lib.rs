@@ -77,7 +77,8 @@
 //! - `upgrade`: the [`WebSocketUpgrade`] extractor (the handshake checked by wscope-engine,
 //!   admission, registration, the upgraded connection handed to the engine) and the
 //!   [`Tracking`] layer it reads; `upgraded_io`: the TCP stream the engine takes over (taken
-//!   back from hyper when hyper answered the upgrade).
+//!   back from hyper when hyper answered the upgrade), with what was read past the head served
+//!   first (`wscope_engine::Prefixed`).
 //! - `client_addr`: [`TrustedProxies`] and the one forwarding header they set
 //!   ([`ClientIpHeader`]).
 //! - `admin`: the admin router and health handlers, answering with `wscope_core::wire` types;

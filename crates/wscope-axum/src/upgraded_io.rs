@@ -8,11 +8,16 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use wscope_engine::Prefixed;
+
+/// The accepted TCP stream with the bytes read past a request head (by the direct path, or by
+/// hyper before an upgrade) served first.
+pub(crate) type Rewound = Prefixed<TcpStream>;
 
 /// What the engine takes over after a 101.
 pub(crate) enum UpgradedIo {
@@ -36,8 +41,8 @@ impl UpgradedIo {
 
 impl From<Rewound> for UpgradedIo {
     fn from(rewound: Rewound) -> Self {
-        if rewound.read.is_empty() {
-            Self::Tcp(rewound.tcp)
+        if rewound.prefix().is_empty() {
+            Self::Tcp(rewound.into_parts().1)
         } else {
             Self::Rewound(Box::new(rewound))
         }
@@ -56,76 +61,6 @@ impl From<Upgraded> for UpgradedIo {
             Ok(parts) => parts.io.into_inner().after(parts.read_buf).into(),
             Err(upgraded) => Self::Hyper(Box::new(TokioIo::new(upgraded))),
         }
-    }
-}
-
-/// A TCP stream some of whose bytes were read already: they are served first.
-pub(crate) struct Rewound {
-    read: Bytes,
-    tcp: TcpStream,
-}
-
-impl Rewound {
-    pub(crate) fn new(read: Bytes, tcp: TcpStream) -> Self {
-        Self { read, tcp }
-    }
-
-    /// The stream with `first` served before what is left of this one's bytes (hyper's read
-    /// buffer, when an upgrade ends its use of the stream).
-    fn after(self, first: Bytes) -> Self {
-        let read = match (first.is_empty(), self.read.is_empty()) {
-            (true, _) => self.read,
-            (false, true) => first,
-            (false, false) => [first, self.read].concat().into(),
-        };
-        Self { read, ..self }
-    }
-}
-
-impl AsyncRead for Rewound {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.read.is_empty() {
-            return Pin::new(&mut this.tcp).poll_read(cx, buf);
-        }
-        let n = this.read.len().min(buf.remaining());
-        buf.put_slice(&this.read[..n]);
-        this.read.advance(n);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for Rewound {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
     }
 }
 

@@ -475,7 +475,7 @@ async fn compression_is_agreed_and_used_both_ways_over_a_stream_of_the_callers()
     let gauge = accepted.memory_gauge();
     let transport = cfg
         .engine
-        .client(upgraded, &cfg, Some(deflate), gauge)
+        .client(upgraded.stream, &cfg, Some(deflate), gauge)
         .await;
     let (after_handshake_read, after_handshake_written) = (
         read.load(Ordering::Relaxed),

@@ -165,6 +165,9 @@ pub async fn connect_with(
     let gauge = accepted.memory_gauge();
     Ok(Connected {
         accepted,
-        transport: cfg.engine.client(upgraded, cfg, deflate, gauge).await,
+        transport: cfg
+            .engine
+            .client(upgraded.stream, cfg, deflate, gauge)
+            .await,
     })
 }

@@ -25,7 +25,7 @@
 //! let permit = registry.admit(&meta)?;
 //! let accepted = registry.register(meta, permit);
 //! let (deflate, gauge) = (upgraded.deflate, accepted.memory_gauge());
-//! let transport = Engine::default().client(upgraded, &cfg, deflate, gauge).await;
+//! let transport = Engine::default().client(upgraded.stream, &cfg, deflate, gauge).await;
 //! // Then run it as any connection:
 //! accepted.run(transport, |mut socket| async move {
 //!     let _ = socket.send("hello").await;
@@ -46,7 +46,8 @@
 //!   `engines/tokio_websockets.rs`, `engines/fastwebsockets.rs`, and wscope's own in
 //!   `engines/own/`: `parse.rs`, `write.rs`, `mask.rs`); `engines/message.rs`: what every engine
 //!   converts (a message as it goes on the wire, checked text, close frames).
-//! - `io`: [`Io`], the stream an engine runs over.
+//! - `io`: [`Io`], the stream an engine runs over; [`Prefixed`], a stream with the bytes read
+//!   past its HTTP head served first (both roles of an upgrade read some).
 //! - `config`: [`SocketConfig`], the settings the engines and the guard read.
 //! - `guard`: the frame guard between the socket and every other engine, in either role (masking,
 //!   frame and message limits, the shared message budget and its share per address, the
@@ -59,7 +60,8 @@
 //! - `deflate`: [`Deflate`], permessage-deflate negotiated in both roles, and the compression of
 //!   what this side sends (once per payload).
 //! - `handshake`: [`ServerHandshake`] and [`ClientHandshake`], the HTTP/1.1 upgrade in both
-//!   roles.
+//!   roles, and the header-token test they and `wscope_axum`'s head reader share
+//!   ([`has_token`], [`lists_token`]).
 //! - `connect`: [`connect`], a tracked client connection over TCP to a `ws://` URL.
 
 mod config;
@@ -77,8 +79,8 @@ pub use deflate::Deflate;
 pub use engine::{Engine, UnknownEngine};
 pub use guard::lingering;
 pub use handshake::{
-    Attempt, ClientHandshake, HandshakeError, RefusedAnswer, ServerHandshake, Upgraded,
-    MAX_REFUSAL_BODY,
+    has_token, lists_token, Attempt, ClientHandshake, HandshakeError, RefusedAnswer,
+    ServerHandshake, Upgraded, MAX_REFUSAL_BODY,
 };
 pub use http;
-pub use io::Io;
+pub use io::{Io, Prefixed};

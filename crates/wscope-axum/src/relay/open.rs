@@ -161,7 +161,7 @@ where
     let gauge = HopGauge::new();
     let transport = cfg
         .engine
-        .client(upgraded, cfg, deflate, gauge.gauge())
+        .client(upgraded.stream, cfg, deflate, gauge.gauge())
         .await;
     Ok(Hop {
         transport,

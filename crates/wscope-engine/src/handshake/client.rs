@@ -5,17 +5,16 @@
 
 use std::hash::{BuildHasher, RandomState};
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use base64::Engine as _;
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{accept_key, has_token};
 use crate::config::SocketConfig;
 use crate::deflate::Deflate;
+use crate::io::Prefixed;
 
 /// The most bytes a server's answer may take up to its blank line.
 const MAX_RESPONSE_HEAD: usize = 16 << 10;
@@ -66,13 +65,13 @@ pub struct ClientHandshake {
     offers_deflate: bool,
 }
 
-/// The stream after a client handshake, and what the server agreed: the engine takes it over
-/// ([`Engine::client`](crate::Engine::client)). The bytes the server sent right after its 101
-/// (a first message) are read from here first.
+/// The stream after a client handshake, and what the server agreed: the engine takes the
+/// stream over ([`Engine::client`](crate::Engine::client)).
 #[derive(Debug)]
 pub struct Upgraded<S> {
-    io: S,
-    early: Bytes,
+    /// The stream, with the bytes the server sent right after its 101 (a first message) served
+    /// first.
+    pub stream: Prefixed<S>,
     /// The subprotocol the server chose among those offered.
     pub protocol: Option<String>,
     /// permessage-deflate, if agreed.
@@ -149,8 +148,7 @@ impl ClientHandshake {
         }
         let (protocol, deflate) = self.check(status, &headers)?;
         Ok(Upgraded {
-            io,
-            early: Bytes::copy_from_slice(&head[end..]),
+            stream: Prefixed::new(Bytes::copy_from_slice(&head[end..]), io),
             protocol,
             deflate,
         })
@@ -286,53 +284,6 @@ fn random_key() -> HeaderValue {
     HeaderValue::from_str(&key).unwrap_or(HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="))
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Upgraded<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.early.has_remaining() {
-            let n = this.early.len().min(buf.remaining());
-            buf.put_slice(&this.early[..n]);
-            this.early.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.io).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Upgraded<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,7 +333,7 @@ mod tests {
         assert_eq!(upgraded.protocol.as_deref(), Some("v2"));
         assert!(upgraded.deflate.is_some());
         let mut first = [0u8; 4];
-        upgraded.read_exact(&mut first).await.unwrap();
+        upgraded.stream.read_exact(&mut first).await.unwrap();
         assert_eq!(
             &first, b"\x81\x02hi",
             "the frame after the 101 is read first"

@@ -16,14 +16,22 @@ use base64::Engine as _;
 use http::{HeaderMap, HeaderName};
 use sha1::{Digest, Sha1};
 
-/// Whether `name` lists `token` (comma-separated, case-insensitive), as `Connection: keep-alive, Upgrade` does.
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+/// Whether any of `name`'s values lists `token` (comma-separated, case-insensitive), as
+/// `Connection: keep-alive, Upgrade` lists `upgrade`.
+pub fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+        .any(|value| lists_token(value.as_bytes(), token))
+}
+
+/// Whether one header value lists `token` among its comma-separated tokens (case-insensitive,
+/// spaces around each ignored). Compared as bytes: a value with bytes past ASCII elsewhere still
+/// lists its other tokens.
+pub fn lists_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// Whether a `Sec-WebSocket-Key` is 16 bytes in base64 (RFC 6455 §4.1): 24 characters with
@@ -92,5 +100,12 @@ mod tests {
         );
         assert!(has_token(&h, header::CONNECTION, "upgrade"));
         assert!(!has_token(&h, header::CONNECTION, "close"));
+        h.append(header::CONNECTION, HeaderValue::from_static("Close"));
+        assert!(has_token(&h, header::CONNECTION, "close"));
+        // A token is whole: no prefix or substring matches.
+        assert!(!lists_token(b"closed, upgrader", "close"));
+        assert!(!lists_token(b"", "close"));
+        // Bytes past ASCII in one token leave the others readable.
+        assert!(lists_token(b"x-\xff, \tUpgrade\t", "upgrade"));
     }
 }
