@@ -47,6 +47,16 @@ print(math.ceil(v / 1000 if u == "ms" else v * 60 if u == "m" else v))
 PYEOF
 }
 
+# bench_cmd: the load generator's command words: "$WSCOPE", under `taskset -c "$CLIENT_CPUS"` when
+# CLIENT_CPUS is set (run-peers.sh --pin). Unquoted by its callers: neither may hold a space.
+bench_cmd() {
+    if [ -n "${CLIENT_CPUS:-}" ]; then
+        printf 'taskset -c %s %s' "$CLIENT_CPUS" "$WSCOPE"
+    else
+        printf '%s' "$WSCOPE"
+    fi
+}
+
 # run_bench DIR NAME PLANNED_SECONDS ARGS...: `wscope bench ARGS --json` into DIR/NAME.json (its
 # command in NAME.cmd, stderr in NAME.err, NAME.failed when it failed), in the background as
 # BG_PID so that Ctrl-C reaches the trap at once (timeout puts the load generator in its own
@@ -55,9 +65,9 @@ PYEOF
 run_bench() {
     local dir="$1" name="$2" planned="$3"
     shift 3
-    printf 'target/release/wscope bench %s --json\n' "$*" > "$dir/$name.cmd"
+    printf '%starget/release/wscope bench %s --json\n' "${CLIENT_CPUS:+taskset -c $CLIENT_CPUS }" "$*" > "$dir/$name.cmd"
     log "  $name: wscope bench $* --json"
-    timeout --kill-after=10 "$((planned + SCENARIO_GRACE))" "$WSCOPE" bench "$@" --json \
+    timeout --kill-after=10 "$((planned + SCENARIO_GRACE))" $(bench_cmd) bench "$@" --json \
         > "$dir/$name.json" 2> "$dir/$name.err" &
     BG_PID=$!
     [ "${NO_WAIT:-0}" = 1 ] || finish_bench "$dir" "$name"

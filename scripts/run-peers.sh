@@ -23,6 +23,10 @@
 #   --skip-install  do not run `npm ci` (use the node_modules already there)
 #   --out FILE      where the results JSON goes [default: scripts/results/latest.json]
 #   --no-docs       do not run scripts/report.py afterwards
+#   --pin S:C       run every server on CPUs S and every load generator on CPUs C (taskset lists,
+#                   e.g. `--pin 0:1`): server and client then do not take turns on one core, so
+#                   a figure measures the server, not the scheduler; a server that starts a
+#                   runtime per core sees only the CPUs of S [default: not pinned]
 #
 # Any count or duration can be overridden from the environment, e.g.
 #   IDLE_CONNS=19000 ECHO_DURATION=20s scripts/run-peers.sh
@@ -46,6 +50,7 @@ SKIP_BUILD=0
 SKIP_INSTALL=0
 OUT="scripts/results/latest.json"
 DOCS=1
+PIN=""
 ARGV_ORIG="$*"
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
@@ -60,12 +65,22 @@ while [ $# -gt 0 ]; do
         --out) OUT="${2:?--out needs a file}"; shift ;;
         --out=*) OUT="${1#--out=}" ;;
         --no-docs) DOCS=0 ;;
+        --pin) PIN="${2:?--pin needs SERVER_CPUS:CLIENT_CPUS}"; shift ;;
+        --pin=*) PIN="${1#--pin=}" ;;
         -h|--help) usage; exit 0 ;;
         *) echo "run-peers: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
 PEERS="${PEERS//,/ }"
+SERVER_PIN=()
+if [ -n "$PIN" ]; then
+    [[ "$PIN" =~ ^[0-9,-]+:[0-9,-]+$ ]] \
+        || { echo "run-peers: --pin wants SERVER_CPUS:CLIENT_CPUS (e.g. 0:1), not $PIN" >&2; exit 2; }
+    command -v taskset > /dev/null || { echo "run-peers: --pin needs taskset (util-linux)" >&2; exit 2; }
+    SERVER_PIN=(taskset -c "${PIN%%:*}")
+    CLIENT_CPUS="${PIN#*:}"   # read by bench-lib.sh's bench_cmd
+fi
 
 # ---- settings ------------------------------------------------------------------------------
 if [ "$QUICK" = 1 ]; then
@@ -85,6 +100,7 @@ fi
 : "${ECHO_B_CONNS:=1000}" "${ECHO_B_INFLIGHT:=4}"
 : "${ECHO_SIZE:=64}"
 : "${HANDSHAKE_CONCURRENCY:=200}"
+: "${REF_FIELDS:=id,age,idleTime,state,remoteAddress,userAgent}"   # the reference's stats row
 : "${NOFILE:=20000}"            # open-file limit asked for the servers and the load generator
 : "${HEALTH_WAIT:=20}"          # seconds a server may take to answer /health
 : "${STOP_WAIT:=10}"            # seconds between SIGTERM and SIGKILL
@@ -238,12 +254,13 @@ start_peer() { # start_peer NAME DIR: sets PEER_PID PEER_PORT PEER_ADMIN
     shown="${shown//"$BIN_DIR"\/wscope/target/release/wscope}"
     shown="${shown//"$BIN_DIR"\/axum_plain/target/release/examples/axum_plain}"
     shown="${shown//"$ROOT"\//}"
+    [ -z "$PIN" ] || shown="taskset -c ${PIN%%:*} $shown"
     printf '%s\n' "$shown" > "$dir/server.cmd"
     cut -d' ' -f1-3 /proc/loadavg > "$dir/loadavg"
     log "starting $name: ${cmd[*]}"
     (
         ulimit -n "$NOFILE" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-        exec "${cmd[@]}"
+        exec "${SERVER_PIN[@]}" "${cmd[@]}"
     ) > "$dir/server.log" 2>&1 &
     PEER_PID=$!
     printf '%s\n' "$PEER_PID" > "$dir/server.pid"
@@ -290,8 +307,10 @@ stats_run() {
     printf 'target/release/wscope bench %s --json\n' "${args[*]}" > "$dir/stats.cmd"
     printf 'curl -s -o /dev/null -w %%{time_total} http://127.0.0.1:%s/api/stats   # 1 warm-up + %s timed\n' \
         "$PEER_ADMIN" "$STATS_SAMPLES" >> "$dir/stats.cmd"
+    [[ "${dir##*/}" != wscope* ]] || printf 'curl -s -o /dev/null -w %%{time_total} "http://127.0.0.1:%s/api/stats?fields=%s"   # %s timed, in turn\n' \
+        "$PEER_ADMIN" "$REF_FIELDS" "$STATS_SAMPLES" >> "$dir/stats.cmd"
     log "  stats: wscope bench ${args[*]} --json  (in the background), then GET /api/stats ×$STATS_SAMPLES"
-    timeout --kill-after=10 "$limit" "$WSCOPE" bench "${args[@]}" --json > "$dir/stats-idle.json" 2> "$dir/stats-idle.err" &
+    timeout --kill-after=10 "$limit" $(bench_cmd) bench "${args[@]}" --json > "$dir/stats-idle.json" 2> "$dir/stats-idle.err" &
     BG_PID=$!
     local i n=-1 want=$(( IDLE_CONNS * 99 / 100 ))
     for ((i = 0; i < (planned + 30) * 5; i++)); do
@@ -303,33 +322,56 @@ stats_run() {
     if [ "$n" -lt "$want" ]; then
         skip "$dir" stats "only $n of $IDLE_CONNS connections were open when the stats were to be timed"
     else
-        local out="$dir/stats-body.out" times=() t
+        # The warm-up answer is kept (its rows are counted); the timed ones go to /dev/null, so
+        # that writing the body to a file is not part of the time. A wscope peer also answers
+        # the reference's row (REF_FIELDS: what the Node and Bun peers list), timed in turn with
+        # the full one: the same content as theirs (the full row has up to 19 fields, theirs 6).
+        local out="$dir/stats-body.out" times=() ref_times=() t ref=0
+        [[ "${dir##*/}" == wscope* ]] && ref=1
         curl -sS --max-time 30 -o "$out" "http://127.0.0.1:$PEER_ADMIN/api/stats" || true
         for ((i = 0; i < STATS_SAMPLES; i++)); do
-            t="$(curl -sS --max-time 30 -o "$out" -w '%{time_total} %{size_download} %{http_code}' \
+            t="$(curl -sS --max-time 30 -o /dev/null -w '%{time_total} %{size_download} %{http_code}' \
                 "http://127.0.0.1:$PEER_ADMIN/api/stats" 2>/dev/null || echo "nan 0 0")"
             times+=("$t")
+            if [ "$ref" = 1 ]; then
+                t="$(curl -sS --max-time 30 -o /dev/null -w '%{time_total} %{size_download} %{http_code}' \
+                    "http://127.0.0.1:$PEER_ADMIN/api/stats?fields=$REF_FIELDS" 2>/dev/null || echo "nan 0 0")"
+                ref_times+=("$t")
+            fi
         done
-        python3 - "$out" "$n" "${times[@]}" > "$dir/stats.json" <<'EOF'
-import json, statistics, sys
+        REF_TIMES="${ref_times[*]}" python3 - "$out" "$n" "${times[@]}" > "$dir/stats.json" <<'EOF'
+import json, os, statistics, sys
 body, open_conns, samples = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-secs, size, codes = [], 0, []
-for s in samples:
-    t, z, c = s.split()
-    codes.append(int(c))
-    if c == "200":
-        secs.append(float(t)); size = int(z)
+
+
+def timed(samples):
+    secs, size, codes = [], 0, []
+    for s in samples:
+        t, z, c = s.split()
+        codes.append(int(c))
+        if c == "200":
+            secs.append(float(t)); size = int(z)
+    return secs, size, codes
+
+
+secs, size, codes = timed(samples)
 try:
     stats = json.load(open(body))
     listed, total = len(stats.get("connections", [])), stats.get("totalConnections")
 except Exception:
     listed, total = None, None
+words = os.environ.get("REF_TIMES", "").split()
+ref = None
+if words:
+    rsecs, rsize, rcodes = timed([" ".join(words[i:i + 3]) for i in range(0, len(words), 3)])
+    ref = {"httpCodes": rcodes, "secs": rsecs, "bodyBytes": rsize,
+           "medianMs": statistics.median(rsecs) * 1000 if rsecs else None}
 print(json.dumps({
     "samples": len(samples), "okSamples": len(secs), "httpCodes": codes,
     "secs": secs, "medianMs": statistics.median(secs) * 1000 if secs else None,
     "minMs": min(secs) * 1000 if secs else None, "maxMs": max(secs) * 1000 if secs else None,
     "bodyBytes": size, "connectionsListed": listed, "totalConnections": total,
-    "openWhenTimed": open_conns,
+    "openWhenTimed": open_conns, "referenceFields": ref,
 }))
 EOF
         log "  stats: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("median %.1f ms, %s connections listed, %s bytes" % (d["medianMs"], d["connectionsListed"], d["bodyBytes"]))' "$dir/stats.json" 2>/dev/null || echo '?')"
@@ -434,6 +476,7 @@ cat > "$RUN_DIR/settings.json" <<EOF
 {
   "mode": "$([ "$QUICK" = 1 ] && echo quick || echo full)",
   "argv": "$ARGV_ORIG",
+  "pin": "$PIN",
   "peers": "$PEERS",
   "echoDuration": "$ECHO_DURATION", "echoWarmup": "$ECHO_WARMUP", "echoRepeat": $ECHO_REPEAT,
   "echoA": {"connections": $ECHO_A_CONNS, "inFlight": $ECHO_A_INFLIGHT},
