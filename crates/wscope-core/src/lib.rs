@@ -120,6 +120,8 @@ mod recent;
 mod registry;
 mod shared;
 mod shutdown;
+// `deref_summary!` (exported for wscope-cluster) is in scope by text for the modules after this one.
+#[macro_use]
 mod snapshot;
 mod state;
 mod strings;

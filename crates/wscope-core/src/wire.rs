@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use crate::admission::Ban;
 use crate::close::CloseCode;
 use crate::counts::{ClosedBy, RefusalCounts};
-use crate::deref_summary;
 use crate::message::Message;
 use crate::query::{ConnectionFilter, Cursor};
 use crate::snapshot::{ClosedConnection, ConnectionInfo, Snapshot, Summary};
