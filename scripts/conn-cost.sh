@@ -21,6 +21,9 @@
 # for callgrind_annotate or DHAT's viewer.
 
 set -euo pipefail
+# A load generator that fails inside `$(run ...)` stops the script instead of yielding a total
+# over the connections it never opened.
+shopt -s inherit_errexit
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
@@ -37,7 +40,8 @@ if [ "${1:-}" = "--" ]; then
     EXTRA=("$@")
 fi
 
-: "${CONNECTIONS:=1000}" "${CONCURRENCY:=50}" "${HOLD:=1s}" "${NOFILE:=4096}"
+: "${CONNECTIONS:=1000}" "${CONCURRENCY:=50}" "${HOLD:=1s}"
+: "${NOFILE:=$((CONNECTIONS + 100 > 4096 ? CONNECTIONS + 100 : 4096))}"
 WSCOPE="${CARGO_TARGET_DIR:-$ROOT/target}/release/wscope"
 SERVER="${SERVER_BIN:-$WSCOPE}"
 [ -x "$WSCOPE" ] || { echo "conn-cost: no $WSCOPE (cargo build --release -p wscope)" >&2; exit 1; }
