@@ -47,14 +47,12 @@ print(math.ceil(v / 1000 if u == "ms" else v * 60 if u == "m" else v))
 PYEOF
 }
 
-# bench_cmd: the load generator's command words: "$WSCOPE", under `taskset -c "$CLIENT_CPUS"` when
-# CLIENT_CPUS is set (run-peers.sh --pin). Unquoted by its callers: neither may hold a space.
+# bench_cmd [PROGRAM]: the load generator's command words: PROGRAM (default "$WSCOPE"), under
+# `taskset -c "$CLIENT_CPUS"` when CLIENT_CPUS is set (run-peers.sh --pin); with PROGRAM
+# target/release/wscope, the words the .cmd files record. Unquoted by its callers: no word may
+# hold a space.
 bench_cmd() {
-    if [ -n "${CLIENT_CPUS:-}" ]; then
-        printf 'taskset -c %s %s' "$CLIENT_CPUS" "$WSCOPE"
-    else
-        printf '%s' "$WSCOPE"
-    fi
+    printf '%s%s' "${CLIENT_CPUS:+taskset -c $CLIENT_CPUS }" "${1:-$WSCOPE}"
 }
 
 # run_bench DIR NAME PLANNED_SECONDS ARGS...: `wscope bench ARGS --json` into DIR/NAME.json (its
@@ -65,7 +63,7 @@ bench_cmd() {
 run_bench() {
     local dir="$1" name="$2" planned="$3"
     shift 3
-    printf '%starget/release/wscope bench %s --json\n' "${CLIENT_CPUS:+taskset -c $CLIENT_CPUS }" "$*" > "$dir/$name.cmd"
+    printf '%s bench %s --json\n' "$(bench_cmd target/release/wscope)" "$*" > "$dir/$name.cmd"
     log "  $name: wscope bench $* --json"
     timeout --kill-after=10 "$((planned + SCENARIO_GRACE))" $(bench_cmd) bench "$@" --json \
         > "$dir/$name.json" 2> "$dir/$name.err" &

@@ -254,8 +254,7 @@ start_peer() { # start_peer NAME DIR: sets PEER_PID PEER_PORT PEER_ADMIN
     shown="${shown//"$BIN_DIR"\/wscope/target/release/wscope}"
     shown="${shown//"$BIN_DIR"\/axum_plain/target/release/examples/axum_plain}"
     shown="${shown//"$ROOT"\//}"
-    [ -z "$PIN" ] || shown="taskset -c ${PIN%%:*} $shown"
-    printf '%s\n' "$shown" > "$dir/server.cmd"
+    printf '%s\n' "${SERVER_PIN[*]}${SERVER_PIN[*]:+ }$shown" > "$dir/server.cmd"
     cut -d' ' -f1-3 /proc/loadavg > "$dir/loadavg"
     log "starting $name: ${cmd[*]}"
     (
@@ -304,10 +303,15 @@ stats_run() {
     local limit=$((planned + SCENARIO_GRACE))
     local args=(idle --url "ws://127.0.0.1:$PEER_PORT/ws" -c "$IDLE_CONNS"
         --handshake-concurrency "$HANDSHAKE_CONCURRENCY" --hold "$STATS_HOLD")
-    printf 'target/release/wscope bench %s --json\n' "${args[*]}" > "$dir/stats.cmd"
+    # A wscope peer also answers the reference's row (REF_FIELDS: what the Node and Bun peers
+    # list), timed in turn with the full one: the same content as theirs (the full row has up to
+    # 19 fields, theirs 6).
+    local ref=0
+    [[ "${dir##*/}" != wscope* ]] || ref=1
+    printf '%s bench %s --json\n' "$(bench_cmd target/release/wscope)" "${args[*]}" > "$dir/stats.cmd"
     printf 'curl -s -o /dev/null -w %%{time_total} http://127.0.0.1:%s/api/stats   # 1 warm-up + %s timed\n' \
         "$PEER_ADMIN" "$STATS_SAMPLES" >> "$dir/stats.cmd"
-    [[ "${dir##*/}" != wscope* ]] || printf 'curl -s -o /dev/null -w %%{time_total} "http://127.0.0.1:%s/api/stats?fields=%s"   # %s timed, in turn\n' \
+    [ "$ref" = 0 ] || printf 'curl -s -o /dev/null -w %%{time_total} "http://127.0.0.1:%s/api/stats?fields=%s"   # %s timed, in turn\n' \
         "$PEER_ADMIN" "$REF_FIELDS" "$STATS_SAMPLES" >> "$dir/stats.cmd"
     log "  stats: wscope bench ${args[*]} --json  (in the background), then GET /api/stats ×$STATS_SAMPLES"
     timeout --kill-after=10 "$limit" $(bench_cmd) bench "${args[@]}" --json > "$dir/stats-idle.json" 2> "$dir/stats-idle.err" &
@@ -323,21 +327,16 @@ stats_run() {
         skip "$dir" stats "only $n of $IDLE_CONNS connections were open when the stats were to be timed"
     else
         # The warm-up answer is kept (its rows are counted); the timed ones go to /dev/null, so
-        # that writing the body to a file is not part of the time. A wscope peer also answers
-        # the reference's row (REF_FIELDS: what the Node and Bun peers list), timed in turn with
-        # the full one: the same content as theirs (the full row has up to 19 fields, theirs 6).
-        local out="$dir/stats-body.out" times=() ref_times=() t ref=0
-        [[ "${dir##*/}" == wscope* ]] && ref=1
+        # that writing the body to a file is not part of the time.
+        local out="$dir/stats-body.out" times=() ref_times=()
+        timed_get() { # timed_get URL: "SECONDS BYTES HTTP_CODE" of one GET
+            curl -sS --max-time 30 -o /dev/null -w '%{time_total} %{size_download} %{http_code}' \
+                "$1" 2>/dev/null || echo "nan 0 0"
+        }
         curl -sS --max-time 30 -o "$out" "http://127.0.0.1:$PEER_ADMIN/api/stats" || true
         for ((i = 0; i < STATS_SAMPLES; i++)); do
-            t="$(curl -sS --max-time 30 -o /dev/null -w '%{time_total} %{size_download} %{http_code}' \
-                "http://127.0.0.1:$PEER_ADMIN/api/stats" 2>/dev/null || echo "nan 0 0")"
-            times+=("$t")
-            if [ "$ref" = 1 ]; then
-                t="$(curl -sS --max-time 30 -o /dev/null -w '%{time_total} %{size_download} %{http_code}' \
-                    "http://127.0.0.1:$PEER_ADMIN/api/stats?fields=$REF_FIELDS" 2>/dev/null || echo "nan 0 0")"
-                ref_times+=("$t")
-            fi
+            times+=("$(timed_get "http://127.0.0.1:$PEER_ADMIN/api/stats")")
+            [ "$ref" = 0 ] || ref_times+=("$(timed_get "http://127.0.0.1:$PEER_ADMIN/api/stats?fields=$REF_FIELDS")")
         done
         REF_TIMES="${ref_times[*]}" python3 - "$out" "$n" "${times[@]}" > "$dir/stats.json" <<'EOF'
 import json, os, statistics, sys
